@@ -1,0 +1,1 @@
+"""runner: declarative, YAML-driven order automation for trading ops teams."""

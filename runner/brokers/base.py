@@ -1,0 +1,69 @@
+"""The one protocol every broker adapter implements, and the capabilities it can declare.
+
+Adapters keep pure wire translation (canonical model <-> broker JSON/form bodies) in plain functions
+and do I/O in a thin class implementing :class:`Broker`. Errors are raised as :mod:`runner.errors`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from runner.model import Modification, MultilegRequest, Order, OrderRequest, Position
+
+
+class Capability(enum.Enum):
+    NATIVE_MULTILEG = "native_multileg"  # place_multileg / cancel_multileg
+    MODIFY = "modify"  # in-place modify; without it a modify is cancel + new order
+    LOOKUP_BY_CLIENT_ID = "lookup_by_client_id"  # broker indexes our id natively (else: scan day orders)
+    MARKET_ORDERS = "market_orders"
+    STOP_ORDERS = "stop_orders"
+    BRACKET_COVER = "bracket_cover"
+    STREAMING = "streaming"  # pushes order events
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """Async broker contract. Every method either returns the broker's truth or raises a BrokerError.
+
+    * ``place`` returns the order as acknowledged (usually OPEN or PENDING_NEW); an ack is not a fill.
+    * ``cancel`` and ``modify`` return what the broker says right after; the engine verifies by reading
+      the order back. A cancel ack may leave the order PENDING_CANCEL.
+    * ``get_order`` looks an order up by our deterministic client id and returns ``None`` only when
+      the broker certainly has no such order today; this is how ambiguous outcomes are resolved.
+    """
+
+    name: str
+    capabilities: frozenset[Capability]
+
+    async def connect(self) -> None:
+        """Log in (idempotent). Called before first use and again after AuthExpired."""
+
+    async def close(self) -> None: ...
+
+    async def place(self, request: OrderRequest) -> Order: ...
+
+    async def modify(self, order: Order, change: Modification) -> Order: ...
+
+    async def cancel(self, order: Order) -> Order: ...
+
+    async def get_order(self, client_order_id: str) -> Order | None: ...
+
+    async def get_order_by_broker_id(self, broker_order_id: str) -> Order: ...
+
+    async def orders(self) -> Sequence[Order]:
+        """Every order of the trading day, in any state."""
+
+    async def open_orders(self) -> Sequence[Order]: ...
+
+    async def positions(self) -> Sequence[Position]: ...
+
+
+@runtime_checkable
+class MultilegBroker(Broker, Protocol):
+    """Brokers with Capability.NATIVE_MULTILEG also implement these."""
+
+    async def place_multileg(self, request: MultilegRequest) -> Sequence[Order]: ...
+
+    async def cancel_multileg(self, legs: Sequence[Order]) -> Sequence[Order]: ...

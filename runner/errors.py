@@ -1,0 +1,98 @@
+"""Typed broker error taxonomy. Every adapter maps its wire errors onto this tree.
+
+    BrokerError
+    ├── Rejected               the broker refused the request: never retry the same request
+    │   ├── NotFound           no such order / position at the broker
+    │   └── NotModifiable      the order exists but can no longer be modified or cancelled
+    ├── Retryable              the request did not take effect: retry with backoff
+    │   ├── Unavailable        5xx, connection refused before sending, maintenance
+    │   └── RateLimited        429 / throttled: honour ``retry_after``
+    ├── AuthExpired            session or token expired: log in again once, then retry
+    ├── OutcomeUnknown         the request may have reached the broker (timeout after sending, reply
+    │                          dropped, connection reset mid-request): resolve by looking the order up,
+    │                          never by sending it again
+    └── InstrumentUnknown      the playbook names an instrument the broker's master does not have:
+                               raised before anything is sent
+
+Configuration and playbook problems are not broker errors; they are reported by the validator.
+"""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    """Base of every broker-side failure. ``code`` is the broker's own code, kept for the journal."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, code: str | None = None, broker: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.broker = broker
+
+    def __str__(self) -> str:
+        prefix = f"[{self.broker}] " if self.broker else ""
+        suffix = f" (code {self.code})" if self.code else ""
+        return f"{prefix}{self.message}{suffix}"
+
+
+class Rejected(BrokerError):
+    """Refused by the broker (risk check, bad price, lot size, insufficient margin...)."""
+
+
+class NotFound(Rejected):
+    """The order or position does not exist at the broker."""
+
+
+class NotModifiable(Rejected):
+    """The order is in a state that cannot be modified or cancelled (filled, cancelled...)."""
+
+
+class Retryable(BrokerError):
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        broker: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, broker=broker)
+        self.retry_after = retry_after  # seconds, from Retry-After when the broker sends it
+
+
+class Unavailable(Retryable):
+    """The broker could not take the request; it certainly did not act on it."""
+
+
+class RateLimited(Retryable):
+    """Throttled by the broker (HTTP 429 or an equivalent code)."""
+
+
+class AuthExpired(BrokerError):
+    """Session expired or token invalid: log in again once, then retry."""
+
+
+class OutcomeUnknown(BrokerError):
+    """The request may or may not have taken effect. Look the order up by client id; never re-send."""
+
+
+class InstrumentUnknown(BrokerError):
+    """The instrument master has no such instrument for this broker."""
+
+
+__all__ = [
+    "AuthExpired",
+    "BrokerError",
+    "InstrumentUnknown",
+    "NotFound",
+    "NotModifiable",
+    "OutcomeUnknown",
+    "RateLimited",
+    "Rejected",
+    "Retryable",
+    "Unavailable",
+]

@@ -1,0 +1,37 @@
+"""Deterministic identifiers: the same playbook, schedule slot, step and attempt always yield the same
+ids, so a restarted run finds its own orders instead of placing them again."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+
+
+def _digest(*parts: object, size: int) -> str:
+    h = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=size)
+    return base64.b32encode(h.digest()).decode().rstrip("=").lower()
+
+
+def run_id(playbook: str, scheduled_for: dt.datetime) -> str:
+    """``<yyyymmdd>-<hhmm>-<hash>`` from the playbook name and the scheduled instant (UTC)."""
+    if scheduled_for.tzinfo is None:
+        raise ValueError("scheduled_for must be timezone-aware")
+    utc = scheduled_for.astimezone(dt.UTC)
+    return f"{utc:%Y%m%d-%H%M%S}-{_digest(playbook, utc.isoformat(), size=5)}"
+
+
+def fire_id(playbook: str, version: str, scheduled_for: dt.datetime) -> str:
+    """Identity of one scheduled fire; unique in the journal so two daemons cannot both run it."""
+    return f"fire-{_digest(playbook, version, scheduled_for.astimezone(dt.UTC).isoformat(), size=10)}"
+
+
+def client_order_id(run: str, step: str, leg: int = 0, attempt: int = 0) -> str:
+    """Our id for one order: 18 chars ``rn`` + base32, safe for every broker's tag/remarks field."""
+    return "rn" + _digest(run, step, leg, attempt, size=10)
+
+
+def numeric_id(client_order_id: str) -> int:
+    """A positive int64 form of a client id, for brokers whose ClientOrderId is numeric (AlphaPoint)."""
+    h = hashlib.blake2b(client_order_id.encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") & ((1 << 62) - 1) or 1
