@@ -1,0 +1,94 @@
+"""Shared HTTP plumbing for REST adapters: one client factory and one mapping of transport failures
+onto :mod:`runner.errors`, so every adapter treats an ambiguous failure the same way.
+
+The transport is plain httpx by default; ``RUNNER_HTTP_TRANSPORT=aiohttp`` (or the account option
+``http_transport: aiohttp``) selects ``httpx-aiohttp`` behind the same httpx API (httpx issue #3215:
+httpx's own pool is slow under concurrency). ``bench/adapters.py`` measures both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from runner.errors import AuthExpired, OutcomeUnknown, RateLimited, Unavailable
+
+
+def make_client(
+    base_url: str,
+    *,
+    timeout: float = 10.0,
+    transport: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.AsyncClient:
+    kind = transport or os.environ.get("RUNNER_HTTP_TRANSPORT", "httpx")
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    kwargs: dict[str, Any] = {
+        "base_url": base_url,
+        "timeout": httpx.Timeout(timeout),
+        "headers": dict(headers or {}),
+        "trust_env": False,
+    }
+    if kind == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        kwargs["transport"] = AiohttpTransport(limits=limits, trust_env=False)
+    else:
+        kwargs["limits"] = limits
+    return httpx.AsyncClient(**kwargs)
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # HTTP-date form: treat as unknown, caller backs off
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    broker: str,
+    mutating: bool,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Send one request and map transport-level failures.
+
+    * failure to connect: nothing reached the broker -> Unavailable (safe to retry);
+    * timeout / reset after the request was written: for a mutating request the broker may have acted
+      -> OutcomeUnknown (resolve by lookup); for a read -> Unavailable;
+    * 401 -> AuthExpired; 429 -> RateLimited(retry_after); 503 -> Unavailable;
+      other 5xx on a mutating request -> OutcomeUnknown (a gateway error says nothing about the order).
+    Other statuses are returned for the adapter to read the broker's own error envelope.
+    """
+    try:
+        response = await client.request(method, url, **kwargs)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise Unavailable(f"cannot connect: {type(exc).__name__}", broker=broker) from exc
+    except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        message = f"{method} {url}: {type(exc).__name__} after sending"
+        if mutating:
+            raise OutcomeUnknown(message, broker=broker) from exc
+        raise Unavailable(message, broker=broker) from exc
+    status = response.status_code
+    if status == 401:
+        raise AuthExpired("session expired or token invalid (HTTP 401)", code="401", broker=broker)
+    if status == 429:
+        raise RateLimited("rate limited (HTTP 429)", code="429", broker=broker,
+                          retry_after=retry_after_seconds(response))
+    if status == 503:
+        raise Unavailable("service unavailable (HTTP 503)", code="503", broker=broker,
+                          retry_after=retry_after_seconds(response))
+    if status >= 500:
+        if mutating:
+            raise OutcomeUnknown(f"HTTP {status} on {method} {url}", code=str(status), broker=broker)
+        raise Unavailable(f"HTTP {status} on {method} {url}", code=str(status), broker=broker)
+    return response

@@ -1,0 +1,102 @@
+"""Instrument master: resolves broker-neutral instruments to a broker's own identifiers.
+
+The generic format is a CSV with a header; the columns ``exchange,symbol`` are required and
+``expiry,strike,option_type,lot_size,tick_size,freeze_quantity,token,trading_symbol`` optional. Any
+other column is kept in ``MasterRow.extra`` for the adapter (e.g. Blitz ``instrument_id``, ODIN
+``scrip_token``, AlphaPoint ``instrument_id``). Adapters whose broker publishes its own scrip master
+may parse it into the same :class:`MasterRow` shape.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
+
+from runner.errors import InstrumentUnknown
+from runner.model import Instrument, OptionType
+
+
+@dataclass(frozen=True, slots=True)
+class MasterRow:
+    instrument: Instrument
+    token: str | None = None  # broker's numeric/string id
+    trading_symbol: str | None = None  # broker's symbol spelling
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _opt(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value or None
+
+
+def row_from_mapping(rec: dict[str, str]) -> MasterRow:
+    expiry = _opt(rec.get("expiry"))
+    strike = _opt(rec.get("strike"))
+    opt_type = _opt(rec.get("option_type"))
+    lot = _opt(rec.get("lot_size"))
+    tick = _opt(rec.get("tick_size"))
+    freeze = _opt(rec.get("freeze_quantity"))
+    inst = Instrument(
+        exchange=rec["exchange"].strip().upper(),
+        symbol=rec["symbol"].strip().upper(),
+        expiry=dt.date.fromisoformat(expiry) if expiry else None,
+        strike=Decimal(strike) if strike else None,
+        option_type=OptionType(opt_type.upper()) if opt_type else None,
+        lot_size=int(lot) if lot else None,
+        tick_size=Decimal(tick) if tick else None,
+        freeze_quantity=int(freeze) if freeze else None,
+    )
+    known = {"exchange", "symbol", "expiry", "strike", "option_type", "lot_size", "tick_size",
+             "freeze_quantity", "token", "trading_symbol"}
+    extra = {k: v for k, v in rec.items() if k not in known and v not in (None, "")}
+    return MasterRow(inst, _opt(rec.get("token")), _opt(rec.get("trading_symbol")), extra)
+
+
+class InstrumentMaster:
+    def __init__(self, rows: Iterable[MasterRow] = (), *, broker: str | None = None) -> None:
+        self.broker = broker
+        self._by_key: dict[str, MasterRow] = {}
+        self._by_token: dict[str, MasterRow] = {}
+        for row in rows:
+            self.add(row)
+
+    @classmethod
+    def load(cls, path: str | Path, *, broker: str | None = None) -> InstrumentMaster:
+        with open(path, newline="") as fh:
+            return cls((row_from_mapping(r) for r in csv.DictReader(fh)), broker=broker)
+
+    def add(self, row: MasterRow) -> None:
+        self._by_key[row.instrument.key] = row
+        if row.token is not None:
+            self._by_token[row.token] = row
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __iter__(self) -> Iterator[MasterRow]:
+        return iter(self._by_key.values())
+
+    def resolve(self, instrument: Instrument) -> MasterRow:
+        """The master row for ``instrument``, with lot/tick/freeze metadata merged in; or raise."""
+        row = self._by_key.get(instrument.key)
+        if row is None:
+            raise InstrumentUnknown(
+                f"instrument {instrument.key!r} is not in the instrument master", broker=self.broker
+            )
+        merged = replace(
+            row.instrument,
+            lot_size=row.instrument.lot_size or instrument.lot_size,
+            tick_size=row.instrument.tick_size or instrument.tick_size,
+            freeze_quantity=row.instrument.freeze_quantity or instrument.freeze_quantity,
+        )
+        return replace(row, instrument=merged)
+
+    def by_token(self, token: str) -> MasterRow:
+        try:
+            return self._by_token[token]
+        except KeyError:
+            raise InstrumentUnknown(f"unknown instrument token {token!r}", broker=self.broker) from None

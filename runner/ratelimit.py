@@ -1,0 +1,59 @@
+"""Async token-bucket rate limiter keyed by (account, exchange segment).
+
+Indian exchanges cap unregistered algos below 10 orders/s per segment per client (SEBI, Feb 2025), so
+adapters acquire a token here before every order-entry request. Lookups are not throttled by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Hashable
+
+
+class _Bucket:
+    __slots__ = ("lock", "stamp", "tokens")
+
+    def __init__(self, burst: int) -> None:
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+        self.lock = asyncio.Lock()
+
+
+class RateLimiter:
+    def __init__(self, rate: float, burst: int = 1) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[Hashable, _Bucket] = {}
+
+    async def acquire(self, key: Hashable = None) -> float:
+        """Wait for a token; return how long we waited (seconds)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(self.burst)
+        waited = 0.0
+        async with bucket.lock:  # FIFO among waiters on the same key
+            while True:
+                now = time.monotonic()
+                bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+                bucket.stamp = now
+                if bucket.tokens >= 1:
+                    bucket.tokens -= 1
+                    return waited
+                delay = (1 - bucket.tokens) / self.rate
+                waited += delay
+                await asyncio.sleep(delay)
+
+    def penalize(self, key: Hashable, seconds: float) -> None:
+        """Honour a broker's Retry-After: no tokens for this key for ``seconds``."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(self.burst)
+        bucket.tokens = min(bucket.tokens, 0) - seconds * self.rate
+
+
+def segment_of(exchange: str) -> str:
+    """Exchange segment for throttling: cash and derivatives of one exchange are separate segments."""
+    return exchange.upper()
