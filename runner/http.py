@@ -51,6 +51,20 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
         return None  # HTTP-date form: treat as unknown, caller backs off
 
 
+def _maybe_sent(exc: httpx.TransportError) -> bool:
+    """Could the request have reached the server? httpx's own connect errors say no. httpx-aiohttp maps
+    every aiohttp ClientConnectionError, including "server disconnected" after the request was written,
+    onto ConnectTimeout, so there only a ClientConnectorError (the TCP connect itself) proves nothing was
+    sent."""
+    cause = exc.__cause__
+    if cause is None or not type(cause).__module__.startswith("aiohttp"):
+        return False
+    import aiohttp
+
+    # a read timeout (SocketTimeoutError) is mapped to ConnectTimeout too: only connect failures are safe
+    return not isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+
+
 async def send(
     client: httpx.AsyncClient,
     method: str,
@@ -72,7 +86,11 @@ async def send(
     try:
         response = await client.request(method, url, **kwargs)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-        raise Unavailable(f"cannot connect: {type(exc).__name__}", broker=broker) from exc
+        if not _maybe_sent(exc):
+            raise Unavailable(f"cannot connect: {type(exc).__name__}", broker=broker) from exc
+        if mutating:
+            raise OutcomeUnknown(f"{method} {url}: connection lost after sending", broker=broker) from exc
+        raise Unavailable(f"{method} {url}: connection lost", broker=broker) from exc
     except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
         message = f"{method} {url}: {type(exc).__name__} after sending"
         if mutating:

@@ -1,0 +1,318 @@
+"""Safe, strict YAML loading for playbooks and accounts files.
+
+PyYAML composes the node graph (libyaml when available); we construct plain data ourselves so that:
+
+- only plain YAML is accepted: any tag other than the standard scalar/collection tags is an error;
+- duplicate keys are errors naming both positions;
+- ``true``/``false`` are the only booleans (``ON``, ``NO``, ``Y``, ``yes`` are ticker-safe strings),
+  ``09:15`` stays a string (no YAML 1.1 sexagesimal ints), ints with leading zeros stay strings
+  (no surprise octal), floats become ``Decimal`` from the source text, ``YYYY-MM-DD`` becomes a date;
+- size, nesting depth and alias expansion are bounded, so a "billion laughs" file is refused in
+  milliseconds instead of being expanded.
+
+:meth:`Loaded.mark` maps a JSON path back to ``(line, col)`` (1-based) for compiler-style messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+MAX_BYTES = 1 << 20  # 1 MiB
+MAX_DEPTH = 64
+MAX_NODES = 100_000  # every node constructed, alias re-visits included
+MAX_ALIAS_NODES = 10_000  # nodes constructed again because an alias pointed at them
+
+PathElem = str | int
+Path = tuple[PathElem, ...]
+
+_T = "tag:yaml.org,2002:"
+STR, INT, FLOAT, BOOL, NULL = _T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"
+DATE, MERGE, SEQ, MAP = _T + "timestamp", _T + "merge", _T + "seq", _T + "map"
+
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT_RE = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_FLOAT_RE = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?=[eE]))(?:[eE][-+]?[0-9]+)?")
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_NUMERIC_START = frozenset("0123456789+-.")
+
+
+class YamlError(ValueError):
+    """A file that is not acceptable YAML. ``errors`` holds every problem found as (line, col, message)."""
+
+    def __init__(
+        self, filename: str, line: int, col: int, message: str,
+        errors: Sequence[tuple[int, int, str]] | None = None,
+    ) -> None:
+        super().__init__(f"{filename}:{line}:{col}: {message}")
+        self.filename, self.line, self.col, self.message = filename, line, col, message
+        self.errors: list[tuple[int, int, str]] = list(errors) if errors else [(line, col, message)]
+
+
+def _resolve_plain(value: str) -> str:
+    if not value or value[0] in _NUMERIC_START or value[0] in "~nNtTfF<":
+        if value in _NULLS:
+            return NULL
+        if value in _BOOLS:
+            return BOOL
+        if value == "<<":
+            return MERGE
+        if _INT_RE.fullmatch(value):
+            return INT
+        if _FLOAT_RE.fullmatch(value):
+            return FLOAT
+        if _DATE_RE.fullmatch(value):
+            return DATE
+    return STR
+
+
+class _Composer(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):  # type: ignore[misc]
+    """Composes nodes only; our resolver replaces YAML 1.1 implicit typing."""
+
+    def resolve(self, kind: type[Node], value: str | None, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode:
+            return _resolve_plain(value or "") if implicit[0] else STR
+        return SEQ if kind is SequenceNode else MAP
+
+
+def _pos(node: Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+class _Constructor:
+    def __init__(self) -> None:
+        self.errors: list[tuple[int, int, str]] = []
+        self.nodes = 0
+        self.alias_nodes = 0
+        self.seen: set[int] = set()
+
+    def error(self, node: Node, message: str) -> None:
+        self.errors.append((*_pos(node), message))
+
+    def build(self, node: Node, depth: int, aliased: bool) -> Any:
+        self.nodes += 1
+        if aliased:
+            self.alias_nodes += 1
+        if self.nodes > MAX_NODES or self.alias_nodes > MAX_ALIAS_NODES or depth > MAX_DEPTH:
+            what = (
+                f"nesting deeper than {MAX_DEPTH} levels" if depth > MAX_DEPTH
+                else "too many aliased nodes (alias expansion bomb?)" if self.alias_nodes > MAX_ALIAS_NODES
+                else f"more than {MAX_NODES} nodes"
+            )
+            raise _Abort(node, f"refused: {what}")
+        if type(node) is ScalarNode:
+            return self.scalar(node)
+        if id(node) in self.seen:  # a collection reached a second time: an alias
+            aliased = True
+        else:
+            self.seen.add(id(node))
+        if type(node) is SequenceNode:
+            if node.tag != SEQ:
+                self.error(node, f"tag {node.tag!r} is not allowed: playbooks use plain YAML only")
+            return [self.build(child, depth + 1, aliased) for child in node.value]
+        assert isinstance(node, MappingNode)
+        if node.tag != MAP:
+            self.error(node, f"tag {node.tag!r} is not allowed: playbooks use plain YAML only")
+        return self.mapping(node, depth, aliased)
+
+    def mapping(self, node: MappingNode, depth: int, aliased: bool) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        key_nodes: dict[str, Node] = {}
+        merged: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if type(key_node) is not ScalarNode:
+                self.error(key_node, "mapping keys must be plain strings")
+                continue
+            if key_node.tag == MERGE:
+                sources = value_node.value if type(value_node) is SequenceNode else [value_node]
+                for source in sources:
+                    if type(source) is not MappingNode:
+                        self.error(source, "'<<' merges a mapping or a list of mappings")
+                        continue
+                    for k, v in self.mapping(source, depth + 1, True).items():
+                        merged.setdefault(k, v)  # the earliest merge source wins, as in YAML 1.1
+                continue
+            if key_node.tag not in (STR, INT, FLOAT, BOOL, NULL, DATE):
+                self.error(key_node, f"tag {key_node.tag!r} is not allowed: playbooks use plain YAML only")
+            key = key_node.value
+            if key in key_nodes:
+                line, col = _pos(key_nodes[key])
+                self.error(key_node, f"duplicate key {key!r} (first defined at {line}:{col})")
+                continue
+            key_nodes[key] = key_node
+            result[key] = self.build(value_node, depth + 1, aliased)
+        if merged:
+            for k, v in merged.items():
+                result.setdefault(k, v)
+        return result
+
+    def scalar(self, node: ScalarNode) -> Any:
+        tag, value = node.tag, node.value
+        if tag == STR:
+            return value
+        if tag == INT:
+            if _INT_RE.fullmatch(value):
+                return int(value)
+            self.error(node, f"{value!r} is not a plain decimal integer")
+            return value
+        if tag == FLOAT:
+            try:
+                return Decimal(value)
+            except InvalidOperation:
+                self.error(node, f"{value!r} is not a decimal number")
+                return value
+        if tag == BOOL:
+            if value in _BOOLS:
+                return _BOOLS[value]
+            self.error(node, f"{value!r} is not a boolean: write true or false")
+            return value
+        if tag == NULL:
+            return None
+        if tag == DATE:
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                self.error(node, f"{value!r} is not a valid date (YYYY-MM-DD)")
+                return value
+        if tag == MERGE:
+            self.error(node, "'<<' is only valid as a mapping key")
+            return value
+        self.error(node, f"tag {tag!r} is not allowed: playbooks use plain YAML only")
+        return value
+
+
+class _Abort(Exception):
+    def __init__(self, node: Node, message: str) -> None:
+        super().__init__(message)
+        self.node, self.message = node, message
+
+
+def _flow_depth_exceeds(text: str, limit: int) -> bool:
+    """Rough nesting check for flow collections (libyaml composes deep nesting in quadratic time)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return False
+
+
+@dataclass
+class Loaded:
+    """A loaded document: plain data plus the node graph for positions."""
+
+    value: Any
+    filename: str
+    root: Node | None = field(default=None, repr=False)
+
+    def mark(self, path: Sequence[PathElem]) -> tuple[int, int]:
+        """(line, col) of the value at ``path``, or of the nearest ancestor that exists."""
+        node, _ = self._walk(path)
+        return _pos(node) if node is not None else (1, 1)
+
+    def key_mark(self, path: Sequence[PathElem]) -> tuple[int, int]:
+        """(line, col) of the *key* naming the last element of ``path`` (for unknown/duplicate keys)."""
+        node, key = self._walk(path)
+        if key is not None:
+            return _pos(key)
+        return _pos(node) if node is not None else (1, 1)
+
+    def _walk(self, path: Sequence[PathElem]) -> tuple[Node | None, Node | None]:
+        node, key = self.root, None
+        for elem in path:
+            if node is None:
+                break
+            found = _child(node, elem, 0)
+            if found is None:
+                return node, None
+            key, node = found
+        return node, key
+
+
+def _child(node: Node, elem: PathElem, depth: int) -> tuple[Node | None, Node] | None:
+    if depth > MAX_DEPTH:
+        return None
+    if type(node) is SequenceNode:
+        if isinstance(elem, int) and 0 <= elem < len(node.value):
+            return None, node.value[elem]
+        return None
+    if type(node) is not MappingNode:
+        return None
+    merges: list[Node] = []
+    for key_node, value_node in node.value:
+        if type(key_node) is not ScalarNode:
+            continue
+        if key_node.tag == MERGE:
+            merges.extend(value_node.value if type(value_node) is SequenceNode else [value_node])
+        elif key_node.value == elem:
+            return key_node, value_node
+    for source in merges:
+        found = _child(source, elem, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def load_yaml(text: str, filename: str = "<string>") -> Loaded:
+    """Parse one YAML document safely. Raises :class:`YamlError` with every problem found."""
+    if len(text) > MAX_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise YamlError(filename, 1, 1, f"file is larger than {MAX_BYTES // 1024} KiB")
+    if _flow_depth_exceeds(text, MAX_DEPTH):
+        raise YamlError(filename, 1, 1, f"refused: nesting deeper than {MAX_DEPTH} levels")
+    composer = _Composer(text)
+    try:
+        root = composer.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        raise _syntax_error(filename, exc) from None
+    except yaml.YAMLError as exc:
+        raise YamlError(filename, 1, 1, f"invalid YAML: {exc}") from None
+    finally:
+        composer.dispose()
+    if root is None:
+        return Loaded(None, filename, None)
+    builder = _Constructor()
+    try:
+        value = builder.build(root, 0, False)
+    except _Abort as abort:
+        raise YamlError(filename, *_pos(abort.node), abort.message) from None
+    except RecursionError:
+        raise YamlError(filename, 1, 1, "refused: nesting too deep") from None
+    if builder.errors:
+        errors = sorted(builder.errors)
+        raise YamlError(filename, *errors[0], errors=errors)
+    return Loaded(value, filename, root)
+
+
+def _syntax_error(filename: str, exc: yaml.MarkedYAMLError) -> YamlError:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    problem = exc.problem or "invalid YAML"
+    if "'\\t'" in problem or "\\t" in problem:
+        problem += " (indent with spaces, not tabs)"
+    if exc.context and exc.context_mark is not None and exc.context_mark is not mark:
+        problem = f"{problem} ({exc.context} at {exc.context_mark.line + 1}:{exc.context_mark.column + 1})"
+    return YamlError(filename, line, col, f"YAML syntax: {problem}")
+
+
+def to_json(value: Any) -> Any:
+    """The JSON view used for schema validation: dates become ISO strings, everything else as is."""
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value

@@ -1,0 +1,86 @@
+"""runner.http over real loopback sockets: each failure mode maps onto the error taxonomy."""
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from runner.errors import AuthExpired, OutcomeUnknown, RateLimited, Unavailable
+from runner.http import make_client, send
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+
+
+def _reply(status: str, extra: str = "") -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(f"HTTP/1.1 {status}\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}".encode())
+        await writer.drain()
+        writer.close()
+
+    return handler
+
+
+async def _drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)  # the broker "acted", then the reply is lost
+    writer.close()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> str:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    yield start
+    for s in servers:
+        s.close()
+        await s.wait_closed()
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_dropped_reply_is_outcome_unknown_for_orders_and_unavailable_for_reads(serve, transport) -> None:
+    url = await serve(_drop)
+    async with make_client(url, timeout=2, transport=transport) as client:
+        with pytest.raises(OutcomeUnknown):
+            await send(client, "POST", "/orders", broker="t", mutating=True, json={})
+        with pytest.raises(Unavailable):
+            await send(client, "GET", "/orders", broker="t", mutating=False)
+
+
+@pytest.mark.parametrize(
+    ("status", "extra", "error"),
+    [("401 Unauthorized", "", AuthExpired), ("429 Too Many Requests", "Retry-After: 2\r\n", RateLimited),
+     ("503 Service Unavailable", "", Unavailable), ("502 Bad Gateway", "", OutcomeUnknown)],
+)
+async def test_status_codes_map_to_the_taxonomy(serve, status, extra, error) -> None:
+    url = await serve(_reply(status, extra))
+    async with make_client(url, timeout=2) as client:
+        with pytest.raises(error) as info:
+            await send(client, "POST", "/orders", broker="t", mutating=True)
+    if error is RateLimited:
+        assert info.value.retry_after == 2.0
+
+
+async def test_connection_refused_is_unavailable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again before we connect: nothing listens
+    async with make_client(f"http://127.0.0.1:{port}", timeout=2) as client:
+        with pytest.raises(Unavailable):
+            await send(client, "POST", "/orders", broker="t", mutating=True)
+
+
+async def test_ok_response_is_returned(serve) -> None:
+    url = await serve(_reply("200 OK"))
+    async with make_client(url, timeout=2) as client:
+        response = await send(client, "GET", "/x", broker="t", mutating=False)
+    assert response.status_code == 200
