@@ -276,7 +276,7 @@ def load_yaml(text: str, filename: str = "<string>") -> Loaded:
     try:
         root = composer.get_single_node()
     except yaml.MarkedYAMLError as exc:
-        raise _syntax_error(filename, exc) from None
+        raise _syntax_error(filename, exc, text) from None
     except yaml.YAMLError as exc:
         raise YamlError(filename, 1, 1, f"invalid YAML: {exc}") from None
     finally:
@@ -296,12 +296,13 @@ def load_yaml(text: str, filename: str = "<string>") -> Loaded:
     return Loaded(value, filename, root)
 
 
-def _syntax_error(filename: str, exc: yaml.MarkedYAMLError) -> YamlError:
+def _syntax_error(filename: str, exc: yaml.MarkedYAMLError, text: str) -> YamlError:
     mark = exc.problem_mark or exc.context_mark
     line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = exc.problem or "invalid YAML"
-    if "'\\t'" in problem or "\\t" in problem:
-        problem += " (indent with spaces, not tabs)"
+    lines = text.splitlines()
+    if 0 < line <= len(lines) and lines[line - 1][col - 1 : col] == "\t":
+        problem += ": a tab (indent with spaces, not tabs)"
     if exc.context and exc.context_mark is not None and exc.context_mark is not mark:
         problem = f"{problem} ({exc.context} at {exc.context_mark.line + 1}:{exc.context_mark.column + 1})"
     return YamlError(filename, line, col, f"YAML syntax: {problem}")

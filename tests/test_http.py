@@ -84,3 +84,23 @@ async def test_ok_response_is_returned(serve) -> None:
     async with make_client(url, timeout=2) as client:
         response = await send(client, "GET", "/x", broker="t", mutating=False)
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_read_timeout_after_sending_is_outcome_unknown(serve, transport) -> None:
+    never = asyncio.Event()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        try:
+            await asyncio.wait_for(never.wait(), 5)
+        except TimeoutError:
+            pass
+        finally:
+            writer.close()
+
+    url = await serve(stall)
+    async with make_client(url, timeout=0.1, transport=transport) as client:
+        with pytest.raises(OutcomeUnknown):
+            await send(client, "POST", "/orders", broker="t", mutating=True)
+    never.set()
