@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -98,7 +98,7 @@ PAPER = Account(name="paper", broker="paper", description="built-in paper broker
 
 class AccountsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int = 1
+    version: Literal[1] = 1
     accounts: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

@@ -48,6 +48,9 @@ Duration = Annotated[str, Field(pattern=DURATION_RE.pattern.replace("^", "^(?:\\
 LocalTime = Annotated[str, Field(pattern=TIME_RE.pattern)]
 Late = Annotated[str, Field(pattern=LATE_RE.pattern)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+# An earlier step's id, or ``spread_id.leg_id`` for one leg of a spread.
+OrderRef = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}(\.[A-Za-z][A-Za-z0-9_-]{0,63})?$")]
+Exchange = Literal["NSE", "BSE", "NFO", "BFO", "MCX", "CDS"]
 # A quantity or price may be a literal or a ``${var}`` / ``${var * var}`` substitution.
 VarRef = Annotated[str, Field(pattern=VAR_RE.pattern)]
 Qty = Annotated[int, Field(gt=0)] | VarRef
@@ -64,7 +67,7 @@ class _Model(BaseModel):
 class InstrumentSpec(_Model):
     """Broker-neutral instrument: exchange + symbol, plus expiry/strike/option_type for derivatives."""
 
-    exchange: Literal["NSE", "BSE", "NFO", "BFO", "MCX", "CDS"]
+    exchange: Exchange
     symbol: Annotated[str, Field(min_length=1, max_length=40)]
     expiry: dt.date | None = None
     strike: Annotated[Decimal, Field(gt=0)] | None = None
@@ -171,7 +174,7 @@ class ModifyStep(Timing):
     kind: Literal["modify"]
     id: Identifier
     description: str | None = None
-    order: Identifier  # a place step id, or ``spread_id.leg_id``
+    order: OrderRef  # a place step id, or ``spread_id.leg_id``
     when: OrderCondition = Field(default_factory=lambda: OrderCondition(status=[OrderStatus.OPEN]))
     price: Price | None = None
     trigger_price: Price | None = None
@@ -183,7 +186,7 @@ class ModifyStep(Timing):
 class OrderFilter(_Model):
     """Matches orders or positions. Omitted fields match anything."""
 
-    exchange: list[str] | None = None
+    exchange: list[Exchange] | None = None
     product: list[Product] | None = None
     side: Side | None = None
     instruments: list[InstrumentRef] | None = None
@@ -195,7 +198,7 @@ class CancelStep(Timing):
     kind: Literal["cancel"]
     id: Identifier
     description: str | None = None
-    order: Identifier | None = None  # one earlier order ...
+    order: OrderRef | None = None  # one earlier order (or a whole spread) ...
     all_open: OrderFilter | None = None  # ... or every open order matching a filter
     when: OrderCondition | None = None
 
@@ -221,7 +224,7 @@ class WaitStep(Timing):
     id: Identifier
     description: str | None = None
     until: LocalTime | None = None
-    order: Identifier | None = None
+    order: OrderRef | None = None
     status: list[OrderStatus] | None = None  # wait for the order to reach one of these
     timeout: Duration = "60s"
     on_timeout: Literal["fail", "continue", "stop"] = "fail"
@@ -241,7 +244,7 @@ class Limits(_Model):
     max_notional: Annotated[Decimal, Field(gt=0)] | None = None  # per order, rupees
     max_orders_per_run: Annotated[int, Field(gt=0)] | None = None
     allowed_instruments: list[InstrumentRef] | None = None
-    allowed_exchanges: list[str] | None = None
+    allowed_exchanges: list[Exchange] | None = None
 
 
 VarValue = int | Decimal | str | bool | dt.date

@@ -43,6 +43,7 @@ _INT_RE = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 _FLOAT_RE = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?=[eE]))(?:[eE][-+]?[0-9]+)?")
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _NUMERIC_START = frozenset("0123456789+-.")
+_RESOLVED: dict[str | None, str] = {}
 
 
 class YamlError(ValueError):
@@ -79,7 +80,14 @@ class _Composer(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):
 
     def resolve(self, kind: type[Node], value: str | None, implicit: tuple[bool, bool]) -> str:
         if kind is ScalarNode:
-            return _resolve_plain(value or "") if implicit[0] else STR
+            if not implicit[0]:
+                return STR
+            tag = _RESOLVED.get(value)  # playbooks repeat the same scalars (BUY, NFO, place, ...)
+            if tag is None:
+                tag = _resolve_plain(value or "")
+                if len(_RESOLVED) < 4096:
+                    _RESOLVED[value] = tag
+            return tag
         return SEQ if kind is SequenceNode else MAP
 
 
@@ -303,6 +311,8 @@ def _syntax_error(filename: str, exc: yaml.MarkedYAMLError, text: str) -> YamlEr
     lines = text.splitlines()
     if 0 < line <= len(lines) and lines[line - 1][col - 1 : col] == "\t":
         problem += ": a tab (indent with spaces, not tabs)"
+    elif 0 < line <= len(lines) and "${" in lines[line - 1] and "flow" in (exc.context or ""):
+        problem += ': inside { } or [ ], quote ${...} references: "${var}"'
     if exc.context and exc.context_mark is not None and exc.context_mark is not mark:
         problem = f"{problem} ({exc.context} at {exc.context_mark.line + 1}:{exc.context_mark.column + 1})"
     return YamlError(filename, line, col, f"YAML syntax: {problem}")

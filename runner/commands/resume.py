@@ -1,0 +1,23 @@
+"""``runner resume``: lift ``runner halt`` / ``runner halt --reduce-only``; daemons see it within a second."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.add_argument("--reason", help="note recorded with the change")
+    parser.add_argument(
+        "--db", metavar="URL", help="journal database URL (default $RUNNER_DB or ./.runner/runner.db)"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from runner.commands.halt import set_mode
+    from runner.control import Mode
+
+    return set_mode(args, Mode.NORMAL)

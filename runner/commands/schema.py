@@ -1,0 +1,20 @@
+"""``runner schema``: print the playbook JSON Schema (``--accounts``: the accounts file schema).
+
+Editors use it for completion: ``# yaml-language-server: $schema=<path or URL>`` at the top of a playbook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--accounts", action="store_true", help="print the accounts file schema instead")
+
+
+def run(args: argparse.Namespace) -> int:
+    from runner.validate import ACCOUNTS_SCHEMA, PLAYBOOK_SCHEMA, schema_text
+
+    sys.stdout.write(schema_text(ACCOUNTS_SCHEMA if args.accounts else PLAYBOOK_SCHEMA))
+    return 0

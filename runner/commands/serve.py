@@ -1,0 +1,136 @@
+"""``runner serve PLAYBOOK_DIR``: the daemon. Schedules every valid playbook in the directory (each in its
+own timezone, on its calendar's trading days), fires each exactly once across daemons sharing the journal,
+catches up on fires missed while down (per the playbook's ``late:`` policy, listed in a report), reloads
+edited files (an invalid edit keeps the previous version), honours ``runner halt`` within a second and
+stops gracefully on SIGTERM/SIGINT (running fires get ``--shutdown-grace`` seconds, then are journaled
+unknown). ``runner status`` shows what it is doing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("playbook_dir", metavar="PLAYBOOK_DIR", help="directory of playbook YAML files")
+    parser.add_argument(
+        "--accounts", metavar="FILE", help="accounts file (default $RUNNER_ACCOUNTS, ./accounts.yaml)"
+    )
+    parser.add_argument(
+        "--db", metavar="URL", help="journal database URL (default $RUNNER_DB or ./.runner/runner.db)"
+    )
+    parser.add_argument(
+        "--calendars", metavar="DIR", help="calendar override directory (default $RUNNER_CALENDARS)"
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long running fires may finish after SIGTERM (default 10)",
+    )
+    parser.add_argument(
+        "--lead",
+        type=float,
+        default=0.2,
+        metavar="SECONDS",
+        help="wake this early before each fire and finish the wait precisely (default 0.2)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from runner.cli import EXIT_INVALID, EXIT_USAGE
+
+    directory = Path(args.playbook_dir)
+    if not directory.is_dir():
+        print(f"runner serve: {directory} is not a directory", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
+    from runner import logs
+
+    logs.configure(stream=sys.stderr, force=True)
+    try:
+        return asyncio.run(_serve(args, directory))
+    except _AccountsInvalid as exc:
+        print(f"runner serve: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    finally:
+        logging.shutdown()
+
+
+class _AccountsInvalid(Exception):
+    pass
+
+
+async def _serve(args: argparse.Namespace, directory: Path) -> int:
+    from runner.accounts import find_accounts_file, load_accounts
+    from runner.clock import SystemClock
+    from runner.control import ControlStore
+    from runner.fires import FireStore, open_engine
+    from runner.journal import Journal
+    from runner.scheduler import (
+        BrokerPool,
+        Daemon,
+        DaemonOptions,
+        EngineExecutor,
+        default_calendar_loader,
+        new_daemon_id,
+    )
+    from runner.validate import account_names
+
+    try:
+        accounts = load_accounts(find_accounts_file(args.accounts))
+    except Exception as exc:  # pydantic / YAML / OS errors: report, do not start half-configured
+        raise _AccountsInvalid(f"accounts file: {exc}") from None
+    names, _ = account_names(args.accounts)
+    clock = SystemClock()
+    engine = open_engine(args.db)
+    pool = BrokerPool(accounts, None, clock=clock, engine=engine)
+    daemon = Daemon(
+        directory,
+        fires=FireStore(engine, new_daemon_id()),
+        control=ControlStore(engine),
+        executor=EngineExecutor(pool, Journal(engine=engine), clock),
+        clock=clock,
+        calendars=default_calendar_loader(args.calendars),
+        brokers=pool,
+        relogin={n: (a.relogin_at, a.timezone) for n, a in accounts.items() if a.relogin_at},
+        options=DaemonOptions(lead=args.lead, shutdown_grace=args.shutdown_grace),
+        account_names=names,
+    )
+    pool.view = daemon.watcher
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    lines = await daemon.start()
+    for entry in daemon.entries.values():  # create brokers now, not on the first fire's critical path
+        try:
+            pool.get_broker(entry.playbook.account)
+        except Exception as exc:
+            print(f"account {entry.playbook.account!r} for {entry.name}: {exc}", file=sys.stderr)
+    print(
+        f"runner serve: daemon {daemon.owner}, {len(daemon.entries)} playbooks scheduled, "
+        f"{len(daemon.reload_errors)} invalid",
+        flush=True,
+    )
+    for line in lines:
+        print(f"  {line}", flush=True)
+    if daemon.catch_up_report:
+        print("catch-up report:", flush=True)
+        for item in daemon.catch_up_report:
+            print(item.line(), flush=True)
+    await daemon.wait_stopped()
+    print("runner serve: stopped", flush=True)
+    return 0

@@ -1,0 +1,136 @@
+"""``runner status``: kill-switch state, running daemons, next fire per playbook, fires running now (with
+the step each is on), and each playbook's last outcome. Read from the journal database, which every
+daemon updates each second, so it works from any process. ``--json`` for scripts."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from typing import Any
+
+DESCRIPTION = __doc__
+STALE = dt.timedelta(seconds=5)  # a daemon silent this long is reported as not running
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.add_argument(
+        "--db", metavar="URL", help="journal database URL (default $RUNNER_DB or ./.runner/runner.db)"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any]:
+    from runner.control import ControlStore
+    from runner.fires import FireStore, open_engine, read_daemons
+
+    now = now or dt.datetime.now(dt.UTC)
+    engine = open_engine(db_url)
+    daemons: list[dict[str, Any]] = []
+    for d in read_daemons(engine):
+        alive = d["stopped_at"] is None and now - d["heartbeat_at"] < STALE
+        if not alive and daemons:
+            continue  # show only the most recent dead one, for "when did it stop"
+        status = d["status"]
+        daemons.append(
+            {
+                "daemon_id": d["daemon_id"],
+                "host": d["host"],
+                "pid": d["pid"],
+                "alive": alive,
+                "playbook_dir": d["playbook_dir"],
+                "heartbeat_at": d["heartbeat_at"].isoformat(),
+                "stopped_at": d["stopped_at"].isoformat() if d["stopped_at"] else None,
+                "playbooks": status.get("playbooks", {}),
+                "running": status.get("running", []),
+                "invalid": status.get("invalid", {}),
+            }
+        )
+    live = [d for d in daemons if d["alive"]]
+    running = [r for d in live for r in d["running"]]
+    _add_current_steps(engine, running)
+    store = FireStore(engine, owner="status")  # read-only use
+    last = {
+        name: {
+            "scheduled_for": r.scheduled_for.isoformat(),
+            "state": r.state.value,
+            "outcome": r.outcome,
+            "run_id": r.run_id,
+        }
+        for name, r in sorted(store.last_outcomes().items())
+    }
+    next_fires: dict[str, Any] = {}
+    for d in live:
+        for name, info in d["playbooks"].items():
+            if name not in next_fires or (info["next_fire"] or "~") < (next_fires[name]["next_fire"] or "~"):
+                next_fires[name] = info
+    return {
+        "now": now.isoformat(),
+        "control": ControlStore(engine).get().as_dict(),
+        "daemons": daemons,
+        "next_fires": dict(sorted(next_fires.items())),
+        "running": running,
+        "last_outcomes": last,
+    }
+
+
+def _add_current_steps(engine: Any, running: list[dict[str, Any]]) -> None:
+    if not running:
+        return
+    from runner.journal import Journal
+
+    journal = Journal(engine=engine)
+    for r in running:
+        steps = journal.steps_of(r["run_id"])
+        current = [s.step_id for s in steps.values() if s.finished_at is None]
+        r["current_step"] = current[0] if current else None
+        r["steps_done"] = sum(1 for s in steps.values() if s.finished_at is not None)
+
+
+def run(args: argparse.Namespace) -> int:
+    data = collect(args.db)
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    c = data["control"]
+    mode = {"normal": "normal (orders allowed)", "halt": "HALTED", "reduce_only": "REDUCE-ONLY"}[c["mode"]]
+    extra = (
+        f" since {c['since']} by {c['by']}" + (f": {c['reason']}" if c["reason"] else "")
+        if c["halted"]
+        else ""
+    )
+    print(f"kill switch: {mode}{extra}")
+    live = [d for d in data["daemons"] if d["alive"]]
+    if not live:
+        gone = data["daemons"][0] if data["daemons"] else None
+        print(
+            "daemon: none running"
+            + (f" (last: {gone['daemon_id']}, heartbeat {gone['heartbeat_at']})" if gone else "")
+        )
+    for d in live:
+        print(
+            f"daemon: {d['daemon_id']} pid {d['pid']} on {d['host']}, {d['playbook_dir']}, "
+            f"{len(d['playbooks'])} playbooks, {len(d['invalid'])} invalid"
+        )
+        for path, errors in d["invalid"].items():
+            print(f"  invalid {path}: {errors[0] if errors else ''}")
+    if data["next_fires"]:
+        print("next fires:")
+        for name, info in data["next_fires"].items():
+            print(
+                f"  {name:<28} {info['next_fire'] or 'none':<34} {info['timezone']}"
+                + (f" calendar {info['calendar']}" if info.get("calendar") else "")
+            )
+    if data["running"]:
+        print("running:")
+        for r in data["running"]:
+            print(
+                f"  {r['playbook']:<28} run {r['run_id']} step {r.get('current_step') or '-'} "
+                f"(started {r['started_at']})"
+            )
+    if data["last_outcomes"]:
+        print("last outcomes:")
+        for name, r in data["last_outcomes"].items():
+            print(f"  {name:<28} {r['scheduled_for']}  {r['state']:<10} {r['outcome'] or ''}")
+    return 0

@@ -1,0 +1,275 @@
+"""Kill switch. One row in the journal database says whether new orders may go out:
+
+* ``normal``       everything allowed
+* ``halt``         no new orders; a running daemon cancels open ones (``runner halt``)
+* ``reduce_only``  only orders that shrink an existing position (``runner halt --reduce-only``)
+
+``runner halt`` / ``runner resume`` write the row; daemons poll it (:class:`ControlWatcher`, every 0.25 s)
+and every order passes :class:`GuardedBroker`, which consults the latest state before ``place``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from runner.brokers.base import Broker, Capability
+from runner.errors import Rejected
+from runner.fires import UTCDateTime, read
+from runner.model import Modification, MultilegRequest, Order, OrderRequest, Position, Side
+
+log = logging.getLogger("runner.control")
+
+
+class Mode(enum.StrEnum):
+    NORMAL = "normal"
+    HALT = "halt"
+    REDUCE_ONLY = "reduce_only"
+
+
+class Halted(Rejected):
+    """Refused by the runner's kill switch; nothing was sent to the broker."""
+
+    def __init__(self, message: str, mode: Mode) -> None:
+        super().__init__(message, code=mode.value, broker="runner")
+        self.mode = mode
+
+
+metadata = sa.MetaData()
+control = sa.Table(
+    "control",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),  # always 1: one switch per journal
+    sa.Column("halted", sa.Boolean, nullable=False),
+    sa.Column(
+        "mode",
+        sa.Enum(Mode, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
+        nullable=False,
+    ),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("since", UTCDateTime(), nullable=False),
+    sa.Column("by", sa.String(128), nullable=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlState:
+    mode: Mode = Mode.NORMAL
+    reason: str | None = None
+    since: dt.datetime | None = None
+    by: str | None = None
+
+    @property
+    def halted(self) -> bool:
+        return self.mode is not Mode.NORMAL
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.value,
+            "halted": self.halted,
+            "reason": self.reason,
+            "since": self.since.isoformat() if self.since else None,
+            "by": self.by,
+        }
+
+
+class ControlStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        metadata.create_all(engine)
+
+    def get(self) -> ControlState:
+        with read(self.engine) as conn:
+            row = conn.execute(sa.select(control).where(control.c.id == 1)).first()
+        if row is None:
+            return ControlState()
+        return ControlState(mode=row.mode, reason=row.reason, since=row.since, by=row.by)
+
+    def set(self, mode: Mode, reason: str | None, by: str | None, now: dt.datetime) -> ControlState:
+        values = {"halted": mode is not Mode.NORMAL, "mode": mode, "reason": reason, "since": now, "by": by}
+        with self.engine.begin() as conn:
+            done = conn.execute(control.update().where(control.c.id == 1).values(**values)).rowcount
+            if not done:
+                conn.execute(control.insert().values(id=1, **values))
+        return ControlState(mode=mode, reason=reason, since=now, by=by)
+
+
+def check_order_allowed(
+    state: ControlState, side: Side, position_qty: int, quantity: int | None = None
+) -> None:
+    """Raise :class:`Halted` unless ``state`` lets this order out.
+
+    In reduce-only mode an order must shrink the net position (``position_qty`` > 0 long, < 0 short)
+    without flipping it: a SELL against a long, a BUY against a short, ``quantity`` <= |position|.
+    """
+    if state.mode is Mode.NORMAL:
+        return
+    why = f" ({state.reason})" if state.reason else ""
+    if state.mode is Mode.HALT:
+        raise Halted(f"halted{why}: no new orders", state.mode)
+    reduces = (side is Side.SELL and position_qty > 0) or (side is Side.BUY and position_qty < 0)
+    if not reduces:
+        raise Halted(f"reduce-only{why}: {side.value} would not reduce position {position_qty}", state.mode)
+    if quantity is not None and quantity > abs(position_qty):
+        raise Halted(f"reduce-only{why}: {side.value} {quantity} exceeds position {position_qty}", state.mode)
+
+
+class ControlView:
+    """What a guard reads: the latest known state. A watcher keeps it fresh."""
+
+    def __init__(self, state: ControlState | None = None) -> None:
+        self.state = state or ControlState()
+
+
+class ControlWatcher(ControlView):
+    """Polls the control row (default every 0.25 s) in a worker thread; calls ``on_change`` on changes."""
+
+    def __init__(
+        self,
+        store: ControlStore,
+        interval: float = 0.25,
+        on_change: Callable[[ControlState, ControlState], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(store.get())
+        self.store = store
+        self.interval = interval
+        self.on_change = on_change
+        self._task: asyncio.Task[None] | None = None
+
+    async def poll_once(self) -> ControlState:
+        new = await asyncio.to_thread(self.store.get)
+        old, self.state = self.state, new
+        if (new.mode, new.since) != (old.mode, old.since):
+            log.warning(
+                "kill switch: %s -> %s (%s, by %s)", old.mode.value, new.mode.value, new.reason, new.by
+            )
+            if self.on_change is not None:
+                await self.on_change(old, new)
+        return new
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except Exception:  # keep the last known state; a locked db must not kill the watcher
+                log.exception("kill switch poll failed; keeping last state %s", self.state.mode.value)
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class GuardedBroker:
+    """Wraps any Broker: ``place``/``modify``/``place_multileg`` refused while halted, reduce-only orders
+    allowed in reduce-only mode. Cancels and reads always pass."""
+
+    def __init__(self, inner: Broker, view: ControlView) -> None:
+        self.inner = inner
+        self.view = view
+        self.name = inner.name
+        self.capabilities: frozenset[Capability] = inner.capabilities
+
+    async def _position_qty(self, request: OrderRequest) -> int:
+        """Net position in this instrument/product, less what open reducing orders already take."""
+        net = sum(
+            p.quantity
+            for p in await self.inner.positions()
+            if p.instrument.key == request.instrument.key and p.product is request.product
+        )
+        for o in await self.inner.open_orders():
+            if (
+                o.instrument.key == request.instrument.key
+                and o.product is request.product
+                and o.side is request.side
+            ):
+                net += o.side.sign * o.pending_quantity
+        return net
+
+    async def check(self, request: OrderRequest) -> None:
+        state = self.view.state
+        if state.mode is Mode.REDUCE_ONLY:
+            check_order_allowed(state, request.side, await self._position_qty(request), request.quantity)
+            # the state may have moved to HALT while we read positions
+            if self.view.state.mode is Mode.HALT:
+                check_order_allowed(self.view.state, request.side, 0)
+        else:
+            check_order_allowed(state, request.side, 0)
+
+    async def place(self, request: OrderRequest) -> Order:
+        await self.check(request)
+        return await self.inner.place(request)
+
+    async def modify(self, order: Order, change: Modification) -> Order:
+        state = self.view.state
+        if state.mode is Mode.HALT:
+            raise Halted(f"halted ({state.reason}): no modifications", state.mode)
+        if (
+            state.mode is Mode.REDUCE_ONLY
+            and change.quantity is not None
+            and change.quantity > order.quantity
+        ):
+            raise Halted("reduce-only: a modification may not increase quantity", state.mode)
+        return await self.inner.modify(order, change)
+
+    async def place_multileg(self, request: MultilegRequest) -> Sequence[Order]:
+        state = self.view.state
+        if state.mode is not Mode.NORMAL:
+            raise Halted(f"{state.mode.value}: no new multileg orders", state.mode)
+        return await self.inner.place_multileg(request)  # type: ignore[attr-defined]
+
+    async def cancel_multileg(self, legs: Sequence[Order]) -> Sequence[Order]:
+        return await self.inner.cancel_multileg(legs)  # type: ignore[attr-defined]
+
+    async def connect(self) -> None:
+        await self.inner.connect()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def cancel(self, order: Order) -> Order:
+        return await self.inner.cancel(order)
+
+    async def get_order(self, client_order_id: str) -> Order | None:
+        return await self.inner.get_order(client_order_id)
+
+    async def get_order_by_broker_id(self, broker_order_id: str) -> Order:
+        return await self.inner.get_order_by_broker_id(broker_order_id)
+
+    async def orders(self) -> Sequence[Order]:
+        return await self.inner.orders()
+
+    async def open_orders(self) -> Sequence[Order]:
+        return await self.inner.open_orders()
+
+    async def positions(self) -> Sequence[Position]:
+        return await self.inner.positions()
+
+
+async def cancel_open_orders(broker: Broker) -> list[Order]:
+    """Cancel every working order, then read each back (a cancel ack is not a cancel)."""
+    results: list[Order] = []
+    for order in await broker.open_orders():
+        try:
+            await broker.cancel(order)
+        except Rejected as exc:  # already filled / cancelled: the read-back tells
+            log.warning("cancel %s refused: %s", order.client_order_id, exc)
+        after = await broker.get_order(order.client_order_id)
+        results.append(after or order)
+        if after is not None and after.status.is_working:
+            log.error("order %s still %s after cancel", order.client_order_id, after.status.value)
+    return results

@@ -1,0 +1,596 @@
+"""Every broker call of a run goes through here: journaling, retries, lookups and read-back verification.
+
+* ``place``: the intent is committed before the request leaves; a journaled intent is never sent again
+  unless a lookup by client id proved the broker never got it (:attr:`Resolution.ABSENT`).
+* Retryable errors back off (honouring ``retry_after``); AuthExpired logs in once and retries;
+  OutcomeUnknown is resolved by ``get_order`` (never a blind re-send); Rejected is never retried.
+* ``cancel`` / ``modify`` return what reading the order back says, not what the ack said.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from runner.brokers.base import Broker, Capability, MultilegBroker
+from runner.errors import (
+    AuthExpired,
+    BrokerError,
+    NotFound,
+    NotModifiable,
+    OutcomeUnknown,
+    Rejected,
+    Retryable,
+)
+from runner.ids import client_order_id
+from runner.journal import Intent, Journal, Purpose, Resolution
+from runner.logs import redact
+from runner.model import (
+    IllegalTransition,
+    Instrument,
+    Modification,
+    MultilegRequest,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Position,
+)
+from runner.risk import QuoteSource, RiskChecker, RiskRefused
+
+if TYPE_CHECKING:
+    from runner.clock import Clock
+
+T = TypeVar("T")
+
+UNSETTLED = frozenset({OrderStatus.PENDING_NEW, OrderStatus.UNKNOWN})
+
+
+def is_live(order: Order) -> bool:
+    """Working at the broker, or possibly so (not yet acknowledged / unknown)."""
+    return order.status.is_working or order.status in UNSETTLED
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    max_attempts: int = 5  # per call, for Retryable / AuthExpired
+    backoff_base: float = 0.2  # seconds, doubled per attempt
+    backoff_cap: float = 5.0
+    poll_interval: float = 0.25  # read-back polling
+    lookup_attempts: int = 4  # lookups after OutcomeUnknown before concluding "never arrived"
+    verify_timeout: float = 10.0  # default read-back window for cancel / modify
+    market_fill_wait: float = 5.0  # how long a place step watches a MARKET order for its fill
+
+
+class EventKind(enum.StrEnum):
+    RUN_STARTED = "run_started"
+    STEP_STARTED = "step_started"
+    STEP_FINISHED = "step_finished"
+    ORDER = "order"
+    NOTE = "note"
+    RUN_FINISHED = "run_finished"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEvent:
+    kind: EventKind
+    at: dt.datetime
+    step_id: str | None = None
+    message: str = ""
+    order: Order | None = None
+    outcome: str | None = None
+
+
+Observer = Callable[[EngineEvent], None]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(redact(value), default=str, sort_keys=True)
+
+
+def order_to_dict(order: Order) -> dict[str, Any]:
+    d = dataclasses.asdict(order)
+    d["instrument"] = order.instrument.key
+    return d
+
+
+def request_to_dict(request: OrderRequest) -> dict[str, Any]:
+    d = dataclasses.asdict(request)
+    d["instrument"] = request.instrument.key
+    return d
+
+
+@dataclass
+class Gateway:
+    broker: Broker
+    journal: Journal
+    clock: Clock
+    run_id: str
+    account: str
+    risk: RiskChecker | None = None
+    tuning: Tuning = field(default_factory=Tuning)
+    observer: Observer | None = None
+    log: Any = None
+    step_id: str | None = None  # set by the engine while a step runs
+    last_prices: dict[str, Decimal] = field(default_factory=dict)
+
+    # --- low level: one broker call with retries and a journal row ---------------------------------
+
+    def _emit(self, kind: EventKind, message: str = "", order: Order | None = None) -> None:
+        if self.observer is not None:
+            self.observer(EngineEvent(kind, self.clock.now(), self.step_id, message, order))
+
+    def _call_row(
+        self,
+        method: str,
+        cid: str | None,
+        request: Any,
+        response: Any,
+        error: BaseException | None,
+        started: float,
+    ) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "step_id": self.step_id,
+            "client_order_id": cid,
+            "method": method,
+            "request": _json(request) if request is not None else None,
+            "response": _json(response) if response is not None else None,
+            "error": type(error).__name__ if error else None,
+            "error_message": str(error) if error else None,
+            "at": self.clock.now(),
+            "duration_us": int((time.perf_counter() - started) * 1e6),
+        }
+
+    async def call(
+        self,
+        method: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        cid: str | None = None,
+        request: Any = None,
+        record: bool = True,
+    ) -> tuple[T, dict[str, Any]]:
+        """Run ``fn`` with the retry policy. Returns the result and its (unwritten) broker_calls row;
+        failed attempts are journaled here. OutcomeUnknown and Rejected propagate to the caller."""
+        relogged = False
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                result = await fn()
+            except Retryable as exc:
+                self.journal.record_call(self._call_row(method, cid, request, None, exc, started))
+                if attempt >= self.tuning.max_attempts:
+                    raise
+                delay = (
+                    exc.retry_after
+                    if exc.retry_after is not None
+                    else min(self.tuning.backoff_cap, self.tuning.backoff_base * 2 ** (attempt - 1))
+                )
+                self._log("broker_retry", method=method, client_order_id=cid, error=str(exc), delay=delay)
+                await self.clock.sleep(delay)
+                continue
+            except AuthExpired as exc:
+                self.journal.record_call(self._call_row(method, cid, request, None, exc, started))
+                if relogged:
+                    raise
+                relogged = True
+                self._log("broker_relogin", method=method)
+                await self.broker.connect()
+                continue
+            except BrokerError as exc:
+                self.journal.record_call(self._call_row(method, cid, request, None, exc, started))
+                raise
+            response = (
+                order_to_dict(result)
+                if isinstance(result, Order)
+                else [order_to_dict(o) for o in result]
+                if isinstance(result, list | tuple) and all(isinstance(o, Order) for o in result)
+                else None
+            )
+            row = self._call_row(method, cid, request, response, None, started)
+            if record:
+                self.journal.record_call(row)
+            return result, row
+
+    def _log(self, event: str, **kw: Any) -> None:
+        if self.log is not None:
+            self.log.info(event, **kw)
+
+    def note(self, message: str, *, level: str = "info", cid: str | None = None) -> None:
+        self.journal.record_event(
+            self.run_id,
+            "note",
+            message,
+            self.clock.now(),
+            level=level,
+            step_id=self.step_id,
+            client_order_id=cid,
+        )
+        self._emit(EventKind.NOTE, message)
+
+    def _record(self, order: Order, row: dict[str, Any] | None = None) -> Order:
+        """Journal the broker's view of an order (ours or not). An illegal transition is recorded as an
+        error and the broker's report is still returned: the broker is the truth, the journal the record."""
+        try:
+            self.journal.record_order(order, self.clock.now(), call=row)
+        except IllegalTransition as exc:
+            if self.log is not None:
+                self.log.error("illegal_transition", client_order_id=order.client_order_id, error=str(exc))
+        if order.average_price is not None:
+            self.last_prices[order.instrument.key] = order.average_price
+        self._emit(EventKind.ORDER, order=order)
+        return order
+
+    # --- reads ----------------------------------------------------------------------------------------
+
+    async def lookup(self, cid: str) -> Order | None:
+        order, row = await self.call(
+            "get_order",
+            lambda: self.broker.get_order(cid),
+            cid=cid,
+            request={"client_order_id": cid},
+            record=False,
+        )
+        if order is None:
+            self.journal.record_call(row)
+            return None
+        return self._record(order, row)
+
+    async def read(self, order: Order) -> Order:
+        """The order as the broker sees it now (by our client id when it is ours, else by broker id)."""
+        if self.journal.get_intent(order.client_order_id) is not None:
+            found = await self.lookup(order.client_order_id)
+            if found is not None:
+                return found
+        if order.broker_order_id is None:
+            raise NotFound(f"order {order.client_order_id} has no broker id to look it up by")
+        boid = order.broker_order_id
+        got, row = await self.call(
+            "get_order_by_broker_id",
+            lambda: self.broker.get_order_by_broker_id(boid),
+            cid=order.client_order_id,
+            request={"broker_order_id": boid},
+            record=False,
+        )
+        return self._record(got, row)
+
+    async def positions(self) -> Sequence[Position]:
+        result, _ = await self.call("positions", self.broker.positions)
+        return result
+
+    async def open_orders(self) -> Sequence[Order]:
+        result, _ = await self.call("open_orders", self.broker.open_orders)
+        return result
+
+    async def wait_for(self, order: Order, done: Callable[[Order], bool], timeout: float) -> Order:
+        """Poll until ``done(order)`` or ``timeout`` seconds (clock time) pass; returns the last read."""
+        deadline = self.clock.now() + dt.timedelta(seconds=timeout)
+        current = order
+        delay = self.tuning.poll_interval
+        while not done(current):
+            if self.clock.now() >= deadline:
+                break
+            await self.clock.sleep(min(delay, max(0.0, (deadline - self.clock.now()).total_seconds())))
+            current = await self.read(current)
+        return current
+
+    async def reference_price(self, instrument: Instrument) -> Decimal | None:
+        if isinstance(self.broker, QuoteSource):
+            price, _ = await self.call("ltp", lambda: self.broker.ltp(instrument))  # type: ignore[attr-defined]
+            if price is not None:
+                self.last_prices[instrument.key] = price
+                return price
+        return self.last_prices.get(instrument.key)
+
+    # --- reconciliation -------------------------------------------------------------------------------
+
+    async def reconcile(self) -> list[Intent]:
+        """Before anything new is sent: resolve every unsettled intent of this account by client id."""
+        pending = self.journal.intents(
+            account=self.account, statuses=UNSETTLED, resolution=(Resolution.PENDING, Resolution.CONFIRMED)
+        )
+        for intent in pending:
+            found = await self._resolve(intent.client_order_id, patient=False)
+            if found is None:
+                self.journal.set_resolution(intent.client_order_id, Resolution.ABSENT, self.clock.now())
+                self.note(
+                    f"reconcile: {intent.client_order_id} never reached the broker; will send again "
+                    f"if its step runs",
+                    cid=intent.client_order_id,
+                )
+            else:
+                self.note(
+                    f"reconcile: {intent.client_order_id} is {found.status.value} at the broker",
+                    cid=intent.client_order_id,
+                )
+        return pending
+
+    async def _resolve(self, cid: str, *, patient: bool = True) -> Order | None:
+        """Look an order up by client id; when ``patient``, keep looking a little in case it is in flight."""
+        attempts = self.tuning.lookup_attempts if patient else 1
+        for i in range(attempts):
+            try:
+                found = await self.lookup(cid)
+            except OutcomeUnknown:
+                found = None
+            if found is not None:
+                return found
+            if i + 1 < attempts:
+                await self.clock.sleep(self.tuning.poll_interval * 2**i)
+        return None
+
+    # --- place ----------------------------------------------------------------------------------------
+
+    def current_intent(self, slot: str, leg: int) -> Intent | None:
+        """The latest attempt for a slot/leg (a replace bumps the attempt)."""
+        found = [i for i in self.journal.intents(run_id=self.run_id, slot=slot) if i.leg == leg]
+        return max(found, key=lambda i: i.attempt) if found else None
+
+    async def place(
+        self,
+        request: OrderRequest,
+        *,
+        slot: str,
+        leg: int = 0,
+        attempt: int = 0,
+        purpose: Purpose = Purpose.ENTRY,
+    ) -> Order:
+        """Place once. ``request.client_order_id`` is ignored: the id comes from (run, slot, leg, attempt)."""
+        cid = client_order_id(self.run_id, slot, leg, attempt)
+        request = dataclasses.replace(request, client_order_id=cid)
+        existing = self.journal.get_intent(cid)
+        if existing is not None:
+            if existing.resolution is not Resolution.ABSENT:
+                found = await self._resolve(cid, patient=existing.status in UNSETTLED)
+                if found is not None:
+                    return found
+                if existing.status.is_terminal:  # refused before reaching the broker (e.g. rejected)
+                    return self.order_from_intent(existing)
+                self.journal.set_resolution(cid, Resolution.ABSENT, self.clock.now())
+            return await self._send(existing.request)
+        if self.risk is not None and not purpose.reduces_risk:
+            ref = await self.reference_price(request.instrument) if self.risk.needs_price else None
+            orders = self.journal.count_intents(self.run_id, exclude=(Purpose.UNWIND, Purpose.SQUARE_OFF))
+            self.risk.check(request, orders_so_far=orders, reference_price=ref)
+        self.journal.add_intent(
+            Intent(
+                client_order_id=cid,
+                run_id=self.run_id,
+                account=self.account,
+                step_id=self.step_id or slot,
+                slot=slot,
+                leg=leg,
+                attempt=attempt,
+                purpose=purpose,
+                request=request,
+                created_at=self.clock.now(),
+            )
+        )
+        return await self._send(request)
+
+    async def _send(self, request: OrderRequest) -> Order:
+        cid = request.client_order_id
+        self._log(
+            "order_send",
+            client_order_id=cid,
+            side=request.side.value,
+            quantity=request.quantity,
+            instrument=request.instrument.key,
+            order_type=request.order_type.value,
+        )
+        for _ in range(2):  # at most one re-send, and only after a lookup proved absence
+            try:
+                order, row = await self.call(
+                    "place",
+                    lambda: self.broker.place(request),
+                    cid=cid,
+                    request=request_to_dict(request),
+                    record=False,
+                )
+            except OutcomeUnknown as exc:
+                self.journal.mark_unknown(cid, self.clock.now())
+                self.note(f"outcome unknown for {cid} ({exc}); looking it up", level="warning", cid=cid)
+                found = await self._resolve(cid)
+                if found is not None:
+                    return found
+                self.journal.set_resolution(cid, Resolution.ABSENT, self.clock.now())
+                self.note(f"{cid} not at the broker after lookups: sending again under the same id", cid=cid)
+                continue
+            except Rejected as exc:
+                return self._record(self._rejected(request, exc))
+            return self._record(order, row)
+        raise OutcomeUnknown(f"order {cid} could not be confirmed after a re-send; left for reconciliation")
+
+    @staticmethod
+    def order_from_intent(intent: Intent) -> Order:
+        r = intent.request
+        return Order(
+            client_order_id=intent.client_order_id,
+            broker_order_id=intent.broker_order_id,
+            instrument=r.instrument,
+            side=r.side,
+            quantity=r.quantity,
+            order_type=r.order_type,
+            product=r.product,
+            status=intent.status,
+            filled_quantity=intent.filled_quantity,
+            average_price=intent.average_price,
+            price=r.price,
+            trigger_price=r.trigger_price,
+            validity=r.validity,
+            tag=r.tag,
+            updated_at=intent.updated_at,
+        )
+
+    def _rejected(self, request: OrderRequest, exc: BrokerError) -> Order:
+        return Order(
+            client_order_id=request.client_order_id,
+            broker_order_id=None,
+            instrument=request.instrument,
+            side=request.side,
+            quantity=request.quantity,
+            order_type=request.order_type,
+            product=request.product,
+            status=OrderStatus.REJECTED,
+            price=request.price,
+            trigger_price=request.trigger_price,
+            validity=request.validity,
+            tag=request.tag,
+            reject_reason=str(exc),
+            updated_at=self.clock.now(),
+        )
+
+    async def place_multileg(self, requests: Sequence[OrderRequest], *, slot: str) -> list[Order]:
+        """Native spread: legs journaled as intents 1..n of ``slot`` sharing a group id (leg 0's id)."""
+        assert isinstance(self.broker, MultilegBroker)
+        group = client_order_id(self.run_id, slot, 0, 0)
+        legs = [
+            dataclasses.replace(r, client_order_id=client_order_id(self.run_id, slot, i + 1, 0))
+            for i, r in enumerate(requests)
+        ]
+        existing = [self.journal.get_intent(leg.client_order_id) for leg in legs]
+        if any(e is not None for e in existing):
+            found = [await self._resolve(leg.client_order_id) for leg in legs]
+            if all(f is not None for f in found):
+                return [f for f in found if f is not None]
+            if any(f is not None for f in found):
+                raise OutcomeUnknown(f"spread {group}: only some legs are at the broker")
+        else:
+            if self.risk is not None:
+                for leg in legs:
+                    ref = await self.reference_price(leg.instrument) if self.risk.needs_price else None
+                    count = self.journal.count_intents(
+                        self.run_id, exclude=(Purpose.UNWIND, Purpose.SQUARE_OFF)
+                    )
+                    self.risk.check(leg, orders_so_far=count, reference_price=ref)
+            for i, leg in enumerate(legs):
+                self.journal.add_intent(
+                    Intent(
+                        client_order_id=leg.client_order_id,
+                        run_id=self.run_id,
+                        account=self.account,
+                        step_id=self.step_id or slot,
+                        slot=slot,
+                        leg=i + 1,
+                        attempt=0,
+                        purpose=Purpose.ENTRY,
+                        request=leg,
+                        created_at=self.clock.now(),
+                        group_id=group,
+                    )
+                )
+        broker = self.broker
+        mreq = MultilegRequest(client_order_id=group, legs=tuple(legs))
+        try:
+            orders, row = await self.call(
+                "place_multileg",
+                lambda: broker.place_multileg(mreq),
+                cid=group,
+                request={"legs": [request_to_dict(r) for r in legs]},
+                record=False,
+            )
+        except OutcomeUnknown:
+            for leg in legs:
+                self.journal.mark_unknown(leg.client_order_id, self.clock.now())
+            found = [await self._resolve(leg.client_order_id) for leg in legs]
+            if all(f is not None for f in found):
+                return [f for f in found if f is not None]
+            raise
+        except Rejected as exc:
+            return [self._record(self._rejected(leg, exc)) for leg in legs]
+        self.journal.record_call(row)
+        return [self._record(o) for o in orders]
+
+    # --- cancel / modify, verified by reading back ------------------------------------------------------
+
+    async def cancel(self, order: Order, *, timeout: float | None = None) -> Order:
+        """Cancel and read back until the order is no longer live (cancelled, or filled first)."""
+        timeout = self.tuning.verify_timeout if timeout is None else timeout
+        if order.status is OrderStatus.UNKNOWN:
+            order = await self.read(order)
+        if not is_live(order):
+            return order
+        try:
+            await self.call(
+                "cancel",
+                lambda: self.broker.cancel(order),
+                cid=order.client_order_id,
+                request={"client_order_id": order.client_order_id, "broker_order_id": order.broker_order_id},
+            )
+        except (NotModifiable, NotFound, OutcomeUnknown) as exc:
+            self.note(
+                f"cancel {order.client_order_id}: {type(exc).__name__}: {exc}; reading back",
+                cid=order.client_order_id,
+            )
+        return await self.wait_for(await self.read(order), lambda o: not is_live(o), timeout)
+
+    async def modify(self, order: Order, change: Modification, *, timeout: float | None = None) -> Order:
+        """Modify in place (or cancel + replace without Capability.MODIFY) and read back until the
+        broker shows the change or the order is no longer working."""
+        timeout = self.tuning.verify_timeout if timeout is None else timeout
+        if Capability.MODIFY not in self.broker.capabilities:
+            return await self._replace(order, change, timeout)
+        try:
+            await self.call(
+                "modify",
+                lambda: self.broker.modify(order, change),
+                cid=order.client_order_id,
+                request={"client_order_id": order.client_order_id, **dataclasses.asdict(change)},
+            )
+        except (NotModifiable, NotFound, OutcomeUnknown) as exc:
+            self.note(
+                f"modify {order.client_order_id}: {type(exc).__name__}: {exc}; reading back",
+                cid=order.client_order_id,
+            )
+        return await self.wait_for(
+            await self.read(order), lambda o: applied(o, change) or not is_live(o), timeout
+        )
+
+    async def _replace(self, order: Order, change: Modification, timeout: float) -> Order:
+        intent = self.journal.get_intent(order.client_order_id)
+        if intent is None:
+            raise NotModifiable(
+                f"order {order.client_order_id} was not placed by this run; cannot replace it"
+            )
+        cancelled = await self.cancel(order, timeout=timeout)
+        if cancelled.status is not OrderStatus.CANCELLED:
+            return cancelled
+        remaining = cancelled.quantity - cancelled.filled_quantity
+        new_type = change.order_type or cancelled.order_type
+        req = dataclasses.replace(
+            intent.request,
+            quantity=change.quantity or remaining,
+            order_type=new_type,
+            price=None if new_type is OrderType.MARKET else (change.price or intent.request.price),
+            trigger_price=change.trigger_price or intent.request.trigger_price,
+        )
+        return await self.place(
+            req,
+            slot=intent.slot,
+            leg=intent.leg,
+            attempt=intent.attempt + 1,
+            purpose=Purpose.REPLACE if not intent.purpose.reduces_risk else intent.purpose,
+        )
+
+
+def applied(order: Order, change: Modification) -> bool:
+    if change.price is not None and order.order_type is not OrderType.MARKET and order.price != change.price:
+        return False
+    if change.trigger_price is not None and order.trigger_price != change.trigger_price:
+        return False
+    if change.quantity is not None and order.quantity != change.quantity:
+        return False
+    return change.order_type is None or order.order_type is change.order_type
+
+
+__all__ = ["EngineEvent", "EventKind", "Gateway", "Observer", "RiskRefused", "Tuning", "applied", "is_live"]

@@ -1,0 +1,103 @@
+"""structlog, configured in this one place.
+
+* JSON lines (to a file or stdout) for machines; a readable console renderer on a TTY.
+* Every engine event is bound with ``run``, ``playbook``, ``step`` and ``client_order_id`` where known.
+* :func:`redact` runs on every event: secret-looking keys and :class:`runner.accounts.Secret` values never
+  reach a log line (the journal uses the same function for broker requests and responses).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "***"
+# Long words match anywhere in a key (``accessToken``, ``x-api-key``); short ones only as a whole word
+# (``sid`` but not ``side``, ``pin`` but not ``pending``).
+SECRET_PARTS = ("password", "passwd", "token", "secret", "authorization", "signature", "cookie", "apikey",
+                "api_key", "api-key", "mpin", "totp", "jwt", "private_key", "credential")
+SECRET_WORDS = frozenset({"sid", "pin", "otp", "pwd", "auth", "session", "sessionid", "pass"})
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+# Bearer tokens and JWT-looking strings inside free text.
+BEARER_RE = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
+JWT_RE = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\b")
+
+
+def _is_secret_key(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    low = key.lower()
+    if low == "key" or any(part in low for part in SECRET_PARTS):
+        return True
+    words = _WORD_SPLIT.split(re.sub(r"([a-z])([A-Z])", r"\1_\2", key).lower())
+    return any(w in SECRET_WORDS for w in words)
+
+
+def redact(value: Any, _depth: int = 0) -> Any:
+    """A copy of ``value`` with secrets replaced by ``***`` (dicts, lists, Secret objects, bearer text)."""
+    from runner.accounts import Secret
+
+    if _depth > 20:
+        return value
+    if isinstance(value, Secret):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {
+            k: (REDACTED if _is_secret_key(k) and v is not None else redact(v, _depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(redact(v, _depth + 1) for v in value)
+    if isinstance(value, str) and ("earer" in value or "eyJ" in value):
+        return JWT_RE.sub(REDACTED, BEARER_RE.sub(r"\1 " + REDACTED, value))
+    return value
+
+
+def redact_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    redacted: Mapping[str, Any] = redact(event_dict)
+    return redacted
+
+
+_configured = False
+
+
+def configure(
+    *, json: bool | None = None, stream: TextIO | None = None, level: int = logging.INFO, force: bool = False
+) -> None:
+    """Configure structlog once per process. ``json=None``: console on a TTY, JSON lines otherwise."""
+    global _configured
+    if _configured and not force:
+        return
+    stream = stream or sys.stderr
+    if json is None:
+        json = not stream.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=True)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_processor,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+def get_logger(**bound: Any) -> Any:
+    if not structlog.is_configured():  # never let an unconfigured default print unredacted events
+        configure()
+    return structlog.get_logger("runner").bind(**bound)

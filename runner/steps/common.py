@@ -1,0 +1,183 @@
+"""What every step handler shares: the run context, its result, and playbook -> request translation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from runner.journal import Intent, StepOutcome
+from runner.model import Instrument, Order, OrderRequest, Side
+from runner.playbook import OrderFields, OrderFilter, Playbook, parse_duration, parse_time
+
+if TYPE_CHECKING:
+    from runner.clock import Clock
+    from runner.gateway import Gateway
+
+DEFAULT_TICK = Decimal("0.05")
+
+
+class StepError(Exception):
+    """The step cannot be carried out as written (e.g. lots without a lot size). Nothing was sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    outcome: StepOutcome
+    message: str = ""
+    orders: tuple[str, ...] = ()  # client ids this step placed or acted on
+
+    @classmethod
+    def ok(cls, message: str = "", orders: tuple[str, ...] = ()) -> StepResult:
+        return cls(StepOutcome.SUCCEEDED, message, orders)
+
+    @classmethod
+    def failed(cls, message: str, orders: tuple[str, ...] = ()) -> StepResult:
+        return cls(StepOutcome.FAILED, message, orders)
+
+    @classmethod
+    def skipped(cls, message: str) -> StepResult:
+        return cls(StepOutcome.SKIPPED, message)
+
+
+@dataclass
+class RunContext:
+    playbook: Playbook
+    run_id: str
+    gateway: Gateway
+    clock: Clock
+    tz: ZoneInfo
+    run_date: dt.date  # the local trading date the run belongs to
+    log: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def local_instant(self, hhmm: str) -> dt.datetime:
+        return dt.datetime.combine(self.run_date, parse_time(hhmm), tzinfo=self.tz)
+
+    def seconds(self, duration: str) -> float:
+        return parse_duration(duration).total_seconds()
+
+    def enrich(self, instrument: Instrument) -> Instrument:
+        """Fill lot/tick/freeze metadata from the playbook's instruments for a broker-reported instrument."""
+        if instrument.lot_size and instrument.freeze_quantity and instrument.tick_size:
+            return instrument
+        for spec in self.playbook.instruments.values():
+            known = spec.to_instrument()
+            if known.key == instrument.key:
+                return Instrument(
+                    exchange=instrument.exchange,
+                    symbol=instrument.symbol,
+                    expiry=instrument.expiry,
+                    strike=instrument.strike,
+                    option_type=instrument.option_type,
+                    lot_size=instrument.lot_size or known.lot_size,
+                    tick_size=instrument.tick_size or known.tick_size,
+                    freeze_quantity=instrument.freeze_quantity or known.freeze_quantity,
+                )
+        return instrument
+
+
+def build_request(pb: Playbook, f: OrderFields) -> OrderRequest:
+    """Playbook order fields -> canonical request (client id filled in by the gateway)."""
+    ins = pb.instrument(f.instrument)
+    try:
+        if f.quantity is not None:
+            qty = pb.resolve_int(f.quantity)
+        elif f.lots is not None:
+            if not ins.lot_size:
+                raise StepError(f"{ins.key}: 'lots' needs the instrument's lot_size")
+            qty = pb.resolve_int(f.lots) * ins.lot_size
+        else:
+            raise StepError("order needs 'quantity' or 'lots'")
+        price = pb.resolve_decimal(f.price) if f.price is not None else None
+        trigger = pb.resolve_decimal(f.trigger_price) if f.trigger_price is not None else None
+        return OrderRequest(
+            client_order_id="-",
+            instrument=ins,
+            side=f.side,
+            quantity=qty,
+            order_type=f.type,
+            product=f.product,
+            validity=f.validity,
+            price=price,
+            trigger_price=trigger,
+            disclosed_quantity=f.disclosed_quantity,
+            tag=f.tag,
+        )
+    except ValueError as exc:
+        raise StepError(str(exc)) from None
+
+
+def snap(price: Decimal, tick: Decimal | None, side: Side) -> Decimal:
+    """Round to the tick in the direction that does not make the price more aggressive."""
+    t = tick or DEFAULT_TICK
+    mode = ROUND_FLOOR if side is Side.BUY else ROUND_CEILING
+    return (price / t).to_integral_value(rounding=mode) * t
+
+
+def describe(order: Order) -> str:
+    text = f"{order.side.value} {order.quantity} {order.instrument.key} {order.status.value}"
+    if order.filled_quantity:
+        text += f" filled {order.filled_quantity}"
+        if order.average_price is not None:
+            text += f" @ {order.average_price}"
+    if order.reject_reason:
+        text += f" ({order.reject_reason})"
+    return text
+
+
+# --- references to earlier orders ---------------------------------------------------------------------
+
+
+def ref_slots(pb: Playbook, ref: str) -> list[tuple[str, int]]:
+    """``place_id`` or ``spread_id`` or ``spread_id.leg_id`` -> (slot, leg) pairs."""
+    step_id, _, leg_id = ref.partition(".")
+    step = pb.step(step_id)
+    if step.kind == "place":
+        return [(step.id, 0)]
+    if step.kind == "spread":
+        legs = [(step.id, i + 1) for i, leg in enumerate(step.legs) if not leg_id or leg.id == leg_id]
+        if not legs:
+            raise StepError(f"spread {step_id!r} has no leg {leg_id!r}")
+        return legs
+    raise StepError(f"{ref!r} is a {step.kind} step, not an order")
+
+
+async def current_orders(ctx: RunContext, ref: str) -> list[tuple[Intent, Order]]:
+    """The latest order of each referenced slot, read back from the broker (skips never-placed ones)."""
+    found: list[tuple[Intent, Order]] = []
+    for slot, leg in ref_slots(ctx.playbook, ref):
+        intent = ctx.gateway.current_intent(slot, leg)
+        if intent is None:
+            continue
+        order = await ctx.gateway.lookup(intent.client_order_id)
+        found.append((intent, order or ctx.gateway.order_from_intent(intent)))
+    return found
+
+
+def matches_filter(
+    ctx: RunContext,
+    f: OrderFilter,
+    *,
+    instrument: Instrument,
+    product: Any,
+    side: Side | None,
+    tag: str | None,
+    client_order_id: str | None,
+    ours: set[str] | None,
+) -> bool:
+    if f.exchange is not None and instrument.exchange not in f.exchange:
+        return False
+    if f.product is not None and product not in f.product:
+        return False
+    if f.side is not None and side is not f.side:
+        return False
+    if f.instruments is not None and instrument.key not in {
+        ctx.playbook.instrument(r).key for r in f.instruments
+    }:
+        return False
+    if f.tag is not None and tag != f.tag:
+        return False
+    return not (f.this_run_only and (ours is None or client_order_id not in ours))

@@ -1,0 +1,23 @@
+"""``place``: one order. Succeeds when the broker holds it working or filled; the outcome names the truth."""
+
+from __future__ import annotations
+
+from runner.gateway import UNSETTLED, is_live
+from runner.model import OrderStatus, OrderType
+from runner.playbook import PlaceStep
+from runner.steps.common import RunContext, StepResult, build_request, describe
+
+
+async def run(ctx: RunContext, step: PlaceStep) -> StepResult:
+    gw = ctx.gateway
+    order = await gw.place(build_request(ctx.playbook, step), slot=step.id)
+    if order.status in UNSETTLED:  # no ack yet: read back until the broker says what it has
+        order = await gw.wait_for(order, lambda o: o.status not in UNSETTLED, gw.tuning.verify_timeout)
+    if order.order_type is OrderType.MARKET and is_live(order):  # a market order should fill: say if it did
+        order = await gw.wait_for(order, lambda o: not is_live(o), gw.tuning.market_fill_wait)
+    ids = (order.client_order_id,)
+    if order.status.is_working or order.status is OrderStatus.FILLED:
+        return StepResult.ok(describe(order), ids)
+    if order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED) and order.filled_quantity > 0:
+        return StepResult.ok(describe(order), ids)  # e.g. an IOC that filled in part
+    return StepResult.failed(describe(order), ids)

@@ -1,0 +1,170 @@
+"""Crash harness shared by tests/test_crash.py and bench/engine.py: run a rehearsal in a forked child,
+SIGKILL it at a random instant, restart it, and check the book against the journal."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import os
+import random
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+CRASH_PLAYBOOK = """\
+version: 1
+name: crashy
+timezone: Asia/Kolkata
+instruments:
+  fut: {exchange: NFO, symbol: NIFTY, expiry: 2026-12-29, lot_size: 75, freeze_quantity: 1800}
+  ce: {exchange: NFO, symbol: NIFTY, expiry: 2026-12-29, strike: 24500, option_type: CE, lot_size: 75}
+  pe: {exchange: NFO, symbol: NIFTY, expiry: 2026-12-29, strike: 24000, option_type: PE, lot_size: 75}
+  rel: {exchange: NSE, symbol: RELIANCE}
+steps:
+  - {kind: place, id: a, at: "09:20", instrument: fut, side: BUY, lots: 2}
+  - {kind: place, id: b, instrument: rel, side: BUY, quantity: 10}
+  - kind: spread
+    id: s
+    legs:
+      - {id: hedge, instrument: pe, side: BUY, lots: 1, role: hedge}
+      - {id: short, instrument: ce, side: SELL, lots: 1}
+  - {kind: place, id: c, instrument: rel, side: BUY, quantity: 5, type: LIMIT, price: 2400}
+  - {kind: cancel, id: x, order: c}
+  - {kind: square_off, id: sq, at: "15:15"}
+"""
+DAY = dt.date(2026, 3, 2)
+# Entry quantities per instrument key: each must reach the book exactly once.
+EXPECTED_BUYS = {"NFO NIFTY 2026-12-29": 150, "NSE RELIANCE": 10, "NFO NIFTY 2026-12-29 24000 PE": 75}
+EXPECTED_SELLS = {"NFO NIFTY 2026-12-29 24500 CE": 75}
+
+
+def _child(db_url: str) -> None:
+    """Runs in the forked process: one rehearsal on the shared file, then exit without cleanup."""
+    code = 1
+    try:
+        from runner import logs
+        from runner.playbook import Playbook
+        from runner.rehearse import rehearse
+        from runner.yamlload import load_yaml
+
+        logs.configure(json=True, stream=io.StringIO(), force=True)
+        pb = Playbook.model_validate(load_yaml(CRASH_PLAYBOOK).value)
+        report = asyncio.run(rehearse(pb, DAY, db_url=db_url))
+        code = 0 if report.ok else 3
+    finally:
+        os._exit(code)
+
+
+def run_child(db_url: str, kill_after: float | None) -> int | None:
+    """Fork a rehearsal; SIGKILL it after ``kill_after`` seconds (None: let it finish). Returns the exit
+    code, or None when it was killed."""
+    pid = os.fork()
+    if pid == 0:
+        _child(db_url)
+    if kill_after is not None:
+        deadline = time.monotonic() + kill_after
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(min(0.001, max(0.0, deadline - time.monotonic())))
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return None if code == -signal.SIGKILL else code
+
+
+@dataclass
+class Check:
+    problems: list[str]
+    orders: int
+
+
+def check_book(db_url: str) -> Check:
+    """After a completed run: no order twice, none lost, flat, and every broker order journaled."""
+    from runner.db import make_engine
+
+    engine = make_engine(db_url)
+    problems: list[str] = []
+    try:
+        meta = sa.MetaData()
+        orders = sa.Table("paper_orders", meta, autoload_with=engine)
+        runs = sa.Table("runs", meta, autoload_with=engine)
+        intents = sa.Table("order_intents", meta, autoload_with=engine)
+        with engine.connect() as c:
+            status = [r.status for r in c.execute(sa.select(runs.c.status))]
+            rows = list(c.execute(sa.select(orders.c.client_order_id, orders.c.body)))
+            journaled = {r[0] for r in c.execute(sa.select(intents.c.client_order_id))}
+        if status != ["succeeded"]:
+            problems.append(f"run status {status}")
+        import json
+
+        bodies = [json.loads(b) for _, b in rows]
+        ids = Counter(cid for cid, _ in rows)
+        problems += [f"client id {cid} at the broker {n} times" for cid, n in ids.items() if n > 1]
+        problems += [f"broker order {cid} not in the journal" for cid in ids if cid not in journaled]
+        buys: Counter[str] = Counter()
+        sells: Counter[str] = Counter()
+        for cid, body in zip(ids, bodies, strict=False):
+            del cid
+            filled = int(_get(body, "filled_quantity") or 0)
+            key = _instrument_key(body)
+            (buys if _get(body, "side") == "BUY" else sells)[key] += filled
+        # entries exactly once (+ their exits): buys - exits of shorts == expected, and flat overall
+        for key, qty in EXPECTED_BUYS.items():
+            if buys[key] != qty or sells[key] != qty:
+                problems.append(f"{key}: bought {buys[key]} sold {sells[key]}, expected {qty} each way")
+        for key, qty in EXPECTED_SELLS.items():
+            if sells[key] != qty or buys[key] != qty:
+                problems.append(f"{key}: sold {sells[key]} bought {buys[key]}, expected {qty} each way")
+        return Check(problems, len(rows))
+    finally:
+        engine.dispose()
+
+
+def _get(body: dict, name: str) -> object:
+    if name in body:
+        return body[name]
+    order = body.get("order") or {}
+    return order.get(name)
+
+
+def _instrument_key(body: dict) -> str:
+    ins = _get(body, "instrument")
+    if isinstance(ins, str):
+        return ins
+    assert isinstance(ins, dict)
+    from runner.journal import instrument_from_json
+
+    return instrument_from_json(__import__("json").dumps(ins)).key
+
+
+def iteration(tmp_dir: str, n: int, rng: random.Random, max_kill: float) -> Check:
+    db_url = f"sqlite:///{tmp_dir}/crash{n}.db"
+    kills = 0
+    for _ in range(rng.randint(1, 3)):  # up to three kills before the final, uninterrupted start
+        if run_child(db_url, rng.uniform(0.0, max_kill)) is None:
+            kills += 1
+    code = run_child(db_url, None)
+    check = check_book(db_url)
+    if code != 0:
+        check.problems.append(f"final start exited {code}")
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.remove(f"{tmp_dir}/crash{n}.db{suffix}")
+        except FileNotFoundError:
+            pass
+    return check
+
+
+def full_run_seconds(tmp_dir: str) -> float:
+    t0 = time.perf_counter()
+    code = run_child(f"sqlite:///{tmp_dir}/calibrate.db", None)
+    elapsed = time.perf_counter() - t0
+    problems = check_book(f"sqlite:///{tmp_dir}/calibrate.db").problems
+    assert code == 0 and not problems, (code, problems)
+    return elapsed
