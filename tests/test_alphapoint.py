@@ -64,11 +64,21 @@ def creds(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def account(url: str, *, api_key: bool = False, timeout: float = 2.0, **options: Any) -> Account:
-    credentials = ({"api_key": {"env": "AP_KEY"}, "api_secret": {"env": "AP_SECRET"}, "user_id": {"env": "AP_UID"}}
-                   if api_key else {"username": {"env": "AP_USER"}, "password": {"env": "AP_PASS"}})
-    return Account(name="ap", broker="alphapoint", endpoints={"ws": url}, credentials=credentials,
-                   instruments=MASTER, timeout_seconds=timeout, options=options,
-                   rate_limit=RateLimit(orders_per_second=1000, burst=1000))
+    credentials = (
+        {"api_key": {"env": "AP_KEY"}, "api_secret": {"env": "AP_SECRET"}, "user_id": {"env": "AP_UID"}}
+        if api_key
+        else {"username": {"env": "AP_USER"}, "password": {"env": "AP_PASS"}}
+    )
+    return Account(
+        name="ap",
+        broker="alphapoint",
+        endpoints={"ws": url},
+        credentials=credentials,
+        instruments=MASTER,
+        timeout_seconds=timeout,
+        options=options,
+        rate_limit=RateLimit(orders_per_second=1000, burst=1000),
+    )
 
 
 SimFactory = Callable[..., Any]
@@ -104,8 +114,9 @@ async def broker(sim: AlphaPointSim) -> AsyncIterator[AlphaPointBroker]:
     await b.close()
 
 
-def limit(cid: str, qty: int = 5, price: str = "990", side: Side = Side.BUY, inst: Instrument = RELIANCE
-          ) -> OrderRequest:
+def limit(
+    cid: str, qty: int = 5, price: str = "990", side: Side = Side.BUY, inst: Instrument = RELIANCE
+) -> OrderRequest:
     return OrderRequest(cid, inst, side, qty, OrderType.LIMIT, price=Decimal(price))
 
 
@@ -131,14 +142,20 @@ async def test_place_lookup_cancel_lifecycle(sim: AlphaPointSim, broker: AlphaPo
 
 
 async def test_market_fill_and_positions_from_balances_and_trades(
-        sim: AlphaPointSim, broker: AlphaPointBroker, clock: VirtualClock) -> None:
+    sim: AlphaPointSim, broker: AlphaPointBroker, clock: VirtualClock
+) -> None:
     await broker.place(OrderRequest("rn-buy", RELIANCE, Side.BUY, 3))
     clock.advance(1)
     bought = await broker.get_order("rn-buy")
     assert bought is not None and bought.status is OrderStatus.FILLED
     assert (bought.filled_quantity, bought.average_price) == (3, Decimal(1000))
     [pos] = await broker.positions()
-    assert (pos.instrument, pos.quantity, pos.average_price, pos.day_buy_quantity) == (RELIANCE, 3, Decimal(1000), 3)
+    assert (pos.instrument, pos.quantity, pos.average_price, pos.day_buy_quantity) == (
+        RELIANCE,
+        3,
+        Decimal(1000),
+        3,
+    )
     await broker.place(OrderRequest("rn-sell", RELIANCE, Side.SELL, 3))
     clock.advance(1)
     [pos] = await broker.positions()
@@ -163,7 +180,8 @@ async def test_cancel_receipt_is_not_a_cancel(sim_factory: SimFactory, clock: Vi
 
 
 async def test_modify_quantity_keeps_order_id_price_change_replaces(
-        sim: AlphaPointSim, broker: AlphaPointBroker) -> None:
+    sim: AlphaPointSim, broker: AlphaPointBroker
+) -> None:
     placed = await broker.place(limit("rn-mod", qty=10))
     smaller = await broker.modify(placed, Modification(quantity=6))
     assert sent(sim, "ModifyOrder") and smaller.broker_order_id == placed.broker_order_id
@@ -177,7 +195,10 @@ async def test_modify_quantity_keeps_order_id_price_change_replaces(
     latest = await broker.get_order("rn-mod")  # the live incarnation wins the lookup
     assert latest is not None and latest.broker_order_id == repriced.broker_order_id
     by_id = {o.broker_order_id: o.status for o in await broker.orders()}
-    assert by_id == {placed.broker_order_id: OrderStatus.CANCELLED, repriced.broker_order_id: OrderStatus.OPEN}
+    assert by_id == {
+        placed.broker_order_id: OrderStatus.CANCELLED,
+        repriced.broker_order_id: OrderStatus.OPEN,
+    }
 
 
 async def test_cancel_by_account_and_client_order_id(sim: AlphaPointSim, broker: AlphaPointBroker) -> None:
@@ -190,14 +211,16 @@ async def test_cancel_by_account_and_client_order_id(sim: AlphaPointSim, broker:
 
 async def test_seed_002_spelling_cloderid_is_accepted(sim: AlphaPointSim, broker: AlphaPointBroker) -> None:
     await broker.place(limit("rn-cl"))
-    await broker.session.call("CancelOrder", {"OMSId": 1, "AccountId": 9, "ClOrderId": numeric_id("rn-cl")},
-                              mutating=True)
+    await broker.session.call(
+        "CancelOrder", {"OMSId": 1, "AccountId": 9, "ClOrderId": numeric_id("rn-cl")}, mutating=True
+    )
     found = await broker.get_order("rn-cl")
     assert found is not None and found.status is OrderStatus.CANCELLED
 
 
-async def test_unknown_instrument_fails_before_anything_is_sent(sim: AlphaPointSim, broker: AlphaPointBroker
-                                                                ) -> None:
+async def test_unknown_instrument_fails_before_anything_is_sent(
+    sim: AlphaPointSim, broker: AlphaPointBroker
+) -> None:
     with pytest.raises(InstrumentUnknown):
         await broker.place(OrderRequest("rn-x", Instrument("NSE", "NOSUCH"), Side.BUY, 1))
     assert sim.received == []  # not even a login
@@ -230,8 +253,9 @@ async def test_api_key_authentication(sim: AlphaPointSim) -> None:
         await broker.close()
 
 
-async def test_bad_password_is_refused_without_leaking_it(sim: AlphaPointSim, monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
+async def test_bad_password_is_refused_without_leaking_it(
+    sim: AlphaPointSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AP_PASS", "wrong-horse-battery")
     broker = create(account(sim.url))
     with pytest.raises(BrokerError) as exc:
@@ -256,8 +280,9 @@ async def test_session_expiry_logs_in_again_once(sim_factory: SimFactory, clock:
         await broker.close()
 
 
-async def test_persistent_auth_failure_raises_after_one_relogin(sim_factory: SimFactory, clock: VirtualClock
-                                                                ) -> None:
+async def test_persistent_auth_failure_raises_after_one_relogin(
+    sim_factory: SimFactory, clock: VirtualClock
+) -> None:
     sim = await sim_factory("expire=0s")  # every session is expired at once
     broker = create(account(sim.url))
     try:
@@ -268,7 +293,9 @@ async def test_persistent_auth_failure_raises_after_one_relogin(sim_factory: Sim
         await broker.close()
 
 
-async def test_reconnect_reauthenticates_and_resubscribes(sim: AlphaPointSim, broker: AlphaPointBroker) -> None:
+async def test_reconnect_reauthenticates_and_resubscribes(
+    sim: AlphaPointSim, broker: AlphaPointBroker
+) -> None:
     await broker.place(limit("rn-r"))
     await sim.drop_connections()
     found = await broker.get_order("rn-r")
@@ -340,8 +367,7 @@ async def test_unknown_function_is_an_error_frame(broker: AlphaPointBroker) -> N
     assert exc.value.code == "106"
 
 
-async def test_concurrent_requests_are_matched_by_sequence_number(
-        sim_factory: SimFactory) -> None:
+async def test_concurrent_requests_are_matched_by_sequence_number(sim_factory: SimFactory) -> None:
     sim = await sim_factory("latency=1ms..20ms,seed=3,only=get+place")
     broker = create(account(sim.url))
     try:
@@ -349,7 +375,9 @@ async def test_concurrent_requests_are_matched_by_sequence_number(
         placed = await asyncio.gather(*(broker.place(limit(cid, qty=i + 1)) for i, cid in enumerate(ids)))
         found = await asyncio.gather(*(broker.get_order(cid) for cid in ids))
         assert [o.client_order_id for o in placed] == ids
-        assert [(o.client_order_id, o.quantity) for o in found if o] == [(c, i + 1) for i, c in enumerate(ids)]
+        assert [(o.client_order_id, o.quantity) for o in found if o] == [
+            (c, i + 1) for i, c in enumerate(ids)
+        ]
         seqs = [f["i"] for f in sim.raw_frames]
         assert seqs[0] == 0 and all(i % 2 == 0 for i in seqs) and len(set(seqs)) == len(seqs)
         assert all(isinstance(f["o"], str) for f in sim.raw_frames)
@@ -357,8 +385,9 @@ async def test_concurrent_requests_are_matched_by_sequence_number(
         await broker.close()
 
 
-async def test_order_events_are_received(sim: AlphaPointSim, broker: AlphaPointBroker, clock: VirtualClock
-                                         ) -> None:
+async def test_order_events_are_received(
+    sim: AlphaPointSim, broker: AlphaPointBroker, clock: VirtualClock
+) -> None:
     placed = await broker.place(OrderRequest("rn-ev", RELIANCE, Side.BUY, 2))
     clock.advance(1)
     await sim.tick()
@@ -380,7 +409,8 @@ async def test_rate_limiter_is_keyed_by_account_and_segment(sim: AlphaPointSim) 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_faults_on_never_duplicate_and_every_ambiguity_resolves(
-        sim_factory: SimFactory, clock: VirtualClock, seed: int) -> None:
+    sim_factory: SimFactory, clock: VirtualClock, seed: int
+) -> None:
     sim = await sim_factory(f"drop=0.15,disconnect=0.1,5xx=0.1,429=0.05,reset=0.05,seed={seed}")
     broker = create(account(sim.url))
     resolved_by_lookup = 0
@@ -429,16 +459,22 @@ async def _orders(broker: AlphaPointBroker) -> Any:
     raise AssertionError("orders never succeeded")
 
 
-async def test_many_accounts_share_one_simulator(sim_factory: SimFactory, monkeypatch: pytest.MonkeyPatch
-                                                 ) -> None:
+async def test_many_accounts_share_one_simulator(
+    sim_factory: SimFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     users = [SimUser(f"u{i}", f"p{i}", user_id=100 + i, account_id=200 + i) for i in range(3)]
     sim = await sim_factory(users=users)
     brokers = []
     for i in range(3):
         monkeypatch.setenv(f"AP_U{i}", f"u{i}")
         monkeypatch.setenv(f"AP_P{i}", f"p{i}")
-        acc = Account(name=f"ap{i}", broker="alphapoint", endpoints={"ws": sim.url}, instruments=MASTER,
-                      credentials={"username": {"env": f"AP_U{i}"}, "password": {"env": f"AP_P{i}"}})
+        acc = Account(
+            name=f"ap{i}",
+            broker="alphapoint",
+            endpoints={"ws": sim.url},
+            instruments=MASTER,
+            credentials={"username": {"env": f"AP_U{i}"}, "password": {"env": f"AP_P{i}"}},
+        )
         brokers.append(create(acc))
     try:
         for i, b in enumerate(brokers):

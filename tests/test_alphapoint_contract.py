@@ -41,11 +41,17 @@ class TestAlphaPointContract(BrokerContract):
         @contextlib.asynccontextmanager
         async def factory(config: MatchingConfig) -> AsyncIterator[Harness]:
             market = Market.new()
-            async with start(faults=faults, clock=market.clock.now, prices=market.prices,
-                             config=config) as sim:
-                account = Account(name="ct", broker="alphapoint", endpoints={"ws": sim.url}, instruments=MASTER,
-                                  credentials={"username": {"env": "AP_USER"}, "password": {"env": "AP_PASS"}},
-                                  rate_limit=RateLimit(orders_per_second=1000, burst=1000))
+            async with start(
+                faults=faults, clock=market.clock.now, prices=market.prices, config=config
+            ) as sim:
+                account = Account(
+                    name="ct",
+                    broker="alphapoint",
+                    endpoints={"ws": sim.url},
+                    instruments=MASTER,
+                    credentials={"username": {"env": "AP_USER"}, "password": {"env": "AP_PASS"}},
+                    rate_limit=RateLimit(orders_per_second=1000, burst=1000),
+                )
                 broker = create(account)
                 await broker.connect()
                 try:
@@ -60,7 +66,9 @@ class TestAlphaPointContract(BrokerContract):
 
 class TestAlphaPointContractWithFaults(TestAlphaPointContract):
     # Seeded: drop-after-accept, disconnect mid-request, server errors, throttling, session expiry.
-    faults = "drop=0.15,disconnect=0.1,5xx=0.1,429=0.1,reset=0.05,expire=20s,only=place+cancel+modify+get+orders"
+    faults = (
+        "drop=0.15,disconnect=0.1,5xx=0.1,429=0.1,reset=0.05,expire=20s,only=place+cancel+modify+get+orders"
+    )
 
 
 def test_faults_really_fired_in_the_faulty_contract_run() -> None:

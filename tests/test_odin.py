@@ -306,15 +306,15 @@ async def test_four_legs_are_refused_before_sending(
 # -- faults --------------------------------------------------------------------------------------------
 
 
-async def test_dropped_reply_is_outcome_unknown_and_lookup_finds_the_order(clock: VirtualClock) -> None:
+async def test_dropped_reply_is_resolved_by_lookup_not_by_resending(clock: VirtualClock) -> None:
     faults = FaultPlan.parse("drop=1,only=place")
     async with start(clock=clock, master=MASTER, engine=engine(), faults=faults) as sim:
         b = create(sim.account("odin1"), master=MASTER)
-        with pytest.raises(OutcomeUnknown):
-            await b.place(req("rn-drop-1"))
-        found = await b.get_order("rn-drop-1")
-        assert found is not None and found.status is OrderStatus.FILLED
-        assert sim.acted["place"] == 1
+        placed = await b.place(req("rn-drop-1"))  # the reply was lost; the adapter read the book
+        assert placed.client_order_id == "rn-drop-1" and placed.status is OrderStatus.FILLED
+        assert sim.acted["place"] == 1 and sim.duplicate_tags == []
+        again = await b.place(req("rn-drop-1"))  # same id again: found, not sent
+        assert again.broker_order_id == placed.broker_order_id and sim.acted["place"] == 1
         await b.close()
 
 
@@ -358,7 +358,7 @@ async def test_faults_on_never_duplicate_orders(clock: VirtualClock) -> None:
         orders = await b.orders()
         tags = [o.tag for o in orders]
         assert len(tags) == len(set(tags)) == 25
-        assert ambiguous > 0 and sim.acted_count() == 25
+        assert ambiguous > 0 and sim.acted_count() == 25 and sim.duplicate_tags == []
         await b.close()
 
 

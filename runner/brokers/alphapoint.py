@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BROKER = "alphapoint"
+T = TypeVar("T")
 
 # ---------------------------------------------------------------------------------------------------------
 # Frames and JSON (Decimal-safe: money never passes through float)
@@ -127,33 +128,56 @@ def ci(record: Mapping[str, Any]) -> dict[str, Any]:
 # Enumerations (ints in requests; replies spell them as strings; accept both when reading)
 
 SIDE_TO_WIRE = {Side.BUY: 0, Side.SELL: 1}
-SIDE_FROM_WIRE: dict[str, Side] = {"buy": Side.BUY, "0": Side.BUY, "sell": Side.SELL, "1": Side.SELL,
-                                   "short": Side.SELL, "2": Side.SELL}
+SIDE_FROM_WIRE: dict[str, Side] = {
+    "buy": Side.BUY,
+    "0": Side.BUY,
+    "sell": Side.SELL,
+    "1": Side.SELL,
+    "short": Side.SELL,
+    "2": Side.SELL,
+}
 
 ORDER_TYPE_TO_WIRE = {OrderType.MARKET: 1, OrderType.LIMIT: 2, OrderType.SL_M: 3, OrderType.SL: 4}
 ORDER_TYPE_FROM_WIRE: dict[str, OrderType] = {
-    "market": OrderType.MARKET, "1": OrderType.MARKET,
-    "limit": OrderType.LIMIT, "2": OrderType.LIMIT,
-    "stopmarket": OrderType.SL_M, "3": OrderType.SL_M,
-    "stoplimit": OrderType.SL, "4": OrderType.SL,
+    "market": OrderType.MARKET,
+    "1": OrderType.MARKET,
+    "limit": OrderType.LIMIT,
+    "2": OrderType.LIMIT,
+    "stopmarket": OrderType.SL_M,
+    "3": OrderType.SL_M,
+    "stoplimit": OrderType.SL,
+    "4": OrderType.SL,
 }
 
 # APEX has no DAY validity: GTC orders are expired by the venue at session end; IOC is native.
 TIF_TO_WIRE = {Validity.DAY: 1, Validity.IOC: 3}
-TIF_FROM_WIRE: dict[str, Validity] = {"gtc": Validity.DAY, "1": Validity.DAY, "ioc": Validity.IOC,
-                                      "3": Validity.IOC, "fok": Validity.IOC, "4": Validity.IOC}
+TIF_FROM_WIRE: dict[str, Validity] = {
+    "gtc": Validity.DAY,
+    "1": Validity.DAY,
+    "ioc": Validity.IOC,
+    "3": Validity.IOC,
+    "fok": Validity.IOC,
+    "4": Validity.IOC,
+}
 
 PEG_PRICE_TYPES = {"last": 1, "bid": 2, "ask": 3, "midpoint": 4}
 
 # OrderState -> canonical status. "Working" with QuantityExecuted > 0 is a partial fill (APEX has no
 # partial state). Numeric spellings are the enum values the docs list next to the names.
 ORDER_STATE: dict[str, OrderStatus] = {
-    "working": OrderStatus.OPEN, "1": OrderStatus.OPEN,
-    "rejected": OrderStatus.REJECTED, "2": OrderStatus.REJECTED,
-    "canceled": OrderStatus.CANCELLED, "cancelled": OrderStatus.CANCELLED, "3": OrderStatus.CANCELLED,
-    "expired": OrderStatus.EXPIRED, "4": OrderStatus.EXPIRED,
-    "fullyexecuted": OrderStatus.FILLED, "5": OrderStatus.FILLED,
-    "unknown": OrderStatus.UNKNOWN, "0": OrderStatus.UNKNOWN,
+    "working": OrderStatus.OPEN,
+    "1": OrderStatus.OPEN,
+    "rejected": OrderStatus.REJECTED,
+    "2": OrderStatus.REJECTED,
+    "canceled": OrderStatus.CANCELLED,
+    "cancelled": OrderStatus.CANCELLED,
+    "3": OrderStatus.CANCELLED,
+    "expired": OrderStatus.EXPIRED,
+    "4": OrderStatus.EXPIRED,
+    "fullyexecuted": OrderStatus.FILLED,
+    "5": OrderStatus.FILLED,
+    "unknown": OrderStatus.UNKNOWN,
+    "0": OrderStatus.UNKNOWN,
 }
 
 # Generic error codes (CancelOrder/ModifyOrder replies and m=5 frames).
@@ -164,7 +188,9 @@ ERR_SERVER_ERROR = 102
 ERR_NOT_FOUND = 104
 ERR_NOT_SUPPORTED = 106
 
-MUTATING_CALLS = frozenset({"SendOrder", "CancelOrder", "CancelReplaceOrder", "ModifyOrder", "CancelAllOrders"})
+MUTATING_CALLS = frozenset(
+    {"SendOrder", "CancelOrder", "CancelReplaceOrder", "ModifyOrder", "CancelAllOrders"}
+)
 
 
 def _key(value: Any) -> str:
@@ -226,9 +252,16 @@ def error_from_payload(payload: Mapping[str, Any], *, call: str, frame_error: bo
         return NotFound(text, code=code_s, broker=BROKER)
     if code_int == ERR_SERVER_ERROR or (frame_error and code_int is None):
         # A server error says nothing about whether an order request was acted on.
-        return OutcomeUnknown(text, code=code_s, broker=BROKER) if mutating else Unavailable(
-            text, code=code_s, broker=BROKER)
-    if "not modifiable" in low or "not working" in low or "already" in low and ("cancel" in low or "filled" in low):
+        return (
+            OutcomeUnknown(text, code=code_s, broker=BROKER)
+            if mutating
+            else Unavailable(text, code=code_s, broker=BROKER)
+        )
+    if (
+        "not modifiable" in low
+        or "not working" in low
+        or ("already" in low and ("cancel" in low or "filled" in low))
+    ):
         return NotModifiable(text, code=code_s, broker=BROKER)
     return Rejected(text, code=code_s, broker=BROKER)
 
@@ -246,13 +279,15 @@ class AccountRef:
 def instrument_id_of(row: MasterRow) -> int:
     raw = row.extra.get("instrument_id") or row.extra.get("InstrumentId") or row.token
     if raw is None:
-        raise InstrumentUnknown(f"instrument {row.instrument.key!r} has no AlphaPoint InstrumentId in the master",
-                                broker=BROKER)
+        raise InstrumentUnknown(
+            f"instrument {row.instrument.key!r} has no AlphaPoint InstrumentId in the master", broker=BROKER
+        )
     return int(raw)
 
 
-def send_order_body(request: OrderRequest, instrument_id: int, acct: AccountRef, *, peg_price_type: int = 1
-                    ) -> dict[str, Any]:
+def send_order_body(
+    request: OrderRequest, instrument_id: int, acct: AccountRef, *, peg_price_type: int = 1
+) -> dict[str, Any]:
     """SendOrder payload, key order and spelling as in the docs' SendOrder example."""
     body: dict[str, Any] = {
         "InstrumentId": instrument_id,
@@ -276,8 +311,9 @@ def send_order_body(request: OrderRequest, instrument_id: int, acct: AccountRef,
     return body
 
 
-def cancel_order_body(acct: AccountRef, *, order_id: int | None = None, client_numeric: int | None = None
-                      ) -> dict[str, Any]:
+def cancel_order_body(
+    acct: AccountRef, *, order_id: int | None = None, client_numeric: int | None = None
+) -> dict[str, Any]:
     """By OrderId when we know it; else AccountId + ClientOrderId (OMSId alone cannot identify it)."""
     if order_id is not None:
         return {"OMSId": acct.oms_id, "AccountId": acct.account_id, "OrderId": order_id}
@@ -289,12 +325,18 @@ def cancel_order_body(acct: AccountRef, *, order_id: int | None = None, client_n
 def modify_order_body(acct: AccountRef, order_id: int, instrument_id: int, quantity: int) -> dict[str, Any]:
     """ModifyOrder: reduce quantity only, keeps book priority. ``Quantity`` is the new *remaining*
     quantity, as the order object's ``Quantity`` is the remaining one."""
-    return {"OMSId": acct.oms_id, "OrderId": order_id, "InstrumentId": instrument_id, "Quantity": quantity,
-            "AccountId": acct.account_id}
+    return {
+        "OMSId": acct.oms_id,
+        "OrderId": order_id,
+        "InstrumentId": instrument_id,
+        "Quantity": quantity,
+        "AccountId": acct.account_id,
+    }
 
 
-def cancel_replace_body(order: Order, change: Modification, instrument_id: int, acct: AccountRef, *,
-                        peg_price_type: int = 1) -> dict[str, Any]:
+def cancel_replace_body(
+    order: Order, change: Modification, instrument_id: int, acct: AccountRef, *, peg_price_type: int = 1
+) -> dict[str, Any]:
     """CancelReplaceOrder: a new order (new OrderId, loses priority) with our same ClientOrderId."""
     if order.broker_order_id is None:
         raise NotFound("cannot replace an order without a broker order id", broker=BROKER)
@@ -304,7 +346,9 @@ def cancel_replace_body(order: Order, change: Modification, instrument_id: int, 
     trigger = change.trigger_price if change.trigger_price is not None else order.trigger_price
     remaining = total - order.filled_quantity
     if remaining <= 0:
-        raise NotModifiable(f"new quantity {total} is not above the filled {order.filled_quantity}", broker=BROKER)
+        raise NotModifiable(
+            f"new quantity {total} is not above the filled {order.filled_quantity}", broker=BROKER
+        )
     cl = numeric_id(order.client_order_id)
     return {
         "OMSId": acct.oms_id,
@@ -316,8 +360,12 @@ def cancel_replace_body(order: Order, change: Modification, instrument_id: int, 
         "InstrumentId": instrument_id,
         "UseDisplayQuantity": False,
         "DisplayQuantity": 0,
-        "LimitPrice": price if order_type in (OrderType.LIMIT, OrderType.SL) and price is not None else Decimal(0),
-        "StopPrice": trigger if order_type in (OrderType.SL, OrderType.SL_M) and trigger is not None else Decimal(0),
+        "LimitPrice": price
+        if order_type in (OrderType.LIMIT, OrderType.SL) and price is not None
+        else Decimal(0),
+        "StopPrice": trigger
+        if order_type in (OrderType.SL, OrderType.SL_M) and trigger is not None
+        else Decimal(0),
         "ReferencePrice": Decimal(0),
         "PegPriceType": peg_price_type,
         "TimeInForce": TIF_TO_WIRE[order.validity],
@@ -431,8 +479,14 @@ class ApexSession:
     """A WebSocket with JSON-RPC request/reply matching. Reconnects (and re-authenticates through
     ``on_open``) lazily on the next call after the socket dropped."""
 
-    def __init__(self, url: str, *, timeout: float, on_open: Callable[[ApexSession], Awaitable[None]],
-                 on_event: EventHandler) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        on_open: Callable[[ApexSession], Awaitable[None]],
+        on_event: EventHandler,
+    ) -> None:
         self.url = url
         self.timeout = timeout
         self._on_open = on_open
@@ -463,9 +517,12 @@ class ApexSession:
             try:
                 ws = await asyncio.wait_for(
                     connect(self.url, open_timeout=self.timeout, max_size=2**24, compression=None),
-                    self.timeout)
+                    self.timeout,
+                )
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-                raise Unavailable(f"cannot connect to {self.url}: {type(exc).__name__}", broker=BROKER) from exc
+                raise Unavailable(
+                    f"cannot connect to {self.url}: {type(exc).__name__}", broker=BROKER
+                ) from exc
             self._ws = ws
             self._reader = asyncio.create_task(self._read(ws))
             self.connects += 1
@@ -515,7 +572,9 @@ class ApexSession:
     async def close(self) -> None:
         await self._drop()
 
-    async def call_raw(self, name: str, payload: Any, *, mutating: bool, m: int = MessageType.REQUEST) -> Frame:
+    async def call_raw(
+        self, name: str, payload: Any, *, mutating: bool, m: int = MessageType.REQUEST
+    ) -> Frame:
         """Send one frame on the current socket and wait for its reply (no reconnect here)."""
         ws = self._ws
         if ws is None or not self.is_open:
@@ -565,19 +624,41 @@ def check_reply(name: str, frame: Frame) -> Any:
 
 class AlphaPointBroker:
     name = BROKER
-    capabilities = frozenset({Capability.MODIFY, Capability.LOOKUP_BY_CLIENT_ID, Capability.MARKET_ORDERS,
-                              Capability.STOP_ORDERS, Capability.STREAMING})
+    capabilities = frozenset(
+        {
+            Capability.MODIFY,
+            Capability.LOOKUP_BY_CLIENT_ID,
+            Capability.MARKET_ORDERS,
+            Capability.STOP_ORDERS,
+            Capability.STREAMING,
+        }
+    )
 
-    def __init__(self, account: Account, *, master: InstrumentMaster | None = None,
-                 limiter: RateLimiter | None = None, url: str | None = None, **context: Any) -> None:
+    def __init__(
+        self,
+        account: Account,
+        *,
+        master: InstrumentMaster | None = None,
+        limiter: RateLimiter | None = None,
+        url: str | None = None,
+        **context: Any,
+    ) -> None:
         self.account = account
-        url = url or account.endpoints.get("ws") or account.endpoints.get("websocket") or account.endpoints.get(
-            "base_url")
+        url = (
+            url
+            or account.endpoints.get("ws")
+            or account.endpoints.get("websocket")
+            or account.endpoints.get("base_url")
+        )
         if not url:
-            raise ValueError(f"account {account.name!r}: alphapoint needs endpoints.ws (wss://<venue>/WSGateway/)")
+            raise ValueError(
+                f"account {account.name!r}: alphapoint needs endpoints.ws (wss://<venue>/WSGateway/)"
+            )
         if master is None:
             if not account.instruments:
-                raise ValueError(f"account {account.name!r}: alphapoint needs an instrument master (instruments:)")
+                raise ValueError(
+                    f"account {account.name!r}: alphapoint needs an instrument master (instruments:)"
+                )
             master = InstrumentMaster.load(account.instruments, broker=BROKER)
         self.master = master
         self._by_instrument_id: dict[int, MasterRow] = {}
@@ -598,41 +679,49 @@ class AlphaPointBroker:
         self._products: dict[str, Product] = {}  # our client id -> product (APEX has no product field)
         self._instrument_products: dict[str, Product] = {}  # instrument key -> product last traded
         self._events: dict[int, Mapping[str, Any]] = {}  # latest OrderStateEvent per OrderId
-        self._caller_instruments: dict[int, Instrument] = {}  # InstrumentId -> instrument as the caller spelt it
+        self._caller_instruments: dict[
+            int, Instrument
+        ] = {}  # InstrumentId -> instrument as the caller spelt it
         self.nonce: Callable[[], str] = lambda: str(time.time_ns() // 1000)
-        self.session = ApexSession(url, timeout=account.timeout_seconds, on_open=self._authenticate,
-                                   on_event=self._on_event)
+        self.session = ApexSession(
+            url, timeout=account.timeout_seconds, on_open=self._authenticate, on_event=self._on_event
+        )
         self.logins = 0
 
     # -- session ---------------------------------------------------------------------------------------
 
     def _credentials(self) -> dict[str, str]:
         creds = self.account.credentials
-        if "api_key" in creds:
-            keys = ("api_key", "api_secret", "user_id")
-        else:
-            keys = ("username", "password")
+        keys: tuple[str, ...] = ("api_key", "api_secret", "user_id") if "api_key" in creds else ("username", "password")
         return {k: self.account.secret(k).reveal() for k in keys}
 
     async def _authenticate(self, session: ApexSession) -> None:
         nonce = self.nonce()
-        frame = await session.call_raw("AuthenticateUser", authenticate_body(self._credentials(), nonce),
-                                       mutating=False)
+        frame = await session.call_raw(
+            "AuthenticateUser", authenticate_body(self._credentials(), nonce), mutating=False
+        )
         body = check_reply("AuthenticateUser", frame)
         reply = ci(body if isinstance(body, Mapping) else {})
         if reply.get("requires2fa") and not reply.get("authenticated"):
-            raise BrokerError("AuthenticateUser: the user requires 2FA; use API-key authentication", broker=BROKER)
+            raise BrokerError(
+                "AuthenticateUser: the user requires 2FA; use API-key authentication", broker=BROKER
+            )
         if not reply.get("authenticated"):
             # Never echo credentials: only the broker's own message.
-            raise BrokerError(f"AuthenticateUser refused: {reply.get('errormsg') or 'not authenticated'}",
-                              code="auth", broker=BROKER)
+            raise BrokerError(
+                f"AuthenticateUser refused: {reply.get('errormsg') or 'not authenticated'}",
+                code="auth",
+                broker=BROKER,
+            )
         self.logins += 1
         user = ci(reply.get("user") or {})
         if self._acct is None:
             self._acct = AccountRef(int(user.get("omsid") or 1), int(user.get("accountid") or 0))
-        sub = await session.call_raw("SubscribeAccountEvents",
-                                     {"AccountId": self._acct.account_id, "OMSId": self._acct.oms_id},
-                                     mutating=False)
+        sub = await session.call_raw(
+            "SubscribeAccountEvents",
+            {"AccountId": self._acct.account_id, "OMSId": self._acct.oms_id},
+            mutating=False,
+        )
         check_reply("SubscribeAccountEvents", sub)
 
     def _on_event(self, name: str, body: Any) -> None:
@@ -694,8 +783,9 @@ class AlphaPointBroker:
         return self._products.get(client_id, self.default_product)
 
     def _order(self, record: Mapping[str, Any]) -> Order:
-        return order_from_wire(record, instrument_of=self._instrument, client_id_of=self._client_id,
-                               product_of=self._product)
+        return order_from_wire(
+            record, instrument_of=self._instrument, client_id_of=self._client_id, product_of=self._product
+        )
 
     def _remember(self, client_id: str, product: Product | None = None) -> int:
         n = numeric_id(client_id)
@@ -723,31 +813,56 @@ class AlphaPointBroker:
             if found is None:
                 raise exc from None
             if found.status is OrderStatus.REJECTED:
-                raise Rejected(f"SendOrder rejected: {found.reject_reason or 'rejected'}", broker=BROKER) from None
+                raise Rejected(
+                    f"SendOrder rejected: {found.reject_reason or 'rejected'}", broker=BROKER
+                ) from None
             return found
         status = _key(reply.get("status"))
         if status != "accepted":
-            raise Rejected(f"SendOrder rejected: {reply.get('errormsg') or reply.get('status')}",
-                           code=str(reply.get("errorcode") or reply.get("errormsg") or "rejected"), broker=BROKER)
+            raise Rejected(
+                f"SendOrder rejected: {reply.get('errormsg') or reply.get('status')}",
+                code=str(reply.get("errorcode") or reply.get("errormsg") or "rejected"),
+                broker=BROKER,
+            )
         order_id = int(reply.get("orderid") or 0)
         seen = self._events.get(order_id)
         if seen is not None:
             return self._order(seen)
         return Order(
-            client_order_id=request.client_order_id, broker_order_id=str(order_id), instrument=row.instrument,
-            side=request.side, quantity=request.quantity, order_type=request.order_type, product=request.product,
-            status=OrderStatus.OPEN, price=request.price, trigger_price=request.trigger_price,
-            validity=request.validity, tag=request.tag, raw_status="Accepted",
+            client_order_id=request.client_order_id,
+            broker_order_id=str(order_id),
+            instrument=row.instrument,
+            side=request.side,
+            quantity=request.quantity,
+            order_type=request.order_type,
+            product=request.product,
+            status=OrderStatus.OPEN,
+            price=request.price,
+            trigger_price=request.trigger_price,
+            validity=request.validity,
+            tag=request.tag,
+            raw_status="Accepted",
         )
+
+    async def _patient(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A read while resolving an ambiguous change: reads are safe, so ride out transient errors."""
+        for attempt in range(6):
+            try:
+                return await read()
+            except (Retryable, AuthExpired, OutcomeUnknown):
+                if attempt == 5:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _quiet_lookup(self, client_order_id: str) -> Order | None:
         try:
-            return await self.get_order(client_order_id)
+            return await self._patient(lambda: self.get_order(client_order_id))
         except (Retryable, AuthExpired, OutcomeUnknown):
             return None
 
-    async def _send_resolving(self, name: str, body: Mapping[str, Any],
-                              settled: Callable[[], Awaitable[Order | None]]) -> Any:
+    async def _send_resolving(
+        self, name: str, body: Mapping[str, Any], settled: Callable[[], Awaitable[Order | None]]
+    ) -> Any:
         """Send a change aimed at one existing OrderId (cancel, modify, cancel-replace). On an ambiguous
         outcome look the order up: if the change shows (or the order is done) return that Order; if the
         order still works unchanged send once more. A repeat cannot create an order: it names the same
@@ -757,7 +872,7 @@ class AlphaPointBroker:
                 return await self._call(name, body, mutating=True)
             except OutcomeUnknown as exc:
                 try:
-                    done = await settled()
+                    done = await self._patient(settled)
                 except (Retryable, AuthExpired, OutcomeUnknown):
                     raise exc from None
                 if done is not None:
@@ -767,8 +882,11 @@ class AlphaPointBroker:
         raise AssertionError("unreachable")
 
     async def _status(self, order_id: int) -> Mapping[str, Any]:
-        body = await self._call("GetOrderStatus", {"OMSId": self.acct.oms_id, "AccountId": self.acct.account_id,
-                                                   "OrderId": order_id}, mutating=False)
+        body = await self._call(
+            "GetOrderStatus",
+            {"OMSId": self.acct.oms_id, "AccountId": self.acct.account_id, "OrderId": order_id},
+            mutating=False,
+        )
         if not isinstance(body, Mapping) or not ci(body).get("orderid"):
             raise NotFound(f"order {order_id} not found", broker=BROKER)
         return body
@@ -783,11 +901,17 @@ class AlphaPointBroker:
     async def _follow_replacement(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
         r = ci(record)
         client_numeric = int(r.get("clientorderid") or 0)
-        if _key(r.get("orderstate")) not in ("canceled", "cancelled") or not client_numeric \
-                or client_numeric not in self._client_ids:
+        if (
+            _key(r.get("orderstate")) not in ("canceled", "cancelled")
+            or not client_numeric
+            or client_numeric not in self._client_ids
+        ):
             return record
-        body = await self._call("GetOrdersHistory", {"OMSId": self.acct.oms_id, "AccountId": self.acct.account_id,
-                                                     "ClientOrderId": client_numeric}, mutating=False)
+        body = await self._call(
+            "GetOrdersHistory",
+            {"OMSId": self.acct.oms_id, "AccountId": self.acct.account_id, "ClientOrderId": client_numeric},
+            mutating=False,
+        )
         latest = latest_for_client(body if isinstance(body, list) else [], client_numeric)
         if latest is None or int(ci(latest).get("orderid") or 0) <= int(r.get("orderid") or 0):
             return record
@@ -797,8 +921,11 @@ class AlphaPointBroker:
         await self.connect()
         n = self._remember(client_order_id)
         # GetOrdersHistory filters by ClientOrderId; filter again here in case a venue ignores it.
-        body = await self._call("GetOrdersHistory", {"OMSId": self.acct.oms_id, "AccountId": self.acct.account_id,
-                                                     "ClientOrderId": n}, mutating=False)
+        body = await self._call(
+            "GetOrdersHistory",
+            {"OMSId": self.acct.oms_id, "AccountId": self.acct.account_id, "ClientOrderId": n},
+            mutating=False,
+        )
         record = latest_for_client(body if isinstance(body, list) else [], n)
         return None if record is None else self._order(record)
 
@@ -817,8 +944,11 @@ class AlphaPointBroker:
             raise NotModifiable(f"order {order.client_order_id} is {order.status.value}", broker=BROKER)
         await self.connect()
         self._remember(order.client_order_id, order.product)
-        body = (cancel_order_body(self.acct, order_id=int(order.broker_order_id)) if order.broker_order_id
-                else cancel_order_body(self.acct, client_numeric=numeric_id(order.client_order_id)))
+        body = (
+            cancel_order_body(self.acct, order_id=int(order.broker_order_id))
+            if order.broker_order_id
+            else cancel_order_body(self.acct, client_numeric=numeric_id(order.client_order_id))
+        )
         await self.limiter.acquire((self.account.name, segment_of(order.instrument.exchange)))
 
         async def settled() -> Order | None:
@@ -852,13 +982,18 @@ class AlphaPointBroker:
         self._remember(order.client_order_id, order.product)
         order_id = await self._resolve_id(order)
         key = (self.account.name, segment_of(row.instrument.exchange))
-        only_qty = (change.price is None and change.trigger_price is None
-                    and (change.order_type is None or change.order_type is order.order_type))
+        only_qty = (
+            change.price is None
+            and change.trigger_price is None
+            and (change.order_type is None or change.order_type is order.order_type)
+        )
         if only_qty and change.quantity is not None and change.quantity < order.quantity:
             remaining = change.quantity - order.filled_quantity
             if remaining <= 0:
-                raise NotModifiable(f"new quantity {change.quantity} is not above the filled "
-                                    f"{order.filled_quantity}", broker=BROKER)
+                raise NotModifiable(
+                    f"new quantity {change.quantity} is not above the filled {order.filled_quantity}",
+                    broker=BROKER,
+                )
             await self.limiter.acquire(key)
 
             async def reduced() -> Order | None:
@@ -866,10 +1001,13 @@ class AlphaPointBroker:
                 return seen if seen.quantity == change.quantity or not seen.status.is_working else None
 
             result = await self._send_resolving(
-                "ModifyOrder", modify_order_body(self.acct, order_id, instrument_id, remaining), reduced)
+                "ModifyOrder", modify_order_body(self.acct, order_id, instrument_id, remaining), reduced
+            )
             return result if isinstance(result, Order) else self._order(await self._status(order_id))
         current = order.evolve(broker_order_id=str(order_id))
-        body = cancel_replace_body(current, change, instrument_id, self.acct, peg_price_type=self.peg_price_type)
+        body = cancel_replace_body(
+            current, change, instrument_id, self.acct, peg_price_type=self.peg_price_type
+        )
         await self.limiter.acquire(key)
 
         async def replaced() -> Order | None:
@@ -884,20 +1022,28 @@ class AlphaPointBroker:
         reply = ci(result or {})
         new_id = int(reply.get("replacementorderid") or 0)
         if not new_id:
-            raise Rejected(f"CancelReplaceOrder: {reply.get('errormsg') or 'no replacement order'}", broker=BROKER)
+            raise Rejected(
+                f"CancelReplaceOrder: {reply.get('errormsg') or 'no replacement order'}", broker=BROKER
+            )
         return self._order(await self._status(new_id))
 
     async def orders(self) -> Sequence[Order]:
         await self.connect()
-        body = await self._call("GetOrderHistory", {"OMSId": self.acct.oms_id, "AccountId": self.acct.account_id},
-                                mutating=False)
+        body = await self._call(
+            "GetOrderHistory", {"OMSId": self.acct.oms_id, "AccountId": self.acct.account_id}, mutating=False
+        )
         return [self._order(r) for r in (body if isinstance(body, list) else [])]
 
     async def open_orders(self) -> Sequence[Order]:
         await self.connect()
-        body = await self._call("GetOpenOrders", {"OMSId": self.acct.oms_id, "AccountId": self.acct.account_id},
-                                mutating=False)
-        return [o for o in (self._order(r) for r in (body if isinstance(body, list) else [])) if o.status.is_working]
+        body = await self._call(
+            "GetOpenOrders", {"OMSId": self.acct.oms_id, "AccountId": self.acct.account_id}, mutating=False
+        )
+        return [
+            o
+            for o in (self._order(r) for r in (body if isinstance(body, list) else []))
+            if o.status.is_working
+        ]
 
     async def positions(self) -> Sequence[Position]:
         """GetAccountPositions gives balances per product (the truth for quantity); instrument products
@@ -905,12 +1051,16 @@ class AlphaPointBroker:
         positions, with average price and day quantities replayed from GetAccountTrades."""
         await self.connect()
         acct = self.acct
-        body = await self._call("GetAccountPositions", {"AccountId": acct.account_id, "OMSId": acct.oms_id},
-                                mutating=False)
+        body = await self._call(
+            "GetAccountPositions", {"AccountId": acct.account_id, "OMSId": acct.oms_id}, mutating=False
+        )
         trades: list[Mapping[str, Any]] = []
         while True:  # Count is capped at 200 per page
-            page = await self._call("GetAccountTrades", {"OMSId": acct.oms_id, "AccountId": acct.account_id,
-                                                         "StartIndex": len(trades), "Count": 200}, mutating=False)
+            page = await self._call(
+                "GetAccountTrades",
+                {"OMSId": acct.oms_id, "AccountId": acct.account_id, "StartIndex": len(trades), "Count": 200},
+                mutating=False,
+            )
             page = page if isinstance(page, list) else []
             trades.extend(page)
             if len(page) < 200:
@@ -931,9 +1081,17 @@ class AlphaPointBroker:
             avg, realized, bought, sold = replayed.get(iid, (Decimal(0), Decimal(0), 0, 0))
             instrument = self._caller_instruments.get(iid, row.instrument)
             product = self._instrument_products.get(row.instrument.key, self.default_product)
-            out.append(Position(instrument=instrument, product=product, quantity=qty,
-                                average_price=avg if qty else Decimal(0), realized_pnl=realized,
-                                day_buy_quantity=bought, day_sell_quantity=sold))
+            out.append(
+                Position(
+                    instrument=instrument,
+                    product=product,
+                    quantity=qty,
+                    average_price=avg if qty else Decimal(0),
+                    realized_pnl=realized,
+                    day_buy_quantity=bought,
+                    day_sell_quantity=sold,
+                )
+            )
         return out
 
 
@@ -941,7 +1099,9 @@ def replay_trades(trades: Sequence[Mapping[str, Any]]) -> dict[int, tuple[Decima
     """Per InstrumentId: (average open price, realized P&L, bought, sold) from account trades, oldest
     first (APEX lists the newest first)."""
     state: dict[int, list[Any]] = {}  # qty, open value, realized, bought, sold
-    for t in sorted((ci(t) for t in trades), key=lambda t: (_dec(t.get("tradetimems")), _dec(t.get("tradeid")))):
+    for t in sorted(
+        (ci(t) for t in trades), key=lambda t: (_dec(t.get("tradetimems")), _dec(t.get("tradeid")))
+    ):
         iid = int(t.get("instrumentid") or 0)
         side = SIDE_FROM_WIRE.get(_key(t.get("side")), Side.BUY)
         qty, price = _qty(t.get("quantity")), _dec(t.get("price"))

@@ -50,10 +50,19 @@ from runner.sims.faults import Fault, FaultPlan
 
 log = logging.getLogger(__name__)
 
-OPERATIONS = {"SendOrder": "place", "CancelOrder": "cancel", "CancelReplaceOrder": "modify",
-              "ModifyOrder": "modify", "CancelAllOrders": "cancel", "GetOrderStatus": "get",
-              "GetOrdersHistory": "get", "GetOrderHistory": "orders", "GetOpenOrders": "orders",
-              "GetAccountPositions": "positions", "GetAccountTrades": "positions"}
+OPERATIONS = {
+    "SendOrder": "place",
+    "CancelOrder": "cancel",
+    "CancelReplaceOrder": "modify",
+    "ModifyOrder": "modify",
+    "CancelAllOrders": "cancel",
+    "GetOrderStatus": "get",
+    "GetOrdersHistory": "get",
+    "GetOrderHistory": "orders",
+    "GetOpenOrders": "orders",
+    "GetAccountPositions": "positions",
+    "GetAccountTrades": "positions",
+}
 SIDES = {0: "Buy", 1: "Sell", 2: "Short"}
 ORDER_TYPES = {1: "Market", 2: "Limit", 3: "StopMarket", 4: "StopLimit"}
 TIFS = {1: "GTC", 2: "OPG", 3: "IOC", 4: "FOK", 5: "GTX", 6: "GTD"}
@@ -111,10 +120,15 @@ def _ms(at: dt.datetime) -> int:
 
 
 STATE_OF = {
-    OrderStatus.PENDING_NEW: "Working", OrderStatus.OPEN: "Working", OrderStatus.PARTIALLY_FILLED: "Working",
+    OrderStatus.PENDING_NEW: "Working",
+    OrderStatus.OPEN: "Working",
+    OrderStatus.PARTIALLY_FILLED: "Working",
     # APEX has no pending-cancel state: the order stays Working until the cancel takes effect.
-    OrderStatus.PENDING_CANCEL: "Working", OrderStatus.FILLED: "FullyExecuted",
-    OrderStatus.CANCELLED: "Canceled", OrderStatus.REJECTED: "Rejected", OrderStatus.EXPIRED: "Expired",
+    OrderStatus.PENDING_CANCEL: "Working",
+    OrderStatus.FILLED: "FullyExecuted",
+    OrderStatus.CANCELLED: "Canceled",
+    OrderStatus.REJECTED: "Rejected",
+    OrderStatus.EXPIRED: "Expired",
     OrderStatus.UNKNOWN: "Unknown",
 }
 WIRE_SIDE = {0: Side.BUY, 1: Side.SELL, 2: Side.SELL}
@@ -146,9 +160,16 @@ class SimExchange:
     """The simulated OMS: APEX requests translated onto :class:`runner.matching.MatchingEngine` (the
     paper engine, one book per APEX account) and its orders rendered back as APEX order objects."""
 
-    def __init__(self, master: InstrumentMaster, *, clock: Callable[[], dt.datetime],
-                 engine: MatchingEngine | None = None, prices: PricePath | None = None, seed: int = 0,
-                 config: MatchingConfig | None = None) -> None:
+    def __init__(
+        self,
+        master: InstrumentMaster,
+        *,
+        clock: Callable[[], dt.datetime],
+        engine: MatchingEngine | None = None,
+        prices: PricePath | None = None,
+        seed: int = 0,
+        config: MatchingConfig | None = None,
+    ) -> None:
         self.master = master
         self.clock = clock
         self.engine = engine or MatchingEngine(prices or RandomWalk(seed=seed), config or MatchingConfig())
@@ -185,22 +206,38 @@ class SimExchange:
         remaining = order.quantity - order.filled_quantity if state == "Working" else 0
         updated = _ms(order.updated_at) if order.updated_at else m.received_ms
         return {
-            "Side": "Buy" if order.side is Side.BUY else "Sell", "OrderId": oid,
-            "Price": order.price or Decimal(0), "Quantity": Decimal(remaining),
-            "DisplayQuantity": m.display_quantity, "Instrument": m.instrument_id, "Account": m.account,
-            "AccountName": m.user.user_name, "OrderType": ORDER_TYPES[_TYPE_NUM[order.order_type]],
-            "ClientOrderId": m.client_numeric, "OrderState": state, "ReceiveTime": m.received_ms,
-            "LastUpdatedTime": max(updated, m.received_ms), "OrigQuantity": Decimal(order.quantity),
+            "Side": "Buy" if order.side is Side.BUY else "Sell",
+            "OrderId": oid,
+            "Price": order.price or Decimal(0),
+            "Quantity": Decimal(remaining),
+            "DisplayQuantity": m.display_quantity,
+            "Instrument": m.instrument_id,
+            "Account": m.account,
+            "AccountName": m.user.user_name,
+            "OrderType": ORDER_TYPES[_TYPE_NUM[order.order_type]],
+            "ClientOrderId": m.client_numeric,
+            "OrderState": state,
+            "ReceiveTime": m.received_ms,
+            "LastUpdatedTime": max(updated, m.received_ms),
+            "OrigQuantity": Decimal(order.quantity),
             "QuantityExecuted": Decimal(order.filled_quantity),
             "GrossValueExecuted": (order.average_price or Decimal(0)) * order.filled_quantity,
-            "AvgPrice": order.average_price or Decimal(0), "CounterPartyId": 0,
-            "ChangeReason": m.change_reason, "OrigOrderId": m.orig_order_id, "OrigClOrdId": m.orig_client,
-            "EnteredBy": m.user.user_id, "UserName": m.user.user_name, "IsQuote": False,
+            "AvgPrice": order.average_price or Decimal(0),
+            "CounterPartyId": 0,
+            "ChangeReason": m.change_reason,
+            "OrigOrderId": m.orig_order_id,
+            "OrigClOrdId": m.orig_client,
+            "EnteredBy": m.user.user_id,
+            "UserName": m.user.user_name,
+            "IsQuote": False,
             "RejectReason": order.reject_reason or "" if state == "Rejected" else "",
             "CancelReason": m.cancel_reason if state == "Canceled" else "",
             "OrderFlag": "AddedToBook" if state == "Working" else "AddedToBook, RemovedFromBook",
-            "UseMargin": False, "StopPrice": order.trigger_price or Decimal(0), "PegPriceType": m.peg,
-            "TimeInForce": m.tif, "OMSId": m.oms,
+            "UseMargin": False,
+            "StopPrice": order.trigger_price or Decimal(0),
+            "PegPriceType": m.peg,
+            "TimeInForce": m.tif,
+            "OMSId": m.oms,
         }
 
     def trade_id(self, engine_id: str | None) -> int:
@@ -213,8 +250,11 @@ class SimExchange:
         return str(account)
 
     def _orders(self, account: int) -> list[Order]:
-        return [o for o in self.engine.orders(self._book(account), self.clock())
-                if (account, o.broker_order_id or "") in self._to_apex]
+        return [
+            o
+            for o in self.engine.orders(self._book(account), self.clock())
+            if (account, o.broker_order_id or "") in self._to_apex
+        ]
 
     def order(self, account: int, order_id: int) -> Order:
         engine_id = self._to_engine.get(order_id)
@@ -247,71 +287,149 @@ class SimExchange:
                 if m is None:
                     continue
                 m.change_reason = "Trade"
-                self.events.append((account, "OrderTradeEvent", {
-                    "OMSId": m.oms, "TradeId": self.trade_id(f.trade_id), "OrderId": oid, "AccountId": account,
-                    "ClientOrderId": m.client_numeric, "InstrumentId": m.instrument_id,
-                    "Side": "Buy" if f.side is Side.BUY else "Sell", "Quantity": Decimal(f.quantity),
-                    "Price": f.price, "Value": f.price * f.quantity, "TradeTimeMS": _ms(f.at),
-                    "Direction": "NoChange"}))
+                self.events.append(
+                    (
+                        account,
+                        "OrderTradeEvent",
+                        {
+                            "OMSId": m.oms,
+                            "TradeId": self.trade_id(f.trade_id),
+                            "OrderId": oid,
+                            "AccountId": account,
+                            "ClientOrderId": m.client_numeric,
+                            "InstrumentId": m.instrument_id,
+                            "Side": "Buy" if f.side is Side.BUY else "Sell",
+                            "Quantity": Decimal(f.quantity),
+                            "Price": f.price,
+                            "Value": f.price * f.quantity,
+                            "TradeTimeMS": _ms(f.at),
+                            "Direction": "NoChange",
+                        },
+                    )
+                )
             for st in orders:
                 if (account, st.broker_order_id) in self._to_apex:
                     self.events.append((account, "OrderStateEvent", self.record(account, st.snapshot())))
             if positions:
                 for rec in self.positions(account, 1):
-                    self.events.append((account, "AccountPositionEvent", {
-                        "OMSId": rec["omsId"], "AccountId": account, "ProductSymbol": rec["productSymbol"],
-                        "ProductId": rec["productId"], "Amount": rec["amount"], "Hold": rec["hold"]}))
+                    self.events.append(
+                        (
+                            account,
+                            "AccountPositionEvent",
+                            {
+                                "OMSId": rec["omsId"],
+                                "AccountId": account,
+                                "ProductSymbol": rec["productSymbol"],
+                                "ProductId": rec["productId"],
+                                "Amount": rec["amount"],
+                                "Hold": rec["hold"],
+                            },
+                        )
+                    )
 
     # -- order entry ----------------------------------------------------------------------------------
 
-    def send_order(self, account: int, oms: int, user: SimUser, b: Mapping[str, Any],
-                   *, replacing: int | None = None) -> dict[str, Any]:
+    def send_order(
+        self, account: int, oms: int, user: SimUser, b: Mapping[str, Any], *, replacing: int | None = None
+    ) -> dict[str, Any]:
         instrument_id = _int(b, "InstrumentId")
         client_numeric = _int(b, "ClientOrderId", default=0) or 0
         side, otype = _int(b, "Side"), _int(b, "OrderType")
         tif = _int(b, "TimeInForce", default=1) or 1
         qty = _dec(b, "Quantity")
-        if side not in WIRE_SIDE or otype not in WIRE_TYPE or tif not in WIRE_TIF or qty <= 0 \
-                or qty != qty.to_integral_value():
-            self.events.append((account, "NewOrderRejectEvent", {
-                "OMSId": oms, "AccountId": account, "ClientOrderId": client_numeric, "Status": "Rejected",
-                "RejectReason": "Invalid Request"}))
+        if (
+            side not in WIRE_SIDE
+            or otype not in WIRE_TYPE
+            or tif not in WIRE_TIF
+            or qty <= 0
+            or qty != qty.to_integral_value()
+        ):
+            self.events.append(
+                (
+                    account,
+                    "NewOrderRejectEvent",
+                    {
+                        "OMSId": oms,
+                        "AccountId": account,
+                        "ClientOrderId": client_numeric,
+                        "Status": "Rejected",
+                        "RejectReason": "Invalid Request",
+                    },
+                )
+            )
             return {"status": "Rejected", "errormsg": "Invalid Request", "errorcode": ERR_INVALID_REQUEST}
         if instrument_id is None or instrument_id not in self.instruments:
             return {"status": "Rejected", "errormsg": "Instrument not found", "errorcode": ERR_NOT_FOUND}
         # APEX >= 4.2 refuses a ClientOrderId that a working order of the account already carries.
-        if client_numeric and any(self.meta[self.apex_id(account, o)].client_numeric == client_numeric
-                                  and self.apex_id(account, o) != replacing
-                                  for o in self.open_orders(account)):
-            return {"status": "Rejected", "errormsg": "Invalid_ClientOrderId", "errorcode": ERR_OPERATION_FAILED}
+        if client_numeric and any(
+            self.meta[self.apex_id(account, o)].client_numeric == client_numeric
+            and self.apex_id(account, o) != replacing
+            for o in self.open_orders(account)
+        ):
+            return {
+                "status": "Rejected",
+                "errormsg": "Invalid_ClientOrderId",
+                "errorcode": ERR_OPERATION_FAILED,
+            }
         row = self.instruments[instrument_id]
         order_type = WIRE_TYPE[otype]
         limit, stop = _dec(b, "LimitPrice"), _dec(b, "StopPrice")
         try:
             request = OrderRequest(
-                client_order_id=f"apex-{account}-{next(self._seq)}", instrument=row.instrument,
-                side=WIRE_SIDE[side], quantity=int(qty), order_type=order_type, product=Product.MIS,
+                client_order_id=f"apex-{account}-{next(self._seq)}",
+                instrument=row.instrument,
+                side=WIRE_SIDE[side],
+                quantity=int(qty),
+                order_type=order_type,
+                product=Product.MIS,
                 validity=WIRE_TIF[tif],
                 price=limit if order_type in (OrderType.LIMIT, OrderType.SL) and limit > 0 else None,
-                trigger_price=stop if order_type in (OrderType.SL, OrderType.SL_M) and stop > 0 else None)
+                trigger_price=stop if order_type in (OrderType.SL, OrderType.SL_M) and stop > 0 else None,
+            )
         except ValueError as exc:
-            return {"status": "Rejected", "errormsg": f"Invalid Request: {exc}", "errorcode": ERR_INVALID_REQUEST}
+            return {
+                "status": "Rejected",
+                "errormsg": f"Invalid Request: {exc}",
+                "errorcode": ERR_INVALID_REQUEST,
+            }
         order = self.engine.place(self._book(account), request, self.clock())
         oid = next(self._apex_ids)
         self._to_engine[oid] = order.broker_order_id or ""
         self._to_apex[(account, order.broker_order_id or "")] = oid
-        self.meta[oid] = Meta(account=account, oms=oms, instrument_id=instrument_id, client_numeric=client_numeric,
-                              user=user, received_ms=self._ms(), tif=TIFS[tif],
-                              peg=PEGS.get(_int(b, "PegPriceType", default=1) or 1, "Last"),
-                              display_quantity=_dec(b, "DisplayQuantity"), orig_order_id=oid,
-                              orig_client=client_numeric)
+        self.meta[oid] = Meta(
+            account=account,
+            oms=oms,
+            instrument_id=instrument_id,
+            client_numeric=client_numeric,
+            user=user,
+            received_ms=self._ms(),
+            tif=TIFS[tif],
+            peg=PEGS.get(_int(b, "PegPriceType", default=1) or 1, "Last"),
+            display_quantity=_dec(b, "DisplayQuantity"),
+            orig_order_id=oid,
+            orig_client=client_numeric,
+        )
         if order.status is OrderStatus.REJECTED:
             self.meta[oid].change_reason = "NewInputRejected"
-            self.events.append((account, "NewOrderRejectEvent", {
-                "OMSId": oms, "AccountId": account, "ClientOrderId": client_numeric, "Status": "Rejected",
-                "RejectReason": order.reject_reason or "Rejected"}))
-            return {"status": "Rejected", "errormsg": order.reject_reason or "Rejected",
-                    "errorcode": ERR_OPERATION_FAILED, "OrderId": oid}
+            self.events.append(
+                (
+                    account,
+                    "NewOrderRejectEvent",
+                    {
+                        "OMSId": oms,
+                        "AccountId": account,
+                        "ClientOrderId": client_numeric,
+                        "Status": "Rejected",
+                        "RejectReason": order.reject_reason or "Rejected",
+                    },
+                )
+            )
+            return {
+                "status": "Rejected",
+                "errormsg": order.reject_reason or "Rejected",
+                "errorcode": ERR_OPERATION_FAILED,
+                "OrderId": oid,
+            }
         return {"status": "Accepted", "errormsg": "", "OrderId": oid}
 
     def find(self, account: int, b: Mapping[str, Any]) -> Order:
@@ -321,8 +439,14 @@ class SimExchange:
         # seed 002's table spells ClOrderId, seed 003's example ClientOrderId: accept both.
         client_numeric = _int(b, "ClientOrderId", "ClOrderId", "ClientOrdId")
         if not client_numeric or _int(b, "AccountId") is None:
-            raise ApiError(ERR_INVALID_REQUEST, "Invalid Request", "OrderId or AccountId + ClientOrderId required")
-        mine = [o for o in self._orders(account) if self.meta[self.apex_id(account, o)].client_numeric == client_numeric]
+            raise ApiError(
+                ERR_INVALID_REQUEST, "Invalid Request", "OrderId or AccountId + ClientOrderId required"
+            )
+        mine = [
+            o
+            for o in self._orders(account)
+            if self.meta[self.apex_id(account, o)].client_numeric == client_numeric
+        ]
         if not mine:
             raise ApiError(ERR_NOT_FOUND, "Resource Not Found")
         working = [o for o in mine if STATE_OF[o.status] == "Working"]
@@ -334,10 +458,22 @@ class SimExchange:
             self.engine.cancel(self._book(account), order.broker_order_id or "", self.clock())
         except (NotModifiable, NotFound) as exc:
             m = self.meta[oid]
-            self.events.append((account, "CancelOrderRejectEvent", {
-                "OMSId": m.oms, "AccountId": account, "OrderId": oid, "OrderRevision": 0,
-                "OrderType": ORDER_TYPES[_TYPE_NUM[order.order_type]], "InstrumentId": m.instrument_id,
-                "Status": "Rejected", "RejectReason": exc.message}))
+            self.events.append(
+                (
+                    account,
+                    "CancelOrderRejectEvent",
+                    {
+                        "OMSId": m.oms,
+                        "AccountId": account,
+                        "OrderId": oid,
+                        "OrderRevision": 0,
+                        "OrderType": ORDER_TYPES[_TYPE_NUM[order.order_type]],
+                        "InstrumentId": m.instrument_id,
+                        "Status": "Rejected",
+                        "RejectReason": exc.message,
+                    },
+                )
+            )
             return
         self.meta[oid].change_reason = "UserModified"
         self.meta[oid].cancel_reason = reason
@@ -351,8 +487,12 @@ class SimExchange:
         if qty <= 0 or qty >= remaining or qty != qty.to_integral_value():
             raise ApiError(ERR_INVALID_REQUEST, "Invalid Quantity")
         try:
-            self.engine.modify(self._book(account), str(order.broker_order_id),
-                               Modification(quantity=order.filled_quantity + int(qty)), self.clock())
+            self.engine.modify(
+                self._book(account),
+                str(order.broker_order_id),
+                Modification(quantity=order.filled_quantity + int(qty)),
+                self.clock(),
+            )
         except Rejected as exc:
             raise ApiError(ERR_OPERATION_FAILED, "Operation Failed", exc.message) from None
         self.meta[self.apex_id(account, order)].change_reason = "UserModified"
@@ -367,9 +507,20 @@ class SimExchange:
         if old is not None and old.status not in (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED):
             raise ApiError(ERR_OPERATION_FAILED, "Operation Failed", "Order is not working")
         if old is None:
-            self.events.append((account, "CancelReplaceOrderRejectEvent", {
-                "OMSId": oms, "AccountId": account, "OrderId": old_id, "OrderIdToReplace": old_id,
-                "Status": "Rejected", "RejectReason": "Order Not Found"}))
+            self.events.append(
+                (
+                    account,
+                    "CancelReplaceOrderRejectEvent",
+                    {
+                        "OMSId": oms,
+                        "AccountId": account,
+                        "OrderId": old_id,
+                        "OrderIdToReplace": old_id,
+                        "Status": "Rejected",
+                        "RejectReason": "Order Not Found",
+                    },
+                )
+            )
             raise ApiError(ERR_NOT_FOUND, "Resource Not Found", "Order Not Found")
         # The docs' request example spells clientOrdId, their key table ClientOrderId: accept both.
         client_numeric = _int(b, "ClientOrdId", "ClientOrderId", default=0) or 0
@@ -383,8 +534,12 @@ class SimExchange:
         new = self.meta[int(reply["OrderId"])]
         old_meta.replaced = True
         new.orig_order_id, new.orig_client = old_id, old_meta.client_numeric
-        return {"ReplacementOrderId": int(reply["OrderId"]), "ReplacementClOrdId": client_numeric,
-                "OrigOrderId": old_id, "OrigClOrdId": old_meta.client_numeric}
+        return {
+            "ReplacementOrderId": int(reply["OrderId"]),
+            "ReplacementClOrdId": client_numeric,
+            "OrigOrderId": old_id,
+            "OrigClOrdId": old_meta.client_numeric,
+        }
 
     def positions(self, account: int, oms: int) -> list[dict[str, Any]]:
         """Balances per product: instrument products net of fills, plus the INR cash balance."""
@@ -395,10 +550,21 @@ class SimExchange:
             amounts[sym] = amounts.get(sym, Decimal(0)) + p.quantity
         for f in self.engine.fills(self._book(account), self.clock()):
             amounts[CASH] -= f.side.sign * f.quantity * f.price
-        return [{"omsId": oms, "accountId": account, "productSymbol": sym, "productId": pid,
-                 "amount": amount, "hold": Decimal(0), "pendingDeposits": Decimal(0),
-                 "pendingWithdraws": Decimal(0), "totalDayDeposits": Decimal(0), "totalDayWithdraws": Decimal(0)}
-                for pid, (sym, amount) in enumerate(sorted(amounts.items()), start=1)]
+        return [
+            {
+                "omsId": oms,
+                "accountId": account,
+                "productSymbol": sym,
+                "productId": pid,
+                "amount": amount,
+                "hold": Decimal(0),
+                "pendingDeposits": Decimal(0),
+                "pendingWithdraws": Decimal(0),
+                "totalDayDeposits": Decimal(0),
+                "totalDayWithdraws": Decimal(0),
+            }
+            for pid, (sym, amount) in enumerate(sorted(amounts.items()), start=1)
+        ]
 
     def trades(self, account: int) -> list[dict[str, Any]]:
         out = []
@@ -407,11 +573,22 @@ class SimExchange:
             m = self.meta.get(oid)
             if m is None:
                 continue
-            out.append({"OMSId": m.oms, "TradeId": self.trade_id(f.trade_id), "OrderId": oid, "AccountId": account,
-                        "ClientOrderId": m.client_numeric, "InstrumentId": m.instrument_id,
-                        "Side": "Buy" if f.side is Side.BUY else "Sell", "Quantity": Decimal(f.quantity),
-                        "Price": f.price, "Value": f.price * f.quantity, "Fee": Decimal(0),
-                        "TradeTimeMS": _ms(f.at)})
+            out.append(
+                {
+                    "OMSId": m.oms,
+                    "TradeId": self.trade_id(f.trade_id),
+                    "OrderId": oid,
+                    "AccountId": account,
+                    "ClientOrderId": m.client_numeric,
+                    "InstrumentId": m.instrument_id,
+                    "Side": "Buy" if f.side is Side.BUY else "Sell",
+                    "Quantity": Decimal(f.quantity),
+                    "Price": f.price,
+                    "Value": f.price * f.quantity,
+                    "Fee": Decimal(0),
+                    "TradeTimeMS": _ms(f.at),
+                }
+            )
         return out
 
 
@@ -422,18 +599,36 @@ STARTING_CASH = Decimal(100_000_000)
 class AlphaPointSim:
     """The WebSocket front of :class:`SimExchange`: auth, frames, faults, subscriptions."""
 
-    def __init__(self, faults: FaultPlan | None = None, *, clock: Callable[[], dt.datetime] | None = None,
-                 master: InstrumentMaster | None = None, users: list[SimUser] | None = None,
-                 seed: int = 0, prices: PricePath | None = None, config: MatchingConfig | None = None,
-                 engine: MatchingEngine | None = None, silent_drop: bool = False) -> None:
+    def __init__(
+        self,
+        faults: FaultPlan | None = None,
+        *,
+        clock: Callable[[], dt.datetime] | None = None,
+        master: InstrumentMaster | None = None,
+        users: list[SimUser] | None = None,
+        seed: int = 0,
+        prices: PricePath | None = None,
+        config: MatchingConfig | None = None,
+        engine: MatchingEngine | None = None,
+        silent_drop: bool = False,
+    ) -> None:
         self.faults = faults or FaultPlan()
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.master = master or default_master()
-        self.exchange = SimExchange(self.master, clock=self.clock, engine=engine, prices=prices, seed=seed,
-                                    config=config)
+        self.exchange = SimExchange(
+            self.master, clock=self.clock, engine=engine, prices=prices, seed=seed, config=config
+        )
         self.users: dict[str, SimUser] = {}
-        for u in users or [SimUser("trader", "trader-pass", user_id=96, account_id=9,
-                                   api_key="28c68ac3fcfafc3d4e8d653fe57e5baf", api_secret="apex-secret")]:
+        for u in users or [
+            SimUser(
+                "trader",
+                "trader-pass",
+                user_id=96,
+                account_id=9,
+                api_key="28c68ac3fcfafc3d4e8d653fe57e5baf",
+                api_secret="apex-secret",
+            )
+        ]:
             self.add_user(u)
         self.silent_drop = silent_drop  # drop = swallow the reply (client times out) vs. close the socket
         self.received: list[tuple[str, dict[str, Any]]] = []  # (function, raw payload) as the client sent it
@@ -492,7 +687,9 @@ class AlphaPointSim:
                 self.raw_frames.append(outer)
                 if m not in (MessageType.REQUEST, MessageType.SUBSCRIBE, MessageType.UNSUBSCRIBE):
                     continue
-                if not await self._dispatch(ws, session, seq, name, payload if isinstance(payload, dict) else {}):
+                if not await self._dispatch(
+                    ws, session, seq, name, payload if isinstance(payload, dict) else {}
+                ):
                     return
         except ConnectionClosed:
             pass
@@ -517,8 +714,9 @@ class AlphaPointSim:
             return False
         return (self.clock() - session.authenticated_at).total_seconds() >= limit
 
-    async def _dispatch(self, ws: ServerConnection, session: Session, seq: int, name: str,
-                        payload: dict[str, Any]) -> bool:
+    async def _dispatch(
+        self, ws: ServerConnection, session: Session, seq: int, name: str, payload: dict[str, Any]
+    ) -> bool:
         """Handle one request; False closes the connection."""
         self.received.append((name, payload))
         self.counts[name] = self.counts.get(name, 0) + 1
@@ -547,8 +745,13 @@ class AlphaPointSim:
             await self._send(ws, MessageType.ERROR, seq, name, _err(ERR_SERVER_ERROR, "Server Error"))
             return True
         if fault is Fault.RATE_LIMIT:
-            await self._send(ws, MessageType.ERROR, seq, name,
-                             _err(ERR_OPERATION_FAILED, "Operation Failed", "Rate limit exceeded, retry after 1s"))
+            await self._send(
+                ws,
+                MessageType.ERROR,
+                seq,
+                name,
+                _err(ERR_OPERATION_FAILED, "Operation Failed", "Rate limit exceeded, retry after 1s"),
+            )
             return True
         try:
             reply = self._call(session, name, body)
@@ -569,11 +772,15 @@ class AlphaPointSim:
         if "apikey" in b:
             user = next((u for u in self.users.values() if u.api_key == b.get("apikey")), None)
             nonce, user_id = str(b.get("nonce") or ""), str(b.get("userid") or "")
-            if user is None or user.api_secret is None or str(user.user_id) != user_id:
-                user = None
-            elif not hmac.compare_digest(
+            if (
+                user is None
+                or user.api_secret is None
+                or str(user.user_id) != user_id
+                or not hmac.compare_digest(
                     api_key_signature(user.api_secret, nonce, user_id, user.api_key or ""),
-                    str(b.get("signature") or "")):
+                    str(b.get("signature") or ""),
+                )
+            ):
                 user = None
         else:
             cand = self.users.get(str(b.get("username") or ""))
@@ -584,11 +791,23 @@ class AlphaPointSim:
             return {"Authenticated": False, "Locked": False, "errormsg": "Invalid username or password"}
         session.user = user
         session.authenticated_at = self.clock()
-        return {"Authenticated": True,
-                "User": {"UserId": user.user_id, "UserName": user.user_name, "Email": "",
-                         "EmailVerified": True, "AccountId": user.account_id, "OMSId": user.oms_id,
-                         "Use2FA": False},
-                "Locked": False, "Requires2FA": False, "TwoFAType": None, "TwoFAToken": None, "errormsg": None}
+        return {
+            "Authenticated": True,
+            "User": {
+                "UserId": user.user_id,
+                "UserName": user.user_name,
+                "Email": "",
+                "EmailVerified": True,
+                "AccountId": user.account_id,
+                "OMSId": user.oms_id,
+                "Use2FA": False,
+            },
+            "Locked": False,
+            "Requires2FA": False,
+            "TwoFAType": None,
+            "TwoFAToken": None,
+            "errormsg": None,
+        }
 
     def _account(self, session: Session, b: Mapping[str, Any]) -> tuple[int, int, SimUser]:
         user = session.user
@@ -634,7 +853,7 @@ class AlphaPointSim:
         if name == "GetAccountTrades":
             start = _int(b, "StartIndex", default=0) or 0
             count = min(_int(b, "Count", default=200) or 200, 200)
-            return list(reversed(ex.trades(account)))[start:start + count]
+            return list(reversed(ex.trades(account)))[start : start + count]
         if name == "SubscribeAccountEvents":
             session.subscribed.add(account)
             return {"Subscribe": True}
@@ -651,13 +870,24 @@ def default_master() -> InstrumentMaster:
         return InstrumentMaster.load(path, broker="alphapoint")
     from runner.instruments import row_from_mapping
 
-    rows = [row_from_mapping({"exchange": "NSE", "symbol": "RELIANCE", "instrument_id": "9", "lot_size": "1",
-                              "tick_size": "0.05"})]
+    rows = [
+        row_from_mapping(
+            {
+                "exchange": "NSE",
+                "symbol": "RELIANCE",
+                "instrument_id": "9",
+                "lot_size": "1",
+                "tick_size": "0.05",
+            }
+        )
+    ]
     return InstrumentMaster(rows, broker="alphapoint")
 
 
 @contextlib.asynccontextmanager
-async def start(port: int = 0, faults: FaultPlan | str | None = None, **kwargs: Any) -> AsyncIterator[AlphaPointSim]:
+async def start(
+    port: int = 0, faults: FaultPlan | str | None = None, **kwargs: Any
+) -> AsyncIterator[AlphaPointSim]:
     plan = FaultPlan.parse(faults) if isinstance(faults, str) or faults is None else faults
     sim = AlphaPointSim(plan, **kwargs)
     await sim.start(port=port)
@@ -671,10 +901,14 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
     master = None
     if options.get("instruments"):
         master = InstrumentMaster.load(options["instruments"], broker="alphapoint")
-    sim = AlphaPointSim(faults, master=master, seed=int(options.get("seed", 0)),
-                        config=MatchingConfig.from_options(options))
+    sim = AlphaPointSim(
+        faults, master=master, seed=int(options.get("seed", 0)), config=MatchingConfig.from_options(options)
+    )
     await sim.start(host, port)
-    print(f"alphapoint sim listening on ws://{host}:{sim.port}/WSGateway/ (user trader / trader-pass)", flush=True)
+    print(
+        f"alphapoint sim listening on ws://{host}:{sim.port}/WSGateway/ (user trader / trader-pass)",
+        flush=True,
+    )
     try:
         await asyncio.Future()
     finally:

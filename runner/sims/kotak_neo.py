@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import os
 import secrets
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -700,6 +701,43 @@ def _apply(req: OrderRequest, change: Modification) -> OrderRequest:
                    price=change.price, trigger_price=change.trigger_price)
 
 
+def default_master() -> InstrumentMaster:
+    """A few liquid instruments (tokens and trading symbols in Kotak's spelling) for ``runner sim`` and
+    the bench when no instruments file is given."""
+    rows = [
+        MasterRow(Instrument("NSE", "RELIANCE", lot_size=1, tick_size=Decimal("0.05")), "2885", "RELIANCE-EQ"),
+        MasterRow(Instrument("NSE", "INFY", lot_size=1, tick_size=Decimal("0.05")), "1594", "INFY-EQ"),
+        MasterRow(Instrument("NSE", "IDEA", lot_size=1, tick_size=Decimal("0.01")), "14366", "IDEA-EQ"),
+        MasterRow(Instrument("NFO", "NIFTY", dt.date(2026, 12, 29), lot_size=75, tick_size=Decimal("0.05"),
+                             freeze_quantity=1800), "35001", "NIFTY26DECFUT"),
+    ]
+    return InstrumentMaster(rows, broker="kotak_neo")
+
+
+async def bench_brokers(
+    sim: KotakNeoSim,
+    n_accounts: int,
+    *,
+    clock: Clock | None = None,
+    transport: str | None = None,
+    orders_per_second: float = 1000.0,
+    burst: int = 1000,
+) -> list[Any]:
+    """Bench hook: N connected adapters, one account each, against ``sim`` (its master is reused).
+    Credentials go into this process's environment, as the accounts file would reference them."""
+    from runner.brokers.kotak_neo import create
+
+    master = sim.master or default_master()
+    brokers = []
+    for i in range(n_accounts):
+        account, env = account_for(sim, f"bench{i}", orders_per_second=orders_per_second, burst=burst)
+        os.environ.update(env)
+        broker = create(account, master=master, clock=clock or sim.clock, transport=transport)
+        await broker.connect()
+        brokers.append(broker)
+    return brokers
+
+
 def account_for(
     sim: KotakNeoSim,
     name: str,
@@ -746,10 +784,11 @@ async def start(
 
 async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mapping[str, Any]) -> None:
     path = options.get("instruments")
-    master = InstrumentMaster.load(path, broker="kotak_neo") if path else None
+    master = InstrumentMaster.load(path, broker="kotak_neo") if path else default_master()
     sim = KotakNeoSim(faults=faults, master=master, prices=RandomWalk(seed=options.get("seed", 0)))
     bound = await sim.start(host, port)
-    print(f"kotak_neo simulator on http://{host}:{bound} (login host and baseUrl)", flush=True)
+    print(f"kotak_neo simulator on http://{host}:{bound} (login host and baseUrl; any UCC/TOTP/MPIN "
+          "is accepted until users are configured)", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
