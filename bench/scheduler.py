@@ -19,7 +19,6 @@ import asyncio
 import datetime as dt
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,9 +57,18 @@ class RecordingBroker:
 
     async def place(self, request: OrderRequest) -> Order:
         self.first_place.setdefault(request.instrument.symbol, time.time())
-        order = Order(request.client_order_id, f"B{len(self.orders)}", request.instrument, request.side,
-                      request.quantity, request.order_type, request.product, OrderStatus.FILLED,
-                      filled_quantity=request.quantity, average_price=Decimal("100"))
+        order = Order(
+            request.client_order_id,
+            f"B{len(self.orders)}",
+            request.instrument,
+            request.side,
+            request.quantity,
+            request.order_type,
+            request.product,
+            OrderStatus.FILLED,
+            filled_quantity=request.quantity,
+            average_price=Decimal("100"),
+        )
         self.orders[request.client_order_id] = order
         return order
 
@@ -101,8 +109,11 @@ class DirectExecutor:
     async def __call__(self, fire: Fire) -> FireResult:
         from runner.model import Instrument
 
-        await self.broker.place(OrderRequest(fire.run_id[:18], Instrument("NSE", fire.playbook.name),
-                                             Side.BUY, 1, OrderType.MARKET))
+        await self.broker.place(
+            OrderRequest(
+                fire.run_id[:18], Instrument("NSE", fire.playbook.name), Side.BUY, 1, OrderType.MARKET
+            )
+        )
         return FireResult(FireState.SUCCEEDED)
 
 
@@ -112,14 +123,16 @@ class Pool(dict[str, object]):
 
 
 def playbook(name: str, when: dt.datetime) -> str:
-    return (f"version: 1\nname: {name}\ntimezone: Asia/Kolkata\nschedule:\n  once: \"{when.isoformat()}\"\n"
-            f"steps:\n  - kind: place\n    id: buy\n    instrument: {{exchange: NSE, symbol: {name}}}\n"
-            f"    side: BUY\n    quantity: 1\n")
+    return (
+        f'version: 1\nname: {name}\ntimezone: Asia/Kolkata\nschedule:\n  once: "{when.isoformat()}"\n'
+        f"steps:\n  - kind: place\n    id: buy\n    instrument: {{exchange: NSE, symbol: {name}}}\n"
+        f"    side: BUY\n    quantity: 1\n"
+    )
 
 
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def fmt(ms: list[float]) -> str:
@@ -155,12 +168,20 @@ async def daemon_run(tmp: Path, names: list[str], instants: list[float], engine_
     control = ControlStore(db)
     pool = Pool()
     executor = EngineExecutor(pool, Journal(engine=db), clock) if engine_path else DirectExecutor(broker)  # type: ignore[arg-type]
-    daemon = Daemon(pbdir, fires=FireStore(db, "bench"), control=control, executor=executor, clock=clock,
-                    options=DaemonOptions(lead=0.2))
+    daemon = Daemon(
+        pbdir,
+        fires=FireStore(db, "bench"),
+        control=control,
+        executor=executor,
+        clock=clock,
+        options=DaemonOptions(lead=0.2),
+    )
     pool["paper"] = GuardedBroker(broker, daemon.watcher)  # type: ignore[arg-type]
     await daemon.start()
     if len(daemon.entries) != len(names):
-        raise SystemExit(f"only {len(daemon.entries)} of {len(names)} playbooks loaded: {daemon.reload_errors}")
+        raise SystemExit(
+            f"only {len(daemon.entries)} of {len(names)} playbooks loaded: {daemon.reload_errors}"
+        )
     while len(broker.first_place) < len(names):
         await asyncio.sleep(0.05)
     while daemon.running:
@@ -177,8 +198,13 @@ def rss_of_serve(tmp: Path, count: int) -> float:
     for i in range(count):
         (pbdir / f"p{i}.yaml").write_text(playbook(f"p{i}", far + dt.timedelta(seconds=i)))
     env = {k: v for k, v in os.environ.items() if k != "RUNNER_ACCOUNTS"}
-    proc = subprocess.Popen([sys.executable, "-m", "runner", "serve", str(pbdir), "--db", f"sqlite:///{pbdir}.db"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "serve", str(pbdir), "--db", f"sqlite:///{pbdir}.db"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -205,7 +231,10 @@ async def main(single: int, mass: int) -> None:
             base = await baseline([time.time() + 0.2 + i * 0.05 for i in range(single)])
             label = "engine   " if engine_path else "scheduler"
             print(f"single fires, {label} ({single}): {fmt(got)}")
-            print(f"  asyncio call_at baseline:       {fmt(base)}   ratio p50 {pct(got, 50) / pct(base, 50):.2f}")
+            print(
+                f"  asyncio call_at baseline:       {fmt(base)}   "
+                f"ratio p50 {pct(got, 50) / pct(base, 50):.2f}"
+            )
 
         # Loading and validating 1,000 files takes a while: due time well after start-up.
         t0 = time.perf_counter()
@@ -222,16 +251,22 @@ async def main(single: int, mass: int) -> None:
         base = await baseline([float(int(time.time()) + 2)] * mass)
         print(f"{mass} playbooks due in the same second, engine: {fmt(got)}")
         print(f"  all intents journaled by +{max(got):.1f} ms (target <= 100 ms)")
-        print(f"  asyncio call_at baseline ({mass} timers): {fmt(base)}   ratio max {max(got) / max(base):.1f}")
+        print(
+            f"  asyncio call_at baseline ({mass} timers): {fmt(base)}   ratio max {max(got) / max(base):.1f}"
+        )
 
         idle = rss_of_serve(tmp, 0)
         full = rss_of_serve(tmp, mass)
-        print(f"runner serve RSS: {full:.1f} MB with {mass} playbooks scheduled, {idle:.1f} MB with none "
-              f"(+{full - idle:.1f} MB, ratio {full / idle:.2f}; target <= 100 MB)")
+        print(
+            f"runner serve RSS: {full:.1f} MB with {mass} playbooks scheduled, {idle:.1f} MB with none "
+            f"(+{full - idle:.1f} MB, ratio {full / idle:.2f}; target <= 100 MB)"
+        )
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--single", type=int, default=20)
     parser.add_argument("--mass", type=int, default=1000)
     a = parser.parse_args()

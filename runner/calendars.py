@@ -81,7 +81,9 @@ class Calendar:
         if day in self.holidays or day.weekday() in self.weekly_off:
             return None
         if self.close_us_standard_time is not None and not _us_dst(day):
-            return Session(self.regular.open, self.close_us_standard_time, self.regular.name, self.regular.pre_open)
+            return Session(
+                self.regular.open, self.close_us_standard_time, self.regular.name, self.regular.pre_open
+            )
         return self.regular
 
     def session(self, day: dt.date) -> tuple[dt.time, dt.time] | None:
@@ -116,7 +118,7 @@ def _us_dst(day: dt.date) -> bool:
 def _time(value: Any, where: str) -> dt.time:
     m = _TIME_RE.match(str(value))
     if not m:
-        raise CalendarError(f"{where}: invalid time {value!r} (write \"09:15\")")
+        raise CalendarError(f'{where}: invalid time {value!r} (write "09:15")')
     return dt.time(int(m[1]), int(m[2]), int(m[3] or 0))
 
 
@@ -147,13 +149,27 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _apply(base: dict[str, Any], override: dict[str, Any], where: str) -> dict[str, Any]:
-    known = {"holidays", "open_days", "special_sessions", "valid_from", "valid_to", "version", "regular",
-             "weekly_off", "provisional_from", "exchange", "timezone"}
+    known = {
+        "holidays",
+        "open_days",
+        "special_sessions",
+        "valid_from",
+        "valid_to",
+        "version",
+        "regular",
+        "weekly_off",
+        "provisional_from",
+        "exchange",
+        "timezone",
+    }
     if unknown := set(override) - known:
         raise CalendarError(f"{where}: unknown keys {sorted(unknown)}")
     merged = dict(base)
     merged["holidays"] = {**base.get("holidays", {}), **(override.get("holidays") or {})}
-    merged["special_sessions"] = {**base.get("special_sessions", {}), **(override.get("special_sessions") or {})}
+    merged["special_sessions"] = {
+        **base.get("special_sessions", {}),
+        **(override.get("special_sessions") or {}),
+    }
     for day in override.get("open_days") or []:
         merged["holidays"].pop(str(_date(day, where)), None)
         merged["holidays"].pop(_date(day, where), None)
@@ -182,7 +198,8 @@ def _build(raw: dict[str, Any], exchange: str, sources: tuple[str, ...]) -> Cale
         weekly_off=weekly,
         holidays={_date(k, where): str(v) for k, v in (raw.get("holidays") or {}).items()},
         special_sessions={
-            _date(k, where): _session(v, f"{where}: {k}") for k, v in (raw.get("special_sessions") or {}).items()
+            _date(k, where): _session(v, f"{where}: {k}")
+            for k, v in (raw.get("special_sessions") or {}).items()
         },
         provisional_from=_date(raw["provisional_from"], where) if raw.get("provisional_from") else None,
         close_us_standard_time=_time(us, where) if us else None,

@@ -333,33 +333,73 @@ def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
 
 
 class ClaimBatcher:
-    """Async claims, coalesced: every claim requested in the same loop tick shares one transaction,
-    run in a worker thread so the event loop never blocks on the database."""
+    """Async claims and state changes, coalesced: everything requested in the same loop tick shares one
+    transaction, run in a worker thread so the event loop never blocks on the database. Flushes run one
+    at a time, so a fire's RUNNING is always written before its final state. (With 1,000 fires due at
+    once this keeps the daemon's own writes to a handful of transactions instead of thousands, each a
+    chance to collide with the engine's journal writes on SQLite's single write lock.)"""
 
     def __init__(self, store: FireStore) -> None:
         self.store = store
-        self._pending: list[tuple[Claim, asyncio.Future[bool]]] = []
+        self._claims: list[tuple[Claim, asyncio.Future[bool]]] = []
+        self._states: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
         self._flush_scheduled = False
+        self._lock = asyncio.Lock()
 
-    async def claim(self, claim: Claim, now: dt.datetime) -> bool:
+    def _enqueue(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bool] = loop.create_future()
-        self._pending.append((claim, fut))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(lambda: loop.create_task(self._flush(now)))
+            loop.call_soon(lambda: loop.create_task(self._flush()))
+        return loop
+
+    async def claim(self, claim: Claim, now: dt.datetime) -> bool:
+        fut: asyncio.Future[bool] = self._enqueue().create_future()
+        self._claims.append((claim, fut))
+        self._claim_now = now
         return await fut
 
-    async def _flush(self, now: dt.datetime) -> None:
-        batch, self._pending = self._pending, []
-        self._flush_scheduled = False
-        try:
-            won = await asyncio.to_thread(self.store.claim_many, [c for c, _ in batch], now)
-        except Exception as exc:
-            for _, fut in batch:
+    async def set_state(self, fire_id: str, state: FireState, outcome: str | None, now: dt.datetime) -> None:
+        fut: asyncio.Future[bool] = self._enqueue().create_future()
+        self._states.append(({"fid": fire_id, "state": state, "outcome": outcome, "now": now}, fut))
+        await fut
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            claims, self._claims = self._claims, []
+            states, self._states = self._states, []
+            self._flush_scheduled = False
+            if not claims and not states:
+                return
+            now = getattr(self, "_claim_now", None) or dt.datetime.now(dt.UTC)
+            try:
+                won = await asyncio.to_thread(
+                    self._write, [c for c, _ in claims], now, [s for s, _ in states]
+                )
+            except Exception as exc:
+                for _, fut in (*claims, *states):
+                    if not fut.done():
+                        fut.set_exception(exc)
+                return
+            for c, fut in claims:
                 if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for c, fut in batch:
-            if not fut.done():
-                fut.set_result(c.fire_id in won)
+                    fut.set_result(c.fire_id in won)
+            for _, fut in states:
+                if not fut.done():
+                    fut.set_result(True)
+
+    def _write(self, claims: list[Claim], now: dt.datetime, states: list[dict[str, Any]]) -> set[str]:
+        won = self.store.claim_many(claims, now) if claims else set()
+        if states:
+            stmt = (
+                fires.update()
+                .where(fires.c.fire_id == sa.bindparam("fid"))
+                .values(
+                    state=sa.bindparam("state"),
+                    outcome=sa.bindparam("outcome"),
+                    updated_at=sa.bindparam("now"),
+                )
+            )
+            with self.store.engine.begin() as conn:
+                conn.execute(stmt, states)
+        return won

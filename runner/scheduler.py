@@ -651,9 +651,7 @@ class Daemon:
         self.pending.pop(fire.fire_id, None)
         if self._stopping or self.watcher.state.mode is Mode.HALT:
             why = "shutting down" if self._stopping else "halted"
-            await asyncio.to_thread(
-                self.store.set_state, fire.fire_id, FireState.SKIPPED, why, self.clock.now()
-            )
+            await self.batcher.set_state(fire.fire_id, FireState.SKIPPED, why, self.clock.now())
             return
         await self._execute(fire)
 
@@ -663,7 +661,7 @@ class Daemon:
         self._dirty = True
         # Mark RUNNING off the critical path: the executor's first broker call must not wait for it.
         marked = asyncio.ensure_future(
-            asyncio.to_thread(self.store.set_state, fire.fire_id, FireState.RUNNING, None, running.started_at)
+            self.batcher.set_state(fire.fire_id, FireState.RUNNING, None, running.started_at)
         )
         result: FireResult
         try:
@@ -684,11 +682,8 @@ class Daemon:
             log.exception("marking fire %s running failed", fire.fire_id)
         self.running.pop(fire.fire_id, None)
         self._dirty = True
-        await asyncio.shield(
-            asyncio.to_thread(
-                self.store.set_state, fire.fire_id, result.state, result.outcome, self.clock.now()
-            )
-        )
+        done = self.batcher.set_state(fire.fire_id, result.state, result.outcome, self.clock.now())
+        await asyncio.shield(done)
         lvl = logging.INFO if result.state is FireState.SUCCEEDED else logging.ERROR
         log.log(
             lvl,

@@ -50,7 +50,11 @@ class YamlError(ValueError):
     """A file that is not acceptable YAML. ``errors`` holds every problem found as (line, col, message)."""
 
     def __init__(
-        self, filename: str, line: int, col: int, message: str,
+        self,
+        filename: str,
+        line: int,
+        col: int,
+        message: str,
         errors: Sequence[tuple[int, int, str]] | None = None,
     ) -> None:
         super().__init__(f"{filename}:{line}:{col}: {message}")
@@ -111,8 +115,10 @@ class _Constructor:
             self.alias_nodes += 1
         if self.nodes > MAX_NODES or self.alias_nodes > MAX_ALIAS_NODES or depth > MAX_DEPTH:
             what = (
-                f"nesting deeper than {MAX_DEPTH} levels" if depth > MAX_DEPTH
-                else "too many aliased nodes (alias expansion bomb?)" if self.alias_nodes > MAX_ALIAS_NODES
+                f"nesting deeper than {MAX_DEPTH} levels"
+                if depth > MAX_DEPTH
+                else "too many aliased nodes (alias expansion bomb?)"
+                if self.alias_nodes > MAX_ALIAS_NODES
                 else f"more than {MAX_NODES} nodes"
             )
             raise _Abort(node, f"refused: {what}")

@@ -12,6 +12,7 @@ import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -42,40 +43,102 @@ EXPECTED_BUYS = {"NFO NIFTY 2026-12-29": 150, "NSE RELIANCE": 10, "NFO NIFTY 202
 EXPECTED_SELLS = {"NFO NIFTY 2026-12-29 24500 CE": 75}
 
 
-def _child(db_url: str) -> None:
-    """Runs in the forked process: one rehearsal on the shared file, then exit without cleanup."""
-    code = 1
-    try:
+def _playbook() -> Any:
+    from runner.playbook import Playbook
+    from runner.yamlload import load_yaml
+
+    return Playbook.model_validate(load_yaml(CRASH_PLAYBOOK).value)
+
+
+class Harness:
+    """One SQLite path reused by every iteration, and an Engine whose statement cache is warmed in the
+    parent (so each forked child starts fast). The parent holds no connection when it forks."""
+
+    def __init__(self, tmp_dir: str) -> None:
         from runner import logs
-        from runner.playbook import Playbook
-        from runner.rehearse import rehearse
-        from runner.yamlload import load_yaml
+        from runner.db import make_engine
 
         logs.configure(json=True, stream=io.StringIO(), force=True)
-        pb = Playbook.model_validate(load_yaml(CRASH_PLAYBOOK).value)
-        report = asyncio.run(rehearse(pb, DAY, db_url=db_url))
-        code = 0 if report.ok else 3
-    finally:
-        os._exit(code)
+        self.path = f"{tmp_dir}/crash.db"
+        self.url = f"sqlite:///{self.path}"
+        self.engine = make_engine(self.url)
+        self.pb = _playbook()
+        t0 = time.perf_counter()
+        self._rehearse_here()  # warm-up, cold caches
+        self.reset()
+        t0 = time.perf_counter()
+        self._rehearse_here()
+        self.full_run = time.perf_counter() - t0  # a warm, uninterrupted run
+        problems = check_book(self.url).problems
+        assert not problems, problems
+        self.reset()
+
+    def _rehearse_here(self) -> None:
+        from runner.rehearse import rehearse
+
+        report = asyncio.run(rehearse(self.pb, DAY, engine=self.engine))
+        assert report.ok, report
+
+    def reset(self) -> None:
+        """Drop every connection of this process to the file, then delete it."""
+        release_paper_connections(self.engine)
+        self.engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.remove(self.path + suffix)
+            except FileNotFoundError:
+                pass
+
+    def child(self) -> None:
+        code = 1
+        try:
+            from runner.rehearse import rehearse
+
+            report = asyncio.run(rehearse(self.pb, DAY, engine=self.engine))
+            code = 0 if report.ok else 3
+        finally:
+            os._exit(code)
+
+    def run_child(self, kill_after: float | None) -> int | None:
+        """Fork a rehearsal; SIGKILL it after ``kill_after`` seconds (None: let it finish). Returns its
+        exit code, or None when it was killed."""
+        pid = os.fork()
+        if pid == 0:
+            self.child()
+        if kill_after is not None:
+            deadline = time.monotonic() + kill_after
+            while time.monotonic() < deadline:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    return os.waitstatus_to_exitcode(status)
+                time.sleep(min(0.0005, max(0.0, deadline - time.monotonic())))
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        return None if code == -signal.SIGKILL else code
+
+    def iteration(self, rng: random.Random) -> tuple[Check, int]:
+        kills = 0
+        for _ in range(rng.randint(1, 3)):  # up to three kills, then an uninterrupted start
+            if self.run_child(rng.uniform(0.0, self.full_run * 1.2)) is None:
+                kills += 1
+        code = self.run_child(None)
+        check = check_book(self.url)
+        if code != 0:
+            check.problems.append(f"final start exited {code}")
+        self.reset()
+        return check, kills
 
 
-def run_child(db_url: str, kill_after: float | None) -> int | None:
-    """Fork a rehearsal; SIGKILL it after ``kill_after`` seconds (None: let it finish). Returns the exit
-    code, or None when it was killed."""
-    pid = os.fork()
-    if pid == 0:
-        _child(db_url)
-    if kill_after is not None:
-        deadline = time.monotonic() + kill_after
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return os.waitstatus_to_exitcode(status)
-            time.sleep(min(0.001, max(0.0, deadline - time.monotonic())))
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    return None if code == -signal.SIGKILL else code
+def release_paper_connections(engine: sa.Engine) -> None:
+    """The paper broker keeps one raw DBAPI connection per Engine; close it before forking."""
+    from runner.brokers import paper
+
+    dbs = getattr(paper, "_DBS", None)
+    db = dbs.pop(engine, None) if dbs is not None else None
+    raw = getattr(db, "_raw", None)
+    if raw is not None:
+        raw.close()
 
 
 @dataclass
@@ -143,28 +206,3 @@ def _instrument_key(body: dict) -> str:
     return instrument_from_json(__import__("json").dumps(ins)).key
 
 
-def iteration(tmp_dir: str, n: int, rng: random.Random, max_kill: float) -> Check:
-    db_url = f"sqlite:///{tmp_dir}/crash{n}.db"
-    kills = 0
-    for _ in range(rng.randint(1, 3)):  # up to three kills before the final, uninterrupted start
-        if run_child(db_url, rng.uniform(0.0, max_kill)) is None:
-            kills += 1
-    code = run_child(db_url, None)
-    check = check_book(db_url)
-    if code != 0:
-        check.problems.append(f"final start exited {code}")
-    for suffix in ("", "-wal", "-shm"):
-        try:
-            os.remove(f"{tmp_dir}/crash{n}.db{suffix}")
-        except FileNotFoundError:
-            pass
-    return check
-
-
-def full_run_seconds(tmp_dir: str) -> float:
-    t0 = time.perf_counter()
-    code = run_child(f"sqlite:///{tmp_dir}/calibrate.db", None)
-    elapsed = time.perf_counter() - t0
-    problems = check_book(f"sqlite:///{tmp_dir}/calibrate.db").problems
-    assert code == 0 and not problems, (code, problems)
-    return elapsed

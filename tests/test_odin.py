@@ -139,7 +139,7 @@ async def test_relogin_happens_once_then_auth_error_surfaces(sim: OdinSim, broke
 
 async def test_place_market_order_fills_and_shows_in_positions(sim: OdinSim, broker: OdinBroker) -> None:
     placed = await broker.place(req("rn-mkt-1", qty=10))
-    assert placed.status is OrderStatus.PENDING_NEW and placed.broker_order_id
+    assert placed.status is OrderStatus.FILLED and placed.broker_order_id  # read back after the ack
     got = await broker.get_order("rn-mkt-1")
     assert got is not None
     assert got.status is OrderStatus.FILLED and got.filled_quantity == 10
@@ -194,15 +194,15 @@ async def test_unknown_broker_id_is_not_found_and_unknown_client_id_is_none(brok
     assert await broker.get_order("rn-never-placed") is None
 
 
-async def test_oms_rejection_is_acked_then_rejected_in_the_book(
+async def test_oms_rejection_after_the_ack_raises_rejected(
     sim: OdinSim, broker: OdinBroker, clock: VirtualClock
 ) -> None:
-    far = ltp(sim, IDEA, clock) * 2  # outside the price band
-    placed = await broker.place(
-        req("rn-rej-1", order_type=OrderType.LIMIT, price=far.quantize(Decimal("0.01")))
-    )
-    assert placed.status is OrderStatus.PENDING_NEW
-    got = await broker.get_order("rn-rej-1")
+    far = (ltp(sim, IDEA, clock) * 2).quantize(Decimal("0.01"))  # outside the price band
+    with pytest.raises(Rejected) as info:
+        await broker.place(req("rn-rej-1", order_type=OrderType.LIMIT, price=far))
+    assert info.value.code == "OMS_REJECT" and "band" not in str(info.value.code)
+    assert sim.requests[-2][2]["order_identifier"] == order_identifier("rn-rej-1")  # it was accepted...
+    got = await broker.get_order("rn-rej-1")  # ...and the book shows the OMS rejection
     assert got is not None and got.status is OrderStatus.REJECTED
     assert got.raw_status == "OMS_REJECT" and got.reject_reason
 
@@ -254,7 +254,7 @@ async def test_native_multileg_place_fills_both_legs(
 ) -> None:
     assert isinstance(broker, MultilegBroker) and Capability.NATIVE_MULTILEG in broker.capabilities
     legs = await broker.place_multileg(spread("rn-ml-1", sim, clock, marketable=True))
-    assert [o.status for o in legs] == [OrderStatus.PENDING_NEW] * 2
+    assert [o.status for o in legs] == [OrderStatus.FILLED] * 2  # read back after the ack
     post = next(r for r in sim.requests if r[1] == "/transactional/v1/orders/multileg")
     assert post[2]["type"] == "2L" and post[2]["order_type"] == "RL"
     assert [leg["leg_no"] for leg in post[2]["leg_details"]] == [1, 2]
@@ -370,3 +370,13 @@ async def test_mutating_timeout_is_outcome_unknown(clock: VirtualClock) -> None:
         with pytest.raises(OutcomeUnknown):
             await b.place(req("rn-slow-1"))
         await b.close()
+
+
+async def test_bench_hook_connects_one_adapter_per_account() -> None:
+    from runner.sims.odin import connected
+
+    async with connected(3) as (sim, brokers):
+        for i, b in enumerate(brokers):
+            await b.place(req(f"rn-bench-{i}", inst=Instrument("NSE", "RELIANCE")))
+        assert len(sim.sessions) == 3
+        assert [len(await b.orders()) for b in brokers] == [1, 1, 1]

@@ -76,12 +76,20 @@ def _objects(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: d for name, d in schema.get("$defs", {}).items() if "properties" in d}
 
 
-def _compare(name: str, hand: dict[str, Any], hand_root: dict[str, Any], model: dict[str, Any],
-             model_root: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
+def _compare(
+    name: str,
+    hand: dict[str, Any],
+    hand_root: dict[str, Any],
+    model: dict[str, Any],
+    model_root: dict[str, Any],
+    ignore: frozenset[str] = frozenset(),
+) -> list[str]:
     problems = []
     hp, mp = set(hand["properties"]), set(model["properties"]) - ignore
     if hp != mp:
-        problems.append(f"{name}: properties only in schema {sorted(hp - mp)}, only in model {sorted(mp - hp)}")
+        problems.append(
+            f"{name}: properties only in schema {sorted(hp - mp)}, only in model {sorted(mp - hp)}"
+        )
     hr, mr = set(hand.get("required", [])), set(model.get("required", [])) - ignore
     if hr != mr:
         problems.append(f"{name}: required differs: schema {sorted(hr)} vs model {sorted(mr)}")
@@ -94,8 +102,10 @@ def _compare(name: str, hand: dict[str, Any], hand_root: dict[str, Any], model: 
             problems.append(f"{name}.{prop}: enum values differ: schema {sorted(he)} vs model {sorted(me)}")
         hd = _defaults(hand["properties"][prop], hand_root)
         if hd != "<none>" and hd != _norm(model["properties"][prop].get("default", "<none>")):
-            problems.append(f"{name}.{prop}: default {hd!r} in schema, "
-                            f"{model['properties'][prop].get('default', '<none>')!r} in model")
+            problems.append(
+                f"{name}.{prop}: default {hd!r} in schema, "
+                f"{model['properties'][prop].get('default', '<none>')!r} in model"
+            )
     return problems
 
 

@@ -40,6 +40,8 @@ def test_invalid_case(path: Path) -> None:
     got = [(d.line, d.col, d.message) for d in report.errors]
     assert len(got) == len(expected), "\n".join(d.format() for d in report.errors)
     for (line, col, message), (g_line, g_col, g_message) in zip(expected, got, strict=True):
-        assert (int(line), int(col)) == (g_line, g_col), f"expected {line}:{col}: {message}, got {g_line}:{g_col}"
+        assert (int(line), int(col)) == (g_line, g_col), (
+            f"expected {line}:{col}: {message}, got {g_line}:{g_col}"
+        )
         assert message in g_message
     assert all(d.file == str(path) for d in report.diagnostics)

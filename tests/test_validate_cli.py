@@ -77,20 +77,26 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["validate", str(tmp_path / "empty")]) == 2
 
 
-def test_accounts_file_known_names_and_inline_secret(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_accounts_file_known_names_and_inline_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     accounts = tmp_path / "accounts.yaml"
     accounts.write_text(
         "version: 1\naccounts:\n  desk:\n    broker: blitz\n    credentials:\n"
         "      api_key: {env: BLITZ_KEY}\n      secret: s3cr3t-value\n"
     )
     book = tmp_path / "book.yaml"
-    book.write_text((PLAYBOOKS / "cancel_all_open.yaml").read_text().replace("timezone:", "account: desk\ntimezone:"))
+    book.write_text(
+        (PLAYBOOKS / "cancel_all_open.yaml").read_text().replace("timezone:", "account: desk\ntimezone:")
+    )
     assert main(["validate", "--accounts", str(accounts), str(book)]) == 1
     out = capsys.readouterr().out
     assert f"{accounts}:7:15: error: secret: expected a mapping, got a value" in out
     assert "{env: VAR_NAME}" in out and "s3cr3t" not in out  # never echo a secret
-    accounts.write_text("version: 1\naccounts:\n  desk:\n    broker: blitz\n    credentials:\n"
-                        "      api_key: {env: BLITZ_KEY}\n")
+    accounts.write_text(
+        "version: 1\naccounts:\n  desk:\n    broker: blitz\n    credentials:\n"
+        "      api_key: {env: BLITZ_KEY}\n"
+    )
     assert main(["validate", "--accounts", str(accounts), str(book)]) == 0
     book.write_text(book.read_text().replace("account: desk", "account: dsek"))
     assert main(["validate", "--accounts", str(accounts), str(book)]) == 1
@@ -126,10 +132,20 @@ def test_schema_command(capsys: pytest.CaptureFixture[str]) -> None:
 def test_subprocess_exit_codes(tmp_path: Path) -> None:
     env = {**os.environ, "HOME": str(tmp_path)}
     env.pop("RUNNER_ACCOUNTS", None)
-    ok = subprocess.run([sys.executable, "-m", "runner", "validate", str(PLAYBOOKS)], capture_output=True,
-                        text=True, env=env, cwd=tmp_path)
+    ok = subprocess.run(
+        [sys.executable, "-m", "runner", "validate", str(PLAYBOOKS)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    bad = subprocess.run([sys.executable, "-m", "runner", "validate", str(INVALID)], capture_output=True,
-                         text=True, env=env, cwd=tmp_path)
+    bad = subprocess.run(
+        [sys.executable, "-m", "runner", "validate", str(INVALID)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stdout.strip().splitlines()[-1].startswith(f"{len(list(INVALID.glob('*.yaml')))} of ")

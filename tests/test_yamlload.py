@@ -35,18 +35,27 @@ def test_numbers() -> None:
 
 def test_dates_and_nulls() -> None:
     value = load_yaml("a: 2026-12-29\nb: '2026-12-29'\nc: ~\nd:\ne: 2026-12-29 09:15:00\n").value
-    assert value == {"a": dt.date(2026, 12, 29), "b": "2026-12-29", "c": None, "d": None, "e": "2026-12-29 09:15:00"}
+    assert value == {
+        "a": dt.date(2026, 12, 29),
+        "b": "2026-12-29",
+        "c": None,
+        "d": None,
+        "e": "2026-12-29 09:15:00",
+    }
     assert to_json(value)["a"] == "2026-12-29"
     assert _err("a: 2026-02-30\n").errors == [(1, 4, "'2026-02-30' is not a valid date (YYYY-MM-DD)")]
 
 
-@pytest.mark.parametrize("text", [
-    "a: !!python/object/apply:os.system ['true']\n",
-    "a: !!python/name:os.system\n",
-    "a: !custom 1\n",
-    "a: !!binary aGk=\n",
-    "a: !!set {x, y}\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: !!python/object/apply:os.system ['true']\n",
+        "a: !!python/name:os.system\n",
+        "a: !custom 1\n",
+        "a: !!binary aGk=\n",
+        "a: !!set {x, y}\n",
+    ],
+)
 def test_non_standard_tags_rejected(text: str) -> None:
     assert "not allowed" in _err(text).message
 
@@ -57,13 +66,19 @@ def test_complex_keys_rejected() -> None:
 
 
 def test_standard_explicit_tags_allowed() -> None:
-    assert load_yaml("a: !!str 09:15\nb: !!int '7'\nc: !!float '2.5'\n").value == {"a": "09:15", "b": 7,
-                                                                                  "c": Decimal("2.5")}
+    assert load_yaml("a: !!str 09:15\nb: !!int '7'\nc: !!float '2.5'\n").value == {
+        "a": "09:15",
+        "b": 7,
+        "c": Decimal("2.5"),
+    }
 
 
 def test_duplicate_keys_name_both_positions() -> None:
     err = _err("a: 1\nb:\n  c: 1\n  c: 2\na: 3\n")
-    assert err.errors == [(4, 3, "duplicate key 'c' (first defined at 3:3)"), (5, 1, "duplicate key 'a' (first defined at 1:1)")]
+    assert err.errors == [
+        (4, 3, "duplicate key 'c' (first defined at 3:3)"),
+        (5, 1, "duplicate key 'a' (first defined at 1:1)"),
+    ]
     assert (err.line, err.col) == (4, 3) and str(err).startswith("f.yaml:4:3: ")
 
 

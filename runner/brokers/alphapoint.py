@@ -692,7 +692,9 @@ class AlphaPointBroker:
 
     def _credentials(self) -> dict[str, str]:
         creds = self.account.credentials
-        keys: tuple[str, ...] = ("api_key", "api_secret", "user_id") if "api_key" in creds else ("username", "password")
+        keys: tuple[str, ...] = (
+            ("api_key", "api_secret", "user_id") if "api_key" in creds else ("username", "password")
+        )
         return {k: self.account.secret(k).reveal() for k in keys}
 
     async def _authenticate(self, session: ApexSession) -> None:
@@ -1073,9 +1075,10 @@ class AlphaPointBroker:
         out: list[Position] = []
         for rec in body if isinstance(body, list) else []:
             r = ci(rec)
-            row = by_symbol.get(str(r.get("productsymbol") or "").upper())
-            if row is None:
+            held = by_symbol.get(str(r.get("productsymbol") or "").upper())
+            if held is None:
                 continue  # cash / products we do not trade
+            row = held
             iid = instrument_id_of(row)
             qty = _qty(r.get("amount"))
             avg, realized, bought, sold = replayed.get(iid, (Decimal(0), Decimal(0), 0, 0))

@@ -12,10 +12,20 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="playbook files or directories (*.yaml, *.yml)")
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
-    parser.add_argument("--accounts", metavar="FILE", help="accounts file (default: $RUNNER_ACCOUNTS, "
-                        "./accounts.yaml, ~/.config/runner/accounts.yaml)")
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="playbook files or directories (*.yaml, *.yml)"
+    )
+    parser.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default text)"
+    )
+    parser.add_argument(
+        "--accounts",
+        metavar="FILE",
+        help="accounts file (default: $RUNNER_ACCOUNTS, ./accounts.yaml, ~/.config/runner/accounts.yaml)",
+    )
+    parser.add_argument(
+        "-j", "--jobs", type=int, default=None, metavar="N", help="worker processes (default: auto)"
+    )
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="text: print problems only, no summary")
 
@@ -39,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
     from runner.validate import expand_paths, validate_paths
 
     if not any(True for _ in expand_paths(args.paths)):
-        print("runner validate: error: no *.yaml or *.yml files found in " + ", ".join(args.paths), file=sys.stderr)
+        print(
+            "runner validate: error: no *.yaml or *.yml files found in " + ", ".join(args.paths),
+            file=sys.stderr,
+        )
         return EXIT_USAGE
-    reports = validate_paths(args.paths, accounts_file=args.accounts)
+    reports = validate_paths(args.paths, accounts_file=args.accounts, jobs=args.jobs)
     failed = [r for r in reports if not r.ok or (args.strict and r.warnings)]
 
     if args.format == "json":
@@ -65,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
             warnings = sum(len(r.warnings) for r in reports)
             word = "file" if len(reports) == 1 else "files"
             if failed:
-                summary = f"{len(failed)} of {len(reports)} {word} invalid: {errors} error(s), {warnings} warning(s)"
+                counts = f"{errors} error(s), {warnings} warning(s)"
+                summary = f"{len(failed)} of {len(reports)} {word} invalid: {counts}"
             else:
                 summary = f"{len(reports)} {word} valid" + (f", {warnings} warning(s)" if warnings else "")
             print(summary, file=sys.stdout)

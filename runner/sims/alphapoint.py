@@ -897,6 +897,49 @@ async def start(
         await sim.stop()
 
 
+@contextlib.asynccontextmanager
+async def bench_setup(
+    accounts: int, faults: FaultPlan | str | None = None, **kwargs: Any
+) -> AsyncIterator[tuple[AlphaPointSim, list[Any]]]:
+    """For bench/adapters.py: one in-process simulator with ``accounts`` users and a connected adapter
+    per user. Simulator credentials are throwaway values passed through the environment, as real
+    ones would be."""
+    import os
+
+    from runner.accounts import Account, RateLimit
+    from runner.brokers.alphapoint import create
+
+    users = [
+        SimUser(f"bench{i}", f"bench-pass-{i}", user_id=1000 + i, account_id=5000 + i)
+        for i in range(accounts)
+    ]
+    master = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "alphapoint" / "instruments.csv"
+    async with start(faults=faults, users=users, **kwargs) as sim:
+        brokers = []
+        for i, u in enumerate(users):
+            os.environ[f"RUNNER_AP_BENCH_USER_{i}"] = u.user_name
+            os.environ[f"RUNNER_AP_BENCH_PASS_{i}"] = u.password
+            account = Account(
+                name=f"apbench{i}",
+                broker="alphapoint",
+                endpoints={"ws": sim.url},
+                instruments=str(master),
+                credentials={
+                    "username": {"env": f"RUNNER_AP_BENCH_USER_{i}"},
+                    "password": {"env": f"RUNNER_AP_BENCH_PASS_{i}"},
+                },
+                rate_limit=RateLimit(orders_per_second=1000, burst=1000),
+            )
+            broker = create(account)
+            await broker.connect()
+            brokers.append(broker)
+        try:
+            yield sim, brokers
+        finally:
+            for b in brokers:
+                await b.close()
+
+
 async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mapping[str, Any]) -> None:
     master = None
     if options.get("instruments"):
@@ -915,4 +958,4 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
         await sim.stop()
 
 
-__all__ = ["AlphaPointSim", "SimExchange", "SimUser", "serve_forever", "start"]
+__all__ = ["AlphaPointSim", "SimExchange", "SimUser", "bench_setup", "serve_forever", "start"]

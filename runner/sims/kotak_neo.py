@@ -705,7 +705,8 @@ def default_master() -> InstrumentMaster:
     """A few liquid instruments (tokens and trading symbols in Kotak's spelling) for ``runner sim`` and
     the bench when no instruments file is given."""
     rows = [
-        MasterRow(Instrument("NSE", "RELIANCE", lot_size=1, tick_size=Decimal("0.05")), "2885", "RELIANCE-EQ"),
+        MasterRow(Instrument("NSE", "RELIANCE", lot_size=1, tick_size=Decimal("0.05")), "2885",
+                  "RELIANCE-EQ"),
         MasterRow(Instrument("NSE", "INFY", lot_size=1, tick_size=Decimal("0.05")), "1594", "INFY-EQ"),
         MasterRow(Instrument("NSE", "IDEA", lot_size=1, tick_size=Decimal("0.01")), "14366", "IDEA-EQ"),
         MasterRow(Instrument("NFO", "NIFTY", dt.date(2026, 12, 29), lot_size=75, tick_size=Decimal("0.05"),

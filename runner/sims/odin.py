@@ -780,6 +780,34 @@ async def start(
         await runner.cleanup()
 
 
+@asynccontextmanager
+async def connected(
+    n_accounts: int, *, faults: FaultPlan | None = None, transport: str | None = None,
+    orders_per_second: float = 1000.0, **options: Any,
+) -> AsyncIterator[tuple[OdinSim, list[Any]]]:
+    """Bench hook: an in-process sim with ``n_accounts`` users and one connected adapter per user.
+
+    Orders go to the default master (e.g. ``Instrument("NSE", "RELIANCE")``). Secrets are set in this
+    process's environment (bench only)."""
+    from runner.brokers.odin import create
+
+    users = [SimUser(f"BENCH{i:03d}", "pw", "key", second_auth="PAN0000000", user_code=f"BN{i:03d}")
+             for i in range(n_accounts)]
+    async with start(faults=faults, users=users, **options) as sim:
+        brokers = []
+        for u in users:
+            account = sim.account(f"odin-{u.user_id}", u, options={"http_transport": transport} if transport
+                                  else {}, rate_limit={"orders_per_second": orders_per_second, "burst": 10})
+            broker = create(account, master=sim.master)
+            await broker.connect()
+            brokers.append(broker)
+        try:
+            yield sim, brokers
+        finally:
+            for b in brokers:
+                await b.close()
+
+
 async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mapping[str, Any]) -> None:
     """``runner sim odin``: default user SIM1 / sim-pass / api key sim-api-key / x-api-key sim-x-api-key."""
     master = (InstrumentMaster.load(options["instruments"], broker="odin") if options.get("instruments")
@@ -791,5 +819,5 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
         await asyncio.Event().wait()
 
 
-__all__ = ["OdinSim", "SimUser", "default_master", "serve_forever", "start"]
+__all__ = ["OdinSim", "SimUser", "connected", "default_master", "serve_forever", "start"]
 

@@ -1,0 +1,101 @@
+"""Validation throughput and CLI cold start, as ratios against baselines measured in the same process.
+
+    python bench/validate.py            # 1,000 playbooks; cold start of `runner --help` / `runner validate`
+
+Targets (issue 2): 1,000 playbooks in <= 0.5 s on a 2-core machine; `runner --help` <= 150 ms,
+`runner validate one.yaml` <= 300 ms. The corpus is the shipped examples with distinct names.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runner.validate import AccountNames, validate_paths, validate_text  # noqa: E402
+
+N = 1000
+REPEATS = 5
+
+
+def best(fn: Callable[[], object], repeats: int = REPEATS) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def corpus() -> list[str]:
+    sources = [p.read_text() for p in sorted((ROOT / "playbooks").glob("*.yaml"))]
+    texts = []
+    for i in range(N):
+        text = sources[i % len(sources)]
+        name = next(line for line in text.splitlines() if line.startswith("name: "))
+        texts.append(text.replace(name, f"{name}-{i}", 1))
+    return texts
+
+
+def cold(cmd: list[str], runs: int = 9) -> float:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "0"}
+    subprocess.run(cmd, capture_output=True, env=env, check=False)  # warm the page cache and .pyc files
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, env=env, check=False)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    texts = corpus()
+    names = AccountNames(frozenset({"paper"}))
+    reports = [validate_text(t, f"p{i}.yaml", names) for i, t in enumerate(texts)]
+    assert all(r.ok for r in reports), "corpus must be valid"
+
+    print(f"cpus: {os.cpu_count()}  corpus: {N} playbooks, {sum(map(len, texts)) / N:.0f} chars avg")
+    t_pure = best(lambda: [yaml.safe_load(t) for t in texts], 3)
+    t_c = best(lambda: [yaml.load(t, Loader=yaml.CSafeLoader) for t in texts])
+    t_val = best(lambda: [validate_text(t, "p.yaml", names) for t in texts])
+    print(f"baseline yaml.safe_load (pure python) : {t_pure:.3f} s")
+    print(f"baseline yaml CSafeLoader (libyaml)   : {t_c:.3f} s")
+    print(f"validate_text x{N} (1 process)        : {t_val:.3f} s   "
+          f"ratio {t_val / t_pure:.2f}x safe_load, {t_val / t_c:.2f}x CSafeLoader")
+
+    tmp = Path(tempfile.mkdtemp(prefix="runner-bench-"))
+    try:
+        for i, text in enumerate(texts):
+            (tmp / f"p{i:04d}.yaml").write_text(text)
+        for jobs in (1, os.cpu_count() or 1):
+            t = best(lambda j=jobs: validate_paths([tmp], jobs=j), 3)
+            print(f"validate_paths {N} files, jobs={jobs}      : {t:.3f} s   (target <= 0.5 s on 2 cores)")
+
+        one = str(ROOT / "playbooks" / "opening_straddle_chase.yaml")
+        runner = shutil.which("runner")
+        base = [sys.executable, "-m", "runner"] if runner is None else [runner]
+        t_pass = cold([sys.executable, "-c", "pass"])
+        t_help = cold([*base, "--help"])
+        t_one = cold([*base, "validate", one])
+        print(f"cold start baseline python -c pass    : {t_pass * 1000:.0f} ms")
+        print(f"cold start runner --help              : {t_help * 1000:.0f} ms  "
+              f"({t_help / t_pass:.1f}x python; target <= 150 ms)")
+        print(f"cold start runner validate one.yaml   : {t_one * 1000:.0f} ms  "
+              f"({t_one / t_pass:.1f}x python; target <= 300 ms)")
+    finally:
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()
