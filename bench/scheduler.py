@@ -198,18 +198,18 @@ def rss_of_serve(tmp: Path, count: int) -> float:
     for i in range(count):
         (pbdir / f"p{i}.yaml").write_text(playbook(f"p{i}", far + dt.timedelta(seconds=i)))
     env = {k: v for k, v in os.environ.items() if k != "RUNNER_ACCOUNTS"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "serve", str(pbdir), "--db", f"sqlite:///{pbdir}.db"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
+    out = tmp / f"rss-{count}.out"
+    with out.open("w") as sink:  # a file, not a pipe: 1,000 startup lines must not block the daemon
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner", "serve", str(pbdir), "--db", f"sqlite:///{pbdir}.db"],
+            stdout=sink,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "playbooks scheduled" in line:
-                break
+        deadline = time.monotonic() + 120
+        while "playbooks scheduled" not in out.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
         time.sleep(1.5)  # a few heartbeats and reload scans
         status = Path(f"/proc/{proc.pid}/status").read_text()
         kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
@@ -245,15 +245,15 @@ async def main(single: int, mass: int) -> None:
         for _ in range(20):
             load_playbook_file(probe)
         per_file = (time.perf_counter() - t0) / 20
-        due = float(int(time.time() + 3 + per_file * mass * 2.5))
-        names = [f"m{i}" for i in range(mass)]
-        got = await daemon_run(tmp, names, [due] * mass, True)
+        for engine_path in (False, True):
+            due = float(int(time.time() + 3 + per_file * mass * 2.5))
+            names = [f"m{i}" if engine_path else f"n{i}" for i in range(mass)]
+            got = await daemon_run(tmp, names, [due] * mass, engine_path)
+            label = "engine" if engine_path else "scheduler only"
+            print(f"{mass} playbooks due in the same second, {label}: {fmt(got)}")
+            print(f"  last first-request (all intents journaled) at +{max(got):.1f} ms (target <= 100 ms)")
         base = await baseline([float(int(time.time()) + 2)] * mass)
-        print(f"{mass} playbooks due in the same second, engine: {fmt(got)}")
-        print(f"  all intents journaled by +{max(got):.1f} ms (target <= 100 ms)")
-        print(
-            f"  asyncio call_at baseline ({mass} timers): {fmt(base)}   ratio max {max(got) / max(base):.1f}"
-        )
+        print(f"  asyncio call_at baseline ({mass} timers at one instant): {fmt(base)}")
 
         idle = rss_of_serve(tmp, 0)
         full = rss_of_serve(tmp, mass)

@@ -71,8 +71,10 @@ def main() -> None:
     t_val = best(lambda: [validate_text(t, "p.yaml", names) for t in texts])
     print(f"baseline yaml.safe_load (pure python) : {t_pure:.3f} s")
     print(f"baseline yaml CSafeLoader (libyaml)   : {t_c:.3f} s")
-    print(f"validate_text x{N} (1 process)        : {t_val:.3f} s   "
-          f"ratio {t_val / t_pure:.2f}x safe_load, {t_val / t_c:.2f}x CSafeLoader")
+    print(
+        f"validate_text x{N} (1 process)        : {t_val:.3f} s   "
+        f"ratio {t_val / t_pure:.2f}x safe_load, {t_val / t_c:.2f}x CSafeLoader"
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="runner-bench-"))
     try:
@@ -89,10 +91,14 @@ def main() -> None:
         t_help = cold([*base, "--help"])
         t_one = cold([*base, "validate", one])
         print(f"cold start baseline python -c pass    : {t_pass * 1000:.0f} ms")
-        print(f"cold start runner --help              : {t_help * 1000:.0f} ms  "
-              f"({t_help / t_pass:.1f}x python; target <= 150 ms)")
-        print(f"cold start runner validate one.yaml   : {t_one * 1000:.0f} ms  "
-              f"({t_one / t_pass:.1f}x python; target <= 300 ms)")
+        print(
+            f"cold start runner --help              : {t_help * 1000:.0f} ms  "
+            f"({t_help / t_pass:.1f}x python; target <= 150 ms)"
+        )
+        print(
+            f"cold start runner validate one.yaml   : {t_one * 1000:.0f} ms  "
+            f"({t_one / t_pass:.1f}x python; target <= 300 ms)"
+        )
     finally:
         shutil.rmtree(tmp)
 

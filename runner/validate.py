@@ -1184,7 +1184,9 @@ def _validate_files(files: list[str], names: AccountNames, keep_value: bool = Fa
     out = []
     for name in files:
         text = Path(name).read_text(encoding="utf-8", errors="replace")
-        report = validate_accounts_text(text, name) if is_accounts_doc(text) else validate_text(text, name, names)
+        report = (
+            validate_accounts_text(text, name) if is_accounts_doc(text) else validate_text(text, name, names)
+        )
         if not keep_value:
             report.value = None  # not worth pickling back from a worker
         out.append(report)

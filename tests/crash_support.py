@@ -117,9 +117,9 @@ class Harness:
         code = os.waitstatus_to_exitcode(status)
         return None if code == -signal.SIGKILL else code
 
-    def iteration(self, rng: random.Random) -> tuple[Check, int]:
+    def iteration(self, rng: random.Random, kills_per_iteration: int = 1) -> tuple[Check, int]:
         kills = 0
-        for _ in range(rng.randint(1, 3)):  # up to three kills, then an uninterrupted start
+        for _ in range(kills_per_iteration):  # kill at random instants, then an uninterrupted start
             if self.run_child(rng.uniform(0.0, self.full_run * 1.2)) is None:
                 kills += 1
         code = self.run_child(None)

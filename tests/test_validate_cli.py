@@ -149,3 +149,12 @@ def test_subprocess_exit_codes(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stdout.strip().splitlines()[-1].startswith(f"{len(list(INVALID.glob('*.yaml')))} of ")
+
+
+def test_parallel_matches_serial(tmp_path: Path) -> None:
+    for i, path in enumerate([*sorted(PLAYBOOKS.glob("*.yaml")), *sorted(INVALID.glob("*.yaml"))]):
+        (tmp_path / f"{i:02d}-{path.name}").write_text(path.read_text())
+    serial = validate_paths([tmp_path], jobs=1)
+    parallel = validate_paths([tmp_path], jobs=2)
+    assert [(r.file, r.diagnostics) for r in serial] == [(r.file, r.diagnostics) for r in parallel]
+    assert sum(not r.ok for r in serial) == len(list(INVALID.glob("*.yaml")))
