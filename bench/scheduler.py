@@ -174,7 +174,7 @@ async def daemon_run(tmp: Path, names: list[str], instants: list[float], engine_
         control=control,
         executor=executor,
         clock=clock,
-        options=DaemonOptions(lead=0.2),
+        options=DaemonOptions(),
     )
     pool["paper"] = GuardedBroker(broker, daemon.watcher)  # type: ignore[arg-type]
     await daemon.start()

@@ -193,7 +193,9 @@ class Engine:
     def _finish(self, step: Any, result: StepResult) -> None:
         self.journal.finish_step(self.run_id, step.id, result.outcome, self.clock.now(), result.message)
         level = "warning" if result.outcome in (StepOutcome.FAILED, StepOutcome.REFUSED) else "info"
-        getattr(self.log, level)("step_finish", step=step.id, outcome=result.outcome.value, message=result.message)
+        getattr(self.log, level)(
+            "step_finish", step=step.id, outcome=result.outcome.value, message=result.message
+        )
         self._emit(EventKind.STEP_FINISHED, step.id, result.message, result.outcome.value)
         self.gateway.step_id = None
 

@@ -339,36 +339,60 @@ class ClaimBatcher:
     once this keeps the daemon's own writes to a handful of transactions instead of thousands, each a
     chance to collide with the engine's journal writes on SQLite's single write lock.)"""
 
+    STATE_DELAY = 0.1  # seconds
+
     def __init__(self, store: FireStore) -> None:
         self.store = store
         self._claims: list[tuple[Claim, asyncio.Future[bool]]] = []
         self._states: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
-        self._flush_scheduled = False
+        self._handle: asyncio.Handle | None = None
+        self._handle_urgent = False
         self._lock = asyncio.Lock()
 
-    def _enqueue(self) -> asyncio.AbstractEventLoop:
+    def _enqueue(self, urgent: bool) -> asyncio.AbstractEventLoop:
+        """Claims flush on the next tick; state changes wait ``STATE_DELAY`` so their write does not
+        compete (GIL, write lock) with the fires being released at that very instant."""
         loop = asyncio.get_running_loop()
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(lambda: loop.create_task(self._flush()))
+        if self._handle is not None and (not urgent or self._handle_urgent):
+            return loop
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle_urgent = urgent
+        run = lambda: loop.create_task(self._flush())  # noqa: E731
+        self._handle = loop.call_soon(run) if urgent else loop.call_later(self.STATE_DELAY, run)
         return loop
 
     async def claim(self, claim: Claim, now: dt.datetime) -> bool:
-        fut: asyncio.Future[bool] = self._enqueue().create_future()
+        fut: asyncio.Future[bool] = self._enqueue(True).create_future()
         self._claims.append((claim, fut))
         self._claim_now = now
         return await fut
 
-    async def set_state(self, fire_id: str, state: FireState, outcome: str | None, now: dt.datetime) -> None:
-        fut: asyncio.Future[bool] = self._enqueue().create_future()
+    def set_state_soon(
+        self, fire_id: str, state: FireState, outcome: str | None, now: dt.datetime
+    ) -> asyncio.Future[bool]:
+        """Queue a state change without awaiting it (no task created: cheap on the firing path)."""
+        fut: asyncio.Future[bool] = self._enqueue(False).create_future()
         self._states.append(({"fid": fire_id, "state": state, "outcome": outcome, "now": now}, fut))
-        await fut
+        return fut
+
+    async def set_state(self, fire_id: str, state: FireState, outcome: str | None, now: dt.datetime) -> None:
+        await self.set_state_soon(fire_id, state, outcome, now)
+
+    async def drain(self) -> None:
+        """Write everything queued now (shutdown)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        await self._flush()
+        async with self._lock:  # a flush already in a worker thread finishes first
+            pass
 
     async def _flush(self) -> None:
         async with self._lock:
             claims, self._claims = self._claims, []
             states, self._states = self._states, []
-            self._flush_scheduled = False
+            self._handle = None
             if not claims and not states:
                 return
             now = getattr(self, "_claim_now", None) or dt.datetime.now(dt.UTC)

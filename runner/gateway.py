@@ -30,7 +30,7 @@ from runner.errors import (
     Retryable,
 )
 from runner.ids import client_order_id
-from runner.journal import Intent, Journal, Purpose, Resolution
+from runner.journal import DuplicateIntent, Intent, Journal, Purpose, Resolution
 from runner.logs import redact
 from runner.model import (
     IllegalTransition,
@@ -95,16 +95,19 @@ def _json(value: Any) -> str:
     return json.dumps(redact(value), default=str, sort_keys=True)
 
 
-def order_to_dict(order: Order) -> dict[str, Any]:
-    d = dataclasses.asdict(order)
-    d["instrument"] = order.instrument.key
+def _flat(obj: Any) -> dict[str, Any]:
+    """Shallow field dict (dataclasses.asdict deep-copies: too slow for every broker call)."""
+    d = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    d["instrument"] = obj.instrument.key
     return d
+
+
+def order_to_dict(order: Order) -> dict[str, Any]:
+    return _flat(order)
 
 
 def request_to_dict(request: OrderRequest) -> dict[str, Any]:
-    d = dataclasses.asdict(request)
-    d["instrument"] = request.instrument.key
-    return d
+    return _flat(request)
 
 
 @dataclass
@@ -348,35 +351,48 @@ class Gateway:
         """Place once. ``request.client_order_id`` is ignored: the id comes from (run, slot, leg, attempt)."""
         cid = client_order_id(self.run_id, slot, leg, attempt)
         request = dataclasses.replace(request, client_order_id=cid)
-        existing = self.journal.get_intent(cid)
-        if existing is not None:
-            if existing.resolution is not Resolution.ABSENT:
-                found = await self._resolve(cid, patient=existing.status in UNSETTLED)
-                if found is not None:
-                    return found
-                if existing.status.is_terminal:  # refused before reaching the broker (e.g. rejected)
-                    return self.order_from_intent(existing)
-                self.journal.set_resolution(cid, Resolution.ABSENT, self.clock.now())
-            return await self._send(existing.request)
         if self.risk is not None and not purpose.reduces_risk:
             ref = await self.reference_price(request.instrument) if self.risk.needs_price else None
-            orders = self.journal.count_intents(self.run_id, exclude=(Purpose.UNWIND, Purpose.SQUARE_OFF))
-            self.risk.check(request, orders_so_far=orders, reference_price=ref)
-        self.journal.add_intent(
-            Intent(
-                client_order_id=cid,
-                run_id=self.run_id,
-                account=self.account,
-                step_id=self.step_id or slot,
-                slot=slot,
-                leg=leg,
-                attempt=attempt,
-                purpose=purpose,
-                request=request,
-                created_at=self.clock.now(),
+            orders = (
+                self.journal.count_intents(self.run_id, exclude=(Purpose.UNWIND, Purpose.SQUARE_OFF))
+                if self.risk.max_orders is not None
+                else 0
             )
+            try:
+                self.risk.check(request, orders_so_far=orders, reference_price=ref)
+            except RiskRefused:
+                if self.journal.get_intent(cid) is None:  # a resumed intent was allowed when first made
+                    raise
+        intent = Intent(
+            client_order_id=cid,
+            run_id=self.run_id,
+            account=self.account,
+            step_id=self.step_id or slot,
+            slot=slot,
+            leg=leg,
+            attempt=attempt,
+            purpose=purpose,
+            request=request,
+            created_at=self.clock.now(),
         )
+        try:
+            self.journal.add_intent(intent)  # committed before the request leaves
+        except DuplicateIntent:
+            return await self._resume(cid)
         return await self._send(request)
+
+    async def _resume(self, cid: str) -> Order:
+        """This slot was journaled by an earlier start: continue from the broker's truth."""
+        existing = self.journal.get_intent(cid)
+        assert existing is not None
+        if existing.resolution is not Resolution.ABSENT:
+            found = await self._resolve(cid, patient=existing.status in UNSETTLED)
+            if found is not None:
+                return found
+            if existing.status.is_terminal:  # refused before reaching the broker (e.g. rejected)
+                return self.order_from_intent(existing)
+            self.journal.set_resolution(cid, Resolution.ABSENT, self.clock.now())
+        return await self._send(existing.request)
 
     async def _send(self, request: OrderRequest) -> Order:
         cid = request.client_order_id
@@ -465,30 +481,34 @@ class Gateway:
                 return [f for f in found if f is not None]
             if any(f is not None for f in found):
                 raise OutcomeUnknown(f"spread {group}: only some legs are at the broker")
-        else:
-            if self.risk is not None:
-                for leg in legs:
-                    ref = await self.reference_price(leg.instrument) if self.risk.needs_price else None
-                    count = self.journal.count_intents(
-                        self.run_id, exclude=(Purpose.UNWIND, Purpose.SQUARE_OFF)
-                    )
-                    self.risk.check(leg, orders_so_far=count, reference_price=ref)
-            for i, leg in enumerate(legs):
-                self.journal.add_intent(
-                    Intent(
-                        client_order_id=leg.client_order_id,
-                        run_id=self.run_id,
-                        account=self.account,
-                        step_id=self.step_id or slot,
-                        slot=slot,
-                        leg=i + 1,
-                        attempt=0,
-                        purpose=Purpose.ENTRY,
-                        request=leg,
-                        created_at=self.clock.now(),
-                        group_id=group,
-                    )
+        elif self.risk is not None:
+            for leg in legs:
+                ref = await self.reference_price(leg.instrument) if self.risk.needs_price else None
+                count = (
+                    self.journal.count_intents(self.run_id, exclude=(Purpose.UNWIND, Purpose.SQUARE_OFF))
+                    if self.risk.max_orders is not None
+                    else 0
                 )
+                self.risk.check(leg, orders_so_far=count, reference_price=ref)
+        missing = [
+            Intent(
+                client_order_id=leg.client_order_id,
+                run_id=self.run_id,
+                account=self.account,
+                step_id=self.step_id or slot,
+                slot=slot,
+                leg=i + 1,
+                attempt=0,
+                purpose=Purpose.ENTRY,
+                request=leg,
+                created_at=self.clock.now(),
+                group_id=group,
+            )
+            for i, (leg, e) in enumerate(zip(legs, existing, strict=True))
+            if e is None
+        ]
+        if missing:
+            self.journal.add_intents(missing)  # every leg journaled, in one commit, before the request
         broker = self.broker
         mreq = MultilegRequest(client_order_id=group, legs=tuple(legs))
         try:

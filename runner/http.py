@@ -8,13 +8,24 @@ httpx's own pool is slow under concurrency). ``bench/adapters.py`` measures both
 
 from __future__ import annotations
 
+import functools
 import os
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from runner.errors import AuthExpired, OutcomeUnknown, RateLimited, Unavailable
+
+
+@functools.cache
+def default_ssl_context() -> ssl.SSLContext:
+    """One verifying context per process: building one loads the CA bundle (~25 ms), which per client
+    made logging in 100 accounts cost seconds (bench/adapters.py)."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def make_client(
@@ -32,12 +43,14 @@ def make_client(
         "headers": dict(headers or {}),
         "trust_env": False,
     }
+    context = default_ssl_context()
     if kind == "aiohttp":
         from httpx_aiohttp import AiohttpTransport
 
-        kwargs["transport"] = AiohttpTransport(limits=limits, trust_env=False)
+        kwargs["transport"] = AiohttpTransport(verify=context, limits=limits, trust_env=False)
     else:
         kwargs["limits"] = limits
+        kwargs["verify"] = context
     return httpx.AsyncClient(**kwargs)
 
 

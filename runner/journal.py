@@ -237,6 +237,24 @@ events = sa.Table(
 )
 
 
+# Hot-path statements built once: constructing Core statements per call costs more than SQLite does.
+_INS_CALL = broker_calls.insert()
+_INS_INTENT = order_intents.insert()
+_INS_TRANSITION = status_transitions.insert()
+_INS_FILL = fills.insert()
+_INS_EVENT = events.insert()
+_SEL_INTENT = sa.select(order_intents).where(order_intents.c.client_order_id == sa.bindparam("b_cid"))
+_SEL_INTENT_STATE = sa.select(
+    order_intents.c.status,
+    order_intents.c.broker_order_id,
+    order_intents.c.filled_quantity,
+    order_intents.c.average_price,
+    order_intents.c.run_id,
+    order_intents.c.step_id,
+).where(order_intents.c.client_order_id == sa.bindparam("b_cid"))
+_UPD_INTENT = order_intents.update().where(order_intents.c.client_order_id == sa.bindparam("b_cid"))
+
+
 class DuplicateIntent(Exception):
     """An intent with this client id (or slot) is already journaled."""
 
@@ -551,49 +569,19 @@ class Journal:
 
     def add_intent(self, intent: Intent) -> None:
         """Commit the intent. Raises :class:`DuplicateIntent` if its id or slot is already journaled."""
-        r = intent.request
+        self.add_intents([intent])
+
+    def add_intents(self, intents: Sequence[Intent]) -> None:
+        """Commit several intents atomically (the legs of a native spread: all or none)."""
         try:
             with self.engine.begin() as c:
-                c.execute(
-                    order_intents.insert().values(
-                        client_order_id=intent.client_order_id,
-                        run_id=intent.run_id,
-                        account=intent.account,
-                        step_id=intent.step_id,
-                        slot=intent.slot,
-                        leg=intent.leg,
-                        attempt=intent.attempt,
-                        purpose=intent.purpose.value,
-                        group_id=intent.group_id,
-                        instrument=instrument_to_json(r.instrument),
-                        instrument_key=r.instrument.key,
-                        side=r.side.value,
-                        quantity=r.quantity,
-                        order_type=r.order_type.value,
-                        product=r.product.value,
-                        validity=r.validity.value,
-                        price=r.price,
-                        trigger_price=r.trigger_price,
-                        disclosed_quantity=r.disclosed_quantity,
-                        tag=r.tag,
-                        resolution=intent.resolution.value,
-                        status=intent.status.value,
-                        created_at=intent.created_at,
-                        updated_at=intent.created_at,
-                        current_price=r.price,
-                        current_type=r.order_type.value,
-                    )
-                )
+                c.execute(_INS_INTENT, [_intent_values(i) for i in intents])
         except sa.exc.IntegrityError:
-            raise DuplicateIntent(intent.client_order_id) from None
+            raise DuplicateIntent(", ".join(i.client_order_id for i in intents)) from None
 
     def get_intent(self, client_order_id: str) -> Intent | None:
         with self._read() as c:
-            row = (
-                c.execute(sa.select(order_intents).where(order_intents.c.client_order_id == client_order_id))
-                .mappings()
-                .first()
-            )
+            row = c.execute(_SEL_INTENT, {"b_cid": client_order_id}).mappings().first()
         return None if row is None else _intent_from_row(row)
 
     def intents(
@@ -657,14 +645,8 @@ class Journal:
         illegal: IllegalTransition | None = None
         with self.engine.begin() as c:
             if call is not None:
-                c.execute(broker_calls.insert().values(**call))
-            row = (
-                c.execute(
-                    sa.select(order_intents).where(order_intents.c.client_order_id == order.client_order_id)
-                )
-                .mappings()
-                .first()
-            )
+                c.execute(_INS_CALL, dict(call))
+            row = c.execute(_SEL_INTENT_STATE, {"b_cid": order.client_order_id}).mappings().first()
             if row is None:
                 return order.status
             old = OrderStatus(row["status"])
@@ -683,14 +665,15 @@ class Journal:
                 except IllegalTransition as exc:
                     illegal, legal = exc, False
                 c.execute(
-                    status_transitions.insert().values(
-                        client_order_id=order.client_order_id,
-                        old_status=old.value,
-                        new_status=new.value,
-                        legal=legal,
-                        raw_status=order.raw_status,
-                        at=now,
-                    )
+                    _INS_TRANSITION,
+                    {
+                        "client_order_id": order.client_order_id,
+                        "old_status": old.value,
+                        "new_status": new.value,
+                        "legal": legal,
+                        "raw_status": order.raw_status,
+                        "at": now,
+                    },
                 )
                 if not legal:
                     c.execute(
@@ -710,22 +693,19 @@ class Journal:
                     qty = order.filled_quantity - old_filled
                     price = _fill_price(old_filled, old_avg, order.filled_quantity, order.average_price)
                     c.execute(
-                        fills.insert().values(
-                            client_order_id=order.client_order_id,
-                            run_id=row["run_id"],
-                            quantity=qty,
-                            price=price,
-                            cumulative_quantity=order.filled_quantity,
-                            at=order.updated_at or now,
-                        )
+                        _INS_FILL,
+                        {
+                            "client_order_id": order.client_order_id,
+                            "run_id": row["run_id"],
+                            "quantity": qty,
+                            "price": price,
+                            "cumulative_quantity": order.filled_quantity,
+                            "at": order.updated_at or now,
+                        },
                     )
                     values["filled_quantity"] = order.filled_quantity
                     values["average_price"] = order.average_price
-            c.execute(
-                order_intents.update()
-                .where(order_intents.c.client_order_id == order.client_order_id)
-                .values(**values)
-            )
+            c.execute(_UPD_INTENT, {**values, "b_cid": order.client_order_id})
         if illegal is not None:
             raise illegal
         return new
@@ -759,7 +739,7 @@ class Journal:
 
     def record_call(self, call: Mapping[str, Any]) -> None:
         with self.engine.begin() as c:
-            c.execute(broker_calls.insert().values(**call))
+            c.execute(_INS_CALL, dict(call))
 
     def record_event(
         self,
@@ -809,6 +789,38 @@ class Journal:
             q = q.where(broker_calls.c.client_order_id == client_order_id)
         with self._read() as c:
             return [dict(r) for r in c.execute(q).mappings()]
+
+
+def _intent_values(intent: Intent) -> dict[str, Any]:
+    r = intent.request
+    return {
+        "client_order_id": intent.client_order_id,
+        "run_id": intent.run_id,
+        "account": intent.account,
+        "step_id": intent.step_id,
+        "slot": intent.slot,
+        "leg": intent.leg,
+        "attempt": intent.attempt,
+        "purpose": intent.purpose.value,
+        "group_id": intent.group_id,
+        "instrument": instrument_to_json(r.instrument),
+        "instrument_key": r.instrument.key,
+        "side": r.side.value,
+        "quantity": r.quantity,
+        "order_type": r.order_type.value,
+        "product": r.product.value,
+        "validity": r.validity.value,
+        "price": r.price,
+        "trigger_price": r.trigger_price,
+        "disclosed_quantity": r.disclosed_quantity,
+        "tag": r.tag,
+        "resolution": intent.resolution.value,
+        "status": intent.status.value,
+        "created_at": intent.created_at,
+        "updated_at": intent.created_at,
+        "current_price": r.price,
+        "current_type": r.order_type.value,
+    }
 
 
 def _fill_price(

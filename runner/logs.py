@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -19,8 +20,23 @@ import structlog
 REDACTED = "***"
 # Long words match anywhere in a key (``accessToken``, ``x-api-key``); short ones only as a whole word
 # (``sid`` but not ``side``, ``pin`` but not ``pending``).
-SECRET_PARTS = ("password", "passwd", "token", "secret", "authorization", "signature", "cookie", "apikey",
-                "api_key", "api-key", "mpin", "totp", "jwt", "private_key", "credential")
+SECRET_PARTS = (
+    "password",
+    "passwd",
+    "token",
+    "secret",
+    "authorization",
+    "signature",
+    "cookie",
+    "apikey",
+    "api_key",
+    "api-key",
+    "mpin",
+    "totp",
+    "jwt",
+    "private_key",
+    "credential",
+)
 SECRET_WORDS = frozenset({"sid", "pin", "otp", "pwd", "auth", "session", "sessionid", "pass"})
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 # Bearer tokens and JWT-looking strings inside free text.
@@ -29,8 +45,11 @@ JWT_RE = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5
 
 
 def _is_secret_key(key: object) -> bool:
-    if not isinstance(key, str):
-        return False
+    return isinstance(key, str) and _secret_name(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_name(key: str) -> bool:
     low = key.lower()
     if low == "key" or any(part in low for part in SECRET_PARTS):
         return True

@@ -22,8 +22,9 @@ from runner.playbook import Playbook, parse_time
 from runner.risk import RiskConfig
 
 SESSION_OPEN = dt.time(9, 15)
-REHEARSE_ACCOUNT = Account(name="rehearse", broker="paper", description="rehearsal paper book",
-                           options={"seed": "rehearse"})
+REHEARSE_ACCOUNT = Account(
+    name="rehearse", broker="paper", description="rehearsal paper book", options={"seed": "rehearse"}
+)
 
 
 def run_key(pb: Playbook) -> str:
@@ -68,9 +69,16 @@ async def rehearse(
     last = journal.last_activity(rehearsal_run_id(pb, date))
     clock = VirtualClock(max(begin, last) if last else begin)  # a resumed rehearsal never goes back in time
     broker = create(account, clock=clock, engine=engine, **(broker_context or {}))
-    options = RunOptions(scheduled_for=slot_of(pb, date), mode="rehearse", risk=risk, tuning=tuning or Tuning(),
-                         run_key=run_key(pb))
+    options = RunOptions(
+        scheduled_for=slot_of(pb, date),
+        mode="rehearse",
+        risk=risk,
+        tuning=tuning or Tuning(),
+        run_key=run_key(pb),
+    )
     try:
-        return await execute(pb, broker, journal, clock, account=account.name, options=options, observer=observer)
+        return await execute(
+            pb, broker, journal, clock, account=account.name, options=options, observer=observer
+        )
     finally:
         await broker.close()

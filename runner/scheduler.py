@@ -370,7 +370,9 @@ class Running:
 
 @dataclass
 class DaemonOptions:
-    lead: float = 0.2  # seconds: APScheduler wakes the job this early; sleep_until finishes the wait
+    # Seconds: APScheduler wakes the job this early; claims and checks happen then, and a shared precise
+    # sleep_until finishes the wait. Generous so 1,000 fires due at once are all claimed before the instant.
+    lead: float = 1.0
     reload_interval: float = 1.0
     control_interval: float = 0.25
     heartbeat_interval: float = 1.0
@@ -420,6 +422,7 @@ class Daemon:
         self._stopping = False
         self._dirty = True
         self._fire_tasks: set[asyncio.Task[Any]] = set()
+        self._gates: dict[dt.datetime, asyncio.Future[None]] = {}
 
     # --- playbook directory --------------------------------------------------------------------
 
@@ -544,13 +547,14 @@ class Daemon:
         )
 
     async def _wake(self, name: str, instant: dt.datetime) -> None:
-        """APScheduler job: ``lead`` seconds before ``instant``."""
+        """APScheduler job, ``lead`` seconds before ``instant``: re-arm, then hand the fire to a task of
+        our own (APScheduler cancels its running jobs on shutdown; a fire must get its grace period)."""
         entry = self.entries.get(name)
         if entry is None or self._stopping:
             return
         entry.armed_for = instant
         self._arm(entry, after=instant)
-        await self.fire(entry, instant)
+        self._fire_tasks.add(asyncio.ensure_future(self.fire(entry, instant)))
 
     # --- one fire ------------------------------------------------------------------------------
 
@@ -643,7 +647,7 @@ class Daemon:
         if task is not None:
             self.pending[fire.fire_id] = task
         try:
-            await self.clock.sleep_until(instant)
+            await self._gate(instant)
         except asyncio.CancelledError:  # shutdown before the instant: it never ran, give the slot back
             self.pending.pop(fire.fire_id, None)
             await asyncio.to_thread(self.store.release, fire.fire_id)
@@ -655,14 +659,21 @@ class Daemon:
             return
         await self._execute(fire)
 
+    async def _gate(self, instant: dt.datetime) -> None:
+        """Wait for ``instant``. Fires due at the same instant share one precise ``sleep_until`` and are
+        released together, instead of 1,000 tasks each spinning through the last milliseconds."""
+        gate = self._gates.get(instant)
+        if gate is None:
+            gate = self._gates[instant] = asyncio.ensure_future(self.clock.sleep_until(instant))
+            gate.add_done_callback(lambda _: self._gates.pop(instant, None))
+        await asyncio.shield(gate)
+
     async def _execute(self, fire: Fire) -> None:
         running = Running(fire, self.clock.now(), asyncio.current_task())
         self.running[fire.fire_id] = running
         self._dirty = True
         # Mark RUNNING off the critical path: the executor's first broker call must not wait for it.
-        marked = asyncio.ensure_future(
-            self.batcher.set_state(fire.fire_id, FireState.RUNNING, None, running.started_at)
-        )
+        marked = self.batcher.set_state_soon(fire.fire_id, FireState.RUNNING, None, running.started_at)
         result: FireResult
         try:
             result = await self.executor(fire)
@@ -675,7 +686,7 @@ class Daemon:
             result = FireResult(FireState.FAILED, f"{type(exc).__name__}: {exc}")
         await self._finish(fire, result, marked)
 
-    async def _finish(self, fire: Fire, result: FireResult, marked: asyncio.Future[None]) -> None:
+    async def _finish(self, fire: Fire, result: FireResult, marked: asyncio.Future[bool]) -> None:
         try:
             await asyncio.shield(marked)
         except Exception:
@@ -941,6 +952,7 @@ class Daemon:
             for task in late:
                 task.cancel()
         await asyncio.gather(*self._fire_tasks, return_exceptions=True)
+        await self.batcher.drain()
         await self.watcher.stop()
         for task in self._tasks:
             task.cancel()

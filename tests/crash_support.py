@@ -4,6 +4,7 @@ SIGKILL it at a random instant, restart it, and check the book against the journ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import io
 import os
@@ -84,10 +85,8 @@ class Harness:
         release_paper_connections(self.engine)
         self.engine.dispose()
         for suffix in ("", "-wal", "-shm"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path + suffix)
-            except FileNotFoundError:
-                pass
 
     def child(self) -> None:
         code = 1
@@ -204,5 +203,3 @@ def _instrument_key(body: dict) -> str:
     from runner.journal import instrument_from_json
 
     return instrument_from_json(__import__("json").dumps(ins)).key
-
-

@@ -76,15 +76,35 @@ class Env:
     account: str = "paper"
 
     def broker(self, **kw: Any) -> PaperBroker:
-        return PaperBroker(self.account, engine=self.engine, clock=self.clock, prices=self.prices,
-                           config=kw.pop("config", self.config))
+        return PaperBroker(
+            self.account,
+            engine=self.engine,
+            clock=self.clock,
+            prices=self.prices,
+            config=kw.pop("config", self.config),
+        )
 
-    async def run(self, pb: Playbook, *, broker: Any = None, slot: dt.datetime | None = None,
-                  ignore_at: bool = False, **opts: Any) -> RunReport:
-        options = RunOptions(scheduled_for=slot or at(0, 0), ignore_at=ignore_at,
-                             tuning=opts.pop("tuning", Tuning()), **opts)
-        return await execute(pb, broker or self.broker(), self.journal, self.clock, account=self.account,
-                             options=options, observer=self.events.append)
+    async def run(
+        self,
+        pb: Playbook,
+        *,
+        broker: Any = None,
+        slot: dt.datetime | None = None,
+        ignore_at: bool = False,
+        **opts: Any,
+    ) -> RunReport:
+        options = RunOptions(
+            scheduled_for=slot or at(0, 0), ignore_at=ignore_at, tuning=opts.pop("tuning", Tuning()), **opts
+        )
+        return await execute(
+            pb,
+            broker or self.broker(),
+            self.journal,
+            self.clock,
+            account=self.account,
+            options=options,
+            observer=self.events.append,
+        )
 
     def steps(self, report: RunReport) -> dict[str, Any]:
         return {s.step_id: s.outcome.value for s in report.steps}

@@ -82,7 +82,7 @@ async def test_token_exception_403_also_means_log_in_again(clock: VirtualClock) 
         clock.advance(61)
         placed = await b.place(_limit("rn403"))  # refused with TokenException: nothing acted, so repeat
         assert sim.sim.logins == 2 and len(sim.sim.orders_with_correlation("rn403")) == 1
-        assert placed.status is OrderStatus.PENDING_NEW
+        assert placed.status is OrderStatus.OPEN
         await b.close()
 
 
@@ -112,7 +112,7 @@ async def test_refused_login_never_reveals_the_app_key(clock: VirtualClock, capl
 async def test_place_is_an_ack_then_reads_tell_the_truth(sim: Running) -> None:
     b = broker(sim)
     placed = await b.place(_limit("rnlife1", "10.50"))
-    assert placed.status is OrderStatus.PENDING_NEW and placed.broker_order_id  # an ack is not a fill
+    assert placed.status is OrderStatus.OPEN and placed.broker_order_id and placed.filled_quantity == 0
     resting = await b.get_order("rnlife1")
     assert resting is not None and resting.status is OrderStatus.OPEN and resting.raw_status == "New"
     assert [o.client_order_id for o in await b.open_orders()] == ["rnlife1"]

@@ -45,7 +45,7 @@ def account(sim: Running, *, name: str = "blitz1", user: str = "Algo123", dialec
     return Account(
         name=name, broker="blitz", endpoints=sim.endpoints(dialect),
         credentials={"app_key": {"env": APP_KEY_ENV}},
-        instruments=str(MASTER), timeout_seconds=2.0,
+        instruments=str(MASTER), timeout_seconds=10.0,
         rate_limit={"orders_per_second": 500, "burst": 50},
         options={"user_id": user, "dialect": dialect, **options},
     )

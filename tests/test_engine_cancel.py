@@ -48,11 +48,13 @@ async def test_cancel_all_by_tag(tmp_path):
 
 async def test_cancel_of_a_filled_order_reports_the_truth(tmp_path):
     env = make_env(tmp_path)
-    report = await env.run(playbook("""
+    report = await env.run(
+        playbook("""
 steps:
   - {kind: place, id: a, instrument: fut, side: BUY, lots: 1}
   - {kind: cancel, id: c, order: a}
-"""))
+""")
+    )
     assert env.steps(report)["c"] == "succeeded"
     assert "1 filled before the cancel" in report.steps[1].message
 

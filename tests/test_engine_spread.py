@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine_helpers import at, ce_instrument, make_env, playbook, pe_instrument
+from engine_helpers import at, ce_instrument, make_env, pe_instrument, playbook
 from faulty_broker import FaultyMultileg, FaultyNoMultileg
 
 from runner.model import OrderStatus
@@ -63,18 +63,21 @@ async def test_unfilled_leg_is_cancelled_and_filled_legs_unwound(tmp_path):
     assert "unwound 1" in report.steps[0].message
     book = env.broker()
     by_status = sorted((o.instrument.key, o.side.value, o.status.value) for o in await book.orders())
-    assert by_status == sorted([
-        (pe_instrument().key, "BUY", "filled"),
-        (ce_instrument().key, "SELL", "cancelled"),
-        (pe_instrument().key, "SELL", "filled"),  # the unwind
-    ])
+    assert by_status == sorted(
+        [
+            (pe_instrument().key, "BUY", "filled"),
+            (ce_instrument().key, "SELL", "cancelled"),
+            (pe_instrument().key, "SELL", "filled"),  # the unwind
+        ]
+    )
     assert all(p.quantity == 0 for p in await book.positions())
 
 
 async def test_cancel_pending_keeps_the_filled_hedge(tmp_path):
     env = make_env(tmp_path)
-    report = await env.run(playbook(spread(mode="legged", policy="cancel_pending",
-                                           ce_extra=", type: LIMIT, price: 140")))
+    report = await env.run(
+        playbook(spread(mode="legged", policy="cancel_pending", ce_extra=", type: LIMIT, price: 140"))
+    )
     assert env.steps(report) == {"sp": "failed"}
     positions = {p.instrument.key: p.quantity for p in await env.broker().positions()}
     assert positions == {pe_instrument().key: 75}
@@ -83,7 +86,9 @@ async def test_cancel_pending_keeps_the_filled_hedge(tmp_path):
 
 async def test_keep_leaves_the_pending_leg_working(tmp_path):
     env = make_env(tmp_path)
-    report = await env.run(playbook(spread(mode="legged", policy="keep", ce_extra=", type: LIMIT, price: 140")))
+    report = await env.run(
+        playbook(spread(mode="legged", policy="keep", ce_extra=", type: LIMIT, price: 140"))
+    )
     assert env.steps(report) == {"sp": "failed"}
     (open_leg,) = await env.broker().open_orders()
     assert open_leg.instrument.key == ce_instrument().key and open_leg.status is OrderStatus.OPEN

@@ -27,14 +27,21 @@ async def _seed(env, *requests: OrderRequest) -> None:
 async def test_square_off_splits_by_freeze_quantity_and_ends_flat(tmp_path):
     env = make_env(tmp_path)
     # A position from an earlier process: 4,500 long in slices of 1,800 (the freeze quantity).
-    await _seed(env, *[OrderRequest(f"seed{i}", NIFTY_FUT, Side.BUY, q, product=Product.NRML)
-                       for i, q in enumerate((1800, 1800, 900))],
-                OrderRequest("seed-rel", RELIANCE, Side.SELL, 10, product=Product.MIS))
+    await _seed(
+        env,
+        *[
+            OrderRequest(f"seed{i}", NIFTY_FUT, Side.BUY, q, product=Product.NRML)
+            for i, q in enumerate((1800, 1800, 900))
+        ],
+        OrderRequest("seed-rel", RELIANCE, Side.SELL, 10, product=Product.MIS),
+    )
     await _seed(env, OrderRequest("resting", RELIANCE, Side.BUY, 5, OrderType.LIMIT, price=Decimal(2800)))
-    report = await env.run(playbook("""
+    report = await env.run(
+        playbook("""
 steps:
   - {kind: square_off, id: sq, filter: {}}
-"""))
+""")
+    )
     assert env.steps(report) == {"sq": "succeeded"}, report.steps[0].message
     book = env.broker()
     assert all(p.quantity == 0 for p in await book.positions())
@@ -45,12 +52,17 @@ steps:
 
 async def test_square_off_filter_by_product_leaves_others(tmp_path):
     env = make_env(tmp_path)
-    await _seed(env, OrderRequest("s1", NIFTY_FUT, Side.BUY, 75, product=Product.NRML),
-                OrderRequest("s2", RELIANCE, Side.BUY, 10, product=Product.MIS))
-    report = await env.run(playbook("""
+    await _seed(
+        env,
+        OrderRequest("s1", NIFTY_FUT, Side.BUY, 75, product=Product.NRML),
+        OrderRequest("s2", RELIANCE, Side.BUY, 10, product=Product.MIS),
+    )
+    report = await env.run(
+        playbook("""
 steps:
   - {kind: square_off, id: sq, filter: {product: [MIS]}}
-"""))
+""")
+    )
     assert env.steps(report) == {"sq": "succeeded"}
     left = {p.instrument.key: p.quantity for p in await env.broker().positions() if p.quantity}
     assert left == {NIFTY_FUT.key: 75}
@@ -60,10 +72,12 @@ async def test_escalation_limit_then_market(tmp_path):
     env = make_env(tmp_path, fill_slice=2)  # the book fills 2 per second: the limit exit is still working
     await _seed(env, OrderRequest("s1", RELIANCE, Side.BUY, 10))
     env.clock.advance(10)
-    report = await env.run(playbook("""
+    report = await env.run(
+        playbook("""
 steps:
   - {kind: square_off, id: sq, at: "15:15", escalation: {limit_offset: 1, timeout: 2s}}
-"""))
+""")
+    )
     assert env.steps(report) == {"sq": "succeeded"}, report.steps[0].message
     (exit_order,) = [o for o in await env.broker().orders() if o.client_order_id.startswith("rn")]
     assert exit_order.order_type is OrderType.MARKET
@@ -75,10 +89,12 @@ steps:
 async def test_limit_exit_fills_without_escalation(tmp_path):
     env = make_env(tmp_path)
     await _seed(env, OrderRequest("s1", RELIANCE, Side.BUY, 10))
-    report = await env.run(playbook("""
+    report = await env.run(
+        playbook("""
 steps:
   - {kind: square_off, id: sq, escalation: {limit_offset: 1, timeout: 15s}}
-"""))
+""")
+    )
     assert env.steps(report) == {"sq": "succeeded"}
     (exit_order,) = [o for o in await env.broker().orders() if o.client_order_id.startswith("rn")]
     assert exit_order.order_type is OrderType.LIMIT and exit_order.price == Decimal(2899)

@@ -9,21 +9,25 @@ from runner.journal import StepOutcome
 
 async def test_wait_until_a_time_moves_the_clock_there(tmp_path):
     env = make_env(tmp_path)
-    report = await env.run(playbook("""
+    report = await env.run(
+        playbook("""
 steps:
   - {kind: wait, id: w, until: "15:10"}
-"""))
+""")
+    )
     assert env.steps(report) == {"w": "succeeded"}
     assert env.clock.now() == at(15, 10)
 
 
 async def test_wait_for_order_status_succeeds_when_reached(tmp_path):
     env = make_env(tmp_path)
-    report = await env.run(playbook("""
+    report = await env.run(
+        playbook("""
 steps:
   - {kind: place, id: buy, instrument: fut, side: BUY, lots: 1}
   - {kind: wait, id: w, order: buy, status: [filled], timeout: 10s}
-"""))
+""")
+    )
     assert env.steps(report) == {"buy": "succeeded", "w": "succeeded"}
 
 
@@ -52,11 +56,13 @@ steps:
 
 async def test_at_waits_and_after_delays(tmp_path):
     env = make_env(tmp_path)
-    report = await env.run(playbook("""
+    report = await env.run(
+        playbook("""
 steps:
   - {kind: wait, id: a, at: "10:00"}
   - {kind: wait, id: b, after: 90s}
-"""))
+""")
+    )
     assert env.steps(report) == {"a": "succeeded", "b": "succeeded"}
     assert report.steps[0].finished_at == at(10, 0)
     assert report.steps[1].finished_at == at(10, 1, 30)
@@ -64,21 +70,26 @@ steps:
 
 async def test_late_step_is_skipped_or_run_within_window(tmp_path):
     env = make_env(tmp_path, start=at(10, 3))
-    report = await env.run(playbook("""
+    report = await env.run(
+        playbook("""
 steps:
   - {kind: wait, id: skipme, at: "10:00"}
   - {kind: wait, id: within, at: "10:00", late: run-within 5m}
   - {kind: wait, id: toolate, at: "09:00", late: run-within 5m}
-"""))
+""")
+    )
     assert env.steps(report) == {"skipme": "skipped", "within": "succeeded", "toolate": "skipped"}
     assert "late by 180s" in report.steps[0].message
 
 
 async def test_now_mode_ignores_at(tmp_path):
     env = make_env(tmp_path, start=at(9, 30))
-    report = await env.run(playbook("""
+    report = await env.run(
+        playbook("""
 steps:
   - {kind: wait, id: a, at: "14:00"}
-"""), ignore_at=True)
+"""),
+        ignore_at=True,
+    )
     assert report.steps[0].outcome is StepOutcome.SUCCEEDED
     assert env.clock.now() == at(9, 30)

@@ -3,6 +3,7 @@ of unknown intents before anything new is sent, redaction of secrets in logs and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -26,7 +27,9 @@ steps:
 
 
 def _intent(env, cid: str = "rnx") -> Intent:
-    env.journal.start_run("r1", playbook="p", account="paper", scheduled_for=at(0, 0), mode="run", now=at(9, 0))
+    env.journal.start_run(
+        "r1", playbook="p", account="paper", scheduled_for=at(0, 0), mode="run", now=at(9, 0)
+    )
     req = OrderRequest(cid, NIFTY_FUT, Side.BUY, 75)
     intent = Intent(cid, "r1", "paper", "s", "s", 0, 0, Purpose.ENTRY, req, at(9, 0))
     env.journal.add_intent(intent)
@@ -34,7 +37,9 @@ def _intent(env, cid: str = "rnx") -> Intent:
 
 
 def _order(cid: str, status: OrderStatus, filled: int = 0) -> Order:
-    return Order(cid, "B1", NIFTY_FUT, Side.BUY, 75, OrderType.MARKET, Product.MIS, status, filled_quantity=filled)
+    return Order(
+        cid, "B1", NIFTY_FUT, Side.BUY, 75, OrderType.MARKET, Product.MIS, status, filled_quantity=filled
+    )
 
 
 def test_illegal_transition_is_recorded_and_not_applied(tmp_path):
@@ -50,10 +55,13 @@ def test_illegal_transition_is_recorded_and_not_applied(tmp_path):
     assert env.journal.get_intent("rnx").status is OrderStatus.FILLED
     rows = env.journal.transitions("rnx")
     assert [(r["old_status"], r["new_status"], r["legal"]) for r in rows] == [
-        ("pending_new", "filled", True), ("filled", "open", False)]
+        ("pending_new", "filled", True),
+        ("filled", "open", False),
+    ]
     import sqlalchemy as sa
 
     from runner.journal import events
+
     with env.engine.connect() as c:
         kinds = [r.kind for r in c.execute(sa.select(events))]
     assert kinds == ["illegal_transition"]
@@ -70,8 +78,9 @@ def test_duplicate_intent_is_refused(tmp_path):
         pass
     else:
         raise AssertionError("a second intent with the same client id must be refused")
-    other = dataclasses.replace(intent, client_order_id="rny", request=dataclasses.replace(intent.request,
-                                client_order_id="rny"))
+    other = dataclasses.replace(
+        intent, client_order_id="rny", request=dataclasses.replace(intent.request, client_order_id="rny")
+    )
     try:  # same run/slot/leg/attempt under another id
         env.journal.add_intent(other)
     except DuplicateIntent:
@@ -103,10 +112,8 @@ async def test_interrupted_run_resumes_from_the_unfinished_step(tmp_path):
         raise KeyboardInterrupt
 
     broker.hook("cancel", crash)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         await env.run(pb, broker=broker)
-    except KeyboardInterrupt:
-        pass
     run_id = env.journal.list_runs()[0].run_id
     steps = env.journal.steps_of(run_id)
     assert steps["sq"].outcome is StepOutcome.RUNNING and steps["buy"].outcome is StepOutcome.SUCCEEDED
@@ -139,6 +146,7 @@ async def test_unknown_intents_are_reconciled_before_anything_is_sent(tmp_path):
         import sqlalchemy as sa
 
         from runner.journal import steps
+
         c.execute(sa.delete(steps).where(steps.c.run_id == report.run_id))
     broker2 = Faulty(env.broker())
     broker2.hook("get_order", lambda cid: order_of_calls.append(f"get_order {cid}"))
@@ -152,9 +160,15 @@ async def test_unknown_intents_are_reconciled_before_anything_is_sent(tmp_path):
 
 
 def test_redact_hides_secret_keys_and_secret_objects():
-    data = {"password": "hunter2", "side": "BUY", "nested": [{"accessToken": "abc", "mpin": "1234"}],
-            "creds": Secret("s3cret"), "header": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_abcdef",
-            "sid": "x", "instrument_key": "NSE X"}
+    data = {
+        "password": "hunter2",
+        "side": "BUY",
+        "nested": [{"accessToken": "abc", "mpin": "1234"}],
+        "creds": Secret("s3cret"),
+        "header": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_abcdef",
+        "sid": "x",
+        "instrument_key": "NSE X",
+    }
     out = redact(data)
     text = json.dumps(out)
     for secret in ("hunter2", "abc", "1234", "s3cret", "eyJhbGci"):

@@ -582,6 +582,7 @@ class BlitzBroker:
         self._generation = 0  # bumps on every login, so concurrent 401s trigger one re-login
         self._login_lock = asyncio.Lock()
         self._requests: dict[str, OrderRequest] = {}  # what we placed, by client id (fills row gaps)
+        self._acked: dict[str, str] = {}  # client id -> blitzOrderId, once the broker is known to have it
         self._by_instrument_id: dict[int, MasterRow] = {}
         for row in master:
             raw = row.extra.get("instrument_id") or row.token
@@ -710,7 +711,10 @@ class BlitzBroker:
         return Instrument(EXCHANGE_OF_SEGMENT.get(seg, seg), str(get(row, "instrumentName", default=iid)))
 
     def _order(self, row: Mapping[str, Any]) -> Order:
-        fallback = self._requests.get(str(get(row, "correlationOrderId", default="")))
+        correlation = str(get(row, "correlationOrderId", default=""))
+        fallback = self._requests.get(correlation)
+        if fallback is not None:
+            self._acked.setdefault(correlation, str(get(row, "blitzOrderId")))
         return order_from_row(row, self._instrument(row), fallback=fallback)
 
     def _path(self, template: str, **values: object) -> str:
@@ -720,6 +724,11 @@ class BlitzBroker:
 
     async def place(self, request: OrderRequest) -> Order:
         row = self.master.resolve(request.instrument)  # InstrumentUnknown before anything is sent
+        known = self._acked.get(request.client_order_id)
+        if known is not None:
+            # Blitz does not refuse a repeated correlationOrderId (none of its docs say so): we do.
+            raise Rejected(f"client order id {request.client_order_id} already placed as {known}",
+                           code="duplicate", broker=BROKER)
         body = place_body(request, row, self.client_id, self.dialect)
         key = await self._throttle(request.instrument)
         self._requests[request.client_order_id] = request
@@ -728,12 +737,15 @@ class BlitzBroker:
         boid = get(data, "blitzOrderId") if isinstance(data, Mapping) else None
         if boid is None:
             raise OutcomeUnknown("placeOrder reply carries no blitzOrderId", broker=BROKER)
+        self._acked[request.client_order_id] = str(boid)
         return Order(
             client_order_id=request.client_order_id, broker_order_id=str(boid), instrument=row.instrument,
             side=request.side, quantity=request.quantity, order_type=request.order_type,
-            product=request.product, status=OrderStatus.PENDING_NEW, price=request.price,
+            # The OMS registered it under a blitzOrderId: OPEN as far as we know (a later read may show
+            # PendingNew/Rejected; the model allows OPEN -> REJECTED but not PENDING_NEW -> PENDING_CANCEL).
+            product=request.product, status=OrderStatus.OPEN, price=request.price,
             trigger_price=request.trigger_price, validity=request.validity, tag=request.tag,
-            raw_status="accepted",  # the OMS registered it; the exchange has not acknowledged yet
+            raw_status="accepted",
         )
 
     async def _row_by_broker_id(self, broker_order_id: str) -> Mapping[str, Any]:

@@ -35,7 +35,9 @@ def load_playbook(path: str, accounts_file: str | None = None) -> Playbook:
 
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", metavar="URL", help="journal database URL (default $RUNNER_DB or ./.runner/runner.db)")
+    parser.add_argument(
+        "--db", metavar="URL", help="journal database URL (default $RUNNER_DB or ./.runner/runner.db)"
+    )
 
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:
@@ -58,19 +60,28 @@ def local(at: dt.datetime | None, tz: ZoneInfo) -> str:
     return "-" if at is None else at.astimezone(tz).strftime("%H:%M:%S.%f")[:-3]
 
 
-def progress_printer(tz: ZoneInfo, out: TextIO = sys.stdout, *, orders: bool = True) -> Callable[[EngineEvent], None]:
+def progress_printer(
+    tz: ZoneInfo, out: TextIO | None = None, *, orders: bool = True
+) -> Callable[[EngineEvent], None]:
     def show(e: EngineEvent) -> None:
         t = local(e.at, tz)
         if e.kind is EventKind.STEP_STARTED:
             print(f"{t}  ▶ {e.step_id}: {e.message}", file=out, flush=True)
         elif e.kind is EventKind.STEP_FINISHED:
-            print(f"{t}  {'✔' if e.outcome == 'succeeded' else '•'} {e.step_id} {e.outcome}: {e.message}",
-                  file=out, flush=True)
+            print(
+                f"{t}  {'✔' if e.outcome == 'succeeded' else '•'} {e.step_id} {e.outcome}: {e.message}",
+                file=out,
+                flush=True,
+            )
         elif e.kind is EventKind.ORDER and orders and e.order is not None:
             o = e.order
             fill = f" filled {o.filled_quantity}@{o.average_price}" if o.filled_quantity else ""
-            print(f"{t}      {o.client_order_id} {o.side.value} {o.quantity} {o.instrument.key} "
-                  f"{o.status.value}{fill}", file=out, flush=True)
+            print(
+                f"{t}      {o.client_order_id} {o.side.value} {o.quantity} {o.instrument.key} "
+                f"{o.status.value}{fill}",
+                file=out,
+                flush=True,
+            )
         elif e.kind is EventKind.NOTE:
             print(f"{t}      note: {e.message}", file=out, flush=True)
         elif e.kind in (EventKind.RUN_STARTED, EventKind.RUN_FINISHED):
@@ -102,26 +113,36 @@ def report_dict(report: RunReport) -> dict[str, Any]:
         "status": report.status.value,
         "resumed": report.resumed,
         "steps": [
-            {"id": s.step_id, "kind": s.kind, "outcome": s.outcome.value, "message": s.message,
-             "started_at": s.started_at.isoformat() if s.started_at else None,
-             "finished_at": s.finished_at.isoformat() if s.finished_at else None}
+            {
+                "id": s.step_id,
+                "kind": s.kind,
+                "outcome": s.outcome.value,
+                "message": s.message,
+                "started_at": s.started_at.isoformat() if s.started_at else None,
+                "finished_at": s.finished_at.isoformat() if s.finished_at else None,
+            }
             for s in report.steps
         ],
     }
 
 
-def print_summary(report: RunReport, tz: ZoneInfo, out: TextIO = sys.stdout) -> None:
+def print_summary(report: RunReport, tz: ZoneInfo, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     rows = [(s.step_id, s.kind, s.outcome.value, local(s.finished_at, tz), s.message) for s in report.steps]
     headers = ("STEP", "KIND", "OUTCOME", "AT", "DETAIL")
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers[:-1])]
-    print(f"\nrun {report.run_id} ({report.playbook} on {report.account}): {report.status.value}"
-          f"{' (resumed)' if report.resumed else ''}", file=out)
+    print(
+        f"\nrun {report.run_id} ({report.playbook} on {report.account}): {report.status.value}"
+        f"{' (resumed)' if report.resumed else ''}",
+        file=out,
+    )
     print("  ".join(h.ljust(w) for h, w in zip(headers[:-1], widths, strict=True)) + "  DETAIL", file=out)
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1], file=out)
 
 
-def print_json(value: Any, out: TextIO = sys.stdout) -> None:
+def print_json(value: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     print(json.dumps(value, indent=2, default=str, sort_keys=True), file=out)
 
 

@@ -19,19 +19,39 @@ def run(args: argparse.Namespace) -> int:
 
     runs = Journal(args.db).list_runs(limit=args.limit, playbook=args.playbook)
     if args.json:
-        print_json([
-            {"run_id": r.run_id, "playbook": r.playbook, "account": r.account, "mode": r.mode,
-             "scheduled_for": r.scheduled_for.isoformat(), "started_at": r.started_at.isoformat(),
-             "finished_at": r.finished_at.isoformat() if r.finished_at else None, "starts": r.starts,
-             "status": r.status.value, "message": r.message}
-            for r in runs
-        ])
+        print_json(
+            [
+                {
+                    "run_id": r.run_id,
+                    "playbook": r.playbook,
+                    "account": r.account,
+                    "mode": r.mode,
+                    "scheduled_for": r.scheduled_for.isoformat(),
+                    "started_at": r.started_at.isoformat(),
+                    "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                    "starts": r.starts,
+                    "status": r.status.value,
+                    "message": r.message,
+                }
+                for r in runs
+            ]
+        )
         return 0
     if not runs:
         print("no runs yet")
         return 0
-    rows = [(r.run_id, r.playbook, r.account, r.mode, r.started_at.strftime("%Y-%m-%d %H:%M:%SZ"),
-             r.status.value, str(r.starts)) for r in runs]
+    rows = [
+        (
+            r.run_id,
+            r.playbook,
+            r.account,
+            r.mode,
+            r.started_at.strftime("%Y-%m-%d %H:%M:%SZ"),
+            r.status.value,
+            str(r.starts),
+        )
+        for r in runs
+    ]
     headers = ("RUN", "PLAYBOOK", "ACCOUNT", "MODE", "STARTED", "STATUS", "STARTS")
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
     for row in (headers, *rows):

@@ -29,8 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("playbook", metavar="PLAYBOOK")
     parser.add_argument("--date", type=dt.date.fromisoformat, help="trading date to rehearse (default today)")
-    parser.add_argument("--start", type=dt.time.fromisoformat,
-                        help="local time the virtual day starts (default 09:15 or the earliest `at:`)")
+    parser.add_argument(
+        "--start",
+        type=dt.time.fromisoformat,
+        help="local time the virtual day starts (default 09:15 or the earliest `at:`)",
+    )
     parser.add_argument("--db", metavar="URL", help="keep the paper book and journal in this database")
     parser.add_argument("--risk", metavar="FILE", help="global risk limits YAML (default $RUNNER_RISK)")
     parser.add_argument("--quiet", action="store_true", help="summary only, no timeline")
@@ -56,8 +59,11 @@ def run(args: argparse.Namespace) -> int:
     observer = None if (args.quiet or args.json) else deduplicating(progress_printer(tz))
     if observer is not None:
         print(f"rehearsal of {pb.name} on {date} ({pb.timezone}), paper broker, virtual time")
-    report = asyncio.run(rehearse(pb, date, db_url=args.db, start=args.start, observer=observer,
-                                  risk=load_risk_config(args.risk)))
+    report = asyncio.run(
+        rehearse(
+            pb, date, db_url=args.db, start=args.start, observer=observer, risk=load_risk_config(args.risk)
+        )
+    )
     if args.json:
         print_json(report_dict(report))
     else:

@@ -40,9 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("playbook", metavar="PLAYBOOK", help="playbook YAML file")
     parser.add_argument("--account", help="account name (default: the playbook's `account:`)")
-    parser.add_argument("--accounts", metavar="FILE", help="accounts file (default $RUNNER_ACCOUNTS, ./accounts.yaml)")
-    parser.add_argument("--now", action="store_true",
-                        help="fire a fresh run immediately: slot = now, `at:` times not waited for")
+    parser.add_argument(
+        "--accounts", metavar="FILE", help="accounts file (default $RUNNER_ACCOUNTS, ./accounts.yaml)"
+    )
+    parser.add_argument(
+        "--now",
+        action="store_true",
+        help="fire a fresh run immediately: slot = now, `at:` times not waited for",
+    )
     parser.add_argument("--resume", metavar="RUN_ID", help="resume this run (e.g. an interrupted --now run)")
     parser.add_argument("--risk", metavar="FILE", help="global risk limits YAML (default $RUNNER_RISK)")
     parser.add_argument("--log-file", metavar="FILE", help="write JSON log lines here")
@@ -97,12 +102,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"runner run: {exc}", file=sys.stderr)
         return EXIT_BROKER
     observer = deduplicating(progress_printer(tz)) if tty and not args.json else None
-    options = RunOptions(scheduled_for=slot, mode="now" if ignore_at else "run", ignore_at=ignore_at, risk=risk)
+    options = RunOptions(
+        scheduled_for=slot, mode="now" if ignore_at else "run", ignore_at=ignore_at, risk=risk
+    )
 
     async def main() -> object:
         try:
-            return await execute(pb, broker, journal, clock, account=account.name, options=options,
-                                 observer=observer)
+            return await execute(
+                pb, broker, journal, clock, account=account.name, options=options, observer=observer
+            )
         finally:
             await broker.close()
 

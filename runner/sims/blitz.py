@@ -624,7 +624,7 @@ class BlitzSim:
     @staticmethod
     def _abort(request: web.Request) -> web.StreamResponse:
         if request.transport is not None:
-            request.transport.abort()
+            request.transport.close()
         return web.Response(status=500)  # never reaches the client
 
     def _dispatch(self, op: str, ident: str | None, body: Any, request: web.Request) -> web.Response:
@@ -690,7 +690,9 @@ class Running:
     def endpoints(self, dialect: str = "sdk") -> dict[str, str]:
         """Account ``endpoints`` pointing an adapter at this simulator."""
         if dialect == "seed":
-            return {"auth": self.auth_url, "api": self.seed_api_url}
+            # The seed documents no positions/trades: those stay on the SDK's interactive base.
+            return {"auth": self.auth_url, "api": self.seed_api_url,
+                    "positions": self.api_url + "/positions", "trades": self.api_url + "/trades"}
         return {"auth": self.auth_url, "api": self.api_url}
 
 
