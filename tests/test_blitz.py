@@ -53,11 +53,14 @@ async def sim(clock: VirtualClock) -> AsyncIterator[Running]:
         yield running
 
 
-def _limit(cid: str, price: str = "10.50", qty: int = 10, inst: Any = IDEA, side: Side = Side.BUY) -> OrderRequest:
+def _limit(
+    cid: str, price: str = "10.50", qty: int = 10, inst: Any = IDEA, side: Side = Side.BUY
+) -> OrderRequest:
     return OrderRequest(cid, inst, side, qty, OrderType.LIMIT, price=Decimal(price))
 
 
 # -- auth -------------------------------------------------------------------------------------------------
+
 
 async def test_session_expiry_logs_in_again_once(clock: VirtualClock) -> None:
     async with start(FaultPlan.parse("expire=300s"), clock=clock, options=SIM_OPTIONS) as sim:
@@ -75,8 +78,9 @@ async def test_session_expiry_logs_in_again_once(clock: VirtualClock) -> None:
 
 
 async def test_token_exception_403_also_means_log_in_again(clock: VirtualClock) -> None:
-    async with start(FaultPlan.parse("expire=60s"), clock=clock,
-                     options={**SIM_OPTIONS, "expiry_status": 403}) as sim:
+    async with start(
+        FaultPlan.parse("expire=60s"), clock=clock, options={**SIM_OPTIONS, "expiry_status": 403}
+    ) as sim:
         b = broker(sim)
         await b.connect()
         clock.advance(61)
@@ -95,8 +99,9 @@ async def test_only_one_relogin_then_the_error_surfaces(clock: VirtualClock) -> 
         await b.close()
 
 
-async def test_refused_login_never_reveals_the_app_key(clock: VirtualClock, caplog: pytest.LogCaptureFixture
-                                                       ) -> None:
+async def test_refused_login_never_reveals_the_app_key(
+    clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
     async with start(clock=clock, options={**SIM_OPTIONS, "users": {"Algo123": "the-real-key"}}) as sim:
         b = broker(sim)
         with caplog.at_level(logging.DEBUG), pytest.raises(AuthExpired) as info:
@@ -108,6 +113,7 @@ async def test_refused_login_never_reveals_the_app_key(clock: VirtualClock, capl
 
 
 # -- lifecycle --------------------------------------------------------------------------------------------
+
 
 async def test_place_is_an_ack_then_reads_tell_the_truth(sim: Running) -> None:
     b = broker(sim)
@@ -161,7 +167,9 @@ async def test_partial_fills(clock: VirtualClock) -> None:
         b = broker(sim)
         await b.place(OrderRequest("rnpf1", NIFTY_CE, Side.BUY, 225))
         first = await b.get_order("rnpf1")
-        assert first is not None and first.status is OrderStatus.PARTIALLY_FILLED and first.filled_quantity == 75
+        assert (
+            first is not None and first.status is OrderStatus.PARTIALLY_FILLED and first.filled_quantity == 75
+        )
         clock.advance(2)
         done = await b.get_order("rnpf1")
         assert done is not None and done.status is OrderStatus.FILLED and done.filled_quantity == 225
@@ -174,7 +182,9 @@ async def test_stop_order_waits_for_its_trigger(sim: Running) -> None:
     req = OrderRequest("rnsl1", TCS, Side.BUY, 5, OrderType.SL_M, trigger_price=Decimal(4200))
     await b.place(req)
     waiting = await b.get_order("rnsl1")
-    assert waiting is not None and waiting.raw_status == "TriggerPending" and waiting.status is OrderStatus.OPEN
+    assert (
+        waiting is not None and waiting.raw_status == "TriggerPending" and waiting.status is OrderStatus.OPEN
+    )
     assert waiting.trigger_price == Decimal(4200)
     await b.close()
 
@@ -195,6 +205,7 @@ async def test_seed_dialect_lifecycle(sim: Running) -> None:
 
 
 # -- errors -----------------------------------------------------------------------------------------------
+
 
 async def test_broker_rejections_are_rejected(sim: Running) -> None:
     b = broker(sim)
@@ -218,9 +229,14 @@ async def test_simulator_refuses_to_cancel_a_filled_order_with_403(sim: Running)
     async with httpx.AsyncClient() as raw:
         login = await raw.post(sim.auth_url + "/api/app_login", json={"appKey": "k", "userId": "Algo123"})
         token = login.json()["data"]["accessToken"]
-        r = await raw.delete(sim.api_url + "/orders/cancelOrder", headers={"Authorization": f"Bearer {token}"},
-                             params={"instrumentId": "110010000014366", "blitzOrderId": filled.broker_order_id})
-    assert r.status_code == 403 and r.json()["status"] == "error" and r.json()["error_type"] == "OrderException"
+        r = await raw.delete(
+            sim.api_url + "/orders/cancelOrder",
+            headers={"Authorization": f"Bearer {token}"},
+            params={"instrumentId": "110010000014366", "blitzOrderId": filled.broker_order_id},
+        )
+    assert (
+        r.status_code == 403 and r.json()["status"] == "error" and r.json()["error_type"] == "OrderException"
+    )
     await b.close()
 
 
@@ -273,6 +289,7 @@ def sim_master() -> str:
 
 # -- faults on --------------------------------------------------------------------------------------------
 
+
 async def _place_resolved(b: BlitzBroker, req: OrderRequest, stats: dict[str, int]) -> Order:
     """What the engine does: on an ambiguous outcome look the order up; send again only if certainly absent."""
     for _ in range(20):
@@ -314,8 +331,9 @@ async def test_faults_never_duplicate_an_order(clock: VirtualClock, transport: s
     plan = FaultPlan.parse("5xx=0.1,reset=0.1,drop=0.15,429=0.05,latency=1ms,seed=11")
     stats = dict.fromkeys(("unknown", "resolved", "absent", "throttled", "cancel_unknown"), 0)
     async with start(plan, clock=clock, options=SIM_OPTIONS) as sim:
-        b = create(account(sim, http_transport=transport),
-                   master=InstrumentMaster.load(sim_master(), broker="blitz"))
+        b = create(
+            account(sim, http_transport=transport), master=InstrumentMaster.load(sim_master(), broker="blitz")
+        )
         reqs = [_limit(f"rnf{i:03d}", "10.50") for i in range(40)]
         placed = await asyncio.gather(*(_place_resolved(b, r, stats) for r in reqs))
         for r in reqs:

@@ -26,14 +26,21 @@ def _app_key() -> Iterator[None]:
     os.environ.pop(APP_KEY_ENV, None)
 
 
-def _factory(faults: str, dialect: str) -> Callable[[MatchingConfig], contextlib.AbstractAsyncContextManager[Harness]]:
+def _factory(
+    faults: str, dialect: str
+) -> Callable[[MatchingConfig], contextlib.AbstractAsyncContextManager[Harness]]:
     @contextlib.asynccontextmanager
     async def factory(config: MatchingConfig) -> AsyncIterator[Harness]:
         market = Market.new()
         master = InstrumentMaster.load(CONTRACT_MASTER, broker="blitz")
         engine = MatchingEngine(market.prices, config)
-        async with start(FaultPlan.parse(faults), clock=market.clock, master=master, engine=engine,
-                         options={"retry_after": "0.01"}) as sim:
+        async with start(
+            FaultPlan.parse(faults),
+            clock=market.clock,
+            master=master,
+            engine=engine,
+            options={"retry_after": "0.01"},
+        ) as sim:
             acct = account(sim, dialect=dialect).model_copy(update={"instruments": str(CONTRACT_MASTER)})
             broker = create(acct, clock=market.clock)
             await broker.connect()
@@ -41,6 +48,7 @@ def _factory(faults: str, dialect: str) -> Callable[[MatchingConfig], contextlib
                 yield Harness(broker, market)
             finally:
                 await broker.close()
+
     return factory
 
 
@@ -58,6 +66,7 @@ class TestBlitzSeedDialectContract(BrokerContract):
 
 class TestBlitzContractWithFaults(BrokerContract):
     @pytest.fixture(params=["5xx=0.1,reset=0.05,drop=0.1,429=0.05,seed=3", "drop=0.3,expire=20s,seed=5"])
-    def broker_factory(self, request: pytest.FixtureRequest
-                       ) -> Callable[[MatchingConfig], contextlib.AbstractAsyncContextManager[Harness]]:
+    def broker_factory(
+        self, request: pytest.FixtureRequest
+    ) -> Callable[[MatchingConfig], contextlib.AbstractAsyncContextManager[Harness]]:
         return _factory(str(request.param), "sdk")

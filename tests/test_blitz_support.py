@@ -27,8 +27,14 @@ NIFTY_CE = Instrument("NFO", "NIFTY", dt.date(2026, 12, 29), Decimal(24500), Opt
 NIFTY_CE_2 = Instrument("NFO", "NIFTY", dt.date(2026, 12, 29), Decimal(24600), OptionType.CE)
 
 # Prices near the documented examples, so the docs' own request bodies pass the price band.
-PRICES = {"NSE IDEA": "11", "NSE TCS": "4100", "NSE SEEDEXAMPLE": "45.90", "NSE RELIANCE": "1400",
-          "NFO NIFTY 2026-12-29 24500 CE": "120", "NFO NIFTY 2026-12-29 24600 CE": "80"}
+PRICES = {
+    "NSE IDEA": "11",
+    "NSE TCS": "4100",
+    "NSE SEEDEXAMPLE": "45.90",
+    "NSE RELIANCE": "1400",
+    "NFO NIFTY 2026-12-29 24500 CE": "120",
+    "NFO NIFTY 2026-12-29 24600 CE": "80",
+}
 SIM_OPTIONS: dict[str, Any] = {"prices": PRICES, "volatility_ppm": 0, "retry_after": "0.01"}
 
 
@@ -40,12 +46,16 @@ def fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text(), parse_float=Decimal)
 
 
-def account(sim: Running, *, name: str = "blitz1", user: str = "Algo123", dialect: str = "sdk",
-            **options: Any) -> Account:
+def account(
+    sim: Running, *, name: str = "blitz1", user: str = "Algo123", dialect: str = "sdk", **options: Any
+) -> Account:
     return Account(
-        name=name, broker="blitz", endpoints=sim.endpoints(dialect),
+        name=name,
+        broker="blitz",
+        endpoints=sim.endpoints(dialect),
         credentials={"app_key": {"env": APP_KEY_ENV}},
-        instruments=str(MASTER), timeout_seconds=10.0,
+        instruments=str(MASTER),
+        timeout_seconds=10.0,
         rate_limit={"orders_per_second": 500, "burst": 50},
         options={"user_id": user, "dialect": dialect, **options},
     )

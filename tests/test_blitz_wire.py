@@ -79,6 +79,7 @@ def _same_number(a: Any, b: Any) -> bool:
 
 # -- requests ---------------------------------------------------------------------------------------------
 
+
 async def test_login_body_and_bearer_match_the_sdk(sim: Running) -> None:
     b = broker(sim)
     await b.place(OrderRequest("rnlogin", IDEA, Side.BUY, 1, OrderType.LIMIT, price=Decimal(11)))
@@ -93,9 +94,16 @@ async def test_place_body_matches_the_sdk_field_for_field(sim: Running, name: st
     doc = fixture(name)
     inst = TCS if doc["instrumentId"] == 110010000011536 else IDEA
     b = broker(sim, user="Algo123")
-    req = OrderRequest(doc["correlationOrderId"], inst, Side(doc["orderSide"]), doc["quantity"],
-                       OrderType(doc["orderType"]), Product(doc["product"]), Validity.DAY,
-                       price=Decimal(str(doc["price"])))
+    req = OrderRequest(
+        doc["correlationOrderId"],
+        inst,
+        Side(doc["orderSide"]),
+        doc["quantity"],
+        OrderType(doc["orderType"]),
+        Product(doc["product"]),
+        Validity.DAY,
+        price=Decimal(str(doc["price"])),
+    )
     await b.place(req)
     path, body = _sent(sim, "POST", "placeOrder")
     assert path == "/api_interactive/api/v1/orders/placeOrder"
@@ -149,8 +157,9 @@ async def test_modify_and_cancel_match_the_sdk(sim: Running) -> None:
 async def test_modify_and_cancel_match_the_seed(sim: Running) -> None:
     doc = fixture("seed_modify_order.json")
     b = broker(sim, user="PRASHANT", dialect="seed")
-    placed = await b.place(OrderRequest("rnseed2", SEEDEXAMPLE, Side.BUY, 1, OrderType.LIMIT,
-                                        price=Decimal("44.50")))
+    placed = await b.place(
+        OrderRequest("rnseed2", SEEDEXAMPLE, Side.BUY, 1, OrderType.LIMIT, price=Decimal("44.50"))
+    )
     row = sim.sim.orders_with_correlation("rnseed2")[0].history[-1]
     await b.modify(placed, Modification(quantity=4, price=Decimal("44.9")))
     path, body = _sent(sim, "PUT", "modifyOrder")
@@ -165,8 +174,11 @@ async def test_modify_and_cancel_match_the_seed(sim: Running) -> None:
     query = dict(httpx.URL(path).params)
     assert path.startswith("/api/order/cancelOrder?")
     assert list(query) == list(fixture("seed_cancel_query.json"))
-    assert query == {"InstrumentId": "110010000012018", "ExchangeOrderId": row["exchangeOrderId"],
-                     "StrategyInstanceId": row["strategyInstanceId"]}
+    assert query == {
+        "InstrumentId": "110010000012018",
+        "ExchangeOrderId": row["exchangeOrderId"],
+        "StrategyInstanceId": row["strategyInstanceId"],
+    }
     history_path, _ = _sent(sim, "GET", "orderHistory")
     assert history_path == f"/api/order/orderHistory/blitzOrderId/{placed.broker_order_id}"
     await b.close()
@@ -181,7 +193,7 @@ async def test_unknown_instrument_fails_before_anything_is_sent(sim: Running) ->
 
 
 def test_decimals_are_written_exactly() -> None:
-    body = {"price": Decimal("45.90"), "stop": Decimal("0.05"), "q": 3, "s": "a\"b", "n": None, "f": True}
+    body = {"price": Decimal("45.90"), "stop": Decimal("0.05"), "q": 3, "s": 'a"b', "n": None, "f": True}
     assert blitz.dumps(body) == b'{"price":45.90,"stop":0.05,"q":3,"s":"a\\"b","n":null,"f":true}'
     assert json.loads(blitz.dumps(body), parse_float=Decimal)["price"] == Decimal("45.90")
 
@@ -190,15 +202,27 @@ def test_market_and_stop_orders_zero_the_unused_prices() -> None:
     row = InstrumentMaster.load(MASTER, broker="blitz").resolve(TCS)
     market = blitz.place_body(OrderRequest("a", TCS, Side.BUY, 5), row, "C1")
     assert (market["orderType"], market["price"], market["stopPrice"]) == ("MARKET", 0, 0)
-    slm = blitz.place_body(OrderRequest("b", TCS, Side.SELL, 5, OrderType.SL_M, trigger_price=Decimal("4000"),
-                                        validity=Validity.IOC), row, "C1")
+    slm = blitz.place_body(
+        OrderRequest(
+            "b", TCS, Side.SELL, 5, OrderType.SL_M, trigger_price=Decimal("4000"), validity=Validity.IOC
+        ),
+        row,
+        "C1",
+    )
     assert (slm["orderType"], slm["price"], slm["stopPrice"], slm["tif"]) == ("SL-M", 0, Decimal(4000), "IOC")
-    seed = blitz.place_body(OrderRequest("c", TCS, Side.SELL, 5, OrderType.SL, price=Decimal("3990"),
-                                         trigger_price=Decimal("4000")), row, "C1", blitz.Dialect.SEED)
+    seed = blitz.place_body(
+        OrderRequest(
+            "c", TCS, Side.SELL, 5, OrderType.SL, price=Decimal("3990"), trigger_price=Decimal("4000")
+        ),
+        row,
+        "C1",
+        blitz.Dialect.SEED,
+    )
     assert (seed["OrderType"], seed["OrderSide"], seed["price"]) == ("SL", "Sell", Decimal(3990))
 
 
 # -- responses --------------------------------------------------------------------------------------------
+
 
 def _master() -> InstrumentMaster:
     return InstrumentMaster.load(MASTER, broker="blitz")
@@ -237,18 +261,31 @@ def test_positions_and_trades_read_into_the_model() -> None:
     assert (pos.quantity, pos.average_price, pos.day_sell_quantity) == (-225, Decimal("95.55"), 225)
     trade_rows = blitz.rows_of(fixture("sdk_trades_response.json")["data"])
     fill = blitz.fill_from_row(trade_rows[0], TCS)
-    assert (fill.quantity, fill.price, fill.trade_id, fill.side) == (225, Decimal("4098.50"), "trade_000001",
-                                                                     Side.SELL)
+    assert (fill.quantity, fill.price, fill.trade_id, fill.side) == (
+        225,
+        Decimal("4098.50"),
+        "trade_000001",
+        Side.SELL,
+    )
 
 
-@pytest.mark.parametrize(("raw", "filled", "expected"), [
-    ("PendingNew", 0, OrderStatus.PENDING_NEW), ("New", 0, OrderStatus.OPEN),
-    ("New", 5, OrderStatus.PARTIALLY_FILLED), ("TriggerPending", 0, OrderStatus.OPEN),
-    ("PartiallyFilled", 5, OrderStatus.PARTIALLY_FILLED), ("Filled", 10, OrderStatus.FILLED),
-    ("PendingCancel", 0, OrderStatus.PENDING_CANCEL), ("Cancelled", 3, OrderStatus.CANCELLED),
-    ("Canceled", 0, OrderStatus.CANCELLED), ("Rejected", 0, OrderStatus.REJECTED),
-    ("Expired", 0, OrderStatus.EXPIRED), ("PENDING_NEW", 0, OrderStatus.PENDING_NEW),
-])
+@pytest.mark.parametrize(
+    ("raw", "filled", "expected"),
+    [
+        ("PendingNew", 0, OrderStatus.PENDING_NEW),
+        ("New", 0, OrderStatus.OPEN),
+        ("New", 5, OrderStatus.PARTIALLY_FILLED),
+        ("TriggerPending", 0, OrderStatus.OPEN),
+        ("PartiallyFilled", 5, OrderStatus.PARTIALLY_FILLED),
+        ("Filled", 10, OrderStatus.FILLED),
+        ("PendingCancel", 0, OrderStatus.PENDING_CANCEL),
+        ("Cancelled", 3, OrderStatus.CANCELLED),
+        ("Canceled", 0, OrderStatus.CANCELLED),
+        ("Rejected", 0, OrderStatus.REJECTED),
+        ("Expired", 0, OrderStatus.EXPIRED),
+        ("PENDING_NEW", 0, OrderStatus.PENDING_NEW),
+    ],
+)
 def test_status_table(raw: str, filled: int, expected: OrderStatus) -> None:
     assert blitz.status_from(raw, filled) is expected
 
@@ -259,12 +296,22 @@ def test_unknown_status_is_explicitly_unknown_and_logged(caplog: pytest.LogCaptu
     assert "AmoQueued" in caplog.text
 
 
-@pytest.mark.parametrize(("status", "error_type", "expected"), [
-    (400, "InputException", Rejected), (400, "MarginException", Rejected), (400, "OrderException", Rejected),
-    (401, "AuthenticationError", AuthExpired), (403, "TokenException", AuthExpired),
-    (403, "OrderException", NotModifiable), (404, "InputException", NotFound), (405, "", Rejected),
-    (429, "", RateLimited), (502, "NetworkException", Unavailable), (500, "DataException", Unavailable),
-])
+@pytest.mark.parametrize(
+    ("status", "error_type", "expected"),
+    [
+        (400, "InputException", Rejected),
+        (400, "MarginException", Rejected),
+        (400, "OrderException", Rejected),
+        (401, "AuthenticationError", AuthExpired),
+        (403, "TokenException", AuthExpired),
+        (403, "OrderException", NotModifiable),
+        (404, "InputException", NotFound),
+        (405, "", Rejected),
+        (429, "", RateLimited),
+        (502, "NetworkException", Unavailable),
+        (500, "DataException", Unavailable),
+    ],
+)
 def test_error_envelope_mapping(status: int, error_type: str, expected: type[Exception]) -> None:
     body = {**fixture("sdk_error_response.json"), "error_type": error_type}
     err = blitz.error_from(status, body, operation="placeOrder")
@@ -273,8 +320,9 @@ def test_error_envelope_mapping(status: int, error_type: str, expected: type[Exc
 
 
 def test_error_inside_a_200_envelope_is_an_error() -> None:
-    response = httpx.Response(200, json={"status": "error", "message": "Insufficient funds",
-                                         "error_type": "MarginException"})
+    response = httpx.Response(
+        200, json={"status": "error", "message": "Insufficient funds", "error_type": "MarginException"}
+    )
     err = blitz.unwrap(response, operation="placeOrder")
     assert isinstance(err, Rejected) and err.code == "MarginException"
 
@@ -282,12 +330,28 @@ def test_error_inside_a_200_envelope_is_an_error() -> None:
 def test_blitz_json_instrument_master(tmp_path: Path) -> None:
     # docs/blitzsdk/instruments.md: the gzipped JSON dump.
     dump = [
-        {"instrumentId": 110010000011536, "exchangeSegment": "NSECM", "instrumentName": "TCS",
-         "instrumentType": "EQ", "lotSize": 1, "tickSize": 0.05, "expiry": None, "strike": None,
-         "optionType": None},
-        {"instrumentId": 262090000149108, "exchangeSegment": "NSEFO", "instrumentName": "TCS28JUL262060CE",
-         "instrumentType": "CE", "lotSize": 225, "tickSize": 0.05, "expiry": "2026-07-28", "strike": 2060,
-         "optionType": "CE"},
+        {
+            "instrumentId": 110010000011536,
+            "exchangeSegment": "NSECM",
+            "instrumentName": "TCS",
+            "instrumentType": "EQ",
+            "lotSize": 1,
+            "tickSize": 0.05,
+            "expiry": None,
+            "strike": None,
+            "optionType": None,
+        },
+        {
+            "instrumentId": 262090000149108,
+            "exchangeSegment": "NSEFO",
+            "instrumentName": "TCS28JUL262060CE",
+            "instrumentType": "CE",
+            "lotSize": 225,
+            "tickSize": 0.05,
+            "expiry": "2026-07-28",
+            "strike": 2060,
+            "optionType": "CE",
+        },
     ]
     path = tmp_path / "instruments.json.gz"
     path.write_bytes(gzip.compress(json.dumps(dump).encode()))

@@ -90,15 +90,28 @@ class Paths:
 
 
 SDK_PATHS = Paths(
-    login="api/app_login", place="orders/placeOrder", modify="orders/modifyOrder", cancel="orders/cancelOrder",
-    orders="orders", open_orders="orders/openOrders", order="orders/{id}", positions="positions",
+    login="api/app_login",
+    place="orders/placeOrder",
+    modify="orders/modifyOrder",
+    cancel="orders/cancelOrder",
+    orders="orders",
+    open_orders="orders/openOrders",
+    order="orders/{id}",
+    positions="positions",
     trades="trades",
 )
 # The seed's curls use the base ``http://uat.quantxpress.com/api/order`` (its table also shows ``orders/...``
 # and ``order/cancelOrder``; the simulator accepts all of them). Positions/trades are SDK-only paths.
 SEED_PATHS = Paths(
-    login="api/app_login", place="placeOrder", modify="modifyOrder", cancel="cancelOrder", orders="",
-    open_orders=None, order="orderHistory/blitzOrderId/{id}", positions="positions", trades="trades",
+    login="api/app_login",
+    place="placeOrder",
+    modify="modifyOrder",
+    cancel="cancelOrder",
+    orders="",
+    open_orders=None,
+    order="orderHistory/blitzOrderId/{id}",
+    positions="positions",
+    trades="trades",
 )
 
 # ---------------------------------------------------------------------------------------------------------
@@ -107,7 +120,12 @@ SEED_PATHS = Paths(
 
 # Canonical exchange -> Blitz exchange segment (docs/blitzsdk/instruments.md "Symbol format").
 SEGMENT_OF_EXCHANGE: dict[str, str] = {
-    "NSE": "NSECM", "NFO": "NSEFO", "BSE": "BSECM", "BFO": "BSEFO", "CDS": "NSECD", "MCX": "MCXFO",
+    "NSE": "NSECM",
+    "NFO": "NSEFO",
+    "BSE": "BSECM",
+    "BFO": "BSEFO",
+    "CDS": "NSECD",
+    "MCX": "MCXFO",
 }
 EXCHANGE_OF_SEGMENT: dict[str, str] = {v: k for k, v in SEGMENT_OF_EXCHANGE.items()}
 
@@ -125,7 +143,9 @@ def instrument_id(row: MasterRow) -> int:
     if raw is None or not raw.strip().isdigit():
         from runner.errors import InstrumentUnknown
 
-        raise InstrumentUnknown(f"no Blitz instrumentId for {row.instrument.key!r} in the master", broker=BROKER)
+        raise InstrumentUnknown(
+            f"no Blitz instrumentId for {row.instrument.key!r} in the master", broker=BROKER
+        )
     return int(raw)
 
 
@@ -160,8 +180,14 @@ def master_rows_from_blitz_json(records: Iterable[Mapping[str, Any]]) -> list[Ma
             lot_size=int(lot) if lot else None,
             tick_size=Decimal(str(tick)) if tick else None,
         )
-        rows.append(MasterRow(inst, token=str(rec["instrumentId"]), trading_symbol=name,
-                              extra={"exchange_segment": seg, "instrument_id": str(rec["instrumentId"])}))
+        rows.append(
+            MasterRow(
+                inst,
+                token=str(rec["instrumentId"]),
+                trading_symbol=name,
+                extra={"exchange_segment": seg, "instrument_id": str(rec["instrumentId"])},
+            )
+        )
     return rows
 
 
@@ -179,8 +205,10 @@ def load_master(path: str | Path) -> InstrumentMaster:
 # Request bodies
 # ---------------------------------------------------------------------------------------------------------
 
+
 def dumps(body: Mapping[str, Any]) -> bytes:
     """JSON with Decimals written exactly as numbers (json.dumps would need a float detour)."""
+
     def enc(v: Any) -> str:
         if isinstance(v, Decimal):
             return format(v, "f")
@@ -189,12 +217,23 @@ def dumps(body: Mapping[str, Any]) -> bytes:
         if isinstance(v, list | tuple):
             return "[" + ",".join(enc(x) for x in v) + "]"
         return json.dumps(v)
+
     return enc(body).encode()
 
 
-_ORDER_TYPE_SDK = {OrderType.LIMIT: "LIMIT", OrderType.MARKET: "MARKET", OrderType.SL: "SL", OrderType.SL_M: "SL-M"}
+_ORDER_TYPE_SDK = {
+    OrderType.LIMIT: "LIMIT",
+    OrderType.MARKET: "MARKET",
+    OrderType.SL: "SL",
+    OrderType.SL_M: "SL-M",
+}
 # Seed's modify table: "Market, Limit, SL, SL-M"; its place example sends "Limit".
-_ORDER_TYPE_SEED = {OrderType.LIMIT: "Limit", OrderType.MARKET: "Market", OrderType.SL: "SL", OrderType.SL_M: "SL-M"}
+_ORDER_TYPE_SEED = {
+    OrderType.LIMIT: "Limit",
+    OrderType.MARKET: "Market",
+    OrderType.SL: "SL",
+    OrderType.SL_M: "SL-M",
+}
 _SIDE_SDK = {Side.BUY: "BUY", Side.SELL: "SELL"}
 _SIDE_SEED = {Side.BUY: "Buy", Side.SELL: "Sell"}
 _TIF = {Validity.DAY: "GFD", Validity.IOC: "IOC"}
@@ -209,7 +248,9 @@ def _stop(order_type: OrderType, trigger: Decimal | None) -> Decimal:
     return trigger if order_type in (OrderType.SL, OrderType.SL_M) and trigger is not None else Decimal(0)
 
 
-def place_body(req: OrderRequest, row: MasterRow, client_id: str, dialect: Dialect = Dialect.SDK) -> dict[str, Any]:
+def place_body(
+    req: OrderRequest, row: MasterRow, client_id: str, dialect: Dialect = Dialect.SDK
+) -> dict[str, Any]:
     """POST placeOrder body. Our deterministic id travels as ``correlationOrderId`` (the SDK's
     "unique client-generated order identifier"); ``clientId`` is the trading client code."""
     common = {
@@ -254,8 +295,9 @@ class OrderRef:
     strategy_instance_id: str = ""
 
 
-def modify_body(order: Order, change: Modification, row: MasterRow, ref: OrderRef,
-                dialect: Dialect = Dialect.SDK) -> dict[str, Any]:
+def modify_body(
+    order: Order, change: Modification, row: MasterRow, ref: OrderRef, dialect: Dialect = Dialect.SDK
+) -> dict[str, Any]:
     """PUT modifyOrder body: the order's full new state (unchanged fields repeated)."""
     order_type = change.order_type or order.order_type
     price = change.price if change.price is not None else order.price
@@ -293,14 +335,18 @@ def modify_body(order: Order, change: Modification, row: MasterRow, ref: OrderRe
 
 def cancel_params(ref: OrderRef, dialect: Dialect = Dialect.SDK) -> dict[str, str]:
     if dialect is Dialect.SEED:
-        return {"InstrumentId": str(ref.instrument_id), "ExchangeOrderId": ref.exchange_order_id,
-                "StrategyInstanceId": ref.strategy_instance_id}
+        return {
+            "InstrumentId": str(ref.instrument_id),
+            "ExchangeOrderId": ref.exchange_order_id,
+            "StrategyInstanceId": ref.strategy_instance_id,
+        }
     return {"instrumentId": str(ref.instrument_id), "blitzOrderId": str(ref.blitz_order_id)}
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Responses
 # ---------------------------------------------------------------------------------------------------------
+
 
 def _key(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
@@ -338,8 +384,13 @@ def status_from(raw: str | None, filled: int = 0) -> OrderStatus:
 
 _SIDE_IN = {"buy": Side.BUY, "sell": Side.SELL, "b": Side.BUY, "s": Side.SELL}
 _TYPE_IN = {
-    "limit": OrderType.LIMIT, "market": OrderType.MARKET, "sl": OrderType.SL, "slm": OrderType.SL_M,
-    "stoplimit": OrderType.SL, "stopmarket": OrderType.SL_M, "stoploss": OrderType.SL,
+    "limit": OrderType.LIMIT,
+    "market": OrderType.MARKET,
+    "sl": OrderType.SL,
+    "slm": OrderType.SL_M,
+    "stoplimit": OrderType.SL,
+    "stopmarket": OrderType.SL_M,
+    "stoploss": OrderType.SL,
 }
 
 
@@ -391,7 +442,9 @@ def latest_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
 InstrumentLookup = Callable[[Mapping[str, Any]], Instrument]
 
 
-def order_from_row(row: Mapping[str, Any], instrument: Instrument, *, fallback: OrderRequest | None = None) -> Order:
+def order_from_row(
+    row: Mapping[str, Any], instrument: Instrument, *, fallback: OrderRequest | None = None
+) -> Order:
     filled = int_of(get(row, "cumulativeQuantity"))
     raw_status = get(row, "orderStatus", "status")
     status = status_from(raw_status, filled)
@@ -399,8 +452,9 @@ def order_from_row(row: Mapping[str, Any], instrument: Instrument, *, fallback: 
     side = _SIDE_IN.get(_key(str(get(row, "orderSide", default=""))))
     if otype is None or side is None:
         if fallback is None:
-            raise BrokerError(f"unreadable order row (orderType/orderSide) for {get(row, 'blitzOrderId')}",
-                              broker=BROKER)
+            raise BrokerError(
+                f"unreadable order row (orderType/orderSide) for {get(row, 'blitzOrderId')}", broker=BROKER
+            )
         otype, side = otype or fallback.order_type, side or fallback.side
     product_raw = get(row, "productType", "product")
     try:
@@ -417,7 +471,9 @@ def order_from_row(row: Mapping[str, Any], instrument: Instrument, *, fallback: 
     tif = _key(str(get(row, "tif", default="")))
     correlation = get(row, "correlationOrderId")
     return Order(
-        client_order_id=str(correlation) if correlation is not None else (fallback.client_order_id if fallback else ""),
+        client_order_id=str(correlation)
+        if correlation is not None
+        else (fallback.client_order_id if fallback else ""),
         broker_order_id=str(get(row, "blitzOrderId")),
         instrument=instrument,
         side=side,
@@ -432,7 +488,9 @@ def order_from_row(row: Mapping[str, Any], instrument: Instrument, *, fallback: 
         validity=Validity.IOC if tif == "ioc" else Validity.DAY,
         tag=fallback.tag if fallback else None,
         reject_reason=str(reject) if reject else None,
-        updated_at=epoch_ms(get(row, "lastRequestDateTime", "exchangeTransactTime", "orderGeneratedDateTime")),
+        updated_at=epoch_ms(
+            get(row, "lastRequestDateTime", "exchangeTransactTime", "orderGeneratedDateTime")
+        ),
         raw_status=str(raw_status) if raw_status is not None else None,
     )
 
@@ -483,7 +541,9 @@ def position_from_row(row: Mapping[str, Any], instrument: Instrument) -> Positio
 
 def fill_from_row(row: Mapping[str, Any], instrument: Instrument) -> Fill:
     side = _SIDE_IN.get(_key(str(get(row, "orderSide", default=""))), Side.BUY)
-    at = epoch_ms(get(row, "exchangeTransactTime", "lastRequestDateTime")) or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    at = epoch_ms(get(row, "exchangeTransactTime", "lastRequestDateTime")) or dt.datetime(
+        1970, 1, 1, tzinfo=dt.UTC
+    )
     return Fill(
         client_order_id=str(get(row, "correlationOrderId", default="")),
         broker_order_id=str(get(row, "blitzOrderId")),
@@ -543,6 +603,7 @@ def unwrap(response: httpx.Response, *, operation: str) -> Any:
 # The adapter
 # ---------------------------------------------------------------------------------------------------------
 
+
 def _join(base: str, suffix: str) -> str:
     return base.rstrip("/") + suffix
 
@@ -593,8 +654,12 @@ class BlitzBroker:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = make_client(self.api_url, timeout=self.account.timeout_seconds,
-                                       transport=self._transport, headers={"Accept": "*/*"})
+            self._client = make_client(
+                self.api_url,
+                timeout=self.account.timeout_seconds,
+                transport=self._transport,
+                headers={"Accept": "*/*"},
+            )
         return self._client
 
     def _credential(self, *keys: str) -> str:
@@ -619,14 +684,25 @@ class BlitzBroker:
         async with self._login_lock:
             if self._generation != seen_generation and self._token is not None:
                 return  # someone else logged in while we waited
-            body = {"appKey": self._credential("app_key", "appKey"), "userId": self._credential("user_id", "userId")}
+            body = {
+                "appKey": self._credential("app_key", "appKey"),
+                "userId": self._credential("user_id", "userId"),
+            }
             url = _join(self.auth_url, "/" + self.paths.login.lstrip("/"))
             try:
-                response = await send(self._http(), "POST", url, broker=BROKER, mutating=False,
-                                      content=dumps(body), headers={"Content-Type": "application/json"})
+                response = await send(
+                    self._http(),
+                    "POST",
+                    url,
+                    broker=BROKER,
+                    mutating=False,
+                    content=dumps(body),
+                    headers={"Content-Type": "application/json"},
+                )
             except AuthExpired as exc:
-                raise AuthExpired("login refused (HTTP 401): check app_key/user_id", code="401",
-                                  broker=BROKER) from exc
+                raise AuthExpired(
+                    "login refused (HTTP 401): check app_key/user_id", code="401", broker=BROKER
+                ) from exc
             data = unwrap(response, operation="app_login")
             if isinstance(data, BrokerError):
                 raise AuthExpired(f"login refused: {data.message}", code=data.code, broker=BROKER)
@@ -641,8 +717,16 @@ class BlitzBroker:
             await self._client.aclose()
             self._client = None
 
-    async def _call(self, method: str, path: str, *, operation: str, mutating: bool,
-                    body: Mapping[str, Any] | None = None, params: Mapping[str, str] | None = None) -> Any:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        mutating: bool,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
         """One request with the bearer; on 401/TokenException log in again once and repeat it (a refused
         request did not act, so repeating it is safe)."""
         await self.connect()
@@ -689,10 +773,20 @@ class BlitzBroker:
         await self.limiter.acquire(key)
         return key
 
-    async def _mutate(self, key: tuple[str, str], method: str, path: str, *, operation: str,
-                      body: Mapping[str, Any] | None = None, params: Mapping[str, str] | None = None) -> Any:
+    async def _mutate(
+        self,
+        key: tuple[str, str],
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
         try:
-            return await self._call(method, path, operation=operation, mutating=True, body=body, params=params)
+            return await self._call(
+                method, path, operation=operation, mutating=True, body=body, params=params
+            )
         except RateLimited as exc:
             self.limiter.penalize(key, exc.retry_after or 1.0)
             raise
@@ -727,8 +821,11 @@ class BlitzBroker:
         known = self._acked.get(request.client_order_id)
         if known is not None:
             # Blitz does not refuse a repeated correlationOrderId (none of its docs say so): we do.
-            raise Rejected(f"client order id {request.client_order_id} already placed as {known}",
-                           code="duplicate", broker=BROKER)
+            raise Rejected(
+                f"client order id {request.client_order_id} already placed as {known}",
+                code="duplicate",
+                broker=BROKER,
+            )
         body = place_body(request, row, self.client_id, self.dialect)
         key = await self._throttle(request.instrument)
         self._requests[request.client_order_id] = request
@@ -739,12 +836,20 @@ class BlitzBroker:
             raise OutcomeUnknown("placeOrder reply carries no blitzOrderId", broker=BROKER)
         self._acked[request.client_order_id] = str(boid)
         return Order(
-            client_order_id=request.client_order_id, broker_order_id=str(boid), instrument=row.instrument,
-            side=request.side, quantity=request.quantity, order_type=request.order_type,
+            client_order_id=request.client_order_id,
+            broker_order_id=str(boid),
+            instrument=row.instrument,
+            side=request.side,
+            quantity=request.quantity,
+            order_type=request.order_type,
             # The OMS registered it under a blitzOrderId: OPEN as far as we know (a later read may show
             # PendingNew/Rejected; the model allows OPEN -> REJECTED but not PENDING_NEW -> PENDING_CANCEL).
-            product=request.product, status=OrderStatus.OPEN, price=request.price,
-            trigger_price=request.trigger_price, validity=request.validity, tag=request.tag,
+            product=request.product,
+            status=OrderStatus.OPEN,
+            price=request.price,
+            trigger_price=request.trigger_price,
+            validity=request.validity,
+            tag=request.tag,
             raw_status="accepted",
         )
 
@@ -778,11 +883,14 @@ class BlitzBroker:
     async def cancel(self, order: Order) -> Order:
         ref, current = await self._ref(order)
         if self._order(current).status.is_terminal:
-            raise NotModifiable(f"order {order.broker_order_id} is already {get(current, 'orderStatus', 'status')}",
-                                broker=BROKER)
+            raise NotModifiable(
+                f"order {order.broker_order_id} is already {get(current, 'orderStatus', 'status')}",
+                broker=BROKER,
+            )
         key = await self._throttle(order.instrument)
-        await self._mutate(key, "DELETE", self.paths.cancel, operation="cancelOrder",
-                           params=cancel_params(ref, self.dialect))
+        await self._mutate(
+            key, "DELETE", self.paths.cancel, operation="cancelOrder", params=cancel_params(ref, self.dialect)
+        )
         # A cancel ack is not a cancel: report what the order book says now.
         return self._order(await self._row_by_broker_id(str(ref.blitz_order_id)))
 
@@ -794,7 +902,11 @@ class BlitzBroker:
         return [latest_row(rs) for rs in latest.values()]
 
     async def _find_row(self, client_order_id: str) -> Mapping[str, Any] | None:
-        matches = [r for r in await self._day_rows() if str(get(r, "correlationOrderId", default="")) == client_order_id]
+        matches = [
+            r
+            for r in await self._day_rows()
+            if str(get(r, "correlationOrderId", default="")) == client_order_id
+        ]
         if len(matches) > 1:
             log.error("blitz: %d orders share correlationOrderId %s", len(matches), client_order_id)
         return matches[0] if matches else None
@@ -831,5 +943,10 @@ def create(account: Account, **context: Any) -> BlitzBroker:
         if not account.instruments:
             raise LookupError(f"account {account.name!r} (blitz) needs an instruments master file")
         master = load_master(account.instruments)
-    return BlitzBroker(account, master=master, limiter=context.get("limiter"), clock=context.get("clock"),
-                       transport=context.get("transport"))
+    return BlitzBroker(
+        account,
+        master=master,
+        limiter=context.get("limiter"),
+        clock=context.get("clock"),
+        transport=context.get("transport"),
+    )

@@ -74,6 +74,18 @@ NFO,NIFTY,2026-12-29,24600,CE,75,0.05,1800,262090000243220,NIFTY29DEC2624600CE
 """
 
 
+# Prices near the docs' examples for the default instruments (the paper walk would start at 1000).
+DEFAULT_PRICES = {
+    "NSE IDEA": "11",
+    "NSE TCS": "4100",
+    "NSE RELIANCE": "1400",
+    "NSE SEEDEXAMPLE": "45.90",
+    "NFO TCS 2026-07-28 2060 CE": "95",
+    "NFO NIFTY 2026-12-29 24500 CE": "120",
+    "NFO NIFTY 2026-12-29 24600 CE": "80",
+}
+
+
 def default_master() -> InstrumentMaster:
     rows = csv.DictReader(io.StringIO(DEFAULT_MASTER_CSV))
     return InstrumentMaster((row_from_mapping(dict(r)) for r in rows), broker="blitz")
@@ -86,14 +98,20 @@ class ApiError(Exception):
 
 
 def envelope(data: Any, message: str = "request processed successfully") -> web.Response:
-    return web.Response(body=dumps({"status": "success", "message": message, "data": data}),
-                        content_type="application/json")
+    return web.Response(
+        body=dumps({"status": "success", "message": message, "data": data}), content_type="application/json"
+    )
 
 
-def error_response(status: int, message: str, error_type: str, headers: Mapping[str, str] | None = None
-                   ) -> web.Response:
-    return web.Response(status=status, body=dumps({"status": "error", "message": message, "error_type": error_type}),
-                        content_type="application/json", headers=headers)
+def error_response(
+    status: int, message: str, error_type: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=dumps({"status": "error", "message": message, "error_type": error_type}),
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def _b64(raw: bytes) -> str:
@@ -118,12 +136,26 @@ def _int(value: Any, name: str) -> int:
     return int(d)
 
 
-_TYPES = {"limit": OrderType.LIMIT, "market": OrderType.MARKET, "sl": OrderType.SL, "slm": OrderType.SL_M,
-          "stoplimit": OrderType.SL, "stopmarket": OrderType.SL_M}
+_TYPES = {
+    "limit": OrderType.LIMIT,
+    "market": OrderType.MARKET,
+    "sl": OrderType.SL,
+    "slm": OrderType.SL_M,
+    "stoplimit": OrderType.SL,
+    "stopmarket": OrderType.SL_M,
+}
 _TYPE_OUT = {OrderType.LIMIT: "Limit", OrderType.MARKET: "Market", OrderType.SL: "SL", OrderType.SL_M: "SL-M"}
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL}
-_EXEC_OF_STATUS = {"New": "New", "TriggerPending": "New", "Cancelled": "Canceled", "Rejected": "Rejected",
-                   "Expired": "Expired", "PendingCancel": "None", "PartiallyFilled": "PartialFill", "Filled": "Fill"}
+_EXEC_OF_STATUS = {
+    "New": "New",
+    "TriggerPending": "New",
+    "Cancelled": "Canceled",
+    "Rejected": "Rejected",
+    "Expired": "Expired",
+    "PendingCancel": "None",
+    "PartiallyFilled": "PartialFill",
+    "Filled": "Fill",
+}
 
 
 def _norm(text: Any) -> str:
@@ -131,9 +163,14 @@ def _norm(text: Any) -> str:
 
 
 _STATUS_OUT = {
-    OrderStatus.PENDING_NEW: "PendingNew", OrderStatus.OPEN: "New", OrderStatus.PARTIALLY_FILLED: "PartiallyFilled",
-    OrderStatus.FILLED: "Filled", OrderStatus.PENDING_CANCEL: "PendingCancel", OrderStatus.CANCELLED: "Cancelled",
-    OrderStatus.REJECTED: "Rejected", OrderStatus.EXPIRED: "Expired",
+    OrderStatus.PENDING_NEW: "PendingNew",
+    OrderStatus.OPEN: "New",
+    OrderStatus.PARTIALLY_FILLED: "PartiallyFilled",
+    OrderStatus.FILLED: "Filled",
+    OrderStatus.PENDING_CANCEL: "PendingCancel",
+    OrderStatus.CANCELLED: "Cancelled",
+    OrderStatus.REJECTED: "Rejected",
+    OrderStatus.EXPIRED: "Expired",
 }
 
 
@@ -172,9 +209,15 @@ class Session:
 class BlitzSim:
     """State + aiohttp handlers. Use :func:`start` to run it on a loopback port."""
 
-    def __init__(self, faults: FaultPlan | None = None, *, clock: Clock | None = None,
-                 master: InstrumentMaster | None = None, engine: MatchingEngine | None = None,
-                 options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        faults: FaultPlan | None = None,
+        *,
+        clock: Clock | None = None,
+        master: InstrumentMaster | None = None,
+        engine: MatchingEngine | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.faults = faults or FaultPlan()
         self.clock: Clock = clock or SystemClock()
         self.master = master or default_master()
@@ -182,8 +225,11 @@ class BlitzSim:
         self.users: dict[str, str] = dict(self.options.get("users") or {})  # userId -> appKey; empty: any
         self.expiry_status = int(self.options.get("expiry_status", 401))  # SDK docs also allow 403
         self.retry_after = str(self.options.get("retry_after", "1"))
-        self.engine = engine or MatchingEngine(path_from_options(self.options),
-                                               MatchingConfig.from_options(self.options))
+        if master is None and "prices" not in self.options:
+            self.options["prices"] = DEFAULT_PRICES
+        self.engine = engine or MatchingEngine(
+            path_from_options(self.options), MatchingConfig.from_options(self.options)
+        )
         self._secret = hashlib.sha256(str(self.options.get("seed", 0)).encode() + b"blitz-sim").digest()
         self._sessions: dict[str, Session] = {}
         self._ids = itertools.count(1)
@@ -258,8 +304,16 @@ class BlitzSim:
     def _state(self, o: SimOrder) -> OrderState:
         return self.engine.book(o.client_id).orders[o.engine_id]
 
-    def _snapshot(self, o: SimOrder, execution_type: str, *, status: str | None = None,
-                  last_qty: int = 0, last_px: Decimal = Decimal(0), execution_id: str = "") -> dict[str, Any]:
+    def _snapshot(
+        self,
+        o: SimOrder,
+        execution_type: str,
+        *,
+        status: str | None = None,
+        last_qty: int = 0,
+        last_px: Decimal = Decimal(0),
+        execution_id: str = "",
+    ) -> dict[str, Any]:
         st = self._state(o)
         now_ms = int(self.clock.now().timestamp() * 1000)
         first_ms = o.history[0]["orderGeneratedDateTime"] if o.history else now_ms
@@ -274,7 +328,9 @@ class BlitzSim:
             "id": o.blitz_order_id % 100000,
             "entityId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"blitz-sim/{o.client_id}")),
             "strategyId": str(uuid.uuid5(uuid.NAMESPACE_URL, "blitz-sim/manual")),
-            "strategyInstanceId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"blitz-sim/{o.client_id}/{seg}|{name}")),
+            "strategyInstanceId": str(
+                uuid.uuid5(uuid.NAMESPACE_URL, f"blitz-sim/{o.client_id}/{seg}|{name}")
+            ),
             "strategyInstanceName": f"{seg}|{name}",
             "strategyName": "Manual Trading",
             "ivObjectName": name,
@@ -346,9 +402,16 @@ class BlitzSim:
             o.reported_value += f.price * f.quantity
             st = self._state(o)
             done = o.reported_filled >= st.quantity
-            self.trades.append(self._record(
-                o, "Fill" if done else "PartialFill", status="Filled" if done else "PartiallyFilled",
-                last_qty=f.quantity, last_px=f.price, execution_id=f"{EXEC_ID_BASE + len(self.trades) + 1}"))
+            self.trades.append(
+                self._record(
+                    o,
+                    "Fill" if done else "PartialFill",
+                    status="Filled" if done else "PartiallyFilled",
+                    last_qty=f.quantity,
+                    last_px=f.price,
+                    execution_id=f"{EXEC_ID_BASE + len(self.trades) + 1}",
+                )
+            )
         for st in changed:
             o = self._by_engine_id[(account, st.broker_order_id)]
             status = blitz_status(st)
@@ -411,7 +474,11 @@ class BlitzSim:
         try:
             req = OrderRequest(
                 client_order_id=str(boid),  # the engine refuses duplicate ids; Blitz does not: key by ours
-                instrument=row.instrument, side=side, quantity=qty, order_type=otype, product=product,
+                instrument=row.instrument,
+                side=side,
+                quantity=qty,
+                order_type=otype,
+                product=product,
                 validity=Validity.IOC if tif == "IOC" else Validity.DAY,
                 price=price if otype in (OrderType.LIMIT, OrderType.SL) and price else None,
                 trigger_price=stop if otype in (OrderType.SL, OrderType.SL_M) and stop else None,
@@ -463,7 +530,8 @@ class BlitzSim:
         price = _decimal(body.get("price"), "price")
         stop = _decimal(body.get("stopprice"), "stopPrice")
         change = Modification(
-            quantity=qty or None, order_type=otype,
+            quantity=qty or None,
+            order_type=otype,
             price=price if otype in (OrderType.LIMIT, OrderType.SL) and price else None,
             trigger_price=stop if otype in (OrderType.SL, OrderType.SL_M) and stop else None,
         )
@@ -471,7 +539,9 @@ class BlitzSim:
         try:
             self.engine.modify(o.client_id, o.engine_id, change, now)
         except NotModifiable as exc:
-            raise ApiError(403, f"Order {o.blitz_order_id} cannot be modified: {exc.message}", "OrderException") from None
+            raise ApiError(
+                403, f"Order {o.blitz_order_id} cannot be modified: {exc.message}", "OrderException"
+            ) from None
         except Rejected as exc:
             raise ApiError(400, exc.message, "OrderException") from None
         o.modification_count += 1
@@ -485,8 +555,9 @@ class BlitzSim:
         try:
             self.engine.cancel(o.client_id, o.engine_id, self.clock.now())
         except NotModifiable as exc:
-            raise ApiError(403, f"Order {o.blitz_order_id} cannot be cancelled: {exc.message}",
-                           "OrderException") from None
+            raise ApiError(
+                403, f"Order {o.blitz_order_id} cannot be cancelled: {exc.message}", "OrderException"
+            ) from None
         self._sync(o.client_id)
         return "successfully send cancel order request to blitz server"
 
@@ -500,42 +571,65 @@ class BlitzSim:
             for p in self.engine.positions(account, now):
                 mrow = self.master.resolve(p.instrument)
                 iid = instrument_id(mrow)
-                mine = [t for t in self.trades if t["clientId"] == account and t["instrumentId"] == iid
-                        and t["productType"] == p.product.value]
+                mine = [
+                    t
+                    for t in self.trades
+                    if t["clientId"] == account
+                    and t["instrumentId"] == iid
+                    and t["productType"] == p.product.value
+                ]
                 buy_q = sum(t["lastTradedQuantity"] for t in mine if t["orderSide"] == "Buy")
                 sell_q = sum(t["lastTradedQuantity"] for t in mine if t["orderSide"] == "Sell")
-                buy_v = sum((t["lastTradedQuantity"] * t["lastTradedPrice"] for t in mine
-                             if t["orderSide"] == "Buy"), Decimal(0))
-                sell_v = sum((t["lastTradedQuantity"] * t["lastTradedPrice"] for t in mine
-                              if t["orderSide"] == "Sell"), Decimal(0))
+                buy_v = sum(
+                    (t["lastTradedQuantity"] * t["lastTradedPrice"] for t in mine if t["orderSide"] == "Buy"),
+                    Decimal(0),
+                )
+                sell_v = sum(
+                    (
+                        t["lastTradedQuantity"] * t["lastTradedPrice"]
+                        for t in mine
+                        if t["orderSide"] == "Sell"
+                    ),
+                    Decimal(0),
+                )
                 ltp = self.engine.last_price(p.instrument, now)
                 lot = p.instrument.lot_size or 1
                 net = p.quantity
-                rows.append({
-                    "entityId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"blitz-sim/{account}")),
-                    "clientId": account, "rmsEntityCode": "RMS001", "instrumentId": iid,
-                    "exchangeSegment": exchange_segment(mrow),
-                    "instrumentName": mrow.trading_symbol or p.instrument.symbol,
-                    "productType": p.product.value,  # not in the SDK's row: added so products stay apart
-                    "nonAckBuyQuantity": 0, "nonAckSellQuantity": 0,
-                    "openBuyQuantity": self._open_qty(account, iid, Side.BUY),
-                    "openSellQuantity": self._open_qty(account, iid, Side.SELL),
-                    "shortPosition": sell_q, "longPosition": buy_q,
-                    "netPosition": net, "netPositionInLot": int(net / lot),
-                    "orderCount": len({t["blitzOrderId"] for t in mine}), "tradeCount": len(mine),
-                    "previousNetPosition": 0,
-                    "tradeBuyValue": buy_v, "tradeSellValue": sell_v, "tradeNetValue": sell_v - buy_v,
-                    "avgBuy": money(buy_v / buy_q) if buy_q else Decimal(0),
-                    "avgSell": money(sell_v / sell_q) if sell_q else Decimal(0),
-                    "avgNet": p.average_price,
-                    "exposure": abs(net) * ltp,
-                    "unrealized": money((ltp - p.average_price) * net) if net else Decimal(0),
-                    "realized": p.realized_pnl,
-                    "lastTradedPrice": ltp,
-                    "openPositionTradeValue": abs(net) * p.average_price,
-                    "turnoverValue": buy_v + sell_v,
-                    "turnoverValueOptions": buy_v + sell_v if p.instrument.option_type else Decimal(0),
-                })
+                rows.append(
+                    {
+                        "entityId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"blitz-sim/{account}")),
+                        "clientId": account,
+                        "rmsEntityCode": "RMS001",
+                        "instrumentId": iid,
+                        "exchangeSegment": exchange_segment(mrow),
+                        "instrumentName": mrow.trading_symbol or p.instrument.symbol,
+                        "productType": p.product.value,  # not in the SDK's row: added so products stay apart
+                        "nonAckBuyQuantity": 0,
+                        "nonAckSellQuantity": 0,
+                        "openBuyQuantity": self._open_qty(account, iid, Side.BUY),
+                        "openSellQuantity": self._open_qty(account, iid, Side.SELL),
+                        "shortPosition": sell_q,
+                        "longPosition": buy_q,
+                        "netPosition": net,
+                        "netPositionInLot": int(net / lot),
+                        "orderCount": len({t["blitzOrderId"] for t in mine}),
+                        "tradeCount": len(mine),
+                        "previousNetPosition": 0,
+                        "tradeBuyValue": buy_v,
+                        "tradeSellValue": sell_v,
+                        "tradeNetValue": sell_v - buy_v,
+                        "avgBuy": money(buy_v / buy_q) if buy_q else Decimal(0),
+                        "avgSell": money(sell_v / sell_q) if sell_q else Decimal(0),
+                        "avgNet": p.average_price,
+                        "exposure": abs(net) * ltp,
+                        "unrealized": money((ltp - p.average_price) * net) if net else Decimal(0),
+                        "realized": p.realized_pnl,
+                        "lastTradedPrice": ltp,
+                        "openPositionTradeValue": abs(net) * p.average_price,
+                        "turnoverValue": buy_v + sell_v,
+                        "turnoverValueOptions": buy_v + sell_v if p.instrument.option_type else Decimal(0),
+                    }
+                )
             if rows:
                 out[account] = rows
         return out
@@ -561,7 +655,7 @@ class BlitzSim:
             return "login", None
         for prefix in (API_PREFIX, "/v1/api", "/api", ""):
             if low.startswith(prefix.lower() + "/") or (prefix and low == prefix.lower()):
-                rest = p[len(prefix):]
+                rest = p[len(prefix) :]
                 break
         parts = [s for s in rest.split("/") if s]
         if parts and parts[0].lower() in ("order", "orders"):
@@ -605,7 +699,9 @@ class BlitzSim:
         if fault is Fault.ERROR_5XX:
             return error_response(500, "Internal server error", "GeneralException")
         if fault is Fault.RATE_LIMIT:
-            return error_response(429, "Too many requests", "GeneralException", {"Retry-After": self.retry_after})
+            return error_response(
+                429, "Too many requests", "GeneralException", {"Retry-After": self.retry_after}
+            )
         if fault in (Fault.RESET, Fault.DISCONNECT):
             return self._abort(request)
         try:
@@ -655,8 +751,11 @@ class BlitzSim:
             return envelope({k: v for k, v in self.positions(accounts).items()})
         if op == "trades":
             ids = {o.blitz_order_id for o in mine}
-            rows = [t for t in self.trades if t["blitzOrderId"] in ids
-                    and (ident is None or str(t["blitzOrderId"]) == ident)]
+            rows = [
+                t
+                for t in self.trades
+                if t["blitzOrderId"] in ids and (ident is None or str(t["blitzOrderId"]) == ident)
+            ]
             return envelope(rows)
         raise ApiError(404, "not found", "GeneralException")
 
@@ -691,16 +790,26 @@ class Running:
         """Account ``endpoints`` pointing an adapter at this simulator."""
         if dialect == "seed":
             # The seed documents no positions/trades: those stay on the SDK's interactive base.
-            return {"auth": self.auth_url, "api": self.seed_api_url,
-                    "positions": self.api_url + "/positions", "trades": self.api_url + "/trades"}
+            return {
+                "auth": self.auth_url,
+                "api": self.seed_api_url,
+                "positions": self.api_url + "/positions",
+                "trades": self.api_url + "/trades",
+            }
         return {"auth": self.auth_url, "api": self.api_url}
 
 
 @contextlib.asynccontextmanager
-async def start(faults: FaultPlan | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                clock: Clock | None = None, master: InstrumentMaster | None = None,
-                engine: MatchingEngine | None = None, options: Mapping[str, Any] | None = None
-                ) -> AsyncIterator[Running]:
+async def start(
+    faults: FaultPlan | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    clock: Clock | None = None,
+    master: InstrumentMaster | None = None,
+    engine: MatchingEngine | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> AsyncIterator[Running]:
     sim = BlitzSim(faults, clock=clock, master=master, engine=engine, options=options)
     runner = web.AppRunner(sim.app(), access_log=None, handle_signals=False)
     await runner.setup()
@@ -727,3 +836,46 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
 
 
 __all__ = ["EXCHANGE_OF_SEGMENT", "SEGMENT_OF_EXCHANGE", "BlitzSim", "Instrument", "Running", "start"]
+
+
+SIM_APP_KEY_ENV = "RUNNER_BLITZ_SIM_APP_KEY"
+
+
+@contextlib.asynccontextmanager
+async def bench(
+    accounts: int,
+    *,
+    faults: FaultPlan | None = None,
+    transport: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> AsyncIterator[tuple[Running, list[Any]]]:
+    """Bench hook: a simulator in-process and ``accounts`` connected adapters (one Blitz user each).
+
+    The simulator accepts any app key; the adapters read it from ``$RUNNER_BLITZ_SIM_APP_KEY`` like a real
+    credential (set to a dummy value when unset). Instruments: :data:`DEFAULT_MASTER_CSV`."""
+    import os
+
+    from runner.accounts import Account
+    from runner.brokers.blitz import BlitzBroker
+
+    os.environ.setdefault(SIM_APP_KEY_ENV, "sim-app-key")
+    opts = {"volatility_ppm": 0, **(options or {})}
+    async with start(faults, options=opts) as running:
+        brokers: list[Any] = []
+        for i in range(accounts):
+            acct = Account(
+                name=f"blitz-bench-{i}",
+                broker="blitz",
+                endpoints=running.endpoints(),
+                credentials={"app_key": {"env": SIM_APP_KEY_ENV}},
+                rate_limit={"orders_per_second": 1000, "burst": 100},
+                options={"user_id": f"BENCH{i:04d}"},
+            )
+            b = BlitzBroker(acct, master=running.sim.master, transport=transport)
+            await b.connect()
+            brokers.append(b)
+        try:
+            yield running, brokers
+        finally:
+            for b in brokers:
+                await b.close()
