@@ -2,7 +2,8 @@
 loopback sockets), at 1, 10 and 100 accounts placing orders concurrently, next to bare clients replaying
 the very same place request in the same run.
 
-    python bench/adapters.py [--orders 300] [--concurrency 1,10,100] [--brokers blitz,kotak_neo,odin,alphapoint]
+    python bench/adapters.py [--orders 200] [--rounds 2] [--concurrency 1,10,100]
+                             [--brokers blitz,kotak_neo,odin,alphapoint]
 
 * REST brokers (blitz, kotak_neo, odin): the adapter on the httpx default transport and on the
   ``httpx-aiohttp`` transport (runner/http.py ``make_client(transport=...)``); baselines are a bare
@@ -29,6 +30,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,8 +52,13 @@ CID_LEN = 10  # ODIN's order_identifier holds <= 10 chars verbatim; every id her
 _ids = itertools.count(1)
 
 
+ISSUED: defaultdict[str, list[str]] = defaultdict(list)  # tag -> client ids handed out
+
+
 def new_cid(tag: str) -> str:
-    return f"{tag}{next(_ids):0{CID_LEN - len(tag)}d}"
+    cid = f"{tag}{next(_ids):0{CID_LEN - len(tag)}d}"
+    ISSUED[tag].append(cid)
+    return cid
 
 
 def request(cid: str) -> OrderRequest:
@@ -208,9 +215,9 @@ async def blitz_brokers(n: int, transport: str | None) -> AsyncIterator[list[Bro
             account = Account(name=f"blitz-bench{i}", broker="blitz", endpoints=sim.endpoints(),
                               credentials={"app_key": {"env": "RUNNER_BENCH_BLITZ_APP_KEY"}},
                               rate_limit=RateLimit(orders_per_second=1000, burst=1000), options=options)
-            b = create(account, master=sim.sim.master, clock=clock)
-            await b.connect()
-            brokers.append(b)
+            adapter = create(account, master=sim.sim.master, clock=clock)
+            await adapter.connect()
+            brokers.append(adapter)
         try:
             yield brokers
         finally:
@@ -254,7 +261,10 @@ async def alphapoint_brokers(n: int, transport: str | None) -> AsyncIterator[lis
 
 _AP_SIMS: dict[int, Any] = {}
 SETUPS: dict[str, Callable[[int, str | None], Setup]] = {
-    "blitz": blitz_brokers, "kotak_neo": kotak_brokers, "odin": odin_brokers, "alphapoint": alphapoint_brokers,
+    "blitz": blitz_brokers,
+    "kotak_neo": kotak_brokers,
+    "odin": odin_brokers,
+    "alphapoint": alphapoint_brokers,
 }
 
 
@@ -304,10 +314,15 @@ async def raw_ws(url: str, auth: dict[str, Any], send: dict[str, Any], conns: li
 # --- one table cell at a time -----------------------------------------------------------------------------
 
 
-async def cell(broker: str, n: int, orders: int) -> list[Stats]:
+async def cell(broker: str, n: int, orders: int, round_no: int) -> list[Stats]:
+    """One (broker, accounts) cell: the adapter per transport, each on a fresh simulator, and the bare
+    clients against the first one. Odd rounds run the transports in reverse order (ABBA over rounds), so
+    drift in machine load does not favour either."""
     per = max(2, math.ceil(orders / n))
     out: list[Stats] = []
     transports: list[str | None] = ["httpx", "aiohttp"] if broker in REST else [None]
+    if round_no % 2:
+        transports.reverse()
     for transport in transports:
         async with SETUPS[broker](n, transport) as brokers:
             if broker in REST:
@@ -317,44 +332,72 @@ async def cell(broker: str, n: int, orders: int) -> list[Stats]:
                 frames = [await ap_templates(sim, b) for b in brokers]
             label = f"adapter ({transport})" if transport else "adapter"
             out.append(await measure(Stats(broker, label, n), [adapter_place(b) for b in brokers], per, "a"))
-            if transport == "httpx":  # baselines once per cell, against the same simulator
-                clients = [httpx.AsyncClient(trust_env=False) for _ in brokers]
-                try:
-                    out.append(await measure(Stats(broker, "bare httpx", n),
-                                             [raw_httpx(t, c) for t, c in zip(templates, clients, strict=True)],
-                                             per, "h"))
-                finally:
-                    for c in clients:
-                        await c.aclose()
-                sessions = [aiohttp.ClientSession() for _ in brokers]
-                try:
-                    out.append(await measure(Stats(broker, "bare aiohttp", n),
-                                             [raw_aiohttp(t, s) for t, s in zip(templates, sessions, strict=True)],
-                                             per, "o"))
-                finally:
-                    for s in sessions:
-                        await s.close()
+            if transport == "httpx":  # the bare clients against the same simulator
+                out += await bare_http(broker, n, templates, per)
                 await check_visible(brokers[0], ("h", "o"), per)
             elif transport is None:
-                conns: list[Any] = []
-                try:
-                    bare = [await raw_ws(sim.url, a, s, conns) for a, s in frames]
-                    out.append(await measure(Stats(broker, "bare websockets", n), bare, per, "o"))
-                finally:
-                    for ws in conns:
-                        await ws.close()
-                await check_visible(brokers[0], ("o",), per)
+                out.append(await bare_ws(broker, n, sim, frames, per))
     return out
+
+
+async def bare_http(broker: str, n: int, templates: list[Template], per: int) -> list[Stats]:
+    from runner.http import default_ssl_context
+
+    out: list[Stats] = []
+    clients = [httpx.AsyncClient(trust_env=False, verify=default_ssl_context()) for _ in templates]
+    try:
+        workers = [raw_httpx(t, c) for t, c in zip(templates, clients, strict=True)]
+        out.append(await measure(Stats(broker, "bare httpx", n), workers, per, "h"))
+    finally:
+        for c in clients:
+            await c.aclose()
+    sessions = [aiohttp.ClientSession() for _ in templates]
+    try:
+        workers = [raw_aiohttp(t, s) for t, s in zip(templates, sessions, strict=True)]
+        out.append(await measure(Stats(broker, "bare aiohttp", n), workers, per, "o"))
+    finally:
+        for s in sessions:
+            await s.close()
+    return out
+
+
+async def bare_ws(broker: str, n: int, sim: Any, frames: list[tuple[dict[str, Any], dict[str, Any]]],
+                  per: int) -> Stats:
+    conns: list[Any] = []
+    try:
+        workers = [await raw_ws(sim.url, a, s, conns) for a, s in frames]
+        first = len(ISSUED["o"])
+        stats = await measure(Stats(broker, "bare websockets", n), workers, per, "o")
+    finally:
+        for ws in conns:
+            await ws.close()
+    # The replayed orders really were placed, once each (the adapter cannot name ids it did not send).
+    placed = Counter(m.client_numeric for oid, m in sim.exchange.meta.items() if m.orig_order_id == oid)
+    ours = [numeric_id(c) for c in ISSUED["o"][first:]]
+    if any(placed[x] != 1 for x in ours):
+        print(f"warning: {broker}: bare-client orders missing or duplicated in the OMS", file=sys.stderr)
+    return stats
 
 
 async def check_visible(broker: Broker, tags: Sequence[str], per: int) -> None:
     """The replayed orders really were placed: the adapter reads them back from its account."""
-    cids = [o.client_order_id for o in await broker.orders()]
+    cids = {o.client_order_id for o in await broker.orders()}
     for tag in tags:
-        got = sum(1 for c in cids if c.startswith(tag) and len(c) == CID_LEN and c[len(tag):].isdigit())
+        got = sum(1 for c in ISSUED[tag] if c in cids)  # account 0 placed ``per`` of them on this sim
         if got != per:
             print(f"warning: {broker.name}: {got} of {per} bare-client orders ({tag}) are in the book",
                   file=sys.stderr)
+
+
+def merge(rows: list[Stats]) -> list[Stats]:
+    """Rounds of one cell into one row per client (latencies pooled, wall times added)."""
+    out: dict[tuple[str, str, int], Stats] = {}
+    for s in rows:
+        m = out.setdefault((s.broker, s.client, s.accounts), Stats(s.broker, s.client, s.accounts))
+        m.latencies += s.latencies
+        m.errors += s.errors
+        m.wall += s.wall
+    return list(out.values())
 
 
 # --- report -----------------------------------------------------------------------------------------------
@@ -363,13 +406,13 @@ async def check_visible(broker: Broker, tags: Sequence[str], per: int) -> None:
 def table(rows: list[Stats]) -> str:
     base = {(s.broker, s.accounts): s.rate for s in rows if s.client.startswith("bare aiohttp")
             or s.client == "bare websockets"}
-    lines = ["| broker | client | accounts | orders | orders/s | p50 ms | p99 ms | errors | vs bare aiohttp/ws |",
+    lines = ["| broker | client | accounts | orders | orders/s | p50 ms | p99 ms | errors | vs bare |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in rows:
         ref = base.get((s.broker, s.accounts))
         ratio = f"{s.rate / ref:.2f}x" if ref else "-"
-        lines.append(f"| {s.broker} | {s.client} | {s.accounts} | {s.orders} | {s.rate:,.0f} | {s.pct(0.5):.2f} "
-                     f"| {s.pct(0.99):.2f} | {s.errors} | {ratio} |")
+        lines.append(f"| {s.broker} | {s.client} | {s.accounts} | {s.orders} | {s.rate:,.0f} "
+                     f"| {s.pct(0.5):.2f} | {s.pct(0.99):.2f} | {s.errors} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -395,7 +438,9 @@ def transport_summary(rows: list[Stats]) -> str:
 
 async def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--orders", type=int, default=300, help="orders per cell (split across accounts)")
+    p.add_argument("--orders", type=int, default=200, help="orders per client and round, split across "
+                   "accounts (at least 2 per account)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds per cell; odd rounds reverse the transports")
     p.add_argument("--concurrency", default="1,10,100", help="account counts, comma separated")
     p.add_argument("--brokers", default=",".join(ALL))
     args = p.parse_args(argv)
@@ -405,7 +450,10 @@ async def main(argv: list[str] | None = None) -> int:
     for broker in args.brokers.split(","):
         for n in (int(x) for x in args.concurrency.split(",")):
             t1 = time.perf_counter()
-            rows += await cell(broker, n, args.orders)
+            runs: list[Stats] = []
+            for r in range(args.rounds):
+                runs += await cell(broker, n, args.orders, r)
+            rows += merge(runs)
             print(f"{broker} x{n}: {time.perf_counter() - t1:.1f}s", file=sys.stderr)
     print(table(rows))
     print()

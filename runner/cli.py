@@ -38,7 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("start a loopback broker simulator", "runner.commands.sim"),
 }
 
-EPILOG = """exit codes: 0 ok, 1 invalid input, 2 usage error, 3 step failed, 4 refused, 5 broker/environment error
+EPILOG = """exit codes: 0 ok, 1 invalid input, 2 usage error, 3 step failed, 4 refused,
+5 broker/environment error
 docs: README.md; schema: `runner schema`"""
 
 

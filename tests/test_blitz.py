@@ -108,7 +108,6 @@ async def test_refused_login_never_reveals_the_app_key(
             await b.connect()
         assert APP_KEY not in str(info.value) and APP_KEY not in repr(info.value.args)
         assert APP_KEY not in caplog.text
-        assert "secret" not in repr(b.account.credentials["app_key"]).lower() or True
         await b.close()
 
 
@@ -291,7 +290,8 @@ def sim_master() -> str:
 
 
 async def _place_resolved(b: BlitzBroker, req: OrderRequest, stats: dict[str, int]) -> Order:
-    """What the engine does: on an ambiguous outcome look the order up; send again only if certainly absent."""
+    """The engine's discipline: on an ambiguous outcome look the order up; send again only if certainly
+    absent."""
     for _ in range(20):
         try:
             return await b.place(req)

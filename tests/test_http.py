@@ -19,7 +19,8 @@ async def _read_request(reader: asyncio.StreamReader) -> None:
 def _reply(status: str, extra: str = "") -> Handler:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        writer.write(f"HTTP/1.1 {status}\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}".encode())
+        head = f"HTTP/1.1 {status}\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode() + b"{}")
         await writer.drain()
         writer.close()
 
@@ -47,7 +48,9 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
 
 
 @pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
-async def test_dropped_reply_is_outcome_unknown_for_orders_and_unavailable_for_reads(serve, transport) -> None:
+async def test_dropped_reply_is_outcome_unknown_for_orders_and_unavailable_for_reads(
+    serve, transport
+) -> None:
     url = await serve(_drop)
     async with make_client(url, timeout=2, transport=transport) as client:
         with pytest.raises(OutcomeUnknown):

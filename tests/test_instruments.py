@@ -8,7 +8,8 @@ from runner.errors import InstrumentUnknown
 from runner.instruments import InstrumentMaster
 from runner.model import Instrument, OptionType
 
-CSV = """exchange,symbol,expiry,strike,option_type,lot_size,tick_size,freeze_quantity,token,trading_symbol,instrument_id
+CSV = """exchange,symbol,expiry,strike,option_type,lot_size,tick_size,freeze_quantity,token,\
+trading_symbol,instrument_id
 NFO,NIFTY,2026-12-29,24500,CE,75,0.05,1800,43210,NIFTY26D2924500CE,9001
 NSE,RELIANCE,,,,1,0.10,,2885,RELIANCE-EQ,17
 """
@@ -19,7 +20,8 @@ def test_resolves_neutral_instruments_to_broker_ids(tmp_path: Path) -> None:
     path.write_text(CSV)
     master = InstrumentMaster.load(path, broker="blitz")
     row = master.resolve(Instrument("NFO", "NIFTY", dt.date(2026, 12, 29), Decimal("24500.0"), OptionType.CE))
-    assert (row.token, row.trading_symbol, row.extra["instrument_id"]) == ("43210", "NIFTY26D2924500CE", "9001")
+    ids = (row.token, row.trading_symbol, row.extra["instrument_id"])
+    assert ids == ("43210", "NIFTY26D2924500CE", "9001")
     assert row.instrument.lot_size == 75 and row.instrument.freeze_quantity == 1800
     assert master.by_token("2885").instrument.symbol == "RELIANCE"
 

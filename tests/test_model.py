@@ -1,3 +1,4 @@
+import datetime as dt
 from decimal import Decimal
 
 import pytest
@@ -16,7 +17,7 @@ from runner.model import (
 )
 
 S = OrderStatus
-NIFTY_CE = Instrument("NFO", "NIFTY", __import__("datetime").date(2026, 12, 29), Decimal("24500"), OptionType.CE)
+NIFTY_CE = Instrument("NFO", "NIFTY", dt.date(2026, 12, 29), Decimal("24500"), OptionType.CE)
 
 
 def test_every_status_has_a_row_in_the_transition_table() -> None:

@@ -158,7 +158,8 @@ _UNDERLYING_RE = re.compile(r"^(?P<u>[A-Z0-9&_-]+?)\d{2}[A-Z]{3}\d{2}")
 
 
 def master_rows_from_blitz_json(records: Iterable[Mapping[str, Any]]) -> list[MasterRow]:
-    """Rows of Blitz's own instrument dump (``/v1/api/instruments/gz/download``, docs/blitzsdk/instruments.md)."""
+    """Rows of Blitz's own instrument dump (``/v1/api/instruments/gz/download``; see
+    docs/blitzsdk/instruments.md)."""
     rows = []
     for rec in records:
         seg = str(rec.get("exchangeSegment", "")).upper()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import sys
 
@@ -32,8 +33,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"runner sim: {exc}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"runner.sims.{args.broker}")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(module.serve_forever(args.host, args.port, faults, {"seed": args.seed}))
-    except KeyboardInterrupt:
-        pass
     return 0

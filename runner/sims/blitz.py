@@ -278,12 +278,12 @@ class BlitzSim:
         session = self._sessions.get(token) if scheme.lower() == "bearer" else None
         if session is None:
             raise ApiError(401, "Unauthorized: missing or invalid JWT token", "AuthenticationError")
-        if self.faults.expire_after is not None:
-            if (self.clock.now() - session.issued_at).total_seconds() >= self.faults.expire_after:
-                del self._sessions[token]
-                if self.expiry_status == 403:
-                    raise ApiError(403, "Session expired or invalidated. Must re-login", "TokenException")
-                raise ApiError(401, "Unauthorized: token expired", "AuthenticationError")
+        expire = self.faults.expire_after
+        if expire is not None and (self.clock.now() - session.issued_at).total_seconds() >= expire:
+            del self._sessions[token]
+            if self.expiry_status == 403:
+                raise ApiError(403, "Session expired or invalidated. Must re-login", "TokenException")
+            raise ApiError(401, "Unauthorized: token expired", "AuthenticationError")
         return session
 
     async def login(self, request: web.Request) -> web.Response:

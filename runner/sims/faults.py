@@ -72,7 +72,9 @@ class FaultPlan:
                     fault = Fault(name)
                 except ValueError:
                     known = ", ".join(f.value for f in Fault if f is not Fault.NONE)
-                    raise ValueError(f"unknown fault {name!r} (known: latency, expire, seed, only, {known})")
+                    raise ValueError(
+                        f"unknown fault {name!r} (known: latency, expire, seed, only, {known})"
+                    ) from None
                 p = Decimal(value)
                 if not 0 <= p <= 1:
                     raise ValueError(f"fault probability for {name} must be within 0..1")
