@@ -2,7 +2,7 @@
 loopback sockets), at 1, 10 and 100 accounts placing orders concurrently, next to bare clients replaying
 the very same place request in the same run.
 
-    python bench/adapters.py [--orders 200] [--rounds 2] [--concurrency 1,10,100]
+    python bench/adapters.py [--orders 100] [--rounds 2] [--concurrency 1,10,100]
                              [--brokers blitz,kotak_neo,odin,alphapoint]
 
 * REST brokers (blitz, kotak_neo, odin): the adapter on the httpx default transport and on the
@@ -438,7 +438,7 @@ def transport_summary(rows: list[Stats]) -> str:
 
 async def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--orders", type=int, default=200, help="orders per client and round, split across "
+    p.add_argument("--orders", type=int, default=100, help="orders per client and round, split across "
                    "accounts (at least 2 per account)")
     p.add_argument("--rounds", type=int, default=2, help="rounds per cell; odd rounds reverse the transports")
     p.add_argument("--concurrency", default="1,10,100", help="account counts, comma separated")

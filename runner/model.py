@@ -76,8 +76,11 @@ _S = OrderStatus
 # Explicit transition table. A status may always stay as it is (idempotent re-reads). UNKNOWN can
 # resolve to anything, and anything non-terminal can become UNKNOWN (a timed-out request).
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    # A cancel may arrive before the exchange acknowledges the order (Blitz shows PendingNew ->
+    # PendingCancel), so PENDING_NEW -> PENDING_CANCEL is legal.
     _S.PENDING_NEW: frozenset(
-        {_S.OPEN, _S.PARTIALLY_FILLED, _S.FILLED, _S.REJECTED, _S.CANCELLED, _S.EXPIRED, _S.UNKNOWN}
+        {_S.OPEN, _S.PARTIALLY_FILLED, _S.FILLED, _S.REJECTED, _S.CANCELLED, _S.EXPIRED, _S.PENDING_CANCEL,
+         _S.UNKNOWN}
     ),
     _S.OPEN: frozenset(
         {_S.PARTIALLY_FILLED, _S.FILLED, _S.PENDING_CANCEL, _S.CANCELLED, _S.EXPIRED, _S.REJECTED, _S.UNKNOWN}

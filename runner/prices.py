@@ -10,6 +10,10 @@ same price in every process, so an entry run at 09:20 and a square-off run at 15
   the walk stays continuous but cannot drift away over weeks of tests.
 * :class:`StepPath`: step-wise series per instrument (a CSV of ``time,instrument,price`` rows, or prices
   set by a test), falling back to another path for instruments it does not know.
+* :class:`ReferencePath`: the built-in paper market. Symbols in a :class:`ReferenceBook` (shipped:
+  ``runner/data/paper_prices.yaml``) walk gently around their reference level, futures trade at the
+  underlying, options are priced from the underlying's reference by :func:`option_value` as time to
+  expiry passes; everything else falls back to a :class:`RandomWalk`.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ import bisect
 import csv
 import datetime as dt
 import hashlib
+import functools
 import math
 from collections.abc import Iterable, Mapping
-from decimal import ROUND_HALF_EVEN, Decimal
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from runner.model import Instrument
+from runner.model import Instrument, OptionType
 
 DEFAULT_TICK = Decimal("0.05")
 INDEX_FUTURES: dict[str, Decimal] = {

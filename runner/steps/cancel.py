@@ -4,10 +4,11 @@ a cancel ack is not a cancel."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
 from runner.gateway import is_live
 from runner.model import Order, OrderStatus
-from runner.playbook import CancelStep, OrderCondition
+from runner.playbook import CancelStep, OrderCondition, OrderFilter, Playbook
 from runner.steps.common import RunContext, StepResult, current_orders, describe, matches_filter
 
 
@@ -24,6 +25,28 @@ def condition_holds(
     if cond.older_than is not None and now - placed_at < dt.timedelta(seconds=ctx.seconds(cond.older_than)):
         return f"younger than {cond.older_than}"
     return None
+
+
+def open_matching(
+    pb: Playbook, f: OrderFilter, orders: Iterable[Order], ours: set[str] | None, *, by_side: bool
+) -> list[Order]:
+    """The live orders a filter selects. ``by_side=False`` ignores ``side`` (a square-off's filter side
+    is the position's side, not an order's). ``ours``: client ids for ``this_run_only``."""
+    return [
+        o
+        for o in orders
+        if is_live(o)
+        and matches_filter(
+            pb,
+            f,
+            instrument=o.instrument,
+            product=o.product,
+            side=o.side if by_side else None,
+            tag=o.tag,
+            client_order_id=o.client_order_id,
+            ours=ours,
+        )
+    ]
 
 
 async def cancel_all(ctx: RunContext, orders: list[Order]) -> StepResult:
@@ -61,21 +84,7 @@ async def run(ctx: RunContext, step: CancelStep) -> StepResult:
     ours = (
         ctx.gateway.journal.client_ids_of_playbook(ctx.playbook.name) if step.all_open.this_run_only else None
     )
-    orders = [
-        o
-        for o in await gw.open_orders()
-        if is_live(o)
-        and matches_filter(
-            ctx,
-            step.all_open,
-            instrument=o.instrument,
-            product=o.product,
-            side=o.side,
-            tag=o.tag,
-            client_order_id=o.client_order_id,
-            ours=ours,
-        )
-    ]
+    orders = open_matching(ctx.playbook, step.all_open, await gw.open_orders(), ours, by_side=True)
     if not orders:
         return StepResult.ok("no open orders matched")
     return await cancel_all(ctx, orders)

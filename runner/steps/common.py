@@ -60,23 +60,27 @@ class RunContext:
         return parse_duration(duration).total_seconds()
 
     def enrich(self, instrument: Instrument) -> Instrument:
-        """Fill lot/tick/freeze metadata from the playbook's instruments for a broker-reported instrument."""
-        if instrument.lot_size and instrument.freeze_quantity and instrument.tick_size:
-            return instrument
-        for spec in self.playbook.instruments.values():
-            known = spec.to_instrument()
-            if known.key == instrument.key:
-                return Instrument(
-                    exchange=instrument.exchange,
-                    symbol=instrument.symbol,
-                    expiry=instrument.expiry,
-                    strike=instrument.strike,
-                    option_type=instrument.option_type,
-                    lot_size=instrument.lot_size or known.lot_size,
-                    tick_size=instrument.tick_size or known.tick_size,
-                    freeze_quantity=instrument.freeze_quantity or known.freeze_quantity,
-                )
+        return enrich(self.playbook, instrument)
+
+
+def enrich(pb: Playbook, instrument: Instrument) -> Instrument:
+    """Fill lot/tick/freeze metadata from the playbook's instruments for a broker-reported instrument."""
+    if instrument.lot_size and instrument.freeze_quantity and instrument.tick_size:
         return instrument
+    for spec in pb.instruments.values():
+        known = spec.to_instrument()
+        if known.key == instrument.key:
+            return Instrument(
+                exchange=instrument.exchange,
+                symbol=instrument.symbol,
+                expiry=instrument.expiry,
+                strike=instrument.strike,
+                option_type=instrument.option_type,
+                lot_size=instrument.lot_size or known.lot_size,
+                tick_size=instrument.tick_size or known.tick_size,
+                freeze_quantity=instrument.freeze_quantity or known.freeze_quantity,
+            )
+    return instrument
 
 
 def build_request(pb: Playbook, f: OrderFields) -> OrderRequest:
@@ -158,7 +162,7 @@ async def current_orders(ctx: RunContext, ref: str) -> list[tuple[Intent, Order]
 
 
 def matches_filter(
-    ctx: RunContext,
+    pb: Playbook,
     f: OrderFilter,
     *,
     instrument: Instrument,
@@ -174,9 +178,7 @@ def matches_filter(
         return False
     if f.side is not None and side is not f.side:
         return False
-    if f.instruments is not None and instrument.key not in {
-        ctx.playbook.instrument(r).key for r in f.instruments
-    }:
+    if f.instruments is not None and instrument.key not in {pb.instrument(r).key for r in f.instruments}:
         return False
     if f.tag is not None and tag != f.tag:
         return False

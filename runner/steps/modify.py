@@ -12,7 +12,7 @@ from decimal import Decimal
 from runner.gateway import applied, is_live
 from runner.journal import Intent
 from runner.model import Modification, Order, OrderStatus, OrderType, Side
-from runner.playbook import Chase, ModifyStep
+from runner.playbook import Chase, ModifyStep, Playbook
 from runner.steps.cancel import condition_holds
 from runner.steps.common import RunContext, StepError, StepResult, current_orders, describe, snap
 
@@ -34,14 +34,31 @@ async def run(ctx: RunContext, step: ModifyStep) -> StepResult:
         return StepResult.skipped(f"condition not met: {why}")
     if step.chase is not None:
         return await chase(ctx, step.chase, intent, order)
-    pb = ctx.playbook
-    change = Modification(
+    change = modification_of(ctx.playbook, step)
+    return verdict(await ctx.gateway.modify(order, change), change)
+
+
+def modification_of(pb: Playbook, step: ModifyStep) -> Modification:
+    return Modification(
         price=pb.resolve_decimal(step.price) if step.price is not None else None,
         trigger_price=pb.resolve_decimal(step.trigger_price) if step.trigger_price is not None else None,
         quantity=pb.resolve_int(step.quantity) if step.quantity is not None else None,
         order_type=OrderType.MARKET if step.to_market else None,
     )
-    return verdict(await ctx.gateway.modify(order, change), change)
+
+
+def chase_cap(pb: Playbook, spec: Chase) -> Decimal | None:
+    return pb.resolve_decimal(spec.limit_price) if spec.limit_price is not None else None
+
+
+def next_chase_price(
+    price: Decimal, side: Side, spec: Chase, tick_size: Decimal | None, cap: Decimal | None
+) -> Decimal:
+    """One chase step: ``spec.tick`` towards the market (BUY up, SELL down), never beyond ``cap``."""
+    target = snap(price + Decimal(side.sign) * spec.tick, tick_size, side)
+    if cap is not None:
+        target = min(target, cap) if side is Side.BUY else max(target, cap)
+    return target
 
 
 def verdict(order: Order, change: Modification) -> StepResult:
@@ -57,19 +74,16 @@ async def chase(ctx: RunContext, spec: Chase, intent: Intent, order: Order) -> S
     gw = ctx.gateway
     if order.price is None or intent.request.price is None:
         raise StepError("chase needs a LIMIT order with a price")
-    direction = Decimal(order.side.sign)  # BUY chases up, SELL chases down
-    tick = spec.tick
     origin = first_price(ctx, intent)
-    cap = ctx.playbook.resolve_decimal(spec.limit_price) if spec.limit_price is not None else None
-    done = int(abs(order.price - origin) / tick)
+    cap = chase_cap(ctx.playbook, spec)
+    done = int(abs(order.price - origin) / spec.tick)
     for _ in range(done, spec.max):
         await ctx.clock.sleep(ctx.seconds(spec.every))
         order = await gw.read(order)
         if not is_live(order):
             break
-        target = snap(order.price + direction * tick, order.instrument.tick_size, order.side)  # type: ignore[operator]
-        if cap is not None:
-            target = min(target, cap) if order.side is Side.BUY else max(target, cap)
+        assert order.price is not None
+        target = next_chase_price(order.price, order.side, spec, order.instrument.tick_size, cap)
         if target == order.price:
             continue  # at the limit price: keep waiting, never beyond it
         change = Modification(price=target)

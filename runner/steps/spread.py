@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from runner.brokers.base import Capability, MultilegBroker
+from runner.brokers.base import Broker, Capability, MultilegBroker
 from runner.gateway import is_live
 from runner.journal import Purpose
 from runner.model import Order, OrderRequest, OrderStatus, OrderType
-from runner.playbook import SpreadStep
+from runner.playbook import Playbook, SpreadLeg, SpreadStep
 from runner.steps.common import RunContext, StepError, StepResult, build_request, describe
 
 UNWIND_LEG = 100  # unwind orders use legs 101.. so they never collide with the spread's own legs
@@ -30,14 +30,28 @@ def leg_sequence(step: SpreadStep) -> list[int]:
 
 
 def use_native(ctx: RunContext, step: SpreadStep) -> bool:
-    native = Capability.NATIVE_MULTILEG in ctx.gateway.broker.capabilities and isinstance(
-        ctx.gateway.broker, MultilegBroker
-    )
+    return native_for(ctx.gateway.broker, step)
+
+
+def native_for(broker: Broker, step: SpreadStep) -> bool:
+    """Whether the spread goes as one native order on ``broker``; StepError if it must but cannot."""
+    native = Capability.NATIVE_MULTILEG in broker.capabilities and isinstance(broker, MultilegBroker)
     if step.mode == "native" and not native:
-        raise StepError(
-            f"broker {ctx.gateway.broker.name} has no native multileg orders; use mode: auto or legged"
-        )
+        raise StepError(f"broker {broker.name} has no native multileg orders; use mode: auto or legged")
     return step.mode != "legged" and native
+
+
+def unwind_request(pb: Playbook, leg: SpreadLeg, filled: Order | OrderRequest, quantity: int) -> OrderRequest:
+    """Close ``quantity`` of a filled leg at market."""
+    return dataclasses.replace(
+        build_request(pb, leg),
+        side=filled.side.opposite,
+        quantity=quantity,
+        order_type=OrderType.MARKET,
+        price=None,
+        trigger_price=None,
+        disclosed_quantity=0,
+    )
 
 
 async def run(ctx: RunContext, step: SpreadStep) -> StepResult:
@@ -96,15 +110,7 @@ async def _on_failure(ctx: RunContext, step: SpreadStep, orders: dict[int, Order
     for i, o in orders.items():
         if o.filled_quantity <= 0:
             continue
-        req = dataclasses.replace(
-            build_request(ctx.playbook, step.legs[i]),
-            side=o.side.opposite,
-            quantity=o.filled_quantity,
-            order_type=OrderType.MARKET,
-            price=None,
-            trigger_price=None,
-            disclosed_quantity=0,
-        )
+        req = unwind_request(ctx.playbook, step.legs[i], o, o.filled_quantity)
         u = await gw.place(req, slot=step.id, leg=UNWIND_LEG + i + 1, purpose=Purpose.UNWIND)
         u = await gw.wait_for(u, lambda x: x.status.is_terminal, ctx.seconds(step.leg_timeout))
         unwound.append(u)

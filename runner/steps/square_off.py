@@ -10,12 +10,14 @@ is closed twice.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
+from decimal import Decimal
 
 from runner.gateway import is_live
-from runner.journal import Purpose
+from runner.journal import Intent, Purpose
 from runner.model import Instrument, Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
-from runner.playbook import SquareOffStep
-from runner.steps.cancel import cancel_all
+from runner.playbook import Playbook, SquareOffStep
+from runner.steps.cancel import cancel_all, open_matching
 from runner.steps.common import RunContext, StepResult, describe, matches_filter, snap
 
 ROUND = 1000
@@ -36,16 +38,21 @@ def slot_of(step: SquareOffStep, pos: Position) -> str:
     return f"{step.id}:{pos.instrument.key}:{pos.product.value}"
 
 
-def _selected(
-    ctx: RunContext, step: SquareOffStep, positions: list[Position], keys: set[str] | None
+def position_key(pos: Position) -> str:
+    return f"{pos.instrument.key}|{pos.product.value}"
+
+
+def positions_to_close(
+    pb: Playbook, step: SquareOffStep, positions: Iterable[Position], keys: set[str] | None
 ) -> list[Position]:
+    """Non-flat positions the step's filter selects (``keys``: the run's pairs for ``this_run_only``)."""
     out = []
     for p in positions:
         if p.quantity == 0:
             continue
         side = Side.BUY if p.quantity > 0 else Side.SELL  # filter side = the position's side
         if not matches_filter(
-            ctx,
+            pb,
             step.filter,
             instrument=p.instrument,
             product=p.product,
@@ -55,10 +62,47 @@ def _selected(
             ours=None,
         ):
             continue
-        if keys is not None and f"{p.instrument.key}|{p.product.value}" not in keys:
+        if keys is not None and position_key(p) not in keys:
             continue
         out.append(p)
     return out
+
+
+def exit_requests(
+    step: SquareOffStep, pos: Position, instrument: Instrument, reference: Decimal | None
+) -> list[OrderRequest]:
+    """The closing orders for one position: opposite side, freeze-sized slices, a limit ``limit_offset``
+    through ``reference`` when escalating (market when there is no reference or no escalation)."""
+    side = Side.SELL if pos.quantity > 0 else Side.BUY
+    order_type, price = OrderType.MARKET, None
+    if step.escalation is not None and reference is not None:
+        offset = step.escalation.limit_offset
+        target = reference - offset if side is Side.SELL else reference + offset
+        price = snap(target, instrument.tick_size, side)
+        order_type = OrderType.LIMIT
+    return [
+        OrderRequest(
+            client_order_id="-",
+            instrument=instrument,
+            side=side,
+            quantity=qty,
+            order_type=order_type,
+            product=pos.product,
+            price=price,
+        )
+        for qty in slices(abs(pos.quantity), instrument)
+    ]
+
+
+def next_round(own: Iterable[Intent], slot: str) -> int:
+    """A resumed square-off closes what is left in a new round of client ids."""
+    rounds = [i.leg // ROUND for i in own if i.slot == slot]
+    return max(rounds) + 1 if rounds else 0
+
+
+def run_keys(intents: Iterable[Intent]) -> set[str]:
+    """Instrument|product pairs with fills among ``intents`` (for ``this_run_only`` square-offs)."""
+    return {f"{i.request.instrument.key}|{i.request.product.value}" for i in intents if i.filled_quantity > 0}
 
 
 async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
@@ -71,36 +115,20 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
         await cancel_all(ctx, live_own)
     if step.cancel_open_orders:
         ours = gw.journal.client_ids_of_playbook(ctx.playbook.name) if step.filter.this_run_only else None
-        opens = [
-            o
-            for o in await gw.open_orders()
-            if is_live(o)
-            and matches_filter(
-                ctx,
-                step.filter,
-                instrument=o.instrument,
-                product=o.product,
-                side=None,
-                tag=o.tag,
-                client_order_id=o.client_order_id,
-                ours=ours,
-            )
-        ]
+        opens = open_matching(ctx.playbook, step.filter, await gw.open_orders(), ours, by_side=False)
         if opens:
             res = await cancel_all(ctx, opens)
             notes.append(res.message)
             if any(is_live(o) for o in [await gw.read(x) for x in opens]):
                 return StepResult.failed("open orders could not be cancelled: " + res.message)
-    keys = _run_keys(ctx) if step.filter.this_run_only else None
-    targets = _selected(ctx, step, list(await gw.positions()), keys)
+    keys = run_keys(gw.journal.intents(run_id=ctx.run_id)) if step.filter.this_run_only else None
+    targets = positions_to_close(ctx.playbook, step, await gw.positions(), keys)
     if not targets:
         return StepResult.ok("; ".join([*notes, "nothing to square off"]))
     # 2. close every position, sliced.
     placed: list[Order] = []
     for pos in targets:
-        placed += await _close(
-            ctx, step, pos, own_rounds=[i.leg // ROUND for i in own if i.slot == slot_of(step, pos)]
-        )
+        placed += await _close(ctx, step, pos, rnd=next_round(own, slot_of(step, pos)))
     # 3. escalate: limit orders still working after the timeout go to market.
     if step.escalation is not None:
         timeout = ctx.seconds(step.escalation.timeout)
@@ -113,13 +141,9 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     # 4. verify flat by reading positions back.
     verify = ctx.seconds(step.verify_timeout)
     deadline = ctx.clock.now() + dt.timedelta(seconds=verify)
-    wanted = {f"{p.instrument.key}|{p.product.value}" for p in targets}
+    wanted = {position_key(p) for p in targets}
     while True:
-        left = [
-            p
-            for p in await gw.positions()
-            if f"{p.instrument.key}|{p.product.value}" in wanted and p.quantity
-        ]
+        left = [p for p in await gw.positions() if position_key(p) in wanted and p.quantity]
         if not left or ctx.clock.now() >= deadline:
             break
         await ctx.clock.sleep(gw.tuning.poll_interval)
@@ -137,42 +161,16 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     )
 
 
-async def _close(ctx: RunContext, step: SquareOffStep, pos: Position, own_rounds: list[int]) -> list[Order]:
+async def _close(ctx: RunContext, step: SquareOffStep, pos: Position, rnd: int) -> list[Order]:
     gw = ctx.gateway
     ins = ctx.enrich(pos.instrument)
-    side = Side.SELL if pos.quantity > 0 else Side.BUY
-    rnd = max(own_rounds) + 1 if own_rounds else 0
-    order_type, price = OrderType.MARKET, None
-    if step.escalation is not None:
-        ref = await gw.reference_price(ins)
-        if ref is not None:
-            offset = step.escalation.limit_offset
-            price = snap(ref - offset if side is Side.SELL else ref + offset, ins.tick_size, side)
-            order_type = OrderType.LIMIT
-        else:
-            gw.note(f"{ins.key}: no price reference for a limit exit; closing at market", level="warning")
+    ref = await gw.reference_price(ins) if step.escalation is not None else None
+    if step.escalation is not None and ref is None:
+        gw.note(f"{ins.key}: no price reference for a limit exit; closing at market", level="warning")
     out = []
-    for n, qty in enumerate(slices(abs(pos.quantity), ins)):
-        req = OrderRequest(
-            client_order_id="-",
-            instrument=ins,
-            side=side,
-            quantity=qty,
-            order_type=order_type,
-            product=pos.product,
-            price=price,
-        )
+    for n, req in enumerate(exit_requests(step, pos, ins, ref)):
         order = await gw.place(req, slot=slot_of(step, pos), leg=rnd * ROUND + n, purpose=Purpose.SQUARE_OFF)
         if order.status is OrderStatus.REJECTED:
             gw.note("square-off slice rejected: " + describe(order), level="error", cid=order.client_order_id)
         out.append(order)
     return out
-
-
-def _run_keys(ctx: RunContext) -> set[str]:
-    """Instrument|product pairs this run traded (for ``this_run_only`` square-offs)."""
-    return {
-        f"{i.request.instrument.key}|{i.request.product.value}"
-        for i in ctx.gateway.journal.intents(run_id=ctx.run_id)
-        if i.filled_quantity > 0
-    }
