@@ -74,6 +74,7 @@ async def per_order(tmp: str, n: int) -> None:
         account="ran",
         risk=RiskChecker(pb),
         step_id="p",
+        log=logs.get_logger(run="bench", playbook="bench", account="ran").bind(step="p"),  # as the engine
     )
     await bare.connect()
     await ran.connect()

@@ -13,23 +13,41 @@ A step's outcome says what is true at the broker; handler modules read orders an
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
 from runner.brokers.base import Broker
 from runner.clock import Clock
+from runner.control import GuardedBroker, Halted
 from runner.errors import BrokerError
 from runner.gateway import EngineEvent, EventKind, Gateway, Observer, Tuning
+from runner.ids import client_order_id
 from runner.ids import run_id as make_run_id
-from runner.journal import Journal, RunRecord, RunStatus, StepOutcome, StepRecord
+from runner.journal import (
+    DuplicateIntent,
+    Intent,
+    Journal,
+    Purpose,
+    RunRecord,
+    RunStatus,
+    StepOutcome,
+    StepRecord,
+)
 from runner.logs import get_logger
+from runner.model import Modification, MultilegRequest, Order, OrderRequest
 from runner.playbook import Playbook, parse_duration
 from runner.risk import RiskChecker, RiskConfig, RiskRefused
 from runner.steps import EXIT_KINDS, HANDLERS, RunContext, StepResult
-from runner.steps.common import StepError
+from runner.steps.common import StepError, build_request
+
+if TYPE_CHECKING:
+    from runner.groupcommit import GroupCommit
+    from runner.groupcommit import Staged as StagedRows
 
 LATE_GRACE = dt.timedelta(seconds=1)  # reaching a step this long after its ``at`` counts as late
 
@@ -42,6 +60,8 @@ class RunOptions:
     risk: RiskConfig | None = None
     tuning: Tuning = field(default_factory=Tuning)
     run_key: str | None = None  # names the run id instead of the playbook (rehearsals use their own ids)
+    connect: bool = True  # False: the caller already connected this broker (fires sharing an instant)
+    reconcile: bool = True  # False: the caller already reconciled this account's unsettled intents
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +135,10 @@ class Engine:
         self.tz = ZoneInfo(playbook.timezone)
         self.run_id = make_run_id(options.run_key or playbook.name, options.scheduled_for)
         self.log = get_logger(run=self.run_id, playbook=playbook.name, account=account)
+        self.halts: _HaltNotes | None = None
+        if isinstance(broker, GuardedBroker):  # kill switch: a refused order makes its step REFUSED
+            self.halts = _HaltNotes(broker)
+            broker = cast(Broker, self.halts)
         self.gateway = Gateway(
             broker=broker,
             journal=journal,
@@ -126,6 +150,10 @@ class Engine:
             observer=observer,
             log=self.log,
         )
+        self.record: RunRecord | None = None
+        self.done: dict[str, StepRecord] = {}
+        self._prepared = False
+        self._staged: _Staged | None = None
         self.ctx = RunContext(
             playbook=playbook,
             run_id=self.run_id,
@@ -142,7 +170,41 @@ class Engine:
         if self.observer is not None:
             self.observer(EngineEvent(kind, self.clock.now(), step_id, message, None, outcome))
 
-    async def execute(self) -> RunReport:
+    async def prepare(self, commit: GroupCommit | None = None) -> None:
+        """Everything before the first step, done ahead of the scheduled instant: open the run, connect,
+        reconcile. With ``commit``, a fresh run whose first step is a plain ``place`` also builds that
+        order and passes the pre-trade checks now, and journals nothing yet: its run row, step row and
+        intent are written at the instant in one group commit (:mod:`runner.groupcommit`), right before
+        the request leaves. Nothing is ever sent here."""
+        if self._prepared:
+            return
+        self._prepared = True
+        fresh = commit is not None and self.journal.get_run(self.run_id) is None
+        if not fresh:
+            self.record = self._open_run()
+        if self.options.connect:
+            await self._connect()
+        if self.options.reconcile:
+            await self.gateway.reconcile()
+        if fresh:
+            assert commit is not None
+            self._staged = await self._stage_first(commit)
+            if self._staged is None:
+                self.record = self._open_run()
+            else:  # logged now: at the instant nothing but the commit may stand before the request
+                self.log.info("run_start", resumed=False, starts=1, staged=True)
+        self.done = self.journal.steps_of(self.run_id) if self.record is not None else {}
+
+    async def abandon(self, reason: str, status: RunStatus = RunStatus.STOPPED) -> None:
+        """Prepared, never executed (halted or shutting down before the instant). Nothing was sent. A
+        staged fresh run left nothing in the journal; an opened run is closed with ``status`` and why."""
+        self._staged = None
+        if self.record is not None:
+            self.journal.finish_run(self.run_id, status, self.clock.now(), reason)
+            self.log.info("run_abandoned", status=status.value, reason=reason)
+            self._emit(EventKind.RUN_FINISHED, message=status.value, outcome=status.value)
+
+    def _open_run(self) -> RunRecord:
         record = self.journal.start_run(
             self.run_id,
             playbook=self.pb.name,
@@ -151,20 +213,87 @@ class Engine:
             mode=self.options.mode,
             now=self.clock.now(),
         )
+        self._started(record)
+        return record
+
+    def _started(self, record: RunRecord) -> None:
         self.log.info("run_start", resumed=record.resumed, starts=record.starts)
         self._emit(EventKind.RUN_STARTED, message="resumed" if record.resumed else "started")
-        await self._connect()
-        await self.gateway.reconcile()
-        done = self.journal.steps_of(self.run_id)
+
+    async def _stage_first(self, commit: GroupCommit) -> _Staged | None:
+        """The first step's order built, risk-checked and its rows converted ahead of time; None when it
+        cannot be staged (the ordinary path then runs it, with the same checks and messages)."""
+        if not self.pb.steps:
+            return None
+        step = self.pb.steps[0]
+        if step.kind != "place" or step.after is not None:
+            return None
+        slot = self.options.scheduled_for
+        if step.at is not None and not self.options.ignore_at:
+            target = self.ctx.local_instant(step.at)
+            if target > slot or slot - target > LATE_GRACE:
+                return None
+        try:
+            request = build_request(self.pb, step)
+        except StepError:
+            return None
+        request = dataclasses.replace(request, client_order_id=client_order_id(self.run_id, step.id, 0, 0))
+        risk = self.gateway.risk
+        if risk is not None:
+            ref = await self.gateway.reference_price(request.instrument) if risk.needs_price else None
+            try:
+                risk.check(request, orders_so_far=0, reference_price=ref)  # a fresh run has no orders yet
+            except RiskRefused:
+                return None
+        intent = Intent(
+            client_order_id=request.client_order_id,
+            run_id=self.run_id,
+            account=self.account,
+            step_id=step.id,
+            slot=step.id,
+            leg=0,
+            attempt=0,
+            purpose=Purpose.ENTRY,
+            request=request,
+            created_at=slot,  # placeholder: the commit stamps the instant it is written
+        )
+        run_row = {
+            "run_id": self.run_id,
+            "playbook": self.pb.name,
+            "account": self.account,
+            "mode": self.options.mode,
+            "scheduled_for": slot,
+            "starts": 1,
+            "status": RunStatus.RUNNING.value,
+        }
+        step_row = {
+            "run_id": self.run_id,
+            "step_id": step.id,
+            "position": 0,
+            "kind": step.kind,
+            "outcome": StepOutcome.RUNNING.value,
+        }
+        return _Staged(step, intent, commit, commit.stage(run_row, step_row, intent))
+
+    async def execute(self) -> RunReport:
+        await self.prepare()
+        staged, self._staged = self._staged, None
+        first = await self._run_staged(staged) if staged is not None else None
+        if self.record is None:  # staged but not committed (released late, or its rows collided)
+            self.record = self._open_run()
+            self.done = self.journal.steps_of(self.run_id)
+        record, done = self.record, self.done
         outcomes: list[StepOutcome] = [r.outcome for r in done.values() if r.outcome.is_final]
         blocked = any(o in (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED) for o in outcomes)
         previous_end: dt.datetime | None = None
         for position, step in enumerate(self.pb.steps):
             prior = done.get(step.id)
-            if prior is not None and prior.outcome.is_final:
+            if first is not None and position == 0:
+                result = first
+            elif prior is not None and prior.outcome.is_final:
                 previous_end = prior.finished_at
                 continue
-            if blocked and step.kind not in EXIT_KINDS:
+            elif blocked and step.kind not in EXIT_KINDS:
                 result = StepResult.skipped("an earlier step failed or stopped the run")
                 self._start(step, position)
             else:
@@ -181,6 +310,36 @@ class Engine:
         self.log.info("run_finish", status=status.value)
         self._emit(EventKind.RUN_FINISHED, message=status.value, outcome=status.value)
         return _report(record, status, self.journal.steps_of(self.run_id), self.pb)
+
+    async def _run_staged(self, staged: _Staged) -> StepResult | None:
+        """At the instant: one group commit (run row, step row, intent), then the request. None when the
+        ordinary path must take over (released more than LATE_GRACE late, or the rows already exist)."""
+        now = self.clock.now()
+        if now - self.options.scheduled_for > LATE_GRACE:
+            return None
+        try:
+            await staged.commit.commit(staged.rows, now)
+        except DuplicateIntent:
+            return None
+        step = staged.step
+        gw = self.gateway
+        saved = gw.journal, gw.risk, gw.broker
+        held = _HeldLog(self.log.bind(step=step.id))  # the log write waits until the request left
+        gw.journal = cast(Journal, _Precommitted(gw.journal, staged.intent))
+        gw.risk = None  # checked while preparing
+        gw.broker = cast(Broker, _YieldAfterPlace(gw.broker, held.release))
+        gw.step_id = step.id
+        self.record = RunRecord(
+            self.run_id, self.pb.name, self.account, self.options.mode, self.options.scheduled_for,
+            now, now, None, 1, RunStatus.RUNNING, None,
+        )  # fmt: skip
+        self._emit(EventKind.RUN_STARTED, message="started")
+        self._emit(EventKind.STEP_STARTED, step.id, step.description or step.kind)
+        try:
+            return await self._handle(step, held)
+        finally:
+            held.release()
+            gw.journal, gw.risk, gw.broker = saved
 
     async def _connect(self) -> None:
         await self.gateway.call("connect", self.broker.connect)
@@ -208,7 +367,20 @@ class Engine:
                 self._start(step, position)
                 return StepResult.skipped(late)
         self._start(step, position)
-        log = self.log.bind(step=step.id)
+        return await self._handle(step)
+
+    async def _handle(self, step: Any, log: Any = None) -> StepResult:
+        if self.halts is not None:
+            self.halts.last = None
+        result = await self._dispatch(step, log)
+        halted = self.halts.last if self.halts is not None else None
+        if halted is not None and result.outcome is StepOutcome.FAILED:
+            self.log.warning("kill_switch_refused", step=step.id, error=str(halted))
+            return StepResult(StepOutcome.REFUSED, f"refused by the kill switch: {halted}", result.orders)
+        return result
+
+    async def _dispatch(self, step: Any, log: Any = None) -> StepResult:
+        log = log or self.log.bind(step=step.id)
         self.gateway.log = log
         try:
             return await HANDLERS[step.kind](self.ctx, step)
@@ -227,20 +399,140 @@ class Engine:
         """Sleep until the step may start. Returns why it is skipped when it is reached too late."""
         if step.at is not None and not self.options.ignore_at:
             target = self.ctx.local_instant(step.at)
-            lateness = self.clock.now() - target
-            if lateness > LATE_GRACE:
-                policy = step.late or (self.pb.schedule.late if self.pb.schedule else "skip")
-                window = (
-                    parse_duration(policy.split()[1]) if policy.startswith("run-within") else dt.timedelta(0)
-                )
-                if lateness > window:
-                    return f"late by {lateness.total_seconds():.0f}s for at {step.at} (late: {policy})"
+            if self.clock.now() - target > LATE_GRACE:
+                too_late = late_reason(self.pb, step, target, self.clock.now())
+                if too_late is not None:
+                    return too_late
             else:
                 await self.clock.sleep_until(target)
         if step.after is not None:
             start = previous_end or self.clock.now()
             await self.clock.sleep_until(start + parse_duration(step.after))
         return None
+
+
+def late_reason(pb: Playbook, step: Any, target: dt.datetime, now: dt.datetime) -> str | None:
+    """Why a step reached at ``now`` for its ``at`` = ``target`` is skipped under its late policy, or None."""
+    lateness = now - target
+    if lateness <= LATE_GRACE:
+        return None
+    policy = step.late or (pb.schedule.late if pb.schedule else "skip")
+    window = parse_duration(policy.split()[1]) if policy.startswith("run-within") else dt.timedelta(0)
+    if lateness > window:
+        return f"late by {lateness.total_seconds():.0f}s for at {step.at} (late: {policy})"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    step: Any  # the first PlaceStep
+    intent: Intent  # its order: client id filled in, pre-trade checks passed
+    commit: GroupCommit
+    rows: StagedRows  # run, step and intent rows, converted for the group commit
+
+
+class _Precommitted:
+    """The run's journal for its staged first step: the gateway's ``add_intent`` of the intent the group
+    commit already wrote is a no-op (only if it is that exact intent); everything else passes through."""
+
+    def __init__(self, inner: Journal, intent: Intent) -> None:
+        self._inner = inner
+        self._intent: Intent | None = intent
+
+    def add_intent(self, intent: Intent) -> None:
+        mine = self._intent
+        if (
+            mine is not None
+            and intent.client_order_id == mine.client_order_id
+            and intent.request == mine.request
+        ):
+            self._intent = None
+            return
+        self._inner.add_intent(intent)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _HaltNotes:
+    """Notes the kill switch's refusals (:class:`runner.control.Halted`) on their way to the gateway, which
+    journals them as rejected orders: the engine then reports the step REFUSED, not FAILED."""
+
+    def __init__(self, inner: GuardedBroker) -> None:
+        self._inner = inner
+        self.last: Halted | None = None
+
+    async def place(self, request: OrderRequest) -> Order:
+        try:
+            return await self._inner.place(request)
+        except Halted as exc:
+            self.last = exc
+            raise
+
+    async def modify(self, order: Order, change: Modification) -> Order:
+        try:
+            return await self._inner.modify(order, change)
+        except Halted as exc:
+            self.last = exc
+            raise
+
+    async def place_multileg(self, request: MultilegRequest) -> Sequence[Order]:
+        try:
+            return await self._inner.place_multileg(request)
+        except Halted as exc:
+            self.last = exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _YieldAfterPlace:
+    """Lets the event loop run once after a request left and before its bookkeeping, so every run released
+    at the same instant sends its first request before any of them journals an ack (a broker that answers
+    without awaiting I/O, like paper, would otherwise serialize the burst behind each run's commits)."""
+
+    def __init__(self, inner: Broker, sent: Callable[[], None]) -> None:
+        self._inner = inner
+        self._sent = sent
+
+    async def place(self, request: OrderRequest) -> Order:
+        try:
+            return await self._inner.place(request)
+        finally:
+            await asyncio.sleep(0)
+            self._sent()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _HeldLog:
+    """A logger whose lines are held until :meth:`release` (then written in order):
+    formatting and writing a log line costs more than the rest of the path from the instant to the
+    request, so a staged first order's ``order_send`` line is written just after the request left."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._held: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] | None = []
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        for meth, args, kw in held or ():
+            meth(*args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        meth = getattr(self._inner, name)
+        if name == "bind" or not callable(meth):
+            return meth
+
+        def hold(*args: Any, **kw: Any) -> Any:
+            if self._held is None:
+                return meth(*args, **kw)
+            self._held.append((meth, args, kw))
+            return None
+
+        return hold
 
 
 async def execute(

@@ -14,7 +14,7 @@ def _digest(*parts: object, size: int) -> str:
 
 
 def run_id(playbook: str, scheduled_for: dt.datetime) -> str:
-    """``<yyyymmdd>-<hhmm>-<hash>`` from the playbook name and the scheduled instant (UTC)."""
+    """``<yyyymmdd>-<hhmmss>-<hash>`` (UTC) from the playbook name and the scheduled instant (UTC)."""
     if scheduled_for.tzinfo is None:
         raise ValueError("scheduled_for must be timezone-aware")
     utc = scheduled_for.astimezone(dt.UTC)

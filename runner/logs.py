@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, TextIO
+from decimal import Decimal
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -57,13 +59,32 @@ def _secret_name(key: str) -> bool:
     return any(w in SECRET_WORDS for w in words)
 
 
+# Types that never carry a secret: returned as they are without further checks (the hot path: a log
+# event or a broker call row is mostly these).
+_PLAIN: frozenset[type] = frozenset({int, float, bool, type(None), Decimal, dt.datetime, dt.date})
+_secret_type: type | None = None  # runner.accounts.Secret, imported on first use (cold start)
+
+
 def redact(value: Any, _depth: int = 0) -> Any:
     """A copy of ``value`` with secrets replaced by ``***`` (dicts, lists, Secret objects, bearer text)."""
-    from runner.accounts import Secret
-
+    t = type(value)
+    if t in _PLAIN:
+        return value
+    if t is str:
+        return _redact_text(value)
     if _depth > 20:
         return value
-    if isinstance(value, Secret):
+    if t is dict:
+        return {
+            k: (REDACTED if v is not None and _is_secret_key(k) else redact(v, _depth + 1))
+            for k, v in value.items()
+        }
+    global _secret_type
+    if _secret_type is None:
+        from runner.accounts import Secret
+
+        _secret_type = Secret
+    if isinstance(value, _secret_type):
         return REDACTED
     if isinstance(value, Mapping):
         return {
@@ -72,7 +93,13 @@ def redact(value: Any, _depth: int = 0) -> Any:
         }
     if isinstance(value, list | tuple):
         return type(value)(redact(v, _depth + 1) for v in value)
-    if isinstance(value, str) and ("earer" in value or "eyJ" in value):
+    if isinstance(value, str):
+        return _redact_text(value)
+    return value
+
+
+def _redact_text(value: str) -> str:
+    if "earer" in value or "eyJ" in value:
         return JWT_RE.sub(REDACTED, BEARER_RE.sub(r"\1 " + REDACTED, value))
     return value
 
@@ -85,6 +112,19 @@ def redact_processor(_logger: Any, _method: str, event_dict: MutableMapping[str,
 _configured = False
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at write time (a test runner swaps and closes it between tests)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(
     *, json: bool | None = None, stream: TextIO | None = None, level: int = logging.INFO, force: bool = False
 ) -> None:
@@ -92,7 +132,8 @@ def configure(
     global _configured
     if _configured and not force:
         return
-    stream = stream or sys.stderr
+    if stream is None or stream is sys.stderr:
+        stream = cast(TextIO, _Stderr())
     if json is None:
         json = not stream.isatty()
     renderer: Any = (

@@ -207,6 +207,32 @@ class Order:
     updated_at: dt.datetime | None = None
     raw_status: str | None = None  # the broker's own status string, for the journal
 
+    @classmethod
+    def from_request(
+        cls,
+        request: OrderRequest,
+        status: OrderStatus,
+        *,
+        broker_order_id: str | None = None,
+        **fields: object,
+    ) -> Order:
+        """The order as a request describes it, e.g. right after an acknowledgement."""
+        return cls(
+            client_order_id=request.client_order_id,
+            broker_order_id=broker_order_id,
+            instrument=request.instrument,
+            side=request.side,
+            quantity=request.quantity,
+            order_type=request.order_type,
+            product=request.product,
+            status=status,
+            price=request.price,
+            trigger_price=request.trigger_price,
+            validity=request.validity,
+            tag=request.tag,
+            **fields,  # type: ignore[arg-type]
+        )
+
     @property
     def pending_quantity(self) -> int:
         return 0 if self.status.is_terminal else self.quantity - self.filled_quantity

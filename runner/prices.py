@@ -21,8 +21,8 @@ from __future__ import annotations
 import bisect
 import csv
 import datetime as dt
-import hashlib
 import functools
+import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -243,12 +243,190 @@ class StepPath:
         return sp
 
 
-def path_from_options(options: Mapping[str, Any], *, tz: str = "Asia/Kolkata") -> PricePath:
+# --- reference market: the built-in paper broker's default prices ------------------------------------
+
+REFERENCE_FILE = Path(__file__).parent / "data" / "paper_prices.yaml"
+EXPIRY_CLOSE = dt.time(15, 30)  # options and futures expire at the close, local time
+_YEAR_SECONDS = Decimal(365 * 86_400)
+_CTX = Context(prec=28, rounding=ROUND_HALF_EVEN)  # fixed, so results never depend on the caller's context
+_INV_SQRT_2PI = Decimal("0.3989422804014326779399460599")
+# Abramowitz & Stegun 26.2.17: upper normal tail Q(x) = phi(x) * poly(1 / (1 + p x)), |error| < 7.5e-8.
+_AS_P = Decimal("0.2316419")
+_AS_B = (Decimal("0.319381530"), Decimal("-0.356563782"), Decimal("1.781477937"),
+         Decimal("-1.821255978"), Decimal("1.330274429"))
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    symbol: str
+    exchange: str  # where the underlying itself trades (an index's or a stock's home exchange)
+    price: Decimal
+    iv: Decimal  # annualised implied volatility, e.g. 0.13
+
+    @property
+    def instrument(self) -> Instrument:
+        return Instrument(self.exchange, self.symbol)
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceBook:
+    version: str
+    underlyings: Mapping[str, Reference]
+    underlying_ppm: int = 20
+    option_ppm: int = 30
+
+    def get(self, symbol: str) -> Reference | None:
+        return self.underlyings.get(symbol.upper())
+
+
+def load_references(path: str | Path | None = None) -> ReferenceBook:
+    """A reference price file (default: the shipped one, read once per process)."""
+    if path is None:
+        return _shipped_references()
+    return _read_references(Path(path).expanduser())
+
+
+@functools.cache
+def _shipped_references() -> ReferenceBook:
+    return _read_references(REFERENCE_FILE)
+
+
+def _read_references(path: Path) -> ReferenceBook:
+    from runner.yamlload import load_yaml  # floats arrive as Decimal from their source text
+
+    doc = load_yaml(path.read_text(encoding="utf-8"), str(path)).value
+    try:
+        noise = doc.get("noise_ppm") or {}
+        refs = {}
+        for symbol, row in (doc.get("underlyings") or {}).items():
+            price, iv = Decimal(str(row["price"])), Decimal(str(row["iv"]))
+            if price <= 0 or iv < 0:
+                raise ValueError(f"{symbol}: price must be positive and iv not negative")
+            sym = str(symbol).upper()
+            refs[sym] = Reference(sym, str(row.get("exchange", "NSE")), price, iv)
+        return ReferenceBook(str(doc["version"]), refs, int(noise.get("underlying", 20)),
+                             int(noise.get("option", 30)))
+    except (AttributeError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        raise ValueError(f"{path}: bad reference price file: {exc}") from None
+
+
+def years_to_expiry(expiry: dt.date, second: int, tz: ZoneInfo) -> Decimal:
+    """Time from ``second`` to the expiry close, in years of 365 days (0 once expired)."""
+    close = math.floor(dt.datetime.combine(expiry, EXPIRY_CLOSE, tzinfo=tz).timestamp())
+    return Decimal(max(close - second, 0)) / _YEAR_SECONDS
+
+
+def option_value(spot: Decimal, strike: Decimal, option_type: OptionType, years: Decimal,
+                 iv: Decimal) -> Decimal:
+    """Premium under the normal (Bachelier) model with volatility ``spot * iv``: intrinsic value plus a
+    time value of ``spot * iv * sqrt(years) * (phi(x) - x * Q(x))`` where ``x`` is the distance from the
+    money in those units. At the money that is ``0.3989 * spot * iv * sqrt(years)`` (Brenner-
+    Subrahmanyam); it shrinks with distance from the money and with time to expiry. Not snapped."""
+    with localcontext(_CTX):
+        intrinsic = max(spot - strike if option_type is OptionType.CE else strike - spot, Decimal(0))
+        scale = spot * iv * years.sqrt()
+        if scale <= 0:
+            return intrinsic
+        x = abs(spot - strike) / scale
+        if x > 12:  # time value below 1e-30 of the scale
+            return intrinsic
+        phi = (-(x * x) / 2).exp() * _INV_SQRT_2PI
+        t = 1 / (1 + _AS_P * x)
+        poly = Decimal(0)
+        for b in reversed(_AS_B):
+            poly = (poly + b) * t
+        time_value = scale * phi * max(1 - x * poly, Decimal(0))
+        return intrinsic + time_value
+
+
+class ReferencePath:
+    """The default paper market: reference levels for known symbols, a :class:`RandomWalk` for the rest.
+
+    * a known symbol's cash instrument or index walks around its reference (``underlying_ppm``, calmer
+      than the generic walk so hand-written limit prices stay inside the exchange band for days);
+    * its futures trade at that same walk (snapped to the future's tick);
+    * its options trade at :func:`option_value` of the underlying's *reference* level at the current time
+      to expiry, times a small noise of their own. Premiums decay towards expiry but do not follow the
+      underlying's intraday wiggle: the paper market is for order handling, not for P&L.
+
+    ``overrides`` (an account's ``prices:``) win: an instrument key listed there walks around that base,
+    and an underlying's key (``NSE RELIANCE``) also moves its futures and options.
+    """
+
+    def __init__(
+        self,
+        references: ReferenceBook,
+        seed: str | int = "paper",
+        overrides: Mapping[str, Decimal] | None = None,
+        *,
+        vol_ppm: int | None = None,
+        tz: str = "Asia/Kolkata",
+    ) -> None:
+        self.references = references
+        self._overrides = {k: Decimal(v) for k, v in (overrides or {}).items()}
+        self.fallback = RandomWalk(seed, self._overrides, vol_ppm=vol_ppm)
+        bases = {r.instrument.key: r.price for r in references.underlyings.values()}
+        bases.update(self._overrides)
+        self._underlying = RandomWalk(seed, bases, vol_ppm=vol_ppm or references.underlying_ppm)
+        self._noise = RandomWalk(seed, vol_ppm=references.option_ppm)
+        self.tz = ZoneInfo(tz)
+        self._cache: dict[tuple[str, int], Decimal] = {}
+
+    def reference_of(self, instrument: Instrument) -> Reference | None:
+        ref = self.references.get(instrument.symbol)
+        if ref is not None and instrument.key in self._overrides and instrument.key != ref.instrument.key:
+            return None  # a derivative with its own base: the plain walk around it
+        return ref
+
+    def model_price(self, instrument: Instrument, second: int) -> Decimal | None:
+        """The noiseless model premium of a known option at ``second`` (None for anything else)."""
+        ref = self.reference_of(instrument)
+        if ref is None or instrument.option_type is None or instrument.strike is None:
+            return None
+        if instrument.expiry is None:
+            return None
+        spot = self._underlying.base(ref.instrument)
+        years = years_to_expiry(instrument.expiry, second, self.tz)
+        return option_value(spot, instrument.strike, instrument.option_type, years, ref.iv)
+
+    def price(self, instrument: Instrument, second: int) -> Decimal:
+        ref = self.reference_of(instrument)
+        if ref is None:
+            return self.fallback.price(instrument, second)
+        tick = tick_of(instrument)
+        if instrument.option_type is None:
+            return snap(self._underlying.price(ref.instrument, second), tick)
+        ck = (instrument.key, second)
+        cached = self._cache.get(ck)
+        if cached is not None:
+            return cached
+        value = self.model_price(instrument, second)
+        if value is None:  # an option without strike or expiry: nothing to model
+            return self.fallback.price(instrument, second)
+        noise = min(max(self._noise.offset_ppm(instrument, second), -500_000), 500_000)
+        with localcontext(_CTX):
+            result = snap(value * (_PPM + noise) / _PPM, tick)
+        if len(self._cache) > 65_536:
+            self._cache.clear()
+        self._cache[ck] = result
+        return result
+
+
+def path_from_options(
+    options: Mapping[str, Any], *, tz: str = "Asia/Kolkata", references: ReferenceBook | None = None
+) -> PricePath:
     """The price path an account's options describe: ``seed``, ``prices`` (base price per instrument
-    key), ``volatility_ppm``, ``price_csv`` (a CSV path; instruments it lacks use the walk)."""
+    key), ``volatility_ppm``, ``price_csv`` (a CSV path; instruments it lacks use the walk). With
+    ``references`` (the paper broker's default), known symbols trade around their reference levels."""
     bases = {str(k): Decimal(str(v)) for k, v in (options.get("prices") or {}).items()}
     vol = options.get("volatility_ppm")
-    walk = RandomWalk(options.get("seed", "paper"), bases, vol_ppm=int(vol) if vol is not None else None)
+    seed = options.get("seed", "paper")
+    vol_ppm = int(vol) if vol is not None else None
+    walk: PricePath
+    if references is not None:
+        walk = ReferencePath(references, seed, bases, vol_ppm=vol_ppm, tz=tz)
+    else:
+        walk = RandomWalk(seed, bases, vol_ppm=vol_ppm)
     csv_path = options.get("price_csv")
     if csv_path:
         return StepPath.from_csv(str(csv_path), walk, tz=tz)

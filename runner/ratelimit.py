@@ -8,49 +8,60 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 
 
 class _Bucket:
     __slots__ = ("lock", "stamp", "tokens")
 
-    def __init__(self, burst: int) -> None:
+    def __init__(self, burst: int, now: float) -> None:
         self.tokens = float(burst)
-        self.stamp = time.monotonic()
+        self.stamp = now
         self.lock = asyncio.Lock()
 
 
 class RateLimiter:
-    def __init__(self, rate: float, burst: int = 1) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: int = 1,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
         self.rate = rate
         self.burst = burst
+        self._monotonic = monotonic
+        self._sleep = sleep
         self._buckets: dict[Hashable, _Bucket] = {}
+
+    def _bucket(self, key: Hashable) -> _Bucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(self.burst, self._monotonic())
+        return bucket
 
     async def acquire(self, key: Hashable = None) -> float:
         """Wait for a token; return how long we waited (seconds)."""
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(self.burst)
+        bucket = self._bucket(key)
         waited = 0.0
         async with bucket.lock:  # FIFO among waiters on the same key
             while True:
-                now = time.monotonic()
+                now = self._monotonic()
                 bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
                 bucket.stamp = now
-                if bucket.tokens >= 1:
+                if bucket.tokens >= 1 - 1e-9:  # float refill can land a hair below a whole token
                     bucket.tokens -= 1
                     return waited
                 delay = (1 - bucket.tokens) / self.rate
                 waited += delay
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
 
     def penalize(self, key: Hashable, seconds: float) -> None:
         """Honour a broker's Retry-After: no tokens for this key for ``seconds``."""
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(self.burst)
+        bucket = self._bucket(key)
         bucket.tokens = min(bucket.tokens, 0) - seconds * self.rate
 
 

@@ -7,9 +7,12 @@ fall-back hour twice, so it is only used as a zone-free cron field parser.)
 
 APScheduler (AsyncIOScheduler) holds one date job per playbook, due ``lead`` seconds before the instant.
 The job claims the fire in the journal (:mod:`runner.fires`, exactly once across daemons), checks the
-calendar (fail closed) and the kill switch, re-arms the next fire, then awaits ``clock.sleep_until`` the
-instant and hands the playbook to the executor (the engine). Nothing in a job blocks the event loop:
-database work runs in worker threads.
+calendar (fail closed: closed days and times outside the day's sessions are skipped) and the kill switch,
+re-arms the next fire, lets the executor *prepare* the run (open it, connect, reconcile, build and
+risk-check the first order), then awaits the instant (one precise ``clock.sleep_until`` shared by every
+fire due then) and executes: at the instant only a group commit of the first intents stands between the
+clock and the requests (:mod:`runner.groupcommit`). A halt or shutdown between preparing and the instant
+abandons the prepared run: nothing is sent. The daemon's own database work runs in worker threads.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import math
 import os
 import re
 import socket
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +44,7 @@ log = logging.getLogger("runner.scheduler")
 
 ON_TIME = dt.timedelta(seconds=1)  # later than this after the instant, the ``late`` policy decides
 CATCH_UP_WINDOW = dt.timedelta(days=7)
+QUIET = 0.2  # seconds around an instant kept free of background work (reload scan, heartbeat)
 CATCH_UP_MAX = 10_000  # slots listed per playbook in a catch-up report
 PLAYBOOK_SUFFIXES = (".yaml", ".yml")
 _DOW = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
@@ -326,6 +331,15 @@ class FireResult:
 Executor = Callable[[Fire], Awaitable[FireResult]]
 
 
+class PreparedFire(Protocol):
+    """A fire readied ahead of its instant (see :meth:`EngineExecutor.prepare`)."""
+
+    async def run(self) -> FireResult: ...
+
+    async def abandon(self, reason: str, halted: bool) -> None:
+        """Not run after all (halted, or shutting down before the instant): nothing was sent."""
+
+
 # --- the daemon -----------------------------------------------------------------------------------
 
 
@@ -370,9 +384,13 @@ class Running:
 
 @dataclass
 class DaemonOptions:
-    # Seconds: APScheduler wakes the job this early; claims and checks happen then, and a shared precise
-    # sleep_until finishes the wait. Generous so 1,000 fires due at once are all claimed before the instant.
-    lead: float = 1.0
+    # Seconds: APScheduler wakes the job this early; claims, checks and the executor's preparation happen
+    # then, and a shared precise sleep_until finishes the wait. Half a second off the whole second, so
+    # preparing never competes with fires due on the whole second (schedules name whole seconds).
+    lead: float = 1.5
+    # Seconds more per other fire due at the same instant (claiming and preparing cost ~1 ms each), so
+    # 1,000 fires due at once are prepared before their instant.
+    lead_per_fire: float = 0.002
     reload_interval: float = 1.0
     control_interval: float = 0.25
     heartbeat_interval: float = 1.0
@@ -423,6 +441,7 @@ class Daemon:
         self._dirty = True
         self._fire_tasks: set[asyncio.Task[Any]] = set()
         self._gates: dict[dt.datetime, asyncio.Future[None]] = {}
+        self._due: dict[dt.datetime, int] = {}  # next fire instant -> entries due then (sizes the lead)
 
     # --- playbook directory --------------------------------------------------------------------
 
@@ -502,6 +521,7 @@ class Daemon:
             )
             if owner is not None:
                 entry.armed_for = owner.armed_for
+                self._count_due(owner.next_fire, -1)
             self.entries[pb.name] = entry  # atomic swap: a job looks its entry up when it wakes
             self._arm(entry)
             verb = "reloaded" if owner is not None else "scheduled"
@@ -514,17 +534,31 @@ class Daemon:
         return changes
 
     def _unschedule(self, name: str) -> None:
-        self.entries.pop(name, None)
+        gone = self.entries.pop(name, None)
+        if gone is not None:
+            self._count_due(gone.next_fire, -1)
         if self._scheduler is not None and self._scheduler.get_job(name) is not None:
             self._scheduler.remove_job(name)
         self._dirty = True
 
     # --- arming jobs ---------------------------------------------------------------------------
 
+    def _count_due(self, when: dt.datetime | None, delta: int) -> int:
+        if when is None:
+            return 0
+        n = self._due.get(when, 0) + delta
+        if n > 0:
+            self._due[when] = n
+        else:
+            self._due.pop(when, None)
+        return n
+
     def _arm(self, entry: Entry, after: dt.datetime | None = None) -> None:
         now = self.clock.now()
         base = max(x for x in (now, after, entry.armed_for) if x is not None)
+        self._count_due(entry.next_fire, -1)
         entry.next_fire = entry.rule.next_after(base)
+        due_together = self._count_due(entry.next_fire, +1)
         self._dirty = True
         if self._scheduler is None:
             return
@@ -534,7 +568,8 @@ class Daemon:
             return
         from apscheduler.triggers.date import DateTrigger
 
-        wake = entry.next_fire - dt.timedelta(seconds=self.opts.lead)
+        lead = min(30.0, self.opts.lead + self.opts.lead_per_fire * (due_together - 1))
+        wake = entry.next_fire - dt.timedelta(seconds=lead)
         self._scheduler.add_job(
             self._wake,
             DateTrigger(wake),
@@ -588,7 +623,9 @@ class Daemon:
                 f"calendar {pb.calendar} does not cover {day}: not trading (fail closed); "
                 f"add the year's calendar or an override file"
             )
-        return None if trading else f"{pb.calendar} closed on {day}"
+        if not trading:
+            return f"{pb.calendar} closed on {day}"
+        return _outside_sessions(cal, pb.calendar, instant, day, ZoneInfo(pb.timezone))
 
     def precheck(self, entry: Entry, instant: dt.datetime, now: dt.datetime) -> tuple[FireState, str | None]:
         """Whether this fire may run: CLAIMED (yes) or SKIPPED / MISSED with the reason."""
@@ -646,18 +683,38 @@ class Daemon:
         task = asyncio.current_task()
         if task is not None:
             self.pending[fire.fire_id] = task
+        prepared: PreparedFire | None = None
         try:
+            prepared = await self._prepare(fire)
             await self._gate(instant)
         except asyncio.CancelledError:  # shutdown before the instant: it never ran, give the slot back
             self.pending.pop(fire.fire_id, None)
+            if prepared is not None:
+                await prepared.abandon("shutting down before the scheduled instant", halted=False)
             await asyncio.to_thread(self.store.release, fire.fire_id)
             raise
+        except Exception as exc:  # preparing failed (e.g. the broker refused to connect): a failed fire
+            self.pending.pop(fire.fire_id, None)
+            log.exception("fire %s (%s): preparing failed", pb.name, run_id)
+            outcome = f"preparing failed: {type(exc).__name__}: {exc}"
+            await self.batcher.set_state(fire.fire_id, FireState.FAILED, outcome, self.clock.now())
+            return
         self.pending.pop(fire.fire_id, None)
         if self._stopping or self.watcher.state.mode is Mode.HALT:
             why = "shutting down" if self._stopping else "halted"
+            if prepared is not None:
+                await prepared.abandon(f"{why} before the scheduled instant", halted=not self._stopping)
             await self.batcher.set_state(fire.fire_id, FireState.SKIPPED, why, self.clock.now())
             return
-        await self._execute(fire)
+        await self._execute(fire, prepared)
+
+    async def _prepare(self, fire: Fire) -> PreparedFire | None:
+        """Let an executor that can (``prepare(fire)``) do its set-up work before the instant."""
+        prepare = getattr(self.executor, "prepare", None)
+        if prepare is None:
+            return None
+        prepared: PreparedFire = await prepare(fire)
+        return prepared
 
     async def _gate(self, instant: dt.datetime) -> None:
         """Wait for ``instant``. Fires due at the same instant share one precise ``sleep_until`` and are
@@ -668,7 +725,7 @@ class Daemon:
             gate.add_done_callback(lambda _: self._gates.pop(instant, None))
         await asyncio.shield(gate)
 
-    async def _execute(self, fire: Fire) -> None:
+    async def _execute(self, fire: Fire, prepared: PreparedFire | None = None) -> None:
         running = Running(fire, self.clock.now(), asyncio.current_task())
         self.running[fire.fire_id] = running
         self._dirty = True
@@ -676,7 +733,7 @@ class Daemon:
         marked = self.batcher.set_state_soon(fire.fire_id, FireState.RUNNING, None, running.started_at)
         result: FireResult
         try:
-            result = await self.executor(fire)
+            result = await (prepared.run() if prepared is not None else self.executor(fire))
         except asyncio.CancelledError:
             result = FireResult(FireState.UNKNOWN, "interrupted by shutdown; resolve via the run journal")
             await self._finish(fire, result, marked)
@@ -867,8 +924,21 @@ class Daemon:
             "invalid": {path: list(errors) for path, errors in self.reload_errors.items()},
         }
 
+    async def _off_instants(self) -> None:
+        """Wait until no fire is due or executing within ``QUIET`` of now: background work (the reload
+        scan, the heartbeat's status) would otherwise take the GIL and the loop from the instant."""
+        while True:
+            now = self.clock.now()
+            busy = any(abs((t - now).total_seconds()) < QUIET for t in self._due) or any(
+                (now - r.started_at).total_seconds() < QUIET for r in self.running.values()
+            )
+            if not busy:
+                return
+            await asyncio.sleep(QUIET / 2)
+
     async def _heartbeat_loop(self) -> None:
         while True:
+            await self._off_instants()
             status = None
             if self._dirty:
                 self._dirty = False
@@ -883,6 +953,7 @@ class Daemon:
     async def _reload_loop(self) -> None:
         while True:
             await asyncio.sleep(self.opts.reload_interval)
+            await self._off_instants()
             try:
                 for line in await self.reload():
                     log.warning("reload: %s", line)
@@ -910,6 +981,9 @@ class Daemon:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         lines = await self.prepare()
+        # Worker threads (claims, heartbeat, reload scan) hand the GIL back to the loop within 1 ms
+        # instead of the default 5 ms: lateness at the instant is what this process is for.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         self._scheduler = AsyncIOScheduler(timezone=dt.UTC, event_loop=asyncio.get_running_loop())
         for entry in self.entries.values():
             self._arm(entry)
@@ -959,6 +1033,27 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self.store.heartbeat, self.clock.now(), self.status(), True)
         log.info("daemon %s stopped", self.owner)
+
+
+def _outside_sessions(
+    cal: Calendar, name: str, instant: dt.datetime, day: dt.date, tz: ZoneInfo
+) -> str | None:
+    """Why ``instant`` lies outside the day's session (pre-open included), or None. Calendars without
+    session data (only trading days) allow the whole day."""
+    info = getattr(cal, "session_info", None)
+    session = info(day) if info is not None else None
+    if session is None:
+        return None
+    zone = getattr(cal, "tz", None) or tz
+    local = instant.astimezone(zone)
+    start = session.pre_open[0] if session.pre_open else session.open
+    if start <= local.time().replace(tzinfo=None) <= session.close:
+        return None
+    label = f" ({session.name})" if session.name else ""
+    return (
+        f"{name} session on {day}{label} is {start:%H:%M}-{session.close:%H:%M} {zone}: "
+        f"{local:%H:%M} is outside it"
+    )
 
 
 def new_daemon_id() -> str:
@@ -1013,26 +1108,86 @@ class BrokerPool(dict[str, Any]):
 
 
 class EngineExecutor:
-    """Runs a fire with :func:`runner.engine.execute` (mode ``scheduled``) on the account's guarded broker."""
+    """Runs a fire with the engine (mode ``scheduled``) on the account's guarded broker.
+
+    The daemon calls :meth:`prepare` when it wakes, ``lead`` seconds early: the run is opened, the broker
+    connected, unsettled intents reconciled and the first order built and risk-checked then, so at the
+    instant only one group commit (shared by every fire released at that instant) stands between the
+    clock and the request. Fires of one account due at the same instant share one connect and one
+    reconcile."""
 
     def __init__(self, pool: BrokerPool, journal: Any, clock: Clock) -> None:
+        from runner.groupcommit import group_commit_for
+
         self.pool = pool
         self.journal = journal
         self.clock = clock
+        self.commit = group_commit_for(journal.engine)
+        self._setups: dict[tuple[str, dt.datetime], asyncio.Future[bool]] = {}
+        self._in_flight: dict[str, int] = {}  # account -> runs of it executing now
 
     async def __call__(self, fire: Fire) -> FireResult:
-        from runner.engine import RunOptions, execute
+        return await (await self.prepare(fire)).run()
+
+    async def prepare(self, fire: Fire) -> _PreparedRun:
+        from runner.engine import Engine, RunOptions
 
         pb = fire.playbook
         broker = self.pool.get_broker(pb.account)
-        report = await execute(
+        now = self.clock.now()
+        for key in [k for k in self._setups if k[1] < now - ON_TIME]:
+            del self._setups[key]
+        key = (pb.account, fire.scheduled_for)
+        shared = self._setups.get(key)
+        lead = shared is None
+        if lead:
+            shared = self._setups[key] = asyncio.get_running_loop().create_future()
+            # Another run of this account still executing owns its in-flight intents: reconciling now
+            # could take one of its requests for "never arrived". Its own gateway resolves them.
+            connect, reconcile = True, not self._in_flight.get(pb.account)
+        else:
+            assert shared is not None
+            done = await asyncio.shield(shared)
+            connect = reconcile = not done
+        engine = Engine(
             pb,
             broker,
             self.journal,
             self.clock,
             account=pb.account,
-            options=RunOptions(scheduled_for=fire.scheduled_for, mode="scheduled"),
+            options=RunOptions(
+                scheduled_for=fire.scheduled_for, mode="scheduled", connect=connect, reconcile=reconcile
+            ),
         )
+        try:
+            await engine.prepare(self.commit)
+        except BaseException:
+            if lead and shared is not None and not shared.done():
+                shared.set_result(False)  # the others connect / reconcile on their own
+            raise
+        if lead and shared is not None and not shared.done():
+            shared.set_result(True)
+        return _PreparedRun(self, engine, pb.account)
+
+
+class _PreparedRun:
+    def __init__(self, owner: EngineExecutor, engine: Any, account: str) -> None:
+        self.owner = owner
+        self.engine = engine
+        self.account = account
+
+    async def run(self) -> FireResult:
+        counts = self.owner._in_flight
+        counts[self.account] = counts.get(self.account, 0) + 1
+        try:
+            report = await self.engine.execute()
+        finally:
+            counts[self.account] -= 1
         steps = ", ".join(f"{s.step_id}={s.outcome.value}" for s in report.steps)
         state = FireState.SUCCEEDED if report.ok else FireState.FAILED
         return FireResult(state, f"run {report.run_id} {report.status.value}: {steps}")
+
+    async def abandon(self, reason: str, halted: bool) -> None:
+        from runner.journal import RunStatus
+
+        await self.engine.abandon(reason, RunStatus.REFUSED if halted else RunStatus.STOPPED)

@@ -34,7 +34,7 @@ steps:
     legs:
       - {id: hedge, instrument: pe, side: BUY, lots: 1, role: hedge}
       - {id: short, instrument: ce, side: SELL, lots: 1}
-  - {kind: place, id: c, instrument: rel, side: BUY, quantity: 5, type: LIMIT, price: 900}
+  - {kind: place, id: c, instrument: rel, side: BUY, quantity: 5, type: LIMIT, price: 1300}
   - {kind: cancel, id: x, order: c}
   - {kind: square_off, id: sq, at: "15:15"}
 """

@@ -15,7 +15,7 @@ instruments:
 steps:
   - {kind: place, id: bid, instrument: rel, side: BUY, quantity: 1, type: LIMIT, price: "${px}"}
   - {kind: cancel, id: tidy, all_open: {}}
-vars: {px: 900}
+vars: {px: 1300}  # a resting bid under the paper market (RELIANCE ~1400)
 """
 
 
@@ -46,12 +46,12 @@ def test_invalid_playbook_exits_1(tmp_path, capsys):
 def test_failed_step_exits_3_and_refused_exits_4(tmp_path, capsys):
     db = f"sqlite:///{tmp_path / 'j.db'}"
     bad = tmp_path / "band.yaml"
-    bad.write_text(PLAYBOOK.replace("px: 900", "px: 100").replace("cli-demo", "band"))  # outside price band
+    bad.write_text(PLAYBOOK.replace("px: 1300", "px: 100").replace("cli-demo", "band"))  # outside price band
     assert main(["run", str(bad), "--now", "--db", db]) == 3
     refused = tmp_path / "refused.yaml"
     refused.write_text(PLAYBOOK.replace("cli-demo", "refused"))
     risk = tmp_path / "risk.yaml"
-    risk.write_text("max_notional: 500\n")  # global limit: 1 x 900 is over it
+    risk.write_text("max_notional: 500\n")  # global limit: 1 x 1300 is over it
     assert main(["run", str(refused), "--now", "--db", db, "--risk", str(risk)]) == 4
     out = capsys.readouterr().out
     assert "refused" in out and "failed" in out

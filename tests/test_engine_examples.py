@@ -4,11 +4,14 @@ asserting what is left at the broker afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import time_machine
 from engine_helpers import IST
 
 from runner.brokers.paper import PaperBroker
@@ -16,6 +19,7 @@ from runner.clock import VirtualClock
 from runner.db import make_engine
 from runner.engine import RunOptions, execute
 from runner.journal import Journal
+from runner.model import OrderType, Product
 from runner.playbook import Playbook
 from runner.prices import StepPath
 from runner.validate import load_playbook
@@ -76,3 +80,49 @@ async def test_example_rehearses_to_a_clean_end(path, tmp_path):
     # every order the run placed is journaled, and every journaled order is at the broker
     journaled = {i.client_order_id for i in Journal(engine=engine).intents(run_id=report.run_id)}
     assert {o.client_order_id for o in await broker.orders()} == journaled
+
+
+# --- the shipped examples on the built-in paper account's default market, through the CLI ------------
+
+REHEARSAL_DAY = "2026-12-01"  # the examples' option premiums are written for early December 2026
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_cli_rehearse_of_every_example_succeeds_on_default_prices(path, tmp_path, capsys):
+    from runner.cli import main
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    assert main(["rehearse", str(path), "--date", REHEARSAL_DAY, "--db", db, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "succeeded"
+    assert all(s["outcome"] in ("succeeded", "skipped") for s in report["steps"])
+    # "skipped" only where a condition said so (e.g. no chase needed), never because a step failed
+    assert not any("earlier step failed" in (s["message"] or "") for s in report["steps"])
+
+
+def test_run_now_entry_then_intraday_square_off_on_the_default_paper_account(tmp_path, capsys):
+    """The README's main job on a fresh machine: an intraday entry, then the square-off flattens it."""
+    from runner.accounts import PAPER
+    from runner.brokers.paper import create
+    from runner.cli import main
+
+    playbooks = Path(__file__).resolve().parents[1] / "playbooks"
+    db = f"sqlite:///{tmp_path / 'j.db'}"
+    with time_machine.travel(dt.datetime(2026, 12, 1, 9, 30, tzinfo=IST), tick=True):
+        entry_pb = str(playbooks / "wait_fill_then_stoploss.yaml")
+        assert main(["run", "--now", entry_pb, "--db", db, "--json"]) == 0
+        entry = json.loads(capsys.readouterr().out)
+        broker = create(PAPER, db_url=db)
+        (pos,) = asyncio.run(broker.positions())
+        assert (pos.instrument.key, pos.product, pos.quantity) == ("NFO NIFTY 2026-12-29", Product.MIS, 75)
+        (stop,) = asyncio.run(broker.open_orders())
+        assert stop.order_type is OrderType.SL_M and stop.trigger_price == Decimal("24100.00")
+
+        assert main(["run", "--now", str(playbooks / "intraday_square_off.yaml"), "--db", db, "--json"]) == 0
+        square = json.loads(capsys.readouterr().out)
+        assert square["run_id"] != entry["run_id"]
+        (step,) = square["steps"]
+        assert step["outcome"] == "succeeded" and "1 cancelled" in step["message"]
+        assert "flat: 1 position(s) closed" in step["message"]
+        assert [p.quantity for p in asyncio.run(broker.positions())] == [0]
+        assert asyncio.run(broker.open_orders()) == []  # the protective stop was cancelled first

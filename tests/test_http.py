@@ -62,7 +62,7 @@ async def test_dropped_reply_is_outcome_unknown_for_orders_and_unavailable_for_r
 @pytest.mark.parametrize(
     ("status", "extra", "error"),
     [("401 Unauthorized", "", AuthExpired), ("429 Too Many Requests", "Retry-After: 2\r\n", RateLimited),
-     ("503 Service Unavailable", "", Unavailable), ("502 Bad Gateway", "", OutcomeUnknown)],
+     ("503 Service Unavailable", "", OutcomeUnknown), ("502 Bad Gateway", "", OutcomeUnknown)],
 )
 async def test_status_codes_map_to_the_taxonomy(serve, status, extra, error) -> None:
     url = await serve(_reply(status, extra))
@@ -107,3 +107,11 @@ async def test_read_timeout_after_sending_is_outcome_unknown(serve, transport) -
         with pytest.raises(OutcomeUnknown):
             await send(client, "POST", "/orders", broker="t", mutating=True)
     never.set()
+
+
+async def test_5xx_on_a_read_is_retryable(serve) -> None:
+    url = await serve(_reply("503 Service Unavailable", "Retry-After: 1\r\n"))
+    async with make_client(url, timeout=2) as client:
+        with pytest.raises(Unavailable) as info:
+            await send(client, "GET", "/orders", broker="t", mutating=False)
+    assert info.value.retry_after == 1.0

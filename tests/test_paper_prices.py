@@ -6,11 +6,21 @@ import datetime as dt
 import itertools
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from runner.model import Instrument, OptionType
-from runner.prices import RandomWalk, StepPath, default_base_price, path_from_options, second_of
+from runner.prices import (
+    RandomWalk,
+    ReferencePath,
+    StepPath,
+    default_base_price,
+    load_references,
+    option_value,
+    path_from_options,
+    second_of,
+)
 
 REL = Instrument("NSE", "RELIANCE")
 FUT = Instrument("NFO", "NIFTY", dt.date(2026, 3, 26))
@@ -89,3 +99,108 @@ def test_bad_csv_rows_are_reported_with_their_line(tmp_path: Path) -> None:
 def test_set_requires_decimal() -> None:
     with pytest.raises(TypeError):
         StepPath().set(REL, 1.5, T)  # type: ignore[arg-type]
+
+
+# --- the reference market of the built-in paper broker ------------------------------------------------
+
+IST = ZoneInfo("Asia/Kolkata")
+DEC = dt.date(2026, 12, 29)
+Y = Decimal(1) / 12  # one month in years
+
+
+def nifty(strike: int, kind: OptionType, expiry: dt.date = DEC) -> Instrument:
+    return Instrument("NFO", "NIFTY", expiry, Decimal(strike), kind, tick_size=Decimal("0.05"))
+
+
+def at_ist(day: dt.date, h: int, m: int = 0) -> int:
+    return second_of(dt.datetime.combine(day, dt.time(h, m), IST))
+
+
+def test_shipped_reference_file_is_versioned_and_has_the_common_underlyings() -> None:
+    refs = load_references()
+    assert refs.version and refs is load_references()  # read once
+    levels = {s: refs.underlyings[s].price for s in ("NIFTY", "BANKNIFTY", "SENSEX", "RELIANCE", "HDFCBANK")}
+    assert levels == {"NIFTY": 24500, "BANKNIFTY": 52000, "SENSEX": 80000, "RELIANCE": 1400, "HDFCBANK": 1700}
+    assert all(isinstance(r.price, Decimal) and isinstance(r.iv, Decimal) for r in refs.underlyings.values())
+    assert refs.get("sensex") is not None and refs.underlyings["SENSEX"].exchange == "BSE"
+    assert {"FINNIFTY", "INFY", "TCS", "ICICIBANK", "SBIN"} <= set(refs.underlyings)
+
+
+def test_bad_reference_file_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "refs.yaml"
+    bad.write_text("version: '1'\nunderlyings:\n  NIFTY: {price: -5, iv: 0.1}\n")
+    with pytest.raises(ValueError, match=r"refs\.yaml"):
+        load_references(bad)
+
+
+def test_option_value_is_brenner_subrahmanyam_at_the_money_and_intrinsic_at_expiry() -> None:
+    s, iv = Decimal(24500), Decimal("0.13")
+    atm = option_value(s, s, OptionType.CE, Y, iv)
+    assert isinstance(atm, Decimal)
+    assert abs(atm - Decimal("0.4") * s * iv * Y.sqrt()) / atm < Decimal("0.003")  # 0.3989 vs 0.4
+    assert option_value(s, Decimal(24000), OptionType.CE, Decimal(0), iv) == 500
+    assert option_value(s, Decimal(24000), OptionType.PE, Decimal(0), iv) == 0
+
+
+def test_option_value_shrinks_with_distance_and_time_and_keeps_parity() -> None:
+    s, iv = Decimal(52000), Decimal("0.14")
+    otm_calls = [option_value(s, Decimal(k), OptionType.CE, Y, iv) for k in range(52000, 56001, 500)]
+    assert all(a > b > 0 for a, b in itertools.pairwise(otm_calls))
+    assert otm_calls[-1] < otm_calls[0] / 20  # far OTM is nearly worthless
+    decay = [option_value(s, Decimal(52500), OptionType.CE, Y * k / 8, iv) for k in range(8, 0, -1)]
+    assert all(a > b for a, b in itertools.pairwise(decay))
+    for k in (50000, 51800, 52000, 53000):
+        c = option_value(s, Decimal(k), OptionType.CE, Y, iv)
+        p = option_value(s, Decimal(k), OptionType.PE, Y, iv)
+        assert abs((c - p) - (s - k)) < Decimal("1e-9")  # put-call parity (no rates)
+
+
+def test_reference_market_levels_ticks_and_determinism() -> None:
+    path, again = ReferencePath(load_references(), "s"), ReferencePath(load_references(), "s")
+    day = dt.date(2026, 12, 1)
+    seconds = [at_ist(day, 9, 15) + k * 60 for k in range(375)]
+    rel = [path.price(Instrument("NSE", "RELIANCE", tick_size=Decimal("0.1")), s) for s in seconds]
+    assert all(Decimal(1350) < p < Decimal(1450) and p % Decimal("0.1") == 0 for p in rel)
+    assert len(set(rel)) > 20  # it moves
+    fut = Instrument("NFO", "NIFTY", DEC, tick_size=Decimal("0.1"))
+    spot = Instrument("NSE", "NIFTY")
+    assert all(abs(path.price(fut, s) - path.price(spot, s)) <= Decimal("0.05") for s in seconds)  # no basis
+    ce, pe = nifty(24500, OptionType.CE), nifty(24500, OptionType.PE)
+    for s in seconds[::25]:
+        model = path.model_price(ce, s)
+        assert model is not None and abs(path.price(ce, s) - model) < model / 50  # small own noise
+        assert path.price(pe, s) % Decimal("0.05") == 0
+        assert path.price(ce, s) == again.price(ce, s)
+    assert Decimal(300) < path.price(ce, seconds[0]) < Decimal(400)  # ~4 weeks to expiry
+    assert path.price(ce, at_ist(dt.date(2026, 12, 22), 10)) < path.price(ce, seconds[0])  # theta
+    expired = at_ist(dt.date(2027, 1, 4), 10)
+    assert path.price(nifty(24000, OptionType.CE), expired) > 300  # intrinsic only, about 500
+    assert path.price(nifty(25500, OptionType.CE), expired) == Decimal("0.05")  # worthless: one tick
+
+
+def test_unknown_symbols_keep_the_fallback_and_overrides_win() -> None:
+    refs = load_references()
+    plain = ReferencePath(refs, 5)
+    odd = Instrument("NSE", "NOSUCHCO")
+    s = at_ist(dt.date(2026, 12, 1), 11)
+    assert plain.price(odd, s) == RandomWalk(5).price(odd, s)
+    moved = ReferencePath(refs, 5, {"NSE RELIANCE": Decimal(2800)})
+    rel_ce = Instrument("NFO", "RELIANCE", DEC, Decimal(2800), OptionType.CE, tick_size=Decimal("0.05"))
+    assert Decimal(2700) < moved.price(Instrument("NSE", "RELIANCE"), s) < Decimal(2900)
+    assert Decimal(2700) < moved.price(Instrument("NFO", "RELIANCE", DEC), s) < Decimal(2900)
+    atm = Instrument("NFO", "RELIANCE", DEC, Decimal(1400), OptionType.CE)
+    assert moved.price(rel_ce, s) > Decimal("1.8") * plain.price(atm, s)  # its options follow
+    own = ReferencePath(refs, 5, {nifty(24500, OptionType.CE).key: Decimal(77)})
+    assert Decimal(50) < own.price(nifty(24500, OptionType.CE), s) < Decimal(110)
+
+
+def test_paper_broker_defaults_to_the_reference_market_and_can_opt_out() -> None:
+    from runner.accounts import Account
+    from runner.brokers.paper import create
+
+    s = at_ist(dt.date(2026, 12, 1), 10)
+    rel = Instrument("NSE", "RELIANCE")
+    default = create(Account(name="p", broker="paper"), db_url="sqlite://").matching.prices
+    assert isinstance(default, ReferencePath) and Decimal(1350) < default.price(rel, s) < Decimal(1450)
+    off = create(Account(name="p", broker="paper", options={"reference_prices": False}), db_url="sqlite://")
+    assert isinstance(off.matching.prices, RandomWalk) and off.matching.prices.base(rel) == 1000

@@ -1,32 +1,62 @@
 import asyncio
-import time
 
 import pytest
 
 from runner.ratelimit import RateLimiter
 
 
+class FakeTime:
+    """A monotonic clock that only moves when the limiter sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def limiter(rate: float, burst: int = 1) -> tuple[RateLimiter, FakeTime]:
+    t = FakeTime()
+    return RateLimiter(rate, burst, monotonic=t.monotonic, sleep=t.sleep), t
+
+
 async def test_tokens_are_spaced_at_the_configured_rate() -> None:
-    limiter = RateLimiter(rate=200, burst=1)
-    start = time.monotonic()
-    waits = [await limiter.acquire(("acct", "NFO")) for _ in range(5)]
-    elapsed = time.monotonic() - start
+    lim, t = limiter(rate=8)
+    waits = [await lim.acquire(("acct", "NFO")) for _ in range(5)]
     assert waits[0] == 0
-    assert elapsed >= 4 / 200 * 0.9  # four waits of ~5 ms each; a lower bound, not a timing assertion
-    assert sum(waits) > 0
+    assert waits[1:] == pytest.approx([1 / 8] * 4)
+    assert t.now - 100.0 == pytest.approx(4 / 8)  # 5 orders take 0.5 s at 8/s: below 10/s
+
+
+async def test_burst_allows_back_to_back_then_throttles() -> None:
+    lim, _ = limiter(rate=5, burst=3)
+    waits = [await lim.acquire("k") for _ in range(4)]
+    assert waits[:3] == [0, 0, 0] and waits[3] == pytest.approx(0.2)
 
 
 async def test_segments_are_independent() -> None:
-    limiter = RateLimiter(rate=1, burst=1)
-    assert await limiter.acquire(("a", "NSE")) == 0
-    # a different segment has its own bucket: no wait even though NSE just spent its token
-    assert await asyncio.wait_for(limiter.acquire(("a", "NFO")), 0.5) == 0
+    lim, t = limiter(rate=1)
+    assert await lim.acquire(("a", "NSE")) == 0
+    assert await lim.acquire(("a", "NFO")) == 0  # its own bucket: no wait
+    assert t.sleeps == []
 
 
-async def test_penalize_blocks_the_key() -> None:
-    limiter = RateLimiter(rate=100, burst=1)
-    limiter.penalize("k", 0.05)
-    assert await limiter.acquire("k") > 0
+async def test_concurrent_waiters_on_one_key_are_serialised() -> None:
+    lim, t = limiter(rate=10)
+    await asyncio.gather(*(lim.acquire("k") for _ in range(6)))
+    assert t.now - 100.0 == pytest.approx(0.5)
+
+
+async def test_penalize_honours_retry_after() -> None:
+    lim, t = limiter(rate=100)
+    lim.penalize("k", 2.0)
+    assert await lim.acquire("k") == pytest.approx(2.01)
 
 
 def test_rejects_bad_config() -> None:

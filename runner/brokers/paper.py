@@ -5,7 +5,12 @@ load only rows written since this process last saw the book, advance matching to
 the call, write what changed, commit. So separate runs (entry at 09:20, square-off at 15:15) and separate
 processes share one book, a crashed run restarts against it, and two writers cannot corrupt it.
 
-Account options: ``seed``, ``prices`` (base price per instrument key), ``price_csv``, ``volatility_ppm``,
+Default prices: the reference market of :class:`runner.prices.ReferencePath` (levels in
+``runner/data/paper_prices.yaml``: NIFTY ~24500, RELIANCE ~1400, options from a simple model), so shipped
+example playbooks meet a plausible market. Unknown symbols walk around 1000 (options 100).
+
+Account options: ``reference_prices`` (true = the shipped file, default; false = none; or a file path),
+``seed``, ``prices`` (base price per instrument key), ``price_csv``, ``volatility_ppm``,
 ``slippage_ticks``, ``partial_fill_slice``, ``cancel_delay``, ``band_pct``, ``session_close``,
 ``db_url``. Context: ``clock=`` (default SystemClock), ``db_url=`` or ``engine=`` (a SQLAlchemy Engine),
 ``prices=`` (a PricePath object, e.g. a test's StepPath).
@@ -47,7 +52,7 @@ from runner.model import (
     Position,
     Product,
 )
-from runner.prices import PricePath, path_from_options
+from runner.prices import PricePath, ReferenceBook, load_references, path_from_options
 
 T = TypeVar("T")
 
@@ -462,9 +467,20 @@ class PaperBroker:
         return self.matching.last_price(instrument, self.clock.now())
 
 
+def references_from_options(options: dict[str, Any]) -> ReferenceBook | None:
+    choice = options.get("reference_prices", True)
+    if choice is True:
+        return load_references()
+    if choice is False or choice is None:
+        return None
+    return load_references(str(choice))
+
+
 def create(account: Account, **context: Any) -> PaperBroker:
     options = dict(account.options)
-    prices = context.get("prices") or path_from_options(options, tz=account.timezone)
+    prices = context.get("prices") or path_from_options(
+        options, tz=account.timezone, references=references_from_options(options)
+    )
     options.setdefault("timezone", account.timezone)
     return PaperBroker(
         account.name,

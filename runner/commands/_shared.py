@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
 import sys
-from collections.abc import Callable
-from typing import Any, TextIO
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
 from runner.engine import RunReport
 from runner.gateway import EngineEvent, EventKind
 from runner.playbook import Playbook
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from runner.brokers.base import Broker
+    from runner.control import GuardedBroker
 
 
 class PlaybookInvalid(Exception):
@@ -32,6 +39,21 @@ def load_playbook(path: str, accounts_file: str | None = None) -> Playbook:
         raise PlaybookInvalid([f"{path}: cannot read: {exc.strerror}"]) from None
     except validate.PlaybookInvalid as exc:
         raise PlaybookInvalid([d.format() for d in exc.report.errors]) from None
+
+
+@contextlib.asynccontextmanager
+async def kill_switch(broker: Broker, engine: Engine) -> AsyncIterator[GuardedBroker]:
+    """``broker`` behind the journal database's kill switch (``runner halt`` / ``resume``), for commands
+    that send orders (run, apply). The state is read at once and polled every 0.25 s while the block
+    runs; an order refused by it makes its step REFUSED (exit 4). Use inside the running event loop."""
+    from runner.control import ControlStore, ControlWatcher, GuardedBroker
+
+    watcher = ControlWatcher(ControlStore(engine))
+    watcher.start()
+    try:
+        yield GuardedBroker(broker, watcher)
+    finally:
+        await watcher.stop()
 
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:

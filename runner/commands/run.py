@@ -1,5 +1,8 @@
 """``runner run PLAYBOOK``: validate, then execute against the playbook's (or --account's) broker.
 
+Kill switch: while ``runner halt`` is in force no order leaves (the step is REFUSED, exit 4); with
+``--reduce-only`` only orders that shrink a position do.
+
 Run identity: by default a run belongs to today's date in the playbook's timezone, so running the same
 playbook again the same day RESUMES that run (finished steps are not repeated, orders in flight are
 looked up, never re-sent). Steps wait for their ``at:`` times; a step reached after its ``at`` follows
@@ -25,6 +28,7 @@ from runner.commands._shared import (
     configure_logging,
     deduplicating,
     exit_code,
+    kill_switch,
     load_playbook,
     print_json,
     print_summary,
@@ -108,9 +112,10 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> object:
         try:
-            return await execute(
-                pb, broker, journal, clock, account=account.name, options=options, observer=observer
-            )
+            async with kill_switch(broker, journal.engine) as guarded:
+                return await execute(
+                    pb, guarded, journal, clock, account=account.name, options=options, observer=observer
+                )
         finally:
             await broker.close()
 

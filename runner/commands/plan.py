@@ -1,0 +1,232 @@
+"""``runner plan PLAYBOOK``: the exact broker calls a run would make, changing nothing.
+
+Reads the account's open orders and positions (and this run's journal, when the run is under way) and
+prints, step by step, every call a run would send now: places with their client ids, cancels of the
+orders a filter matches, square-off slices, and the calls that depend on what happens at runtime
+(fills, timeouts, chase prices) marked with their condition. Pre-trade limits are checked; refusals
+are shown. Then positions and open orders before -> after, assuming every planned market/limit order
+fills (stop orders stay resting).
+
+``--out FILE`` saves the plan (JSON); ``runner apply FILE`` executes exactly it, refusing if the state
+or the playbook changed. The run identity is that of ``runner run`` (today's run; ``--now``: a fresh
+run that does not wait for ``at:`` times).
+
+Exit codes: 0 planned, 3 some step would fail, 4 some step would be refused by limits, 1 invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+from zoneinfo import ZoneInfo
+
+from runner.commands._shared import (
+    PlaybookInvalid,
+    add_db_argument,
+    add_json_argument,
+    configure_logging,
+    load_playbook,
+    print_json,
+)
+from runner.planning import Plan, PlannedCall
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("playbook", metavar="PLAYBOOK", help="playbook YAML file")
+    parser.add_argument("--account", help="account name (default: the playbook's `account:`)")
+    parser.add_argument(
+        "--accounts", metavar="FILE", help="accounts file (default $RUNNER_ACCOUNTS, ./accounts.yaml)"
+    )
+    parser.add_argument("--now", action="store_true", help="plan a fresh run that ignores `at:` times")
+    parser.add_argument("--risk", metavar="FILE", help="global risk limits YAML (default $RUNNER_RISK)")
+    parser.add_argument("--out", metavar="FILE", help="save the plan here for `runner apply`")
+    parser.add_argument("--log-file", metavar="FILE", help="write JSON log lines here")
+    add_db_argument(parser)
+    add_json_argument(parser)
+
+
+def _safe_db(url: str | None) -> str | None:
+    """Record the journal URL in the plan only when it holds no password."""
+    if url is None:
+        return None
+    from sqlalchemy.engine import make_url
+
+    return url if make_url(url).password is None else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from runner.cli import EXIT_BROKER, EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_REFUSED
+
+    try:
+        pb = load_playbook(args.playbook, args.accounts)
+    except PlaybookInvalid as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return EXIT_INVALID
+    configure_logging(args, progress=True)
+    from runner.accounts import get_account
+    from runner.brokers import create_broker
+    from runner.clock import SystemClock
+    from runner.commands.run import scheduled_slot
+    from runner.errors import BrokerError
+    from runner.journal import Journal
+    from runner.planning import PlaybookSource, make_plan
+    from runner.risk import load_risk_config
+
+    path = Path(args.playbook)
+    source = PlaybookSource(str(path.resolve()), path.read_text())
+    tz = ZoneInfo(pb.timezone)
+    clock = SystemClock()
+    try:
+        account = get_account(args.account or pb.account, args.accounts)
+        broker = create_broker(account, clock=clock, db_url=args.db)
+        risk = load_risk_config(args.risk)
+    except (LookupError, ValueError, OSError) as exc:
+        print(f"runner plan: {exc}", file=sys.stderr)
+        return EXIT_BROKER
+    journal = Journal(args.db)
+    now = clock.now()
+
+    async def main() -> Plan:
+        try:
+            return await make_plan(
+                pb,
+                source,
+                broker,
+                journal,
+                account=account.name,
+                now=now,
+                scheduled_for=scheduled_slot(args, tz, now),
+                ignore_at=bool(args.now),
+                risk=risk,
+                accounts_file=str(Path(args.accounts).resolve()) if args.accounts else None,
+                db=_safe_db(args.db),
+            )
+        finally:
+            await broker.close()
+
+    try:
+        plan = asyncio.run(main())
+    except BrokerError as exc:
+        print(f"runner plan: broker error: {exc}", file=sys.stderr)
+        return EXIT_BROKER
+    doc = plan.to_dict()
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    if args.json:
+        print_json(doc)
+    else:
+        print_plan(plan, tz)
+        if args.out:
+            print(f"\nsaved to {args.out}; execute it with: runner apply {args.out}")
+    if plan.refused:
+        return EXIT_REFUSED
+    return EXIT_FAILED if plan.fails else EXIT_OK
+
+
+# --- text rendering ---------------------------------------------------------------------------------
+
+
+def table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], out: TextIO, indent: str = "") -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    for r in [headers, *rows]:
+        print(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=out)
+
+
+def price_text(c: PlannedCall) -> str:
+    parts = []
+    if c.price is not None:
+        parts.append(("~" if c.runtime_price else "") + format(c.price, "f"))
+    if c.trigger_price is not None:
+        parts.append(f"trg {c.trigger_price}")
+    if c.runtime_price:
+        parts.append("(at runtime)")
+    return " ".join(parts) or "-"
+
+
+def risk_text(c: PlannedCall) -> str:
+    if c.refused:
+        return "REFUSED"
+    return c.risk.split(":")[0] if c.risk else ""
+
+
+def print_plan(plan: Plan, tz: ZoneInfo, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    slot = plan.scheduled_for.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+    timing = "`at:` times not waited for" if plan.ignore_at else "`at:` times honoured"
+    print(f"plan: {plan.playbook} on {plan.account} ({plan.broker} broker)", file=out)
+    print(f"run:  {plan.run_id} (slot {slot}; {timing})", file=out)
+    print(
+        f"state: {len(plan.state.open_orders)} open order(s), {len(plan.state.positions)} position(s); "
+        f"fingerprint {plan.state.fingerprint[:12]}; nothing was sent\n",
+        file=out,
+    )
+    table(
+        ("STEP", "KIND", "VERDICT", "TIMING", "DETAIL"),
+        [(s.step_id, s.kind, s.verdict.value, s.timing, s.message) for s in plan.steps],
+        out,
+    )
+    rows = [
+        (
+            s.step_id,
+            c.op.value,
+            c.client_order_id,
+            c.side.value,
+            str(c.quantity),
+            c.instrument,
+            c.order_type.value,
+            price_text(c),
+            risk_text(c),
+            c.condition or "now",
+        )
+        for s in plan.steps
+        for c in s.calls
+    ]
+    print("\nbroker calls (WHEN `now`: sent as soon as the step runs, given the state read):", file=out)
+    if rows:
+        headers = ("STEP", "OP", "CLIENT ID", "SIDE", "QTY", "INSTRUMENT", "TYPE", "PRICE", "RISK", "WHEN")
+        table(headers, rows, out, "  ")
+    else:
+        print("  none", file=out)
+    print("\npositions before -> after (if every planned market/limit order fills):", file=out)
+    prow = [
+        (
+            p["instrument"],
+            p["product"],
+            str(p["before"]),
+            "->",
+            str(p["after"]),
+            "" if p["before"] != p["after"] else "(unchanged)",
+        )
+        for p in plan.positions
+    ]
+    if prow:
+        table(("INSTRUMENT", "PRODUCT", "BEFORE", "", "AFTER", ""), prow, out, "  ")
+    else:
+        print("  flat before and after", file=out)
+    print("\nopen orders before -> after:", file=out)
+    orow = [
+        (
+            o["client_order_id"] or f"#{o['broker_order_id']}",
+            o["side"],
+            str(o["quantity"]),
+            o["instrument"],
+            o["order_type"],
+            o["price"] or (f"trg {o['trigger_price']}" if o["trigger_price"] else "-"),
+            o["before"] or "-",
+            "->",
+            o["after"],
+        )
+        for o in plan.orders
+    ]
+    if orow:
+        table(("ORDER", "SIDE", "QTY", "INSTRUMENT", "TYPE", "PRICE", "BEFORE", "", "AFTER"), orow, out, "  ")
+    else:
+        print("  none before, none after", file=out)

@@ -1,0 +1,199 @@
+"""The daemon's engine path: prepared before the instant, one group commit at it, the kill switch in
+between and in ``runner run``, and exchange sessions. Real SQLite journal, real (paper) broker."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from test_sched_support import RecordingExecutor, make_daemon, playbook_text
+
+from runner.brokers.paper import PaperBroker
+from runner.cli import main
+from runner.clock import VirtualClock
+from runner.control import ControlStore, GuardedBroker, Mode
+from runner.db import make_engine
+from runner.fires import FireState, FireStore
+from runner.journal import Journal, RunStatus, StepOutcome
+from runner.model import Order, OrderRequest
+from runner.scheduler import Daemon, DaemonOptions, EngineExecutor, Fire, default_calendar_loader
+
+IST = ZoneInfo("Asia/Kolkata")
+
+
+def ist(y: int, mo: int, d: int, h: int, mi: int, s: int = 0) -> dt.datetime:
+    return dt.datetime(y, mo, d, h, mi, s, tzinfo=IST).astimezone(dt.UTC)
+
+
+INSTANT = ist(2026, 11, 25, 9, 15)
+
+
+class ProbingPaper(PaperBroker):
+    """The paper broker, noting for each request whether its intent was already in the journal."""
+
+    journal: Journal
+    seen: dict[str, bool]
+
+    async def place(self, request: OrderRequest) -> Order:
+        self.seen[request.client_order_id] = self.journal.get_intent(request.client_order_id) is not None
+        return await super().place(request)
+
+
+class OnePool(dict[str, object]):
+    def get_broker(self, account: str) -> object:
+        return self["paper"]
+
+
+class HaltWhilePreparing(EngineExecutor):
+    """``runner halt`` lands during the lead second, after the fire was prepared."""
+
+    control: ControlStore
+    daemon: Daemon
+
+    async def prepare(self, fire: Fire):  # type: ignore[no-untyped-def]
+        prepared = await super().prepare(fire)
+        self.control.set(Mode.HALT, "ops says stop", "test", self.clock.now())
+        await self.daemon.watcher.poll_once()
+        return prepared
+
+
+def engine_daemon(
+    tmp_path: Path, names: list[str], executor_cls: type[EngineExecutor] = EngineExecutor
+) -> tuple[Daemon, EngineExecutor, ProbingPaper, Journal, VirtualClock]:
+    pbdir = tmp_path / "playbooks"
+    pbdir.mkdir()
+    for name in names:
+        (pbdir / f"{name}.yaml").write_text(playbook_text(name, 'daily: "09:15"'))
+    db = make_engine(f"sqlite:///{tmp_path / 'journal.db'}")
+    clock = VirtualClock(INSTANT - dt.timedelta(seconds=1))
+    journal = Journal(engine=db)
+    paper = ProbingPaper("paper", engine=db, clock=clock)
+    paper.journal, paper.seen = journal, {}
+    pool = OnePool()
+    executor = executor_cls(pool, journal, clock)  # type: ignore[arg-type]
+    control = ControlStore(db)
+    daemon = Daemon(
+        pbdir,
+        fires=FireStore(db, "d1"),
+        control=control,
+        executor=executor,
+        clock=clock,
+        options=DaemonOptions(lead=1.0),
+    )
+    pool["paper"] = GuardedBroker(paper, daemon.watcher)
+    if isinstance(executor, HaltWhilePreparing):
+        executor.control, executor.daemon = control, daemon
+    return daemon, executor, paper, journal, clock
+
+
+async def test_fires_due_together_are_prepared_early_and_share_one_commit(tmp_path: Path) -> None:
+    names = ["a", "b", "c"]
+    daemon, executor, paper, journal, _ = engine_daemon(tmp_path, names)
+    await daemon.prepare()
+    await asyncio.gather(*(daemon.fire(daemon.entries[n], INSTANT) for n in names))
+
+    assert executor.commit.batches == [3]  # run, step and intent rows of all three: one transaction
+    assert len(paper.seen) == 3 and all(paper.seen.values())  # every intent committed before its request
+    connects = 0
+    for name in names:
+        row = daemon.store.slot(name, INSTANT)
+        assert row is not None and row.state is FireState.SUCCEEDED, row
+        run = journal.get_run(row.run_id)
+        assert run is not None and run.status is RunStatus.SUCCEEDED and run.started_at == INSTANT
+        [intent] = journal.intents(run_id=row.run_id)
+        assert intent.created_at == INSTANT and intent.step_id == "buy"
+        assert journal.steps_of(row.run_id)["buy"].outcome is StepOutcome.SUCCEEDED
+        calls = journal.calls(run_id=row.run_id)
+        connects += sum(c["method"] == "connect" for c in calls)
+        # connected while preparing, a second ahead; the order at the instant
+        assert all(c["at"] < INSTANT for c in calls if c["method"] == "connect")
+        [placed] = [c["at"] for c in calls if c["method"] == "place"]  # journaled when the ack came
+        assert placed >= INSTANT
+    assert connects == 1  # the fires of one account and instant share the connect
+
+
+async def test_halt_between_prepare_and_instant_sends_and_journals_nothing(tmp_path: Path) -> None:
+    daemon, _, paper, journal, _ = engine_daemon(tmp_path, ["a"], HaltWhilePreparing)
+    await daemon.prepare()
+    await daemon.fire(daemon.entries["a"], INSTANT)
+    row = daemon.store.slot("a", INSTANT)
+    assert row is not None and row.state is FireState.SKIPPED and row.outcome == "halted"
+    assert paper.seen == {} and await paper.orders() == []
+    assert journal.get_run(row.run_id) is None and journal.intents(run_id=row.run_id) == []
+
+
+async def test_released_late_takes_the_ordinary_path(tmp_path: Path) -> None:
+    daemon, executor, paper, journal, clock = engine_daemon(tmp_path, ["a"])
+    await daemon.prepare()
+    entry = daemon.entries["a"]
+    fire = Fire(entry.playbook, entry.path, entry.version, INSTANT, "r-late", "f-late")
+    prepared = await executor.prepare(fire)
+    clock._now = INSTANT + dt.timedelta(seconds=5)  # e.g. the loop stalled: the step's late rules apply
+    result = await prepared.run()
+    assert result.state is FireState.SUCCEEDED and executor.commit.batches == []
+    run_id = result.outcome.split()[1] if result.outcome else ""
+    assert journal.get_run(run_id) is not None and all(paper.seen.values())
+
+
+PLAYBOOK = """\
+version: 1
+name: cli-halt
+timezone: Asia/Kolkata
+steps:
+  - {kind: place, id: buy, instrument: {exchange: NSE, symbol: RELIANCE}, side: BUY, quantity: 1}
+"""
+
+
+def test_runner_run_honours_the_kill_switch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RUNNER_ACCOUNTS", raising=False)
+    pb = tmp_path / "halt.yaml"
+    pb.write_text(PLAYBOOK)
+    db = f"sqlite:///{tmp_path / 'j.db'}"
+    assert main(["halt", "--db", db, "--reason", "drill"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(pb), "--now", "--db", db, "--json"]) == 4
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "refused"
+    [step] = report["steps"]
+    assert step["outcome"] == "refused" and "kill switch" in step["message"] and "drill" in step["message"]
+    assert main(["resume", "--db", db]) == 0
+    capsys.readouterr()
+    pb.write_text(PLAYBOOK.replace("cli-halt", "cli-after"))  # a fresh run: --now slots are per second
+    assert main(["run", str(pb), "--now", "--db", db, "--json"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("when", "state"),
+    [
+        (ist(2026, 11, 8, 9, 15), FireState.SKIPPED),  # Sunday: only the evening Muhurat session
+        (ist(2026, 11, 8, 18, 15), FireState.SUCCEEDED),  # inside the Muhurat session
+        (ist(2026, 11, 9, 9, 0), FireState.SUCCEEDED),  # Monday pre-open
+        (ist(2026, 11, 9, 8, 55), FireState.SKIPPED),  # before the pre-open
+        (ist(2026, 11, 9, 15, 30), FireState.SUCCEEDED),  # the close itself
+        (ist(2026, 11, 9, 16, 0), FireState.SKIPPED),  # after the close
+    ],
+)
+async def test_fire_outside_the_days_sessions_is_skipped(
+    tmp_path: Path, when: dt.datetime, state: FireState
+) -> None:
+    pbdir = tmp_path / "pb"
+    pbdir.mkdir()
+    local = when.astimezone(IST)
+    (pbdir / "s.yaml").write_text(playbook_text("s", f'daily: "{local:%H:%M}"', calendar="NSE"))
+    clock = VirtualClock(when)
+    ex = RecordingExecutor(clock)
+    daemon = make_daemon(pbdir, f"sqlite:///{tmp_path / 'j.db'}", clock, ex, "d1")
+    daemon.calendars = default_calendar_loader()
+    await daemon.prepare()
+    await daemon.fire(daemon.entries["s"], when)
+    row = daemon.store.slot("s", when)
+    assert row is not None and row.state is state, row
+    if state is FireState.SKIPPED:
+        assert "outside it" in (row.outcome or "") and not ex.calls
