@@ -35,3 +35,24 @@ def numeric_id(client_order_id: str) -> int:
     """A positive int64 form of a client id, for brokers whose ClientOrderId is numeric (AlphaPoint)."""
     h = hashlib.blake2b(client_order_id.encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") & ((1 << 62) - 1) or 1
+
+
+LEG_SEPARATOR = "L"
+
+
+def leg_client_id(group_id: str, leg: int) -> str:
+    """Client id of leg ``leg`` (1-based) of a native multileg order ``group_id``.
+
+    Derived, not hashed, so an adapter whose broker addresses legs only through the group (ODIN's
+    gateway_order_no + leg_indicator) can find a leg from our id alone, even after a restart."""
+    if not 1 <= leg <= 9:
+        raise ValueError("leg numbers run from 1 to 9")
+    return f"{group_id}{LEG_SEPARATOR}{leg}"
+
+
+def split_leg_client_id(client_order_id: str) -> tuple[str, int] | None:
+    """``(group_id, leg)`` for an id made by :func:`leg_client_id`, else ``None``."""
+    head, sep, tail = client_order_id.rpartition(LEG_SEPARATOR)
+    if sep and len(head) == 18 and head.startswith("rn") and tail.isdigit() and len(tail) == 1:
+        return head, int(tail)
+    return None

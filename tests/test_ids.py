@@ -38,3 +38,12 @@ def test_numeric_id_is_positive_int64() -> None:
 def test_fire_id_depends_on_version() -> None:
     t = dt.datetime(2026, 11, 23, 9, 20, tzinfo=IST)
     assert ids.fire_id("p", "v1", t) != ids.fire_id("p", "v2", t)
+
+
+def test_leg_ids_derive_from_the_group_and_split_back() -> None:
+    group = ids.client_order_id("run", "spread")
+    legs = [ids.leg_client_id(group, n) for n in (1, 2, 3, 4)]
+    assert len(set(legs)) == 4
+    assert [ids.split_leg_client_id(c) for c in legs] == [(group, n) for n in (1, 2, 3, 4)]
+    assert ids.split_leg_client_id(group) is None  # a plain id is not a leg
+    assert ids.split_leg_client_id("rnXL1") is None
