@@ -27,7 +27,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections import Counter, defaultdict
@@ -38,7 +37,6 @@ from typing import Any
 import aiohttp
 import httpx
 
-from runner.accounts import Account, RateLimit
 from runner.brokers.base import Broker
 from runner.clock import VirtualClock
 from runner.ids import numeric_id
@@ -200,29 +198,10 @@ def _clock() -> VirtualClock:
 
 @contextlib.asynccontextmanager
 async def blitz_brokers(n: int, transport: str | None) -> AsyncIterator[list[Broker]]:
-    # No bench hook in runner/sims/blitz.py: accounts built here as test_blitz_support does.
-    from runner.brokers.blitz import create
-    from runner.sims.blitz import start
+    from runner.sims.blitz import bench
 
-    clock = _clock()
-    os.environ["RUNNER_BENCH_BLITZ_APP_KEY"] = "bench-app-key"  # a throwaway value for the simulator
-    async with start(clock=clock) as sim:
-        brokers: list[Broker] = []
-        for i in range(n):
-            options: dict[str, Any] = {"user_id": f"BENCH{i:03d}"}
-            if transport:
-                options["http_transport"] = transport
-            account = Account(name=f"blitz-bench{i}", broker="blitz", endpoints=sim.endpoints(),
-                              credentials={"app_key": {"env": "RUNNER_BENCH_BLITZ_APP_KEY"}},
-                              rate_limit=RateLimit(orders_per_second=1000, burst=1000), options=options)
-            adapter = create(account, master=sim.sim.master, clock=clock)
-            await adapter.connect()
-            brokers.append(adapter)
-        try:
-            yield brokers
-        finally:
-            for b in brokers:
-                await b.close()
+    async with bench(n, transport=transport, clock=_clock()) as (_sim, brokers):
+        yield list(brokers)
 
 
 @contextlib.asynccontextmanager

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,7 @@ class GroupCommit:
         self._queue: list[tuple[Staged, dt.datetime, asyncio.Future[None]]] = []
         self._handle: asyncio.Handle | None = None
         self.batches: list[int] = []  # sizes of the transactions written (for benchmarks and tests)
+        self.committed_at: list[float] = []  # wall time (time.time()) each of them committed
         self._sqlite = engine.dialect.name == "sqlite"
         self._integrity: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
         self._raw: Any = None
@@ -155,6 +157,7 @@ class GroupCommit:
                 cur.execute("COMMIT")
             else:
                 raw.commit()
+            self.committed_at.append(time.time())
         except BaseException:
             self._rollback()
             raise

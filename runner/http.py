@@ -30,6 +30,20 @@ def default_ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
+def _aiohttp_transport(context: ssl.SSLContext, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    from httpx_aiohttp import AiohttpTransport
+
+    class NoResendTransport(AiohttpTransport):
+        def get_client(self) -> Any:
+            session = super().get_client()
+            # aiohttp silently sends PUT/DELETE (and GET) again when a kept-alive connection drops
+            # before the reply: a second cancel/modify the caller never asked for. Never re-send.
+            session._retry_connection = False
+            return session
+
+    return NoResendTransport(verify=context, limits=limits, trust_env=False)
+
+
 def make_client(
     base_url: str,
     *,
@@ -47,9 +61,7 @@ def make_client(
     }
     context = default_ssl_context()
     if kind == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
-
-        kwargs["transport"] = AiohttpTransport(verify=context, limits=limits, trust_env=False)
+        kwargs["transport"] = _aiohttp_transport(context, limits)
     else:
         kwargs["limits"] = limits
         kwargs["verify"] = context

@@ -156,7 +156,8 @@ order_intents = sa.Table(
     "order_intents",
     metadata,
     sa.Column("client_order_id", sa.String(64), primary_key=True),
-    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.run_id"), nullable=False, index=True),
+    # No index of its own: uq_intents_slot (run_id, ...) serves run_id lookups, one b-tree less per insert.
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.run_id"), nullable=False),
     sa.Column("account", sa.String(64), nullable=False, index=True),
     sa.Column("step_id", sa.String(64), nullable=False),
     sa.Column("slot", sa.String(200), nullable=False),  # step id, or step:instrument for square-offs
@@ -316,6 +317,15 @@ _UPD_RUN_FINISH = _Stmt(
         message=sa.bindparam("message"),
     )
 )
+_UPD_RUN_REOPEN = _Stmt(
+    runs.update()
+    .where(runs.c.run_id == _B_RUN)
+    .values(
+        status=sa.bindparam("status"),
+        finished_at=sa.bindparam("finished_at"),
+        updated_at=sa.bindparam("updated_at"),
+    )
+)
 _SEL_STEPS = _Stmt(sa.select(steps).where(steps.c.run_id == _B_RUN).order_by(steps.c.position))
 _SEL_STEP_ID = _Stmt(sa.select(steps.c.id).where(steps.c.run_id == _B_RUN, steps.c.step_id == _B_STEP))
 _INS_STEP = _insert(steps, "run_id", "step_id", "position", "kind", "outcome", "started_at")
@@ -455,7 +465,8 @@ class _Fast:
     """
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        # Weak: the engine owns us (through its event listener), not the other way round.
+        self._engine = weakref.ref(engine)
         self.dialect = engine.dialect
         self.sqlite = engine.dialect.name == "sqlite"
         self.integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
@@ -508,7 +519,10 @@ class _Fast:
     def _connection(self) -> Any:
         raw = self._raw
         if raw is None:
-            raw = self._raw = self.engine.raw_connection()
+            engine = self._engine()
+            if engine is None:
+                raise JournalError("the journal's database engine was garbage-collected")
+            raw = self._raw = engine.raw_connection()
         return raw
 
     def begin(self) -> Any:
@@ -544,16 +558,18 @@ class _Fast:
             raw.close()
 
 
-_FAST: weakref.WeakKeyDictionary[Engine, _Fast] = weakref.WeakKeyDictionary()
+# By id(engine), weakly: each _Fast lives exactly as long as its engine, which holds it through the
+# dispose listener below (a registry holding it strongly would keep the engine and its file open forever).
+_FAST: weakref.WeakValueDictionary[int, _Fast] = weakref.WeakValueDictionary()
 _FAST_LOCK = threading.Lock()
 _INHERITED: list[Any] = []  # connections opened before a fork: kept open (never closed) in the child
 
 
 def _fast_for(engine: Engine) -> _Fast:
     with _FAST_LOCK:
-        fast = _FAST.get(engine)
-        if fast is None:
-            fast = _FAST[engine] = _Fast(engine)
+        fast = _FAST.get(id(engine))
+        if fast is None or fast._engine() is not engine:
+            fast = _FAST[id(engine)] = _Fast(engine)
             # Engine.dispose() (tests deleting the file, a forking parent) drops our connection too.
             sa.event.listen(engine, "engine_disposed", lambda _engine: fast.release())
         return fast
@@ -794,8 +810,8 @@ class Journal:
         self._write(_UPD_RUN_FINISH, {"b_run": run_id, **values})
 
     def reopen_run(self, run_id: str, now: dt.datetime) -> None:
-        values = {"status": RunStatus.RUNNING.value, "finished_at": None, "updated_at": now, "message": None}
-        self._write(_UPD_RUN_FINISH, {"b_run": run_id, **values})
+        values = {"status": RunStatus.RUNNING.value, "finished_at": None, "updated_at": now}
+        self._write(_UPD_RUN_REOPEN, {"b_run": run_id, **values})
 
     def get_run(self, run_id: str) -> RunRecord | None:
         found = self._fast.read(_SEL_RUN, {"b_run": run_id})

@@ -58,7 +58,7 @@ from runner.steps.square_off import (
     next_round,
     position_key,
     positions_to_close,
-    run_keys,
+    run_net,
     slot_of,
 )
 
@@ -489,8 +489,8 @@ class Planner:
         for i in self.intents:
             self.slots[i.client_order_id] = _Slot(i.slot, i.leg, i.attempt, i.purpose)
         self.entries = journal.count_intents(run_id, exclude=(Purpose.UNWIND, Purpose.SQUARE_OFF))
-        self.ours = journal.client_ids_of_playbook(pb.name)
-        self.traded = run_keys(self.intents)
+        self.ours = {i.client_order_id for i in self.intents}  # this run's, for this_run_only
+        self.own = run_net(self.intents)  # this run's net filled quantity, projected with its orders
         self.prices: dict[str, Decimal | None] = {}
         self.can_modify = Capability.MODIFY in broker.capabilities
         self._handlers: dict[str, Callable[[_Draft, Any], Awaitable[None]]] = {
@@ -526,6 +526,7 @@ class Planner:
     def _fill(self, req: OrderRequest) -> None:
         key = f"{req.instrument.key}|{req.product.value}"
         delta = req.quantity * req.side.sign
+        self.own[key] = self.own.get(key, 0) + delta
         p = self.positions.get(key)
         self.positions[key] = (
             dataclasses.replace(p, quantity=p.quantity + delta)
@@ -853,11 +854,8 @@ class Planner:
             notes.append(
                 self._cancel_matching(d, step.filter, by_side=False, reason="open order matching the filter")
             )
-        keys = None
-        if step.filter.this_run_only:
-            planned = {f"{o.instrument.key}|{o.product.value}" for o in self.planned.values()}
-            keys = self.traded | planned
-        targets = positions_to_close(self.pb, step, list(self.positions.values()), keys)
+        caps = dict(self.own) if step.filter.this_run_only else None
+        targets = positions_to_close(self.pb, step, list(self.positions.values()), caps)
         slices = 0
         for pos in targets:
             ins = enrich(self.pb, pos.instrument)
@@ -868,7 +866,7 @@ class Planner:
             seen = self.observed_positions.get(key, 0)
             cond = (
                 None
-                if pos.quantity == seen
+                if self.positions[key].quantity == seen
                 else f"sized assuming this run's orders fill (observed now: {seen})"
             )
             rnd = next_round(own, slot_of(step, pos))

@@ -191,7 +191,7 @@ class OrderFilter(_Model):
     side: Side | None = None
     instruments: list[InstrumentRef] | None = None
     tag: str | None = None
-    this_run_only: bool = False  # only orders this playbook placed
+    this_run_only: bool = False  # only orders (and the net position) this run of the playbook placed
 
 
 class CancelStep(Timing):

@@ -25,7 +25,6 @@ import math
 import os
 import re
 import socket
-import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -568,7 +567,10 @@ class Daemon:
             return
         from apscheduler.triggers.date import DateTrigger
 
-        lead = min(30.0, self.opts.lead + self.opts.lead_per_fire * (due_together - 1))
+        # Rounded up to a power of two, so the fires of one instant wake in a few groups (each claims in
+        # one transaction) rather than one by one.
+        others = 0 if due_together <= 1 else 1 << (due_together - 1).bit_length()
+        lead = min(30.0, self.opts.lead + self.opts.lead_per_fire * others)
         wake = entry.next_fire - dt.timedelta(seconds=lead)
         self._scheduler.add_job(
             self._wake,
@@ -981,9 +983,6 @@ class Daemon:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         lines = await self.prepare()
-        # Worker threads (claims, heartbeat, reload scan) hand the GIL back to the loop within 1 ms
-        # instead of the default 5 ms: lateness at the instant is what this process is for.
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         self._scheduler = AsyncIOScheduler(timezone=dt.UTC, event_loop=asyncio.get_running_loop())
         for entry in self.entries.values():
             self._arm(entry)

@@ -240,6 +240,24 @@ async def test_broker_rejections_map_to_rejected(sim: AlphaPointSim, broker: Alp
         await broker.cancel((await broker.place(limit("rn-c2"))).evolve(broker_order_id="77"))
 
 
+async def test_receipt_without_an_order_event_is_pending_new(sim_factory: SimFactory) -> None:
+    # SendOrder's "Accepted" is the OMS's receipt: unless an OrderStateEvent came first, the order is not
+    # yet known to be working at the venue.
+    sim = await sim_factory(events_after_reply=True)
+    broker = create(account(sim.url))
+    try:
+        placed = await broker.place(limit("rn-rcpt"))
+        assert placed.status is OrderStatus.PENDING_NEW and placed.raw_status == "Accepted"
+        assert placed.broker_order_id and placed.client_order_id == "rn-rcpt"
+        assert (placed.quantity, placed.price, placed.instrument) == (5, Decimal(990), RELIANCE)
+        back = await broker.get_order_by_broker_id(placed.broker_order_id)
+        assert back.status is OrderStatus.OPEN
+        cancelled = await broker.cancel(placed)  # PENDING_NEW -> PENDING_CANCEL/CANCELLED is legal
+        assert cancelled.status in (OrderStatus.PENDING_CANCEL, OrderStatus.CANCELLED)
+    finally:
+        await broker.close()
+
+
 async def test_api_key_authentication(sim: AlphaPointSim) -> None:
     broker = create(account(sim.url, api_key=True))
     broker.nonce = lambda: "2247733562"
@@ -271,7 +289,10 @@ async def test_session_expiry_logs_in_again_once(sim_factory: SimFactory, clock:
     try:
         await broker.place(limit("rn-a"))
         clock.advance(61)
-        placed = await broker.place(limit("rn-b"))  # Not Authorized -> re-login -> same request once
+        with pytest.raises(AuthExpired):  # Not Authorized: the adapter never re-sends an order itself
+            await broker.place(limit("rn-b"))
+        assert broker.logins == 1 and not broker.session.is_open
+        placed = await broker.place(limit("rn-b"))  # the caller's retry logs in first
         assert placed.status is OrderStatus.OPEN
         # Three frames: the one refused with Not Authorized was never acted on.
         assert broker.logins == 2 and len(sent(sim, "SendOrder")) == 3
@@ -341,7 +362,7 @@ async def test_disconnect_mid_request_before_acting(sim_factory: SimFactory) -> 
 
 async def test_error_frames_map_onto_the_taxonomy(sim_factory: SimFactory) -> None:
     sim = await sim_factory("5xx=1,only=place+get")
-    broker = create(account(sim.url, read_retries=1))
+    broker = create(account(sim.url))
     try:
         with pytest.raises(OutcomeUnknown) as exc:  # and its own lookups failed too: the engine resolves
             await broker.place(limit("rn-5"))
@@ -349,7 +370,7 @@ async def test_error_frames_map_onto_the_taxonomy(sim_factory: SimFactory) -> No
         before = len(sent(sim, "GetOrdersHistory"))
         with pytest.raises(Unavailable):
             await broker.get_order("rn-5")
-        assert len(sent(sim, "GetOrdersHistory")) - before == 2  # a read is retried once, then given up
+        assert len(sent(sim, "GetOrdersHistory")) - before == 1  # retrying is the gateway's job, not ours
     finally:
         await broker.close()
     sim = await sim_factory("429=1,only=place")

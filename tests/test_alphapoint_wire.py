@@ -21,11 +21,9 @@ from runner.brokers.alphapoint import (
     api_key_signature,
     ci,
     create,
-    dumps,
     encode_frame,
     error_from_payload,
     latest_for_client,
-    loads,
     order_from_wire,
     replay_trades,
     status_from_wire,
@@ -110,9 +108,10 @@ def test_error_envelope_mapping(payload: dict[str, Any], call: str, error: type,
 
 
 def test_decimals_travel_as_exact_json_numbers() -> None:
-    text = dumps({"LimitPrice": Decimal("24500.05"), "Quantity": 75, "Stop": Decimal("100.00"), "B": False})
-    assert text == '{"LimitPrice":24500.05,"Quantity":75,"Stop":100,"B":false}'
-    assert loads(text)["LimitPrice"] == Decimal("24500.05")
+    body = {"LimitPrice": Decimal("24500.05"), "Quantity": 75, "Stop": Decimal("100.00"), "B": False}
+    raw = encode_frame(0, 2, "SendOrder", body)
+    assert json.loads(raw)["o"] == '{"LimitPrice":24500.05,"Quantity":75,"Stop":100.00,"B":false}'
+    assert Frame.parse(raw).o["LimitPrice"] == Decimal("24500.05")
 
 
 def test_frame_envelope_matches_the_official_client() -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Hashable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -27,12 +27,22 @@ from test_blitz_support import (
 
 from runner.brokers.blitz import BlitzBroker, create
 from runner.clock import VirtualClock
-from runner.errors import AuthExpired, NotFound, NotModifiable, OutcomeUnknown, RateLimited, Rejected
+from runner.errors import (
+    AuthExpired,
+    NotFound,
+    NotModifiable,
+    OutcomeUnknown,
+    RateLimited,
+    Rejected,
+    Retryable,
+)
 from runner.instruments import InstrumentMaster
 from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Side
 from runner.ratelimit import RateLimiter
 from runner.sims.blitz import Running, start
 from runner.sims.faults import FaultPlan
+
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -84,9 +94,12 @@ async def test_token_exception_403_also_means_log_in_again(clock: VirtualClock) 
         b = broker(sim)
         await b.connect()
         clock.advance(61)
-        placed = await b.place(_limit("rn403"))  # refused with TokenException: nothing acted, so repeat
+        with pytest.raises(AuthExpired):  # refused with TokenException: the adapter never re-sends an order
+            await b.place(_limit("rn403"))
+        assert sim.sim.orders_with_correlation("rn403") == []
+        placed = await b.place(_limit("rn403"))  # the caller's retry: the dropped token means a new login
         assert sim.sim.logins == 2 and len(sim.sim.orders_with_correlation("rn403")) == 1
-        assert placed.status is OrderStatus.OPEN
+        assert placed.status is OrderStatus.PENDING_NEW
         await b.close()
 
 
@@ -117,7 +130,8 @@ async def test_refused_login_never_reveals_the_app_key(
 async def test_place_is_an_ack_then_reads_tell_the_truth(sim: Running) -> None:
     b = broker(sim)
     placed = await b.place(_limit("rnlife1", "10.50"))
-    assert placed.status is OrderStatus.OPEN and placed.broker_order_id and placed.filled_quantity == 0
+    # An acknowledgement is not an open order: PENDING_NEW until a read shows the exchange has it.
+    assert placed.status is OrderStatus.PENDING_NEW and placed.broker_order_id and placed.filled_quantity == 0
     resting = await b.get_order("rnlife1")
     assert resting is not None and resting.status is OrderStatus.OPEN and resting.raw_status == "New"
     assert [o.client_order_id for o in await b.open_orders()] == ["rnlife1"]
@@ -256,9 +270,15 @@ async def test_server_error_on_place_is_outcome_unknown_and_resolved_by_lookup(c
 
 
 class RecordingLimiter(RateLimiter):
+    """Records keys; runs on its own frozen clock, so only the broker's Retry-After can drain it."""
+
     def __init__(self, rate: float, burst: int) -> None:
-        super().__init__(rate, burst)
+        self.now = 0.0
+        super().__init__(rate, burst, monotonic=lambda: self.now, sleep=self._advance)
         self.keys: list[Hashable] = []
+
+    async def _advance(self, seconds: float) -> None:
+        self.now += seconds
 
     async def acquire(self, key: Hashable = None) -> float:
         self.keys.append(key)
@@ -289,6 +309,16 @@ def sim_master() -> str:
 # -- faults on --------------------------------------------------------------------------------------------
 
 
+async def _patiently(read: Callable[[], Awaitable[T]]) -> T:
+    """A read retried on transient errors, as the engine's gateway does (the adapter itself does not)."""
+    for _ in range(20):
+        try:
+            return await read()
+        except (Retryable, AuthExpired):
+            continue
+    raise AssertionError("read kept failing")
+
+
 async def _place_resolved(b: BlitzBroker, req: OrderRequest, stats: dict[str, int]) -> Order:
     """The engine's discipline: on an ambiguous outcome look the order up; send again only if certainly
     absent."""
@@ -297,13 +327,15 @@ async def _place_resolved(b: BlitzBroker, req: OrderRequest, stats: dict[str, in
             return await b.place(req)
         except OutcomeUnknown:
             stats["unknown"] += 1
-            found = await b.get_order(req.client_order_id)
+            found = await _patiently(lambda: b.get_order(req.client_order_id))
             if found is not None:
                 stats["resolved"] += 1
                 return found
             stats["absent"] += 1
         except RateLimited:
             stats["throttled"] += 1
+        except (Retryable, AuthExpired):
+            stats["transient"] += 1
     raise AssertionError(f"{req.client_order_id} never placed")
 
 
@@ -313,23 +345,25 @@ async def _cancel_resolved(b: BlitzBroker, order: Order, stats: dict[str, int]) 
             return await b.cancel(order)
         except OutcomeUnknown:
             stats["cancel_unknown"] += 1
-            now = await b.get_order(order.client_order_id)
+            now = await _patiently(lambda: b.get_order(order.client_order_id))
             assert now is not None
             if now.status.is_terminal or now.status is OrderStatus.PENDING_CANCEL:
                 return now
         except NotModifiable:
-            now = await b.get_order(order.client_order_id)
+            now = await _patiently(lambda: b.get_order(order.client_order_id))
             assert now is not None
             return now
         except RateLimited:
             stats["throttled"] += 1
+        except (Retryable, AuthExpired):
+            stats["transient"] += 1
     raise AssertionError("cancel never resolved")
 
 
 @pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
 async def test_faults_never_duplicate_an_order(clock: VirtualClock, transport: str) -> None:
     plan = FaultPlan.parse("5xx=0.1,reset=0.1,drop=0.15,429=0.05,latency=1ms,seed=11")
-    stats = dict.fromkeys(("unknown", "resolved", "absent", "throttled", "cancel_unknown"), 0)
+    stats = dict.fromkeys(("unknown", "resolved", "absent", "throttled", "transient", "cancel_unknown"), 0)
     async with start(plan, clock=clock, options=SIM_OPTIONS) as sim:
         b = create(
             account(sim, http_transport=transport), master=InstrumentMaster.load(sim_master(), broker="blitz")
@@ -341,6 +375,6 @@ async def test_faults_never_duplicate_an_order(clock: VirtualClock, transport: s
         assert stats["unknown"] > 0 and stats["resolved"] > 0 and stats["absent"] > 0
         done = await asyncio.gather(*(_cancel_resolved(b, o, stats) for o in placed))
         assert all(o.status in (OrderStatus.CANCELLED, OrderStatus.PENDING_CANCEL) for o in done)
-        assert await b.open_orders() == []
+        assert await _patiently(b.open_orders) == []
         assert len(sim.sim.orders) == 40
         await b.close()

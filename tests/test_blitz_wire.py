@@ -192,10 +192,13 @@ async def test_unknown_instrument_fails_before_anything_is_sent(sim: Running) ->
     await b.close()
 
 
-def test_decimals_are_written_exactly() -> None:
-    body = {"price": Decimal("45.90"), "stop": Decimal("0.05"), "q": 3, "s": 'a"b', "n": None, "f": True}
-    assert blitz.dumps(body) == b'{"price":45.90,"stop":0.05,"q":3,"s":"a\\"b","n":null,"f":true}'
-    assert json.loads(blitz.dumps(body), parse_float=Decimal)["price"] == Decimal("45.90")
+async def test_prices_reach_the_wire_digit_for_digit(sim: Running) -> None:
+    # Through a float, 45.90 would arrive as 45.9: the trailing zero proves the exact path (runner.wirejson).
+    b = broker(sim)
+    await b.place(OrderRequest("rnexact", SEEDEXAMPLE, Side.BUY, 1, OrderType.LIMIT, price=Decimal("45.90")))
+    _, body = _sent(sim, "POST", "placeOrder")
+    assert str(body["price"]) == "45.90"
+    await b.close()
 
 
 def test_market_and_stop_orders_zero_the_unused_prices() -> None:

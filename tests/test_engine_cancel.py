@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from engine_helpers import make_env, playbook
+from decimal import Decimal
+
+from engine_helpers import RELIANCE, at, make_env, playbook
 from faulty_broker import Faulty
 
-from runner.model import OrderStatus
+from runner.model import OrderRequest, OrderStatus, OrderType, Side
 
 TWO_BIDS = """
 steps:
@@ -64,3 +66,24 @@ async def test_cancel_that_never_takes_effect_fails(tmp_path):
     report = await env.run(playbook(TWO_BIDS + "  - {kind: cancel, id: c, order: a}\n"))
     assert env.steps(report)["c"] == "failed"
     assert "still open" in report.steps[2].message
+
+
+async def test_this_run_only_cancels_only_this_runs_orders(tmp_path):
+    """Not the playbook's earlier runs, not orders placed outside the runner."""
+    env = make_env(tmp_path)
+    earlier = await env.run(playbook(TWO_BIDS, name="p"), slot=at(9, 0))
+    assert earlier.ok
+    manual = OrderRequest("manual", RELIANCE, Side.BUY, 3, OrderType.LIMIT, price=Decimal(2700))
+    await env.broker().place(manual)
+    body = """
+steps:
+  - {kind: place, id: x, instrument: fut, side: BUY, quantity: 75, type: LIMIT, price: 23900}
+  - {kind: cancel, id: c, all_open: {this_run_only: true}}
+"""
+    report = await env.run(playbook(body, name="p"), slot=at(9, 15))
+    assert env.steps(report) == {"x": "succeeded", "c": "succeeded"}, report.steps[1].message
+    (mine,) = env.journal.intents(run_id=report.run_id)
+    status = {o.client_order_id: o.status for o in await env.broker().orders()}
+    assert status.pop(mine.client_order_id) is OrderStatus.CANCELLED
+    assert set(status.values()) == {OrderStatus.OPEN} and len(status) == 3  # two of the earlier run, manual
+    assert "1 cancelled" in report.steps[1].message

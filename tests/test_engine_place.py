@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
+import structlog
 from engine_helpers import make_env, playbook
 from faulty_broker import Faulty
 
+from runner import logs
 from runner.errors import AuthExpired, OutcomeUnknown, RateLimited
 from runner.journal import Journal, StepOutcome, order_intents
-from runner.model import OrderRequest, OrderStatus
+from runner.model import Order, OrderRequest, OrderStatus
 
 MARKET = """
 steps:
@@ -151,7 +157,7 @@ async def test_outcome_unknown_that_never_arrived_is_sent_again_under_the_same_i
     assert [o.client_order_id for o in orders] == [intent.client_order_id]
 
 
-async def test_broker_calls_are_journaled_with_secrets_redacted(tmp_path):
+async def test_broker_calls_are_journaled_as_json(tmp_path):
     env = make_env(tmp_path)
     report = await env.run(playbook(MARKET))
     calls = env.journal.calls(run_id=report.run_id)
@@ -160,3 +166,73 @@ async def test_broker_calls_are_journaled_with_secrets_redacted(tmp_path):
     assert body["side"] == "BUY" and body["quantity"] == 150
     with env.engine.connect() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(order_intents)).scalar_one() == 1
+
+
+# A session token as brokers issue them (a JWT), and the header text some brokers echo in errors.
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0cmFkZXIifQ.c2lnbmF0dXJlLXZhbHVl"
+LEAKY_ERROR = f"429 too many requests for Authorization: Bearer {TOKEN}"
+
+
+class EchoingToken(Faulty):
+    """A broker whose order reports carry the session token in their raw status text."""
+
+    def _leak(self, order: Order | None) -> Any:
+        return None if order is None else order.evolve(raw_status=f"{order.raw_status} (session {TOKEN})")
+
+    async def place(self, request: OrderRequest) -> Order:
+        return self._leak(await super().place(request))  # type: ignore[no-any-return]
+
+    async def get_order(self, client_order_id: str) -> Order | None:
+        return self._leak(await super().get_order(client_order_id))  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def log_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """The JSON log stream of the engine, configured as in production but into a buffer."""
+    was, saved = structlog.is_configured(), structlog.get_config()
+    monkeypatch.setattr(logs, "_configured", logs._configured)
+    stream = io.StringIO()
+    logs.configure(json=True, stream=stream, force=True)
+    yield stream
+    if was:
+        structlog.configure(**saved)
+    else:
+        structlog.reset_defaults()
+
+
+async def test_secrets_in_broker_answers_are_redacted_in_journal_and_logs(tmp_path, log_lines):
+    env = make_env(tmp_path)
+    broker = EchoingToken(env.broker()).fail("place", RateLimited(LEAKY_ERROR, retry_after=1.0))
+    report = await env.run(playbook(MARKET), broker=broker)
+    assert report.ok and broker.calls["place"] == 2
+    rows = env.journal.calls(run_id=report.run_id)
+    texts = [r[k] or "" for r in rows for k in ("request", "response")]
+    answers = [t for t in texts if "session" in t]
+    assert answers and all("session ***" in t for t in answers)  # the token was there, and was masked
+    assert not any(TOKEN in t for t in texts)
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    (retry,) = [e for e in lines if e["event"] == "broker_retry"]
+    assert retry["error"] == "429 too many requests for Authorization: Bearer ***"
+    assert TOKEN not in log_lines.getvalue()
+
+
+def test_secret_named_log_fields_and_secret_values_are_masked(log_lines):
+    from runner.accounts import Secret
+
+    logs.get_logger(run="r1").info("login", password="hunter2", api_key="k-123", user_id="AB1234")
+    secret = Secret("s3cr3t-value")
+    logs.get_logger().info("relogin", credential=secret, value=secret, note=f"using {secret}")
+    text = log_lines.getvalue()
+    login, relogin = (json.loads(line) for line in text.splitlines())
+    assert (login["password"], login["api_key"], login["user_id"]) == ("***", "***", "AB1234")
+    assert relogin["credential"] == relogin["value"] == "***"
+    assert "hunter2" not in text and "k-123" not in text and "s3cr3t-value" not in text
+
+
+@pytest.mark.xfail(strict=True, reason="gateway._call_row stores str(error) unredacted (owner: PERF)")
+async def test_secrets_in_broker_errors_are_redacted_in_journal(tmp_path):
+    env = make_env(tmp_path)
+    broker = Faulty(env.broker()).fail("place", RateLimited(LEAKY_ERROR, retry_after=1.0))
+    report = await env.run(playbook(MARKET), broker=broker)
+    (failed,) = [c for c in env.journal.calls(run_id=report.run_id) if c["error"] == "RateLimited"]
+    assert failed["error_message"] == "429 too many requests for Authorization: Bearer ***"

@@ -7,13 +7,16 @@ from decimal import Decimal
 from engine_helpers import NIFTY_FUT, RELIANCE, at, make_env, playbook
 
 from runner.model import OrderRequest, OrderType, Product, Side
-from runner.steps.square_off import slices
+from runner.steps.square_off import own_part, slices
 
 
 def test_slices_respect_freeze_quantity_and_lots():
     assert slices(4500, NIFTY_FUT) == [1800, 1800, 900]
     assert slices(150, NIFTY_FUT) == [150]
     assert slices(7, RELIANCE) == [7]
+
+
+EARLIER_NRML = "steps:\n  - {kind: place, id: e, instrument: fut, side: BUY, lots: 1, product: NRML}\n"
 
 
 async def _seed(env, *requests: OrderRequest) -> None:
@@ -105,3 +108,59 @@ async def test_nothing_to_square_off(tmp_path):
     report = await env.run(playbook("steps:\n  - {kind: square_off, id: sq}\n"))
     assert env.steps(report) == {"sq": "succeeded"}
     assert "nothing to square off" in report.steps[0].message
+
+
+def test_own_part_never_exceeds_or_flips_the_broker_position():
+    assert own_part(225, 150) == 150  # an older 75 stays
+    assert own_part(6, 10) == 6  # the run's buy covered an older short: close to flat, never to -4
+    assert own_part(-150, -75) == -75
+    assert own_part(225, -75) == 0  # the run reduced an older long: nothing of its own to close
+    assert own_part(0, 75) == 0 and own_part(75, 0) == 0
+
+
+async def test_this_run_only_closes_only_the_runs_own_net_quantity(tmp_path):
+    env = make_env(tmp_path)
+    # An earlier run of the same playbook left 75 NRML long (carried forward: it must survive).
+    earlier = await env.run(playbook(EARLIER_NRML, "p"), slot=at(9, 0))
+    assert earlier.ok
+    await _seed(env, OrderRequest("old-short", RELIANCE, Side.SELL, 4, product=Product.MIS))
+    report = await env.run(
+        playbook(
+            """
+steps:
+  - {kind: place, id: fut2, instrument: fut, side: BUY, lots: 2, product: NRML}
+  - {kind: place, id: rel, instrument: rel, side: BUY, quantity: 10}
+  - {kind: square_off, id: sq, filter: {this_run_only: true}}
+""",
+            "p",
+        ),
+        slot=at(9, 15),
+    )
+    assert env.steps(report)["sq"] == "succeeded", report.steps[-1].message
+    held = {p.instrument.key: p.quantity for p in await env.broker().positions()}
+    assert held[NIFTY_FUT.key] == 75  # 225 held, the run's 150 closed
+    assert held[RELIANCE.key] == 0  # 6 held of the run's 10: closed to flat, not flipped to -4
+    exits = [i for i in env.journal.intents(run_id=report.run_id) if i.step_id == "sq"]
+    assert sorted((i.request.instrument.key, i.request.side, i.request.quantity) for i in exits) == [
+        (NIFTY_FUT.key, Side.SELL, 150),
+        (RELIANCE.key, Side.SELL, 6),
+    ]
+
+
+async def test_without_this_run_only_the_whole_position_is_closed(tmp_path):
+    env = make_env(tmp_path)
+    earlier = await env.run(playbook(EARLIER_NRML, "p"), slot=at(9, 0))
+    assert earlier.ok
+    report = await env.run(
+        playbook(
+            """
+steps:
+  - {kind: place, id: fut2, instrument: fut, side: BUY, lots: 2, product: NRML}
+  - {kind: square_off, id: sq, filter: {}}
+""",
+            "p",
+        ),
+        slot=at(9, 15),
+    )
+    assert env.steps(report)["sq"] == "succeeded", report.steps[-1].message
+    assert all(p.quantity == 0 for p in await env.broker().positions())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine_helpers import at, make_env, playbook
+from faulty_broker import FaultyNoMultileg
 
 from runner.journal import StepOutcome
 
@@ -93,3 +94,23 @@ steps:
     )
     assert report.steps[0].outcome is StepOutcome.SUCCEEDED
     assert env.clock.now() == at(9, 30)
+
+
+async def test_wait_on_several_orders_shares_one_deadline(tmp_path):
+    """A spread reference is two orders: the limit is the timeout, not one timeout per order."""
+    env = make_env(tmp_path)
+    report = await env.run(
+        playbook("""
+steps:
+  - kind: spread
+    id: sp
+    legs:
+      - {id: a, instrument: ce, side: SELL, lots: 1}
+      - {id: b, instrument: pe, side: BUY, lots: 1, role: hedge}
+  - {kind: wait, id: w, order: sp, status: [cancelled], timeout: 30s, on_timeout: continue}
+"""),
+        broker=FaultyNoMultileg(env.broker()),
+    )
+    assert env.steps(report) == {"sp": "succeeded", "w": "timed_out"}, report.steps[-1].message
+    waited = report.steps[1].finished_at - report.steps[1].started_at
+    assert 30 <= waited.total_seconds() < 60

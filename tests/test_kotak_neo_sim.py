@@ -166,7 +166,11 @@ async def test_expired_session_is_renewed_once(connect: Connect, style: str) -> 
     sim.expire_sessions()  # Kotak logs API sessions out daily
     assert (await broker.get_order("rnexp1")) is not None
     sim.expire_sessions()
-    await broker.cancel(placed)  # a mutating call is retried too: an expired session did not act
+    with pytest.raises(errors.AuthExpired):  # a write is never re-sent by the adapter itself...
+        await broker.cancel(placed)
+    assert broker.logins == 2 and [op for op, _ in sim.acted] == ["place"]
+    await broker.connect()  # ...the engine's gateway logs in and retries it
+    await broker.cancel(placed)
     assert broker.logins == 3
     assert [op for op, _ in sim.acted] == ["place", "cancel"]
 
@@ -343,10 +347,13 @@ async def test_429_on_place_is_rate_limited_and_penalises_the_segment(connect: C
     assert ("desk", "NSE_CM") in broker.limiter._buckets
 
 
-async def test_5xx_on_reads_is_retried_inside_the_adapter(connect: Connect) -> None:
-    sim, broker = await connect("5xx=0.25,only=orders,seed=4")
+async def test_5xx_on_a_read_is_unavailable_after_one_request(connect: Connect) -> None:
+    """No retry loop inside the adapter: the engine's gateway retries Retryable errors with backoff."""
+    sim, broker = await connect("5xx=1,only=orders")
     await broker.place(limit("rnread"))
     before = len(sim.seen)
-    for _ in range(6):
-        assert [o.client_order_id for o in await broker.orders()] == ["rnread"]
-    assert len(sim.seen) - before > 6  # some reads failed with 500 and were retried
+    with pytest.raises(errors.Unavailable):
+        await broker.orders()
+    assert len(sim.seen) - before == 1
+    sim.faults.probabilities.clear()
+    assert [o.client_order_id for o in await broker.orders()] == ["rnread"]

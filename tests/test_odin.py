@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from runner.errors import (
     RateLimited,
     Rejected,
 )
+from runner.ids import client_order_id, leg_client_id
 from runner.instruments import InstrumentMaster
 from runner.matching import MatchingConfig, MatchingEngine
 from runner.model import (
@@ -69,7 +71,7 @@ async def sim(clock: VirtualClock) -> AsyncIterator[OdinSim]:
 
 @pytest.fixture
 async def broker(sim: OdinSim) -> AsyncIterator[OdinBroker]:
-    b = create(sim.account("odin1", options={"max_backoff": 0.01}), master=MASTER)
+    b = create(sim.account("odin1"), master=MASTER)
     await b.connect()
     yield b
     await b.close()
@@ -110,17 +112,26 @@ async def test_wrong_password_is_rejected_not_retried(sim: OdinSim) -> None:
     await b.close()
 
 
-async def test_session_expiry_relogs_in_once_and_order_goes_through(clock: VirtualClock) -> None:
+async def test_session_expiry_a_read_relogs_in_once_a_write_is_left_to_the_gateway(
+    clock: VirtualClock,
+) -> None:
     async with start(
         clock=clock, master=MASTER, engine=engine(), faults=FaultPlan.parse("expire=60s")
     ) as sim:
         b = create(sim.account("odin1"), master=MASTER)
         await b.connect()
         clock.advance(61)
+        with pytest.raises(AuthExpired):  # a write is never re-sent inside the adapter
+            await b.place(req("rn-expiry-1"))
+        assert "place" not in sim.acted
+        await b.connect()  # what the engine's gateway does before its one retry
         placed = await b.place(req("rn-expiry-1"))
         logins = [r for r in sim.requests if r[1] == "/authentication/v1/user/session"]
         assert len(logins) == 2
         assert sim.acted["place"] == 1
+        clock.advance(61)
+        assert (await b.get_order("rn-expiry-1")) is not None  # a read logs in again by itself
+        assert len([r for r in sim.requests if r[1] == "/authentication/v1/user/session"]) == 3
         assert (await b.get_order("rn-expiry-1")) is not None
         assert placed.broker_order_id
         await b.close()
@@ -292,6 +303,64 @@ async def test_multileg_modify_sends_all_legs_and_cancel_by_gateway_order_no(
         await broker.cancel_multileg(legs)
 
 
+def derived_spread(group: str, sim: OdinSim, clock: VirtualClock) -> MultilegRequest:
+    """A spread whose legs carry the ids the engine derives from the group id (runner.ids)."""
+    legs = spread(group, sim, clock, marketable=False).legs
+    return MultilegRequest(group, tuple(replace(leg, client_order_id=leg_client_id(group, n))
+                                        for n, leg in enumerate(legs, start=1)))
+
+
+async def test_multileg_legs_are_found_by_a_restarted_adapter(
+    sim: OdinSim, broker: OdinBroker, clock: VirtualClock
+) -> None:
+    group = client_order_id("run-restart", "spread")
+    request = derived_spread(group, sim, clock)
+    placed = await broker.place_multileg(request)
+    await broker.close()
+    fresh = create(sim.account("odin1"), master=MASTER)  # a new process: nothing in memory
+    assert fresh._legs == {} and fresh._by_tag == {}
+    for n, leg in enumerate(placed, start=1):
+        got = await fresh.get_order(leg_client_id(group, n))
+        assert got is not None and got.client_order_id == leg_client_id(group, n)
+        assert got.broker_order_id == leg.broker_order_id and got.status is OrderStatus.OPEN
+        assert got.instrument.key == request.legs[n - 1].instrument.key and got.quantity == 75
+    assert await fresh.get_order(leg_client_id(group, 3)) is None  # no third leg
+    assert await fresh.get_order(leg_client_id(client_order_id("run-other", "spread"), 1)) is None
+    await fresh.close()
+
+
+async def test_a_restarted_adapter_does_not_send_a_multileg_twice(
+    sim: OdinSim, broker: OdinBroker, clock: VirtualClock
+) -> None:
+    group = client_order_id("run-twice", "spread")
+    request = derived_spread(group, sim, clock)
+    placed = await broker.place_multileg(request)
+    await broker.close()
+    fresh = create(sim.account("odin1"), master=MASTER)
+    again = await fresh.place_multileg(request)  # looked up first: found, not sent
+    assert [o.broker_order_id for o in again] == [o.broker_order_id for o in placed]
+    assert [o.client_order_id for o in again] == [leg.client_order_id for leg in request.legs]
+    posts = [r for r in sim.requests if r[0] == "POST" and r[1] == "/transactional/v1/orders/multileg"]
+    assert len(posts) == 1 and sim.acted["place_multileg"] == 1 and sim.duplicate_tags == []
+    assert posts[0][2]["order_identifier"] == order_identifier(group)  # the tag comes from the group id
+    await fresh.close()
+
+
+async def test_dropped_cancel_reply_is_not_resent_by_the_http_client(
+    sim: OdinSim, broker: OdinBroker, clock: VirtualClock
+) -> None:
+    """aiohttp re-sends a DELETE/PUT on its own when a kept-alive connection drops; we must not."""
+    placed = await broker.place(req("rn-cxl-drop", order_type=OrderType.LIMIT, price=resting_limit(sim, clock, IDEA)))
+    sim.faults = FaultPlan.parse("drop=1,only=cancel")
+    with pytest.raises(OutcomeUnknown):
+        await broker.cancel(placed)
+    deletes = [r for r in sim.requests if r[0] == "DELETE"]
+    assert len(deletes) == 1 and sim.acted["cancel"] == 1
+    sim.faults = FaultPlan()
+    clock.advance(1)
+    assert (await broker.get_order_by_broker_id(placed.broker_order_id or "")).status is OrderStatus.CANCELLED
+
+
 async def test_four_legs_are_refused_before_sending(
     sim: OdinSim, broker: OdinBroker, clock: VirtualClock
 ) -> None:
@@ -318,14 +387,18 @@ async def test_dropped_reply_is_resolved_by_lookup_not_by_resending(clock: Virtu
         await b.close()
 
 
-async def test_rate_limit_on_place_is_rate_limited_and_reads_retry(clock: VirtualClock) -> None:
+async def test_rate_limit_surfaces_at_once_for_writes_and_reads(clock: VirtualClock) -> None:
     async with start(
         clock=clock, master=MASTER, engine=engine(), faults=FaultPlan.parse("429=1,only=place+orders")
     ) as sim:
-        b = create(sim.account("odin1", options={"max_backoff": 0.001}), master=MASTER)
+        b = create(sim.account("odin1"), master=MASTER)
         with pytest.raises(RateLimited):
             await b.place(req("rn-429-1"))
         assert "place" not in sim.acted
+        before = len(sim.requests)
+        with pytest.raises(RateLimited):  # no retry loop inside: the gateway backs off
+            await b.orders()
+        assert len(sim.requests) == before + 1
         sim.faults.probabilities.clear()
         assert await b.get_order("rn-429-1") is None
         await b.close()
@@ -336,12 +409,7 @@ async def test_faults_on_never_duplicate_orders(clock: VirtualClock) -> None:
     what the broker certainly does not have. Every intent ends up exactly once at the broker."""
     faults = FaultPlan.parse("drop=0.2,reset=0.1,5xx=0.1,429=0.1,seed=11")
     async with start(clock=clock, master=MASTER, engine=engine(), faults=faults) as sim:
-        b = create(
-            sim.account(
-                "odin1", options={"max_backoff": 0.001}, rate_limit={"orders_per_second": 1000, "burst": 10}
-            ),
-            master=MASTER,
-        )
+        b = create(sim.account("odin1", rate_limit={"orders_per_second": 1000, "burst": 10}), master=MASTER)
         ambiguous = 0
         for i in range(25):
             cid = f"rn-fault-{i}"

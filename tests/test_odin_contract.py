@@ -36,7 +36,7 @@ def make_factory(monkeypatch: pytest.MonkeyPatch, faults: str | None, sims: list
         async with start(faults=FaultPlan.parse(faults), clock=market.clock, master=master, engine=engine,
                          retry_after="0.001") as sim:
             sims.append(sim)
-            account, env = sim.account_env("contract", options={"max_backoff": 0.001},
+            account, env = sim.account_env("contract",
                                            rate_limit={"orders_per_second": 1000, "burst": 100})
             for key, value in env.items():
                 monkeypatch.setenv(key, value)

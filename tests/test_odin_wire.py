@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from runner import wirejson
 from runner.brokers import odin
 from runner.errors import AuthExpired, NotFound, NotModifiable, RateLimited, Rejected
 from runner.instruments import InstrumentMaster, MasterRow, row_from_mapping
@@ -40,7 +41,7 @@ def fixture(name: str) -> dict[str, Any]:
 
 def wire(body: Any) -> Any:
     """What actually goes on the wire: our serializer, parsed back (numbers as Decimal/int)."""
-    return json.loads(odin.dumps(body), parse_float=Decimal)
+    return json.loads(wirejson.dumps(body), parse_float=Decimal)
 
 
 def kind(v: Any) -> str:
@@ -235,7 +236,7 @@ def test_identifier_is_short_deterministic_and_distinct() -> None:
 
 def test_decimals_go_out_as_exact_json_numbers() -> None:
     assert (
-        odin.dumps({"p": Decimal("0.1"), "q": [Decimal("100.50"), 3], "s": "x"})
+        wirejson.dumps({"p": Decimal("0.1"), "q": [Decimal("100.50"), 3], "s": "x"})
         == '{"p":0.1,"q":[100.50,3],"s":"x"}'
     )
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -55,16 +55,16 @@ from runner.model import (
     Validity,
 )
 from runner.ratelimit import RateLimiter, segment_of
+from runner.wirejson import dumps, loads, to_decimal, to_int
 
 if TYPE_CHECKING:
     from runner.accounts import Account
 
 log = logging.getLogger(__name__)
 BROKER = "alphapoint"
-T = TypeVar("T")
 
 # ---------------------------------------------------------------------------------------------------------
-# Frames and JSON (Decimal-safe: money never passes through float)
+# Frames (payloads through runner.wirejson: money never passes through float)
 
 
 class MessageType:
@@ -74,27 +74,6 @@ class MessageType:
     EVENT = 3
     UNSUBSCRIBE = 4
     ERROR = 5
-
-
-def _encode_value(value: Any) -> str:
-    if isinstance(value, Decimal):
-        text = format(value.normalize(), "f") if value == value.to_integral_value() else format(value, "f")
-        return text
-    if isinstance(value, Mapping):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{_encode_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_encode_value(v) for v in value) + "]"
-    return json.dumps(value)
-
-
-def dumps(payload: Any) -> str:
-    """JSON text with Decimals written as exact JSON numbers."""
-    return _encode_value(payload)
-
-
-def loads(text: str | bytes) -> Any:
-    """JSON with every non-integer number parsed as Decimal."""
-    return json.loads(text, parse_float=Decimal)
 
 
 def encode_frame(m: int, i: int, n: str, payload: Any) -> str:
@@ -207,26 +186,10 @@ def status_from_wire(state: Any, executed: int) -> OrderStatus:
     return status
 
 
-def _dec(value: Any) -> Decimal:
-    if value is None or value == "":
-        return Decimal(0)
-    return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def _qty(value: Any) -> int:
-    """Quantities are int in our model; APEX sends reals (``1.0``)."""
-    return int(_dec(value))
-
-
 def _money(value: Decimal) -> Decimal:
     """Four decimals at most, no exponent notation (``1E+3`` -> ``1000``)."""
     q = value.quantize(Decimal("0.0001"))
     return q.quantize(Decimal(1)) if q == q.to_integral_value() else q.normalize()
-
-
-def _price_or_none(value: Any) -> Decimal | None:
-    d = _dec(value)
-    return None if d == 0 else d
 
 
 def error_from_payload(payload: Mapping[str, Any], *, call: str, frame_error: bool = False) -> BrokerError:
@@ -396,9 +359,9 @@ def order_from_wire(
     product_of: Callable[[str], Product],
 ) -> Order:
     r = ci(record)
-    executed = _qty(r.get("quantityexecuted"))
-    remaining = _qty(r.get("quantity"))
-    orig = _qty(r.get("origquantity"))
+    executed = to_int(r.get("quantityexecuted"))
+    remaining = to_int(r.get("quantity"))
+    orig = to_int(r.get("origquantity"))
     status = status_from_wire(r.get("orderstate"), executed)
     # Working: total = remaining + executed (ModifyOrder reduces the remaining); done: what was asked.
     if status.is_working:
@@ -416,7 +379,7 @@ def order_from_wire(
     client_numeric = int(r.get("clientorderid") or 0)
     client_id = client_id_of(client_numeric)
     reason = r.get("rejectreason") if status is OrderStatus.REJECTED else None
-    avg = _dec(r.get("avgprice"))
+    avg = to_decimal(r.get("avgprice"))
     return Order(
         client_order_id=client_id,
         broker_order_id=str(r.get("orderid")),
@@ -428,8 +391,10 @@ def order_from_wire(
         status=status,
         filled_quantity=executed,
         average_price=avg if executed > 0 else None,
-        price=_price_or_none(r.get("price")) if otype in (OrderType.LIMIT, OrderType.SL) else None,
-        trigger_price=_price_or_none(r.get("stopprice")) if otype in (OrderType.SL, OrderType.SL_M) else None,
+        price=(to_decimal(r.get("price")) or None) if otype in (OrderType.LIMIT, OrderType.SL) else None,
+        trigger_price=(to_decimal(r.get("stopprice")) or None)
+        if otype in (OrderType.SL, OrderType.SL_M)
+        else None,
         validity=TIF_FROM_WIRE.get(_key(r.get("timeinforce") or "gtc"), Validity.DAY),
         reject_reason=str(reason) if reason else None,
         updated_at=_ms_to_dt(r.get("lastupdatedtime") or r.get("receivetime")),
@@ -671,7 +636,6 @@ class AlphaPointBroker:
         peg = opts.get("peg_price_type", 1)
         self.peg_price_type = PEG_PRICE_TYPES[_key(peg)] if isinstance(peg, str) else int(peg)
         self.default_product = Product(opts.get("product", Product.MIS.value))
-        self.read_retries = int(opts.get("read_retries", 2))
         self._acct: AccountRef | None = None
         if "account_id" in opts and "oms_id" in opts:
             self._acct = AccountRef(int(opts["oms_id"]), int(opts["account_id"]))
@@ -745,22 +709,16 @@ class AlphaPointBroker:
         await self.session.close()
 
     async def _call(self, name: str, payload: Any, *, mutating: bool) -> Any:
-        """One call; on AuthExpired re-login once and repeat (Not Authorized means it was not acted on).
-        Reads are retried on Unavailable; mutating calls never are."""
-        attempts = 0
-        relogged = False
-        while True:
-            try:
-                return await self.session.call(name, payload, mutating=mutating)
-            except AuthExpired:
-                if relogged:
-                    raise
-                relogged = True
-                await self.session.close()
-            except Unavailable:
-                attempts += 1
-                if mutating or attempts > self.read_retries:
-                    raise
+        """One call. On AuthExpired a read logs in again once and is repeated; an order request is not
+        repeated here: the session is closed (the caller's ``connect()`` logs in) and AuthExpired
+        surfaces. Nothing else is retried in the adapter: the engine's gateway owns the retry policy."""
+        try:
+            return await self.session.call(name, payload, mutating=mutating)
+        except AuthExpired:
+            await self.session.close()
+            if mutating:
+                raise
+        return await self.session.call(name, payload, mutating=mutating)
 
     @property
     def acct(self) -> AccountRef:
@@ -828,37 +786,17 @@ class AlphaPointBroker:
             )
         order_id = int(reply.get("orderid") or 0)
         seen = self._events.get(order_id)
-        if seen is not None:
+        if seen is not None:  # an OrderStateEvent already told us more than the receipt
             return self._order(seen)
-        return Order(
-            client_order_id=request.client_order_id,
-            broker_order_id=str(order_id),
-            instrument=row.instrument,
-            side=request.side,
-            quantity=request.quantity,
-            order_type=request.order_type,
-            product=request.product,
-            status=OrderStatus.OPEN,
-            price=request.price,
-            trigger_price=request.trigger_price,
-            validity=request.validity,
-            tag=request.tag,
-            raw_status="Accepted",
+        # "Accepted" is the OMS's receipt, not an order state: not yet working at the venue.
+        return Order.from_request(
+            request, OrderStatus.PENDING_NEW, broker_order_id=str(order_id), raw_status="Accepted"
         )
 
-    async def _patient(self, read: Callable[[], Awaitable[T]]) -> T:
-        """A read while resolving an ambiguous change: reads are safe, so ride out transient errors."""
-        for attempt in range(6):
-            try:
-                return await read()
-            except (Retryable, AuthExpired, OutcomeUnknown):
-                if attempt == 5:
-                    raise
-        raise AssertionError("unreachable")
-
     async def _quiet_lookup(self, client_order_id: str) -> Order | None:
+        """One lookup while resolving an ambiguous order; None when even that fails."""
         try:
-            return await self._patient(lambda: self.get_order(client_order_id))
+            return await self.get_order(client_order_id)
         except (Retryable, AuthExpired, OutcomeUnknown):
             return None
 
@@ -866,22 +804,32 @@ class AlphaPointBroker:
         self, name: str, body: Mapping[str, Any], settled: Callable[[], Awaitable[Order | None]]
     ) -> Any:
         """Send a change aimed at one existing OrderId (cancel, modify, cancel-replace). On an ambiguous
-        outcome look the order up: if the change shows (or the order is done) return that Order; if the
-        order still works unchanged send once more. A repeat cannot create an order: it names the same
-        OrderId, and APEX refuses to replace an order that is no longer working."""
-        for attempt in range(3):
+        outcome look the order up once: if the change shows (or the order is done) return that Order; if
+        the order still works unchanged send the same change once more, and no more. The repeat cannot
+        create an order: it names the same OrderId, and APEX refuses to replace an order that is no longer
+        working."""
+        for attempt in range(2):
             try:
                 return await self._call(name, body, mutating=True)
             except OutcomeUnknown as exc:
                 try:
-                    done = await self._patient(settled)
+                    done = await settled()
                 except (Retryable, AuthExpired, OutcomeUnknown):
                     raise exc from None
                 if done is not None:
                     return done
-                if attempt == 2:
+                if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    async def _after_ack(self, read: Callable[[], Awaitable[Order]], fallback: Order) -> Order:
+        """The order read back after an acknowledged change. If that read fails, the change was still
+        sent: return ``fallback`` for the caller to verify, not an error that would make it send again."""
+        try:
+            return await read()
+        except (Retryable, AuthExpired, OutcomeUnknown) as exc:
+            log.warning("alphapoint: read-back after an acknowledged change failed: %s", exc)
+            return fallback
 
     async def _status(self, order_id: int) -> Mapping[str, Any]:
         body = await self._call(
@@ -958,7 +906,13 @@ class AlphaPointBroker:
             return None if seen.status.is_working else seen
 
         result = await self._send_resolving("CancelOrder", body, settled)
-        current = result if isinstance(result, Order) else await self._read_back(order)
+        current = (
+            result
+            if isinstance(result, Order)
+            else await self._after_ack(
+                lambda: self._read_back(order), order.evolve(status=OrderStatus.PENDING_CANCEL)
+            )
+        )
         if current.status.is_working:
             return current.evolve(status=OrderStatus.PENDING_CANCEL)
         if current.status in (OrderStatus.FILLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
@@ -1005,7 +959,9 @@ class AlphaPointBroker:
             result = await self._send_resolving(
                 "ModifyOrder", modify_order_body(self.acct, order_id, instrument_id, remaining), reduced
             )
-            return result if isinstance(result, Order) else self._order(await self._status(order_id))
+            if isinstance(result, Order):
+                return result
+            return await self._after_ack(lambda: self._reread(order_id), order)
         current = order.evolve(broker_order_id=str(order_id))
         body = cancel_replace_body(
             current, change, instrument_id, self.acct, peg_price_type=self.peg_price_type
@@ -1027,7 +983,10 @@ class AlphaPointBroker:
             raise Rejected(
                 f"CancelReplaceOrder: {reply.get('errormsg') or 'no replacement order'}", broker=BROKER
             )
-        return self._order(await self._status(new_id))
+        return await self._after_ack(lambda: self._reread(new_id), order)
+
+    async def _reread(self, order_id: int) -> Order:
+        return self._order(await self._status(order_id))
 
     async def orders(self) -> Sequence[Order]:
         await self.connect()
@@ -1080,7 +1039,7 @@ class AlphaPointBroker:
                 continue  # cash / products we do not trade
             row = held
             iid = instrument_id_of(row)
-            qty = _qty(r.get("amount"))
+            qty = to_int(r.get("amount"))
             avg, realized, bought, sold = replayed.get(iid, (Decimal(0), Decimal(0), 0, 0))
             instrument = self._caller_instruments.get(iid, row.instrument)
             product = self._instrument_products.get(row.instrument.key, self.default_product)
@@ -1103,11 +1062,11 @@ def replay_trades(trades: Sequence[Mapping[str, Any]]) -> dict[int, tuple[Decima
     first (APEX lists the newest first)."""
     state: dict[int, list[Any]] = {}  # qty, open value, realized, bought, sold
     for t in sorted(
-        (ci(t) for t in trades), key=lambda t: (_dec(t.get("tradetimems")), _dec(t.get("tradeid")))
+        (ci(t) for t in trades), key=lambda t: (to_int(t.get("tradetimems")), to_int(t.get("tradeid")))
     ):
         iid = int(t.get("instrumentid") or 0)
         side = SIDE_FROM_WIRE.get(_key(t.get("side")), Side.BUY)
-        qty, price = _qty(t.get("quantity")), _dec(t.get("price"))
+        qty, price = to_int(t.get("quantity")), to_decimal(t.get("price")) or Decimal(0)
         st = state.setdefault(iid, [0, Decimal(0), Decimal(0), 0, 0])
         st[3 if side is Side.BUY else 4] += qty
         held, sign = st[0], side.sign

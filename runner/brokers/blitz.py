@@ -16,12 +16,11 @@ import asyncio
 import datetime as dt
 import enum
 import gzip
-import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,7 @@ from runner.errors import (
     OutcomeUnknown,
     RateLimited,
     Rejected,
+    Retryable,
     Unavailable,
 )
 from runner.http import make_client, send
@@ -55,10 +55,10 @@ from runner.model import (
     Validity,
 )
 from runner.ratelimit import RateLimiter, segment_of
+from runner.wirejson import dumps, loads, to_decimal, to_int
 
 if TYPE_CHECKING:
     from runner.accounts import Account
-    from runner.clock import Clock
 
 BROKER = "blitz"
 log = logging.getLogger("runner.brokers.blitz")
@@ -176,10 +176,10 @@ def master_rows_from_blitz_json(records: Iterable[Mapping[str, Any]]) -> list[Ma
             exchange=EXCHANGE_OF_SEGMENT.get(seg, seg),
             symbol=underlying,
             expiry=dt.date.fromisoformat(str(expiry)[:10]) if expiry else None,
-            strike=Decimal(str(strike)) if strike not in (None, "") and opt else None,
+            strike=to_decimal(strike) if opt else None,
             option_type=OptionType(str(opt).upper()) if opt else None,
-            lot_size=int(lot) if lot else None,
-            tick_size=Decimal(str(tick)) if tick else None,
+            lot_size=to_int(lot) or None,
+            tick_size=to_decimal(tick) or None,
         )
         rows.append(
             MasterRow(
@@ -197,7 +197,7 @@ def load_master(path: str | Path) -> InstrumentMaster:
     p = Path(path)
     if p.name.endswith((".json", ".json.gz")):
         raw = gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
-        records = json.loads(raw, parse_float=Decimal)
+        records = loads(raw)
         return InstrumentMaster(master_rows_from_blitz_json(records), broker=BROKER)
     return InstrumentMaster.load(p, broker=BROKER)
 
@@ -205,21 +205,6 @@ def load_master(path: str | Path) -> InstrumentMaster:
 # ---------------------------------------------------------------------------------------------------------
 # Request bodies
 # ---------------------------------------------------------------------------------------------------------
-
-
-def dumps(body: Mapping[str, Any]) -> bytes:
-    """JSON with Decimals written exactly as numbers (json.dumps would need a float detour)."""
-
-    def enc(v: Any) -> str:
-        if isinstance(v, Decimal):
-            return format(v, "f")
-        if isinstance(v, Mapping):
-            return "{" + ",".join(f"{json.dumps(str(k))}:{enc(x)}" for k, x in v.items()) + "}"
-        if isinstance(v, list | tuple):
-            return "[" + ",".join(enc(x) for x in v) + "]"
-        return json.dumps(v)
-
-    return enc(body).encode()
 
 
 _ORDER_TYPE_SDK = {
@@ -408,26 +393,8 @@ def get(row: Mapping[str, Any], *names: str, default: Any = None) -> Any:
     return default
 
 
-def decimal_of(value: Any) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, float):  # only if a caller parsed without parse_float=Decimal
-        return Decimal(repr(value))
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return None
-
-
-def int_of(value: Any, default: int = 0) -> int:
-    d = decimal_of(value)
-    return int(d) if d is not None else default
-
-
 def epoch_ms(value: Any) -> dt.datetime | None:
-    ms = int_of(value, 0)
+    ms = to_int(value, 0)
     if ms <= 0:
         return None
     return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ms)
@@ -437,7 +404,7 @@ def latest_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The current state among history rows (seed: newest first; ordering by sequenceNumber is safer)."""
     if not rows:
         raise NotFound("empty order history", broker=BROKER)
-    return max(enumerate(rows), key=lambda ir: (int_of(get(ir[1], "sequenceNumber"), 0), -ir[0]))[1]
+    return max(enumerate(rows), key=lambda ir: (to_int(get(ir[1], "sequenceNumber"), 0), -ir[0]))[1]
 
 
 InstrumentLookup = Callable[[Mapping[str, Any]], Instrument]
@@ -446,7 +413,7 @@ InstrumentLookup = Callable[[Mapping[str, Any]], Instrument]
 def order_from_row(
     row: Mapping[str, Any], instrument: Instrument, *, fallback: OrderRequest | None = None
 ) -> Order:
-    filled = int_of(get(row, "cumulativeQuantity"))
+    filled = to_int(get(row, "cumulativeQuantity"))
     raw_status = get(row, "orderStatus", "status")
     status = status_from(raw_status, filled)
     otype = _TYPE_IN.get(_key(str(get(row, "orderType", default=""))))
@@ -462,9 +429,9 @@ def order_from_row(
         product = Product(str(product_raw).upper())
     except ValueError:  # SDK order rows carry no product: keep what we asked for
         product = fallback.product if fallback else Product.MIS
-    price = decimal_of(get(row, "orderPrice", "price"))
-    trigger = decimal_of(get(row, "orderStopPrice", "stopPrice")) or decimal_of(get(row, "orderTriggerPrice"))
-    avg = decimal_of(get(row, "averageTradedPrice"))
+    price = to_decimal(get(row, "orderPrice", "price"))
+    trigger = to_decimal(get(row, "orderStopPrice", "stopPrice")) or to_decimal(get(row, "orderTriggerPrice"))
+    avg = to_decimal(get(row, "averageTradedPrice"))
     reject = get(row, "rejectTypeReason") or None
     if reject is None and status is OrderStatus.REJECTED:
         rt = get(row, "rejectType")
@@ -478,7 +445,7 @@ def order_from_row(
         broker_order_id=str(get(row, "blitzOrderId")),
         instrument=instrument,
         side=side,
-        quantity=int_of(get(row, "orderQuantity", "quantity")),
+        quantity=to_int(get(row, "orderQuantity", "quantity")),
         order_type=otype,
         product=product,
         status=status,
@@ -498,8 +465,8 @@ def order_from_row(
 
 def ref_from_row(row: Mapping[str, Any]) -> OrderRef:
     return OrderRef(
-        blitz_order_id=int_of(get(row, "blitzOrderId")),
-        instrument_id=int_of(get(row, "instrumentId")),
+        blitz_order_id=to_int(get(row, "blitzOrderId")),
+        instrument_id=to_int(get(row, "instrumentId")),
         exchange_order_id=str(get(row, "exchangeOrderId", default="") or ""),
         strategy_instance_id=str(get(row, "strategyInstanceId", default="") or ""),
     )
@@ -522,8 +489,8 @@ def rows_of(data: Any) -> list[Mapping[str, Any]]:
 
 
 def position_from_row(row: Mapping[str, Any], instrument: Instrument) -> Position:
-    net = int_of(get(row, "netPosition"))
-    avg = decimal_of(get(row, "avgBuy")) if net > 0 else decimal_of(get(row, "avgSell")) if net < 0 else None
+    net = to_int(get(row, "netPosition"))
+    avg = to_decimal(get(row, "avgBuy")) if net > 0 else to_decimal(get(row, "avgSell")) if net < 0 else None
     product_raw = get(row, "productType", "product")
     try:
         product = Product(str(product_raw).upper())
@@ -533,10 +500,10 @@ def position_from_row(row: Mapping[str, Any], instrument: Instrument) -> Positio
         instrument=instrument,
         product=product,
         quantity=net,
-        average_price=avg or decimal_of(get(row, "avgNet")) or Decimal(0),
-        realized_pnl=decimal_of(get(row, "realized")) or Decimal(0),
-        day_buy_quantity=int_of(get(row, "longPosition")),
-        day_sell_quantity=int_of(get(row, "shortPosition")),
+        average_price=avg or to_decimal(get(row, "avgNet")) or Decimal(0),
+        realized_pnl=to_decimal(get(row, "realized")) or Decimal(0),
+        day_buy_quantity=to_int(get(row, "longPosition")),
+        day_sell_quantity=to_int(get(row, "shortPosition")),
     )
 
 
@@ -550,8 +517,8 @@ def fill_from_row(row: Mapping[str, Any], instrument: Instrument) -> Fill:
         broker_order_id=str(get(row, "blitzOrderId")),
         instrument=instrument,
         side=side,
-        quantity=int_of(get(row, "lastTradedQuantity")),
-        price=decimal_of(get(row, "lastTradedPrice")) or Decimal(0),
+        quantity=to_int(get(row, "lastTradedQuantity")),
+        price=to_decimal(get(row, "lastTradedPrice")) or Decimal(0),
         at=at,
         trade_id=str(get(row, "executionId", default="")) or None,
     )
@@ -584,7 +551,7 @@ def error_from(status_code: int, body: Any, *, operation: str) -> BrokerError:
 
 def parse_json(response: httpx.Response) -> Any:
     try:
-        return json.loads(response.content, parse_float=Decimal) if response.content else None
+        return loads(response.content) if response.content else None
     except ValueError:
         return None
 
@@ -619,9 +586,7 @@ class BlitzBroker:
         *,
         master: InstrumentMaster,
         limiter: RateLimiter | None = None,
-        clock: Clock | None = None,
         transport: str | None = None,
-        read_retries: int = 2,
     ) -> None:
         self.account = account
         self.master = master
@@ -636,8 +601,6 @@ class BlitzBroker:
         self.paths = replace(preset, **overrides)
         rl = account.rate_limit
         self.limiter = limiter or RateLimiter(rl.orders_per_second, rl.burst)
-        self.clock = clock
-        self.read_retries = read_retries
         self._transport = transport or opts.get("http_transport")
         self._client: httpx.AsyncClient | None = None
         self._token: str | None = None
@@ -728,8 +691,10 @@ class BlitzBroker:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Any:
-        """One request with the bearer; on 401/TokenException log in again once and repeat it (a refused
-        request did not act, so repeating it is safe)."""
+        """One request with the bearer. On 401/TokenException a read logs in again once and is repeated;
+        an order request is not repeated here: the token is dropped (so the caller's ``connect()`` logs
+        in) and AuthExpired surfaces, leaving the one retry policy to the engine's gateway. Nothing else
+        is retried in the adapter."""
         await self.connect()
         for attempt in range(2):
             generation = self._generation
@@ -747,27 +712,17 @@ class BlitzBroker:
                     raise result
                 return result
             except AuthExpired:
+                if mutating:
+                    if self._generation == generation:
+                        self._token = None  # the next connect() logs in again
+                    raise
                 if attempt:
                     raise
                 await self._login(generation)
         raise AssertionError("unreachable")
 
     async def _read(self, path: str, *, operation: str, params: Mapping[str, str] | None = None) -> Any:
-        """Idempotent reads are retried here on Unavailable/RateLimited; nothing else is."""
-        for attempt in range(self.read_retries + 1):
-            try:
-                return await self._call("GET", path, operation=operation, mutating=False, params=params)
-            except (Unavailable, RateLimited) as exc:
-                if attempt >= self.read_retries:
-                    raise
-                await self._sleep(min(exc.retry_after or 0.05 * (attempt + 1), 1.0))
-        raise AssertionError("unreachable")
-
-    async def _sleep(self, seconds: float) -> None:
-        if self.clock is not None:
-            await self.clock.sleep(seconds)
-        else:
-            await asyncio.sleep(seconds)
+        return await self._call("GET", path, operation=operation, mutating=False, params=params)
 
     async def _throttle(self, instrument: Instrument) -> tuple[str, str]:
         key = (self.account.name, segment_of(instrument.exchange))
@@ -795,7 +750,7 @@ class BlitzBroker:
     # -- translation helpers needing state -------------------------------------------------------------
 
     def _instrument(self, row: Mapping[str, Any]) -> Instrument:
-        iid = int_of(get(row, "instrumentId"))
+        iid = to_int(get(row, "instrumentId"))
         master_row = self._by_instrument_id.get(iid)
         if master_row is not None:
             return master_row.instrument
@@ -836,22 +791,15 @@ class BlitzBroker:
         if boid is None:
             raise OutcomeUnknown("placeOrder reply carries no blitzOrderId", broker=BROKER)
         self._acked[request.client_order_id] = str(boid)
-        return Order(
-            client_order_id=request.client_order_id,
+        # An acknowledgement is not an open order: the OMS has it under a blitzOrderId, the exchange may
+        # not yet. PENDING_NEW unless the reply itself states a status.
+        raw = get(data, "orderStatus", "status")
+        stated = STATUS_TABLE.get(_key(str(raw))) if raw is not None else None
+        return Order.from_request(
+            request,
+            stated or OrderStatus.PENDING_NEW,
             broker_order_id=str(boid),
-            instrument=row.instrument,
-            side=request.side,
-            quantity=request.quantity,
-            order_type=request.order_type,
-            # The OMS registered it under a blitzOrderId: OPEN as far as we know (a later read may show
-            # PendingNew/Rejected; the model allows OPEN -> REJECTED but not PENDING_NEW -> PENDING_CANCEL).
-            product=request.product,
-            status=OrderStatus.OPEN,
-            price=request.price,
-            trigger_price=request.trigger_price,
-            validity=request.validity,
-            tag=request.tag,
-            raw_status="accepted",
+            raw_status=str(raw) if stated is not None else "accepted",
         )
 
     async def _row_by_broker_id(self, broker_order_id: str) -> Mapping[str, Any]:
@@ -879,11 +827,12 @@ class BlitzBroker:
         body = modify_body(now, change, master_row, ref, self.dialect)
         key = await self._throttle(order.instrument)
         await self._mutate(key, "PUT", self.paths.modify, operation="modifyOrder", body=body)
-        return self._order(await self._row_by_broker_id(str(ref.blitz_order_id)))  # the ack is only a string
+        return await self._read_after_ack(ref, now)  # the ack is only a string
 
     async def cancel(self, order: Order) -> Order:
         ref, current = await self._ref(order)
-        if self._order(current).status.is_terminal:
+        now = self._order(current)
+        if now.status.is_terminal:
             raise NotModifiable(
                 f"order {order.broker_order_id} is already {get(current, 'orderStatus', 'status')}",
                 broker=BROKER,
@@ -893,7 +842,17 @@ class BlitzBroker:
             key, "DELETE", self.paths.cancel, operation="cancelOrder", params=cancel_params(ref, self.dialect)
         )
         # A cancel ack is not a cancel: report what the order book says now.
-        return self._order(await self._row_by_broker_id(str(ref.blitz_order_id)))
+        return await self._read_after_ack(ref, now.evolve(status=OrderStatus.PENDING_CANCEL))
+
+    async def _read_after_ack(self, ref: OrderRef, fallback: Order) -> Order:
+        """The order as the book shows it after an acknowledged change. If that read fails, the change was
+        still sent: return ``fallback`` (for the caller to verify later) rather than an error that would
+        make it send the change again."""
+        try:
+            return self._order(await self._row_by_broker_id(str(ref.blitz_order_id)))
+        except (Retryable, AuthExpired) as exc:
+            log.warning("blitz: read-back of %s after an acknowledged change: %s", ref.blitz_order_id, exc)
+            return fallback
 
     async def _day_rows(self) -> list[Mapping[str, Any]]:
         rows = rows_of(await self._read(self.paths.orders, operation="orders"))
@@ -948,6 +907,5 @@ def create(account: Account, **context: Any) -> BlitzBroker:
         account,
         master=master,
         limiter=context.get("limiter"),
-        clock=context.get("clock"),
         transport=context.get("transport"),
     )

@@ -26,7 +26,7 @@ import logging
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -61,6 +61,7 @@ from runner.model import (
     Validity,
 )
 from runner.ratelimit import RateLimiter, segment_of
+from runner.wirejson import loads, plain, to_decimal, to_int
 
 BROKER = "kotak_neo"
 log = logging.getLogger(__name__)
@@ -252,29 +253,6 @@ def error_for(payload: Mapping[str, Any], http_status: int = 200) -> BrokerError
     return Rejected(message, code=code_s, broker=BROKER)
 
 
-# --- numbers ---------------------------------------------------------------------------------------
-
-
-def fmt_decimal(value: Decimal | None) -> str:
-    if value is None:
-        return "0"
-    return format(value.normalize(), "f")  # 2450.50 -> "2450.5", 100 -> "100": as the SDK's callers send
-
-
-def dec(value: Any) -> Decimal | None:
-    if value is None or value == "" or value in ("--", "NA"):
-        return None
-    try:
-        return Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-
-
-def qty(value: Any) -> int:
-    d = dec(value)
-    return int(d) if d is not None else 0
-
-
 # --- requests (jData bodies) -----------------------------------------------------------------------
 
 
@@ -307,11 +285,11 @@ def place_jdata(request: OrderRequest, row: MasterRow, *, amo: bool = False) -> 
         "es": segment_for(row),
         "mp": "0",
         "pc": request.product.value,
-        "pr": fmt_decimal(request.price) if priced else "0",
+        "pr": plain(request.price) if priced and request.price is not None else "0",
         "pt": ORDER_TYPE_CODE[request.order_type],
         "qt": str(request.quantity),
         "rt": request.validity.value,
-        "tp": fmt_decimal(request.trigger_price) if stop else "0",
+        "tp": plain(request.trigger_price) if stop and request.trigger_price is not None else "0",
         "ts": trading_symbol_for(row),
         "tt": "B" if request.side is Side.BUY else "S",
         "ig": request.client_order_id,
@@ -338,10 +316,10 @@ def modify_jdata(order: Order, change: Modification, *, amo: bool = False) -> di
         "mp": "0",
         "dq": "0",
         "vd": order.validity.value,
-        "pr": fmt_decimal(price) if priced else "0",
+        "pr": plain(price) if priced and price is not None else "0",
         "pt": ORDER_TYPE_CODE[order_type],
         "am": "YES" if amo else "NO",
-        "tp": fmt_decimal(trigger) if stop else "0",
+        "tp": plain(trigger) if stop and trigger is not None else "0",
         "qt": str(change.quantity if change.quantity is not None else order.quantity),
         "no": order.broker_order_id,
         "os": ORDER_SOURCE,
@@ -410,8 +388,8 @@ def parse_order(
 ) -> Order:
     """One order-book or order-history row -> Order. History rows spell some fields differently
     (``ordDur``/``vldt``, ``exchOrdId``/``exOrdId``); both are accepted."""
-    quantity = qty(row.get("qty"))
-    filled = qty(row.get("fldQty"))
+    quantity = to_int(row.get("qty"))
+    filled = to_int(row.get("fldQty"))
     raw = _text(row, "ordSt", "stat") or ""
     status = map_status(raw, filled, quantity, policy=policy)
     type_code = str(row.get("prcTp", "")).upper()
@@ -425,9 +403,9 @@ def parse_order(
         raise Rejected(f"unknown transaction type {row.get('trnsTp')!r}", broker=BROKER)
     validity_text = (_text(row, "vldt", "ordDur") or "DAY").upper()
     validity = Validity.IOC if validity_text == "IOC" else Validity.DAY
-    avg = dec(row.get("avgPrc"))
-    price = dec(row.get("prc"))
-    trigger = dec(row.get("trgPrc"))
+    avg = to_decimal(row.get("avgPrc"))
+    price = to_decimal(row.get("prc"))
+    trigger = to_decimal(row.get("trgPrc"))
     reject = _text(row, "rejRsn") if status is OrderStatus.REJECTED else None
     return Order(
         client_order_id=str(row.get("GuiOrdId") or ""),
@@ -461,27 +439,31 @@ def _scale(row: Mapping[str, Any]) -> Decimal:
     """NF = multiplier x genNum/genDen x prcNum/prcDen (docs/functions/portfolio/positions.md §4)."""
     nf = Decimal(1)
     for num, den in (("multiplier", None), ("genNum", "genDen"), ("prcNum", "prcDen")):
-        n = dec(row.get(num)) or Decimal(1)
-        d = (dec(row.get(den)) or Decimal(1)) if den else Decimal(1)
+        n = to_decimal(row.get(num)) or Decimal(1)
+        d = (to_decimal(row.get(den)) or Decimal(1)) if den else Decimal(1)
         nf *= n / d if d else n
     return nf
+
+
+def _amount(row: Mapping[str, Any], key: str) -> Decimal:
+    return to_decimal(row.get(key)) or Decimal(0)
 
 
 def parse_position(row: Mapping[str, Any], lookup: InstrumentLookup = default_lookup) -> Position:
     """Net = (cfBuyQty + flBuyQty) - (cfSellQty + flSellQty). Average price is the buy side for a long,
     the sell side for a short (docs §7); carry-forward amounts (cfBuyAmt/cfSellAmt, previous close) are
     the only cost basis the API itself gives for the carried leg."""
-    cf_buy, cf_sell = qty(row.get("cfBuyQty")), qty(row.get("cfSellQty"))
-    fl_buy, fl_sell = qty(row.get("flBuyQty")), qty(row.get("flSellQty"))
+    cf_buy, cf_sell = to_int(row.get("cfBuyQty")), to_int(row.get("cfSellQty"))
+    fl_buy, fl_sell = to_int(row.get("flBuyQty")), to_int(row.get("flSellQty"))
     buy_qty, sell_qty = cf_buy + fl_buy, cf_sell + fl_sell
-    buy_amt = (dec(row.get("buyAmt")) or Decimal(0)) + (dec(row.get("cfBuyAmt")) or Decimal(0))
-    sell_amt = (dec(row.get("sellAmt")) or Decimal(0)) + (dec(row.get("cfSellAmt")) or Decimal(0))
+    buy_amt = _amount(row, "buyAmt") + _amount(row, "cfBuyAmt")
+    sell_amt = _amount(row, "sellAmt") + _amount(row, "cfSellAmt")
     nf = _scale(row)
     net = buy_qty - sell_qty
     buy_avg = buy_amt / (buy_qty * nf) if buy_qty else Decimal(0)
     sell_avg = sell_amt / (sell_qty * nf) if sell_qty else Decimal(0)
     closed = min(buy_qty, sell_qty)
-    precision = int(dec(row.get("precision")) or 2)
+    precision = to_int(row.get("precision"), 2) or 2
     quantum = Decimal(1).scaleb(-precision)
     avg = buy_avg if net > 0 else sell_avg if net < 0 else Decimal(0)
     realized = (sell_avg - buy_avg) * closed * nf if closed else Decimal(0)
@@ -511,8 +493,8 @@ def parse_fill(row: Mapping[str, Any], lookup: InstrumentLookup = default_lookup
         broker_order_id=_text(row, "nOrdNo"),
         instrument=lookup(str(row.get("exSeg", "")), _text(row, "tok"), _text(row, "trdSym")),
         side=side,
-        quantity=qty(row.get("fldQty")),
-        price=dec(row.get("avgPrc")) or Decimal(0),
+        quantity=to_int(row.get("fldQty")),
+        price=to_decimal(row.get("avgPrc")) or Decimal(0),
         at=(at or _timestamp(row) or dt.datetime.now(dt.UTC)).astimezone(dt.UTC),
         trade_id=_text(row, "flId"),
     )
@@ -612,6 +594,10 @@ class KotakNeo:
         self._client: httpx.AsyncClient | None = None
         self._login_lock = asyncio.Lock()
         self._wire: dict[str, _Wire] = {}
+        # Client ids this process sent: acknowledged (-> order number), in flight, outcome unknown.
+        self._placed: dict[str, str] = {}
+        self._in_flight: set[str] = set()
+        self._unresolved: set[str] = set()
         self.logins = 0  # observable for tests and the bench
 
     # -- auth -------------------------------------------------------------------------------------
@@ -697,7 +683,9 @@ class KotakNeo:
 
     async def _request(self, method: str, path: str, *, mutating: bool,
                        jdata: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """One call, re-logging in once on an expired session (the broker did not act on it)."""
+        """One call. A read refused for an expired session is sent once more after one re-login; a write
+        never is: the session is dropped and AuthExpired raised, so the engine's gateway logs in through
+        connect() and retries it, journaled. Backoff on other errors is the gateway's too."""
         for attempt in (0, 1):
             if self._session is None or self._stale():
                 await self._login(self._session)
@@ -715,23 +703,15 @@ class KotakNeo:
                     raise error
                 return payload
             except AuthExpired:
-                if attempt:
+                if attempt or mutating:
+                    if self._session is session:
+                        self._session = None  # connect() logs in again
                     raise
                 await self._login(session)
         raise AssertionError("unreachable")
 
     async def _read(self, method: str, path: str, jdata: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """Idempotent reads are retried a few times on Unavailable / RateLimited."""
-        delay = 0.05
-        for attempt in range(3):
-            try:
-                return await self._request(method, path, mutating=False, jdata=jdata)
-            except (Unavailable, RateLimited) as exc:
-                if attempt == 2:
-                    raise
-                await self.clock.sleep(min(exc.retry_after or delay, 1.0))
-                delay *= 2
-        raise AssertionError("unreachable")
+        return await self._request(method, path, mutating=False, jdata=jdata)
 
     async def _write(self, path: str, jdata: Mapping[str, str], segment: str) -> dict[str, Any]:
         key = (self.account.name, segment_of(segment)) if self.account.rate_limit.per_segment else (
@@ -796,30 +776,50 @@ class KotakNeo:
         return [parse_fill(r, self._lookup) for r in rows_of(payload)]
 
     # -- order entry --------------------------------------------------------------------------------
+    async def _already_sent(self, cid: str) -> Order | None:
+        """Kotak accepts a repeated ``ig`` as a new order, so this adapter never sends an id twice:
+        acknowledged -> that order; in flight -> refused; outcome unknown -> looked up in the order book
+        (found -> that order; absent -> None, and the caller may send it: the broker has none)."""
+        number = self._placed.get(cid)
+        if number is not None:
+            return (await self.get_order_by_broker_id(number)).evolve(client_order_id=cid)
+        if cid in self._in_flight:
+            raise Rejected(f"client id {cid} is being sent already", code="duplicate", broker=BROKER)
+        if cid in self._unresolved:
+            found = await self.get_order(cid)
+            if found is not None:
+                self._unresolved.discard(cid)
+                if found.broker_order_id:
+                    self._placed[cid] = found.broker_order_id
+                return found
+            self._unresolved.discard(cid)
+        return None
+
     async def place(self, request: OrderRequest) -> Order:
         row = self.master.resolve(request.instrument)  # InstrumentUnknown before anything is sent
         jdata = place_jdata(request, row, amo=self._amo)
-        payload = await self._write(PATH_PLACE, jdata, jdata["es"])
-        number = payload.get("nOrdNo")
-        if not number:
-            # "Ok" without an order number: the order may exist; resolve by lookup, never re-send.
-            raise OutcomeUnknown("place acknowledged without nOrdNo", broker=BROKER)
+        cid = request.client_order_id
+        existing = await self._already_sent(cid)
+        if existing is not None:
+            return existing
+        self._in_flight.add(cid)
+        try:
+            payload = await self._write(PATH_PLACE, jdata, jdata["es"])
+            number = payload.get("nOrdNo")
+            if not number:
+                # "Ok" without an order number: the order may exist; resolve by lookup, never re-send.
+                raise OutcomeUnknown("place acknowledged without nOrdNo", broker=BROKER)
+        except OutcomeUnknown:
+            self._unresolved.add(cid)
+            raise
+        finally:
+            self._in_flight.discard(cid)
+        # Other errors (refused, rate limited, not connected, session expired) mean no order exists.
+        self._placed[cid] = str(number)
         self._wire[str(number)] = _Wire(jdata["pc"], jdata["ts"], self._amo)
-        ack = Order(
-            client_order_id=request.client_order_id,
-            broker_order_id=str(number),
-            instrument=row.instrument,
-            side=request.side,
-            quantity=request.quantity,
-            order_type=request.order_type,
-            product=request.product,
-            status=OrderStatus.PENDING_NEW,  # an ack is not an open order, let alone a fill
-            price=request.price,
-            trigger_price=request.trigger_price,
-            validity=request.validity,
-            tag=request.client_order_id,
-            updated_at=self.clock.now(),
-        )
+        # An ack is not an open order, let alone a fill.
+        ack = Order.from_request(request, OrderStatus.PENDING_NEW, broker_order_id=str(number),
+                                 updated_at=self.clock.now()).evolve(instrument=row.instrument, tag=cid)
         if not self._verify_place:
             return ack
         # Kotak acks first and rejects asynchronously (RMS / exchange): one read tells the caller at once
@@ -882,7 +882,7 @@ class KotakNeo:
 
 def _json(response: httpx.Response, *, mutating: bool = False) -> dict[str, Any]:
     try:
-        payload = response.json()
+        payload = loads(response.content)
     except ValueError:
         payload = None
     if not isinstance(payload, dict):

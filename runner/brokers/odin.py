@@ -25,17 +25,17 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-import json
 import logging
 import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from runner.brokers.base import Capability
+from runner.clock import Clock, SystemClock
 from runner.errors import (
     AuthExpired,
     BrokerError,
@@ -47,6 +47,7 @@ from runner.errors import (
     Rejected,
     Retryable,
 )
+from runner.ids import split_leg_client_id
 from runner.model import (
     Instrument,
     Modification,
@@ -61,6 +62,7 @@ from runner.model import (
     Side,
     Validity,
 )
+from runner.wirejson import dumps, loads, to_decimal, to_int
 
 if TYPE_CHECKING:
     import httpx
@@ -167,35 +169,6 @@ def map_status(raw: str | None, traded: int = 0, total: int = 0) -> OrderStatus:
 # ---------------------------------------------------------------------------------------------------------
 # Small value helpers
 # ---------------------------------------------------------------------------------------------------------
-
-
-def dumps(obj: Any) -> str:
-    """JSON text with Decimals written as exact JSON numbers (never through float)."""
-    if isinstance(obj, Decimal):
-        return format(obj, "f")
-    if isinstance(obj, Mapping):
-        return "{" + ",".join(json.dumps(str(k)) + ":" + dumps(v) for k, v in obj.items()) + "}"
-    if isinstance(obj, list | tuple):
-        return "[" + ",".join(dumps(v) for v in obj) + "]"
-    return json.dumps(obj)
-
-
-def loads(text: str | bytes) -> Any:
-    return json.loads(text, parse_float=Decimal)
-
-
-def to_decimal(value: Any) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    try:
-        return Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        return None
-
-
-def to_int(value: Any, default: int = 0) -> int:
-    d = to_decimal(value)
-    return int(d) if d is not None else default
 
 
 def first(row: Mapping[str, Any], *names: str) -> Any:
@@ -559,6 +532,10 @@ def multileg_leg_id(gateway_order_no: str, leg_no: int) -> str:
     return f"{gateway_order_no}#L{leg_no}"
 
 
+def leg_number(row: Mapping[str, Any]) -> int:
+    return to_int(first(row, "leg_indicator", "leg_no"), 1)
+
+
 def split_leg_id(broker_order_id: str) -> tuple[str, int] | None:
     head, sep, tail = broker_order_id.rpartition("#L")
     if not sep or not tail.isdigit():
@@ -614,8 +591,7 @@ class OdinBroker:
         *,
         master: InstrumentMaster,
         transport: str | None = None,
-        read_retries: int = 3,
-        max_backoff: float | None = None,
+        clock: Clock | None = None,
     ) -> None:
         from runner.ratelimit import RateLimiter
 
@@ -634,8 +610,7 @@ class OdinBroker:
         self.positions_type = str(opts.get("positions_type", "NET"))
         self.confirm_place = bool(opts.get("confirm_place", True))
         self.page_size = int(opts.get("page_size", 200))
-        self.read_retries = read_retries
-        self.max_backoff = float(opts.get("max_backoff", 2.0) if max_backoff is None else max_backoff)
+        self.clock: Clock = clock or SystemClock()
         rl = account.rate_limit
         self.limiter = RateLimiter(rl.orders_per_second, rl.burst)
         self._client: httpx.AsyncClient | None = None
@@ -643,10 +618,11 @@ class OdinBroker:
         self._login_lock = asyncio.Lock()
         self._tz: dt.tzinfo = _IST
         # Our full client ids by their 10-char order_identifier, and multileg legs by client id, for
-        # orders placed by this process (lookups by client id recompute the identifier; see get_order).
+        # orders this process placed or looked up. Only a cache: get_order recomputes the identifier
+        # from the client id (a leg's from its group id), so a restarted process finds its orders.
         self._by_tag: dict[str, str] = {}
-        # leg client id -> (multileg tag, leg_no, product)
-        self._legs: dict[str, tuple[str, int, Product]] = {}
+        # leg client id -> (multileg tag, leg_no, product as requested if this process sent it)
+        self._legs: dict[str, tuple[str, int, Product | None]] = {}
 
     # -- session ----------------------------------------------------------------------------------------
 
@@ -674,6 +650,7 @@ class OdinBroker:
             acct = self.account
             creds = acct.credentials
             if "totp_secret" in creds:
+                # Wall time, not self.clock: the code must match the authenticator's, even in rehearsal.
                 second_auth = totp(acct.secret("totp_secret").reveal(), dt.datetime.now(dt.UTC))
                 second_type: str | None = "TOTP"
             else:
@@ -726,31 +703,26 @@ class OdinBroker:
         self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None,
         mutating: bool,
     ) -> Any:
-        """One request; log in again once on AuthExpired (the gateway refused it, so re-sending is safe)."""
+        """One request. A read refused for a dead session is sent once more after one re-login; a write
+        never is (the engine's gateway logs in through connect() and retries it, journaled). Every other
+        error surfaces at once: the gateway owns backoff."""
         if self._token is None:
             await self.connect()
         try:
             return await self._raw(method, path, body=body, params=params, mutating=mutating)
         except AuthExpired:
+            if mutating:
+                self._token = None  # so that the caller's connect() logs in again
+                raise
             await self._login()
         try:
             return await self._raw(method, path, body=body, params=params, mutating=mutating)
         except AuthExpired:
-            self._token = None  # so that the caller's connect() logs in again
+            self._token = None
             raise
 
     async def _read(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        """Idempotent GET: retried on Retryable errors with capped backoff."""
-        attempt = 0
-        while True:
-            try:
-                return await self._call("GET", path, params=params, mutating=False)
-            except Retryable as exc:
-                attempt += 1
-                if attempt > self.read_retries:
-                    raise
-                delay = exc.retry_after if exc.retry_after is not None else 0.05 * 2**attempt
-                await asyncio.sleep(min(delay, self.max_backoff))
+        return await self._call("GET", path, params=params, mutating=False)
 
     async def _write(self, method: str, path: str, *, exchange: str, body: Any = None) -> Any:
         from runner.ratelimit import segment_of
@@ -792,12 +764,8 @@ class OdinBroker:
         if not order_id:
             # Accepted without an id: the order may exist. Resolve by lookup, never by re-sending.
             raise OutcomeUnknown("place acknowledged without an orderId", broker=BROKER)
-        ack = Order(
-            client_order_id=request.client_order_id, broker_order_id=order_id, instrument=row.instrument,
-            side=request.side, quantity=request.quantity, order_type=request.order_type,
-            product=request.product, status=OrderStatus.PENDING_NEW, price=request.price,
-            trigger_price=request.trigger_price, validity=request.validity, tag=tag,
-        )
+        ack = Order.from_request(request, OrderStatus.PENDING_NEW, broker_order_id=order_id,
+                                 updated_at=self.clock.now()).evolve(instrument=row.instrument, tag=tag)
         # "Order Entry Sent to OMS" is not a confirmation: the OMS rejects afterwards, in the book.
         return (await self._confirm([ack]))[0]
 
@@ -814,7 +782,7 @@ class OdinBroker:
         try:
             back = [(await self.get_order_by_broker_id(a.broker_order_id or "")).evolve(
                 client_order_id=a.client_order_id) for a in acks]
-        except (Retryable, NotFound):
+        except (Retryable, AuthExpired, NotFound):
             return acks  # the ack stands; the engine reads the order back later anyway
         rejected = next((o for o in back if o.status is OrderStatus.REJECTED), None)
         if rejected is not None:
@@ -833,8 +801,16 @@ class OdinBroker:
         exchange = odin_exchange(current.instrument, self.master.resolve(current.instrument))
         body = modify_body(current, change, exchange=exchange, traded_quantity=current.filled_quantity)
         await self._write("PUT", order_path(exchange, order.broker_order_id), exchange=exchange, body=body)
-        return (await self.get_order_by_broker_id(order.broker_order_id)).evolve(
-            client_order_id=order.client_order_id)
+        try:
+            back = await self.get_order_by_broker_id(order.broker_order_id)
+        except (Retryable, AuthExpired):
+            # The modify was accepted; a failed read-back must not make the caller send it again.
+            trigger = change.trigger_price if change.trigger_price is not None else current.trigger_price
+            return current.evolve(
+                quantity=body["quantity"], order_type=change.order_type or current.order_type,
+                price=change.price if change.price is not None else current.price, trigger_price=trigger,
+                client_order_id=order.client_order_id)
+        return back.evolve(client_order_id=order.client_order_id)
 
     async def cancel(self, order: Order) -> Order:
         if order.broker_order_id is None:
@@ -844,7 +820,11 @@ class OdinBroker:
         exchange = odin_exchange(order.instrument, self.master.resolve(order.instrument))
         await self._write("DELETE", order_path(exchange, order.broker_order_id), exchange=exchange)
         # A cancel ack is not a cancel: report PENDING_CANCEL unless the book already shows the outcome.
-        current = await self.get_order_by_broker_id(order.broker_order_id)
+        try:
+            current = await self.get_order_by_broker_id(order.broker_order_id)
+        except (Retryable, AuthExpired):
+            # Accepted; a failed read-back must not make the caller cancel again (and see NotModifiable).
+            return order.evolve(status=OrderStatus.PENDING_CANCEL)
         current = current.evolve(client_order_id=order.client_order_id)
         if current.status.is_working:
             return current.evolve(status=OrderStatus.PENDING_CANCEL)
@@ -882,7 +862,7 @@ class OdinBroker:
 
     def _leg_to_order(self, row: Mapping[str, Any], cid: str | None = None) -> Order:
         gw = str(first(row, "gateway_order_no") or "")
-        leg_no = to_int(first(row, "leg_indicator", "leg_no"), 1)
+        leg_no = leg_number(row)
         tag = str(first(row, "order_identifier") or "")
         product = None
         if cid is None:
@@ -895,15 +875,33 @@ class OdinBroker:
         return order_from_row(row, client_order_id=cid or f"{tag}#L{leg_no}", master=self.master, tz=self._tz,
                               broker_order_id=multileg_leg_id(gw, leg_no), product=product)
 
+    async def _multileg_rows(self, tag: str) -> dict[int, Mapping[str, Any]]:
+        """Rows of the multileg book carrying our identifier, by leg number."""
+        return {leg_number(r): r for r in await self._book({"orderType": "multileg"})
+                if str(first(r, "order_identifier") or "").strip() == tag}
+
+    def _leg_ref(self, client_order_id: str) -> tuple[str, int] | None:
+        """(multileg tag, leg number) of a leg client id: remembered, or derived from the group id (see
+        runner.ids.leg_client_id) so that it survives a restart."""
+        known = self._legs.get(client_order_id)
+        if known is not None:
+            return known[0], known[1]
+        derived = split_leg_client_id(client_order_id)
+        if derived is None:
+            return None
+        group, leg_no = derived
+        return order_identifier(group), leg_no
+
     async def get_order(self, client_order_id: str) -> Order | None:
         """Look an order up by our id: ODIN indexes neither it nor our tag, so scan the day's books."""
-        leg = self._legs.get(client_order_id)
+        leg = self._leg_ref(client_order_id)
         if leg is not None:
-            tag, leg_no, _ = leg
-            for row in await self._book({"orderType": "multileg"}):
-                if first(row, "order_identifier") == tag and to_int(first(row, "leg_indicator"), 1) == leg_no:
-                    return self._leg_to_order(row, client_order_id)
-            return None
+            tag, leg_no = leg
+            row = (await self._multileg_rows(tag)).get(leg_no)
+            if row is None:
+                return None
+            self._legs.setdefault(client_order_id, (tag, leg_no, None))
+            return self._leg_to_order(row, client_order_id)
         tag = order_identifier(client_order_id)
         for row in await self._book():
             if str(first(row, "order_identifier") or "").strip() == tag:
@@ -916,8 +914,7 @@ class OdinBroker:
         if leg is not None:
             gw, leg_no = leg
             for row in await self._book({"orderType": "multileg"}):
-                same_leg = to_int(first(row, "leg_indicator"), 1) == leg_no
-                if str(first(row, "gateway_order_no")) == gw and same_leg:
+                if str(first(row, "gateway_order_no")) == gw and leg_number(row) == leg_no:
                     return self._leg_to_order(row)
             raise NotFound(f"no multileg leg {broker_order_id}", broker=BROKER)
         data = await self._read(ORDERS_PATH, {"offset": 1, "limit": self.page_size, "orderStatus": -1,
@@ -941,34 +938,50 @@ class OdinBroker:
 
     # -- multileg ---------------------------------------------------------------------------------------
 
+    async def _existing_multileg(self, request: MultilegRequest, tag: str) -> list[Order] | None:
+        """The legs of a multileg already in the book under ``tag``; None when there is none. A partial
+        match cannot be a multileg we sent (legs are accepted all or none): ambiguous, say so."""
+        rows = await self._multileg_rows(tag)
+        if not rows:
+            return None
+        if set(rows) != set(range(1, len(request.legs) + 1)):
+            raise OutcomeUnknown(f"multileg {tag} in the book has legs {sorted(rows)}", broker=BROKER)
+        return [self._leg_to_order(rows[n], leg.client_order_id)
+                for n, leg in enumerate(request.legs, start=1)]
+
     async def place_multileg(self, request: MultilegRequest) -> Sequence[Order]:
         rows = [self._resolve(leg.instrument) for leg in request.legs]
         specs = [LegSpec(r, leg.side, leg.quantity, leg.order_type, leg.price)
                  for r, leg in zip(rows, request.legs, strict=True)]
+        # The identifier comes from the group id, so a lookup by any leg's derived client id (after a
+        # restart, too) finds the multileg again; see get_order.
         tag = order_identifier(request.client_order_id)
         body = multileg_body(specs, identifier=tag, validity=request.legs[0].validity, opts=self.wire)
-        if request.legs[0].client_order_id in self._legs:
-            found = [await self.get_order(leg.client_order_id) for leg in request.legs]
-            if all(o is not None for o in found):
-                return [o for o in found if o is not None]
         for i, leg in enumerate(request.legs, start=1):
             self._legs[leg.client_order_id] = (tag, i, leg.product)
+        # ODIN does not de-duplicate order_identifier and this process may be a restarted one: look
+        # first (one read of the multileg book), send only when the group is certainly absent.
+        existing = await self._existing_multileg(request, tag)
+        if existing is not None:
+            return existing
         exchange = body["leg_details"][0]["scrip_info"]["exchange"]
         try:
             data = await self._write("POST", MULTILEG_PATH, exchange=exchange, body=body)
         except OutcomeUnknown:
-            legs = [await self._lookup_after_unknown(leg.client_order_id) for leg in request.legs]
-            if any(o is None for o in legs):
+            try:
+                found = await self._existing_multileg(request, tag)
+            except (Retryable, AuthExpired):
+                found = None
+            if found is None:
                 raise
-            return await self._confirm([o for o in legs if o is not None])
+            return await self._confirm(found)
         gw = str(first(data or {}, "gateway_order_no", "gatewayOrderNo") or "")
         if not gw:
             raise OutcomeUnknown("multileg place acknowledged without a gateway_order_no", broker=BROKER)
+        now = self.clock.now()
         acks = [
-            Order(client_order_id=leg.client_order_id, broker_order_id=multileg_leg_id(gw, i),
-                  instrument=row.instrument, side=leg.side, quantity=leg.quantity, order_type=leg.order_type,
-                  product=leg.product, status=OrderStatus.PENDING_NEW, price=leg.price,
-                  validity=leg.validity, tag=tag)
+            Order.from_request(leg, OrderStatus.PENDING_NEW, broker_order_id=multileg_leg_id(gw, i),
+                               updated_at=now).evolve(instrument=row.instrument, tag=tag)
             for i, (leg, row) in enumerate(zip(request.legs, rows, strict=True), start=1)
         ]
         return await self._confirm(acks)
@@ -1037,4 +1050,4 @@ def create(account: Account, **context: Any) -> OdinBroker:
         if not account.instruments:
             raise ValueError(f"account {account.name!r}: an instrument master (instruments:) is required")
         master = InstrumentMaster.load(account.instruments, broker=BROKER)
-    return OdinBroker(account, master=master, transport=context.get("transport"))
+    return OdinBroker(account, master=master, transport=context.get("transport"), clock=context.get("clock"))

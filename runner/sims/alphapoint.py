@@ -38,8 +38,6 @@ from runner.brokers.alphapoint import (
     MessageType,
     api_key_signature,
     ci,
-    dumps,
-    loads,
 )
 from runner.errors import NotFound, NotModifiable, Rejected
 from runner.instruments import InstrumentMaster, MasterRow
@@ -47,6 +45,7 @@ from runner.matching import MatchingConfig, MatchingEngine
 from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Product, Side, Validity
 from runner.prices import PricePath, RandomWalk
 from runner.sims.faults import Fault, FaultPlan
+from runner.wirejson import dumps, loads, to_decimal
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +105,20 @@ def _int(body: Mapping[str, Any], *names: str, default: int | None = None) -> in
     for n in names:
         v = body.get(n.lower())
         if v is not None and v != "":
-            return int(v)
+            return int(_number(v, n))
     return default
 
 
 def _dec(body: Mapping[str, Any], name: str) -> Decimal:
     v = body.get(name.lower())
-    return Decimal(0) if v is None or v == "" else Decimal(str(v))
+    return Decimal(0) if v is None or v == "" else _number(v, name)
+
+
+def _number(value: Any, name: str) -> Decimal:
+    d = to_decimal(value)
+    if d is None or not d.is_finite():
+        raise ApiError(ERR_INVALID_REQUEST, "Invalid Request", f"{name} is not a number")
+    return d
 
 
 def _ms(at: dt.datetime) -> int:
@@ -611,6 +617,7 @@ class AlphaPointSim:
         config: MatchingConfig | None = None,
         engine: MatchingEngine | None = None,
         silent_drop: bool = False,
+        events_after_reply: bool = False,
     ) -> None:
         self.faults = faults or FaultPlan()
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
@@ -631,6 +638,8 @@ class AlphaPointSim:
         ]:
             self.add_user(u)
         self.silent_drop = silent_drop  # drop = swallow the reply (client times out) vs. close the socket
+        # APEX does not promise an order's events before the reply: True sends them one request later.
+        self.events_after_reply = events_after_reply
         self.received: list[tuple[str, dict[str, Any]]] = []  # (function, raw payload) as the client sent it
         self.raw_frames: list[dict[str, Any]] = []
         self.counts: dict[str, int] = {}
@@ -753,12 +762,15 @@ class AlphaPointSim:
                 _err(ERR_OPERATION_FAILED, "Operation Failed", "Rate limit exceeded, retry after 1s"),
             )
             return True
+        if self.events_after_reply:
+            await self._publish()  # the previous requests' events: this one's wait for the next request
         try:
             reply = self._call(session, name, body)
             m = MessageType.REPLY
         except ApiError as exc:
             reply, m = exc.body, (MessageType.ERROR if exc.frame else MessageType.REPLY)
-        await self._publish()
+        if not self.events_after_reply:
+            await self._publish()
         if fault is Fault.DROP_REPLY:
             if self.silent_drop:
                 return True  # acted, never answered: the client times out
@@ -948,10 +960,9 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
         faults, master=master, seed=int(options.get("seed", 0)), config=MatchingConfig.from_options(options)
     )
     await sim.start(host, port)
-    print(
-        f"alphapoint sim listening on ws://{host}:{sim.port}/WSGateway/ (user trader / trader-pass)",
-        flush=True,
-    )
+    # One machine-readable line (scripts read the port from it); the gateway path is /WSGateway/.
+    url = f"ws://{host}:{sim.port}/WSGateway/"
+    print(json.dumps({"broker": "alphapoint", "url": url, "port": sim.port}), flush=True)
     try:
         await asyncio.Future()
     finally:

@@ -24,7 +24,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -32,7 +32,6 @@ from aiohttp import web
 from runner.brokers.blitz import (
     EXCHANGE_OF_SEGMENT,
     SEGMENT_OF_EXCHANGE,
-    dumps,
     exchange_segment,
     instrument_id,
 )
@@ -52,6 +51,7 @@ from runner.model import (
 )
 from runner.prices import path_from_options
 from runner.sims.faults import Fault, FaultPlan
+from runner.wirejson import dumps, loads, to_decimal
 
 AUTH_PREFIX = "/api_gateway/v1"
 API_PREFIX = "/api_interactive/api/v1"
@@ -99,7 +99,7 @@ class ApiError(Exception):
 
 def envelope(data: Any, message: str = "request processed successfully") -> web.Response:
     return web.Response(
-        body=dumps({"status": "success", "message": message, "data": data}), content_type="application/json"
+        text=dumps({"status": "success", "message": message, "data": data}), content_type="application/json"
     )
 
 
@@ -108,7 +108,7 @@ def error_response(
 ) -> web.Response:
     return web.Response(
         status=status,
-        body=dumps({"status": "error", "message": message, "error_type": error_type}),
+        text=dumps({"status": "error", "message": message, "error_type": error_type}),
         content_type="application/json",
         headers=headers,
     )
@@ -123,10 +123,12 @@ def _lower_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _decimal(value: Any, name: str) -> Decimal:
-    try:
-        return Decimal(str(value)) if value not in (None, "") else Decimal(0)
-    except InvalidOperation:
-        raise ApiError(400, f"{name} is not a number", "InputException") from None
+    if value is None or value == "":
+        return Decimal(0)
+    d = to_decimal(value)
+    if d is None or not d.is_finite():
+        raise ApiError(400, f"{name} is not a number", "InputException")
+    return d
 
 
 def _int(value: Any, name: str) -> int:
@@ -688,7 +690,7 @@ class BlitzSim:
         if request.can_read_body:
             raw = await request.read()
             try:
-                body = json.loads(raw, parse_float=Decimal) if raw else None
+                body = loads(raw) if raw else None
             except ValueError:
                 return error_response(400, "request body is not valid JSON", "InputException")
         self.requests.append((request.method, request.path_qs, body))
@@ -831,11 +833,21 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
 
         master = load_master(str(options["instruments"]))
     async with start(faults, host=host, port=port, master=master, options=options) as running:
-        print(f"blitz simulator on {running.url}  auth {running.auth_url}  api {running.api_url}", flush=True)
+        # One machine-readable line (scripts read the port from it); the API lives under API_PREFIX.
+        print(json.dumps({"broker": "blitz", "url": running.url, "port": running.port}), flush=True)
         await asyncio.Event().wait()
 
 
-__all__ = ["EXCHANGE_OF_SEGMENT", "SEGMENT_OF_EXCHANGE", "BlitzSim", "Instrument", "Running", "start"]
+__all__ = [
+    "EXCHANGE_OF_SEGMENT",
+    "SEGMENT_OF_EXCHANGE",
+    "BlitzSim",
+    "Instrument",
+    "Running",
+    "bench",
+    "serve_forever",
+    "start",
+]
 
 
 SIM_APP_KEY_ENV = "RUNNER_BLITZ_SIM_APP_KEY"
@@ -847,6 +859,7 @@ async def bench(
     *,
     faults: FaultPlan | None = None,
     transport: str | None = None,
+    clock: Clock | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[tuple[Running, list[Any]]]:
     """Bench hook: a simulator in-process and ``accounts`` connected adapters (one Blitz user each).
@@ -860,7 +873,7 @@ async def bench(
 
     os.environ.setdefault(SIM_APP_KEY_ENV, "sim-app-key")
     opts = {"volatility_ppm": 0, **(options or {})}
-    async with start(faults, options=opts) as running:
+    async with start(faults, clock=clock, options=opts) as running:
         brokers: list[Any] = []
         for i in range(accounts):
             acct = Account(
@@ -868,7 +881,7 @@ async def bench(
                 broker="blitz",
                 endpoints=running.endpoints(),
                 credentials={"app_key": {"env": SIM_APP_KEY_ENV}},
-                rate_limit={"orders_per_second": 1000, "burst": 100},
+                rate_limit={"orders_per_second": 1000, "burst": 1000},
                 options={"user_id": f"BENCH{i:04d}"},
             )
             b = BlitzBroker(acct, master=running.sim.master, transport=transport)

@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import itertools
-import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Mapping
@@ -52,8 +51,6 @@ from runner.brokers.kotak_neo import (
     PATH_TOTP_VALIDATE,
     PATH_TRADES,
     SIDE_OF_CODE,
-    dec,
-    fmt_decimal,
     segment_for,
     totp,
     trading_symbol_for,
@@ -74,6 +71,7 @@ from runner.model import (
 )
 from runner.prices import PricePath, RandomWalk
 from runner.sims.faults import Fault, FaultPlan
+from runner.wirejson import dumps, loads, plain, to_decimal
 
 IST = ZoneInfo("Asia/Kolkata")
 MARKET_OPEN = dt.time(9, 15)
@@ -261,7 +259,7 @@ class KotakNeoSim:
         if not isinstance(raw, str):
             raise WireError(400, "Missing jData", http_status=400)
         try:
-            body = json.loads(raw)
+            body = loads(raw)
         except ValueError:
             raise WireError(400, "jData is not JSON", http_status=400) from None
         if not isinstance(body, dict):
@@ -295,7 +293,7 @@ class KotakNeoSim:
     async def _do_totp_login(self, request: web.Request) -> dict[str, Any]:
         if not request.headers.get("Authorization") or request.headers.get("neo-fin-key") is None:
             raise WireError(401, "Invalid Credentials", http_status=401)
-        body = await request.json()
+        body = loads(await request.read())
         missing = [name for key, name in (("mobileNumber", "MobileNumber"), ("ucc", "Ucc"), ("totp", "Totp"))
                    if not body.get(key)]
         if missing:
@@ -322,7 +320,7 @@ class KotakNeoSim:
         view = self.sessions.get(request.headers.get("Auth", ""))
         if view is None or view.kind != "View" or view.sid != request.headers.get("sid"):
             raise _login_error("Invalid view token or sid")
-        body = await request.json()
+        body = loads(await request.read())
         mpin = body.get("mpin")
         if not mpin:
             raise _login_error("Missing required field 'Mpin'")
@@ -381,20 +379,22 @@ class KotakNeoSim:
             raise WireError(400, "Invalid order parameters", http_status=400)
         if es == "mcx_fo" and validity != "DAY":
             raise WireError(400, "mcx_fo supports DAY validity only", http_status=400)
-        price, trigger = dec(body["pr"]), dec(body["tp"])
+        price, trigger = to_decimal(body["pr"]), to_decimal(body["tp"])
         priced = order_type in (OrderType.LIMIT, OrderType.SL)
         stop = order_type in (OrderType.SL, OrderType.SL_M)
         if priced and not price:
             raise WireError(400, "price must be greater than zero for L/SL orders", http_status=400)
         # Our ids are the ``ig`` tag; the broker allocates its own order number. Kotak does not dedupe
-        # tags; the shared engine refuses a client id it has seen (answered as a rejection below), and
-        # every such attempt is recorded so tests can prove the adapter never re-sent an order.
+        # tags: a repeated one is a second order here too (the matching engine, which refuses ids it has
+        # seen, gets a unique one), and is recorded so tests can prove the adapter never re-sent an order.
         number = self._number()
         client_id = str(body.get("ig") or f"kotak-{number}")
+        engine_id = client_id
         if any(o.client_id == client_id for o in self._book(session.ucc).values()):
             self.duplicate_places.append(client_id)
+            engine_id = f"{client_id}~{number}"
         try:
-            req = OrderRequest(client_order_id=client_id, instrument=instrument, side=side,
+            req = OrderRequest(client_order_id=engine_id, instrument=instrument, side=side,
                                quantity=int(str(body["qt"])), order_type=order_type, product=product,
                                validity=Validity(validity), price=price if priced else None,
                                trigger_price=trigger if stop else None,
@@ -413,7 +413,7 @@ class KotakNeoSim:
     def _submit(self, ucc: str, order: WireOrder) -> None:
         try:
             placed = self.engine.place(ucc, order.request, self.clock.now())
-        except Rejected as exc:  # the engine refuses a client id it has seen: record a rejection
+        except Rejected as exc:  # refused by the matching engine (lot size, price band): a rejection
             raise WireError(400, exc.message) from None
         order.engine_id = placed.broker_order_id
 
@@ -452,8 +452,8 @@ class KotakNeoSim:
         priced = order_type in (OrderType.LIMIT, OrderType.SL)
         stop = order_type in (OrderType.SL, OrderType.SL_M)
         change = Modification(quantity=int(str(body["qt"])), order_type=order_type,
-                              price=dec(body.get("pr")) if priced else None,
-                              trigger_price=dec(body.get("tp")) if stop else None)
+                              price=to_decimal(body.get("pr")) if priced else None,
+                              trigger_price=to_decimal(body.get("tp")) if stop else None)
         if order.engine_id is None:  # AMO still waiting: change the request itself
             if str(body.get("am", "NO")).upper() != "YES":
                 raise WireError(400, "am must be YES to modify an after market order")
@@ -550,9 +550,9 @@ class KotakNeoSim:
             "exSeg": order.es, "trnsTp": "B" if req.side.value == "BUY" else "S",
             "prcTp": ORDER_TYPE_CODE[order_type], "prod": order.prod, "qty": qty, "fldQty": filled,
             "unFldSz": 0 if status in ("complete", "cancelled", "rejected") else qty - filled,
-            "cnlQty": cancelled, "prc": fmt_decimal(price) if price is not None else "0.00",
-            "avgPrc": fmt_decimal(avg) if avg is not None else "0.00",
-            "trgPrc": fmt_decimal(trigger) if trigger is not None else "0.00",
+            "cnlQty": cancelled, "prc": plain(price) if price is not None else "0.00",
+            "avgPrc": plain(avg) if avg is not None else "0.00",
+            "trgPrc": plain(trigger) if trigger is not None else "0.00",
             "vldt": req.validity.value, "rejRsn": reason, "exOrdId": f"1100{order.number[-12:]}",
             "ordDtTm": f"{order.placed.astimezone(IST):%d-%b-%Y %H:%M:%S}",
             "hsUpTm": f"{local:%Y/%m/%d %H:%M:%S}", "GuiOrdId": order.client_id if order.client_id else "",
@@ -619,7 +619,7 @@ class KotakNeoSim:
             rows.append({"nOrdNo": order.number, "GuiOrdId": order.client_id, "trdSym": order.ts,
                          "tok": order.token, "exSeg": order.es, "trnsTp": side,
                          "prod": order.prod, "prcTp": ORDER_TYPE_CODE[order.request.order_type],
-                         "fldQty": fill.quantity, "avgPrc": fmt_decimal(fill.price), "flId": fill.trade_id,
+                         "fldQty": fill.quantity, "avgPrc": plain(fill.price), "flId": fill.trade_id,
                          "flDt": f"{local:%d-%b-%Y}", "flTm": f"{local:%H:%M:%S}", "rptTp": "fill"})
         return {"stat": "ok", "stCode": 200, "data": rows}
 
@@ -657,7 +657,7 @@ class KotakNeoSim:
                 "cfSellAmt": f"{cf_amt if carried < 0 else Decimal(0):.2f}",
                 "lotSz": str(pos.instrument.lot_size or 1), "multiplier": "1", "genNum": "1", "genDen": "1",
                 "prcNum": "1", "prcDen": "1", "precision": "2", "sqrFlg": "Y", "posFlg": "true",
-                "ltp": fmt_decimal(self.engine.last_price(pos.instrument, now)),
+                "ltp": plain(self.engine.last_price(pos.instrument, now)),
             })
         return {"stat": "ok", "stCode": 200, "data": rows}
 
@@ -788,8 +788,9 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
     master = InstrumentMaster.load(path, broker="kotak_neo") if path else default_master()
     sim = KotakNeoSim(faults=faults, master=master, prices=RandomWalk(seed=options.get("seed", 0)))
     bound = await sim.start(host, port)
-    print(f"kotak_neo simulator on http://{host}:{bound} (login host and baseUrl; any UCC/TOTP/MPIN "
-          "is accepted until users are configured)", flush=True)
+    # One machine-readable line (the url is both the login host and the session baseUrl; any
+    # UCC/TOTP/MPIN is accepted until users are configured).
+    print(dumps({"broker": "kotak_neo", "url": f"http://{host}:{bound}", "port": bound}), flush=True)
     try:
         await asyncio.Event().wait()
     finally:

@@ -21,7 +21,7 @@ import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -45,6 +45,7 @@ from runner.model import (
 )
 from runner.prices import path_from_options
 from runner.sims.faults import Fault, FaultPlan
+from runner.wirejson import dumps, loads, to_decimal
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
 
@@ -135,15 +136,18 @@ def _err_body(e: SimError) -> dict[str, Any]:
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(text=wire.dumps(body), status=status, content_type="application/json",
+    return web.Response(text=dumps(body), status=status, content_type="application/json",
                         headers=headers)
 
 
 def _dec(value: Any, name: str) -> Decimal:
-    try:
-        return Decimal(str(value if value not in (None, "") else 0))
-    except (InvalidOperation, ValueError):
-        raise SimError(400, f"Invalid {name}") from None
+    """A price field: absent is zero (as the gateway treats it), unparsable is a 400."""
+    if value is None or value == "":
+        return Decimal(0)
+    parsed = to_decimal(value)
+    if parsed is None:
+        raise SimError(400, f"Invalid {name}")
+    return parsed
 
 
 def _money(value: Decimal | None) -> str:
@@ -254,7 +258,7 @@ class OdinSim:
     async def _run(self, request: web.Request, operation: str, handler: Any) -> web.StreamResponse:
         text = await request.text()
         try:
-            body = wire.loads(text) if text else None
+            body = loads(text) if text else None
         except ValueError:
             body = text
         self._bodies[id(request)] = body
@@ -520,6 +524,8 @@ class OdinSim:
             tag = str(body.get("order_identifier") or "")
             if len(tag) > 10:
                 raise SimError(400, "order_identifier must not exceed 10 characters")
+            if tag and any(so.tag == tag for group in acct.multilegs.values() for so in group):
+                self.duplicate_tags.append(tag)  # accepted, as by ODIN; tests assert the adapter never does
             validity = self._validity(body.get("validity"), "IOC")
             n = next(self._seq)
             gw = f"AAAEE{n:05d}"
@@ -815,7 +821,8 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
     engine = MatchingEngine(path_from_options({"seed": options.get("seed", 0)}),
                             MatchingConfig(session_close=None))
     async with start(host=host, port=port, faults=faults, master=master, engine=engine) as sim:
-        print(f"odin simulator listening on {sim.url}", flush=True)
+        # One machine-readable line, so scripts can read the port (``--port 0``) from stdout.
+        print(dumps({"broker": "odin", "url": sim.url, "port": sim.port}), flush=True)
         await asyncio.Event().wait()
 
 

@@ -9,7 +9,14 @@ from collections.abc import Iterable
 from runner.gateway import is_live
 from runner.model import Order, OrderStatus
 from runner.playbook import CancelStep, OrderCondition, OrderFilter, Playbook
-from runner.steps.common import RunContext, StepResult, current_orders, describe, matches_filter
+from runner.steps.common import (
+    RunContext,
+    StepResult,
+    current_orders,
+    describe,
+    matches_filter,
+    run_client_ids,
+)
 
 
 def condition_holds(
@@ -81,9 +88,7 @@ async def run(ctx: RunContext, step: CancelStep) -> StepResult:
             return StepResult.skipped("condition not met: " + "; ".join(describe(o) for _, o in found))
         return await cancel_all(ctx, [o for o in targets if is_live(o)] or targets)
     assert step.all_open is not None
-    ours = (
-        ctx.gateway.journal.client_ids_of_playbook(ctx.playbook.name) if step.all_open.this_run_only else None
-    )
+    ours = run_client_ids(ctx) if step.all_open.this_run_only else None
     orders = open_matching(ctx.playbook, step.all_open, await gw.open_orders(), ours, by_side=True)
     if not orders:
         return StepResult.ok("no open orders matched")

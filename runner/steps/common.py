@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any
@@ -159,6 +160,26 @@ async def current_orders(ctx: RunContext, ref: str) -> list[tuple[Intent, Order]
         order = await ctx.gateway.lookup(intent.client_order_id)
         found.append((intent, order or ctx.gateway.order_from_intent(intent)))
     return found
+
+
+async def wait_all(
+    ctx: RunContext, orders: Sequence[Order], done: Callable[[Order], bool], timeout: float
+) -> list[Order]:
+    """Poll the orders until each is ``done`` or one shared deadline passes: the limit is ``timeout``,
+    not one timeout per order. Returns the last read of each."""
+    gw = ctx.gateway
+    deadline = ctx.clock.now() + dt.timedelta(seconds=timeout)
+    current = list(orders)
+    while not all(done(o) for o in current) and ctx.clock.now() < deadline:
+        left = (deadline - ctx.clock.now()).total_seconds()
+        await ctx.clock.sleep(max(0.0, min(gw.tuning.poll_interval, left)))
+        current = [o if done(o) else await gw.read(o) for o in current]
+    return current
+
+
+def run_client_ids(ctx: RunContext) -> set[str]:
+    """Client ids of this run's own orders: what ``this_run_only`` selects (not the playbook's other runs)."""
+    return {i.client_order_id for i in ctx.gateway.journal.intents(run_id=ctx.run_id)}
 
 
 def matches_filter(

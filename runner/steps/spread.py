@@ -16,7 +16,7 @@ from runner.gateway import is_live
 from runner.journal import Purpose
 from runner.model import Order, OrderRequest, OrderStatus, OrderType
 from runner.playbook import Playbook, SpreadLeg, SpreadStep
-from runner.steps.common import RunContext, StepError, StepResult, build_request, describe
+from runner.steps.common import RunContext, StepError, StepResult, build_request, describe, wait_all
 
 UNWIND_LEG = 100  # unwind orders use legs 101.. so they never collide with the spread's own legs
 
@@ -84,7 +84,8 @@ async def _native(ctx: RunContext, step: SpreadStep, requests: list[OrderRequest
     gw = ctx.gateway
     placed = await gw.place_multileg(requests, slot=step.id)
     timeout = ctx.seconds(step.leg_timeout)
-    orders = {i: await gw.wait_for(o, lambda o: o.status.is_terminal, timeout) for i, o in enumerate(placed)}
+    settled = await wait_all(ctx, placed, lambda o: o.status.is_terminal, timeout)  # one deadline
+    orders = dict(enumerate(settled))
     if all(o.status is OrderStatus.FILLED for o in orders.values()):
         return StepResult.ok(
             "native spread filled: " + "; ".join(describe(o) for o in orders.values()),

@@ -9,8 +9,9 @@ is closed twice.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 from runner.gateway import is_live
@@ -18,7 +19,15 @@ from runner.journal import Intent, Purpose
 from runner.model import Instrument, Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
 from runner.playbook import Playbook, SquareOffStep
 from runner.steps.cancel import cancel_all, open_matching
-from runner.steps.common import RunContext, StepResult, describe, matches_filter, snap
+from runner.steps.common import (
+    RunContext,
+    StepResult,
+    describe,
+    matches_filter,
+    run_client_ids,
+    snap,
+    wait_all,
+)
 
 ROUND = 1000
 
@@ -42,18 +51,31 @@ def position_key(pos: Position) -> str:
     return f"{pos.instrument.key}|{pos.product.value}"
 
 
+def own_part(net: int, own: int) -> int:
+    """The part of a broker net position ``net`` a run may close: its own net ``own`` when it points the
+    same way, never more than the broker holds (so a close never flips or grows the position)."""
+    if net > 0 and own > 0:
+        return min(net, own)
+    if net < 0 and own < 0:
+        return max(net, own)
+    return 0
+
+
 def positions_to_close(
-    pb: Playbook, step: SquareOffStep, positions: Iterable[Position], keys: set[str] | None
+    pb: Playbook, step: SquareOffStep, positions: Iterable[Position], caps: Mapping[str, int] | None
 ) -> list[Position]:
-    """Non-flat positions the step's filter selects (``keys``: the run's pairs for ``this_run_only``)."""
+    """Non-flat positions the step's filter selects, with the quantity to close. ``caps`` (for
+    ``this_run_only``: :func:`run_net`) limits each to the run's own net part; other positions stay."""
     out = []
+    # A position has no client id: ``this_run_only`` applies to it through ``caps``, not the filter.
+    f = step.filter.model_copy(update={"this_run_only": False})
     for p in positions:
         if p.quantity == 0:
             continue
         side = Side.BUY if p.quantity > 0 else Side.SELL  # filter side = the position's side
         if not matches_filter(
             pb,
-            step.filter,
+            f,
             instrument=p.instrument,
             product=p.product,
             side=side,
@@ -62,8 +84,11 @@ def positions_to_close(
             ours=None,
         ):
             continue
-        if keys is not None and position_key(p) not in keys:
-            continue
+        if caps is not None:
+            qty = own_part(p.quantity, caps.get(position_key(p), 0))
+            if qty == 0:
+                continue
+            p = dataclasses.replace(p, quantity=qty)
         out.append(p)
     return out
 
@@ -100,9 +125,24 @@ def next_round(own: Iterable[Intent], slot: str) -> int:
     return max(rounds) + 1 if rounds else 0
 
 
-def run_keys(intents: Iterable[Intent]) -> set[str]:
-    """Instrument|product pairs with fills among ``intents`` (for ``this_run_only`` square-offs)."""
-    return {f"{i.request.instrument.key}|{i.request.product.value}" for i in intents if i.filled_quantity > 0}
+def run_net(intents: Iterable[Intent]) -> dict[str, int]:
+    """Signed net filled quantity per instrument|product among ``intents`` (a run's own exposure: its
+    entries, unwinds and earlier square-off slices; for ``this_run_only`` square-offs)."""
+    net: dict[str, int] = {}
+    for i in intents:
+        if i.filled_quantity:
+            key = f"{i.request.instrument.key}|{i.request.product.value}"
+            net[key] = net.get(key, 0) + i.filled_quantity * i.request.side.sign
+    return net
+
+
+async def _own_net(ctx: RunContext) -> dict[str, int]:
+    """:func:`run_net` of this run after reading back its unsettled orders (a fill may not be journaled)."""
+    gw = ctx.gateway
+    for i in gw.journal.intents(run_id=ctx.run_id):
+        if not i.status.is_terminal:
+            await gw.lookup(i.client_order_id)
+    return run_net(gw.journal.intents(run_id=ctx.run_id))
 
 
 async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
@@ -114,15 +154,16 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     if live_own:
         await cancel_all(ctx, live_own)
     if step.cancel_open_orders:
-        ours = gw.journal.client_ids_of_playbook(ctx.playbook.name) if step.filter.this_run_only else None
+        ours = run_client_ids(ctx) if step.filter.this_run_only else None
         opens = open_matching(ctx.playbook, step.filter, await gw.open_orders(), ours, by_side=False)
         if opens:
             res = await cancel_all(ctx, opens)
             notes.append(res.message)
             if any(is_live(o) for o in [await gw.read(x) for x in opens]):
                 return StepResult.failed("open orders could not be cancelled: " + res.message)
-    keys = run_keys(gw.journal.intents(run_id=ctx.run_id)) if step.filter.this_run_only else None
-    targets = positions_to_close(ctx.playbook, step, await gw.positions(), keys)
+    caps = await _own_net(ctx) if step.filter.this_run_only else None
+    positions = await gw.positions()
+    targets = positions_to_close(ctx.playbook, step, positions, caps)
     if not targets:
         return StepResult.ok("; ".join([*notes, "nothing to square off"]))
     # 2. close every position, sliced.
@@ -132,33 +173,38 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     # 3. escalate: limit orders still working after the timeout go to market.
     if step.escalation is not None:
         timeout = ctx.seconds(step.escalation.timeout)
-        placed = [await gw.wait_for(o, lambda o: not is_live(o), timeout) for o in placed]
+        placed = await wait_all(ctx, placed, lambda o: not is_live(o), timeout)
         if step.escalation.then_market:
             placed = [
                 await gw.modify(o, Modification(order_type=OrderType.MARKET)) if is_live(o) else o
                 for o in placed
             ]
-    # 4. verify flat by reading positions back.
+    # 4. verify by reading positions back: flat, or (this_run_only) down by exactly the run's own part.
+    held = {position_key(p): p.quantity for p in positions}
+    expected = {position_key(p): held[position_key(p)] - p.quantity for p in targets}
     verify = ctx.seconds(step.verify_timeout)
     deadline = ctx.clock.now() + dt.timedelta(seconds=verify)
-    wanted = {position_key(p) for p in targets}
     while True:
-        left = [p for p in await gw.positions() if position_key(p) in wanted and p.quantity]
+        now_held = {position_key(p): p.quantity for p in await gw.positions()}
+        left = [p for p in targets if now_held.get(position_key(p), 0) != expected[position_key(p)]]
         if not left or ctx.clock.now() >= deadline:
             break
         await ctx.clock.sleep(gw.tuning.poll_interval)
     ids = tuple(o.client_order_id for o in placed)
     if left:
         return StepResult.failed(
-            "NOT FLAT: " + ", ".join(f"{p.instrument.key} {p.product.value} {p.quantity}" for p in left), ids
+            "NOT FLAT: "
+            + ", ".join(
+                f"{p.instrument.key} {p.product.value} {now_held.get(position_key(p), 0)}"
+                + (f" (expected {want})" if (want := expected[position_key(p)]) else "")
+                for p in left
+            ),
+            ids,
         )
     filled = sum(o.status is OrderStatus.FILLED for o in [await gw.read(o) for o in placed])
-    return StepResult.ok(
-        "; ".join(
-            [*notes, f"flat: {len(targets)} position(s) closed with {len(placed)} order(s), {filled} filled"]
-        ),
-        ids,
-    )
+    what = "flat" if not any(expected.values()) else "closed this run's part"
+    done = f"{what}: {len(targets)} position(s) closed with {len(placed)} order(s), {filled} filled"
+    return StepResult.ok("; ".join([*notes, done]), ids)
 
 
 async def _close(ctx: RunContext, step: SquareOffStep, pos: Position, rnd: int) -> list[Order]:

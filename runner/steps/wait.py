@@ -5,7 +5,7 @@ from __future__ import annotations
 from runner.journal import StepOutcome
 from runner.model import OrderStatus
 from runner.playbook import WaitStep
-from runner.steps.common import RunContext, StepResult, current_orders, describe
+from runner.steps.common import RunContext, StepResult, current_orders, describe, wait_all
 
 
 async def run(ctx: RunContext, step: WaitStep) -> StepResult:
@@ -19,10 +19,8 @@ async def run(ctx: RunContext, step: WaitStep) -> StepResult:
     found = await current_orders(ctx, step.order)
     if not found:
         return StepResult.failed(f"order {step.order!r} was never placed")
-    results = []
-    for _intent, order in found:
-        order = await ctx.gateway.wait_for(order, lambda o: o.status in wanted, ctx.seconds(step.timeout))
-        results.append(order)
+    orders = [o for _, o in found]
+    results = await wait_all(ctx, orders, lambda o: o.status in wanted, ctx.seconds(step.timeout))
     text = "; ".join(describe(o) for o in results)
     if all(o.status in wanted for o in results):
         return StepResult.ok(text)

@@ -21,8 +21,9 @@ price path) drives the matching engine behind it::
             return factory
 
 The suite never sleeps: it moves the market's clock and reads orders back. Transient errors
-(Retryable, AuthExpired) are retried and OutcomeUnknown is resolved by looking the order up, exactly as
-the engine does, so the suite also runs with simulator faults switched on.
+(Retryable, AuthExpired) are retried and OutcomeUnknown is resolved by looking the order up (a modify or
+cancel that did not land is issued once more), as the engine does, so the suite also runs with simulator
+faults switched on.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import pytest
 from runner.brokers.base import Broker, Capability, MultilegBroker
 from runner.clock import VirtualClock
 from runner.errors import AuthExpired, NotFound, NotModifiable, OutcomeUnknown, Rejected, Retryable
+from runner.gateway import applied, is_live
 from runner.matching import MatchingConfig
 from runner.model import (
     Instrument,
@@ -147,21 +149,42 @@ class Harness:
             found = await self.read(request.client_order_id)
             if found is None:  # certainly not there: sending again cannot duplicate
                 return await self.place(request)
+            if found.status is S.REJECTED:  # it arrived and was refused: the same outcome as a reply
+                raise Rejected(
+                    f"order {request.client_order_id} was rejected: {found.reject_reason or 'no reason'}",
+                    broker=self.broker.name,
+                ) from None
             return found
         self.observe(order)
         return order
+
+    # After an OutcomeUnknown on modify/cancel, read back; if the change did not land and the order still
+    # works, issue the same change to the same order once more (it names an existing order, so it cannot
+    # create one), as runner.gateway does.
 
     async def modify(self, order: Order, change: Modification) -> Order:
         try:
             return await self.call(self.broker.modify, order, change)
         except OutcomeUnknown:
+            back = await self.read_by_id(order.broker_order_id or "")
+            if applied(back, change) or not is_live(back):
+                return back
+        try:
+            return await self.call(self.broker.modify, order, change)
+        except (OutcomeUnknown, NotModifiable):  # unknown again, or it stopped working meanwhile
             return await self.read_by_id(order.broker_order_id or "")
 
     async def cancel(self, order: Order) -> Order:
         try:
             result = await self.call(self.broker.cancel, order)
         except OutcomeUnknown:
-            return await self.read_by_id(order.broker_order_id or "")
+            back = await self.read_by_id(order.broker_order_id or "")
+            if back.status is S.PENDING_CANCEL or not is_live(back):
+                return back
+            try:
+                result = await self.call(self.broker.cancel, order)
+            except (OutcomeUnknown, NotModifiable):
+                return await self.read_by_id(order.broker_order_id or "")
         self.observe(result)
         return result
 
