@@ -196,7 +196,7 @@ class Gateway:
             "request": _json(request) if request is not None else None,
             "response": _json(response) if response is not None else None,
             "error": type(error).__name__ if error else None,
-            "error_message": str(error) if error else None,
+            "error_message": redact(str(error)) if error else None,  # errors may echo a token
             "at": self.clock.now(),
             "duration_us": int((time.perf_counter() - started) * 1e6),
         }

@@ -75,10 +75,7 @@ def redact(value: Any, _depth: int = 0) -> Any:
     if _depth > 20:
         return value
     if t is dict:
-        return {
-            k: (REDACTED if v is not None and _is_secret_key(k) else redact(v, _depth + 1))
-            for k, v in value.items()
-        }
+        return _redact_dict(value, _depth)
     global _secret_type
     if _secret_type is None:
         from runner.accounts import Secret
@@ -96,6 +93,30 @@ def redact(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, str):
         return _redact_text(value)
     return value
+
+
+_KEYS: dict[object, bool] = {}  # key -> is secret (bounded below; keys are mostly code constants)
+
+
+def _redact_dict(value: dict[Any, Any], depth: int) -> dict[Any, Any]:
+    # Inlined per item: a log event or call row is a dozen keys of plain values, on every order.
+    out = {}
+    for k, v in value.items():
+        secret = _KEYS.get(k)
+        if secret is None:
+            if len(_KEYS) > 4096:
+                _KEYS.clear()
+            secret = _KEYS[k] = _is_secret_key(k)
+        t = type(v)
+        if secret and v is not None:
+            out[k] = REDACTED
+        elif t in _PLAIN:
+            out[k] = v
+        elif t is str:
+            out[k] = _redact_text(v)
+        else:
+            out[k] = redact(v, depth + 1)
+    return out
 
 
 def _redact_text(value: str) -> str:

@@ -229,7 +229,6 @@ def test_secret_named_log_fields_and_secret_values_are_masked(log_lines):
     assert "hunter2" not in text and "k-123" not in text and "s3cr3t-value" not in text
 
 
-@pytest.mark.xfail(strict=True, reason="gateway._call_row stores str(error) unredacted (owner: PERF)")
 async def test_secrets_in_broker_errors_are_redacted_in_journal(tmp_path):
     env = make_env(tmp_path)
     broker = Faulty(env.broker()).fail("place", RateLimited(LEAKY_ERROR, retry_after=1.0))

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from runner import errors
@@ -224,3 +225,14 @@ def test_login_reply_parsing() -> None:
         kn.parse_login({"error": [{"code": "400", "message": "Missing required field 'Mpin'"}]}, 400)
     with pytest.raises(errors.Rejected):  # a 2xx without data is still a failed login (SDK totp.py)
         kn.parse_login({"stat": "Not_Ok"}, 200)
+
+
+def test_reply_numbers_are_parsed_as_decimal_never_through_float() -> None:
+    # 17 significant digits: a float would come back as 2450.1234567890124 (or worse).
+    body = (b'{"stat":"Ok","stCode":200,"data":[{"nOrdNo":"1","GuiOrdId":"rnx","ordSt":"complete",'
+            b'"prcTp":"L","trnsTp":"B","prod":"NRML","qty":75,"fldQty":75,"prc":2450.12345678901234,'
+            b'"avgPrc":2450.12345678901234,"exSeg":"nse_fo","trdSym":"NIFTY"}]}')
+    payload = kn._json(httpx.Response(200, content=body))
+    (order,) = [kn.parse_order(r) for r in kn.rows_of(payload)]
+    assert order.average_price == Decimal("2450.12345678901234")
+    assert order.price == Decimal("2450.12345678901234") and order.filled_quantity == 75

@@ -4,6 +4,7 @@ exits, AMO, positions (carry-forward + day), and faults on modify/cancel."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from runner.instruments import InstrumentMaster
 from runner.matching import MatchingConfig, MatchingEngine
 from runner.model import Instrument, Modification, OrderRequest, OrderStatus, OrderType, Product, Side
 from runner.prices import StepPath
+from runner.sims.faults import FaultPlan
 from runner.sims.kotak_neo import KotakNeoSim, account_for, start
 
 FIX = Path(__file__).parent / "fixtures" / "kotak_neo"
@@ -112,7 +114,7 @@ async def test_wire_matches_sdk_for_login_place_modify_cancel_and_reads(connect:
         sdk = recorded(name)
         assert (sdk["method"], sdk["path"]) in seen, name
         assert_same_headers(seen[(sdk["method"], sdk["path"])], sdk)
-    bodies = {path: body for path, _, body in sim.requests}
+    bodies = {path: body for path, _, body in sim.requests if body is not None}
     for name, path in (("place_limit", PATH_PLACE), ("cancel", PATH_CANCEL)):
         sdk_body = recorded(name)["body"]["jData"]
         assert set(bodies[path]) == set(sdk_body), name  # field for field
@@ -357,3 +359,80 @@ async def test_5xx_on_a_read_is_unavailable_after_one_request(connect: Connect) 
     assert len(sim.seen) - before == 1
     sim.faults.probabilities.clear()
     assert [o.client_order_id for o in await broker.orders()] == ["rnread"]
+
+
+# --- never the same client id twice ------------------------------------------------------------------
+
+
+def places_at_sim(sim: KotakNeoSim) -> list[str]:
+    return [body["ig"] for path, _, body in sim.requests if path == PATH_PLACE and body]
+
+
+async def test_sim_accepts_a_repeated_client_id_as_kotak_does(connect: Connect) -> None:
+    """Kotak takes a repeated ``ig`` as a second order; so must the sim, or tests would pass because of it."""
+    sim, broker = await connect()
+    first = await _place_raw(broker, "rnrepeat", "MIS")
+    second = await _place_raw(broker, "rnrepeat", "MIS")
+    assert first != second and sim.duplicate_places == ["rnrepeat"]
+    same = [o for o in await broker.orders() if o.client_order_id == "rnrepeat"]
+    assert sorted(o.broker_order_id or "" for o in same) == sorted([first, second])
+    assert all(o.status is OrderStatus.OPEN for o in same)
+
+
+async def test_adapter_never_sends_a_client_id_twice(connect: Connect) -> None:
+    sim, broker = await connect()
+    first = await broker.place(limit("rnonce"))
+    again = await broker.place(limit("rnonce"))  # answered from the broker's book, not sent
+    assert again.broker_order_id == first.broker_order_id and again.client_order_id == "rnonce"
+    assert places_at_sim(sim) == ["rnonce"] and sim.duplicate_places == []
+
+
+async def test_concurrent_places_of_one_client_id_send_it_once(connect: Connect) -> None:
+    sim, broker = await connect()
+    results = await asyncio.gather(broker.place(limit("rnrace")), broker.place(limit("rnrace")),
+                                   return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["Order", "Rejected"]
+    assert places_at_sim(sim) == ["rnrace"] and sim.duplicate_places == []
+
+
+async def test_after_outcome_unknown_the_book_is_read_before_any_resend(connect: Connect) -> None:
+    sim, broker = await connect("drop=1,only=place")
+    with pytest.raises(errors.OutcomeUnknown):  # the broker took it; the reply was lost
+        await broker.place(limit("rnlost"))
+    sim.faults = FaultPlan()
+    found = await broker.place(limit("rnlost"))  # found in the order book: not sent again
+    assert found.client_order_id == "rnlost" and found.status is OrderStatus.OPEN
+    assert places_at_sim(sim) == ["rnlost"]
+
+    sim.faults = FaultPlan.parse("reset=1,only=place")
+    with pytest.raises(errors.OutcomeUnknown):  # the connection died before the broker acted
+        await broker.place(limit("rngone"))
+    sim.faults = FaultPlan()
+    before = len(sim.seen)
+    placed = await broker.place(limit("rngone"))  # absent from the book: safe to send
+    assert [p for _, p, _ in sim.seen[before:]][:2] == ["/quick/user/orders", PATH_PLACE]
+    assert placed.status is OrderStatus.OPEN
+    assert [o.client_order_id for o in await broker.orders()].count("rngone") == 1
+    assert sim.duplicate_places == []
+
+
+async def test_runner_sim_prints_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from runner.sims.kotak_neo import serve_forever
+
+    task = asyncio.create_task(serve_forever("127.0.0.1", 0, FaultPlan(), {}))
+    out = ""
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        out += capsys.readouterr().out
+        if out.endswith("\n"):
+            break
+    line = json.loads(out)
+    assert set(line) == {"broker", "url", "port"} and line["broker"] == "kotak_neo"
+    assert line["url"] == f"http://127.0.0.1:{line['port']}" and line["port"] > 0
+    _reader, writer = await asyncio.open_connection("127.0.0.1", line["port"])  # it is listening
+    writer.close()
+    await writer.wait_closed()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert out.count("\n") == 1

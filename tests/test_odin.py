@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
@@ -350,7 +352,8 @@ async def test_dropped_cancel_reply_is_not_resent_by_the_http_client(
     sim: OdinSim, broker: OdinBroker, clock: VirtualClock
 ) -> None:
     """aiohttp re-sends a DELETE/PUT on its own when a kept-alive connection drops; we must not."""
-    placed = await broker.place(req("rn-cxl-drop", order_type=OrderType.LIMIT, price=resting_limit(sim, clock, IDEA)))
+    price = resting_limit(sim, clock, IDEA)
+    placed = await broker.place(req("rn-cxl-drop", order_type=OrderType.LIMIT, price=price))
     sim.faults = FaultPlan.parse("drop=1,only=cancel")
     with pytest.raises(OutcomeUnknown):
         await broker.cancel(placed)
@@ -448,3 +451,25 @@ async def test_bench_hook_connects_one_adapter_per_account() -> None:
             await b.place(req(f"rn-bench-{i}", inst=Instrument("NSE", "RELIANCE")))
         assert len(sim.sessions) == 3
         assert [len(await b.orders()) for b in brokers] == [1, 1, 1]
+
+
+async def test_runner_sim_prints_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from runner.sims.odin import serve_forever
+
+    task = asyncio.create_task(serve_forever("127.0.0.1", 0, FaultPlan(), {}))
+    out = ""
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        out += capsys.readouterr().out
+        if out.endswith("\n"):
+            break
+    line = json.loads(out)
+    assert line == {"broker": "odin", "url": f"http://127.0.0.1:{line['port']}", "port": line["port"]}
+    assert isinstance(line["port"], int) and line["port"] > 0
+    _reader, writer = await asyncio.open_connection("127.0.0.1", line["port"])  # it is listening
+    writer.close()
+    await writer.wait_closed()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert out.count("\n") == 1

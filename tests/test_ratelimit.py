@@ -57,6 +57,7 @@ async def test_penalize_honours_retry_after() -> None:
     lim, t = limiter(rate=100)
     lim.penalize("k", 2.0)
     assert await lim.acquire("k") == pytest.approx(2.01)
+    assert t.now - 100.0 == pytest.approx(2.01)
 
 
 def test_rejects_bad_config() -> None:

@@ -319,7 +319,7 @@ async def test_shutdown_waits_for_running_fire_or_journals_unknown(
 async def test_apscheduler_path_never_fires_early(pbdir: Path, db_url: str) -> None:
     from runner.clock import SystemClock
 
-    when = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=1)
+    when = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=3)
     write(pbdir / "a.yaml", playbook_text("soon", f'once: "{when.isoformat()}"'))
     clock = SystemClock()
     ex = RecordingExecutor(clock)

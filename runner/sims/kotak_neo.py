@@ -278,13 +278,13 @@ class KotakNeoSim:
             return web.Response(status=499)  # the connection is gone; nothing is written
         except _RateLimited:
             return web.json_response(envelope(429, "Too many requests to the API"), status=429,
-                                     headers={"Retry-After": self.retry_after})
+                                     headers={"Retry-After": self.retry_after}, dumps=dumps)
         except WireError as exc:
-            return web.json_response(exc.body, status=exc.http_status)
+            return web.json_response(exc.body, status=exc.http_status, dumps=dumps)
         if fault is Fault.DROP_REPLY:
             _kill(request)
             return web.Response(status=499)
-        return web.json_response(body)
+        return web.json_response(body, dumps=dumps)  # exact Decimals, should a field carry one
 
     # -- login ------------------------------------------------------------------------------------
     async def _totp_login(self, request: web.Request) -> web.StreamResponse:
