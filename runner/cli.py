@@ -5,21 +5,40 @@ Each subcommand lives in ``runner/commands/<name>.py`` with ``add_arguments(pars
 
 Exit codes (stable, for scripts):
   0  success
-  1  invalid input (playbook or accounts file failed validation)
-  2  usage error
+  1  invalid input: a playbook, accounts, risk or plan file failed validation
+  2  usage error: bad arguments, a named file, run or account does not exist
   3  a step failed / the run did not reach its goal
   4  refused: halted, drifted plan, risk limits
-  5  broker or environment error (cannot connect, credentials missing)
+  5  broker or environment error (cannot connect, credentials missing, journal database locked)
+  70 internal error (a bug): one line on stderr; RUNNER_DEBUG=1 prints the traceback
+  130 interrupted (Ctrl-C)
+
+Expected failures never print a traceback: a command raises :class:`CommandError` (or lets a known
+exception through, see ``_classify``) and ``main`` prints one ``runner <cmd>: message`` line.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
 import sys
 from collections.abc import Sequence
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED, EXIT_REFUSED, EXIT_BROKER = 0, 1, 2, 3, 4, 5
+EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
+DEBUG_ENV = "RUNNER_DEBUG"
+
+
+class CommandError(Exception):
+    """An expected failure: ``lines`` go to stderr as they are, the process exits with ``code``."""
+
+    def __init__(self, code: int, lines: str | Sequence[str]) -> None:
+        self.code = code
+        self.lines = [lines] if isinstance(lines, str) else list(lines)
+        super().__init__("\n".join(self.lines))
+
 
 # name -> (one-line help, module). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -39,7 +58,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 EPILOG = """exit codes: 0 ok, 1 invalid input, 2 usage error, 3 step failed, 4 refused,
-5 broker/environment error
+5 broker/environment error, 70 internal error (RUNNER_DEBUG=1 for the traceback)
 docs: README.md; schema: `runner schema`"""
 
 
@@ -78,9 +97,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     help_text, module_name = COMMANDS[command]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"runner {command}", description=help_text, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=f"runner {command}",
+        description=help_text,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     module.add_arguments(parser)
+    if parser.description == help_text and module.__doc__:  # the module's docstring says more
+        parser.description = module.__doc__
+    parser.description = plain_text(parser.description or help_text)
+    examples = getattr(module, "EXAMPLES", "")
+    if examples:
+        parser.epilog = "examples:\n" + examples.strip("\n") + "\n\n" + EPILOG
     rest = list(args_list)
     rest.remove(command)
     try:
@@ -91,7 +120,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        code, lines = _classify(exc)
+        if os.environ.get(DEBUG_ENV):
+            import traceback
+
+            traceback.print_exc()
+        elif code == EXIT_INTERNAL:
+            lines.append(f"this is a bug; run with {DEBUG_ENV}=1 for the traceback")
+        for line in lines:  # compiler-style `file:line:col: ...` lines stay as they are, for editors
+            print(line if _POSITIONED.match(line) else f"runner {command}: {line}", file=sys.stderr)
+        return code
+
+
+_POSITIONED = re.compile(r"[^\s:]+:\d+:\d+: ")
+_DOUBLE_TICKS = re.compile(r"``(.+?)``", re.S)
+_COMMAND_PREFIX = re.compile(r"\A\s*``runner [^`]*``(?: \[[^]]*\])?:\s*")
+
+
+def plain_text(doc: str) -> str:
+    """A module docstring as help text: no leading ``runner cmd ARGS``: (usage shows it already), reST
+    ``literals`` shown as `literals`, paragraphs re-flowed to the terminal (indented blocks kept)."""
+    import textwrap
+
+    doc = _COMMAND_PREFIX.sub("", doc)
+    head, _, tail = doc.partition("\n")
+    doc = (head.strip() + ("\n" + textwrap.dedent(tail) if tail else "")).strip()
+    doc = _DOUBLE_TICKS.sub(r"`\1`", doc[:1].upper() + doc[1:])
+    try:
+        width = min(os.get_terminal_size(sys.stdout.fileno()).columns - 2, 100)
+    except (OSError, ValueError, AttributeError):
+        width = 100
+    paragraphs = []
+    for para in doc.split("\n\n"):
+        if any(line.startswith(" ") for line in para.splitlines()):
+            paragraphs.append(para)
+        else:
+            paragraphs.append(textwrap.fill(" ".join(para.split()), max(width, 40), break_on_hyphens=False))
+    return "\n\n".join(paragraphs)
+
+
+def _classify(exc: BaseException) -> tuple[int, list[str]]:
+    """Exit code and message lines for an exception that escaped a command."""
+    if isinstance(exc, CommandError):
+        return exc.code, list(exc.lines)
+    errors = sys.modules.get("runner.errors")
+    if errors is not None and isinstance(exc, errors.BrokerError):
+        return EXIT_BROKER, [f"broker error: {type(exc).__name__}: {exc}"]
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None:
+        if isinstance(exc, sa_exc.ArgumentError):
+            return EXIT_USAGE, [f"journal database URL: {exc}"]
+        if isinstance(exc, sa_exc.OperationalError):  # locked, unreachable, cannot open the file
+            return EXIT_BROKER, [f"journal database: {exc.orig or exc}"]
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
+        return EXIT_USAGE, [f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)]
+    if isinstance(exc, OSError):  # refused connections, unreachable hosts, permissions, ports in use
+        return EXIT_BROKER, [f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"]
+    return EXIT_INTERNAL, [f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]]
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ import contextlib
 import datetime as dt
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,8 +25,8 @@ from sqlalchemy.engine import Engine
 
 from runner.brokers.base import Broker, Capability
 from runner.errors import Rejected
-from runner.fires import UTCDateTime, read
-from runner.model import Modification, MultilegRequest, Order, OrderRequest, Position, Side
+from runner.fires import UTCDateTime, enum_type, read
+from runner.model import Instrument, Modification, MultilegRequest, Order, OrderRequest, Position, Side
 
 log = logging.getLogger("runner.control")
 
@@ -50,11 +51,7 @@ control = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),  # always 1: one switch per journal
     sa.Column("halted", sa.Boolean, nullable=False),
-    sa.Column(
-        "mode",
-        sa.Enum(Mode, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
-        nullable=False,
-    ),
+    sa.Column("mode", enum_type(Mode), nullable=False),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("since", UTCDateTime(), nullable=False),
     sa.Column("by", sa.String(128), nullable=True),
@@ -259,6 +256,11 @@ class GuardedBroker:
     async def positions(self) -> Sequence[Position]:
         return await self.inner.positions()
 
+    async def ltp(self, instrument: Instrument) -> Decimal | None:
+        """A read, so it passes: risk checks and LTP-relative prices need it (None if the broker has none)."""
+        quote = getattr(self.inner, "ltp", None)
+        return await quote(instrument) if quote is not None else None
+
 
 async def cancel_open_orders(broker: Broker) -> list[Order]:
     """Cancel every working order, then read each back (a cancel ack is not a cancel)."""
@@ -273,3 +275,13 @@ async def cancel_open_orders(broker: Broker) -> list[Order]:
         if after is not None and after.status.is_working:
             log.error("order %s still %s after cancel", order.client_order_id, after.status.value)
     return results
+
+
+async def cancel_everywhere(brokers: Mapping[str, Broker]) -> None:
+    """The daemon's response to a halt: cancel every open order on every account it trades."""
+    for account, broker in brokers.items():
+        try:
+            cancelled = await cancel_open_orders(broker)
+            log.warning("halt: %d open orders cancelled on %s", len(cancelled), account)
+        except Exception:
+            log.exception("halt: cancelling open orders on %s failed", account)

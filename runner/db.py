@@ -5,6 +5,12 @@ a busy timeout and foreign keys; every transaction starts with ``BEGIN IMMEDIATE
 writing the same book serialize instead of failing half-way with "database is locked" on upgrade. A
 connection may opt into a deferred (read-only friendly) begin with
 ``conn.execution_options(sqlite_begin="DEFERRED")``.
+
+PostgreSQL (``postgresql://`` means psycopg 3, the ``pg`` extra): READ COMMITTED, pre-pinged pool. The
+hot paths (journal, group commit, paper book) run on raw DBAPI connections in the driver's implicit
+transaction and commit explicitly; uniqueness (claims, intents, orders) is enforced by constraints and
+the paper book serializes on a ``SELECT .. FOR UPDATE`` of its account row, both of which need READ
+COMMITTED (REPEATABLE READ would turn every contended write into a serialization failure).
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from sqlalchemy.pool import StaticPool
 
 ENV_VAR = "RUNNER_DB"
 BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 10
+# Without a driver named, SQLAlchemy picks psycopg2, which we do not ship.
+_PG_DRIVER = "postgresql+psycopg"
 
 
 def default_db_url() -> str:
@@ -35,10 +44,20 @@ def is_memory_url(url: str) -> bool:
     return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
 
 
+def normalize_url(url: str) -> str:
+    """``postgresql://`` / ``postgres://`` (no driver named) -> psycopg 3; anything else unchanged."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        return f"{_PG_DRIVER}://{rest}"
+    return url
+
+
 def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
-    """A new Engine for ``url`` (default :func:`default_db_url`), with the SQLite pragmas applied."""
-    url = url or default_db_url()
+    """A new Engine for ``url`` (default :func:`default_db_url`), set up for its dialect."""
+    url = normalize_url(url or default_db_url())
     u = make_url(url)
+    if u.get_backend_name() == "postgresql":
+        return _postgresql_engine(url, **kwargs)
     if u.get_backend_name() != "sqlite":
         return create_engine(url, **kwargs)
     memory = is_memory_url(url)
@@ -70,12 +89,25 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     return engine
 
 
+def _postgresql_engine(url: str, **kwargs: Any) -> Engine:
+    kwargs.setdefault("isolation_level", "READ COMMITTED")  # explicit: a server default may differ
+    # A daemon holds connections for days; a restarted or failed-over server must not surface as an
+    # error on the next checkout. (The hot paths keep one raw connection each and reconnect on error.)
+    kwargs.setdefault("pool_pre_ping", True)
+    connect_args = kwargs.setdefault("connect_args", {})
+    connect_args.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
+    connect_args.setdefault("application_name", "runner")
+    # Times are stored as naive UTC (TIMESTAMP WITHOUT TIME ZONE); a UTC session keeps now()/casts honest.
+    connect_args.setdefault("options", "-c timezone=UTC")
+    return create_engine(url, **kwargs)
+
+
 _shared: dict[str, Engine] = {}
 
 
 def shared_engine(url: str | None = None) -> Engine:
     """One Engine per file URL per process (in-memory URLs always get a fresh, private database)."""
-    url = url or default_db_url()
+    url = normalize_url(url or default_db_url())
     if is_memory_url(url):
         return make_engine(url)
     engine = _shared.get(url)

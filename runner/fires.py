@@ -50,7 +50,10 @@ class FireState(enum.StrEnum):
     UNKNOWN = "unknown"  # interrupted (shutdown, crash) after it started: resolve via the run journal
 
 
-FINAL = frozenset({FireState.SUCCEEDED, FireState.FAILED, FireState.SKIPPED, FireState.MISSED})
+def enum_type(cls: type[enum.StrEnum]) -> sa.Enum:
+    """A portable column type storing a StrEnum by value."""
+    return sa.Enum(cls, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+
 
 metadata = sa.MetaData()
 
@@ -64,11 +67,7 @@ fires = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("claimed_by", sa.String(64), nullable=False),
     sa.Column("claimed_at", UTCDateTime(), nullable=False),
-    sa.Column(
-        "state",
-        sa.Enum(FireState, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
-        nullable=False,
-    ),
+    sa.Column("state", enum_type(FireState), nullable=False),
     sa.Column("outcome", sa.Text, nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     # A re-versioned playbook must not fire the same slot again.
@@ -92,27 +91,10 @@ daemons = sa.Table(
 
 
 def open_engine(url: str | None = None) -> Engine:
-    """The journal database engine (PAPER's :mod:`runner.db` when present: WAL, busy_timeout)."""
-    try:
-        from runner import db
-    except ImportError:  # pragma: no cover - runner.db is written in parallel
-        return _fallback_engine(url or "sqlite:///runner.db")
+    """The journal database engine (:mod:`runner.db`: WAL, busy_timeout)."""
+    from runner import db
+
     return db.make_engine(url or db.default_db_url())
-
-
-def _fallback_engine(url: str) -> Engine:
-    engine = sa.create_engine(url)
-    if engine.dialect.name == "sqlite":
-
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(conn: Any, _record: Any) -> None:
-            cur = conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=5000")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-    return engine
 
 
 def read(engine: Engine) -> sa.Connection:
@@ -206,9 +188,6 @@ class FireStore:
                 )
                 won.update(conn.scalars(q))
         return won
-
-    def claim(self, claim: Claim, now: dt.datetime) -> bool:
-        return claim.fire_id in self.claim_many([claim], now)
 
     def set_state(self, fire_id: str, state: FireState, outcome: str | None, now: dt.datetime) -> None:
         with self.engine.begin() as conn:
@@ -347,6 +326,7 @@ class ClaimBatcher:
         self._states: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
         self._handle: asyncio.Handle | None = None
         self._handle_urgent = False
+        self._claim_now: dt.datetime | None = None  # the clock time of the latest claim queued
         self._lock = asyncio.Lock()
 
     def _enqueue(self, urgent: bool) -> asyncio.AbstractEventLoop:
@@ -395,7 +375,7 @@ class ClaimBatcher:
             self._handle = None
             if not claims and not states:
                 return
-            now = getattr(self, "_claim_now", None) or dt.datetime.now(dt.UTC)
+            now = self._claim_now or dt.datetime.now(dt.UTC)
             try:
                 won = await asyncio.to_thread(
                     self._write, [c for c, _ in claims], now, [s for s, _ in states]

@@ -1,10 +1,14 @@
 """Every broker call of a run goes through here: journaling, retries, lookups and read-back verification.
 
-* ``place``: the intent is committed before the request leaves; a journaled intent is never sent again
-  unless a lookup by client id proved the broker never got it (:attr:`Resolution.ABSENT`).
+* ``place``: the intent is committed (resolution PENDING) before every send; a journaled intent is always
+  looked up before it is sent again, and sent again only when the broker refuses a repeated client id
+  (:attr:`Capability.IDEMPOTENT_CLIENT_ID`) or a lookup made well after its last send did not find it.
+  Otherwise an unknown outcome fails the step and stays UNKNOWN until a later start reconciles it.
 * Retryable errors back off (honouring ``retry_after``); AuthExpired logs in once and retries;
   OutcomeUnknown is resolved by ``get_order`` (never a blind re-send); Rejected is never retried.
-* ``cancel`` / ``modify`` return what reading the order back says, not what the ack said.
+* Pre-trade limits apply to every new order (each leg of a spread counted) and to every modify.
+* ``cancel`` / ``modify`` return what reading the order back says, not what the ack said; one that timed
+  out and did not land is issued once more (it names an existing order, so it cannot create one).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +25,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runner.brokers.base import Broker, Capability, MultilegBroker
+from runner.control import Halted
 from runner.errors import (
     AuthExpired,
     BrokerError,
@@ -29,7 +35,7 @@ from runner.errors import (
     Rejected,
     Retryable,
 )
-from runner.ids import client_order_id
+from runner.ids import client_order_id, leg_client_id
 from runner.journal import DuplicateIntent, Intent, Journal, Purpose, Resolution
 from runner.logs import redact
 from runner.model import (
@@ -67,6 +73,9 @@ class Tuning:
     lookup_attempts: int = 4  # lookups after OutcomeUnknown before concluding "never arrived"
     verify_timeout: float = 10.0  # default read-back window for cancel / modify
     market_fill_wait: float = 5.0  # how long a place step watches a MARKET order for its fill
+    # A lookup miss proves absence only this long (clock seconds) after the last send: brokers that find
+    # our orders by scanning the day's book can lag. Brokers refusing a repeated client id need no wait.
+    absent_after: float = 60.0
 
 
 class EventKind(enum.StrEnum):
@@ -147,6 +156,34 @@ def _flat(obj: Any) -> dict[str, Any]:
     d = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
     d["instrument"] = obj.instrument.key
     return d
+
+
+def not_sent(exc: BaseException) -> bool:
+    """A refusal made on our side (the kill switch): the broker never saw the request."""
+    return isinstance(exc, Halted)
+
+
+def unknown_message(cid: str) -> str:
+    return (
+        f"outcome unknown for {cid}; not re-sent; it will be reconciled on the next start / check the broker"
+    )
+
+
+def modified_request(order: Order, change: Modification) -> OrderRequest:
+    """The order as it would stand after ``change`` (quantity = the new total), for pre-trade checks."""
+    new_type = change.order_type or order.order_type
+    return OrderRequest(
+        client_order_id=order.client_order_id,
+        instrument=order.instrument,
+        side=order.side,
+        quantity=change.quantity if change.quantity is not None else order.quantity,
+        order_type=new_type,
+        product=order.product,
+        validity=order.validity,
+        price=None if new_type in (OrderType.MARKET, OrderType.SL_M) else (change.price or order.price),
+        trigger_price=change.trigger_price or order.trigger_price,
+        tag=order.tag,
+    )
 
 
 def order_to_dict(order: Order) -> dict[str, Any]:
@@ -269,11 +306,13 @@ class Gateway:
         )
         self._emit(EventKind.NOTE, message)
 
-    def _record(self, order: Order, row: dict[str, Any] | None = None) -> Order:
+    def _record(
+        self, order: Order, row: dict[str, Any] | None = None, resolution: Resolution = Resolution.CONFIRMED
+    ) -> Order:
         """Journal the broker's view of an order (ours or not). An illegal transition is recorded as an
         error and the broker's report is still returned: the broker is the truth, the journal the record."""
         try:
-            self.journal.record_order(order, self.clock.now(), call=row)
+            self.journal.record_order(order, self.clock.now(), call=row, resolution=resolution)
         except IllegalTransition as exc:
             if self.log is not None:
                 self.log.error("illegal_transition", client_order_id=order.client_order_id, error=str(exc))
@@ -353,24 +392,43 @@ class Gateway:
 
     # --- reconciliation -------------------------------------------------------------------------------
 
+    @property
+    def idempotent(self) -> bool:
+        """The broker itself refuses a repeated client id: re-sending after a lookup miss is safe."""
+        return Capability.IDEMPOTENT_CLIENT_ID in self.broker.capabilities
+
+    def _absence_proven(self, intent: Intent) -> bool:
+        """After a lookup miss: may this intent be treated as never received? Yes when the broker refuses
+        repeated ids, when a lookup on an earlier start already said so (ABSENT), or when its last send
+        (every send first stamps the intent PENDING, so ``updated_at`` bounds it) is long enough ago that
+        even a broker scanning its day book would show the order by now."""
+        if self.idempotent or intent.resolution is Resolution.ABSENT:
+            return True
+        last = intent.updated_at or intent.created_at
+        return (self.clock.now() - last).total_seconds() >= self.tuning.absent_after
+
     async def reconcile(self) -> list[Intent]:
-        """Before anything new is sent: resolve every unsettled intent of this account by client id."""
-        pending = self.journal.intents(
-            account=self.account, statuses=UNSETTLED, resolution=(Resolution.PENDING, Resolution.CONFIRMED)
-        )
+        """Before anything new is sent: resolve by client id every unsettled intent (PENDING_NEW / UNKNOWN,
+        whatever its resolution) of this run and of this account's runs that are no longer running. Other
+        RUNNING runs are left alone (:meth:`Journal.reconcilable_intents` says why)."""
+        pending = self.journal.reconcilable_intents(self.account, self.run_id)
         for intent in pending:
-            found = await self._resolve(intent.client_order_id, patient=False)
-            if found is None:
-                self.journal.set_resolution(intent.client_order_id, Resolution.ABSENT, self.clock.now())
+            cid = intent.client_order_id
+            found = await self._resolve(cid, patient=False)
+            if found is not None:
+                self.note(f"reconcile: {cid} is {found.status.value} at the broker", cid=cid)
+            elif self._absence_proven(intent):
+                if intent.resolution is not Resolution.ABSENT:
+                    self.journal.set_resolution(cid, Resolution.ABSENT, self.clock.now())
                 self.note(
-                    f"reconcile: {intent.client_order_id} never reached the broker; will send again "
-                    f"if its step runs",
-                    cid=intent.client_order_id,
+                    f"reconcile: {cid} never reached the broker; will send again if its step runs", cid=cid
                 )
             else:
                 self.note(
-                    f"reconcile: {intent.client_order_id} is {found.status.value} at the broker",
-                    cid=intent.client_order_id,
+                    f"reconcile: {cid} not found yet, but last sent under {self.tuning.absent_after:g}s ago; "
+                    f"left unknown",
+                    level="warning",
+                    cid=cid,
                 )
         return pending
 
@@ -387,6 +445,30 @@ class Gateway:
             if i + 1 < attempts:
                 await self.clock.sleep(self.tuning.poll_interval * 2**i)
         return None
+
+    # --- pre-trade limits ----------------------------------------------------------------------------
+
+    async def _check_risk(self, request: OrderRequest, *, pending: int = 0, new_order: bool = True) -> None:
+        """Pre-trade limits for ``request``. ``pending``: orders of the same step checked before it but
+        not yet journaled (legs of one spread); ``new_order=False`` (a modify in place) adds no order."""
+        risk = self.risk
+        if risk is None:
+            return
+        ref = await self.reference_price(request.instrument) if risk.needs_price else None
+        orders = 0  # with new_order=False: "0 + 1 > max" never holds, as max_orders_per_run >= 1
+        if new_order and risk.max_orders is not None:
+            orders = self.journal.count_intents(self.run_id, exclude=(Purpose.UNWIND, Purpose.SQUARE_OFF))
+            orders += pending
+        risk.check(request, orders_so_far=orders, reference_price=ref)
+
+    async def _check_modify(self, order: Order, change: Modification, intent: Intent | None) -> None:
+        if self.risk is None or (intent is not None and intent.purpose.reduces_risk):
+            return
+        try:
+            request = modified_request(order, change)
+        except ValueError as exc:
+            raise NotModifiable(f"modify {order.client_order_id}: {exc}") from None
+        await self._check_risk(request, new_order=False)
 
     # --- place ----------------------------------------------------------------------------------------
 
@@ -408,17 +490,17 @@ class Gateway:
         cid = client_order_id(self.run_id, slot, leg, attempt)
         request = dataclasses.replace(request, client_order_id=cid)
         if self.risk is not None and not purpose.reduces_risk:
-            ref = await self.reference_price(request.instrument) if self.risk.needs_price else None
-            orders = (
-                self.journal.count_intents(self.run_id, exclude=(Purpose.UNWIND, Purpose.SQUARE_OFF))
-                if self.risk.max_orders is not None
-                else 0
-            )
             try:
-                self.risk.check(request, orders_so_far=orders, reference_price=ref)
+                await self._check_risk(request)
             except RiskRefused:
                 if self.journal.get_intent(cid) is None:  # a resumed intent was allowed when first made
                     raise
+        return await self._place_checked(request, slot=slot, leg=leg, attempt=attempt, purpose=purpose)
+
+    async def _place_checked(
+        self, request: OrderRequest, *, slot: str, leg: int, attempt: int, purpose: Purpose
+    ) -> Order:
+        cid = request.client_order_id
         intent = Intent(
             client_order_id=cid,
             run_id=self.run_id,
@@ -432,7 +514,7 @@ class Gateway:
             created_at=self.clock.now(),
         )
         try:
-            self.journal.add_intent(intent)  # committed before the request leaves
+            self.journal.add_intent(intent)  # committed (PENDING) before the request leaves
         except DuplicateIntent:
             self._ours.add(cid)
             return await self._resume(cid)
@@ -440,19 +522,25 @@ class Gateway:
         return await self._send(request)
 
     async def _resume(self, cid: str) -> Order:
-        """This slot was journaled by an earlier start: continue from the broker's truth."""
+        """This slot was journaled by an earlier start: continue from the broker's truth. Always looked up
+        first, whatever the intent's resolution says."""
         existing = self.journal.get_intent(cid)
         assert existing is not None
-        if existing.resolution is not Resolution.ABSENT:
-            found = await self._resolve(cid, patient=existing.status in UNSETTLED)
-            if found is not None:
-                return found
-            if existing.status.is_terminal:  # refused before reaching the broker (e.g. rejected)
-                return self.order_from_intent(existing)
-            self.journal.set_resolution(cid, Resolution.ABSENT, self.clock.now())
-        return await self._send(existing.request)
+        found = await self._resolve(cid, patient=existing.status in UNSETTLED)
+        if found is not None:
+            return found
+        if existing.status.is_terminal:  # refused before reaching the broker (e.g. rejected)
+            return self.order_from_intent(existing)
+        if not self._absence_proven(existing):
+            raise OutcomeUnknown(unknown_message(cid))
+        if existing.resolution is not Resolution.PENDING:  # PENDING again, committed, before the send
+            self.journal.set_resolution(cid, Resolution.PENDING, self.clock.now())
+        self.note(f"{cid} is not at the broker: sending it under the same id", cid=cid)
+        return await self._send(existing.request, resent=True)
 
-    async def _send(self, request: OrderRequest) -> Order:
+    async def _send(self, request: OrderRequest, *, resent: bool = False) -> Order:
+        """Send a journaled (PENDING) intent. After OutcomeUnknown it is looked up; sent once more only
+        if the broker refuses repeated client ids, else left UNKNOWN for a later start to reconcile."""
         cid = request.client_order_id
         self._log(
             "order_send",
@@ -462,7 +550,7 @@ class Gateway:
             instrument=request.instrument.key,
             order_type=request.order_type.value,
         )
-        for _ in range(2):  # at most one re-send, and only after a lookup proved absence
+        while True:
             try:
                 order, row = await self.call(
                     "place",
@@ -477,13 +565,24 @@ class Gateway:
                 found = await self._resolve(cid)
                 if found is not None:
                     return found
-                self.journal.set_resolution(cid, Resolution.ABSENT, self.clock.now())
+                if resent or not self.idempotent:
+                    self.note(unknown_message(cid), level="error", cid=cid)
+                    raise OutcomeUnknown(unknown_message(cid)) from exc
+                # Still PENDING: a death during the re-send leaves it for reconciliation, not ABSENT.
                 self.note(f"{cid} not at the broker after lookups: sending again under the same id", cid=cid)
+                resent = True
                 continue
             except Rejected as exc:
-                return self._record(self._rejected(request, exc))
+                if resent:  # perhaps our earlier send did arrive after all (a duplicate id refused)
+                    found = await self._resolve(cid, patient=False)
+                    if found is not None:
+                        return found
+                return self._record(self._rejected(request, exc), resolution=self._refused_by(exc))
             return self._record(order, row)
-        raise OutcomeUnknown(f"order {cid} could not be confirmed after a re-send; left for reconciliation")
+
+    @staticmethod
+    def _refused_by(exc: BaseException) -> Resolution:
+        return Resolution.ABSENT if not_sent(exc) else Resolution.CONFIRMED
 
     @staticmethod
     def order_from_intent(intent: Intent) -> Order:
@@ -525,29 +624,42 @@ class Gateway:
         )
 
     async def place_multileg(self, requests: Sequence[OrderRequest], *, slot: str) -> list[Order]:
-        """Native spread: legs journaled as intents 1..n of ``slot`` sharing a group id (leg 0's id)."""
+        """Native spread: legs journaled as intents 1..n of ``slot`` (ids :func:`runner.ids.leg_client_id`
+        of the group id, so an adapter can find a leg from the group) in one commit, before the request."""
         assert isinstance(self.broker, MultilegBroker)
         group = client_order_id(self.run_id, slot, 0, 0)
+        journaled = {
+            i.leg: i
+            for i in self.journal.intents(run_id=self.run_id, slot=slot)
+            if i.attempt == 0 and 1 <= i.leg <= len(requests)
+        }
         legs = [
-            dataclasses.replace(r, client_order_id=client_order_id(self.run_id, slot, i + 1, 0))
-            for i, r in enumerate(requests)
+            dataclasses.replace(
+                r, client_order_id=journaled[n].client_order_id if n in journaled else leg_client_id(group, n)
+            )
+            for n, r in enumerate(requests, start=1)
         ]
-        existing = [self.journal.get_intent(leg.client_order_id) for leg in legs]
-        if any(e is not None for e in existing):
-            found = [await self._resolve(leg.client_order_id) for leg in legs]
-            if all(f is not None for f in found):
+        resent = bool(journaled)
+        if journaled:  # an earlier start journaled this spread: the broker's truth first
+            self._ours.update(i.client_order_id for i in journaled.values())
+            found = [
+                await self._resolve(i.client_order_id, patient=i.status in UNSETTLED)
+                for i in journaled.values()
+            ]
+            if all(f is not None for f in found) and len(found) == len(legs):
                 return [f for f in found if f is not None]
             if any(f is not None for f in found):
                 raise OutcomeUnknown(f"spread {group}: only some legs are at the broker")
+            if all(i.status.is_terminal for i in journaled.values()):
+                return [self.order_from_intent(i) for i in journaled.values()]
+            if not all(self._absence_proven(i) for i in journaled.values()):
+                raise OutcomeUnknown(unknown_message(group))
+            again = [i.client_order_id for i in journaled.values() if i.resolution is not Resolution.PENDING]
+            if again:
+                self.journal.set_resolutions(again, Resolution.PENDING, self.clock.now())
         elif self.risk is not None:
-            for leg in legs:
-                ref = await self.reference_price(leg.instrument) if self.risk.needs_price else None
-                count = (
-                    self.journal.count_intents(self.run_id, exclude=(Purpose.UNWIND, Purpose.SQUARE_OFF))
-                    if self.risk.max_orders is not None
-                    else 0
-                )
-                self.risk.check(leg, orders_so_far=count, reference_price=ref)
+            for k, leg in enumerate(legs):  # each leg counts the ones before it
+                await self._check_risk(leg, pending=k)
         missing = [
             Intent(
                 client_order_id=leg.client_order_id,
@@ -555,15 +667,15 @@ class Gateway:
                 account=self.account,
                 step_id=self.step_id or slot,
                 slot=slot,
-                leg=i + 1,
+                leg=n,
                 attempt=0,
                 purpose=Purpose.ENTRY,
                 request=leg,
                 created_at=self.clock.now(),
                 group_id=group,
             )
-            for i, (leg, e) in enumerate(zip(legs, existing, strict=True))
-            if e is None
+            for n, leg in enumerate(legs, start=1)
+            if n not in journaled
         ]
         if missing:
             self.journal.add_intents(missing)  # every leg journaled, in one commit, before the request
@@ -578,19 +690,53 @@ class Gateway:
                 request={"legs": [request_to_dict(r) for r in legs]},
                 record=False,
             )
-        except OutcomeUnknown:
+        except OutcomeUnknown as exc:
             for leg in legs:
                 self.journal.mark_unknown(leg.client_order_id, self.clock.now())
             found = [await self._resolve(leg.client_order_id) for leg in legs]
             if all(f is not None for f in found):
                 return [f for f in found if f is not None]
-            raise
+            self.note(unknown_message(group), level="error", cid=group)
+            raise OutcomeUnknown(unknown_message(group)) from exc
         except Rejected as exc:
-            return [self._record(self._rejected(leg, exc)) for leg in legs]
+            if resent:
+                found = [await self._resolve(leg.client_order_id, patient=False) for leg in legs]
+                if all(f is not None for f in found):
+                    return [f for f in found if f is not None]
+            why = self._refused_by(exc)
+            return [self._record(self._rejected(leg, exc), resolution=why) for leg in legs]
         self.journal.record_call(row)
         return [self._record(o) for o in orders]
 
     # --- cancel / modify, verified by reading back ------------------------------------------------------
+
+    async def _change(
+        self,
+        method: str,
+        order: Order,
+        send: Callable[[Order], Awaitable[Order]],
+        request: dict[str, Any],
+        landed: Callable[[Order], bool],
+    ) -> Order:
+        """Issue a cancel / modify and return the order read back. After OutcomeUnknown, if the read-back
+        shows the change did not land and the order still works, the same change is issued once more:
+        it names an existing order (same broker id, same target state), so a repeat cannot create one."""
+        cid = order.client_order_id
+        target = order
+        for last in (False, True):
+            try:
+                await self.call(method, functools.partial(send, target), cid=cid, request=request)
+            except OutcomeUnknown as exc:
+                self.note(f"{method} {cid}: OutcomeUnknown: {exc}; reading back", cid=cid)
+                target = await self.read(order)
+                if last or landed(target) or not is_live(target):
+                    return target
+                self.note(f"{method} {cid} did not land; issuing it once more", cid=cid)
+                continue
+            except (NotModifiable, NotFound) as exc:
+                self.note(f"{method} {cid}: {type(exc).__name__}: {exc}; reading back", cid=cid)
+            break
+        return await self.read(order)
 
     async def cancel(self, order: Order, *, timeout: float | None = None) -> Order:
         """Cancel and read back until the order is no longer live (cancelled, or filled first)."""
@@ -599,67 +745,74 @@ class Gateway:
             order = await self.read(order)
         if not is_live(order):
             return order
-        try:
-            await self.call(
-                "cancel",
-                lambda: self.broker.cancel(order),
-                cid=order.client_order_id,
-                request={"client_order_id": order.client_order_id, "broker_order_id": order.broker_order_id},
-            )
-        except (NotModifiable, NotFound, OutcomeUnknown) as exc:
-            self.note(
-                f"cancel {order.client_order_id}: {type(exc).__name__}: {exc}; reading back",
-                cid=order.client_order_id,
-            )
-        return await self.wait_for(await self.read(order), lambda o: not is_live(o), timeout)
+        current = await self._change(
+            "cancel",
+            order,
+            self.broker.cancel,
+            {"client_order_id": order.client_order_id, "broker_order_id": order.broker_order_id},
+            lambda o: o.status is OrderStatus.PENDING_CANCEL,
+        )
+        return await self.wait_for(current, lambda o: not is_live(o), timeout)
 
     async def modify(self, order: Order, change: Modification, *, timeout: float | None = None) -> Order:
         """Modify in place (or cancel + replace without Capability.MODIFY) and read back until the
-        broker shows the change or the order is no longer working."""
+        broker shows the change or the order is no longer working. Pre-trade limits apply to the order
+        as it would stand after the change."""
         timeout = self.tuning.verify_timeout if timeout is None else timeout
         if Capability.MODIFY not in self.broker.capabilities:
             return await self._replace(order, change, timeout)
-        try:
-            await self.call(
-                "modify",
-                lambda: self.broker.modify(order, change),
-                cid=order.client_order_id,
-                request={"client_order_id": order.client_order_id, **dataclasses.asdict(change)},
-            )
-        except (NotModifiable, NotFound, OutcomeUnknown) as exc:
-            self.note(
-                f"modify {order.client_order_id}: {type(exc).__name__}: {exc}; reading back",
-                cid=order.client_order_id,
-            )
-        return await self.wait_for(
-            await self.read(order), lambda o: applied(o, change) or not is_live(o), timeout
+        intent = self.journal.get_intent(order.client_order_id) if self.risk is not None else None
+        await self._check_modify(order, change, intent)
+        broker = self.broker
+        current = await self._change(
+            "modify",
+            order,
+            lambda o: broker.modify(o, change),
+            {"client_order_id": order.client_order_id, **dataclasses.asdict(change)},
+            lambda o: applied(o, change),
         )
+        return await self.wait_for(current, lambda o: applied(o, change) or not is_live(o), timeout)
 
     async def _replace(self, order: Order, change: Modification, timeout: float) -> Order:
+        """Cancel, then place the rest under the next attempt of the same slot. ``change.quantity`` is the
+        new total, so the replacement carries it less what filled; checked before anything is cancelled."""
         intent = self.journal.get_intent(order.client_order_id)
         if intent is None:
             raise NotModifiable(
                 f"order {order.client_order_id} was not placed by this run; cannot replace it"
             )
-        cancelled = await self.cancel(order, timeout=timeout)
-        if cancelled.status is not OrderStatus.CANCELLED:
-            return cancelled
-        remaining = cancelled.quantity - cancelled.filled_quantity
-        new_type = change.order_type or cancelled.order_type
+        total = change.quantity if change.quantity is not None else order.quantity
+        if total - order.filled_quantity <= 0:
+            raise NotModifiable(
+                f"modify {order.client_order_id}: new quantity {total} is not above the "
+                f"{order.filled_quantity} already filled"
+            )
+        new_type = change.order_type or order.order_type
         req = dataclasses.replace(
             intent.request,
-            quantity=change.quantity or remaining,
+            quantity=total - order.filled_quantity,
             order_type=new_type,
             price=None if new_type is OrderType.MARKET else (change.price or intent.request.price),
             trigger_price=change.trigger_price or intent.request.trigger_price,
         )
-        return await self.place(
-            req,
-            slot=intent.slot,
-            leg=intent.leg,
-            attempt=intent.attempt + 1,
-            purpose=Purpose.REPLACE if not intent.purpose.reduces_risk else intent.purpose,
-        )
+        purpose = Purpose.REPLACE if not intent.purpose.reduces_risk else intent.purpose
+        slot, leg, attempt = intent.slot, intent.leg, intent.attempt + 1
+        req = dataclasses.replace(req, client_order_id=client_order_id(self.run_id, slot, leg, attempt))
+        if not purpose.reduces_risk:
+            await self._check_risk(req)  # before the cancel: a refused change leaves the order working
+        cancelled = await self.cancel(order, timeout=timeout)
+        if cancelled.status is not OrderStatus.CANCELLED:
+            return cancelled
+        rest = total - cancelled.filled_quantity  # fills that came in before the cancel took effect
+        if rest <= 0:
+            self.note(
+                f"{order.client_order_id}: {cancelled.filled_quantity} filled before the cancel; "
+                f"nothing left to replace",
+                cid=order.client_order_id,
+            )
+            return cancelled
+        req = dataclasses.replace(req, quantity=rest)
+        return await self._place_checked(req, slot=slot, leg=leg, attempt=attempt, purpose=purpose)
 
 
 def applied(order: Order, change: Modification) -> bool:

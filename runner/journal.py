@@ -103,9 +103,11 @@ class StepOutcome(enum.StrEnum):
 class Resolution(enum.StrEnum):
     """What we know about whether an intent reached the broker."""
 
-    PENDING = "pending"  # journaled; the request may be in flight or may never have left
+    PENDING = "pending"  # journaled; the request may be in flight or may never have left (set again
+    # before every send, so a death between a re-send and its reply leaves it PENDING, never ABSENT)
     CONFIRMED = "confirmed"  # the broker has it (ack or lookup)
-    ABSENT = "absent"  # a lookup by client id proved the broker never got it: safe to send again
+    ABSENT = "absent"  # the broker never got it: refused on our side, or not found by a lookup made well
+    # after the last send (see runner.gateway.Gateway.reconcile); may be sent again, as PENDING first
 
 
 class Purpose(enum.StrEnum):
@@ -950,9 +952,35 @@ class Journal:
         return sum(int(r["count"]) for r in counts if r["purpose"] not in skip)
 
     def set_resolution(self, client_order_id: str, resolution: Resolution, now: dt.datetime) -> None:
-        self._write(
-            _UPD_RESOLUTION, {"b_cid": client_order_id, "resolution": resolution.value, "updated_at": now}
+        self.set_resolutions((client_order_id,), resolution, now)
+
+    def set_resolutions(
+        self, client_order_ids: Iterable[str], resolution: Resolution, now: dt.datetime
+    ) -> None:
+        """Several intents (the legs of a native spread) in one commit."""
+        rows = [{"b_cid": c, "resolution": resolution.value, "updated_at": now} for c in client_order_ids]
+        with self._fast.transaction() as t:
+            t.executemany(_UPD_RESOLUTION, rows)
+
+    def reconcilable_intents(self, account: str, run_id: str) -> list[Intent]:
+        """Unsettled intents (PENDING_NEW / UNKNOWN, whatever their resolution) of ``account`` that
+        belong to ``run_id`` or to a run no longer RUNNING. A RUNNING run other than ``run_id`` is live
+        elsewhere (another playbook of the daemon on this account) or crashed, and then its own restart
+        reconciles it: looking its orders up from here could call one absent while its request is in
+        flight."""
+        c = order_intents.c
+        q = (
+            sa.select(order_intents)
+            .join(runs, runs.c.run_id == c.run_id)
+            .where(
+                c.account == account,
+                c.status.in_([OrderStatus.PENDING_NEW.value, OrderStatus.UNKNOWN.value]),
+                sa.or_(c.run_id == run_id, runs.c.status != RunStatus.RUNNING.value),
+            )
+            .order_by(c.created_at, c.client_order_id)
         )
+        with self._read() as conn:
+            return [_intent_from_row(r) for r in conn.execute(q).mappings()]
 
     def _write(self, stmt: _Stmt, params: Mapping[str, Any]) -> None:
         """One statement in its own committed transaction."""
@@ -960,11 +988,18 @@ class Journal:
             t.execute(stmt, params)
 
     def record_order(
-        self, order: Order, now: dt.datetime, *, call: Mapping[str, Any] | None = None
+        self,
+        order: Order,
+        now: dt.datetime,
+        *,
+        call: Mapping[str, Any] | None = None,
+        resolution: Resolution = Resolution.CONFIRMED,
     ) -> OrderStatus:
         """Apply the broker's view of one of our orders: status (checked), broker id, fills.
 
         ``call`` (a broker_calls row) is written in the same transaction: one commit per broker answer.
+        ``resolution``: CONFIRMED (the broker has it), or ABSENT for a refusal made on our side that the
+        broker never saw (e.g. the kill switch).
         Returns the stored status. Raises :class:`IllegalTransition` after recording an illegal move
         (status left unchanged).
         """
@@ -1029,7 +1064,7 @@ class Journal:
                 _UPD_STATE,
                 {
                     "b_cid": cid,
-                    "resolution": Resolution.CONFIRMED.value,
+                    "resolution": resolution.value,
                     "status": status.value,
                     "broker_order_id": stored_boid or order.broker_order_id or stored_boid,
                     "filled_quantity": filled,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -160,7 +161,7 @@ def configure(
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=True)
         if json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty() and "NO_COLOR" not in os.environ)
     )
     structlog.configure(
         processors=[

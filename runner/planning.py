@@ -35,8 +35,10 @@ from runner.journal import Journal, Purpose, StepOutcome
 from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
 from runner.playbook import (
     CancelStep,
+    LtpPrice,
     ModifyStep,
     OrderCondition,
+    OrderFields,
     OrderFilter,
     PlaceStep,
     Playbook,
@@ -49,8 +51,15 @@ from runner.playbook import (
 from runner.risk import QuoteSource, RiskChecker, RiskConfig, RiskRefused
 from runner.steps import EXIT_KINDS
 from runner.steps.cancel import open_matching
-from runner.steps.common import StepError, build_request, enrich, ref_slots
-from runner.steps.modify import chase_cap, modification_of, next_chase_price
+from runner.steps.common import StepError, build_request, enrich, is_relative, ref_slots
+from runner.steps.modify import (
+    chase_cap,
+    journaled_resolutions,
+    modification_of,
+    next_chase_price,
+    relative_fields,
+    resolve_fields,
+)
 from runner.steps.spread import UNWIND_LEG, leg_sequence, native_for, unwind_request
 from runner.steps.square_off import (
     ROUND,
@@ -99,6 +108,7 @@ class PlannedCall:
     group_id: str | None = None
     condition: str | None = None  # None: sent whenever the step runs, given the observed state
     runtime_price: bool = False  # the price is taken when the step runs (shown: the estimate now)
+    price_note: str = ""  # LTP-relative prices as written, with the estimate now: "LTP -1% (≈ 123.45 now)"
     risk: str = ""  # "ok", "refused: ...", "exempt: reduces risk", ...
     refused: bool = False  # refused by limits: never sent
     reason: str = ""
@@ -126,6 +136,7 @@ class PlannedCall:
             group_id=d.get("group_id"),
             condition=d.get("condition"),
             runtime_price=bool(d.get("runtime_price")),
+            price_note=d.get("price_note", ""),
             risk=d.get("risk", ""),
             refused=bool(d.get("refused")),
             reason=d.get("reason", ""),
@@ -515,6 +526,30 @@ class Planner:
             self.prices[ins.key] = price
         return self.prices[ins.key]
 
+    async def _ltp(self, ins: Any) -> Decimal:
+        ltp = await self._ref(ins)
+        if ltp is None:
+            raise StepError(
+                f"{ins.key}: no last traded price now, so a price relative to LTP cannot be resolved"
+            )
+        return ltp
+
+    async def _request(self, f: OrderFields, slot: str, leg: int) -> tuple[OrderRequest, dict[str, Any]]:
+        """The request as the step builds it, and PlannedCall fields for LTP-relative prices (estimated
+        from the price now; a slot journaled earlier keeps its resolved price)."""
+        if not is_relative(f.price, f.trigger_price):
+            return build_request(self.pb, f), {}
+        intent = self.journal.get_intent(client_order_id(self.run_id, slot, leg, 0))
+        if intent is not None:
+            return intent.request, {}
+        req = build_request(self.pb, f, await self._ltp(self.pb.instrument(f.instrument)))
+        notes = []
+        if isinstance(f.price, LtpPrice):
+            notes.append(f"{f.price.offset.label} (≈ {req.price} now)")
+        if isinstance(f.trigger_price, LtpPrice):
+            notes.append(f"trg {f.trigger_price.offset.label} (≈ {req.trigger_price} now)")
+        return req, {"runtime_price": True, "price_note": "; ".join(notes)}
+
     async def _lookup(self, cid: str) -> Order | None:
         try:
             return await self.broker.get_order(cid)
@@ -683,13 +718,14 @@ class Planner:
         return out
 
     async def _place_step(self, d: _Draft, step: PlaceStep) -> None:
-        req = build_request(self.pb, step)
-        await self._place(d, req, _Slot(step.id, 0, 0, Purpose.ENTRY))
+        req, kw = await self._request(step, step.id, 0)
+        await self._place(d, req, _Slot(step.id, 0, 0, Purpose.ENTRY), **kw)
         d.message = f"{req.side.value} {req.quantity} {req.instrument.key} {req.order_type.value}"
 
     async def _spread(self, d: _Draft, step: SpreadStep) -> None:
-        reqs = [build_request(self.pb, leg) for leg in step.legs]
         native = native_for(self.broker, step)
+        built = [await self._request(leg, step.id, i + 1) for i, leg in enumerate(step.legs)]
+        reqs = [r for r, _ in built]
         if native:
             group = client_order_id(self.run_id, step.id, 0, 0)
             fresh = all(
@@ -719,7 +755,14 @@ class Planner:
                 req = dataclasses.replace(r, client_order_id=cid)
                 risk = "ok" if fresh else "journaled earlier: looked up by client id"
                 d.calls.append(
-                    _call(CallOp.PLACE_MULTILEG, req, purpose=Purpose.ENTRY, group_id=group, risk=risk)
+                    _call(
+                        CallOp.PLACE_MULTILEG,
+                        req,
+                        purpose=Purpose.ENTRY,
+                        group_id=group,
+                        risk=risk,
+                        **built[i][1],
+                    )
                 )
                 self._project(req, _Slot(step.id, i + 1, 0, Purpose.ENTRY))
             if fresh:
@@ -730,7 +773,9 @@ class Planner:
             for i in leg_sequence(step):
                 name = step.legs[i].id or f"leg {i + 1}"
                 cond = None if prev is None else f"after {prev} fills within {step.leg_timeout}"
-                await self._place(d, reqs[i], _Slot(step.id, i + 1, 0, Purpose.ENTRY), condition=cond)
+                await self._place(
+                    d, reqs[i], _Slot(step.id, i + 1, 0, Purpose.ENTRY), condition=cond, **built[i][1]
+                )
                 prev = name
             d.message = f"legged, {step.leg_order}, {step.leg_timeout} per leg"
         failure = f"if a leg is not filled within {step.leg_timeout}"
@@ -765,15 +810,19 @@ class Planner:
         cond = f"if {when_text(step.when)}"
         if self._filled_in_projection(order):
             cond += " (not if it filled first)"
+        resolved, notes = await self._resolve_modify(step, order)
         if step.chase is None:
-            change = modification_of(self.pb, step)
+            change = modification_of(self.pb, step, resolved)
             self._modify(d, order, change, cond, "modify")
-            d.message = f"conditional change of {order.client_order_id}"
+            note = "; ".join(notes.values())
+            if note:
+                d.calls[-1] = dataclasses.replace(d.calls[-1], runtime_price=True, price_note=note)
+            d.message = f"conditional change of {order.client_order_id}" + (f" to {note}" if note else "")
             return
         spec = step.chase
         if order.price is None:
             raise StepError("chase needs a LIMIT order with a price")
-        cap = chase_cap(self.pb, spec)
+        cap = chase_cap(self.pb, spec, resolved)
         origin = self._origin_price(order)
         price = order.price
         every = parse_duration(spec.every)
@@ -794,7 +843,26 @@ class Planner:
                 f"{cond}, still working after the chase",
                 "to market",
             )
-        d.message = f"chase {order.side.value} {origin} by {spec.tick} every {spec.every}, limit {cap}"
+        limit = notes.get("limit_price", cap)
+        d.message = f"chase {order.side.value} {origin} by {spec.tick} every {spec.every}, limit {limit}"
+
+    async def _resolve_modify(
+        self, step: ModifyStep, order: Order
+    ) -> tuple[dict[str, Decimal], dict[str, str]]:
+        """A modify step's LTP-relative prices: as journaled by an earlier start, else estimated now."""
+        fields = relative_fields(step)
+        if not fields:
+            return {}, {}
+        earlier = journaled_resolutions(self.journal, self.run_id, step.id)
+        if set(fields) <= set(earlier):
+            return earlier, {}
+        resolved = resolve_fields(self.pb, step, order, await self._ltp(enrich(self.pb, order.instrument)))
+        prefix = {"price": "", "trigger_price": "trg ", "limit_price": ""}
+        notes = {
+            name: f"{prefix[name]}{value.offset.label} (≈ {resolved[name]} now)"
+            for name, (value, _) in fields.items()
+        }
+        return resolved, notes
 
     def _origin_price(self, order: Order) -> Decimal:
         s = self.slots.get(order.client_order_id)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from runner.model import Instrument, OptionType, OrderStatus, OrderType, Product, Side, Validity
+from runner.relprice import OFFSET_PATTERN, Offset, parse_offset
 
 # --- scalar syntaxes -------------------------------------------------------------------------------
 
@@ -54,11 +55,24 @@ Exchange = Literal["NSE", "BSE", "NFO", "BFO", "MCX", "CDS"]
 # A quantity or price may be a literal or a ``${var}`` / ``${var * var}`` substitution.
 VarRef = Annotated[str, Field(pattern=VAR_RE.pattern)]
 Qty = Annotated[int, Field(gt=0)] | VarRef
-Price = Annotated[Decimal, Field(gt=0)] | VarRef
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class LtpPrice(_Model):
+    """A price relative to the last traded price, resolved when the step runs: ``{ltp: "-1%"}``."""
+
+    ltp: Annotated[str, Field(pattern=OFFSET_PATTERN)] | Annotated[int, Field(ge=0, le=0)]
+
+    @property
+    def offset(self) -> Offset:
+        return parse_offset(self.ltp)
+
+
+# A price is a literal, a ``${var}`` substitution, or market-relative ``{ltp: "<offset>"}``.
+Price = Annotated[Decimal, Field(gt=0)] | VarRef | LtpPrice
 
 
 # --- instruments ------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner.relprice import Unit, offset_hint, parse_offset
 from runner.yamlload import Loaded, YamlError, load_yaml, to_json
 
 if TYPE_CHECKING:
@@ -162,6 +163,8 @@ _LABELS = {
     "DateTime": "date and time",
     "Quantity": "quantity",
     "Price": "price",
+    "FixedPrice": "price",
+    "LtpOffset": "ltp offset",
 }
 _TYPE_WORDS = {
     "integer": "a whole number",
@@ -269,7 +272,12 @@ def _explain(sink: _Sink, error: Any, names: dict[int, str]) -> None:
     shown = "a value" if secret else _short(value)
     hint: str | None
 
-    if keyword == "additionalProperties" and isinstance(value, dict):
+    if label == "ltp offset":
+        # One message whatever keyword failed (type, pattern, min/max of the integer form).
+        sink.add(
+            path, f"ltp: {_short(value)} is not a valid offset from the last traded price", offset_hint(value)
+        )
+    elif keyword == "additionalProperties" and isinstance(value, dict):
         allowed = list(schema.get("properties", {}))
         for extra in value:
             if extra in allowed:
@@ -619,12 +627,17 @@ class _Semantics:
         if otype in ("SL", "SL-M") and not has_trigger:
             self.sink.add(path, f"an {otype} order needs a trigger_price", "add trigger_price: ...")
         if otype in ("MARKET", "SL-M") and has_price:
+            relative = isinstance(order["price"], dict)
             self.sink.add(
                 (*path, "price"),
-                f"a {otype} order must not have a price",
-                "remove price, or use type: LIMIT"
-                if otype == "MARKET"
-                else "use type: SL for a limit stop-loss",
+                f"a {otype} order must not have a price"
+                + (" (not even one relative to LTP)" if relative else ""),
+                (
+                    "remove price, or use type: LIMIT"
+                    + (" to place a limit at the LTP offset" if relative else "")
+                    if otype == "MARKET"
+                    else "use type: SL for a limit stop-loss"
+                ),
                 key=True,
             )
         if otype in ("MARKET", "LIMIT") and has_trigger:
@@ -642,6 +655,7 @@ class _Semantics:
             )
         price = self.number((*path, "price"), order.get("price"), whole=False)
         trigger = self.number((*path, "trigger_price"), order.get("trigger_price"), whole=False)
+        self.check_ltp_order(path, order, otype)
         qty = self.number((*path, "quantity"), order.get("quantity"), whole=True)
         lots = self.number((*path, "lots"), order.get("lots"), whole=True)
         if spec is None:
@@ -747,6 +761,9 @@ class _Semantics:
         """Resolve a literal or ${var} / ${a * b}; report undefined or mistyped variables. None if unknown."""
         if value is None:
             return None
+        if isinstance(value, dict):  # {ltp: ...}: known only when the step runs
+            self.check_ltp(path, value)
+            return None
         if not isinstance(value, str):
             return value
         m = _VAR_RE.match(value)
@@ -786,6 +803,44 @@ class _Semantics:
             self.sink.add(path, f"{value} gives {result}; {path[-1]} must be positive")
             return None
         return result
+
+    def check_ltp(self, path: tuple[str | int, ...], value: dict[str, Any]) -> None:
+        offset = parse_offset(value["ltp"])  # the schema checked the syntax
+        if offset.unit is Unit.PERCENT and offset.amount <= -100:
+            self.sink.add(
+                (*path, "ltp"),
+                f"ltp {offset} gives a price of zero or less",
+                'a price must stay above zero: e.g. "-5%"',
+            )
+
+    def check_ltp_order(self, path: tuple[str | int, ...], order: dict[str, Any], otype: str) -> None:
+        """Market-relative prices on one order: stop direction and SL price/trigger consistency."""
+        price, trigger = order.get("price"), order.get("trigger_price")
+        side = order["side"]
+        if isinstance(trigger, dict) and otype in ("SL", "SL-M"):
+            off = parse_offset(trigger["ltp"])
+            wrong = off.amount >= 0 if side == "SELL" else off.amount <= 0
+            if wrong:
+                where = "at or above" if side == "SELL" else "at or below"
+                self.sink.warn(
+                    (*path, "trigger_price", "ltp"),
+                    f"a {side} stop triggered {where} the last traded price ({off.label}) fires at once",
+                    f"a {side} stop sits {'below' if side == 'SELL' else 'above'} the market: "
+                    f'e.g. {{ltp: "{"-" if side == "SELL" else "+"}1%"}}',
+                )
+        if otype == "SL" and isinstance(price, dict) and isinstance(trigger, dict):
+            p, t = parse_offset(price["ltp"]), parse_offset(trigger["ltp"])
+            if p.unit is t.unit or not p.amount or not t.amount:
+                if side == "BUY" and t.amount > p.amount:
+                    self.sink.add(
+                        (*path, "trigger_price"),
+                        f"a BUY SL triggers at or below its price (trigger {t.label} > price {p.label})",
+                    )
+                if side == "SELL" and t.amount < p.amount:
+                    self.sink.add(
+                        (*path, "trigger_price"),
+                        f"a SELL SL triggers at or above its price (trigger {t.label} < price {p.label})",
+                    )
 
     def step_place(self, path: tuple[str | int, ...], step: dict[str, Any], i: int) -> None:
         self.check_order_fields(path, step, "a place step")
@@ -1207,4 +1262,9 @@ def playbook_from_report(report: Report) -> Playbook:
         raise PlaybookInvalid(report)
     from runner.playbook import Playbook
 
-    return Playbook.model_validate(report.value)
+    # The schema saw dates as ISO strings (a date where text is expected, e.g. `description: 2026-01-01`,
+    # is valid text): give the model the same view. Vars keep their loaded types (dates stay dates).
+    value = to_json(report.value)
+    if isinstance(report.value, dict) and "vars" in report.value:
+        value["vars"] = report.value["vars"]
+    return Playbook.model_validate(value)

@@ -20,7 +20,7 @@ from runner.db import make_engine
 from runner.engine import RunOptions, execute
 from runner.journal import Journal
 from runner.model import OrderType, Product
-from runner.playbook import Playbook
+from runner.playbook import LtpPrice, Playbook
 from runner.prices import StepPath
 from runner.validate import load_playbook
 
@@ -41,7 +41,7 @@ def market_for(pb: Playbook) -> StepPath:
             price = getattr(f, "price", None)
             level = (
                 pb.resolve_decimal(price)
-                if price is not None
+                if price is not None and not isinstance(price, LtpPrice)  # relative: any level will do
                 else (
                     Decimal(100)
                     if ins.option_type
@@ -84,15 +84,18 @@ async def test_example_rehearses_to_a_clean_end(path, tmp_path):
 
 # --- the shipped examples on the built-in paper account's default market, through the CLI ------------
 
-REHEARSAL_DAY = "2026-12-01"  # the examples' option premiums are written for early December 2026
+# Option premiums decay towards expiry (2026-12-29): the examples price relative to LTP, so they must
+# rehearse cleanly on any trading day before it, from a month out to the day before expiry.
+REHEARSAL_DAYS = ["2026-11-23", "2026-12-01", "2026-12-15", "2026-12-28"]
 
 
+@pytest.mark.parametrize("day", REHEARSAL_DAYS)
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_cli_rehearse_of_every_example_succeeds_on_default_prices(path, tmp_path, capsys):
+def test_cli_rehearse_of_every_example_succeeds_on_default_prices(path, day, tmp_path, capsys):
     from runner.cli import main
 
     db = f"sqlite:///{tmp_path / 'r.db'}"
-    assert main(["rehearse", str(path), "--date", REHEARSAL_DAY, "--db", db, "--json"]) == 0
+    assert main(["rehearse", str(path), "--date", day, "--db", db, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["status"] == "succeeded"
     assert all(s["outcome"] in ("succeeded", "skipped") for s in report["steps"])
@@ -116,7 +119,11 @@ def test_run_now_entry_then_intraday_square_off_on_the_default_paper_account(tmp
         (pos,) = asyncio.run(broker.positions())
         assert (pos.instrument.key, pos.product, pos.quantity) == ("NFO NIFTY 2026-12-29", Product.MIS, 75)
         (stop,) = asyncio.run(broker.open_orders())
-        assert stop.order_type is OrderType.SL_M and stop.trigger_price == Decimal("24100.00")
+        assert stop.order_type is OrderType.SL_M and stop.trigger_price is not None
+        # trigger_price {ltp: "-1.6%"}: resolved just after the fill, on the 0.10 tick, rounded down
+        (fill,) = asyncio.run(broker.fills())
+        assert stop.trigger_price % Decimal("0.10") == 0
+        assert fill.price * Decimal("0.982") < stop.trigger_price < fill.price * Decimal("0.986")
 
         assert main(["run", "--now", str(playbooks / "intraday_square_off.yaml"), "--db", db, "--json"]) == 0
         square = json.loads(capsys.readouterr().out)

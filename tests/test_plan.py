@@ -355,3 +355,28 @@ def test_cli_apply_rejects_a_file_that_is_not_a_plan(tmp_path, capsys):
     bad.write_text('{"format": "something-else"}')
     assert main(["apply", str(bad)]) == 1
     assert "not a runner plan file" in capsys.readouterr().err
+
+
+async def test_ltp_relative_prices_are_planned_as_written_with_the_estimate_now(tmp_path):
+    from zoneinfo import ZoneInfo
+
+    from runner.commands.plan import print_plan
+
+    env = make_env(tmp_path, start=at(9, 16))  # RELIANCE trades at 2900
+    pb = _load(PLAYBOOKS / "equity_limit_entry.yaml")  # buy_reliance: price {ltp: "-0.25%"}, tick 0.10
+    plan = await _plan(env, pb)
+    (call,) = plan.steps[0].calls
+    # 2900 - 0.25% = 2892.75, a BUY rounds down to the 0.10 tick
+    assert call.price == Decimal("2892.70") and call.runtime_price
+    assert call.price_note == "LTP -0.25% (≈ 2892.70 now)"
+    out = io.StringIO()
+    print_plan(plan, ZoneInfo(pb.timezone), out)
+    assert "LTP -0.25% (≈ 2892.70 now)" in out.getvalue()
+    assert plan_from_dict(json.loads(json.dumps(plan.to_dict()))).calls == plan.calls
+    # apply resolves when the step runs: the market moved, the new price is still what the plan allows
+    env.prices.set(RELIANCE, Decimal("2910"), at(9, 16, 30))
+    env.clock.advance(60)
+    report = await apply_plan(plan, pb, env.broker(), env.journal, env.clock)
+    assert report.ok, [(s.step_id, s.message) for s in report.steps]
+    sent = {i.step_id: i.request.price for i in env.journal.intents(run_id=report.run_id)}
+    assert sent["buy_reliance"] == Decimal("2902.70")  # 2910 - 0.25% = 2902.725, rounded down

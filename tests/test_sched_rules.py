@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from runner.playbook import Schedule
-from runner.scheduler import build_rule, late_window, localize
+from runner.sched_rules import build_rule, late_window, localize
 
 UTC = dt.UTC
 NY = ZoneInfo("America/New_York")

@@ -161,3 +161,13 @@ def test_drift_is_detected() -> None:
     hand = _load("playbook.v1.json")
     hand["$defs"]["OrderType"]["enum"].append("STOP")
     assert _compare("PlaceStep", hand["$defs"]["PlaceStep"], hand, model["$defs"]["PlaceStep"], model)
+
+
+def test_ltp_offset_syntax_is_one_pattern() -> None:
+    """The schema's offset syntax, the model's and the resolver's are the same regex."""
+    from runner.relprice import OFFSET_PATTERN
+
+    hand = _load("playbook.v1.json")
+    assert hand["$defs"]["LtpOffset"]["pattern"] == OFFSET_PATTERN
+    model = Playbook.model_json_schema()["$defs"]["LtpPrice"]["properties"]["ltp"]
+    assert OFFSET_PATTERN in json.dumps(model).replace("\\\\", "\\")

@@ -57,6 +57,9 @@ JUNK = st.one_of(
     ),
     st.dates(dt.date(2026, 1, 1), dt.date(2028, 12, 31)),
     st.lists(st.sampled_from(["NFO", "MIS", "filled", 1]), max_size=3),
+    st.sampled_from(
+        [{"ltp": "-1%"}, {"ltp": "2%"}, {"ltp": 0}, {"ltp": 5}, {"ltp": "-3 ticks"}, {"lpt": "+1"}]
+    ).map(dict),
     st.dictionaries(
         st.sampled_from(["kind", "id", "order", "side", "junk"]),
         st.sampled_from(["x", 1, "place"]),

@@ -21,6 +21,9 @@ class Capability(enum.Enum):
     STOP_ORDERS = "stop_orders"
     BRACKET_COVER = "bracket_cover"
     STREAMING = "streaming"  # pushes order events
+    # The broker itself refuses a second order with the same client id (any state, all day): only then
+    # may an order whose outcome is unknown and that lookups did not find be sent again at once.
+    IDEMPOTENT_CLIENT_ID = "idempotent_client_id"
 
 
 @runtime_checkable

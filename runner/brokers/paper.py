@@ -339,6 +339,7 @@ class PaperBroker:
             Capability.LOOKUP_BY_CLIENT_ID,
             Capability.MARKET_ORDERS,
             Capability.STOP_ORDERS,
+            Capability.IDEMPOTENT_CLIENT_ID,  # the matching engine refuses a repeated client id all day
         }
     )
 

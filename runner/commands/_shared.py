@@ -1,44 +1,128 @@
-"""Helpers shared by run / plan / apply / rehearse / history / show (not a command itself)."""
+"""Helpers shared by the commands (not a command itself).
+
+Cold start: this module is imported for every ``runner <cmd> --help``, so it imports nothing heavy at
+module level (no engine, pydantic, sqlalchemy, asyncio); those come inside the functions that need them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import json
-import logging
+import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
-from zoneinfo import ZoneInfo
 
-from runner.engine import RunReport
-from runner.gateway import EngineEvent, EventKind
-from runner.playbook import Playbook
+from runner.cli import EXIT_BROKER, EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, CommandError
 
 if TYPE_CHECKING:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
     from sqlalchemy.engine import Engine
 
+    from runner.accounts import Account
     from runner.brokers.base import Broker
     from runner.control import GuardedBroker
+    from runner.engine import RunReport
+    from runner.gateway import EngineEvent
+    from runner.playbook import Playbook
+    from runner.risk import RiskConfig
 
 
-class PlaybookInvalid(Exception):
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
+# --- input files: every problem is one `file:line:col: message` line and exit 1 (2 if missing) ----------
 
 
 def load_playbook(path: str, accounts_file: str | None = None) -> Playbook:
-    """Validate first (every error at once, ``file:line:col`` style), then build the typed model."""
+    """Validate first (every error at once, ``file:line:col`` style), then build the typed model.
+    The accounts file is checked before the playbook: an invalid one would make every account unknown."""
     from runner import validate
 
+    check_accounts_file(accounts_file)
     try:
         return validate.load_playbook(path, accounts_file)
+    except FileNotFoundError:
+        raise CommandError(EXIT_USAGE, f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CommandError(EXIT_USAGE, f"{path}: is a directory, expected a playbook file") from None
     except OSError as exc:
-        raise PlaybookInvalid([f"{path}: cannot read: {exc.strerror}"]) from None
+        raise CommandError(EXIT_INVALID, f"{path}: cannot read: {exc.strerror}") from None
     except validate.PlaybookInvalid as exc:
-        raise PlaybookInvalid([d.format() for d in exc.report.errors]) from None
+        raise CommandError(EXIT_INVALID, [d.format() for d in exc.report.errors]) from None
+
+
+def check_accounts_file(accounts_file: str | None) -> None:
+    """The accounts file (explicit or found) checked by runner.validate: errors as ``file:line:col``."""
+    from runner import validate
+
+    if accounts_file and not os.path.isfile(accounts_file):
+        raise CommandError(EXIT_USAGE, f"{accounts_file}: no such accounts file")
+    _, report = validate.account_names(accounts_file)
+    if report is not None and report.errors:
+        raise CommandError(EXIT_INVALID, [d.format() for d in report.errors])
+
+
+def load_account(name: str, accounts_file: str | None, *, explicit: bool) -> Account:
+    """``explicit``: the name came from ``--account`` (unknown is a usage error), else from the playbook."""
+    from runner.accounts import find_accounts_file, get_account
+
+    check_accounts_file(accounts_file)
+    try:
+        return get_account(name, accounts_file)
+    except LookupError as exc:
+        raise CommandError(EXIT_USAGE if explicit else EXIT_INVALID, str(exc.args[0])) from None
+    except ValueError as exc:  # pydantic: a rule the schema does not express
+        path = find_accounts_file(accounts_file)
+        raise CommandError(EXIT_INVALID, _positioned(str(path), exc, prefix=("accounts",))) from None
+
+
+def load_risk(path: str | None) -> RiskConfig:
+    from runner.risk import ENV_VAR, load_risk_config
+
+    where = path or os.environ.get(ENV_VAR)
+    try:
+        return load_risk_config(path)
+    except FileNotFoundError:
+        src = "--risk" if path else f"${ENV_VAR}"
+        raise CommandError(EXIT_USAGE, f"{where}: no such risk file ({src})") from None
+    except OSError as exc:
+        raise CommandError(EXIT_INVALID, f"{where}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:  # YamlError (already file:line:col) or pydantic ValidationError
+        raise CommandError(EXIT_INVALID, _positioned(str(where), exc)) from None
+
+
+def _positioned(filename: str, exc: ValueError, prefix: tuple[str, ...] = ()) -> list[str]:
+    """``file:line:col: error: message`` lines for a YAML or pydantic error about ``filename``."""
+    from runner.yamlload import YamlError, load_yaml
+
+    if isinstance(exc, YamlError):
+        return [f"{exc.filename}:{line}:{col}: error: {msg}" for line, col, msg in exc.errors]
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return [f"{filename}: error: {exc}"]
+    try:
+        with open(filename, encoding="utf-8") as f:
+            loaded = load_yaml(f.read(), filename)
+    except (OSError, ValueError):
+        loaded = None
+    lines = []
+    for err in errors():
+        loc = [e for e in err.get("loc", ()) if not (isinstance(e, str) and e.startswith("function-"))]
+        path = [*prefix, *loc] if prefix and loc[:1] != list(prefix) else loc
+        line, col = loaded.mark(path) if loaded is not None else (1, 1)
+        where = ".".join(str(p) for p in path)
+        lines.append(f"{filename}:{line}:{col}: error: {where + ': ' if where else ''}{err.get('msg', '')}")
+    return lines or [f"{filename}: error: {exc}"]
+
+
+def make_broker(account: Account, **context: Any) -> Broker:
+    """The account's broker; a failure to build it (credentials missing, bad endpoint) is exit 5."""
+    from runner.brokers import create_broker
+
+    try:
+        return create_broker(account, **context)
+    except (LookupError, ValueError, OSError) as exc:
+        raise CommandError(EXIT_BROKER, f"account {account.name!r} ({account.broker}): {exc}") from None
 
 
 @contextlib.asynccontextmanager
@@ -56,6 +140,9 @@ async def kill_switch(broker: Broker, engine: Engine) -> AsyncIterator[GuardedBr
         await watcher.stop()
 
 
+# --- arguments ----------------------------------------------------------------------------------------
+
+
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db", metavar="URL", help="journal database URL (default $RUNNER_DB or ./.runner/runner.db)"
@@ -63,10 +150,12 @@ def add_db_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
 
 
 def configure_logging(args: argparse.Namespace, *, progress: bool) -> None:
+    import logging
+
     from runner import logs
 
     log_file = getattr(args, "log_file", None)
@@ -78,6 +167,80 @@ def configure_logging(args: argparse.Namespace, *, progress: bool) -> None:
         logs.configure(stream=sys.stderr, level=logging.WARNING if progress else logging.INFO, force=True)
 
 
+# --- terminal -----------------------------------------------------------------------------------------
+
+_COLORS = {"green": "32", "red": "31", "yellow": "33", "dim": "2", "bold": "1", "cyan": "36"}
+OUTCOME_COLOR = {
+    "succeeded": "green",
+    "failed": "red",
+    "refused": "red",
+    "timed_out": "yellow",
+    "stopped": "yellow",
+    "skipped": "dim",
+    "running": "cyan",
+}
+
+
+def _columns(stream: TextIO) -> int:
+    try:
+        return int(os.environ.get("COLUMNS") or os.get_terminal_size(stream.fileno()).columns)
+    except (OSError, ValueError, AttributeError):
+        return 100
+
+
+class Term:
+    """How to write to one stream: ANSI colour only on a TTY without NO_COLOR / TERM=dumb, symbols only
+    when the stream's encoding has them, and the width for truncating long lines (None: never)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        isatty = getattr(stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self.color = self.tty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        self.width: int | None = _columns(stream) if self.tty else None
+        try:
+            "▶✔✘•".encode(getattr(stream, "encoding", None) or "ascii")
+            self.unicode = True
+        except (UnicodeEncodeError, LookupError):
+            self.unicode = False
+
+    def paint(self, text: str, color: str | None) -> str:
+        if not self.color or not color or not text:
+            return text
+        return f"\x1b[{_COLORS[color]}m{text}\x1b[0m"
+
+    def glyph(self, fancy: str, plain: str) -> str:
+        return fancy if self.unicode else plain
+
+    def fit(self, line: str, used: int = 0) -> str:
+        """``line`` cut to the terminal width (``used``: columns already taken by invisible-free text)."""
+        room = None if self.width is None else self.width - used
+        if room is None or len(line) <= room or room < 10:
+            return line
+        return line[: room - 1] + self.glyph("…", "~")
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    out: TextIO,
+    *,
+    indent: str = "",
+    colors: Sequence[Callable[[str], str | None] | None] = (),
+) -> None:
+    """Left-aligned columns. Colour (per column, chosen by cell value) is applied after padding so ANSI
+    codes never skew alignment. Nothing is cut: the last column may wrap, but it is the detail ops need."""
+    term = Term(out)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    head = indent + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    print(term.paint(head.rstrip(), "bold"), file=out)
+    for r in rows:
+        cells = []
+        for i, (c, w) in enumerate(zip(r, widths, strict=True)):
+            pick = colors[i] if i < len(colors) else None
+            cells.append(term.paint(c, pick(c) if pick else None) + " " * (w - len(c)))
+        print((indent + "  ".join(cells)).rstrip(), file=out)
+
+
 def local(at: dt.datetime | None, tz: ZoneInfo) -> str:
     return "-" if at is None else at.astimezone(tz).strftime("%H:%M:%S.%f")[:-3]
 
@@ -85,29 +248,42 @@ def local(at: dt.datetime | None, tz: ZoneInfo) -> str:
 def progress_printer(
     tz: ZoneInfo, out: TextIO | None = None, *, orders: bool = True
 ) -> Callable[[EngineEvent], None]:
+    """Live progress lines (stderr by default: stdout is for the result, possibly JSON)."""
+    stream = out or sys.stderr
+    term = Term(stream)
+    start, ok, bad, other = (term.glyph(*g) for g in (("▶", ">"), ("✔", "+"), ("✘", "x"), ("•", "-")))
+
+    def emit(t: str, text: str) -> None:
+        print(f"{term.paint(t, 'dim')}  {term.fit(text, len(t) + 2)}", file=stream, flush=True)
+
     def show(e: EngineEvent) -> None:
         t = local(e.at, tz)
-        if e.kind is EventKind.STEP_STARTED:
-            print(f"{t}  ▶ {e.step_id}: {e.message}", file=out, flush=True)
-        elif e.kind is EventKind.STEP_FINISHED:
+        if e.kind == "step_started":
+            emit(t, f"{start} {e.step_id}: {e.message}")
+        elif e.kind == "step_finished":
+            outcome = e.outcome or "?"
+            mark = ok if outcome == "succeeded" else bad if outcome in ("failed", "refused") else other
+            color = OUTCOME_COLOR.get(outcome)
+            line = term.fit(f"{e.step_id} {outcome}: {e.message}", len(t) + 4)
+            head, _, rest = line.partition(" ")
+            word, _, tail = rest.partition(":")
             print(
-                f"{t}  {'✔' if e.outcome == 'succeeded' else '•'} {e.step_id} {e.outcome}: {e.message}",
-                file=out,
+                f"{term.paint(t, 'dim')}  {term.paint(mark, color)} {head} {term.paint(word, color)}:{tail}",
+                file=stream,
                 flush=True,
             )
-        elif e.kind is EventKind.ORDER and orders and e.order is not None:
+        elif e.kind == "order" and orders and e.order is not None:
             o = e.order
-            fill = f" filled {o.filled_quantity}@{o.average_price}" if o.filled_quantity else ""
-            print(
-                f"{t}      {o.client_order_id} {o.side.value} {o.quantity} {o.instrument.key} "
-                f"{o.status.value}{fill}",
-                file=out,
-                flush=True,
-            )
-        elif e.kind is EventKind.NOTE:
-            print(f"{t}      note: {e.message}", file=out, flush=True)
-        elif e.kind in (EventKind.RUN_STARTED, EventKind.RUN_FINISHED):
-            print(f"{t}  run {e.message}", file=out, flush=True)
+            status = o.status.value
+            if o.filled_quantity and o.filled_quantity < o.quantity:
+                status += f" {o.filled_quantity}/{o.quantity}"
+            if o.filled_quantity and o.average_price is not None:
+                status += f" @ {o.average_price}"
+            emit(t, f"    {o.client_order_id}  {o.side.value} {o.quantity} {o.instrument.key}  {status}")
+        elif e.kind == "note":
+            emit(t, f"    note: {e.message}")
+        elif e.kind in ("run_started", "run_finished"):
+            emit(t, f"run {e.message}")
 
     return show
 
@@ -117,7 +293,7 @@ def deduplicating(show: Callable[[EngineEvent], None]) -> Callable[[EngineEvent]
     seen: dict[str, tuple[str, int]] = {}
 
     def inner(e: EngineEvent) -> None:
-        if e.kind is EventKind.ORDER and e.order is not None:
+        if e.kind == "order" and e.order is not None:
             key = (e.order.status.value, e.order.filled_quantity)
             if seen.get(e.order.client_order_id) == key:
                 return
@@ -125,6 +301,9 @@ def deduplicating(show: Callable[[EngineEvent], None]) -> Callable[[EngineEvent]
         show(e)
 
     return inner
+
+
+# --- results ------------------------------------------------------------------------------------------
 
 
 def report_dict(report: RunReport) -> dict[str, Any]:
@@ -150,30 +329,28 @@ def report_dict(report: RunReport) -> dict[str, Any]:
 
 def print_summary(report: RunReport, tz: ZoneInfo, out: TextIO | None = None) -> None:
     out = out or sys.stdout
-    rows = [(s.step_id, s.kind, s.outcome.value, local(s.finished_at, tz), s.message) for s in report.steps]
-    headers = ("STEP", "KIND", "OUTCOME", "AT", "DETAIL")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers[:-1])]
+    term = Term(out)
+    status = report.status.value
     print(
-        f"\nrun {report.run_id} ({report.playbook} on {report.account}): {report.status.value}"
-        f"{' (resumed)' if report.resumed else ''}",
+        f"\nrun {report.run_id} ({report.playbook} on {report.account}): "
+        f"{term.paint(status, OUTCOME_COLOR.get(status))}{' (resumed)' if report.resumed else ''}",
         file=out,
     )
-    print("  ".join(h.ljust(w) for h, w in zip(headers[:-1], widths, strict=True)) + "  DETAIL", file=out)
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1], file=out)
+    rows = [(s.step_id, s.kind, s.outcome.value, local(s.finished_at, tz), s.message) for s in report.steps]
+    table(("STEP", "KIND", "OUTCOME", "AT", "DETAIL"), rows, out, colors=(None, None, OUTCOME_COLOR.get))
 
 
 def print_json(value: Any, out: TextIO | None = None) -> None:
+    import json
+
     out = out or sys.stdout
     print(json.dumps(value, indent=2, default=str, sort_keys=True), file=out)
 
 
 def exit_code(report: RunReport) -> int:
-    from runner.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
-    from runner.journal import RunStatus
-
-    if report.status is RunStatus.FAILED:
+    status = report.status.value
+    if status == "failed":
         return EXIT_FAILED
-    if report.status is RunStatus.REFUSED:
+    if status == "refused":
         return EXIT_REFUSED
     return EXIT_OK

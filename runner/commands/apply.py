@@ -11,26 +11,35 @@ An interrupted apply is resumed with ``runner run PLAYBOOK --resume RUN_ID``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
 
+from runner.cli import EXIT_INVALID, EXIT_REFUSED, EXIT_USAGE, CommandError
 from runner.commands._shared import (
-    PlaybookInvalid,
     add_db_argument,
     add_json_argument,
     configure_logging,
     deduplicating,
     exit_code,
+    load_account,
     load_playbook,
+    load_risk,
+    make_broker,
     print_json,
     print_summary,
     progress_printer,
     report_dict,
 )
+
+if TYPE_CHECKING:
+    from runner.engine import RunReport
+
+EXAMPLES = """\
+  runner plan playbooks/iron_condor.yaml --now --out plan.json   # review it, then:
+  runner apply plan.json                                         # exit 4 if anything drifted
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,8 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _refuse(args: argparse.Namespace, lines: list[str]) -> int:
-    from runner.cli import EXIT_REFUSED
-
     if args.json:
         print_json({"refused": True, "reasons": lines})
     for line in lines:
@@ -56,17 +63,19 @@ def _refuse(args: argparse.Namespace, lines: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.cli import EXIT_BROKER, EXIT_INVALID
+    import asyncio
+    from zoneinfo import ZoneInfo
+
     from runner.planning import PlanFileError, plan_from_dict
 
     try:
         plan = plan_from_dict(json.loads(Path(args.plan).read_text()))
+    except FileNotFoundError:
+        raise CommandError(EXIT_USAGE, f"{args.plan}: no such plan file") from None
     except OSError as exc:
-        print(f"runner apply: {args.plan}: cannot read: {exc.strerror}", file=sys.stderr)
-        return EXIT_INVALID
+        raise CommandError(EXIT_INVALID, f"{args.plan}: cannot read: {exc.strerror}") from None
     except (ValueError, PlanFileError) as exc:
-        print(f"runner apply: {args.plan}: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        raise CommandError(EXIT_INVALID, f"{args.plan}: {exc}") from None
     from runner.applying import PlanDrifted, apply_plan, playbook_drift
 
     try:
@@ -77,47 +86,31 @@ def run(args: argparse.Namespace) -> int:
     if changed:
         return _refuse(args, changed)
     accounts = args.accounts or plan.accounts_file
-    try:
-        pb = load_playbook(plan.source.path, accounts)
-    except PlaybookInvalid as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return EXIT_INVALID
-    tty = sys.stdout.isatty()
+    pb = load_playbook(plan.source.path, accounts)
+    account = load_account(plan.account, accounts, explicit=False)
+    risk = load_risk(args.risk)
+    tty = sys.stderr.isatty()
     configure_logging(args, progress=tty)
-    from runner.accounts import get_account
-    from runner.brokers import create_broker
     from runner.clock import SystemClock
-    from runner.errors import BrokerError
     from runner.journal import Journal
-    from runner.risk import load_risk_config
 
     db = args.db or plan.db
     tz = ZoneInfo(pb.timezone)
     clock = SystemClock()
-    try:
-        account = get_account(plan.account, accounts)
-        broker = create_broker(account, clock=clock, db_url=db)
-        risk = load_risk_config(args.risk)
-    except (LookupError, ValueError, OSError) as exc:
-        print(f"runner apply: {exc}", file=sys.stderr)
-        return EXIT_BROKER
+    broker = make_broker(account, clock=clock, db_url=db)
     journal = Journal(db)
-    observer = deduplicating(progress_printer(tz)) if tty and not args.json else None
+    observer = deduplicating(progress_printer(tz)) if tty else None
 
-    async def main() -> Any:
+    async def main() -> RunReport:
         try:
             return await apply_plan(plan, pb, broker, journal, clock, risk=risk, observer=observer)
         finally:
             await broker.close()
 
     try:
-        report = asyncio.run(main())
+        report = asyncio.run(main())  # broker errors exit 5 via runner.cli
     except PlanDrifted as exc:
         return _refuse(args, exc.lines)
-    except BrokerError as exc:
-        print(f"runner apply: broker error: {exc}", file=sys.stderr)
-        return EXIT_BROKER
     if args.json:
         print_json(report_dict(report))
     else:

@@ -7,16 +7,22 @@ from __future__ import annotations
 import argparse
 
 DESCRIPTION = __doc__
+EXAMPLES = """\
+  runner halt --reason "exchange glitch"      # no new orders; daemons cancel open ones
+  runner halt --reduce-only --reason "EOD"    # only position-reducing orders
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.add_argument("--reduce-only", action="store_true", help="allow only position-reducing orders")
-    parser.add_argument("--reason", help="why (shown by `runner status` and in the daemon's log)")
+    parser.add_argument(
+        "--reason", metavar="TEXT", help="why (shown by `runner status` and in the daemon's log)"
+    )
     parser.add_argument(
         "--db", metavar="URL", help="journal database URL (default $RUNNER_DB or ./.runner/runner.db)"
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from runner.commands._shared import add_db_argument, add_json_argument, print_json
+from runner.commands._shared import OUTCOME_COLOR, add_db_argument, add_json_argument, print_json, table
+
+EXAMPLES = """\
+  runner history --playbook opening-straddle --limit 5
+  runner history --json | jq -r '.[] | select(.status == "failed") | .run_id'
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--playbook", help="only runs of this playbook")
-    parser.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    parser.add_argument("--playbook", metavar="NAME", help="only runs of this playbook (its `name:`)")
+    parser.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="at most this many runs (default 50)"
+    )
     add_db_argument(parser)
     add_json_argument(parser)
 
@@ -53,7 +61,5 @@ def run(args: argparse.Namespace) -> int:
         for r in runs
     ]
     headers = ("RUN", "PLAYBOOK", "ACCOUNT", "MODE", "STARTED", "STATUS", "STARTS")
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    for row in (headers, *rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    table(headers, rows, sys.stdout, colors=(None,) * 5 + (OUTCOME_COLOR.get,))
     return 0

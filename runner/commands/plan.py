@@ -17,23 +17,35 @@ Exit codes: 0 planned, 3 some step would fail, 4 some step would be refused by l
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, TextIO
 
+from runner.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 from runner.commands._shared import (
-    PlaybookInvalid,
     add_db_argument,
     add_json_argument,
     configure_logging,
+    load_account,
     load_playbook,
+    load_risk,
+    make_broker,
     print_json,
 )
-from runner.planning import Plan, PlannedCall
+from runner.commands._shared import table as _table
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from runner.planning import Plan, PlannedCall
+
+EXAMPLES = """\
+  runner plan playbooks/iron_condor.yaml                  # what today's run would send now
+  runner plan playbooks/iron_condor.yaml --now --out p.json && runner apply p.json
+  runner plan playbooks/iron_condor.yaml --json | jq '.steps[].calls[].client_order_id'
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,35 +74,23 @@ def _safe_db(url: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.cli import EXIT_BROKER, EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_REFUSED
+    import asyncio
+    from zoneinfo import ZoneInfo
 
-    try:
-        pb = load_playbook(args.playbook, args.accounts)
-    except PlaybookInvalid as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return EXIT_INVALID
+    pb = load_playbook(args.playbook, args.accounts)
+    account = load_account(args.account or pb.account, args.accounts, explicit=bool(args.account))
+    risk = load_risk(args.risk)
     configure_logging(args, progress=True)
-    from runner.accounts import get_account
-    from runner.brokers import create_broker
     from runner.clock import SystemClock
     from runner.commands.run import scheduled_slot
-    from runner.errors import BrokerError
     from runner.journal import Journal
     from runner.planning import PlaybookSource, make_plan
-    from runner.risk import load_risk_config
 
     path = Path(args.playbook)
     source = PlaybookSource(str(path.resolve()), path.read_text())
     tz = ZoneInfo(pb.timezone)
     clock = SystemClock()
-    try:
-        account = get_account(args.account or pb.account, args.accounts)
-        broker = create_broker(account, clock=clock, db_url=args.db)
-        risk = load_risk_config(args.risk)
-    except (LookupError, ValueError, OSError) as exc:
-        print(f"runner plan: {exc}", file=sys.stderr)
-        return EXIT_BROKER
+    broker = make_broker(account, clock=clock, db_url=args.db)
     journal = Journal(args.db)
     now = clock.now()
 
@@ -112,16 +112,14 @@ def run(args: argparse.Namespace) -> int:
         finally:
             await broker.close()
 
-    try:
-        plan = asyncio.run(main())
-    except BrokerError as exc:
-        print(f"runner plan: broker error: {exc}", file=sys.stderr)
-        return EXIT_BROKER
+    plan = asyncio.run(main())  # broker errors exit 5 via runner.cli
     doc = plan.to_dict()
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     if args.json:
         print_json(doc)
+        if args.out:
+            print(f"saved to {args.out}", file=sys.stderr)
     else:
         print_plan(plan, tz)
         if args.out:
@@ -135,12 +133,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], out: TextIO, indent: str = "") -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    for r in [headers, *rows]:
-        print(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=out)
+    _table(headers, rows, out, indent=indent)
 
 
 def price_text(c: PlannedCall) -> str:
+    if c.price_note:  # LTP-relative: as written, with the estimate now
+        return c.price_note
     parts = []
     if c.price is not None:
         parts.append(("~" if c.runtime_price else "") + format(c.price, "f"))

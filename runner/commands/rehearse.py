@@ -5,33 +5,53 @@ memory and vanish; ``--db URL`` keeps them (re-running on the same file resumes 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import sys
-from zoneinfo import ZoneInfo
 
 from runner.commands._shared import (
-    PlaybookInvalid,
     add_json_argument,
     configure_logging,
     deduplicating,
     exit_code,
     load_playbook,
+    load_risk,
     print_json,
     print_summary,
     progress_printer,
     report_dict,
 )
 
+EXAMPLES = """\
+  runner rehearse playbooks/opening_straddle_chase.yaml --date 2026-12-01
+  runner rehearse playbooks/iron_condor.yaml --quiet --json | jq .status
+"""
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (expected YYYY-MM-DD)") from None
+
+
+def _time(text: str) -> dt.time:
+    try:
+        return dt.time.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (expected HH:MM[:SS])") from None
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("playbook", metavar="PLAYBOOK")
-    parser.add_argument("--date", type=dt.date.fromisoformat, help="trading date to rehearse (default today)")
+    parser.add_argument("playbook", metavar="PLAYBOOK", help="playbook YAML file")
+    parser.add_argument(
+        "--date", type=_date, metavar="YYYY-MM-DD", help="trading date to rehearse (default today)"
+    )
     parser.add_argument(
         "--start",
-        type=dt.time.fromisoformat,
+        type=_time,
+        metavar="HH:MM",
         help="local time the virtual day starts (default 09:15 or the earliest `at:`)",
     )
     parser.add_argument("--db", metavar="URL", help="keep the paper book and journal in this database")
@@ -42,28 +62,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.cli import EXIT_INVALID
+    import asyncio
+    from zoneinfo import ZoneInfo
 
-    try:
-        pb = load_playbook(args.playbook, getattr(args, "accounts", None))
-    except PlaybookInvalid as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return EXIT_INVALID
+    pb = load_playbook(args.playbook)
+    risk = load_risk(args.risk)
     configure_logging(args, progress=True)
     from runner.rehearse import rehearse
-    from runner.risk import load_risk_config
 
     tz = ZoneInfo(pb.timezone)
     date = args.date or dt.datetime.now(tz).date()
-    observer = None if (args.quiet or args.json) else deduplicating(progress_printer(tz))
+    # The timeline is progress, on stderr: stdout stays the result. With --json only for a person watching.
+    show = not args.quiet and (not args.json or sys.stderr.isatty())
+    observer = deduplicating(progress_printer(tz)) if show else None
     if observer is not None:
-        print(f"rehearsal of {pb.name} on {date} ({pb.timezone}), paper broker, virtual time")
-    report = asyncio.run(
-        rehearse(
-            pb, date, db_url=args.db, start=args.start, observer=observer, risk=load_risk_config(args.risk)
+        print(
+            f"rehearsal of {pb.name} on {date} ({pb.timezone}), paper broker, virtual time", file=sys.stderr
         )
-    )
+    report = asyncio.run(rehearse(pb, date, db_url=args.db, start=args.start, observer=observer, risk=risk))
     if args.json:
         print_json(report_dict(report))
     else:

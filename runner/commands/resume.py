@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 
 DESCRIPTION = __doc__
+EXAMPLES = """\
+  runner resume --reason "all clear"
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
-    parser.add_argument("--reason", help="note recorded with the change")
+    parser.add_argument("--reason", metavar="TEXT", help="note recorded with the change")
     parser.add_argument(
         "--db", metavar="URL", help="journal database URL (default $RUNNER_DB or ./.runner/runner.db)"
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
 
 
 def run(args: argparse.Namespace) -> int:

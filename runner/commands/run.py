@@ -16,27 +16,39 @@ with ``--resume RUN_ID``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import sys
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
 
+from runner.cli import EXIT_USAGE, CommandError
 from runner.commands._shared import (
-    PlaybookInvalid,
     add_db_argument,
     add_json_argument,
     configure_logging,
     deduplicating,
     exit_code,
     kill_switch,
+    load_account,
     load_playbook,
+    load_risk,
+    make_broker,
     print_json,
     print_summary,
     progress_printer,
     report_dict,
 )
 
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from runner.engine import RunReport
+
 DESCRIPTION = __doc__
+EXAMPLES = """\
+  runner run playbooks/opening_straddle_chase.yaml         # today's run; resumes if already started
+  runner run playbooks/cancel_all_open.yaml --now --json   # a fresh run at once, result as JSON
+  runner run playbooks/cancel_all_open.yaml --resume 20261201-093000-ab12cd34
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,12 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--accounts", metavar="FILE", help="accounts file (default $RUNNER_ACCOUNTS, ./accounts.yaml)"
     )
-    parser.add_argument(
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument(
         "--now",
         action="store_true",
         help="fire a fresh run immediately: slot = now, `at:` times not waited for",
     )
-    parser.add_argument("--resume", metavar="RUN_ID", help="resume this run (e.g. an interrupted --now run)")
+    when.add_argument("--resume", metavar="RUN_ID", help="resume this run (e.g. an interrupted --now run)")
     parser.add_argument("--risk", metavar="FILE", help="global risk limits YAML (default $RUNNER_RISK)")
     parser.add_argument("--log-file", metavar="FILE", help="write JSON log lines here")
     add_db_argument(parser)
@@ -67,22 +80,17 @@ def scheduled_slot(args: argparse.Namespace, tz: ZoneInfo, now: dt.datetime) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.cli import EXIT_BROKER, EXIT_INVALID, EXIT_USAGE
+    import asyncio
+    from zoneinfo import ZoneInfo
 
-    try:
-        pb = load_playbook(args.playbook, getattr(args, "accounts", None))
-    except PlaybookInvalid as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return EXIT_INVALID
-    tty = sys.stdout.isatty()
+    pb = load_playbook(args.playbook, args.accounts)
+    account = load_account(args.account or pb.account, args.accounts, explicit=bool(args.account))
+    risk = load_risk(args.risk)
+    tty = sys.stderr.isatty()
     configure_logging(args, progress=tty)
-    from runner.accounts import get_account
-    from runner.brokers import create_broker
     from runner.clock import SystemClock
     from runner.engine import RunOptions, execute
     from runner.journal import Journal
-    from runner.risk import load_risk_config
 
     tz = ZoneInfo(pb.timezone)
     clock = SystemClock()
@@ -90,27 +98,19 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         found = journal.get_run(args.resume)
         if found is None:
-            print(f"runner run: no run {args.resume!r} in the journal", file=sys.stderr)
-            return EXIT_USAGE
+            raise CommandError(EXIT_USAGE, f"no run {args.resume!r} in the journal (see `runner history`)")
         if found.playbook != pb.name:
-            print(f"runner run: run {args.resume} belongs to playbook {found.playbook!r}", file=sys.stderr)
-            return EXIT_USAGE
+            raise CommandError(EXIT_USAGE, f"run {args.resume} belongs to playbook {found.playbook!r}")
         slot, ignore_at = found.scheduled_for, found.mode == "now"
     else:
         slot, ignore_at = scheduled_slot(args, tz, clock.now()), bool(args.now)
-    try:
-        account = get_account(args.account or pb.account, args.accounts)
-        broker = create_broker(account, clock=clock, db_url=args.db)
-        risk = load_risk_config(args.risk)
-    except (LookupError, ValueError, OSError) as exc:
-        print(f"runner run: {exc}", file=sys.stderr)
-        return EXIT_BROKER
-    observer = deduplicating(progress_printer(tz)) if tty and not args.json else None
+    broker = make_broker(account, clock=clock, db_url=args.db)
+    observer = deduplicating(progress_printer(tz)) if tty else None
     options = RunOptions(
         scheduled_for=slot, mode="now" if ignore_at else "run", ignore_at=ignore_at, risk=risk
     )
 
-    async def main() -> object:
+    async def main() -> RunReport:
         try:
             async with kill_switch(broker, journal.engine) as guarded:
                 return await execute(
@@ -119,18 +119,9 @@ def run(args: argparse.Namespace) -> int:
         finally:
             await broker.close()
 
-    try:
-        report = asyncio.run(main())
-    except Exception as exc:  # connect failures etc.: the journal keeps the run for a resume
-        from runner.errors import BrokerError
-
-        if isinstance(exc, BrokerError):
-            print(f"runner run: broker error: {exc}", file=sys.stderr)
-            return EXIT_BROKER
-        raise
-    from runner.engine import RunReport
-
-    assert isinstance(report, RunReport)
+    # Broker errors escaping the run (cannot connect, ...) exit 5 via runner.cli; the journal keeps the
+    # run for a resume.
+    report = asyncio.run(main())
     if args.json:
         print_json(report_dict(report))
     else:

@@ -8,9 +8,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+EXAMPLES = """\
+  runner schema > playbook.schema.json
+  runner schema --accounts > accounts.schema.json
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accounts", action="store_true", help="print the accounts file schema instead")
+    parser.add_argument("--json", action="store_true", help="accepted for uniformity: the output is JSON")
 
 
 def run(args: argparse.Namespace) -> int:

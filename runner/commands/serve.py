@@ -9,13 +9,14 @@ unknown). ``runner status`` shows what it is doing.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
 import sys
 from pathlib import Path
 
 DESCRIPTION = __doc__
+EXAMPLES = """\
+  runner serve playbooks/ --accounts accounts.yaml --db sqlite:////var/lib/runner/runner.db
+  runner serve playbooks/ --shutdown-grace 30     # then `runner status` from another shell
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,12 +49,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
     from runner.cli import EXIT_INVALID, EXIT_USAGE
+    from runner.commands._shared import check_accounts_file
 
     directory = Path(args.playbook_dir)
     if not directory.is_dir():
         print(f"runner serve: {directory} is not a directory", file=sys.stderr)
         return EXIT_USAGE
+    check_accounts_file(args.accounts)  # every problem as file:line:col, exit 1, before anything starts
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -75,6 +81,9 @@ class _AccountsInvalid(Exception):
 
 
 async def _serve(args: argparse.Namespace, directory: Path) -> int:
+    import asyncio
+    import signal
+
     from runner.accounts import find_accounts_file, load_accounts
     from runner.clock import SystemClock
     from runner.control import ControlStore

@@ -8,11 +8,17 @@ import sys
 from collections import Counter
 from typing import Any
 
-from runner.commands._shared import add_db_argument, add_json_argument, print_json
+from runner.cli import EXIT_USAGE, CommandError
+from runner.commands._shared import OUTCOME_COLOR, Term, add_db_argument, add_json_argument, print_json, table
+
+EXAMPLES = """\
+  runner show 20261201-0930            # a unique prefix of the run id is enough
+  runner show 20261201-093000-ab12cd34 --json | jq '.orders[] | {client_order_id, status}'
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_id", metavar="RUN_ID")
+    parser.add_argument("run_id", metavar="RUN_ID", help="run id from `runner history` (or a unique prefix)")
     add_db_argument(parser)
     add_json_argument(parser)
 
@@ -107,44 +113,73 @@ def collect(journal: Any, run_id: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.cli import EXIT_USAGE
     from runner.journal import Journal
 
     journal = Journal(args.db)
     matches = journal.find_runs(args.run_id)
-    if len(matches) != 1:
-        print(
-            f"runner show: {'no run' if not matches else f'{len(matches)} runs'} match {args.run_id!r}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+    if not matches:
+        raise CommandError(EXIT_USAGE, f"no run matches {args.run_id!r} (see `runner history`)")
+    if len(matches) > 1:
+        some = ", ".join(m.run_id for m in matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise CommandError(EXIT_USAGE, f"{len(matches)} runs match {args.run_id!r}: {some}")
     data = collect(journal, matches[0].run_id)
     if args.json:
         print_json(data)
         return 0
+    out = sys.stdout
+    term = Term(out)
     r = data["run"]
     print(
-        f"run {r['run_id']}  {r['playbook']} on {r['account']} ({r['mode']})  {r['status']}"
-        f"  starts={r['starts']}"
+        f"run {r['run_id']}  {r['playbook']} on {r['account']} ({r['mode']})  "
+        f"{term.paint(r['status'], OUTCOME_COLOR.get(r['status']))}  starts={r['starts']}"
     )
-    print(f"  scheduled {r['scheduled_for']}  started {r['started_at']}  finished {r['finished_at']}")
-    print("steps:")
-    for s in data["steps"]:
-        print(f"  {s['id']:<16} {s['kind']:<11} {s['outcome']:<10} {s['message'] or ''}")
-    print("orders:")
-    for o in data["orders"]:
-        px = f" @{o['price']}" if o["price"] else ""
-        fill = f" filled {o['filled_quantity']}@{o['average_price']}" if o["filled_quantity"] else ""
-        print(
-            f"  {o['client_order_id']} {o['step']}/{o['leg']}.{o['attempt']} {o['side']} {o['quantity']} "
-            f"{o['instrument']} {o['type']}{px} {o['status']}{fill}  [{' '.join(o['transitions'])}]"
+    print(f"  scheduled {r['scheduled_for']}  started {r['started_at']}  finished {r['finished_at'] or '-'}")
+    print("\nsteps:")
+    if data["steps"]:
+        rows = [(s["id"], s["kind"], s["outcome"], s["message"] or "") for s in data["steps"]]
+        table(
+            ("STEP", "KIND", "OUTCOME", "DETAIL"),
+            rows,
+            out,
+            indent="  ",
+            colors=(None, None, OUTCOME_COLOR.get),
         )
-    print(
-        f"fills: {len(data['fills'])}  broker calls: "
-        + ", ".join(f"{k}={v}" for k, v in sorted(data["broker_calls"].items()))
-    )
+    else:
+        print("  none")
+    print("\norders:")
+    if data["orders"]:
+        order_rows = [
+            (
+                o["client_order_id"],
+                f"{o['step']}/{o['leg']}.{o['attempt']}",
+                o["side"],
+                str(o["quantity"]),
+                o["instrument"],
+                o["type"] + (f" {o['price']}" if o["price"] else ""),
+                o["status"],
+                f"{o['filled_quantity']} @ {o['average_price']}" if o["filled_quantity"] else "-",
+                " ".join(o["transitions"]),
+            )
+            for o in data["orders"]
+        ]
+        headers = (
+            "CLIENT ID",
+            "STEP/LEG",
+            "SIDE",
+            "QTY",
+            "INSTRUMENT",
+            "TYPE",
+            "STATUS",
+            "FILLED",
+            "TRANSITIONS",
+        )
+        table(headers, order_rows, out, indent="  ")
+    else:
+        print("  none")
+    calls = ", ".join(f"{k}={v}" for k, v in sorted(data["broker_calls"].items())) or "none"
+    print(f"\nfills: {len(data['fills'])}  broker calls: {calls}")
     if data["errors"]:
-        print("errors:")
+        print("\nerrors:")
         for e in data["errors"]:
-            print(f"  {e['at']} {e['step'] or '-'} {e['kind']}: {e['message']}")
+            print(f"  {e['at']} {e['step'] or '-'} {term.paint(e['kind'], 'red')}: {e['message']}")
     return 0

@@ -10,6 +10,10 @@ import json
 from typing import Any
 
 DESCRIPTION = __doc__
+EXAMPLES = """\
+  runner status
+  runner status --json | jq .control.mode     # "normal", "halt" or "reduce_only"
+"""
 STALE = dt.timedelta(seconds=5)  # a daemon silent this long is reported as not running
 
 
@@ -18,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db", metavar="URL", help="journal database URL (default $RUNNER_DB or ./.runner/runner.db)"
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
 
 
 def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any]:

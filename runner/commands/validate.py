@@ -10,6 +10,11 @@ import argparse
 import os
 import sys
 
+EXAMPLES = """\
+  runner validate playbooks/                      # every *.yaml / *.yml below, compiler-style errors
+  runner validate --strict --json pb.yaml | jq '.reports[].diagnostics'
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -17,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--format", choices=("text", "json"), default="text", help="output format (default text)"
+    )
+    parser.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="same as --format json"
     )
     parser.add_argument(
         "--accounts",

@@ -9,9 +9,12 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from runner import relprice
+from runner.ids import client_order_id
 from runner.journal import Intent, StepOutcome
 from runner.model import Instrument, Order, OrderRequest, Side
-from runner.playbook import OrderFields, OrderFilter, Playbook, parse_duration, parse_time
+from runner.playbook import LtpPrice, OrderFields, OrderFilter, Playbook, Price, parse_duration, parse_time
+from runner.relprice import PriceRole
 
 if TYPE_CHECKING:
     from runner.clock import Clock
@@ -84,8 +87,34 @@ def enrich(pb: Playbook, instrument: Instrument) -> Instrument:
     return instrument
 
 
-def build_request(pb: Playbook, f: OrderFields) -> OrderRequest:
-    """Playbook order fields -> canonical request (client id filled in by the gateway)."""
+def resolve_price(
+    pb: Playbook,
+    value: Price | None,
+    *,
+    ltp: Decimal | None,
+    tick: Decimal | None,
+    side: Side,
+    role: PriceRole,
+    what: str,
+) -> Decimal | None:
+    """A playbook price -> absolute Decimal: a literal, ``${var}``, or ``{ltp: offset}`` against ``ltp``."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, LtpPrice):
+            return relprice.resolve(value.offset, ltp, tick=tick, side=side, role=role, what=what)
+        return pb.resolve_decimal(value)
+    except ValueError as exc:
+        raise StepError(str(exc)) from None
+
+
+def is_relative(*values: object) -> bool:
+    return any(isinstance(v, LtpPrice) for v in values)
+
+
+def build_request(pb: Playbook, f: OrderFields, ltp: Decimal | None = None) -> OrderRequest:
+    """Playbook order fields -> canonical request (client id filled in by the gateway). ``ltp`` resolves
+    market-relative prices; without it they raise StepError (they are only known when the step runs)."""
     ins = pb.instrument(f.instrument)
     try:
         if f.quantity is not None:
@@ -96,8 +125,12 @@ def build_request(pb: Playbook, f: OrderFields) -> OrderRequest:
             qty = pb.resolve_int(f.lots) * ins.lot_size
         else:
             raise StepError("order needs 'quantity' or 'lots'")
-        price = pb.resolve_decimal(f.price) if f.price is not None else None
-        trigger = pb.resolve_decimal(f.trigger_price) if f.trigger_price is not None else None
+        what = f"{f.side.value} {ins.key}"
+        tick = ins.tick_size
+        price = resolve_price(pb, f.price, ltp=ltp, tick=tick, side=f.side, role=PriceRole.LIMIT, what=what)
+        trigger = resolve_price(
+            pb, f.trigger_price, ltp=ltp, tick=tick, side=f.side, role=PriceRole.TRIGGER, what=what
+        )
         return OrderRequest(
             client_order_id="-",
             instrument=ins,
@@ -113,6 +146,32 @@ def build_request(pb: Playbook, f: OrderFields) -> OrderRequest:
         )
     except ValueError as exc:
         raise StepError(str(exc)) from None
+
+
+async def request_for(
+    ctx: RunContext, f: OrderFields, *, slot: str, leg: int = 0, attempt: int = 0
+) -> OrderRequest:
+    """The request for a step's order. A market-relative price is resolved here, from the broker's last
+    traded price now; if this slot was journaled by an earlier start, its request is reused as it was
+    (resolved once, never again). No price available: StepError before anything is sent."""
+    if not is_relative(f.price, f.trigger_price):
+        return build_request(ctx.playbook, f)
+    existing = ctx.gateway.journal.get_intent(client_order_id(ctx.run_id, slot, leg, attempt))
+    if existing is not None:
+        return existing.request
+    ins = ctx.playbook.instrument(f.instrument)
+    return build_request(ctx.playbook, f, await reference_price(ctx, ins))
+
+
+async def reference_price(ctx: RunContext, ins: Instrument) -> Decimal:
+    """The broker's last traded price for ``ins``; StepError (nothing sent) when there is none."""
+    price = await ctx.gateway.reference_price(ins)
+    if price is None or price <= 0:
+        raise StepError(
+            f"{ins.key}: no last traded price available, so a price relative to LTP cannot be resolved; "
+            "nothing was sent"
+        )
+    return price
 
 
 def snap(price: Decimal, tick: Decimal | None, side: Side) -> Decimal:

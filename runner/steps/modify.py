@@ -7,14 +7,29 @@ distance between the order's price and its original price, so a resumed run does
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Mapping
 from decimal import Decimal
 
 from runner.gateway import applied, is_live
-from runner.journal import Intent
+from runner.journal import Intent, Journal, events
 from runner.model import Modification, Order, OrderStatus, OrderType, Side
-from runner.playbook import Chase, ModifyStep, Playbook
+from runner.playbook import Chase, LtpPrice, ModifyStep, Playbook, Price
+from runner.relprice import PriceRole
 from runner.steps.cancel import condition_holds
-from runner.steps.common import RunContext, StepError, StepResult, current_orders, describe, snap
+from runner.steps.common import (
+    RunContext,
+    StepError,
+    StepResult,
+    current_orders,
+    describe,
+    enrich,
+    reference_price,
+    resolve_price,
+    snap,
+)
+
+RESOLVED_EVENT = "resolved_price"  # journal event kind: an LTP-relative price resolved by a modify step
 
 
 async def run(ctx: RunContext, step: ModifyStep) -> StepResult:
@@ -32,22 +47,101 @@ async def run(ctx: RunContext, step: ModifyStep) -> StepResult:
     why = condition_holds(step.when, order, intent.created_at, ctx.clock.now(), ctx)
     if why is not None:
         return StepResult.skipped(f"condition not met: {why}")
+    resolved = await resolve_relative(ctx, step, order)
     if step.chase is not None:
-        return await chase(ctx, step.chase, intent, order)
-    change = modification_of(ctx.playbook, step)
+        return await chase(ctx, step.chase, intent, order, resolved)
+    change = modification_of(ctx.playbook, step, resolved)
     return verdict(await ctx.gateway.modify(order, change), change)
 
 
-def modification_of(pb: Playbook, step: ModifyStep) -> Modification:
+def relative_fields(step: ModifyStep) -> dict[str, tuple[LtpPrice, PriceRole]]:
+    """The step's market-relative prices, by name: price, trigger_price, limit_price (of the chase)."""
+    fields = {
+        "price": (step.price, PriceRole.LIMIT),
+        "trigger_price": (step.trigger_price, PriceRole.TRIGGER),
+    }
+    if step.chase is not None:
+        fields["limit_price"] = (step.chase.limit_price, PriceRole.LIMIT)
+    return {name: (v, role) for name, (v, role) in fields.items() if isinstance(v, LtpPrice)}
+
+
+def resolve_fields(pb: Playbook, step: ModifyStep, order: Order, ltp: Decimal | None) -> dict[str, Decimal]:
+    """Absolute prices for the step's relative ones, against ``ltp``, for ``order``'s side and tick."""
+    ins = enrich(pb, order.instrument)
+    out = {}
+    for name, (value, role) in relative_fields(step).items():
+        price = resolve_price(
+            pb, value, ltp=ltp, tick=ins.tick_size, side=order.side, role=role, what=f"{step.id}.{name}"
+        )
+        assert price is not None
+        out[name] = price
+    return out
+
+
+_RESOLVED = re.compile(r"^resolved (\w+) = .* -> (\S+)$")
+
+
+def journaled_resolutions(journal: Journal, run_id: str, step_id: str) -> dict[str, Decimal]:
+    """Prices a modify step of this run already resolved (and so must reuse)."""
+    return {
+        m[1]: Decimal(m[2])
+        for row in journal.rows(events, run_id)
+        if row["kind"] == RESOLVED_EVENT
+        and row["step_id"] == step_id
+        and (m := _RESOLVED.match(row["message"]))
+    }
+
+
+async def resolve_relative(ctx: RunContext, step: ModifyStep, order: Order) -> dict[str, Decimal]:
+    """Resolve the step's LTP-relative prices once: journaled as events before the change is sent, and
+    read back (never resolved again) when a resumed run repeats the step."""
+    fields = relative_fields(step)
+    if not fields:
+        return {}
+    journal = ctx.gateway.journal
+    earlier = journaled_resolutions(journal, ctx.run_id, step.id)
+    if set(fields) <= set(earlier):
+        return {name: earlier[name] for name in fields}
+    ltp = await reference_price(ctx, ctx.enrich(order.instrument))
+    resolved = resolve_fields(ctx.playbook, step, order, ltp)
+    for name, price in resolved.items():
+        journal.record_event(
+            ctx.run_id,
+            RESOLVED_EVENT,
+            f"resolved {name} = {fields[name][0].offset.label} of {ltp} -> {price}",
+            ctx.clock.now(),
+            step_id=step.id,
+            client_order_id=order.client_order_id,
+        )
+    return resolved
+
+
+def modification_of(
+    pb: Playbook, step: ModifyStep, resolved: Mapping[str, Decimal] | None = None
+) -> Modification:
+    """``resolved``: absolute values of the step's LTP-relative prices (see :func:`resolve_relative`)."""
+    resolved = resolved or {}
+
+    def price(name: str, value: Price | None) -> Decimal | None:
+        if isinstance(value, LtpPrice):
+            if name not in resolved:
+                raise StepError(f"{step.id}.{name} is relative to LTP: it is resolved when the step runs")
+            return resolved[name]
+        return pb.resolve_decimal(value) if value is not None else None
+
     return Modification(
-        price=pb.resolve_decimal(step.price) if step.price is not None else None,
-        trigger_price=pb.resolve_decimal(step.trigger_price) if step.trigger_price is not None else None,
+        price=price("price", step.price),
+        trigger_price=price("trigger_price", step.trigger_price),
         quantity=pb.resolve_int(step.quantity) if step.quantity is not None else None,
         order_type=OrderType.MARKET if step.to_market else None,
     )
 
 
-def chase_cap(pb: Playbook, spec: Chase) -> Decimal | None:
+def chase_cap(pb: Playbook, spec: Chase, resolved: Mapping[str, Decimal] | None = None) -> Decimal | None:
+    if isinstance(spec.limit_price, LtpPrice):
+        if resolved is None or "limit_price" not in resolved:
+            raise StepError("chase.limit_price is relative to LTP: it is resolved when the step runs")
+        return resolved["limit_price"]
     return pb.resolve_decimal(spec.limit_price) if spec.limit_price is not None else None
 
 
@@ -70,12 +164,14 @@ def verdict(order: Order, change: Modification) -> StepResult:
     return StepResult.failed("change not confirmed by the broker: " + describe(order), ids)
 
 
-async def chase(ctx: RunContext, spec: Chase, intent: Intent, order: Order) -> StepResult:
+async def chase(
+    ctx: RunContext, spec: Chase, intent: Intent, order: Order, resolved: Mapping[str, Decimal] | None = None
+) -> StepResult:
     gw = ctx.gateway
     if order.price is None or intent.request.price is None:
         raise StepError("chase needs a LIMIT order with a price")
     origin = first_price(ctx, intent)
-    cap = chase_cap(ctx.playbook, spec)
+    cap = chase_cap(ctx.playbook, spec, resolved)
     done = int(abs(order.price - origin) / spec.tick)
     for _ in range(done, spec.max):
         await ctx.clock.sleep(ctx.seconds(spec.every))

@@ -5,12 +5,12 @@ from __future__ import annotations
 from runner.gateway import UNSETTLED, is_live
 from runner.model import OrderStatus, OrderType
 from runner.playbook import PlaceStep
-from runner.steps.common import RunContext, StepResult, build_request, describe
+from runner.steps.common import RunContext, StepResult, describe, request_for
 
 
 async def run(ctx: RunContext, step: PlaceStep) -> StepResult:
     gw = ctx.gateway
-    order = await gw.place(build_request(ctx.playbook, step), slot=step.id)
+    order = await gw.place(await request_for(ctx, step, slot=step.id), slot=step.id)
     if order.status in UNSETTLED:  # no ack yet: read back until the broker says what it has
         order = await gw.wait_for(order, lambda o: o.status not in UNSETTLED, gw.tuning.verify_timeout)
     if order.order_type is OrderType.MARKET and is_live(order):  # a market order should fill: say if it did

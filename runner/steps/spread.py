@@ -16,7 +16,15 @@ from runner.gateway import is_live
 from runner.journal import Purpose
 from runner.model import Order, OrderRequest, OrderStatus, OrderType
 from runner.playbook import Playbook, SpreadLeg, SpreadStep
-from runner.steps.common import RunContext, StepError, StepResult, build_request, describe, wait_all
+from runner.steps.common import (
+    RunContext,
+    StepError,
+    StepResult,
+    build_request,
+    describe,
+    request_for,
+    wait_all,
+)
 
 UNWIND_LEG = 100  # unwind orders use legs 101.. so they never collide with the spread's own legs
 
@@ -43,8 +51,9 @@ def native_for(broker: Broker, step: SpreadStep) -> bool:
 
 def unwind_request(pb: Playbook, leg: SpreadLeg, filled: Order | OrderRequest, quantity: int) -> OrderRequest:
     """Close ``quantity`` of a filled leg at market."""
+    plain = leg.model_copy(update={"type": OrderType.MARKET, "price": None, "trigger_price": None})
     return dataclasses.replace(
-        build_request(pb, leg),
+        build_request(pb, plain),
         side=filled.side.opposite,
         quantity=quantity,
         order_type=OrderType.MARKET,
@@ -55,8 +64,11 @@ def unwind_request(pb: Playbook, leg: SpreadLeg, filled: Order | OrderRequest, q
 
 
 async def run(ctx: RunContext, step: SpreadStep) -> StepResult:
-    requests = [build_request(ctx.playbook, leg) for leg in step.legs]
-    if use_native(ctx, step):
+    native = use_native(ctx, step)
+    # Every leg's price is resolved before the first leg leaves (relative prices: LTP now), so a missing
+    # price fails the step with nothing sent.
+    requests = [await request_for(ctx, leg, slot=step.id, leg=i + 1) for i, leg in enumerate(step.legs)]
+    if native:
         return await _native(ctx, step, requests)
     return await _legged(ctx, step, requests)
 

@@ -1,0 +1,90 @@
+"""Catch-up at start: journal the fires due while no daemon ran (policy in :mod:`runner.sched_policy`).
+
+Synchronous database and rule work: run :func:`catch_up` in a worker thread, then start the fires it
+returns in ``run_now`` on the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+from runner.fires import Claim, FireRow, FireState, FireStore, read_daemons
+from runner.ids import run_id as make_run_id
+from runner.sched_calendar import CalendarGate
+from runner.sched_loader import Entry
+from runner.sched_policy import (
+    CatchUpAction,
+    CatchUpItem,
+    catch_up_since,
+    interrupted_item,
+    live_daemons,
+    plan_catch_up,
+)
+
+
+@dataclass
+class CatchUp:
+    report: list[CatchUpItem] = field(default_factory=list)
+    run_now: list[tuple[Entry, dt.datetime]] = field(default_factory=list)  # within ``late: run-within``
+
+
+def mark_interrupted(store: FireStore, now: dt.datetime) -> list[FireRow]:
+    """Claimed/running fires of daemons that are gone: marked UNKNOWN, never re-run here."""
+    alive = live_daemons(read_daemons(store.engine), store.owner, now)
+    rows = [r for r in store.unfinished() if r.claimed_by not in alive]
+    for r in rows:
+        store.set_state(r.fire_id, FireState.UNKNOWN, f"daemon {r.claimed_by} stopped while {r.state}", now)
+    return rows
+
+
+def catch_up(
+    store: FireStore,
+    entries: Sequence[Entry],
+    calendars: CalendarGate,
+    now: dt.datetime,
+    window: dt.timedelta,
+    playbook_dir: str,
+) -> CatchUp:
+    """Per playbook, the slots since its last journaled fire (or the directory's last heartbeat), at
+    most ``window`` back: missed ones journaled (and reported), the latest returned to run if its
+    ``late`` policy allows."""
+    last = store.last_fire_times()
+    beat = store.last_heartbeat(playbook_dir)
+    out = CatchUp([interrupted_item(row) for row in mark_interrupted(store, now)])
+    for entry in entries:
+        since = catch_up_since(last.get(entry.name), beat, now, window)
+        if since is None:
+            continue
+        slots = entry.rule.between(since, now)
+        if not slots:
+            continue
+        taken = [r.scheduled_for for r in store.history(entry.name, len(slots))]
+        closed = partial(calendars.closed, entry.playbook.calendar, entry.playbook.timezone)
+        plan = plan_catch_up(slots, taken, now, entry.late, entry.late_policy, closed)
+        claims = [
+            Claim(
+                entry.name,
+                entry.version,
+                m.scheduled_for,
+                make_run_id(entry.name, m.scheduled_for),
+                m.state,
+                m.outcome,
+            )
+            for m in plan.missed
+        ]
+        won = store.claim_many(claims, now)
+        out.report += [
+            CatchUpItem(entry.name, m.scheduled_for, m.action, m.detail)
+            for m, c in zip(plan.missed, claims, strict=True)
+            if c.fire_id in won
+        ]
+        if plan.run_now is not None:
+            out.report.append(
+                CatchUpItem(entry.name, plan.run_now, CatchUpAction.RUNNING_NOW, plan.run_now_detail)
+            )
+            out.run_now.append((entry, plan.run_now))
+    out.report.sort(key=lambda i: (i.scheduled_for, i.playbook))
+    return out

@@ -1,0 +1,121 @@
+"""The daemon's heartbeat and status row (read by ``runner status``), and the quiet windows around
+instants that such background work keeps out of."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from runner.clock import Clock
+from runner.control import ControlState
+from runner.fires import FireStore
+from runner.sched_loader import Entry
+from runner.sched_release import Running
+
+log = logging.getLogger("runner.scheduler")
+
+QUIET = 0.2  # seconds around an instant kept free of background work (reload scan, heartbeat)
+
+
+def status_payload(
+    owner: str,
+    playbook_dir: Path,
+    control: ControlState,
+    entries: Iterable[Entry],
+    running: Iterable[Running],
+    invalid: Mapping[str, tuple[str, ...]],
+) -> dict[str, Any]:
+    return {
+        "daemon_id": owner,
+        "pid": os.getpid(),
+        "playbook_dir": str(playbook_dir),
+        "control": control.as_dict(),
+        "playbooks": {
+            e.name: {
+                "file": e.path.name,
+                "version": e.version,
+                "timezone": e.playbook.timezone,
+                "calendar": e.playbook.calendar,
+                "next_fire": e.next_fire.isoformat() if e.next_fire else None,
+            }
+            for e in entries
+        },
+        "running": [
+            {
+                "playbook": r.fire.playbook.name,
+                "run_id": r.fire.run_id,
+                "fire_id": r.fire.fire_id,
+                "scheduled_for": r.fire.scheduled_for.isoformat(),
+                "started_at": r.started_at.isoformat(),
+            }
+            for r in running
+        ],
+        "invalid": {path: list(errors) for path, errors in invalid.items()},
+    }
+
+
+def near_instant(
+    now: dt.datetime, due: Iterable[dt.datetime], started: Iterable[dt.datetime], quiet: float = QUIET
+) -> bool:
+    """Whether a fire is due, or started executing, within ``quiet`` seconds of ``now``."""
+    return any(abs((t - now).total_seconds()) < quiet for t in due) or any(
+        (now - s).total_seconds() < quiet for s in started
+    )
+
+
+class Quiet:
+    def __init__(self, clock: Clock, due: Mapping[dt.datetime, int], running: Mapping[str, Running]) -> None:
+        self.clock = clock
+        self.due = due
+        self.running = running
+
+    async def wait(self) -> None:
+        """Until no fire is due or executing within ``QUIET`` of now: background work (the reload
+        scan, the heartbeat's status) would otherwise take the GIL and the loop from the instant."""
+        while near_instant(self.clock.now(), self.due, (r.started_at for r in self.running.values())):
+            await asyncio.sleep(QUIET / 2)
+
+
+class Heartbeat:
+    """Writes the heartbeat every ``interval`` and the status payload when something changed."""
+
+    def __init__(
+        self,
+        store: FireStore,
+        clock: Clock,
+        status: Callable[[], dict[str, Any]],
+        quiet: Quiet,
+        interval: float,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.status = status
+        self.quiet = quiet
+        self.interval = interval
+        self.dirty = True
+
+    def touch(self) -> None:
+        """The status changed: write it with the next heartbeat."""
+        self.dirty = True
+
+    async def run(self) -> None:
+        while True:
+            await self.quiet.wait()
+            status = None
+            if self.dirty:
+                self.dirty = False
+                status = self.status()
+            try:
+                await asyncio.to_thread(self.store.heartbeat, self.clock.now(), status)
+            except Exception:
+                log.exception("heartbeat write failed")
+                self.dirty = True
+            await asyncio.sleep(self.interval)
+
+    async def stopped(self) -> None:
+        await asyncio.to_thread(self.store.heartbeat, self.clock.now(), self.status(), True)

@@ -1,0 +1,297 @@
+"""Money safety of the gateway: never a blind re-send, limits on every new order and every modify, the
+right quantity on cancel + replace, derived leg ids, timed-out modify / cancel re-issued once, and no
+"the broker has it" for refusals made on our side. Real paper broker and SQLite journal throughout;
+faults injected by wrappers around the broker (tests/faulty_broker.py), never by patching our code."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from engine_helpers import at, make_env, playbook
+from faulty_broker import Faulty, FaultyMultileg
+
+from runner.brokers.base import Capability
+from runner.control import ControlState, ControlView, GuardedBroker, Mode
+from runner.errors import OutcomeUnknown
+from runner.ids import client_order_id, leg_client_id
+from runner.journal import Resolution, StepOutcome
+from runner.model import Order, OrderStatus
+
+BUY = "steps:\n  - {kind: place, id: buy, instrument: fut, side: BUY, lots: 1}\n"
+BID = "  - {kind: place, id: bid, instrument: fut, side: BUY, quantity: 75, type: LIMIT, price: 24000}\n"
+SPREAD = """\
+  - kind: spread
+    id: s
+    legs:
+      - {id: hedge, instrument: pe, side: BUY, lots: 1, role: hedge}
+      - {id: short, instrument: ce, side: SELL, lots: 1}
+"""
+
+
+class Killed(BaseException):
+    """The process dies here (nothing of ours catches a BaseException that is not an Exception)."""
+
+
+class Plain(Faulty):
+    """Paper as a broker that does not refuse a repeated client id (like the real Indian brokers)."""
+
+    def __init__(self, inner: Any, *, lag: int = 0, drop: frozenset[Capability] = frozenset()) -> None:
+        super().__init__(inner)
+        self.capabilities = frozenset(inner.capabilities - {Capability.IDEMPOTENT_CLIENT_ID} - drop)
+        self.lag = lag  # lookups that miss an order the broker has (a day book scanned late)
+        self.looked_up: list[str] = []
+
+    async def get_order(self, client_order_id: str) -> Order | None:
+        self.looked_up.append(client_order_id)
+        if self.lag > 0:
+            self.lag -= 1
+            return None
+        return await super().get_order(client_order_id)
+
+
+def only_intent(env: Any, run_id: str) -> Any:
+    (intent,) = env.journal.intents(run_id=run_id)
+    return intent
+
+
+# --- 1. an intent once marked ABSENT is still looked up before every send -----------------------------
+
+
+async def test_death_during_a_resend_of_an_absent_intent_is_found_not_sent_a_third_time(tmp_path):
+    env = make_env(tmp_path)
+    pb = playbook(BUY)
+    # Start 1 dies after the intent is committed, before the request leaves.
+    with pytest.raises(Killed):
+        await env.run(pb, broker=Plain(env.broker()).fail("place", Killed()))
+    # Start 2, well after: the lookup misses, so the step sends it; the process dies as the request leaves.
+    env.clock.advance(120)
+    second = Plain(env.broker()).fail("place", Killed(), after_send=True)
+    with pytest.raises(Killed):
+        await env.run(pb, broker=second)
+    assert second.calls["place"] == 1
+    run_id = env.journal.list_runs()[0].run_id
+    assert only_intent(env, run_id).resolution is Resolution.PENDING  # stamped again before the send
+    # Start 3: reconciliation finds the order; nothing is sent.
+    third = Plain(env.broker())
+    report = await env.run(pb, broker=third)
+    assert report.ok and third.calls["place"] == 0
+    intent = only_intent(env, run_id)
+    assert (intent.resolution, intent.status) == (Resolution.CONFIRMED, OrderStatus.FILLED)
+    assert len(await env.broker().orders()) == 1
+
+
+async def test_a_resend_that_also_times_out_is_reconciled_later(tmp_path):
+    env = make_env(tmp_path)
+    broker = Faulty(env.broker())  # paper refuses repeated ids, so one re-send is allowed
+    broker.fail("place", OutcomeUnknown("connection reset"))  # never arrived
+    broker.fail("place", OutcomeUnknown("reply lost"), after_send=True)  # the re-send arrived
+    for _ in range(4):
+        broker.hook("get_order", lambda cid: None)  # the first lookups go through (and miss)
+    for _ in range(4):
+        broker.fail("get_order", OutcomeUnknown("lookup timed out"))
+    report = await env.run(playbook(BUY), broker=broker)
+    assert report.steps[0].outcome is StepOutcome.FAILED
+    assert broker.calls["place"] == 2
+    cid = only_intent(env, report.run_id).client_order_id
+    assert only_intent(env, report.run_id).status is OrderStatus.UNKNOWN
+    # Any later start on the account reconciles the finished run's unknown intent.
+    other = await env.run(playbook(BUY, name="other"))
+    assert other.ok
+    intent = env.journal.get_intent(cid)
+    assert intent is not None and intent.status is OrderStatus.FILLED
+    assert intent.resolution is Resolution.CONFIRMED
+
+
+# --- 2. no automatic re-send unless the broker refuses repeated client ids -----------------------------
+
+
+async def test_unknown_outcome_is_not_resent_at_a_broker_without_idempotent_ids(tmp_path):
+    env = make_env(tmp_path)
+    broker = Plain(env.broker()).fail("place", OutcomeUnknown("connection reset"))  # never arrived
+    report = await env.run(playbook(BUY), broker=broker)
+    assert broker.calls["place"] == 1
+    step = report.steps[0]
+    assert step.outcome is StepOutcome.FAILED
+    cid = only_intent(env, report.run_id).client_order_id
+    assert f"outcome unknown for {cid}; not re-sent" in step.message
+    assert only_intent(env, report.run_id).status is OrderStatus.UNKNOWN
+    # A start soon after: not found yet, but too recent to call absent.
+    env.clock.advance(5)
+    await env.run(playbook(BUY, name="soon"), broker=Plain(env.broker()))
+    assert env.journal.get_intent(cid).resolution is Resolution.PENDING  # type: ignore[union-attr]
+    # A start well after: now the miss proves it never arrived.
+    env.clock.advance(120)
+    await env.run(playbook(BUY, name="later"), broker=Plain(env.broker()))
+    assert env.journal.get_intent(cid).resolution is Resolution.ABSENT  # type: ignore[union-attr]
+    assert [o.client_order_id for o in await env.broker().orders()].count(cid) == 0
+
+
+async def test_lagging_lookups_do_not_cause_a_duplicate(tmp_path):
+    env = make_env(tmp_path)
+    broker = Plain(env.broker(), lag=10).fail("place", OutcomeUnknown("reply lost"), after_send=True)
+    report = await env.run(playbook(BUY), broker=broker)
+    assert broker.calls["place"] == 1
+    assert report.steps[0].outcome is StepOutcome.FAILED
+    cid = only_intent(env, report.run_id).client_order_id
+    # Later, the broker's book shows it: reconciliation records the truth.
+    env.clock.advance(120)
+    await env.run(playbook(BUY, name="later"), broker=Plain(env.broker()))
+    intent = env.journal.get_intent(cid)
+    assert intent is not None and intent.status is OrderStatus.FILLED
+    assert [o.client_order_id for o in await env.broker().orders()].count(cid) == 1
+
+
+async def test_reconcile_leaves_intents_of_other_running_runs_alone(tmp_path):
+    env = make_env(tmp_path)
+    # Run A is live elsewhere: its intent is committed and its request about to leave.
+    with pytest.raises(Killed):
+        await env.run(playbook(BUY, name="a"), broker=Plain(env.broker()).fail("place", Killed()))
+    (a_run,) = env.journal.list_runs()
+    a_cid = only_intent(env, a_run.run_id).client_order_id
+    env.clock.advance(120)
+    b = Plain(env.broker())
+    report = await env.run(playbook(BUY, name="b"), broker=b)
+    assert report.ok
+    assert a_cid not in b.looked_up
+    assert env.journal.get_intent(a_cid).resolution is Resolution.PENDING  # type: ignore[union-attr]
+    # A's own restart reconciles it (and, long after, sends it).
+    again = Plain(env.broker())
+    assert (await env.run(playbook(BUY, name="a"), broker=again)).ok
+    assert again.looked_up[0] == a_cid and again.calls["place"] == 1
+
+
+# --- 3. limits: each spread leg counted, modifies checked ----------------------------------------------
+
+
+async def test_each_leg_of_a_native_spread_counts_against_max_orders_per_run(tmp_path):
+    env = make_env(tmp_path)
+    pb = playbook("limits: {max_orders_per_run: 2}\nsteps:\n" + BUY.split("\n", 1)[1] + SPREAD)
+    report = await env.run(pb)
+    assert env.steps(report)["s"] == "refused"
+    assert "max_orders_per_run" in report.steps[1].message
+    assert len(await env.broker().orders()) == 1
+
+
+async def test_a_modify_cannot_get_around_the_quantity_limit(tmp_path):
+    env = make_env(tmp_path)
+    pb = playbook(
+        "limits: {max_quantity_per_order: 100}\nsteps:\n"
+        + BID
+        + "  - {kind: modify, id: m, order: bid, quantity: 750}\n"
+    )
+    report = await env.run(pb)
+    assert env.steps(report) == {"bid": "succeeded", "m": "refused"}
+    (o,) = await env.broker().open_orders()
+    assert o.quantity == 75
+
+
+# --- 4. cancel + replace: the new total less what filled; checked before cancelling ---------------------
+
+
+async def test_replace_carries_the_new_total_less_what_filled(tmp_path):
+    env = make_env(tmp_path, fill_slice=75)
+    pb = playbook(
+        "steps:\n"
+        "  - {kind: place, id: bid, instrument: fut, side: BUY, quantity: 750, type: LIMIT, price: 24600}\n"
+        "  - {kind: modify, id: m, order: bid, quantity: 450,"
+        " when: {status: [partially_filled], older_than: 2s}}\n"
+    )
+    broker = Plain(env.broker(), drop=frozenset({Capability.MODIFY}))
+    await env.run(pb, broker=broker)
+    first, second = sorted(await env.broker().orders(), key=lambda o: o.broker_order_id or "")
+    assert first.status is OrderStatus.CANCELLED and 0 < first.filled_quantity < 450
+    assert first.filled_quantity + second.quantity == 450
+
+
+async def test_replace_refused_by_limits_leaves_the_order_working(tmp_path):
+    env = make_env(tmp_path)
+    pb = playbook(
+        "limits: {max_quantity_per_order: 100}\nsteps:\n"
+        + BID
+        + "  - {kind: modify, id: m, order: bid, quantity: 750}\n"
+    )
+    broker = Plain(env.broker(), drop=frozenset({Capability.MODIFY}))
+    report = await env.run(pb, broker=broker)
+    assert env.steps(report)["m"] == "refused"
+    assert broker.calls["cancel"] == 0
+    (o,) = await env.broker().open_orders()
+    assert o.quantity == 75
+
+
+# --- 5. native legs get derived ids -------------------------------------------------------------------
+
+
+async def test_native_spread_legs_use_derived_leg_ids(tmp_path):
+    env = make_env(tmp_path)
+    report = await env.run(playbook("steps:\n" + SPREAD))
+    assert report.ok
+    group = client_order_id(report.run_id, "s", 0, 0)
+    intents = sorted(env.journal.intents(run_id=report.run_id), key=lambda i: i.leg)
+    assert [i.client_order_id for i in intents] == [leg_client_id(group, 1), leg_client_id(group, 2)]
+    assert {i.group_id for i in intents} == {group}
+    assert {o.client_order_id for o in await env.broker().orders()} == {i.client_order_id for i in intents}
+
+
+async def test_native_spread_resumed_after_a_death_finds_its_legs(tmp_path):
+    env = make_env(tmp_path)
+    pb = playbook("steps:\n" + SPREAD)
+    dying = FaultyMultileg(env.broker()).fail("place_multileg", Killed(), after_send=True)
+    with pytest.raises(Killed):
+        await env.run(pb, broker=dying)
+    again = FaultyMultileg(env.broker())
+    report = await env.run(pb, broker=again)
+    assert report.ok and again.calls["place_multileg"] == 0
+    assert len(await env.broker().orders()) == 2
+
+
+# --- 6. a timed-out modify / cancel that did not land is issued once more -------------------------------
+
+
+async def test_modify_that_timed_out_before_landing_is_issued_again(tmp_path):
+    env = make_env(tmp_path)
+    broker = Faulty(env.broker()).fail("modify", OutcomeUnknown("timeout"))
+    report = await env.run(
+        playbook("steps:\n" + BID + "  - {kind: modify, id: m, order: bid, price: 24100}\n"), broker=broker
+    )
+    assert env.steps(report) == {"bid": "succeeded", "m": "succeeded"}
+    assert broker.calls["modify"] == 2
+    (o,) = await env.broker().open_orders()
+    assert o.price == Decimal(24100)
+
+
+async def test_modify_that_landed_despite_the_timeout_is_not_issued_again(tmp_path):
+    env = make_env(tmp_path)
+    broker = Faulty(env.broker()).fail("modify", OutcomeUnknown("timeout"), after_send=True)
+    report = await env.run(
+        playbook("steps:\n" + BID + "  - {kind: modify, id: m, order: bid, price: 24100}\n"), broker=broker
+    )
+    assert env.steps(report)["m"] == "succeeded"
+    assert broker.calls["modify"] == 1
+
+
+async def test_cancel_that_timed_out_before_landing_is_issued_again(tmp_path):
+    env = make_env(tmp_path)
+    broker = Faulty(env.broker()).fail("cancel", OutcomeUnknown("timeout"))
+    report = await env.run(
+        playbook("steps:\n" + BID + "  - {kind: cancel, id: x, order: bid}\n"), broker=broker
+    )
+    assert env.steps(report) == {"bid": "succeeded", "x": "succeeded"}
+    assert broker.calls["cancel"] == 2
+    (o,) = await env.broker().orders()
+    assert o.status is OrderStatus.CANCELLED
+
+
+# --- 7. a refusal on our side is not "the broker has it" -----------------------------------------------
+
+
+async def test_kill_switch_refusal_is_not_recorded_as_confirmed(tmp_path):
+    env = make_env(tmp_path)
+    halted = ControlView(ControlState(mode=Mode.HALT, reason="test", since=at(9, 0)))
+    report = await env.run(playbook(BUY), broker=GuardedBroker(env.broker(), halted))
+    assert report.steps[0].outcome is StepOutcome.REFUSED
+    intent = only_intent(env, report.run_id)
+    assert intent.status is OrderStatus.REJECTED
+    assert intent.resolution is Resolution.ABSENT
+    assert await env.broker().orders() == []
