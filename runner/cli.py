@@ -174,6 +174,8 @@ def _classify(exc: BaseException) -> tuple[int, list[str]]:
             return EXIT_USAGE, [f"journal database URL: {exc}"]
         if isinstance(exc, sa_exc.OperationalError):  # locked, unreachable, cannot open the file
             return EXIT_BROKER, [f"journal database: {exc.orig or exc}"]
+    if type(exc) is LookupError:  # a credential or account lookup (KeyError/IndexError are bugs)
+        return EXIT_BROKER, [str(exc)]
     if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
         return EXIT_USAGE, [f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)]
     if isinstance(exc, OSError):  # refused connections, unreachable hosts, permissions, ports in use

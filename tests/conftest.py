@@ -200,7 +200,8 @@ def pg_db_url(pg_cluster: PgCluster) -> Iterator[str]:
 def pg_reroute(monkeypatch: pytest.MonkeyPatch, pg_db_url: str) -> Iterator[Any]:
     """Re-run existing SQLite-file tests on this test's PostgreSQL database, unedited:
     ``pg_reroute(module, ...)`` swaps each module's ``make_engine`` (and ``make_env`` from
-    engine_helpers) so that every ``sqlite:///file`` URL they open lands on PostgreSQL. After the test it
+    engine_helpers), and ``runner.db.shared_engine`` for the test's duration, so that every
+    ``sqlite:///file`` URL they open in this process lands on PostgreSQL. After the test it
     checks that tables were created there, so a test cannot quietly pass on SQLite."""
     import engine_helpers
 
@@ -219,6 +220,20 @@ def pg_reroute(monkeypatch: pytest.MonkeyPatch, pg_db_url: str) -> Iterator[Any]
         return env
 
     monkeypatch.setattr(engine_helpers, "make_engine", pg_engine)
+    # Journal(url) and PaperBroker(db_url=...) look runner.db.shared_engine up when called.
+    import runner.db
+
+    shared: dict[str, Any] = {}
+    original_shared = runner.db.shared_engine
+
+    def pg_shared_engine(url: str | None = None) -> Any:
+        if url is None or not str(url).startswith("sqlite:///"):
+            return original_shared(url)
+        if pg_db_url not in shared:
+            shared[pg_db_url] = make_engine(pg_db_url)
+        return shared[pg_db_url]
+
+    monkeypatch.setattr(runner.db, "shared_engine", pg_shared_engine)
 
     def reroute(*modules: Any) -> None:
         for module in modules:

@@ -246,6 +246,19 @@ async def test_native_spread_resumed_after_a_death_finds_its_legs(tmp_path):
     assert len(await env.broker().orders()) == 2
 
 
+async def test_native_spread_that_died_before_leaving_is_sent_once_on_restart(tmp_path):
+    env = make_env(tmp_path)
+    pb = playbook("steps:\n" + SPREAD)
+    with pytest.raises(Killed):
+        await env.run(pb, broker=FaultyMultileg(env.broker()).fail("place_multileg", Killed()))
+    again = FaultyMultileg(env.broker())
+    report = await env.run(pb, broker=again)
+    assert report.ok and again.calls["place_multileg"] == 1
+    intents = env.journal.intents(run_id=report.run_id)
+    assert {i.resolution for i in intents} == {Resolution.CONFIRMED}
+    assert len(await env.broker().orders()) == 2
+
+
 # --- 6. a timed-out modify / cancel that did not land is issued once more -------------------------------
 
 

@@ -116,10 +116,13 @@ def _positioned(filename: str, exc: ValueError, prefix: tuple[str, ...] = ()) ->
 
 
 def make_broker(account: Account, **context: Any) -> Broker:
-    """The account's broker; a failure to build it (credentials missing, bad endpoint) is exit 5."""
+    """The account's broker; a failure to build it (credentials missing, bad endpoint) is exit 5.
+    Secret values are only resolved here, never printed: the messages name the variable or file."""
     from runner.brokers import create_broker
 
     try:
+        for key in account.credentials:  # resolve now: a missing one fails before the run is journaled
+            account.secret(key)
         return create_broker(account, **context)
     except (LookupError, ValueError, OSError) as exc:
         raise CommandError(EXIT_BROKER, f"account {account.name!r} ({account.broker}): {exc}") from None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -132,8 +132,17 @@ def run(args: argparse.Namespace) -> int:
 # --- text rendering ---------------------------------------------------------------------------------
 
 
-def table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], out: TextIO, indent: str = "") -> None:
-    _table(headers, rows, out, indent=indent)
+VERDICT_COLOR = {"planned": "green", "fails": "red", "refused": "red", "skipped": "yellow"}
+
+
+def table(
+    headers: tuple[str, ...],
+    rows: Sequence[tuple[str, ...]],
+    out: TextIO,
+    indent: str = "",
+    colors: Sequence[Callable[[str], str | None] | None] = (),
+) -> None:
+    _table(headers, rows, out, indent=indent, colors=colors)
 
 
 def price_text(c: PlannedCall) -> str:
@@ -170,6 +179,7 @@ def print_plan(plan: Plan, tz: ZoneInfo, out: TextIO | None = None) -> None:
         ("STEP", "KIND", "VERDICT", "TIMING", "DETAIL"),
         [(s.step_id, s.kind, s.verdict.value, s.timing, s.message) for s in plan.steps],
         out,
+        colors=(None, None, VERDICT_COLOR.get),
     )
     rows = [
         (
