@@ -184,7 +184,8 @@ def snap(price: Decimal, tick: Decimal | None, side: Side) -> Decimal:
 def describe(order: Order) -> str:
     text = f"{order.side.value} {order.quantity} {order.instrument.key} {order.status.value}"
     if order.filled_quantity:
-        text += f" filled {order.filled_quantity}"
+        if order.filled_quantity != order.quantity:  # "filled" alone already says all of it
+            text += f" {order.filled_quantity}/{order.quantity}"
         if order.average_price is not None:
             text += f" @ {order.average_price}"
     if order.reject_reason:
