@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
 
@@ -100,6 +100,23 @@ def _postgresql_engine(url: str, **kwargs: Any) -> Engine:
     # Times are stored as naive UTC (TIMESTAMP WITHOUT TIME ZONE); a UTC session keeps now()/casts honest.
     connect_args.setdefault("options", "-c timezone=UTC")
     return create_engine(url, **kwargs)
+
+
+# Any constant: the transaction-scoped advisory lock that serializes schema creation across processes.
+SCHEMA_LOCK_KEY = 0x72756E6E  # "runn"
+
+
+def create_all(engine: Engine, metadata: MetaData) -> None:
+    """``metadata.create_all`` that is safe when several processes start together on one database.
+
+    PostgreSQL's CREATE TABLE is not idempotent under concurrency: two processes both see a table
+    missing and the slower one fails on ``pg_type_typname_nsp_index``. An advisory lock held for the
+    transaction makes them take turns; the second finds the tables there. SQLite's BEGIN IMMEDIATE
+    already serializes."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+        metadata.create_all(conn)
 
 
 _shared: dict[str, Engine] = {}

@@ -60,7 +60,9 @@ pbdir = daemon_tests.pbdir
 test_two_daemons_one_journal_fire_exactly_once = daemon_tests.test_two_daemons_one_journal_fire_exactly_once
 test_a_new_version_cannot_refire_the_same_slot = daemon_tests.test_a_new_version_cannot_refire_the_same_slot
 test_restart_marks_interrupted_fires_unknown = daemon_tests.test_restart_marks_interrupted_fires_unknown
-test_restart_catch_up_report_skip_and_run_within = daemon_tests.test_restart_catch_up_report_skip_and_run_within
+test_restart_catch_up_report_skip_and_run_within = (
+    daemon_tests.test_restart_catch_up_report_skip_and_run_within
+)
 test_halt_skips_fires_and_is_seen_within_a_poll = daemon_tests.test_halt_skips_fires_and_is_seen_within_a_poll
 test_shutdown_waits_for_running_fire_or_journals_unknown = (
     daemon_tests.test_shutdown_waits_for_running_fire_or_journals_unknown
@@ -69,7 +71,9 @@ test_control_row_round_trip = control_tests.test_control_row_round_trip
 test_guarded_paper_broker_honours_halt_and_reduce_only = (
     control_tests.test_guarded_paper_broker_honours_halt_and_reduce_only
 )
-test_daemon_halt_cancels_open_orders_within_a_poll = control_tests.test_daemon_halt_cancels_open_orders_within_a_poll
+test_daemon_halt_cancels_open_orders_within_a_poll = (
+    control_tests.test_daemon_halt_cancels_open_orders_within_a_poll
+)
 test_fires_due_together_are_prepared_early_and_share_one_commit = (
     engine_tests.test_fires_due_together_are_prepared_early_and_share_one_commit
 )
@@ -155,7 +159,9 @@ def test_two_daemon_processes_fire_each_slot_exactly_once(
     for name in names:
         (pbdir / f"{name}.yaml").write_text(playbook_text(name, 'daily: "09:15"'))
     prepare_schema(pg_db_url)
-    kids = [spawn(pg_db_url, pbdir, owner, order, dues) for owner, order in zip(("d1", "d2"), orders)]
+    kids = [
+        spawn(pg_db_url, pbdir, owner, order, dues) for owner, order in zip(("d1", "d2"), orders, strict=True)
+    ]
     try:
         for _ in dues:
             for kid in kids:  # both ready for this instant...

@@ -30,7 +30,9 @@ def _on_postgresql(request: pytest.FixtureRequest) -> None:
 
 # --- the SQLite suite's core journal behaviours, unedited, on PostgreSQL ---------------------------------
 
-test_illegal_transition_is_recorded_and_not_applied = journal_tests.test_illegal_transition_is_recorded_and_not_applied
+test_illegal_transition_is_recorded_and_not_applied = (
+    journal_tests.test_illegal_transition_is_recorded_and_not_applied
+)
 test_duplicate_intent_is_refused = journal_tests.test_duplicate_intent_is_refused
 test_second_start_of_the_same_run_resumes_without_reexecuting = (
     journal_tests.test_second_start_of_the_same_run_resumes_without_reexecuting
@@ -41,7 +43,9 @@ test_interrupted_run_resumes_from_the_unfinished_step = (
 test_unknown_intents_are_reconciled_before_anything_is_sent = (
     journal_tests.test_unknown_intents_are_reconciled_before_anything_is_sent
 )
-test_intent_row_is_committed_before_place_is_called = place_tests.test_intent_row_is_committed_before_place_is_called
+test_intent_row_is_committed_before_place_is_called = (
+    place_tests.test_intent_row_is_committed_before_place_is_called
+)
 test_market_place_fills_and_is_journaled = place_tests.test_market_place_fills_and_is_journaled
 test_outcome_unknown_after_send_is_resolved_by_lookup_not_resent = (
     place_tests.test_outcome_unknown_after_send_is_resolved_by_lookup_not_resent
@@ -49,7 +53,9 @@ test_outcome_unknown_after_send_is_resolved_by_lookup_not_resent = (
 test_outcome_unknown_that_never_arrived_is_sent_again_under_the_same_id = (
     place_tests.test_outcome_unknown_that_never_arrived_is_sent_again_under_the_same_id
 )
-test_a_report_without_price_keeps_the_modified_price = fast_tests.test_a_report_without_price_keeps_the_modified_price
+test_a_report_without_price_keeps_the_modified_price = (
+    fast_tests.test_a_report_without_price_keeps_the_modified_price
+)
 test_dispose_drops_the_connection_and_the_journal_reconnects = (
     fast_tests.test_dispose_drops_the_connection_and_the_journal_reconnects
 )
@@ -95,7 +101,7 @@ def test_concurrent_start_of_one_run_creates_one_row(pg_db_url: str) -> None:
     js = journals(pg_db_url, 4)
     for round_no in range(5):
         run_id = f"r{round_no}"
-        got = race(4, lambda i: js[i].start_run(
+        got = race(4, lambda i, run_id=run_id: js[i].start_run(
             run_id, playbook="p", account="a", scheduled_for=T0, mode="run", now=T0))  # fmt: skip
         created = [r for r in got if not isinstance(r, Exception) and not r.resumed]
         others = [r for r in got if r not in created]
@@ -130,8 +136,10 @@ def test_fast_path_stores_naive_utc_and_exact_decimals_on_postgresql(pg_db_url: 
     j.start_run("r1", playbook="p", account="a", scheduled_for=T0, mode="run", now=T0)
     j.add_intent(intent("c1"))
     later = T0 + dt.timedelta(seconds=2)
-    fill = Order("c1", "B1", INS, Side.BUY, 75, OrderType.LIMIT, Product.MIS, OrderStatus.FILLED,
-                 filled_quantity=75, average_price=Decimal("24000.0333"), price=Decimal("24000.05"))  # fmt: skip
+    fill = Order(
+        "c1", "B1", INS, Side.BUY, 75, OrderType.LIMIT, Product.MIS, OrderStatus.FILLED,
+        filled_quantity=75, average_price=Decimal("24000.0333"), price=Decimal("24000.05"),
+    )  # fmt: skip
     j.record_order(fill, later)
     with j.engine.connect() as c:
         kinds = dict(c.execute(sa.text(
@@ -171,3 +179,20 @@ def test_run_rows_round_trip_through_core_and_fast_paths(pg_db_url: str) -> None
     with j.engine.connect() as c:
         row = c.execute(sa.select(runs)).mappings().one()
     assert dataclasses.asdict(j.get_run("r1") or rec)["starts"] == row["starts"] == 2
+
+
+def test_processes_starting_together_create_the_schema_once(pg_db_url: str) -> None:
+    """runner.db.create_all: what Journal/FireStore/ControlStore/PaperStore need on a fresh database
+    (their own ``metadata.create_all`` races, see the xfail in test_pg_paper)."""
+    from runner import control, fires
+    from runner import journal as journal_mod
+    from runner.brokers import paper
+    from runner.db import create_all
+
+    engines = [make_engine(pg_db_url) for _ in range(4)]
+    metas = (journal_mod.metadata, fires.metadata, control.metadata, paper.metadata)
+    got = race(4, lambda i: [create_all(engines[i], m) for m in metas])
+    assert [r for r in got if isinstance(r, Exception)] == []
+    with engines[0].connect() as c:
+        tables = set(sa.inspect(c).get_table_names())
+    assert {"runs", "order_intents", "fires", "daemons", "control", "paper_orders"} <= tables

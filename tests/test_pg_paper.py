@@ -31,7 +31,9 @@ def _on_postgresql(request: pytest.FixtureRequest) -> None:
 # --- the SQLite persistence suite, unedited, on PostgreSQL -------------------------------------------------
 
 test_separate_runs_share_the_book = persistence_tests.test_separate_runs_share_the_book
-test_restart_after_a_failed_transaction_reloads = persistence_tests.test_restart_after_a_failed_transaction_reloads
+test_restart_after_a_failed_transaction_reloads = (
+    persistence_tests.test_restart_after_a_failed_transaction_reloads
+)
 test_accounts_are_separate_books = persistence_tests.test_accounts_are_separate_books
 
 # --- PostgreSQL-specific ----------------------------------------------------------------------------------
@@ -126,7 +128,9 @@ def test_threads_on_separate_connections_serialize_on_the_account(pg_db_url: str
     assert race_threads(n, place_many) == []
     for b in books:  # every instance, however stale its memory, reads the same book back
         seen = asyncio.run(b.orders())
-        assert sorted(o.client_order_id for o in seen) == sorted(f"t{i}-{k}" for i in range(n) for k in range(per))
+        assert sorted(o.client_order_id for o in seen) == sorted(
+            f"t{i}-{k}" for i in range(n) for k in range(per)
+        )
     check_book(pg_db_url, "acc", n * per)
 
 
