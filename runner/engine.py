@@ -3,7 +3,8 @@
 ``execute`` is the one entry point (used by ``runner run``, ``rehearse``, ``apply`` and the scheduler):
 
 1. open (or resume) the run in the journal; the run id is deterministic (:func:`runner.ids.run_id`);
-2. connect, then reconcile every unsettled intent of the account by client id before anything is sent;
+2. connect, then reconcile by client id, before anything is sent, every unsettled intent of this run and of
+   the account's runs that are not running (recent ones: see ``Tuning.reconcile_horizon``);
 3. for each step not already finished: honour ``at`` / ``after`` / ``late`` on the injected clock, then
    dispatch on ``kind`` (:data:`runner.steps.HANDLERS`). After a failed / refused / stopping step, only
    risk-reducing steps (cancel, square_off) still run.

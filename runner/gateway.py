@@ -76,6 +76,10 @@ class Tuning:
     # A lookup miss proves absence only this long (clock seconds) after the last send: brokers that find
     # our orders by scanning the day's book can lag. Brokers refusing a repeated client id need no wait.
     absent_after: float = 60.0
+    # Unsettled intents older than this are no longer looked up on every start: brokers keep only the
+    # day's book, so after a long weekend a lookup cannot tell anything new. They stay UNKNOWN in the
+    # journal (``runner history`` shows them) for an operator to settle.
+    reconcile_horizon: float = 4 * 86400.0
 
 
 class EventKind(enum.StrEnum):
@@ -411,7 +415,8 @@ class Gateway:
         """Before anything new is sent: resolve by client id every unsettled intent (PENDING_NEW / UNKNOWN,
         whatever its resolution) of this run and of this account's runs that are no longer running. Other
         RUNNING runs are left alone (:meth:`Journal.reconcilable_intents` says why)."""
-        pending = self.journal.reconcilable_intents(self.account, self.run_id)
+        since = self.clock.now() - dt.timedelta(seconds=self.tuning.reconcile_horizon)
+        pending = self.journal.reconcilable_intents(self.account, self.run_id, since=since)
         for intent in pending:
             cid = intent.client_order_id
             found = await self._resolve(cid, patient=False)

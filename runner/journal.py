@@ -962,7 +962,9 @@ class Journal:
         with self._fast.transaction() as t:
             t.executemany(_UPD_RESOLUTION, rows)
 
-    def reconcilable_intents(self, account: str, run_id: str) -> list[Intent]:
+    def reconcilable_intents(
+        self, account: str, run_id: str, *, since: dt.datetime | None = None
+    ) -> list[Intent]:
         """Unsettled intents (PENDING_NEW / UNKNOWN, whatever their resolution) of ``account`` that
         belong to ``run_id`` or to a run no longer RUNNING. A RUNNING run other than ``run_id`` is live
         elsewhere (another playbook of the daemon on this account) or crashed, and then its own restart
@@ -976,6 +978,7 @@ class Journal:
                 c.account == account,
                 c.status.in_([OrderStatus.PENDING_NEW.value, OrderStatus.UNKNOWN.value]),
                 sa.or_(c.run_id == run_id, runs.c.status != RunStatus.RUNNING.value),
+                sa.or_(c.run_id == run_id, sa.true() if since is None else c.created_at >= since),
             )
             .order_by(c.created_at, c.client_order_id)
         )

@@ -308,3 +308,22 @@ async def test_kill_switch_refusal_is_not_recorded_as_confirmed(tmp_path):
     assert intent.status is OrderStatus.REJECTED
     assert intent.resolution is Resolution.ABSENT
     assert await env.broker().orders() == []
+
+
+async def test_unknown_intents_past_the_reconcile_horizon_are_left_for_an_operator(tmp_path):
+    for advance, looked_up in ((3600, True), (5 * 86400, False)):
+        env = make_env(tmp_path / str(advance))
+        broker = Plain(env.broker(), lag=10)  # the order arrived, but no lookup sees it today
+        broker.fail("place", OutcomeUnknown("reply lost"), after_send=True)
+        report = await env.run(playbook(BUY), broker=broker)
+        cid = only_intent(env, report.run_id).client_order_id
+        assert only_intent(env, report.run_id).status is OrderStatus.UNKNOWN
+
+        env.clock.advance(advance)
+        later = Plain(env.broker())
+        assert (await env.run(playbook(BUY, name="later"), broker=later, slot=env.clock.now())).ok
+        # Within the horizon a later start looks it up; after a long weekend the day's book is gone, so
+        # it is left UNKNOWN (visible in history) rather than guessed at on every start.
+        assert (cid in later.looked_up) is looked_up
+        status = only_intent(env, report.run_id).status
+        assert status is (OrderStatus.FILLED if looked_up else OrderStatus.UNKNOWN)
