@@ -24,8 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from runner.brokers.base import Broker, Capability
+from runner.db import UTCDateTime, create_all
 from runner.errors import Rejected
-from runner.fires import UTCDateTime, enum_type, read
+from runner.fires import enum_type, read
 from runner.model import Instrument, Modification, MultilegRequest, Order, OrderRequest, Position, Side
 
 log = logging.getLogger("runner.control")
@@ -82,7 +83,7 @@ class ControlState:
 class ControlStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        create_all(engine, metadata)
 
     def get(self) -> ControlState:
         with read(self.engine) as conn:
@@ -95,8 +96,12 @@ class ControlStore:
         values = {"halted": mode is not Mode.NORMAL, "mode": mode, "reason": reason, "since": now, "by": by}
         with self.engine.begin() as conn:
             done = conn.execute(control.update().where(control.c.id == 1).values(**values)).rowcount
-            if not done:
-                conn.execute(control.insert().values(id=1, **values))
+            if not done:  # first halt on a fresh journal: another host may insert at the same moment
+                try:
+                    with conn.begin_nested():
+                        conn.execute(control.insert().values(id=1, **values))
+                except sa.exc.IntegrityError:
+                    conn.execute(control.update().where(control.c.id == 1).values(**values))
         return ControlState(mode=mode, reason=reason, since=now, by=by)
 
 

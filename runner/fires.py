@@ -18,26 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Engine
 
+from runner.db import UTCDateTime, create_all
 from runner.ids import fire_id as make_fire_id
-
-
-class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
-    """Stored as naive UTC (SQLite has no zones), always read back timezone-aware."""
-
-    impl = sa.DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTCDateTime column")
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
-        return None if value is None else value.replace(tzinfo=dt.UTC)
 
 
 class FireState(enum.StrEnum):
@@ -136,7 +120,7 @@ class FireStore:
     def __init__(self, engine: Engine, owner: str) -> None:
         self.engine = engine
         self.owner = owner
-        metadata.create_all(engine)
+        create_all(engine, metadata)
 
     def _insert(self) -> Any:
         name = self.engine.dialect.name
@@ -167,7 +151,8 @@ class FireStore:
                 "outcome": c.outcome,
                 "updated_at": now,
             }
-            for c in claims
+            # one lock order for every daemon: batched inserts in different orders could deadlock on PG
+            for c in sorted(claims, key=lambda c: c.fire_id)
         ]
         stmt = self._insert()
         with self.engine.begin() as conn:
@@ -288,7 +273,7 @@ class FireStore:
 
 
 def read_daemons(engine: Engine) -> list[dict[str, Any]]:
-    metadata.create_all(engine)
+    create_all(engine, metadata)
     with read(engine) as conn:
         rows = conn.execute(sa.select(daemons).order_by(daemons.c.heartbeat_at.desc())).all()
     out = []

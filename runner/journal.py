@@ -17,7 +17,6 @@ import datetime as dt
 import enum
 import functools
 import json
-import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.types import TypeDecorator
 
+from runner.db import ConnectionSlot, UTCDateTime, connection_slot, create_all
 from runner.model import (
     IllegalTransition,
     Instrument,
@@ -42,23 +42,6 @@ from runner.model import (
     Validity,
     check_transition,
 )
-
-
-class UTCDateTime(TypeDecorator[dt.datetime]):
-    """Aware datetimes stored as naive UTC, read back as aware UTC (portable across dialects)."""
-
-    impl = sa.DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("journal times must be timezone-aware")
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        return None if value is None else value.replace(tzinfo=dt.UTC)
 
 
 class DecimalText(TypeDecorator[Decimal]):
@@ -460,10 +443,12 @@ class _Txn:
 
 
 class _Fast:
-    """One DBAPI connection per Engine (shared by every Journal of the process) for the hot path.
+    """One DBAPI connection per Engine (shared by every Journal of the process, and on SQLite with the
+    paper book: :func:`runner.db.connection_slot`) for the hot path.
 
-    Transactions are short and synchronous (no await inside), guarded by a lock for threads. SQLite:
-    ``BEGIN IMMEDIATE`` / ``COMMIT`` like runner.db; other dialects: the driver's implicit transaction.
+    Transactions are short and synchronous (no await inside), guarded by the slot's lock for threads.
+    SQLite: ``BEGIN IMMEDIATE`` / ``COMMIT`` like runner.db; other dialects: the driver's implicit
+    transaction.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -472,9 +457,16 @@ class _Fast:
         self.dialect = engine.dialect
         self.sqlite = engine.dialect.name == "sqlite"
         self.integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
-        self.lock = threading.RLock()
-        self._raw: Any = None
+        self.slot: ConnectionSlot = connection_slot(engine, "journal")
         self._compiled: dict[_Stmt, _Compiled] = {}
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self.slot.lock  # read each time: a forked child gets a fresh one
+
+    @property
+    def _raw(self) -> Any:
+        return self.slot.raw
 
     def compiled(self, s: _Stmt) -> _Compiled:
         got = self._compiled.get(s)
@@ -519,13 +511,9 @@ class _Fast:
         return [c.row(r) for r in rows]
 
     def _connection(self) -> Any:
-        raw = self._raw
-        if raw is None:
-            engine = self._engine()
-            if engine is None:
-                raise JournalError("the journal's database engine was garbage-collected")
-            raw = self._raw = engine.raw_connection()
-        return raw
+        if self.slot.raw is None and self._engine() is None:
+            raise JournalError("the journal's database engine was garbage-collected")
+        return self.slot.connection()
 
     def begin(self) -> Any:
         cur = self._connection().cursor()
@@ -551,20 +539,16 @@ class _Fast:
             else:
                 raw.rollback()
         except Exception:
-            self._raw = None
-            raw.invalidate()  # unusable: a fresh connection next time
+            self.slot.invalidate()  # unusable: a fresh connection next time
 
     def release(self) -> None:
-        raw, self._raw = self._raw, None
-        if raw is not None:
-            raw.close()
+        self.slot.release()
 
 
 # By id(engine), weakly: each _Fast lives exactly as long as its engine, which holds it through the
 # dispose listener below (a registry holding it strongly would keep the engine and its file open forever).
 _FAST: weakref.WeakValueDictionary[int, _Fast] = weakref.WeakValueDictionary()
 _FAST_LOCK = threading.Lock()
-_INHERITED: list[Any] = []  # connections opened before a fork: kept open (never closed) in the child
 
 
 def _fast_for(engine: Engine) -> _Fast:
@@ -577,17 +561,7 @@ def _fast_for(engine: Engine) -> _Fast:
         return fast
 
 
-def _after_fork_in_child() -> None:
-    # A DBAPI connection must not be used across fork; closing it could disturb the parent's locks.
-    for fast in list(_FAST.values()):
-        if fast._raw is not None:
-            _INHERITED.append(fast._raw)
-            fast._raw = None
-        fast.lock = threading.RLock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# After a fork the child drops the inherited connection and lock: runner.db does it for every slot.
 
 
 class DuplicateIntent(Exception):
@@ -754,7 +728,7 @@ class Journal:
 
             engine = shared_engine(url)
         self.engine = engine
-        metadata.create_all(engine)
+        create_all(engine, metadata)
         self._fast = _fast_for(engine)
 
     def close(self) -> None:

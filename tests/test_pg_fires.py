@@ -241,11 +241,6 @@ async def test_halt_written_by_ops_is_honoured_by_both_daemons(pg_db_url: str, t
     assert ran is not None and ran.state is FireState.SUCCEEDED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner/control.py ControlStore.set: UPDATE-then-INSERT races on PostgreSQL READ COMMITTED "
-    "(both INSERT, one gets UniqueViolation); needs an upsert, see the PG helper's report",
-)
 def test_concurrent_halt_writers_leave_one_control_row(pg_db_url: str) -> None:
     """Two hosts hitting ``runner halt`` at once on a fresh journal (UPDATE finds nothing, both INSERT)."""
     import threading
