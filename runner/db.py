@@ -15,10 +15,14 @@ COMMITTED (REPEATABLE READ would turn every contended write into a serialization
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
@@ -131,3 +135,96 @@ def shared_engine(url: str | None = None) -> Engine:
     if engine is None:
         engine = _shared[url] = make_engine(url)
     return engine
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Aware datetimes stored as naive UTC (SQLite has no zones), read back as aware UTC, on every
+    dialect. A naive datetime is refused rather than guessed at."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column: times must be timezone-aware")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+class ConnectionSlot:
+    """One DBAPI connection of an Engine, opened on first use, and the lock that guards it (callers hold
+    ``lock`` from BEGIN to COMMIT, never across an await). See :func:`connection_slot`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = weakref.ref(engine)  # the engine owns its slots, not the other way round
+        self.lock = threading.RLock()
+        self.raw: Any = None
+
+    def connection(self) -> Any:
+        raw = self.raw
+        if raw is None:
+            engine = self._engine()
+            if engine is None:
+                raise RuntimeError("the database engine was garbage-collected")
+            raw = self.raw = engine.raw_connection()
+        return raw
+
+    def invalidate(self) -> None:
+        """The connection is unusable (a failed rollback): the next use opens a fresh one."""
+        raw, self.raw = self.raw, None
+        if raw is not None:
+            raw.invalidate()
+
+    def release(self) -> None:
+        raw, self.raw = self.raw, None
+        if raw is not None:
+            raw.close()
+
+
+_SLOTS: weakref.WeakKeyDictionary[Engine, dict[str, ConnectionSlot]] = weakref.WeakKeyDictionary()
+_SLOTS_LOCK = threading.Lock()
+_INHERITED: list[Any] = []  # connections opened before a fork: kept open (never closed) in the child
+
+
+def connection_slot(engine: Engine, user: str) -> ConnectionSlot:
+    """The connection ``user`` (e.g. "journal", "paper") runs its hot-path transactions on.
+
+    SQLite: one slot per Engine for every user. Each connection has its own page cache, which a write
+    through another connection invalidates; the journal and the paper book alternate writes on the same
+    file, so separate connections re-read pages on every switch. Other processes keep their own
+    connections, serialized by ``BEGIN IMMEDIATE`` as before. Other dialects: one slot per user."""
+    key = "" if engine.dialect.name == "sqlite" else user
+    with _SLOTS_LOCK:
+        slots = _SLOTS.get(engine)
+        if slots is None:
+            slots = _SLOTS[engine] = {}
+            # Engine.dispose() (tests deleting the file, a forking parent) drops our connections too.
+            ref = weakref.ref(slots)
+            event.listen(engine, "engine_disposed", lambda _e: _release_all(ref()))
+        slot = slots.get(key)
+        if slot is None:
+            slot = slots[key] = ConnectionSlot(engine)
+        return slot
+
+
+def _release_all(slots: dict[str, ConnectionSlot] | None) -> None:
+    for slot in (slots or {}).values():
+        slot.release()
+
+
+def _after_fork_in_child() -> None:
+    # A DBAPI connection must not be used across fork; closing it could disturb the parent's locks.
+    for slots in list(_SLOTS.values()):
+        for slot in slots.values():
+            if slot.raw is not None:
+                _INHERITED.append(slot.raw)
+                slot.raw = None
+            slot.lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

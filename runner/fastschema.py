@@ -38,16 +38,18 @@ _ANNOTATIONS = frozenset(
         "writeOnly",
     }
 )
-_TYPES: dict[str, Check] = {
-    "object": lambda v: type(v) is dict,
-    "array": lambda v: type(v) is list,
-    # Loaded YAML turns YYYY-MM-DD into a date; JSON (and jsonschema, via yamlload.to_json) sees a string.
-    "string": lambda v: type(v) is str or type(v) is dt.date,
-    "integer": lambda v: type(v) is int,
-    "number": lambda v: type(v) in (int, float, Decimal),
-    "boolean": lambda v: type(v) is bool,
-    "null": lambda v: v is None,
+# JSON type -> the Python types of loaded YAML that have it (bool is its own type, never an integer).
+# Loaded YAML turns YYYY-MM-DD into a date; JSON (and jsonschema, via yamlload.to_json) sees a string.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str, dt.date),
+    "integer": (int,),
+    "number": (int, float, Decimal),
+    "boolean": (bool,),
+    "null": (type(None),),
 }
+_OBJECT_KEYS = ("properties", "required", "additionalProperties")
 
 
 class UnsupportedSchema(ValueError):
@@ -101,12 +103,15 @@ class _Compiler:
         if schema is False:
             return lambda v: False
         checks: list[Check] = []
+        objects = False  # properties/required/additionalProperties compile to one check
         for key, arg in schema.items():
             if key in _ANNOTATIONS or key in ("then", "else", "prefixItems"):
                 continue
             if key == "type":
-                kinds = [_TYPES[t] for t in ([arg] if isinstance(arg, str) else arg)]
-                checks.append(kinds[0] if len(kinds) == 1 else (lambda v, ks=kinds: any(k(v) for k in ks)))
+                kinds = frozenset(
+                    t for name in ([arg] if isinstance(arg, str) else arg) for t in _TYPES[name]
+                )
+                checks.append(lambda v, ks=kinds: type(v) in ks)
             elif key == "enum":
                 if all(type(e) is str for e in arg):
                     allowed = frozenset(arg)
@@ -121,22 +126,10 @@ class _Compiler:
                 checks.append(lambda v, c=arg: _equal(v.isoformat() if type(v) is dt.date else v, c))
             elif key == "$ref":
                 checks.append(self.ref(arg))
-            elif key == "properties":
-                props = {name: self.compile(sub) for name, sub in arg.items()}
-                checks.append(self._properties(props))
-            elif key == "required":
-                req = tuple(arg)
-                checks.append(lambda v, r=req: type(v) is not dict or all(k in v for k in r))
-            elif key == "additionalProperties":
-                known = frozenset(schema.get("properties", {}))
-                if schema.get("patternProperties"):
-                    raise UnsupportedSchema("patternProperties")
-                sub = self.compile(arg)
-                checks.append(
-                    lambda v, k=known, s=sub: (
-                        type(v) is not dict or all(s(x) for n, x in v.items() if n not in k)
-                    )
-                )
+            elif key in _OBJECT_KEYS:
+                if not objects:
+                    objects = True
+                    checks.append(self._object(schema))
             elif key == "propertyNames":
                 sub = self.compile(arg)
                 checks.append(lambda v, s=sub: type(v) is not dict or all(s(n) for n in v))
@@ -181,8 +174,11 @@ class _Compiler:
             elif key == "exclusiveMaximum":
                 checks.append(lambda v, n=arg: not _is_number(v) or v < n)
             elif key == "allOf":
-                subs = [self.compile(s) for s in arg]
-                checks.extend(subs)
+                switch = self._switch(arg)
+                if switch is not None:
+                    checks.append(switch)
+                else:
+                    checks.extend(self.compile(s) for s in arg)
             elif key == "anyOf":
                 subs = [self.compile(s) for s in arg]
                 checks.append(lambda v, ss=subs: any(s(v) for s in ss))
@@ -222,16 +218,73 @@ class _Compiler:
 
         return run
 
-    @staticmethod
-    def _properties(props: dict[str, Check]) -> Check:
+    def _object(self, schema: dict[str, Any]) -> Check:
+        """properties + required + additionalProperties as one pass over the mapping (set operations on
+        the keys do the bookkeeping in C)."""
+        if schema.get("patternProperties"):
+            raise UnsupportedSchema("patternProperties")
+        props = {name: self.compile(sub) for name, sub in schema.get("properties", {}).items()}
+        known = frozenset(props)
+        required = frozenset(schema.get("required", ()))
+        extra = schema.get("additionalProperties", True)
+        closed = extra is False
+        extra_check = None if extra is True or closed else self.compile(extra)
+
         def check(v: Any) -> bool:
             if type(v) is not dict:
                 return True
+            keys = v.keys()
+            if required and not keys >= required:
+                return False
+            if closed and not keys <= known:
+                return False
             for name, value in v.items():
                 sub = props.get(name)
-                if sub is not None and not sub(value):
+                if sub is None:
+                    if extra_check is not None and not extra_check(value):
+                        return False
+                elif not sub(value):
                     return False
             return True
+
+        return check
+
+    def _switch(self, branches: list[Any]) -> Check | None:
+        """``allOf`` of ``{if: {required: [k], properties: {k: {const: C}}}, then: S}`` on one key ``k``
+        (a tagged union): a dict lookup on ``v[k]`` instead of trying every ``if``. None if not that shape."""
+        table: dict[str, Check] = {}
+        tag: str | None = None
+        for branch in branches:
+            if not isinstance(branch, dict) or set(branch) != {"if", "then"}:
+                return None
+            cond = branch["if"]
+            if not isinstance(cond, dict) or set(cond) != {"required", "properties"}:
+                return None
+            required, props = cond["required"], cond["properties"]
+            if not (isinstance(required, list) and len(required) == 1 and isinstance(props, dict)):
+                return None
+            name = required[0]
+            if list(props) != [name] or not isinstance(props[name], dict) or set(props[name]) != {"const"}:
+                return None
+            const = props[name]["const"]
+            if type(const) is not str or const in table or (tag is not None and name != tag):
+                return None
+            tag = name
+            table[const] = self.compile(branch["then"])
+        if tag is None:
+            return None
+        thens = tuple(table.values())
+
+        def check(v: Any) -> bool:
+            if type(v) is not dict:  # every `if` holds vacuously for a non-object
+                return all(then(v) for then in thens)
+            if tag not in v:
+                return True
+            value = v[tag]
+            if type(value) is dt.date:
+                value = value.isoformat()
+            then = table.get(value) if type(value) is str else None
+            return then is None or then(v)
 
         return check
 

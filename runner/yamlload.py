@@ -44,6 +44,7 @@ _FLOAT_RE = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?=[eE]))(?:[eE][
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _NUMERIC_START = frozenset("0123456789+-.")
 _RESOLVED: dict[str | None, str] = {}
+_KEY_TAGS = frozenset({STR, INT, FLOAT, BOOL, NULL, DATE})
 
 
 class YamlError(ValueError):
@@ -82,6 +83,10 @@ def _resolve_plain(value: str) -> str:
 class _Composer(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):  # type: ignore[misc]
     """Composes nodes only; our resolver replaces YAML 1.1 implicit typing."""
 
+    # Path-based resolvers are unused: C callables instead of two Python calls per node (same result).
+    descend_resolver = {}.get  # (parent, index) -> None
+    ascend_resolver = tuple  # () -> ()
+
     def resolve(self, kind: type[Node], value: str | None, implicit: tuple[bool, bool]) -> str:
         if kind is ScalarNode:
             if not implicit[0]:
@@ -114,55 +119,62 @@ class _Constructor:
         if aliased:
             self.alias_nodes += 1
         if self.nodes > MAX_NODES or self.alias_nodes > MAX_ALIAS_NODES or depth > MAX_DEPTH:
-            what = (
-                f"nesting deeper than {MAX_DEPTH} levels"
-                if depth > MAX_DEPTH
-                else "too many aliased nodes (alias expansion bomb?)"
-                if self.alias_nodes > MAX_ALIAS_NODES
-                else f"more than {MAX_NODES} nodes"
-            )
-            raise _Abort(node, f"refused: {what}")
-        if type(node) is ScalarNode:
-            return self.scalar(node)
+            self.refuse(node, depth)
+        cls = type(node)
+        if cls is ScalarNode:
+            return node.value if node.tag == STR else self.scalar(node)
         if id(node) in self.seen:  # a collection reached a second time: an alias
             aliased = True
         else:
             self.seen.add(id(node))
-        if type(node) is SequenceNode:
+        if cls is SequenceNode:
             if node.tag != SEQ:
                 self.error(node, f"tag {node.tag!r} is not allowed: playbooks use plain YAML only")
-            return [self.build(child, depth + 1, aliased) for child in node.value]
+            build, depth = self.build, depth + 1
+            return [build(child, depth, aliased) for child in node.value]
         assert isinstance(node, MappingNode)
         if node.tag != MAP:
             self.error(node, f"tag {node.tag!r} is not allowed: playbooks use plain YAML only")
         return self.mapping(node, depth, aliased)
 
+    def refuse(self, node: Node, depth: int) -> None:
+        what = (
+            f"nesting deeper than {MAX_DEPTH} levels"
+            if depth > MAX_DEPTH
+            else "too many aliased nodes (alias expansion bomb?)"
+            if self.alias_nodes > MAX_ALIAS_NODES
+            else f"more than {MAX_NODES} nodes"
+        )
+        raise _Abort(node, f"refused: {what}")
+
     def mapping(self, node: MappingNode, depth: int, aliased: bool) -> dict[str, Any]:
         result: dict[str, Any] = {}
         key_nodes: dict[str, Node] = {}
         merged: dict[str, Any] = {}
+        build, child_depth = self.build, depth + 1
         for key_node, value_node in node.value:
             if type(key_node) is not ScalarNode:
                 self.error(key_node, "mapping keys must be plain strings")
                 continue
-            if key_node.tag == MERGE:
+            key_tag = key_node.tag
+            if key_tag == MERGE:
                 sources = value_node.value if type(value_node) is SequenceNode else [value_node]
                 for source in sources:
                     if type(source) is not MappingNode:
                         self.error(source, "'<<' merges a mapping or a list of mappings")
                         continue
-                    for k, v in self.mapping(source, depth + 1, True).items():
+                    for k, v in self.mapping(source, child_depth, True).items():
                         merged.setdefault(k, v)  # the earliest merge source wins, as in YAML 1.1
                 continue
-            if key_node.tag not in (STR, INT, FLOAT, BOOL, NULL, DATE):
-                self.error(key_node, f"tag {key_node.tag!r} is not allowed: playbooks use plain YAML only")
+            if key_tag != STR and key_tag not in _KEY_TAGS:
+                self.error(key_node, f"tag {key_tag!r} is not allowed: playbooks use plain YAML only")
             key = key_node.value
             if key in key_nodes:
                 line, col = _pos(key_nodes[key])
                 self.error(key_node, f"duplicate key {key!r} (first defined at {line}:{col})")
                 continue
             key_nodes[key] = key_node
-            result[key] = self.build(value_node, depth + 1, aliased)
+            result[key] = build(value_node, child_depth, aliased)
         if merged:
             for k, v in merged.items():
                 result.setdefault(k, v)
