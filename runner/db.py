@@ -203,16 +203,16 @@ def connection_slot(engine: Engine, user: str) -> ConnectionSlot:
         if slots is None:
             slots = _SLOTS[engine] = {}
             # Engine.dispose() (tests deleting the file, a forking parent) drops our connections too.
-            ref = weakref.ref(slots)
-            event.listen(engine, "engine_disposed", lambda _e: _release_all(ref()))
+            # (The listener holds the slots, which hold the engine only weakly: no cycle.)
+            event.listen(engine, "engine_disposed", lambda _e, held=slots: _release_all(held))
         slot = slots.get(key)
         if slot is None:
             slot = slots[key] = ConnectionSlot(engine)
         return slot
 
 
-def _release_all(slots: dict[str, ConnectionSlot] | None) -> None:
-    for slot in (slots or {}).values():
+def _release_all(slots: dict[str, ConnectionSlot]) -> None:
+    for slot in slots.values():
         slot.release()
 
 

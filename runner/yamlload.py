@@ -84,8 +84,8 @@ class _Composer(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):
     """Composes nodes only; our resolver replaces YAML 1.1 implicit typing."""
 
     # Path-based resolvers are unused: C callables instead of two Python calls per node (same result).
-    descend_resolver = {}.get  # (parent, index) -> None
-    ascend_resolver = tuple  # () -> ()
+    descend_resolver: Any = {}.get  # (parent, index) -> None
+    ascend_resolver: Any = tuple  # () -> ()
 
     def resolve(self, kind: type[Node], value: str | None, implicit: tuple[bool, bool]) -> str:
         if kind is ScalarNode:
@@ -180,7 +180,7 @@ class _Constructor:
                 result.setdefault(k, v)
         return result
 
-    def scalar(self, node: ScalarNode) -> Any:
+    def scalar(self, node: Node) -> Any:
         tag, value = node.tag, node.value
         if tag == STR:
             return value
