@@ -370,6 +370,16 @@ class Gateway:
         result, _ = await self.call("positions", self.broker.positions)
         return result
 
+    async def refresh(self, client_order_ids: Sequence[str]) -> list[Order]:
+        """Read the day's book once and journal the latest state of these orders in one commit: the
+        cheap way to bring many orders up to date (a square-off's exits) instead of one lookup each."""
+        wanted = set(client_order_ids)
+        book, _ = await self.call("orders", self.broker.orders)
+        mine = [o for o in book if o.client_order_id in wanted]
+        if mine:
+            self.journal.record_orders(mine, self.clock.now())
+        return mine
+
     async def open_orders(self) -> Sequence[Order]:
         result, _ = await self.call("open_orders", self.broker.open_orders)
         return result

@@ -980,80 +980,98 @@ class Journal:
         Returns the stored status. Raises :class:`IllegalTransition` after recording an illegal move
         (status left unchanged).
         """
-        cid = order.client_order_id
-        illegal: IllegalTransition | None = None
         with self._fast.transaction() as t:
             if call is not None:
                 t.execute(_INS_CALL, call)
-            row = t.execute(_SEL_STATE, {"b_cid": cid}).fetchone()
-            if row is None:  # not ours: only the call row
-                return order.status
-            stored, stored_boid, old_filled, old_avg_text, run_id, step_id = row
-            old = OrderStatus(stored)
-            new = order.status
-            status = old
-            if old is not new:
-                try:
-                    check_transition(old, new)
-                    status = new
-                except IllegalTransition as exc:
-                    illegal = exc
+            illegal = self._apply_order(t, order, now, resolution)
+        if illegal is not None:
+            raise illegal
+        return order.status
+
+    def record_orders(self, orders: Sequence[Order], now: dt.datetime) -> int:
+        """Apply many broker reports (e.g. one day-book read) in ONE commit. Reports of orders that are
+        not ours are ignored; an illegal transition is recorded (row + error event), not raised.
+        Returns how many illegal transitions were recorded."""
+        bad = 0
+        with self._fast.transaction() as t:
+            for order in orders:
+                bad += self._apply_order(t, order, now, Resolution.CONFIRMED) is not None
+        return bad
+
+    @staticmethod
+    def _apply_order(
+        t: Any, order: Order, now: dt.datetime, resolution: Resolution
+    ) -> IllegalTransition | None:
+        """Apply one broker report inside transaction ``t``; returns the illegal transition, if any."""
+        cid = order.client_order_id
+        illegal: IllegalTransition | None = None
+        row = t.execute(_SEL_STATE, {"b_cid": cid}).fetchone()
+        if row is None:  # not ours: only the call row
+            return None
+        stored, stored_boid, old_filled, old_avg_text, run_id, step_id = row
+        old = OrderStatus(stored)
+        new = order.status
+        status = old
+        if old is not new:
+            try:
+                check_transition(old, new)
+                status = new
+            except IllegalTransition as exc:
+                illegal = exc
+            t.execute(
+                _INS_TRANSITION,
+                {
+                    "client_order_id": cid,
+                    "old_status": old.value,
+                    "new_status": new.value,
+                    "legal": illegal is None,
+                    "raw_status": order.raw_status,
+                    "at": now,
+                },
+            )
+            if illegal is not None:
                 t.execute(
-                    _INS_TRANSITION,
+                    _INS_EVENT,
                     {
+                        "run_id": run_id,
+                        "step_id": step_id,
                         "client_order_id": cid,
-                        "old_status": old.value,
-                        "new_status": new.value,
-                        "legal": illegal is None,
-                        "raw_status": order.raw_status,
+                        "level": "error",
+                        "kind": "illegal_transition",
+                        "message": str(illegal),
                         "at": now,
                     },
                 )
-                if illegal is not None:
-                    t.execute(
-                        _INS_EVENT,
-                        {
-                            "run_id": run_id,
-                            "step_id": step_id,
-                            "client_order_id": cid,
-                            "level": "error",
-                            "kind": "illegal_transition",
-                            "message": str(illegal),
-                            "at": now,
-                        },
-                    )
-            filled = old_filled
-            avg = None if old_avg_text is None else Decimal(old_avg_text)
-            if illegal is None and order.filled_quantity > old_filled:
-                t.execute(
-                    _INS_FILL,
-                    {
-                        "client_order_id": cid,
-                        "run_id": run_id,
-                        "quantity": order.filled_quantity - old_filled,
-                        "price": _fill_price(old_filled, avg, order.filled_quantity, order.average_price),
-                        "cumulative_quantity": order.filled_quantity,
-                        "at": order.updated_at or now,
-                    },
-                )
-                filled, avg = order.filled_quantity, order.average_price
+        filled = old_filled
+        avg = None if old_avg_text is None else Decimal(old_avg_text)
+        if illegal is None and order.filled_quantity > old_filled:
             t.execute(
-                _UPD_STATE,
+                _INS_FILL,
                 {
-                    "b_cid": cid,
-                    "resolution": resolution.value,
-                    "status": status.value,
-                    "broker_order_id": stored_boid or order.broker_order_id or stored_boid,
-                    "filled_quantity": filled,
-                    "average_price": avg,
-                    "current_price": order.price,
-                    "current_type": order.order_type.value,
-                    "updated_at": now,
+                    "client_order_id": cid,
+                    "run_id": run_id,
+                    "quantity": order.filled_quantity - old_filled,
+                    "price": _fill_price(old_filled, avg, order.filled_quantity, order.average_price),
+                    "cumulative_quantity": order.filled_quantity,
+                    "at": order.updated_at or now,
                 },
             )
-        if illegal is not None:
-            raise illegal
-        return new
+            filled, avg = order.filled_quantity, order.average_price
+        t.execute(
+            _UPD_STATE,
+            {
+                "b_cid": cid,
+                "resolution": resolution.value,
+                "status": status.value,
+                "broker_order_id": stored_boid or order.broker_order_id or stored_boid,
+                "filled_quantity": filled,
+                "average_price": avg,
+                "current_price": order.price,
+                "current_type": order.order_type.value,
+                "updated_at": now,
+            },
+        )
+        return illegal
 
     def mark_unknown(self, client_order_id: str, now: dt.datetime) -> None:
         """The request may have reached the broker: status UNKNOWN until a lookup says otherwise."""

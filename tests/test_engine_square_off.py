@@ -51,6 +51,11 @@ steps:
     assert await book.open_orders() == []
     exits = [o for o in await book.orders() if o.client_order_id.startswith("rn")]
     assert sorted(o.quantity for o in exits if o.instrument.key == NIFTY_FUT.key) == [900, 1800, 1800]
+    # The journal says what is true at the broker: every exit filled, with its fill recorded.
+    intents = {i.client_order_id: i for i in env.journal.intents(run_id=report.run_id)}
+    assert set(intents) == {o.client_order_id for o in exits}
+    assert {i.status.value for i in intents.values()} == {"filled"}
+    assert "4 filled" in report.steps[0].message
 
 
 async def test_square_off_filter_by_product_leaves_others(tmp_path):

@@ -6,7 +6,6 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,6 +35,10 @@ class Doc:
     instruments: dict[str, Any] = field(init=False)
     limits: dict[str, Any] = field(init=False)
     steps: list[dict[str, Any]] = field(init=False)
+    # Built on first use (functools.cached_property takes a lock per access in 3.11).
+    _by_id: dict[str, StepInfo] | None = field(init=False, default=None, repr=False)
+    _tz_ok: bool | None = field(init=False, default=None, repr=False)
+    _allowed: frozenset[str] | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.vars = self.data.get("vars", {})
@@ -43,26 +46,40 @@ class Doc:
         self.limits = self.data.get("limits", {})
         self.steps = self.data["steps"]
 
-    @cached_property
+    @property
     def by_id(self) -> dict[str, StepInfo]:
         """Step id -> where it is; a repeated id keeps its first step (the repeat is reported)."""
-        index: dict[str, StepInfo] = {}
-        for i, step in enumerate(self.steps):
-            if step["id"] in index:
-                continue
-            legs = {leg["id"]: j for j, leg in enumerate(step.get("legs", [])) if "id" in leg}
-            index[step["id"]] = StepInfo(i, step["kind"], legs)
-        return index
+        if self._by_id is None:
+            index: dict[str, StepInfo] = {}
+            for i, step in enumerate(self.steps):
+                if step["id"] in index:
+                    continue
+                legs = {leg["id"]: j for j, leg in enumerate(step.get("legs", [])) if "id" in leg}
+                index[step["id"]] = StepInfo(i, step["kind"], legs)
+            self._by_id = index
+        return self._by_id
 
-    @cached_property
+    @property
     def tz_ok(self) -> bool:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        if self._tz_ok is None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-        try:
-            ZoneInfo(self.data["timezone"])
-        except (ZoneInfoNotFoundError, ValueError):
-            return False
-        return True
+            try:
+                ZoneInfo(self.data["timezone"])
+                self._tz_ok = True
+            except (ZoneInfoNotFoundError, ValueError):
+                self._tz_ok = False
+        return self._tz_ok
+
+    @property
+    def allowed_labels(self) -> frozenset[str]:
+        """Labels of limits.allowed_instruments (aliases resolved; unknown aliases match nothing)."""
+        if self._allowed is None:
+            self._allowed = frozenset(
+                instrument_label(self.instruments.get(a, {}) if isinstance(a, str) else a)
+                for a in self.limits.get("allowed_instruments", ())
+            )
+        return self._allowed
 
     def orders_before(self, here: int) -> list[str]:
         return [s for s, inf in self.by_id.items() if inf.kind in ORDER_KINDS and inf.index < here]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from runner.checks.doc import Doc, instrument_label
+from runner.checks.doc import Doc
 from runner.checks.sink import Sink
 
 if TYPE_CHECKING:
@@ -26,8 +26,5 @@ def check_order_limits(doc: Doc, sink: Sink, o: Order) -> None:
         sink.add(path, f"notional {qty * price} exceeds limits.max_notional ({lim['max_notional']})")
     if "allowed_exchanges" in lim and spec["exchange"] not in lim["allowed_exchanges"]:
         sink.add((*path, "instrument"), f"exchange {spec['exchange']} is not in limits.allowed_exchanges")
-    allowed = lim.get("allowed_instruments")
-    if allowed is not None:
-        keys = {instrument_label(doc.instruments.get(a, {}) if isinstance(a, str) else a) for a in allowed}
-        if instrument_label(spec) not in keys:
-            sink.add((*path, "instrument"), f"{instrument_label(spec)} is not in limits.allowed_instruments")
+    if lim.get("allowed_instruments") is not None and o.label not in doc.allowed_labels:
+        sink.add((*path, "instrument"), f"{o.label} is not in limits.allowed_instruments")

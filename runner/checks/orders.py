@@ -26,6 +26,7 @@ class Order:
     trigger: Any
     qty: Any  # quantity as written (resolved)
     lots: Any
+    label: str  # the instrument as "NFO NIFTY 2026-12-29 24000 CE", "?" if unknown
 
     @property
     def lot(self) -> Any:
@@ -36,10 +37,6 @@ class Order:
         """Total quantity: lots x lot size when both are known, else the quantity as written."""
         lot = self.lot
         return self.lots * lot if self.lots is not None and lot is not None else self.qty
-
-    @property
-    def label(self) -> str:
-        return instrument_label(self.spec) if self.spec is not None else "?"
 
 
 def resolve_order(doc: Doc, sink: Sink, path: Path, fields: dict[str, Any], what: str) -> Order:
@@ -55,6 +52,7 @@ def resolve_order(doc: Doc, sink: Sink, path: Path, fields: dict[str, Any], what
         number(doc, sink, (*path, "trigger_price"), get("trigger_price"), whole=False),
         number(doc, sink, (*path, "quantity"), get("quantity"), whole=True),
         number(doc, sink, (*path, "lots"), get("lots"), whole=True),
+        instrument_label(spec) if spec is not None else "?",
     )
 
 

@@ -201,11 +201,12 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
             ),
             ids,
         )
-    # The positions read back above are the proof; the orders are not read again just to count fills
-    # (one lookup per order), so the count is of fills seen at their last read.
-    filled = sum(o.status is OrderStatus.FILLED for o in placed)
+    # The positions read back above are the proof. One day-book read then brings the exits' journal
+    # rows up to date (filled, with prices) in one commit, instead of one lookup per order.
+    latest = {o.client_order_id: o for o in await gw.refresh(ids)}
+    filled = sum(latest.get(o.client_order_id, o).status is OrderStatus.FILLED for o in placed)
     what = "flat" if not any(expected.values()) else "closed this run's part"
-    done = f"{what}: {len(targets)} position(s) closed with {len(placed)} order(s), {filled} seen filled"
+    done = f"{what}: {len(targets)} position(s) closed with {len(placed)} order(s), {filled} filled"
     return StepResult.ok("; ".join([*notes, done]), ids)
 
 
