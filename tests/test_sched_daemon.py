@@ -317,6 +317,9 @@ async def test_shutdown_waits_for_running_fire_or_journals_unknown(
 
 
 async def test_apscheduler_path_never_fires_early(pbdir: Path, db_url: str) -> None:
+    """The one real-time test of the scheduler: APScheduler's own timers and the precise wait on the
+    wall clock (everything else runs on a virtual clock). It waits ~3 s: the fire must lie beyond the
+    daemon's 1.5 s preparation lead so that the armed, not-yet-due state can be asserted."""
     from runner.clock import SystemClock
 
     when = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=3)

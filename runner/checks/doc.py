@@ -64,10 +64,11 @@ class Doc:
         if self._tz_ok is None:
             from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+            tz = self.data["timezone"]
             try:
-                ZoneInfo(self.data["timezone"])
+                ZoneInfo(tz)
                 self._tz_ok = True
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, TypeError):  # TypeError: a date such as 2026-01-01
                 self._tz_ok = False
         return self._tz_ok
 

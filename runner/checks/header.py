@@ -16,7 +16,7 @@ def check_timezone(doc: Doc, sink: Sink) -> None:
     if doc.tz_ok:
         return
     tz = doc.data["timezone"]
-    guess = did_you_mean(tz, _ZONES)
+    guess = did_you_mean(str(tz), _ZONES)
     sink.add(
         ("timezone",),
         f"unknown IANA timezone {short(tz)}",
@@ -37,7 +37,7 @@ def check_schedule(doc: Doc, sink: Sink) -> None:
             'e.g. daily: "09:14"',
         )
     if "cron" in sched:
-        _check_cron(doc, sink, sched["cron"])
+        _check_cron(doc, sink, str(sched["cron"]))  # str: an unquoted date is text to the schema
     if "between" in sched:
         if "every" not in sched:
             sink.add(("schedule", "between"), "between only applies to every", None, key=True)

@@ -10,7 +10,8 @@ Spec syntax (``runner sim blitz --faults ...``), comma-separated ``name=value``:
   disconnect=0.02       (WebSocket) probability of closing the socket mid-request, before acting
   expire=300s           sessions/tokens expire after this long
   seed=42               RNG seed (default 0)
-  only=place,cancel     restrict probabilistic faults to these operations (default: mutating ones)
+  only=place+cancel     restrict probabilistic faults to these operations, joined by "+" (default:
+                        the mutating ones)
 """
 
 from __future__ import annotations
