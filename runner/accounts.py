@@ -83,6 +83,8 @@ class Account(BaseModel):
     timeout_seconds: float = Field(default=10.0, gt=0)
     relogin_at: str | None = None  # local HH:MM for brokers whose sessions expire daily
     timezone: str = "Asia/Kolkata"
+    # `runner run` / `apply` refuse outside the playbook's calendar sessions (--ignore-calendar overrides)
+    enforce_calendar: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
 
     def secret(self, key: str) -> Secret:
@@ -93,7 +95,12 @@ class Account(BaseModel):
         return ref.resolve()
 
 
-PAPER = Account(name="paper", broker="paper", description="built-in paper broker (no network)")
+PAPER = Account(
+    name="paper",
+    broker="paper",
+    description="built-in paper broker (no network)",
+    enforce_calendar=False,  # paper trades at any hour
+)
 
 
 class AccountsFile(BaseModel):

@@ -3,7 +3,8 @@
 Apply re-reads the live state and compares its fingerprint with the plan's. When they match, the plan's
 playbook runs through the ordinary engine under the plan's run id (so every client id is the one the
 plan shows; journaled, intent before request), with the broker wrapped in :class:`PlanGuard`: a write the
-plan does not contain is rejected before it leaves. Steps decide at runtime only what the plan marks as
+plan does not contain is rejected before it leaves. Given a kill-switch-guarded broker (as ``runner apply``
+does), the switch still has the last word: a halt refuses the plan's orders too. Steps decide at runtime only what the plan marks as
 conditional (fills, timeouts, chase prices); anything else would be a drift and is refused.
 """
 
@@ -15,6 +16,7 @@ from decimal import Decimal
 
 from runner.brokers.base import Broker, MultilegBroker
 from runner.clock import Clock
+from runner.control import GuardedBroker
 from runner.engine import RunOptions, RunReport, execute
 from runner.errors import Rejected
 from runner.gateway import Observer, Tuning
@@ -172,5 +174,13 @@ async def apply_plan(
         tuning=tuning or Tuning(),
     )
     return await execute(
-        pb, PlanGuard(broker, plan), journal, clock, account=plan.account, options=options, observer=observer
+        pb, _guarded(broker, plan), journal, clock, account=plan.account, options=options, observer=observer
     )
+
+
+def _guarded(broker: Broker, plan: Plan) -> Broker:
+    """The plan's guard on ``broker``. Behind the kill switch (``runner.commands._shared.kill_switch``) the
+    switch stays outermost, so the engine sees it and reports its refusals as REFUSED steps (exit 4)."""
+    if isinstance(broker, GuardedBroker):
+        return GuardedBroker(PlanGuard(broker.inner, plan), broker.view)  # type: ignore[return-value]
+    return PlanGuard(broker, plan)

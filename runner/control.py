@@ -27,7 +27,16 @@ from runner.brokers.base import Broker, Capability
 from runner.db import UTCDateTime, create_all
 from runner.errors import Rejected
 from runner.fires import enum_type, read
-from runner.model import Instrument, Modification, MultilegRequest, Order, OrderRequest, Position, Side
+from runner.model import (
+    Instrument,
+    Modification,
+    MultilegRequest,
+    Order,
+    OrderRequest,
+    Position,
+    Product,
+    Side,
+)
 
 log = logging.getLogger("runner.control")
 
@@ -57,6 +66,59 @@ control = sa.Table(
     sa.Column("since", UTCDateTime(), nullable=False),
     sa.Column("by", sa.String(128), nullable=True),
 )
+
+
+# One row per account per halt cancel pass (:mod:`runner.sched_halt`): what ``runner status`` shows.
+halt_passes = sa.Table(
+    "halt_passes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account", sa.String(64), nullable=False, index=True),
+    sa.Column("run_id", sa.String(64), nullable=True),  # the journal run holding its calls and orders
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("by", sa.String(128), nullable=True),
+    sa.Column("open_before", sa.Integer, nullable=False),
+    sa.Column("cancelled", sa.Integer, nullable=False),
+    sa.Column("still_open", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HaltPass:
+    """The outcome of one halt cancel pass on one account, as read back from the broker."""
+
+    account: str
+    at: dt.datetime
+    open_before: int = 0
+    cancelled: int = 0
+    still_open: int = 0
+    run_id: str | None = None
+    by: str | None = None
+    error: str | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.error is None and self.still_open == 0
+
+    def line(self) -> str:
+        if self.error is not None and not self.open_before:
+            return f"{self.account}: FAILED: {self.error}"
+        text = f"{self.account}: {self.cancelled} cancelled, {self.still_open} still open"
+        text += f" (of {self.open_before} open)"
+        return text + (f"; error: {self.error}" if self.error else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "at": self.at.isoformat(),
+            "open_before": self.open_before,
+            "cancelled": self.cancelled,
+            "still_open": self.still_open,
+            "run_id": self.run_id,
+            "by": self.by,
+            "error": self.error,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +165,34 @@ class ControlStore:
                 except sa.exc.IntegrityError:
                     conn.execute(control.update().where(control.c.id == 1).values(**values))
         return ControlState(mode=mode, reason=reason, since=now, by=by)
+
+    def record_pass(self, result: HaltPass) -> None:
+        values = {k: v for k, v in result.as_dict().items() if k != "at"}
+        with self.engine.begin() as conn:
+            conn.execute(halt_passes.insert().values(at=result.at, **values))
+
+    def last_passes(self) -> list[HaltPass]:
+        """The latest halt cancel pass of each account, by account name."""
+        latest = (
+            sa.select(halt_passes.c.account, sa.func.max(halt_passes.c.id).label("id"))
+            .group_by(halt_passes.c.account)
+            .subquery()
+        )
+        q = sa.select(halt_passes).join(latest, halt_passes.c.id == latest.c.id).order_by(halt_passes.c.account)
+        with read(self.engine) as conn:
+            return [
+                HaltPass(
+                    account=r.account,
+                    at=r.at,
+                    open_before=r.open_before,
+                    cancelled=r.cancelled,
+                    still_open=r.still_open,
+                    run_id=r.run_id,
+                    by=r.by,
+                    error=r.error,
+                )
+                for r in conn.execute(q)
+            ]
 
 
 def check_order_allowed(
@@ -186,18 +276,22 @@ class GuardedBroker:
         self.name = inner.name
         self.capabilities: frozenset[Capability] = inner.capabilities
 
-    async def _position_qty(self, request: OrderRequest) -> int:
-        """Net position in this instrument/product, less what open reducing orders already take."""
+    async def _position_qty(
+        self, instrument: Instrument, product: Product, side: Side, exclude: str | None = None
+    ) -> int:
+        """Net position in this instrument/product, less what open reducing orders on ``side`` already
+        take (``exclude``: the order being modified, which is judged on its own pending quantity)."""
         net = sum(
             p.quantity
             for p in await self.inner.positions()
-            if p.instrument.key == request.instrument.key and p.product is request.product
+            if p.instrument.key == instrument.key and p.product is product
         )
         for o in await self.inner.open_orders():
             if (
-                o.instrument.key == request.instrument.key
-                and o.product is request.product
-                and o.side is request.side
+                o.instrument.key == instrument.key
+                and o.product is product
+                and o.side is side
+                and o.client_order_id != exclude
             ):
                 net += o.side.sign * o.pending_quantity
         return net
@@ -205,7 +299,8 @@ class GuardedBroker:
     async def check(self, request: OrderRequest) -> None:
         state = self.view.state
         if state.mode is Mode.REDUCE_ONLY:
-            check_order_allowed(state, request.side, await self._position_qty(request), request.quantity)
+            held = await self._position_qty(request.instrument, request.product, request.side)
+            check_order_allowed(state, request.side, held, request.quantity)
             # the state may have moved to HALT while we read positions
             if self.view.state.mode is Mode.HALT:
                 check_order_allowed(self.view.state, request.side, 0)
@@ -217,15 +312,18 @@ class GuardedBroker:
         return await self.inner.place(request)
 
     async def modify(self, order: Order, change: Modification) -> Order:
+        """Reduce-only: the order as modified must pass the place test (it reduces the position, on its
+        side, by its pending quantity); a chase or a switch to MARKET of an entry would add risk."""
         state = self.view.state
         if state.mode is Mode.HALT:
             raise Halted(f"halted ({state.reason}): no modifications", state.mode)
-        if (
-            state.mode is Mode.REDUCE_ONLY
-            and change.quantity is not None
-            and change.quantity > order.quantity
-        ):
-            raise Halted("reduce-only: a modification may not increase quantity", state.mode)
+        if state.mode is Mode.REDUCE_ONLY:
+            total = change.quantity if change.quantity is not None else order.quantity
+            pending = max(0, total - order.filled_quantity)
+            held = await self._position_qty(order.instrument, order.product, order.side, order.client_order_id)
+            check_order_allowed(state, order.side, held, pending)
+            if self.view.state.mode is Mode.HALT:
+                check_order_allowed(self.view.state, order.side, 0)
         return await self.inner.modify(order, change)
 
     async def place_multileg(self, request: MultilegRequest) -> Sequence[Order]:
@@ -265,28 +363,3 @@ class GuardedBroker:
         """A read, so it passes: risk checks and LTP-relative prices need it (None if the broker has none)."""
         quote = getattr(self.inner, "ltp", None)
         return await quote(instrument) if quote is not None else None
-
-
-async def cancel_open_orders(broker: Broker) -> list[Order]:
-    """Cancel every working order, then read each back (a cancel ack is not a cancel)."""
-    results: list[Order] = []
-    for order in await broker.open_orders():
-        try:
-            await broker.cancel(order)
-        except Rejected as exc:  # already filled / cancelled: the read-back tells
-            log.warning("cancel %s refused: %s", order.client_order_id, exc)
-        after = await broker.get_order(order.client_order_id)
-        results.append(after or order)
-        if after is not None and after.status.is_working:
-            log.error("order %s still %s after cancel", order.client_order_id, after.status.value)
-    return results
-
-
-async def cancel_everywhere(brokers: Mapping[str, Broker]) -> None:
-    """The daemon's response to a halt: cancel every open order on every account it trades."""
-    for account, broker in brokers.items():
-        try:
-            cancelled = await cancel_open_orders(broker)
-            log.warning("halt: %d open orders cancelled on %s", len(cancelled), account)
-        except Exception:
-            log.exception("halt: cancelling open orders on %s failed", account)

@@ -173,9 +173,24 @@ def unknown_message(cid: str) -> str:
     )
 
 
+PRICED = frozenset({OrderType.LIMIT, OrderType.SL})  # the types that carry a limit price
+TRIGGERED = frozenset({OrderType.SL, OrderType.SL_M})  # the types that carry a trigger price
+
+
+def prices_for(
+    order_type: OrderType, price: Decimal | None, trigger: Decimal | None
+) -> tuple[Decimal | None, Decimal | None]:
+    """(price, trigger) as an order of ``order_type`` carries them: a MARKET / SL-M order has no limit
+    price and a MARKET / LIMIT order no trigger, whatever the order it replaces had."""
+    return (price if order_type in PRICED else None, trigger if order_type in TRIGGERED else None)
+
+
 def modified_request(order: Order, change: Modification) -> OrderRequest:
     """The order as it would stand after ``change`` (quantity = the new total), for pre-trade checks."""
     new_type = change.order_type or order.order_type
+    price, trigger = prices_for(
+        new_type, change.price or order.price, change.trigger_price or order.trigger_price
+    )
     return OrderRequest(
         client_order_id=order.client_order_id,
         instrument=order.instrument,
@@ -184,8 +199,8 @@ def modified_request(order: Order, change: Modification) -> OrderRequest:
         order_type=new_type,
         product=order.product,
         validity=order.validity,
-        price=None if new_type in (OrderType.MARKET, OrderType.SL_M) else (change.price or order.price),
-        trigger_price=change.trigger_price or order.trigger_price,
+        price=price,
+        trigger_price=trigger,
         tag=order.tag,
     )
 
@@ -416,6 +431,8 @@ class Gateway:
         repeated ids, when a lookup on an earlier start already said so (ABSENT), or when its last send
         (every send first stamps the intent PENDING, so ``updated_at`` bounds it) is long enough ago that
         even a broker scanning its day book would show the order by now."""
+        if intent.broker_order_id is not None:  # the broker acknowledged it
+            return False
         if self.idempotent or intent.resolution is Resolution.ABSENT:
             return True
         last = intent.updated_at or intent.created_at
@@ -429,7 +446,11 @@ class Gateway:
         pending = self.journal.reconcilable_intents(self.account, self.run_id, since=since)
         for intent in pending:
             cid = intent.client_order_id
-            found = await self._resolve(cid, patient=False)
+            try:
+                found = await self._resolve(cid, patient=False)
+            except OutcomeUnknown as exc:
+                self.note(f"reconcile: {cid}: {exc}; left unknown", level="warning", cid=cid)
+                continue
             if found is not None:
                 self.note(f"reconcile: {cid} is {found.status.value} at the broker", cid=cid)
             elif self._absence_proven(intent):
@@ -448,17 +469,26 @@ class Gateway:
         return pending
 
     async def _resolve(self, cid: str, *, patient: bool = True) -> Order | None:
-        """Look an order up by client id; when ``patient``, keep looking a little in case it is in flight."""
+        """Look an order up by client id; when ``patient``, keep looking a little in case it is in flight.
+        None only when a lookup answered "no such order": when none answered at all (each timed out or
+        the broker was unavailable) nothing is known, and OutcomeUnknown says so. A failed lookup is never
+        a miss, or an adapter timing out on reads would turn into a re-send once ``absent_after`` passed."""
         attempts = self.tuning.lookup_attempts if patient else 1
+        answered = False
+        failure: BrokerError | None = None
         for i in range(attempts):
             try:
                 found = await self.lookup(cid)
-            except OutcomeUnknown:
-                found = None
-            if found is not None:
-                return found
+            except (OutcomeUnknown, Retryable) as exc:
+                failure = exc
+            else:
+                if found is not None:
+                    return found
+                answered = True
             if i + 1 < attempts:
                 await self.clock.sleep(self.tuning.poll_interval * 2**i)
+        if not answered:
+            raise OutcomeUnknown(f"lookup of {cid} failed ({type(failure).__name__}: {failure})") from failure
         return None
 
     # --- pre-trade limits ----------------------------------------------------------------------------
@@ -546,6 +576,8 @@ class Gateway:
             return found
         if existing.status.is_terminal:  # refused before reaching the broker (e.g. rejected)
             return self.order_from_intent(existing)
+        if existing.broker_order_id is not None:  # acknowledged once: a lagging lookup cannot unsay that
+            return await self.read(self.order_from_intent(existing))
         if not self._absence_proven(existing):
             raise OutcomeUnknown(unknown_message(cid))
         if existing.resolution is not Resolution.PENDING:  # PENDING again, committed, before the send
@@ -577,7 +609,11 @@ class Gateway:
             except OutcomeUnknown as exc:
                 self.journal.mark_unknown(cid, self.clock.now())
                 self.note(f"outcome unknown for {cid} ({exc}); looking it up", level="warning", cid=cid)
-                found = await self._resolve(cid)
+                try:
+                    found = await self._resolve(cid)
+                except OutcomeUnknown as failed:
+                    self.note(f"{failed}; {unknown_message(cid)}", level="error", cid=cid)
+                    raise OutcomeUnknown(unknown_message(cid)) from failed
                 if found is not None:
                     return found
                 if resent or not self.idempotent:
@@ -803,12 +839,17 @@ class Gateway:
                 f"{order.filled_quantity} already filled"
             )
         new_type = change.order_type or order.order_type
+        price, trigger = prices_for(
+            new_type,
+            change.price or intent.request.price,
+            change.trigger_price or intent.request.trigger_price,
+        )
         req = dataclasses.replace(
             intent.request,
             quantity=total - order.filled_quantity,
             order_type=new_type,
-            price=None if new_type is OrderType.MARKET else (change.price or intent.request.price),
-            trigger_price=change.trigger_price or intent.request.trigger_price,
+            price=price,
+            trigger_price=trigger,
         )
         purpose = Purpose.REPLACE if not intent.purpose.reduces_risk else intent.purpose
         slot, leg, attempt = intent.slot, intent.leg, intent.attempt + 1

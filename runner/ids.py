@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import re
 
 
 def _digest(*parts: object, size: int) -> str:
@@ -56,3 +57,12 @@ def split_leg_client_id(client_order_id: str) -> tuple[str, int] | None:
     if sep and len(head) == 18 and head.startswith("rn") and tail.isdigit() and len(tail) == 1:
         return head, int(tail)
     return None
+
+
+_OURS = re.compile(r"rn[a-z2-7]{16}(?:L[1-9])?")
+
+
+def is_client_order_id(text: str) -> bool:
+    """True when ``text`` has the shape of an id made by :func:`client_order_id` or
+    :func:`leg_client_id`: adapters use it to tell our orders in a broker's book from foreign ones."""
+    return _OURS.fullmatch(text) is not None

@@ -10,6 +10,7 @@ protocol. It speaks the canonical model (:mod:`runner.model`) and raises :mod:`r
     order = eng.place("ACC1", request, now)         # Order: OPEN (ack) or REJECTED (recorded, with
                                                     # reject_reason / reject_code); duplicate client id
                                                     # -> raises Rejected(code="duplicate"), nothing made
+                                                    # (idempotent_client_ids=False: a second order)
     eng.process(now)                                # advance matching (every call also does this)
     eng.find("ACC1", request.client_order_id, now)  # Order | None     (by our client id)
     eng.get("ACC1", order.broker_order_id, now)     # Order or NotFound (by broker id)
@@ -28,6 +29,10 @@ Semantics, per 1 s price bucket of the path:
 * A cancel is acknowledged as PENDING_CANCEL and completes on the first pass ``cancel_delay`` seconds
   later (fills may win the race meanwhile); DAY orders expire at the next session close.
 * A pass after a gap (virtual time jumps) samples at most ``max_catchup_points`` seconds of the gap.
+* ``idempotent_client_ids=False`` makes a repeated client id a second order (``repeat`` counts them),
+  as at the Indian brokers, whose client id is a free-form tag; lookups by client id see the latest.
+* ``lookup_lag`` (seconds): a lookup by client id misses an order until it is that old, like a broker
+  that scans its day book; lookups by broker id and the order book see it at once.
 * Rejections: price band (± ``band_pct`` of the last price), lot multiple, freeze quantity, tick size,
   stop trigger on the wrong side. Modifying or cancelling a terminal order raises NotModifiable.
 """
@@ -89,11 +94,14 @@ class MatchingConfig:
     session_close: dt.time | None = dt.time(15, 30)  # DAY orders expire at the next close
     timezone: str = "Asia/Kolkata"
     max_catchup_points: int = 240
+    idempotent_client_ids: bool = True  # False: a repeated client id is accepted as another order
+    lookup_lag: int = 0  # seconds before a lookup by client id finds a new order
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> MatchingConfig:
         """From account options: ``band_pct``, ``slippage_ticks``, ``partial_fill_slice``,
-        ``cancel_delay`` (seconds), ``session_close`` ("HH:MM" or null), ``timezone``."""
+        ``cancel_delay`` (seconds), ``session_close`` ("HH:MM" or null), ``timezone``,
+        ``idempotent_client_ids`` (bool), ``lookup_lag`` (seconds)."""
         kw: dict[str, Any] = {}
         if "band_pct" in options:
             kw["band_pct"] = None if options["band_pct"] is None else Decimal(str(options["band_pct"]))
@@ -110,6 +118,13 @@ class MatchingConfig:
             kw["timezone"] = str(options["timezone"])
         if "max_catchup_points" in options:
             kw["max_catchup_points"] = int(options["max_catchup_points"])
+        if "idempotent_client_ids" in options:
+            v = options["idempotent_client_ids"]
+            if not isinstance(v, bool):  # "false" from a hand-written file must not read as true
+                raise ValueError(f"idempotent_client_ids must be true or false, not {v!r}")
+            kw["idempotent_client_ids"] = v
+        if "lookup_lag" in options:
+            kw["lookup_lag"] = int(options["lookup_lag"])
         return cls(**kw)
 
 
@@ -191,6 +206,7 @@ class OrderState:
     reject_reason: str | None = None
     group: str | None = None  # multileg client id
     updated_second: int = 0
+    repeat: int = 0  # earlier orders with this client id (only without idempotent client ids)
     checked_second: int | None = None  # in memory only: already evaluated at this second, unchanged
 
     def set_status(self, new: OrderStatus) -> None:
@@ -246,6 +262,7 @@ class OrderState:
             "reject_reason": self.reject_reason,
             "group": self.group,
             "updated_second": self.updated_second,
+            "repeat": self.repeat,
         }
 
     @classmethod
@@ -277,6 +294,7 @@ class OrderState:
             reject_reason=d["reject_reason"],
             group=d["group"],
             updated_second=d["updated_second"],
+            repeat=d.get("repeat", 0),  # absent in books written before repeats existed
         )
 
 
@@ -407,7 +425,9 @@ class Book:
         if old is not None and old.client_order_id != o.client_order_id:
             self.by_client.pop(old.client_order_id, None)
         self.orders[o.broker_order_id] = o
-        self.by_client[o.client_order_id] = o
+        latest = self.by_client.get(o.client_order_id)
+        if latest is None or latest.seq <= o.seq:  # a repeated client id: the latest order answers
+            self.by_client[o.client_order_id] = o
         if o.status.is_working or o.status is _S.PENDING_NEW:
             self.working[o.broker_order_id] = o
         else:
@@ -520,6 +540,7 @@ class MatchingEngine:
     def _new_state(self, book: Book, req: OrderRequest, second: int, group: str | None) -> OrderState:
         seq = book.next_seq
         book.next_seq += 1
+        earlier = book.by_client.get(req.client_order_id)
         return OrderState(
             seq=seq,
             broker_order_id=str(_ORDER_ID_BASE + seq),
@@ -537,6 +558,7 @@ class MatchingEngine:
             expires_second=self._expiry(second, req.validity),
             group=group,
             updated_second=second,
+            repeat=0 if earlier is None else earlier.repeat + 1,
         )
 
     def _admit(self, book: Book, o: OrderState, verdict: tuple[RejectCode, str] | None, second: int) -> None:
@@ -550,8 +572,9 @@ class MatchingEngine:
 
     def _duplicate(self, book: Book, client_ids: Iterable[str]) -> None:
         seen: set[str] = set()
+        refuse = self.config.idempotent_client_ids
         for cid in client_ids:
-            if cid in book.by_client or cid in seen:
+            if (refuse and cid in book.by_client) or cid in seen:  # one request never names a cid twice
                 raise Rejected(f"client order id {cid} already exists", code=RejectCode.DUPLICATE.value,
                                broker="paper")
             seen.add(cid)
@@ -603,9 +626,12 @@ class MatchingEngine:
 
     def find(self, account: str, client_order_id: str, now: dt.datetime) -> Order | None:
         book = self.book(account)
-        self._pass(book, second_of(now))
+        second = second_of(now)
+        self._pass(book, second)
         o = book.by_client.get(client_order_id)
-        return o.snapshot() if o is not None else None
+        if o is None or second - o.placed_second < self.config.lookup_lag:
+            return None
+        return o.snapshot()
 
     def group(self, account: str, multileg_client_id: str, now: dt.datetime) -> list[Order]:
         book = self.book(account)

@@ -1,4 +1,4 @@
-"""Daily re-login: each account with ``relogin_at`` reconnects its broker at that local time."""
+"""Daily re-login: each account with ``relogin_at`` logs its broker in afresh at that local time."""
 
 from __future__ import annotations
 
@@ -42,8 +42,11 @@ class Relogin:
         broker = self.brokers().get(account)
         if broker is None:
             return
+        # Broker.relogin forces a new login; connect() would keep a session that merely looks alive.
+        # A broker object without relogin (an older adapter or a test double) still gets connect().
+        fresh = getattr(broker, "relogin", None)
         try:
-            await broker.connect()
+            await (fresh() if fresh is not None else broker.connect())
             log.info("daily re-login of %s done", account)
         except Exception:
             log.exception("daily re-login of %s failed", account)

@@ -497,6 +497,19 @@ class ApexSession:
                 await self._drop()
                 raise
 
+    async def reauthenticate(self) -> None:
+        """Log in afresh: on the open socket (calls in flight on it go on undisturbed), else on a new
+        one. A failed re-login drops the socket, so the next call reconnects and logs in."""
+        if not self.is_open:
+            await self.ensure_open()
+            return
+        async with self._lock:
+            try:
+                await self._on_open(self)
+            except BaseException:
+                await self._drop()
+                raise
+
     async def _read(self, ws: ClientConnection) -> None:
         try:
             async for raw in ws:
@@ -701,6 +714,9 @@ class AlphaPointBroker:
         except AuthExpired:  # e.g. the session expired between login and subscribe: once more
             await self.session.close()
             await self.session.ensure_open()
+
+    async def relogin(self) -> None:
+        await self.session.reauthenticate()
 
     async def close(self) -> None:
         if self.session.is_open:

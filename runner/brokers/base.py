@@ -43,6 +43,12 @@ class Broker(Protocol):
     async def connect(self) -> None:
         """Log in (idempotent). Called before first use and again after AuthExpired."""
 
+    async def relogin(self) -> None:
+        """Drop the current session and log in again now, even if it still looks valid (``connect``
+        returns at once while a token or socket exists). The daily re-login at an account's
+        ``relogin_at`` calls this before the trading session, so that a broker's overnight logout
+        costs a login then, not in the middle of an order."""
+
     async def close(self) -> None: ...
 
     async def place(self, request: OrderRequest) -> Order: ...

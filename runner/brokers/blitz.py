@@ -644,6 +644,11 @@ class BlitzBroker:
         if self._token is None:
             await self._login(self._generation)
 
+    async def relogin(self) -> None:
+        # The current generation: _login skips only when someone else logged in meanwhile, which is
+        # as good. Requests in flight keep the old bearer; a 401 on it finds the new one.
+        await self._login(self._generation)
+
     async def _login(self, seen_generation: int) -> None:
         async with self._login_lock:
             if self._generation != seen_generation and self._token is not None:

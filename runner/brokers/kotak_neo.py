@@ -619,6 +619,9 @@ class KotakNeo:
         if self._session is None or self._stale():
             await self._login(None)
 
+    async def relogin(self) -> None:
+        await self._login(self._session)  # `failed` = the current session: log in even if it looks valid
+
     def _stale(self) -> bool:
         """Sessions are logged out daily: log in again once past `relogin_at` local time."""
         if self._session is None:

@@ -641,6 +641,12 @@ class OdinBroker:
         if self._token is None:
             await self._login()
 
+    async def relogin(self) -> None:
+        if self._client is None:
+            await self.connect()  # a first login is a fresh one
+            return
+        await self._login()  # the current token counts as stale: a new one is fetched
+
     async def _login(self) -> None:
         stale = self._token
         async with self._login_lock:

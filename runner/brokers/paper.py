@@ -12,7 +12,10 @@ example playbooks meet a plausible market. Unknown symbols walk around 1000 (opt
 Account options: ``reference_prices`` (true = the shipped file, default; false = none; or a file path),
 ``seed``, ``prices`` (base price per instrument key), ``price_csv``, ``volatility_ppm``,
 ``slippage_ticks``, ``partial_fill_slice``, ``cancel_delay``, ``band_pct``, ``session_close``,
-``db_url``. Context: ``clock=`` (default SystemClock), ``db_url=`` or ``engine=`` (a SQLAlchemy Engine),
+``db_url``, ``idempotent_client_ids`` (default true; false = a repeated client id is a second order, as at
+the real Indian brokers, and the broker no longer declares :attr:`Capability.IDEMPOTENT_CLIENT_ID`),
+``lookup_lag`` (seconds a lookup by client id misses a new order, like a broker scanning its day book).
+Context: ``clock=`` (default SystemClock), ``db_url=`` or ``engine=`` (a SQLAlchemy Engine),
 ``prices=`` (a PricePath object, e.g. a test's StepPath).
 """
 
@@ -75,7 +78,8 @@ orders_t = sa.Table(
     sa.Column("status", sa.String, nullable=False),
     sa.Column("ver", sa.Integer, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
-    # The database itself refuses a second order with the same client id.
+    # The database itself refuses a second order with the same client id (a repeat, allowed only with
+    # idempotent_client_ids: false, is stored as "<client id>#<n>"; its body keeps the real id).
     sa.UniqueConstraint("account", "client_order_id", name="uq_paper_orders_client"),
     sa.Index("ix_paper_orders_ver", "account", "ver"),
 )
@@ -287,7 +291,7 @@ class PaperStore:
                 upd.append({"a": a, "b": o.broker_order_id, **params})
             else:
                 ins.append({"account": a, "broker_order_id": o.broker_order_id,
-                            "client_order_id": o.client_order_id, **params})
+                            "client_order_id": stored_client_id(o), **params})
         if ins:
             db.executemany(cur, _INS_ORDER, ins)
             self._persisted_orders.update(str(p["broker_order_id"]) for p in ins)
@@ -334,18 +338,24 @@ class PaperStore:
         book.last_second = None
 
 
+def stored_client_id(o: OrderState) -> str:
+    """The ``client_order_id`` column: the id itself, or ``<id>#<n>`` for the n-th repeat of it."""
+    return o.client_order_id if o.repeat == 0 else f"{o.client_order_id}#{o.repeat}"
+
+
+BASE_CAPABILITIES = frozenset(
+    {
+        Capability.NATIVE_MULTILEG,
+        Capability.MODIFY,
+        Capability.LOOKUP_BY_CLIENT_ID,
+        Capability.MARKET_ORDERS,
+        Capability.STOP_ORDERS,
+    }
+)
+
+
 class PaperBroker:
     name = "paper"
-    capabilities = frozenset(
-        {
-            Capability.NATIVE_MULTILEG,
-            Capability.MODIFY,
-            Capability.LOOKUP_BY_CLIENT_ID,
-            Capability.MARKET_ORDERS,
-            Capability.STOP_ORDERS,
-            Capability.IDEMPOTENT_CLIENT_ID,  # the matching engine refuses a repeated client id all day
-        }
-    )
 
     def __init__(
         self,
@@ -364,6 +374,12 @@ class PaperBroker:
         self.account = account
         self.clock: Clock = clock or SystemClock()
         self.matching = MatchingEngine(prices, config)
+        # Declared only when the matching engine refuses a repeated client id (all day): the default.
+        self.capabilities = (
+            BASE_CAPABILITIES | {Capability.IDEMPOTENT_CLIENT_ID}
+            if self.matching.config.idempotent_client_ids
+            else BASE_CAPABILITIES
+        )
         self._book = self.matching.book(account)
         self.store = PaperStore(engine, account)
 
@@ -399,6 +415,10 @@ class PaperBroker:
 
     async def close(self) -> None:
         return None
+
+    async def relogin(self) -> None:
+        """Paper has no session to renew: connecting again is all there is."""
+        await self.connect()
 
     async def place(self, request: OrderRequest) -> Order:
         order = self._txn(lambda now: self.matching.place(self.account, request, now))

@@ -143,6 +143,65 @@ async def kill_switch(broker: Broker, engine: Engine) -> AsyncIterator[GuardedBr
         await watcher.stop()
 
 
+def calendar_refusal(calendar: str | None, account: Account, now: dt.datetime) -> str | None:
+    """Why trading now on ``account`` breaks the playbook's ``calendar`` (None: it does not). Only for
+    accounts with ``enforce_calendar``. Fail closed: a day the calendar's data does not cover is refused.
+    The session runs from its pre-open start (when it has one) to its close, in the calendar's zone."""
+    if calendar is None or not account.enforce_calendar:
+        return None
+    from runner.calendars import load_calendar
+
+    cal = load_calendar(calendar)
+    local = now.astimezone(cal.tz)
+    day = local.date()
+    name = f"{cal.exchange} calendar {cal.version}"
+    if not cal.covers(day):
+        return f"{name} has no data for {day} (covers {cal.valid_from}..{cal.valid_to}): not trading blind"
+    info = cal.session_info(day)
+    if info is None:
+        why = cal.holidays.get(day) or f"{local:%A}"
+        return f"{cal.exchange} is closed on {day} ({why}) per {name}"
+    start = info.pre_open[0] if info.pre_open else info.open
+    if not start <= local.time() <= info.close:
+        return (
+            f"{local:%H:%M:%S} {cal.timezone} is outside the {cal.exchange} session of {day} "
+            f"({start:%H:%M}-{info.close:%H:%M}{', pre-open included' if info.pre_open else ''})"
+        )
+    return None
+
+
+def check_calendar(
+    calendar: str | None, account: Account, now: dt.datetime, *, ignore: bool, command: str
+) -> None:
+    """Refuse (exit 4, nothing sent) outside the calendar; ``ignore`` (--ignore-calendar) trades anyway,
+    said loudly on stderr and in the log."""
+    why = calendar_refusal(calendar, account, now)
+    if why is None:
+        return
+    if ignore:
+        import logging
+
+        line = f"WARNING: --ignore-calendar: {why}; trading anyway on account {account.name!r}"
+        print(line, file=sys.stderr, flush=True)
+        logging.getLogger("runner.calendar").warning("calendar_ignored: %s (account %s)", why, account.name)
+        return
+    raise CommandError(
+        EXIT_REFUSED,
+        [
+            f"runner {command}: refused: {why}; nothing was sent",
+            f"  (account {account.name!r} enforces its calendar; --ignore-calendar overrides, logged)",
+        ],
+    )
+
+
+def add_calendar_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ignore-calendar",
+        action="store_true",
+        help="trade even on a closed day or outside the calendar's session (logged as a warning)",
+    )
+
+
 # --- arguments ----------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,10 @@ Refuses (exit 4, nothing sent) when the playbook file changed since the plan (a 
 account's live state drifted: open orders or positions differ from those the plan was computed from, or
 the run progressed meanwhile (the differences are printed). Otherwise the plan's run executes under the
 plan's run id and client ids, journaled as any run; a broker write the plan does not contain is
-rejected before it leaves. Exit codes as ``runner run``: 0 ok, 3 a step failed, 4 refused.
+rejected before it leaves. The kill switch (``runner halt``) applies as to ``runner run``: an order it
+refuses makes its step REFUSED. So does the account's calendar: refused outside the playbook calendar's
+trading day and session (``--ignore-calendar`` overrides). Exit codes as ``runner run``: 0 ok, 3 a step
+failed, 4 refused.
 An interrupted apply is resumed with ``runner run PLAYBOOK --resume RUN_ID``.
 """
 
@@ -18,11 +21,14 @@ from typing import TYPE_CHECKING
 
 from runner.cli import EXIT_INVALID, EXIT_REFUSED, EXIT_USAGE, CommandError
 from runner.commands._shared import (
+    add_calendar_argument,
     add_db_argument,
     add_json_argument,
     configure_logging,
     deduplicating,
+    check_calendar,
     exit_code,
+    kill_switch,
     load_account,
     load_playbook,
     load_risk,
@@ -49,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accounts", metavar="FILE", help="accounts file (default: the plan's)")
     parser.add_argument("--risk", metavar="FILE", help="global risk limits YAML (default $RUNNER_RISK)")
     parser.add_argument("--log-file", metavar="FILE", help="write JSON log lines here")
+    add_calendar_argument(parser)
     add_db_argument(parser)
     add_json_argument(parser)
 
@@ -97,13 +104,15 @@ def run(args: argparse.Namespace) -> int:
     db = args.db or plan.db
     tz = ZoneInfo(pb.timezone)
     clock = SystemClock()
+    check_calendar(pb.calendar, account, clock.now(), ignore=args.ignore_calendar, command="apply")
     broker = make_broker(account, clock=clock, db_url=db)
     journal = Journal(db)
     observer = deduplicating(progress_printer(tz)) if tty else None
 
     async def main() -> RunReport:
         try:
-            return await apply_plan(plan, pb, broker, journal, clock, risk=risk, observer=observer)
+            async with kill_switch(broker, journal.engine) as guarded:
+                return await apply_plan(plan, pb, guarded, journal, clock, risk=risk, observer=observer)
         finally:
             await broker.close()
 

@@ -11,6 +11,9 @@ fills (stop orders stay resting).
 or the playbook changed. The run identity is that of ``runner run`` (today's run; ``--now``: a fresh
 run that does not wait for ``at:`` times).
 
+While the kill switch is set (``runner halt``) a warning goes to stderr and ``--json`` shows it under
+``kill_switch``.
+
 Exit codes: 0 planned, 3 some step would fail, 4 some step would be refused by limits, 1 invalid.
 """
 
@@ -83,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args, progress=True)
     from runner.clock import SystemClock
     from runner.commands.run import scheduled_slot
+    from runner.control import ControlStore
     from runner.journal import Journal
     from runner.planning import PlaybookSource, make_plan
 
@@ -113,11 +117,19 @@ def run(args: argparse.Namespace) -> int:
             await broker.close()
 
     plan = asyncio.run(main())  # broker errors exit 5 via runner.cli
+    switch = ControlStore(journal.engine).get()
+    if switch.halted:  # the plan shows what would be sent; apply would have its orders refused now
+        why = f" ({switch.reason})" if switch.reason else ""
+        print(
+            f"warning: kill switch is {switch.mode.value.upper()}{why} since {switch.since} by {switch.by}: "
+            "`runner apply` would have this plan's orders refused until `runner resume`",
+            file=sys.stderr,
+        )
     doc = plan.to_dict()
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     if args.json:
-        print_json(doc)
+        print_json({**doc, "kill_switch": switch.as_dict()})  # not saved: a plan file is state-free
         if args.out:
             print(f"saved to {args.out}", file=sys.stderr)
     else:

@@ -11,6 +11,11 @@ its ``late:`` policy (default skip).
 ``--now`` fires a fresh, separate run at once: its slot is the current second, ``at:`` times are not
 waited for (steps run back to back; ``after:`` delays still apply). Resume an interrupted ``--now`` run
 with ``--resume RUN_ID``.
+
+Calendar: on an account with ``enforce_calendar`` (the default; the built-in paper account has it off) a
+playbook naming a ``calendar:`` is refused (exit 4, nothing sent) on a closed day, a day the calendar's
+data does not cover, or outside the day's session (pre-open included). ``--ignore-calendar`` overrides,
+with a warning on stderr and in the log.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from typing import TYPE_CHECKING
 from runner.cli import EXIT_USAGE, CommandError
 from runner.commands._shared import (
     add_db_argument,
+    add_calendar_argument,
     add_json_argument,
+    check_calendar,
     configure_logging,
     deduplicating,
     exit_code,
@@ -68,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     when.add_argument("--resume", metavar="RUN_ID", help="resume this run (e.g. an interrupted --now run)")
     parser.add_argument("--risk", metavar="FILE", help="global risk limits YAML (default $RUNNER_RISK)")
     parser.add_argument("--log-file", metavar="FILE", help="write JSON log lines here")
+    add_calendar_argument(parser)
     add_db_argument(parser)
     add_json_argument(parser)
 
@@ -94,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     tz = ZoneInfo(pb.timezone)
     clock = SystemClock()
+    check_calendar(pb.calendar, account, clock.now(), ignore=args.ignore_calendar, command="run")
     journal = Journal(args.db)
     if args.resume:
         found = journal.get_run(args.resume)

@@ -170,6 +170,13 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     placed: list[Order] = []
     for pos in targets:
         placed += await _close(ctx, step, pos, rnd=next_round(own, slot_of(step, pos)))
+    # Every exit refused or rejected with nothing filled: no verify window can make it flat.
+    if all(o.status.is_terminal and not o.filled_quantity for o in placed):
+        reasons = sorted({o.reject_reason or o.status.value for o in placed}) or ["no exit order placed"]
+        return StepResult.failed(
+            f"NOT FLAT: every exit order ({len(placed)}) was refused or rejected: " + "; ".join(reasons),
+            tuple(o.client_order_id for o in placed),
+        )
     # 3. escalate: limit orders still working after the timeout go to market.
     if step.escalation is not None:
         timeout = ctx.seconds(step.escalation.timeout)
