@@ -143,10 +143,14 @@ async def kill_switch(broker: Broker, engine: Engine) -> AsyncIterator[GuardedBr
         await watcher.stop()
 
 
-def calendar_refusal(calendar: str | None, account: Account, now: dt.datetime) -> str | None:
+def calendar_refusal(
+    calendar: str | None, account: Account, now: dt.datetime, *, waits_for_session: bool = False
+) -> str | None:
     """Why trading now on ``account`` breaks the playbook's ``calendar`` (None: it does not). Only for
     accounts with ``enforce_calendar``. Fail closed: a day the calendar's data does not cover is refused.
-    The session runs from its pre-open start (when it has one) to its close, in the calendar's zone."""
+    The session runs from its pre-open start (when it has one) to its close, in the calendar's zone.
+    ``waits_for_session``: the run waits for its ``at:`` times, so starting it early on a trading day
+    (08:50 for a 09:20 entry) is fine; only a closed day or a finished session is refused."""
     if calendar is None or not account.enforce_calendar:
         return None
     from runner.calendars import load_calendar
@@ -162,7 +166,8 @@ def calendar_refusal(calendar: str | None, account: Account, now: dt.datetime) -
         why = cal.holidays.get(day) or f"{local:%A}"
         return f"{cal.exchange} is closed on {day} ({why}) per {name}"
     start = info.pre_open[0] if info.pre_open else info.open
-    if not start <= local.time() <= info.close:
+    too_early = local.time() < start and not waits_for_session
+    if too_early or local.time() > info.close:
         return (
             f"{local:%H:%M:%S} {cal.timezone} is outside the {cal.exchange} session of {day} "
             f"({start:%H:%M}-{info.close:%H:%M}{', pre-open included' if info.pre_open else ''})"
@@ -171,11 +176,17 @@ def calendar_refusal(calendar: str | None, account: Account, now: dt.datetime) -
 
 
 def check_calendar(
-    calendar: str | None, account: Account, now: dt.datetime, *, ignore: bool, command: str
+    calendar: str | None,
+    account: Account,
+    now: dt.datetime,
+    *,
+    ignore: bool,
+    command: str,
+    waits_for_session: bool = False,
 ) -> None:
     """Refuse (exit 4, nothing sent) outside the calendar; ``ignore`` (--ignore-calendar) trades anyway,
     said loudly on stderr and in the log."""
-    why = calendar_refusal(calendar, account, now)
+    why = calendar_refusal(calendar, account, now, waits_for_session=waits_for_session)
     if why is None:
         return
     if ignore:

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 from runner.cli import EXIT_USAGE, CommandError
 from runner.commands._shared import (
-    add_db_argument,
     add_calendar_argument,
+    add_db_argument,
     add_json_argument,
     check_calendar,
     configure_logging,
@@ -102,7 +102,14 @@ def run(args: argparse.Namespace) -> int:
 
     tz = ZoneInfo(pb.timezone)
     clock = SystemClock()
-    check_calendar(pb.calendar, account, clock.now(), ignore=args.ignore_calendar, command="run")
+    check_calendar(
+        pb.calendar,
+        account,
+        clock.now(),
+        ignore=args.ignore_calendar,
+        command="run",
+        waits_for_session=not args.now,  # --now sends at once: no early start before the session
+    )
     journal = Journal(args.db)
     if args.resume:
         found = journal.get_run(args.resume)
