@@ -4,8 +4,9 @@ Apply re-reads the live state and compares its fingerprint with the plan's. When
 playbook runs through the ordinary engine under the plan's run id (so every client id is the one the
 plan shows; journaled, intent before request), with the broker wrapped in :class:`PlanGuard`: a write the
 plan does not contain is rejected before it leaves. Given a kill-switch-guarded broker (as ``runner apply``
-does), the switch still has the last word: a halt refuses the plan's orders too. Steps decide at runtime only what the plan marks as
-conditional (fills, timeouts, chase prices); anything else would be a drift and is refused.
+does), the switch still has the last word: a halt refuses the plan's orders too. Steps decide at runtime
+only what the plan marks as conditional (fills, timeouts, chase prices); anything else would be a drift
+and is refused.
 """
 
 from __future__ import annotations
@@ -182,5 +183,5 @@ def _guarded(broker: Broker, plan: Plan) -> Broker:
     """The plan's guard on ``broker``. Behind the kill switch (``runner.commands._shared.kill_switch``) the
     switch stays outermost, so the engine sees it and reports its refusals as REFUSED steps (exit 4)."""
     if isinstance(broker, GuardedBroker):
-        return GuardedBroker(PlanGuard(broker.inner, plan), broker.view)  # type: ignore[return-value]
+        return GuardedBroker(PlanGuard(broker.inner, plan), broker.view)
     return PlanGuard(broker, plan)

@@ -1,7 +1,8 @@
 """Kill switch. One row in the journal database says whether new orders may go out:
 
 * ``normal``       everything allowed
-* ``halt``         no new orders; a running daemon cancels open ones (``runner halt``)
+* ``halt``         no new orders; a running daemon (or ``runner halt --cancel-now``) cancels open ones on
+                   every account, journaled and verified (:mod:`runner.sched_halt`)
 * ``reduce_only``  only orders that shrink an existing position (``runner halt --reduce-only``)
 
 ``runner halt`` / ``runner resume`` write the row; daemons poll it (:class:`ControlWatcher`, every 0.25 s)
@@ -15,7 +16,7 @@ import contextlib
 import datetime as dt
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -178,7 +179,11 @@ class ControlStore:
             .group_by(halt_passes.c.account)
             .subquery()
         )
-        q = sa.select(halt_passes).join(latest, halt_passes.c.id == latest.c.id).order_by(halt_passes.c.account)
+        q = (
+            sa.select(halt_passes)
+            .join(latest, halt_passes.c.id == latest.c.id)
+            .order_by(halt_passes.c.account)
+        )
         with read(self.engine) as conn:
             return [
                 HaltPass(
@@ -320,7 +325,9 @@ class GuardedBroker:
         if state.mode is Mode.REDUCE_ONLY:
             total = change.quantity if change.quantity is not None else order.quantity
             pending = max(0, total - order.filled_quantity)
-            held = await self._position_qty(order.instrument, order.product, order.side, order.client_order_id)
+            held = await self._position_qty(
+                order.instrument, order.product, order.side, order.client_order_id
+            )
             check_order_allowed(state, order.side, held, pending)
             if self.view.state.mode is Mode.HALT:
                 check_order_allowed(self.view.state, order.side, 0)

@@ -20,7 +20,7 @@ from runner.control import ControlStore, HaltPass
 from runner.gateway import Gateway, Tuning
 from runner.ids import run_id as make_run_id
 from runner.journal import Journal, RunStatus, StepOutcome
-from runner.model import OrderStatus
+from runner.model import Order, OrderStatus
 
 log = logging.getLogger("runner.halt")
 PLAYBOOK = "halt"  # the journal's name for these runs (`runner history --playbook halt`)
@@ -59,27 +59,33 @@ async def _one(
 ) -> HaltPass:
     started = clock.now()
     rid = make_run_id(f"{PLAYBOOK}:{account}", started)
-    journal.start_run(rid, playbook=PLAYBOOK, account=account, scheduled_for=started, mode="halt", now=started)
+    journal.start_run(
+        rid, playbook=PLAYBOOK, account=account, scheduled_for=started, mode="halt", now=started
+    )
     journal.start_step(rid, STEP, position=0, kind="cancel", now=started)
     gw = Gateway(broker=broker, journal=journal, clock=clock, run_id=rid, account=account, tuning=tuning)
     gw.step_id = STEP
-    opens: list[object] = []
+    opens: list[Order] = []
     cancelled = 0
     error: str | None = None
     left = -1
     try:
         await broker.connect()
         opens = list(await gw.open_orders())
-        done = await asyncio.gather(*(gw.cancel(o) for o in opens), return_exceptions=True)  # type: ignore[arg-type]
+        done = await asyncio.gather(*(gw.cancel(o) for o in opens), return_exceptions=True)
         for order, got in zip(opens, done, strict=True):
             if isinstance(got, BaseException):
-                gw.note(f"cancel {order.client_order_id}: {type(got).__name__}: {got}", level="error")  # type: ignore[attr-defined]
+                gw.note(f"cancel {order.client_order_id}: {type(got).__name__}: {got}", level="error")
             elif got.status is OrderStatus.CANCELLED:
                 cancelled += 1
         still = await gw.open_orders()  # the proof: what the broker still works after the pass
         left = len(still)
         for o in still:
-            gw.note(f"still open after the halt cancel pass: {o.status.value}", level="error", cid=o.client_order_id)
+            gw.note(
+                f"still open after the halt cancel pass: {o.status.value}",
+                level="error",
+                cid=o.client_order_id,
+            )
     except Exception as exc:  # one account's failure must not stop the others' cancels
         error = f"{type(exc).__name__}: {exc}"
         gw.note(f"halt cancel pass failed: {error}", level="error")
@@ -88,13 +94,13 @@ async def _one(
         clock.now(),
         open_before=len(opens),
         cancelled=cancelled,
-        still_open=max(left, len(opens) - cancelled) if left < 0 else left,
+        still_open=left if left >= 0 else len(opens) - cancelled,  # no read-back: assume the worst
         run_id=rid,
         by=by,
         error=error,
     )
     ok = result.clean
     outcome = StepOutcome.SUCCEEDED if ok else StepOutcome.FAILED
-    journal.finish_step(rid, STEP, outcome, result.line(), clock.now())
+    journal.finish_step(rid, STEP, outcome, clock.now(), result.line())
     journal.finish_run(rid, RunStatus.SUCCEEDED if ok else RunStatus.FAILED, clock.now(), result.line())
     return result

@@ -42,11 +42,23 @@ class Relogin:
         broker = self.brokers().get(account)
         if broker is None:
             return
-        # Broker.relogin forces a new login; connect() would keep a session that merely looks alive.
-        # A broker object without relogin (an older adapter or a test double) still gets connect().
-        fresh = getattr(broker, "relogin", None)
         try:
-            await (fresh() if fresh is not None else broker.connect())
+            await fresh_login(broker)
             log.info("daily re-login of %s done", account)
         except Exception:
             log.exception("daily re-login of %s failed", account)
+
+
+async def fresh_login(broker: Any) -> None:
+    """``relogin()`` (:class:`runner.brokers.base.SupportsRelogin`) forces a new login, where ``connect()``
+    keeps a session that merely looks alive. A wrapper without it (e.g. a guard around the adapter) is
+    looked through via its ``inner``; an object with no relogin anywhere still gets ``connect()``."""
+    from runner.brokers.base import SupportsRelogin
+
+    target = broker
+    while target is not None:
+        if isinstance(target, SupportsRelogin):
+            await target.relogin()
+            return
+        target = getattr(target, "inner", None)
+    await broker.connect()

@@ -8,6 +8,7 @@
 * :mod:`runner.sched_release`   prepare, wait for the instant (shared), execute, journal
 * :mod:`runner.sched_catchup`   fires due while no daemon ran
 * :mod:`runner.sched_relogin`   daily broker re-login
+* :mod:`runner.sched_halt`      on halt: every open order of every account cancelled, verified, journaled
 * :mod:`runner.sched_status`    heartbeat and ``runner status`` payload
 * :mod:`runner.sched_executor`  the engine as executor
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.clock import Clock, SystemClock
-from runner.control import ControlState, ControlStore, ControlWatcher, Mode, cancel_everywhere
+from runner.control import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
 from runner.fires import Claim, ClaimBatcher, FireState, FireStore
 from runner.ids import run_id as make_run_id
 from runner.sched_arming import Arming, Timers, wake_lead
@@ -92,6 +93,7 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.opts = options or DaemonOptions()
         self.brokers: Mapping[str, Any] = brokers if brokers is not None else {}  # halt cancels, re-login
+        # (a BrokerPool: the halt pass opens brokers for accounts no fire has used yet)
         self.gate = CalendarGate(calendars or default_calendar_loader())
         self.watcher = ControlWatcher(control, self.opts.control_interval, on_change=self._control_changed)
         self.batcher = ClaimBatcher(fires)
@@ -107,6 +109,7 @@ class Daemon:
         self._fire_tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self._stopping = False
+        self._journal: Any = None  # for halt cancel passes, opened on the first
 
     # --- views on the parts (kept for callers of the old single-class daemon) ----------------------
 
@@ -155,7 +158,28 @@ class Daemon:
     async def _control_changed(self, old: ControlState, new: ControlState) -> None:
         self._touch()
         if new.mode is Mode.HALT:
-            await cancel_everywhere(self.brokers)
+            await self.cancel_open_orders()
+
+    async def cancel_open_orders(self) -> list[HaltPass]:
+        """The halt cancel pass (:mod:`runner.sched_halt`) on every account the loaded playbooks name and
+        every broker already open, brokers opened through the pool where missing."""
+        from runner.journal import Journal
+        from runner.sched_halt import cancel_pass
+
+        names = {e.playbook.account for e in self.entries.values()} | set(self.brokers)
+        get = getattr(self.brokers, "get_broker", None)
+        brokers: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for name in sorted(names):
+            try:
+                brokers[name] = get(name) if get is not None else self.brokers[name]
+            except Exception as exc:  # unknown account, credentials missing: reported, others go on
+                errors[name] = f"no broker: {type(exc).__name__}: {exc}"
+        if self._journal is None:
+            self._journal = Journal(engine=self.store.engine)
+        return await cancel_pass(
+            brokers, self._journal, self.clock, self.watcher.store, by=self.owner, errors=errors
+        )
 
     def status(self) -> dict[str, Any]:
         return status_payload(

@@ -763,6 +763,33 @@ class AlphaPointBroker:
             record, instrument_of=self._instrument, client_id_of=self._client_id, product_of=self._product
         )
 
+    def _readable(self, record: Mapping[str, Any]) -> Order | None:
+        """A book record as an Order, or None for a foreign one that cannot be read (an order of a side
+        or type this adapter does not map, entered elsewhere on the account): skipped and logged, so one
+        such record cannot break every read on the account. Our own orders (a ClientOrderId this process
+        knows) are never skipped: an unreadable one raises BrokerError. Lookups by our id (get_order,
+        GetOrderStatus) read only our record and are unaffected by foreign ones."""
+        try:
+            return self._order(record)
+        except (BrokerError, ValueError, TypeError) as exc:
+            why = exc.message if isinstance(exc, BrokerError) else str(exc)
+            r = ci(record)
+            try:
+                client_numeric = int(r.get("clientorderid") or 0)
+            except (TypeError, ValueError):
+                client_numeric = 0
+            if client_numeric in self._client_ids:
+                raise BrokerError(
+                    f"order {r.get('orderid')} ({self._client_ids[client_numeric]}) is unreadable: {why}",
+                    broker=BROKER,
+                ) from exc
+            log.warning("alphapoint: skipping foreign order %s: %s", r.get("orderid"), why)
+            return None
+
+    def _readable_all(self, records: Any) -> list[Order]:
+        rows = records if isinstance(records, list) else []
+        return [o for o in (self._readable(r) for r in rows if isinstance(r, Mapping)) if o is not None]
+
     def _remember(self, client_id: str, product: Product | None = None) -> int:
         n = numeric_id(client_id)
         self._client_ids[n] = client_id
@@ -1009,18 +1036,14 @@ class AlphaPointBroker:
         body = await self._call(
             "GetOrderHistory", {"OMSId": self.acct.oms_id, "AccountId": self.acct.account_id}, mutating=False
         )
-        return [self._order(r) for r in (body if isinstance(body, list) else [])]
+        return self._readable_all(body)
 
     async def open_orders(self) -> Sequence[Order]:
         await self.connect()
         body = await self._call(
             "GetOpenOrders", {"OMSId": self.acct.oms_id, "AccountId": self.acct.account_id}, mutating=False
         )
-        return [
-            o
-            for o in (self._order(r) for r in (body if isinstance(body, list) else []))
-            if o.status.is_working
-        ]
+        return [o for o in self._readable_all(body) if o.status.is_working]
 
     async def positions(self) -> Sequence[Position]:
         """GetAccountPositions gives balances per product (the truth for quantity); instrument products

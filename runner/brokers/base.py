@@ -43,12 +43,6 @@ class Broker(Protocol):
     async def connect(self) -> None:
         """Log in (idempotent). Called before first use and again after AuthExpired."""
 
-    async def relogin(self) -> None:
-        """Drop the current session and log in again now, even if it still looks valid (``connect``
-        returns at once while a token or socket exists). The daily re-login at an account's
-        ``relogin_at`` calls this before the trading session, so that a broker's overnight logout
-        costs a login then, not in the middle of an order."""
-
     async def close(self) -> None: ...
 
     async def place(self, request: OrderRequest) -> Order: ...
@@ -67,6 +61,20 @@ class Broker(Protocol):
     async def open_orders(self) -> Sequence[Order]: ...
 
     async def positions(self) -> Sequence[Position]: ...
+
+
+@runtime_checkable
+class SupportsRelogin(Protocol):
+    """Brokers whose sessions end daily implement this too (every adapter does; wrappers forward it).
+
+    Kept apart from :class:`Broker` so wrappers and doubles that predate it still type-check as brokers;
+    :mod:`runner.sched_relogin` falls back to ``connect`` for an object without it."""
+
+    async def relogin(self) -> None:
+        """Drop the current session and log in again now, even if it still looks valid (``connect``
+        returns at once while a token or socket exists). The daily re-login at an account's
+        ``relogin_at`` calls this before the trading session, so that a broker's overnight logout
+        costs a login then, not in the middle of an order."""
 
 
 @runtime_checkable

@@ -39,6 +39,7 @@ from runner.errors import (
     Unavailable,
 )
 from runner.http import make_client, send
+from runner.ids import is_client_order_id
 from runner.instruments import InstrumentMaster, MasterRow
 from runner.model import (
     Fill,
@@ -772,6 +773,25 @@ class BlitzBroker:
             self._acked.setdefault(correlation, str(get(row, "blitzOrderId")))
         return order_from_row(row, self._instrument(row), fallback=fallback)
 
+    def _readable(self, row: Mapping[str, Any], *, ours: bool = False) -> Order | None:
+        """A book row as an Order, or None for a foreign row that cannot be read (a manual order of a
+        type or side this adapter does not map): skipped and logged, so one such row cannot break every
+        read on the account. Our own orders are never skipped: one this process sent is completed from
+        its request (see order_from_row); one it cannot rebuild raises BrokerError."""
+        try:
+            return self._order(row)
+        except (BrokerError, ValueError) as exc:
+            why = exc.message if isinstance(exc, BrokerError) else str(exc)
+            cid = str(get(row, "correlationOrderId", default="") or "")
+            boid = get(row, "blitzOrderId")
+            if ours or is_client_order_id(cid) or cid in self._requests:
+                raise BrokerError(f"order {boid} ({cid}) is unreadable: {why}", broker=BROKER) from exc
+            log.warning("blitz: skipping foreign order %s: %s", boid, why)
+            return None
+
+    def _readable_rows(self, rows: Iterable[Mapping[str, Any]]) -> list[Order]:
+        return [o for o in (self._readable(r) for r in rows) if o is not None]
+
     def _path(self, template: str, **values: object) -> str:
         return template.format(**values)
 
@@ -877,21 +897,26 @@ class BlitzBroker:
         return matches[0] if matches else None
 
     async def get_order(self, client_order_id: str) -> Order | None:
-        # Blitz has no lookup by correlationOrderId: scan the day's book.
+        # Blitz has no lookup by correlationOrderId: scan the day's book (only matching rows are read).
         row = await self._find_row(client_order_id)
-        return self._order(row) if row is not None else None
+        return self._own(row) if row is not None else None
+
+    def _own(self, row: Mapping[str, Any]) -> Order:
+        order = self._readable(row, ours=True)
+        assert order is not None  # ours=True: unreadable raises
+        return order
 
     async def get_order_by_broker_id(self, broker_order_id: str) -> Order:
-        return self._order(await self._row_by_broker_id(broker_order_id))
+        return self._own(await self._row_by_broker_id(broker_order_id))
 
     async def orders(self) -> Sequence[Order]:
-        return [self._order(r) for r in await self._day_rows()]
+        return self._readable_rows(await self._day_rows())
 
     async def open_orders(self) -> Sequence[Order]:
         if self.paths.open_orders is None:
             return [o for o in await self.orders() if not o.status.is_terminal]
         rows = rows_of(await self._read(self.paths.open_orders, operation="openOrders"))
-        return [o for o in (self._order(r) for r in rows) if not o.status.is_terminal]
+        return [o for o in self._readable_rows(rows) if not o.status.is_terminal]
 
     async def positions(self) -> Sequence[Position]:
         rows = rows_of(await self._read(self.paths.positions, operation="positions"))

@@ -46,6 +46,7 @@ from runner.errors import (
     Unavailable,
 )
 from runner.http import make_client, send
+from runner.ids import is_client_order_id
 from runner.instruments import InstrumentMaster, MasterRow
 from runner.model import (
     Fill,
@@ -393,14 +394,16 @@ def parse_order(
     raw = _text(row, "ordSt", "stat") or ""
     status = map_status(raw, filled, quantity, policy=policy)
     type_code = str(row.get("prcTp", "")).upper()
+    # An unmapped type or side makes the row unreadable (BrokerError, not Rejected: nothing was refused);
+    # the adapter decides whether that row may be skipped (see KotakNeo._readable).
     order_type = ORDER_TYPE_OF_CODE.get(type_code)
     if order_type is None:
-        raise Rejected(f"unknown order type {type_code!r} in order book", broker=BROKER)
+        raise BrokerError(f"unknown order type {type_code!r} in order book", broker=BROKER)
     prod = str(row.get("prod", "")).upper()
     product = PRODUCT_OF_CODE.get(prod, Product.MIS)
     side = SIDE_OF_CODE.get(str(row.get("trnsTp", "")).upper())
     if side is None:
-        raise Rejected(f"unknown transaction type {row.get('trnsTp')!r}", broker=BROKER)
+        raise BrokerError(f"unknown transaction type {row.get('trnsTp')!r}", broker=BROKER)
     validity_text = (_text(row, "vldt", "ordDur") or "DAY").upper()
     validity = Validity.IOC if validity_text == "IOC" else Validity.DAY
     avg = to_decimal(row.get("avgPrc"))
@@ -598,6 +601,7 @@ class KotakNeo:
         self._placed: dict[str, str] = {}
         self._in_flight: set[str] = set()
         self._unresolved: set[str] = set()
+        self._requests: dict[str, OrderRequest] = {}  # what this process sent, by client id
         self.logins = 0  # observable for tests and the bench
 
     # -- auth -------------------------------------------------------------------------------------
@@ -747,28 +751,60 @@ class KotakNeo:
         self._remember(row)
         return parse_order(row, self._lookup, policy=self._status_policy)
 
+    def _readable(self, row: Mapping[str, Any], *, ours: bool = False) -> Order | None:
+        """A book row as an Order, or None for a foreign row that cannot be read (a manual order of a
+        type this adapter does not map, placed from Kotak's own terminal): it is skipped, logged, so one
+        such row cannot break every read on the account. Our own orders are never skipped: one this
+        process sent comes back from its request with status UNKNOWN (resolved by a later read); one it
+        cannot rebuild raises BrokerError."""
+        try:
+            return self._order(row)
+        except (BrokerError, ValueError) as exc:
+            why = exc.message if isinstance(exc, BrokerError) else str(exc)
+            cid = str(row.get("GuiOrdId") or "")
+            number = _text(row, "nOrdNo")
+            request = self._requests.get(cid)
+            if request is not None:
+                log.error("kotak_neo: our order %s (%s) is unreadable: %s", number, cid, why)
+                return Order.from_request(request, OrderStatus.UNKNOWN, broker_order_id=number,
+                                          raw_status=_text(row, "ordSt", "stat"), updated_at=_timestamp(row))
+            if ours or is_client_order_id(cid) or cid in self._placed or cid in self._unresolved:
+                raise BrokerError(f"order {number} ({cid}) is unreadable: {why}",
+                                  broker=BROKER) from exc
+            log.warning("kotak_neo: skipping foreign order %s: %s", number, why)
+            return None
+
+    def _readable_rows(self, rows: Sequence[Mapping[str, Any]]) -> list[Order]:
+        return [o for o in (self._readable(r) for r in rows) if o is not None]
+
     async def orders(self) -> Sequence[Order]:
         payload = await self._read("GET", PATH_ORDERS)
-        return [self._order(r) for r in rows_of(payload)]
+        return self._readable_rows(rows_of(payload))
 
     async def open_orders(self) -> Sequence[Order]:
         return [o for o in await self.orders() if not o.status.is_terminal]
 
     async def get_order(self, client_order_id: str) -> Order | None:
-        """Kotak has no lookup by tag: scan the day's order book for GuiOrdId (our `ig`)."""
-        found = [o for o in await self.orders() if o.client_order_id == client_order_id]
-        if not found:
+        """Kotak has no lookup by tag: scan the day's order book for GuiOrdId (our `ig`). Only the
+        matching rows are read, so a foreign row elsewhere in the book does not matter."""
+        rows = rows_of(await self._read("GET", PATH_ORDERS))
+        matching = [r for r in rows if str(r.get("GuiOrdId") or "") == client_order_id]
+        found = [self._readable(r, ours=True) for r in matching]
+        mine = [o for o in found if o is not None]
+        if not mine:
             return None
-        if len(found) > 1:
-            log.error("kotak_neo: %d orders carry client id %s", len(found), client_order_id)
-        return max(found, key=lambda o: o.updated_at or dt.datetime.min.replace(tzinfo=dt.UTC))
+        if len(mine) > 1:
+            log.error("kotak_neo: %d orders carry client id %s", len(mine), client_order_id)
+        return max(mine, key=lambda o: o.updated_at or dt.datetime.min.replace(tzinfo=dt.UTC))
 
     async def get_order_by_broker_id(self, broker_order_id: str) -> Order:
         payload = await self._read("POST", PATH_HISTORY, {"nOrdNo": broker_order_id})
         rows = rows_of(payload)
         if not rows:
             raise NotFound(f"order {broker_order_id} not found", code=str(CODE_NOT_FOUND), broker=BROKER)
-        return self._order(latest_row(rows))
+        order = self._readable(latest_row(rows), ours=True)
+        assert order is not None  # ours=True: unreadable raises
+        return order
 
     async def positions(self) -> Sequence[Position]:
         payload = await self._read("GET", self._positions_path)
@@ -806,6 +842,7 @@ class KotakNeo:
         if existing is not None:
             return existing
         self._in_flight.add(cid)
+        self._requests[cid] = request
         try:
             payload = await self._write(PATH_PLACE, jdata, jdata["es"])
             number = payload.get("nOrdNo")

@@ -28,9 +28,10 @@ import hmac
 import logging
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -487,6 +488,11 @@ def parse_timestamp(value: Any, tz: dt.tzinfo) -> dt.datetime | None:
         return None
 
 
+_SIDES = {"BUY": Side.BUY, "SELL": Side.SELL}
+# Shape of order_identifier(client_order_id) for our (long) ids: how a restarted process knows its rows.
+_OUR_TAG = re.compile(r"r[a-z2-7]{9}")
+
+
 def order_from_row(
     row: Mapping[str, Any], *, client_order_id: str, master: InstrumentMaster | None, tz: dt.tzinfo,
     broker_order_id: str | None = None, product: Product | None = None,
@@ -498,7 +504,13 @@ def order_from_row(
     raw_status = str(first(row, "status", "order_status") or "")
     status = map_status(raw_status, traded, total)
     odin_type = str(first(row, "order_type") or "RL").upper()
-    order_type = ODIN_TO_ORDER_TYPE.get(odin_type, OrderType.LIMIT)
+    order_type = ODIN_TO_ORDER_TYPE.get(odin_type)
+    side = _SIDES.get(str(first(row, "transaction_type") or "BUY").strip().upper())
+    if order_type is None or side is None:
+        # Unreadable, not refused (so not Rejected): the adapter decides whether the row may be skipped.
+        raise BrokerError(f"unmapped order_type/transaction_type {odin_type!r}/"
+                          f"{first(row, 'transaction_type')!r} in order {first(row, 'order_id')}",
+                          broker=BROKER)
     price = to_decimal(first(row, "order_price", "price"))
     trigger = to_decimal(first(row, "trigger_price"))
     # The published book row has no average price; accept the spellings other ODIN builds use.
@@ -509,7 +521,7 @@ def order_from_row(
         client_order_id=client_order_id,
         broker_order_id=broker_order_id or str(first(row, "order_id") or "") or None,
         instrument=instrument_from_row(row, master),
-        side=Side(str(first(row, "transaction_type") or "BUY").upper()),
+        side=side,
         quantity=total,
         order_type=order_type,
         product=product or product_from_odin(first(row, "product_type"), exchange),
@@ -623,6 +635,7 @@ class OdinBroker:
         self._by_tag: dict[str, str] = {}
         # leg client id -> (multileg tag, leg_no, product as requested if this process sent it)
         self._legs: dict[str, tuple[str, int, Product | None]] = {}
+        self._requests: dict[str, OrderRequest] = {}  # regular orders this process sent, by client id
 
     # -- session ----------------------------------------------------------------------------------------
 
@@ -758,6 +771,7 @@ class OdinBroker:
             if existing is not None:
                 return existing
         self._by_tag[tag] = request.client_order_id
+        self._requests[request.client_order_id] = request
         try:
             data = await self._write("POST", REGULAR_PATH, exchange=body["scrip_info"]["exchange"], body=body)
         except OutcomeUnknown:
@@ -859,6 +873,33 @@ class OdinBroker:
                 return rows
             page += 1
 
+    def _readable(
+        self, row: Mapping[str, Any], read: Callable[[], Order], *, ours: bool = False
+    ) -> Order | None:
+        """``read()`` of a book row, or None for a foreign row that cannot be read (a manual order of a
+        type this adapter does not map, placed from the broker's own terminal): skipped and logged, so one
+        such row cannot break every read on the account. Our own orders are never skipped: one this
+        process sent comes back from its request with status UNKNOWN (resolved by a later read); one it
+        cannot rebuild raises BrokerError."""
+        try:
+            return read()
+        except (BrokerError, ValueError) as exc:
+            why = exc.message if isinstance(exc, BrokerError) else str(exc)
+            tag = str(first(row, "order_identifier") or "").strip()
+            oid = str(first(row, "order_id") or "")
+            cid = self._by_tag.get(tag)
+            request = self._requests.get(cid) if cid and first(row, "gateway_order_no") is None else None
+            if request is not None:
+                log.error("odin: our order %s (%s) is unreadable: %s", oid, cid, why)
+                return Order.from_request(request, OrderStatus.UNKNOWN, broker_order_id=oid or None,
+                                          raw_status=str(first(row, "status", "order_status") or "") or None,
+                                          tag=tag)
+            legs = {leg_tag for leg_tag, _no, _prod in self._legs.values()}
+            if ours or cid is not None or tag in legs or _OUR_TAG.fullmatch(tag):
+                raise BrokerError(f"order {oid} ({tag}) is unreadable: {why}", broker=BROKER) from exc
+            log.warning("odin: skipping foreign order %s: %s", oid, why)
+            return None
+
     def _cid_for(self, row: Mapping[str, Any]) -> str:
         tag = str(first(row, "order_identifier") or "")
         return self._by_tag.get(tag) or tag or str(first(row, "order_id") or "")
@@ -907,13 +948,18 @@ class OdinBroker:
             if row is None:
                 return None
             self._legs.setdefault(client_order_id, (tag, leg_no, None))
-            return self._leg_to_order(row, client_order_id)
+            return self._own(row, partial(self._leg_to_order, row, client_order_id))
         tag = order_identifier(client_order_id)
         for row in await self._book():
             if str(first(row, "order_identifier") or "").strip() == tag:
                 self._by_tag[tag] = client_order_id
-                return self._row_to_order(row, client_order_id)
+                return self._own(row, partial(self._row_to_order, row, client_order_id))
         return None
+
+    def _own(self, row: Mapping[str, Any], read: Callable[[], Order]) -> Order:
+        order = self._readable(row, read, ours=True)
+        assert order is not None  # ours=True: unreadable raises
+        return order
 
     async def get_order_by_broker_id(self, broker_order_id: str) -> Order:
         leg = split_leg_id(broker_order_id)
@@ -921,19 +967,20 @@ class OdinBroker:
             gw, leg_no = leg
             for row in await self._book({"orderType": "multileg"}):
                 if str(first(row, "gateway_order_no")) == gw and leg_number(row) == leg_no:
-                    return self._leg_to_order(row)
+                    return self._own(row, partial(self._leg_to_order, row))
             raise NotFound(f"no multileg leg {broker_order_id}", broker=BROKER)
         data = await self._read(ORDERS_PATH, {"offset": 1, "limit": self.page_size, "orderStatus": -1,
                                               "order_id": broker_order_id})
         for row in data or []:
             if isinstance(row, Mapping) and str(first(row, "order_id")) == broker_order_id:
-                return self._row_to_order(row)
+                return self._own(row, partial(self._row_to_order, row))
         raise NotFound(f"no order {broker_order_id}", broker=BROKER)
 
     async def orders(self) -> Sequence[Order]:
-        regular = [self._row_to_order(r) for r in await self._book()]
-        legs = [self._leg_to_order(r) for r in await self._book({"orderType": "multileg"})]
-        return regular + legs
+        regular = [self._readable(r, partial(self._row_to_order, r)) for r in await self._book()]
+        legs = [self._readable(r, partial(self._leg_to_order, r))
+                for r in await self._book({"orderType": "multileg"})]
+        return [o for o in regular + legs if o is not None]
 
     async def open_orders(self) -> Sequence[Order]:
         return [o for o in await self.orders() if o.status.is_working or o.status is OrderStatus.PENDING_NEW]

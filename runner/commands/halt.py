@@ -1,15 +1,30 @@
 """``runner halt``: the kill switch. No new orders from any daemon on this journal; running daemons cancel
 open orders within a second. ``--reduce-only`` instead allows only orders that shrink a position.
-``runner resume`` lifts it."""
+``runner resume`` lifts it.
+
+``--cancel-now`` also runs the cancel pass from this process (as a daemon does on halt): every open order on
+each ``--account`` (default: every account in the accounts file, ``paper`` included) is cancelled through
+the journal, read back, and counted; ``runner status`` shows the result. Exit 5 if an account could not be
+reached or orders are still open after the pass."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from runner.cli import EXIT_BROKER, EXIT_OK, EXIT_USAGE, CommandError
+from runner.commands._shared import make_broker
+
+if TYPE_CHECKING:
+    from runner.accounts import Account
+    from runner.control import HaltPass
 
 DESCRIPTION = __doc__
 EXAMPLES = """\
   runner halt --reason "exchange glitch"      # no new orders; daemons cancel open ones
   runner halt --reduce-only --reason "EOD"    # only position-reducing orders
+  runner halt --cancel-now --account desk1    # no daemon running: cancel desk1's open orders from here
 """
 
 
@@ -23,17 +38,88 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--db", metavar="URL", help="journal database URL (default $RUNNER_DB or ./.runner/runner.db)"
     )
     parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    parser.add_argument(
+        "--cancel-now",
+        action="store_true",
+        help="also cancel every open order now, from this process (verified; shown by `runner status`)",
+    )
+    parser.add_argument(
+        "--account",
+        action="append",
+        metavar="NAME",
+        help="with --cancel-now: this account only (repeatable; default every account in the file)",
+    )
+    parser.add_argument(
+        "--accounts", metavar="FILE", help="accounts file (default $RUNNER_ACCOUNTS, ./accounts.yaml)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from runner.control import Mode
 
+    if args.account and not args.cancel_now:
+        raise CommandError(EXIT_USAGE, "--account is for --cancel-now")
     mode = Mode.REDUCE_ONLY if args.reduce_only else Mode.HALT
-    return set_mode(args, mode)
+    accounts = _accounts(args) if args.cancel_now else []  # bad names: usage error before the halt
+    return set_mode(args, mode, then=(lambda: _cancel_now(args, accounts)) if args.cancel_now else None)
 
 
-def set_mode(args: argparse.Namespace, mode: object) -> int:
-    """Shared with ``runner resume``: write the control row, say which daemons will see it."""
+def _accounts(args: argparse.Namespace) -> list[Account]:
+    from runner.accounts import find_accounts_file, load_accounts
+    from runner.commands._shared import check_accounts_file, load_account
+
+    if args.account:
+        return [load_account(name, args.accounts, explicit=True) for name in dict.fromkeys(args.account)]
+    check_accounts_file(args.accounts)
+    return sorted(load_accounts(find_accounts_file(args.accounts)).values(), key=lambda a: a.name)
+
+
+def _cancel_now(args: argparse.Namespace, accounts: list[Account]) -> tuple[int, dict[str, Any], list[str]]:
+    import asyncio
+    import getpass
+    import socket
+
+    from runner.clock import SystemClock
+    from runner.control import ControlStore
+    from runner.journal import Journal
+    from runner.sched_halt import cancel_pass
+
+    clock = SystemClock()
+    journal = Journal(args.db)
+    brokers: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for account in accounts:
+        try:
+            brokers[account.name] = make_broker(account, clock=clock, db_url=args.db)
+        except CommandError as exc:  # credentials missing: this account fails, the others are cancelled
+            errors[account.name] = " ".join(exc.lines)
+
+    async def main() -> list[HaltPass]:
+        try:
+            return await cancel_pass(
+                brokers,
+                journal,
+                clock,
+                ControlStore(journal.engine),
+                by=f"{getpass.getuser()}@{socket.gethostname()}",
+                errors=errors,
+            )
+        finally:
+            for b in brokers.values():
+                await b.close()
+
+    results = asyncio.run(main())
+    code = EXIT_OK if all(r.clean for r in results) else EXIT_BROKER
+    return code, {"cancel_pass": [r.as_dict() for r in results]}, [f"  {r.line()}" for r in results]
+
+
+def set_mode(
+    args: argparse.Namespace,
+    mode: object,
+    then: Callable[[], tuple[int, dict[str, Any], list[str]]] | None = None,
+) -> int:
+    """Shared with ``runner resume``: write the control row, say which daemons will see it. ``then``
+    (``--cancel-now``) runs after the row is written: its exit code, JSON fields and text lines."""
     import datetime as dt
     import getpass
     import json
@@ -53,9 +139,10 @@ def set_mode(args: argparse.Namespace, mode: object) -> int:
         for d in read_daemons(engine)
         if d["stopped_at"] is None and now - d["heartbeat_at"] < dt.timedelta(seconds=5)
     ]
+    code, extra_json, extra_lines = then() if then is not None else (EXIT_OK, {}, [])
     if args.json:
-        print(json.dumps({**state.as_dict(), "live_daemons": live}))
-        return 0
+        print(json.dumps({**state.as_dict(), "live_daemons": live, **extra_json}))
+        return code
     what = {
         Mode.HALT: "HALTED: no new orders",
         Mode.REDUCE_ONLY: "REDUCE-ONLY: only position-reducing orders",
@@ -65,6 +152,13 @@ def set_mode(args: argparse.Namespace, mode: object) -> int:
     if live:
         extra = "; open orders are being cancelled" if mode is Mode.HALT else ""
         print(f"{len(live)} running daemon(s) will apply it within 1 s{extra}: {', '.join(live)}")
-    elif mode is Mode.HALT:
-        print("warning: no running daemon on this journal; nothing cancelled open orders at the broker")
-    return 0
+    elif mode is Mode.HALT and then is None:
+        print(
+            "warning: no running daemon on this journal; nothing cancelled open orders at the broker "
+            "(`runner halt --cancel-now` cancels them from here)"
+        )
+    if then is not None:
+        print("cancel pass (from this process):")
+        for line in extra_lines:
+            print(line)
+    return code

@@ -1,5 +1,6 @@
-"""``runner status``: kill-switch state, running daemons, next fire per playbook, fires running now (with
-the step each is on), and each playbook's last outcome. Read from the journal database, which every
+"""``runner status``: kill-switch state (with each account's last halt cancel pass: cancelled / still
+open), running daemons, next fire per playbook, fires running now (with the step each is on), and each
+playbook's last outcome. Read from the journal database, which every
 daemon updates each second, so it works from any process. ``--json`` for scripts."""
 
 from __future__ import annotations
@@ -69,9 +70,11 @@ def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any
         for name, info in d["playbooks"].items():
             if name not in next_fires or (info["next_fire"] or "~") < (next_fires[name]["next_fire"] or "~"):
                 next_fires[name] = info
+    control = ControlStore(engine)
     return {
         "now": now.isoformat(),
-        "control": ControlStore(engine).get().as_dict(),
+        "control": control.get().as_dict(),
+        "halt_cancels": [p.as_dict() for p in control.last_passes()],
         "daemons": daemons,
         "next_fires": dict(sorted(next_fires.items())),
         "running": running,
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         else ""
     )
     print(f"kill switch: {mode}{extra}")
+    _print_cancels(c, data["halt_cancels"])
     live = [d for d in data["daemons"] if d["alive"]]
     if not live:
         gone = data["daemons"][0] if data["daemons"] else None
@@ -138,3 +142,24 @@ def run(args: argparse.Namespace) -> int:
         for name, r in data["last_outcomes"].items():
             print(f"  {name:<28} {r['scheduled_for']}  {r['state']:<10} {r['outcome'] or ''}")
     return 0
+
+
+def _print_cancels(control: dict[str, Any], passes: list[dict[str, Any]]) -> None:
+    """The latest halt cancel pass per account; while halted, those from before this halt are marked."""
+    since = dt.datetime.fromisoformat(control["since"]) if control["mode"] == "halt" else None
+    before = {p["account"] for p in passes if since and dt.datetime.fromisoformat(p["at"]) < since}
+    current = [p for p in passes if p["account"] not in before]
+    if since is not None and not current:
+        print("  open orders: no cancel pass since this halt (`runner halt --cancel-now` runs one)")
+    if not passes:
+        return
+    print("halt cancel passes (latest per account):")
+    for p in passes:
+        old = " (before this halt)" if p["account"] in before else ""
+        what = (
+            f"FAILED: {p['error']}"
+            if p["error"] and not p["open_before"]
+            else f"{p['cancelled']} cancelled, {p['still_open']} still open of {p['open_before']}"
+            + (f"; error: {p['error']}" if p["error"] else "")
+        )
+        print(f"  {p['account']:<20} {p['at']}  {what}  run {p['run_id'] or '-'}{old}")

@@ -191,6 +191,7 @@ class SimExchange:
         self._to_engine: dict[int, str] = {}
         self._to_apex: dict[tuple[int, str], int] = {}
         self._trade_ids: dict[str, int] = {}  # engine trade id -> APEX 64-bit TradeId
+        self.foreign: dict[int, list[dict[str, Any]]] = {}  # account -> raw records entered elsewhere
         self.events: list[tuple[int, str, dict[str, Any]]] = []  # (account, name, body), sent by the server
 
     # -- rendering ------------------------------------------------------------------------------------
@@ -644,6 +645,7 @@ class AlphaPointSim:
         self.raw_frames: list[dict[str, Any]] = []
         self.counts: dict[str, int] = {}
         self.fault_log: list[tuple[str, Fault]] = []
+        self.logins = 0  # successful AuthenticateUser calls
         self._sessions: dict[ServerConnection, Session] = {}
         self._server: Server | None = None
         self.port = 0
@@ -651,6 +653,11 @@ class AlphaPointSim:
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/WSGateway/"
+
+    def inject_foreign_row(self, account_id: int, record: Mapping[str, Any]) -> None:
+        """Show ``record`` verbatim in the account's order history (and open orders while its OrderState
+        is Working): an order entered outside the runner."""
+        self.exchange.foreign.setdefault(account_id, []).append(dict(record))
 
     def add_user(self, user: SimUser) -> SimUser:
         self.users[user.user_name] = user
@@ -803,6 +810,7 @@ class AlphaPointSim:
             return {"Authenticated": False, "Locked": False, "errormsg": "Invalid username or password"}
         session.user = user
         session.authenticated_at = self.clock()
+        self.logins += 1
         return {
             "Authenticated": True,
             "User": {
@@ -848,15 +856,17 @@ class AlphaPointSim:
             return ex.cancel_replace(account, oms, user, b)
         if name == "GetOrderStatus":
             return ex.record(account, ex.find(account, b))
+        foreign = ex.foreign.get(account, [])
         if name == "GetOpenOrders":
-            return [ex.record(account, o) for o in ex.open_orders(account)]
+            working = [r for r in foreign if r.get("OrderState") == "Working"]
+            return [ex.record(account, o) for o in ex.open_orders(account)] + working
         if name in ("GetOrderHistory", "GetOrdersHistory"):
-            recs = [ex.record(account, o) for o in ex.history(account)]
+            recs = [ex.record(account, o) for o in ex.history(account)] + foreign
             if name == "GetOrdersHistory":
                 if cid := _int(b, "ClientOrderId"):
-                    recs = [r for r in recs if r["ClientOrderId"] == cid]
+                    recs = [r for r in recs if r.get("ClientOrderId") == cid]
                 if oid := _int(b, "OrderId"):
-                    recs = [r for r in recs if r["OrderId"] == oid]
+                    recs = [r for r in recs if r.get("OrderId") == oid]
             return recs
         if name == "GetOrderHistoryByOrderId":
             return [ex.record(account, ex.find(account, b))]

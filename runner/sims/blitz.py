@@ -242,6 +242,8 @@ class BlitzSim:
         self.trades: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str, Any]] = []  # (method, path?query, parsed body): for wire tests
         self.logins = 0
+        # Raw order rows placed outside the runner (e.g. from Blitz's own terminal), by user id.
+        self.foreign_rows: dict[str, list[dict[str, Any]]] = {}
         self._by_iid: dict[int, MasterRow] = {}
         self._by_symbol: dict[str, MasterRow] = {}
         for r in self.master:
@@ -255,6 +257,10 @@ class BlitzSim:
 
     def orders_with_correlation(self, correlation_order_id: str) -> list[SimOrder]:
         return [o for o in self.orders.values() if o.correlation_order_id == correlation_order_id]
+
+    def inject_foreign_row(self, user_id: str, row: Mapping[str, Any]) -> None:
+        """Show ``row`` verbatim in ``user_id``'s order book (an order entered outside the runner)."""
+        self.foreign_rows.setdefault(user_id, []).append(dict(row))
 
     def expire_sessions(self) -> None:
         """Invalidate every token (a broker-side logout / daily session end)."""
@@ -736,13 +742,17 @@ class BlitzSim:
         if op == "cancel":
             return envelope(self.cancel(_lower_keys(dict(request.query))))
         mine = [o for o in self.orders.values() if session.user_id in (o.user_id, o.client_id)]
+        foreign = self.foreign_rows.get(session.user_id, [])
         if op == "orders":
-            return envelope([o.history[-1] for o in mine])
+            return envelope([o.history[-1] for o in mine] + foreign)
         if op == "open_orders":
-            return envelope([o.history[-1] for o in mine if not o.history[-1]["isOrderCompleted"]])
+            rows = [o.history[-1] for o in mine] + foreign
+            return envelope([r for r in rows if not r.get("isOrderCompleted")])
         if op in ("order", "order_history"):
             assert ident is not None
             found = self.orders.get(int(ident)) if ident.isdigit() else None
+            if found is None and (raw := [r for r in foreign if str(r.get("blitzOrderId")) == ident]):
+                return envelope(raw)
             if found is None:
                 raise ApiError(404, f"Order {ident} not found", "OrderException")
             if op == "order":

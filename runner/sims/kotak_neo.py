@@ -166,6 +166,8 @@ class KotakNeoSim:
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (path, ucc, jData) log
         self.acted: list[tuple[str, str]] = []  # (operation, client id or order no) that took effect
         self.duplicate_places: list[str] = []  # place requests whose ig already has an order
+        self.logins = 0  # completed two-step logins (trade sessions issued)
+        self.foreign_rows: dict[str, list[dict[str, Any]]] = {}  # ucc -> raw rows entered elsewhere
         self._seq = itertools.count(1)
         self._ns = itertools.count(1)
         self._by_segment_symbol: dict[tuple[str, str], MasterRow] = {}
@@ -215,6 +217,11 @@ class KotakNeoSim:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def inject_foreign_row(self, ucc: str, row: Mapping[str, Any]) -> None:
+        """Show ``row`` verbatim in ``ucc``'s order book and history (an order entered outside the runner,
+        e.g. from Kotak's own terminal)."""
+        self.foreign_rows.setdefault(ucc, []).append(dict(row))
 
     def expire_sessions(self) -> None:
         """Kotak logs every API session out daily; tests call this to play that."""
@@ -329,6 +336,7 @@ class KotakNeoSim:
             raise _login_error("Invalid MPIN")
         self.sessions.pop(view.token, None)
         session = self._new_session(view.ucc, "Trade", request)
+        self.logins += 1
         return {"data": {"token": session.token, "sid": session.sid, "rid": secrets.token_hex(8),
                          "baseUrl": self.url, "ucc": view.ucc, "kType": "Trade", "status": "success",
                          "dataCenter": "SIM"}}
@@ -583,7 +591,7 @@ class KotakNeoSim:
         session = self._session(request)
         self._release_amos(session.ucc)
         rows = [self._current(session.ucc, o) for o in self._book(session.ucc).values()]
-        return {"stat": "Ok", "stCode": 200, "data": rows}
+        return {"stat": "Ok", "stCode": 200, "data": rows + self.foreign_rows.get(session.ucc, [])}
 
     async def _order_by_id(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "orders", self._do_order_by_id)
@@ -599,6 +607,9 @@ class KotakNeoSim:
     async def _do_history(self, request: web.Request) -> dict[str, Any]:
         session = self._session(request)
         body = await self._jdata(request)
+        raw = [r for r in self.foreign_rows.get(session.ucc, []) if r.get("nOrdNo") == body.get("nOrdNo")]
+        if raw:
+            return {"stat": "Ok", "stCode": 200, "data": raw}
         order = self._find(session.ucc, body.get("nOrdNo"))
         self._current(session.ucc, order)
         return {"stat": "Ok", "stCode": 200, "data": list(reversed(order.history))}  # newest first

@@ -154,6 +154,9 @@ def _money(value: Decimal | None) -> str:
     return f"{(value or Decimal(0)):.2f}"
 
 
+FOREIGN_DONE = frozenset({"EXECUTED", "CANCELLED", "OMS_REJECT", "ADMINREJECT", "EXPIRED"})
+
+
 class OdinSim:
     def __init__(
         self,
@@ -184,10 +187,17 @@ class OdinSim:
         self.duplicate_tags: list[str] = []  # order_identifiers placed twice (a real gateway allows it)
         self.raw_paths: list[str] = []  # the same requests' paths as sent (still URI-encoded)
         self.acted: dict[str, int] = {}  # operation -> times the sim acted on it (drops included)
+        self.logins = 0  # sessions issued
+        self.foreign_rows: dict[str, list[dict[str, Any]]] = {}  # user id -> raw rows entered elsewhere
         self.url = ""
         self.port = 0
         self.app = web.Application()
         self._routes()
+
+    def inject_foreign_row(self, user_id: str, row: Mapping[str, Any]) -> None:
+        """Show ``row`` verbatim in ``user_id``'s regular order book (an order entered outside the runner,
+        e.g. from the broker's own terminal). It counts as open unless its status says otherwise."""
+        self.foreign_rows.setdefault(user_id, []).append(dict(row))
 
     def add_user(self, user: SimUser) -> SimUser:
         self.accounts[user.user_id] = SimAccount(user)
@@ -300,6 +310,7 @@ class OdinSim:
                 raise SimError(400, "Incorrect TOTP.", "e-17")
             token = secrets.token_urlsafe(24)
             self.sessions[token] = (acct.user.user_id, self.now())
+            self.logins += 1
             data = {"access_token": token, "user_id": acct.user.user_id, "user_status": 1,
                     "login_time": self.now().astimezone(IST).strftime("%Y-%b-%d %H:%M:%S"),
                     "exchanges": sorted(SEGMENT_ID), "product_types": ["INTRADAY", "DELIVERY"],
@@ -659,20 +670,23 @@ class OdinSim:
             acct = self._auth(req)
             q = req.query
             multileg = q.get("orderType", "").lower() in ("multileg", "spread")
-            rows = self._rows(acct, multileg=multileg)
+            rows = [(r, o.status.is_terminal) for r, o in self._rows(acct, multileg=multileg)]
+            if not multileg:
+                rows += [(r, str(r.get("status", "")).upper() in FOREIGN_DONE)
+                         for r in self.foreign_rows.get(acct.user.user_id, [])]
             if q.get("order_id"):
-                rows = [(r, o) for r, o in rows if r["order_id"] == q["order_id"]]
+                rows = [(r, done) for r, done in rows if str(r.get("order_id")) == q["order_id"]]
             status = q.get("orderStatus", "-1")
             if status == "1":
-                rows = [(r, o) for r, o in rows if not o.status.is_terminal]
+                rows = [(r, done) for r, done in rows if not done]
             elif status == "2":
-                rows = [(r, o) for r, o in rows if o.status.is_terminal]
+                rows = [(r, done) for r, done in rows if done]
             try:
                 offset, limit = max(1, int(q.get("offset", "1"))), max(1, int(q.get("limit", "20")))
             except ValueError:
                 raise SimError(400, "Invalid offset/limit") from None
             page = [r for r, _ in rows[(offset - 1) * limit: offset * limit]]
-            done = sum(1 for _, o in rows if o.status.is_terminal)
+            done = sum(1 for _, d in rows if d)
             meta = {"total_records": len(rows), "all_records": len(rows), "completed_records": done,
                     "open_records": len(rows) - done}
             return envelope(page, "Orders fetched successfully", metadata=meta), 200
