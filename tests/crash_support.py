@@ -26,9 +26,12 @@ import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from runner.brokers.base import Broker
 
 CRASH_PLAYBOOK = """\
 version: 1
@@ -55,6 +58,7 @@ DAY = dt.date(2026, 3, 2)
 # Entry quantities per instrument key: each must reach the book exactly once.
 EXPECTED_BUYS = {"NFO NIFTY 2026-12-29": 150, "NSE RELIANCE": 10, "NFO NIFTY 2026-12-29 24000 PE": 75}
 EXPECTED_SELLS = {"NFO NIFTY 2026-12-29 24500 CE": 75}
+IN_FLIGHT = 0.002  # real seconds each way of an order request (InFlight)
 LOOKUP_LAG = 20  # seconds (PLAIN mode); below Tuning.absent_after (60 s), as it must be for any broker
 ABSENT_AFTER = 60.0  # Tuning's default, restated so the gaps below straddle it
 # Gateway's notes: a lookup miss taken as proof of absence (the intent re-sent, or marked ABSENT), and
@@ -98,6 +102,31 @@ def _playbook() -> Any:
     return Playbook.model_validate(load_yaml(CRASH_PLAYBOOK).value)
 
 
+class InFlight:
+    """The paper broker, with each order request and its reply taking a moment of real time as over a
+    network: a kill then often lands with an order in flight (journaled, not yet at the broker; or at the
+    broker, its reply not yet journaled), the states a restart must resolve without a duplicate."""
+
+    def __init__(self, inner: Any, seconds: float = IN_FLIGHT) -> None:
+        self.inner = inner
+        self.seconds = seconds
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def _through(self, call: Any) -> Any:
+        time.sleep(self.seconds)  # blocking on purpose: nothing else of this process may run meanwhile
+        result = await call
+        time.sleep(self.seconds)
+        return result
+
+    async def place(self, request: Any) -> Any:
+        return await self._through(self.inner.place(request))
+
+    async def place_multileg(self, request: Any) -> Any:
+        return await self._through(self.inner.place_multileg(request))
+
+
 class Harness:
     """One SQLite path reused by every iteration, and an Engine whose statement cache is warmed in the
     parent (so each forked child starts fast). The parent holds no connection when it forks."""
@@ -137,19 +166,27 @@ class Harness:
         assert report.ok, report
 
     async def _rehearse(self, gap: float) -> Any:
-        """A rehearsal whose virtual clock resumes ``gap`` seconds after the run's last journaled activity
-        (rehearse() itself resumes at that instant: ``start`` moves it on)."""
-        from zoneinfo import ZoneInfo
-
+        """What :func:`runner.rehearse.rehearse` does, but the virtual clock resumes ``gap`` seconds
+        after the run's last journaled activity, and order requests and replies take a moment
+        (:class:`InFlight`)."""
+        from runner.brokers.paper import create
+        from runner.clock import VirtualClock
+        from runner.engine import RunOptions, execute
         from runner.journal import Journal
-        from runner.rehearse import rehearsal_run_id, rehearse
+        from runner.rehearse import day_start, rehearsal_run_id, run_key, slot_of
 
-        start = None
-        if gap and os.path.exists(self.path):
-            last = Journal(engine=self.engine).last_activity(rehearsal_run_id(self.pb, DAY))
-            if last is not None:
-                start = (last + dt.timedelta(seconds=gap)).astimezone(ZoneInfo(self.pb.timezone)).time()
-        return await rehearse(self.pb, DAY, engine=self.engine, start=start, account=self.account)
+        journal = Journal(engine=self.engine)
+        begin = day_start(self.pb, DAY)
+        last = journal.last_activity(rehearsal_run_id(self.pb, DAY))
+        clock = VirtualClock(max(begin, last + dt.timedelta(seconds=gap)) if last else begin)
+        broker = InFlight(create(self.account, clock=clock, engine=self.engine))
+        options = RunOptions(scheduled_for=slot_of(self.pb, DAY), mode="rehearse", run_key=run_key(self.pb))
+        try:
+            return await execute(
+                self.pb, cast("Broker", broker), journal, clock, account=self.account.name, options=options
+            )
+        finally:
+            await broker.close()
 
     def reset(self) -> None:
         """Drop every connection of this process to the file, then delete it."""

@@ -1,11 +1,13 @@
 """Shared by the re-login and foreign-row tests: each adapter connected to its simulator on a virtual
-clock (sessions expire after an hour), with a way to count the simulator's logins and a resting order."""
+clock (sessions expire after an hour), with a way to count the simulator's logins and a resting order;
+and the foreign-row check every adapter must pass."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -19,9 +21,10 @@ from test_blitz_support import broker as blitz_broker
 from runner.accounts import Account, RateLimit
 from runner.brokers import alphapoint, kotak_neo, odin
 from runner.clock import VirtualClock
+from runner.errors import BrokerError, Rejected
 from runner.instruments import InstrumentMaster
 from runner.matching import MatchingConfig, MatchingEngine
-from runner.model import Instrument, OrderRequest, OrderType, Side
+from runner.model import Instrument, OrderRequest, OrderStatus, OrderType, Side
 from runner.prices import RandomWalk, StepPath
 from runner.sims import alphapoint as ap_sim
 from runner.sims import blitz as blitz_sim
@@ -126,3 +129,39 @@ async def alpha(clock: VirtualClock, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
 
 
 ADAPTERS: dict[str, Factory] = {"blitz": blitz, "kotak_neo": kotak, "odin": odin_, "alphapoint": alpha}
+
+
+async def check_foreign_rows(
+    s: Setup,
+    inject: Callable[[Mapping[str, Any]], None],
+    *,
+    odd: Mapping[str, Any],
+    odd_id: str,
+    readable: Mapping[str, Any],
+    readable_id: str,
+    own_shaped: Mapping[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One order entered outside the runner, of a type or side the adapter cannot map, must not break any
+    read on the account; a readable foreign order is listed; a row carrying one of OUR ids is never
+    skipped silently (unreadable -> BrokerError, and never Rejected: nothing was refused)."""
+    await s.broker.connect()
+    placed = await s.broker.place(s.order("rnforeign1"))
+    inject(odd)
+    inject(readable)
+    with caplog.at_level(logging.WARNING):
+        book = {o.broker_order_id for o in await s.broker.orders()}
+    assert placed.broker_order_id in book and readable_id in book and odd_id not in book
+    assert f"skipping foreign order {odd_id}" in caplog.text
+    assert placed.broker_order_id in {o.broker_order_id for o in await s.broker.open_orders()}
+    found = await s.broker.get_order("rnforeign1")
+    assert found is not None and found.broker_order_id == placed.broker_order_id
+    with pytest.raises(BrokerError) as info:  # asked for by id: unreadable, not skipped
+        await s.broker.get_order_by_broker_id(odd_id)
+    assert not isinstance(info.value, Rejected)
+    cancelled = await s.broker.cancel(found)  # cancel-first and square-off go on working
+    assert cancelled.status in (OrderStatus.PENDING_CANCEL, OrderStatus.CANCELLED)
+    inject(own_shaped)
+    with pytest.raises(BrokerError) as info:
+        await s.broker.orders()
+    assert not isinstance(info.value, Rejected)

@@ -855,7 +855,9 @@ class AlphaPointSim:
         if name == "CancelReplaceOrder":
             return ex.cancel_replace(account, oms, user, b)
         if name == "GetOrderStatus":
-            return ex.record(account, ex.find(account, b))
+            oid = _int(b, "OrderId")
+            raw = [r for r in ex.foreign.get(account, []) if oid and r.get("OrderId") == oid]
+            return raw[0] if raw else ex.record(account, ex.find(account, b))
         foreign = ex.foreign.get(account, [])
         if name == "GetOpenOrders":
             working = [r for r in foreign if r.get("OrderState") == "Working"]
