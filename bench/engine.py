@@ -173,22 +173,28 @@ async def square_off(tmp: str, accounts: int) -> None:
 
 
 def crash(n: int, tmp: str) -> None:
+    """Both broker modes of tests/crash_support.py (PLAIN: no idempotent client ids, lagging lookups)."""
     import random
+    from collections import Counter
 
-    from crash_support import Harness
+    from crash_support import Harness, Mode
 
-    h = Harness(tmp)
-    rng = random.Random(7)
-    t0 = time.perf_counter()
-    kills = bad = 0
-    for _ in range(n):
-        check, k = h.iteration(rng)
-        kills += k
-        bad += bool(check.problems)
-    print(
-        f"crash: {n} iterations, {kills} SIGKILLs, {bad} with problems, "
-        f"{(time.perf_counter() - t0) / n * 1e3:.0f} ms per iteration (full run {h.full_run * 1e3:.0f} ms)"
-    )
+    for mode in Mode:
+        h = Harness(tmp, mode)
+        rng = random.Random(7)
+        t0 = time.perf_counter()
+        kills = bad = 0
+        tally: Counter[str] = Counter()
+        for _ in range(n):
+            check, k = h.iteration(rng)
+            kills += k
+            bad += bool(check.problems)
+            tally += check.tally
+        print(
+            f"crash {mode.value}: {n} iterations, {kills} SIGKILLs, {bad} with problems, "
+            f"{(time.perf_counter() - t0) / n * 1e3:.0f} ms per iteration "
+            f"(full run {h.full_run * 1e3:.0f} ms); {dict(tally)}"
+        )
 
 
 def main() -> None:

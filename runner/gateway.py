@@ -362,6 +362,10 @@ class Gateway:
             if found is not None:
                 return found
         if order.broker_order_id is None:
+            if order.status in UNSETTLED:  # a miss proves nothing about an order whose send is unsettled
+                raise OutcomeUnknown(
+                    f"outcome unknown for {order.client_order_id}: not found by a lookup (yet), no broker id"
+                )
             raise NotFound(f"order {order.client_order_id} has no broker id to look it up by")
         boid = order.broker_order_id
         got, row = await self.call(
@@ -488,7 +492,8 @@ class Gateway:
             if i + 1 < attempts:
                 await self.clock.sleep(self.tuning.poll_interval * 2**i)
         if not answered:
-            raise OutcomeUnknown(f"lookup of {cid} failed ({type(failure).__name__}: {failure})") from failure
+            why = f"{type(failure).__name__}: {failure}"
+            raise OutcomeUnknown(f"outcome unknown for {cid}: no lookup answered ({why})") from failure
         return None
 
     # --- pre-trade limits ----------------------------------------------------------------------------

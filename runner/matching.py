@@ -629,7 +629,8 @@ class MatchingEngine:
         second = second_of(now)
         self._pass(book, second)
         o = book.by_client.get(client_order_id)
-        if o is None or second - o.placed_second < self.config.lookup_lag:
+        lag = self.config.lookup_lag
+        if o is None or (lag and second - o.placed_second < lag):
             return None
         return o.snapshot()
 

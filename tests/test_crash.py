@@ -14,6 +14,7 @@ import random
 import sys
 import tempfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from crash_support import Harness, Mode
@@ -24,7 +25,7 @@ COUNTS = {Mode.IDEMPOTENT: ITERATIONS, Mode.PLAIN: max(1, ITERATIONS // 2)}
 
 @pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="needs fork()")
 @pytest.mark.parametrize("mode", list(Mode))
-def test_sigkill_at_random_points_never_duplicates_or_loses_an_order(tmp_path, mode):
+def test_sigkill_at_random_points_never_duplicates_or_loses_an_order(tmp_path: Path, mode: Mode) -> None:
     base = "/dev/shm" if os.path.isdir("/dev/shm") else str(tmp_path)
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         harness = Harness(tmp, mode)

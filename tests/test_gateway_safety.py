@@ -9,15 +9,16 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from engine_helpers import at, make_env, playbook
+from engine_helpers import NIFTY_FUT, at, make_env, playbook
 from faulty_broker import Faulty, FaultyMultileg
 
 from runner.brokers.base import Capability
 from runner.control import ControlState, ControlView, GuardedBroker, Mode
-from runner.errors import OutcomeUnknown
+from runner.errors import OutcomeUnknown, Unavailable
+from runner.gateway import Gateway, modified_request
 from runner.ids import client_order_id, leg_client_id
 from runner.journal import Resolution, StepOutcome
-from runner.model import Order, OrderStatus
+from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Product, Side
 
 BUY = "steps:\n  - {kind: place, id: buy, instrument: fut, side: BUY, lots: 1}\n"
 BID = "  - {kind: place, id: bid, instrument: fut, side: BUY, quantity: 75, type: LIMIT, price: 24000}\n"
@@ -327,3 +328,104 @@ async def test_unknown_intents_past_the_reconcile_horizon_are_left_for_an_operat
         assert (cid in later.looked_up) is looked_up
         status = only_intent(env, report.run_id).status
         assert status is (OrderStatus.FILLED if looked_up else OrderStatus.UNKNOWN)
+
+
+# --- 8. a lookup that fails is "unknown", never "absent" ------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", [OutcomeUnknown("read timed out"), Unavailable("503 on a read")])
+async def test_failing_lookups_never_lead_to_a_resend(tmp_path, failure):
+    # Paper that takes a repeated client id as a second order (as the real brokers do): a re-send of an
+    # order the broker has would be a real duplicate in its book.
+    env = make_env(tmp_path, idempotent_client_ids=False)
+    pb = playbook(BUY)
+    with pytest.raises(Killed):  # the order reaches the broker; the process dies before the reply
+        await env.run(pb, broker=Faulty(env.broker()).fail("place", Killed(), after_send=True))
+    env.clock.advance(300)  # well past absent_after: a miss now would count as proof of absence
+    blind = Faulty(env.broker())
+    for _ in range(50):  # every lookup by client id fails (retries included)
+        blind.fail("get_order", failure)
+    report = await env.run(pb, broker=blind)
+    assert blind.calls["get_order"] > 0 and blind.calls["place"] == 0
+    step = report.steps[0]
+    assert step.outcome is StepOutcome.FAILED and "outcome unknown" in step.message
+    cid = only_intent(env, report.run_id).client_order_id
+    assert only_intent(env, report.run_id).resolution is Resolution.PENDING  # not ABSENT
+    assert [o.client_order_id for o in await env.broker().orders()] == [cid]
+    # Once lookups answer, the next start reconciles: the order is found; still nothing is sent.
+    seeing = Faulty(env.broker())
+    await env.run(pb, broker=seeing)
+    assert seeing.calls["place"] == 0
+    assert only_intent(env, report.run_id).status is OrderStatus.FILLED
+    assert [o.client_order_id for o in await env.broker().orders()].count(cid) == 1
+
+
+async def test_a_miss_after_failed_lookups_still_counts_as_a_miss(tmp_path):
+    env = make_env(tmp_path, idempotent_client_ids=False)
+    pb = playbook(BUY)
+    with pytest.raises(Killed):  # dies before the request leaves: the broker never gets it
+        await env.run(pb, broker=Faulty(env.broker()).fail("place", Killed()))
+    env.clock.advance(300)
+    flaky = Faulty(env.broker()).fail("get_order", OutcomeUnknown("read timed out"))  # reconcile's lookup
+    flaky.fail("get_order", OutcomeUnknown("read timed out"))  # the resumed step's first lookup; then answers
+    report = await env.run(pb, broker=flaky)
+    assert report.ok and flaky.calls["place"] == 1
+    assert len(await env.broker().orders()) == 1
+
+
+# --- 9. cancel + replace into MARKET / SL-M carries no limit price ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("new_type", "price", "trigger"),
+    [
+        (OrderType.SL_M, None, Decimal(24600)),
+        (OrderType.MARKET, None, None),
+        (OrderType.LIMIT, Decimal(24610), None),
+    ],
+)
+async def test_replace_into_another_type_sends_only_the_prices_it_has(tmp_path, new_type, price, trigger):
+    env = make_env(tmp_path)
+    broker = Plain(env.broker(), drop=frozenset({Capability.MODIFY}))
+    sent: list[OrderRequest] = []
+    broker.hook("place", lambda r: sent.append(r))
+    broker.hook("place", lambda r: sent.append(r))
+    run_id = "rn-replace"
+    env.journal.start_run(
+        run_id, playbook="t", account=env.account, scheduled_for=at(0, 0), mode="run", now=env.clock.now()
+    )
+    gw = Gateway(broker, env.journal, env.clock, run_id, env.account)
+    stop = OrderRequest(
+        client_order_id="ignored",
+        instrument=NIFTY_FUT,
+        side=Side.BUY,
+        quantity=75,
+        order_type=OrderType.SL,
+        price=Decimal(24610),
+        trigger_price=Decimal(24600),  # above the market (24500): rests untriggered
+    )
+    order = await gw.place(stop, slot="stop")
+    assert order.status is OrderStatus.OPEN
+    replaced = await gw.modify(order, Modification(order_type=new_type), timeout=2)
+    assert broker.calls["cancel"] == 1 and len(sent) == 2
+    assert (sent[1].order_type, sent[1].price, sent[1].trigger_price) == (new_type, price, trigger)
+    assert replaced.order_type is new_type
+
+
+def test_modified_request_drops_the_prices_the_new_type_does_not_have():
+    order = Order(
+        client_order_id="c",
+        broker_order_id="1",
+        instrument=NIFTY_FUT,
+        side=Side.BUY,
+        quantity=75,
+        order_type=OrderType.SL,
+        product=Product.MIS,
+        status=OrderStatus.OPEN,
+        price=Decimal(24610),
+        trigger_price=Decimal(24600),
+    )
+    to_slm = modified_request(order, Modification(order_type=OrderType.SL_M))
+    assert (to_slm.price, to_slm.trigger_price) == (None, Decimal(24600))
+    to_limit = modified_request(order, Modification(order_type=OrderType.LIMIT, price=Decimal(24550)))
+    assert (to_limit.price, to_limit.trigger_price) == (Decimal(24550), None)
