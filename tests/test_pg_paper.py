@@ -157,11 +157,6 @@ def test_the_same_client_id_from_two_connections_is_placed_once(pg_db_url: str) 
     check_book(pg_db_url, "acc", 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner/brokers/paper.py PaperStore.ensure_schema: concurrent first start on an empty "
-    "PostgreSQL database races on CREATE TABLE and on the account row INSERT; see the PG helper's report",
-)
 def test_processes_starting_together_on_an_empty_database(pg_db_url: str) -> None:
     children = [run_child(pg_db_url, tag, 3, T0) for tag in ("p", "q", "r", "s")]
     errors = []

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from runner.accounts import Account
 from runner.brokers.base import Capability
 from runner.clock import Clock, SystemClock
-from runner.db import connection_slot
+from runner.db import connection_slot, create_all
 from runner.errors import BrokerError, Rejected
 from runner.matching import (
     Book,
@@ -235,8 +235,7 @@ class PaperStore:
     def ensure_schema(self) -> None:
         if self._ready:
             return
-        with self.engine.begin() as conn:
-            metadata.create_all(conn)
+        create_all(self.engine, metadata)  # safe when several processes start on an empty database
         with self.db.lock:
             try:
                 cur = self.db.begin()
@@ -244,6 +243,8 @@ class PaperStore:
                     self.db.execute(cur, _INS_ACCOUNT, {"name": self.account, "ver": 0, "next_seq": 1,
                                                         "last_second": None})
                 self.db.commit(cur)
+            except self.engine.dialect.loaded_dbapi.IntegrityError:
+                self.db.rollback()  # another process created the account row first: that is the goal
             except BaseException:
                 self.db.rollback()
                 raise
