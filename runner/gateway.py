@@ -82,6 +82,13 @@ class Tuning:
     reconcile_horizon: float = 4 * 86400.0
 
 
+class Missing(enum.StrEnum):
+    """What :meth:`Gateway.settle` says of an intent the broker does not show."""
+
+    ABSENT = "absent"  # proven never received (the gateway's own rule): a new order cannot double it
+    UNKNOWN = "unknown"  # not found, not proven absent: it may still show up, and fill
+
+
 class EventKind(enum.StrEnum):
     RUN_STARTED = "run_started"
     STEP_STARTED = "step_started"
@@ -441,6 +448,30 @@ class Gateway:
             return True
         last = intent.updated_at or intent.created_at
         return (self.clock.now() - last).total_seconds() >= self.tuning.absent_after
+
+    async def settle(self, intent: Intent) -> Order | Missing:
+        """Where one journaled intent stands, by the rule :meth:`_resume` applies before a re-send: the
+        broker's order when found (or the journal's, when terminal or acknowledged), ``Missing.ABSENT``
+        when a miss proves it never arrived (journaled so), else ``Missing.UNKNOWN``. For a step that
+        would otherwise place a *different* order in its place (a square-off's next round)."""
+        cid = intent.client_order_id
+        self._ours.add(cid)
+        try:
+            found = await self._resolve(cid, patient=intent.status in UNSETTLED)
+            if found is not None:
+                return found
+            if intent.status.is_terminal:  # refused before reaching the broker (e.g. rejected)
+                return self.order_from_intent(intent)
+            if intent.broker_order_id is not None:  # acknowledged once: a lagging lookup cannot unsay that
+                return await self.read(self.order_from_intent(intent))
+        except OutcomeUnknown as exc:
+            self.note(f"settle: {cid}: {exc}", level="warning", cid=cid)
+            return Missing.UNKNOWN
+        if not self._absence_proven(intent):
+            return Missing.UNKNOWN
+        if intent.resolution is not Resolution.ABSENT:
+            self.journal.set_resolution(cid, Resolution.ABSENT, self.clock.now())
+        return Missing.ABSENT
 
     async def reconcile(self) -> list[Intent]:
         """Before anything new is sent: resolve by client id every unsettled intent (PENDING_NEW / UNKNOWN,
@@ -886,4 +917,14 @@ def applied(order: Order, change: Modification) -> bool:
     return change.order_type is None or order.order_type is change.order_type
 
 
-__all__ = ["EngineEvent", "EventKind", "Gateway", "Observer", "RiskRefused", "Tuning", "applied", "is_live"]
+__all__ = [
+    "EngineEvent",
+    "EventKind",
+    "Gateway",
+    "Missing",
+    "Observer",
+    "RiskRefused",
+    "Tuning",
+    "applied",
+    "is_live",
+]

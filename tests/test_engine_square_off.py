@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
+import pytest
 from engine_helpers import NIFTY_FUT, RELIANCE, at, make_env, playbook
+from faulty_broker import Faulty
 
-from runner.model import OrderRequest, OrderType, Product, Side
+from runner.journal import Resolution
+from runner.model import OrderRequest, OrderStatus, OrderType, Product, Side
 from runner.steps.square_off import own_part, slices
 
 
@@ -169,3 +173,81 @@ steps:
     )
     assert env.steps(report)["sq"] == "succeeded", report.steps[-1].message
     assert all(p.quantity == 0 for p in await env.broker().positions())
+
+
+# --- a resumed square-off never closes twice: every earlier exit is settled before more are placed ----
+
+LAG = 30  # seconds a lookup by client id misses a new order; under Tuning.absent_after (60 s)
+SQ_KEEP_OPEN = "steps:\n  - {kind: square_off, id: sq, cancel_open_orders: false}\n"
+
+
+class Killed(BaseException):
+    """The process dies here (nothing of ours catches a BaseException that is not an Exception)."""
+
+
+async def _lagging_long(tmp_path: Any) -> Any:
+    """Non-idempotent paper whose lookups lag (a broker scanning its day book), filling 2 a second,
+    with 10 RELIANCE long from an earlier process."""
+    env = make_env(tmp_path, fill_slice=2, idempotent_client_ids=False, lookup_lag=LAG)
+    await _seed(env, OrderRequest("seed", RELIANCE, Side.BUY, 10))
+    env.clock.advance(10)
+    assert await _held(env) == 10
+    return env
+
+
+async def _held(env: Any) -> int:
+    return sum(p.quantity for p in await env.broker().positions() if p.instrument.key == RELIANCE.key)
+
+
+async def _exits(env: Any) -> list[Any]:
+    return [o for o in await env.broker().orders() if o.client_order_id.startswith("rn")]
+
+
+async def _first_start(env: Any, *, after_send: bool) -> str:
+    broker = Faulty(env.broker()).fail("place", Killed(), after_send=after_send)
+    with pytest.raises(Killed):
+        await env.run(playbook(SQ_KEEP_OPEN), broker=broker)
+    assert broker.calls["place"] == 1
+    (intent,) = env.journal.intents()
+    return str(intent.client_order_id)
+
+
+async def test_resumed_square_off_with_an_unknown_exit_fails_instead_of_closing_twice(tmp_path):
+    env = await _lagging_long(tmp_path)
+    cid = await _first_start(env, after_send=True)
+    # Restart a second later: the exit is at the broker (filling), but a lookup does not show it yet.
+    env.clock.advance(1)
+    report = await env.run(playbook(SQ_KEEP_OPEN))
+    assert env.steps(report) == {"sq": "failed"}
+    assert f"earlier exit {cid} outcome unknown; not placing more" in report.steps[0].message
+    env.clock.advance(2 * LAG)
+    assert await _held(env) == 0  # flat, never flipped short
+    assert [o.client_order_id for o in await _exits(env)] == [cid]  # exactly one exit at the broker
+    assert [i.client_order_id for i in env.journal.intents(run_id=report.run_id)] == [cid]
+
+
+async def test_resumed_square_off_finds_the_filled_exit_and_sends_no_second(tmp_path):
+    env = await _lagging_long(tmp_path)
+    cid = await _first_start(env, after_send=True)
+    env.clock.advance(LAG + 10)  # the exit filled, and lookups now show it; still under absent_after
+    report = await env.run(playbook(SQ_KEEP_OPEN))
+    assert env.steps(report) == {"sq": "succeeded"}, report.steps[0].message
+    assert "nothing to square off" in report.steps[0].message
+    assert await _held(env) == 0
+    assert [o.client_order_id for o in await _exits(env)] == [cid]
+    intent = env.journal.get_intent(cid)
+    assert intent is not None and intent.status is OrderStatus.FILLED
+
+
+async def test_resumed_square_off_past_absent_after_replaces_an_absent_exit(tmp_path):
+    env = await _lagging_long(tmp_path)
+    cid = await _first_start(env, after_send=False)  # died before the exit left: it never arrived
+    env.clock.advance(2 * LAG + 30)  # past absent_after: a miss now proves absence
+    report = await env.run(playbook(SQ_KEEP_OPEN))
+    assert env.steps(report) == {"sq": "succeeded"}, report.steps[0].message
+    env.clock.advance(10)
+    assert await _held(env) == 0
+    (exit_order,) = await _exits(env)
+    assert exit_order.client_order_id != cid and exit_order.quantity == 10
+    old = env.journal.get_intent(cid)
+    assert old is not None and old.resolution is Resolution.ABSENT

@@ -3,8 +3,9 @@ larger than the freeze quantity, escalate limit -> market after the timeout, the
 positions back.
 
 Client ids: slot ``<step>:<instrument>:<product>``, leg ``round * 1000 + slice``. A resumed square-off first
-settles its own earlier orders, re-reads positions and closes what is left in a new round, so nothing
-is closed twice.
+settles its own earlier orders (found and, if working, cancelled; or proven absent by the gateway's rule),
+re-reads positions and closes what is left in a new round, so nothing is closed twice. An earlier exit
+neither found nor proven absent fails the step: nothing more is placed while it may still fill.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
-from runner.gateway import is_live
-from runner.journal import Intent, Purpose
+from runner.gateway import Missing, is_live
+from runner.journal import Intent, Purpose, StepOutcome
 from runner.model import Instrument, Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
 from runner.playbook import Playbook, SquareOffStep
 from runner.steps.cancel import cancel_all, open_matching
@@ -148,11 +149,27 @@ async def _own_net(ctx: RunContext) -> dict[str, int]:
 async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     gw = ctx.gateway
     notes: list[str] = []
-    # 1. our own earlier square-off orders (a resumed step) must be settled before positions are read.
-    own = [i for i in gw.journal.intents(run_id=ctx.run_id, step_id=step.id)]
-    live_own = [o for o in [await gw.lookup(i.client_order_id) for i in own] if o is not None and is_live(o)]
+    # 1. our own earlier square-off orders (a resumed step) must be settled before positions are read:
+    # an exit the broker may still hold (a lagging lookup missed it) would close the position a second
+    # time once it fills. Refusing to guess is recoverable; a double close is not.
+    own = gw.journal.intents(run_id=ctx.run_id, step_id=step.id)
+    settled = [(i, await gw.settle(i)) for i in own]
+    unknown = [i.client_order_id for i, s in settled if s is Missing.UNKNOWN]
+    if unknown:
+        return StepResult.failed(
+            "; ".join(
+                f"earlier exit {cid} outcome unknown; not placing more; "
+                "it will be reconciled on the next start / check the broker"
+                for cid in unknown
+            ),
+            tuple(unknown),
+        )
+    live_own = [s for _, s in settled if isinstance(s, Order) and is_live(s)]
     if live_own:
-        await cancel_all(ctx, live_own)
+        res = await cancel_all(ctx, live_own)
+        if res.outcome is not StepOutcome.SUCCEEDED:
+            return StepResult.failed("earlier exits could not be cancelled: " + res.message, res.orders)
+        notes.append("earlier exits: " + res.message)
     if step.cancel_open_orders:
         ours = run_client_ids(ctx) if step.filter.this_run_only else None
         opens = open_matching(ctx.playbook, step.filter, await gw.open_orders(), ours, by_side=False)
