@@ -59,6 +59,11 @@ class EngineExecutor:
     async def __call__(self, fire: Fire) -> FireResult:
         return await (await self.prepare(fire)).run()
 
+    def warm(self) -> None:
+        """Just before an instant (see :class:`runner.sched_release.InstantGate`): warm the journal
+        connection the group commit writes on."""
+        self.commit.warm()
+
     async def prepare(self, fire: Fire) -> _PreparedRun:
         from runner.engine import Engine, RunOptions
 
