@@ -32,7 +32,6 @@ from runner.db import ConnectionSlot, UTCDateTime, connection_slot, create_all
 from runner.model import (
     IllegalTransition,
     Instrument,
-    OptionType,
     Order,
     OrderRequest,
     OrderStatus,
@@ -41,6 +40,8 @@ from runner.model import (
     Side,
     Validity,
     check_transition,
+    instrument_from_dict,
+    instrument_to_dict,
 )
 
 
@@ -625,33 +626,11 @@ class Intent:
 
 @functools.lru_cache(maxsize=4096)  # instruments are frozen; a run places many orders on few of them
 def instrument_to_json(ins: Instrument) -> str:
-    return json.dumps(
-        {
-            "exchange": ins.exchange,
-            "symbol": ins.symbol,
-            "expiry": ins.expiry.isoformat() if ins.expiry else None,
-            "strike": format(ins.strike, "f") if ins.strike is not None else None,
-            "option_type": ins.option_type.value if ins.option_type else None,
-            "lot_size": ins.lot_size,
-            "tick_size": format(ins.tick_size, "f") if ins.tick_size is not None else None,
-            "freeze_quantity": ins.freeze_quantity,
-        },
-        sort_keys=True,
-    )
+    return json.dumps(instrument_to_dict(ins), sort_keys=True)
 
 
 def instrument_from_json(text: str) -> Instrument:
-    d = json.loads(text)
-    return Instrument(
-        exchange=d["exchange"],
-        symbol=d["symbol"],
-        expiry=dt.date.fromisoformat(d["expiry"]) if d.get("expiry") else None,
-        strike=Decimal(d["strike"]) if d.get("strike") is not None else None,
-        option_type=OptionType(d["option_type"]) if d.get("option_type") else None,
-        lot_size=d.get("lot_size"),
-        tick_size=Decimal(d["tick_size"]) if d.get("tick_size") is not None else None,
-        freeze_quantity=d.get("freeze_quantity"),
-    )
+    return instrument_from_dict(json.loads(text))
 
 
 def _intent_from_row(row: Any) -> Intent:

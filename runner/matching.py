@@ -54,7 +54,6 @@ from runner.model import (
     Instrument,
     Modification,
     MultilegRequest,
-    OptionType,
     Order,
     OrderRequest,
     OrderStatus,
@@ -64,6 +63,8 @@ from runner.model import (
     Side,
     Validity,
     check_transition,
+    instrument_from_dict,
+    instrument_to_dict,
 )
 from runner.prices import PricePath, RandomWalk, second_of, tick_of
 
@@ -138,33 +139,7 @@ def _utc(second: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(second, dt.UTC)
 
 
-# --- instruments as plain data (persistence and wire simulators) -----------------------------------
-
-
-def instrument_to_dict(inst: Instrument) -> dict[str, Any]:
-    return {
-        "exchange": inst.exchange,
-        "symbol": inst.symbol,
-        "expiry": inst.expiry.isoformat() if inst.expiry else None,
-        "strike": str(inst.strike) if inst.strike is not None else None,
-        "option_type": inst.option_type.value if inst.option_type else None,
-        "lot_size": inst.lot_size,
-        "tick_size": str(inst.tick_size) if inst.tick_size is not None else None,
-        "freeze_quantity": inst.freeze_quantity,
-    }
-
-
-def instrument_from_dict(d: Mapping[str, Any]) -> Instrument:
-    return Instrument(
-        exchange=d["exchange"],
-        symbol=d["symbol"],
-        expiry=dt.date.fromisoformat(d["expiry"]) if d.get("expiry") else None,
-        strike=Decimal(d["strike"]) if d.get("strike") is not None else None,
-        option_type=OptionType(d["option_type"]) if d.get("option_type") else None,
-        lot_size=d.get("lot_size"),
-        tick_size=Decimal(d["tick_size"]) if d.get("tick_size") is not None else None,
-        freeze_quantity=d.get("freeze_quantity"),
-    )
+# --- plain data helpers (persistence and wire simulators) ------------------------------------------
 
 
 def _dec(v: str | None) -> Decimal | None:

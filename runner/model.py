@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Any
 
 
 class Side(enum.StrEnum):
@@ -144,6 +146,33 @@ class Instrument:
 
     def __str__(self) -> str:
         return self.key
+
+
+def instrument_to_dict(ins: Instrument) -> dict[str, Any]:
+    """Plain JSON-able data (journal, paper books); Decimals as plain strings, never floats."""
+    return {
+        "exchange": ins.exchange,
+        "symbol": ins.symbol,
+        "expiry": ins.expiry.isoformat() if ins.expiry else None,
+        "strike": format(ins.strike, "f") if ins.strike is not None else None,
+        "option_type": ins.option_type.value if ins.option_type else None,
+        "lot_size": ins.lot_size,
+        "tick_size": format(ins.tick_size, "f") if ins.tick_size is not None else None,
+        "freeze_quantity": ins.freeze_quantity,
+    }
+
+
+def instrument_from_dict(d: Mapping[str, Any]) -> Instrument:
+    return Instrument(
+        exchange=d["exchange"],
+        symbol=d["symbol"],
+        expiry=dt.date.fromisoformat(d["expiry"]) if d.get("expiry") else None,
+        strike=Decimal(d["strike"]) if d.get("strike") is not None else None,
+        option_type=OptionType(d["option_type"]) if d.get("option_type") else None,
+        lot_size=d.get("lot_size"),
+        tick_size=Decimal(d["tick_size"]) if d.get("tick_size") is not None else None,
+        freeze_quantity=d.get("freeze_quantity"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

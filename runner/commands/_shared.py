@@ -216,6 +216,23 @@ def add_calendar_argument(parser: argparse.ArgumentParser) -> None:
 # --- arguments ----------------------------------------------------------------------------------------
 
 
+def add_playbook_arguments(parser: argparse.ArgumentParser) -> None:
+    """The PLAYBOOK positional with ``--account``/``--accounts`` (run, plan)."""
+    parser.add_argument("playbook", metavar="PLAYBOOK", help="playbook YAML file")
+    parser.add_argument("--account", help="account name (default: the playbook's `account:`)")
+    parser.add_argument(
+        "--accounts", metavar="FILE", help="accounts file (default $RUNNER_ACCOUNTS, ./accounts.yaml)"
+    )
+
+
+def add_risk_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--risk", metavar="FILE", help="global risk limits YAML (default $RUNNER_RISK)")
+
+
+def add_log_file_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-file", metavar="FILE", help="write JSON log lines here")
+
+
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db", metavar="URL", help="journal database URL (default $RUNNER_DB or ./.runner/runner.db)"

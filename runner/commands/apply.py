@@ -24,6 +24,8 @@ from runner.commands._shared import (
     add_calendar_argument,
     add_db_argument,
     add_json_argument,
+    add_log_file_argument,
+    add_risk_argument,
     check_calendar,
     configure_logging,
     deduplicating,
@@ -53,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("plan", metavar="FILE", help="plan file written by `runner plan --out`")
     parser.add_argument("--accounts", metavar="FILE", help="accounts file (default: the plan's)")
-    parser.add_argument("--risk", metavar="FILE", help="global risk limits YAML (default $RUNNER_RISK)")
-    parser.add_argument("--log-file", metavar="FILE", help="write JSON log lines here")
+    add_risk_argument(parser)
+    add_log_file_argument(parser)
     add_calendar_argument(parser)
     add_db_argument(parser)
     add_json_argument(parser)

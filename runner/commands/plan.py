@@ -30,6 +30,9 @@ from runner.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 from runner.commands._shared import (
     add_db_argument,
     add_json_argument,
+    add_log_file_argument,
+    add_playbook_arguments,
+    add_risk_argument,
     configure_logging,
     load_account,
     load_playbook,
@@ -54,15 +57,11 @@ EXAMPLES = """\
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("playbook", metavar="PLAYBOOK", help="playbook YAML file")
-    parser.add_argument("--account", help="account name (default: the playbook's `account:`)")
-    parser.add_argument(
-        "--accounts", metavar="FILE", help="accounts file (default $RUNNER_ACCOUNTS, ./accounts.yaml)"
-    )
+    add_playbook_arguments(parser)
     parser.add_argument("--now", action="store_true", help="plan a fresh run that ignores `at:` times")
-    parser.add_argument("--risk", metavar="FILE", help="global risk limits YAML (default $RUNNER_RISK)")
+    add_risk_argument(parser)
     parser.add_argument("--out", metavar="FILE", help="save the plan here for `runner apply`")
-    parser.add_argument("--log-file", metavar="FILE", help="write JSON log lines here")
+    add_log_file_argument(parser)
     add_db_argument(parser)
     add_json_argument(parser)
 

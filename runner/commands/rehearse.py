@@ -10,6 +10,8 @@ import sys
 
 from runner.commands._shared import (
     add_json_argument,
+    add_log_file_argument,
+    add_risk_argument,
     configure_logging,
     deduplicating,
     exit_code,
@@ -55,9 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="local time the virtual day starts (default 09:15 or the earliest `at:`)",
     )
     parser.add_argument("--db", metavar="URL", help="keep the paper book and journal in this database")
-    parser.add_argument("--risk", metavar="FILE", help="global risk limits YAML (default $RUNNER_RISK)")
+    add_risk_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="summary only, no timeline")
-    parser.add_argument("--log-file", metavar="FILE", help="write JSON log lines here")
+    add_log_file_argument(parser)
     add_json_argument(parser)
 
 

@@ -30,6 +30,9 @@ from runner.commands._shared import (
     add_calendar_argument,
     add_db_argument,
     add_json_argument,
+    add_log_file_argument,
+    add_playbook_arguments,
+    add_risk_argument,
     check_calendar,
     configure_logging,
     deduplicating,
@@ -61,11 +64,7 @@ EXAMPLES = """\
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("playbook", metavar="PLAYBOOK", help="playbook YAML file")
-    parser.add_argument("--account", help="account name (default: the playbook's `account:`)")
-    parser.add_argument(
-        "--accounts", metavar="FILE", help="accounts file (default $RUNNER_ACCOUNTS, ./accounts.yaml)"
-    )
+    add_playbook_arguments(parser)
     when = parser.add_mutually_exclusive_group()
     when.add_argument(
         "--now",
@@ -73,8 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fire a fresh run immediately: slot = now, `at:` times not waited for",
     )
     when.add_argument("--resume", metavar="RUN_ID", help="resume this run (e.g. an interrupted --now run)")
-    parser.add_argument("--risk", metavar="FILE", help="global risk limits YAML (default $RUNNER_RISK)")
-    parser.add_argument("--log-file", metavar="FILE", help="write JSON log lines here")
+    add_risk_argument(parser)
+    add_log_file_argument(parser)
     add_calendar_argument(parser)
     add_db_argument(parser)
     add_json_argument(parser)

@@ -42,7 +42,17 @@ from runner.brokers.alphapoint import (
 from runner.errors import NotFound, NotModifiable, Rejected
 from runner.instruments import InstrumentMaster, MasterRow
 from runner.matching import MatchingConfig, MatchingEngine
-from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Product, Side, Validity
+from runner.model import (
+    Fill,
+    Modification,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Product,
+    Side,
+    Validity,
+)
 from runner.prices import PricePath, RandomWalk
 from runner.sims.faults import Fault, FaultPlan
 from runner.wirejson import dumps, loads, to_decimal
@@ -299,16 +309,7 @@ class SimExchange:
                         account,
                         "OrderTradeEvent",
                         {
-                            "OMSId": m.oms,
-                            "TradeId": self.trade_id(f.trade_id),
-                            "OrderId": oid,
-                            "AccountId": account,
-                            "ClientOrderId": m.client_numeric,
-                            "InstrumentId": m.instrument_id,
-                            "Side": "Buy" if f.side is Side.BUY else "Sell",
-                            "Quantity": Decimal(f.quantity),
-                            "Price": f.price,
-                            "Value": f.price * f.quantity,
+                            **self._trade_fields(account, oid, m, f),
                             "TradeTimeMS": _ms(f.at),
                             "Direction": "NoChange",
                         },
@@ -573,6 +574,21 @@ class SimExchange:
             for pid, (sym, amount) in enumerate(sorted(amounts.items()), start=1)
         ]
 
+    def _trade_fields(self, account: int, oid: int, m: Meta, f: Fill) -> dict[str, Any]:
+        """The fields a trade event and a trades-history row share (each adds its own tail)."""
+        return {
+            "OMSId": m.oms,
+            "TradeId": self.trade_id(f.trade_id),
+            "OrderId": oid,
+            "AccountId": account,
+            "ClientOrderId": m.client_numeric,
+            "InstrumentId": m.instrument_id,
+            "Side": "Buy" if f.side is Side.BUY else "Sell",
+            "Quantity": Decimal(f.quantity),
+            "Price": f.price,
+            "Value": f.price * f.quantity,
+        }
+
     def trades(self, account: int) -> list[dict[str, Any]]:
         out = []
         for f in self.engine.fills(self._book(account), self.clock()):
@@ -581,20 +597,7 @@ class SimExchange:
             if m is None:
                 continue
             out.append(
-                {
-                    "OMSId": m.oms,
-                    "TradeId": self.trade_id(f.trade_id),
-                    "OrderId": oid,
-                    "AccountId": account,
-                    "ClientOrderId": m.client_numeric,
-                    "InstrumentId": m.instrument_id,
-                    "Side": "Buy" if f.side is Side.BUY else "Sell",
-                    "Quantity": Decimal(f.quantity),
-                    "Price": f.price,
-                    "Value": f.price * f.quantity,
-                    "Fee": Decimal(0),
-                    "TradeTimeMS": _ms(f.at),
-                }
+                {**self._trade_fields(account, oid, m, f), "Fee": Decimal(0), "TradeTimeMS": _ms(f.at)}
             )
         return out
 
