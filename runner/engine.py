@@ -274,7 +274,8 @@ class Engine:
             "kind": step.kind,
             "outcome": StepOutcome.RUNNING.value,
         }
-        return _Staged(step, intent, commit, commit.stage(run_row, step_row, intent))
+        rows = commit.stage(run_row, step_row, intent)
+        return _Staged(step, intent, commit, rows, self.log.bind(step=step.id))
 
     async def execute(self) -> RunReport:
         await self.prepare()
@@ -325,11 +326,12 @@ class Engine:
         step = staged.step
         gw = self.gateway
         saved = gw.journal, gw.risk, gw.broker
-        held = _HeldLog(self.log.bind(step=step.id))  # the log write waits until the request left
+        held = _HeldLog(staged.log)  # the log write waits until the request left
         gw.journal = cast(Journal, _Precommitted(gw.journal, staged.intent))
         gw.risk = None  # checked while preparing
         gw.broker = cast(Broker, _YieldAfterPlace(gw.broker, held.release))
         gw.step_id = step.id
+        gw.staged[step.id] = staged.intent.request
         self.record = RunRecord(
             self.run_id, self.pb.name, self.account, self.options.mode, self.options.scheduled_for,
             now, now, None, 1, RunStatus.RUNNING, None,
@@ -340,6 +342,7 @@ class Engine:
             return await self._handle(step, held)
         finally:
             held.release()
+            gw.staged.pop(step.id, None)
             gw.journal, gw.risk, gw.broker = saved
 
     async def _connect(self) -> None:
@@ -430,6 +433,7 @@ class _Staged:
     intent: Intent  # its order: client id filled in, pre-trade checks passed
     commit: GroupCommit
     rows: StagedRows  # run, step and intent rows, converted for the group commit
+    log: Any  # the step's bound logger (binding costs ~0.1 ms cold at the instant)
 
 
 class _Precommitted:
@@ -445,7 +449,7 @@ class _Precommitted:
         if (
             mine is not None
             and intent.client_order_id == mine.client_order_id
-            and intent.request == mine.request
+            and (intent.request is mine.request or intent.request == mine.request)
         ):
             self._intent = None
             return

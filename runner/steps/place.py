@@ -10,7 +10,8 @@ from runner.steps.common import RunContext, StepResult, describe, request_for
 
 async def run(ctx: RunContext, step: PlaceStep) -> StepResult:
     gw = ctx.gateway
-    order = await gw.place(await request_for(ctx, step, slot=step.id), slot=step.id)
+    request = gw.staged.pop(step.id, None) or await request_for(ctx, step, slot=step.id)
+    order = await gw.place(request, slot=step.id)
     if order.status in UNSETTLED:  # no ack yet: read back until the broker says what it has
         order = await gw.wait_for(order, lambda o: o.status not in UNSETTLED, gw.tuning.verify_timeout)
     if order.order_type is OrderType.MARKET and is_live(order):  # a market order should fill: say if it did
