@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from decimal import Decimal
 
-from runner.brokers.base import Broker, MultilegBroker
+from runner.brokers.base import Broker, ForwardingBroker
 from runner.clock import Clock
 from runner.control import GuardedBroker
 from runner.engine import RunOptions, RunReport, execute
 from runner.errors import Rejected
 from runner.gateway import Observer, Tuning
 from runner.journal import Journal
-from runner.model import Instrument, Modification, MultilegRequest, Order, OrderRequest, Position
+from runner.model import Modification, MultilegRequest, Order, OrderRequest
 from runner.planning import CallOp, Plan, PlannedCall, drift, observe
 from runner.playbook import Playbook
-from runner.risk import QuoteSource, RiskConfig
+from runner.risk import RiskConfig
 
 
 class PlanDrifted(Exception):
@@ -57,13 +56,11 @@ def _mismatch(request: OrderRequest, call: PlannedCall) -> str | None:
     return None
 
 
-class PlanGuard:
+class PlanGuard(ForwardingBroker):
     """A broker that lets through reads, and only the writes a plan contains."""
 
     def __init__(self, inner: Broker, plan: Plan) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.capabilities = inner.capabilities
+        super().__init__(inner)
         calls = [c for c in plan.calls if not c.refused]
         self.places = {c.client_order_id: c for c in calls if c.op in (CallOp.PLACE, CallOp.PLACE_MULTILEG)}
         self.cancels = {c.client_order_id for c in calls if c.op is CallOp.CANCEL}
@@ -83,12 +80,6 @@ class PlanGuard:
         if not ids & (self.cancels | self.places.keys()):
             raise Rejected(f"not in the plan: cancel {order.client_order_id}", broker="plan")
 
-    async def connect(self) -> None:
-        await self.inner.connect()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
     async def place(self, request: OrderRequest) -> Order:
         self._check_place(request)
         return await self.inner.place(request)
@@ -96,8 +87,7 @@ class PlanGuard:
     async def place_multileg(self, request: MultilegRequest) -> Sequence[Order]:
         for leg in request.legs:
             self._check_place(leg)
-        assert isinstance(self.inner, MultilegBroker)
-        return await self.inner.place_multileg(request)
+        return await super().place_multileg(request)
 
     async def cancel(self, order: Order) -> Order:
         self._check_cancel(order)
@@ -106,31 +96,12 @@ class PlanGuard:
     async def cancel_multileg(self, legs: Sequence[Order]) -> Sequence[Order]:
         for leg in legs:
             self._check_cancel(leg)
-        assert isinstance(self.inner, MultilegBroker)
-        return await self.inner.cancel_multileg(legs)
+        return await super().cancel_multileg(legs)
 
     async def modify(self, order: Order, change: Modification) -> Order:
         if order.client_order_id not in self.modifies:
             raise Rejected(f"not in the plan: modify {order.client_order_id}", broker="plan")
         return await self.inner.modify(order, change)
-
-    async def get_order(self, client_order_id: str) -> Order | None:
-        return await self.inner.get_order(client_order_id)
-
-    async def get_order_by_broker_id(self, broker_order_id: str) -> Order:
-        return await self.inner.get_order_by_broker_id(broker_order_id)
-
-    async def orders(self) -> Sequence[Order]:
-        return await self.inner.orders()
-
-    async def open_orders(self) -> Sequence[Order]:
-        return await self.inner.open_orders()
-
-    async def positions(self) -> Sequence[Position]:
-        return await self.inner.positions()
-
-    async def ltp(self, instrument: Instrument) -> Decimal | None:
-        return await self.inner.ltp(instrument) if isinstance(self.inner, QuoteSource) else None
 
 
 def playbook_drift(plan: Plan, content: str) -> list[str]:

@@ -18,13 +18,12 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from runner.brokers.base import Broker, Capability
+from runner.brokers.base import Broker, ForwardingBroker
 from runner.db import UTCDateTime, create_all
 from runner.errors import Rejected
 from runner.fires import enum_type, read
@@ -34,7 +33,6 @@ from runner.model import (
     MultilegRequest,
     Order,
     OrderRequest,
-    Position,
     Product,
     Side,
 )
@@ -271,15 +269,13 @@ class ControlWatcher(ControlView):
                 await self._task
 
 
-class GuardedBroker:
+class GuardedBroker(ForwardingBroker):
     """Wraps any Broker: ``place``/``modify``/``place_multileg`` refused while halted, reduce-only orders
     allowed in reduce-only mode. Cancels and reads always pass."""
 
     def __init__(self, inner: Broker, view: ControlView) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.view = view
-        self.name = inner.name
-        self.capabilities: frozenset[Capability] = inner.capabilities
 
     async def _position_qty(
         self, instrument: Instrument, product: Product, side: Side, exclude: str | None = None
@@ -337,36 +333,5 @@ class GuardedBroker:
         state = self.view.state
         if state.mode is not Mode.NORMAL:
             raise Halted(f"{state.mode.value}: no new multileg orders", state.mode)
-        return await self.inner.place_multileg(request)  # type: ignore[attr-defined]
+        return await super().place_multileg(request)
 
-    async def cancel_multileg(self, legs: Sequence[Order]) -> Sequence[Order]:
-        return await self.inner.cancel_multileg(legs)  # type: ignore[attr-defined]
-
-    async def connect(self) -> None:
-        await self.inner.connect()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def cancel(self, order: Order) -> Order:
-        return await self.inner.cancel(order)
-
-    async def get_order(self, client_order_id: str) -> Order | None:
-        return await self.inner.get_order(client_order_id)
-
-    async def get_order_by_broker_id(self, broker_order_id: str) -> Order:
-        return await self.inner.get_order_by_broker_id(broker_order_id)
-
-    async def orders(self) -> Sequence[Order]:
-        return await self.inner.orders()
-
-    async def open_orders(self) -> Sequence[Order]:
-        return await self.inner.open_orders()
-
-    async def positions(self) -> Sequence[Position]:
-        return await self.inner.positions()
-
-    async def ltp(self, instrument: Instrument) -> Decimal | None:
-        """A read, so it passes: risk checks and LTP-relative prices need it (None if the broker has none)."""
-        quote = getattr(self.inner, "ltp", None)
-        return await quote(instrument) if quote is not None else None

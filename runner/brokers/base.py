@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from decimal import Decimal
+from typing import Protocol, cast, runtime_checkable
 
-from runner.model import Modification, MultilegRequest, Order, OrderRequest, Position
+from runner.model import Instrument, Modification, MultilegRequest, Order, OrderRequest, Position
 
 
 class Capability(enum.Enum):
@@ -84,3 +85,54 @@ class MultilegBroker(Broker, Protocol):
     async def place_multileg(self, request: MultilegRequest) -> Sequence[Order]: ...
 
     async def cancel_multileg(self, legs: Sequence[Order]) -> Sequence[Order]: ...
+
+
+class ForwardingBroker:
+    """A Broker that passes every call to ``inner``. Guards (the kill switch, a plan's allow-list)
+    subclass it and override only the calls they police, so reads can never be forgotten."""
+
+    def __init__(self, inner: Broker) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.capabilities: frozenset[Capability] = inner.capabilities
+
+    async def connect(self) -> None:
+        await self.inner.connect()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def place(self, request: OrderRequest) -> Order:
+        return await self.inner.place(request)
+
+    async def modify(self, order: Order, change: Modification) -> Order:
+        return await self.inner.modify(order, change)
+
+    async def cancel(self, order: Order) -> Order:
+        return await self.inner.cancel(order)
+
+    async def place_multileg(self, request: MultilegRequest) -> Sequence[Order]:
+        return await cast(MultilegBroker, self.inner).place_multileg(request)
+
+    async def cancel_multileg(self, legs: Sequence[Order]) -> Sequence[Order]:
+        return await cast(MultilegBroker, self.inner).cancel_multileg(legs)
+
+    async def get_order(self, client_order_id: str) -> Order | None:
+        return await self.inner.get_order(client_order_id)
+
+    async def get_order_by_broker_id(self, broker_order_id: str) -> Order:
+        return await self.inner.get_order_by_broker_id(broker_order_id)
+
+    async def orders(self) -> Sequence[Order]:
+        return await self.inner.orders()
+
+    async def open_orders(self) -> Sequence[Order]:
+        return await self.inner.open_orders()
+
+    async def positions(self) -> Sequence[Position]:
+        return await self.inner.positions()
+
+    async def ltp(self, instrument: Instrument) -> Decimal | None:
+        """A read: risk checks and LTP-relative prices need it (None if the broker quotes nothing)."""
+        quote = getattr(self.inner, "ltp", None)
+        return await quote(instrument) if quote is not None else None
