@@ -226,18 +226,22 @@ class ControlView:
 
 
 class ControlWatcher(ControlView):
-    """Polls the control row (default every 0.25 s) in a worker thread; calls ``on_change`` on changes."""
+    """Polls the control row (default every 0.25 s) in a worker thread; calls ``on_change`` on changes.
+    ``before_poll``, awaited before each poll, may hold it back briefly (the daemon keeps polls out of
+    the milliseconds around a fire's instant)."""
 
     def __init__(
         self,
         store: ControlStore,
         interval: float = 0.25,
         on_change: Callable[[ControlState, ControlState], Awaitable[None]] | None = None,
+        before_poll: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(store.get())
         self.store = store
         self.interval = interval
         self.on_change = on_change
+        self.before_poll = before_poll
         self._task: asyncio.Task[None] | None = None
 
     async def poll_once(self) -> ControlState:
@@ -254,6 +258,8 @@ class ControlWatcher(ControlView):
     async def run(self) -> None:
         while True:
             try:
+                if self.before_poll is not None:
+                    await self.before_poll()
                 await self.poll_once()
             except Exception:  # keep the last known state; a locked db must not kill the watcher
                 log.exception("kill switch poll failed; keeping last state %s", self.state.mode.value)
@@ -334,4 +340,3 @@ class GuardedBroker(ForwardingBroker):
         if state.mode is not Mode.NORMAL:
             raise Halted(f"{state.mode.value}: no new multileg orders", state.mode)
         return await super().place_multileg(request)
-

@@ -173,10 +173,14 @@ class Engine:
 
     async def prepare(self, commit: GroupCommit | None = None) -> None:
         """Everything before the first step, done ahead of the scheduled instant: open the run, connect,
-        reconcile. With ``commit``, a fresh run whose first step is a plain ``place`` also builds that
-        order and passes the pre-trade checks now, and journals nothing yet: its run row, step row and
-        intent are written at the instant in one group commit (:mod:`runner.groupcommit`), right before
-        the request leaves. Nothing is ever sent here."""
+        reconcile. With ``commit``, a fresh run whose first step is a plain ``place`` is also *armed*:
+        that order is built and passes the pre-trade checks, and its run row, step row and intent are
+        committed now (one group commit shared by the runs prepared together, :mod:`runner.groupcommit`),
+        stamped with the instant. At the instant nothing but the send is left. Nothing is sent here.
+
+        Armed is journaled: a crash before the instant leaves a PENDING intent that the next start
+        resolves by lookup like any request that may have left (never a blind re-send). A halt, shutdown
+        or late release, which this process knows left nothing out, discards the armed rows again."""
         if self._prepared:
             return
         self._prepared = True
@@ -189,17 +193,30 @@ class Engine:
             await self.gateway.reconcile()
         if fresh:
             assert commit is not None
-            self._staged = await self._stage_first(commit)
-            if self._staged is None:
+            staged = await self._stage_first(commit)
+            if staged is not None:
+                try:
+                    await commit.commit(staged.rows, self.options.scheduled_for)
+                except DuplicateIntent:  # created meanwhile (another process): the ordinary path
+                    staged = None
+            self._staged = staged
+            if staged is None:
                 self.record = self._open_run()
-            else:  # logged now: at the instant nothing but the commit may stand before the request
-                self.log.info("run_start", resumed=False, starts=1, staged=True)
+            else:  # logged now: at the instant nothing but the request may run
+                self.log.info("run_start", resumed=False, starts=1, armed=True)
         self.done = self.journal.steps_of(self.run_id) if self.record is not None else {}
 
+    def _disarm(self, staged: _Staged) -> None:
+        """Its request never left this process: take the armed rows back out of the journal."""
+        self.journal.discard_armed(self.run_id, staged.intent.client_order_id)
+
     async def abandon(self, reason: str, status: RunStatus = RunStatus.STOPPED) -> None:
-        """Prepared, never executed (halted or shutting down before the instant). Nothing was sent. A
-        staged fresh run left nothing in the journal; an opened run is closed with ``status`` and why."""
-        self._staged = None
+        """Prepared, never executed (halted or shutting down before the instant). Nothing was sent. An
+        armed run is taken back out of the journal; an opened run is closed with ``status`` and why."""
+        staged, self._staged = self._staged, None
+        if staged is not None:
+            self._disarm(staged)
+            self.log.info("run_disarmed", reason=reason)
         if self.record is not None:
             self.journal.finish_run(self.run_id, status, self.clock.now(), reason)
             self.log.info("run_abandoned", status=status.value, reason=reason)
@@ -314,15 +331,14 @@ class Engine:
         return _report(record, status, self.journal.steps_of(self.run_id), self.pb)
 
     async def _run_staged(self, staged: _Staged) -> StepResult | None:
-        """At the instant: one group commit (run row, step row, intent), then the request. None when the
-        ordinary path must take over (released more than LATE_GRACE late, or the rows already exist)."""
+        """At the instant: the armed request goes out (its rows are committed). None when released more
+        than LATE_GRACE late: the rows are discarded and the ordinary path (with its late rules) runs."""
         now = self.clock.now()
         if now - self.options.scheduled_for > LATE_GRACE:
+            self._disarm(staged)
             return None
-        try:
-            await staged.commit.commit(staged.rows, now)
-        except DuplicateIntent:
-            return None
+        # The intent is stamped with the instant, not the send: at most LATE_GRACE earlier, which only
+        # shortens the gateway's ``absent_after`` (60 s) wait by that much.
         step = staged.step
         gw = self.gateway
         saved = gw.journal, gw.risk, gw.broker
@@ -332,9 +348,10 @@ class Engine:
         gw.broker = cast(Broker, _YieldAfterPlace(gw.broker, held.release))
         gw.step_id = step.id
         gw.staged[step.id] = staged.intent.request
+        slot = self.options.scheduled_for
         self.record = RunRecord(
-            self.run_id, self.pb.name, self.account, self.options.mode, self.options.scheduled_for,
-            now, now, None, 1, RunStatus.RUNNING, None,
+            self.run_id, self.pb.name, self.account, self.options.mode, slot, slot, slot, None, 1,
+            RunStatus.RUNNING, None,
         )  # fmt: skip
         self._emit(EventKind.RUN_STARTED, message="started")
         self._emit(EventKind.STEP_STARTED, step.id, step.description or step.kind)

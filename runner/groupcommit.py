@@ -1,14 +1,15 @@
-"""Group commit for the first order of runs released at the same instant.
+"""Group commit for the rows that arm runs ahead of their instant.
 
-A prepared run (:meth:`runner.engine.Engine.prepare`) defers its journal rows to the instant: the run row,
-its first step's row and the first order's intent. Every prepared run released in the same event-loop
-tick queues them here; one transaction writes them all on the next tick, then each run sends its request.
-1,000 playbooks due in the same second therefore cost one commit before their requests leave, not 3,000
-commits fighting over SQLite's write lock. The rule "intent committed before the request leaves" holds
-per run: a run's request goes out only after the transaction holding its intent committed.
+A prepared run (:meth:`runner.engine.Engine.prepare`) journals its run row, its first step's row and its
+first order's intent before the instant, stamped with it. Every run prepared in the same event-loop tick
+queues them here; one transaction writes them all on the next tick. 1,000 playbooks due in the same
+second therefore cost a few commits in the lead second, not 3,000 commits fighting over SQLite's write
+lock, and at the instant no write stands between the clock and the requests. The rule "intent committed
+before the request leaves" holds per run: a run is armed only once the transaction holding its intent
+committed.
 
 The write runs on the event loop thread on purpose: it is one short transaction, and a worker thread
-would add a thread hop (and GIL hand-offs) to every single fire's lateness.
+would add a thread hop (and GIL hand-offs) to every run's preparation.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from sqlalchemy.engine import Engine
 from runner.journal import DuplicateIntent, Intent, order_intents, runs, steps
 from runner.journal import _intent_values as intent_values
 
-_TIMES = frozenset({"started_at", "updated_at", "created_at"})  # stamped at the instant
+_TIMES = frozenset({"started_at", "updated_at", "created_at"})  # stamped with the instant armed for
 
 
 class _Insert:
     """An INSERT compiled once for the engine's dialect (still Core, so portable), run on a raw DBAPI
     cursor with SQLAlchemy's own bind processors (the Connection layer costs ~0.2 ms per row here).
-    Rows are converted while preparing; only their timestamps are filled in at the instant."""
+    Rows are converted once; their timestamps are filled in by :meth:`GroupCommit.commit`."""
 
     def __init__(self, engine: Engine, table: sa.Table, columns: Sequence[str]) -> None:
         c: Any = table.insert().inline().compile(dialect=engine.dialect, column_keys=list(columns))
@@ -65,7 +66,7 @@ _STEP_COLUMNS = ("run_id", "step_id", "position", "kind", "outcome", "started_at
 
 @dataclass(frozen=True, slots=True)
 class Staged:
-    """One run's rows for the instant, converted ahead of time: run row (fresh runs), first step, intent."""
+    """One run's rows, converted for the commit: run row (fresh runs), first step, intent."""
 
     run: list[Any] | None
     step: list[Any]
@@ -89,18 +90,11 @@ class GroupCommit:
         self._run = _Insert(engine, runs, _RUN_COLUMNS)
         self._step = _Insert(engine, steps, _STEP_COLUMNS)
         self._intent = _Insert(engine, order_intents, [c.name for c in order_intents.c if c.name != "id"])
-        probe: Any = (
-            sa.select(order_intents.c.client_order_id)
-            .where(order_intents.c.client_order_id == sa.bindparam("cid"))
-            .compile(dialect=engine.dialect)
-        )
-        self._probe = str(probe)
-        self._probe_args: Any = ("",) if engine.dialect.positional else {"cid": ""}
         sa.event.listen(engine, "engine_disposed", lambda _engine: self._release())
 
     def stage(self, run: dict[str, Any] | None, step: dict[str, Any], intent: Intent) -> Staged:
-        """Convert one run's rows now (before the instant); their timestamps are set by :meth:`commit`."""
-        if self._raw is None:  # checked out now, not in the warm-up or the commit at the instant
+        """Convert one run's rows; their timestamps are set by :meth:`commit`."""
+        if self._raw is None:
             self._raw = self.engine.raw_connection()
         return Staged(
             None if run is None else self._run.convert(run),
@@ -118,22 +112,6 @@ class GroupCommit:
         if self._handle is None:
             self._handle = loop.call_soon(self._flush)
         await fut
-
-    def warm(self) -> None:
-        """A read on the commit's connection, just before an instant: after an idle second SQLite's first
-        statement costs ~1 ms (cold pages, WAL index, locks), a warm commit ~0.1 ms. A read never waits
-        for a writer (WAL), so this cannot hold up the loop; nothing is written."""
-        raw = self._raw
-        if raw is None:
-            raw = self._raw = self.engine.raw_connection()
-        cur = raw.cursor()
-        try:
-            cur.execute(self._probe, self._probe_args)
-            cur.fetchall()
-        finally:
-            cur.close()
-        if not self._sqlite:
-            raw.rollback()  # end the driver's implicit read transaction
 
     def _flush(self) -> None:
         batch, self._queue, self._handle = self._queue, [], None

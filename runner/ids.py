@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import re
 
@@ -27,6 +28,7 @@ def fire_id(playbook: str, version: str, scheduled_for: dt.datetime) -> str:
     return f"fire-{_digest(playbook, version, scheduled_for.astimezone(dt.UTC).isoformat(), size=10)}"
 
 
+@functools.lru_cache(maxsize=4096)  # built while preparing a run, asked again at its instant
 def client_order_id(run: str, step: str, leg: int = 0, attempt: int = 0) -> str:
     """Our id for one order: 18 chars ``rn`` + base32, safe for every broker's tag/remarks field."""
     return "rn" + _digest(run, step, leg, attempt, size=10)

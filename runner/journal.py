@@ -325,6 +325,20 @@ _UPD_STEP_FINISH = _Stmt(
     )
 )
 _INTENT_FILTERS = ("run_id", "step_id", "slot", "account")
+# Journal.discard_armed: a run written ahead of its instant, never sent. The intent goes only while it
+# is provably untouched: ``b_status`` PENDING_NEW, never acknowledged, no broker call journaled for it.
+_DEL_ARMED_INTENT = _Stmt(
+    order_intents.delete().where(
+        order_intents.c.client_order_id == _B_CID,
+        order_intents.c.run_id == _B_RUN,
+        order_intents.c.status == sa.bindparam("b_status"),
+        order_intents.c.broker_order_id.is_(None),
+        ~sa.exists().where(broker_calls.c.client_order_id == _B_CID),
+    )
+)
+_DEL_RUN_STEPS = _Stmt(steps.delete().where(steps.c.run_id == _B_RUN))
+_DEL_RUN = _Stmt(runs.delete().where(runs.c.run_id == _B_RUN))
+_SEL_RUN_INTENTS = _Stmt(sa.select(order_intents.c.client_order_id).where(order_intents.c.run_id == _B_RUN))
 
 
 @functools.lru_cache(maxsize=256)
@@ -845,6 +859,21 @@ class Journal:
                 "finished_at": now,
             },
         )
+
+    def discard_armed(self, run_id: str, client_order_id: str) -> None:
+        """Remove a run written ahead of its instant (run, first step, intent: see
+        :meth:`runner.engine.Engine.prepare`) whose request this process knows it never sent: halted or
+        shut down before the instant, or released too late. Refuses (JournalError, nothing removed)
+        unless the intent is untouched: PENDING_NEW, never acknowledged, no broker call journaled."""
+        with self._fast.transaction() as t:
+            key = {"b_cid": client_order_id, "b_run": run_id, "b_status": OrderStatus.PENDING_NEW.value}
+            gone = t.execute(_DEL_ARMED_INTENT, key).rowcount
+            if gone != 1:
+                raise JournalError(f"{client_order_id} of run {run_id} is not an untouched armed intent")
+            if t.rows(_SEL_RUN_INTENTS, {"b_run": run_id}):
+                raise JournalError(f"run {run_id} has other intents; not discarding it")
+            t.execute(_DEL_RUN_STEPS, {"b_run": run_id})
+            t.execute(_DEL_RUN, {"b_run": run_id})
 
     # --- intents ----------------------------------------------------------------------------------
 

@@ -40,10 +40,10 @@ class BrokerPool(dict[str, Any]):
 class EngineExecutor:
     """Runs a fire with the engine (mode ``scheduled``) on the account's guarded broker.
 
-    The daemon calls :meth:`prepare` when it wakes, ``lead`` seconds early: the run is opened, the broker
-    connected, unsettled intents reconciled and the first order built and risk-checked then, so at the
-    instant only one group commit (shared by every fire released at that instant) stands between the
-    clock and the request. Fires of one account due at the same instant share one connect and one
+    The daemon calls :meth:`prepare` when it wakes, ``lead`` seconds early: the broker is connected,
+    unsettled intents reconciled and the run armed (first order built, risk-checked and journaled with
+    its run and step rows in a group commit shared by the runs prepared together), so at the instant
+    only the request itself is left. Fires of one account due at the same instant share one connect and one
     reconcile."""
 
     def __init__(self, pool: BrokerPool, journal: Any, clock: Clock) -> None:
@@ -58,11 +58,6 @@ class EngineExecutor:
 
     async def __call__(self, fire: Fire) -> FireResult:
         return await (await self.prepare(fire)).run()
-
-    def warm(self) -> None:
-        """Just before an instant (see :class:`runner.sched_release.InstantGate`): warm the journal
-        connection the group commit writes on."""
-        self.commit.warm()
 
     async def prepare(self, fire: Fire) -> _PreparedRun:
         from runner.engine import Engine, RunOptions

@@ -66,22 +66,18 @@ class Running:
     task: asyncio.Task[Any] | None = None
 
 
-WARM_AHEAD = dt.timedelta(milliseconds=1)  # warm-up this long before an instant (before the spin phase)
 GC_PAUSE = 0.1  # seconds after an instant the cyclic GC stays off (the released fires send meanwhile)
+GC_AHEAD = dt.timedelta(milliseconds=5)  # the GC is paused this long before an instant
 
 
 class InstantGate:
     """Fires due at the same instant share one precise ``sleep_until`` and are released together,
-    instead of 1,000 tasks each spinning through the last milliseconds.
+    instead of 1,000 tasks each spinning through the last milliseconds. The cyclic GC is paused from
+    ``GC_AHEAD`` before the instant until ``GC_PAUSE`` after it, so a collection does not land between
+    the instant and the first requests."""
 
-    ``WARM_AHEAD`` before the instant the gate calls ``warm`` (the executor's, e.g. a read on the journal
-    connection: after a second idle, SQLite's first statement costs ~1 ms of cache misses, ~15x a warm
-    one) and pauses the cyclic GC until ``GC_PAUSE`` after the instant, so a collection does not land
-    between the instant and the first requests."""
-
-    def __init__(self, clock: Clock, warm: Callable[[], None] | None = None) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self.warm = warm
         self._gates: dict[dt.datetime, asyncio.Future[None]] = {}
 
     async def wait(self, instant: dt.datetime) -> None:
@@ -92,14 +88,9 @@ class InstantGate:
         await asyncio.shield(gate)
 
     async def _sleep(self, instant: dt.datetime) -> None:
-        await self.clock.sleep_until(instant - WARM_AHEAD)
+        await self.clock.sleep_until(instant - GC_AHEAD)
         paused = _pause_gc()
         try:
-            if self.warm is not None:
-                try:
-                    self.warm()
-                except Exception:  # only an optimisation: the commit at the instant reports real errors
-                    log.debug("warm-up before %s failed", instant, exc_info=True)
             await self.clock.sleep_until(instant)
         finally:
             if paused:
@@ -142,15 +133,25 @@ class Release:
         self.clock = clock
         self.hold = hold  # checked at the instant: a reason not to release
         self.on_change = on_change
-        self.gate = InstantGate(clock, getattr(executor, "warm", None))
+        self.gate = InstantGate(clock)
         self.running: dict[str, Running] = {}  # fire_id -> running fire
         self.pending: dict[str, asyncio.Task[Any]] = {}  # fire_id -> claimed, not started yet
+        self.imminent: dict[dt.datetime, int] = {}  # instant -> fires claimed for it, not finished
 
     async def release(self, fire: Fire) -> None:
         """Prepare, wait for the instant, execute. ``fire`` is claimed (CLAIMED) by this daemon."""
         task = asyncio.current_task()
         if task is not None:
             self.pending[fire.fire_id] = task
+        instant = fire.scheduled_for
+        self.imminent[instant] = self.imminent.get(instant, 0) + 1
+        try:
+            await self._release(fire)
+        finally:
+            if (left := self.imminent.pop(instant, 1) - 1) > 0:
+                self.imminent[instant] = left
+
+    async def _release(self, fire: Fire) -> None:
         prepared: PreparedFire | None = None
         try:
             prepared = await self._prepare(fire)

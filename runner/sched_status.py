@@ -68,17 +68,40 @@ def near_instant(
     )
 
 
+GUARD_BEFORE = 0.010  # seconds before an instant a short poll may not start (see Quiet.around_instant)
+GUARD_AFTER = 0.002  # ... and after it (the released fires' requests leave within ~1 ms)
+
+
 class Quiet:
-    def __init__(self, clock: Clock, due: Mapping[dt.datetime, int], running: Mapping[str, Running]) -> None:
+    """Keeps background work out of the moments around instants. ``due``: instants as mapping keys
+    (the next fire of each playbook; the fires claimed and waiting for their instant)."""
+
+    def __init__(
+        self, clock: Clock, due: Iterable[Mapping[dt.datetime, int]], running: Mapping[str, Running]
+    ) -> None:
         self.clock = clock
-        self.due = due
+        self.due = tuple(due)
         self.running = running
+
+    def _instants(self) -> list[dt.datetime]:
+        return [t for d in self.due for t in d]
 
     async def wait(self) -> None:
         """Until no fire is due or executing within ``QUIET`` of now: background work (the reload
         scan, the heartbeat's status) would otherwise take the GIL and the loop from the instant."""
-        while near_instant(self.clock.now(), self.due, (r.started_at for r in self.running.values())):
+        while near_instant(self.clock.now(), self._instants(), (r.started_at for r in self.running.values())):
             await asyncio.sleep(QUIET / 2)
+
+    async def around_instant(self) -> None:
+        """For work that must not wait long (the kill-switch poll): if an instant is due within
+        ``GUARD_BEFORE``, wait until ``GUARD_AFTER`` past it (once: at most ~12 ms). A worker thread's
+        read would otherwise hold the GIL while the loop spins through the instant's last millisecond
+        (seen: 1-2 ms late fires)."""
+        now = self.clock.now()
+        ahead = [(t - now).total_seconds() for t in self._instants()]
+        close = [a for a in ahead if -GUARD_AFTER < a < GUARD_BEFORE]
+        if close:
+            await asyncio.sleep(max(close) + GUARD_AFTER)
 
 
 class Heartbeat:

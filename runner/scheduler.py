@@ -95,14 +95,19 @@ class Daemon:
         self.brokers: Mapping[str, Any] = brokers if brokers is not None else {}  # halt cancels, re-login
         # (a BrokerPool: the halt pass opens brokers for accounts no fire has used yet)
         self.gate = CalendarGate(calendars or default_calendar_loader())
-        self.watcher = ControlWatcher(control, self.opts.control_interval, on_change=self._control_changed)
+        self.watcher = ControlWatcher(
+            control,
+            self.opts.control_interval,
+            on_change=self._control_changed,
+            before_poll=lambda: self.quiet.around_instant(),
+        )
         self.batcher = ClaimBatcher(fires)
         self.timers = Timers()
         self.release = Release(executor, self.batcher, fires, self.clock, self._hold, self._touch)
         self.arming = Arming(self.timers, self.clock, self._wake, self._lead, self._touch)
         self.directory = PlaybookDirectory(self.dir, account_names, self._scheduled, self.arming.disarm)
         self.relogins = Relogin(relogin or {}, lambda: self.brokers, self.timers, self.clock)
-        self.quiet = Quiet(self.clock, self.arming.due, self.release.running)
+        self.quiet = Quiet(self.clock, (self.arming.due, self.release.imminent), self.release.running)
         self.heartbeat = Heartbeat(fires, self.clock, self.status, self.quiet, self.opts.heartbeat_interval)
         self.catch_up_report: list[CatchUpItem] = []
         self._tasks: list[asyncio.Task[None]] = []  # pollers, and fires started by catch-up

@@ -89,6 +89,41 @@ def test_duplicate_intent_is_refused(tmp_path):
         raise AssertionError("a second intent for the same slot must be refused")
 
 
+def test_discard_armed_removes_only_an_untouched_armed_run(tmp_path):
+    import pytest
+
+    from runner.journal import JournalError
+
+    env = make_env(tmp_path)
+    _intent(env)
+    env.journal.start_step("r1", "s", position=0, kind="place", now=at(9, 0))
+    env.journal.discard_armed("r1", "rnx")  # never sent: run, step and intent go
+    assert env.journal.get_run("r1") is None and env.journal.get_intent("rnx") is None
+    assert env.journal.steps_of("r1") == {}
+
+    _intent(env)  # acknowledged once: it may be at the broker, so it stays
+    env.journal.record_order(_order("rnx", OrderStatus.OPEN), at(9, 1))
+    with pytest.raises(JournalError):
+        env.journal.discard_armed("r1", "rnx")
+    assert env.journal.get_intent("rnx") is not None and env.journal.get_run("r1") is not None
+
+
+def test_discard_armed_refuses_once_a_broker_call_was_journaled(tmp_path):
+    import pytest
+
+    from runner.journal import _CALL_COLUMNS, JournalError
+
+    env = make_env(tmp_path)
+    _intent(env)
+    env.journal.record_call(
+        dict.fromkeys(_CALL_COLUMNS)
+        | {"run_id": "r1", "client_order_id": "rnx", "method": "place", "at": at(9, 0)}
+    )
+    with pytest.raises(JournalError):
+        env.journal.discard_armed("r1", "rnx")
+    assert env.journal.get_intent("rnx") is not None and env.journal.get_run("r1") is not None
+
+
 async def test_second_start_of_the_same_run_resumes_without_reexecuting(tmp_path):
     env = make_env(tmp_path)
     pb = playbook(ENTRY_EXIT)

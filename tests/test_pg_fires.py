@@ -74,11 +74,17 @@ test_guarded_paper_broker_honours_halt_and_reduce_only = (
 test_daemon_halt_cancels_open_orders_within_a_poll = (
     control_tests.test_daemon_halt_cancels_open_orders_within_a_poll
 )
-test_fires_due_together_are_prepared_early_and_share_one_commit = (
-    engine_tests.test_fires_due_together_are_prepared_early_and_share_one_commit
+test_fires_due_together_are_armed_in_the_journal_before_the_instant = (
+    engine_tests.test_fires_due_together_are_armed_in_the_journal_before_the_instant
 )
 test_halt_between_prepare_and_instant_sends_and_journals_nothing = (
     engine_tests.test_halt_between_prepare_and_instant_sends_and_journals_nothing
+)
+test_released_late_is_disarmed_and_takes_the_ordinary_path = (
+    engine_tests.test_released_late_is_disarmed_and_takes_the_ordinary_path
+)
+test_an_armed_run_left_by_a_crash_is_resolved_by_lookup_not_resent = (
+    engine_tests.test_an_armed_run_left_by_a_crash_is_resolved_by_lookup_not_resent
 )
 
 # --- two daemon processes racing for the same instants ---------------------------------------------------

@@ -1,5 +1,6 @@
-"""The daemon's engine path: prepared before the instant, one group commit at it, the kill switch in
-between and in ``runner run``, and exchange sessions. Real SQLite journal, real (paper) broker."""
+"""The daemon's engine path: prepared and armed (journaled) before the instant, only the request at it,
+the kill switch in between and in ``runner run``, and exchange sessions. Real SQLite journal, real
+(paper) broker."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from runner.clock import VirtualClock
 from runner.control import ControlStore, GuardedBroker, Mode
 from runner.db import make_engine
 from runner.fires import FireState, FireStore
-from runner.journal import Journal, RunStatus, StepOutcome
-from runner.model import Order, OrderRequest
+from runner.journal import Journal, Resolution, RunStatus, StepOutcome
+from runner.matching import MatchingConfig
+from runner.model import Order, OrderRequest, OrderStatus
 from runner.scheduler import Daemon, DaemonOptions, EngineExecutor, Fire, default_calendar_loader
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -61,8 +63,28 @@ class HaltWhilePreparing(EngineExecutor):
         return prepared
 
 
+class NoteArmed(EngineExecutor):
+    """Notes, right after each fire is prepared (before its release), what the journal holds for it."""
+
+    armed: dict[str, tuple[object, ...]]
+
+    async def prepare(self, fire: Fire):  # type: ignore[no-untyped-def]
+        prepared = await super().prepare(fire)
+        run = self.journal.get_run(fire.run_id)
+        intents = self.journal.intents(run_id=fire.run_id)
+        self.armed[fire.playbook.name] = (
+            run.status if run else None,
+            [(i.status, i.resolution) for i in intents],
+            [call["method"] for call in self.journal.calls(run_id=fire.run_id)],
+        )
+        return prepared
+
+
 def engine_daemon(
-    tmp_path: Path, names: list[str], executor_cls: type[EngineExecutor] = EngineExecutor
+    tmp_path: Path,
+    names: list[str],
+    executor_cls: type[EngineExecutor] = EngineExecutor,
+    config: MatchingConfig | None = None,
 ) -> tuple[Daemon, EngineExecutor, ProbingPaper, Journal, VirtualClock]:
     pbdir = tmp_path / "playbooks"
     pbdir.mkdir()
@@ -71,7 +93,7 @@ def engine_daemon(
     db = make_engine(f"sqlite:///{tmp_path / 'journal.db'}")
     clock = VirtualClock(INSTANT - dt.timedelta(seconds=1))
     journal = Journal(engine=db)
-    paper = ProbingPaper("paper", engine=db, clock=clock)
+    paper = ProbingPaper("paper", engine=db, clock=clock, config=config)
     paper.journal, paper.seen = journal, {}
     pool = OnePool()
     executor = executor_cls(pool, journal, clock)  # type: ignore[arg-type]
@@ -87,16 +109,24 @@ def engine_daemon(
     pool["paper"] = GuardedBroker(paper, daemon.watcher)
     if isinstance(executor, HaltWhilePreparing):
         executor.control, executor.daemon = control, daemon
+    if isinstance(executor, NoteArmed):
+        executor.armed = {}
     return daemon, executor, paper, journal, clock
 
 
-async def test_fires_due_together_are_prepared_early_and_share_one_commit(tmp_path: Path) -> None:
+async def test_fires_due_together_are_armed_in_the_journal_before_the_instant(tmp_path: Path) -> None:
     names = ["a", "b", "c"]
-    daemon, executor, paper, journal, _ = engine_daemon(tmp_path, names)
+    daemon, executor, paper, journal, _ = engine_daemon(tmp_path, names, NoteArmed)
     await daemon.prepare()
     await asyncio.gather(*(daemon.fire(daemon.entries[n], INSTANT) for n in names))
 
-    assert executor.commit.batches == [3]  # run, step and intent rows of all three: one transaction
+    assert isinstance(executor, NoteArmed)
+    for name in names:  # once prepared: run, step and intent committed, nothing sent
+        status, intents, methods = executor.armed[name]
+        assert status is RunStatus.RUNNING and "place" not in methods, executor.armed[name]
+        assert intents == [(OrderStatus.PENDING_NEW, Resolution.PENDING)]
+    # the lead run connects first; the two waiting on its connect are armed together
+    assert sum(executor.commit.batches) == 3 and len(executor.commit.batches) < 3
     assert len(paper.seen) == 3 and all(paper.seen.values())  # every intent committed before its request
     connects = 0
     for name in names:
@@ -126,17 +156,48 @@ async def test_halt_between_prepare_and_instant_sends_and_journals_nothing(tmp_p
     assert journal.get_run(row.run_id) is None and journal.intents(run_id=row.run_id) == []
 
 
-async def test_released_late_takes_the_ordinary_path(tmp_path: Path) -> None:
+async def test_released_late_is_disarmed_and_takes_the_ordinary_path(tmp_path: Path) -> None:
     daemon, executor, paper, journal, clock = engine_daemon(tmp_path, ["a"])
     await daemon.prepare()
     entry = daemon.entries["a"]
     fire = Fire(entry.playbook, entry.path, entry.version, INSTANT, "r-late", "f-late")
     prepared = await executor.prepare(fire)
-    clock._now = INSTANT + dt.timedelta(seconds=5)  # e.g. the loop stalled: the step's late rules apply
+    run_id = prepared.engine.run_id
+    armed_at = journal.get_run(run_id)
+    assert armed_at is not None and armed_at.started_at == INSTANT and executor.commit.batches == [1]
+    late = clock._now = INSTANT + dt.timedelta(seconds=5)  # e.g. the loop stalled: late rules apply
     result = await prepared.run()
-    assert result.state is FireState.SUCCEEDED and executor.commit.batches == []
-    run_id = result.outcome.split()[1] if result.outcome else ""
-    assert journal.get_run(run_id) is not None and all(paper.seen.values())
+    assert result.state is FireState.SUCCEEDED
+    run = journal.get_run(run_id)
+    # re-created by the ordinary path at the late time, as one fresh start; one order, sent once
+    assert run is not None and run.started_at == late and run.starts == 1
+    [intent] = journal.intents(run_id=run_id)
+    assert intent.created_at >= late and list(paper.seen.values()) == [True]
+
+
+async def test_an_armed_run_left_by_a_crash_is_resolved_by_lookup_not_resent(tmp_path: Path) -> None:
+    # like the real brokers: a repeated client id is accepted, so a lookup miss proves nothing at once
+    config = MatchingConfig(idempotent_client_ids=False)
+    daemon, executor, paper, journal, clock = engine_daemon(tmp_path, ["a"], config=config)
+    await daemon.prepare()
+    entry = daemon.entries["a"]
+    fire = Fire(entry.playbook, entry.path, entry.version, INSTANT, "r-crash", "f-crash")
+    crashed = await executor.prepare(fire)  # armed, then the process dies: no run(), no abandon()
+    [armed] = journal.intents(run_id=crashed.engine.run_id)
+    clock._now = INSTANT + dt.timedelta(seconds=2)
+    # a fresh executor (the restarted daemon) runs the same fire: it must not trust "never sent"
+    restarted = EngineExecutor(executor.pool, journal, clock)
+    result = await (await restarted.prepare(fire)).run()
+    assert result.state is FireState.FAILED
+    step = journal.steps_of(crashed.engine.run_id)["buy"]
+    assert step.outcome is StepOutcome.FAILED and "unknown" in (step.message or "").lower(), step
+    assert paper.seen == {} and await paper.orders() == []  # looked up, not sent
+    clock._now = INSTANT + dt.timedelta(seconds=70)  # past absent_after: the next start's lookup miss
+    again = EngineExecutor(executor.pool, journal, clock)  # is proof it never arrived
+    await again.prepare(fire)
+    intent = journal.get_intent(armed.client_order_id)
+    assert intent is not None and intent.resolution is Resolution.ABSENT
+    assert paper.seen == {} and await paper.orders() == []
 
 
 PLAYBOOK = """\
