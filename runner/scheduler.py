@@ -5,7 +5,7 @@
 * :mod:`runner.sched_policy`    whether a fire runs, is missed or skipped; catch-up decisions, pure
 * :mod:`runner.sched_loader`    the playbook directory: validate, swap atomically, keep old on invalid
 * :mod:`runner.sched_arming`    one APScheduler date job per playbook, ``lead`` seconds early
-* :mod:`runner.sched_release`   prepare, wait for the instant (shared), execute, journal
+* :mod:`runner.sched_release`   prepare (arm), wait for the instant (shared), execute, journal
 * :mod:`runner.sched_catchup`   fires due while no daemon ran
 * :mod:`runner.sched_relogin`   daily broker re-login
 * :mod:`runner.sched_halt`      on halt: every open order of every account cancelled, verified, journaled
