@@ -32,11 +32,23 @@ class CatchUp:
 
 
 def mark_interrupted(store: FireStore, now: dt.datetime) -> list[FireRow]:
-    """Claimed/running fires of daemons that are gone: marked UNKNOWN, never re-run here."""
+    """Claimed/running fires of daemons that are gone: marked UNKNOWN, never re-run here. Their runs
+    still RUNNING in the journal (a crash mid-run, or while armed before the instant) are closed as
+    FAILED: a RUNNING run's unsettled orders are left to that run itself, which will not start again,
+    while a closed run's are looked up by the account's next run (never re-sent blindly)."""
+    from runner.journal import Journal, RunStatus
+
     alive = live_daemons(read_daemons(store.engine), store.owner, now)
     rows = [r for r in store.unfinished() if r.claimed_by not in alive]
+    journal = Journal(engine=store.engine) if rows else None
     for r in rows:
-        store.set_state(r.fire_id, FireState.UNKNOWN, f"daemon {r.claimed_by} stopped while {r.state}", now)
+        why = f"daemon {r.claimed_by} stopped while {r.state}"
+        store.set_state(r.fire_id, FireState.UNKNOWN, why, now)
+        assert journal is not None
+        run = journal.get_run(r.run_id)
+        if run is not None and run.status is RunStatus.RUNNING:
+            note = f"interrupted: {why}; its unsettled orders are looked up by the account's next run"
+            journal.finish_run(r.run_id, RunStatus.FAILED, now, note)
     return rows
 
 

@@ -141,7 +141,8 @@ def interrupted_item(row: FireRow) -> CatchUpItem:
         row.scheduled_for,
         CatchUpAction.INTERRUPTED,
         f"was {row.state.value} when daemon {row.claimed_by} stopped; "
-        f"run {row.run_id} marked unknown (check `runner show {row.run_id}`)",
+        f"fire marked unknown; its run is closed and the account's next run looks its unsettled orders "
+        f"up (check `runner show {row.run_id}`)",
     )
 
 

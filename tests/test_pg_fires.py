@@ -86,6 +86,9 @@ test_released_late_is_disarmed_and_takes_the_ordinary_path = (
 test_an_armed_run_left_by_a_crash_is_resolved_by_lookup_not_resent = (
     engine_tests.test_an_armed_run_left_by_a_crash_is_resolved_by_lookup_not_resent
 )
+test_restart_closes_a_run_that_crashed_armed_and_the_accounts_next_run_looks_it_up = (
+    engine_tests.test_restart_closes_a_run_that_crashed_armed_and_the_accounts_next_run_looks_it_up
+)
 
 # --- two daemon processes racing for the same instants ---------------------------------------------------
 

@@ -18,7 +18,8 @@ from runner.cli import main
 from runner.clock import VirtualClock
 from runner.control import ControlStore, GuardedBroker, Mode
 from runner.db import make_engine
-from runner.fires import FireState, FireStore
+from runner.fires import Claim, FireState, FireStore
+from runner.ids import run_id as make_run_id
 from runner.journal import Journal, Resolution, RunStatus, StepOutcome
 from runner.matching import MatchingConfig
 from runner.model import Order, OrderRequest, OrderStatus
@@ -85,9 +86,10 @@ def engine_daemon(
     names: list[str],
     executor_cls: type[EngineExecutor] = EngineExecutor,
     config: MatchingConfig | None = None,
+    owner: str = "d1",
 ) -> tuple[Daemon, EngineExecutor, ProbingPaper, Journal, VirtualClock]:
     pbdir = tmp_path / "playbooks"
-    pbdir.mkdir()
+    pbdir.mkdir(exist_ok=True)
     for name in names:
         (pbdir / f"{name}.yaml").write_text(playbook_text(name, 'daily: "09:15"'))
     db = make_engine(f"sqlite:///{tmp_path / 'journal.db'}")
@@ -100,7 +102,7 @@ def engine_daemon(
     control = ControlStore(db)
     daemon = Daemon(
         pbdir,
-        fires=FireStore(db, "d1"),
+        fires=FireStore(db, owner),
         control=control,
         executor=executor,
         clock=clock,
@@ -197,6 +199,36 @@ async def test_an_armed_run_left_by_a_crash_is_resolved_by_lookup_not_resent(tmp
     await again.prepare(fire)
     intent = journal.get_intent(armed.client_order_id)
     assert intent is not None and intent.resolution is Resolution.ABSENT
+    assert paper.seen == {} and await paper.orders() == []
+
+
+async def test_restart_closes_a_run_that_crashed_armed_and_the_accounts_next_run_looks_it_up(
+    tmp_path: Path,
+) -> None:
+    d1, ex1, _, journal, clock = engine_daemon(tmp_path, ["a", "b"])
+    await d1.prepare()
+    entry = d1.entries["a"]
+    claim = Claim("a", entry.version, INSTANT, make_run_id("a", INSTANT))
+    assert await d1.batcher.claim(claim, clock.now())
+    fire = Fire(entry.playbook, entry.path, entry.version, INSTANT, claim.run_id, claim.fire_id)
+    await ex1.prepare(fire)  # armed; then the process dies (no run, no abandon)
+    [armed] = journal.intents(run_id=claim.run_id)
+
+    d2, ex2, paper, _, clock2 = engine_daemon(tmp_path, ["a", "b"], owner="d2")
+    clock2._now = INSTANT + dt.timedelta(minutes=1)
+    await d2.prepare()
+    assert [i.playbook for i in d2.catch_up_report if i.action == "interrupted"] == ["a"]
+    run = journal.get_run(claim.run_id)
+    assert run is not None and run.status is RunStatus.FAILED and "interrupted" in (run.message or "")
+
+    # the account's next run reconciles it before sending anything: looked up, never re-sent
+    nxt = INSTANT + dt.timedelta(days=1)
+    clock2._now = nxt - dt.timedelta(seconds=1)
+    entry_b = d2.entries["b"]
+    fire_b = Fire(entry_b.playbook, entry_b.path, entry_b.version, nxt, make_run_id("b", nxt), "f-b")
+    await ex2.prepare(fire_b)
+    intent = journal.get_intent(armed.client_order_id)
+    assert intent is not None and intent.resolution is Resolution.ABSENT  # paper refuses repeated ids
     assert paper.seen == {} and await paper.orders() == []
 
 
