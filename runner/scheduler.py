@@ -115,6 +115,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._stopping = False
         self._journal: Any = None  # for halt cancel passes, opened on the first
+        self._halt_pass: asyncio.Future[None] | None = None  # the latest halt cancel pass
 
     # --- views on the parts (kept for callers of the old single-class daemon) ----------------------
 
@@ -161,9 +162,24 @@ class Daemon:
         self.arming.arm(entry)
 
     async def _control_changed(self, old: ControlState, new: ControlState) -> None:
+        """On HALT, a cancel pass in a task of its own: the poller goes on (a resume during a slow pass
+        is seen within a poll, not when the pass ends). Passes run one after another."""
         self._touch()
         if new.mode is Mode.HALT:
+            self._halt_pass = asyncio.ensure_future(self._halt_pass_after(self._halt_pass))
+
+    async def _halt_pass_after(self, previous: asyncio.Future[None] | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
             await self.cancel_open_orders()
+        except Exception:
+            log.exception("halt cancel pass failed")
+
+    async def halt_passes_done(self) -> None:
+        """Until the halt cancel passes started so far have finished."""
+        while (task := self._halt_pass) is not None and not task.done():
+            await asyncio.gather(task, return_exceptions=True)
 
     async def cancel_open_orders(self) -> list[HaltPass]:
         """The halt cancel pass (:mod:`runner.sched_halt`) on every account the loaded playbooks name and
@@ -338,6 +354,12 @@ class Daemon:
         await asyncio.gather(*self._fire_tasks, return_exceptions=True)
         await self.batcher.drain()
         await self.watcher.stop()
+        if self._halt_pass is not None and not self._halt_pass.done():  # cancels are worth the wait
+            log.warning("shutdown: waiting up to %.1fs for the halt cancel pass", self.opts.shutdown_grace)
+            try:
+                await asyncio.wait_for(self.halt_passes_done(), self.opts.shutdown_grace)
+            except TimeoutError:
+                log.error("shutdown: halt cancel pass unfinished; `runner halt --cancel-now` finishes it")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

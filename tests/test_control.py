@@ -175,6 +175,7 @@ async def test_daemon_halt_cancels_on_every_playbook_account_and_journals_it(tmp
 
     ControlStore(make_engine(db)).set(Mode.HALT, "runner halt", "ops", clock.now())
     await daemon.watcher.poll_once()
+    await daemon.halt_passes_done()  # the pass runs beside the poller
 
     for account in ("paper", "desk2"):
         assert await PaperBroker(account, engine=engine, clock=clock).open_orders() == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +24,7 @@ from runner.control import (
 )
 from runner.db import make_engine
 from runner.fires import FireStore
-from runner.model import Instrument, OrderRequest, OrderStatus, OrderType, Product, Side
+from runner.model import Instrument, Order, OrderRequest, OrderStatus, OrderType, Product, Side
 from runner.scheduler import Daemon
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -151,7 +152,46 @@ async def test_daemon_halt_cancels_open_orders_within_a_poll(engine: sa.Engine, 
     assert resting.status.is_working
     ControlStore(make_engine(str(engine.url))).set(Mode.HALT, "runner halt", "ops", clock.now())
     await daemon.watcher.poll_once()
+    await daemon.halt_passes_done()  # the pass runs beside the poller
     after = await paper.get_order("l1")
     assert after is not None and after.status is OrderStatus.CANCELLED
     with pytest.raises(Halted):
         await daemon.brokers["paper"].place(req("x1", Side.BUY, 1))
+
+
+class SlowCancelPaper(PaperBroker):
+    """Paper whose cancels wait for ``go``: a broker that is slow to answer during a halt."""
+
+    go: asyncio.Event
+
+    async def cancel(self, order: Order) -> Order:
+        await self.go.wait()
+        return await super().cancel(order)
+
+
+async def test_resume_during_a_slow_halt_cancel_pass_is_seen_within_a_poll(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    clock = VirtualClock(NOW)
+    paper = SlowCancelPaper("paper", engine=engine, clock=clock)
+    paper.go = asyncio.Event()
+    control = ControlStore(engine)
+    pbdir = tmp_path / "pb"
+    pbdir.mkdir()
+    daemon = Daemon(
+        pbdir, fires=FireStore(engine, "d1"), control=control, executor=RecordingExecutor(clock), clock=clock
+    )
+    daemon.brokers = {"paper": GuardedBroker(paper, daemon.watcher)}
+    await daemon.prepare()
+    await paper.place(req("l1", Side.BUY, 5, OrderType.LIMIT, Decimal("850")))
+    control.set(Mode.HALT, "runner halt", "ops", clock.now())
+    await asyncio.wait_for(daemon.watcher.poll_once(), timeout=5)
+    assert daemon.watcher.state.mode is Mode.HALT
+    control.set(Mode.NORMAL, "runner resume", "ops", clock.now())
+    # the pass is still waiting on the broker; the poller is not: the resume is in effect at once
+    await asyncio.wait_for(daemon.watcher.poll_once(), timeout=5)
+    assert daemon.watcher.state.mode is Mode.NORMAL and daemon._hold() is None
+    paper.go.set()
+    await daemon.halt_passes_done()  # the pass started under the halt still finishes its cancels
+    after = await paper.get_order("l1")
+    assert after is not None and after.status is OrderStatus.CANCELLED
