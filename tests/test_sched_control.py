@@ -137,17 +137,26 @@ async def test_reduce_only_counts_open_reducing_orders(engine: sa.Engine) -> Non
     await broker.place(req("s3", Side.SELL, 10))
 
 
-async def test_daemon_halt_cancels_open_orders_within_a_poll(engine: sa.Engine, tmp_path: Path) -> None:
-    clock = VirtualClock(NOW)
-    paper = PaperBroker("paper", engine=engine, clock=clock)
-    control = ControlStore(engine)
+async def daemon_on(paper: PaperBroker, engine: sa.Engine, tmp_path: Path, clock: VirtualClock) -> Daemon:
+    """A prepared daemon (no playbooks) whose only account is ``paper``, guarded by its kill switch."""
     pbdir = tmp_path / "pb"
     pbdir.mkdir()
     daemon = Daemon(
-        pbdir, fires=FireStore(engine, "d1"), control=control, executor=RecordingExecutor(clock), clock=clock
+        pbdir,
+        fires=FireStore(engine, "d1"),
+        control=ControlStore(engine),
+        executor=RecordingExecutor(clock),
+        clock=clock,
     )
     daemon.brokers = {"paper": GuardedBroker(paper, daemon.watcher)}
     await daemon.prepare()
+    return daemon
+
+
+async def test_daemon_halt_cancels_open_orders_within_a_poll(engine: sa.Engine, tmp_path: Path) -> None:
+    clock = VirtualClock(NOW)
+    paper = PaperBroker("paper", engine=engine, clock=clock)
+    daemon = await daemon_on(paper, engine, tmp_path, clock)
     resting = await paper.place(req("l1", Side.BUY, 5, OrderType.LIMIT, Decimal("850")))
     assert resting.status.is_working
     ControlStore(make_engine(str(engine.url))).set(Mode.HALT, "runner halt", "ops", clock.now())
@@ -175,14 +184,8 @@ async def test_resume_during_a_slow_halt_cancel_pass_is_seen_within_a_poll(
     clock = VirtualClock(NOW)
     paper = SlowCancelPaper("paper", engine=engine, clock=clock)
     paper.go = asyncio.Event()
+    daemon = await daemon_on(paper, engine, tmp_path, clock)
     control = ControlStore(engine)
-    pbdir = tmp_path / "pb"
-    pbdir.mkdir()
-    daemon = Daemon(
-        pbdir, fires=FireStore(engine, "d1"), control=control, executor=RecordingExecutor(clock), clock=clock
-    )
-    daemon.brokers = {"paper": GuardedBroker(paper, daemon.watcher)}
-    await daemon.prepare()
     await paper.place(req("l1", Side.BUY, 5, OrderType.LIMIT, Decimal("850")))
     control.set(Mode.HALT, "runner halt", "ops", clock.now())
     await asyncio.wait_for(daemon.watcher.poll_once(), timeout=5)
