@@ -222,6 +222,24 @@ class Daemon:
         self._touch()
         return lines
 
+    def open_brokers(self) -> list[str]:
+        """Create the broker of every account the loaded playbooks name that has none yet, at start and
+        after a reload (on the loop, between instants): not in a fire's lead time, as building one may
+        read secret files and parse an instrument master. Returns a line per account that failed."""
+        get = getattr(self.brokers, "get_broker", None)
+        if get is None:
+            return []
+        named: dict[str, list[str]] = {}
+        for entry in self.entries.values():
+            named.setdefault(entry.playbook.account, []).append(entry.name)
+        lines = []
+        for account in sorted(set(named) - set(self.brokers)):
+            try:
+                get(account)
+            except Exception as exc:  # unknown account, credentials missing: its fires fail and say so
+                lines.append(f"account {account!r} of {', '.join(sorted(named[account]))}: {exc}")
+        return lines
+
     # --- one fire ----------------------------------------------------------------------------------
 
     async def _wake(self, name: str, instant: dt.datetime) -> None:
@@ -301,7 +319,7 @@ class Daemon:
             await asyncio.sleep(self.opts.reload_interval)
             await self.quiet.wait()
             try:
-                for line in await self.reload():
+                for line in await self.reload() + self.open_brokers():
                     log.warning("reload: %s", line)
             except Exception:
                 log.exception("reload scan failed; keeping the current schedule")
@@ -317,8 +335,10 @@ class Daemon:
         return lines
 
     async def start(self) -> list[str]:
-        """:meth:`prepare`, then start APScheduler and the pollers (control, reload, heartbeat)."""
+        """:meth:`prepare`, then start APScheduler and the pollers (control, reload, heartbeat), and open
+        the brokers (:meth:`open_brokers`)."""
         lines = await self.prepare()
+        lines += self.open_brokers()
         self.timers.start(asyncio.get_running_loop())
         for entry in self.entries.values():
             self.arming.arm(entry)

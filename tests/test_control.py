@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from engine_helpers import RELIANCE, at, make_env, playbook
-from test_sched_support import RecordingExecutor
+from test_sched_support import RecordingExecutor, make_daemon
 
 from runner.accounts import PAPER, Account
 from runner.brokers.paper import PaperBroker, create
@@ -318,3 +318,28 @@ def test_a_run_that_waits_for_its_at_times_may_start_before_the_session() -> Non
     assert "outside the NSE session" in (calendar_refusal("NSE", desk, early) or "")  # --now: sends at once
     assert "outside the NSE session" in (calendar_refusal("NSE", desk, late, waits_for_session=True) or "")
     assert "Holi" in (calendar_refusal("NSE", desk, holiday, waits_for_session=True) or "")
+
+
+async def test_brokers_are_opened_ahead_for_every_account_a_reload_brings(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'j.db'}")
+    clock = VirtualClock(dt.datetime(2026, 3, 2, 10, 0, tzinfo=IST))
+    pbdir = tmp_path / "pb"
+    pbdir.mkdir()
+
+    def add(name: str, account: str) -> None:
+        text = RESTING_BID.format(name=name, extra=f"account: {account}\n")
+        (pbdir / f"{name}.yaml").write_text(text.replace("steps:", "schedule: {daily: '09:15'}\nsteps:"))
+
+    add("a", "paper")
+    accounts = {"paper": PAPER, "desk2": Account(name="desk2", broker="paper")}
+    pool = BrokerPool(accounts, None, clock=clock, engine=engine)
+    daemon = make_daemon(pbdir, engine, clock, RecordingExecutor(clock), "d1", brokers=pool)
+    pool.view = daemon.watcher
+    await daemon.prepare()
+    assert daemon.open_brokers() == [] and set(pool) == {"paper"}  # what start() does
+    add("b", "desk2")
+    add("c", "ghost")
+    await daemon.reload()
+    lines = daemon.open_brokers()  # what the reload poller does next, not the first fire's lead time
+    assert set(pool) == {"paper", "desk2"}
+    assert len(lines) == 1 and lines[0].startswith("account 'ghost' of c: unknown account")

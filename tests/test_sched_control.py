@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from test_sched_support import RecordingExecutor
+from test_sched_support import RecordingExecutor, make_daemon
 
 from runner.brokers.paper import PaperBroker
 from runner.clock import VirtualClock
@@ -23,7 +23,6 @@ from runner.control import (
     check_order_allowed,
 )
 from runner.db import make_engine
-from runner.fires import FireStore
 from runner.model import Instrument, Order, OrderRequest, OrderStatus, OrderType, Product, Side
 from runner.scheduler import Daemon
 
@@ -141,13 +140,7 @@ async def daemon_on(paper: PaperBroker, engine: sa.Engine, tmp_path: Path, clock
     """A prepared daemon (no playbooks) whose only account is ``paper``, guarded by its kill switch."""
     pbdir = tmp_path / "pb"
     pbdir.mkdir()
-    daemon = Daemon(
-        pbdir,
-        fires=FireStore(engine, "d1"),
-        control=ControlStore(engine),
-        executor=RecordingExecutor(clock),
-        clock=clock,
-    )
+    daemon = make_daemon(pbdir, engine, clock, RecordingExecutor(clock), "d1")
     daemon.brokers = {"paper": GuardedBroker(paper, daemon.watcher)}
     await daemon.prepare()
     return daemon

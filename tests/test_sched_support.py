@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
 
 from runner.clock import Clock
 from runner.control import ControlStore
@@ -60,13 +63,14 @@ class DayCalendar:
 
 def make_daemon(
     directory: Path,
-    db_url: str,
+    db: str | sa.Engine,
     clock: Clock,
     executor: RecordingExecutor,
     owner: str,
     calendar: DayCalendar | None = None,
+    brokers: Any = None,
 ) -> Daemon:
-    engine = make_engine(db_url)
+    engine = make_engine(db) if isinstance(db, str) else db
     return Daemon(
         directory,
         fires=FireStore(engine, owner),
@@ -75,4 +79,5 @@ def make_daemon(
         clock=clock,
         calendars=(lambda _exchange: calendar) if calendar else None,
         options=DaemonOptions(lead=0.05),
+        brokers=brokers,
     )

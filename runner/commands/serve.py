@@ -123,12 +123,7 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
-    lines = await daemon.start()
-    for entry in daemon.entries.values():  # create brokers now, not on the first fire's critical path
-        try:
-            pool.get_broker(entry.playbook.account)
-        except Exception as exc:
-            print(f"account {entry.playbook.account!r} for {entry.name}: {exc}", file=sys.stderr)
+    lines = await daemon.start()  # also opens every named account's broker, not on a fire's path
     print(
         f"runner serve: daemon {daemon.owner}, {len(daemon.entries)} playbooks scheduled, "
         f"{len(daemon.reload_errors)} invalid",
