@@ -181,3 +181,35 @@ def test_near_instant_keeps_background_work_away_from_fires() -> None:
     assert not near_instant(now, [now + quiet], [])
     assert near_instant(now, [], [now - quiet / 2])  # a fire just started executing
     assert not near_instant(now, [], [now - quiet])
+
+
+async def test_quiet_sees_instants_already_woken_for_and_guards_the_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import runner.sched_status as status
+    from runner.clock import VirtualClock
+
+    now = ist(9, 15)
+    clock = VirtualClock(now)
+    next_fires: dict[dt.datetime, int] = {}  # Arming moved this playbook on to tomorrow when it woke
+    imminent = {now + dt.timedelta(milliseconds=4): 1}  # ... but its fire waits for today's instant
+    quiet = status.Quiet(clock, (next_fires, imminent), {})
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 1:  # the quiet window's own wait: let the instant pass
+            imminent.clear()
+
+    monkeypatch.setattr(status.asyncio, "sleep", sleep)
+    await quiet.wait()  # heartbeat / reload scan: held back while the instant is near
+    assert slept == [QUIET / 2]
+    slept.clear()
+    imminent[now + dt.timedelta(milliseconds=4)] = 1
+    await quiet.around_instant()  # the kill-switch poll: waits out the instant, once, briefly
+    assert slept == [pytest.approx(0.004 + status.GUARD_AFTER)]
+    slept.clear()
+    imminent.clear()
+    imminent[now + dt.timedelta(seconds=0.5)] = 1
+    await quiet.around_instant()  # not close: polls at once
+    assert slept == []
