@@ -36,7 +36,7 @@ from runner.fires import Claim, ClaimBatcher, FireState, FireStore
 from runner.ids import run_id as make_run_id
 from runner.sched_arming import Arming, Timers, wake_lead
 from runner.sched_calendar import Calendar, CalendarGate, CalendarLoader, default_calendar_loader
-from runner.sched_catchup import catch_up
+from runner.sched_catchup import catch_up, mark_interrupted
 from runner.sched_executor import BrokerPool, EngineExecutor
 from runner.sched_loader import (
     PLAYBOOK_SUFFIXES,
@@ -46,7 +46,16 @@ from runner.sched_loader import (
     PlaybookDirectory,
     load_playbook_file,
 )
-from runner.sched_policy import CATCH_UP_WINDOW, ON_TIME, CatchUpAction, CatchUpItem, Verdict, fire_verdict
+from runner.sched_policy import (
+    ALIVE_WITHIN,
+    CATCH_UP_WINDOW,
+    ON_TIME,
+    CatchUpAction,
+    CatchUpItem,
+    Verdict,
+    fire_verdict,
+    interrupted_item,
+)
 from runner.sched_release import Executor, Fire, FireResult, Hold, PreparedFire, Release, Running
 from runner.sched_relogin import Relogin
 from runner.sched_rules import Rule, build_rule, format_local, late_window, localize
@@ -309,6 +318,27 @@ class Daemon:
             )
         return done.report
 
+    async def sweep_interrupted(self) -> list[CatchUpItem]:
+        """Fires another daemon claimed and left unfinished when it died (its heartbeat went stale while
+        this one runs: a crash followed by a restart within ``ALIVE_WITHIN``, or the other half of an HA
+        pair): marked UNKNOWN and their runs closed, as the start-up catch-up does. Never re-run."""
+        rows = await asyncio.to_thread(mark_interrupted, self.store, self.clock.now())
+        items = [interrupted_item(row) for row in rows]
+        for item in items:
+            log.error("fire interrupted by a dead daemon: %s", item.line())
+        if items:
+            self._touch()
+        return items
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ALIVE_WITHIN.total_seconds())
+            await self.quiet.wait()
+            try:
+                await self.sweep_interrupted()
+            except Exception:
+                log.exception("sweep for fires of dead daemons failed")
+
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -346,6 +376,7 @@ class Daemon:
         self.watcher.start()
         self._spawn(self.heartbeat.run())
         self._spawn(self._reload_loop())
+        self._spawn(self._sweep_loop())
         return lines
 
     def request_stop(self) -> None:

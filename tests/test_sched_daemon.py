@@ -16,6 +16,7 @@ from test_sched_support import DayCalendar, RecordingExecutor, make_daemon, play
 from runner.clock import VirtualClock
 from runner.control import Mode
 from runner.fires import FireState
+from runner.sched_policy import ALIVE_WITHIN
 from runner.scheduler import Daemon
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -190,6 +191,34 @@ async def test_restart_marks_interrupted_fires_unknown(pbdir: Path, db_url: str)
     row = d2.store.get(fire_id)
     assert row is not None and row.state is FireState.UNKNOWN
     assert ex2.calls == []  # never re-run
+
+
+async def test_a_daemon_that_died_during_a_quick_restart_is_swept_once_its_heartbeat_is_stale(
+    pbdir: Path, db_url: str
+) -> None:
+    write(pbdir / "a.yaml", playbook_text("slow", 'daily: "09:15"', calendar="NSE"))
+    due = ist(2026, 11, 23, 9, 15)
+    clock = VirtualClock(due)
+    ex = RecordingExecutor(clock, block=True)
+    d1 = make_daemon(pbdir, db_url, clock, ex, "d1", CAL)
+    await d1.prepare()  # registers d1 with a heartbeat at `due`
+    task = asyncio.ensure_future(d1.fire(d1.entries["slow"], due))
+    await ex.started.wait()
+    await asyncio.sleep(0.05)  # let the RUNNING mark land (worker thread)
+    task.cancel()  # SIGKILL: the row stays RUNNING once we put it back
+    await asyncio.gather(task, return_exceptions=True)
+    fire_id = ex.calls[0][0].fire_id
+    d1.store.set_state(fire_id, FireState.RUNNING, None, clock.now())
+    # restarted 2 s later (systemd): d1's heartbeat still looks fresh, so start-up leaves its fire alone
+    d2, c2, ex2 = await daemon_at(due + dt.timedelta(seconds=2), pbdir, db_url, owner="d2")
+    assert d2.catch_up_report == [] and await d2.sweep_interrupted() == []
+    row = d2.store.get(fire_id)
+    assert row is not None and row.state is FireState.RUNNING
+    c2._now = due + ALIVE_WITHIN + dt.timedelta(seconds=1)  # the running daemon's sweep, a while later
+    [item] = await d2.sweep_interrupted()
+    assert item.action == "interrupted" and item.playbook == "slow"
+    row = d2.store.get(fire_id)
+    assert row is not None and row.state is FireState.UNKNOWN and ex2.calls == []  # never re-run
 
 
 async def test_two_daemons_one_journal_fire_exactly_once(pbdir: Path, db_url: str) -> None:
