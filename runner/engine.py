@@ -33,6 +33,7 @@ from runner.journal import (
     DuplicateIntent,
     Intent,
     Journal,
+    JournalError,
     Purpose,
     RunRecord,
     RunStatus,
@@ -197,26 +198,41 @@ class Engine:
             if staged is not None:
                 try:
                     await commit.commit(staged.rows, self.options.scheduled_for)
+                    self._staged = staged
+                    # logged now: at the instant nothing but the request may run
+                    self.log.info("run_start", resumed=False, starts=1, armed=True)
                 except DuplicateIntent:  # created meanwhile (another process): the ordinary path
                     staged = None
-            self._staged = staged
+                except BaseException:  # cancelled (shutdown) or failed once the commit was queued
+                    self._staged = None
+                    if self.journal.has_intent(staged.intent.client_order_id):  # it landed: take it back
+                        self._disarm(staged, "preparation interrupted")
+                    raise
             if staged is None:
                 self.record = self._open_run()
-            else:  # logged now: at the instant nothing but the request may run
-                self.log.info("run_start", resumed=False, starts=1, armed=True)
         self.done = self.journal.steps_of(self.run_id) if self.record is not None else {}
 
-    def _disarm(self, staged: _Staged) -> None:
-        """Its request never left this process: take the armed rows back out of the journal."""
-        self.journal.discard_armed(self.run_id, staged.intent.client_order_id)
+    def _disarm(self, staged: _Staged, reason: str) -> None:
+        """Its request never left this process: take the armed rows back out of the journal. If the
+        journal refuses (something else touched the intent, e.g. another run looked it up), the run is
+        closed FAILED instead, so the account's next run looks the intent up; never left RUNNING."""
+        cid = staged.intent.client_order_id
+        try:
+            self.journal.discard_armed(self.run_id, cid)
+        except JournalError as exc:
+            self.log.error("run_disarm_refused", client_order_id=cid, reason=reason, error=str(exc))
+            why = f"{reason}; armed order {cid} not sent, left for the account's next run to look up"
+            self.journal.finish_run(self.run_id, RunStatus.FAILED, self.clock.now(), why)
+            self._emit(EventKind.RUN_FINISHED, message=RunStatus.FAILED.value, outcome=RunStatus.FAILED.value)
+        else:
+            self.log.info("run_disarmed", reason=reason)
 
     async def abandon(self, reason: str, status: RunStatus = RunStatus.STOPPED) -> None:
         """Prepared, never executed (halted or shutting down before the instant). Nothing was sent. An
         armed run is taken back out of the journal; an opened run is closed with ``status`` and why."""
         staged, self._staged = self._staged, None
         if staged is not None:
-            self._disarm(staged)
-            self.log.info("run_disarmed", reason=reason)
+            self._disarm(staged, reason)
         if self.record is not None:
             self.journal.finish_run(self.run_id, status, self.clock.now(), reason)
             self.log.info("run_abandoned", status=status.value, reason=reason)
@@ -335,7 +351,7 @@ class Engine:
         than LATE_GRACE late: the rows are discarded and the ordinary path (with its late rules) runs."""
         now = self.clock.now()
         if now - self.options.scheduled_for > LATE_GRACE:
-            self._disarm(staged)
+            self._disarm(staged, "released late")
             return None
         # The intent is stamped with the instant, not the send: at most LATE_GRACE earlier, which only
         # shortens the gateway's ``absent_after`` (60 s) wait by that much.

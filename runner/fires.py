@@ -182,6 +182,20 @@ class FireStore:
                 .values(state=state, outcome=outcome, updated_at=now)
             )
 
+    def mark_interrupted(self, fire_id: str, claimed_by: str, outcome: str, now: dt.datetime) -> bool:
+        """UNKNOWN, only if still unfinished and still ``claimed_by``'s; True if this call changed it."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                fires.update()
+                .where(
+                    fires.c.fire_id == fire_id,
+                    fires.c.claimed_by == claimed_by,
+                    fires.c.state.in_([FireState.CLAIMED, FireState.RUNNING]),
+                )
+                .values(state=FireState.UNKNOWN, outcome=outcome, updated_at=now)
+            )
+        return bool(done.rowcount)
+
     def release(self, fire_id: str) -> None:
         """Give back a claim that never started (shutdown before its instant)."""
         with self.engine.begin() as conn:

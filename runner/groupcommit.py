@@ -114,7 +114,11 @@ class GroupCommit:
         await fut
 
     def _flush(self) -> None:
-        batch, self._queue, self._handle = self._queue, [], None
+        # A run cancelled while waiting (shutdown during its preparation) is not written at all.
+        batch = [entry for entry in self._queue if not entry[2].done()]
+        self._queue, self._handle = [], None
+        if not batch:
+            return
         try:
             self._write([(s, now) for s, now, _ in batch])
         except self._integrity:

@@ -303,6 +303,16 @@ _UPD_RUN_FINISH = _Stmt(
         message=sa.bindparam("message"),
     )
 )
+_UPD_RUN_INTERRUPTED = _Stmt(
+    runs.update()
+    .where(runs.c.run_id == _B_RUN, runs.c.status == sa.bindparam("b_running"))
+    .values(
+        status=sa.bindparam("status"),
+        finished_at=sa.bindparam("finished_at"),
+        updated_at=sa.bindparam("updated_at"),
+        message=sa.bindparam("message"),
+    )
+)
 _UPD_RUN_REOPEN = _Stmt(
     runs.update()
     .where(runs.c.run_id == _B_RUN)
@@ -777,6 +787,11 @@ class Journal:
     ) -> None:
         values = {"status": status.value, "finished_at": now, "updated_at": now, "message": message}
         self._write(_UPD_RUN_FINISH, {"b_run": run_id, **values})
+
+    def close_interrupted_run(self, run_id: str, now: dt.datetime, message: str) -> None:
+        """FAILED with ``message``, only if the run is still RUNNING (its daemon died mid-run)."""
+        values = {"status": RunStatus.FAILED.value, "finished_at": now, "updated_at": now, "message": message}
+        self._write(_UPD_RUN_INTERRUPTED, {"b_run": run_id, "b_running": RunStatus.RUNNING.value, **values})
 
     def reopen_run(self, run_id: str, now: dt.datetime) -> None:
         values = {"status": RunStatus.RUNNING.value, "finished_at": None, "updated_at": now}

@@ -7,11 +7,12 @@ returns in ``run_now`` on the event loop.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
-from runner.fires import Claim, FireRow, FireState, FireStore, read_daemons
+from runner.fires import Claim, FireRow, FireStore, read_daemons
 from runner.ids import run_id as make_run_id
 from runner.sched_calendar import CalendarGate
 from runner.sched_loader import Entry
@@ -19,8 +20,8 @@ from runner.sched_policy import (
     CatchUpAction,
     CatchUpItem,
     catch_up_since,
+    gone_at_start,
     interrupted_item,
-    live_daemons,
     plan_catch_up,
 )
 
@@ -31,25 +32,31 @@ class CatchUp:
     run_now: list[tuple[Entry, dt.datetime]] = field(default_factory=list)  # within ``late: run-within``
 
 
-def mark_interrupted(store: FireStore, now: dt.datetime) -> list[FireRow]:
-    """Claimed/running fires of daemons that are gone: marked UNKNOWN, never re-run here. Their runs
-    still RUNNING in the journal (a crash mid-run, or while armed before the instant) are closed as
-    FAILED: a RUNNING run's unsettled orders are left to that run itself, which will not start again,
-    while a closed run's are looked up by the account's next run (never re-sent blindly)."""
-    from runner.journal import Journal, RunStatus
+def mark_interrupted(
+    store: FireStore, now: dt.datetime, gone: Callable[[list[dict[str, Any]]], set[str]] | None = None
+) -> list[FireRow]:
+    """Claimed/running fires of daemons that are gone (``gone``: from the daemons table; by default the
+    start-up rule :func:`gone_at_start`): marked UNKNOWN, never re-run here. Their runs still RUNNING in
+    the journal (a crash mid-run, or while armed before the instant) are closed as FAILED: a RUNNING
+    run's unsettled orders are left to that run itself, which will not start again, while a closed
+    run's are looked up by the account's next run (never re-sent blindly). Both writes are conditional
+    (still unfinished, same claimer; still RUNNING), so a fire or run that just finished keeps its end."""
+    from runner.journal import Journal
 
-    alive = live_daemons(read_daemons(store.engine), store.owner, now)
-    rows = [r for r in store.unfinished() if r.claimed_by not in alive]
+    daemons = read_daemons(store.engine)
+    dead = gone(daemons) if gone is not None else gone_at_start(daemons, store.owner, now)
+    rows = [r for r in store.unfinished() if r.claimed_by in dead]
+    marked: list[FireRow] = []
     journal = Journal(engine=store.engine) if rows else None
     for r in rows:
         why = f"daemon {r.claimed_by} stopped while {r.state}"
-        store.set_state(r.fire_id, FireState.UNKNOWN, why, now)
+        if not store.mark_interrupted(r.fire_id, r.claimed_by, why, now):
+            continue
+        marked.append(r)
         assert journal is not None
-        run = journal.get_run(r.run_id)
-        if run is not None and run.status is RunStatus.RUNNING:
-            note = f"interrupted: {why}; its unsettled orders are looked up by the account's next run"
-            journal.finish_run(r.run_id, RunStatus.FAILED, now, note)
-    return rows
+        note = f"interrupted: {why}; its unsettled orders are looked up by the account's next run"
+        journal.close_interrupted_run(r.run_id, now, note)
+    return marked
 
 
 def catch_up(

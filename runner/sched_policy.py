@@ -135,6 +135,44 @@ def live_daemons(daemons: Iterable[Mapping[str, Any]], owner: str, now: dt.datet
     return alive
 
 
+def gone_at_start(daemons: Iterable[Mapping[str, Any]], owner: str, now: dt.datetime) -> set[str]:
+    """At start: registered daemons that stopped, or whose heartbeat is ``ALIVE_WITHIN`` old by our
+    clock. A claimer not registered yet is itself starting up (it registers after its catch-up)."""
+    rows = list(daemons)
+    return {d["daemon_id"] for d in rows} - live_daemons(rows, owner, now)
+
+
+STALE_AFTER = 3 * ALIVE_WITHIN  # a running daemon takes a peer for gone after its heartbeat stood this long
+
+
+class PeerWatch:
+    """While running: which other daemons are gone, judged on this daemon's own clock. A peer is gone
+    once stopped, or once its heartbeat value has stood unchanged for ``STALE_AFTER`` of our time, so
+    neither clock skew between hosts nor one slow heartbeat write makes a live peer look dead (closing
+    its runs would expose its in-flight orders to other runs' reconciles)."""
+
+    def __init__(self, owner: str, stale_after: dt.timedelta = STALE_AFTER) -> None:
+        self.owner = owner
+        self.stale_after = stale_after
+        self._seen: dict[str, tuple[Any, dt.datetime]] = {}  # peer -> (its heartbeat, first seen at)
+
+    def gone(self, daemons: Iterable[Mapping[str, Any]], now: dt.datetime) -> set[str]:
+        out: set[str] = set()
+        for d in daemons:
+            peer = d["daemon_id"]
+            if peer == self.owner:
+                continue
+            if d["stopped_at"] is not None:
+                out.add(peer)
+                continue
+            seen = self._seen.get(peer)
+            if seen is None or seen[0] != d["heartbeat_at"]:
+                self._seen[peer] = (d["heartbeat_at"], now)
+            elif now - seen[1] >= self.stale_after:
+                out.add(peer)
+        return out
+
+
 def interrupted_item(row: FireRow) -> CatchUpItem:
     return CatchUpItem(
         row.playbook,

@@ -159,7 +159,7 @@ class Release:
         except asyncio.CancelledError:  # shutdown before the instant: it never ran, give the slot back
             self.pending.pop(fire.fire_id, None)
             if prepared is not None:
-                await prepared.abandon("shutting down before the scheduled instant", halted=False)
+                await _abandon(fire, prepared, "shutting down before the scheduled instant", halted=False)
             await asyncio.to_thread(self.store.release, fire.fire_id)
             raise
         except Exception as exc:  # preparing failed (e.g. the broker refused to connect): a failed fire
@@ -171,7 +171,7 @@ class Release:
         self.pending.pop(fire.fire_id, None)
         if (why := self.hold()) is not None:
             if prepared is not None:
-                await prepared.abandon(f"{why} before the scheduled instant", halted=why is Hold.HALTED)
+                await _abandon(fire, prepared, f"{why} before the scheduled instant", why is Hold.HALTED)
             await self.batcher.set_state(fire.fire_id, FireState.SKIPPED, why.value, self.clock.now())
             return
         await self._execute(fire, prepared)
@@ -220,3 +220,11 @@ class Release:
             result.state.value,
             result.outcome or "",
         )
+
+
+async def _abandon(fire: Fire, prepared: PreparedFire, reason: str, halted: bool) -> None:
+    """Abandon a prepared run; a journal failure is logged, never lets the fire go without its state."""
+    try:
+        await prepared.abandon(reason, halted=halted)
+    except Exception:
+        log.exception("fire %s (%s): abandoning the prepared run failed", fire.playbook.name, fire.run_id)

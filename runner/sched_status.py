@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +77,16 @@ class Quiet:
     (the next fire of each playbook; the fires claimed and waiting for their instant)."""
 
     def __init__(
-        self, clock: Clock, due: Iterable[Mapping[dt.datetime, int]], running: Mapping[str, Running]
+        self,
+        clock: Clock,
+        due: Iterable[Mapping[dt.datetime, int]],
+        running: Mapping[str, Running],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,  # real time, whatever ``clock`` is
     ) -> None:
         self.clock = clock
         self.due = tuple(due)
         self.running = running
+        self.sleep = sleep
 
     def _instants(self) -> list[dt.datetime]:
         return [t for d in self.due for t in d]
@@ -90,7 +95,7 @@ class Quiet:
         """Until no fire is due or executing within ``QUIET`` of now: background work (the reload
         scan, the heartbeat's status) would otherwise take the GIL and the loop from the instant."""
         while near_instant(self.clock.now(), self._instants(), (r.started_at for r in self.running.values())):
-            await asyncio.sleep(QUIET / 2)
+            await self.sleep(QUIET / 2)
 
     async def around_instant(self) -> None:
         """For work that must not wait long (the kill-switch poll): if an instant is due within
@@ -101,7 +106,7 @@ class Quiet:
         ahead = [(t - now).total_seconds() for t in self._instants()]
         close = [a for a in ahead if -GUARD_AFTER < a < GUARD_BEFORE]
         if close:
-            await asyncio.sleep(max(close) + GUARD_AFTER)
+            await self.sleep(max(close) + GUARD_AFTER)
 
 
 class Heartbeat:

@@ -52,6 +52,7 @@ from runner.sched_policy import (
     ON_TIME,
     CatchUpAction,
     CatchUpItem,
+    PeerWatch,
     Verdict,
     fire_verdict,
     interrupted_item,
@@ -124,7 +125,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._stopping = False
         self._journal: Any = None  # for halt cancel passes, opened on the first
-        self._halt_pass: asyncio.Future[None] | None = None  # the latest halt cancel pass
+        self._halt_pass: asyncio.Task[None] | None = None  # the latest halt cancel pass
+        self.peers = PeerWatch(self.store.owner)  # which other daemons died, for the periodic sweep
+        self._broker_errors: dict[str, str] = {}  # account -> why its broker could not be opened
 
     # --- views on the parts (kept for callers of the old single-class daemon) ----------------------
 
@@ -175,9 +178,9 @@ class Daemon:
         is seen within a poll, not when the pass ends). Passes run one after another."""
         self._touch()
         if new.mode is Mode.HALT:
-            self._halt_pass = asyncio.ensure_future(self._halt_pass_after(self._halt_pass))
+            self._halt_pass = asyncio.create_task(self._halt_pass_after(self._halt_pass))
 
-    async def _halt_pass_after(self, previous: asyncio.Future[None] | None) -> None:
+    async def _halt_pass_after(self, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         try:
@@ -246,7 +249,12 @@ class Daemon:
             try:
                 get(account)
             except Exception as exc:  # unknown account, credentials missing: its fires fail and say so
-                lines.append(f"account {account!r} of {', '.join(sorted(named[account]))}: {exc}")
+                line = f"account {account!r} of {', '.join(sorted(named[account]))}: {exc}"
+                if self._broker_errors.get(account) != line:  # said once, not on every reload scan
+                    lines.append(line)
+                self._broker_errors[account] = line
+            else:
+                self._broker_errors.pop(account, None)
         return lines
 
     # --- one fire ----------------------------------------------------------------------------------
@@ -319,10 +327,11 @@ class Daemon:
         return done.report
 
     async def sweep_interrupted(self) -> list[CatchUpItem]:
-        """Fires another daemon claimed and left unfinished when it died (its heartbeat went stale while
-        this one runs: a crash followed by a restart within ``ALIVE_WITHIN``, or the other half of an HA
-        pair): marked UNKNOWN and their runs closed, as the start-up catch-up does. Never re-run."""
-        rows = await asyncio.to_thread(mark_interrupted, self.store, self.clock.now())
+        """Fires another daemon claimed and left unfinished when it died (a crash followed by a restart
+        within ``ALIVE_WITHIN``, or the other half of an HA pair; judged by :class:`PeerWatch`): marked
+        UNKNOWN and their runs closed, as the start-up catch-up does. Never re-run."""
+        now = self.clock.now()
+        rows = await asyncio.to_thread(mark_interrupted, self.store, now, lambda d: self.peers.gone(d, now))
         items = [interrupted_item(row) for row in rows]
         for item in items:
             log.error("fire interrupted by a dead daemon: %s", item.line())
@@ -407,9 +416,8 @@ class Daemon:
         await self.watcher.stop()
         if self._halt_pass is not None and not self._halt_pass.done():  # cancels are worth the wait
             log.warning("shutdown: waiting up to %.1fs for the halt cancel pass", self.opts.shutdown_grace)
-            try:
-                await asyncio.wait_for(self.halt_passes_done(), self.opts.shutdown_grace)
-            except TimeoutError:
+            _, unfinished = await asyncio.wait({self._halt_pass}, timeout=self.opts.shutdown_grace)
+            if unfinished:  # not cancelled here: the process ends with it, its journal shows how far it got
                 log.error("shutdown: halt cancel pass unfinished; `runner halt --cancel-now` finishes it")
         for task in self._tasks:
             task.cancel()

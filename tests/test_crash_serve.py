@@ -89,7 +89,8 @@ def settle(tmp: Path, now: dt.datetime) -> None:
 
 
 def test_serve_killed_around_its_instants_never_sends_an_order_twice(tmp_path: Path) -> None:
-    rng = random.Random(int(os.environ.get("RUNNER_CRASH_SEED", "0")) or None)
+    seed = int(os.environ.get("RUNNER_CRASH_SEED") or random.randrange(1 << 30))
+    rng = random.Random(seed)  # a failure names its seed: RUNNER_CRASH_SEED=<seed> replays the offsets
     (tmp_path / "pb").mkdir()
     (tmp_path / "accounts.yaml").write_text(ACCOUNTS)
     log = tmp_path / "serve.log"
@@ -128,8 +129,8 @@ def test_serve_killed_around_its_instants_never_sends_an_order_twice(tmp_path: P
     at_broker = Counter(str(b.get("client_order_id") or b["order"]["client_order_id"]) for b in bodies)
     fates = Counter(f"{r.status}/{r.resolution}" for r in intents.values())
     summary = (
-        f"kill offsets {offsets}; fires {dict(fires)}; runs {dict(runs)}; intents {dict(fates)}; "
-        f"{len(bodies)} orders at the broker"
+        f"seed {seed}, kill offsets {offsets}; fires {dict(fires)}; runs {dict(runs)}; "
+        f"intents {dict(fates)}; {len(bodies)} orders at the broker"
     )
     assert all(n == 1 for n in at_broker.values()), f"an order sent twice: {at_broker} ({summary})"
     assert set(at_broker) <= set(intents), f"broker orders not journaled ({summary})"

@@ -124,6 +124,17 @@ def test_discard_armed_refuses_once_a_broker_call_was_journaled(tmp_path):
     assert env.journal.get_intent("rnx") is not None and env.journal.get_run("r1") is not None
 
 
+def test_close_interrupted_run_only_closes_a_run_still_running(tmp_path):
+    env = make_env(tmp_path)
+    _intent(env)
+    env.journal.close_interrupted_run("r1", at(9, 5), "interrupted: daemon d1 stopped while running")
+    run = env.journal.get_run("r1")
+    assert run.status is RunStatus.FAILED and run.message.startswith("interrupted")
+    env.journal.finish_run("r1", RunStatus.SUCCEEDED, at(9, 6))  # e.g. its daemon was alive after all
+    env.journal.close_interrupted_run("r1", at(9, 7), "interrupted again")
+    assert env.journal.get_run("r1").status is RunStatus.SUCCEEDED
+
+
 async def test_second_start_of_the_same_run_resumes_without_reexecuting(tmp_path):
     env = make_env(tmp_path)
     pb = playbook(ENTRY_EXIT)

@@ -16,7 +16,7 @@ from test_sched_support import DayCalendar, RecordingExecutor, make_daemon, play
 from runner.clock import VirtualClock
 from runner.control import Mode
 from runner.fires import FireState
-from runner.sched_policy import ALIVE_WITHIN
+from runner.sched_policy import STALE_AFTER
 from runner.scheduler import Daemon
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -210,15 +210,33 @@ async def test_a_daemon_that_died_during_a_quick_restart_is_swept_once_its_heart
     fire_id = ex.calls[0][0].fire_id
     d1.store.set_state(fire_id, FireState.RUNNING, None, clock.now())
     # restarted 2 s later (systemd): d1's heartbeat still looks fresh, so start-up leaves its fire alone
-    d2, c2, ex2 = await daemon_at(due + dt.timedelta(seconds=2), pbdir, db_url, owner="d2")
-    assert d2.catch_up_report == [] and await d2.sweep_interrupted() == []
+    start = due + dt.timedelta(seconds=2)
+    d2, c2, ex2 = await daemon_at(start, pbdir, db_url, owner="d2")
+    assert d2.catch_up_report == [] and await d2.sweep_interrupted() == []  # d1's heartbeat noted
+    c2._now = start + STALE_AFTER - dt.timedelta(seconds=1)
+    assert await d2.sweep_interrupted() == []  # unchanged, but not for STALE_AFTER of d2's time yet
     row = d2.store.get(fire_id)
     assert row is not None and row.state is FireState.RUNNING
-    c2._now = due + ALIVE_WITHIN + dt.timedelta(seconds=1)  # the running daemon's sweep, a while later
+    c2._now = start + STALE_AFTER  # the running daemon's sweep, once d1's heartbeat stood that long
     [item] = await d2.sweep_interrupted()
     assert item.action == "interrupted" and item.playbook == "slow"
     row = d2.store.get(fire_id)
     assert row is not None and row.state is FireState.UNKNOWN and ex2.calls == []  # never re-run
+
+
+async def test_marking_a_fire_interrupted_never_overwrites_one_that_finished(
+    pbdir: Path, db_url: str
+) -> None:
+    write(pbdir / "a.yaml", playbook_text("nifty_open", 'daily: "09:15"', calendar="NSE"))
+    due = ist(2026, 11, 25, 9, 15)
+    d1, _c1, _ = await daemon_at(due, pbdir, db_url, owner="d1")
+    await d1.fire(d1.entries["nifty_open"], due)
+    [row] = d1.store.history("nifty_open")
+    assert row.state is FireState.SUCCEEDED
+    assert not d1.store.mark_interrupted(row.fire_id, "d1", "daemon d1 stopped while running", due)
+    assert not d1.store.mark_interrupted(row.fire_id, "someone-else", "stopped", due)
+    [row] = d1.store.history("nifty_open")
+    assert row.state is FireState.SUCCEEDED
 
 
 async def test_two_daemons_one_journal_fire_exactly_once(pbdir: Path, db_url: str) -> None:

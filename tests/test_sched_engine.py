@@ -18,9 +18,9 @@ from runner.cli import main
 from runner.clock import VirtualClock
 from runner.control import ControlStore, GuardedBroker, Mode
 from runner.db import make_engine
-from runner.fires import Claim, FireState, FireStore
+from runner.fires import Claim, FireRow, FireState, FireStore
 from runner.ids import run_id as make_run_id
-from runner.journal import Journal, Resolution, RunStatus, StepOutcome
+from runner.journal import _CALL_COLUMNS, Journal, Resolution, RunStatus, StepOutcome
 from runner.matching import MatchingConfig
 from runner.model import Order, OrderRequest, OrderStatus
 from runner.scheduler import Daemon, DaemonOptions, EngineExecutor, Fire, default_calendar_loader
@@ -148,13 +148,21 @@ async def test_fires_due_together_are_armed_in_the_journal_before_the_instant(tm
     assert connects == 1  # the fires of one account and instant share the connect
 
 
-async def test_halt_between_prepare_and_instant_sends_and_journals_nothing(tmp_path: Path) -> None:
-    daemon, _, paper, journal, _ = engine_daemon(tmp_path, ["a"], HaltWhilePreparing)
+async def halted_fire(
+    tmp_path: Path, executor_cls: type[HaltWhilePreparing]
+) -> tuple[FireRow, ProbingPaper, Journal]:
+    """Fire "a", ``runner halt`` landing between its preparation and its instant: SKIPPED, nothing sent."""
+    daemon, _, paper, journal, _ = engine_daemon(tmp_path, ["a"], executor_cls)
     await daemon.prepare()
     await daemon.fire(daemon.entries["a"], INSTANT)
     row = daemon.store.slot("a", INSTANT)
     assert row is not None and row.state is FireState.SKIPPED and row.outcome == "halted"
     assert paper.seen == {} and await paper.orders() == []
+    return row, paper, journal
+
+
+async def test_halt_between_prepare_and_instant_sends_and_journals_nothing(tmp_path: Path) -> None:
+    row, _, journal = await halted_fire(tmp_path, HaltWhilePreparing)
     assert journal.get_run(row.run_id) is None and journal.intents(run_id=row.run_id) == []
 
 
@@ -230,6 +238,62 @@ async def test_restart_closes_a_run_that_crashed_armed_and_the_accounts_next_run
     intent = journal.get_intent(armed.client_order_id)
     assert intent is not None and intent.resolution is Resolution.ABSENT  # paper refuses repeated ids
     assert paper.seen == {} and await paper.orders() == []
+
+
+class CancelledAroundTheCommit(EngineExecutor):
+    """SIGTERM lands while a fire's armed rows wait for their group commit: ``after_write`` False, before
+    the commit's tick (nothing may be written); True, once it was written (the rows must be taken back)."""
+
+    after_write: bool
+
+    async def prepare(self, fire: Fire):  # type: ignore[no-untyped-def]
+        real = self.commit.commit
+
+        async def commit(staged, now):  # type: ignore[no-untyped-def]
+            if self.after_write:
+                await real(staged, now)
+            else:
+                task = asyncio.ensure_future(real(staged, now))
+                await asyncio.sleep(0)  # queued, not flushed yet
+                task.cancel()
+            raise asyncio.CancelledError
+
+        self.commit.commit = commit  # type: ignore[method-assign]
+        try:
+            return await super().prepare(fire)
+        finally:
+            del self.commit.commit
+
+
+@pytest.mark.parametrize("after_write", [False, True])
+async def test_shutdown_while_arming_leaves_nothing_armed_behind(tmp_path: Path, after_write: bool) -> None:
+    daemon, executor, paper, journal, _ = engine_daemon(tmp_path, ["a"], CancelledAroundTheCommit)
+    assert isinstance(executor, CancelledAroundTheCommit)
+    executor.after_write = after_write
+    await daemon.prepare()
+    await asyncio.gather(daemon.fire(daemon.entries["a"], INSTANT), return_exceptions=True)
+    await asyncio.sleep(0)  # a cancelled entry's flush tick
+    assert daemon.store.slot("a", INSTANT) is None  # the claim was given back: a restart may fire it
+    assert journal.list_runs() == [] and paper.seen == {}  # and it would start fresh
+    assert executor.commit.batches == ([1] if after_write else [])
+
+
+class DiscardRefused(HaltWhilePreparing):
+    """The armed intent is touched after arming (here: a lookup by another run journaled for it), then
+    ``runner halt`` lands before the instant: the journal refuses to discard it."""
+
+    async def prepare(self, fire: Fire):  # type: ignore[no-untyped-def]
+        prepared = await super().prepare(fire)
+        [intent] = self.journal.intents(run_id=fire.run_id)
+        call = {"run_id": "other", "client_order_id": intent.client_order_id, "method": "get_order"}
+        self.journal.record_call(dict.fromkeys(_CALL_COLUMNS) | call | {"at": self.clock.now()})
+        return prepared
+
+
+async def test_a_refused_discard_closes_the_run_and_the_fire_still_gets_its_state(tmp_path: Path) -> None:
+    row, _, journal = await halted_fire(tmp_path, DiscardRefused)
+    run = journal.get_run(row.run_id)  # not left RUNNING: the account's next run looks the order up
+    assert run is not None and run.status is RunStatus.FAILED and "not sent" in (run.message or "")
 
 
 PLAYBOOK = """\

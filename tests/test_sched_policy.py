@@ -183,9 +183,7 @@ def test_near_instant_keeps_background_work_away_from_fires() -> None:
     assert not near_instant(now, [], [now - quiet])
 
 
-async def test_quiet_sees_instants_already_woken_for_and_guards_the_poll(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_quiet_sees_instants_already_woken_for_and_guards_the_poll() -> None:
     import runner.sched_status as status
     from runner.clock import VirtualClock
 
@@ -193,7 +191,6 @@ async def test_quiet_sees_instants_already_woken_for_and_guards_the_poll(
     clock = VirtualClock(now)
     next_fires: dict[dt.datetime, int] = {}  # Arming moved this playbook on to tomorrow when it woke
     imminent = {now + dt.timedelta(milliseconds=4): 1}  # ... but its fire waits for today's instant
-    quiet = status.Quiet(clock, (next_fires, imminent), {})
     slept: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -201,7 +198,7 @@ async def test_quiet_sees_instants_already_woken_for_and_guards_the_poll(
         if len(slept) == 1:  # the quiet window's own wait: let the instant pass
             imminent.clear()
 
-    monkeypatch.setattr(status.asyncio, "sleep", sleep)
+    quiet = status.Quiet(clock, (next_fires, imminent), {}, sleep)
     await quiet.wait()  # heartbeat / reload scan: held back while the instant is near
     assert slept == [QUIET / 2]
     slept.clear()
@@ -213,3 +210,22 @@ async def test_quiet_sees_instants_already_woken_for_and_guards_the_poll(
     imminent[now + dt.timedelta(seconds=0.5)] = 1
     await quiet.around_instant()  # not close: polls at once
     assert slept == []
+
+
+def test_peer_watch_judges_peers_on_its_own_clock() -> None:
+    from runner.sched_policy import STALE_AFTER, PeerWatch
+
+    now = ist(9, 15)
+    watch = PeerWatch("me")
+
+    def peer(name: str, beat: dt.datetime, stopped: dt.datetime | None = None) -> dict[str, object]:
+        return {"daemon_id": name, "heartbeat_at": beat, "stopped_at": stopped}
+
+    skewed = now - dt.timedelta(minutes=3)  # its clock runs 3 minutes behind ours, but it beats
+    rows = [peer("me", now - dt.timedelta(hours=1)), peer("skewed", skewed), peer("stuck", now)]
+    assert watch.gone(rows, now) == set()  # first sight: nothing known yet
+    for i in range(1, 5):
+        t = now + STALE_AFTER * i / 4
+        rows = [peer("skewed", skewed + STALE_AFTER * i / 4), peer("stuck", now)]
+        assert watch.gone(rows, t) == ({"stuck"} if i == 4 else set())
+    assert watch.gone([peer("quit", now, stopped=now)], now) == {"quit"}  # stopped: at once
