@@ -304,3 +304,11 @@ def test_run_summary_and_history_tables_align(ws: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     history = out[out.index("RUN ") :].splitlines()
     assert history[1].index("succeeded") == history[0].index("STATUS")
+
+
+def test_serve_wakes_fires_with_the_daemons_own_default_lead() -> None:
+    """`runner serve` without --lead uses DaemonOptions' lead (the one bench/scheduler.py measures)."""
+    from runner.commands.serve import DEFAULT_LEAD
+    from runner.scheduler import DaemonOptions
+
+    assert DaemonOptions().lead == DEFAULT_LEAD

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 DESCRIPTION = __doc__
+DEFAULT_LEAD = 1.5  # = DaemonOptions.lead (not imported: `runner --help` stays light; a test ties them)
 EXAMPLES = """\
   runner serve playbooks/ --accounts accounts.yaml --db sqlite:////var/lib/runner/runner.db
   runner serve playbooks/ --shutdown-grace 30     # then `runner status` from another shell
@@ -42,9 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lead",
         type=float,
-        default=0.2,
         metavar="SECONDS",
-        help="wake this early before each fire and finish the wait precisely (default 0.2)",
+        help=f"wake this early before each fire to connect, reconcile and arm it, then finish the wait "
+        f"precisely (default {DEFAULT_LEAD:g}; more when many fires share an instant)",
     )
 
 
@@ -116,7 +117,9 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
         calendars=default_calendar_loader(args.calendars),
         brokers=pool,
         relogin={n: (a.relogin_at, a.timezone) for n, a in accounts.items() if a.relogin_at},
-        options=DaemonOptions(lead=args.lead, shutdown_grace=args.shutdown_grace),
+        options=DaemonOptions(
+            lead=DEFAULT_LEAD if args.lead is None else args.lead, shutdown_grace=args.shutdown_grace
+        ),
         account_names=names,
     )
     pool.view = daemon.watcher
