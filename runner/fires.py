@@ -182,8 +182,16 @@ class FireStore:
                 .values(state=state, outcome=outcome, updated_at=now)
             )
 
-    def mark_interrupted(self, fire_id: str, claimed_by: str, outcome: str, now: dt.datetime) -> bool:
-        """UNKNOWN, only if still unfinished and still ``claimed_by``'s; True if this call changed it."""
+    def mark_interrupted(
+        self,
+        fire_id: str,
+        claimed_by: str,
+        outcome: str,
+        now: dt.datetime,
+        state: FireState = FireState.UNKNOWN,
+    ) -> bool:
+        """``state`` (UNKNOWN, or MISSED when provably nothing was sent), only if still unfinished and
+        still ``claimed_by``'s; True if this call changed it."""
         with self.engine.begin() as conn:
             done = conn.execute(
                 fires.update()
@@ -192,20 +200,22 @@ class FireStore:
                     fires.c.claimed_by == claimed_by,
                     fires.c.state.in_([FireState.CLAIMED, FireState.RUNNING]),
                 )
-                .values(state=FireState.UNKNOWN, outcome=outcome, updated_at=now)
+                .values(state=state, outcome=outcome, updated_at=now)
             )
         return bool(done.rowcount)
 
-    def release(self, fire_id: str) -> None:
-        """Give back a claim that never started (shutdown before its instant)."""
+    def release(self, fire_id: str, claimed_by: str | None = None) -> bool:
+        """Give back a claim that never started: this daemon's (shutdown before its instant), or a dead
+        ``claimed_by``'s. True if this call removed it."""
         with self.engine.begin() as conn:
-            conn.execute(
+            done = conn.execute(
                 fires.delete().where(
                     fires.c.fire_id == fire_id,
-                    fires.c.claimed_by == self.owner,
+                    fires.c.claimed_by == (claimed_by or self.owner),
                     fires.c.state == FireState.CLAIMED,
                 )
             )
+        return bool(done.rowcount)
 
     def get(self, fire_id: str) -> FireRow | None:
         with read(self.engine) as conn:

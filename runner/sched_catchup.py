@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from runner.fires import Claim, FireRow, FireStore, read_daemons
+from runner.fires import Claim, FireState, FireStore, read_daemons
 from runner.ids import run_id as make_run_id
 from runner.sched_calendar import CalendarGate
 from runner.sched_loader import Entry
@@ -33,30 +33,47 @@ class CatchUp:
 
 
 def mark_interrupted(
-    store: FireStore, now: dt.datetime, gone: Callable[[list[dict[str, Any]]], set[str]] | None = None
-) -> list[FireRow]:
+    store: FireStore,
+    now: dt.datetime,
+    gone: Callable[[list[dict[str, Any]]], set[str]] | None = None,
+    *,
+    release_unstarted: bool = False,
+) -> list[CatchUpItem]:
     """Claimed/running fires of daemons that are gone (``gone``: from the daemons table; by default the
-    start-up rule :func:`gone_at_start`): marked UNKNOWN, never re-run here. Their runs still RUNNING in
-    the journal (a crash mid-run, or while armed before the instant) are closed as FAILED: a RUNNING
-    run's unsettled orders are left to that run itself, which will not start again, while a closed
-    run's are looked up by the account's next run (never re-sent blindly). Both writes are conditional
-    (still unfinished, same claimer; still RUNNING), so a fire or run that just finished keeps its end."""
+    start-up rule :func:`gone_at_start`). Both writes are conditional (still unfinished, same claimer;
+    still RUNNING), so a fire or run that just finished keeps its end.
+
+    * Nothing journaled for its run (the daemon died before arming it): nothing can have been sent.
+      With ``release_unstarted`` (start-up, before the catch-up plan) the claim is given back and the
+      slot planned again by its ``late`` policy; otherwise it is journaled MISSED, saying why.
+    * Otherwise UNKNOWN, never re-run here. Its run, if still RUNNING (a crash mid-run, or while armed
+      before the instant), is closed as FAILED: a RUNNING run's unsettled orders are left to that run
+      itself, which will not start again, while a closed run's are looked up by the account's next run
+      (never re-sent blindly)."""
     from runner.journal import Journal
 
     daemons = read_daemons(store.engine)
     dead = gone(daemons) if gone is not None else gone_at_start(daemons, store.owner, now)
     rows = [r for r in store.unfinished() if r.claimed_by in dead]
-    marked: list[FireRow] = []
+    items: list[CatchUpItem] = []
     journal = Journal(engine=store.engine) if rows else None
     for r in rows:
+        assert journal is not None
         why = f"daemon {r.claimed_by} stopped while {r.state}"
+        if r.state is FireState.CLAIMED and journal.get_run(r.run_id) is None:
+            unsent = f"claimed by daemon {r.claimed_by}, which stopped before journaling anything: not sent"
+            if release_unstarted:
+                if store.release(r.fire_id, r.claimed_by):
+                    items.append(CatchUpItem(r.playbook, r.scheduled_for, CatchUpAction.RELEASED, unsent))
+            elif store.mark_interrupted(r.fire_id, r.claimed_by, unsent, now, FireState.MISSED):
+                items.append(CatchUpItem(r.playbook, r.scheduled_for, CatchUpAction.MISSED, unsent))
+            continue
         if not store.mark_interrupted(r.fire_id, r.claimed_by, why, now):
             continue
-        marked.append(r)
-        assert journal is not None
+        items.append(interrupted_item(r))
         note = f"interrupted: {why}; its unsettled orders are looked up by the account's next run"
         journal.close_interrupted_run(r.run_id, now, note)
-    return marked
+    return items
 
 
 def catch_up(
@@ -70,9 +87,9 @@ def catch_up(
     """Per playbook, the slots since its last journaled fire (or the directory's last heartbeat), at
     most ``window`` back: missed ones journaled (and reported), the latest returned to run if its
     ``late`` policy allows."""
+    out = CatchUp(mark_interrupted(store, now, release_unstarted=True))  # first: released slots replan
     last = store.last_fire_times()
     beat = store.last_heartbeat(playbook_dir)
-    out = CatchUp([interrupted_item(row) for row in mark_interrupted(store, now)])
     for entry in entries:
         since = catch_up_since(last.get(entry.name), beat, now, window)
         if since is None:

@@ -50,6 +50,7 @@ class CatchUpAction(enum.StrEnum):
     SKIPPED = "skipped"
     RUNNING_NOW = "running now"
     INTERRUPTED = "interrupted"
+    RELEASED = "released"  # claimed by a daemon that died before journaling anything: planned again
 
 
 @dataclass

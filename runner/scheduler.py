@@ -55,7 +55,6 @@ from runner.sched_policy import (
     PeerWatch,
     Verdict,
     fire_verdict,
-    interrupted_item,
 )
 from runner.sched_release import Executor, Fire, FireResult, Hold, PreparedFire, Release, Running
 from runner.sched_relogin import Relogin
@@ -331,10 +330,9 @@ class Daemon:
         within ``ALIVE_WITHIN``, or the other half of an HA pair; judged by :class:`PeerWatch`): marked
         UNKNOWN and their runs closed, as the start-up catch-up does. Never re-run."""
         now = self.clock.now()
-        rows = await asyncio.to_thread(mark_interrupted, self.store, now, lambda d: self.peers.gone(d, now))
-        items = [interrupted_item(row) for row in rows]
+        items = await asyncio.to_thread(mark_interrupted, self.store, now, lambda d: self.peers.gone(d, now))
         for item in items:
-            log.error("fire interrupted by a dead daemon: %s", item.line())
+            log.error("fire of a dead daemon: %s", item.line())
         if items:
             self._touch()
         return items

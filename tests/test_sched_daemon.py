@@ -15,7 +15,8 @@ from test_sched_support import DayCalendar, RecordingExecutor, make_daemon, play
 
 from runner.clock import VirtualClock
 from runner.control import Mode
-from runner.fires import FireState
+from runner.fires import Claim, FireState
+from runner.ids import run_id as make_run_id
 from runner.sched_policy import STALE_AFTER
 from runner.scheduler import Daemon
 
@@ -237,6 +238,49 @@ async def test_marking_a_fire_interrupted_never_overwrites_one_that_finished(
     assert not d1.store.mark_interrupted(row.fire_id, "someone-else", "stopped", due)
     [row] = d1.store.history("nifty_open")
     assert row.state is FireState.SUCCEEDED
+
+
+async def claimed_then_died(pbdir: Path, db_url: str, due: dt.datetime) -> Daemon:
+    """d1 wakes for ``due`` (lead early), claims the fire, and dies before journaling anything for it."""
+    schedule = 'daily: "09:15"\nlate: run-within 1m'
+    write(pbdir / "a.yaml", playbook_text("early", schedule, calendar="NSE"))
+    d1, c1, _ = await daemon_at(due - dt.timedelta(seconds=1.5), pbdir, db_url, owner="d1")
+    entry = d1.entries["early"]
+    claim = Claim("early", entry.version, due, make_run_id("early", due))
+    assert await d1.batcher.claim(claim, c1.now())
+    return d1
+
+
+async def test_a_claim_a_dead_daemon_never_acted_on_is_planned_again_at_start(
+    pbdir: Path, db_url: str
+) -> None:
+    due = ist(2026, 11, 25, 9, 15)
+    await claimed_then_died(pbdir, db_url, due)
+    # restarted 10 s after the instant: nothing was journaled for the claimed fire, so nothing can have
+    # been sent; the claim is given back and the slot planned again (`late: run-within 1m`: run now)
+    d2, _c2, ex2 = await daemon_at(due + dt.timedelta(seconds=10), pbdir, db_url, owner="d2")
+    assert [(i.action, i.scheduled_for) for i in d2.catch_up_report] == [
+        ("released", due),
+        ("running now", due),
+    ]
+    assert "not sent" in d2.catch_up_report[0].detail
+    await asyncio.gather(*d2._tasks)
+    row = d2.store.slot("early", due)
+    assert row is not None and row.state is FireState.SUCCEEDED and len(ex2.calls) == 1
+
+
+async def test_the_sweep_journals_a_claim_a_dead_daemon_never_acted_on_as_missed(
+    pbdir: Path, db_url: str
+) -> None:
+    due = ist(2026, 11, 25, 9, 15)
+    await claimed_then_died(pbdir, db_url, due)
+    d2, c2, ex2 = await daemon_at(due, pbdir, db_url, owner="d2")  # d1 still looks alive at start
+    assert d2.catch_up_report == [] and await d2.sweep_interrupted() == []
+    c2._now = due + STALE_AFTER
+    [item] = await d2.sweep_interrupted()
+    assert item.action == "missed" and "not sent" in item.detail
+    row = d2.store.slot("early", due)
+    assert row is not None and row.state is FireState.MISSED and ex2.calls == []
 
 
 async def test_two_daemons_one_journal_fire_exactly_once(pbdir: Path, db_url: str) -> None:
