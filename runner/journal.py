@@ -303,16 +303,8 @@ _UPD_RUN_FINISH = _Stmt(
         message=sa.bindparam("message"),
     )
 )
-_UPD_RUN_INTERRUPTED = _Stmt(
-    runs.update()
-    .where(runs.c.run_id == _B_RUN, runs.c.status == sa.bindparam("b_running"))
-    .values(
-        status=sa.bindparam("status"),
-        finished_at=sa.bindparam("finished_at"),
-        updated_at=sa.bindparam("updated_at"),
-        message=sa.bindparam("message"),
-    )
-)
+# the same finish, only while the run is still RUNNING (``b_running``): Journal.close_interrupted_run
+_UPD_RUN_INTERRUPTED = _Stmt(_UPD_RUN_FINISH.stmt.where(runs.c.status == sa.bindparam("b_running")))
 _UPD_RUN_REOPEN = _Stmt(
     runs.update()
     .where(runs.c.run_id == _B_RUN)
