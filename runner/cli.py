@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED, EXIT_REFUSED, EXIT_BROKER = 0, 1, 2, 3, 4, 5
 EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15), as EXIT_INTERRUPTED is SIGINT
 DEBUG_ENV = "RUNNER_DEBUG"
 
 
@@ -168,6 +169,9 @@ def _classify(exc: BaseException) -> tuple[int, list[str]]:
     errors = sys.modules.get("runner.errors")
     if errors is not None and isinstance(exc, errors.BrokerError):
         return EXIT_BROKER, [f"broker error: {type(exc).__name__}: {exc}"]
+    journal = sys.modules.get("runner.journal")
+    if journal is not None and isinstance(exc, journal.RunBusy):  # one run id, one process
+        return EXIT_REFUSED, [str(exc)]
     sa_exc = sys.modules.get("sqlalchemy.exc")
     if sa_exc is not None:
         if isinstance(exc, sa_exc.ArgumentError):

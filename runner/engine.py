@@ -29,6 +29,7 @@ from runner.errors import BrokerError
 from runner.gateway import EngineEvent, EventKind, Gateway, Observer, Tuning
 from runner.ids import client_order_id
 from runner.ids import run_id as make_run_id
+from runner.interrupt import Interrupt
 from runner.journal import (
     DuplicateIntent,
     Intent,
@@ -40,6 +41,7 @@ from runner.journal import (
     StepOutcome,
     StepRecord,
 )
+from runner.liveness import ProcessIdentity
 from runner.logs import get_logger
 from runner.model import Modification, MultilegRequest, Order, OrderRequest
 from runner.playbook import Playbook, parse_duration
@@ -64,6 +66,9 @@ class RunOptions:
     run_key: str | None = None  # names the run id instead of the playbook (rehearsals use their own ids)
     connect: bool = True  # False: the caller already connected this broker (fires sharing an instant)
     reconcile: bool = True  # False: the caller already reconciled this account's unsettled intents
+    owner: str | None = None  # the run's owner token (runner.liveness); default: this process
+    interrupt: Interrupt | None = None  # SIGTERM/SIGINT: no new step starts, the run closes INTERRUPTED
+    stop_grace: float = 10.0  # seconds a step already trading gets to finish once interrupted
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +159,11 @@ class Engine:
         )
         self.record: RunRecord | None = None
         self.done: dict[str, StepRecord] = {}
+        self.owner = options.owner or ProcessIdentity.current().token
+        self._step_task: asyncio.Future[StepResult] | None = None
+        self._trading = False  # the current step passed its timing wait and runs its handler
+        if options.interrupt is not None:
+            options.interrupt.on_request(self._on_interrupt)
         self._prepared = False
         self._staged: _Staged | None = None
         self.ctx = RunContext(
@@ -188,10 +198,19 @@ class Engine:
         fresh = commit is not None and self.journal.get_run(self.run_id) is None
         if not fresh:
             self.record = self._open_run()
-        if self.options.connect:
-            await self._connect()
-        if self.options.reconcile:
-            await self.gateway.reconcile()
+        try:
+            if self.options.connect:
+                await self._connect()
+            if self.options.reconcile:
+                self._close_dead_runs()  # first: their unsettled intents are then reconciled too
+                await self.gateway.reconcile()
+        except Exception as exc:  # never left RUNNING: a missing credential, an unreachable broker...
+            if self.record is not None:
+                why = f"failed before its first step: {type(exc).__name__}: {exc}"
+                self.journal.finish_run(self.run_id, RunStatus.FAILED, self.clock.now(), why)
+                self.log.error("run_failed_to_start", error=why)
+                self._emit(EventKind.RUN_FINISHED, message=why, outcome=RunStatus.FAILED.value)
+            raise
         if fresh:
             assert commit is not None
             staged = await self._stage_first(commit)
@@ -238,6 +257,11 @@ class Engine:
             self.log.info("run_abandoned", status=status.value, reason=reason)
             self._emit(EventKind.RUN_FINISHED, message=status.value, outcome=status.value)
 
+    def _close_dead_runs(self) -> None:
+        closer = f"{self.options.mode} {self.run_id} ({ProcessIdentity.from_token(self.owner)})"
+        for run in self.journal.close_dead_runs(self.account, self.clock.now(), closer=closer):
+            self.log.warning("dead_run_closed", dead_run=run.run_id, owner=run.owner)
+
     def _open_run(self) -> RunRecord:
         record = self.journal.start_run(
             self.run_id,
@@ -246,6 +270,7 @@ class Engine:
             scheduled_for=self.options.scheduled_for,
             mode=self.options.mode,
             now=self.clock.now(),
+            owner=self.owner,
         )
         self._started(record)
         return record
@@ -299,6 +324,7 @@ class Engine:
             "scheduled_for": slot,
             "starts": 1,
             "status": RunStatus.RUNNING.value,
+            "owner": self.owner,  # armed in the same group commit: no round trip at the instant
         }
         step_row = {
             "run_id": self.run_id,
@@ -321,6 +347,8 @@ class Engine:
         outcomes: list[StepOutcome] = [r.outcome for r in done.values() if r.outcome.is_final]
         blocked = any(o in (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED) for o in outcomes)
         previous_end: dt.datetime | None = None
+        not_started: list[str] = []
+        cut_short: str | None = None
         for position, step in enumerate(self.pb.steps):
             prior = done.get(step.id)
             if first is not None and position == 0:
@@ -328,23 +356,81 @@ class Engine:
             elif prior is not None and prior.outcome.is_final:
                 previous_end = prior.finished_at
                 continue
+            elif self._stopping():  # a process being stopped starts no step, exit steps included
+                not_started.append(step.id)
+                continue
             elif blocked and step.kind not in EXIT_KINDS:
                 result = StepResult.skipped("an earlier step failed or stopped the run")
                 self._start(step, position)
             else:
-                result = await self._run_step(
+                stepped = await self._run_step_interruptibly(
                     step, position, resumed=prior is not None, previous_end=previous_end
                 )
+                if stepped is None:  # interrupted in its timing wait, or cut short while trading
+                    if self._trading:
+                        cut_short = step.id
+                    else:
+                        not_started.append(step.id)
+                    continue
+                result = stepped
             self._finish(step, result)
             previous_end = self.clock.now()
             outcomes.append(result.outcome)
             if result.outcome in (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED):
                 blocked = True
         status = run_status(outcomes)
-        self.journal.finish_run(self.run_id, status, self.clock.now())
+        message = None
+        if self._stopping():
+            status, message = RunStatus.INTERRUPTED, self._interrupted_message(not_started, cut_short)
+            self.log.warning("run_interrupted", message=message)
+        self.journal.finish_run(self.run_id, status, self.clock.now(), message)
         self.log.info("run_finish", status=status.value)
         self._emit(EventKind.RUN_FINISHED, message=status.value, outcome=status.value)
         return _report(record, status, self.journal.steps_of(self.run_id), self.pb)
+
+    def _stopping(self) -> bool:
+        return self.options.interrupt is not None and self.options.interrupt.requested
+
+    def _on_interrupt(self) -> None:
+        """A step waiting for its time is abandoned now; one already trading gets ``stop_grace``."""
+        task = self._step_task
+        if task is None or task.done():
+            return
+        if self._trading:
+            asyncio.get_running_loop().call_later(self.options.stop_grace, task.cancel)
+        else:
+            task.cancel()
+
+    async def _run_step_interruptibly(
+        self, step: Any, position: int, *, resumed: bool, previous_end: dt.datetime | None
+    ) -> StepResult | None:
+        """``_run_step`` in a task the interrupt may cancel; None when it did. Without an interrupt it
+        runs inline (a BaseException such as a simulated crash then propagates as it always did)."""
+        self._trading = False
+        if self.options.interrupt is None:
+            return await self._run_step(step, position, resumed=resumed, previous_end=previous_end)
+        task = asyncio.ensure_future(
+            self._run_step(step, position, resumed=resumed, previous_end=previous_end)
+        )
+        self._step_task = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if not task.cancelled() or (me is not None and me.cancelling()):
+                raise  # we are cancelled ourselves (a shutdown), not the step by the interrupt
+            return None
+        finally:
+            self._step_task = None
+
+    def _interrupted_message(self, not_started: Sequence[str], cut_short: str | None) -> str:
+        assert self.options.interrupt is not None
+        parts = [f"interrupted by {self.options.interrupt.name}"]
+        if cut_short is not None:
+            parts.append(f"step {cut_short} cut short (its orders are looked up by the account's next run)")
+        if not_started:
+            parts.append(f"not started: {', '.join(not_started)}")
+        return "; ".join(parts)
 
     async def _run_staged(self, staged: _Staged) -> StepResult | None:
         """At the instant: the armed request goes out (its rows are committed). None when released more
@@ -404,6 +490,7 @@ class Engine:
                 self._start(step, position)
                 return StepResult.skipped(late)
         self._start(step, position)
+        self._trading = True
         return await self._handle(step)
 
     async def _handle(self, step: Any, log: Any = None) -> StepResult:
@@ -429,6 +516,9 @@ class Engine:
         except BrokerError as exc:
             log.error("broker_error", error=str(exc), error_type=type(exc).__name__)
             return StepResult.failed(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug fails its step, not the run: exit steps still run, run closed
+            log.exception("step_unexpected_error", error=str(exc), error_type=type(exc).__name__)
+            return StepResult.failed(f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
             self.gateway.log = self.log
 

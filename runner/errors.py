@@ -11,6 +11,9 @@
     ├── OutcomeUnknown         the request may have reached the broker (timeout after sending, reply
     │                          dropped, connection reset mid-request): resolve by looking the order up,
     │                          never by sending it again
+    │   └── AdapterFault       anything else an adapter raised (a bug, a reply it could not read),
+    │                          mapped at the gateway's boundary: nothing says the request did not
+    │                          take effect, so it is resolved like any unknown outcome
     └── InstrumentUnknown      the playbook names an instrument the broker's master does not have:
                                raised before anything is sent
 
@@ -80,11 +83,16 @@ class OutcomeUnknown(BrokerError):
     """The request may or may not have taken effect. Look the order up by client id; never re-send."""
 
 
+class AdapterFault(OutcomeUnknown):
+    """A non-broker exception from an adapter, mapped into the taxonomy (see runner.gateway.Gateway.call)."""
+
+
 class InstrumentUnknown(BrokerError):
     """The instrument master has no such instrument for this broker."""
 
 
 __all__ = [
+    "AdapterFault",
     "AuthExpired",
     "BrokerError",
     "InstrumentUnknown",

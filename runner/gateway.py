@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from runner.brokers.base import Broker, Capability, MultilegBroker
 from runner.control import Halted
 from runner.errors import (
+    AdapterFault,
     AuthExpired,
     BrokerError,
     NotFound,
@@ -307,6 +308,10 @@ class Gateway:
             except BrokerError as exc:
                 self.journal.record_call(self._call_row(method, cid, request, None, exc, started))
                 raise
+            except Exception as exc:  # an adapter's bug or unreadable reply: into the taxonomy, ambiguous
+                fault = AdapterFault(f"{method}: unexpected {type(exc).__name__} in the adapter: {exc}")
+                self.journal.record_call(self._call_row(method, cid, request, None, fault, started))
+                raise fault from exc
             response = (
                 result
                 if isinstance(result, Order)

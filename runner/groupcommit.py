@@ -60,6 +60,7 @@ class _Insert:
 
 _RUN_COLUMNS = (
     "run_id", "playbook", "account", "mode", "scheduled_for", "started_at", "updated_at", "starts", "status",
+    "owner",
 )  # fmt: skip
 _STEP_COLUMNS = ("run_id", "step_id", "position", "kind", "outcome", "started_at")
 

@@ -68,6 +68,7 @@ class RunStatus(enum.StrEnum):
     FAILED = "failed"  # some step failed
     REFUSED = "refused"  # a step was refused by pre-trade limits
     STOPPED = "stopped"  # a wait asked the run to stop; nothing failed
+    INTERRUPTED = "interrupted"  # its process was stopped (a signal) or died; its message says by whom
 
 
 class StepOutcome(enum.StrEnum):
@@ -121,6 +122,9 @@ runs = sa.Table(
     sa.Column("starts", sa.Integer, nullable=False, default=1),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("message", sa.Text),
+    # the runner.liveness.ProcessIdentity token of the process executing (or that last executed) it;
+    # NULL on runs journaled before runs had owners
+    sa.Column("owner", sa.String(200)),
 )
 
 steps = sa.Table(
@@ -284,11 +288,19 @@ _INS_RUN = _insert(
     "updated_at",
     "starts",
     "status",
+    "owner",
 )
+_OWNER_SEEN = sa.func.coalesce(runs.c.owner, sa.literal_column("''")) == sa.bindparam("b_seen")
+# Reopening is a compare-and-set on the owner seen (``b_seen``, "" for none; tokens are never empty):
+# of two processes reopening one run, the second updates no row.
 _UPD_RUN_RESTART = _Stmt(
     runs.update()
-    .where(runs.c.run_id == _B_RUN)
-    .values(starts=runs.c.starts + sa.literal_column("1"), updated_at=sa.bindparam("updated_at"))
+    .where(runs.c.run_id == _B_RUN, _OWNER_SEEN)
+    .values(
+        starts=runs.c.starts + sa.literal_column("1"),
+        updated_at=sa.bindparam("updated_at"),
+        owner=sa.bindparam("owner"),
+    )
 )
 _UPD_RUN_TOUCH = _Stmt(
     runs.update().where(runs.c.run_id == _B_RUN).values(updated_at=sa.bindparam("updated_at"))
@@ -305,6 +317,10 @@ _UPD_RUN_FINISH = _Stmt(
 )
 # the same finish, only while the run is still RUNNING (``b_running``): Journal.close_interrupted_run
 _UPD_RUN_INTERRUPTED = _Stmt(_UPD_RUN_FINISH.stmt.where(runs.c.status == sa.bindparam("b_running")))
+# the same, only while still RUNNING under the owner seen (``b_seen``): Journal.close_dead_runs
+_UPD_RUN_DEAD = _Stmt(
+    _UPD_RUN_INTERRUPTED.stmt.where(_OWNER_SEEN)
+)
 _UPD_RUN_REOPEN = _Stmt(
     runs.update()
     .where(runs.c.run_id == _B_RUN)
@@ -589,6 +605,24 @@ class JournalError(Exception):
     pass
 
 
+class RunBusy(JournalError):
+    """The run is RUNNING under another process that is alive: it is never executed twice at once."""
+
+    def __init__(self, run_id: str, holder: str | None) -> None:
+        from runner.liveness import describe
+
+        who = describe(holder) if holder else "another process"
+        super().__init__(f"run {run_id} is running in {who}: refused, nothing was sent")
+        self.run_id = run_id
+        self.holder = holder
+
+
+# A RUNNING run without an owner was journaled by a release before runs had owners; its process cannot
+# be asked. It counts as dead once nothing of it was written for this long: far beyond liveness's
+# STALE_AFTER, since such a process may sit in a long wait step without writing anything.
+OWNERLESS_STALE_AFTER = dt.timedelta(minutes=10)
+
+
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     run_id: str
@@ -603,6 +637,7 @@ class RunRecord:
     status: RunStatus
     message: str | None
     resumed: bool = False
+    owner: str | None = None  # runner.liveness token of the process that executes (executed) it
 
 
 @dataclass(frozen=True, slots=True)
@@ -698,7 +733,18 @@ def _run_from_row(row: Any, resumed: bool = False) -> RunRecord:
         status=RunStatus(row["status"]),
         message=row["message"],
         resumed=resumed,
+        owner=row.get("owner"),
     )
+
+
+def dead_holder(run: RunRecord) -> str:
+    """Why a RUNNING run counts as dead, as a person reads it."""
+    from runner.liveness import describe
+
+    if run.owner is None:
+        minutes = OWNERLESS_STALE_AFTER.total_seconds() / 60
+        return f"no owner recorded and nothing written for {minutes:.0f} min"
+    return f"its process ({describe(run.owner)}) is gone"
 
 
 def _step_from_row(row: Any) -> StepRecord:
@@ -725,6 +771,9 @@ class Journal:
         self.engine = engine
         create_all(engine, metadata)
         self._fast = _fast_for(engine)
+        from runner.liveness import ProcessRegistry
+
+        self.processes = ProcessRegistry(engine)  # run owners' liveness (creates ``processes``)
 
     def close(self) -> None:
         """Engines are shared per URL in a process (runner.db); nothing to release per journal."""
@@ -743,12 +792,21 @@ class Journal:
         scheduled_for: dt.datetime,
         mode: str,
         now: dt.datetime,
+        owner: str | None = None,
     ) -> RunRecord:
-        """Create the run, or reopen it (``resumed=True``) when this run id was started before."""
+        """Create the run, or reopen it (``resumed=True``) when this run id was started before, owned by
+        ``owner`` (a runner.liveness token). Raises :class:`RunBusy` when the run is RUNNING under
+        another live process, or another process created or reopened it between our read and our
+        write (a compare-and-set on the owner seen: never two processes in one run)."""
         key = {"b_run": run_id}
+        seen = self.get_run(run_id)
+        if seen is not None:
+            if seen.account != account:
+                raise JournalError(f"run {run_id} belongs to account {seen.account!r}, not {account!r}")
+            if seen.status is RunStatus.RUNNING and seen.owner != owner and self.holder_alive(seen):
+                raise RunBusy(run_id, seen.owner)
         with self._fast.transaction() as t:
-            found = t.rows(_SEL_RUN, key)
-            if not found:
+            if seen is None:
                 try:
                     t.execute(
                         _INS_RUN,
@@ -762,17 +820,59 @@ class Journal:
                             "updated_at": now,
                             "starts": 1,
                             "status": RunStatus.RUNNING.value,
+                            "owner": owner,
                         },
                     )
                 except self._fast.integrity_error:
-                    raise JournalError(f"run {run_id} was created concurrently") from None
-                return _run_from_row(t.rows(_SEL_RUN, key)[0])
-            if found[0]["account"] != account:
-                raise JournalError(
-                    f"run {run_id} belongs to account {found[0]['account']!r}, not {account!r}"
-                )
-            t.execute(_UPD_RUN_RESTART, {"b_run": run_id, "updated_at": now})
-            return _run_from_row(t.rows(_SEL_RUN, key)[0], resumed=True)
+                    won = False
+                else:
+                    return _run_from_row(t.rows(_SEL_RUN, key)[0])
+            else:
+                params = {"b_run": run_id, "b_seen": seen.owner or "", "updated_at": now}
+                won = t.execute(_UPD_RUN_RESTART, {**params, "owner": owner or seen.owner}).rowcount == 1
+                if won:
+                    return _run_from_row(t.rows(_SEL_RUN, key)[0], resumed=True)
+        holder = self.get_run(run_id)
+        raise RunBusy(run_id, holder.owner if holder is not None else None)
+
+    def holder_alive(self, run: RunRecord) -> bool:
+        """Is the process executing this run alive? By its owner token (runner.liveness); a run with no
+        owner (journaled before owners existed) while anything of it was written in the last
+        :data:`OWNERLESS_STALE_AFTER` (database clock)."""
+        if run.owner is not None:
+            return self.processes.is_alive(run.owner)
+        last = self.last_activity(run.run_id)
+        return last is not None and self.processes.db_now() - last < OWNERLESS_STALE_AFTER
+
+    def close_dead_runs(self, account: str, now: dt.datetime, *, closer: str) -> list[RunRecord]:
+        """Close (INTERRUPTED, saying whose process is gone and who closed it) every RUNNING run of
+        ``account`` whose process is gone, so that its unsettled intents are reconciled like any
+        finished run's. Conditional on the owner seen: a run reopened meanwhile stays open."""
+        with self._read() as c:
+            rows = c.execute(
+                sa.select(runs).where(runs.c.account == account, runs.c.status == RunStatus.RUNNING.value)
+            ).mappings()
+            running = [_run_from_row(r) for r in rows]
+        closed: list[RunRecord] = []
+        for run in running:
+            if self.holder_alive(run):
+                continue
+            message = f"interrupted: {dead_holder(run)}; closed by {closer}"
+            values = {"status": RunStatus.INTERRUPTED.value, "finished_at": now, "updated_at": now}
+            params = {"b_run": run.run_id, "b_running": RunStatus.RUNNING.value, "b_seen": run.owner or ""}
+            with self._fast.transaction() as t:
+                if t.execute(_UPD_RUN_DEAD, {**params, **values, "message": message}).rowcount == 1:
+                    closed.append(run)
+        return closed
+
+    def dead_runs(self, account: str | None = None) -> list[RunRecord]:
+        """RUNNING runs whose process is gone (read-only: ``runner status``)."""
+        q = sa.select(runs).where(runs.c.status == RunStatus.RUNNING.value)
+        if account is not None:
+            q = q.where(runs.c.account == account)
+        with self._read() as c:
+            running = [_run_from_row(r) for r in c.execute(q).mappings()]
+        return [r for r in running if not self.holder_alive(r)]
 
     def finish_run(
         self, run_id: str, status: RunStatus, now: dt.datetime, message: str | None = None
@@ -781,8 +881,9 @@ class Journal:
         self._write(_UPD_RUN_FINISH, {"b_run": run_id, **values})
 
     def close_interrupted_run(self, run_id: str, now: dt.datetime, message: str) -> None:
-        """FAILED with ``message``, only if the run is still RUNNING (its daemon died mid-run)."""
-        values = {"status": RunStatus.FAILED.value, "finished_at": now, "updated_at": now, "message": message}
+        """INTERRUPTED with ``message``, only if the run is still RUNNING (its daemon died mid-run)."""
+        values = {"status": RunStatus.INTERRUPTED.value, "finished_at": now, "updated_at": now}
+        values["message"] = message
         self._write(_UPD_RUN_INTERRUPTED, {"b_run": run_id, "b_running": RunStatus.RUNNING.value, **values})
 
     def reopen_run(self, run_id: str, now: dt.datetime) -> None:

@@ -129,7 +129,7 @@ def test_close_interrupted_run_only_closes_a_run_still_running(tmp_path):
     _intent(env)
     env.journal.close_interrupted_run("r1", at(9, 5), "interrupted: daemon d1 stopped while running")
     run = env.journal.get_run("r1")
-    assert run.status is RunStatus.FAILED and run.message.startswith("interrupted")
+    assert run.status is RunStatus.INTERRUPTED and run.message.startswith("interrupted")
     env.journal.finish_run("r1", RunStatus.SUCCEEDED, at(9, 6))  # e.g. its daemon was alive after all
     env.journal.close_interrupted_run("r1", at(9, 7), "interrupted again")
     assert env.journal.get_run("r1").status is RunStatus.SUCCEEDED

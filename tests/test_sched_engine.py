@@ -227,7 +227,7 @@ async def test_restart_closes_a_run_that_crashed_armed_and_the_accounts_next_run
     await d2.prepare()
     assert [i.playbook for i in d2.catch_up_report if i.action == "interrupted"] == ["a"]
     run = journal.get_run(claim.run_id)
-    assert run is not None and run.status is RunStatus.FAILED and "interrupted" in (run.message or "")
+    assert run is not None and run.status is RunStatus.INTERRUPTED and "interrupted" in (run.message or "")
 
     # the account's next run reconciles it before sending anything: looked up, never re-sent
     nxt = INSTANT + dt.timedelta(days=1)
