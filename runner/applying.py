@@ -20,6 +20,7 @@ from runner.control import GuardedBroker
 from runner.engine import RunOptions, RunReport, execute
 from runner.errors import Rejected
 from runner.gateway import Observer, Tuning
+from runner.interrupt import Interrupt
 from runner.journal import Journal
 from runner.model import Modification, MultilegRequest, Order, OrderRequest
 from runner.planning import CallOp, Plan, PlannedCall, drift, observe
@@ -130,6 +131,7 @@ async def apply_plan(
     risk: RiskConfig | None = None,
     tuning: Tuning | None = None,
     observer: Observer | None = None,
+    interrupt: Interrupt | None = None,
 ) -> RunReport:
     """Refuse (:class:`PlanDrifted`, nothing sent) unless the live state matches the plan, then run it."""
     if pb.name != plan.playbook:
@@ -144,6 +146,7 @@ async def apply_plan(
         ignore_at=plan.ignore_at,
         risk=risk,
         tuning=tuning or Tuning(),
+        interrupt=interrupt,
     )
     return await execute(
         pb, _guarded(broker, plan), journal, clock, account=plan.account, options=options, observer=observer

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from runner.control import GuardedBroker
     from runner.engine import RunReport
     from runner.gateway import EngineEvent
+    from runner.interrupt import Interrupt
+    from runner.journal import Journal
     from runner.playbook import Playbook
     from runner.risk import RiskConfig
 
@@ -141,6 +143,36 @@ async def kill_switch(broker: Broker, engine: Engine) -> AsyncIterator[GuardedBr
         yield GuardedBroker(broker, watcher)
     finally:
         await watcher.stop()
+
+
+@contextlib.asynccontextmanager
+async def run_process(journal: Journal, command: str) -> AsyncIterator[Interrupt]:
+    """For ``run`` and ``apply``: this process's heartbeat in the journal (the liveness its runs' owner
+    token is judged by, runner.liveness) and SIGTERM/SIGINT turned into a stop request that the engine
+    honours at its next step boundary (runner.interrupt). Use inside the running event loop."""
+    from runner.interrupt import Interrupt, catching_signals
+    from runner.liveness import Heartbeat, ProcessIdentity
+
+    interrupt = Interrupt()
+
+    def say() -> None:
+        print(
+            f"runner {command}: {interrupt.name} received: no new step starts (exit steps included); "
+            "in-flight broker calls finish, then the run is closed as interrupted",
+            file=sys.stderr,
+        )
+
+    interrupt.on_request(say)
+    async with Heartbeat(journal.processes, ProcessIdentity.current(), command):
+        with catching_signals(interrupt):
+            yield interrupt
+
+
+def run_exit_code(report: RunReport, interrupt: Interrupt) -> int:
+    """``exit_code``, or 128 + the signal (130 SIGINT, 143 SIGTERM) for a run a signal interrupted."""
+    if report.status.value == "interrupted":
+        return interrupt.exit_code
+    return exit_code(report)
 
 
 def calendar_refusal(

@@ -7,7 +7,7 @@ plan's run id and client ids, journaled as any run; a broker write the plan does
 rejected before it leaves. The kill switch (``runner halt``) applies as to ``runner run``: an order it
 refuses makes its step REFUSED. So does the account's calendar: refused outside the playbook calendar's
 trading day and session (``--ignore-calendar`` overrides). Exit codes as ``runner run``: 0 ok, 3 a step
-failed, 4 refused.
+failed, 4 refused; SIGTERM / SIGINT as ``runner run``: 143 / 130, the run closed as interrupted.
 An interrupted apply is resumed with ``runner run PLAYBOOK --resume RUN_ID``.
 """
 
@@ -29,7 +29,6 @@ from runner.commands._shared import (
     check_calendar,
     configure_logging,
     deduplicating,
-    exit_code,
     kill_switch,
     load_account,
     load_playbook,
@@ -39,10 +38,13 @@ from runner.commands._shared import (
     print_summary,
     progress_printer,
     report_dict,
+    run_exit_code,
+    run_process,
 )
 
 if TYPE_CHECKING:
     from runner.engine import RunReport
+    from runner.interrupt import Interrupt
 
 EXAMPLES = """\
   runner plan playbooks/iron_condor.yaml --now --out plan.json   # review it, then:
@@ -111,19 +113,25 @@ def run(args: argparse.Namespace) -> int:
     journal = Journal(db)
     observer = deduplicating(progress_printer(tz)) if tty else None
 
-    async def main() -> RunReport:
+    async def main() -> tuple[RunReport, Interrupt]:
         try:
-            async with kill_switch(broker, journal.engine) as guarded:
-                return await apply_plan(plan, pb, guarded, journal, clock, risk=risk, observer=observer)
+            async with (
+                run_process(journal, "apply") as interrupt,
+                kill_switch(broker, journal.engine) as guarded,
+            ):
+                report = await apply_plan(
+                    plan, pb, guarded, journal, clock, risk=risk, observer=observer, interrupt=interrupt
+                )
+                return report, interrupt
         finally:
             await broker.close()
 
     try:
-        report = asyncio.run(main())  # broker errors exit 5 via runner.cli
+        report, interrupt = asyncio.run(main())  # broker errors exit 5 via runner.cli
     except PlanDrifted as exc:
         return _refuse(args, exc.lines)
     if args.json:
         print_json(report_dict(report))
     else:
         print_summary(report, tz)
-    return exit_code(report)
+    return run_exit_code(report, interrupt)

@@ -12,6 +12,13 @@ its ``late:`` policy (default skip).
 waited for (steps run back to back; ``after:`` delays still apply). Resume an interrupted ``--now`` run
 with ``--resume RUN_ID``.
 
+Stopping: SIGTERM or SIGINT (Ctrl-C) starts no new step (exit steps included: a process being stopped
+does not start trading), lets in-flight broker calls finish (a step already trading gets 10 s), closes
+the run as ``interrupted`` and exits 143 (SIGTERM) or 130 (SIGINT); ``runner show RUN`` says how to
+resume it. A run whose process was killed outright is closed as interrupted by the account's next
+``run``, ``apply`` or ``serve``, and its orders are then looked up. Two processes never execute one run:
+the second is refused (exit 4, naming the holder).
+
 Calendar: on an account with ``enforce_calendar`` (the default; the built-in paper account has it off) a
 playbook naming a ``calendar:`` is refused (exit 4, nothing sent) on a closed day, a day the calendar's
 data does not cover, or outside the day's session (pre-open included). ``--ignore-calendar`` overrides,
@@ -21,6 +28,7 @@ with a warning on stderr and in the log.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import sys
 from typing import TYPE_CHECKING
@@ -36,7 +44,6 @@ from runner.commands._shared import (
     check_calendar,
     configure_logging,
     deduplicating,
-    exit_code,
     kill_switch,
     load_account,
     load_playbook,
@@ -46,12 +53,15 @@ from runner.commands._shared import (
     print_summary,
     progress_printer,
     report_dict,
+    run_exit_code,
+    run_process,
 )
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
     from runner.engine import RunReport
+    from runner.interrupt import Interrupt
 
 DESCRIPTION = __doc__
 EXAMPLES = """\
@@ -125,20 +135,25 @@ def run(args: argparse.Namespace) -> int:
         scheduled_for=slot, mode="now" if ignore_at else "run", ignore_at=ignore_at, risk=risk
     )
 
-    async def main() -> RunReport:
+    async def main() -> tuple[RunReport, Interrupt]:
         try:
-            async with kill_switch(broker, journal.engine) as guarded:
-                return await execute(
-                    pb, guarded, journal, clock, account=account.name, options=options, observer=observer
+            async with (
+                run_process(journal, "run") as interrupt,
+                kill_switch(broker, journal.engine) as guarded,
+            ):
+                opts = dataclasses.replace(options, interrupt=interrupt)
+                report = await execute(
+                    pb, guarded, journal, clock, account=account.name, options=opts, observer=observer
                 )
+                return report, interrupt
         finally:
             await broker.close()
 
-    # Broker errors escaping the run (cannot connect, ...) exit 5 via runner.cli; the journal keeps the
-    # run for a resume.
-    report = asyncio.run(main())
+    # Broker errors escaping the run (cannot connect, ...) exit 5 via runner.cli; the run is closed
+    # FAILED with the reason (a resume may still finish it).
+    report, interrupt = asyncio.run(main())
     if args.json:
         print_json(report_dict(report))
     else:
         print_summary(report, tz)
-    return exit_code(report)
+    return run_exit_code(report, interrupt)
