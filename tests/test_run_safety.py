@@ -152,7 +152,9 @@ async def test_an_unexpected_adapter_exception_fails_its_step_and_exit_steps_sti
     report = await env.run(pb, broker=broker)
     steps = {s.step_id: s for s in report.steps}
     assert steps["tidy"].outcome is StepOutcome.FAILED and "1 still open" in steps["tidy"].message
-    assert steps["sq"].outcome.is_final and steps["sq"].outcome is not StepOutcome.SKIPPED  # the exit step ran
+    assert (
+        steps["sq"].outcome.is_final and steps["sq"].outcome is not StepOutcome.SKIPPED
+    )  # the exit step ran
     assert steps["after"].outcome is StepOutcome.SKIPPED
     assert env.journal.get_run(report.run_id).status is RunStatus.FAILED
     faults = [c for c in env.journal.calls(run_id=report.run_id) if c["method"] == "cancel"]
@@ -211,3 +213,52 @@ async def test_an_interrupt_starts_no_step_and_closes_the_run_interrupted(tmp_pa
         and "not started: tidy, sq" in run.message
     )
     assert set(env.journal.steps_of(report.run_id)) == {"bid"}  # the exit steps did not start either
+
+
+PAPER_PLAYBOOK = """\
+version: 1
+name: sigterm-demo
+timezone: Asia/Kolkata
+instruments:
+  rel: {exchange: NSE, symbol: RELIANCE}
+steps:
+  - {kind: place, id: bid, instrument: rel, side: BUY, quantity: 1, type: LIMIT, price: 1300}
+  - {kind: cancel, id: tidy, all_open: {}, after: 10m}
+"""
+
+
+@pytest.mark.parametrize(("signum", "code"), [(15, 143), (2, 130)])
+def test_sigterm_or_sigint_closes_a_cli_run_interrupted(tmp_path, signum, code):
+    import os
+    import sys
+    import time
+
+    from runner.journal import Journal
+
+    pb = tmp_path / "demo.yaml"
+    pb.write_text(PAPER_PLAYBOOK)
+    db = f"sqlite:///{tmp_path / 'j.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(pb), "--now", "--db", db],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )  # fmt: skip
+    journal = None
+    for _ in range(600):  # until the first step finished and the run waits out `after: 10m`
+        if proc.poll() is not None:
+            break
+        if (tmp_path / "j.db").exists():
+            journal = journal or Journal(db)
+            runs = journal.list_runs()
+            done = journal.steps_of(runs[0].run_id) if runs else {}
+            if "bid" in done and done["bid"].outcome.is_final:
+                break
+        time.sleep(0.05)
+    os.kill(proc.pid, signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "no new step starts" in err
+    journal = Journal(db)
+    (run,) = journal.list_runs()
+    assert run.status is RunStatus.INTERRUPTED and "not started: tidy" in (run.message or "")
+    assert set(journal.steps_of(run.run_id)) == {"bid"}

@@ -23,10 +23,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_argument(parser)
 
 
+def resume_hint(run: Any) -> str:
+    """Re-running an interrupted run's remaining steps stays a human decision: say how."""
+    return (
+        "its remaining steps did not run; after checking the account, re-run them with "
+        f"`runner run <{run.playbook} playbook file> --resume {run.run_id}` (finished steps are not "
+        "repeated, orders in flight are looked up, never re-sent)"
+    )
+
+
 def collect(journal: Any, run_id: str) -> dict[str, Any]:
-    from runner.journal import events, fills
+    from runner.journal import RunStatus, events, fills
+    from runner.liveness import describe
 
     run = journal.get_run(run_id)
+    dead = run.status is RunStatus.RUNNING and not journal.holder_alive(run)
     steps = journal.steps_of(run_id)
     intents = journal.intents(run_id=run_id)
     calls = journal.calls(run_id=run_id)
@@ -41,6 +52,10 @@ def collect(journal: Any, run_id: str) -> dict[str, Any]:
             "starts": run.starts,
             "started_at": run.started_at.isoformat(),
             "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "message": run.message,
+            "owner": describe(run.owner) if run.owner else None,
+            "dead": dead,
+            "resume": resume_hint(run) if dead or run.status is RunStatus.INTERRUPTED else None,
         },
         "steps": [
             {
@@ -134,6 +149,12 @@ def run(args: argparse.Namespace) -> int:
         f"{term.paint(r['status'], OUTCOME_COLOR.get(r['status']))}  starts={r['starts']}"
     )
     print(f"  scheduled {r['scheduled_for']}  started {r['started_at']}  finished {r['finished_at'] or '-'}")
+    if r["message"]:
+        print(f"  {r['message']}")
+    if r["dead"]:
+        print(f"  {term.paint('dead', 'red')}: still marked running, but its process ({r['owner']}) is gone")
+    if r["resume"]:
+        print(f"  {r['resume']}")
     print("\nsteps:")
     if data["steps"]:
         rows = [(s["id"], s["kind"], s["outcome"], s["message"] or "") for s in data["steps"]]

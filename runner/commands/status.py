@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any]:
     from runner.control import ControlStore
     from runner.fires import FireStore, open_engine, read_daemons
+    from runner.journal import Journal, dead_holder
 
     now = now or dt.datetime.now(dt.UTC)
     engine = open_engine(db_url)
@@ -71,8 +72,19 @@ def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any
             if name not in next_fires or (info["next_fire"] or "~") < (next_fires[name]["next_fire"] or "~"):
                 next_fires[name] = info
     control = ControlStore(engine)
+    dead = [
+        {
+            "run_id": r.run_id,
+            "playbook": r.playbook,
+            "account": r.account,
+            "started_at": r.started_at.isoformat(),
+            "why": dead_holder(r),
+        }
+        for r in Journal(engine=engine).dead_runs()
+    ]  # read-only: closed by the account's next run, apply or serve
     return {
         "now": now.isoformat(),
+        "dead_runs": dead,
         "control": control.get().as_dict(),
         "halt_cancels": [p.as_dict() for p in control.last_passes()],
         "daemons": daemons,
@@ -137,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
                 f"  {r['playbook']:<28} run {r['run_id']} step {r.get('current_step') or '-'} "
                 f"(started {r['started_at']})"
             )
+    if data["dead_runs"]:
+        print("dead runs (still marked running; closed by the account's next run, apply or serve):")
+        for r in data["dead_runs"]:
+            print(f"  {r['playbook']:<28} run {r['run_id']} on {r['account']}: {r['why']}")
     if data["last_outcomes"]:
         print("last outcomes:")
         for name, r in data["last_outcomes"].items():
