@@ -19,6 +19,7 @@ from test_sched_support import playbook_text
 from runner.control import ControlStore, Mode
 from runner.db import make_engine
 from runner.fires import FireState, fires
+from runner.liveness import ProcessRegistry, processes
 
 DEADLINE = 30.0  # generous bound for a loaded CI box; the waits normally end in about a second
 
@@ -72,6 +73,11 @@ def test_serve_fires_honours_halt_and_stops_on_sigterm(
 ) -> None:
     proc, db_url, engine = served
     wait_for("a successful fire", lambda: any(r["state"] == FireState.SUCCEEDED for r in rows(engine)))
+    # the owner of the runs it executes is a live process in the journal (judged by `run` elsewhere)
+    registry = ProcessRegistry(engine)
+    with engine.connect() as conn:
+        [serve_row] = conn.execute(sa.select(processes).where(processes.c.command == "serve")).all()
+    assert serve_row.pid == proc.pid and registry.is_alive(serve_row.token)
 
     status = subprocess.run(
         runner_cmd("status", "--db", db_url, "--json"), capture_output=True, text=True, check=True
@@ -113,3 +119,5 @@ def test_serve_fires_honours_halt_and_stops_on_sigterm(
         ).stdout
     )
     assert not any(d["alive"] for d in after["daemons"])
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(processes.c.stopped_at)).scalar_one() is not None

@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runner.scheduler import Daemon
 
 DESCRIPTION = __doc__
 DEFAULT_LEAD = 1.5  # = DaemonOptions.lead (not imported: `runner --help` stays light; a test ties them)
@@ -90,6 +94,7 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
     from runner.control import ControlStore
     from runner.fires import FireStore, open_engine
     from runner.journal import Journal
+    from runner.liveness import Heartbeat, ProcessIdentity, ProcessRegistry
     from runner.scheduler import (
         BrokerPool,
         Daemon,
@@ -126,6 +131,13 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
+    # The runs this daemon executes name this process as their owner: a `run` on another host judges
+    # them by this heartbeat (the daemons table's own heartbeat serves the fire sweep).
+    async with Heartbeat(ProcessRegistry(engine), ProcessIdentity.current(), "serve"):
+        return await _serve_until_stopped(daemon)
+
+
+async def _serve_until_stopped(daemon: Daemon) -> int:
     lines = await daemon.start()  # also opens every named account's broker, not on a fire's path
     print(
         f"runner serve: daemon {daemon.owner}, {len(daemon.entries)} playbooks scheduled, "
