@@ -6,7 +6,9 @@
     │   └── NotModifiable      the order exists but can no longer be modified or cancelled
     ├── Retryable              the request did not take effect: retry with backoff
     │   ├── Unavailable        5xx, connection refused before sending, maintenance
-    │   └── RateLimited        429 / throttled: honour ``retry_after``
+    │   ├── RateLimited        429 / throttled: honour ``retry_after``
+    │   └── WaitTooLong        the wait asked for (Retry-After) or needed passes our maximum or the
+    │                          caller's deadline: the call fails now instead of parking the step
     ├── AuthExpired            session or token expired: log in again once, then retry
     ├── OutcomeUnknown         the request may have reached the broker (timeout after sending, reply
     │                          dropped, connection reset mid-request): resolve by looking the order up,
@@ -72,6 +74,11 @@ class RateLimited(Retryable):
     """Throttled by the broker (HTTP 429 or an equivalent code)."""
 
 
+class WaitTooLong(Retryable):
+    """The broker did not act, and retrying would mean waiting past ``Tuning.max_retry_after`` or the
+    caller's deadline: the call fails with this instead of sleeping. ``__cause__`` is the broker's error."""
+
+
 class AuthExpired(BrokerError):
     """Session expired or token invalid: log in again once, then retry."""
 
@@ -95,4 +102,5 @@ __all__ = [
     "Rejected",
     "Retryable",
     "Unavailable",
+    "WaitTooLong",
 ]
