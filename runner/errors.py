@@ -13,8 +13,10 @@
     ├── OutcomeUnknown         the request may have reached the broker (timeout after sending, reply
     │                          dropped, connection reset mid-request): resolve by looking the order up,
     │                          never by sending it again
-    └── InstrumentUnknown      the playbook names an instrument the broker's master does not have:
-                               raised before anything is sent
+    ├── InstrumentUnknown      the playbook names an instrument the broker's master does not have:
+    │                          raised before anything is sent
+    └── Malformed              a broker reply we cannot read exactly: a required field missing, a
+                               quantity with a fraction, NaN, text; names the field and the value
 
 Configuration and playbook problems are not broker errors; they are reported by the validator.
 """
@@ -91,10 +93,23 @@ class InstrumentUnknown(BrokerError):
     """The instrument master has no such instrument for this broker."""
 
 
+class Malformed(BrokerError):
+    """A field of a broker reply is missing or not a value we can read exactly. Nothing is assumed in
+    its place (a missing filled quantity is not "0 filled")."""
+
+    def __init__(self, field: str, value: object, *, reason: str, broker: str | None = None) -> None:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."  # a reply can be arbitrarily long
+        super().__init__(f"{field}={shown}: {reason}", broker=broker)
+        self.field = field
+        self.value = value
+
+
 __all__ = [
     "AuthExpired",
     "BrokerError",
     "InstrumentUnknown",
+    "Malformed",
     "NotFound",
     "NotModifiable",
     "OutcomeUnknown",
