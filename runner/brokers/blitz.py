@@ -411,7 +411,10 @@ def latest_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The current state among history rows (seed: newest first; ordering by sequenceNumber is safer)."""
     if not rows:
         raise NotFound("empty order history", broker=BROKER)
-    return max(enumerate(rows), key=lambda ir: (_int(get(ir[1], "sequenceNumber"), "sequenceNumber", default=0), -ir[0]))[1]
+    def order(ir: tuple[int, Mapping[str, Any]]) -> tuple[int, int]:
+        return _int(get(ir[1], "sequenceNumber"), "sequenceNumber", default=0), -ir[0]
+
+    return max(enumerate(rows), key=order)[1]
 
 
 InstrumentLookup = Callable[[Mapping[str, Any]], Instrument]

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
-import functools
 import json
 import logging
 import struct
