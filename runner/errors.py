@@ -6,7 +6,9 @@
     │   └── NotModifiable      the order exists but can no longer be modified or cancelled
     ├── Retryable              the request did not take effect: retry with backoff
     │   ├── Unavailable        5xx, connection refused before sending, maintenance
-    │   └── RateLimited        429 / throttled: honour ``retry_after``
+    │   ├── RateLimited        429 / throttled: honour ``retry_after``
+    │   └── WaitTooLong        the wait asked for (Retry-After) or needed passes our maximum or the
+    │                          caller's deadline: the call fails now instead of parking the step
     ├── AuthExpired            session or token expired: log in again once, then retry
     ├── OutcomeUnknown         the request may have reached the broker (timeout after sending, reply
     │                          dropped, connection reset mid-request): resolve by looking the order up,
@@ -14,8 +16,10 @@
     │   └── AdapterFault       anything else an adapter raised (a bug, a reply it could not read),
     │                          mapped at the gateway's boundary: nothing says the request did not
     │                          take effect, so it is resolved like any unknown outcome
-    └── InstrumentUnknown      the playbook names an instrument the broker's master does not have:
-                               raised before anything is sent
+    ├── InstrumentUnknown      the playbook names an instrument the broker's master does not have:
+    │                          raised before anything is sent
+    └── Malformed              a broker reply we cannot read exactly: a required field missing, a
+                               quantity with a fraction, NaN, text; names the field and the value
 
 Configuration and playbook problems are not broker errors; they are reported by the validator.
 """
@@ -75,6 +79,11 @@ class RateLimited(Retryable):
     """Throttled by the broker (HTTP 429 or an equivalent code)."""
 
 
+class WaitTooLong(Retryable):
+    """The broker did not act, and retrying would mean waiting past ``Tuning.max_retry_after`` or the
+    caller's deadline: the call fails with this instead of sleeping. ``__cause__`` is the broker's error."""
+
+
 class AuthExpired(BrokerError):
     """Session expired or token invalid: log in again once, then retry."""
 
@@ -91,11 +100,24 @@ class InstrumentUnknown(BrokerError):
     """The instrument master has no such instrument for this broker."""
 
 
+class Malformed(BrokerError):
+    """A field of a broker reply is missing or not a value we can read exactly. Nothing is assumed in
+    its place (a missing filled quantity is not "0 filled")."""
+
+    def __init__(self, field: str, value: object, *, reason: str, broker: str | None = None) -> None:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."  # a reply can be arbitrarily long
+        super().__init__(f"{field}={shown}: {reason}", broker=broker)
+        self.field = field
+        self.value = value
+
+
 __all__ = [
     "AdapterFault",
     "AuthExpired",
     "BrokerError",
     "InstrumentUnknown",
+    "Malformed",
     "NotFound",
     "NotModifiable",
     "OutcomeUnknown",
@@ -103,4 +125,5 @@ __all__ = [
     "Rejected",
     "Retryable",
     "Unavailable",
+    "WaitTooLong",
 ]

@@ -30,11 +30,13 @@ from runner.errors import (
     AdapterFault,
     AuthExpired,
     BrokerError,
+    Malformed,
     NotFound,
     NotModifiable,
     OutcomeUnknown,
     Rejected,
     Retryable,
+    WaitTooLong,
 )
 from runner.ids import client_order_id, leg_client_id
 from runner.journal import DuplicateIntent, Intent, Journal, Purpose, Resolution
@@ -60,6 +62,9 @@ T = TypeVar("T")
 UNSETTLED = frozenset({OrderStatus.PENDING_NEW, OrderStatus.UNKNOWN})
 
 
+_WRITES = frozenset({"place", "modify", "cancel", "place_multileg"})  # calls that change the book
+
+
 def is_live(order: Order) -> bool:
     """Working at the broker, or possibly so (not yet acknowledged / unknown)."""
     return order.status.is_working or order.status in UNSETTLED
@@ -70,6 +75,9 @@ class Tuning:
     max_attempts: int = 5  # per call, for Retryable / AuthExpired
     backoff_base: float = 0.2  # seconds, doubled per attempt
     backoff_cap: float = 5.0
+    # Longest Retry-After honoured (seconds): a broker asking for more (a day, garbage read as huge)
+    # fails the call with WaitTooLong instead of parking the step with a PENDING intent.
+    max_retry_after: float = 30.0
     poll_interval: float = 0.25  # read-back polling
     lookup_attempts: int = 4  # lookups after OutcomeUnknown before concluding "never arrived"
     verify_timeout: float = 10.0  # default read-back window for cancel / modify
@@ -233,6 +241,7 @@ class Gateway:
     observer: Observer | None = None
     log: Any = None
     step_id: str | None = None  # set by the engine while a step runs
+    deadline: dt.datetime | None = None  # set by a caller whose step must end by then: no wait passes it
     last_prices: dict[str, Decimal] = field(default_factory=dict)
     # Client ids known to be journaled (intents are never deleted, so a hit never goes stale).
     _ours: set[str] = field(default_factory=set, repr=False)
@@ -294,6 +303,7 @@ class Gateway:
                     if exc.retry_after is not None
                     else min(self.tuning.backoff_cap, self.tuning.backoff_base * 2 ** (attempt - 1))
                 )
+                self._check_wait(method, delay, exc)
                 self._log("broker_retry", method=method, client_order_id=cid, error=str(exc), delay=delay)
                 await self.clock.sleep(delay)
                 continue
@@ -305,6 +315,12 @@ class Gateway:
                 self._log("broker_relogin", method=method)
                 await self.broker.connect()
                 continue
+            except Malformed as exc:
+                self.journal.record_call(self._call_row(method, cid, request, None, exc, started))
+                if method not in _WRITES:
+                    raise
+                # an unreadable reply to a write says nothing of whether it took effect: look it up
+                raise AdapterFault(f"{method}: unreadable reply: {exc}") from exc
             except BrokerError as exc:
                 self.journal.record_call(self._call_row(method, cid, request, None, exc, started))
                 raise
@@ -322,6 +338,22 @@ class Gateway:
             if record:
                 self.journal.record_call(row)
             return result, row
+
+    def _check_wait(self, method: str, delay: float, exc: Retryable) -> None:
+        """Refuse a wait past the maximum Retry-After or past :attr:`deadline`: the call fails now."""
+        if exc.retry_after is not None and not delay <= self.tuning.max_retry_after:  # NaN too
+            why = f"Retry-After {delay:g}s exceeds the maximum {self.tuning.max_retry_after:g}s"
+        elif self.deadline is not None and self.clock.now() + dt.timedelta(seconds=delay) > self.deadline:
+            source = "Retry-After" if exc.retry_after is not None else "backoff"
+            why = f"{source} {delay:g}s would pass the step's deadline {self.deadline.isoformat()}"
+        else:
+            return
+        raise WaitTooLong(
+            f"{method}: {why}; not waiting ({exc})",
+            code=exc.code,
+            broker=exc.broker,
+            retry_after=exc.retry_after,
+        ) from exc
 
     def _log(self, event: str, **kw: Any) -> None:
         if self.log is not None:

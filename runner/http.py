@@ -10,10 +10,14 @@ undoes that so an ambiguous order is never taken for one that was not sent.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
+import re
 import ssl
 from collections.abc import Mapping
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -68,14 +72,38 @@ def make_client(
     return httpx.AsyncClient(**kwargs)
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+# A Retry-After longer than this reads as this (seconds): the value stays finite and comparable, and the
+# gateway fails the call long before (``Tuning.max_retry_after``).
+RETRY_AFTER_CEILING = 86400.0
+_DELAY = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # delay-seconds, and a fraction; no sign, exponent or NaN
+
+
+def _http_date(text: str) -> dt.datetime | None:
+    """An HTTP-date in any of RFC 9110's three forms (IMF-fixdate, RFC 850, asctime), as UTC."""
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when  # asctime: GMT by definition
+
+
+def retry_after_seconds(response: httpx.Response, *, now: dt.datetime | None = None) -> float | None:
+    """The response's Retry-After in seconds, at most :data:`RETRY_AFTER_CEILING`; None when absent or
+    garbage (NaN, infinity, negative, unreadable): the caller then backs off on its own schedule.
+
+    RFC 9110 allows delay-seconds (digits) or an HTTP-date. Liberal in what we accept: a fraction
+    ("1.5") is read too. A date is measured from the response's own Date header when it has one (the
+    server's clock against the server's clock: no skew), else from ``now`` (default: the wall clock)."""
+    value = response.headers.get("Retry-After", "").strip()
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # HTTP-date form: treat as unknown, caller backs off
+    if _DELAY.fullmatch(value):
+        return float(min(Decimal(value), Decimal(RETRY_AFTER_CEILING)))  # exact: "1e400" never gets here
+    when = _http_date(value)
+    if when is None:
+        return None
+    base = _http_date(response.headers.get("Date", "")) or now or dt.datetime.now(dt.UTC)
+    return min(RETRY_AFTER_CEILING, max(0.0, (when - base).total_seconds()))
 
 
 def _maybe_sent(exc: httpx.TransportError) -> bool:

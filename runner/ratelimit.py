@@ -10,6 +10,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
 
+# Longest a broker's Retry-After may stop one key's orders (seconds). The gateway refuses to wait longer
+# than its own ``Tuning.max_retry_after`` (also 30 s) and fails the call instead.
+MAX_PENALTY = 30.0
+
 
 class _Bucket:
     __slots__ = ("lock", "stamp", "tokens")
@@ -28,11 +32,13 @@ class RateLimiter:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_penalty: float = MAX_PENALTY,
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
         self.rate = rate
         self.burst = burst
+        self.max_penalty = max_penalty
         self._monotonic = monotonic
         self._sleep = sleep
         self._buckets: dict[Hashable, _Bucket] = {}
@@ -60,9 +66,20 @@ class RateLimiter:
                 await self._sleep(delay)
 
     def penalize(self, key: Hashable, seconds: float) -> None:
-        """Honour a broker's Retry-After: no tokens for this key for ``seconds``."""
+        """Honour a broker's Retry-After: no tokens for this key for ``seconds``, at most
+        :attr:`max_penalty`. A day-long (or infinite) Retry-After fails the call that got it (the
+        gateway's cap); it must not also stop every later order of the account, a square-off
+        included, for as long. NaN and negative values are ignored."""
+        if not seconds > 0:  # also False for NaN
+            return
         bucket = self._bucket(key)
-        bucket.tokens = min(bucket.tokens, 0) - seconds * self.rate
+        bucket.tokens = min(bucket.tokens, 0) - min(seconds, self.max_penalty) * self.rate
+
+    def blocked_for(self, key: Hashable) -> float:
+        """Seconds until ``key`` has a token again (0 when it has one now)."""
+        bucket = self._bucket(key)
+        tokens = min(self.burst, bucket.tokens + (self._monotonic() - bucket.stamp) * self.rate)
+        return max(0.0, (1 - tokens) / self.rate)
 
 
 def segment_of(exchange: str) -> str:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from runner.errors import Malformed
+
 # Placeholders brokers use for "no value" in numeric fields.
 _EMPTY = frozenset({"", "--", "NA", "N/A", "null", "None"})
 
@@ -45,9 +47,40 @@ def to_decimal(value: Any) -> Decimal | None:
         return None
 
 
-def to_int(value: Any, default: int = 0) -> int:
-    d = to_decimal(value)
-    return int(d) if d is not None else default
+_MAX_DIGITS = 18  # no quantity, id or count of ours is longer; "1e999999999" must not build a huge int
+
+
+def to_int(value: Any, field: str, *, default: int | None = None, broker: str | None = None) -> int:
+    """A broker's whole number, exactly, or :class:`~runner.errors.Malformed` naming ``field``.
+
+    Liberal in what it accepts: ``10``, ``"10"``, ``"10.0"``, ``" 10 "``, ``Decimal("10.00")``, ``10.0``.
+    Absent (None or a placeholder such as ``"--"``) is ``default`` only when the caller passes one: the
+    call site says the field is optional and what its absence means. A fraction is never truncated;
+    NaN, infinity, text, booleans and other types are refused the same way, whatever the default."""
+
+    def bad(reason: str) -> Malformed:
+        return Malformed(field, value, reason=reason, broker=broker)
+
+    if value is None or (isinstance(value, str) and value.strip() in _EMPTY):
+        if default is None:
+            raise bad("missing")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise bad("not a number")
+    if isinstance(value, int):
+        d = Decimal(value)
+    else:
+        try:
+            d = Decimal(value.strip() if isinstance(value, str) else value)  # float: its exact value
+        except (InvalidOperation, ValueError):
+            raise bad("not a number") from None
+    if not d.is_finite():
+        raise bad("not a finite number")
+    if d.adjusted() >= _MAX_DIGITS:
+        raise bad("out of range")
+    if d != d.to_integral_value():
+        raise bad("not a whole number")
+    return int(d)
 
 
 def plain(value: Decimal) -> str:

@@ -14,6 +14,7 @@ from runner.clock import VirtualClock
 def row(boid: int, order_type: str, correlation: str) -> dict[str, Any]:
     return {"blitzOrderId": boid, "instrumentId": 1, "exchangeSegment": "NSECM", "instrumentName": "IDEA",
             "orderType": order_type, "orderSide": "Buy", "orderStatus": "New", "orderQuantity": 5,
+            "cumulativeQuantity": 0,  # in every order row (seed 000, SDK order fields)
             "orderPrice": "10", "correlationOrderId": correlation, "sequenceNumber": 1,
             "isOrderCompleted": False}
 

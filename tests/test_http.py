@@ -1,13 +1,16 @@
 """runner.http over real loopback sockets: each failure mode maps onto the error taxonomy."""
 
 import asyncio
+import datetime as dt
+import math
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import httpx
 import pytest
 
 from runner.errors import AuthExpired, OutcomeUnknown, RateLimited, Unavailable
-from runner.http import make_client, send
+from runner.http import RETRY_AFTER_CEILING, make_client, retry_after_seconds, send
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -115,3 +118,55 @@ async def test_5xx_on_a_read_is_retryable(serve) -> None:
         with pytest.raises(Unavailable) as info:
             await send(client, "GET", "/orders", broker="t", mutating=False)
     assert info.value.retry_after == 1.0
+
+
+# --- Retry-After: every form RFC 9110 allows, garbage refused, huge values bounded --------------------
+
+DATE = "Mon, 02 Mar 2026 04:30:00 GMT"
+
+
+def _response(retry_after: str, date: str | None = DATE) -> httpx.Response:
+    headers = {"Retry-After": retry_after}
+    if date is not None:
+        headers["Date"] = date
+    return httpx.Response(429, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("2", 2.0), (" 7 ", 7.0), ("0", 0.0), ("1.5", 1.5), ("10.0", 10.0),  # liberal: fractions too
+     ("Mon, 02 Mar 2026 04:32:00 GMT", 120.0),  # IMF-fixdate, measured from the server's Date
+     ("Monday, 02-Mar-26 04:30:30 GMT", 30.0),  # obsolete RFC 850 form
+     ("Mon Mar  2 04:31:00 2026", 60.0),  # obsolete asctime form (GMT by definition)
+     ("Mon, 02 Mar 2026 04:00:00 GMT", 0.0)],  # a date already past: no wait
+)
+def test_retry_after_parses_every_form(value: str, expected: float) -> None:
+    assert retry_after_seconds(_response(value)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("value", ["inf", "Infinity", "-inf", "NaN", "nan", "-1", "-0.5", "soon", "1e400",
+                                   "0x10", "", "Mon, 99 Foo 2026 04:32:00 GMT"])
+def test_retry_after_garbage_is_unknown(value: str) -> None:
+    assert retry_after_seconds(_response(value)) is None
+
+
+@pytest.mark.parametrize("value", ["86400", "99999999999999999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_retry_after_huge_is_bounded_finite(value: str) -> None:
+    seconds = retry_after_seconds(_response(value))
+    assert seconds is not None and math.isfinite(seconds)
+    assert seconds == RETRY_AFTER_CEILING == 86400.0  # a day: anything longer is the same "not today"
+
+
+def test_retry_after_date_without_a_date_header_is_measured_from_our_clock() -> None:
+    now = dt.datetime(2026, 3, 2, 4, 30, tzinfo=dt.UTC)
+    response = _response("Mon, 02 Mar 2026 04:30:45 GMT", date=None)
+    assert retry_after_seconds(response, now=now) == pytest.approx(45.0)
+
+
+@pytest.mark.parametrize(("header", "expected"), [("inf", None), ("NaN", None), ("-3", None), ("5", 5.0)])
+async def test_429_with_bad_retry_after_still_maps_to_rate_limited(serve, header, expected) -> None:
+    url = await serve(_reply("429 Too Many Requests", f"Retry-After: {header}\r\n"))
+    async with make_client(url, timeout=2) as client:
+        with pytest.raises(RateLimited) as info:
+            await send(client, "POST", "/orders", broker="t", mutating=True)
+    assert info.value.retry_after == expected

@@ -57,7 +57,8 @@ async def connect(clock: VirtualClock, prices: StepPath,
 
     async def make(faults: str | None = None, *, account: dict[str, Any] | None = None,
                    login: bool = True, **sim_kw: Any) -> tuple[KotakNeoSim, KotakNeo]:
-        cm = start(faults=faults, clock=clock, master=MASTER, retry_after="0.001",
+        sim_kw.setdefault("retry_after", "0.001")
+        cm = start(faults=faults, clock=clock, master=MASTER,
                    engine=MatchingEngine(prices, MatchingConfig()), **sim_kw)
         sim = await cm.__aenter__()
         stack.append(cm)
@@ -436,3 +437,14 @@ async def test_runner_sim_prints_one_json_line(capsys: pytest.CaptureFixture[str
     with pytest.raises(asyncio.CancelledError):
         await task
     assert out.count("\n") == 1
+
+
+@pytest.mark.parametrize("header", ["86400", "inf", "Fri, 31 Dec 9999 23:59:59 GMT"])
+async def test_a_huge_retry_after_penalises_the_segment_only_up_to_the_cap(connect: Connect,
+                                                                          header: str) -> None:
+    """Kotak's limiter honours Retry-After, but a day (or garbage) must not block the account's next
+    orders (a square-off) for as long."""
+    _sim, broker = await connect("429=1,only=place", retry_after=header)
+    with pytest.raises(errors.RateLimited):
+        await broker.place(limit("rnhuge"))
+    assert broker.limiter.blocked_for(("desk", "NSE_CM")) <= broker.limiter.max_penalty + 1

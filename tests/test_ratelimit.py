@@ -63,3 +63,27 @@ async def test_penalize_honours_retry_after() -> None:
 def test_rejects_bad_config() -> None:
     with pytest.raises(ValueError):
         RateLimiter(0)
+
+
+@pytest.mark.parametrize("seconds", [86400.0, float("inf"), 1e300])
+async def test_a_huge_penalty_is_capped(seconds: float) -> None:
+    """A broker's Retry-After of a day (or garbage) must not stop the account's orders for as long."""
+    lim, t = limiter(rate=10)
+    lim.penalize("k", seconds)
+    assert lim.blocked_for("k") == pytest.approx(lim.max_penalty + 1 / 10)  # the cap, then one token
+    waited = await lim.acquire("k")
+    assert waited <= lim.max_penalty + 1 / 10 and t.now - 100.0 <= lim.max_penalty + 1 / 10
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), -5.0])
+async def test_a_nonsense_penalty_is_ignored(seconds: float) -> None:
+    lim, _ = limiter(rate=10)
+    lim.penalize("k", seconds)
+    assert lim.blocked_for("k") == 0
+    assert await lim.acquire("k") == 0
+
+
+async def test_a_penalty_blocks_for_its_length() -> None:
+    lim, _ = limiter(rate=10)
+    lim.penalize("k", 2.0)
+    assert lim.blocked_for("k") == pytest.approx(2.1)  # 2 s, then the refill of one token

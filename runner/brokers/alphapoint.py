@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -27,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from runner.brokers.base import Capability
+from runner.brokers.base import Capability, Positions, UnreadablePosition
 from runner.errors import (
     AuthExpired,
     BrokerError,
     InstrumentUnknown,
+    Malformed,
     NotFound,
     NotModifiable,
     OutcomeUnknown,
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BROKER = "alphapoint"
+_int = functools.partial(to_int, broker=BROKER)  # whole numbers exactly, or Malformed naming the field
 
 # ---------------------------------------------------------------------------------------------------------
 # Frames (payloads through runner.wirejson: money never passes through float)
@@ -359,9 +362,11 @@ def order_from_wire(
     product_of: Callable[[str], Product],
 ) -> Order:
     r = ci(record)
-    executed = to_int(r.get("quantityexecuted"))
-    remaining = to_int(r.get("quantity"))
-    orig = to_int(r.get("origquantity"))
+    # In every order record (GetOrderStatus / GetOpenOrders docs). A venue with a QuantityIncrement
+    # below 1 can report fractions: Malformed naming the field, never truncated.
+    executed = _int(r.get("quantityexecuted"), "QuantityExecuted")
+    remaining = _int(r.get("quantity"), "Quantity")
+    orig = _int(r.get("origquantity"), "OrigQuantity")
     status = status_from_wire(r.get("orderstate"), executed)
     # Working: total = remaining + executed (ModifyOrder reduces the remaining); done: what was asked.
     if status.is_working:
@@ -1069,8 +1074,10 @@ class AlphaPointBroker:
         for row in self.master:
             sym = row.extra.get("product_symbol") or row.trading_symbol or row.instrument.symbol
             by_symbol[sym.upper()] = row
-        replayed = replay_trades(trades)
-        out: list[Position] = []
+        bad: dict[int, str] = {}  # InstrumentId -> why its trades cannot be replayed exactly
+        replayed = replay_trades(trades, bad)
+        out = Positions()
+        unreadable: list[UnreadablePosition] = []
         for rec in body if isinstance(body, list) else []:
             r = ci(rec)
             held = by_symbol.get(str(r.get("productsymbol") or "").upper())
@@ -1078,7 +1085,16 @@ class AlphaPointBroker:
                 continue  # cash / products we do not trade
             row = held
             iid = instrument_id_of(row)
-            qty = to_int(r.get("amount"))
+            # A fractional balance (QuantityIncrement < 1) fails this instrument only: the read goes on
+            # and reports it (Positions.unreadable), so a square-off still closes the others.
+            try:
+                qty = _int(r.get("amount"), "Amount")
+            except Malformed as exc:
+                unreadable.append(UnreadablePosition(row.instrument.key, str(exc)))
+                continue
+            if iid in bad:
+                unreadable.append(UnreadablePosition(row.instrument.key, bad[iid]))
+                continue
             avg, realized, bought, sold = replayed.get(iid, (Decimal(0), Decimal(0), 0, 0))
             instrument = self._caller_instruments.get(iid, row.instrument)
             product = self._instrument_products.get(row.instrument.key, self.default_product)
@@ -1093,19 +1109,36 @@ class AlphaPointBroker:
                     day_sell_quantity=sold,
                 )
             )
+        out.unreadable = tuple(unreadable)
         return out
 
 
-def replay_trades(trades: Sequence[Mapping[str, Any]]) -> dict[int, tuple[Decimal, Decimal, int, int]]:
+def _sort_key(t: Mapping[str, Any]) -> tuple[int, int]:
+    try:  # ordering only: an absent or unreadable stamp sorts first rather than failing the read
+        return (_int(t.get("tradetimems"), "TradeTimeMS", default=0),
+                _int(t.get("tradeid"), "TradeId", default=0))
+    except Malformed:
+        return 0, 0
+
+
+def replay_trades(
+    trades: Sequence[Mapping[str, Any]], bad: dict[int, str] | None = None
+) -> dict[int, tuple[Decimal, Decimal, int, int]]:
     """Per InstrumentId: (average open price, realized P&L, bought, sold) from account trades, oldest
-    first (APEX lists the newest first)."""
+    first (APEX lists the newest first). A trade whose quantity is not a whole number (a fractional
+    venue) makes its instrument unreplayable: recorded in ``bad`` (else raised), the others go on."""
     state: dict[int, list[Any]] = {}  # qty, open value, realized, bought, sold
-    for t in sorted(
-        (ci(t) for t in trades), key=lambda t: (to_int(t.get("tradetimems")), to_int(t.get("tradeid")))
-    ):
+    for t in sorted((ci(t) for t in trades), key=_sort_key):
         iid = int(t.get("instrumentid") or 0)
         side = SIDE_FROM_WIRE.get(_key(t.get("side")), Side.BUY)
-        qty, price = to_int(t.get("quantity")), to_decimal(t.get("price")) or Decimal(0)
+        try:
+            qty = _int(t.get("quantity"), "Quantity")
+        except Malformed as exc:
+            if bad is None:
+                raise
+            bad.setdefault(iid, f"trade {t.get('tradeid')}: {exc}")
+            continue
+        price = to_decimal(t.get("price")) or Decimal(0)
         st = state.setdefault(iid, [0, Decimal(0), Decimal(0), 0, 0])
         st[3 if side is Side.BUY else 4] += qty
         held, sign = st[0], side.sign

@@ -7,11 +7,15 @@ and do I/O in a thin class implementing :class:`Broker`. Errors are raised as :m
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol, cast, runtime_checkable
+from typing import Protocol, TypeVar, cast, runtime_checkable
 
+from runner.errors import Malformed
 from runner.model import Instrument, Modification, MultilegRequest, Order, OrderRequest, Position
+
+Row = TypeVar("Row")
 
 
 class Capability(enum.Enum):
@@ -25,6 +29,49 @@ class Capability(enum.Enum):
     # The broker itself refuses a second order with the same client id (any state, all day): only then
     # may an order whose outcome is unknown and that lookups did not find be sent again at once.
     IDEMPOTENT_CLIENT_ID = "idempotent_client_id"
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadablePosition:
+    """A position row the adapter could not read exactly (e.g. a fractional quantity on a venue that
+    trades them): ``instrument`` is the broker's own name for it, ``reason`` the Malformed message."""
+
+    instrument: str
+    reason: str
+
+
+class Positions(list[Position]):
+    """A position read: the positions read exactly, and in :attr:`unreadable` the rows that could not be.
+    One bad instrument must not fail the whole read (a square-off of the rest would be blocked): the
+    adapter reports it here and the square-off step names it and ends NOT FLAT. A plain list is a
+    read with nothing unreadable."""
+
+    def __init__(self, items: Iterable[Position] = (), unreadable: Iterable[UnreadablePosition] = ()) -> None:
+        super().__init__(items)
+        self.unreadable = tuple(unreadable)
+
+
+def unreadable_positions(positions: Sequence[Position]) -> tuple[UnreadablePosition, ...]:
+    return positions.unreadable if isinstance(positions, Positions) else ()
+
+
+def read_positions(
+    rows: Iterable[Row], parse: Callable[[Row], Position | None], name_of: Callable[[Row], str]
+) -> Positions:
+    """Parse each row (None: not a position of ours); a row with a Malformed field goes to
+    :attr:`Positions.unreadable` instead of failing the read."""
+    out = Positions()
+    bad: list[UnreadablePosition] = []
+    for row in rows:
+        try:
+            position = parse(row)
+        except Malformed as exc:
+            bad.append(UnreadablePosition(name_of(row), str(exc)))
+            continue
+        if position is not None:
+            out.append(position)
+    out.unreadable = tuple(bad)
+    return out
 
 
 @runtime_checkable

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import enum
+import functools
 import gzip
 import logging
 import re
@@ -26,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from runner.brokers.base import Capability
+from runner.brokers.base import Capability, read_positions
 from runner.errors import (
     AuthExpired,
     BrokerError,
+    Malformed,
     NotFound,
     NotModifiable,
     OutcomeUnknown,
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
 
 BROKER = "blitz"
 log = logging.getLogger("runner.brokers.blitz")
+_int = functools.partial(to_int, broker=BROKER)  # whole numbers exactly, or Malformed naming the field
 
 # SDK defaults (blitzsdk/common/config.py); every one is overridable in the account's ``endpoints``.
 DEFAULT_BASE = "http://uat.bull8.ai:7443"
@@ -179,7 +182,7 @@ def master_rows_from_blitz_json(records: Iterable[Mapping[str, Any]]) -> list[Ma
             expiry=dt.date.fromisoformat(str(expiry)[:10]) if expiry else None,
             strike=to_decimal(strike) if opt else None,
             option_type=OptionType(str(opt).upper()) if opt else None,
-            lot_size=to_int(lot) or None,
+            lot_size=_int(lot, "lotSize", default=0) or None,  # absent: no lot (cash)
             tick_size=to_decimal(tick) or None,
         )
         rows.append(
@@ -395,7 +398,10 @@ def get(row: Mapping[str, Any], *names: str, default: Any = None) -> Any:
 
 
 def epoch_ms(value: Any) -> dt.datetime | None:
-    ms = to_int(value, 0)
+    try:  # a timestamp only informs: absent or unreadable is "no time", never a failed read
+        ms = _int(value, "timestamp", default=0)
+    except Malformed:
+        return None
     if ms <= 0:
         return None
     return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ms)
@@ -405,7 +411,10 @@ def latest_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The current state among history rows (seed: newest first; ordering by sequenceNumber is safer)."""
     if not rows:
         raise NotFound("empty order history", broker=BROKER)
-    return max(enumerate(rows), key=lambda ir: (to_int(get(ir[1], "sequenceNumber"), 0), -ir[0]))[1]
+    def order(ir: tuple[int, Mapping[str, Any]]) -> tuple[int, int]:
+        return _int(get(ir[1], "sequenceNumber"), "sequenceNumber", default=0), -ir[0]
+
+    return max(enumerate(rows), key=order)[1]
 
 
 InstrumentLookup = Callable[[Mapping[str, Any]], Instrument]
@@ -414,7 +423,7 @@ InstrumentLookup = Callable[[Mapping[str, Any]], Instrument]
 def order_from_row(
     row: Mapping[str, Any], instrument: Instrument, *, fallback: OrderRequest | None = None
 ) -> Order:
-    filled = to_int(get(row, "cumulativeQuantity"))
+    filled = _int(get(row, "cumulativeQuantity"), "cumulativeQuantity")  # in every order row (SDK)
     raw_status = get(row, "orderStatus", "status")
     status = status_from(raw_status, filled)
     otype = _TYPE_IN.get(_key(str(get(row, "orderType", default=""))))
@@ -446,7 +455,7 @@ def order_from_row(
         broker_order_id=str(get(row, "blitzOrderId")),
         instrument=instrument,
         side=side,
-        quantity=to_int(get(row, "orderQuantity", "quantity")),
+        quantity=_int(get(row, "orderQuantity", "quantity"), "orderQuantity"),
         order_type=otype,
         product=product,
         status=status,
@@ -466,8 +475,8 @@ def order_from_row(
 
 def ref_from_row(row: Mapping[str, Any]) -> OrderRef:
     return OrderRef(
-        blitz_order_id=to_int(get(row, "blitzOrderId")),
-        instrument_id=to_int(get(row, "instrumentId")),
+        blitz_order_id=_int(get(row, "blitzOrderId"), "blitzOrderId"),
+        instrument_id=_int(get(row, "instrumentId"), "instrumentId"),
         exchange_order_id=str(get(row, "exchangeOrderId", default="") or ""),
         strategy_instance_id=str(get(row, "strategyInstanceId", default="") or ""),
     )
@@ -490,7 +499,7 @@ def rows_of(data: Any) -> list[Mapping[str, Any]]:
 
 
 def position_from_row(row: Mapping[str, Any], instrument: Instrument) -> Position:
-    net = to_int(get(row, "netPosition"))
+    net = _int(get(row, "netPosition"), "netPosition")
     avg = to_decimal(get(row, "avgBuy")) if net > 0 else to_decimal(get(row, "avgSell")) if net < 0 else None
     product_raw = get(row, "productType", "product")
     try:
@@ -503,8 +512,8 @@ def position_from_row(row: Mapping[str, Any], instrument: Instrument) -> Positio
         quantity=net,
         average_price=avg or to_decimal(get(row, "avgNet")) or Decimal(0),
         realized_pnl=to_decimal(get(row, "realized")) or Decimal(0),
-        day_buy_quantity=to_int(get(row, "longPosition")),
-        day_sell_quantity=to_int(get(row, "shortPosition")),
+        day_buy_quantity=_int(get(row, "longPosition"), "longPosition"),
+        day_sell_quantity=_int(get(row, "shortPosition"), "shortPosition"),
     )
 
 
@@ -518,7 +527,7 @@ def fill_from_row(row: Mapping[str, Any], instrument: Instrument) -> Fill:
         broker_order_id=str(get(row, "blitzOrderId")),
         instrument=instrument,
         side=side,
-        quantity=to_int(get(row, "lastTradedQuantity")),
+        quantity=_int(get(row, "lastTradedQuantity"), "lastTradedQuantity"),
         price=to_decimal(get(row, "lastTradedPrice")) or Decimal(0),
         at=at,
         trade_id=str(get(row, "executionId", default="")) or None,
@@ -756,7 +765,7 @@ class BlitzBroker:
     # -- translation helpers needing state -------------------------------------------------------------
 
     def _instrument(self, row: Mapping[str, Any]) -> Instrument:
-        iid = to_int(get(row, "instrumentId"))
+        iid = _int(get(row, "instrumentId"), "instrumentId")
         master_row = self._by_instrument_id.get(iid)
         if master_row is not None:
             return master_row.instrument
@@ -920,7 +929,8 @@ class BlitzBroker:
 
     async def positions(self) -> Sequence[Position]:
         rows = rows_of(await self._read(self.paths.positions, operation="positions"))
-        return [position_from_row(r, self._instrument(r)) for r in rows]
+        return read_positions(rows, lambda r: position_from_row(r, self._instrument(r)),
+                              lambda r: str(get(r, "instrumentName", "instrumentId", default="?")))
 
     async def trades(self) -> Sequence[Fill]:
         rows = rows_of(await self._read(self.paths.trades, operation="trades"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -33,7 +34,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from runner.accounts import Account
-from runner.brokers.base import Capability
+from runner.brokers.base import Capability, read_positions
 from runner.clock import Clock, SystemClock
 from runner.errors import (
     AuthExpired,
@@ -66,6 +67,7 @@ from runner.wirejson import loads, plain, to_decimal, to_int
 
 BROKER = "kotak_neo"
 log = logging.getLogger(__name__)
+_int = functools.partial(to_int, broker=BROKER)  # whole numbers exactly, or Malformed naming the field
 
 # --- endpoints (SDK settings.py PROD_URL) ---------------------------------------------------------
 LOGIN_HOST = "https://mis.kotaksecurities.com"
@@ -389,8 +391,10 @@ def parse_order(
 ) -> Order:
     """One order-book or order-history row -> Order. History rows spell some fields differently
     (``ordDur``/``vldt``, ``exchOrdId``/``exOrdId``); both are accepted."""
-    quantity = to_int(row.get("qty"))
-    filled = to_int(row.get("fldQty"))
+    # Both are in every order-book and history row (docs order_report / order_history samples, fldQty
+    # 0 included): a missing one is Malformed, never "0 filled".
+    quantity = _int(row.get("qty"), "qty")
+    filled = _int(row.get("fldQty"), "fldQty")
     raw = _text(row, "ordSt", "stat") or ""
     status = map_status(raw, filled, quantity, policy=policy)
     type_code = str(row.get("prcTp", "")).upper()
@@ -456,8 +460,9 @@ def parse_position(row: Mapping[str, Any], lookup: InstrumentLookup = default_lo
     """Net = (cfBuyQty + flBuyQty) - (cfSellQty + flSellQty). Average price is the buy side for a long,
     the sell side for a short (docs §7); carry-forward amounts (cfBuyAmt/cfSellAmt, previous close) are
     the only cost basis the API itself gives for the carried leg."""
-    cf_buy, cf_sell = to_int(row.get("cfBuyQty")), to_int(row.get("cfSellQty"))
-    fl_buy, fl_sell = to_int(row.get("flBuyQty")), to_int(row.get("flSellQty"))
+    # All four are in every position row (docs positions sample, "0" included): none is assumed 0.
+    cf_buy, cf_sell = _int(row.get("cfBuyQty"), "cfBuyQty"), _int(row.get("cfSellQty"), "cfSellQty")
+    fl_buy, fl_sell = _int(row.get("flBuyQty"), "flBuyQty"), _int(row.get("flSellQty"), "flSellQty")
     buy_qty, sell_qty = cf_buy + fl_buy, cf_sell + fl_sell
     buy_amt = _amount(row, "buyAmt") + _amount(row, "cfBuyAmt")
     sell_amt = _amount(row, "sellAmt") + _amount(row, "cfSellAmt")
@@ -466,7 +471,7 @@ def parse_position(row: Mapping[str, Any], lookup: InstrumentLookup = default_lo
     buy_avg = buy_amt / (buy_qty * nf) if buy_qty else Decimal(0)
     sell_avg = sell_amt / (sell_qty * nf) if sell_qty else Decimal(0)
     closed = min(buy_qty, sell_qty)
-    precision = to_int(row.get("precision"), 2) or 2
+    precision = _int(row.get("precision"), "precision", default=2) or 2  # price decimals; absent: paise
     quantum = Decimal(1).scaleb(-precision)
     avg = buy_avg if net > 0 else sell_avg if net < 0 else Decimal(0)
     realized = (sell_avg - buy_avg) * closed * nf if closed else Decimal(0)
@@ -496,7 +501,7 @@ def parse_fill(row: Mapping[str, Any], lookup: InstrumentLookup = default_lookup
         broker_order_id=_text(row, "nOrdNo"),
         instrument=lookup(str(row.get("exSeg", "")), _text(row, "tok"), _text(row, "trdSym")),
         side=side,
-        quantity=to_int(row.get("fldQty")),
+        quantity=_int(row.get("fldQty"), "fldQty"),
         price=to_decimal(row.get("avgPrc")) or Decimal(0),
         at=(at or _timestamp(row) or dt.datetime.now(dt.UTC)).astimezone(dt.UTC),
         trade_id=_text(row, "flId"),
@@ -808,7 +813,8 @@ class KotakNeo:
 
     async def positions(self) -> Sequence[Position]:
         payload = await self._read("GET", self._positions_path)
-        return [parse_position(r, self._lookup) for r in rows_of(payload)]
+        return read_positions(rows_of(payload), lambda r: parse_position(r, self._lookup),
+                              lambda r: f"{r.get('exSeg', '')}:{r.get('trdSym', '')}")
 
     async def trades(self) -> Sequence[Fill]:
         payload = await self._read("GET", PATH_TRADES)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import logging
@@ -35,7 +36,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from runner.brokers.base import Capability
+from runner.brokers.base import Capability, read_positions
 from runner.clock import Clock, SystemClock
 from runner.errors import (
     AuthExpired,
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BROKER = "odin"
+_int = functools.partial(to_int, broker=BROKER)  # whole numbers exactly, or Malformed naming the field
 SUCCESS_CODE = "s-101"
 
 # Routes exactly as pycloudrestapi/connect.py spells them.
@@ -345,7 +347,7 @@ class LegSpec:
 def leg_body(leg_no: int, leg: LegSpec, opts: WireOptions) -> dict[str, Any]:
     inst = leg.row.instrument
     price = leg.price if leg.order_type is OrderType.LIMIT and leg.price is not None else Decimal(0)
-    decimal_loc = to_int(leg.row.extra.get("decimal_loc"), opts.decimal_loc)
+    decimal_loc = _int(leg.row.extra.get("decimal_loc"), "decimal_loc", default=opts.decimal_loc)  # optional
     return {
         "leg_no": leg_no,
         "scrip_info": scrip_info(leg.row, opts),
@@ -499,8 +501,10 @@ def order_from_row(
 ) -> Order:
     """An order-book row (regular or one leg of the multileg book) -> Order."""
     exchange = str(first(row, "exchange") or "")
-    total = to_int(first(row, "total_quantity", "quantity"))
-    traded = to_int(first(row, "traded_quantity", "filled_quantity"))
+    # Both are in every book row (the modify body is built from the book's traded_quantity): a missing
+    # one is Malformed, never "0 filled".
+    total = _int(first(row, "total_quantity", "quantity"), "total_quantity")
+    traded = _int(first(row, "traded_quantity", "filled_quantity"), "traded_quantity")
     raw_status = str(first(row, "status", "order_status") or "")
     status = map_status(raw_status, traded, total)
     odin_type = str(first(row, "order_type") or "RL").upper()
@@ -545,7 +549,7 @@ def multileg_leg_id(gateway_order_no: str, leg_no: int) -> str:
 
 
 def leg_number(row: Mapping[str, Any]) -> int:
-    return to_int(first(row, "leg_indicator", "leg_no"), 1)
+    return _int(first(row, "leg_indicator", "leg_no"), "leg_indicator", default=1)  # a regular row: no legs
 
 
 def split_leg_id(broker_order_id: str) -> tuple[str, int] | None:
@@ -558,12 +562,19 @@ def split_leg_id(broker_order_id: str) -> tuple[str, int] | None:
 def position_from_row(row: Mapping[str, Any], master: InstrumentMaster | None) -> Position:
     """A positions row -> Position. Field names vary between ODIN builds; every seen spelling is read."""
     exchange = str(first(row, "exchange") or "")
-    buy = to_int(first(row, "buy_quantity", "day_buy_quantity", "total_buy_quantity"))
-    sell = to_int(first(row, "sell_quantity", "day_sell_quantity", "total_sell_quantity"))
-    cf_buy = to_int(first(row, "cf_buy_quantity", "carry_forward_buy_quantity"))
-    cf_sell = to_int(first(row, "cf_sell_quantity", "carry_forward_sell_quantity"))
+    # With a net field the net is the broker's own and the day quantities only inform (absent: 0).
+    # Without one the net is computed, so buy and sell must be there; carry-forward fields exist only
+    # in builds that report them (a DAY positions read carries nothing forward): absent means 0.
     net_raw = first(row, "net_quantity", "net_qty")
-    net = to_int(net_raw) if net_raw is not None else cf_buy - cf_sell + buy - sell
+    day = 0 if net_raw is not None else None
+    buy = _int(first(row, "buy_quantity", "day_buy_quantity", "total_buy_quantity"), "buy_quantity",
+               default=day)
+    sell = _int(first(row, "sell_quantity", "day_sell_quantity", "total_sell_quantity"), "sell_quantity",
+                default=day)
+    cf_buy = _int(first(row, "cf_buy_quantity", "carry_forward_buy_quantity"), "cf_buy_quantity", default=0)
+    cf_sell = _int(first(row, "cf_sell_quantity", "carry_forward_sell_quantity"), "cf_sell_quantity",
+                   default=0)
+    net = _int(net_raw, "net_quantity") if net_raw is not None else cf_buy - cf_sell + buy - sell
     avg = to_decimal(first(row, "net_average_price", "net_avg_price", "average_price"))
     if avg is None:
         side_avg = "buy_average_price" if net >= 0 else "sell_average_price"
@@ -987,7 +998,9 @@ class OdinBroker:
 
     async def positions(self) -> Sequence[Position]:
         data = await self._read(f"{POSITIONS_PATH}/{quote(self.positions_type, safe='')}")
-        return [position_from_row(r, self.master) for r in (data or []) if isinstance(r, Mapping)]
+        rows = [r for r in (data or []) if isinstance(r, Mapping)]
+        return read_positions(rows, lambda r: position_from_row(r, self.master),
+                              lambda r: f"{first(r, 'exchange') or ''}:{first(r, 'symbol') or ''}")
 
     # -- multileg ---------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
+from runner.brokers.base import unreadable_positions
 from runner.gateway import Missing, is_live
 from runner.journal import Intent, Purpose, StepOutcome
 from runner.model import Instrument, Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
@@ -181,8 +182,15 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     caps = await _own_net(ctx) if step.filter.this_run_only else None
     positions = await gw.positions()
     targets = positions_to_close(ctx.playbook, step, positions, caps)
+    # Instruments the adapter could not read (a fractional quantity): the rest are closed, these are
+    # named and the step ends NOT FLAT, for an operator to close by hand.
+    skipped = [f"{u.instrument} unreadable ({u.reason})" for u in unreadable_positions(positions)]
+    for why in skipped:
+        gw.note(f"square-off: {why}; not closed", level="error")
+    if skipped:
+        notes.append("NOT FLAT: " + "; ".join(skipped))
     if not targets:
-        return StepResult.ok("; ".join([*notes, "nothing to square off"]))
+        return (StepResult.failed if skipped else StepResult.ok)("; ".join([*notes, "nothing to square off"]))
     # 2. close every position, sliced.
     placed: list[Order] = []
     for pos in targets:
@@ -231,7 +239,7 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     filled = sum(latest.get(o.client_order_id, o).status is OrderStatus.FILLED for o in placed)
     what = "flat" if not any(expected.values()) else "closed this run's part"
     done = f"{what}: {len(targets)} position(s) closed with {len(placed)} order(s), {filled} filled"
-    return StepResult.ok("; ".join([*notes, done]), ids)
+    return (StepResult.failed if skipped else StepResult.ok)("; ".join([*notes, done]), ids)
 
 
 async def _close(ctx: RunContext, step: SquareOffStep, pos: Position, rnd: int) -> list[Order]:
