@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import subprocess
+import sys
+import threading
 from typing import Any
 
 from engine_helpers import RELIANCE, at, make_env, playbook
 
-from runner.journal import Intent, Purpose, RunStatus
+from runner.db import make_engine
+from runner.journal import Intent, Journal, Purpose, RunStatus
+from runner.leases import AccountLeases, Lease, LeaseMode, account_leases, leases_for
+from runner.liveness import STALE_AFTER, ProcessIdentity, ProcessRegistry, host_id, processes
 from runner.model import OrderRequest, Product, Side
 
 SQUARE_OFF = """
@@ -114,3 +121,126 @@ async def test_a_finished_runs_order_is_reconciled_not_waited_for(tmp_path):
     env.clock.advance(120)  # past absent_after: the lookup proves it never arrived
     report = await env.run(playbook(SQUARE_OFF, name="sq"), busy_wait=0.0)
     assert env.steps(report) == {"sq": "succeeded"}, report.steps[0].message
+
+
+# --- busy accounts, holders, takeover ----------------------------------------------------------------
+
+PEER = ProcessIdentity("elsewhere/abcd1234", 77, "123")  # a daemon on another host
+
+
+def _hold(env: Any, holder: ProcessIdentity, run_id: str, mode: LeaseMode) -> None:
+    got = leases_for(env.engine).try_acquire(env.account, run_id, mode, "sq", holder=holder.token)
+    assert isinstance(got, Lease)
+
+
+PLACE = """
+steps:
+  - {kind: place, id: e, instrument: rel, side: BUY, quantity: 5, product: MIS}
+"""
+
+
+async def test_a_place_is_refused_while_another_host_holds_a_square_off_and_names_it(tmp_path):
+    env = make_env(tmp_path)
+    ProcessRegistry(env.engine).register(PEER, "serve")
+    _hold(env, PEER, "20260302-094500-peerrun1", LeaseMode.EXCLUSIVE)
+    report = await env.run(playbook(PLACE), busy_wait=3.0)
+    assert report.status is RunStatus.REFUSED  # runner run exits 4
+    message = report.steps[0].message
+    assert "busy after waiting 3s" in message, message
+    assert "run 20260302-094500-peerrun1 step sq (pid 77 on elsewhere, exclusive)" in message
+    assert await env.broker().orders() == []
+
+
+async def test_a_dead_holder_on_another_host_is_taken_over(tmp_path):
+    env = make_env(tmp_path)
+    registry = ProcessRegistry(env.engine)
+    registry.register(PEER, "serve")
+    _hold(env, PEER, "20260302-094500-peerrun1", LeaseMode.EXCLUSIVE)
+    stale = registry.db_now() - dt.timedelta(seconds=STALE_AFTER + 1)
+    with env.engine.begin() as conn:
+        conn.execute(processes.update().values(heartbeat_at=stale))  # its heartbeat stood still
+    report = await env.run(playbook(PLACE), busy_wait=0.0)
+    assert env.steps(report) == {"e": "succeeded"}, report.steps[0].message
+    assert leases_for(env.engine).holders(env.account) == []  # released after the step
+
+
+async def test_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
+    env = make_env(tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    _hold(env, ProcessIdentity(host_id(), child.pid, "1"), "20260302-094500-deadrun1", LeaseMode.EXCLUSIVE)
+    report = await env.run(playbook(PLACE), busy_wait=0.0)
+    assert env.steps(report) == {"e": "succeeded"}, report.steps[0].message
+
+
+async def test_a_live_process_holding_a_finished_run_does_not_block(tmp_path):
+    env = make_env(tmp_path)
+    run = "20260302-094500-finished"
+    env.journal.start_run(run, playbook="x", account=env.account, scheduled_for=at(9, 0), mode="run", now=at(9, 0))
+    _hold(env, ProcessIdentity.current(), run, LeaseMode.EXCLUSIVE)
+    report = await env.run(playbook(PLACE), busy_wait=0.0)
+    assert report.status is RunStatus.REFUSED  # same process, run still RUNNING: a live holder
+    env.journal.finish_run(run, RunStatus.SUCCEEDED, at(9, 1))
+    report = await env.run(playbook(PLACE, name="again"), busy_wait=0.0)
+    assert report.status is RunStatus.SUCCEEDED, report.steps[0].message
+
+
+async def test_shared_holders_do_not_block_each_other_but_block_a_square_off(tmp_path):
+    env = make_env(tmp_path)
+    leases = leases_for(env.engine)
+    ProcessRegistry(env.engine).register(PEER, "serve")
+    _hold(env, PEER, "20260302-094500-entry001", LeaseMode.SHARED)
+    report = await env.run(playbook(PLACE), busy_wait=0.0)
+    assert report.status is RunStatus.SUCCEEDED, report.steps[0].message
+    got = leases.try_acquire(env.account, "sq-run", LeaseMode.EXCLUSIVE, "sq")
+    assert [str(h) for h in got] == ["run 20260302-094500-entry001 step sq (pid 77 on elsewhere, shared)"]  # type: ignore[union-attr]
+
+
+async def test_a_waiting_run_gets_the_lease_once_the_holder_releases(tmp_path):
+    env = make_env(tmp_path)
+    leases = leases_for(env.engine)
+    ProcessRegistry(env.engine).register(PEER, "serve")
+    lease = leases.try_acquire(env.account, "peer-sq", LeaseMode.EXCLUSIVE, "sq", holder=PEER.token)
+    assert isinstance(lease, Lease)
+
+    async def holder_finishes() -> None:
+        for _ in range(10):
+            await asyncio.sleep(0)
+        leases.release(lease)
+
+    report, _ = await asyncio.gather(env.run(playbook(PLACE), busy_wait=60.0), holder_finishes())
+    assert env.steps(report) == {"e": "succeeded"}, report.steps[0].message
+
+
+def _race(url: str) -> None:
+    """Eight threads, eight holders, one exclusive lease: exactly one winner, every round."""
+    engine = make_engine(url)
+    Journal(engine=engine)  # its runs table: a holder whose run is finished is dead
+    leases = AccountLeases(engine)
+    for round_ in range(5):
+        barrier = threading.Barrier(8)
+        wins: list[str] = []
+
+        def grab(n: int) -> None:
+            barrier.wait()
+            got = leases.try_acquire("acct", f"run{n}", LeaseMode.EXCLUSIVE, "sq", holder=ProcessIdentity.current().token)
+            if isinstance(got, Lease):
+                wins.append(got.run_id)
+
+        threads = [threading.Thread(target=grab, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(wins) == 1, (round_, wins)
+        with engine.begin() as conn:
+            conn.execute(account_leases.delete())
+    engine.dispose()
+
+
+def test_concurrent_acquirers_never_both_win_sqlite(tmp_path):
+    _race(f"sqlite:///{tmp_path / 'j.db'}")
+
+
+def test_concurrent_acquirers_never_both_win_postgresql(pg_db_url):
+    _race(pg_db_url)
