@@ -244,3 +244,27 @@ def test_concurrent_acquirers_never_both_win_sqlite(tmp_path):
 
 def test_concurrent_acquirers_never_both_win_postgresql(pg_db_url):
     _race(pg_db_url)
+
+
+def test_runner_run_refuses_a_busy_account_with_exit_4_naming_the_holder(tmp_path, capsys, monkeypatch):
+    import json
+
+    from runner.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    pb = tmp_path / "entry.yaml"
+    pb.write_text(
+        "version: 1\nname: entry\ntimezone: Asia/Kolkata\ninstruments:\n  rel: {exchange: NSE, symbol: RELIANCE}\n"
+        "steps:\n  - {kind: place, id: e, instrument: rel, side: BUY, quantity: 1, product: MIS}\n"
+    )
+    db = f"sqlite:///{tmp_path / 'j.db'}"
+    engine = make_engine(db)
+    Journal(engine=engine)
+    ProcessRegistry(engine).register(PEER, "serve")
+    got = AccountLeases(engine).try_acquire("paper", "20260302-094500-peerrun1", LeaseMode.EXCLUSIVE, "sq", holder=PEER.token)
+    assert isinstance(got, Lease)
+    assert main(["run", str(pb), "--now", "--busy-wait", "0s", "--db", db, "--json"]) == 4
+    (step,) = json.loads(capsys.readouterr().out)["steps"]
+    assert step["outcome"] == "refused"
+    assert "held by run 20260302-094500-peerrun1 step sq (pid 77 on elsewhere, exclusive)" in step["message"]
+    engine.dispose()
