@@ -234,7 +234,11 @@ class Engine:
             if prior is not None and prior.outcome.is_final:
                 return
         now = self.clock.now()
-        if step.at is not None and not self.options.ignore_at and self.ctx.local_instant(step.at) - now > LEASE_AHEAD:
+        if (
+            step.at is not None
+            and not self.options.ignore_at
+            and self.ctx.local_instant(step.at) - now > LEASE_AHEAD
+        ):
             return
         await self._take_lease(step, wait=0)
 

@@ -124,8 +124,7 @@ class AccountLeases:
                 return self.holders(account, c)
         rows = conn.execute(sa.select(account_leases).where(account_leases.c.account == account))
         return [
-            LeaseRow(r.account, r.holder, r.run_id, LeaseMode(r.mode), r.step_id, r.acquired_at)
-            for r in rows
+            LeaseRow(r.account, r.holder, r.run_id, LeaseMode(r.mode), r.step_id, r.acquired_at) for r in rows
         ]
 
     def dead(self, rows: Iterable[LeaseRow]) -> list[LeaseRow]:
@@ -187,7 +186,9 @@ class AccountLeases:
             values = {"mode": mode.value, "step_id": step_id, "acquired_at": now}
             mine = (c.account == account, c.holder == holder, c.run_id == run_id)
             if conn.execute(account_leases.update().where(*mine).values(**values)).rowcount == 0:
-                conn.execute(account_leases.insert().values(account=account, holder=holder, run_id=run_id, **values))
+                conn.execute(
+                    account_leases.insert().values(account=account, holder=holder, run_id=run_id, **values)
+                )
         return Lease(account, holder, run_id, mode, step_id)
 
     async def acquire(

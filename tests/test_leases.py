@@ -176,7 +176,9 @@ async def test_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
 async def test_a_live_process_holding_a_finished_run_does_not_block(tmp_path):
     env = make_env(tmp_path)
     run = "20260302-094500-finished"
-    env.journal.start_run(run, playbook="x", account=env.account, scheduled_for=at(9, 0), mode="run", now=at(9, 0))
+    env.journal.start_run(
+        run, playbook="x", account=env.account, scheduled_for=at(9, 0), mode="run", now=at(9, 0)
+    )
     _hold(env, ProcessIdentity.current(), run, LeaseMode.EXCLUSIVE)
     report = await env.run(playbook(PLACE), busy_wait=0.0)
     assert report.status is RunStatus.REFUSED  # same process, run still RUNNING: a live holder
@@ -212,6 +214,15 @@ async def test_a_waiting_run_gets_the_lease_once_the_holder_releases(tmp_path):
     assert env.steps(report) == {"e": "succeeded"}, report.steps[0].message
 
 
+def _grab(leases: AccountLeases, n: int, barrier: threading.Barrier, wins: list[str]) -> None:
+    barrier.wait()
+    got = leases.try_acquire(
+        "acct", f"run{n}", LeaseMode.EXCLUSIVE, "sq", holder=ProcessIdentity.current().token
+    )
+    if isinstance(got, Lease):
+        wins.append(got.run_id)
+
+
 def _race(url: str) -> None:
     """Eight threads, eight holders, one exclusive lease: exactly one winner, every round."""
     engine = make_engine(url)
@@ -220,14 +231,7 @@ def _race(url: str) -> None:
     for round_ in range(5):
         barrier = threading.Barrier(8)
         wins: list[str] = []
-
-        def grab(n: int) -> None:
-            barrier.wait()
-            got = leases.try_acquire("acct", f"run{n}", LeaseMode.EXCLUSIVE, "sq", holder=ProcessIdentity.current().token)
-            if isinstance(got, Lease):
-                wins.append(got.run_id)
-
-        threads = [threading.Thread(target=grab, args=(n,)) for n in range(8)]
+        threads = [threading.Thread(target=_grab, args=(leases, n, barrier, wins)) for n in range(8)]
         for t in threads:
             t.start()
         for t in threads:
@@ -254,14 +258,17 @@ def test_runner_run_refuses_a_busy_account_with_exit_4_naming_the_holder(tmp_pat
     monkeypatch.chdir(tmp_path)
     pb = tmp_path / "entry.yaml"
     pb.write_text(
-        "version: 1\nname: entry\ntimezone: Asia/Kolkata\ninstruments:\n  rel: {exchange: NSE, symbol: RELIANCE}\n"
+        "version: 1\nname: entry\ntimezone: Asia/Kolkata\n"
+        "instruments:\n  rel: {exchange: NSE, symbol: RELIANCE}\n"
         "steps:\n  - {kind: place, id: e, instrument: rel, side: BUY, quantity: 1, product: MIS}\n"
     )
     db = f"sqlite:///{tmp_path / 'j.db'}"
     engine = make_engine(db)
     Journal(engine=engine)
     ProcessRegistry(engine).register(PEER, "serve")
-    got = AccountLeases(engine).try_acquire("paper", "20260302-094500-peerrun1", LeaseMode.EXCLUSIVE, "sq", holder=PEER.token)
+    got = AccountLeases(engine).try_acquire(
+        "paper", "20260302-094500-peerrun1", LeaseMode.EXCLUSIVE, "sq", holder=PEER.token
+    )
     assert isinstance(got, Lease)
     assert main(["run", str(pb), "--now", "--busy-wait", "0s", "--db", db, "--json"]) == 4
     (step,) = json.loads(capsys.readouterr().out)["steps"]
