@@ -275,3 +275,37 @@ def test_runner_run_refuses_a_busy_account_with_exit_4_naming_the_holder(tmp_pat
     assert step["outcome"] == "refused"
     assert "held by run 20260302-094500-peerrun1 step sq (pid 77 on elsewhere, exclusive)" in step["message"]
     engine.dispose()
+
+
+async def test_the_first_steps_lease_is_taken_while_preparing_not_at_the_instant(tmp_path):
+    from runner.engine import Engine, RunOptions
+
+    env = make_env(tmp_path, start=at(9, 14, 58))
+    pb = playbook("""
+steps:
+  - {kind: place, id: e, instrument: rel, side: BUY, quantity: 5, product: MIS, at: "09:15"}
+  - {kind: place, id: later, instrument: rel, side: BUY, quantity: 5, product: MIS, at: "10:00"}
+""")
+    engine = Engine(
+        pb, env.broker(), env.journal, env.clock, account=env.account, options=RunOptions(at(0, 0))
+    )
+    await engine.prepare()
+    (held,) = leases_for(env.engine).holders(env.account)
+    assert (held.run_id, held.step_id, held.mode) == (engine.run_id, "e", LeaseMode.SHARED)
+    # Between its steps (the next is due at 10:00) the run holds nothing: a square-off is not blocked.
+    seen: list[list[Any]] = []
+    env.clock.sleep_until = _spy(
+        env.clock.sleep_until, lambda: seen.append(leases_for(env.engine).holders("paper"))
+    )  # type: ignore[method-assign]
+    report = await engine.execute()
+    assert report.status is RunStatus.SUCCEEDED
+    assert [] in seen
+    assert leases_for(env.engine).holders(env.account) == []
+
+
+def _spy(inner: Any, before: Any) -> Any:
+    async def call(*args: Any) -> None:
+        before()
+        await inner(*args)
+
+    return call
