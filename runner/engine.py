@@ -41,6 +41,7 @@ from runner.journal import (
     StepOutcome,
     StepRecord,
 )
+from runner.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for
 from runner.liveness import ProcessIdentity
 from runner.logs import get_logger
 from runner.model import Modification, MultilegRequest, Order, OrderRequest
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
     from runner.groupcommit import Staged as StagedRows
 
 LATE_GRACE = dt.timedelta(seconds=1)  # reaching a step this long after its ``at`` counts as late
+# A first step due this soon after preparing takes its account lease while preparing (fires armed ahead
+# of their instant keep their lateness); one due later takes it when it starts, so as not to block others.
+LEASE_AHEAD = dt.timedelta(seconds=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,7 @@ class RunOptions:
     owner: str | None = None  # the run's owner token (runner.liveness); default: this process
     interrupt: Interrupt | None = None  # SIGTERM/SIGINT: no new step starts, the run closes INTERRUPTED
     stop_grace: float = 10.0  # seconds a step already trading gets to finish once interrupted
+    busy_wait: float = DEFAULT_BUSY_WAIT  # seconds a step waits for a busy account lease, then REFUSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +171,8 @@ class Engine:
             options.interrupt.on_request(self._on_interrupt)
         self._prepared = False
         self._staged: _Staged | None = None
+        self.leases = leases_for(journal.engine)
+        self._lease: Lease | None = None  # held for the step in progress (runner.leases)
         self.ctx = RunContext(
             playbook=playbook,
             run_id=self.run_id,
@@ -174,6 +181,7 @@ class Engine:
             tz=self.tz,
             run_date=options.scheduled_for.astimezone(self.tz).date(),
             log=self.log,
+            busy_wait=options.busy_wait,
         )
 
     def _emit(
@@ -211,6 +219,7 @@ class Engine:
                 self.log.error("run_failed_to_start", error=why)
                 self._emit(EventKind.RUN_FINISHED, message=why, outcome=RunStatus.FAILED.value)
             raise
+        await self._lease_ahead()
         if fresh:
             assert commit is not None
             staged = await self._stage_first(commit)
@@ -230,6 +239,54 @@ class Engine:
             if staged is None:
                 self.record = self._open_run()
         self.done = self.journal.steps_of(self.run_id) if self.record is not None else {}
+
+    async def _lease_ahead(self) -> None:
+        """The first step's account lease, taken now (without waiting) when that step is due within
+        LEASE_AHEAD. If the account is busy, the step waits for its lease when it starts, as usual."""
+        if not self.pb.steps:
+            return
+        step = self.pb.steps[0]
+        if mode_for(step) is None or step.after is not None:
+            return
+        if self.record is not None:
+            prior = self.journal.steps_of(self.run_id).get(step.id)
+            if prior is not None and prior.outcome.is_final:
+                return
+        now = self.clock.now()
+        if (
+            step.at is not None
+            and not self.options.ignore_at
+            and self.ctx.local_instant(step.at) - now > LEASE_AHEAD
+        ):
+            return
+        await self._take_lease(step, wait=0)
+
+    async def _take_lease(self, step: Any, *, wait: float | None = None) -> StepResult | None:
+        """The account lease ``step`` needs (:mod:`runner.leases`), held until the step finishes; a
+        REFUSED result naming the holder when the account stays busy for ``wait`` (default busy_wait)."""
+        mode = mode_for(step)
+        held = self._lease
+        if mode is None or (held is not None and held.step_id == step.id and held.mode is mode):
+            return None
+        self._drop_lease()
+        try:
+            self._lease = await self.leases.acquire(
+                self.account,
+                self.run_id,
+                mode,
+                step.id,
+                clock=self.clock,
+                wait=self.options.busy_wait if wait is None else wait,
+            )
+        except AccountBusy as exc:
+            self.log.warning("account_busy", step=step.id, error=str(exc))
+            return StepResult(StepOutcome.REFUSED, f"{exc}; nothing sent")
+        return None
+
+    def _drop_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            self.leases.release(lease)
 
     def _disarm(self, staged: _Staged, reason: str) -> None:
         """Its request never left this process: take the armed rows back out of the journal. If the
@@ -252,6 +309,7 @@ class Engine:
         staged, self._staged = self._staged, None
         if staged is not None:
             self._disarm(staged, reason)
+        self._drop_lease()
         if self.record is not None:
             self.journal.finish_run(self.run_id, status, self.clock.now(), reason)
             self.log.info("run_abandoned", status=status.value, reason=reason)
@@ -286,6 +344,8 @@ class Engine:
             return None
         step = self.pb.steps[0]
         if step.kind != "place" or step.after is not None:
+            return None
+        if self._lease is None or self._lease.step_id != step.id:  # busy account: the ordinary path waits
             return None
         slot = self.options.scheduled_for
         if step.at is not None and not self.options.ignore_at:
@@ -337,6 +397,12 @@ class Engine:
         return _Staged(step, intent, rows, self.log.bind(step=step.id))
 
     async def execute(self) -> RunReport:
+        try:
+            return await self._execute()
+        finally:
+            self._drop_lease()  # also when an error escapes the run
+
+    async def _execute(self) -> RunReport:
         await self.prepare()
         staged, self._staged = self._staged, None
         first = await self._run_staged(staged) if staged is not None else None
@@ -480,6 +546,7 @@ class Engine:
         )
         self._emit(EventKind.STEP_FINISHED, step.id, result.message, result.outcome.value)
         self.gateway.step_id = None
+        self._drop_lease()
 
     async def _run_step(
         self, step: Any, position: int, *, resumed: bool, previous_end: dt.datetime | None
@@ -489,7 +556,10 @@ class Engine:
             if late is not None:
                 self._start(step, position)
                 return StepResult.skipped(late)
+        refused = await self._take_lease(step)  # after the wait for ``at``: nobody blocked meanwhile
         self._start(step, position)
+        if refused is not None:
+            return refused
         self._trading = True
         return await self._handle(step)
 

@@ -157,6 +157,18 @@ class ProcessRegistry:
             now = self.db_now(conn)
             conn.execute(processes.update().where(processes.c.token == ident.token).values(heartbeat_at=now))
 
+    def ensure(self, ident: ProcessIdentity, command: str) -> None:
+        """Beat ``ident``'s row, registering it (as ``command``) if it has none or was stopped."""
+        with self.engine.begin() as conn:
+            now = self.db_now(conn)
+            done = conn.execute(
+                processes.update()
+                .where(processes.c.token == ident.token, processes.c.stopped_at.is_(None))
+                .values(heartbeat_at=now)
+            )
+        if done.rowcount == 0:
+            self.register(ident, command)
+
     def stop(self, ident: ProcessIdentity) -> None:
         with self.engine.begin() as conn:
             now = self.db_now(conn)

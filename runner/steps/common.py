@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from runner import relprice
 from runner.ids import client_order_id
 from runner.journal import Intent, StepOutcome
+from runner.leases import DEFAULT_BUSY_WAIT
 from runner.model import Instrument, Order, OrderRequest, Side
 from runner.playbook import LtpPrice, OrderFields, OrderFilter, Playbook, Price, parse_duration, parse_time
 from runner.relprice import PriceRole
@@ -56,6 +57,7 @@ class RunContext:
     run_date: dt.date  # the local trading date the run belongs to
     log: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    busy_wait: float = DEFAULT_BUSY_WAIT  # seconds to wait for other runs on the account (runner.leases)
 
     def local_instant(self, hhmm: str) -> dt.datetime:
         return dt.datetime.combine(self.run_date, parse_time(hhmm), tzinfo=self.tz)

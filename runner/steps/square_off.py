@@ -18,6 +18,7 @@ from decimal import Decimal
 from runner.brokers.base import unreadable_positions
 from runner.gateway import Missing, is_live
 from runner.journal import Intent, Purpose, StepOutcome
+from runner.leases import inflight_elsewhere
 from runner.model import Instrument, Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
 from runner.playbook import Playbook, SquareOffStep
 from runner.steps.cancel import cancel_all, open_matching
@@ -147,9 +148,34 @@ async def _own_net(ctx: RunContext) -> dict[str, int]:
     return run_net(gw.journal.intents(run_id=ctx.run_id))
 
 
+async def others_settled(ctx: RunContext) -> str | None:
+    """Wait (up to ``ctx.busy_wait``) until no other live run of the account has an order whose outcome
+    is open: only its owner may settle it (reconcile leaves live runs' intents alone, their request may
+    be in flight), and until then the position read back is not the whole truth. Why not, or None."""
+    gw = ctx.gateway
+    deadline = ctx.clock.now() + dt.timedelta(seconds=ctx.busy_wait)
+    waited = False
+    while left := inflight_elsewhere(gw.journal.engine, gw.account, ctx.run_id):
+        if ctx.clock.now() >= deadline:
+            runs = sorted({run for _, run in left})
+            return (
+                f"not closing anything: {len(left)} order(s) of run(s) {', '.join(runs)} still in flight "
+                f"({', '.join(cid for cid, _ in left)}) after waiting {ctx.busy_wait:g}s for their runs "
+                "to settle them; nothing sent"
+            )
+        waited = True
+        await ctx.clock.sleep(gw.tuning.poll_interval)
+    if waited:  # a run that finished meanwhile left its unsettled intents to the account's next run: us
+        await gw.reconcile()
+    return None
+
+
 async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     gw = ctx.gateway
     notes: list[str] = []
+    busy = await others_settled(ctx)
+    if busy is not None:
+        return StepResult(StepOutcome.REFUSED, busy)
     # 1. our own earlier square-off orders (a resumed step) must be settled before positions are read:
     # an exit the broker may still hold (a lagging lookup missed it) would close the position a second
     # time once it fills. Refusing to guess is recoverable; a double close is not.
