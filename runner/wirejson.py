@@ -34,17 +34,20 @@ def to_decimal(value: Any) -> Decimal | None:
     """A broker's number (JSON number, numeric string, placeholder) as Decimal; None when absent."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, Decimal):
-        return value
     if isinstance(value, int):
         return Decimal(value)
-    text = str(value).strip()
-    if text in _EMPTY:
-        return None
-    try:
-        return Decimal(text)
-    except (InvalidOperation, ValueError):
-        return None
+    if isinstance(value, Decimal):
+        got = value
+    else:
+        text = str(value).strip()
+        if text in _EMPTY:
+            return None
+        try:
+            got = Decimal(text)
+        except (InvalidOperation, ValueError):
+            return None
+    # "NaN" / "Infinity" are no price: None, never a value that poisons comparisons and sums downstream
+    return got if got.is_finite() else None
 
 
 _MAX_DIGITS = 18  # no quantity, id or count of ours is longer; "1e999999999" must not build a huge int

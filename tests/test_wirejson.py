@@ -92,3 +92,8 @@ def test_to_int_is_exact_or_malformed_never_another_error(raw: object) -> None:
     assert isinstance(got, int) and not isinstance(got, bool)
     sent = Decimal(raw) if isinstance(raw, float) else Decimal(str(raw).strip())
     assert Decimal(got) == sent  # exactly the value sent
+
+
+@pytest.mark.parametrize("value", ["NaN", "nan", "Infinity", "-inf", "sNaN", Decimal("NaN"), float("inf")])
+def test_to_decimal_reads_non_finite_numbers_as_no_price(value: object) -> None:
+    assert to_decimal(value) is None
