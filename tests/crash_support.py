@@ -127,23 +127,41 @@ def seed_from_env() -> int:
     return int(os.environ.get("RUNNER_CRASH_SEED") or random.randrange(1 << 30))
 
 
+@dataclass(frozen=True)
+class Die:
+    """A kill at an exact point instead of a random instant: just before the ``request``-th order request
+    of a start reaches the broker (``before``), or just after it did, its reply not yet journaled."""
+
+    request: int
+    before: bool
+
+
 class InFlight:
     """The paper broker, with each order request and its reply taking a moment of real time as over a
     network: a kill then often lands with an order in flight (journaled, not yet at the broker; or at the
     broker, its reply not yet journaled), the states a restart must resolve without a duplicate."""
 
-    def __init__(self, inner: Any, seconds: float = IN_FLIGHT) -> None:
+    def __init__(self, inner: Any, seconds: float = IN_FLIGHT, die: Die | None = None) -> None:
         self.inner = inner
         self.seconds = seconds
+        self.die = die
+        self.calls = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     async def _through(self, call: Any) -> Any:
+        self.calls += 1
         time.sleep(self.seconds)  # blocking on purpose: nothing else of this process may run meanwhile
+        self._maybe_die(before=True)
         result = await call
+        self._maybe_die(before=False)
         time.sleep(self.seconds)
         return result
+
+    def _maybe_die(self, *, before: bool) -> None:
+        if self.die is not None and self.die.request == self.calls and self.die.before is before:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     async def place(self, request: Any) -> Any:
         return await self._through(self.inner.place(request))
@@ -173,7 +191,7 @@ class Harness:
         self.mode = mode
         # A planted defect (tests/crash_mutations.py), applied in each forked child only: the warm-up
         # and timing runs below, in this process, stay unmutated.
-        self.mutation = mutation if mutation is not None else os.environ.get("RUNNER_CRASH_MUTATION")
+        self.mutation: str | None = None
         self.operator = _playbook(OPERATOR_PLAYBOOK)
         self.account = account_for(mode)
         self.path = f"{tmp_dir}/crash-{mode.value}.db"
@@ -198,12 +216,13 @@ class Harness:
             assert code == 0, f"an uninterrupted forked start exited {code}"
             self.reset()
         self.child_run = sorted(spans)[1]
+        self.mutation = mutation if mutation is not None else os.environ.get("RUNNER_CRASH_MUTATION")
 
     def _rehearse_here(self) -> None:
         report = asyncio.run(self._rehearse(0.0))
         assert report.ok, report
 
-    async def _rehearse(self, gap: float, pb: Any = None) -> Any:
+    async def _rehearse(self, gap: float, pb: Any = None, die: Die | None = None) -> Any:
         """What :func:`runner.rehearse.rehearse` does, but the virtual clock resumes ``gap`` seconds
         after the crash run's last journaled activity, and order requests and replies take a moment
         (:class:`InFlight`). ``pb``: another playbook on the same account (default: the crash one)."""
@@ -218,7 +237,7 @@ class Harness:
         begin = day_start(self.pb, DAY)
         last = journal.last_activity(rehearsal_run_id(self.pb, DAY))
         clock = VirtualClock(max(begin, last + dt.timedelta(seconds=gap)) if last else begin)
-        broker = InFlight(create(self.account, clock=clock, engine=self.engine))
+        broker = InFlight(create(self.account, clock=clock, engine=self.engine), die=die)
         options = RunOptions(scheduled_for=slot_of(pb, DAY), mode="rehearse", run_key=run_key(pb))
         try:
             return await execute(
@@ -235,24 +254,26 @@ class Harness:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path + suffix)
 
-    def child(self, gap: float, pb: Any = None) -> None:
+    def child(self, gap: float, pb: Any = None, die: Die | None = None) -> None:
         code = 1
         try:
             if self.mutation:
                 from crash_mutations import apply
 
                 apply(self.mutation)
-            report = asyncio.run(self._rehearse(gap, pb))
+            report = asyncio.run(self._rehearse(gap, pb, die))
             code = 0 if report.ok else 3
         finally:
             os._exit(code)
 
-    def run_child(self, kill_after: float | None, gap: float = 0.0, pb: Any = None) -> int | None:
-        """Fork a rehearsal; SIGKILL it after ``kill_after`` seconds (None: let it finish). Returns its
-        exit code, or None when it was killed."""
+    def run_child(
+        self, kill_after: float | None, gap: float = 0.0, pb: Any = None, die: Die | None = None
+    ) -> int | None:
+        """Fork a rehearsal; SIGKILL it after ``kill_after`` seconds (None: let it finish) or at ``die``.
+        Returns its exit code, or None when it was killed."""
         pid = os.fork()
         if pid == 0:
-            self.child(gap, pb)
+            self.child(gap, pb, die)
         if kill_after is not None:
             deadline = time.monotonic() + kill_after
             while time.monotonic() < deadline:
@@ -281,10 +302,20 @@ class Harness:
             kills_per_iteration = rng.randint(2, 5) if self.mode is Mode.PLAIN else rng.randint(1, 3)
         kills = 0
         for _ in range(kills_per_iteration):
-            killed = self.run_child(self.kill_instant(rng, kills > 0), restart_gap(rng, self.mode)) is None
+            gap = restart_gap(rng, self.mode)
+            if rng.random() < 0.25:  # exactly around a request: before it reached the broker, or after
+                die = Die(rng.randint(1, 6), rng.random() < 0.5)
+                killed = self.run_child(None, gap, die=die) is None
+            else:
+                killed = self.run_child(self.kill_instant(rng, kills > 0), gap) is None
             kills += killed
+        return self.finish(rng, kills)
+
+    def finish(self, rng: random.Random, kills: int) -> tuple[Check, int]:
+        """An uninterrupted start, a settling one if needed, the check, and a fresh file for the next."""
         code = self.run_child(None, restart_gap(rng, self.mode))
         settled = False
+        operator = 0
         if code == 3 and self.mode is Mode.PLAIN:
             # A step failed on an unknown outcome: a start past absent_after (an operator's rerun) settles
             # the journal with the broker, then the account's next run closes what is left open.
