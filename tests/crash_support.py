@@ -64,6 +64,22 @@ timezone: Asia/Kolkata
 steps:
   - {kind: square_off, id: osq}
 """
+# Concurrent runs on one account (issue 11 §1): a buy, then two square-offs of the account at once.
+BUY_PLAYBOOK = """\
+version: 1
+name: buyer
+timezone: Asia/Kolkata
+steps:
+  - {kind: place, id: buy, instrument: {exchange: NSE, symbol: RELIANCE}, side: BUY, quantity: 10}
+"""
+CLOSER_PLAYBOOK = """\
+version: 1
+name: closer{n}
+timezone: Asia/Kolkata
+steps:
+  - {{kind: square_off, id: close}}
+"""
+OVERLAP_IN_FLIGHT = 0.05  # real seconds each way: two square-offs started together overlap
 DAY = dt.date(2026, 3, 2)
 # Entry quantities per instrument key: each must reach the book exactly once.
 EXPECTED_BUYS = {"NFO NIFTY 2026-12-29": 150, "NSE RELIANCE": 10, "NFO NIFTY 2026-12-29 24000 PE": 75}
@@ -192,6 +208,7 @@ class Harness:
         # A planted defect (tests/crash_mutations.py), applied in each forked child only: the warm-up
         # and timing runs below, in this process, stay unmutated.
         self.mutation: str | None = None
+        self.in_flight = IN_FLIGHT
         self.operator = _playbook(OPERATOR_PLAYBOOK)
         self.account = account_for(mode)
         self.path = f"{tmp_dir}/crash-{mode.value}.db"
@@ -237,7 +254,7 @@ class Harness:
         begin = day_start(self.pb, DAY)
         last = journal.last_activity(rehearsal_run_id(self.pb, DAY))
         clock = VirtualClock(max(begin, last + dt.timedelta(seconds=gap)) if last else begin)
-        broker = InFlight(create(self.account, clock=clock, engine=self.engine), die=die)
+        broker = InFlight(create(self.account, clock=clock, engine=self.engine), self.in_flight, die)
         options = RunOptions(scheduled_for=slot_of(pb, DAY), mode="rehearse", run_key=run_key(pb))
         try:
             return await execute(
@@ -285,6 +302,42 @@ class Harness:
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         return None if code == -signal.SIGKILL else code
+
+    def spawn(self, pb: Any, start_at: float, in_flight: float) -> int:
+        """Fork a rehearsal of ``pb`` that starts at ``start_at`` (time.monotonic), requests taking
+        ``in_flight`` seconds each way; returns its pid."""
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(max(0.0, start_at - time.monotonic()))
+            self.in_flight = in_flight  # this child only
+            self.child(0.0, pb)
+        return pid
+
+    def concurrent(self, rng: random.Random, kill: bool = True) -> tuple[list[str], int]:
+        """Buy 10, then two square-offs of the account started at the same instant (one perhaps killed
+        and started again): the account must end flat, closed once. Returns problems and kills."""
+        buyer, closers = _playbook(BUY_PLAYBOOK), [_playbook(CLOSER_PLAYBOOK.format(n=n)) for n in (1, 2)]
+        problems: list[str] = []
+        if (code := self.run_child(None, 0.0, buyer)) != 0:
+            problems.append(f"the buy exited {code}")
+        start = time.monotonic() + 0.05
+        pids = [self.spawn(pb, start, OVERLAP_IN_FLIGHT) for pb in closers]
+        victim = rng.randrange(2) if kill else None
+        kills = 0
+        if victim is not None:
+            time.sleep(max(0.0, start + rng.uniform(0.0, 0.3) - time.monotonic()))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pids[victim], signal.SIGKILL)
+        for n, pid in enumerate(pids):
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            if code == -signal.SIGKILL:
+                kills += 1
+                code = self.run_child(None, 2 * ABSENT_AFTER, closers[n])  # restarted
+            if code not in (0, 4):  # succeeded, or refused: the account busy
+                problems.append(f"square-off {n + 1} exited {code}")
+        problems += check_account(self.url)
+        self.reset()
+        return problems, kills
 
     def kill_instant(self, rng: random.Random, recovering: bool) -> float:
         """Seconds into a forked start to kill it. After an earlier kill, often early: the start is then
@@ -465,6 +518,34 @@ def check_book(db_url: str, mode: Mode = Mode.IDEMPOTENT, *, settled: bool = Fal
         return check
     finally:
         engine.dispose()
+
+
+def check_account(db_url: str) -> list[str]:
+    """Any runs on one account: no client id at the broker twice, every broker order journaled, every
+    instrument flat and never closed beyond what was bought or sold."""
+    import json
+
+    from runner.db import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        meta = sa.MetaData()
+        orders = sa.Table("paper_orders", meta, autoload_with=engine)
+        intents = sa.Table("order_intents", meta, autoload_with=engine)
+        with engine.connect() as c:
+            bodies = [json.loads(b) for (b,) in c.execute(sa.select(orders.c.body))]
+            journaled = {cid for (cid,) in c.execute(sa.select(intents.c.client_order_id))}
+    finally:
+        engine.dispose()
+    ids = Counter(str(_get(b, "client_order_id")) for b in bodies)
+    problems = [f"client id {cid} at the broker {n} times" for cid, n in ids.items() if n > 1]
+    problems += [f"broker order {cid} not in the journal" for cid in ids if cid not in journaled]
+    net: Counter[str] = Counter()
+    for body in bodies:
+        filled = int(_get(body, "filled_quantity") or 0)  # type: ignore[call-overload]
+        net[_instrument_key(body)] += filled if _get(body, "side") == "BUY" else -filled
+    problems += [f"{key}: not flat, net {n} (closed twice?)" for key, n in net.items() if n]
+    return problems
 
 
 def _status_problems(bodies: list[dict], journaled: dict[str, Any]) -> list[str]:

@@ -13,15 +13,30 @@ from runner.ids import numeric_id
 
 
 def record(order_id: int, side: str, client: int) -> dict[str, Any]:
-    return {"OrderId": order_id, "Side": side, "OrderType": "Limit", "OrderState": "Working",
-            "ClientOrderId": client, "Instrument": 1, "Account": 9, "Quantity": 5, "OrigQuantity": 5,
-            "QuantityExecuted": 0, "Price": 990}
+    return {
+        "OrderId": order_id,
+        "Side": side,
+        "OrderType": "Limit",
+        "OrderState": "Working",
+        "ClientOrderId": client,
+        "Instrument": 1,
+        "Account": 9,
+        "Quantity": 5,
+        "OrigQuantity": 5,
+        "QuantityExecuted": 0,
+        "Price": 990,
+    }
 
 
 async def test_foreign_rows(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     async with alpha(VirtualClock(T0), monkeypatch) as s:
         await check_foreign_rows(
-            s, lambda r: s.sim.inject_foreign_row(9, r),
-            odd=record(990001, "Sideways", 0), odd_id="990001",
-            readable=record(990002, "Buy", 0), readable_id="990002",
-            own_shaped=record(990003, "Sideways", numeric_id("rnforeign1")), caplog=caplog)
+            s,
+            lambda r: s.sim.inject_foreign_row(9, r),
+            odd=record(990001, "Sideways", 0),
+            odd_id="990001",
+            readable=record(990002, "Buy", 0),
+            readable_id="990002",
+            own_shaped=record(990003, "Sideways", numeric_id("rnforeign1")),
+            caplog=caplog,
+        )

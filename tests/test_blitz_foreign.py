@@ -12,16 +12,31 @@ from runner.clock import VirtualClock
 
 
 def row(boid: int, order_type: str, correlation: str) -> dict[str, Any]:
-    return {"blitzOrderId": boid, "instrumentId": 1, "exchangeSegment": "NSECM", "instrumentName": "IDEA",
-            "orderType": order_type, "orderSide": "Buy", "orderStatus": "New", "orderQuantity": 5,
-            "orderPrice": "10", "correlationOrderId": correlation, "sequenceNumber": 1,
-            "isOrderCompleted": False}
+    return {
+        "blitzOrderId": boid,
+        "instrumentId": 1,
+        "exchangeSegment": "NSECM",
+        "instrumentName": "IDEA",
+        "orderType": order_type,
+        "orderSide": "Buy",
+        "orderStatus": "New",
+        "orderQuantity": 5,
+        "orderPrice": "10",
+        "correlationOrderId": correlation,
+        "sequenceNumber": 1,
+        "isOrderCompleted": False,
+    }
 
 
 async def test_foreign_rows(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     async with blitz(VirtualClock(T0), monkeypatch) as s:
         await check_foreign_rows(
-            s, lambda r: s.sim.inject_foreign_row("Algo123", r),
-            odd=row(990001, "Iceberg", ""), odd_id="990001",
-            readable=row(990002, "Limit", "manual-7"), readable_id="990002",
-            own_shaped=row(990003, "Iceberg", "rn" + "a" * 16), caplog=caplog)
+            s,
+            lambda r: s.sim.inject_foreign_row("Algo123", r),
+            odd=row(990001, "Iceberg", ""),
+            odd_id="990001",
+            readable=row(990002, "Limit", "manual-7"),
+            readable_id="990002",
+            own_shaped=row(990003, "Iceberg", "rn" + "a" * 16),
+            caplog=caplog,
+        )

@@ -122,78 +122,106 @@ Opener = Callable[[VirtualClock, StepPath, pytest.MonkeyPatch, Path], BrokerCM]
 
 
 def _account(kind: str, name: str, **fields: Any) -> Account:
-    body: dict[str, Any] = {"name": name, "broker": kind, "instruments": str(MASTER),
-                            "rate_limit": {"orders_per_second": 1000, "burst": 100}, **fields}
+    body: dict[str, Any] = {
+        "name": name,
+        "broker": kind,
+        "instruments": str(MASTER),
+        "rate_limit": {"orders_per_second": 1000, "burst": 100},
+        **fields,
+    }
     return Account.model_validate(body)
 
 
 @contextlib.asynccontextmanager
-async def _paper(clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
-                 ) -> AsyncIterator[Broker]:
+async def _paper(
+    clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
+) -> AsyncIterator[Broker]:
     engine = make_engine(f"sqlite:///{tmp / 'paper-book.db'}")
-    yield create_broker(_account("paper", "cross-paper"), engine=engine, clock=clock, prices=prices,
-                        config=CONFIG)
+    yield create_broker(
+        _account("paper", "cross-paper"), engine=engine, clock=clock, prices=prices, config=CONFIG
+    )
 
 
 @contextlib.asynccontextmanager
-async def _blitz(clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
-                 ) -> AsyncIterator[Broker]:
+async def _blitz(
+    clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
+) -> AsyncIterator[Broker]:
     from runner.sims.blitz import start
 
     master = InstrumentMaster.load(MASTER, broker="blitz")
     async with start(clock=clock, master=master, engine=MatchingEngine(prices, CONFIG)) as sim:
         mp.setenv("RUNNER_CROSS_BLITZ_APP_KEY", "cross-test-app-key")  # a test value, not a real key
-        account = _account("blitz", "cross-blitz", endpoints=sim.endpoints(),
-                           credentials={"app_key": {"env": "RUNNER_CROSS_BLITZ_APP_KEY"}},
-                           options={"user_id": "CROSS1"})
+        account = _account(
+            "blitz",
+            "cross-blitz",
+            endpoints=sim.endpoints(),
+            credentials={"app_key": {"env": "RUNNER_CROSS_BLITZ_APP_KEY"}},
+            options={"user_id": "CROSS1"},
+        )
         yield create_broker(account, clock=clock)
 
 
 @contextlib.asynccontextmanager
-async def _kotak_neo(clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
-                     ) -> AsyncIterator[Broker]:
+async def _kotak_neo(
+    clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
+) -> AsyncIterator[Broker]:
     from runner.sims.kotak_neo import account_for, start
 
     master = InstrumentMaster.load(MASTER, broker="kotak_neo")
     async with start(clock=clock, master=master, engine=MatchingEngine(prices, CONFIG)) as sim:
-        account, env = account_for(sim, "cross-kotak", instruments=str(MASTER), orders_per_second=1000,
-                                   burst=100)
+        account, env = account_for(
+            sim, "cross-kotak", instruments=str(MASTER), orders_per_second=1000, burst=100
+        )
         for key, value in env.items():
             mp.setenv(key, value)
         yield create_broker(account, clock=clock)
 
 
 @contextlib.asynccontextmanager
-async def _alphapoint(clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
-                      ) -> AsyncIterator[Broker]:
+async def _alphapoint(
+    clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
+) -> AsyncIterator[Broker]:
     from runner.sims.alphapoint import start
 
     master = InstrumentMaster.load(MASTER, broker="alphapoint")
     async with start(clock=clock.now, master=master, engine=MatchingEngine(prices, CONFIG)) as sim:
         mp.setenv("RUNNER_CROSS_AP_USER", "trader")  # the simulator's default user
         mp.setenv("RUNNER_CROSS_AP_PASS", "trader-pass")
-        account = _account("alphapoint", "cross-ap", endpoints={"ws": sim.url},
-                           credentials={"username": {"env": "RUNNER_CROSS_AP_USER"},
-                                        "password": {"env": "RUNNER_CROSS_AP_PASS"}})
+        account = _account(
+            "alphapoint",
+            "cross-ap",
+            endpoints={"ws": sim.url},
+            credentials={
+                "username": {"env": "RUNNER_CROSS_AP_USER"},
+                "password": {"env": "RUNNER_CROSS_AP_PASS"},
+            },
+        )
         yield create_broker(account, clock=clock)
 
 
 @contextlib.asynccontextmanager
-async def _odin(clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
-                ) -> AsyncIterator[Broker]:
+async def _odin(
+    clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
+) -> AsyncIterator[Broker]:
     from runner.sims.odin import start
 
     master = InstrumentMaster.load(MASTER, broker="odin")
     async with start(clock=clock, master=master, engine=MatchingEngine(prices, CONFIG)) as sim:
-        account, env = sim.account_env("cross-odin", instruments=str(MASTER),
-                                       rate_limit={"orders_per_second": 1000, "burst": 100})
+        account, env = sim.account_env(
+            "cross-odin", instruments=str(MASTER), rate_limit={"orders_per_second": 1000, "burst": 100}
+        )
         for key, value in env.items():
             mp.setenv(key, value)
         yield create_broker(account, clock=clock)
 
 
-OPENERS: dict[str, Opener] = {"paper": _paper, "blitz": _blitz, "kotak_neo": _kotak_neo,
-                              "alphapoint": _alphapoint, "odin": _odin}
+OPENERS: dict[str, Opener] = {
+    "paper": _paper,
+    "blitz": _blitz,
+    "kotak_neo": _kotak_neo,
+    "alphapoint": _alphapoint,
+    "odin": _odin,
+}
 
 
 def require(kind: str) -> None:
@@ -218,8 +246,9 @@ async def venue(kind: str, pb: Playbook, mp: pytest.MonkeyPatch, tmp: Path) -> A
 
 
 async def run(v: Venue, pb: Playbook, account: str) -> RunReport:
-    return await execute(pb, v.broker, v.journal, v.clock, account=account,
-                         options=RunOptions(scheduled_for=SLOT))
+    return await execute(
+        pb, v.broker, v.journal, v.clock, account=account, options=RunOptions(scheduled_for=SLOT)
+    )
 
 
 def outcomes(report: RunReport) -> dict[str, str]:
@@ -290,8 +319,11 @@ async def test_paper_reference_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert +closed == Counter() and -closed == Counter()
     # The exits traded at the path's 15:15 prices, the entries at its opening prices.
     path, exit_second = price_path(pb), int(res.finished_at.timestamp())
-    exits = {(key, f"{path.price(pb.instrument(a), exit_second):.2f}") for a in pb.instruments
-             for key in [pb.instrument(a).key]}
+    exits = {
+        (key, f"{path.price(pb.instrument(a), exit_second):.2f}")
+        for a in pb.instruments
+        for key in [pb.instrument(a).key]
+    }
     entry_keys = {(k, p) for k, _, _, p in res.before.fills}
     assert {(k, p) for k, _, _, p in res.after.fills} == exits | entry_keys
 
@@ -321,7 +353,10 @@ async def test_one_go_run_matches_paper(kind: str, monkeypatch: pytest.MonkeyPat
     ref = await one_go("paper", monkeypatch, tmp_path)
     (report, _), (ref_report, _) = got.reports, ref.reports
     assert report.status is RunStatus.SUCCEEDED, [s.message for s in report.steps]
-    assert outcomes(report) == outcomes(ref_report) == {"entry": "succeeded", "hedge": "succeeded",
-                                                        "flat": "succeeded"}
+    assert (
+        outcomes(report)
+        == outcomes(ref_report)
+        == {"entry": "succeeded", "hedge": "succeeded", "flat": "succeeded"}
+    )
     assert got.after.positions == ref.after.positions == {}
     assert got.after.fills == ref.after.fills

@@ -61,8 +61,12 @@ async def test_dropped_reply_is_outcome_unknown_for_orders_and_unavailable_for_r
 
 @pytest.mark.parametrize(
     ("status", "extra", "error"),
-    [("401 Unauthorized", "", AuthExpired), ("429 Too Many Requests", "Retry-After: 2\r\n", RateLimited),
-     ("503 Service Unavailable", "", OutcomeUnknown), ("502 Bad Gateway", "", OutcomeUnknown)],
+    [
+        ("401 Unauthorized", "", AuthExpired),
+        ("429 Too Many Requests", "Retry-After: 2\r\n", RateLimited),
+        ("503 Service Unavailable", "", OutcomeUnknown),
+        ("502 Bad Gateway", "", OutcomeUnknown),
+    ],
 )
 async def test_status_codes_map_to_the_taxonomy(serve, status, extra, error) -> None:
     url = await serve(_reply(status, extra))

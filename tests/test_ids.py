@@ -23,8 +23,12 @@ def test_run_id_refuses_naive_times() -> None:
 
 
 def test_client_order_ids_are_short_unique_and_stable() -> None:
-    seen = {ids.client_order_id("run", f"s{i}", leg, attempt) for i in range(50) for leg in range(4)
-            for attempt in range(3)}
+    seen = {
+        ids.client_order_id("run", f"s{i}", leg, attempt)
+        for i in range(50)
+        for leg in range(4)
+        for attempt in range(3)
+    }
     assert len(seen) == 600
     cid = ids.client_order_id("run", "entry")
     assert cid == ids.client_order_id("run", "entry") and len(cid) == 18 and cid.isalnum()

@@ -33,7 +33,6 @@ IDEA = Instrument("NSE", "IDEA")
 RELIANCE = Instrument("NSE", "RELIANCE")
 
 
-
 def fixture(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((FIX / name).read_text())
     return data
@@ -43,10 +42,17 @@ def fixture(name: str) -> dict[str, Any]:
 RFC6238_SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"  # base32 of b"12345678901234567890" (RFC 6238 App. B)
 
 
-@pytest.mark.parametrize(("t", "expected"), [
-    (59, "94287082"), (1111111109, "07081804"), (1111111111, "14050471"),
-    (1234567890, "89005924"), (2000000000, "69279037"), (20000000000, "65353130"),
-])
+@pytest.mark.parametrize(
+    ("t", "expected"),
+    [
+        (59, "94287082"),
+        (1111111109, "07081804"),
+        (1111111111, "14050471"),
+        (1234567890, "89005924"),
+        (2000000000, "69279037"),
+        (20000000000, "65353130"),
+    ],
+)
 def test_totp_matches_rfc6238_sha1_vectors(t: int, expected: str) -> None:
     assert kn.totp(RFC6238_SECRET, t, digits=8) == expected
 
@@ -70,8 +76,9 @@ def _recorded(name: str) -> dict[str, str]:
 
 
 def test_place_limit_equity_matches_sdk() -> None:
-    req = OrderRequest("rnabcdefghijklmnop", IDEA, Side.BUY, 1, OrderType.LIMIT, Product.MIS,
-                       price=Decimal("9.39"))
+    req = OrderRequest(
+        "rnabcdefghijklmnop", IDEA, Side.BUY, 1, OrderType.LIMIT, Product.MIS, price=Decimal("9.39")
+    )
     assert kn.place_jdata(req, MASTER.resolve(IDEA)) == _recorded("place_limit")
 
 
@@ -82,15 +89,31 @@ def test_place_market_option_ioc_matches_sdk() -> None:
 
 
 def test_place_stop_limit_matches_sdk() -> None:
-    req = OrderRequest("rnslslslslslslslsl", RELIANCE, Side.SELL, 10, OrderType.SL, Product.CNC,
-                       price=Decimal("2450.50"), trigger_price=Decimal("2455.00"))
+    req = OrderRequest(
+        "rnslslslslslslslsl",
+        RELIANCE,
+        Side.SELL,
+        10,
+        OrderType.SL,
+        Product.CNC,
+        price=Decimal("2450.50"),
+        trigger_price=Decimal("2455.00"),
+    )
     assert kn.place_jdata(req, MASTER.resolve(RELIANCE)) == _recorded("place_sl")
 
 
 def _open_order(**kw: Any) -> Order:
-    base: dict[str, Any] = dict(client_order_id="rnx", broker_order_id="250122000612876", instrument=IDEA,
-                                side=Side.BUY, quantity=1, order_type=OrderType.LIMIT, product=Product.MIS,
-                                status=OrderStatus.OPEN, price=Decimal("9.39"))
+    base: dict[str, Any] = dict(
+        client_order_id="rnx",
+        broker_order_id="250122000612876",
+        instrument=IDEA,
+        side=Side.BUY,
+        quantity=1,
+        order_type=OrderType.LIMIT,
+        product=Product.MIS,
+        status=OrderStatus.OPEN,
+        price=Decimal("9.39"),
+    )
     base.update(kw)
     return Order(**base)
 
@@ -132,8 +155,12 @@ def test_order_book_sample_parses() -> None:
     order = kn.parse_order(rows[0])
     assert order.broker_order_id == "250122000612876"
     assert order.status is OrderStatus.OPEN and order.raw_status == "open"
-    assert (order.side, order.order_type, order.product, order.quantity) == (Side.BUY, OrderType.LIMIT,
-                                                                           Product.NRML, 1)
+    assert (order.side, order.order_type, order.product, order.quantity) == (
+        Side.BUY,
+        OrderType.LIMIT,
+        Product.NRML,
+        1,
+    )
     assert order.price == Decimal("9.39") and order.trigger_price is None and order.average_price is None
     assert order.instrument == Instrument("NSE", "IDEA-EQ")  # no master: trading symbol as-is
     assert order.updated_at == dt.datetime.fromtimestamp(1737536281, dt.UTC).replace(microsecond=933015)
@@ -158,9 +185,21 @@ def test_positions_sample_net_and_average_match_the_sdk_computation() -> None:
 
 
 def test_position_net_is_carry_forward_plus_day() -> None:
-    row = {"exSeg": "nse_fo", "trdSym": "X", "prod": "NRML", "cfBuyQty": "150", "cfSellQty": "0",
-           "flBuyQty": "75", "flSellQty": "300", "cfBuyAmt": "15000.00", "buyAmt": "7650.00",
-           "sellAmt": "31500.00", "cfSellAmt": "0.00", "multiplier": "1", "precision": "2"}
+    row = {
+        "exSeg": "nse_fo",
+        "trdSym": "X",
+        "prod": "NRML",
+        "cfBuyQty": "150",
+        "cfSellQty": "0",
+        "flBuyQty": "75",
+        "flSellQty": "300",
+        "cfBuyAmt": "15000.00",
+        "buyAmt": "7650.00",
+        "sellAmt": "31500.00",
+        "cfSellAmt": "0.00",
+        "multiplier": "1",
+        "precision": "2",
+    }
     pos = kn.parse_position(row)
     assert pos.quantity == (150 + 75) - (0 + 300) == -75
     assert pos.average_price == Decimal("105.00")  # short: sell side 31500 / 300
@@ -177,23 +216,26 @@ def test_trade_report_sample_parses() -> None:
 # --- status and error tables ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "filled", "qty", "expected"), [
-    ("put order req received", 0, 10, OrderStatus.PENDING_NEW),
-    ("validation pending", 0, 10, OrderStatus.PENDING_NEW),
-    ("open pending", 0, 10, OrderStatus.PENDING_NEW),
-    ("open", 0, 10, OrderStatus.OPEN),
-    ("open", 4, 10, OrderStatus.PARTIALLY_FILLED),
-    ("OPEN", 0, 10, OrderStatus.OPEN),
-    ("trigger pending", 0, 10, OrderStatus.OPEN),
-    ("after market order req received", 0, 10, OrderStatus.OPEN),
-    ("modified", 0, 10, OrderStatus.OPEN),
-    ("cancel pending", 0, 10, OrderStatus.PENDING_CANCEL),
-    ("complete", 10, 10, OrderStatus.FILLED),
-    ("traded", 10, 10, OrderStatus.FILLED),
-    ("rejected", 0, 10, OrderStatus.REJECTED),
-    ("cancelled", 3, 10, OrderStatus.CANCELLED),
-    ("lapsed", 0, 10, OrderStatus.EXPIRED),
-])
+@pytest.mark.parametrize(
+    ("raw", "filled", "qty", "expected"),
+    [
+        ("put order req received", 0, 10, OrderStatus.PENDING_NEW),
+        ("validation pending", 0, 10, OrderStatus.PENDING_NEW),
+        ("open pending", 0, 10, OrderStatus.PENDING_NEW),
+        ("open", 0, 10, OrderStatus.OPEN),
+        ("open", 4, 10, OrderStatus.PARTIALLY_FILLED),
+        ("OPEN", 0, 10, OrderStatus.OPEN),
+        ("trigger pending", 0, 10, OrderStatus.OPEN),
+        ("after market order req received", 0, 10, OrderStatus.OPEN),
+        ("modified", 0, 10, OrderStatus.OPEN),
+        ("cancel pending", 0, 10, OrderStatus.PENDING_CANCEL),
+        ("complete", 10, 10, OrderStatus.FILLED),
+        ("traded", 10, 10, OrderStatus.FILLED),
+        ("rejected", 0, 10, OrderStatus.REJECTED),
+        ("cancelled", 3, 10, OrderStatus.CANCELLED),
+        ("lapsed", 0, 10, OrderStatus.EXPIRED),
+    ],
+)
 def test_known_statuses(raw: str, filled: int, qty: int, expected: OrderStatus) -> None:
     assert kn.map_status(raw, filled, qty) is expected
 
@@ -217,10 +259,16 @@ def test_error_envelopes(case: dict[str, Any]) -> None:
 
 
 def test_login_reply_parsing() -> None:
-    step = kn.parse_login({"data": {"token": "t", "sid": "s", "baseUrl": "https://e21.kotaksecurities.com",
-                                    "kType": "Trade"}}, 200)
-    assert (step.token, step.sid, step.base_url, step.kind) == ("t", "s", "https://e21.kotaksecurities.com",
-                                                                "Trade")
+    step = kn.parse_login(
+        {"data": {"token": "t", "sid": "s", "baseUrl": "https://e21.kotaksecurities.com", "kType": "Trade"}},
+        200,
+    )
+    assert (step.token, step.sid, step.base_url, step.kind) == (
+        "t",
+        "s",
+        "https://e21.kotaksecurities.com",
+        "Trade",
+    )
     with pytest.raises(errors.Rejected, match="Missing required field 'Mpin'"):
         kn.parse_login({"error": [{"code": "400", "message": "Missing required field 'Mpin'"}]}, 400)
     with pytest.raises(errors.Rejected):  # a 2xx without data is still a failed login (SDK totp.py)
@@ -229,9 +277,11 @@ def test_login_reply_parsing() -> None:
 
 def test_reply_numbers_are_parsed_as_decimal_never_through_float() -> None:
     # 17 significant digits: a float would come back as 2450.1234567890124 (or worse).
-    body = (b'{"stat":"Ok","stCode":200,"data":[{"nOrdNo":"1","GuiOrdId":"rnx","ordSt":"complete",'
-            b'"prcTp":"L","trnsTp":"B","prod":"NRML","qty":75,"fldQty":75,"prc":2450.12345678901234,'
-            b'"avgPrc":2450.12345678901234,"exSeg":"nse_fo","trdSym":"NIFTY"}]}')
+    body = (
+        b'{"stat":"Ok","stCode":200,"data":[{"nOrdNo":"1","GuiOrdId":"rnx","ordSt":"complete",'
+        b'"prcTp":"L","trnsTp":"B","prod":"NRML","qty":75,"fldQty":75,"prc":2450.12345678901234,'
+        b'"avgPrc":2450.12345678901234,"exSeg":"nse_fo","trdSym":"NIFTY"}]}'
+    )
     payload = kn._json(httpx.Response(200, content=body))
     (order,) = [kn.parse_order(r) for r in kn.rows_of(payload)]
     assert order.average_price == Decimal("2450.12345678901234")

@@ -17,12 +17,15 @@ from runner.sims.kotak_neo import KotakNeoSim, account_for, start
 
 
 def contract_master() -> InstrumentMaster:
-    return InstrumentMaster([
-        MasterRow(EQUITY, "2885", "RELIANCE-EQ"),
-        MasterRow(FUTURE, "35001", "NIFTY26MARFUT"),
-        MasterRow(CALL, "35002", "NIFTY26MAR24500CE"),
-        MasterRow(PUT, "35003", "NIFTY26MAR24500PE"),
-    ], broker="kotak_neo")
+    return InstrumentMaster(
+        [
+            MasterRow(EQUITY, "2885", "RELIANCE-EQ"),
+            MasterRow(FUTURE, "35001", "NIFTY26MARFUT"),
+            MasterRow(CALL, "35002", "NIFTY26MAR24500CE"),
+            MasterRow(PUT, "35003", "NIFTY26MAR24500PE"),
+        ],
+        broker="kotak_neo",
+    )
 
 
 Factory = Callable[[MatchingConfig], contextlib.AbstractAsyncContextManager[Harness]]
@@ -35,8 +38,9 @@ def make_factory(monkeypatch: pytest.MonkeyPatch, faults: str | None, sims: list
         master = contract_master()
         engine = MatchingEngine(market.prices, config)
         plan = FaultPlan.parse(faults)
-        async with start(faults=plan, clock=market.clock, master=master, engine=engine,
-                         retry_after="0.001") as sim:
+        async with start(
+            faults=plan, clock=market.clock, master=master, engine=engine, retry_after="0.001"
+        ) as sim:
             sims.append(sim)
             account, env = account_for(sim, "contract", orders_per_second=1000, burst=100)
             for key, value in env.items():
@@ -62,8 +66,12 @@ class TestKotakNeoContractWithFaults(BrokerContract):
     and sessions expiring every few market seconds (the adapter logs in again by itself). Faults on
     modify/cancel would break the suite's exact-error assertions; test_kotak_neo_sim covers them."""
 
-    @pytest.fixture(params=["drop=0.2,reset=0.05,5xx=0.05,429=0.05,latency=0ms..2ms,only=place,seed=1",
-                            "drop=0.1,reset=0.1,5xx=0.1,only=place,expire=4s,seed=2"])
+    @pytest.fixture(
+        params=[
+            "drop=0.2,reset=0.05,5xx=0.05,429=0.05,latency=0ms..2ms,only=place,seed=1",
+            "drop=0.1,reset=0.1,5xx=0.1,only=place,expire=4s,seed=2",
+        ]
+    )
     def broker_factory(self, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Factory:
         return make_factory(monkeypatch, request.param, [])
 
@@ -77,6 +85,7 @@ async def test_faults_were_really_injected(monkeypatch: pytest.MonkeyPatch) -> N
         from contract.broker_contract import limit
 
         from runner.model import Side
+
         for i in range(12):
             await h.place(limit(h, f"f{i}", Side.BUY, 1, "990"))
             h.market.advance(1)

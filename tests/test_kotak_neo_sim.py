@@ -50,19 +50,28 @@ Connect = Callable[..., Awaitable[tuple[KotakNeoSim, KotakNeo]]]
 
 
 @pytest.fixture
-async def connect(clock: VirtualClock, prices: StepPath,
-                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Connect]:
+async def connect(
+    clock: VirtualClock, prices: StepPath, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Connect]:
     stack: list[Any] = []
     brokers: list[KotakNeo] = []
 
-    async def make(faults: str | None = None, *, account: dict[str, Any] | None = None,
-                   login: bool = True, **sim_kw: Any) -> tuple[KotakNeoSim, KotakNeo]:
-        cm = start(faults=faults, clock=clock, master=MASTER, retry_after="0.001",
-                   engine=MatchingEngine(prices, MatchingConfig()), **sim_kw)
+    async def make(
+        faults: str | None = None, *, account: dict[str, Any] | None = None, login: bool = True, **sim_kw: Any
+    ) -> tuple[KotakNeoSim, KotakNeo]:
+        cm = start(
+            faults=faults,
+            clock=clock,
+            master=MASTER,
+            retry_after="0.001",
+            engine=MatchingEngine(prices, MatchingConfig()),
+            **sim_kw,
+        )
         sim = await cm.__aenter__()
         stack.append(cm)
-        acct, env = account_for(sim, "desk", instruments=CSV, orders_per_second=1000, burst=50,
-                                **(account or {}))
+        acct, env = account_for(
+            sim, "desk", instruments=CSV, orders_per_second=1000, burst=50, **(account or {})
+        )
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         broker = create(acct, clock=clock)
@@ -109,8 +118,17 @@ async def test_wire_matches_sdk_for_login_place_modify_cancel_and_reads(connect:
     await broker.positions()
     await broker.trades()
     seen = {(m, p): h for m, p, h in sim.seen}
-    for name in ("totp_login", "totp_validate", "place_limit", "modify", "cancel", "order_history",
-                 "order_book", "positions", "trade_book"):
+    for name in (
+        "totp_login",
+        "totp_validate",
+        "place_limit",
+        "modify",
+        "cancel",
+        "order_history",
+        "order_book",
+        "positions",
+        "trade_book",
+    ):
         sdk = recorded(name)
         assert (sdk["method"], sdk["path"]) in seen, name
         assert_same_headers(seen[(sdk["method"], sdk["path"])], sdk)
@@ -123,8 +141,17 @@ async def test_wire_matches_sdk_for_login_place_modify_cancel_and_reads(connect:
     assert (mine["vd"], mine["qt"], mine["pr"], mine["no"]) == ("DAY", "2", "99.5", order.broker_order_id)
     place = bodies[PATH_PLACE]
     assert {k: place[k] for k in ("es", "ts", "pt", "tt", "rt", "pc", "ig", "os", "am", "mp")} == {
-        "es": "nse_cm", "ts": "IDEA-EQ", "pt": "L", "tt": "B", "rt": "DAY", "pc": "MIS",
-        "ig": "rnabcdefghijklmnop", "os": "NEOTRADEAPI", "am": "NO", "mp": "0"}
+        "es": "nse_cm",
+        "ts": "IDEA-EQ",
+        "pt": "L",
+        "tt": "B",
+        "rt": "DAY",
+        "pc": "MIS",
+        "ig": "rnabcdefghijklmnop",
+        "os": "NEOTRADEAPI",
+        "am": "NO",
+        "mp": "0",
+    }
 
 
 # --- login ----------------------------------------------------------------------------------------------
@@ -146,12 +173,14 @@ async def test_wrong_mpin_fails_login_without_leaking_it(connect: Connect) -> No
     assert "2468" not in str(info.value)
 
 
-async def test_provided_totp_is_accepted_instead_of_a_secret(connect: Connect, clock: VirtualClock,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_provided_totp_is_accepted_instead_of_a_secret(
+    connect: Connect, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sim, broker = await connect(login=False)
     user = next(iter(sim.users.values()))
     assert user.totp_secret
     from runner.brokers.kotak_neo import totp
+
     monkeypatch.setenv("PROVIDED_TOTP", totp(user.totp_secret, clock.now()))
     creds = {k: v for k, v in broker.account.credentials.items() if k != "totp_secret"}
     creds["totp"] = type(next(iter(creds.values())))(env="PROVIDED_TOTP")
@@ -234,8 +263,22 @@ async def test_complete_order_cannot_be_modified_or_cancelled(connect: Connect, 
 async def _place_raw(broker: KotakNeo, cid: str, prod: str, pt: str = "L", pr: str = "99") -> str:
     # The canonical model has no BO/CO product, so such orders (placed from the Neo app, say) are
     # planted with the broker's own wire body, then handled through the adapter like any other.
-    body = {"am": "NO", "dq": "0", "es": "nse_cm", "mp": "0", "pc": prod, "pr": pr, "pt": pt, "qt": "4",
-            "rt": "DAY", "tp": "0", "ts": "IDEA-EQ", "tt": "B", "ig": cid, "os": "NEOTRADEAPI"}
+    body = {
+        "am": "NO",
+        "dq": "0",
+        "es": "nse_cm",
+        "mp": "0",
+        "pc": prod,
+        "pr": pr,
+        "pt": pt,
+        "qt": "4",
+        "rt": "DAY",
+        "tp": "0",
+        "ts": "IDEA-EQ",
+        "tt": "B",
+        "ig": cid,
+        "os": "NEOTRADEAPI",
+    }
     reply = await broker._request("POST", PATH_PLACE, mutating=True, jdata=body)
     return str(reply["nOrdNo"])
 
@@ -300,8 +343,9 @@ async def test_amo_goes_to_the_exchange_at_the_open(connect: Connect, clock: Vir
 
 
 @pytest.mark.parametrize("path", ["/portfolio/v2/positions", "/quick/user/positions"])
-async def test_positions_net_is_carry_forward_plus_day(connect: Connect, clock: VirtualClock,
-                                                      path: str) -> None:
+async def test_positions_net_is_carry_forward_plus_day(
+    connect: Connect, clock: VirtualClock, path: str
+) -> None:
     sim, broker = await connect(account={"options": {}})
     broker._positions_path = path
     await broker.place(OrderRequest("rnday1", CE, Side.BUY, 150, product=Product.NRML))
@@ -389,8 +433,9 @@ async def test_adapter_never_sends_a_client_id_twice(connect: Connect) -> None:
 
 async def test_concurrent_places_of_one_client_id_send_it_once(connect: Connect) -> None:
     sim, broker = await connect()
-    results = await asyncio.gather(broker.place(limit("rnrace")), broker.place(limit("rnrace")),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        broker.place(limit("rnrace")), broker.place(limit("rnrace")), return_exceptions=True
+    )
     assert sorted(type(r).__name__ for r in results) == ["Order", "Rejected"]
     assert places_at_sim(sim) == ["rnrace"] and sim.duplicate_places == []
 

@@ -36,15 +36,22 @@ def test_terminal_states_never_move(terminal: OrderStatus) -> None:
 
 @pytest.mark.parametrize(
     ("old", "new"),
-    [(S.PENDING_NEW, S.OPEN), (S.OPEN, S.PARTIALLY_FILLED), (S.PARTIALLY_FILLED, S.FILLED),
-     (S.PENDING_CANCEL, S.FILLED), (S.UNKNOWN, S.FILLED), (S.OPEN, S.UNKNOWN)],
+    [
+        (S.PENDING_NEW, S.OPEN),
+        (S.OPEN, S.PARTIALLY_FILLED),
+        (S.PARTIALLY_FILLED, S.FILLED),
+        (S.PENDING_CANCEL, S.FILLED),
+        (S.UNKNOWN, S.FILLED),
+        (S.OPEN, S.UNKNOWN),
+    ],
 )
 def test_legal_transitions(old: OrderStatus, new: OrderStatus) -> None:
     assert check_transition(old, new) is new
 
 
-@pytest.mark.parametrize(("old", "new"), [(S.PARTIALLY_FILLED, S.OPEN), (S.OPEN, S.PENDING_NEW),
-                                          (S.PARTIALLY_FILLED, S.REJECTED)])
+@pytest.mark.parametrize(
+    ("old", "new"), [(S.PARTIALLY_FILLED, S.OPEN), (S.OPEN, S.PENDING_NEW), (S.PARTIALLY_FILLED, S.REJECTED)]
+)
 def test_illegal_transitions(old: OrderStatus, new: OrderStatus) -> None:
     with pytest.raises(IllegalTransition, match=f"{old.value} -> {new.value}"):
         check_transition(old, new)

@@ -308,8 +308,10 @@ async def test_multileg_modify_sends_all_legs_and_cancel_by_gateway_order_no(
 def derived_spread(group: str, sim: OdinSim, clock: VirtualClock) -> MultilegRequest:
     """A spread whose legs carry the ids the engine derives from the group id (runner.ids)."""
     legs = spread(group, sim, clock, marketable=False).legs
-    return MultilegRequest(group, tuple(replace(leg, client_order_id=leg_client_id(group, n))
-                                        for n, leg in enumerate(legs, start=1)))
+    return MultilegRequest(
+        group,
+        tuple(replace(leg, client_order_id=leg_client_id(group, n)) for n, leg in enumerate(legs, start=1)),
+    )
 
 
 async def test_multileg_legs_are_found_by_a_restarted_adapter(

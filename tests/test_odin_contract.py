@@ -19,12 +19,15 @@ Factory = Callable[[MatchingConfig], contextlib.AbstractAsyncContextManager[Harn
 
 
 def contract_master() -> InstrumentMaster:
-    return InstrumentMaster([
-        MasterRow(EQUITY, "2885", "RELIANCE"),
-        MasterRow(FUTURE, "35001", "NIFTY"),
-        MasterRow(CALL, "45001", "NIFTY"),
-        MasterRow(PUT, "45002", "NIFTY"),
-    ], broker="odin")
+    return InstrumentMaster(
+        [
+            MasterRow(EQUITY, "2885", "RELIANCE"),
+            MasterRow(FUTURE, "35001", "NIFTY"),
+            MasterRow(CALL, "45001", "NIFTY"),
+            MasterRow(PUT, "45002", "NIFTY"),
+        ],
+        broker="odin",
+    )
 
 
 def make_factory(monkeypatch: pytest.MonkeyPatch, faults: str | None, sims: list[OdinSim]) -> Factory:
@@ -33,11 +36,15 @@ def make_factory(monkeypatch: pytest.MonkeyPatch, faults: str | None, sims: list
         market = Market.new()
         master = contract_master()
         engine = MatchingEngine(market.prices, config)
-        async with start(faults=FaultPlan.parse(faults), clock=market.clock, master=master, engine=engine,
-                         retry_after="0.001") as sim:
+        async with start(
+            faults=FaultPlan.parse(faults),
+            clock=market.clock,
+            master=master,
+            engine=engine,
+            retry_after="0.001",
+        ) as sim:
             sims.append(sim)
-            account, env = sim.account_env("contract",
-                                           rate_limit={"orders_per_second": 1000, "burst": 100})
+            account, env = sim.account_env("contract", rate_limit={"orders_per_second": 1000, "burst": 100})
             for key, value in env.items():
                 monkeypatch.setenv(key, value)
             broker = create(account, clock=market.clock, master=master)
@@ -57,9 +64,11 @@ class TestOdinContract(BrokerContract):
 
 
 class TestOdinContractWithFaults(BrokerContract):
-    @pytest.fixture(params=[
-        "drop=0.15,reset=0.05,5xx=0.05,429=0.05,seed=1",
-        "drop=0.25,429=0.1,expire=20s,seed=2",
-    ])
+    @pytest.fixture(
+        params=[
+            "drop=0.15,reset=0.05,5xx=0.05,429=0.05,seed=1",
+            "drop=0.25,429=0.1,expire=20s,seed=2",
+        ]
+    )
     def broker_factory(self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Factory:
         return make_factory(monkeypatch, request.param, [])

@@ -12,15 +12,29 @@ from runner.clock import VirtualClock
 
 
 def row(order_id: str, side: str, tag: str) -> dict[str, Any]:
-    return {"order_id": order_id, "exchange": "NSE_EQ", "symbol": "IDEA", "transaction_type": side,
-            "order_type": "RL", "total_quantity": 5, "traded_quantity": 0, "status": "PENDING",
-            "order_price": "9.5", "order_identifier": tag}
+    return {
+        "order_id": order_id,
+        "exchange": "NSE_EQ",
+        "symbol": "IDEA",
+        "transaction_type": side,
+        "order_type": "RL",
+        "total_quantity": 5,
+        "traded_quantity": 0,
+        "status": "PENDING",
+        "order_price": "9.5",
+        "order_identifier": tag,
+    }
 
 
 async def test_foreign_rows(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     async with odin_(VirtualClock(T0), monkeypatch) as s:
         await check_foreign_rows(
-            s, lambda r: s.sim.inject_foreign_row("SIM1", r),
-            odd=row("990001", "SHORT", ""), odd_id="990001",
-            readable=row("990002", "BUY", "manual7"), readable_id="990002",
-            own_shaped=row("990003", "SHORT", "r" + "a" * 9), caplog=caplog)
+            s,
+            lambda r: s.sim.inject_foreign_row("SIM1", r),
+            odd=row("990001", "SHORT", ""),
+            odd_id="990001",
+            readable=row("990002", "BUY", "manual7"),
+            readable_id="990002",
+            own_shaped=row("990003", "SHORT", "r" + "a" * 9),
+            caplog=caplog,
+        )

@@ -21,8 +21,13 @@ class TestPaperContract(BrokerContract):
         @contextlib.asynccontextmanager
         async def factory(config: MatchingConfig) -> AsyncIterator[Harness]:
             market = Market.new()
-            broker = PaperBroker("contract", db_url=f"sqlite:///{tmp_path / 'paper.db'}", clock=market.clock,
-                                 prices=market.prices, config=config)
+            broker = PaperBroker(
+                "contract",
+                db_url=f"sqlite:///{tmp_path / 'paper.db'}",
+                clock=market.clock,
+                prices=market.prices,
+                config=config,
+            )
             await broker.connect()
             yield Harness(broker, market)
             await broker.close()
@@ -38,8 +43,9 @@ class TestPaperContractInMemory(TestPaperContract):
         @contextlib.asynccontextmanager
         async def factory(config: MatchingConfig) -> AsyncIterator[Harness]:
             market = Market.new()
-            broker = PaperBroker("contract", db_url="sqlite://", clock=market.clock, prices=market.prices,
-                                 config=config)
+            broker = PaperBroker(
+                "contract", db_url="sqlite://", clock=market.clock, prices=market.prices, config=config
+            )
             await broker.connect()
             yield Harness(broker, market)
 

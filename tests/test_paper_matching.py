@@ -42,11 +42,26 @@ def engine(**config: object) -> tuple[MatchingEngine, StepPath]:
     return MatchingEngine(prices, MatchingConfig(**config)), prices  # type: ignore[arg-type]
 
 
-def req(cid: str, side: Side = Side.BUY, qty: int = 1, otype: OrderType = OrderType.MARKET,
-        price: str | None = None, trigger: str | None = None, inst: Instrument = REL,
-        **kw: object) -> OrderRequest:
-    return OrderRequest(cid, inst, side, qty, otype, price=Decimal(price) if price else None,
-                        trigger_price=Decimal(trigger) if trigger else None, **kw)  # type: ignore[arg-type]
+def req(
+    cid: str,
+    side: Side = Side.BUY,
+    qty: int = 1,
+    otype: OrderType = OrderType.MARKET,
+    price: str | None = None,
+    trigger: str | None = None,
+    inst: Instrument = REL,
+    **kw: object,
+) -> OrderRequest:
+    return OrderRequest(
+        cid,
+        inst,
+        side,
+        qty,
+        otype,
+        price=Decimal(price) if price else None,
+        trigger_price=Decimal(trigger) if trigger else None,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_market_order_acks_open_then_fills_on_the_next_pass() -> None:

@@ -24,8 +24,9 @@ from runner.prices import (
 
 REL = Instrument("NSE", "RELIANCE")
 FUT = Instrument("NFO", "NIFTY", dt.date(2026, 3, 26))
-OPT = Instrument("NFO", "NIFTY", dt.date(2026, 3, 26), Decimal(24500), OptionType.CE,
-                 tick_size=Decimal("0.1"))
+OPT = Instrument(
+    "NFO", "NIFTY", dt.date(2026, 3, 26), Decimal(24500), OptionType.CE, tick_size=Decimal("0.1")
+)
 T = second_of(dt.datetime(2026, 3, 2, 4, 0, tzinfo=dt.UTC))
 
 

@@ -55,9 +55,14 @@ async def blitz(clock: VirtualClock, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
     async with blitz_sim.start(FaultPlan.parse(EXPIRE), clock=clock, options=SIM_OPTIONS) as sim:
         b = blitz_broker(sim)
         try:
-            yield Setup(b, lambda: sim.sim.logins, lambda cid: OrderRequest(
-                cid, Instrument("NSE", "IDEA"), Side.BUY, 10, OrderType.LIMIT, price=Decimal("10.50")),
-                sim.sim)
+            yield Setup(
+                b,
+                lambda: sim.sim.logins,
+                lambda cid: OrderRequest(
+                    cid, Instrument("NSE", "IDEA"), Side.BUY, 10, OrderType.LIMIT, price=Decimal("10.50")
+                ),
+                sim.sim,
+            )
         finally:
             await b.close()
 
@@ -72,16 +77,26 @@ async def kotak(clock: VirtualClock, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
     for row in KOTAK_MASTER:
         prices.set(row.instrument, Decimal(100), clock.now() - dt.timedelta(days=3))
     idea = KOTAK_MASTER.resolve(Instrument("NSE", "IDEA")).instrument
-    async with kotak_sim.start(faults=EXPIRE, clock=clock, master=KOTAK_MASTER, retry_after="0.001",
-                               engine=MatchingEngine(prices, MatchingConfig())) as sim:
-        acct, env = kotak_sim.account_for(sim, "desk", instruments=KOTAK_CSV, orders_per_second=1000,
-                                          burst=50)
+    async with kotak_sim.start(
+        faults=EXPIRE,
+        clock=clock,
+        master=KOTAK_MASTER,
+        retry_after="0.001",
+        engine=MatchingEngine(prices, MatchingConfig()),
+    ) as sim:
+        acct, env = kotak_sim.account_for(
+            sim, "desk", instruments=KOTAK_CSV, orders_per_second=1000, burst=50
+        )
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         b = kotak_neo.create(acct, clock=clock)
         try:
-            yield Setup(b, lambda: sim.logins, lambda cid: OrderRequest(
-                cid, idea, Side.BUY, 1, OrderType.LIMIT, price=Decimal("99")), sim)
+            yield Setup(
+                b,
+                lambda: sim.logins,
+                lambda cid: OrderRequest(cid, idea, Side.BUY, 1, OrderType.LIMIT, price=Decimal("99")),
+                sim,
+            )
         finally:
             await b.close()
 
@@ -93,8 +108,9 @@ ODIN_MASTER = InstrumentMaster.load(FIX / "odin" / "master.csv", broker="odin")
 async def odin_(clock: VirtualClock, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Setup]:
     engine = MatchingEngine(RandomWalk(seed=7), MatchingConfig(session_close=None))
     idea = ODIN_MASTER.resolve(Instrument("NSE", "IDEA")).instrument
-    async with odin_sim.start(clock=clock, master=ODIN_MASTER, engine=engine,
-                              faults=FaultPlan.parse(EXPIRE)) as sim:
+    async with odin_sim.start(
+        clock=clock, master=ODIN_MASTER, engine=engine, faults=FaultPlan.parse(EXPIRE)
+    ) as sim:
         acct, env = sim.account_env("odin1")
         for k, v in env.items():
             monkeypatch.setenv(k, v)
@@ -102,8 +118,12 @@ async def odin_(clock: VirtualClock, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
         tick = idea.tick_size or Decimal("0.05")
         price = (engine.last_price(idea, clock.now()) * Decimal("0.95") / tick).quantize(Decimal(1)) * tick
         try:
-            yield Setup(b, lambda: sim.logins, lambda cid: OrderRequest(
-                cid, idea, Side.BUY, 1, OrderType.LIMIT, price=price), sim)
+            yield Setup(
+                b,
+                lambda: sim.logins,
+                lambda cid: OrderRequest(cid, idea, Side.BUY, 1, OrderType.LIMIT, price=price),
+                sim,
+            )
         finally:
             await b.close()
 
@@ -116,14 +136,23 @@ async def alpha(clock: VirtualClock, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
     prices = StepPath()
     prices.set(reliance, Decimal(1000), 0)
     async with ap_sim.start(faults=EXPIRE, clock=clock.now, prices=prices) as sim:
-        acct = Account(name="ap", broker="alphapoint", endpoints={"ws": sim.url},
-                       credentials={"username": {"env": "AP_USER"}, "password": {"env": "AP_PASS"}},
-                       instruments=str(FIX / "alphapoint" / "instruments.csv"), timeout_seconds=2.0,
-                       rate_limit=RateLimit(orders_per_second=1000, burst=1000))
+        acct = Account(
+            name="ap",
+            broker="alphapoint",
+            endpoints={"ws": sim.url},
+            credentials={"username": {"env": "AP_USER"}, "password": {"env": "AP_PASS"}},
+            instruments=str(FIX / "alphapoint" / "instruments.csv"),
+            timeout_seconds=2.0,
+            rate_limit=RateLimit(orders_per_second=1000, burst=1000),
+        )
         b = alphapoint.create(acct)
         try:
-            yield Setup(b, lambda: sim.logins, lambda cid: OrderRequest(
-                cid, reliance, Side.BUY, 1, OrderType.LIMIT, price=Decimal("990")), sim)
+            yield Setup(
+                b,
+                lambda: sim.logins,
+                lambda cid: OrderRequest(cid, reliance, Side.BUY, 1, OrderType.LIMIT, price=Decimal("990")),
+                sim,
+            )
         finally:
             await b.close()
 

@@ -21,8 +21,17 @@ def test_float_artifacts_never_appear() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("24500.50", Decimal("24500.50")), (7, Decimal(7)), ("--", None), ("NA", None), ("", None),
-     (None, None), ("abc", None), (True, None), (Decimal("1.5"), Decimal("1.5"))],
+    [
+        ("24500.50", Decimal("24500.50")),
+        (7, Decimal(7)),
+        ("--", None),
+        ("NA", None),
+        ("", None),
+        (None, None),
+        ("abc", None),
+        (True, None),
+        (Decimal("1.5"), Decimal("1.5")),
+    ],
 )
 def test_to_decimal_accepts_broker_spellings(raw: object, expected: Decimal | None) -> None:
     assert to_decimal(raw) == expected

@@ -67,10 +67,24 @@ T = TypeVar("T")
 START = dt.datetime(2026, 3, 2, 4, 30, tzinfo=dt.UTC)
 EQUITY = Instrument("NSE", "RELIANCE", tick_size=Decimal("0.05"))
 FUTURE = Instrument("NFO", "NIFTY", dt.date(2026, 3, 26), lot_size=75, tick_size=Decimal("0.05"))
-CALL = Instrument("NFO", "NIFTY", dt.date(2026, 3, 26), Decimal(24500), OptionType.CE, lot_size=75,
-                  tick_size=Decimal("0.05"))
-PUT = Instrument("NFO", "NIFTY", dt.date(2026, 3, 26), Decimal(24500), OptionType.PE, lot_size=75,
-                 tick_size=Decimal("0.05"))
+CALL = Instrument(
+    "NFO",
+    "NIFTY",
+    dt.date(2026, 3, 26),
+    Decimal(24500),
+    OptionType.CE,
+    lot_size=75,
+    tick_size=Decimal("0.05"),
+)
+PUT = Instrument(
+    "NFO",
+    "NIFTY",
+    dt.date(2026, 3, 26),
+    Decimal(24500),
+    OptionType.PE,
+    lot_size=75,
+    tick_size=Decimal("0.05"),
+)
 MAX_STEPS = 30  # market seconds a test waits for an outcome before failing
 
 
@@ -218,14 +232,17 @@ class Harness:
 BrokerFactory = Callable[..., contextlib.AbstractAsyncContextManager[Harness]]
 
 
-def limit(h: Harness, label: str, side: Side, qty: int, price: str, inst: Instrument | None = None,
-          **kw: Any) -> OrderRequest:
-    return OrderRequest(h.client_id(label), inst or h.equity, side, qty, OrderType.LIMIT,
-                        price=Decimal(price), **kw)
+def limit(
+    h: Harness, label: str, side: Side, qty: int, price: str, inst: Instrument | None = None, **kw: Any
+) -> OrderRequest:
+    return OrderRequest(
+        h.client_id(label), inst or h.equity, side, qty, OrderType.LIMIT, price=Decimal(price), **kw
+    )
 
 
-def market(h: Harness, label: str, side: Side, qty: int, inst: Instrument | None = None,
-           **kw: Any) -> OrderRequest:
+def market(
+    h: Harness, label: str, side: Side, qty: int, inst: Instrument | None = None, **kw: Any
+) -> OrderRequest:
     return OrderRequest(h.client_id(label), inst or h.equity, side, qty, OrderType.MARKET, **kw)
 
 
@@ -372,8 +389,13 @@ class BrokerContract:
             assert not isinstance(info.value, NotFound)
             looked = await h.read(far.client_order_id)
             assert looked is None or looked.status is S.REJECTED
-            odd_lot = OrderRequest(h.client_id("lot"), h.future, Side.BUY, h.future.lot_size + 1 if
-                                   h.future.lot_size else 1, OrderType.MARKET)
+            odd_lot = OrderRequest(
+                h.client_id("lot"),
+                h.future,
+                Side.BUY,
+                h.future.lot_size + 1 if h.future.lot_size else 1,
+                OrderType.MARKET,
+            )
             with pytest.raises(Rejected):
                 await h.place(odd_lot)
             assert far.client_order_id not in {o.client_order_id for o in await h.open_orders()}
@@ -410,8 +432,9 @@ class BrokerContract:
         async with self.harness(broker_factory) as h:
             if Capability.STOP_ORDERS not in h.broker.capabilities:
                 pytest.skip("no stop orders")
-            req = OrderRequest(h.client_id("stop"), h.equity, Side.SELL, 1, OrderType.SL_M,
-                               trigger_price=Decimal(990))
+            req = OrderRequest(
+                h.client_id("stop"), h.equity, Side.SELL, 1, OrderType.SL_M, trigger_price=Decimal(990)
+            )
             order = await h.place(req)
             h.market.advance(2)
             assert (await h.read_by_id(order.broker_order_id or "")).status is S.OPEN
