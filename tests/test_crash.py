@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from crash_support import Harness, Mode, seed_from_env
 
+
 class DoubleClose(AssertionError):
     """The account was closed twice: the one failure the concurrent test is expected to show today."""
 
