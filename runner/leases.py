@@ -297,4 +297,6 @@ def leases_for(engine: Engine) -> AccountLeases:
     found = _leases.get(engine)
     if found is None:
         found = _leases[engine] = AccountLeases(engine)
+        # dispose() (a test deleting the file, a forking parent) may mean a new database: look again
+        sa.event.listen(engine, "engine_disposed", lambda e: _leases.pop(e, None), once=True)
     return found

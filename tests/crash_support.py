@@ -51,13 +51,48 @@ steps:
       - {id: hedge, instrument: pe, side: BUY, lots: 1, role: hedge}
       - {id: short, instrument: ce, side: SELL, lots: 1}
   - {kind: place, id: c, instrument: rel, side: BUY, quantity: 5, type: LIMIT, price: 1300}
+  - {kind: modify, id: m, order: c, price: 1295}
   - {kind: cancel, id: x, order: c}
   - {kind: square_off, id: sq, at: "15:15"}
 """
+# The account's next run after a failed one (an operator's square-off, a later run of the day): it
+# reconciles the dead run's intents and closes whatever the failed run left open.
+OPERATOR_PLAYBOOK = """\
+version: 1
+name: operator
+timezone: Asia/Kolkata
+steps:
+  - {kind: square_off, id: osq}
+"""
+# Concurrent runs on one account (issue 11 §1): a buy, then two square-offs of the account at once.
+BUY_PLAYBOOK = """\
+version: 1
+name: buyer
+timezone: Asia/Kolkata
+steps:
+  - {kind: place, id: buy, instrument: {exchange: NSE, symbol: RELIANCE}, side: BUY, quantity: 10}
+"""
+CLOSER_PLAYBOOK = """\
+version: 1
+name: closer{n}
+timezone: Asia/Kolkata
+steps:
+  - {{kind: square_off, id: close}}
+"""
+OVERLAP_IN_FLIGHT = 0.05  # real seconds each way: two square-offs started together overlap
 DAY = dt.date(2026, 3, 2)
 # Entry quantities per instrument key: each must reach the book exactly once.
 EXPECTED_BUYS = {"NFO NIFTY 2026-12-29": 150, "NSE RELIANCE": 10, "NFO NIFTY 2026-12-29 24000 PE": 75}
 EXPECTED_SELLS = {"NFO NIFTY 2026-12-29 24500 CE": 75}
+# Orders each step puts at the broker (the paper broker modifies in place): exactly these in a succeeded
+# run, never more in any run. The square-off closes the four positions, one order each.
+EXPECTED_ORDERS = {"a": 1, "b": 1, "s": 2, "c": 1, "sq": 4}
+OPERATOR_ORDERS = {"osq": 4}  # at most: what a failed run left open
+# Journaled statuses that differ from the broker's at the end are counted in ``Check.stale`` and are
+# problems only when this holds. Off until issue 11 §4 lands (read back every non-terminal order at the
+# end of a run; reconcile revisits open intents): today a spread leg can stay "open" in the journal
+# while the broker filled it.
+STALE_STATUS_IS_A_PROBLEM = os.environ.get("RUNNER_CRASH_STALE_STATUS") == "problem"
 IN_FLIGHT = 0.002  # real seconds each way of an order request (InFlight)
 LOOKUP_LAG = 20  # seconds (PLAIN mode); below Tuning.absent_after (60 s), as it must be for any broker
 ABSENT_AFTER = 60.0  # Tuning's default, restated so the gaps below straddle it
@@ -95,11 +130,26 @@ def restart_gap(rng: random.Random, mode: Mode) -> float:
     return rng.uniform(ABSENT_AFTER + 5, 3 * ABSENT_AFTER)
 
 
-def _playbook() -> Any:
+def _playbook(text: str = CRASH_PLAYBOOK) -> Any:
     from runner.playbook import Playbook
     from runner.yamlload import load_yaml
 
-    return Playbook.model_validate(load_yaml(CRASH_PLAYBOOK).value)
+    return Playbook.model_validate(load_yaml(text).value)
+
+
+def seed_from_env() -> int:
+    """A fresh seed per run, or ``RUNNER_CRASH_SEED`` to replay one (kill instants are real time, so a
+    replay draws the same gaps and kill offsets, not the same interleavings)."""
+    return int(os.environ.get("RUNNER_CRASH_SEED") or random.randrange(1 << 30))
+
+
+@dataclass(frozen=True)
+class Die:
+    """A kill at an exact point instead of a random instant: just before the ``request``-th order request
+    of a start reaches the broker (``before``), or just after it did, its reply not yet journaled."""
+
+    request: int
+    before: bool
 
 
 class InFlight:
@@ -107,18 +157,27 @@ class InFlight:
     network: a kill then often lands with an order in flight (journaled, not yet at the broker; or at the
     broker, its reply not yet journaled), the states a restart must resolve without a duplicate."""
 
-    def __init__(self, inner: Any, seconds: float = IN_FLIGHT) -> None:
+    def __init__(self, inner: Any, seconds: float = IN_FLIGHT, die: Die | None = None) -> None:
         self.inner = inner
         self.seconds = seconds
+        self.die = die
+        self.calls = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     async def _through(self, call: Any) -> Any:
+        self.calls += 1
         time.sleep(self.seconds)  # blocking on purpose: nothing else of this process may run meanwhile
+        self._maybe_die(before=True)
         result = await call
+        self._maybe_die(before=False)
         time.sleep(self.seconds)
         return result
+
+    def _maybe_die(self, *, before: bool) -> None:
+        if self.die is not None and self.die.request == self.calls and self.die.before is before:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     async def place(self, request: Any) -> Any:
         return await self._through(self.inner.place(request))
@@ -126,17 +185,31 @@ class InFlight:
     async def place_multileg(self, request: Any) -> Any:
         return await self._through(self.inner.place_multileg(request))
 
+    async def modify(self, order: Any, change: Any) -> Any:
+        return await self._through(self.inner.modify(order, change))
+
+    async def cancel(self, order: Any) -> Any:
+        return await self._through(self.inner.cancel(order))
+
+    async def cancel_multileg(self, legs: Any) -> Any:
+        return await self._through(self.inner.cancel_multileg(legs))
+
 
 class Harness:
     """One SQLite path reused by every iteration, and an Engine whose statement cache is warmed in the
     parent (so each forked child starts fast). The parent holds no connection when it forks."""
 
-    def __init__(self, tmp_dir: str, mode: Mode = Mode.IDEMPOTENT) -> None:
+    def __init__(self, tmp_dir: str, mode: Mode = Mode.IDEMPOTENT, mutation: str | None = None) -> None:
         from runner import logs
         from runner.db import make_engine
 
         logs.configure(json=True, stream=io.StringIO(), force=True)
         self.mode = mode
+        # A planted defect (tests/crash_mutations.py), applied in each forked child only: the warm-up
+        # and timing runs below, in this process, stay unmutated.
+        self.mutation: str | None = None
+        self.in_flight = IN_FLIGHT
+        self.operator = _playbook(OPERATOR_PLAYBOOK)
         self.account = account_for(mode)
         self.path = f"{tmp_dir}/crash-{mode.value}.db"
         self.url = f"sqlite:///{self.path}"
@@ -160,15 +233,17 @@ class Harness:
             assert code == 0, f"an uninterrupted forked start exited {code}"
             self.reset()
         self.child_run = sorted(spans)[1]
+        self.mutation = mutation if mutation is not None else os.environ.get("RUNNER_CRASH_MUTATION")
 
     def _rehearse_here(self) -> None:
         report = asyncio.run(self._rehearse(0.0))
         assert report.ok, report
 
-    async def _rehearse(self, gap: float) -> Any:
+    async def _rehearse(self, gap: float, pb: Any = None, die: Die | None = None) -> Any:
         """What :func:`runner.rehearse.rehearse` does, but the virtual clock resumes ``gap`` seconds
-        after the run's last journaled activity, and order requests and replies take a moment
-        (:class:`InFlight`)."""
+        after the crash run's last journaled activity, and order requests and replies take a moment
+        (:class:`InFlight`). ``pb``: another playbook on the same account (default: the crash one)."""
+        pb = pb or self.pb
         from runner.brokers.paper import create
         from runner.clock import VirtualClock
         from runner.engine import RunOptions, execute
@@ -179,11 +254,11 @@ class Harness:
         begin = day_start(self.pb, DAY)
         last = journal.last_activity(rehearsal_run_id(self.pb, DAY))
         clock = VirtualClock(max(begin, last + dt.timedelta(seconds=gap)) if last else begin)
-        broker = InFlight(create(self.account, clock=clock, engine=self.engine))
-        options = RunOptions(scheduled_for=slot_of(self.pb, DAY), mode="rehearse", run_key=run_key(self.pb))
+        broker = InFlight(create(self.account, clock=clock, engine=self.engine), self.in_flight, die)
+        options = RunOptions(scheduled_for=slot_of(pb, DAY), mode="rehearse", run_key=run_key(pb))
         try:
             return await execute(
-                self.pb, cast("Broker", broker), journal, clock, account=self.account.name, options=options
+                pb, cast("Broker", broker), journal, clock, account=self.account.name, options=options
             )
         finally:
             await broker.close()
@@ -196,20 +271,26 @@ class Harness:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path + suffix)
 
-    def child(self, gap: float) -> None:
+    def child(self, gap: float, pb: Any = None, die: Die | None = None) -> None:
         code = 1
         try:
-            report = asyncio.run(self._rehearse(gap))
+            if self.mutation:
+                from crash_mutations import apply
+
+                apply(self.mutation)
+            report = asyncio.run(self._rehearse(gap, pb, die))
             code = 0 if report.ok else 3
         finally:
             os._exit(code)
 
-    def run_child(self, kill_after: float | None, gap: float = 0.0) -> int | None:
-        """Fork a rehearsal; SIGKILL it after ``kill_after`` seconds (None: let it finish). Returns its
-        exit code, or None when it was killed."""
+    def run_child(
+        self, kill_after: float | None, gap: float = 0.0, pb: Any = None, die: Die | None = None
+    ) -> int | None:
+        """Fork a rehearsal; SIGKILL it after ``kill_after`` seconds (None: let it finish) or at ``die``.
+        Returns its exit code, or None when it was killed."""
         pid = os.fork()
         if pid == 0:
-            self.child(gap)
+            self.child(gap, pb, die)
         if kill_after is not None:
             deadline = time.monotonic() + kill_after
             while time.monotonic() < deadline:
@@ -222,25 +303,83 @@ class Harness:
         code = os.waitstatus_to_exitcode(status)
         return None if code == -signal.SIGKILL else code
 
-    def iteration(self, rng: random.Random, kills_per_iteration: int | None = None) -> tuple[Check, int]:
-        """Killed starts (default: 1, or 3 in PLAIN mode, each a fresh chance to die with a request in
-        flight), then an uninterrupted one, then the check."""
-        if kills_per_iteration is None:
-            kills_per_iteration = 4 if self.mode is Mode.PLAIN else 1
+    def spawn(self, pb: Any, start_at: float, in_flight: float) -> int:
+        """Fork a rehearsal of ``pb`` that starts at ``start_at`` (time.monotonic), requests taking
+        ``in_flight`` seconds each way; returns its pid."""
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(max(0.0, start_at - time.monotonic()))
+            self.in_flight = in_flight  # this child only
+            self.child(0.0, pb)
+        return pid
+
+    def concurrent(self, rng: random.Random, kill: bool = True) -> tuple[list[str], int]:
+        """Buy 10, then two square-offs of the account started at the same instant (one perhaps killed
+        and started again): the account must end flat, closed once. Returns problems and kills."""
+        buyer, closers = _playbook(BUY_PLAYBOOK), [_playbook(CLOSER_PLAYBOOK.format(n=n)) for n in (1, 2)]
+        problems: list[str] = []
+        if (code := self.run_child(None, 0.0, buyer)) != 0:
+            problems.append(f"the buy exited {code}")
+        start = time.monotonic() + 0.05
+        pids = [self.spawn(pb, start, OVERLAP_IN_FLIGHT) for pb in closers]
+        victim = rng.randrange(2) if kill else None
         kills = 0
-        for _ in range(kills_per_iteration):  # kill at random instants, then an uninterrupted start
-            if self.run_child(rng.uniform(0.0, self.child_run * 1.1), restart_gap(rng, self.mode)) is None:
+        if victim is not None:
+            time.sleep(max(0.0, start + rng.uniform(0.0, 0.3) - time.monotonic()))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pids[victim], signal.SIGKILL)
+        for n, pid in enumerate(pids):
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            if code == -signal.SIGKILL:
                 kills += 1
+                code = self.run_child(None, 2 * ABSENT_AFTER, closers[n])  # restarted
+            if code not in (0, 4):  # succeeded, or refused: the account busy
+                problems.append(f"square-off {n + 1} exited {code}")
+        problems += check_account(self.url)
+        self.reset()
+        return problems, kills
+
+    def kill_instant(self, rng: random.Random, recovering: bool) -> float:
+        """Seconds into a forked start to kill it. After an earlier kill, often early: the start is then
+        still recovering from that kill (reconciling, resuming the interrupted step)."""
+        if recovering and rng.random() < 0.5:
+            return rng.uniform(0.0, self.child_run * 0.4)
+        return rng.uniform(0.0, self.child_run * 1.1)
+
+    def iteration(self, rng: random.Random, kills_per_iteration: int | None = None) -> tuple[Check, int]:
+        """A sequence of killed starts (default: 1 to 3, or 2 to 5 in PLAIN mode, each a fresh chance to
+        die with a request in flight, the later ones often during recovery from the one before), then an
+        uninterrupted one, then the check. A run left failed on an unknown outcome (PLAIN mode) is
+        settled by the account's next run, past absent_after, an operator's square-off."""
+        if kills_per_iteration is None:
+            kills_per_iteration = rng.randint(2, 5) if self.mode is Mode.PLAIN else rng.randint(1, 3)
+        kills = 0
+        for _ in range(kills_per_iteration):
+            gap = restart_gap(rng, self.mode)
+            if rng.random() < 0.25:  # exactly around a request: before it reached the broker, or after
+                die = Die(rng.randint(1, 6), rng.random() < 0.5)
+                killed = self.run_child(None, gap, die=die) is None
+            else:
+                killed = self.run_child(self.kill_instant(rng, kills > 0), gap) is None
+            kills += killed
+        return self.finish(rng, kills)
+
+    def finish(self, rng: random.Random, kills: int) -> tuple[Check, int]:
+        """An uninterrupted start, a settling one if needed, the check, and a fresh file for the next."""
         code = self.run_child(None, restart_gap(rng, self.mode))
         settled = False
+        operator = 0
         if code == 3 and self.mode is Mode.PLAIN:
-            # A step failed on an unknown outcome: a start past absent_after (an operator's rerun, or
-            # the next run on the account) reconciles the journal with the broker before the check.
+            # A step failed on an unknown outcome: a start past absent_after (an operator's rerun) settles
+            # the journal with the broker, then the account's next run closes what is left open.
             code = self.run_child(None, 2 * ABSENT_AFTER)
+            operator = self.run_child(None, 3 * ABSENT_AFTER, self.operator)
             settled = True
         check = check_book(self.url, self.mode, settled=settled)
         if code not in (0, 3 if settled else 0):
             check.problems.append(f"final start exited {code}")
+        if settled and operator != 0:
+            check.problems.append(f"the operator's square-off exited {operator}")
         self.reset()
         return check, kills
 
@@ -264,16 +403,20 @@ class Check:
     absent: int = 0  # lookup misses taken as proof of absence (past absent_after)
     recent: int = 0  # lookup misses too recent to prove anything: the intent was left unknown
     tally: Counter[str] = field(default_factory=Counter)
+    stale: list[str] = field(default_factory=list)  # journaled statuses that are not the broker's
 
 
 UNSETTLED = ("pending_new", "unknown")
 
 
 def check_book(db_url: str, mode: Mode = Mode.IDEMPOTENT, *, settled: bool = False) -> Check:
-    """After a completed run: no client id at the broker twice, every broker order journaled, and each
-    journaled intent's fate known. A succeeded run placed every entry exactly once and ended flat. A run
-    failed on an unknown outcome (PLAIN mode only, and only after a settling start) must have failed for
-    nothing else, with no entry over its quantity and every intent the broker lacks journaled ABSENT."""
+    """After a completed run, whatever its outcome: no client id at the broker twice, every broker order
+    journaled, no step with more orders at the broker than it places (:data:`EXPECTED_ORDERS`: a second
+    order under a second journaled id is a duplicate too), every journaled status the broker's, every
+    intent's fate known (at the broker, or journaled ABSENT / rejected), no entry over its quantity, and
+    the book flat (the square-off is an exit step: it runs after a failed step too). A succeeded run
+    placed exactly :data:`EXPECTED_ORDERS` and every entry exactly once. A failed run (PLAIN mode only,
+    after a settling start) failed on an outcome it refused to guess, for nothing else."""
     import json
 
     from runner.db import make_engine
@@ -288,12 +431,19 @@ def check_book(db_url: str, mode: Mode = Mode.IDEMPOTENT, *, settled: bool = Fal
         intents = sa.Table("order_intents", meta, autoload_with=engine)
         events = sa.Table("events", meta, autoload_with=engine)
         with engine.connect() as c:
-            status = [r.status for r in c.execute(sa.select(runs.c.status))]
+            status = [
+                r.status for r in c.execute(sa.select(runs.c.status).where(runs.c.playbook == "crashy"))
+            ]
+            others = [
+                r.status for r in c.execute(sa.select(runs.c.status).where(runs.c.playbook != "crashy"))
+            ]
             bodies = [json.loads(b) for (b,) in c.execute(sa.select(orders.c.body))]
             journaled = {
                 r.client_order_id: r
                 for r in c.execute(
-                    sa.select(intents.c.client_order_id, intents.c.resolution, intents.c.status)
+                    sa.select(
+                        intents.c.client_order_id, intents.c.resolution, intents.c.status, intents.c.step_id
+                    )
                 )
             }
             failed = [
@@ -307,6 +457,15 @@ def check_book(db_url: str, mode: Mode = Mode.IDEMPOTENT, *, settled: bool = Fal
         ids = Counter(str(_get(b, "client_order_id")) for b in bodies)
         problems += [f"client id {cid} at the broker {n} times" for cid, n in ids.items() if n > 1]
         problems += [f"broker order {cid} not in the journal" for cid in ids if cid not in journaled]
+        per_step = Counter(journaled[cid].step_id for cid in ids if cid in journaled)
+        most = {**EXPECTED_ORDERS, **OPERATOR_ORDERS}
+        for step_id, n in sorted(per_step.items()):
+            if n > most.get(step_id, 0):
+                problems.append(f"step {step_id}: {n} orders at the broker, it places {most.get(step_id, 0)}")
+        stale = _status_problems(bodies, journaled)
+        if STALE_STATUS_IS_A_PROBLEM:
+            problems += stale
+        problems += [f"another run on the account ended {s}" for s in others if s != "succeeded"]
         buys: Counter[str] = Counter()
         sells: Counter[str] = Counter()
         for body in bodies:
@@ -314,6 +473,12 @@ def check_book(db_url: str, mode: Mode = Mode.IDEMPOTENT, *, settled: bool = Fal
             (buys if _get(body, "side") == "BUY" else sells)[_instrument_key(body)] += filled
         entries = [(k, q, buys, sells) for k, q in EXPECTED_BUYS.items()]
         entries += [(k, q, sells, buys) for k, q in EXPECTED_SELLS.items()]
+        problems += [
+            f"{k}: not flat, bought {buys[k]} sold {sells[k]}" for k in buys | sells if buys[k] != sells[k]
+        ]
+        for key, qty, entry, _ in entries:
+            if entry[key] > qty:
+                problems.append(f"{key}: entered {entry[key]}, more than the {qty} asked for")
         check = Check(
             problems,
             len(bodies),
@@ -321,34 +486,78 @@ def check_book(db_url: str, mode: Mode = Mode.IDEMPOTENT, *, settled: bool = Fal
             recent=sum(any(s in m for s in TOO_RECENT) for m in notes),
         )
         check.tally["re-sends"] += sum(RESENT in m for m in notes)
+        check.stale = stale
+        if stale:
+            check.tally["journal status not the broker's"] += 1
         if status == ["succeeded"]:
             check.tally["succeeded"] += 1
-            # entries exactly once (+ their exits): buys - exits of shorts == expected, and flat overall
+            if len(bodies) != (want := sum(EXPECTED_ORDERS.values())):
+                problems.append(f"{len(bodies)} orders at the broker, the playbook places {want}")
+            # entries exactly once (+ their exits)
             for key, qty, entry, exit_ in entries:
                 if entry[key] != qty or exit_[key] != qty:
                     problems.append(
                         f"{key}: entered {entry[key]} exited {exit_[key]}, expected {qty} each way"
                     )
-            return check  # an exit killed before it left may stay PENDING: the next start settles it
-        if not (settled and mode is Mode.PLAIN and status == ["failed"]):
+        elif not (settled and mode is Mode.PLAIN and status == ["failed"]):
             problems.append(f"run status {status}")
-            return check
-        check.tally["failed on an unknown outcome"] += 1
-        for step_id, message in failed:
-            if "outcome unknown" not in message:
-                problems.append(f"step {step_id} failed for another reason: {message}")
-        for key, qty, entry, _ in entries:
-            if entry[key] > qty:
-                problems.append(f"{key}: entered {entry[key]}, more than the {qty} asked for")
+        else:
+            check.tally["failed on an unknown outcome"] += 1
+            for step_id, message in failed:
+                if "outcome unknown" not in message:
+                    problems.append(f"step {step_id} failed for another reason: {message}")
+        # Every intent's fate is known: at the broker (and not journaled absent), or proven never there.
         for cid, row in journaled.items():
             at_broker = cid in ids
-            if row.status in UNSETTLED and row.resolution != "absent":
+            if at_broker and row.resolution == "absent":
+                problems.append(f"{cid} journaled absent but at the broker")
+            elif row.status in UNSETTLED and row.resolution != "absent" and (settled or at_broker):
                 problems.append(f"{cid} still {row.status} after a settling start")
-            elif not at_broker and row.resolution != "absent" and row.status != "rejected":
+            elif not at_broker and row.resolution != "absent" and row.status not in ("rejected", *UNSETTLED):
                 problems.append(f"{cid} is {row.status}/{row.resolution} in the journal, not at the broker")
         return check
     finally:
         engine.dispose()
+
+
+def check_account(db_url: str) -> list[str]:
+    """Any runs on one account: no client id at the broker twice, every broker order journaled, every
+    instrument flat and never closed beyond what was bought or sold."""
+    import json
+
+    from runner.db import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        meta = sa.MetaData()
+        orders = sa.Table("paper_orders", meta, autoload_with=engine)
+        intents = sa.Table("order_intents", meta, autoload_with=engine)
+        with engine.connect() as c:
+            bodies = [json.loads(b) for (b,) in c.execute(sa.select(orders.c.body))]
+            journaled = {cid for (cid,) in c.execute(sa.select(intents.c.client_order_id))}
+    finally:
+        engine.dispose()
+    ids = Counter(str(_get(b, "client_order_id")) for b in bodies)
+    problems = [f"client id {cid} at the broker {n} times" for cid, n in ids.items() if n > 1]
+    problems += [f"broker order {cid} not in the journal" for cid in ids if cid not in journaled]
+    net: Counter[str] = Counter()
+    for body in bodies:
+        filled = int(_get(body, "filled_quantity") or 0)  # type: ignore[call-overload]
+        net[_instrument_key(body)] += filled if _get(body, "side") == "BUY" else -filled
+    problems += [f"{key}: not flat, net {n} (closed twice?)" for key, n in net.items() if n]
+    return problems
+
+
+def _status_problems(bodies: list[dict], journaled: dict[str, Any]) -> list[str]:
+    """Every journaled status of an order at the broker is the broker's own at the end."""
+    out = []
+    for body in bodies:
+        cid = str(_get(body, "client_order_id"))
+        row = journaled.get(cid)
+        theirs = str(_get(body, "status"))
+        if row is not None and row.status != theirs:
+            out.append(f"{cid}: journal says {row.status}, the broker {theirs}")
+    return out
 
 
 def _get(body: dict, name: str) -> object:
