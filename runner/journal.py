@@ -87,8 +87,8 @@ class StepOutcome(enum.StrEnum):
 class Resolution(enum.StrEnum):
     """What we know about whether an intent reached the broker."""
 
-    PENDING = "pending"  # journaled; the request may be in flight or may never have left (set again
-    # before every send, so a death between a re-send and its reply leaves it PENDING, never ABSENT)
+    PENDING = "pending"  # journaled; the request may be in flight or may never have left (set again,
+    # with ``sent_at``, before every send: a death between a re-send and its reply leaves it PENDING)
     CONFIRMED = "confirmed"  # the broker has it (ack or lookup)
     ABSENT = "absent"  # the broker never got it: refused on our side, or not found by a lookup made well
     # after the last send (see runner.gateway.Gateway.reconcile); may be sent again, as PENDING first
@@ -171,6 +171,9 @@ order_intents = sa.Table(
     sa.Column("current_type", sa.String(8)),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # The last send, committed before the request leaves (first send, re-send, multileg, armed instant):
+    # absence is measured from it, as updated_at moves with every write. NULL (older rows): created_at.
+    sa.Column("sent_at", UTCDateTime()),
     sa.UniqueConstraint("run_id", "slot", "leg", "attempt", name="uq_intents_slot"),
 )
 
@@ -379,6 +382,15 @@ _UPD_RESOLUTION = _Stmt(
     order_intents.update()
     .where(order_intents.c.client_order_id == _B_CID)
     .values(resolution=sa.bindparam("resolution"), updated_at=sa.bindparam("updated_at"))
+)
+_UPD_SENDING = _Stmt(
+    order_intents.update()
+    .where(order_intents.c.client_order_id == _B_CID)
+    .values(
+        resolution=sa.bindparam("resolution"),
+        sent_at=sa.bindparam("sent_at"),
+        updated_at=sa.bindparam("updated_at"),
+    )
 )
 _UPD_STATUS = _Stmt(
     order_intents.update()
@@ -638,6 +650,12 @@ class Intent:
     average_price: Decimal | None = None
     group_id: str | None = None
     updated_at: dt.datetime | None = None
+    sent_at: dt.datetime | None = None  # the last send (see order_intents.sent_at); None: created_at
+
+    @property
+    def last_sent(self) -> dt.datetime:
+        """When the request last may have left: absence is measured from here."""
+        return self.sent_at or self.created_at
 
 
 @functools.lru_cache(maxsize=4096)  # instruments are frozen; a run places many orders on few of them
@@ -681,6 +699,7 @@ def _intent_from_row(row: Any) -> Intent:
         average_price=row["average_price"],
         group_id=row["group_id"],
         updated_at=row["updated_at"],
+        sent_at=row["sent_at"],
     )
 
 
@@ -951,6 +970,17 @@ class Journal:
         with self._fast.transaction() as t:
             t.executemany(_UPD_RESOLUTION, rows)
 
+    def mark_sending(self, client_order_ids: Iterable[str], now: dt.datetime) -> None:
+        """PENDING again with ``sent_at`` = ``now``, in one commit, before a re-send of these intents (one,
+        or the legs of a native spread): a death between the send and its reply leaves them PENDING and
+        their absence is measured from this send."""
+        rows = [
+            {"b_cid": c, "resolution": Resolution.PENDING.value, "sent_at": now, "updated_at": now}
+            for c in client_order_ids
+        ]
+        with self._fast.transaction() as t:
+            t.executemany(_UPD_SENDING, rows)
+
     def reconcilable_intents(
         self, account: str, run_id: str, *, since: dt.datetime | None = None
     ) -> list[Intent]:
@@ -1197,6 +1227,7 @@ def _intent_values(intent: Intent) -> dict[str, Any]:
         "average_price": intent.average_price,
         "created_at": intent.created_at,
         "updated_at": intent.created_at,
+        "sent_at": intent.sent_at or intent.created_at,  # this insert is the commit before the first send
         "current_price": r.price,
         "current_type": r.order_type.value,
     }
