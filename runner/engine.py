@@ -246,6 +246,7 @@ class Engine:
             scheduled_for=self.options.scheduled_for,
             mode=self.options.mode,
             now=self.clock.now(),
+            timezone=self.pb.timezone,
         )
         self._started(record)
         return record
@@ -299,6 +300,7 @@ class Engine:
             "scheduled_for": slot,
             "starts": 1,
             "status": RunStatus.RUNNING.value,
+            "timezone": self.pb.timezone,
         }
         step_row = {
             "run_id": self.run_id,
@@ -340,6 +342,7 @@ class Engine:
             outcomes.append(result.outcome)
             if result.outcome in (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED):
                 blocked = True
+        await self.gateway.read_back()  # the run's open orders as the broker has them now, then close
         status = run_status(outcomes)
         self.journal.finish_run(self.run_id, status, self.clock.now())
         self.log.info("run_finish", status=status.value)

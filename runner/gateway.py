@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 UNSETTLED = frozenset({OrderStatus.PENDING_NEW, OrderStatus.UNKNOWN})
+NON_TERMINAL = tuple(s for s in OrderStatus if not s.is_terminal)  # an order that may still change
 
 
 def is_live(order: Order) -> bool:
@@ -408,6 +409,25 @@ class Gateway:
             self.journal.record_orders(mine, self.clock.now())
         return mine
 
+    async def read_back(self) -> list[Order]:
+        """The end of every run, success or failure: the run's non-terminal orders read back (one day-book
+        read, :meth:`refresh`) so the journal ends with the broker's truth, not the last ack."""
+        left = self.journal.intents(run_id=self.run_id, statuses=NON_TERMINAL)
+        return await self._read_back([i.client_order_id for i in left], "read-back")
+
+    async def _read_back(self, cids: Sequence[str], why: str) -> list[Order]:
+        """:meth:`refresh` of ``cids`` (nothing when empty); a failed read is noted, never raised: the
+        journal's state then stands as of its last write (``runner show`` says so)."""
+        if not cids:
+            return []
+        self._ours.update(cids)
+        try:
+            return await self.refresh(cids)
+        except BrokerError as exc:
+            self.note(f"{why}: {len(cids)} open order(s) not read back: {type(exc).__name__}: {exc}",
+                      level="warning")  # fmt: skip
+            return []
+
     async def open_orders(self) -> Sequence[Order]:
         result, _ = await self.call("open_orders", self.broker.open_orders)
         return result
@@ -483,10 +503,13 @@ class Gateway:
 
     async def reconcile(self) -> list[Intent]:
         """Before anything new is sent: resolve by client id every unsettled intent (PENDING_NEW / UNKNOWN,
-        whatever its resolution) of this run and of this account's runs that are no longer running. Other
-        RUNNING runs are left alone (:meth:`Journal.reconcilable_intents` says why)."""
+        whatever its resolution) of this run and of this account's runs that are no longer running, and
+        bring their open orders up to date (one day-book read: a fill or cancel nobody was there to see).
+        Other RUNNING runs are left alone (:meth:`Journal.reconcilable_intents` says why)."""
         since = self.clock.now() - dt.timedelta(seconds=self.tuning.reconcile_horizon)
-        pending = self.journal.reconcilable_intents(self.account, self.run_id, since=since)
+        revisit = self.journal.reconcilable_intents(self.account, self.run_id, since=since)
+        pending = [i for i in revisit if i.status in UNSETTLED]
+        await self._read_back([i.client_order_id for i in revisit if i.status not in UNSETTLED], "reconcile")
         for intent in pending:
             cid = intent.client_order_id
             try:

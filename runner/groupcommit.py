@@ -61,6 +61,7 @@ class _Insert:
 
 _RUN_COLUMNS = (
     "run_id", "playbook", "account", "mode", "scheduled_for", "started_at", "updated_at", "starts", "status",
+    "timezone",
 )  # fmt: skip
 _STEP_COLUMNS = ("run_id", "step_id", "position", "kind", "outcome", "started_at")
 

@@ -121,6 +121,7 @@ runs = sa.Table(
     sa.Column("starts", sa.Integer, nullable=False, default=1),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("message", sa.Text),
+    sa.Column("timezone", sa.String(64)),  # the playbook's IANA zone, for showing its times; NULL: UTC
 )
 
 steps = sa.Table(
@@ -287,6 +288,7 @@ _INS_RUN = _insert(
     "updated_at",
     "starts",
     "status",
+    "timezone",
 )
 _UPD_RUN_RESTART = _Stmt(
     runs.update()
@@ -615,6 +617,7 @@ class RunRecord:
     status: RunStatus
     message: str | None
     resumed: bool = False
+    timezone: str | None = None  # the playbook's zone (None: not journaled, older runs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -717,6 +720,7 @@ def _run_from_row(row: Any, resumed: bool = False) -> RunRecord:
         status=RunStatus(row["status"]),
         message=row["message"],
         resumed=resumed,
+        timezone=row["timezone"],
     )
 
 
@@ -762,6 +766,7 @@ class Journal:
         scheduled_for: dt.datetime,
         mode: str,
         now: dt.datetime,
+        timezone: str | None = None,
     ) -> RunRecord:
         """Create the run, or reopen it (``resumed=True``) when this run id was started before."""
         key = {"b_run": run_id}
@@ -781,6 +786,7 @@ class Journal:
                             "updated_at": now,
                             "starts": 1,
                             "status": RunStatus.RUNNING.value,
+                            "timezone": timezone,
                         },
                     )
                 except self._fast.integrity_error:
@@ -984,8 +990,9 @@ class Journal:
     def reconcilable_intents(
         self, account: str, run_id: str, *, since: dt.datetime | None = None
     ) -> list[Intent]:
-        """Unsettled intents (PENDING_NEW / UNKNOWN, whatever their resolution) of ``account`` that
-        belong to ``run_id`` or to a run no longer RUNNING. A RUNNING run other than ``run_id`` is live
+        """Non-terminal intents (unsettled PENDING_NEW / UNKNOWN whatever their resolution, and open ones,
+        whose fills or cancels may not be journaled) of ``account`` that belong to ``run_id`` or to a
+        run no longer RUNNING. A RUNNING run other than ``run_id`` is live
         elsewhere (another playbook of the daemon on this account) or crashed, and then its own restart
         reconciles it: looking its orders up from here could call one absent while its request is in
         flight."""
@@ -995,7 +1002,7 @@ class Journal:
             .join(runs, runs.c.run_id == c.run_id)
             .where(
                 c.account == account,
-                c.status.in_([OrderStatus.PENDING_NEW.value, OrderStatus.UNKNOWN.value]),
+                c.status.in_(sorted(s.value for s in OrderStatus if not s.is_terminal)),
                 sa.or_(c.run_id == run_id, runs.c.status != RunStatus.RUNNING.value),
                 sa.or_(c.run_id == run_id, sa.true() if since is None else c.created_at >= since),
             )
