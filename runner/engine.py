@@ -383,6 +383,7 @@ class Engine:
 
     async def _connect(self) -> None:
         await self.gateway.call("connect", self.broker.connect)
+        self.gateway.adopt_client_ids()  # a broker mapping our ids one way in memory learns them again
 
     def _start(self, step: Any, position: int) -> None:
         self.gateway.step_id = step.id

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runner.brokers.base import Broker, Capability, MultilegBroker
+from runner.brokers.base import Broker, Capability, ClientIdRegistry, MultilegBroker
 from runner.control import Halted
 from runner.errors import (
     AuthExpired,
@@ -408,6 +408,15 @@ class Gateway:
         if mine:
             self.journal.record_orders(mine, self.clock.now())
         return mine
+
+    def adopt_client_ids(self) -> None:
+        """At start: a broker that maps our client ids one way in memory (:class:`ClientIdRegistry`) learns
+        the account's journaled ones again (those within ``reconcile_horizon``: brokers keep the day's
+        book), so its orders of an earlier process read back as ours. Nothing to do for the others."""
+        broker = self.broker
+        if isinstance(broker, ClientIdRegistry):
+            since = self.clock.now() - dt.timedelta(seconds=self.tuning.reconcile_horizon)
+            broker.adopt_client_ids(self.journal.client_ids_of_account(self.account, since=since))
 
     async def read_back(self) -> list[Order]:
         """The end of every run, success or failure: the run's non-terminal orders read back (one day-book

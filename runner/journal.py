@@ -960,6 +960,14 @@ class Journal:
         with self._read() as c:
             return {r[0] for r in c.execute(q)}
 
+    def client_ids_of_account(self, account: str, *, since: dt.datetime) -> dict[str, Product]:
+        """Client id -> product of the account's intents created since ``since`` (for
+        :class:`runner.brokers.base.ClientIdRegistry`)."""
+        c = order_intents.c
+        q = sa.select(c.client_order_id, c.product).where(c.account == account, c.created_at >= since)
+        with self._read() as conn:
+            return {cid: Product(product) for cid, product in conn.execute(q)}
+
     def count_intents(self, run_id: str, *, exclude: Sequence[Purpose] = ()) -> int:
         skip = {p.value for p in exclude}
         counts = self._fast.read(_COUNT_BY_PURPOSE, {"b_run": run_id})
