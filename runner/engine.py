@@ -329,6 +329,7 @@ class Engine:
             mode=self.options.mode,
             now=self.clock.now(),
             owner=self.owner,
+            timezone=self.pb.timezone,
         )
         self._started(record)
         return record
@@ -385,6 +386,7 @@ class Engine:
             "starts": 1,
             "status": RunStatus.RUNNING.value,
             "owner": self.owner,  # armed in the same group commit: no round trip at the instant
+            "timezone": self.pb.timezone,
         }
         step_row = {
             "run_id": self.run_id,
@@ -444,6 +446,7 @@ class Engine:
             outcomes.append(result.outcome)
             if result.outcome in (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED):
                 blocked = True
+        await self.gateway.read_back()  # the run's open orders as the broker has them now, then close
         status = run_status(outcomes)
         message = None
         if self._stopping():
@@ -532,6 +535,7 @@ class Engine:
 
     async def _connect(self) -> None:
         await self.gateway.call("connect", self.broker.connect)
+        self.gateway.adopt_client_ids()  # a broker mapping our ids one way in memory learns them again
 
     def _start(self, step: Any, position: int) -> None:
         self.gateway.step_id = step.id

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runner.brokers.base import Broker, Capability, MultilegBroker
+from runner.brokers.base import Broker, Capability, ClientIdRegistry, MultilegBroker
 from runner.control import Halted
 from runner.errors import (
     AdapterFault,
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 UNSETTLED = frozenset({OrderStatus.PENDING_NEW, OrderStatus.UNKNOWN})
+NON_TERMINAL = tuple(s for s in OrderStatus if not s.is_terminal)  # an order that may still change
 
 
 _WRITES = frozenset({"place", "modify", "cancel", "place_multileg"})  # calls that change the book
@@ -445,6 +446,34 @@ class Gateway:
             self.journal.record_orders(mine, self.clock.now())
         return mine
 
+    def adopt_client_ids(self) -> None:
+        """At start: a broker that maps our client ids one way in memory (:class:`ClientIdRegistry`) learns
+        the account's journaled ones again (those within ``reconcile_horizon``: brokers keep the day's
+        book), so its orders of an earlier process read back as ours. Nothing to do for the others."""
+        broker = self.broker
+        if isinstance(broker, ClientIdRegistry):
+            since = self.clock.now() - dt.timedelta(seconds=self.tuning.reconcile_horizon)
+            broker.adopt_client_ids(self.journal.client_ids_of_account(self.account, since=since))
+
+    async def read_back(self) -> list[Order]:
+        """The end of every run, success or failure: the run's non-terminal orders read back (one day-book
+        read, :meth:`refresh`) so the journal ends with the broker's truth, not the last ack."""
+        left = self.journal.intents(run_id=self.run_id, statuses=NON_TERMINAL)
+        return await self._read_back([i.client_order_id for i in left], "read-back")
+
+    async def _read_back(self, cids: Sequence[str], why: str) -> list[Order]:
+        """:meth:`refresh` of ``cids`` (nothing when empty); a failed read is noted, never raised: the
+        journal's state then stands as of its last write (``runner show`` says so)."""
+        if not cids:
+            return []
+        self._ours.update(cids)
+        try:
+            return await self.refresh(cids)
+        except BrokerError as exc:
+            self.note(f"{why}: {len(cids)} open order(s) not read back: {type(exc).__name__}: {exc}",
+                      level="warning")  # fmt: skip
+            return []
+
     async def open_orders(self) -> Sequence[Order]:
         result, _ = await self.call("open_orders", self.broker.open_orders)
         return result
@@ -479,55 +508,64 @@ class Gateway:
     def _absence_proven(self, intent: Intent) -> bool:
         """After a lookup miss: may this intent be treated as never received? Yes when the broker refuses
         repeated ids, when a lookup on an earlier start already said so (ABSENT), or when its last send
-        (every send first stamps the intent PENDING, so ``updated_at`` bounds it) is long enough ago that
-        even a broker scanning its day book would show the order by now."""
+        (``sent_at``, committed before every send; any other write moves ``updated_at`` too, so that
+        cannot bound it) is long enough ago that even a broker scanning its day book would show it by now."""
         if intent.broker_order_id is not None:  # the broker acknowledged it
             return False
         if self.idempotent or intent.resolution is Resolution.ABSENT:
             return True
-        last = intent.updated_at or intent.created_at
-        return (self.clock.now() - last).total_seconds() >= self.tuning.absent_after
+        return (self.clock.now() - intent.last_sent).total_seconds() >= self.tuning.absent_after
 
-    async def settle(self, intent: Intent) -> Order | Missing:
-        """Where one journaled intent stands, by the rule :meth:`_resume` applies before a re-send: the
-        broker's order when found (or the journal's, when terminal or acknowledged), ``Missing.ABSENT``
-        when a miss proves it never arrived (journaled so), else ``Missing.UNKNOWN``. For a step that
-        would otherwise place a *different* order in its place (a square-off's next round)."""
+    async def standing(self, intent: Intent, *, patient: bool | None = None) -> Order | Missing:
+        """Where one journaled intent stands, the one rule for a resumed send, a spread's legs, a settle and
+        reconciliation: the broker's order when found (or the journal's, when terminal or acknowledged),
+        ``Missing.ABSENT`` when a miss proves it never arrived (:meth:`_absence_proven`; not journaled
+        here), else ``Missing.UNKNOWN``. Raises OutcomeUnknown when no lookup answered. ``patient``
+        (default: while its send is unsettled) keeps looking a little in case it is in flight."""
         cid = intent.client_order_id
         self._ours.add(cid)
+        found = await self._resolve(cid, patient=intent.status in UNSETTLED if patient is None else patient)
+        if found is not None:
+            return found
+        if intent.status.is_terminal:  # refused before reaching the broker (e.g. rejected)
+            return self.order_from_intent(intent)
+        if intent.broker_order_id is not None:  # acknowledged once: a lagging lookup cannot unsay that
+            return await self.read(self.order_from_intent(intent))
+        return Missing.ABSENT if self._absence_proven(intent) else Missing.UNKNOWN
+
+    async def settle(self, intent: Intent) -> Order | Missing:
+        """Where one journaled intent stands (:meth:`standing`), ``Missing.ABSENT`` journaled so; no
+        lookup answering is ``Missing.UNKNOWN``. For a step that would otherwise place a *different*
+        order in its place (a square-off's next round)."""
+        cid = intent.client_order_id
         try:
-            found = await self._resolve(cid, patient=intent.status in UNSETTLED)
-            if found is not None:
-                return found
-            if intent.status.is_terminal:  # refused before reaching the broker (e.g. rejected)
-                return self.order_from_intent(intent)
-            if intent.broker_order_id is not None:  # acknowledged once: a lagging lookup cannot unsay that
-                return await self.read(self.order_from_intent(intent))
+            where = await self.standing(intent)
         except OutcomeUnknown as exc:
             self.note(f"settle: {cid}: {exc}", level="warning", cid=cid)
             return Missing.UNKNOWN
-        if not self._absence_proven(intent):
-            return Missing.UNKNOWN
-        if intent.resolution is not Resolution.ABSENT:
+        if where is Missing.ABSENT and intent.resolution is not Resolution.ABSENT:
             self.journal.set_resolution(cid, Resolution.ABSENT, self.clock.now())
-        return Missing.ABSENT
+        return where
 
     async def reconcile(self) -> list[Intent]:
         """Before anything new is sent: resolve by client id every unsettled intent (PENDING_NEW / UNKNOWN,
-        whatever its resolution) of this run and of this account's runs that are no longer running. Other
-        RUNNING runs are left alone (:meth:`Journal.reconcilable_intents` says why)."""
+        whatever its resolution) of this run and of this account's runs that are no longer running, and
+        bring their open orders up to date (one day-book read: a fill or cancel nobody was there to see).
+        Other RUNNING runs are left alone (:meth:`Journal.reconcilable_intents` says why)."""
         since = self.clock.now() - dt.timedelta(seconds=self.tuning.reconcile_horizon)
-        pending = self.journal.reconcilable_intents(self.account, self.run_id, since=since)
+        revisit = self.journal.reconcilable_intents(self.account, self.run_id, since=since)
+        pending = [i for i in revisit if i.status in UNSETTLED]
+        await self._read_back([i.client_order_id for i in revisit if i.status not in UNSETTLED], "reconcile")
         for intent in pending:
             cid = intent.client_order_id
             try:
-                found = await self._resolve(cid, patient=False)
+                where = await self.standing(intent, patient=False)
             except OutcomeUnknown as exc:
                 self.note(f"reconcile: {cid}: {exc}; left unknown", level="warning", cid=cid)
                 continue
-            if found is not None:
-                self.note(f"reconcile: {cid} is {found.status.value} at the broker", cid=cid)
-            elif self._absence_proven(intent):
+            if isinstance(where, Order):
+                self.note(f"reconcile: {cid} is {where.status.value} at the broker", cid=cid)
+            elif where is Missing.ABSENT:
                 if intent.resolution is not Resolution.ABSENT:
                     self.journal.set_resolution(cid, Resolution.ABSENT, self.clock.now())
                 self.note(
@@ -647,17 +685,12 @@ class Gateway:
         first, whatever the intent's resolution says."""
         existing = self.journal.get_intent(cid)
         assert existing is not None
-        found = await self._resolve(cid, patient=existing.status in UNSETTLED)
-        if found is not None:
-            return found
-        if existing.status.is_terminal:  # refused before reaching the broker (e.g. rejected)
-            return self.order_from_intent(existing)
-        if existing.broker_order_id is not None:  # acknowledged once: a lagging lookup cannot unsay that
-            return await self.read(self.order_from_intent(existing))
-        if not self._absence_proven(existing):
+        where = await self.standing(existing)
+        if isinstance(where, Order):
+            return where
+        if where is Missing.UNKNOWN:
             raise OutcomeUnknown(unknown_message(cid))
-        if existing.resolution is not Resolution.PENDING:  # PENDING again, committed, before the send
-            self.journal.set_resolution(cid, Resolution.PENDING, self.clock.now())
+        self.journal.mark_sending((cid,), self.clock.now())  # PENDING + sent_at, committed before the send
         self.note(f"{cid} is not at the broker: sending it under the same id", cid=cid)
         return await self._send(existing.request, resent=True)
 
@@ -695,7 +728,8 @@ class Gateway:
                 if resent or not self.idempotent:
                     self.note(unknown_message(cid), level="error", cid=cid)
                     raise OutcomeUnknown(unknown_message(cid)) from exc
-                # Still PENDING: a death during the re-send leaves it for reconciliation, not ABSENT.
+                # PENDING + this send's time: a death during the re-send leaves it for reconciliation
+                self.journal.mark_sending((cid,), self.clock.now())
                 self.note(f"{cid} not at the broker after lookups: sending again under the same id", cid=cid)
                 resent = True
                 continue
@@ -769,21 +803,16 @@ class Gateway:
         resent = bool(journaled)
         if journaled:  # an earlier start journaled this spread: the broker's truth first
             self._ours.update(i.client_order_id for i in journaled.values())
-            found = [
-                await self._resolve(i.client_order_id, patient=i.status in UNSETTLED)
-                for i in journaled.values()
-            ]
-            if all(f is not None for f in found) and len(found) == len(legs):
-                return [f for f in found if f is not None]
-            if any(f is not None for f in found):
+            where = [await self.standing(journaled[n]) for n in sorted(journaled)]
+            known = [w for w in where if isinstance(w, Order)]
+            if len(known) == len(where) == len(legs):
+                return known
+            if known:
                 raise OutcomeUnknown(f"spread {group}: only some legs are at the broker")
-            if all(i.status.is_terminal for i in journaled.values()):
-                return [self.order_from_intent(i) for i in journaled.values()]
-            if not all(self._absence_proven(i) for i in journaled.values()):
+            if Missing.UNKNOWN in where:
                 raise OutcomeUnknown(unknown_message(group))
-            again = [i.client_order_id for i in journaled.values() if i.resolution is not Resolution.PENDING]
-            if again:
-                self.journal.set_resolutions(again, Resolution.PENDING, self.clock.now())
+            # every leg proven absent: PENDING again with sent_at, committed, before the send
+            self.journal.mark_sending([i.client_order_id for i in journaled.values()], self.clock.now())
         elif self.risk is not None:
             for k, leg in enumerate(legs):  # each leg counts the ones before it
                 await self._check_risk(leg, pending=k)

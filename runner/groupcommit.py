@@ -27,7 +27,8 @@ from sqlalchemy.engine import Engine
 from runner.journal import DuplicateIntent, Intent, order_intents, runs, steps
 from runner.journal import _intent_values as intent_values
 
-_TIMES = frozenset({"started_at", "updated_at", "created_at"})  # stamped with the instant armed for
+# stamped with the instant armed for (the intent's sent_at too: no write at the instant)
+_TIMES = frozenset({"started_at", "updated_at", "created_at", "sent_at"})
 
 
 class _Insert:
@@ -61,6 +62,7 @@ class _Insert:
 _RUN_COLUMNS = (
     "run_id", "playbook", "account", "mode", "scheduled_for", "started_at", "updated_at", "starts", "status",
     "owner",
+    "timezone",
 )  # fmt: skip
 _STEP_COLUMNS = ("run_id", "step_id", "position", "kind", "outcome", "started_at")
 

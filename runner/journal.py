@@ -88,8 +88,8 @@ class StepOutcome(enum.StrEnum):
 class Resolution(enum.StrEnum):
     """What we know about whether an intent reached the broker."""
 
-    PENDING = "pending"  # journaled; the request may be in flight or may never have left (set again
-    # before every send, so a death between a re-send and its reply leaves it PENDING, never ABSENT)
+    PENDING = "pending"  # journaled; the request may be in flight or may never have left (set again,
+    # with ``sent_at``, before every send: a death between a re-send and its reply leaves it PENDING)
     CONFIRMED = "confirmed"  # the broker has it (ack or lookup)
     ABSENT = "absent"  # the broker never got it: refused on our side, or not found by a lookup made well
     # after the last send (see runner.gateway.Gateway.reconcile); may be sent again, as PENDING first
@@ -125,6 +125,7 @@ runs = sa.Table(
     # the runner.liveness.ProcessIdentity token of the process executing (or that last executed) it;
     # NULL on runs journaled before runs had owners
     sa.Column("owner", sa.String(200)),
+    sa.Column("timezone", sa.String(64)),  # the playbook's IANA zone, for showing its times; NULL: UTC
 )
 
 steps = sa.Table(
@@ -175,6 +176,9 @@ order_intents = sa.Table(
     sa.Column("current_type", sa.String(8)),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # The last send, committed before the request leaves (first send, re-send, multileg, armed instant):
+    # absence is measured from it, as updated_at moves with every write. NULL (older rows): created_at.
+    sa.Column("sent_at", UTCDateTime()),
     sa.UniqueConstraint("run_id", "slot", "leg", "attempt", name="uq_intents_slot"),
 )
 
@@ -289,6 +293,7 @@ _INS_RUN = _insert(
     "starts",
     "status",
     "owner",
+    "timezone",
 )
 _OWNER_SEEN = sa.func.coalesce(runs.c.owner, sa.literal_column("''")) == sa.bindparam("b_seen")
 # Reopening is a compare-and-set on the owner seen (``b_seen``, "" for none; tokens are never empty):
@@ -395,6 +400,15 @@ _UPD_RESOLUTION = _Stmt(
     order_intents.update()
     .where(order_intents.c.client_order_id == _B_CID)
     .values(resolution=sa.bindparam("resolution"), updated_at=sa.bindparam("updated_at"))
+)
+_UPD_SENDING = _Stmt(
+    order_intents.update()
+    .where(order_intents.c.client_order_id == _B_CID)
+    .values(
+        resolution=sa.bindparam("resolution"),
+        sent_at=sa.bindparam("sent_at"),
+        updated_at=sa.bindparam("updated_at"),
+    )
 )
 _UPD_STATUS = _Stmt(
     order_intents.update()
@@ -638,6 +652,7 @@ class RunRecord:
     message: str | None
     resumed: bool = False
     owner: str | None = None  # runner.liveness token of the process that executes (executed) it
+    timezone: str | None = None  # the playbook's zone (None: not journaled, older runs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -673,6 +688,12 @@ class Intent:
     average_price: Decimal | None = None
     group_id: str | None = None
     updated_at: dt.datetime | None = None
+    sent_at: dt.datetime | None = None  # the last send (see order_intents.sent_at); None: created_at
+
+    @property
+    def last_sent(self) -> dt.datetime:
+        """When the request last may have left: absence is measured from here."""
+        return self.sent_at or self.created_at
 
 
 @functools.lru_cache(maxsize=4096)  # instruments are frozen; a run places many orders on few of them
@@ -716,6 +737,7 @@ def _intent_from_row(row: Any) -> Intent:
         average_price=row["average_price"],
         group_id=row["group_id"],
         updated_at=row["updated_at"],
+        sent_at=row["sent_at"],
     )
 
 
@@ -734,6 +756,7 @@ def _run_from_row(row: Any, resumed: bool = False) -> RunRecord:
         message=row["message"],
         resumed=resumed,
         owner=row.get("owner"),
+        timezone=row["timezone"],
     )
 
 
@@ -793,6 +816,7 @@ class Journal:
         mode: str,
         now: dt.datetime,
         owner: str | None = None,
+        timezone: str | None = None,
     ) -> RunRecord:
         """Create the run, or reopen it (``resumed=True``) when this run id was started before, owned by
         ``owner`` (a runner.liveness token). Raises :class:`RunBusy` when the run is RUNNING under
@@ -821,6 +845,7 @@ class Journal:
                             "starts": 1,
                             "status": RunStatus.RUNNING.value,
                             "owner": owner,
+                            "timezone": timezone,
                         },
                     )
                 except self._fast.integrity_error:
@@ -1036,6 +1061,14 @@ class Journal:
         with self._read() as c:
             return {r[0] for r in c.execute(q)}
 
+    def client_ids_of_account(self, account: str, *, since: dt.datetime) -> dict[str, Product]:
+        """Client id -> product of the account's intents created since ``since`` (for
+        :class:`runner.brokers.base.ClientIdRegistry`)."""
+        c = order_intents.c
+        q = sa.select(c.client_order_id, c.product).where(c.account == account, c.created_at >= since)
+        with self._read() as conn:
+            return {cid: Product(product) for cid, product in conn.execute(q)}
+
     def count_intents(self, run_id: str, *, exclude: Sequence[Purpose] = ()) -> int:
         skip = {p.value for p in exclude}
         counts = self._fast.read(_COUNT_BY_PURPOSE, {"b_run": run_id})
@@ -1052,11 +1085,23 @@ class Journal:
         with self._fast.transaction() as t:
             t.executemany(_UPD_RESOLUTION, rows)
 
+    def mark_sending(self, client_order_ids: Iterable[str], now: dt.datetime) -> None:
+        """PENDING again with ``sent_at`` = ``now``, in one commit, before a re-send of these intents (one,
+        or the legs of a native spread): a death between the send and its reply leaves them PENDING and
+        their absence is measured from this send."""
+        rows = [
+            {"b_cid": c, "resolution": Resolution.PENDING.value, "sent_at": now, "updated_at": now}
+            for c in client_order_ids
+        ]
+        with self._fast.transaction() as t:
+            t.executemany(_UPD_SENDING, rows)
+
     def reconcilable_intents(
         self, account: str, run_id: str, *, since: dt.datetime | None = None
     ) -> list[Intent]:
-        """Unsettled intents (PENDING_NEW / UNKNOWN, whatever their resolution) of ``account`` that
-        belong to ``run_id`` or to a run no longer RUNNING. A RUNNING run other than ``run_id`` is live
+        """Non-terminal intents (unsettled PENDING_NEW / UNKNOWN whatever their resolution, and open ones,
+        whose fills or cancels may not be journaled) of ``account`` that belong to ``run_id`` or to a
+        run no longer RUNNING. A RUNNING run other than ``run_id`` is live
         elsewhere (another playbook of the daemon on this account) or crashed, and then its own restart
         reconciles it: looking its orders up from here could call one absent while its request is in
         flight."""
@@ -1066,7 +1111,7 @@ class Journal:
             .join(runs, runs.c.run_id == c.run_id)
             .where(
                 c.account == account,
-                c.status.in_([OrderStatus.PENDING_NEW.value, OrderStatus.UNKNOWN.value]),
+                c.status.in_(sorted(s.value for s in OrderStatus if not s.is_terminal)),
                 sa.or_(c.run_id == run_id, runs.c.status != RunStatus.RUNNING.value),
                 sa.or_(c.run_id == run_id, sa.true() if since is None else c.created_at >= since),
             )
@@ -1298,6 +1343,7 @@ def _intent_values(intent: Intent) -> dict[str, Any]:
         "average_price": intent.average_price,
         "created_at": intent.created_at,
         "updated_at": intent.created_at,
+        "sent_at": intent.sent_at or intent.created_at,  # this insert is the commit before the first send
         "current_price": r.price,
         "current_type": r.order_type.value,
     }

@@ -49,10 +49,8 @@ def _skip_restamp() -> None:
         return set_resolutions(self, cids, resolution, *args, **kw)
 
     Journal.set_resolutions = unless_pending  # type: ignore[method-assign]
-    # A dedicated "sent" stamp (issue 11 §3), once it exists, is skipped too.
-    for name in dir(Journal):
-        if "sent" in name and callable(getattr(Journal, name)) and not name.startswith("__"):
-            setattr(Journal, name, lambda self, *a, **k: None)
+    # The dedicated stamp before every re-send (PENDING again + sent_at, issue 11 §3), skipped too.
+    Journal.mark_sending = lambda self, *a, **k: None  # type: ignore[method-assign]
 
 
 def _square_off_twice() -> None:

@@ -92,6 +92,7 @@ async def test_a_resend_that_also_times_out_is_reconciled_later(tmp_path):
         broker.hook("get_order", lambda cid: None)  # the first lookups go through (and miss)
     for _ in range(4):
         broker.fail("get_order", OutcomeUnknown("lookup timed out"))
+    broker.fail("orders", OutcomeUnknown("book read timed out"))  # the run's closing read-back too
     report = await env.run(playbook(BUY), broker=broker)
     assert report.steps[0].outcome is StepOutcome.FAILED
     assert broker.calls["place"] == 2
@@ -316,6 +317,7 @@ async def test_unknown_intents_past_the_reconcile_horizon_are_left_for_an_operat
         env = make_env(tmp_path / str(advance))
         broker = Plain(env.broker(), lag=10)  # the order arrived, but no lookup sees it today
         broker.fail("place", OutcomeUnknown("reply lost"), after_send=True)
+        broker.fail("orders", OutcomeUnknown("book read timed out"))  # the run's closing read-back too
         report = await env.run(playbook(BUY), broker=broker)
         cid = only_intent(env, report.run_id).client_order_id
         assert only_intent(env, report.run_id).status is OrderStatus.UNKNOWN
@@ -345,6 +347,8 @@ async def test_failing_lookups_never_lead_to_a_resend(tmp_path, failure):
     blind = Faulty(env.broker())
     for _ in range(50):  # every lookup by client id fails (retries included)
         blind.fail("get_order", failure)
+    for _ in range(5):  # and so does the run's closing read of the book
+        blind.fail("orders", failure)
     report = await env.run(pb, broker=blind)
     assert blind.calls["get_order"] > 0 and blind.calls["place"] == 0
     step = report.steps[0]

@@ -182,6 +182,8 @@ async def test_unknown_intents_are_reconciled_before_anything_is_sent(tmp_path):
     broker.fail("place", OutcomeUnknown("reply lost"), after_send=True)
     for _ in range(40):
         broker.fail("get_order", Unavailable("down"))
+    for _ in range(5):  # the run's closing read of the book too
+        broker.fail("orders", Unavailable("down"))
     report = await env.run(pb, broker=broker)
     assert report.steps[0].outcome is StepOutcome.FAILED
     (intent,) = env.journal.intents(run_id=report.run_id, step_id="buy")

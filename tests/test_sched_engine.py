@@ -138,6 +138,7 @@ async def test_fires_due_together_are_armed_in_the_journal_before_the_instant(tm
         assert run is not None and run.status is RunStatus.SUCCEEDED and run.started_at == INSTANT
         [intent] = journal.intents(run_id=row.run_id)
         assert intent.created_at == INSTANT and intent.step_id == "buy"
+        assert intent.sent_at == INSTANT  # stamped by the armed commit: no write at the instant
         assert journal.steps_of(row.run_id)["buy"].outcome is StepOutcome.SUCCEEDED
         calls = journal.calls(run_id=row.run_id)
         connects += sum(c["method"] == "connect" for c in calls)

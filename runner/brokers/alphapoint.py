@@ -795,6 +795,12 @@ class AlphaPointBroker:
         rows = records if isinstance(records, list) else []
         return [o for o in (self._readable(r) for r in rows if isinstance(r, Mapping)) if o is not None]
 
+    def adopt_client_ids(self, client_ids: Mapping[str, Product]) -> None:
+        """:class:`runner.brokers.base.ClientIdRegistry`: the journal's client ids of the account, so that
+        our orders of an earlier process map back from their numeric ClientOrderId after a restart."""
+        for client_id, product in client_ids.items():
+            self._remember(client_id, product)
+
     def _remember(self, client_id: str, product: Product | None = None) -> int:
         n = numeric_id(client_id)
         self._client_ids[n] = client_id

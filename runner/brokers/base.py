@@ -7,13 +7,13 @@ and do I/O in a thin class implementing :class:`Broker`. Errors are raised as :m
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol, TypeVar, cast, runtime_checkable
 
 from runner.errors import Malformed
-from runner.model import Instrument, Modification, MultilegRequest, Order, OrderRequest, Position
+from runner.model import Instrument, Modification, MultilegRequest, Order, OrderRequest, Position, Product
 
 Row = TypeVar("Row")
 
@@ -126,6 +126,17 @@ class SupportsRelogin(Protocol):
 
 
 @runtime_checkable
+class ClientIdRegistry(Protocol):
+    """A broker that cannot carry our client id as is and keeps the way back only in memory (AlphaPoint:
+    a numeric one-way hash). At start the gateway tells it the journal's recent client ids of the
+    account (:meth:`runner.gateway.Gateway.adopt_client_ids`), so orders placed by an earlier process
+    read back under our ids again (else they look foreign and ``this_run_only`` filters skip them)."""
+
+    def adopt_client_ids(self, client_ids: Mapping[str, Product]) -> None:
+        """Learn these client ids of ours (with the product each was placed as); no I/O."""
+
+
+@runtime_checkable
 class MultilegBroker(Broker, Protocol):
     """Brokers with Capability.NATIVE_MULTILEG also implement these."""
 
@@ -178,6 +189,10 @@ class ForwardingBroker:
 
     async def positions(self) -> Sequence[Position]:
         return await self.inner.positions()
+
+    def adopt_client_ids(self, client_ids: Mapping[str, Product]) -> None:
+        if isinstance(self.inner, ClientIdRegistry):
+            self.inner.adopt_client_ids(client_ids)
 
     async def ltp(self, instrument: Instrument) -> Decimal | None:
         """A read: risk checks and LTP-relative prices need it (None if the broker quotes nothing)."""

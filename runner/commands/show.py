@@ -1,15 +1,22 @@
 """``runner show RUN_ID``: one run's steps, orders (with status transitions), fills, errors and broker
-call counts. A unique prefix of the run id is enough. ``--json`` for machines."""
+call counts. A unique prefix of the run id is enough. ``--json`` for machines.
+
+Nothing here asks the broker: an order that is not final shows the journal's state with its as-of time
+(the intent's last write, in the playbook's zone, zone named), as the broker may have moved it since."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.cli import EXIT_USAGE, CommandError
 from runner.commands._shared import OUTCOME_COLOR, Term, add_db_argument, add_json_argument, print_json, table
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 EXAMPLES = """\
   runner show 20261201-0930            # a unique prefix of the run id is enough
@@ -56,6 +63,7 @@ def collect(journal: Any, run_id: str) -> dict[str, Any]:
             "owner": describe(run.owner) if run.owner else None,
             "dead": dead,
             "resume": resume_hint(run) if dead or run.status is RunStatus.INTERRUPTED else None,
+            "timezone": run.timezone,
         },
         "steps": [
             {
@@ -85,6 +93,8 @@ def collect(journal: Any, run_id: str) -> dict[str, Any]:
                 "broker_order_id": i.broker_order_id,
                 "filled_quantity": i.filled_quantity,
                 "average_price": str(i.average_price) if i.average_price is not None else None,
+                "final": i.status.is_terminal,  # else the journal's last word, as of:
+                "as_of": (i.updated_at or i.created_at).isoformat(),
                 "transitions": [
                     f"{t['old_status']}->{t['new_status']}{'' if t['legal'] else ' (ILLEGAL)'}"
                     for t in journal.transitions(i.client_order_id)
@@ -144,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     term = Term(out)
     r = data["run"]
+    zone = _zone(r["timezone"])
     print(
         f"run {r['run_id']}  {r['playbook']} on {r['account']} ({r['mode']})  "
         f"{term.paint(r['status'], OUTCOME_COLOR.get(r['status']))}  starts={r['starts']}"
@@ -177,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
                 str(o["quantity"]),
                 o["instrument"],
                 o["type"] + (f" {o['price']}" if o["price"] else ""),
-                o["status"],
+                o["status"] if o["final"] else f"{o['status']} (as of {_as_of(o['as_of'], zone)})",
                 f"{o['filled_quantity']} @ {o['average_price']}" if o["filled_quantity"] else "-",
                 " ".join(o["transitions"]),
             )
@@ -204,3 +215,17 @@ def run(args: argparse.Namespace) -> int:
         for e in data["errors"]:
             print(f"  {e['at']} {e['step'] or '-'} {term.paint(e['kind'], 'red')}: {e['message']}")
     return 0
+
+
+def _zone(name: str | None) -> ZoneInfo:
+    """The run's playbook zone (UTC for runs journaled without one, or a zone this host lacks)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _as_of(iso: str, zone: ZoneInfo) -> str:
+    return f"{dt.datetime.fromisoformat(iso).astimezone(zone):%Y-%m-%d %H:%M:%S} {zone.key}"
