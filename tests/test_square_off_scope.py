@@ -206,4 +206,3 @@ def test_playbook_busy_wait_resolution():
     assert pb.busy_wait(None, 60.0) == 0.0
     assert pb.busy_wait(7.0, 60.0) == 7.0
     assert playbook("steps:\n  - {kind: square_off, id: sq}\n").busy_wait(None, 60.0) == 60.0
-
