@@ -132,6 +132,7 @@ async def apply_plan(
     tuning: Tuning | None = None,
     observer: Observer | None = None,
     interrupt: Interrupt | None = None,
+    busy_wait: float | None = None,  # ``--busy-wait``; None: the playbook's account_busy.wait
 ) -> RunReport:
     """Refuse (:class:`PlanDrifted`, nothing sent) unless the live state matches the plan, then run it."""
     if pb.name != plan.playbook:
@@ -147,6 +148,7 @@ async def apply_plan(
         risk=risk,
         tuning=tuning or Tuning(),
         interrupt=interrupt,
+        busy_wait=busy_wait,
     )
     return await execute(
         pb, _guarded(broker, plan), journal, clock, account=plan.account, options=options, observer=observer

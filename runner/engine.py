@@ -73,7 +73,8 @@ class RunOptions:
     owner: str | None = None  # the run's owner token (runner.liveness); default: this process
     interrupt: Interrupt | None = None  # SIGTERM/SIGINT: no new step starts, the run closes INTERRUPTED
     stop_grace: float = 10.0  # seconds a step already trading gets to finish once interrupted
-    busy_wait: float = DEFAULT_BUSY_WAIT  # seconds a step waits for a busy account lease, then REFUSED
+    busy_wait: float | None = None  # seconds a step waits for a busy account lease, then REFUSED; None:
+    # the playbook's ``account_busy.wait``, else DEFAULT_BUSY_WAIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +182,7 @@ class Engine:
             tz=self.tz,
             run_date=options.scheduled_for.astimezone(self.tz).date(),
             log=self.log,
-            busy_wait=options.busy_wait,
+            busy_wait=playbook.busy_wait(options.busy_wait, DEFAULT_BUSY_WAIT),
         )
 
     def _emit(
@@ -276,7 +277,7 @@ class Engine:
                 mode,
                 step.id,
                 clock=self.clock,
-                wait=self.options.busy_wait if wait is None else wait,
+                wait=self.ctx.busy_wait if wait is None else wait,
             )
         except AccountBusy as exc:
             self.log.warning("account_busy", step=step.id, error=str(exc))

@@ -1069,6 +1069,20 @@ class Journal:
         with self._read() as conn:
             return {cid: Product(product) for cid, product in conn.execute(q)}
 
+    def scope_intents(
+        self, account: str, since: dt.datetime, *, playbook: str | None = None, tag: str | None = None
+    ) -> list[Intent]:
+        """The account's intents journaled since ``since`` that belong to runs of ``playbook`` and / or
+        carry ``tag``: what a scoped square-off owns (runner.steps.square_off.scope_net)."""
+        c = order_intents.c
+        q = sa.select(order_intents).where(c.account == account, c.created_at >= since)
+        if playbook is not None:
+            q = q.join(runs, runs.c.run_id == c.run_id).where(runs.c.playbook == playbook)
+        if tag is not None:
+            q = q.where(c.tag == tag)
+        with self._read() as conn:
+            return [_intent_from_row(r) for r in conn.execute(q.order_by(c.created_at)).mappings()]
+
     def count_intents(self, run_id: str, *, exclude: Sequence[Purpose] = ()) -> int:
         skip = {p.value for p in exclude}
         counts = self._fast.read(_COUNT_BY_PURPOSE, {"b_run": run_id})

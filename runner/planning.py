@@ -64,10 +64,15 @@ from runner.steps.spread import UNWIND_LEG, leg_sequence, native_for, unwind_req
 from runner.steps.square_off import (
     ROUND,
     exit_requests,
+    exit_tag,
+    left_alone,
     next_round,
     position_key,
     positions_to_close,
     run_net,
+    scope_intents,
+    scope_label,
+    scope_since,
     slot_of,
 )
 
@@ -485,8 +490,10 @@ class Planner:
         run_date: dt.date,
         ignore_at: bool,
         risk: RiskChecker,
+        account: str | None = None,
     ) -> None:
         self.pb, self.broker, self.journal, self.run_id = pb, broker, journal, run_id
+        self.account = account or pb.account
         self.now, self.ignore_at, self.risk = now, ignore_at, risk
         self.tz = ZoneInfo(pb.timezone)
         self.run_date = run_date
@@ -502,6 +509,7 @@ class Planner:
         self.entries = journal.count_intents(run_id, exclude=(Purpose.UNWIND, Purpose.SQUARE_OFF))
         self.ours = {i.client_order_id for i in self.intents}  # this run's, for this_run_only
         self.own = run_net(self.intents)  # this run's net filled quantity, projected with its orders
+        self.filled: list[OrderRequest] = []  # this plan's orders projected to fill (for scoped square-offs)
         self.prices: dict[str, Decimal | None] = {}
         self.can_modify = Capability.MODIFY in broker.capabilities
         self._handlers: dict[str, Callable[[_Draft, Any], Awaitable[None]]] = {
@@ -562,6 +570,7 @@ class Planner:
         key = f"{req.instrument.key}|{req.product.value}"
         delta = req.quantity * req.side.sign
         self.own[key] = self.own.get(key, 0) + delta
+        self.filled.append(req)
         p = self.positions.get(key)
         self.positions[key] = (
             dataclasses.replace(p, quantity=p.quantity + delta)
@@ -893,17 +902,22 @@ class Planner:
         if not d.calls:
             d.verdict = Verdict.NOTHING
 
-    def _cancel_matching(self, d: _Draft, f: OrderFilter, *, by_side: bool, reason: str) -> str:
+    def _cancel_matching(
+        self, d: _Draft, f: OrderFilter, *, by_side: bool, reason: str, only: set[str] | None = None
+    ) -> str:
         """Cancels of the live orders ``f`` matches now, and of this run's orders if they are still open
-        then. Returns a summary."""
+        then; ``only``: among these client ids (a scoped square-off's). Returns a summary."""
         ours = self.ours | set(self.planned) if f.this_run_only else None
-        now_open = open_matching(self.pb, f, list(self.open.values()), ours, by_side=by_side)
+        live = [o for o in self.open.values() if only is None or o.client_order_id in only]
+        now_open = open_matching(self.pb, f, live, ours, by_side=by_side)
         for o in now_open:
             cond = None if order_key(o) in self.observed_open else "if still open (placed by this run)"
             call = _call(CallOp.CANCEL, o, broker_order_id=o.broker_order_id, condition=cond, reason=reason)
             d.calls.append(call)
             self.open.pop(order_key(o))
-        later = [o for cid, o in self.planned.items() if cid not in self.open]
+        later = [
+            o for cid, o in self.planned.items() if cid not in self.open and (only is None or cid in only)
+        ]
         maybe = open_matching(self.pb, f, later, ours, by_side=by_side)
         for o in maybe:
             cond = "if not filled by then (placed by this run)"
@@ -918,12 +932,31 @@ class Planner:
             o = self.open.pop(i.client_order_id, None)
             if o is not None:
                 d.calls.append(_call(CallOp.CANCEL, o, reason="own earlier square-off order (resumed step)"))
+        scoped = scope_intents(self.journal, self.account, self.pb, step, scope_since(self.run_date, self.tz))
+        tag = exit_tag(step)
+        mine = [r for r in self.planned.values() if tag is None or r.tag == tag]  # this plan's, in scope
         if step.cancel_open_orders:
-            notes.append(
-                self._cancel_matching(d, step.filter, by_side=False, reason="open order matching the filter")
+            only = (
+                None
+                if scoped is None
+                else {i.client_order_id for i in scoped} | {o.client_order_id for o in mine}
             )
-        caps = dict(self.own) if step.filter.this_run_only else None
-        targets = positions_to_close(self.pb, step, list(self.positions.values()), caps)
+            reason = "open order matching the filter" + (
+                "" if scoped is None else f" of {scope_label(step, self.pb)}"
+            )
+            notes.append(self._cancel_matching(d, step.filter, by_side=False, reason=reason, only=only))
+        caps: dict[str, int] | None = None
+        if step.filter.this_run_only:
+            caps = dict(self.own)
+        elif scoped is not None:  # journaled fills of the scope, plus this plan's projected fills in it
+            caps = run_net(scoped)
+            for r in self.filled:
+                if tag is None or r.tag == tag:
+                    key = f"{r.instrument.key}|{r.product.value}"
+                    caps[key] = caps.get(key, 0) + r.quantity * r.side.sign
+        positions = list(self.positions.values())
+        targets = positions_to_close(self.pb, step, positions, caps)
+        notes += left_alone(self.pb, step, positions, caps)  # what it will not touch, and why
         slices = 0
         for pos in targets:
             ins = enrich(self.pb, pos.instrument)
@@ -1035,6 +1068,7 @@ async def make_plan(
         run_date=scheduled_for.astimezone(ZoneInfo(pb.timezone)).date(),
         ignore_at=ignore_at,
         risk=RiskChecker(pb, risk),
+        account=account,
     )
     steps = await planner.plan_steps()
     positions, orders = planner.projection()

@@ -9,6 +9,7 @@ scheduler only ever see these models.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -223,11 +224,27 @@ class Escalation(_Model):
     then_market: bool = True
 
 
+class TagScope(_Model):
+    """A square-off scope: the account's orders carrying this tag (one strategy's trades)."""
+
+    tag: Annotated[str, Field(min_length=1, max_length=20)]
+
+
+class SquareOffScope(enum.StrEnum):
+    """Whose trades a square-off closes: the whole account's net, or this playbook's own (its runs')."""
+
+    ACCOUNT = "account"
+    PLAYBOOK = "playbook"
+
+
 class SquareOffStep(Timing):
     kind: Literal["square_off"]
     id: Identifier
     description: str | None = None
     filter: OrderFilter = Field(default_factory=OrderFilter)
+    # account: every net position; playbook / {tag: X}: only the net of that scope's journaled fills
+    # (today's), capped by the broker's net of the same sign (runner.steps.square_off.scope_net).
+    scope: SquareOffScope | TagScope = SquareOffScope.ACCOUNT
     cancel_open_orders: bool = True
     escalation: Escalation | None = None  # None: market orders straight away
     verify_timeout: Duration = "30s"
@@ -264,6 +281,12 @@ class Limits(_Model):
 VarValue = int | Decimal | str | bool | dt.date
 
 
+class AccountBusyPolicy(_Model):
+    """What a step does when another run holds the account (runner.leases): wait this long, then refuse."""
+
+    wait: Duration
+
+
 class Playbook(_Model):
     version: Literal[1]
     name: Identifier
@@ -277,6 +300,7 @@ class Playbook(_Model):
     vars: dict[Identifier, VarValue] = Field(default_factory=dict)
     instruments: dict[Identifier, InstrumentSpec] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
+    account_busy: AccountBusyPolicy | None = None  # None: the runner's default (--busy-wait overrides)
     steps: Annotated[list[Step], Field(min_length=1)]
 
     @field_validator("timezone")
@@ -291,6 +315,15 @@ class Playbook(_Model):
         return value
 
     # --- helpers used by the engine -----------------------------------------------------------------
+
+    def busy_wait(self, override: float | None, default: float) -> float:
+        """Seconds a step waits for a busy account: the CLI's ``--busy-wait``, else ``account_busy.wait``,
+        else ``default``."""
+        if override is not None:
+            return override
+        if self.account_busy is not None:
+            return parse_duration(self.account_busy.wait).total_seconds()
+        return default
 
     def step(self, step_id: str) -> Any:
         for s in self.steps:

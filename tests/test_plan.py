@@ -380,3 +380,24 @@ async def test_ltp_relative_prices_are_planned_as_written_with_the_estimate_now(
     assert report.ok, [(s.step_id, s.message) for s in report.steps]
     sent = {i.step_id: i.request.price for i in env.journal.intents(run_id=report.run_id)}
     assert sent["buy_reliance"] == Decimal("2902.70")  # 2910 - 0.25% = 2902.725, rounded down
+
+
+def test_cli_apply_busy_wait_refuses_at_once_naming_the_holder(tmp_path, capsys):
+    from runner.cli import main
+    from runner.db import make_engine
+    from runner.leases import LeaseMode, leases_for
+    from runner.liveness import ProcessIdentity, ProcessRegistry
+
+    db, pb, out = _cli_setup(tmp_path)
+    assert main(["plan", str(pb), "--now", "--db", db, "--out", str(out)]) == 0
+    capsys.readouterr()
+    engine = make_engine(db)
+    peer = ProcessIdentity("elsewhere/abcd1234", 77, "123")
+    ProcessRegistry(engine).register(peer, "serve")
+    leases_for(engine).try_acquire(
+        "paper", "20260302-151500-peerrun1", LeaseMode.EXCLUSIVE, "sq", holder=peer.token
+    )
+    assert main(["apply", str(out), "--db", db, "--busy-wait", "0s", "--json"]) == 4
+    report = json.loads(capsys.readouterr().out)
+    assert "held by run 20260302-151500-peerrun1" in report["steps"][0]["message"], report
+    assert main(["apply", str(out), "--db", db, "--busy-wait", "soon"]) == 2  # a usage error

@@ -261,6 +261,27 @@ def add_risk_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--risk", metavar="FILE", help="global risk limits YAML (default $RUNNER_RISK)")
 
 
+def add_busy_wait_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--busy-wait",
+        metavar="DURATION",
+        type=_busy_wait,
+        default=None,
+        help="how long a step waits while another run holds the account (e.g. a square-off in progress) "
+        "before it is refused, exit 4, nothing sent (default: the playbook's account_busy.wait, else 60s; "
+        "0 refuses at once)",
+    )
+
+
+def _busy_wait(text: str) -> float:
+    from runner.playbook import parse_duration
+
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_log_file_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-file", metavar="FILE", help="write JSON log lines here")
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from runner.cli import EXIT_INVALID, EXIT_REFUSED, EXIT_USAGE, CommandError
 from runner.commands._shared import (
+    add_busy_wait_argument,
     add_calendar_argument,
     add_db_argument,
     add_json_argument,
@@ -58,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("plan", metavar="FILE", help="plan file written by `runner plan --out`")
     parser.add_argument("--accounts", metavar="FILE", help="accounts file (default: the plan's)")
     add_risk_argument(parser)
+    add_busy_wait_argument(parser)
     add_log_file_argument(parser)
     add_calendar_argument(parser)
     add_db_argument(parser)
@@ -120,7 +122,15 @@ def run(args: argparse.Namespace) -> int:
                 kill_switch(broker, journal.engine) as guarded,
             ):
                 report = await apply_plan(
-                    plan, pb, guarded, journal, clock, risk=risk, observer=observer, interrupt=interrupt
+                    plan,
+                    pb,
+                    guarded,
+                    journal,
+                    clock,
+                    risk=risk,
+                    observer=observer,
+                    interrupt=interrupt,
+                    busy_wait=args.busy_wait,
                 )
                 return report, interrupt
         finally:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from runner.cli import EXIT_USAGE, CommandError
 from runner.commands._shared import (
+    add_busy_wait_argument,
     add_calendar_argument,
     add_db_argument,
     add_json_argument,
@@ -83,27 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     when.add_argument("--resume", metavar="RUN_ID", help="resume this run (e.g. an interrupted --now run)")
     add_risk_argument(parser)
-    parser.add_argument(
-        "--busy-wait",
-        metavar="DURATION",
-        type=_busy_wait,
-        default=None,
-        help="how long a step waits while another run holds the account (e.g. a square-off in progress) "
-        "before it is refused, exit 4, nothing sent (default 60s; 0 refuses at once)",
-    )
+    add_busy_wait_argument(parser)
     add_log_file_argument(parser)
     add_calendar_argument(parser)
     add_db_argument(parser)
     add_json_argument(parser)
-
-
-def _busy_wait(text: str) -> float:
-    from runner.playbook import parse_duration
-
-    try:
-        return parse_duration(text).total_seconds()
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def scheduled_slot(args: argparse.Namespace, tz: ZoneInfo, now: dt.datetime) -> dt.datetime:
@@ -149,10 +134,12 @@ def run(args: argparse.Namespace) -> int:
     broker = make_broker(account, clock=clock, db_url=args.db)
     observer = deduplicating(progress_printer(tz)) if tty else None
     options = RunOptions(
-        scheduled_for=slot, mode="now" if ignore_at else "run", ignore_at=ignore_at, risk=risk
+        scheduled_for=slot,
+        mode="now" if ignore_at else "run",
+        ignore_at=ignore_at,
+        risk=risk,
+        busy_wait=args.busy_wait,  # None: the playbook's account_busy.wait, else the default
     )
-    if args.busy_wait is not None:
-        options = dataclasses.replace(options, busy_wait=args.busy_wait)
 
     async def main() -> tuple[RunReport, Interrupt]:
         try:

@@ -2,6 +2,15 @@
 larger than the freeze quantity, escalate limit -> market after the timeout, then verify flat by reading
 positions back.
 
+Scope (``scope:``): ``account`` closes every net position the filter selects. ``playbook`` / ``{tag: X}``
+close only the net of that scope's journaled fills per instrument and product (:func:`scope_net`), capped
+by the broker's net of the same sign (:func:`own_part`), so two strategies on one account do not close
+each other's trades; only the scope's open orders are cancelled. The horizon is the run's trading day
+(intents journaled since local midnight in the playbook's timezone): positions carried from earlier days
+are outside every scope. Exits count against the scope: they belong to the playbook's run and carry the
+scope's tag, so a second scoped square-off finds nothing left to close. ``filter.this_run_only`` is the
+narrowest scope: this run's own orders.
+
 Client ids: slot ``<step>:<instrument>:<product>``, leg ``round * 1000 + slice``. A resumed square-off first
 settles its own earlier orders (found and, if working, cancelled; or proven absent by the gateway's rule),
 re-reads positions and closes what is left in a new round, so nothing is closed twice. An earlier exit
@@ -17,10 +26,10 @@ from decimal import Decimal
 
 from runner.brokers.base import unreadable_positions
 from runner.gateway import Missing, is_live
-from runner.journal import Intent, Purpose, StepOutcome
+from runner.journal import Intent, Journal, Purpose, StepOutcome
 from runner.leases import inflight_elsewhere
 from runner.model import Instrument, Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
-from runner.playbook import Playbook, SquareOffStep
+from runner.playbook import Playbook, SquareOffScope, SquareOffStep, TagScope
 from runner.steps.cancel import cancel_all, open_matching
 from runner.steps.common import (
     RunContext,
@@ -64,19 +73,14 @@ def own_part(net: int, own: int) -> int:
     return 0
 
 
-def positions_to_close(
-    pb: Playbook, step: SquareOffStep, positions: Iterable[Position], caps: Mapping[str, int] | None
-) -> list[Position]:
-    """Non-flat positions the step's filter selects, with the quantity to close. ``caps`` (for
-    ``this_run_only``: :func:`run_net`) limits each to the run's own net part; other positions stay."""
-    out = []
-    # A position has no client id: ``this_run_only`` applies to it through ``caps``, not the filter.
+def selected(pb: Playbook, step: SquareOffStep, positions: Iterable[Position]) -> list[Position]:
+    """Non-flat positions the step's filter selects (whoever's they are)."""
+    # A position has no client id: ``this_run_only`` applies to it through caps, not the filter.
     f = step.filter.model_copy(update={"this_run_only": False})
+    out = []
     for p in positions:
-        if p.quantity == 0:
-            continue
         side = Side.BUY if p.quantity > 0 else Side.SELL  # filter side = the position's side
-        if not matches_filter(
+        if p.quantity and matches_filter(
             pb,
             f,
             instrument=p.instrument,
@@ -86,13 +90,81 @@ def positions_to_close(
             client_order_id=None,
             ours=None,
         ):
-            continue
+            out.append(p)
+    return out
+
+
+def positions_to_close(
+    pb: Playbook, step: SquareOffStep, positions: Iterable[Position], caps: Mapping[str, int] | None
+) -> list[Position]:
+    """Non-flat positions the step's filter selects, with the quantity to close. ``caps`` (a scope's
+    net, :func:`scope_net`; ``this_run_only``: the run's own) limits each to that net part; others stay."""
+    out = []
+    for p in selected(pb, step, positions):
         if caps is not None:
             qty = own_part(p.quantity, caps.get(position_key(p), 0))
             if qty == 0:
                 continue
             p = dataclasses.replace(p, quantity=qty)
         out.append(p)
+    return out
+
+
+def scope_label(step: SquareOffStep, pb: Playbook) -> str | None:
+    """Whose net a step closes, for messages; None for the whole account."""
+    if step.filter.this_run_only:
+        return "this run"
+    if isinstance(step.scope, TagScope):
+        return f"tag {step.scope.tag!r}"
+    if step.scope is SquareOffScope.PLAYBOOK:
+        return f"playbook {pb.name!r}"
+    return None
+
+
+def scope_since(run_date: dt.date, tz: dt.tzinfo) -> dt.datetime:
+    """The horizon of a scope: local midnight of the run's trading day."""
+    return dt.datetime.combine(run_date, dt.time(0), tzinfo=tz)
+
+
+def scope_intents(
+    journal: Journal, account: str, pb: Playbook, step: SquareOffStep, since: dt.datetime
+) -> list[Intent] | None:
+    """The journaled intents of a ``playbook`` / ``{tag: X}`` scope (None: ``account``)."""
+    if isinstance(step.scope, TagScope):
+        return journal.scope_intents(account, since, tag=step.scope.tag)
+    if step.scope is SquareOffScope.PLAYBOOK:
+        return journal.scope_intents(account, since, playbook=pb.name)
+    return None
+
+
+def exit_tag(step: SquareOffStep) -> str | None:
+    """A tag-scoped square-off's exits carry the tag: they count against the scope."""
+    return step.scope.tag if isinstance(step.scope, TagScope) else None
+
+
+def left_alone(
+    pb: Playbook, step: SquareOffStep, positions: Iterable[Position], caps: Mapping[str, int] | None
+) -> list[str]:
+    """What a scoped square-off does not close of the positions its filter selects, and why."""
+    label = scope_label(step, pb)
+    if caps is None or label is None:
+        return []
+    out = []
+    for p in selected(pb, step, positions):
+        own = caps.get(position_key(p), 0)
+        qty = own_part(p.quantity, own)
+        where = f"{p.instrument.key} {p.product.value} {p.quantity:+d}"
+        if qty == p.quantity:
+            if own != qty:
+                out.append(f"{where}: {label}'s net {own:+d} capped by the broker's")
+            continue
+        why = (
+            f"{label} has no net there"
+            if own == 0
+            else f"{label}'s net is {own:+d}" + (", the other way" if qty == 0 else "")
+        )
+        kept = "left alone" if qty == 0 else f"{qty:+d} closed, {p.quantity - qty:+d} left alone"
+        out.append(f"{where}: {kept} ({why})")
     return out
 
 
@@ -117,6 +189,7 @@ def exit_requests(
             order_type=order_type,
             product=pos.product,
             price=price,
+            tag=exit_tag(step),
         )
         for qty in slices(abs(pos.quantity), instrument)
     ]
@@ -146,6 +219,30 @@ async def _own_net(ctx: RunContext) -> dict[str, int]:
         if not i.status.is_terminal:
             await gw.lookup(i.client_order_id)
     return run_net(gw.journal.intents(run_id=ctx.run_id))
+
+
+def _scope_intents(ctx: RunContext, step: SquareOffStep) -> list[Intent] | None:
+    since = scope_since(ctx.run_date, ctx.tz)
+    return scope_intents(ctx.gateway.journal, ctx.gateway.account, ctx.playbook, step, since)
+
+
+async def scope_net(ctx: RunContext, step: SquareOffStep) -> dict[str, int] | None:
+    """The net a step may close per instrument|product (None: the whole account). A scope's working
+    orders are read back first (one day-book read; our own run's by lookup), so a fill the journal has
+    not seen yet counts. Other runs' orders still in flight were waited for (:func:`others_settled`)."""
+    if step.filter.this_run_only:
+        return await _own_net(ctx)
+    scoped = _scope_intents(ctx, step)
+    if scoped is None:
+        return None
+    gw = ctx.gateway
+    working = [i for i in scoped if not i.status.is_terminal]
+    for i in working:
+        if i.run_id == ctx.run_id:
+            await gw.lookup(i.client_order_id)
+    if others := [i.client_order_id for i in working if i.run_id != ctx.run_id]:
+        await gw.refresh(others)
+    return run_net(_scope_intents(ctx, step) or ())
 
 
 async def others_settled(ctx: RunContext) -> str | None:
@@ -200,14 +297,23 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     if step.cancel_open_orders:
         ours = run_client_ids(ctx) if step.filter.this_run_only else None
         opens = open_matching(ctx.playbook, step.filter, await gw.open_orders(), ours, by_side=False)
+        scoped = _scope_intents(ctx, step)
+        if scoped is not None:  # a scoped square-off cancels only the scope's open orders
+            mine = {i.client_order_id for i in scoped}
+            opens = [o for o in opens if o.client_order_id in mine]
         if opens:
             res = await cancel_all(ctx, opens)
             notes.append(res.message)
             if any(is_live(o) for o in [await gw.read(x) for x in opens]):
                 return StepResult.failed("open orders could not be cancelled: " + res.message)
-    caps = await _own_net(ctx) if step.filter.this_run_only else None
+    caps = await scope_net(ctx, step)
     positions = await gw.positions()
     targets = positions_to_close(ctx.playbook, step, positions, caps)
+    alone = left_alone(ctx.playbook, step, positions, caps)
+    for why in alone:
+        gw.note(f"square-off: {why}")
+    if alone:
+        notes.append("; ".join(alone))
     # Instruments the adapter could not read (a fractional quantity): the rest are closed, these are
     # named and the step ends NOT FLAT, for an operator to close by hand.
     skipped = [f"{u.instrument} unreadable ({u.reason})" for u in unreadable_positions(positions)]
@@ -263,7 +369,7 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     # rows up to date (filled, with prices) in one commit, instead of one lookup per order.
     latest = {o.client_order_id: o for o in await gw.refresh(ids)}
     filled = sum(latest.get(o.client_order_id, o).status is OrderStatus.FILLED for o in placed)
-    what = "flat" if not any(expected.values()) else "closed this run's part"
+    what = "flat" if not any(expected.values()) else f"closed {scope_label(step, ctx.playbook)}'s part"
     done = f"{what}: {len(targets)} position(s) closed with {len(placed)} order(s), {filled} filled"
     return (StepResult.failed if skipped else StepResult.ok)("; ".join([*notes, done]), ids)
 
