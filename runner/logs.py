@@ -3,7 +3,12 @@
 * JSON lines (to a file or stdout) for machines; a readable console renderer on a TTY.
 * Every engine event is bound with ``run``, ``playbook``, ``step`` and ``client_order_id`` where known.
 * :func:`redact` runs on every event: secret-looking keys and :class:`runner.accounts.Secret` values never
-  reach a log line (the journal uses the same function for broker requests and responses).
+  reach a log line (the journal uses the same function for broker requests and responses), nor does any
+  registered secret value (:mod:`runner.scrub`): it runs after exception formatting, so tracebacks are
+  scrubbed too, and the rendered line is scrubbed once more (reprs the renderer makes itself).
+* One configuration for everything: structlog's own events and the stdlib loggers (scheduler, kill
+  switch, adapters, libraries) all go through one stdlib handler whose ``ProcessorFormatter`` runs the
+  same processors and renderer, so stderr carries one format.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any, TextIO, cast
 
 import structlog
 
-REDACTED = "***"
+from runner.scrub import REDACTED, scrub
+
 # Long words match anywhere in a key (``accessToken``, ``x-api-key``); short ones only as a whole word
 # (``sid`` but not ``side``, ``pin`` but not ``pending``).
 SECRET_PARTS = (
@@ -122,8 +128,8 @@ def _redact_dict(value: dict[Any, Any], depth: int) -> dict[Any, Any]:
 
 def _redact_text(value: str) -> str:
     if "earer" in value or "eyJ" in value:
-        return JWT_RE.sub(REDACTED, BEARER_RE.sub(r"\1 " + REDACTED, value))
-    return value
+        value = JWT_RE.sub(REDACTED, BEARER_RE.sub(r"\1 " + REDACTED, value))
+    return scrub(value)  # the registered secret values themselves
 
 
 def redact_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
@@ -131,7 +137,15 @@ def redact_processor(_logger: Any, _method: str, event_dict: MutableMapping[str,
     return redacted
 
 
+def _scrub_rendered(_logger: Any, _method: str, rendered: Any) -> Any:
+    """Last step after the renderer: the line as it will be written, scrubbed of secret values."""
+    return scrub(rendered) if isinstance(rendered, str) else rendered
+
+
 _configured = False
+_handler: logging.Handler | None = None
+# Libraries that log every request at INFO (URLs, frames): warnings only.
+QUIET_LOGGERS = ("httpx", "httpcore", "websockets", "aiohttp.access", "apscheduler")
 
 
 class _Stderr:
@@ -150,8 +164,12 @@ class _Stderr:
 def configure(
     *, json: bool | None = None, stream: TextIO | None = None, level: int = logging.INFO, force: bool = False
 ) -> None:
-    """Configure structlog once per process. ``json=None``: console on a TTY, JSON lines otherwise."""
-    global _configured
+    """Configure logging once per process. ``json=None``: console on a TTY, JSON lines otherwise.
+
+    structlog events are handed to the stdlib root logger (``wrap_for_formatter``); one handler on
+    ``stream`` renders them and every stdlib record through the same :class:`ProcessorFormatter` chain:
+    exceptions formatted, then redacted and scrubbed, then rendered, then the line scrubbed again."""
+    global _configured, _handler
     if _configured and not force:
         return
     if stream is None or stream is sys.stderr:
@@ -163,17 +181,38 @@ def configure(
         if json
         else structlog.dev.ConsoleRenderer(colors=stream.isatty() and "NO_COLOR" not in os.environ)
     )
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    formatter = structlog.stdlib.ProcessorFormatter(
+        # stdlib records only: what structlog's own chain adds to its events
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, timestamper],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,  # before redaction: traceback text is scrubbed too
+            redact_processor,
+            renderer,
+            _scrub_rendered,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    root.addHandler(handler)
+    root.setLevel(level)
+    _handler = handler
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_processor,
-            structlog.processors.format_exc_info,
-            renderer,
+            structlog.stdlib.add_logger_name,
+            timestamper,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
     _configured = True

@@ -1,0 +1,90 @@
+"""Process-wide registry of secret *values*, scrubbed from every text that leaves the process.
+
+Key-name redaction (:func:`runner.logs.redact`) cannot see a secret inside free text: an exception
+message, a traceback, a broker's error echo. So every resolved credential (:mod:`runner.accounts`) and
+every session token an adapter obtains at login (:func:`secret`) is registered here, and the sinks pass
+their text through :func:`scrub`: the log renderer (after exception formatting), the journal's text
+columns (:class:`runner.db.ScrubbedText`), the CLI's stdout and stderr, and later alerts.
+
+One compiled alternation, rebuilt only when the set changes; with nothing registered (the paper broker)
+:func:`scrub` is one global read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import OrderedDict
+from typing import Any, TextIO
+
+REDACTED = "***"
+# Shorter values are not scrubbed: a 4-6 character value (a PIN, a short user id) collides with prices,
+# quantities and order ids, and scrubbing those would corrupt the journal's broker data and the logs.
+# Such values still go through key-name redaction; they are also too short to be worth stealing alone.
+MIN_LENGTH = 8
+# Session tokens accumulate over a long-lived daemon (a re-login per account per day): keep the newest.
+MAX_VALUES = 4096
+
+_lock = threading.Lock()
+_values: OrderedDict[str, None] = OrderedDict()
+_pattern: re.Pattern[str] | None = None
+
+
+def register(value: str | None) -> None:
+    """Scrub ``value`` (and its JSON-escaped form) from now on. Short or empty values are ignored."""
+    global _pattern
+    if not value or len(value) < MIN_LENGTH:
+        return
+    forms = {value, json.dumps(value)[1:-1]}  # the JSON renderer and the call rows escape quotes
+    with _lock:
+        if all(f in _values for f in forms):
+            return
+        for f in forms:
+            _values[f] = None
+            _values.move_to_end(f)
+        while len(_values) > MAX_VALUES:
+            _values.popitem(last=False)
+        # Longest first, so that a value containing another is scrubbed whole.
+        alternation = "|".join(re.escape(v) for v in sorted(_values, key=len, reverse=True))
+        _pattern = re.compile(alternation)
+
+
+def secret(value: str) -> str:
+    """``value``, registered: for adapters at the point they receive a token (``self._token = secret(t)``)."""
+    register(value)
+    return value
+
+
+def scrub(text: str) -> str:
+    """``text`` with every registered secret value replaced by ``***``."""
+    pattern = _pattern
+    if pattern is None or not text:
+        return text
+    return pattern.sub(REDACTED, text)
+
+
+def scrub_any(value: Any) -> Any:
+    """:func:`scrub` for strings; anything else unchanged."""
+    return scrub(value) if isinstance(value, str) else value
+
+
+def reset() -> None:
+    """Forget every value (tests)."""
+    global _pattern
+    with _lock:
+        _values.clear()
+        _pattern = None
+
+
+class ScrubbingStream:
+    """A text stream that scrubs what is written to the stream it wraps (the CLI's stdout/stderr)."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        return self._inner.write(scrub(text))
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, ...
+        return getattr(self._inner, name)
