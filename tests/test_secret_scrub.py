@@ -88,7 +88,9 @@ def _lines(stream: io.StringIO) -> list[dict[str, object]]:
 # --- logs ---------------------------------------------------------------------------------------------
 
 
-def test_a_traceback_in_a_structlog_event_is_scrubbed(resolved: tuple[str, str], log_stream: io.StringIO) -> None:
+def test_a_traceback_in_a_structlog_event_is_scrubbed(
+    resolved: tuple[str, str], log_stream: io.StringIO
+) -> None:
     secret, _ = resolved
     try:
         raise ValueError(f"adapter said: bad consumer key {secret}")
@@ -119,15 +121,29 @@ def test_stdlib_loggers_share_the_one_format_and_are_scrubbed(
     assert env_secret not in text and file_secret not in text
 
 
-def test_an_adapters_session_token_is_scrubbed_once_received(log_stream: io.StringIO) -> None:
-    from runner.brokers.blitz import BlitzBroker
+async def test_an_adapters_session_token_is_scrubbed_once_received(
+    monkeypatch: pytest.MonkeyPatch, log_stream: io.StringIO
+) -> None:
+    from runner.brokers.kotak_neo import create
+    from runner.clock import VirtualClock
+    from runner.sims.kotak_neo import account_for, start
 
-    assert hasattr(BlitzBroker, "_login")
-    scrub = importlib.import_module("runner.scrub")
-    token = "session-token-0f1e2d3c4b5a69788"
-    scrub.secret(token)  # what an adapter does with the token of its login reply
-    logging.getLogger("runner.brokers.blitz").warning("401 for Bearer-less header %s", token)
-    assert token not in log_stream.getvalue() and "***" in log_stream.getvalue()
+    clock = VirtualClock(dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC))
+    async with start(clock=clock) as sim:
+        master = Path(__file__).parent / "fixtures" / "kotak_neo" / "instruments.csv"
+        account, env = account_for(sim, "desk", instruments=str(master))
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        broker = create(account, clock=clock)
+        await broker.connect()  # a real two-step login over loopback: the replies carry token and sid
+        session = broker._session
+        assert session is not None and not session.token.startswith("eyJ")  # no JWT shape to spot
+        await broker.close()
+    log = logging.getLogger("runner.brokers.kotak_neo")
+    log.warning("401 for Auth %s sid %s", session.token, session.sid)
+    text = log_stream.getvalue()
+    assert "401 for Auth *** sid ***" in text
+    assert session.token not in text and session.sid not in text
 
 
 def test_very_short_values_are_not_scrubbed() -> None:
@@ -144,11 +160,13 @@ async def test_adapter_exception_text_is_scrubbed_from_step_run_call_and_event_r
 ) -> None:
     secret, _ = resolved
     env = make_env(tmp_path)
-    broker = Faulty(env.broker()).fail("place", Rejected(f"invalid consumer key {secret}", broker="kotak_neo"))
+    refusal = Rejected(f"invalid consumer key {secret}", broker="kotak_neo")
+    broker = Faulty(env.broker()).fail("place", refusal)
     report = await env.run(playbook(MARKET), broker=broker)
     assert not report.ok
     # a gateway note carrying exception text (runner.gateway.Gateway.note writes exactly this)
-    env.journal.record_event(report.run_id, "note", f"cancel x: Rejected: {secret}", env.clock.now(), level="error")
+    note = f"cancel x: Rejected: {secret}"
+    env.journal.record_event(report.run_id, "note", note, env.clock.now(), level="error")
     dump = _dump(env.engine)
     assert "invalid consumer key ***" in dump  # the text was stored, with the value masked
     assert secret not in dump
@@ -194,7 +212,10 @@ def _dump(engine: sa.Engine) -> str:
     ],
 )
 def test_cli_error_lines_are_scrubbed(
-    resolved: tuple[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], raise_it: object
+    resolved: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    raise_it: object,
 ) -> None:
     secret, _ = resolved
     module = importlib.import_module("runner.commands.history")
