@@ -70,7 +70,7 @@ daemons = sa.Table(
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
     sa.Column("stopped_at", UTCDateTime(), nullable=True),
-    sa.Column("status", sa.Text, nullable=False, default="{}"),
+    sa.Column("status", ScrubbedText(), nullable=False, default="{}"),
 )
 
 

@@ -3,9 +3,9 @@
 * JSON lines (to a file or stdout) for machines; a readable console renderer on a TTY.
 * Every engine event is bound with ``run``, ``playbook``, ``step`` and ``client_order_id`` where known.
 * :func:`redact` runs on every event: secret-looking keys and :class:`runner.accounts.Secret` values never
-  reach a log line (the journal uses the same function for broker requests and responses), nor does any
-  registered secret value (:mod:`runner.scrub`): it runs after exception formatting, so tracebacks are
-  scrubbed too, and the rendered line is scrubbed once more (reprs the renderer makes itself).
+  reach a log line (the journal uses the same function for broker requests and responses). It runs after
+  exception formatting, and the rendered line, tracebacks included, is scrubbed of every registered secret
+  value (:mod:`runner.scrub`; the JSON-escaped forms are registered too).
 * One configuration for everything: structlog's own events and the stdlib loggers (scheduler, kill
   switch, adapters, libraries) all go through one stdlib handler whose ``ProcessorFormatter`` runs the
   same processors and renderer, so stderr carries one format.
@@ -128,8 +128,10 @@ def _redact_dict(value: dict[Any, Any], depth: int) -> dict[Any, Any]:
 
 def _redact_text(value: str) -> str:
     if "earer" in value or "eyJ" in value:
-        value = JWT_RE.sub(REDACTED, BEARER_RE.sub(r"\1 " + REDACTED, value))
-    return scrub(value)  # the registered secret values themselves
+        return JWT_RE.sub(REDACTED, BEARER_RE.sub(r"\1 " + REDACTED, value))
+    # Registered secret values are scrubbed once per sink, on the final text (the rendered log line,
+    # runner.db.ScrubbedText for the journal), not once per field here as well.
+    return value
 
 
 def redact_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:

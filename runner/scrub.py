@@ -6,8 +6,8 @@ every session token an adapter obtains at login (:func:`secret`) is registered h
 their text through :func:`scrub`: the log renderer (after exception formatting), the journal's text
 columns (:class:`runner.db.ScrubbedText`), the CLI's stdout and stderr, and later alerts.
 
-One compiled alternation, rebuilt only when the set changes; with nothing registered (the paper broker)
-:func:`scrub` is one global read.
+One compiled regex (the values' prefix trie), rebuilt only when the set changes; with nothing registered
+(the paper broker) :func:`scrub` is one global read.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 REDACTED = "***"
@@ -45,9 +46,38 @@ def register(value: str | None) -> None:
             _values.move_to_end(f)
         while len(_values) > MAX_VALUES:
             _values.popitem(last=False)
-        # Longest first, so that a value containing another is scrubbed whole.
-        alternation = "|".join(re.escape(v) for v in sorted(_values, key=len, reverse=True))
-        _pattern = re.compile(alternation)
+        _pattern = re.compile(_trie_pattern(_values))
+
+
+def _trie_pattern(values: Iterable[str]) -> str:
+    """One regex for all values, shaped as their prefix trie: at each position of a text only the
+    branches of its first character are tried (a flat ``a|b|c`` alternation tries every value, ~1 us per
+    value per 200 characters). Greedy, so a value that extends another is scrubbed whole."""
+    trie: dict[str, Any] = {}
+    for value in values:
+        node = trie
+        for ch in value:
+            node = node.setdefault(ch, {})
+        node[_END] = True
+    return _branch(trie)
+
+
+_END = ""  # trie key marking the end of a value (never a character of one)
+
+
+def _branch(node: dict[str, Any]) -> str:
+    out = []
+    while True:  # single-child chains as plain literals: recursion only at branch points
+        keys = [k for k in node if k != _END]
+        if len(keys) == 1 and _END not in node:
+            out.append(re.escape(keys[0]))
+            node = node[keys[0]]
+            continue
+        break
+    if keys:
+        group = "(?:" + "|".join(re.escape(k) + _branch(node[k]) for k in sorted(keys)) + ")"
+        out.append(group + "?" if _END in node else group)
+    return "".join(out)
 
 
 def secret(value: str) -> str:

@@ -174,7 +174,7 @@ async def test_adapter_exception_text_is_scrubbed_from_step_run_call_and_event_r
 
 def test_fire_outcomes_are_scrubbed(tmp_path: Path, resolved: tuple[str, str]) -> None:
     from runner.db import make_engine
-    from runner.fires import Claim, FireState, FireStore
+    from runner.fires import Claim, FireState, FireStore, read_daemons
 
     secret, _ = resolved
     engine = make_engine(f"sqlite:///{tmp_path / 'j.db'}")
@@ -185,6 +185,11 @@ def test_fire_outcomes_are_scrubbed(tmp_path: Path, resolved: tuple[str, str]) -
     store.set_state(claim.fire_id, FireState.FAILED, f"AuthExpired: login refused for {secret}", now)
     row = store.get(claim.fire_id)
     assert row is not None and row.outcome == "AuthExpired: login refused for ***"
+    # the daemon's status row (what `runner status` shows): broker errors of its accounts
+    store.register_daemon("host", 1, "playbooks", now)
+    store.heartbeat(now, status={"broker_errors": {"desk": f"no broker: Rejected: {secret}"}})
+    (daemon,) = read_daemons(engine)
+    assert daemon["status"] == {"broker_errors": {"desk": "no broker: Rejected: ***"}}
     assert secret not in _dump(engine)
 
 
