@@ -2,7 +2,8 @@
 
 1. One engine-shaped log event (``order_send`` with a dozen bound keys, JSON lines into a buffer):
    the previous configuration (structlog's PrintLogger, redaction before rendering) as the baseline, then
-   today's (structlog events through the stdlib handler and ``ProcessorFormatter``, exceptions formatted
+   today's (structlog events written through the one stdlib handler stdlib records use via
+   ``ProcessorFormatter``, exceptions formatted
    before redaction, the rendered line scrubbed), with 0, 10 and 200 secret values registered.
 2. :func:`runner.scrub.scrub` alone on a 200-character message with 0, 10 and 200 values registered.
 
@@ -92,7 +93,7 @@ def main() -> None:
     for count in (0, 10, 200):
         register(count)
         cost = per_call_us(lambda: log.info("order_send", **EVENT), n)
-        print(f"log event, one configuration (stdlib handler), {count:3d} secrets: {cost:6.1f} us "
+        print(f"log event, one configuration (shared handler), {count:3d} secrets:{cost:6.1f} us "
               f"({cost / base:.2f}x)")
     std = logging.getLogger("runner.scheduler")
     cost = per_call_us(lambda: std.info("fire %s released: %s", "pb@09:15", "succeeded"), n)
