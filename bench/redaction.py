@@ -2,9 +2,9 @@
 
 1. One engine-shaped log event (``order_send`` with a dozen bound keys, JSON lines into a buffer):
    the previous configuration (structlog's PrintLogger, redaction before rendering) as the baseline, then
-   today's (structlog events written through the one stdlib handler stdlib records use via
-   ``ProcessorFormatter``, exceptions formatted
-   before redaction, the rendered line scrubbed), with 0, 10 and 200 secret values registered.
+   today's (structlog events written to the one stdlib handler that renders stdlib records through
+   ``ProcessorFormatter``; exceptions formatted before redaction, the rendered line scrubbed), with 0,
+   10 and 200 secret values registered.
 2. :func:`runner.scrub.scrub` alone on a 200-character message with 0, 10 and 200 values registered.
 
 Usage: python bench/redaction.py [--events 20000]
