@@ -94,11 +94,6 @@ def scrub(text: str) -> str:
     return pattern.sub(REDACTED, text)
 
 
-def scrub_any(value: Any) -> Any:
-    """:func:`scrub` for strings; anything else unchanged."""
-    return scrub(value) if isinstance(value, str) else value
-
-
 def reset() -> None:
     """Forget every value (tests)."""
     global _pattern

@@ -167,8 +167,12 @@ async def test_adapter_exception_text_is_scrubbed_from_step_run_call_and_event_r
     # a gateway note carrying exception text (runner.gateway.Gateway.note writes exactly this)
     note = f"cancel x: Rejected: {secret}"
     env.journal.record_event(report.run_id, "note", note, env.clock.now(), level="error")
+    (call,) = [c for c in env.journal.calls(run_id=report.run_id) if c["error"] == "Rejected"]
+    assert call["error_message"] == "[kotak_neo] invalid consumer key ***"
+    with env.engine.connect() as conn:
+        (step_message,) = conn.execute(sa.text("SELECT message FROM steps")).scalars()
+    assert step_message.endswith("rejected ([kotak_neo] invalid consumer key ***)")
     dump = _dump(env.engine)
-    assert "invalid consumer key ***" in dump  # the text was stored, with the value masked
     assert secret not in dump
 
 
@@ -251,3 +255,17 @@ def test_cli_output_and_debug_tracebacks_are_scrubbed(
     assert out == "session for ***\n"
     assert "Traceback" in err and "mpin ***" in err
     assert secret not in out + err and file_secret not in err
+
+
+def test_configuring_again_replaces_the_handler_and_the_console_format_is_shared(
+    log_stream: io.StringIO,
+) -> None:
+    console = io.StringIO()
+    logs.configure(json=False, stream=console, force=True)  # e.g. `runner run` after a library configured
+    logging.getLogger("runner.scheduler").warning("stdlib line")
+    logs.get_logger().warning("structlog line")
+    assert log_stream.getvalue() == ""  # the first handler is gone: no line twice
+    stdlib_line, structlog_line = console.getvalue().splitlines()
+    assert "[warning  ]" in stdlib_line and "stdlib line" in stdlib_line
+    assert "[runner.scheduler]" in stdlib_line
+    assert "[warning  ]" in structlog_line and "structlog line" in structlog_line
