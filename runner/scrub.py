@@ -18,6 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, TextIO
+from urllib.parse import quote
 
 REDACTED = "***"
 # Shorter values are not scrubbed: a 4-6 character value (a PIN, a short user id) collides with prices,
@@ -37,7 +38,8 @@ def register(value: str | None) -> None:
     global _pattern
     if not value or len(value) < MIN_LENGTH:
         return
-    forms = {value, json.dumps(value)[1:-1]}  # the JSON renderer and the call rows escape quotes
+    # as JSON text escapes it (the renderer, call rows) and as a URL carries it (an httpx error names its URL)
+    forms = {value, json.dumps(value)[1:-1], quote(value, safe="")}
     with _lock:
         if all(f in _values for f in forms):
             return

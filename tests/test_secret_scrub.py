@@ -269,3 +269,35 @@ def test_configuring_again_replaces_the_handler_and_the_console_format_is_shared
     assert "[warning  ]" in stdlib_line and "stdlib line" in stdlib_line
     assert "[runner.scheduler]" in stdlib_line
     assert "[warning  ]" in structlog_line and "structlog line" in structlog_line
+
+
+def test_the_trie_pattern_scrubs_exactly_what_a_plain_alternation_scrubs() -> None:
+    """The prefix-trie regex against the obvious one (longest value first), on values that share
+    prefixes, extend each other and carry regex metacharacters, in texts made of them and noise."""
+    import random
+    import re
+    from urllib.parse import quote
+
+    scrub = importlib.import_module("runner.scrub")
+    rng = random.Random(11)
+    alphabet = "ab.*(|\\"
+    for _ in range(200):
+        values = {_word(rng, alphabet) for _ in range(rng.randint(1, 6))}
+        values |= {v + rng.choice(alphabet) * 2 for v in list(values)[:2]}  # values extending others
+        scrub.reset()
+        forms: set[str] = set()
+        for v in values:
+            scrub.register(v)
+            forms |= {v, json.dumps(v)[1:-1], quote(v, safe="")}
+        plain = re.compile("|".join(re.escape(v) for v in sorted(forms, key=len, reverse=True)))
+        for _ in range(5):
+            parts = [rng.choice([*values, "x", " ", "ab", "(("]) for _ in range(rng.randint(1, 8))]
+            text = "".join(parts)
+            assert scrub.scrub(text) == plain.sub("***", text), (values, text)
+
+
+def _word(rng: object, alphabet: str) -> str:
+    import random
+
+    assert isinstance(rng, random.Random)
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(8, 12)))
