@@ -25,16 +25,19 @@ REDACTED = "***"
 # quantities and order ids, and scrubbing those would corrupt the journal's broker data and the logs.
 # Such values still go through key-name redaction; they are also too short to be worth stealing alone.
 MIN_LENGTH = 8
-# Session tokens accumulate over a long-lived daemon (a re-login per account per day): keep the newest.
-MAX_VALUES = 4096
+# Session tokens accumulate over a long-lived daemon (a re-login per account per day): the newest are
+# kept. Credentials resolved from the accounts file are never dropped.
+MAX_TOKENS = 4096
 
 _lock = threading.Lock()
-_values: OrderedDict[str, None] = OrderedDict()
+_values: OrderedDict[str, bool] = OrderedDict()  # form -> a credential (kept for good), oldest first
 _pattern: re.Pattern[str] | None = None
 
 
-def register(value: str | None) -> None:
-    """Scrub ``value`` (and its JSON-escaped form) from now on. Short or empty values are ignored."""
+def register(value: str | None, *, credential: bool = True) -> None:
+    """Scrub ``value`` (as it is, JSON-escaped and URL-quoted) from now on. Values shorter than
+    :data:`MIN_LENGTH` are ignored; ``credential=False`` (a session token) may be dropped once
+    :data:`MAX_TOKENS` newer tokens were registered."""
     global _pattern
     if not value or len(value) < MIN_LENGTH:
         return
@@ -44,11 +47,19 @@ def register(value: str | None) -> None:
         if all(f in _values for f in forms):
             return
         for f in forms:
-            _values[f] = None
+            _values[f] = credential or _values.get(f, False)
             _values.move_to_end(f)
-        while len(_values) > MAX_VALUES:
-            _values.popitem(last=False)
+        tokens = [f for f, kept in _values.items() if not kept]
+        for f in tokens[: max(0, len(tokens) - MAX_TOKENS)]:
+            del _values[f]
         _pattern = re.compile(_trie_pattern(_values))
+
+
+def secret(value: str) -> str:
+    """``value``, registered as a session token: for adapters at the point they receive one
+    (``self._token = secret(str(token))``)."""
+    register(value, credential=False)
+    return value
 
 
 def _trie_pattern(values: Iterable[str]) -> str:
@@ -82,12 +93,6 @@ def _branch(node: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def secret(value: str) -> str:
-    """``value``, registered: for adapters at the point they receive a token (``self._token = secret(t)``)."""
-    register(value)
-    return value
-
-
 def scrub(text: str) -> str:
     """``text`` with every registered secret value replaced by ``***``."""
     pattern = _pattern
@@ -105,7 +110,8 @@ def reset() -> None:
 
 
 class ScrubbingStream:
-    """A text stream that scrubs what is written to the stream it wraps (the CLI's stdout/stderr)."""
+    """A text stream that scrubs what is written to the stream it wraps (the CLI's stdout/stderr). Each
+    write is scrubbed on its own: ``print`` writes whole strings; nothing here streams text in chunks."""
 
     def __init__(self, inner: TextIO) -> None:
         self._inner = inner

@@ -301,3 +301,12 @@ def _word(rng: object, alphabet: str) -> str:
 
     assert isinstance(rng, random.Random)
     return "".join(rng.choice(alphabet) for _ in range(rng.randint(8, 12)))
+
+
+def test_old_session_tokens_are_dropped_but_credentials_never(monkeypatch: pytest.MonkeyPatch) -> None:
+    scrub = importlib.import_module("runner.scrub")
+    monkeypatch.setattr(scrub, "MAX_TOKENS", 4)
+    scrub.register("credential-resolved-at-start")
+    tokens = [scrub.secret(f"session-token-{i:04d}") for i in range(6)]
+    text = " ".join(["credential-resolved-at-start", *tokens])
+    assert scrub.scrub(text) == "*** session-token-0000 session-token-0001 *** *** *** ***"
