@@ -5,10 +5,10 @@
 * :func:`redact` runs on every event: secret-looking keys and :class:`runner.accounts.Secret` values never
   reach a log line (the journal uses the same function for broker requests and responses). It runs after
   exception formatting, and the rendered line, tracebacks included, is scrubbed of every registered secret
-  value (:mod:`runner.scrub`; the JSON-escaped forms are registered too).
-* One configuration for everything: structlog's own events and the stdlib loggers (scheduler, kill
-  switch, adapters, libraries) all go through one stdlib handler whose ``ProcessorFormatter`` runs the
-  same processors and renderer, so stderr carries one format.
+  value (:mod:`runner.scrub`; their JSON-escaped and URL-quoted forms too).
+* One configuration for everything: the stdlib loggers (scheduler, kill switch, adapters, libraries) go
+  through one root handler whose ``ProcessorFormatter`` ends in the same processors and renderer as
+  structlog's own events, which are written to that handler's stream: one format on stderr.
 """
 
 from __future__ import annotations
