@@ -18,7 +18,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, TextIO
-from urllib.parse import quote
 
 REDACTED = "***"
 # Shorter values are not scrubbed: a 4-6 character value (a PIN, a short user id) collides with prices,
@@ -41,6 +40,8 @@ def register(value: str | None, *, credential: bool = True) -> None:
     global _pattern
     if not value or len(value) < MIN_LENGTH:
         return
+    from urllib.parse import quote  # here, not at import: every CLI command imports this module
+
     # as JSON text escapes it (the renderer, call rows) and as a URL carries it (an httpx error names its URL)
     forms = {value, json.dumps(value)[1:-1], quote(value, safe="")}
     with _lock:
