@@ -3,7 +3,8 @@
 Lookup order for the accounts file: ``--accounts FILE``, then ``$RUNNER_ACCOUNTS``, then
 ``./accounts.yaml``, then ``~/.config/runner/accounts.yaml``. The ``paper`` account is built in, so every
 shipped example runs with no file at all. Secrets are read from the environment or a secret file at the
-moment an adapter asks for them and are wrapped in :class:`Secret`, whose repr never shows the value.
+moment an adapter asks for them and are wrapped in :class:`Secret`, whose repr never shows the value;
+resolving registers the value with :mod:`runner.scrub`, so it is masked wherever text leaves the process.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from runner.scrub import register
 
 ENV_VAR = "RUNNER_ACCOUNTS"
 DEFAULT_PATHS = (Path("accounts.yaml"), Path("~/.config/runner/accounts.yaml"))
@@ -49,17 +52,20 @@ class SecretRef(BaseModel):
         return self
 
     def resolve(self) -> Secret:
+        """The value, registered for scrubbing (:mod:`runner.scrub`) before anyone can print it."""
         if self.env is not None:
             value = os.environ.get(self.env)
             if value is None:
                 raise LookupError(f"credential environment variable {self.env} is not set")
-            return Secret(value)
-        assert self.file is not None
-        path = Path(self.file).expanduser()
-        try:
-            return Secret(path.read_text().strip())
-        except OSError as exc:
-            raise LookupError(f"credential file {path} cannot be read: {exc.strerror}") from None
+        else:
+            assert self.file is not None
+            path = Path(self.file).expanduser()
+            try:
+                value = path.read_text().strip()
+            except OSError as exc:
+                raise LookupError(f"credential file {path} cannot be read: {exc.strerror}") from None
+        register(value)
+        return Secret(value)
 
 
 class RateLimit(BaseModel):

@@ -25,6 +25,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from typing import TextIO, cast
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED, EXIT_REFUSED, EXIT_BROKER = 0, 1, 2, 3, 4, 5
 EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
@@ -117,6 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(rest)
     except SystemExit as exc:  # argparse: 0 for --help, 2 for usage errors
         return int(exc.code or 0)
+    from runner.scrub import ScrubbingStream
+
+    # Every line a command prints (output, error lines, RUNNER_DEBUG tracebacks) is scrubbed of the
+    # secret values resolved meanwhile: one choke point instead of one per print.
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = cast(TextIO, ScrubbingStream(out)), cast(TextIO, ScrubbingStream(err))
     try:
         return int(module.run(args))
     except KeyboardInterrupt:
@@ -133,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in lines:  # compiler-style `file:line:col: ...` lines stay as they are, for editors
             print(line if _POSITIONED.match(line) else f"runner {command}: {line}", file=sys.stderr)
         return code
+    finally:
+        sys.stdout, sys.stderr = out, err
 
 
 _POSITIONED = re.compile(r"[^\s:]+:\d+:\d+: ")

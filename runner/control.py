@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from runner.brokers.base import Broker, ForwardingBroker
-from runner.db import UTCDateTime, create_all
+from runner.db import ScrubbedText, UTCDateTime, create_all
 from runner.errors import Rejected
 from runner.fires import enum_type, read
 from runner.model import (
@@ -61,7 +61,7 @@ control = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),  # always 1: one switch per journal
     sa.Column("halted", sa.Boolean, nullable=False),
     sa.Column("mode", enum_type(Mode), nullable=False),
-    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("reason", ScrubbedText(), nullable=True),
     sa.Column("since", UTCDateTime(), nullable=False),
     sa.Column("by", sa.String(128), nullable=True),
 )
@@ -79,7 +79,7 @@ halt_passes = sa.Table(
     sa.Column("open_before", sa.Integer, nullable=False),
     sa.Column("cancelled", sa.Integer, nullable=False),
     sa.Column("still_open", sa.Integer, nullable=False),
-    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("error", ScrubbedText(), nullable=True),
 )
 
 

@@ -27,6 +27,8 @@ from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
 
+from runner.scrub import scrub
+
 ENV_VAR = "RUNNER_DB"
 BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 10
@@ -153,6 +155,18 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
 
     def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
         return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+class ScrubbedText(sa.types.TypeDecorator[str]):
+    """``Text`` whose bound values are scrubbed of registered secret values (:mod:`runner.scrub`): the
+    journal's one choke point for free text (messages, call rows, fire outcomes), the compiled hot paths
+    included, as they run SQLAlchemy's bind processors. Same DDL as ``Text``: no migration."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return value if value is None else scrub(value)
 
 
 class ConnectionSlot:

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from runner.db import UTCDateTime, create_all
+from runner.db import ScrubbedText, UTCDateTime, create_all
 from runner.ids import fire_id as make_fire_id
 
 
@@ -52,7 +52,7 @@ fires = sa.Table(
     sa.Column("claimed_by", sa.String(64), nullable=False),
     sa.Column("claimed_at", UTCDateTime(), nullable=False),
     sa.Column("state", enum_type(FireState), nullable=False),
-    sa.Column("outcome", sa.Text, nullable=True),
+    sa.Column("outcome", ScrubbedText(), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     # A re-versioned playbook must not fire the same slot again.
     sa.UniqueConstraint("playbook", "scheduled_for", name="uq_fires_slot"),
@@ -70,7 +70,7 @@ daemons = sa.Table(
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
     sa.Column("stopped_at", UTCDateTime(), nullable=True),
-    sa.Column("status", sa.Text, nullable=False, default="{}"),
+    sa.Column("status", ScrubbedText(), nullable=False, default="{}"),
 )
 
 

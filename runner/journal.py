@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.types import TypeDecorator
 
-from runner.db import ConnectionSlot, UTCDateTime, connection_slot, create_all
+from runner.db import ConnectionSlot, ScrubbedText, UTCDateTime, connection_slot, create_all
 from runner.model import (
     IllegalTransition,
     Instrument,
@@ -121,7 +121,7 @@ runs = sa.Table(
     sa.Column("finished_at", UTCDateTime()),
     sa.Column("starts", sa.Integer, nullable=False, default=1),
     sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("message", sa.Text),
+    sa.Column("message", ScrubbedText()),
     # the runner.liveness.ProcessIdentity token of the process executing (or that last executed) it;
     # NULL on runs journaled before runs had owners
     sa.Column("owner", sa.String(200)),
@@ -137,7 +137,7 @@ steps = sa.Table(
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
-    sa.Column("message", sa.Text),
+    sa.Column("message", ScrubbedText()),
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("finished_at", UTCDateTime()),
     sa.UniqueConstraint("run_id", "step_id", name="uq_steps_run_step"),
@@ -190,10 +190,10 @@ broker_calls = sa.Table(
     sa.Column("step_id", sa.String(64)),
     sa.Column("client_order_id", sa.String(64), index=True),
     sa.Column("method", sa.String(32), nullable=False),
-    sa.Column("request", sa.Text),  # JSON, secrets redacted
-    sa.Column("response", sa.Text),  # JSON, secrets redacted
+    sa.Column("request", ScrubbedText()),  # JSON, secrets redacted
+    sa.Column("response", ScrubbedText()),  # JSON, secrets redacted
     sa.Column("error", sa.String(40)),  # error class name
-    sa.Column("error_message", sa.Text),
+    sa.Column("error_message", ScrubbedText()),
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("duration_us", sa.Integer),
 )
@@ -231,7 +231,7 @@ events = sa.Table(
     sa.Column("client_order_id", sa.String(64)),
     sa.Column("level", sa.String(8), nullable=False),
     sa.Column("kind", sa.String(40), nullable=False),
-    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("message", ScrubbedText(), nullable=False),
     sa.Column("at", UTCDateTime(), nullable=False),
 )
 

@@ -57,6 +57,7 @@ from runner.model import (
     Validity,
 )
 from runner.ratelimit import RateLimiter, segment_of
+from runner.scrub import secret
 from runner.wirejson import dumps, loads, to_decimal, to_int
 
 if TYPE_CHECKING:
@@ -698,6 +699,8 @@ class AlphaPointBroker:
                 broker=BROKER,
             )
         self.logins += 1
+        if reply.get("sessiontoken"):  # APEX's session token (not sent back by us): never printed either
+            secret(str(reply["sessiontoken"]))
         user = ci(reply.get("user") or {})
         if self._acct is None:
             self._acct = AccountRef(int(user.get("omsid") or 1), int(user.get("accountid") or 0))

@@ -58,6 +58,7 @@ from runner.model import (
     Validity,
 )
 from runner.ratelimit import RateLimiter, segment_of
+from runner.scrub import secret
 from runner.wirejson import dumps, loads, to_decimal, to_int
 
 if TYPE_CHECKING:
@@ -688,7 +689,7 @@ class BlitzBroker:
             token = get(data, "accessToken", "access_token", "token") if isinstance(data, Mapping) else None
             if not token:
                 raise AuthExpired("login reply carries no accessToken", broker=BROKER)
-            self._token = str(token)
+            self._token = secret(str(token))  # scrubbed from every log line and journal row
             self._generation += 1
 
     async def close(self) -> None:

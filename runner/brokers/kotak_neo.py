@@ -63,6 +63,7 @@ from runner.model import (
     Validity,
 )
 from runner.ratelimit import RateLimiter, segment_of
+from runner.scrub import secret
 from runner.wirejson import loads, plain, to_decimal, to_int
 
 BROKER = "kotak_neo"
@@ -660,7 +661,8 @@ class KotakNeo:
                                                     "totp": self._current_totp()}))
                 view = parse_login(_json(r1), r1.status_code)
                 r2 = await send(login, "POST", PATH_TOTP_VALIDATE, broker=BROKER, mutating=False,
-                                headers={**base, "sid": view.sid, "Auth": view.token,
+                                # session values are scrubbed from every log line and journal row
+                                headers={**base, "sid": secret(view.sid), "Auth": secret(view.token),
                                          "Content-Type": "application/json"},
                                 content=json.dumps({"mpin": self._credential("mpin")}))
                 trade = parse_login(_json(r2), r2.status_code)
@@ -672,7 +674,7 @@ class KotakNeo:
                     await self._client.aclose()
                 self._client = make_client(base_url, timeout=self.account.timeout_seconds,
                                            transport=self._transport, headers=ACCEPT_JSON)
-            self._session = _Session(trade.token, trade.sid, base_url, self.clock.now())
+            self._session = _Session(secret(trade.token), secret(trade.sid), base_url, self.clock.now())
             self.logins += 1
             return self._session
 

@@ -64,6 +64,7 @@ from runner.model import (
     Side,
     Validity,
 )
+from runner.scrub import secret
 from runner.wirejson import dumps, loads, to_decimal, to_int
 
 if TYPE_CHECKING:
@@ -698,7 +699,7 @@ class OdinBroker:
             token = data.get("access_token") if isinstance(data, Mapping) else None
             if not token:
                 raise AuthExpired("login reply carried no access_token", broker=BROKER)
-            self._token = str(token)
+            self._token = secret(str(token))  # scrubbed from every log line and journal row
 
     async def close(self) -> None:
         if self._client is not None:

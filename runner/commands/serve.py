@@ -65,12 +65,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"runner serve: {directory} is not a directory", file=sys.stderr)
         return EXIT_USAGE
     check_accounts_file(args.accounts)  # every problem as file:line:col, exit 1, before anything starts
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
     from runner import logs
 
+    # one configuration: stdlib loggers (scheduler, kill switch, adapters) render like structlog events
     logs.configure(stream=sys.stderr, force=True)
     try:
         return asyncio.run(_serve(args, directory))
