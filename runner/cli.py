@@ -169,9 +169,8 @@ def _classify(exc: BaseException) -> tuple[int, list[str]]:
     if errors is not None and isinstance(exc, errors.BrokerError):
         return EXIT_BROKER, [f"broker error: {type(exc).__name__}: {exc}"]
     sa_exc = sys.modules.get("sqlalchemy.exc")
-    if sa_exc is not None:
-        if isinstance(exc, sa_exc.ArgumentError):
-            return EXIT_USAGE, [f"journal database URL: {exc}"]
+    if sa_exc is not None and isinstance(exc, sa_exc.ArgumentError):
+        return EXIT_USAGE, [f"journal database URL: {exc}"]
     if sa_exc is not None or "sqlite3" in sys.modules or "psycopg" in sys.modules:
         from runner.db import database_problem  # raw DBAPI errors too: disk full, locked, read-only
 

@@ -104,10 +104,9 @@ def test_non_utf8_playbook_is_exit_1_everywhere(
 
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_non_utf8_accounts_file_is_exit_1(ws: Path, command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    db = ["--db", f"sqlite:///{ws / 'j.db'}"] if command == "run" else []
     args = ["validate", "ok.yaml"] if command == "validate" else ["run", "--now", "ok.yaml"]
-    assert main([*args, "--accounts", "accounts_latin1.yaml", "--db", f"sqlite:///{ws / 'j.db'}"][
-        : None if command == "run" else 4
-    ]) == EXIT_INVALID
+    assert main([*args, "--accounts", "accounts_latin1.yaml", *db]) == EXIT_INVALID
     captured = capsys.readouterr()
     text = captured.out + captured.err
     assert "accounts_latin1.yaml:4:6: error: not UTF-8 text" in text, text
