@@ -246,3 +246,23 @@ def test_group_commit_on_a_full_disk_raises_what_the_cli_maps(tmp_path: Path) ->
         asyncio.run(gc.commit(staged, now))
     code, lines = _classify(full.value)
     assert code == EXIT_BROKER and lines == ["journal database: disk full: database or disk is full"]
+
+
+def test_non_utf8_calendar_override_is_exit_1(
+    ws: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runner.calendars import clear_cache
+
+    (ws / "cal").mkdir()
+    (ws / "cal" / "NSE.yaml").write_bytes(b"holidays:\n  2026-12-01: Caf\xe9 day\n")
+    (ws / "cal.yaml").write_text(playbook().replace("timezone:", "calendar: NSE\ntimezone:"))
+    (ws / "accounts.yaml").write_text("version: 1\naccounts:\n  desk: {broker: paper}\n")  # enforces it
+    monkeypatch.setenv("RUNNER_CALENDARS", str(ws / "cal"))
+    clear_cache()
+    try:
+        code = main(["run", "--now", "cal.yaml", "--account", "desk", "--db", f"sqlite:///{ws / 'j.db'}"])
+    finally:
+        clear_cache()
+    err = capsys.readouterr().err
+    assert code == EXIT_INVALID, err
+    assert f"{ws / 'cal' / 'NSE.yaml'}:2:18: not UTF-8 text (byte 0xe9)" in err
