@@ -132,9 +132,9 @@ def load_accounts(path: Path | None) -> dict[str, Account]:
     accounts = {"paper": PAPER}
     if path is None:
         return accounts
-    from runner.yamlload import load_yaml
+    from runner.yamlload import load_yaml, read_text
 
-    doc = load_yaml(path.read_text(), filename=str(path)).value
+    doc = load_yaml(read_text(path), filename=str(path)).value
     parsed = AccountsFile.model_validate(doc)
     for name, body in parsed.accounts.items():
         body = dict(body)

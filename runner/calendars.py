@@ -140,9 +140,9 @@ def _session(body: Any, where: str) -> Session:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    from runner.yamlload import load_yaml
+    from runner.yamlload import load_yaml, read_text
 
-    value = load_yaml(path.read_text(encoding="utf-8"), str(path)).value
+    value = load_yaml(read_text(path), str(path)).value
     if not isinstance(value, dict):
         raise CalendarError(f"{path}: a calendar file is a mapping")
     return value

@@ -182,11 +182,14 @@ def _classify(exc: BaseException) -> tuple[int, list[str]]:
     if journal is not None and isinstance(exc, journal.RunBusy):  # one run id, one process
         return EXIT_REFUSED, [str(exc)]
     sa_exc = sys.modules.get("sqlalchemy.exc")
-    if sa_exc is not None:
-        if isinstance(exc, sa_exc.ArgumentError):
-            return EXIT_USAGE, [f"journal database URL: {exc}"]
-        if isinstance(exc, sa_exc.OperationalError):  # locked, unreachable, cannot open the file
-            return EXIT_BROKER, [f"journal database: {exc.orig or exc}"]
+    if sa_exc is not None and isinstance(exc, sa_exc.ArgumentError):
+        return EXIT_USAGE, [f"journal database URL: {exc}"]
+    if sa_exc is not None or "sqlite3" in sys.modules or "psycopg" in sys.modules:
+        from runner.db import database_problem  # raw DBAPI errors too: disk full, locked, read-only
+
+        problem = database_problem(exc)
+        if problem is not None:
+            return EXIT_BROKER, [f"journal database: {problem}"]
     if type(exc) is LookupError:  # a credential or account lookup (KeyError/IndexError are bugs)
         return EXIT_BROKER, [str(exc)]
     if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):

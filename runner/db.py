@@ -242,3 +242,50 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# --- errors: raw DBAPI (the hot paths) and SQLAlchemy-wrapped ones read the same ------------------------
+
+# SQLite primary result codes (sqlite3.SQLITE_* names exist from Python 3.11 on; the values are SQLite's).
+_SQLITE_WORDS = {
+    13: "disk full",  # SQLITE_FULL (a full filesystem, or max_page_count reached)
+    8: "read-only",  # SQLITE_READONLY: the file or its directory is not writable
+    14: "cannot open the journal file (no such directory, or no permission)",  # SQLITE_CANTOPEN
+    10: "I/O error",  # SQLITE_IOERR
+    11: "not a usable database (corrupt)",  # SQLITE_CORRUPT
+    26: "not a database file",  # SQLITE_NOTADB
+}
+_PG_WORDS = {"53100": "disk full", "25006": "read-only", "55P03": "locked"}
+_PG_ENVIRONMENT = ("08", "53", "57", "58")  # connection, resources, operator intervention, system error
+
+
+def database_problem(exc: BaseException) -> str | None:
+    """What is wrong with the journal database, if ``exc`` is an environment problem (disk full, locked,
+    read-only, unreachable, no such directory) rather than a bug, in words for one CLI line; else None.
+    Raw DBAPI errors (the group commit, the journal's fast path and the paper book use raw connections)
+    and SQLAlchemy's wrappers of them read the same. Integrity and programming errors stay bugs."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    import sqlite3
+
+    if isinstance(orig, sqlite3.OperationalError) or type(orig) is sqlite3.DatabaseError:
+        code = getattr(orig, "sqlite_errorcode", None)
+        word = _SQLITE_WORDS.get(code & 0xFF) if isinstance(code, int) else None
+        return f"{word}: {orig}" if word else str(orig)
+    psycopg = _psycopg()
+    if psycopg is not None and isinstance(orig, psycopg.DatabaseError):
+        state = str(getattr(orig, "sqlstate", "") or "")
+        text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        if state in _PG_WORDS:
+            return f"{_PG_WORDS[state]}: {text}"
+        if isinstance(orig, psycopg.OperationalError) or state[:2] in _PG_ENVIRONMENT:
+            return text
+        return None
+    if isinstance(exc, sa.exc.OperationalError):  # another driver's: still the environment
+        return str(exc.orig or exc)
+    return None
+
+
+def _psycopg() -> Any:
+    import sys
+
+    return sys.modules.get("psycopg")  # never imported just to classify: then it cannot have raised

@@ -16,27 +16,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from runner.durations import DURATION_RE
+from runner.durations import parse_duration as parse_duration  # the one parser, re-exported
 from runner.model import Instrument, OptionType, OrderStatus, OrderType, Product, Side, Validity
 from runner.relprice import OFFSET_PATTERN, Offset, parse_offset
 
 # --- scalar syntaxes -------------------------------------------------------------------------------
 
-DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
 LATE_RE = re.compile(r"^(skip|run-within \S+)$")
 VAR_RE = re.compile(r"^\$\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\s*\*\s*([A-Za-z_][A-Za-z0-9_]*|\d+))?\s*\}$")
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """``500ms``, ``30s``, ``2m``, ``1h30m``; a bare int is seconds."""
-    text = str(text).strip()
-    if text.isdigit():
-        return dt.timedelta(seconds=int(text))
-    m = DURATION_RE.match(text)
-    if not m or not any(m.groups()):
-        raise ValueError(f"invalid duration {text!r}: write e.g. 500ms, 30s, 2m or 1h30m")
-    h, mi, s, ms = (int(g) if g else 0 for g in m.groups())
-    return dt.timedelta(hours=h, minutes=mi, seconds=s, milliseconds=ms)
 
 
 def parse_time(text: str) -> dt.time:

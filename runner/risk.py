@@ -57,10 +57,10 @@ def load_risk_config(path: str | os.PathLike[str] | None = None) -> RiskConfig:
     path = path or os.environ.get(ENV_VAR)
     if not path:
         return RiskConfig()
-    from runner.yamlload import load_yaml
+    from runner.yamlload import load_yaml, read_text
 
     p = Path(path)
-    doc = load_yaml(p.read_text(), filename=str(p)).value
+    doc = load_yaml(read_text(p), filename=str(p)).value
     return RiskConfig.model_validate(doc or {})
 
 

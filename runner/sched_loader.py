@@ -40,14 +40,14 @@ def content_version(data: bytes) -> str:
 def load_playbook_file(path: Path, accounts: Any = None) -> Loaded:
     """Read, validate (:mod:`runner.validate`: schema + semantics) and model one playbook file.
     ``accounts`` is :func:`runner.validate.account_names`' result; None skips the account check."""
-    from runner.validate import playbook_from_report, validate_text
+    from runner.validate import playbook_from_report, validate_bytes
 
     try:
         data = path.read_bytes()
     except OSError as exc:
         return Loaded(path, "", None, (f"{path}: cannot read: {exc.strerror}",))
     version = content_version(data)
-    report = validate_text(data.decode("utf-8", errors="replace"), str(path), accounts)
+    report = validate_bytes(data, str(path), accounts)
     if not report.ok:
         return Loaded(path, version, None, tuple(d.format() for d in report.errors))
     try:

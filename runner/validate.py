@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from runner.checks import run_checks
 from runner.checks.sink import Diagnostic, Severity, Sink, did_you_mean, kind_of, short
 from runner.relprice import offset_hint
-from runner.yamlload import Loaded, YamlError, load_yaml, to_json
+from runner.yamlload import Loaded, YamlError, decode, load_yaml, read_text, to_json
 
 if TYPE_CHECKING:
     from runner.playbook import Playbook
@@ -340,12 +340,16 @@ def account_names(accounts_file: str | os.PathLike[str] | None = None) -> tuple[
     if path is None:
         return AccountNames(frozenset({"paper"})), None
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except OSError as exc:
         report = Report(str(path), kind="accounts")
         report.diagnostics.append(
             Diagnostic(str(path), 1, 1, Severity.ERROR, f"cannot read accounts file: {exc.strerror}")
         )
+        return AccountNames(frozenset({"paper"}), str(path)), report
+    except YamlError as exc:
+        report = Report(str(path), kind="accounts")
+        _yaml_diagnostics(report, exc)
         return AccountNames(frozenset({"paper"}), str(path)), report
     report = validate_accounts_text(text, str(path))
     names = {"paper"}
@@ -365,10 +369,30 @@ def _load(report: Report, text: str) -> Loaded | None:
     try:
         return load_yaml(text, report.file)
     except YamlError as exc:
-        for line, col, message in exc.errors:
-            hint = "quote the value if it is meant as text" if "tag" in message else None
-            report.diagnostics.append(Diagnostic(report.file, line, col, Severity.ERROR, message, hint))
+        _yaml_diagnostics(report, exc)
         return None
+
+
+def _yaml_diagnostics(report: Report, exc: YamlError) -> None:
+    for line, col, message in exc.errors:
+        hint = "quote the value if it is meant as text" if "tag" in message else None
+        report.diagnostics.append(Diagnostic(report.file, line, col, Severity.ERROR, message, hint))
+
+
+def validate_bytes(
+    data: bytes, filename: str, accounts: AccountNames | None = None, *, sniff: bool = False
+) -> Report:
+    """:func:`validate_text` of a playbook's bytes (``sniff``: or of an accounts file, if it looks like
+    one); text that is not UTF-8 is a positioned diagnostic like any other."""
+    try:
+        text = decode(data, filename)
+    except YamlError as exc:
+        report = Report(filename)
+        _yaml_diagnostics(report, exc)
+        return report
+    if sniff and is_accounts_doc(text):
+        return validate_accounts_text(text, filename)
+    return validate_text(text, filename, accounts)
 
 
 def validate_text(text: str, filename: str = "<string>", accounts: AccountNames | None = None) -> Report:
@@ -452,10 +476,7 @@ PARALLEL_FROM = 200  # below this, starting workers costs more than it saves
 def _validate_files(files: list[str], names: AccountNames, keep_value: bool = False) -> list[Report]:
     out = []
     for name in files:
-        text = Path(name).read_text(encoding="utf-8", errors="replace")
-        report = (
-            validate_accounts_text(text, name) if is_accounts_doc(text) else validate_text(text, name, names)
-        )
+        report = validate_bytes(Path(name).read_bytes(), name, names, sniff=True)
         if not keep_value:
             report.value = None  # not worth pickling back from a worker
         out.append(report)
@@ -467,7 +488,12 @@ def load_playbook(
 ) -> Playbook:
     """Validate and build the typed model (for the engine). Raises :class:`PlaybookInvalid`."""
     names, _ = account_names(accounts_file)
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = read_text(path)
+    except YamlError as exc:
+        report = Report(str(path))
+        _yaml_diagnostics(report, exc)
+        raise PlaybookInvalid(report) from None
     return playbook_from_report(validate_text(text, str(path), names))
 
 

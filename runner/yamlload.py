@@ -16,6 +16,8 @@ PyYAML composes the node graph (libyaml when available); we construct plain data
 from __future__ import annotations
 
 import datetime as dt
+import os
+import pathlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,12 @@ MAX_BYTES = 1 << 20  # 1 MiB
 MAX_DEPTH = 64
 MAX_NODES = 100_000  # every node constructed, alias re-visits included
 MAX_ALIAS_NODES = 10_000  # nodes constructed again because an alias pointed at them
+# Numbers: below 10**15 (a quadrillion: beyond any price, quantity or notional) with at most 10 decimal
+# places, so a value divided by a tick or a lot keeps its quotient inside Decimal's 28 exact digits (1e309
+# made the tick check raise DivisionImpossible) and every int fits a 64-bit database column.
+MAX_INT_DIGITS = 15
+MAX_PLACES = 10
+_RANGE_HINT = f"write at most {MAX_INT_DIGITS} digits before the decimal point and {MAX_PLACES} after"
 
 PathElem = str | int
 Path = tuple[PathElem, ...]
@@ -186,15 +194,22 @@ class _Constructor:
             return value
         if tag == INT:
             if _INT_RE.fullmatch(value):
+                if len(value.lstrip("+-")) > MAX_INT_DIGITS:  # before int(): 5,000 digits raise ValueError
+                    self.error(node, f"number {value[:40]} is out of range: {_RANGE_HINT}")
+                    return value
                 return int(value)
             self.error(node, f"{value!r} is not a plain decimal integer")
             return value
         if tag == FLOAT:
             try:
-                return Decimal(value)
+                number = Decimal(value)
             except InvalidOperation:
                 self.error(node, f"{value!r} is not a decimal number")
                 return value
+            if not _in_range(number):
+                self.error(node, f"number {value[:40]} is out of range: {_RANGE_HINT}")
+                return value
+            return number
         if tag == BOOL:
             if value in _BOOLS:
                 return _BOOLS[value]
@@ -213,6 +228,16 @@ class _Constructor:
             return value
         self.error(node, f"tag {tag!r} is not allowed: playbooks use plain YAML only")
         return value
+
+
+def _in_range(number: Decimal) -> bool:
+    """Below 10**MAX_INT_DIGITS with at most MAX_PLACES significant decimal places (exact: no context)."""
+    _sign, digits, exp = number.as_tuple()
+    assert isinstance(exp, int)  # Decimal() of our FLOAT pattern is finite
+    trailing_zeros = len(digits) - len(bytes(digits).rstrip(b"\0"))  # they carry no decimal places
+    if not any(digits):
+        return True
+    return number.adjusted() < MAX_INT_DIGITS and exp + trailing_zeros >= -MAX_PLACES
 
 
 class _Abort(Exception):
@@ -290,6 +315,24 @@ def _child(node: Node, elem: PathElem, depth: int) -> tuple[Node | None, Node] |
         if found is not None:
             return found
     return None
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """A YAML file's text (playbooks, accounts, risk, calendars): see :func:`decode`. OSError passes."""
+    return decode(pathlib.Path(path).read_bytes(), str(path))
+
+
+def decode(data: bytes, filename: str) -> str:
+    """UTF-8 text, or a :class:`YamlError` positioned at the first byte that is not (the same clear error
+    wherever a user's file is read, never a UnicodeDecodeError)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        col = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
+        message = f"not UTF-8 text (byte 0x{data[exc.start]:02x}): save the file as UTF-8"
+        raise YamlError(filename, line, col, message) from None
 
 
 def load_yaml(text: str, filename: str = "<string>") -> Loaded:

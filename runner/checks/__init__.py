@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runner.checks import header, instruments, modify, orders, references, shapes, spreads, timing
+from runner.checks import durations, header, instruments, modify, orders, references, shapes, spreads, timing
 from runner.checks.doc import Doc
 from runner.checks.sink import Sink
 
@@ -36,6 +36,7 @@ CHECKS: tuple[Check, ...] = (
     shapes.check_square_off_steps,
     timing.check_step_times,
     timing.check_time_order,
+    durations.check_durations,
 )
 
 

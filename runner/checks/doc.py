@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from runner.durations import DurationError, parse_duration
+
 if TYPE_CHECKING:
     from runner.validate import AccountNames
 
 Path = tuple[str | int, ...]
 
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
-_DURATION_RE = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
 DERIVATIVES = frozenset({"NFO", "BFO", "MCX", "CDS"})
 CASH = frozenset({"NSE", "BSE"})
 ORDER_KINDS = ("place", "spread")
@@ -128,15 +129,12 @@ def fmt_time(t: dt.time) -> str:
     return t.strftime("%H:%M:%S" if t.second else "%H:%M")
 
 
-def duration(text: str) -> dt.timedelta:
-    text = text.strip()
-    if text.isdigit():
-        return dt.timedelta(seconds=int(text))
-    m = _DURATION_RE.fullmatch(text)
-    if not m:
-        return dt.timedelta(0)
-    h, mi, s, ms = (int(g) if g else 0 for g in m.groups())
-    return dt.timedelta(hours=h, minutes=mi, seconds=s, milliseconds=ms)
+def duration(text: str) -> dt.timedelta | None:
+    """The duration, or None when it is malformed or too long (:mod:`runner.checks.durations` reports it)."""
+    try:
+        return parse_duration(text)
+    except DurationError:
+        return None
 
 
 def instrument_label(spec: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ import datetime as dt
 from functools import cache
 from typing import Any
 
+from runner import durations
 from runner.checks.doc import Doc, Path, duration, parse_time
 from runner.checks.sink import Sink, did_you_mean, short
 
@@ -46,7 +47,8 @@ def check_schedule(doc: Doc, sink: Sink) -> None:
             sink.add(("schedule", "between", 1), "the window ends before it starts")
     if "days" in sched and "daily" not in sched:
         sink.add(("schedule", "days"), "days only applies to daily", "use cron for other patterns", key=True)
-    if "every" in sched and duration(sched["every"]) <= dt.timedelta(0):
+    every = duration(sched["every"]) if "every" in sched else None
+    if every is not None and every <= dt.timedelta(0):
         sink.add(("schedule", "every"), "every must be longer than zero")
     if "late" in sched:
         check_late(sink, ("schedule", "late"), sched["late"])
@@ -82,7 +84,14 @@ def _cron_problem(expr: str, tz: str) -> str | None:
 
 
 def check_late(sink: Sink, path: Path, late: str) -> None:
-    if late.startswith("run-within ") and duration(late.split(" ", 1)[1]) <= dt.timedelta(0):
+    if not late.startswith("run-within "):
+        return
+    try:
+        window = durations.parse_duration(late.split(" ", 1)[1])
+    except durations.DurationError as exc:
+        sink.add(path, f"run-within: {exc}", durations.HINT)
+        return
+    if window <= dt.timedelta(0):
         sink.add(path, "run-within needs a duration longer than zero")
 
 

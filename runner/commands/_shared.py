@@ -185,9 +185,13 @@ def calendar_refusal(
     (08:50 for a 09:20 entry) is fine; only a closed day or a finished session is refused."""
     if calendar is None or not account.enforce_calendar:
         return None
-    from runner.calendars import load_calendar
+    from runner.calendars import CalendarError, load_calendar
+    from runner.yamlload import YamlError
 
-    cal = load_calendar(calendar)
+    try:
+        cal = load_calendar(calendar)
+    except (CalendarError, YamlError) as exc:  # a user's override file ($RUNNER_CALENDARS), positioned
+        raise CommandError(EXIT_INVALID, str(exc)) from None
     local = now.astimezone(cal.tz)
     day = local.date()
     name = f"{cal.exchange} calendar {cal.version}"

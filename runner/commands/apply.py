@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         content = Path(plan.source.path).read_text()
     except OSError as exc:
         return _refuse(args, [f"playbook {plan.source.path}: cannot read: {exc.strerror}"])
+    except UnicodeDecodeError:  # planned as UTF-8 (validated), so it changed since
+        return _refuse(args, [f"playbook {plan.source.path}: no longer UTF-8 text: changed since the plan"])
     changed = playbook_drift(plan, content)
     if changed:
         return _refuse(args, changed)

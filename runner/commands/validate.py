@@ -47,11 +47,12 @@ def run(args: argparse.Namespace) -> int:
     from runner.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 
     missing = [p for p in args.paths if not os.path.exists(p)]
-    if args.accounts and not os.path.isfile(args.accounts):
+    for path in missing:
+        print(f"runner validate: error: no such file or directory: {path}", file=sys.stderr)
+    if args.accounts and not os.path.isfile(args.accounts):  # a directory too: same words as `run`
+        print(f"runner validate: error: {args.accounts}: no such accounts file", file=sys.stderr)
         missing.append(args.accounts)
     if missing:
-        for path in missing:
-            print(f"runner validate: error: no such file or directory: {path}", file=sys.stderr)
         return EXIT_USAGE
 
     from runner.validate import expand_paths, validate_paths
