@@ -402,8 +402,20 @@ class Engine:
     async def execute(self) -> RunReport:
         try:
             return await self._execute()
+        except Exception as exc:  # the journal failing (disk full), an error outside any step: closed
+            self._close_aborted(exc)
+            raise
         finally:
             self._drop_lease()  # also when an error escapes the run
+
+    def _close_aborted(self, exc: Exception) -> None:
+        """FAILED with the reason, if still RUNNING, so no run is left `running` by an error escaping it.
+        Best effort: the error may be the journal itself (the caller reports it either way)."""
+        why = f"aborted: {type(exc).__name__}: {exc}"
+        try:
+            self.journal.close_interrupted_run(self.run_id, self.clock.now(), why, RunStatus.FAILED)
+        except Exception as also:
+            self.log.error("run_not_closed", error=why, close_error=f"{type(also).__name__}: {also}")
 
     async def _execute(self) -> RunReport:
         await self.prepare()

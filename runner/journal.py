@@ -905,10 +905,12 @@ class Journal:
         values = {"status": status.value, "finished_at": now, "updated_at": now, "message": message}
         self._write(_UPD_RUN_FINISH, {"b_run": run_id, **values})
 
-    def close_interrupted_run(self, run_id: str, now: dt.datetime, message: str) -> None:
-        """INTERRUPTED with ``message``, only if the run is still RUNNING (its daemon died mid-run)."""
-        values = {"status": RunStatus.INTERRUPTED.value, "finished_at": now, "updated_at": now}
-        values["message"] = message
+    def close_interrupted_run(
+        self, run_id: str, now: dt.datetime, message: str, status: RunStatus = RunStatus.INTERRUPTED
+    ) -> None:
+        """``status`` (INTERRUPTED: its daemon died mid-run) with ``message``, only if the run is still
+        RUNNING."""
+        values = {"status": status.value, "finished_at": now, "updated_at": now, "message": message}
         self._write(_UPD_RUN_INTERRUPTED, {"b_run": run_id, "b_running": RunStatus.RUNNING.value, **values})
 
     def reopen_run(self, run_id: str, now: dt.datetime) -> None:

@@ -192,6 +192,28 @@ async def test_a_run_that_cannot_connect_is_closed_failed_with_the_reason(tmp_pa
     )
 
 
+async def test_a_journal_failing_mid_run_leaves_the_run_closed_failed_not_running(tmp_path, monkeypatch):
+    """A full disk refuses the step's write; the error escapes the run (exit 5 at the CLI) and the run
+    is closed FAILED with the reason where the journal still takes that one small update."""
+    import sqlite3
+
+    from runner.journal import Journal
+
+    env = make_env(tmp_path)
+    real = Journal.finish_step
+
+    def full(self, run_id, step_id, *args, **kw):
+        if step_id == "tidy":
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, run_id, step_id, *args, **kw)
+
+    monkeypatch.setattr(Journal, "finish_step", full)
+    with pytest.raises(sqlite3.OperationalError):
+        await env.run(playbook(ENTRY_EXIT))
+    (run,) = env.journal.list_runs()
+    assert run.status is RunStatus.FAILED and "disk is full" in run.message, run
+
+
 async def test_an_interrupt_starts_no_step_and_closes_the_run_interrupted(tmp_path):
     env = make_env(tmp_path)
     interrupt = Interrupt()
