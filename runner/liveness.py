@@ -73,7 +73,10 @@ def _start_ticks(pid: int) -> str | None:
             pass
         return ""
     # Field 22; the command name (field 2) may hold spaces and parentheses: split after its last ')'.
-    return stat.rpartition(")")[2].split()[19]
+    fields = stat.rpartition(")")[2].split()
+    if fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent: dead all the same
+        return None
+    return fields[19]
 
 
 def host_id() -> str:

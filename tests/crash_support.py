@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 
+from runner.commands._shared import exit_code
+
 if TYPE_CHECKING:
     from runner.brokers.base import Broker
 
@@ -278,7 +280,7 @@ class Harness:
 
                 apply(self.mutation)
             report = asyncio.run(self._rehearse(gap, pb, die))
-            code = 0 if report.ok else 3
+            code = exit_code(report)  # as `runner run` exits: 0, 3 failed, 4 refused
         finally:
             os._exit(code)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+import time
 
 import sqlalchemy as sa
 
@@ -61,3 +62,21 @@ def test_register_twice_keeps_one_row(tmp_path) -> None:  # type: ignore[no-unty
     reg.register(me, "apply")
     with reg.engine.connect() as conn:
         assert conn.execute(sa.select(processes.c.command)).scalars().all() == ["apply"]
+
+
+def test_a_killed_process_not_yet_reaped_is_dead() -> None:
+    """A SIGKILLed `runner run` whose parent has not waited for it yet is a zombie: /proc still shows
+    its pid and start time, but it holds nothing any more (found by the crash bench: a square-off waited
+    60 s for a lease held by a zombie)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        ident = ProcessIdentity(ProcessIdentity.current().host, child.pid, "")
+        assert local_alive(ident) is True
+        child.kill()
+        for _ in range(200):  # the kill lands asynchronously; never reaped in this loop
+            if local_alive(ident) is False:
+                break
+            time.sleep(0.01)
+        assert local_alive(ident) is False
+    finally:
+        child.wait()
