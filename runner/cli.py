@@ -55,6 +55,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "halt": ("kill switch: stop new orders and cancel open ones", "runner.commands.halt"),
     "resume": ("lift a halt", "runner.commands.resume"),
     "sim": ("start a loopback broker simulator", "runner.commands.sim"),
+    "db": ("journal schema: show its revision, upgrade it", "runner.commands.db"),
 }
 
 EPILOG = """exit codes: 0 ok, 1 invalid input, 2 usage error, 3 step failed, 4 refused,
@@ -168,6 +169,9 @@ def _classify(exc: BaseException) -> tuple[int, list[str]]:
     errors = sys.modules.get("runner.errors")
     if errors is not None and isinstance(exc, errors.BrokerError):
         return EXIT_BROKER, [f"broker error: {type(exc).__name__}: {exc}"]
+    migrations = sys.modules.get("runner.migrations")
+    if migrations is not None and isinstance(exc, migrations.SchemaTooNew):  # a newer release's journal
+        return EXIT_BROKER, [str(exc)]
     sa_exc = sys.modules.get("sqlalchemy.exc")
     if sa_exc is not None:
         if isinstance(exc, sa_exc.ArgumentError):
