@@ -57,6 +57,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "halt": ("kill switch: stop new orders and cancel open ones", "runner.commands.halt"),
     "resume": ("lift a halt", "runner.commands.resume"),
     "sim": ("start a loopback broker simulator", "runner.commands.sim"),
+    "db": ("journal schema: show its revision, upgrade it", "runner.commands.db"),
 }
 
 EPILOG = """exit codes: 0 ok, 1 invalid input, 2 usage error, 3 step failed, 4 refused,
@@ -181,6 +182,9 @@ def _classify(exc: BaseException) -> tuple[int, list[str]]:
     journal = sys.modules.get("runner.journal")
     if journal is not None and isinstance(exc, journal.RunBusy):  # one run id, one process
         return EXIT_REFUSED, [str(exc)]
+    migrations = sys.modules.get("runner.migrations")
+    if migrations is not None and isinstance(exc, migrations.SchemaTooNew):  # a newer release's journal
+        return EXIT_BROKER, [str(exc)]
     sa_exc = sys.modules.get("sqlalchemy.exc")
     if sa_exc is not None and isinstance(exc, sa_exc.ArgumentError):
         return EXIT_USAGE, [f"journal database URL: {exc}"]

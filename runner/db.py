@@ -113,12 +113,19 @@ SCHEMA_LOCK_KEY = 0x72756E6E  # "runn"
 
 
 def create_all(engine: Engine, metadata: MetaData) -> None:
-    """``metadata.create_all`` that is safe when several processes start together on one database.
+    """Make ``metadata``'s tables usable: the journal schema checked (once per Engine: one read of the
+    version table) and created or upgraded by :func:`runner.migrations.ensure`, which owns every
+    registered MetaData. An unregistered one (a module not yet listed there) gets ``create_all``.
 
     PostgreSQL's CREATE TABLE is not idempotent under concurrency: two processes both see a table
     missing and the slower one fails on ``pg_type_typname_nsp_index``. An advisory lock held for the
     transaction makes them take turns; the second finds the tables there. SQLite's BEGIN IMMEDIATE
     already serializes."""
+    from runner import migrations
+
+    migrations.ensure(engine)
+    if migrations.is_registered(metadata):
+        return
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
