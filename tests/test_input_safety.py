@@ -237,7 +237,7 @@ def test_group_commit_on_a_full_disk_raises_what_the_cli_maps(tmp_path: Path) ->
     now = dt.datetime(2026, 12, 1, 9, 15, tzinfo=dt.UTC)
     big = "x" * 100_000  # more than the free space of any page: SQLite needs a new one
     run = {"run_id": big, "playbook": "p", "account": "paper", "mode": "live", "scheduled_for": now,
-           "starts": 1, "status": "running"}  # fmt: skip
+           "starts": 1, "status": "running", "owner": None, "timezone": "UTC"}  # fmt: skip
     step = {"run_id": big, "step_id": "s", "position": 0, "kind": "place", "outcome": "running"}
     request = OrderRequest("cid-1", Instrument("NSE", "RELIANCE"), Side.BUY, 1)
     intent = Intent("cid-1", big, "paper", "s", "s", 0, 0, Purpose.ENTRY, request, now)
