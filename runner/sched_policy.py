@@ -173,6 +173,11 @@ class PeerWatch:
                 out.add(peer)
         return out
 
+    def forgive(self, now: dt.datetime) -> None:
+        """The journal refused writes for a while (our own heartbeat could not land): no peer's could
+        either, so every peer's silence so far proves nothing; count from ``now`` again."""
+        self._seen = {peer: (beat, now) for peer, (beat, _) in self._seen.items()}
+
 
 def interrupted_item(row: FireRow) -> CatchUpItem:
     return CatchUpItem(

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,10 @@ class Quiet:
 
 
 class Heartbeat:
-    """Writes the heartbeat every ``interval`` and the status payload when something changed."""
+    """Writes the heartbeat every ``interval`` and the status payload when something changed, in a
+    worker thread: a journal locked by another process (SQLite's busy timeout is 30 s) delays the beat,
+    never the event loop. :meth:`obstructed` tells the peer sweep when a beat could not land promptly:
+    while the journal refuses our writes, it refuses our peers' too, so their silence proves nothing."""
 
     def __init__(
         self,
@@ -126,6 +130,16 @@ class Heartbeat:
         self.quiet = quiet
         self.interval = interval
         self.dirty = True
+        self._writing_since: float | None = None  # time.monotonic() when the beat in flight began
+        self._slow = False  # a beat took longer than ``interval`` since the last obstructed() call
+
+    def obstructed(self) -> bool:
+        """Whether a beat took longer than ``interval`` (or one has been in flight that long) since the
+        previous call: the journal was not taking writes for a while. Real time, whatever the clock."""
+        since = self._writing_since
+        slow = self._slow or (since is not None and time.monotonic() - since > self.interval)
+        self._slow = False
+        return slow
 
     def touch(self) -> None:
         """The status changed: write it with the next heartbeat."""
@@ -138,11 +152,16 @@ class Heartbeat:
             if self.dirty:
                 self.dirty = False
                 status = self.status()
+            self._writing_since = started = time.monotonic()
             try:
                 await asyncio.to_thread(self.store.heartbeat, self.clock.now(), status)
             except Exception:
                 log.exception("heartbeat write failed")
                 self.dirty = True
+            finally:
+                self._writing_since = None
+                if time.monotonic() - started > self.interval:
+                    self._slow = True
             await asyncio.sleep(self.interval)
 
     async def stopped(self) -> None:

@@ -330,12 +330,21 @@ class Daemon:
         within ``ALIVE_WITHIN``, or the other half of an HA pair; judged by :class:`PeerWatch`): marked
         UNKNOWN and their runs closed, as the start-up catch-up does. Never re-run."""
         now = self.clock.now()
-        items = await asyncio.to_thread(mark_interrupted, self.store, now, lambda d: self.peers.gone(d, now))
+        if self.heartbeat.obstructed():  # a locked journal stalls every daemon's beats, not just a dead one's
+            self.peers.forgive(now)
+        items = await asyncio.to_thread(mark_interrupted, self.store, now, lambda d: self._gone(d, now))
         for item in items:
             log.error("fire of a dead daemon: %s", item.line())
         if items:
             self._touch()
         return items
+
+    def _gone(self, daemons: Any, now: dt.datetime) -> set[str]:
+        """Judged in the sweep's worker thread, after its read of the daemons: a beat of ours stuck
+        behind a lock taken meanwhile still counts (the peers' are stuck behind it too)."""
+        if self.heartbeat.obstructed():
+            self.peers.forgive(now)
+        return self.peers.gone(daemons, now)
 
     async def _sweep_loop(self) -> None:
         while True:
