@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,24 @@ account_leases = sa.Table(
     sa.Column("step_id", sa.String(64)),
     sa.Column("acquired_at", UTCDateTime(), nullable=False),  # database clock; the compare-and-set key
 )
+
+
+@functools.cache
+def _fast_statements() -> tuple[Any, ...]:
+    """Compiled once per dialect by the journal's fast path (runner.journal imports late: no cycle)."""
+    from runner.journal import _insert, _Stmt
+
+    c = account_leases.c
+    b_account: Any = sa.bindparam("b_account")
+    mine = (c.account == b_account, c.holder == sa.bindparam("b_holder"), c.run_id == sa.bindparam("b_run"))
+    excl = f"'{LeaseMode.EXCLUSIVE.value}'"  # a literal: the fast path binds only named parameters
+    return (
+        _Stmt(sa.select(account_leases).where(c.account == b_account)),
+        _Stmt(sa.select(account_leases).where(c.account == b_account, c.mode == sa.literal_column(excl))),
+        _Stmt(account_leases.delete().where(*mine)),
+        _insert(account_leases, "account", "holder", "run_id", "mode", "step_id", "acquired_at"),
+        _Stmt(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.bindparam("key"))))),
+    )
 
 
 class LeaseMode(enum.StrEnum):
@@ -118,11 +137,18 @@ class AccountLeases:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def holders(self, account: str, conn: sa.Connection | None = None) -> list[LeaseRow]:
+    def holders(
+        self, account: str, conn: sa.Connection | None = None, *, against: LeaseMode | None = None
+    ) -> list[LeaseRow]:
+        """The account's lease rows; ``against``: only those that conflict with that mode (a shared
+        acquirer reads exclusive rows only: a day of shared holders must not make each arming O(n))."""
         if conn is None:
             with self.engine.connect() as c:
-                return self.holders(account, c)
-        rows = conn.execute(sa.select(account_leases).where(account_leases.c.account == account))
+                return self.holders(account, c, against=against)
+        q = sa.select(account_leases).where(account_leases.c.account == account)
+        if against is LeaseMode.SHARED:
+            q = q.where(account_leases.c.mode == LeaseMode.EXCLUSIVE.value)
+        rows = conn.execute(q)
         return [
             LeaseRow(r.account, r.holder, r.run_id, LeaseMode(r.mode), r.step_id, r.acquired_at) for r in rows
         ]
@@ -157,16 +183,22 @@ class AccountLeases:
         """The lease, or the live holders that conflict with it. Never waits."""
         holder = holder or ProcessIdentity.current().token
         me = (holder, run_id)
+        if self._acquire_uncontended(account, run_id, mode, step_id, holder):
+            return Lease(account, holder, run_id, mode, step_id)
         # Judge liveness outside the write transaction (it may read another connection); the takeover
         # below only deletes a row that is still exactly the one judged dead.
-        seen = [r for r in self.holders(account) if (r.holder, r.run_id) != me and mode.conflicts(r.mode)]
+        seen = [
+            r
+            for r in self.holders(account, against=mode)
+            if (r.holder, r.run_id) != me and mode.conflicts(r.mode)
+        ]
         dead = {(r.holder, r.run_id): r.acquired_at for r in self.dead(seen)}
         c = account_leases.c
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":  # serialize acquirers of one account (SQLite: IMMEDIATE)
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("lease:" + account))))
             live: list[LeaseRow] = []
-            for r in self.holders(account, conn):
+            for r in self.holders(account, conn, against=mode):
                 if (r.holder, r.run_id) == me or not mode.conflicts(r.mode):
                     continue
                 if dead.get((r.holder, r.run_id)) == r.acquired_at:
@@ -191,6 +223,31 @@ class AccountLeases:
                 )
         return Lease(account, holder, run_id, mode, step_id)
 
+    def _acquire_uncontended(
+        self, account: str, run_id: str, mode: LeaseMode, step_id: str | None, holder: str
+    ) -> bool:
+        """The common case in one short transaction on the journal's raw connection (compiled
+        statements, ~0.1 ms: a thousand fires armed together each take one): no conflicting row, so
+        write ours. False (nothing written) when any conflicting row exists, live or not: the general
+        path judges and takes over."""
+        from runner.journal import _fast_for
+
+        sel_all, sel_exclusive, del_mine, insert, pg_lock = _fast_statements()
+        fast = _fast_for(self.engine)
+        with fast.transaction() as t:  # SQLite: BEGIN IMMEDIATE, serialized like the general path
+            if fast.dialect.name == "postgresql":
+                t.execute(pg_lock, {"key": "lease:" + account})
+            select = sel_exclusive if mode is LeaseMode.SHARED else sel_all
+            found = t.rows(select, {"b_account": account})
+            if any((r["holder"], r["run_id"]) != (holder, run_id) for r in found):
+                return False
+            key = {"b_account": account, "b_holder": holder, "b_run": run_id}
+            t.execute(del_mine, key)
+            # acquired_at is the takeover's compare-and-set key: unique per acquisition is what counts
+            row = {"account": account, "holder": holder, "run_id": run_id, "mode": mode.value}
+            t.execute(insert, {**row, "step_id": step_id, "acquired_at": dt.datetime.now(dt.UTC)})
+        return True
+
     async def acquire(
         self,
         account: str,
@@ -214,13 +271,11 @@ class AccountLeases:
             await clock.sleep(min(POLL, max(0.0, (deadline - clock.now()).total_seconds())))
 
     def release(self, lease: Lease) -> None:
-        c = account_leases.c
-        with self.engine.begin() as conn:
-            conn.execute(
-                account_leases.delete().where(
-                    c.account == lease.account, c.holder == lease.holder, c.run_id == lease.run_id
-                )
-            )
+        from runner.journal import _fast_for
+
+        del_mine = _fast_statements()[2]
+        with _fast_for(self.engine).transaction() as t:
+            t.execute(del_mine, {"b_account": lease.account, "b_holder": lease.holder, "b_run": lease.run_id})
         _beating(self.registry).drop()
 
 
