@@ -335,6 +335,11 @@ _UPD_RUN_REOPEN = _Stmt(
         updated_at=sa.bindparam("updated_at"),
     )
 )
+_SEL_RUNNING_OF_ACCOUNT = _Stmt(
+    sa.select(runs).where(
+        runs.c.account == sa.bindparam("b_account"), runs.c.status == sa.literal_column("'running'")
+    )
+)
 _SEL_STEPS = _Stmt(sa.select(steps).where(steps.c.run_id == _B_RUN).order_by(steps.c.position))
 _SEL_STEP_ID = _Stmt(sa.select(steps.c.id).where(steps.c.run_id == _B_RUN, steps.c.step_id == _B_STEP))
 _INS_STEP = _insert(steps, "run_id", "step_id", "position", "kind", "outcome", "started_at")
@@ -873,11 +878,8 @@ class Journal:
         """Close (INTERRUPTED, saying whose process is gone and who closed it) every RUNNING run of
         ``account`` whose process is gone, so that its unsettled intents are reconciled like any
         finished run's. Conditional on the owner seen: a run reopened meanwhile stays open."""
-        with self._read() as c:
-            rows = c.execute(
-                sa.select(runs).where(runs.c.account == account, runs.c.status == RunStatus.RUNNING.value)
-            ).mappings()
-            running = [_run_from_row(r) for r in rows]
+        rows = self._fast.read(_SEL_RUNNING_OF_ACCOUNT, {"b_account": account})  # every prepare: fast path
+        running = [_run_from_row(r) for r in rows]
         closed: list[RunRecord] = []
         for run in running:
             if self.holder_alive(run):

@@ -70,7 +70,7 @@ async def test_two_square_offs_on_one_account_close_the_position_once(tmp_path):
 ENTRY_CID = "other-entry-0"
 
 
-def _in_flight_entry(env: Any, qty: int = 5) -> OrderRequest:
+def _in_flight_entry(env: Any, qty: int = 5, owner: str | None = None) -> OrderRequest:
     """Another live run (RUNNING) has journaled an entry whose request has not left yet."""
     run = "20260302-091500-otherrun"
     env.journal.start_run(
@@ -80,7 +80,7 @@ def _in_flight_entry(env: Any, qty: int = 5) -> OrderRequest:
         scheduled_for=at(9, 15),
         mode="run",
         now=env.clock.now(),
-        owner=ProcessIdentity.current().token,  # a live owner: its intents are its to settle
+        owner=owner or ProcessIdentity.current().token,  # a live owner: its intents are its to settle
     )
     request = OrderRequest(ENTRY_CID, RELIANCE, Side.BUY, qty, product=Product.MIS)
     env.journal.add_intent(
@@ -117,6 +117,32 @@ async def test_square_off_refuses_while_another_runs_order_stays_in_flight(tmp_p
     held = {p.instrument.key: p.quantity for p in await env.broker().positions()}
     assert held[RELIANCE.key] == 10
     assert [o.client_order_id for o in await env.broker().orders()] == ["seed"]
+
+
+async def test_square_off_stops_waiting_once_the_in_flight_orders_owner_dies(tmp_path, monkeypatch):
+    """The other run's process dies while the square-off waits for its order: nobody will ever settle
+    it, so the run is closed (interrupted) and its order reconciled, not waited for until refused."""
+    env = make_env(tmp_path)
+    await _long_reliance(env)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    gone = ProcessIdentity(host_id(), child.pid, "1").token
+    from runner.journal import Journal as J
+
+    real = J.close_dead_runs
+    calls: list[int] = []
+
+    def dies_after_prepare(self, *a, **kw):  # prepare's sweep still sees it alive; then it dies
+        calls.append(1)
+        return [] if len(calls) == 1 else real(self, *a, **kw)
+
+    monkeypatch.setattr(J, "close_dead_runs", dies_after_prepare)
+    _in_flight_entry(env, owner=gone)
+    env.clock.advance(120)  # past absent_after: the lookup proves it never arrived
+    report = await env.run(playbook(SQUARE_OFF, name="sq"), busy_wait=30.0)
+    assert env.steps(report) == {"sq": "succeeded"}, report.steps[0].message
+    assert env.journal.get_run("20260302-091500-otherrun").status is RunStatus.INTERRUPTED
+    assert len(calls) == 2  # closed at the first poll, not after 30 s of waiting
 
 
 async def test_a_finished_runs_order_is_reconciled_not_waited_for(tmp_path):

@@ -261,6 +261,9 @@ async def others_settled(ctx: RunContext) -> str | None:
                 "to settle them; nothing sent"
             )
         waited = True
+        # an owner that died meanwhile will never settle its orders: closed here, reconciled below
+        if gw.journal.close_dead_runs(gw.account, ctx.clock.now(), closer=f"square-off run {ctx.run_id}"):
+            continue
         await ctx.clock.sleep(gw.tuning.poll_interval)
     if waited:  # a run that finished meanwhile left its unsettled intents to the account's next run: us
         await gw.reconcile()
