@@ -36,10 +36,10 @@ from runner.engine import RunOptions, execute
 from runner.gateway import Gateway
 from runner.journal import Journal
 from runner.model import Instrument, OrderRequest, OrderType, Side
-from runner.playbook import Playbook
+from runner.playbook.models import Playbook
+from runner.playbook.yamlload import load_yaml
 from runner.prices import StepPath
 from runner.risk import RiskChecker
-from runner.yamlload import load_yaml
 
 IST = ZoneInfo("Asia/Kolkata")
 START = dt.datetime(2026, 3, 2, 9, 20, tzinfo=IST)

@@ -24,7 +24,7 @@ from runner.interrupt import Interrupt
 from runner.journal import Journal
 from runner.model import Modification, MultilegRequest, Order, OrderRequest
 from runner.planning import CallOp, Plan, PlannedCall, drift, observe
-from runner.playbook import Playbook
+from runner.playbook.models import Playbook
 from runner.risk import RiskConfig
 
 

@@ -140,7 +140,7 @@ def _session(body: Any, where: str) -> Session:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    from runner.yamlload import load_yaml, read_text
+    from runner.playbook.yamlload import load_yaml, read_text
 
     value = load_yaml(read_text(path), str(path)).value
     if not isinstance(value, dict):

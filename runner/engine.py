@@ -45,7 +45,7 @@ from runner.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mod
 from runner.liveness import ProcessIdentity
 from runner.logs import get_logger
 from runner.model import Modification, MultilegRequest, Order, OrderRequest
-from runner.playbook import Playbook, parse_duration
+from runner.playbook.models import Playbook, parse_duration
 from runner.risk import RiskChecker, RiskConfig, RiskRefused
 from runner.steps import EXIT_KINDS, HANDLERS, RunContext, StepResult
 from runner.steps.common import StepError, build_request

@@ -33,7 +33,7 @@ from runner.ids import client_order_id
 from runner.ids import run_id as make_run_id
 from runner.journal import Journal, Purpose, StepOutcome
 from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
-from runner.playbook import (
+from runner.playbook.models import (
     CancelStep,
     LtpPrice,
     ModifyStep,

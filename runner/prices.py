@@ -292,7 +292,7 @@ def _shipped_references() -> ReferenceBook:
 
 
 def _read_references(path: Path) -> ReferenceBook:
-    from runner.yamlload import load_yaml  # floats arrive as Decimal from their source text
+    from runner.playbook.yamlload import load_yaml  # floats arrive as Decimal from their source text
 
     doc = load_yaml(path.read_text(encoding="utf-8"), str(path)).value
     try:

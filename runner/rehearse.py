@@ -18,7 +18,7 @@ from runner.engine import RunOptions, RunReport, execute
 from runner.gateway import Observer, Tuning
 from runner.ids import run_id as make_run_id
 from runner.journal import Journal
-from runner.playbook import Playbook, parse_time
+from runner.playbook.models import Playbook, parse_time
 from runner.risk import RiskConfig
 
 SESSION_OPEN = dt.time(9, 15)

@@ -25,7 +25,7 @@ from typing import Annotated, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from runner.model import Instrument, OrderRequest, OrderType
-from runner.playbook import Limits, Playbook
+from runner.playbook.models import Limits, Playbook
 
 ENV_VAR = "RUNNER_RISK"
 
@@ -57,7 +57,7 @@ def load_risk_config(path: str | os.PathLike[str] | None = None) -> RiskConfig:
     path = path or os.environ.get(ENV_VAR)
     if not path:
         return RiskConfig()
-    from runner.yamlload import load_yaml, read_text
+    from runner.playbook.yamlload import load_yaml, read_text
 
     p = Path(path)
     doc = load_yaml(read_text(p), filename=str(p)).value

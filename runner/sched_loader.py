@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.playbook import Playbook
+from runner.playbook.models import Playbook
 from runner.sched_rules import Rule, build_rule, format_local, late_window
 
 log = logging.getLogger("runner.scheduler")
@@ -38,9 +38,9 @@ def content_version(data: bytes) -> str:
 
 
 def load_playbook_file(path: Path, accounts: Any = None) -> Loaded:
-    """Read, validate (:mod:`runner.validate`: schema + semantics) and model one playbook file.
-    ``accounts`` is :func:`runner.validate.account_names`' result; None skips the account check."""
-    from runner.validate import playbook_from_report, validate_bytes
+    """Read, validate (:mod:`runner.playbook.validate`: schema + semantics) and model one playbook file.
+    ``accounts`` is :func:`runner.playbook.validate.account_names`' result; None skips the account check."""
+    from runner.playbook.validate import playbook_from_report, validate_bytes
 
     try:
         data = path.read_bytes()
@@ -99,7 +99,7 @@ class PlaybookDirectory:
         on_unschedule: Callable[[Entry], None],
     ) -> None:
         self.path = path
-        self.account_names = account_names  # runner.validate.AccountNames; None skips the check
+        self.account_names = account_names  # runner.playbook.checks.doc.AccountNames; None skips the check
         self.on_schedule = on_schedule  # (new entry, the one it replaces): arm it
         self.on_unschedule = on_unschedule
         self.entries: dict[str, Entry] = {}

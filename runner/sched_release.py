@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from runner.clock import Clock
 from runner.fires import ClaimBatcher, FireState, FireStore
-from runner.playbook import Playbook
+from runner.playbook.models import Playbook
 
 log = logging.getLogger("runner.scheduler")
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
-from runner.playbook import Schedule, parse_duration, parse_time
+from runner.playbook.models import Schedule, parse_duration, parse_time
 
 CATCH_UP_MAX = 10_000  # slots listed per playbook in a catch-up report
 _DOW = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}

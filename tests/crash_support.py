@@ -132,8 +132,8 @@ def restart_gap(rng: random.Random, mode: Mode) -> float:
 
 
 def _playbook(text: str = CRASH_PLAYBOOK) -> Any:
-    from runner.playbook import Playbook
-    from runner.yamlload import load_yaml
+    from runner.playbook.models import Playbook
+    from runner.playbook.yamlload import load_yaml
 
     return Playbook.model_validate(load_yaml(text).value)
 

@@ -21,9 +21,9 @@ from runner.gateway import EngineEvent, Tuning
 from runner.journal import Journal
 from runner.matching import MatchingConfig
 from runner.model import Instrument
-from runner.playbook import Playbook
+from runner.playbook.models import Playbook
+from runner.playbook.yamlload import load_yaml
 from runner.prices import StepPath
-from runner.yamlload import load_yaml
 
 IST = ZoneInfo("Asia/Kolkata")
 DAY = dt.date(2026, 3, 2)  # a Monday

@@ -20,9 +20,9 @@ from runner.control import ControlState, ControlView, GuardedBroker, Mode
 from runner.engine import RunOptions, execute
 from runner.journal import Journal, StepOutcome
 from runner.model import OrderStatus
-from runner.playbook import Playbook
+from runner.playbook.models import Playbook
+from runner.playbook.yamlload import load_yaml
 from runner.sims.alphapoint import AlphaPointSim
-from runner.yamlload import load_yaml
 
 PLAYBOOK = textwrap.dedent("""\
     version: 1

@@ -66,7 +66,7 @@ def settle(tmp: Path, now: dt.datetime) -> None:
     from runner.engine import Engine, RunOptions
     from runner.journal import Journal, RunStatus
     from runner.matching import MatchingConfig
-    from runner.validate import load_playbook
+    from runner.playbook.validate import load_playbook
 
     path = tmp / "settle.yaml"  # not in the daemon's directory
     steps = '  - {kind: wait, id: noon, until: "12:00"}\n'

@@ -33,10 +33,10 @@ from runner.instruments import InstrumentMaster
 from runner.journal import Journal, RunStatus
 from runner.matching import MatchingConfig, MatchingEngine
 from runner.model import Side
-from runner.playbook import PlaceStep, Playbook, SpreadStep, SquareOffStep
+from runner.playbook.models import PlaceStep, Playbook, SpreadStep, SquareOffStep
+from runner.playbook.yamlload import load_yaml
 from runner.prices import StepPath
 from runner.steps.common import build_request
-from runner.yamlload import load_yaml
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cross"
 PLAYBOOK = FIXTURES / "cross.yaml"
@@ -259,7 +259,7 @@ async def one_go(kind: str, mp: pytest.MonkeyPatch, tmp: Path) -> Result:
 
 
 def test_the_playbook_is_valid_and_trades_only_instruments_of_the_shared_master() -> None:
-    from runner.validate import validate_text
+    from runner.playbook.validate import validate_text
 
     report = validate_text(PLAYBOOK.read_text(), filename=str(PLAYBOOK))
     assert report.ok, [d.message for d in report.errors]

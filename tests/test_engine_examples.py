@@ -20,9 +20,9 @@ from runner.db import make_engine
 from runner.engine import RunOptions, execute
 from runner.journal import Journal
 from runner.model import OrderType, Product
-from runner.playbook import LtpPrice, Playbook
+from runner.playbook.models import LtpPrice, Playbook
+from runner.playbook.validate import load_playbook
 from runner.prices import StepPath
-from runner.validate import load_playbook
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "playbooks").glob("*.yaml"))
 DAY = dt.date(2026, 3, 2)

@@ -74,8 +74,9 @@ def test_run_reports_huge_values_as_invalid_input(
 
 
 def test_one_duration_parser_bounded_by_a_trading_day() -> None:
-    from runner import durations, playbook
-    from runner.checks import doc
+    from runner.playbook import durations
+    from runner.playbook import models as playbook
+    from runner.playbook.checks import doc
 
     assert playbook.parse_duration is durations.parse_duration
     assert doc.parse_duration is durations.parse_duration

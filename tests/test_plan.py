@@ -72,7 +72,7 @@ async def _plan(env, pb, broker=None, text="", **kw):
 
 
 def _load(path: Path):
-    from runner import validate
+    from runner.playbook import validate
 
     return validate.load_playbook(str(path), None)
 

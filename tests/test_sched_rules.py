@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from runner.playbook import Schedule
+from runner.playbook.models import Schedule
 from runner.sched_rules import build_rule, late_window, localize
 
 UTC = dt.UTC

@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel
 
 from runner.accounts import Account, AccountsFile
-from runner.playbook import Playbook
+from runner.playbook.models import Playbook
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 # Hand-schema objects with no model of their own: the `kind` dispatcher.
@@ -165,7 +165,7 @@ def test_drift_is_detected() -> None:
 
 def test_ltp_offset_syntax_is_one_pattern() -> None:
     """The schema's offset syntax, the model's and the resolver's are the same regex."""
-    from runner.relprice import OFFSET_PATTERN
+    from runner.playbook.ltp_offsets import OFFSET_PATTERN
 
     hand = _load("playbook.v1.json")
     assert hand["$defs"]["LtpOffset"]["pattern"] == OFFSET_PATTERN

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.validate import AccountNames, playbook_from_report, validate_text
+from runner.playbook.checks.doc import AccountNames
+from runner.playbook.validate import playbook_from_report, validate_text
 
 CASES = Path(__file__).resolve().parent / "playbooks_cases"
 ACCOUNTS = AccountNames(frozenset({"paper", "zerodha_main"}), "accounts.yaml")

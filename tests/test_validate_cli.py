@@ -12,7 +12,7 @@ import pytest
 
 from runner.accounts import find_accounts_file
 from runner.cli import main
-from runner.validate import _find_accounts_file, load_playbook, validate_paths
+from runner.playbook.validate import _find_accounts_file, load_playbook, validate_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOKS = ROOT / "playbooks"

@@ -8,8 +8,17 @@ from decimal import Decimal
 import pytest
 
 from runner.model import Side
-from runner.relprice import NoReferencePrice, Offset, PriceRole, Unit, offset_hint, parse_offset, resolve
-from runner.validate import AccountNames, playbook_from_report, validate_text
+from runner.playbook.checks.doc import AccountNames
+from runner.playbook.ltp_offsets import (
+    NoReferencePrice,
+    Offset,
+    PriceRole,
+    Unit,
+    offset_hint,
+    parse_offset,
+    resolve,
+)
+from runner.playbook.validate import playbook_from_report, validate_text
 
 ACCOUNTS = AccountNames(frozenset({"paper"}))
 HEAD = """\

@@ -14,8 +14,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner.validate import AccountNames, _fast, _validator, playbook_from_report, validate_text
-from runner.yamlload import YamlError, load_yaml, to_json
+from runner.playbook.checks.doc import AccountNames
+from runner.playbook.validate import _fast, _validator, playbook_from_report, validate_text
+from runner.playbook.yamlload import YamlError, load_yaml, to_json
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "playbooks").glob("*.yaml")) + sorted(

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from runner.yamlload import MAX_BYTES, YamlError, load_yaml, to_json
+from runner.playbook.yamlload import MAX_BYTES, YamlError, load_yaml, to_json
 
 
 def _err(text: str) -> YamlError:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from runner.gateway import EngineEvent
     from runner.interrupt import Interrupt
     from runner.journal import Journal
-    from runner.playbook import Playbook
+    from runner.playbook.models import Playbook
     from runner.risk import RiskConfig
 
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 def load_playbook(path: str, accounts_file: str | None = None) -> Playbook:
     """Validate first (every error at once, ``file:line:col`` style), then build the typed model.
     The accounts file is checked before the playbook: an invalid one would make every account unknown."""
-    from runner import validate
+    from runner.playbook import validate
 
     check_accounts_file(accounts_file)
     try:
@@ -54,8 +54,9 @@ def load_playbook(path: str, accounts_file: str | None = None) -> Playbook:
 
 
 def check_accounts_file(accounts_file: str | None) -> None:
-    """The accounts file (explicit or found) checked by runner.validate: errors as ``file:line:col``."""
-    from runner import validate
+    """The accounts file (explicit or found) checked by runner.playbook.validate: errors as
+    ``file:line:col``."""
+    from runner.playbook import validate
 
     if accounts_file and not os.path.isfile(accounts_file):
         raise CommandError(EXIT_USAGE, f"{accounts_file}: no such accounts file")
@@ -95,7 +96,7 @@ def load_risk(path: str | None) -> RiskConfig:
 
 def _positioned(filename: str, exc: ValueError, prefix: tuple[str, ...] = ()) -> list[str]:
     """``file:line:col: error: message`` lines for a YAML or pydantic error about ``filename``."""
-    from runner.yamlload import YamlError, load_yaml
+    from runner.playbook.yamlload import YamlError, load_yaml
 
     if isinstance(exc, YamlError):
         return [f"{exc.filename}:{line}:{col}: error: {msg}" for line, col, msg in exc.errors]
@@ -186,7 +187,7 @@ def calendar_refusal(
     if calendar is None or not account.enforce_calendar:
         return None
     from runner.calendars import CalendarError, load_calendar
-    from runner.yamlload import YamlError
+    from runner.playbook.yamlload import YamlError
 
     try:
         cal = load_calendar(calendar)
@@ -278,7 +279,7 @@ def add_busy_wait_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _busy_wait(text: str) -> float:
-    from runner.playbook import parse_duration
+    from runner.playbook.models import parse_duration
 
     try:
         return parse_duration(text).total_seconds()

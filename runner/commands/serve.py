@@ -92,6 +92,7 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
     from runner.fires import FireStore, open_engine
     from runner.journal import Journal
     from runner.liveness import Heartbeat, ProcessIdentity, ProcessRegistry
+    from runner.playbook.validate import account_names
     from runner.scheduler import (
         BrokerPool,
         Daemon,
@@ -100,7 +101,6 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
         default_calendar_loader,
         new_daemon_id,
     )
-    from runner.validate import account_names
 
     try:
         accounts = load_accounts(find_accounts_file(args.accounts))

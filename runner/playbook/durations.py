@@ -1,7 +1,7 @@
 """The one duration parser: ``500ms``, ``30s``, ``2m``, ``1h30m``; a bare integer is seconds.
 
-Used by validation (:mod:`runner.checks.durations`) and at run time (:mod:`runner.playbook` re-exports it),
-so a duration the validator accepts is exactly one the engine can wait for. Bounded by
+Used by validation (:mod:`runner.playbook.checks.durations`) and at run time (:mod:`runner.playbook.models`
+re-exports it), so a duration the validator accepts is exactly one the engine can wait for. Bounded by
 :data:`MAX_DURATION`: every duration a playbook has (``after``, ``every``, timeouts, ``older_than``,
 ``late: run-within``) lives inside one trading day (orders are DAY or IOC), so anything longer is a typo,
 and refusing it keeps huge numbers away from ``timedelta`` (OverflowError) and from waits of years.

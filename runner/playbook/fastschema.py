@@ -4,8 +4,8 @@
 
 ``jsonschema`` gives precise, complete error lists but costs ~2 ms per playbook; most files are valid.
 :func:`compile_schema` turns the subset of 2020-12 our schemas use into plain closures that only
-answer "valid?" (~20x faster). :mod:`runner.validate` asks this first and runs ``jsonschema`` only for
-files that fail, so messages stay exact. An unsupported keyword is a compile error, never skipped, and
+answer "valid?" (~20x faster). :mod:`runner.playbook.validate` asks this first and runs ``jsonschema`` only
+for files that fail, so messages stay exact. An unsupported keyword is a compile error, never skipped, and
 ``tests/test_validate_props.py`` checks both agree on random mutations.
 """
 
@@ -291,5 +291,6 @@ class _Compiler:
 
 def compile_schema(schema: dict[str, Any]) -> Check:
     """A function ``instance -> bool`` equivalent to ``Draft202012Validator(schema).is_valid`` on the JSON
-    view of ``instance`` (dates compare as their ISO strings, see :func:`runner.yamlload.to_json`)."""
+    view of ``instance`` (dates compare as their ISO strings, see
+    :func:`runner.playbook.yamlload.to_json`)."""
     return _Compiler(schema).compile(schema)

@@ -1,7 +1,7 @@
 """Typed model of a playbook (language v1). ``schemas/playbook.v1.json`` is the published source of truth;
 ``tests/test_schema_drift.py`` keeps these models and the schema from drifting apart.
 
-The validator (:mod:`runner.validate`) checks the raw YAML against the JSON Schema first (for precise
+The validator (:mod:`runner.playbook.validate`) checks the raw YAML against the JSON Schema first (for precise
 ``file:line:col`` errors), then builds these models and runs the semantic checks. The engine and the
 scheduler only ever see these models.
 """
@@ -16,10 +16,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from runner.durations import DURATION_RE
-from runner.durations import parse_duration as parse_duration  # the one parser, re-exported
 from runner.model import Instrument, OptionType, OrderStatus, OrderType, Product, Side, Validity
-from runner.relprice import OFFSET_PATTERN, Offset, parse_offset
+from runner.playbook.durations import DURATION_RE
+from runner.playbook.durations import parse_duration as parse_duration  # the one parser, re-exported
+from runner.playbook.ltp_offsets import OFFSET_PATTERN, Offset, parse_offset
 
 # --- scalar syntaxes -------------------------------------------------------------------------------
 

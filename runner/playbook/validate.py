@@ -1,6 +1,6 @@
 """Playbook validation: YAML -> JSON Schema -> semantic checks, every problem as ``file:line:col``.
 
-1. :func:`runner.yamlload.load_yaml` (safe, strict, positions kept);
+1. :func:`runner.playbook.yamlload.load_yaml` (safe, strict, positions kept);
 2. the published JSON Schema (``schemas/playbook.v1.json``), validator built once per process; each error
    is mapped back to a line:col and rewritten as a short message plus a hint of what to write instead;
 3. only when the schema passes: semantic checks on the (now well-formed) data: references resolve and
@@ -24,15 +24,16 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.checks import run_checks
-from runner.checks.sink import Diagnostic, Severity, Sink, did_you_mean, kind_of, short
-from runner.relprice import offset_hint
-from runner.yamlload import Loaded, YamlError, decode, load_yaml, read_text, to_json
+from runner.playbook.checks.doc import AccountNames
+from runner.playbook.checks.sink import Diagnostic, Severity, Sink, did_you_mean, kind_of, short
+from runner.playbook.checks.suite import run_checks
+from runner.playbook.ltp_offsets import offset_hint
+from runner.playbook.yamlload import Loaded, YamlError, decode, load_yaml, read_text, to_json
 
 if TYPE_CHECKING:
-    from runner.playbook import Playbook
+    from runner.playbook.models import Playbook
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "data" / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data" / "schemas"
 PLAYBOOK_SCHEMA = "playbook.v1.json"
 ACCOUNTS_SCHEMA = "accounts.v1.json"
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -141,7 +142,7 @@ def _secretish(path: Sequence[str | int]) -> bool:
 
 @cache
 def _fast(name: str) -> Callable[[Any], bool]:
-    from runner.fastschema import compile_schema
+    from runner.playbook.fastschema import compile_schema
 
     return compile_schema(_schema(name))
 
@@ -269,14 +270,6 @@ def _time_hint(value: str) -> str | None:
 
 
 # --- accounts ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AccountNames:
-    """Names of the accounts known for validation (``paper`` always), and where they came from."""
-
-    names: frozenset[str]
-    source: str | None = None
 
 
 def _account_semantics(sink: Sink, doc: dict[str, Any]) -> None:
@@ -500,7 +493,7 @@ def load_playbook(
 def playbook_from_report(report: Report) -> Playbook:
     if not report.ok:
         raise PlaybookInvalid(report)
-    from runner.playbook import Playbook
+    from runner.playbook.models import Playbook
 
     # The schema saw dates as ISO strings (a date where text is expected, e.g. `description: 2026-01-01`,
     # is valid text): give the model the same view. Vars keep their loaded types (dates stay dates).

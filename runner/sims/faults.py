@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from runner.playbook import parse_duration
+from runner.playbook.models import parse_duration
 
 
 class Fault(enum.Enum):

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from runner.gateway import is_live
 from runner.model import Order, OrderStatus
-from runner.playbook import CancelStep, OrderCondition, OrderFilter, Playbook
+from runner.playbook.models import CancelStep, OrderCondition, OrderFilter, Playbook
 from runner.steps.common import (
     RunContext,
     StepResult,

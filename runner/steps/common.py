@@ -9,13 +9,21 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from runner import relprice
 from runner.ids import client_order_id
 from runner.journal import Intent, StepOutcome
 from runner.leases import DEFAULT_BUSY_WAIT
 from runner.model import Instrument, Order, OrderRequest, Side
-from runner.playbook import LtpPrice, OrderFields, OrderFilter, Playbook, Price, parse_duration, parse_time
-from runner.relprice import PriceRole
+from runner.playbook import ltp_offsets
+from runner.playbook.ltp_offsets import PriceRole
+from runner.playbook.models import (
+    LtpPrice,
+    OrderFields,
+    OrderFilter,
+    Playbook,
+    Price,
+    parse_duration,
+    parse_time,
+)
 
 if TYPE_CHECKING:
     from runner.clock import Clock
@@ -104,7 +112,7 @@ def resolve_price(
         return None
     try:
         if isinstance(value, LtpPrice):
-            return relprice.resolve(value.offset, ltp, tick=tick, side=side, role=role, what=what)
+            return ltp_offsets.resolve(value.offset, ltp, tick=tick, side=side, role=role, what=what)
         return pb.resolve_decimal(value)
     except ValueError as exc:
         raise StepError(str(exc)) from None

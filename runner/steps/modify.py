@@ -14,8 +14,8 @@ from decimal import Decimal
 from runner.gateway import applied, is_live
 from runner.journal import Intent, Journal, events
 from runner.model import Modification, Order, OrderStatus, OrderType, Side
-from runner.playbook import Chase, LtpPrice, ModifyStep, Playbook, Price
-from runner.relprice import PriceRole
+from runner.playbook.ltp_offsets import PriceRole
+from runner.playbook.models import Chase, LtpPrice, ModifyStep, Playbook, Price
 from runner.steps.cancel import condition_holds
 from runner.steps.common import (
     RunContext,

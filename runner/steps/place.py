@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from runner.gateway import UNSETTLED, is_live
 from runner.model import OrderStatus, OrderType
-from runner.playbook import PlaceStep
+from runner.playbook.models import PlaceStep
 from runner.steps.common import RunContext, StepResult, describe, request_for
 
 

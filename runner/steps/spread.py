@@ -15,7 +15,7 @@ from runner.brokers.base import Broker, Capability, MultilegBroker
 from runner.gateway import is_live
 from runner.journal import Purpose
 from runner.model import Order, OrderRequest, OrderStatus, OrderType
-from runner.playbook import Playbook, SpreadLeg, SpreadStep
+from runner.playbook.models import Playbook, SpreadLeg, SpreadStep
 from runner.steps.common import (
     RunContext,
     StepError,

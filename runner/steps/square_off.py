@@ -29,7 +29,7 @@ from runner.gateway import Missing, is_live
 from runner.journal import Intent, Journal, Purpose, StepOutcome
 from runner.leases import inflight_elsewhere
 from runner.model import Instrument, Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
-from runner.playbook import Playbook, SquareOffScope, SquareOffStep, TagScope
+from runner.playbook.models import Playbook, SquareOffScope, SquareOffStep, TagScope
 from runner.steps.cancel import cancel_all, open_matching
 from runner.steps.common import (
     RunContext,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from runner.journal import StepOutcome
 from runner.model import OrderStatus
-from runner.playbook import WaitStep
+from runner.playbook.models import WaitStep
 from runner.steps.common import RunContext, StepResult, current_orders, describe, wait_all
 
 

@@ -6,14 +6,19 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from runner.durations import DurationError, parse_duration
-
-if TYPE_CHECKING:
-    from runner.validate import AccountNames
+from runner.playbook.durations import DurationError, parse_duration
 
 Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class AccountNames:
+    """Names of the accounts known for validation (``paper`` always), and where they came from."""
+
+    names: frozenset[str]
+    source: str | None = None
 
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
 DERIVATIVES = frozenset({"NFO", "BFO", "MCX", "CDS"})
@@ -130,7 +135,8 @@ def fmt_time(t: dt.time) -> str:
 
 
 def duration(text: str) -> dt.timedelta | None:
-    """The duration, or None when it is malformed or too long (:mod:`runner.checks.durations` reports it)."""
+    """The duration, or None when it is malformed or too long (:mod:`runner.playbook.checks.durations`
+    reports it)."""
     try:
         return parse_duration(text)
     except DurationError:

@@ -1,13 +1,13 @@
-"""Every duration field parses with the one bounded parser (:mod:`runner.durations`), so the engine never
-meets a duration it cannot wait for. ``late: run-within`` is checked with the other misfire rules."""
+"""Every duration field parses with the one bounded parser (:mod:`runner.playbook.durations`), so the engine
+never meets a duration it cannot wait for. ``late: run-within`` is checked with the other misfire rules."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from runner import durations
-from runner.checks.doc import Doc, Path
-from runner.checks.sink import Sink
+from runner.playbook import durations
+from runner.playbook.checks.doc import Doc, Path
+from runner.playbook.checks.sink import Sink
 
 # Keys whose values are durations (schemas/playbook.v1.json: every "$ref": "#/$defs/Duration").
 DURATION_KEYS = frozenset({"after", "every", "leg_timeout", "older_than", "timeout", "verify_timeout"})

@@ -6,9 +6,9 @@ import datetime as dt
 from functools import cache
 from typing import Any
 
-from runner import durations
-from runner.checks.doc import Doc, Path, duration, parse_time
-from runner.checks.sink import Sink, did_you_mean, short
+from runner.playbook import durations
+from runner.playbook.checks.doc import Doc, Path, duration, parse_time
+from runner.playbook.checks.sink import Sink, did_you_mean, short
 
 _ZONES = ("Asia/Kolkata", "Asia/Calcutta", "UTC", "Europe/London", "America/New_York")
 

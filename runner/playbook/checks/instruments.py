@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from runner.checks.doc import CASH, DERIVATIVES, Doc, Path
-from runner.checks.sink import Sink, did_you_mean
+from runner.playbook.checks.doc import CASH, DERIVATIVES, Doc, Path
+from runner.playbook.checks.sink import Sink, did_you_mean
 
 
 def check_spec(sink: Sink, path: Path, spec: dict[str, Any]) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from runner.checks.doc import Doc
-from runner.checks.sink import Sink
+from runner.playbook.checks.doc import Doc
+from runner.playbook.checks.sink import Sink
 
 if TYPE_CHECKING:
-    from runner.checks.orders import Order
+    from runner.playbook.checks.orders import Order
 
 
 def check_order_limits(doc: Doc, sink: Sink, o: Order) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from runner.checks.doc import Doc, Path
-from runner.checks.sink import Sink
-from runner.checks.values import number
+from runner.playbook.checks.doc import Doc, Path
+from runner.playbook.checks.sink import Sink
+from runner.playbook.checks.values import number
 
 
 def check_modify_steps(doc: Doc, sink: Sink) -> None:

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runner.checks import instruments, limits, prices, quantities
-from runner.checks.doc import CASH, DERIVATIVES, Doc, Path, instrument_label
-from runner.checks.sink import Sink
-from runner.checks.values import number
+from runner.playbook.checks import instruments, limits, price_rules, quantities
+from runner.playbook.checks.doc import CASH, DERIVATIVES, Doc, Path, instrument_label
+from runner.playbook.checks.sink import Sink
+from runner.playbook.checks.values import number
 
 
 @dataclass
@@ -104,11 +104,11 @@ OrderCheck = Callable[[Doc, Sink, Order], None]
 ORDER_CHECKS: tuple[OrderCheck, ...] = (
     check_order_type,
     quantities.check_quantity_or_lots,
-    prices.check_relative_stop,
+    price_rules.check_relative_stop,
     quantities.check_lot_size,
     check_product,
-    prices.check_ticks,
-    prices.check_stop,
+    price_rules.check_ticks,
+    price_rules.check_stop,
     limits.check_order_limits,
     quantities.check_freeze,
     quantities.check_disclosed,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from runner.checks.doc import Doc
-from runner.checks.sink import Sink
-from runner.relprice import parse_offset
+from runner.playbook.checks.doc import Doc
+from runner.playbook.checks.sink import Sink
+from runner.playbook.ltp_offsets import parse_offset
 
 if TYPE_CHECKING:
-    from runner.checks.orders import Order
+    from runner.playbook.checks.orders import Order
 
 
 def check_ticks(doc: Doc, sink: Sink, o: Order) -> None:

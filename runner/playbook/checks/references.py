@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runner.checks.doc import Doc, Path
-from runner.checks.sink import Sink, did_you_mean
+from runner.playbook.checks.doc import Doc, Path
+from runner.playbook.checks.sink import Sink, did_you_mean
 
 
 def check_step_ids(doc: Doc, sink: Sink) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.checks.doc import Doc
-from runner.checks.sink import Sink
+from runner.playbook.checks.doc import Doc
+from runner.playbook.checks.sink import Sink
 
 
 def check_cancel_steps(doc: Doc, sink: Sink) -> None:

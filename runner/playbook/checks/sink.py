@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from runner.yamlload import Loaded
+from runner.playbook.yamlload import Loaded
 
 
 class Severity(enum.StrEnum):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runner.checks.doc import Doc, instrument_label
-from runner.checks.sink import Sink
+from runner.playbook.checks.doc import Doc, instrument_label
+from runner.playbook.checks.sink import Sink
 
 
 def check_spreads(doc: Doc, sink: Sink) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from runner.checks.doc import Doc, Path, fmt_time, parse_time
-from runner.checks.header import check_late
-from runner.checks.sink import Sink
-from runner.yamlload import YamlError
+from runner.playbook.checks.doc import Doc, Path, fmt_time, parse_time
+from runner.playbook.checks.header import check_late
+from runner.playbook.checks.sink import Sink
+from runner.playbook.yamlload import YamlError
 
 
 def check_step_times(doc: Doc, sink: Sink) -> None:

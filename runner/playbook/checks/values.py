@@ -6,9 +6,9 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from runner.checks.doc import Doc, Path
-from runner.checks.sink import Sink, did_you_mean, kind_of
-from runner.relprice import Unit, parse_offset
+from runner.playbook.checks.doc import Doc, Path
+from runner.playbook.checks.sink import Sink, did_you_mean, kind_of
+from runner.playbook.ltp_offsets import Unit, parse_offset
 
 _VAR_RE = re.compile(r"^\$\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\s*\*\s*([A-Za-z_][A-Za-z0-9_]*|\d+))?\s*\}$")
 
