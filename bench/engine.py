@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from runner import logs
 from runner.brokers.paper import PaperBroker
 from runner.clock import VirtualClock
-from runner.db import make_engine
 from runner.engine import RunOptions, execute
 from runner.gateway import Gateway
-from runner.journal import Journal
+from runner.journal.db import make_engine
+from runner.journal.store import Journal
 from runner.model import Instrument, OrderRequest, OrderType, Side
 from runner.playbook.models import Playbook
 from runner.playbook.yamlload import load_yaml

@@ -37,9 +37,9 @@ from pathlib import Path
 from runner.brokers.base import Capability
 from runner.clock import SystemClock
 from runner.control import ControlStore, GuardedBroker
-from runner.db import make_engine
-from runner.fires import FireState, FireStore
-from runner.journal import Journal
+from runner.journal.db import make_engine
+from runner.journal.fires import FireState, FireStore
+from runner.journal.store import Journal
 from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
 from runner.scheduler import Daemon, DaemonOptions, EngineExecutor, Fire, FireResult
 

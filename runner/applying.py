@@ -21,7 +21,7 @@ from runner.engine import RunOptions, RunReport, execute
 from runner.errors import Rejected
 from runner.gateway import Observer, Tuning
 from runner.interrupt import Interrupt
-from runner.journal import Journal
+from runner.journal.store import Journal
 from runner.model import Modification, MultilegRequest, Order, OrderRequest
 from runner.planning import CallOp, Plan, PlannedCall, drift, observe
 from runner.playbook.models import Playbook

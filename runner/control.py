@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from runner.brokers.base import Broker, ForwardingBroker
-from runner.db import ScrubbedText, UTCDateTime, create_all
 from runner.errors import Rejected
-from runner.fires import enum_type, read
+from runner.journal.db import ScrubbedText, UTCDateTime, create_all
+from runner.journal.fires import enum_type, read
 from runner.model import (
     Instrument,
     Modification,

@@ -30,7 +30,7 @@ from runner.gateway import EngineEvent, EventKind, Gateway, Observer, Tuning
 from runner.ids import client_order_id
 from runner.ids import run_id as make_run_id
 from runner.interrupt import Interrupt
-from runner.journal import (
+from runner.journal.store import (
     DuplicateIntent,
     Intent,
     Journal,
@@ -51,8 +51,8 @@ from runner.steps import EXIT_KINDS, HANDLERS, RunContext, StepResult
 from runner.steps.common import StepError, build_request
 
 if TYPE_CHECKING:
-    from runner.groupcommit import GroupCommit
-    from runner.groupcommit import Staged as StagedRows
+    from runner.journal.groupcommit import GroupCommit
+    from runner.journal.groupcommit import Staged as StagedRows
 
 LATE_GRACE = dt.timedelta(seconds=1)  # reaching a step this long after its ``at`` counts as late
 # A first step due this soon after preparing takes its account lease while preparing (fires armed ahead
@@ -195,7 +195,8 @@ class Engine:
         """Everything before the first step, done ahead of the scheduled instant: open the run, connect,
         reconcile. With ``commit``, a fresh run whose first step is a plain ``place`` is also *armed*:
         that order is built and passes the pre-trade checks, and its run row, step row and intent are
-        committed now (one group commit shared by the runs prepared together, :mod:`runner.groupcommit`),
+        committed now (one group commit shared by the runs prepared together,
+        :mod:`runner.journal.groupcommit`),
         stamped with the instant. At the instant nothing but the send is left. Nothing is sent here.
 
         Armed is journaled: a crash before the instant leaves a PENDING intent that the next start

@@ -39,7 +39,7 @@ from runner.errors import (
     WaitTooLong,
 )
 from runner.ids import client_order_id, leg_client_id
-from runner.journal import DuplicateIntent, Intent, Journal, Purpose, Resolution
+from runner.journal.store import DuplicateIntent, Intent, Journal, Purpose, Resolution
 from runner.logs import redact
 from runner.model import (
     IllegalTransition,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from runner.db import UTCDateTime, create_all
+from runner.journal.db import UTCDateTime, create_all
 from runner.liveness import BEAT_EVERY, ProcessIdentity, ProcessRegistry, describe
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class AccountLeases:
         if not rows:
             return []
         alive = self.registry.alive(r.holder for r in rows)
-        from runner.journal import RunStatus, runs
+        from runner.journal.store import RunStatus, runs
 
         with self.engine.connect() as c:
             statuses = dict(
@@ -228,7 +228,7 @@ def inflight_elsewhere(engine: Engine, account: str, run_id: str) -> list[tuple[
     """(client id, run id) of the account's unsettled intents (PENDING_NEW / UNKNOWN) that belong to
     another RUNNING run: their owner settles them (Gateway.reconcile leaves them alone on purpose, since
     their request may be in flight), and until it has, a square-off cannot know the true position."""
-    from runner.journal import RunStatus, order_intents, runs
+    from runner.journal.store import RunStatus, order_intents, runs
     from runner.model import OrderStatus
 
     c = order_intents.c

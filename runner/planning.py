@@ -31,7 +31,7 @@ from runner.errors import BrokerError
 from runner.gateway import Gateway, is_live
 from runner.ids import client_order_id
 from runner.ids import run_id as make_run_id
-from runner.journal import Journal, Purpose, StepOutcome
+from runner.journal.store import Journal, Purpose, StepOutcome
 from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
 from runner.playbook.models import (
     CancelStep,

@@ -17,7 +17,7 @@ from runner.clock import VirtualClock
 from runner.engine import RunOptions, RunReport, execute
 from runner.gateway import Observer, Tuning
 from runner.ids import run_id as make_run_id
-from runner.journal import Journal
+from runner.journal.store import Journal
 from runner.playbook.models import Playbook, parse_time
 from runner.risk import RiskConfig
 
@@ -61,7 +61,7 @@ async def rehearse(
     broker_context: dict[str, Any] | None = None,
 ) -> RunReport:
     from runner.brokers.paper import create
-    from runner.db import make_engine
+    from runner.journal.db import make_engine
 
     engine = engine or make_engine(db_url or "sqlite://")
     journal = Journal(engine=engine)

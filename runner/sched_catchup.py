@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from runner.fires import Claim, FireState, FireStore, read_daemons
 from runner.ids import run_id as make_run_id
+from runner.journal.fires import Claim, FireState, FireStore, read_daemons
 from runner.sched_calendar import CalendarGate
 from runner.sched_loader import Entry
 from runner.sched_policy import (
@@ -50,7 +50,7 @@ def mark_interrupted(
       before the instant), is closed as FAILED: a RUNNING run's unsettled orders are left to that run
       itself, which will not start again, while a closed run's are looked up by the account's next run
       (never re-sent blindly)."""
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     daemons = read_daemons(store.engine)
     dead = gone(daemons) if gone is not None else gone_at_start(daemons, store.owner, now)

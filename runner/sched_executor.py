@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runner.clock import Clock
-from runner.fires import FireState
+from runner.journal.fires import FireState
 from runner.sched_policy import ON_TIME
 from runner.sched_release import Fire, FireResult
 
@@ -47,7 +47,7 @@ class EngineExecutor:
     reconcile."""
 
     def __init__(self, pool: BrokerPool, journal: Any, clock: Clock) -> None:
-        from runner.groupcommit import group_commit_for
+        from runner.journal.groupcommit import group_commit_for
 
         self.pool = pool
         self.journal = journal
@@ -118,6 +118,6 @@ class _PreparedRun:
         return FireResult(state, f"run {report.run_id} {report.status.value}: {steps}")
 
     async def abandon(self, reason: str, halted: bool) -> None:
-        from runner.journal import RunStatus
+        from runner.journal.store import RunStatus
 
         await self.engine.abandon(reason, RunStatus.REFUSED if halted else RunStatus.STOPPED)

@@ -19,7 +19,7 @@ from runner.clock import Clock
 from runner.control import ControlStore, HaltPass
 from runner.gateway import Gateway, Tuning
 from runner.ids import run_id as make_run_id
-from runner.journal import Journal, RunStatus, StepOutcome
+from runner.journal.store import Journal, RunStatus, StepOutcome
 from runner.model import Order, OrderStatus
 
 log = logging.getLogger("runner.halt")

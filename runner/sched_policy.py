@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from runner.control import ControlState, Mode
-from runner.fires import FireRow, FireState
+from runner.journal.fires import FireRow, FireState
 from runner.sched_calendar import Closed
 
 ON_TIME = dt.timedelta(seconds=1)  # later than this after the instant, the ``late`` policy decides

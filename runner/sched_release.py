@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runner.clock import Clock
-from runner.fires import ClaimBatcher, FireState, FireStore
+from runner.journal.fires import ClaimBatcher, FireState, FireStore
 from runner.playbook.models import Playbook
 
 log = logging.getLogger("runner.scheduler")

@@ -13,7 +13,7 @@ from typing import Any
 
 from runner.clock import Clock
 from runner.control import ControlState
-from runner.fires import FireStore
+from runner.journal.fires import FireStore
 from runner.sched_loader import Entry
 from runner.sched_release import Running
 

@@ -12,7 +12,7 @@
 * :mod:`runner.sched_status`    heartbeat and ``runner status`` payload
 * :mod:`runner.sched_executor`  the engine as executor
 
-A woken job claims the fire in the journal (:mod:`runner.fires`, exactly once across daemons) with the
+A woken job claims the fire in the journal (:mod:`runner.journal.fires`, exactly once across daemons) with the
 policy's verdict (calendar, lateness, kill switch), re-arms the next fire and hands a claimed fire to the
 release. The daemon's own database work runs in worker threads.
 """
@@ -32,8 +32,8 @@ from typing import Any
 
 from runner.clock import Clock, SystemClock
 from runner.control import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
-from runner.fires import Claim, ClaimBatcher, FireState, FireStore
 from runner.ids import run_id as make_run_id
+from runner.journal.fires import Claim, ClaimBatcher, FireState, FireStore
 from runner.sched_arming import Arming, Timers, wake_lead
 from runner.sched_calendar import Calendar, CalendarGate, CalendarLoader, default_calendar_loader
 from runner.sched_catchup import catch_up, mark_interrupted
@@ -195,7 +195,7 @@ class Daemon:
     async def cancel_open_orders(self) -> list[HaltPass]:
         """The halt cancel pass (:mod:`runner.sched_halt`) on every account the loaded playbooks name and
         every broker already open, brokers opened through the pool where missing."""
-        from runner.journal import Journal
+        from runner.journal.store import Journal
         from runner.sched_halt import cancel_pass
 
         names = {e.playbook.account for e in self.entries.values()} | set(self.brokers)

@@ -202,7 +202,7 @@ class Harness:
 
     def __init__(self, tmp_dir: str, mode: Mode = Mode.IDEMPOTENT, mutation: str | None = None) -> None:
         from runner import logs
-        from runner.db import make_engine
+        from runner.journal.db import make_engine
 
         logs.configure(json=True, stream=io.StringIO(), force=True)
         self.mode = mode
@@ -248,7 +248,7 @@ class Harness:
         from runner.brokers.paper import create
         from runner.clock import VirtualClock
         from runner.engine import RunOptions, execute
-        from runner.journal import Journal
+        from runner.journal.store import Journal
         from runner.rehearse import day_start, rehearsal_run_id, run_key, slot_of
 
         journal = Journal(engine=self.engine)
@@ -420,7 +420,7 @@ def check_book(db_url: str, mode: Mode = Mode.IDEMPOTENT, *, settled: bool = Fal
     after a settling start) failed on an outcome it refused to guess, for nothing else."""
     import json
 
-    from runner.db import make_engine
+    from runner.journal.db import make_engine
 
     engine = make_engine(db_url)
     problems: list[str] = []
@@ -526,7 +526,7 @@ def check_account(db_url: str) -> list[str]:
     instrument flat and never closed beyond what was bought or sold."""
     import json
 
-    from runner.db import make_engine
+    from runner.journal.db import make_engine
 
     engine = make_engine(db_url)
     try:
@@ -573,6 +573,6 @@ def _instrument_key(body: dict) -> str:
     if isinstance(ins, str):
         return ins
     assert isinstance(ins, dict)
-    from runner.journal import instrument_from_json
+    from runner.journal.store import instrument_from_json
 
     return instrument_from_json(__import__("json").dumps(ins)).key

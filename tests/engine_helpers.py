@@ -15,10 +15,10 @@ import sqlalchemy as sa
 
 from runner.brokers.paper import PaperBroker
 from runner.clock import VirtualClock
-from runner.db import make_engine
 from runner.engine import RunOptions, RunReport, execute
 from runner.gateway import EngineEvent, Tuning
-from runner.journal import Journal
+from runner.journal.db import make_engine
+from runner.journal.store import Journal
 from runner.matching import MatchingConfig
 from runner.model import Instrument
 from runner.playbook.models import Playbook

@@ -18,7 +18,7 @@ from runner.brokers.alphapoint import AlphaPointBroker, create
 from runner.clock import VirtualClock
 from runner.control import ControlState, ControlView, GuardedBroker, Mode
 from runner.engine import RunOptions, execute
-from runner.journal import Journal, StepOutcome
+from runner.journal.store import Journal, StepOutcome
 from runner.model import OrderStatus
 from runner.playbook.models import Playbook
 from runner.playbook.yamlload import load_yaml

@@ -134,12 +134,12 @@ def test_broker_unreachable_is_5_with_one_line(
 def test_locked_journal_is_5(
     ws: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import runner.db
+    import runner.journal.db
 
     url = f"sqlite:///{ws / 'locked.db'}"
     assert main(["history", "--db", url]) == EXIT_OK  # creates the schema
     capsys.readouterr()
-    monkeypatch.setattr(runner.db, "BUSY_TIMEOUT_MS", 50)
+    monkeypatch.setattr(runner.journal.db, "BUSY_TIMEOUT_MS", 50)
     url2 = f"sqlite:///{ws / 'locked2.db'}"  # a fresh engine (engines are cached per URL)
     sqlite3.connect(ws / "locked2.db").close()
     holder = sqlite3.connect(ws / "locked2.db", isolation_level=None)
@@ -155,7 +155,7 @@ def test_locked_journal_is_5(
 def test_unexpected_errors_are_one_line_unless_runner_debug(
     ws: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     def boom(self: Journal, **kw: object) -> None:
         raise RuntimeError("boom\nsecond line")
@@ -221,7 +221,7 @@ def test_help_documents_every_argument_with_examples(name: str, capsys: pytest.C
 def test_help_and_validate_start_without_heavy_imports(tmp_path: Path) -> None:
     """`--help` and `validate` must not import the engine, pydantic, sqlalchemy or asyncio (cold start);
     checked by the modules loaded, not by time, so the test cannot flake."""
-    heavy = ("runner.engine", "runner.gateway", "pydantic", "sqlalchemy", "asyncio", "runner.journal")
+    heavy = ("runner.engine", "runner.gateway", "pydantic", "sqlalchemy", "asyncio", "runner.journal.store")
     probe = (
         "import sys, io, contextlib\nfrom runner.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()): main(sys.argv[1:])\n"

@@ -30,9 +30,9 @@ from runner.control import (
     Halted,
     Mode,
 )
-from runner.db import make_engine
-from runner.fires import FireStore
-from runner.journal import Journal
+from runner.journal.db import make_engine
+from runner.journal.fires import FireStore
+from runner.journal.store import Journal
 from runner.model import Modification, OrderRequest, OrderStatus, OrderType, Product, Side
 from runner.scheduler import BrokerPool, Daemon
 

@@ -27,10 +27,10 @@ from runner.accounts import Account
 from runner.brokers import create_broker
 from runner.brokers.base import Broker, Capability
 from runner.clock import VirtualClock
-from runner.db import make_engine
 from runner.engine import RunOptions, RunReport, execute
 from runner.instruments import InstrumentMaster
-from runner.journal import Journal, RunStatus
+from runner.journal.db import make_engine
+from runner.journal.store import Journal, RunStatus
 from runner.matching import MatchingConfig, MatchingEngine
 from runner.model import Side
 from runner.playbook.models import PlaceStep, Playbook, SpreadStep, SquareOffStep

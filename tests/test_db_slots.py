@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from runner.brokers.paper import PaperBroker
 from runner.clock import VirtualClock
-from runner.db import connection_slot, make_engine
-from runner.journal import Journal
+from runner.journal.db import connection_slot, make_engine
+from runner.journal.store import Journal
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = dt.datetime(2026, 3, 2, 3, 50, tzinfo=dt.UTC)
@@ -30,9 +30,9 @@ CHILD = textwrap.dedent(
     from engine_helpers import at, playbook
     from runner.brokers.paper import PaperBroker
     from runner.clock import VirtualClock
-    from runner.db import make_engine
+    from runner.journal.db import make_engine
     from runner.engine import RunOptions, execute
-    from runner.journal import Journal
+    from runner.journal.store import Journal
     from runner.prices import StepPath
     from runner.model import Instrument
     from decimal import Decimal

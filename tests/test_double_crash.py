@@ -13,7 +13,7 @@ from faulty_broker import Faulty, FaultyMultileg
 
 from runner.errors import OutcomeUnknown
 from runner.gateway import Gateway, Missing
-from runner.journal import Resolution, StepOutcome
+from runner.journal.store import Resolution, StepOutcome
 
 BUY = "steps:\n  - {kind: place, id: buy, instrument: fut, side: BUY, lots: 1}\n"
 SPREAD = """\

@@ -16,9 +16,9 @@ from engine_helpers import IST
 
 from runner.brokers.paper import PaperBroker
 from runner.clock import VirtualClock
-from runner.db import make_engine
 from runner.engine import RunOptions, execute
-from runner.journal import Journal
+from runner.journal.db import make_engine
+from runner.journal.store import Journal
 from runner.model import OrderType, Product
 from runner.playbook.models import LtpPrice, Playbook
 from runner.playbook.validate import load_playbook

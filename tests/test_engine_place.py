@@ -15,7 +15,7 @@ from faulty_broker import Faulty
 
 from runner import logs
 from runner.errors import AuthExpired, OutcomeUnknown, RateLimited
-from runner.journal import Journal, StepOutcome, order_intents
+from runner.journal.store import Journal, StepOutcome, order_intents
 from runner.model import Order, OrderRequest, OrderStatus
 
 MARKET = """

@@ -9,7 +9,7 @@ import pytest
 from engine_helpers import NIFTY_FUT, RELIANCE, at, make_env, playbook
 from faulty_broker import Faulty
 
-from runner.journal import Resolution
+from runner.journal.store import Resolution
 from runner.model import OrderRequest, OrderStatus, OrderType, Product, Side
 from runner.steps.square_off import own_part, slices
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from engine_helpers import at, make_env, playbook
 from faulty_broker import FaultyNoMultileg
 
-from runner.journal import StepOutcome
+from runner.journal.store import StepOutcome
 
 
 async def test_wait_until_a_time_moves_the_clock_there(tmp_path):

@@ -13,7 +13,7 @@ from engine_helpers import NIFTY_FUT, at, make_env, playbook
 from faulty_broker import Faulty
 
 from runner.accounts import Secret
-from runner.journal import Intent, Purpose, Resolution, RunStatus, StepOutcome
+from runner.journal.store import Intent, Purpose, Resolution, RunStatus, StepOutcome
 from runner.logs import configure, get_logger, redact
 from runner.model import IllegalTransition, Order, OrderRequest, OrderStatus, OrderType, Product, Side
 
@@ -60,7 +60,7 @@ def test_illegal_transition_is_recorded_and_not_applied(tmp_path):
     ]
     import sqlalchemy as sa
 
-    from runner.journal import events
+    from runner.journal.store import events
 
     with env.engine.connect() as c:
         kinds = [r.kind for r in c.execute(sa.select(events))]
@@ -68,7 +68,7 @@ def test_illegal_transition_is_recorded_and_not_applied(tmp_path):
 
 
 def test_duplicate_intent_is_refused(tmp_path):
-    from runner.journal import DuplicateIntent
+    from runner.journal.store import DuplicateIntent
 
     env = make_env(tmp_path)
     intent = _intent(env)
@@ -92,7 +92,7 @@ def test_duplicate_intent_is_refused(tmp_path):
 def test_discard_armed_removes_only_an_untouched_armed_run(tmp_path):
     import pytest
 
-    from runner.journal import JournalError
+    from runner.journal.store import JournalError
 
     env = make_env(tmp_path)
     _intent(env)
@@ -111,7 +111,7 @@ def test_discard_armed_removes_only_an_untouched_armed_run(tmp_path):
 def test_discard_armed_refuses_once_a_broker_call_was_journaled(tmp_path):
     import pytest
 
-    from runner.journal import _CALL_COLUMNS, JournalError
+    from runner.journal.store import _CALL_COLUMNS, JournalError
 
     env = make_env(tmp_path)
     _intent(env)
@@ -193,7 +193,7 @@ async def test_unknown_intents_are_reconciled_before_anything_is_sent(tmp_path):
     with env.engine.begin() as c:
         import sqlalchemy as sa
 
-        from runner.journal import steps
+        from runner.journal.store import steps
 
         c.execute(sa.delete(steps).where(steps.c.run_id == report.run_id))
     broker2 = Faulty(env.broker())

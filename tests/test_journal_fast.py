@@ -11,10 +11,10 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-import runner.journal as journal_mod
-from runner.db import make_engine
+import runner.journal.store as journal_mod
 from runner.gateway import _flat, _json
-from runner.journal import Intent, Journal, Purpose, Resolution, fills, order_intents
+from runner.journal.db import make_engine
+from runner.journal.store import Intent, Journal, Purpose, Resolution, fills, order_intents
 from runner.logs import redact
 from runner.model import Instrument, Order, OrderRequest, OrderStatus, OrderType, Product, Side
 

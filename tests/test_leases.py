@@ -11,8 +11,8 @@ from typing import Any
 
 from engine_helpers import RELIANCE, at, make_env, playbook
 
-from runner.db import make_engine
-from runner.journal import Intent, Journal, Purpose, RunStatus
+from runner.journal.db import make_engine
+from runner.journal.store import Intent, Journal, Purpose, RunStatus
 from runner.leases import AccountLeases, Lease, LeaseMode, account_leases, leases_for
 from runner.liveness import STALE_AFTER, ProcessIdentity, ProcessRegistry, host_id, processes
 from runner.model import OrderRequest, Product, Side

@@ -1,5 +1,5 @@
-"""Versioned journal migrations (runner/migrations): a journal of release 0.1.0 opened and upgraded by this
-release, no drift between the migrated schema and the MetaData, concurrent starts, newer schemas.
+"""Versioned journal migrations (runner/journal/migrations): a journal of release 0.1.0 opened and upgraded
+by this release, no drift between the migrated schema and the MetaData, concurrent starts, newer schemas.
 
 The fixture ``tests/fixtures/journal_0_1_0`` was written by release 0.1.0's own code (commit 7dd22df, see
 its make.py): two finished paper runs (entry with a stop, then the square-off) with steps, intents,
@@ -27,12 +27,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import runner
-from runner import migrations
 from runner.cli import main
 from runner.control import ControlStore, Mode
-from runner.db import make_engine
-from runner.fires import FireState, FireStore, read_daemons
-from runner.journal import Journal
+from runner.journal import migrations
+from runner.journal.db import make_engine
+from runner.journal.fires import FireState, FireStore, read_daemons
+from runner.journal.store import Journal
 from runner.model import OrderStatus
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "journal_0_1_0"
@@ -176,9 +176,9 @@ def test_an_empty_database_is_created_at_head_without_alembic(tmp_path: Path) ->
     """A new journal: create_all and stamp, and opening it again is one read; Alembic never imported."""
     code = f"""
 import sys
-from runner.journal import Journal
-from runner.db import make_engine
-from runner import migrations
+from runner.journal.store import Journal
+from runner.journal.db import make_engine
+from runner.journal import migrations
 url = "sqlite:///{tmp_path / "new.db"}"
 Journal(engine=make_engine(url))
 assert migrations.status(make_engine(url)).current == migrations.HEAD

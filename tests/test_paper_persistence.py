@@ -17,8 +17,8 @@ from runner.accounts import Account
 from runner.brokers import create_broker
 from runner.brokers.paper import PaperBroker, orders_t
 from runner.clock import VirtualClock
-from runner.db import default_db_url, make_engine
 from runner.errors import Rejected
+from runner.journal.db import default_db_url, make_engine
 from runner.model import Instrument, OrderRequest, OrderStatus, OrderType, Side
 
 S = OrderStatus

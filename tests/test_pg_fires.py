@@ -24,9 +24,9 @@ from test_sched_support import DayCalendar, RecordingExecutor, make_daemon, play
 from runner.cli import main
 from runner.clock import VirtualClock
 from runner.control import ControlStore, Mode
-from runner.db import make_engine
-from runner.fires import FireState, FireStore, fires
-from runner.journal import Journal, RunStatus, order_intents, runs
+from runner.journal.db import make_engine
+from runner.journal.fires import FireState, FireStore, fires
+from runner.journal.store import Journal, RunStatus, order_intents, runs
 
 IST = ZoneInfo("Asia/Kolkata")
 REPO = Path(__file__).resolve().parents[1]
@@ -116,9 +116,9 @@ CHILD = textwrap.dedent(
     from runner.accounts import PAPER
     from runner.clock import VirtualClock
     from runner.control import ControlStore
-    from runner.db import make_engine
-    from runner.fires import FireStore
-    from runner.journal import Journal
+    from runner.journal.db import make_engine
+    from runner.journal.fires import FireStore
+    from runner.journal.store import Journal
     from runner.scheduler import BrokerPool, Daemon, DaemonOptions, EngineExecutor
 
     url, pbdir, owner, order, instants = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]

@@ -17,8 +17,8 @@ import test_engine_place as place_tests
 import test_journal as journal_tests
 import test_journal_fast as fast_tests
 
-from runner.db import make_engine
-from runner.journal import DuplicateIntent, Intent, Journal, JournalError, Purpose, order_intents, runs
+from runner.journal.db import make_engine
+from runner.journal.store import DuplicateIntent, Intent, Journal, JournalError, Purpose, order_intents, runs
 from runner.model import Instrument, Order, OrderRequest, OrderStatus, OrderType, Product, Side
 
 
@@ -160,7 +160,7 @@ def test_fast_path_stores_naive_utc_and_exact_decimals_on_postgresql(pg_db_url: 
 def test_a_second_connection_never_sees_an_uncommitted_intent(pg_db_url: str) -> None:
     writer, reader = journals(pg_db_url, 2)
     writer.start_run("r1", playbook="p", account="a", scheduled_for=T0, mode="run", now=T0)
-    from runner.journal import _INS_INTENT, _intent_values
+    from runner.journal.store import _INS_INTENT, _intent_values
 
     with writer._fast.transaction() as t:
         t.execute(_INS_INTENT, _intent_values(intent("c1")))
@@ -182,12 +182,13 @@ def test_run_rows_round_trip_through_core_and_fast_paths(pg_db_url: str) -> None
 
 
 def test_processes_starting_together_create_the_schema_once(pg_db_url: str) -> None:
-    """runner.db.create_all: what Journal/FireStore/ControlStore/PaperStore need on a fresh database
+    """runner.journal.db.create_all: what Journal/FireStore/ControlStore/PaperStore need on a fresh database
     (their own ``metadata.create_all`` races, see the xfail in test_pg_paper)."""
-    from runner import control, fires
-    from runner import journal as journal_mod
+    from runner import control
     from runner.brokers import paper
-    from runner.db import create_all
+    from runner.journal import fires
+    from runner.journal import store as journal_mod
+    from runner.journal.db import create_all
 
     engines = [make_engine(pg_db_url) for _ in range(4)]
     metas = (journal_mod.metadata, fires.metadata, control.metadata, paper.metadata)

@@ -18,7 +18,7 @@ from runner.accounts import Account
 from runner.brokers import create_broker
 from runner.brokers.paper import PaperBroker, PaperStore, accounts_t, fills_t, orders_t
 from runner.clock import VirtualClock
-from runner.db import make_engine
+from runner.journal.db import make_engine
 from runner.model import OrderRequest, OrderStatus, OrderType, Side
 
 

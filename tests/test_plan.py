@@ -289,7 +289,7 @@ def _cli_setup(tmp_path):
 
 def test_cli_plan_then_apply(tmp_path, capsys):
     from runner.cli import main
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     db, pb, out = _cli_setup(tmp_path)
     assert main(["plan", str(pb), "--now", "--db", db, "--out", str(out)]) == 0
@@ -335,7 +335,7 @@ def test_cli_apply_refuses_drift_with_exit_4(tmp_path, capsys):
 
 def test_cli_apply_refuses_a_changed_playbook(tmp_path, capsys):
     from runner.cli import main
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     db, pb, out = _cli_setup(tmp_path)
     assert main(["plan", str(pb), "--now", "--db", db, "--out", str(out)]) == 0
@@ -384,7 +384,7 @@ async def test_ltp_relative_prices_are_planned_as_written_with_the_estimate_now(
 
 def test_cli_apply_busy_wait_refuses_at_once_naming_the_holder(tmp_path, capsys):
     from runner.cli import main
-    from runner.db import make_engine
+    from runner.journal.db import make_engine
     from runner.leases import LeaseMode, leases_for
     from runner.liveness import ProcessIdentity, ProcessRegistry
 

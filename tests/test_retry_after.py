@@ -14,7 +14,7 @@ from faulty_broker import Faulty
 
 from runner.errors import RateLimited, Unavailable, WaitTooLong
 from runner.gateway import Gateway, Tuning
-from runner.journal import Resolution
+from runner.journal.store import Resolution
 
 MARKET = """
 steps:

@@ -12,7 +12,7 @@ from faulty_broker import Faulty
 
 from runner.errors import Unavailable
 from runner.interrupt import Interrupt
-from runner.journal import RunBusy, RunStatus, StepOutcome
+from runner.journal.store import RunBusy, RunStatus, StepOutcome
 from runner.liveness import ProcessIdentity, host_id
 
 ENTRY_EXIT = """
@@ -197,7 +197,7 @@ async def test_a_journal_failing_mid_run_leaves_the_run_closed_failed_not_runnin
     is closed FAILED with the reason where the journal still takes that one small update."""
     import sqlite3
 
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     env = make_env(tmp_path)
     real = Journal.finish_step
@@ -255,7 +255,7 @@ def test_sigterm_or_sigint_closes_a_cli_run_interrupted(tmp_path, signum, code):
     import sys
     import time
 
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     pb = tmp_path / "demo.yaml"
     pb.write_text(PAPER_PLAYBOOK)

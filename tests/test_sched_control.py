@@ -22,7 +22,7 @@ from runner.control import (
     Mode,
     check_order_allowed,
 )
-from runner.db import make_engine
+from runner.journal.db import make_engine
 from runner.model import Instrument, Order, OrderRequest, OrderStatus, OrderType, Product, Side
 from runner.scheduler import Daemon
 

@@ -15,8 +15,8 @@ from test_sched_support import DayCalendar, RecordingExecutor, make_daemon, play
 
 from runner.clock import VirtualClock
 from runner.control import Mode
-from runner.fires import Claim, FireState
 from runner.ids import run_id as make_run_id
+from runner.journal.fires import Claim, FireState
 from runner.sched_policy import STALE_AFTER
 from runner.scheduler import Daemon
 

@@ -17,10 +17,10 @@ from runner.brokers.paper import PaperBroker
 from runner.cli import main
 from runner.clock import VirtualClock
 from runner.control import ControlStore, GuardedBroker, Mode
-from runner.db import make_engine
-from runner.fires import Claim, FireRow, FireState, FireStore
 from runner.ids import run_id as make_run_id
-from runner.journal import _CALL_COLUMNS, Journal, Resolution, RunStatus, StepOutcome
+from runner.journal.db import make_engine
+from runner.journal.fires import Claim, FireRow, FireState, FireStore
+from runner.journal.store import _CALL_COLUMNS, Journal, Resolution, RunStatus, StepOutcome
 from runner.matching import MatchingConfig
 from runner.model import Order, OrderRequest, OrderStatus
 from runner.scheduler import Daemon, DaemonOptions, EngineExecutor, Fire, default_calendar_loader

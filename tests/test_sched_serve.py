@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from test_sched_support import playbook_text
 
 from runner.control import ControlStore, Mode
-from runner.db import make_engine
-from runner.fires import FireState, fires
+from runner.journal.db import make_engine
+from runner.journal.fires import FireState, fires
 from runner.liveness import ProcessRegistry, processes
 
 DEADLINE = 30.0  # generous bound for a loaded CI box; the waits normally end in about a second

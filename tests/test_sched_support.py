@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from runner.clock import Clock
 from runner.control import ControlStore
-from runner.db import make_engine
-from runner.fires import FireState, FireStore
+from runner.journal.db import make_engine
+from runner.journal.fires import FireState, FireStore
 from runner.scheduler import Daemon, DaemonOptions, Fire, FireResult
 
 

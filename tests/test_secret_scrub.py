@@ -177,8 +177,8 @@ async def test_adapter_exception_text_is_scrubbed_from_step_run_call_and_event_r
 
 
 def test_fire_outcomes_are_scrubbed(tmp_path: Path, resolved: tuple[str, str]) -> None:
-    from runner.db import make_engine
-    from runner.fires import Claim, FireState, FireStore, read_daemons
+    from runner.journal.db import make_engine
+    from runner.journal.fires import Claim, FireState, FireStore, read_daemons
 
     secret, _ = resolved
     engine = make_engine(f"sqlite:///{tmp_path / 'j.db'}")

@@ -6,7 +6,7 @@ from typing import Any
 
 from engine_helpers import DAY, RELIANCE, at, make_env, playbook
 
-from runner.journal import RunStatus
+from runner.journal.store import RunStatus
 from runner.leases import LeaseMode, leases_for
 from runner.liveness import ProcessIdentity, ProcessRegistry
 from runner.model import OrderRequest, Product, Side

@@ -34,8 +34,8 @@ import sqlalchemy as sa
 from runner.accounts import Account
 from runner.brokers.base import Capability
 from runner.clock import Clock, SystemClock
-from runner.db import connection_slot, create_all
 from runner.errors import BrokerError, Rejected
+from runner.journal.db import connection_slot, create_all
 from runner.matching import (
     Book,
     MatchingConfig,
@@ -150,7 +150,7 @@ def _dumps(d: dict[str, Any]) -> str:
 
 class _Db:
     """Runs the statements above on one DBAPI connection per Engine, shared by every paper book of
-    the process (on SQLite also with the journal: :func:`runner.db.connection_slot`). Core statements
+    the process (on SQLite also with the journal: :func:`runner.journal.db.connection_slot`). Core statements
     are compiled once for the dialect; executing them through the DBAPI cursor skips SQLAlchemy's
     per-call overhead, which dominated a paper place (~6 statements)."""
 
@@ -369,7 +369,7 @@ class PaperBroker:
         config: MatchingConfig | None = None,
     ) -> None:
         if engine is None:
-            from runner.db import shared_engine
+            from runner.journal.db import shared_engine
 
             engine = shared_engine(db_url)
         self.account = account

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from runner.engine import RunReport
     from runner.gateway import EngineEvent
     from runner.interrupt import Interrupt
-    from runner.journal import Journal
+    from runner.journal.store import Journal
     from runner.playbook.models import Playbook
     from runner.risk import RiskConfig
 

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
     configure_logging(args, progress=tty)
     from runner.clock import SystemClock
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     db = args.db or plan.db
     tz = ZoneInfo(pb.timezone)

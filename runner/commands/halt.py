@@ -81,7 +81,7 @@ def _cancel_now(args: argparse.Namespace, accounts: list[Account]) -> tuple[int,
 
     from runner.clock import SystemClock
     from runner.control import ControlStore
-    from runner.journal import Journal
+    from runner.journal.store import Journal
     from runner.sched_halt import cancel_pass
 
     clock = SystemClock()
@@ -126,7 +126,7 @@ def set_mode(
     import socket
 
     from runner.control import ControlStore, Mode
-    from runner.fires import open_engine, read_daemons
+    from runner.journal.fires import open_engine, read_daemons
 
     assert isinstance(mode, Mode)
     engine = open_engine(args.db)

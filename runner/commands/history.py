@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     runs = Journal(args.db).list_runs(limit=args.limit, playbook=args.playbook)
     if args.json:

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from runner.clock import SystemClock
     from runner.commands.run import scheduled_slot
     from runner.control import ControlStore
-    from runner.journal import Journal
+    from runner.journal.store import Journal
     from runner.planning import PlaybookSource, make_plan
 
     path = Path(args.playbook)

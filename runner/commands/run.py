@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args, progress=tty)
     from runner.clock import SystemClock
     from runner.engine import RunOptions, execute
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     tz = ZoneInfo(pb.timezone)
     clock = SystemClock()

@@ -40,7 +40,7 @@ def resume_hint(run: Any) -> str:
 
 
 def collect(journal: Any, run_id: str) -> dict[str, Any]:
-    from runner.journal import RunStatus, events, fills
+    from runner.journal.store import RunStatus, events, fills
     from runner.liveness import describe
 
     run = journal.get_run(run_id)
@@ -138,7 +138,7 @@ def collect(journal: Any, run_id: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     journal = Journal(args.db)
     matches = journal.find_runs(args.run_id)

@@ -1,7 +1,7 @@
 """The local database shared by the journal and the paper broker (SQLAlchemy 2 Core).
 
-SQLite by default: ``$RUNNER_DB`` or ``sqlite:///<cwd>/.runner/runner.db``. SQLite connections get WAL,
-a busy timeout and foreign keys; every transaction starts with ``BEGIN IMMEDIATE`` so two processes
+SQLite by default: ``$RUNNER_DB`` or ``sqlite:///<cwd>/.runner/runner.db``. SQLite connections get
+WAL, a busy timeout and foreign keys; every transaction starts with ``BEGIN IMMEDIATE`` so two processes
 writing the same book serialize instead of failing half-way with "database is locked" on upgrade. A
 connection may opt into a deferred (read-only friendly) begin with
 ``conn.execution_options(sqlite_begin="DEFERRED")``.
@@ -114,14 +114,14 @@ SCHEMA_LOCK_KEY = 0x72756E6E  # "runn"
 
 def create_all(engine: Engine, metadata: MetaData) -> None:
     """Make ``metadata``'s tables usable: the journal schema checked (once per Engine: one read of the
-    version table) and created or upgraded by :func:`runner.migrations.ensure`, which owns every
+    version table) and created or upgraded by :func:`runner.journal.migrations.ensure`, which owns every
     registered MetaData. An unregistered one (a module not yet listed there) gets ``create_all``.
 
     PostgreSQL's CREATE TABLE is not idempotent under concurrency: two processes both see a table
     missing and the slower one fails on ``pg_type_typname_nsp_index``. An advisory lock held for the
     transaction makes them take turns; the second finds the tables there. SQLite's BEGIN IMMEDIATE
     already serializes."""
-    from runner import migrations
+    from runner.journal import migrations
 
     migrations.ensure(engine)
     if migrations.is_registered(metadata):

@@ -20,8 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from runner.db import ScrubbedText, UTCDateTime, create_all
 from runner.ids import fire_id as make_fire_id
+from runner.journal.db import ScrubbedText, UTCDateTime, create_all
 
 
 class FireState(enum.StrEnum):
@@ -75,8 +75,8 @@ daemons = sa.Table(
 
 
 def open_engine(url: str | None = None) -> Engine:
-    """The journal database engine (:mod:`runner.db`: WAL, busy_timeout)."""
-    from runner import db
+    """The journal database engine (:mod:`runner.journal.db`: WAL, busy_timeout)."""
+    from runner.journal import db
 
     return db.make_engine(url or db.default_db_url())
 

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.types import TypeDecorator
 
-from runner.db import ConnectionSlot, ScrubbedText, UTCDateTime, connection_slot, create_all
+from runner.journal.db import ConnectionSlot, ScrubbedText, UTCDateTime, connection_slot, create_all
 from runner.model import (
     IllegalTransition,
     Instrument,
@@ -491,10 +491,10 @@ class _Txn:
 
 class _Fast:
     """One DBAPI connection per Engine (shared by every Journal of the process, and on SQLite with the
-    paper book: :func:`runner.db.connection_slot`) for the hot path.
+    paper book: :func:`runner.journal.db.connection_slot`) for the hot path.
 
     Transactions are short and synchronous (no await inside), guarded by the slot's lock for threads.
-    SQLite: ``BEGIN IMMEDIATE`` / ``COMMIT`` like runner.db; other dialects: the driver's implicit
+    SQLite: ``BEGIN IMMEDIATE`` / ``COMMIT`` like runner.journal.db; other dialects: the driver's implicit
     transaction.
     """
 
@@ -608,7 +608,7 @@ def _fast_for(engine: Engine) -> _Fast:
         return fast
 
 
-# After a fork the child drops the inherited connection and lock: runner.db does it for every slot.
+# After a fork the child drops the inherited connection and lock: runner.journal.db does it for every slot.
 
 
 class DuplicateIntent(Exception):
@@ -788,7 +788,7 @@ class Journal:
 
     def __init__(self, url: str | None = None, *, engine: Engine | None = None) -> None:
         if engine is None:
-            from runner.db import shared_engine
+            from runner.journal.db import shared_engine
 
             engine = shared_engine(url)
         self.engine = engine
@@ -799,7 +799,7 @@ class Journal:
         self.processes = ProcessRegistry(engine)  # run owners' liveness (creates ``processes``)
 
     def close(self) -> None:
-        """Engines are shared per URL in a process (runner.db); nothing to release per journal."""
+        """Engines are shared per URL in a process (runner.journal.db); nothing to release per journal."""
 
     def _read(self) -> Connection:
         return self.engine.connect().execution_options(sqlite_begin="DEFERRED")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from runner.ids import client_order_id
-from runner.journal import Intent, StepOutcome
+from runner.journal.store import Intent, StepOutcome
 from runner.leases import DEFAULT_BUSY_WAIT
 from runner.model import Instrument, Order, OrderRequest, Side
 from runner.playbook import ltp_offsets

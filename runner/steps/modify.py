@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from runner.gateway import applied, is_live
-from runner.journal import Intent, Journal, events
+from runner.journal.store import Intent, Journal, events
 from runner.model import Modification, Order, OrderStatus, OrderType, Side
 from runner.playbook.ltp_offsets import PriceRole
 from runner.playbook.models import Chase, LtpPrice, ModifyStep, Playbook, Price

@@ -13,7 +13,7 @@ import dataclasses
 
 from runner.brokers.base import Broker, Capability, MultilegBroker
 from runner.gateway import is_live
-from runner.journal import Purpose
+from runner.journal.store import Purpose
 from runner.model import Order, OrderRequest, OrderStatus, OrderType
 from runner.playbook.models import Playbook, SpreadLeg, SpreadStep
 from runner.steps.common import (

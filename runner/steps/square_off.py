@@ -26,7 +26,7 @@ from decimal import Decimal
 
 from runner.brokers.base import unreadable_positions
 from runner.gateway import Missing, is_live
-from runner.journal import Intent, Journal, Purpose, StepOutcome
+from runner.journal.store import Intent, Journal, Purpose, StepOutcome
 from runner.leases import inflight_elsewhere
 from runner.model import Instrument, Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
 from runner.playbook.models import Playbook, SquareOffScope, SquareOffStep, TagScope

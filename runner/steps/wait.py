@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner.journal import StepOutcome
+from runner.journal.store import StepOutcome
 from runner.model import OrderStatus
 from runner.playbook.models import WaitStep
 from runner.steps.common import RunContext, StepResult, current_orders, describe, wait_all

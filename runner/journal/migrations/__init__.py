@@ -1,6 +1,7 @@
 """Versioned journal schema: Alembic revisions in ``versions/``, applied at start or by ``runner db``.
 
-Every process checks the schema once per database (:func:`ensure`, called by :func:`runner.db.create_all`)
+Every process checks the schema once per database (:func:`ensure`, called by
+:func:`runner.journal.db.create_all`)
 with one read of ``alembic_version``; Alembic is imported only when an upgrade is due.
 
 * at :data:`HEAD`: nothing to do (the common case, ~0.1 ms).
@@ -14,7 +15,7 @@ with one read of ``alembic_version``; Alembic is imported only when an upgrade i
   the floor only moves when a revision is not.
 
 Processes starting together take turns: SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's transaction-scoped
-advisory lock (:data:`runner.db.SCHEMA_LOCK_KEY`); the second finds the work done.
+advisory lock (:data:`runner.journal.db.SCHEMA_LOCK_KEY`); the second finds the work done.
 """
 
 from __future__ import annotations
@@ -45,16 +46,16 @@ HEAD = next(reversed(CHAIN))
 VERSION_TABLE = "alembic_version"  # Alembic's default name and shape, written here without Alembic
 UNVERSIONED = "unversioned (release 0.1.0, before migrations)"
 
-# Modules whose ``metadata`` together make the schema at HEAD (runner.db.create_all leaves their tables
-# to this module). A new MetaData goes here, and its tables into a revision.
+# Modules whose ``metadata`` together make the schema at HEAD (runner.journal.db.create_all leaves their
+# tables to this module). A new MetaData goes here, and its tables into a revision.
 METADATA_MODULES = (
-    "runner.journal",
-    "runner.fires",
+    "runner.journal.store",
+    "runner.journal.fires",
     "runner.control",
     "runner.brokers.paper",
     "runner.liveness",
     "runner.leases",
-    "runner.migrations",
+    "runner.journal.migrations",
 )
 
 metadata = sa.MetaData()
@@ -235,7 +236,7 @@ def _ensure(engine: Engine) -> SchemaStatus:
 def upgrade(engine: Engine) -> tuple[SchemaStatus, SchemaStatus]:
     """Bring the schema to :data:`HEAD` (no-op when it is there): (before, after). Raises
     :class:`SchemaTooNew` for a newer, incompatible schema; a newer compatible one is left alone."""
-    from runner.db import SCHEMA_LOCK_KEY
+    from runner.journal.db import SCHEMA_LOCK_KEY
 
     with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, the write lock until COMMIT
         if conn.dialect.name == "postgresql":

@@ -33,7 +33,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("token"),
         if_not_exists=True,
     )
-    # runner/migrations/__init__.py: which releases may still use this schema
+    # runner/journal/migrations/__init__.py: which releases may still use this schema
     op.create_table(
         "schema_compat",
         sa.Column("id", sa.Integer(), nullable=False),
