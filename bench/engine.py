@@ -31,15 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from runner import logs
 from runner.brokers.paper import PaperBroker
 from runner.clock import VirtualClock
-from runner.engine import RunOptions, execute
-from runner.gateway import Gateway
+from runner.engine.core import RunOptions, execute
+from runner.engine.gateway import Gateway
+from runner.engine.risk import RiskChecker
 from runner.journal.db import make_engine
 from runner.journal.store import Journal
 from runner.model import Instrument, OrderRequest, OrderType, Side
 from runner.playbook.models import Playbook
 from runner.playbook.yamlload import load_yaml
 from runner.prices import StepPath
-from runner.risk import RiskChecker
 
 IST = ZoneInfo("Asia/Kolkata")
 START = dt.datetime(2026, 3, 2, 9, 20, tzinfo=IST)

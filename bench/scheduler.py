@@ -36,7 +36,7 @@ from pathlib import Path
 
 from runner.brokers.base import Capability
 from runner.clock import SystemClock
-from runner.control import ControlStore, GuardedBroker
+from runner.engine.killswitch import ControlStore, GuardedBroker
 from runner.journal.db import make_engine
 from runner.journal.fires import FireState, FireStore
 from runner.journal.store import Journal

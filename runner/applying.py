@@ -16,16 +16,16 @@ from collections.abc import Sequence
 
 from runner.brokers.base import Broker, ForwardingBroker
 from runner.clock import Clock
-from runner.control import GuardedBroker
-from runner.engine import RunOptions, RunReport, execute
+from runner.engine.core import RunOptions, RunReport, execute
+from runner.engine.gateway import Observer, Tuning
+from runner.engine.interrupt import Interrupt
+from runner.engine.killswitch import GuardedBroker
+from runner.engine.risk import RiskConfig
 from runner.errors import Rejected
-from runner.gateway import Observer, Tuning
-from runner.interrupt import Interrupt
 from runner.journal.store import Journal
 from runner.model import Modification, MultilegRequest, Order, OrderRequest
 from runner.planning import CallOp, Plan, PlannedCall, drift, observe
 from runner.playbook.models import Playbook
-from runner.risk import RiskConfig
 
 
 class PlanDrifted(Exception):

@@ -26,9 +26,36 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from runner.brokers.base import Broker, Capability
-from runner.engine import late_reason
+from runner.engine.core import late_reason
+from runner.engine.gateway import Gateway, is_live
+from runner.engine.risk import QuoteSource, RiskChecker, RiskConfig, RiskRefused
+from runner.engine.steps import EXIT_KINDS
+from runner.engine.steps.cancel import open_matching
+from runner.engine.steps.common import StepError, build_request, enrich, is_relative, ref_slots
+from runner.engine.steps.modify import (
+    chase_cap,
+    journaled_resolutions,
+    modification_of,
+    next_chase_price,
+    relative_fields,
+    resolve_fields,
+)
+from runner.engine.steps.spread import UNWIND_LEG, leg_sequence, native_for, unwind_request
+from runner.engine.steps.square_off import (
+    ROUND,
+    exit_requests,
+    exit_tag,
+    left_alone,
+    next_round,
+    position_key,
+    positions_to_close,
+    run_net,
+    scope_intents,
+    scope_label,
+    scope_since,
+    slot_of,
+)
 from runner.errors import BrokerError
-from runner.gateway import Gateway, is_live
 from runner.ids import client_order_id
 from runner.ids import run_id as make_run_id
 from runner.journal.store import Journal, Purpose, StepOutcome
@@ -47,33 +74,6 @@ from runner.playbook.models import (
     WaitStep,
     parse_duration,
     parse_time,
-)
-from runner.risk import QuoteSource, RiskChecker, RiskConfig, RiskRefused
-from runner.steps import EXIT_KINDS
-from runner.steps.cancel import open_matching
-from runner.steps.common import StepError, build_request, enrich, is_relative, ref_slots
-from runner.steps.modify import (
-    chase_cap,
-    journaled_resolutions,
-    modification_of,
-    next_chase_price,
-    relative_fields,
-    resolve_fields,
-)
-from runner.steps.spread import UNWIND_LEG, leg_sequence, native_for, unwind_request
-from runner.steps.square_off import (
-    ROUND,
-    exit_requests,
-    exit_tag,
-    left_alone,
-    next_round,
-    position_key,
-    positions_to_close,
-    run_net,
-    scope_intents,
-    scope_label,
-    scope_since,
-    slot_of,
 )
 
 FORMAT = "runner-plan"

@@ -14,12 +14,12 @@ import sqlalchemy as sa
 
 from runner.accounts import Account
 from runner.clock import VirtualClock
-from runner.engine import RunOptions, RunReport, execute
-from runner.gateway import Observer, Tuning
+from runner.engine.core import RunOptions, RunReport, execute
+from runner.engine.gateway import Observer, Tuning
+from runner.engine.risk import RiskConfig
 from runner.ids import run_id as make_run_id
 from runner.journal.store import Journal
 from runner.playbook.models import Playbook, parse_time
-from runner.risk import RiskConfig
 
 SESSION_OPEN = dt.time(9, 15)
 REHEARSE_ACCOUNT = Account(

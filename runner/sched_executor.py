@@ -27,7 +27,7 @@ class BrokerPool(dict[str, Any]):
         broker = self.get(account)
         if broker is None:
             from runner.brokers import create_broker
-            from runner.control import GuardedBroker
+            from runner.engine.killswitch import GuardedBroker
 
             try:
                 acct = self.accounts[account]
@@ -60,7 +60,7 @@ class EngineExecutor:
         return await (await self.prepare(fire)).run()
 
     async def prepare(self, fire: Fire) -> _PreparedRun:
-        from runner.engine import Engine, RunOptions
+        from runner.engine.core import Engine, RunOptions
 
         pb = fire.playbook
         broker = self.pool.get_broker(pb.account)

@@ -2,10 +2,10 @@
 
 Run by the daemon when the kill switch goes to HALT (for every account its playbooks name) and by
 ``runner halt --cancel-now``. Each account gets a journal run of its own (playbook ``halt``, mode
-``halt``): the calls go through a :class:`runner.gateway.Gateway`, so they are retried, journaled in
+``halt``): the calls go through a :class:`runner.engine.gateway.Gateway`, so they are retried, journaled in
 ``broker_calls`` and the orders' new states recorded. A cancel ack is not a cancel: each order is read back
 until it is no longer live, and a last ``open_orders`` read counts what is still open. The result per
-account lands in ``halt_passes`` (see :class:`runner.control.HaltPass`) for ``runner status``.
+account lands in ``halt_passes`` (see :class:`runner.engine.killswitch.HaltPass`) for ``runner status``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 from runner.brokers.base import Broker
 from runner.clock import Clock
-from runner.control import ControlStore, HaltPass
-from runner.gateway import Gateway, Tuning
+from runner.engine.gateway import Gateway, Tuning
+from runner.engine.killswitch import ControlStore, HaltPass
 from runner.ids import run_id as make_run_id
 from runner.journal.store import Journal, RunStatus, StepOutcome
 from runner.model import Order, OrderStatus

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from runner.control import ControlState, Mode
+from runner.engine.killswitch import ControlState, Mode
 from runner.journal.fires import FireRow, FireState
 from runner.sched_calendar import Closed
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.clock import Clock
-from runner.control import ControlState
+from runner.engine.killswitch import ControlState
 from runner.journal.fires import FireStore
 from runner.sched_loader import Entry
 from runner.sched_release import Running

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.clock import Clock, SystemClock
-from runner.control import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
+from runner.engine.killswitch import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
 from runner.ids import run_id as make_run_id
 from runner.journal.fires import Claim, ClaimBatcher, FireState, FireStore
 from runner.sched_arming import Arming, Timers, wake_lead

@@ -22,7 +22,7 @@ class Mutation(enum.StrEnum):
 
 
 def _duplicate() -> None:
-    from runner.gateway import Gateway
+    from runner.engine.gateway import Gateway
     from runner.journal.store import Purpose
 
     place = Gateway.place
@@ -54,8 +54,8 @@ def _skip_restamp() -> None:
 
 
 def _square_off_twice() -> None:
-    from runner import steps
-    from runner.steps import square_off
+    from runner.engine import steps
+    from runner.engine.steps import square_off
 
     run = square_off.run
 

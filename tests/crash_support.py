@@ -247,7 +247,7 @@ class Harness:
         pb = pb or self.pb
         from runner.brokers.paper import create
         from runner.clock import VirtualClock
-        from runner.engine import RunOptions, execute
+        from runner.engine.core import RunOptions, execute
         from runner.journal.store import Journal
         from runner.rehearse import day_start, rehearsal_run_id, run_key, slot_of
 

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from runner.brokers.paper import PaperBroker
 from runner.clock import VirtualClock
-from runner.engine import RunOptions, RunReport, execute
-from runner.gateway import EngineEvent, Tuning
+from runner.engine.core import RunOptions, RunReport, execute
+from runner.engine.gateway import EngineEvent, Tuning
 from runner.journal.db import make_engine
 from runner.journal.store import Journal
 from runner.matching import MatchingConfig

@@ -16,8 +16,8 @@ from test_alphapoint import START, account, clock, creds, prices, sim, sim_facto
 
 from runner.brokers.alphapoint import AlphaPointBroker, create
 from runner.clock import VirtualClock
-from runner.control import ControlState, ControlView, GuardedBroker, Mode
-from runner.engine import RunOptions, execute
+from runner.engine.core import RunOptions, execute
+from runner.engine.killswitch import ControlState, ControlView, GuardedBroker, Mode
 from runner.journal.store import Journal, StepOutcome
 from runner.model import OrderStatus
 from runner.playbook.models import Playbook

@@ -21,7 +21,7 @@ from runner.accounts import PAPER, Account
 from runner.brokers.paper import PaperBroker, create
 from runner.cli import EXIT_OK, EXIT_REFUSED, main
 from runner.clock import VirtualClock
-from runner.control import (
+from runner.engine.killswitch import (
     ControlState,
     ControlStore,
     ControlView,

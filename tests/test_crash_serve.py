@@ -62,7 +62,7 @@ def settle(tmp: Path, now: dt.datetime) -> None:
     runs no longer running, here at ``now`` (past ``absent_after``), so a lookup miss is proof."""
     from runner.brokers.paper import PaperBroker
     from runner.clock import VirtualClock
-    from runner.engine import Engine, RunOptions
+    from runner.engine.core import Engine, RunOptions
     from runner.journal.db import make_engine
     from runner.journal.store import Journal, RunStatus
     from runner.matching import MatchingConfig

@@ -27,7 +27,8 @@ from runner.accounts import Account
 from runner.brokers import create_broker
 from runner.brokers.base import Broker, Capability
 from runner.clock import VirtualClock
-from runner.engine import RunOptions, RunReport, execute
+from runner.engine.core import RunOptions, RunReport, execute
+from runner.engine.steps.common import build_request
 from runner.instruments import InstrumentMaster
 from runner.journal.db import make_engine
 from runner.journal.store import Journal, RunStatus
@@ -36,7 +37,6 @@ from runner.model import Side
 from runner.playbook.models import PlaceStep, Playbook, SpreadStep, SquareOffStep
 from runner.playbook.yamlload import load_yaml
 from runner.prices import StepPath
-from runner.steps.common import build_request
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cross"
 PLAYBOOK = FIXTURES / "cross.yaml"

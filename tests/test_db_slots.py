@@ -31,7 +31,7 @@ CHILD = textwrap.dedent(
     from runner.brokers.paper import PaperBroker
     from runner.clock import VirtualClock
     from runner.journal.db import make_engine
-    from runner.engine import RunOptions, execute
+    from runner.engine.core import RunOptions, execute
     from runner.journal.store import Journal
     from runner.prices import StepPath
     from runner.model import Instrument

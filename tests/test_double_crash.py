@@ -11,8 +11,8 @@ import pytest
 from engine_helpers import make_env, playbook
 from faulty_broker import Faulty, FaultyMultileg
 
+from runner.engine.gateway import Gateway, Missing
 from runner.errors import OutcomeUnknown
-from runner.gateway import Gateway, Missing
 from runner.journal.store import Resolution, StepOutcome
 
 BUY = "steps:\n  - {kind: place, id: buy, instrument: fut, side: BUY, lots: 1}\n"

@@ -16,7 +16,7 @@ from engine_helpers import IST
 
 from runner.brokers.paper import PaperBroker
 from runner.clock import VirtualClock
-from runner.engine import RunOptions, execute
+from runner.engine.core import RunOptions, execute
 from runner.journal.db import make_engine
 from runner.journal.store import Journal
 from runner.model import OrderType, Product

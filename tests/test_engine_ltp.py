@@ -10,8 +10,8 @@ import pytest
 from engine_helpers import at, ce_instrument, make_env, playbook
 from faulty_broker import Faulty
 
+from runner.engine.steps.modify import RESOLVED_EVENT
 from runner.journal.store import events
-from runner.steps.modify import RESOLVED_EVENT
 
 ENTRY = '  - {kind: place, id: buy, instrument: ce, side: BUY, lots: 1, type: LIMIT, price: {ltp: "-1.3%"}}\n'
 

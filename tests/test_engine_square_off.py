@@ -9,9 +9,9 @@ import pytest
 from engine_helpers import NIFTY_FUT, RELIANCE, at, make_env, playbook
 from faulty_broker import Faulty
 
+from runner.engine.steps.square_off import own_part, slices
 from runner.journal.store import Resolution
 from runner.model import OrderRequest, OrderStatus, OrderType, Product, Side
-from runner.steps.square_off import own_part, slices
 
 
 def test_slices_respect_freeze_quantity_and_lots():

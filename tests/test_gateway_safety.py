@@ -13,9 +13,9 @@ from engine_helpers import NIFTY_FUT, at, make_env, playbook
 from faulty_broker import Faulty, FaultyMultileg
 
 from runner.brokers.base import Capability
-from runner.control import ControlState, ControlView, GuardedBroker, Mode
+from runner.engine.gateway import Gateway, modified_request
+from runner.engine.killswitch import ControlState, ControlView, GuardedBroker, Mode
 from runner.errors import OutcomeUnknown, Unavailable
-from runner.gateway import Gateway, modified_request
 from runner.ids import client_order_id, leg_client_id
 from runner.journal.store import Resolution, StepOutcome
 from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Product, Side

@@ -11,9 +11,9 @@ from typing import Any
 
 from engine_helpers import RELIANCE, at, make_env, playbook
 
+from runner.engine.leases import AccountLeases, Lease, LeaseMode, account_leases, leases_for
 from runner.journal.db import make_engine
 from runner.journal.store import Intent, Journal, Purpose, RunStatus
-from runner.leases import AccountLeases, Lease, LeaseMode, account_leases, leases_for
 from runner.liveness import STALE_AFTER, ProcessIdentity, ProcessRegistry, host_id, processes
 from runner.model import OrderRequest, Product, Side
 
@@ -290,7 +290,7 @@ def test_runner_run_refuses_a_busy_account_with_exit_4_naming_the_holder(tmp_pat
 
 
 async def test_the_first_steps_lease_is_taken_while_preparing_not_at_the_instant(tmp_path):
-    from runner.engine import Engine, RunOptions
+    from runner.engine.core import Engine, RunOptions
 
     env = make_env(tmp_path, start=at(9, 14, 58))
     pb = playbook("""

@@ -28,7 +28,7 @@ from alembic.script import ScriptDirectory
 
 import runner
 from runner.cli import main
-from runner.control import ControlStore, Mode
+from runner.engine.killswitch import ControlStore, Mode
 from runner.journal import migrations
 from runner.journal.db import make_engine
 from runner.journal.fires import FireState, FireStore, read_daemons

@@ -23,7 +23,7 @@ from test_sched_support import DayCalendar, RecordingExecutor, make_daemon, play
 
 from runner.cli import main
 from runner.clock import VirtualClock
-from runner.control import ControlStore, Mode
+from runner.engine.killswitch import ControlStore, Mode
 from runner.journal.db import make_engine
 from runner.journal.fires import FireState, FireStore, fires
 from runner.journal.store import Journal, RunStatus, order_intents, runs
@@ -115,7 +115,7 @@ CHILD = textwrap.dedent(
     import asyncio, datetime as dt, json, sys
     from runner.accounts import PAPER
     from runner.clock import VirtualClock
-    from runner.control import ControlStore
+    from runner.engine.killswitch import ControlStore
     from runner.journal.db import make_engine
     from runner.journal.fires import FireStore
     from runner.journal.store import Journal
@@ -272,7 +272,7 @@ def test_concurrent_halt_writers_leave_one_control_row(pg_db_url: str) -> None:
     """Two hosts hitting ``runner halt`` at once on a fresh journal (UPDATE finds nothing, both INSERT)."""
     import threading
 
-    from runner.control import control
+    from runner.engine.killswitch import control
 
     stores = [ControlStore(make_engine(pg_db_url)) for _ in range(2)]
     errors: list[BaseException] = []

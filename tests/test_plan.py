@@ -14,12 +14,12 @@ from engine_helpers import NIFTY_FUT, RELIANCE, at, make_env, playbook
 from faulty_broker import FaultyMultileg
 
 from runner.applying import PlanDrifted, PlanGuard, apply_plan, playbook_drift
+from runner.engine.risk import RiskConfig
+from runner.engine.steps.square_off import ROUND
 from runner.errors import Rejected
 from runner.ids import client_order_id
 from runner.model import Instrument, OrderRequest, OrderType, Product, Side
 from runner.planning import CallOp, PlaybookSource, Verdict, make_plan, order_row, plan_from_dict
-from runner.risk import RiskConfig
-from runner.steps.square_off import ROUND
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 WRITES = {"place", "place_multileg", "cancel", "cancel_multileg", "modify"}
@@ -384,8 +384,8 @@ async def test_ltp_relative_prices_are_planned_as_written_with_the_estimate_now(
 
 def test_cli_apply_busy_wait_refuses_at_once_naming_the_holder(tmp_path, capsys):
     from runner.cli import main
+    from runner.engine.leases import LeaseMode, leases_for
     from runner.journal.db import make_engine
-    from runner.leases import LeaseMode, leases_for
     from runner.liveness import ProcessIdentity, ProcessRegistry
 
     db, pb, out = _cli_setup(tmp_path)

@@ -13,7 +13,7 @@ import pytest
 from test_relogin_support import ADAPTERS, IST, T0, blitz
 
 from runner.clock import VirtualClock
-from runner.control import ControlView, GuardedBroker
+from runner.engine.killswitch import ControlView, GuardedBroker
 from runner.errors import AuthExpired
 from runner.model import OrderStatus
 from runner.sched_arming import Timers

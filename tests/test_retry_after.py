@@ -12,8 +12,8 @@ import pytest
 from engine_helpers import make_env, playbook
 from faulty_broker import Faulty
 
+from runner.engine.gateway import Gateway, Tuning
 from runner.errors import RateLimited, Unavailable, WaitTooLong
-from runner.gateway import Gateway, Tuning
 from runner.journal.store import Resolution
 
 MARKET = """

@@ -10,8 +10,8 @@ import pytest
 from engine_helpers import at, make_env, playbook
 from faulty_broker import Faulty
 
+from runner.engine.interrupt import Interrupt
 from runner.errors import Unavailable
-from runner.interrupt import Interrupt
 from runner.journal.store import RunBusy, RunStatus, StepOutcome
 from runner.liveness import ProcessIdentity, host_id
 
@@ -162,7 +162,7 @@ async def test_an_unexpected_adapter_exception_fails_its_step_and_exit_steps_sti
 
 
 async def test_an_unexpected_exception_in_a_step_fails_it_and_the_run_is_closed(tmp_path, monkeypatch):
-    from runner import steps as step_kinds
+    from runner.engine import steps as step_kinds
 
     async def broken(ctx, step):
         raise KeyError("no such leg")

@@ -14,7 +14,7 @@ from test_sched_support import RecordingExecutor, make_daemon
 
 from runner.brokers.paper import PaperBroker
 from runner.clock import VirtualClock
-from runner.control import (
+from runner.engine.killswitch import (
     ControlState,
     ControlStore,
     GuardedBroker,
@@ -83,7 +83,7 @@ def test_control_row_round_trip(engine: sa.Engine) -> None:
 async def test_guarded_paper_broker_honours_halt_and_reduce_only(engine: sa.Engine) -> None:
     clock = VirtualClock(NOW)
     store = ControlStore(engine)
-    from runner.control import ControlWatcher
+    from runner.engine.killswitch import ControlWatcher
 
     watcher = ControlWatcher(store)
     broker = GuardedBroker(PaperBroker("paper", engine=engine, clock=clock), watcher)
@@ -121,7 +121,7 @@ async def test_guarded_paper_broker_honours_halt_and_reduce_only(engine: sa.Engi
 async def test_reduce_only_counts_open_reducing_orders(engine: sa.Engine) -> None:
     clock = VirtualClock(NOW)
     store = ControlStore(engine)
-    from runner.control import ControlWatcher
+    from runner.engine.killswitch import ControlWatcher
 
     watcher = ControlWatcher(store)
     broker = GuardedBroker(PaperBroker("paper", engine=engine, clock=clock), watcher)

@@ -14,7 +14,7 @@ import pytest
 from test_sched_support import DayCalendar, RecordingExecutor, make_daemon, playbook_text
 
 from runner.clock import VirtualClock
-from runner.control import Mode
+from runner.engine.killswitch import Mode
 from runner.ids import run_id as make_run_id
 from runner.journal.fires import Claim, FireState
 from runner.sched_policy import STALE_AFTER
@@ -350,7 +350,7 @@ async def test_halt_skips_fires_and_is_seen_within_a_poll(pbdir: Path, db_url: s
     write(pbdir / "a.yaml", playbook_text("nifty_open", 'daily: "09:15"', calendar="NSE"))
     due = ist(2026, 11, 25, 9, 15)
     daemon, clock, ex = await daemon_at(due, pbdir, db_url)
-    from runner.control import ControlStore
+    from runner.engine.killswitch import ControlStore
 
     ControlStore(daemon.store.engine).set(Mode.HALT, "desk says stop", "ops", clock.now())
     assert daemon.watcher.state.mode is Mode.NORMAL

@@ -16,7 +16,7 @@ from test_sched_support import RecordingExecutor, make_daemon, playbook_text
 from runner.brokers.paper import PaperBroker
 from runner.cli import main
 from runner.clock import VirtualClock
-from runner.control import ControlStore, GuardedBroker, Mode
+from runner.engine.killswitch import ControlStore, GuardedBroker, Mode
 from runner.ids import run_id as make_run_id
 from runner.journal.db import make_engine
 from runner.journal.fires import Claim, FireRow, FireState, FireStore

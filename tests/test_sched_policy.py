@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from runner.control import ControlState, Mode
+from runner.engine.killswitch import ControlState, Mode
 from runner.journal.fires import FireState
 from runner.sched_arming import MAX_LEAD, wake_lead
 from runner.sched_calendar import Closed, ClosedKind

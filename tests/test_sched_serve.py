@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from test_sched_support import playbook_text
 
-from runner.control import ControlStore, Mode
+from runner.engine.killswitch import ControlStore, Mode
 from runner.journal.db import make_engine
 from runner.journal.fires import FireState, fires
 from runner.liveness import ProcessRegistry, processes

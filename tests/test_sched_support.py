@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from runner.clock import Clock
-from runner.control import ControlStore
+from runner.engine.killswitch import ControlStore
 from runner.journal.db import make_engine
 from runner.journal.fires import FireState, FireStore
 from runner.scheduler import Daemon, DaemonOptions, Fire, FireResult

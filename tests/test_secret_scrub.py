@@ -164,7 +164,7 @@ async def test_adapter_exception_text_is_scrubbed_from_step_run_call_and_event_r
     broker = Faulty(env.broker()).fail("place", refusal)
     report = await env.run(playbook(MARKET), broker=broker)
     assert not report.ok
-    # a gateway note carrying exception text (runner.gateway.Gateway.note writes exactly this)
+    # a gateway note carrying exception text (runner.engine.gateway.Gateway.note writes exactly this)
     note = f"cancel x: Rejected: {secret}"
     env.journal.record_event(report.run_id, "note", note, env.clock.now(), level="error")
     (call,) = [c for c in env.journal.calls(run_id=report.run_id) if c["error"] == "Rejected"]

@@ -6,8 +6,8 @@ from typing import Any
 
 from engine_helpers import DAY, RELIANCE, at, make_env, playbook
 
+from runner.engine.leases import LeaseMode, leases_for
 from runner.journal.store import RunStatus
-from runner.leases import LeaseMode, leases_for
 from runner.liveness import ProcessIdentity, ProcessRegistry
 from runner.model import OrderRequest, Product, Side
 from runner.planning import CallOp, PlaybookSource, make_plan

@@ -129,7 +129,7 @@ class SupportsRelogin(Protocol):
 class ClientIdRegistry(Protocol):
     """A broker that cannot carry our client id as is and keeps the way back only in memory (AlphaPoint:
     a numeric one-way hash). At start the gateway tells it the journal's recent client ids of the
-    account (:meth:`runner.gateway.Gateway.adopt_client_ids`), so orders placed by an earlier process
+    account (:meth:`runner.engine.gateway.Gateway.adopt_client_ids`), so orders placed by an earlier process
     read back under our ids again (else they look foreign and ``this_run_only`` filters skip them)."""
 
     def adopt_client_ids(self, client_ids: Mapping[str, Product]) -> None:

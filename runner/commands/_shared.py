@@ -23,13 +23,13 @@ if TYPE_CHECKING:
 
     from runner.accounts import Account
     from runner.brokers.base import Broker
-    from runner.control import GuardedBroker
-    from runner.engine import RunReport
-    from runner.gateway import EngineEvent
-    from runner.interrupt import Interrupt
+    from runner.engine.core import RunReport
+    from runner.engine.gateway import EngineEvent
+    from runner.engine.interrupt import Interrupt
+    from runner.engine.killswitch import GuardedBroker
+    from runner.engine.risk import RiskConfig
     from runner.journal.store import Journal
     from runner.playbook.models import Playbook
-    from runner.risk import RiskConfig
 
 
 # --- input files: every problem is one `file:line:col: message` line and exit 1 (2 if missing) ----------
@@ -80,7 +80,7 @@ def load_account(name: str, accounts_file: str | None, *, explicit: bool) -> Acc
 
 
 def load_risk(path: str | None) -> RiskConfig:
-    from runner.risk import ENV_VAR, load_risk_config
+    from runner.engine.risk import ENV_VAR, load_risk_config
 
     where = path or os.environ.get(ENV_VAR)
     try:
@@ -136,7 +136,7 @@ async def kill_switch(broker: Broker, engine: Engine) -> AsyncIterator[GuardedBr
     """``broker`` behind the journal database's kill switch (``runner halt`` / ``resume``), for commands
     that send orders (run, apply). The state is read at once and polled every 0.25 s while the block
     runs; an order refused by it makes its step REFUSED (exit 4). Use inside the running event loop."""
-    from runner.control import ControlStore, ControlWatcher, GuardedBroker
+    from runner.engine.killswitch import ControlStore, ControlWatcher, GuardedBroker
 
     watcher = ControlWatcher(ControlStore(engine))
     watcher.start()
@@ -150,8 +150,8 @@ async def kill_switch(broker: Broker, engine: Engine) -> AsyncIterator[GuardedBr
 async def run_process(journal: Journal, command: str) -> AsyncIterator[Interrupt]:
     """For ``run`` and ``apply``: this process's heartbeat in the journal (the liveness its runs' owner
     token is judged by, runner.liveness) and SIGTERM/SIGINT turned into a stop request that the engine
-    honours at its next step boundary (runner.interrupt). Use inside the running event loop."""
-    from runner.interrupt import Interrupt, catching_signals
+    honours at its next step boundary (runner.engine.interrupt). Use inside the running event loop."""
+    from runner.engine.interrupt import Interrupt, catching_signals
     from runner.liveness import Heartbeat, ProcessIdentity
 
     interrupt = Interrupt()

@@ -44,8 +44,8 @@ from runner.commands._shared import (
 )
 
 if TYPE_CHECKING:
-    from runner.engine import RunReport
-    from runner.interrupt import Interrupt
+    from runner.engine.core import RunReport
+    from runner.engine.interrupt import Interrupt
 
 EXAMPLES = """\
   runner plan playbooks/iron_condor.yaml --now --out plan.json   # review it, then:

@@ -18,7 +18,7 @@ from runner.commands._shared import make_broker
 
 if TYPE_CHECKING:
     from runner.accounts import Account
-    from runner.control import HaltPass
+    from runner.engine.killswitch import HaltPass
 
 DESCRIPTION = __doc__
 EXAMPLES = """\
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.control import Mode
+    from runner.engine.killswitch import Mode
 
     if args.account and not args.cancel_now:
         raise CommandError(EXIT_USAGE, "--account is for --cancel-now")
@@ -80,7 +80,7 @@ def _cancel_now(args: argparse.Namespace, accounts: list[Account]) -> tuple[int,
     import socket
 
     from runner.clock import SystemClock
-    from runner.control import ControlStore
+    from runner.engine.killswitch import ControlStore
     from runner.journal.store import Journal
     from runner.sched_halt import cancel_pass
 
@@ -125,7 +125,7 @@ def set_mode(
     import json
     import socket
 
-    from runner.control import ControlStore, Mode
+    from runner.engine.killswitch import ControlStore, Mode
     from runner.journal.fires import open_engine, read_daemons
 
     assert isinstance(mode, Mode)

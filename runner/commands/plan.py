@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args, progress=True)
     from runner.clock import SystemClock
     from runner.commands.run import scheduled_slot
-    from runner.control import ControlStore
+    from runner.engine.killswitch import ControlStore
     from runner.journal.store import Journal
     from runner.planning import PlaybookSource, make_plan
 

@@ -61,8 +61,8 @@ from runner.commands._shared import (
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-    from runner.engine import RunReport
-    from runner.interrupt import Interrupt
+    from runner.engine.core import RunReport
+    from runner.engine.interrupt import Interrupt
 
 DESCRIPTION = __doc__
 EXAMPLES = """\
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
     configure_logging(args, progress=tty)
     from runner.clock import SystemClock
-    from runner.engine import RunOptions, execute
+    from runner.engine.core import RunOptions, execute
     from runner.journal.store import Journal
 
     tz = ZoneInfo(pb.timezone)

@@ -88,7 +88,7 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
 
     from runner.accounts import find_accounts_file, load_accounts
     from runner.clock import SystemClock
-    from runner.control import ControlStore
+    from runner.engine.killswitch import ControlStore
     from runner.journal.fires import FireStore, open_engine
     from runner.journal.store import Journal
     from runner.liveness import Heartbeat, ProcessIdentity, ProcessRegistry

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any]:
-    from runner.control import ControlStore
+    from runner.engine.killswitch import ControlStore
     from runner.journal.fires import FireStore, open_engine, read_daemons
     from runner.journal.store import Journal, dead_holder
 

@@ -6,7 +6,7 @@
 2. connect, then reconcile by client id, before anything is sent, every unsettled intent of this run and of
    the account's runs that are not running (recent ones: see ``Tuning.reconcile_horizon``);
 3. for each step not already finished: honour ``at`` / ``after`` / ``late`` on the injected clock, then
-   dispatch on ``kind`` (:data:`runner.steps.HANDLERS`). After a failed / refused / stopping step, only
+   dispatch on ``kind`` (:data:`runner.engine.steps.HANDLERS`). After a failed / refused / stopping step, only
    risk-reducing steps (cancel, square_off) still run.
 
 A step's outcome says what is true at the broker; handler modules read orders and positions back.
@@ -24,12 +24,16 @@ from zoneinfo import ZoneInfo
 
 from runner.brokers.base import Broker
 from runner.clock import Clock
-from runner.control import GuardedBroker, Halted
+from runner.engine.gateway import EngineEvent, EventKind, Gateway, Observer, Tuning
+from runner.engine.interrupt import Interrupt
+from runner.engine.killswitch import GuardedBroker, Halted
+from runner.engine.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for
+from runner.engine.risk import RiskChecker, RiskConfig, RiskRefused
+from runner.engine.steps import EXIT_KINDS, HANDLERS, RunContext, StepResult
+from runner.engine.steps.common import StepError, build_request
 from runner.errors import BrokerError
-from runner.gateway import EngineEvent, EventKind, Gateway, Observer, Tuning
 from runner.ids import client_order_id
 from runner.ids import run_id as make_run_id
-from runner.interrupt import Interrupt
 from runner.journal.store import (
     DuplicateIntent,
     Intent,
@@ -41,14 +45,10 @@ from runner.journal.store import (
     StepOutcome,
     StepRecord,
 )
-from runner.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for
 from runner.liveness import ProcessIdentity
 from runner.logs import get_logger
 from runner.model import Modification, MultilegRequest, Order, OrderRequest
 from runner.playbook.models import Playbook, parse_duration
-from runner.risk import RiskChecker, RiskConfig, RiskRefused
-from runner.steps import EXIT_KINDS, HANDLERS, RunContext, StepResult
-from runner.steps.common import StepError, build_request
 
 if TYPE_CHECKING:
     from runner.journal.groupcommit import GroupCommit
@@ -125,7 +125,8 @@ def _report(record: RunRecord, status: RunStatus, steps: dict[str, StepRecord], 
 
 
 class Engine:
-    """One run of one playbook. Small on purpose: timing and bookkeeping here, step logic in runner.steps."""
+    """One run of one playbook. Small on purpose: timing and bookkeeping here, step logic in
+    runner.engine.steps."""
 
     def __init__(
         self,
@@ -173,7 +174,7 @@ class Engine:
         self._prepared = False
         self._staged: _Staged | None = None
         self.leases = leases_for(journal.engine)
-        self._lease: Lease | None = None  # held for the step in progress (runner.leases)
+        self._lease: Lease | None = None  # held for the step in progress (runner.engine.leases)
         self.ctx = RunContext(
             playbook=playbook,
             run_id=self.run_id,
@@ -264,7 +265,7 @@ class Engine:
         await self._take_lease(step, wait=0)
 
     async def _take_lease(self, step: Any, *, wait: float | None = None) -> StepResult | None:
-        """The account lease ``step`` needs (:mod:`runner.leases`), held until the step finishes; a
+        """The account lease ``step`` needs (:mod:`runner.engine.leases`), held until the step finishes; a
         REFUSED result naming the holder when the account stays busy for ``wait`` (default busy_wait)."""
         mode = mode_for(step)
         held = self._lease
@@ -670,8 +671,8 @@ class _Precommitted:
 
 
 class _HaltNotes:
-    """Notes the kill switch's refusals (:class:`runner.control.Halted`) on their way to the gateway, which
-    journals them as rejected orders: the engine then reports the step REFUSED, not FAILED."""
+    """Notes the kill switch's refusals (:class:`runner.engine.killswitch.Halted`) on their way to the
+    gateway, which journals them as rejected orders: the engine then reports the step REFUSED, not FAILED."""
 
     def __init__(self, inner: GuardedBroker) -> None:
         self._inner = inner

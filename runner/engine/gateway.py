@@ -25,7 +25,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runner.brokers.base import Broker, Capability, ClientIdRegistry, MultilegBroker
-from runner.control import Halted
+from runner.engine.killswitch import Halted
+from runner.engine.risk import QuoteSource, RiskChecker, RiskRefused
 from runner.errors import (
     AdapterFault,
     AuthExpired,
@@ -52,7 +53,6 @@ from runner.model import (
     OrderType,
     Position,
 )
-from runner.risk import QuoteSource, RiskChecker, RiskRefused
 
 if TYPE_CHECKING:
     from runner.clock import Clock

@@ -1,6 +1,6 @@
 """Group commit for the rows that arm runs ahead of their instant.
 
-A prepared run (:meth:`runner.engine.Engine.prepare`) journals its run row, its first step's row and its
+A prepared run (:meth:`runner.engine.core.Engine.prepare`) journals its run row, its first step's row and its
 first order's intent before the instant, stamped with it. Every run prepared in the same event-loop tick
 queues them here; one transaction writes them all on the next tick. 1,000 playbooks due in the same
 second therefore cost a few commits in the lead second, not 3,000 commits fighting over SQLite's write

@@ -92,7 +92,7 @@ class Resolution(enum.StrEnum):
     # with ``sent_at``, before every send: a death between a re-send and its reply leaves it PENDING)
     CONFIRMED = "confirmed"  # the broker has it (ack or lookup)
     ABSENT = "absent"  # the broker never got it: refused on our side, or not found by a lookup made well
-    # after the last send (see runner.gateway.Gateway.reconcile); may be sent again, as PENDING first
+    # after the last send (see runner.engine.gateway.Gateway.reconcile); may be sent again, as PENDING first
 
 
 class Purpose(enum.StrEnum):
@@ -997,7 +997,7 @@ class Journal:
 
     def discard_armed(self, run_id: str, client_order_id: str) -> None:
         """Remove a run written ahead of its instant (run, first step, intent: see
-        :meth:`runner.engine.Engine.prepare`) whose request this process knows it never sent: halted or
+        :meth:`runner.engine.core.Engine.prepare`) whose request this process knows it never sent: halted or
         shut down before the instant, or released too late. Refuses (JournalError, nothing removed)
         unless the intent is untouched: PENDING_NEW, never acknowledged, no broker call journaled."""
         with self._fast.transaction() as t:
@@ -1075,7 +1075,7 @@ class Journal:
         self, account: str, since: dt.datetime, *, playbook: str | None = None, tag: str | None = None
     ) -> list[Intent]:
         """The account's intents journaled since ``since`` that belong to runs of ``playbook`` and / or
-        carry ``tag``: what a scoped square-off owns (runner.steps.square_off.scope_net)."""
+        carry ``tag``: what a scoped square-off owns (runner.engine.steps.square_off.scope_net)."""
         c = order_intents.c
         q = sa.select(order_intents).where(c.account == account, c.created_at >= since)
         if playbook is not None:

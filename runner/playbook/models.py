@@ -232,7 +232,7 @@ class SquareOffStep(Timing):
     description: str | None = None
     filter: OrderFilter = Field(default_factory=OrderFilter)
     # account: every net position; playbook / {tag: X}: only the net of that scope's journaled fills
-    # (today's), capped by the broker's net of the same sign (runner.steps.square_off.scope_net).
+    # (today's), capped by the broker's net of the same sign (runner.engine.steps.square_off.scope_net).
     scope: SquareOffScope | TagScope = SquareOffScope.ACCOUNT
     cancel_open_orders: bool = True
     escalation: Escalation | None = None  # None: market orders straight away
@@ -271,7 +271,8 @@ VarValue = int | Decimal | str | bool | dt.date
 
 
 class AccountBusyPolicy(_Model):
-    """What a step does when another run holds the account (runner.leases): wait this long, then refuse."""
+    """What a step does when another run holds the account (runner.engine.leases): wait this long, then
+    refuse."""
 
     wait: Duration
 

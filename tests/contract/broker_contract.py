@@ -41,8 +41,8 @@ import pytest
 
 from runner.brokers.base import Broker, Capability, MultilegBroker
 from runner.clock import VirtualClock
+from runner.engine.gateway import applied, is_live
 from runner.errors import AuthExpired, NotFound, NotModifiable, OutcomeUnknown, Rejected, Retryable
-from runner.gateway import applied, is_live
 from runner.matching import MatchingConfig
 from runner.model import (
     Instrument,
@@ -160,7 +160,7 @@ class Harness:
 
     # After an OutcomeUnknown on modify/cancel, read back; if the change did not land and the order still
     # works, issue the same change to the same order once more (it names an existing order, so it cannot
-    # create one), as runner.gateway does.
+    # create one), as runner.engine.gateway does.
 
     async def modify(self, order: Order, change: Modification) -> Order:
         try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from runner.steps import cancel, modify, place, spread, square_off, wait
-from runner.steps.common import RunContext, StepResult
+from runner.engine.steps import cancel, modify, place, spread, square_off, wait
+from runner.engine.steps.common import RunContext, StepResult
 
 Handler = Callable[[RunContext, Any], Awaitable[StepResult]]
 

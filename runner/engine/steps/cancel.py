@@ -6,10 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from runner.gateway import is_live
-from runner.model import Order, OrderStatus
-from runner.playbook.models import CancelStep, OrderCondition, OrderFilter, Playbook
-from runner.steps.common import (
+from runner.engine.gateway import is_live
+from runner.engine.steps.common import (
     RunContext,
     StepResult,
     current_orders,
@@ -17,6 +15,8 @@ from runner.steps.common import (
     matches_filter,
     run_client_ids,
 )
+from runner.model import Order, OrderStatus
+from runner.playbook.models import CancelStep, OrderCondition, OrderFilter, Playbook
 
 
 def condition_holds(

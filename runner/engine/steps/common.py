@@ -9,9 +9,9 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from runner.engine.leases import DEFAULT_BUSY_WAIT
 from runner.ids import client_order_id
 from runner.journal.store import Intent, StepOutcome
-from runner.leases import DEFAULT_BUSY_WAIT
 from runner.model import Instrument, Order, OrderRequest, Side
 from runner.playbook import ltp_offsets
 from runner.playbook.ltp_offsets import PriceRole
@@ -27,7 +27,7 @@ from runner.playbook.models import (
 
 if TYPE_CHECKING:
     from runner.clock import Clock
-    from runner.gateway import Gateway
+    from runner.engine.gateway import Gateway
 
 DEFAULT_TICK = Decimal("0.05")
 
@@ -65,7 +65,8 @@ class RunContext:
     run_date: dt.date  # the local trading date the run belongs to
     log: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
-    busy_wait: float = DEFAULT_BUSY_WAIT  # seconds to wait for other runs on the account (runner.leases)
+    # seconds to wait for other runs on the account (runner.engine.leases)
+    busy_wait: float = DEFAULT_BUSY_WAIT
 
     def local_instant(self, hhmm: str) -> dt.datetime:
         return dt.datetime.combine(self.run_date, parse_time(hhmm), tzinfo=self.tz)

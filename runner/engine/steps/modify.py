@@ -11,13 +11,9 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 
-from runner.gateway import applied, is_live
-from runner.journal.store import Intent, Journal, events
-from runner.model import Modification, Order, OrderStatus, OrderType, Side
-from runner.playbook.ltp_offsets import PriceRole
-from runner.playbook.models import Chase, LtpPrice, ModifyStep, Playbook, Price
-from runner.steps.cancel import condition_holds
-from runner.steps.common import (
+from runner.engine.gateway import applied, is_live
+from runner.engine.steps.cancel import condition_holds
+from runner.engine.steps.common import (
     RunContext,
     StepError,
     StepResult,
@@ -28,6 +24,10 @@ from runner.steps.common import (
     resolve_price,
     snap,
 )
+from runner.journal.store import Intent, Journal, events
+from runner.model import Modification, Order, OrderStatus, OrderType, Side
+from runner.playbook.ltp_offsets import PriceRole
+from runner.playbook.models import Chase, LtpPrice, ModifyStep, Playbook, Price
 
 RESOLVED_EVENT = "resolved_price"  # journal event kind: an LTP-relative price resolved by a modify step
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from runner.gateway import UNSETTLED, is_live
+from runner.engine.gateway import UNSETTLED, is_live
+from runner.engine.steps.common import RunContext, StepResult, describe, request_for
 from runner.model import OrderStatus, OrderType
 from runner.playbook.models import PlaceStep
-from runner.steps.common import RunContext, StepResult, describe, request_for
 
 
 async def run(ctx: RunContext, step: PlaceStep) -> StepResult:

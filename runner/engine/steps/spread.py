@@ -12,11 +12,8 @@ from __future__ import annotations
 import dataclasses
 
 from runner.brokers.base import Broker, Capability, MultilegBroker
-from runner.gateway import is_live
-from runner.journal.store import Purpose
-from runner.model import Order, OrderRequest, OrderStatus, OrderType
-from runner.playbook.models import Playbook, SpreadLeg, SpreadStep
-from runner.steps.common import (
+from runner.engine.gateway import is_live
+from runner.engine.steps.common import (
     RunContext,
     StepError,
     StepResult,
@@ -25,6 +22,9 @@ from runner.steps.common import (
     request_for,
     wait_all,
 )
+from runner.journal.store import Purpose
+from runner.model import Order, OrderRequest, OrderStatus, OrderType
+from runner.playbook.models import Playbook, SpreadLeg, SpreadStep
 
 UNWIND_LEG = 100  # unwind orders use legs 101.. so they never collide with the spread's own legs
 

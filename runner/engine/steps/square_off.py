@@ -25,13 +25,10 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 from runner.brokers.base import unreadable_positions
-from runner.gateway import Missing, is_live
-from runner.journal.store import Intent, Journal, Purpose, StepOutcome
-from runner.leases import inflight_elsewhere
-from runner.model import Instrument, Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
-from runner.playbook.models import Playbook, SquareOffScope, SquareOffStep, TagScope
-from runner.steps.cancel import cancel_all, open_matching
-from runner.steps.common import (
+from runner.engine.gateway import Missing, is_live
+from runner.engine.leases import inflight_elsewhere
+from runner.engine.steps.cancel import cancel_all, open_matching
+from runner.engine.steps.common import (
     RunContext,
     StepResult,
     describe,
@@ -40,6 +37,9 @@ from runner.steps.common import (
     snap,
     wait_all,
 )
+from runner.journal.store import Intent, Journal, Purpose, StepOutcome
+from runner.model import Instrument, Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
+from runner.playbook.models import Playbook, SquareOffScope, SquareOffStep, TagScope
 
 ROUND = 1000
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from runner.engine.steps.common import RunContext, StepResult, current_orders, describe, wait_all
 from runner.journal.store import StepOutcome
 from runner.model import OrderStatus
 from runner.playbook.models import WaitStep
-from runner.steps.common import RunContext, StepResult, current_orders, describe, wait_all
 
 
 async def run(ctx: RunContext, step: WaitStep) -> StepResult:

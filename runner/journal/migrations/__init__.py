@@ -51,10 +51,10 @@ UNVERSIONED = "unversioned (release 0.1.0, before migrations)"
 METADATA_MODULES = (
     "runner.journal.store",
     "runner.journal.fires",
-    "runner.control",
+    "runner.engine.killswitch",
     "runner.brokers.paper",
     "runner.liveness",
-    "runner.leases",
+    "runner.engine.leases",
     "runner.journal.migrations",
 )
 

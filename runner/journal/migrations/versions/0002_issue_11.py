@@ -41,7 +41,7 @@ def upgrade() -> None:
         sa.Column("written_by", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    # runner/leases.py: account leases (shared for opening steps, exclusive for account-wide ones)
+    # runner/engine/leases.py: account leases (shared for opening steps, exclusive for account-wide ones)
     op.create_table(
         "account_leases",
         sa.Column("account", sa.String(length=64), nullable=False),
