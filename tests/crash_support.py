@@ -110,7 +110,7 @@ class Mode(enum.StrEnum):
 
 
 def account_for(mode: Mode) -> Any:
-    from runner.rehearse import REHEARSE_ACCOUNT
+    from runner.plan.rehearse import REHEARSE_ACCOUNT
 
     if mode is Mode.IDEMPOTENT:
         return REHEARSE_ACCOUNT
@@ -241,7 +241,7 @@ class Harness:
         assert report.ok, report
 
     async def _rehearse(self, gap: float, pb: Any = None, die: Die | None = None) -> Any:
-        """What :func:`runner.rehearse.rehearse` does, but the virtual clock resumes ``gap`` seconds
+        """What :func:`runner.plan.rehearse.rehearse` does, but the virtual clock resumes ``gap`` seconds
         after the crash run's last journaled activity, and order requests and replies take a moment
         (:class:`InFlight`). ``pb``: another playbook on the same account (default: the crash one)."""
         pb = pb or self.pb
@@ -249,7 +249,7 @@ class Harness:
         from runner.clock import VirtualClock
         from runner.engine.core import RunOptions, execute
         from runner.journal.store import Journal
-        from runner.rehearse import day_start, rehearsal_run_id, run_key, slot_of
+        from runner.plan.rehearse import day_start, rehearsal_run_id, run_key, slot_of
 
         journal = Journal(engine=self.engine)
         begin = day_start(self.pb, DAY)

@@ -13,13 +13,13 @@ import pytest
 from engine_helpers import NIFTY_FUT, RELIANCE, at, make_env, playbook
 from faulty_broker import FaultyMultileg
 
-from runner.applying import PlanDrifted, PlanGuard, apply_plan, playbook_drift
 from runner.engine.risk import RiskConfig
 from runner.engine.steps.square_off import ROUND
 from runner.errors import Rejected
 from runner.ids import client_order_id
 from runner.model import Instrument, OrderRequest, OrderType, Product, Side
-from runner.planning import CallOp, PlaybookSource, Verdict, make_plan, order_row, plan_from_dict
+from runner.plan.apply import PlanDrifted, PlanGuard, apply_plan, playbook_drift
+from runner.plan.planner import CallOp, PlaybookSource, Verdict, make_plan, order_row, plan_from_dict
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 WRITES = {"place", "place_multileg", "cancel", "cancel_multileg", "modify"}

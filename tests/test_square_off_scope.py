@@ -10,8 +10,8 @@ from runner.engine.leases import LeaseMode, leases_for
 from runner.journal.store import RunStatus
 from runner.liveness import ProcessIdentity, ProcessRegistry
 from runner.model import OrderRequest, Product, Side
-from runner.planning import CallOp, PlaybookSource, make_plan
-from runner.rehearse import rehearse
+from runner.plan.planner import CallOp, PlaybookSource, make_plan
+from runner.plan.rehearse import rehearse
 
 
 def entries(qty: int, *, tag: str | None = None, limit: bool = True) -> str:

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     from zoneinfo import ZoneInfo
 
-    from runner.planning import PlanFileError, plan_from_dict
+    from runner.plan.planner import PlanFileError, plan_from_dict
 
     try:
         plan = plan_from_dict(json.loads(Path(args.plan).read_text()))
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(EXIT_INVALID, f"{args.plan}: cannot read: {exc.strerror}") from None
     except (ValueError, PlanFileError) as exc:
         raise CommandError(EXIT_INVALID, f"{args.plan}: {exc}") from None
-    from runner.applying import PlanDrifted, apply_plan, playbook_drift
+    from runner.plan.apply import PlanDrifted, apply_plan, playbook_drift
 
     try:
         content = Path(plan.source.path).read_text()

@@ -45,7 +45,7 @@ from runner.commands._shared import table as _table
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-    from runner.planning import Plan, PlannedCall
+    from runner.plan.planner import Plan, PlannedCall
 
 EXAMPLES = """\
   runner plan playbooks/iron_condor.yaml                  # what today's run would send now
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from runner.commands.run import scheduled_slot
     from runner.engine.killswitch import ControlStore
     from runner.journal.store import Journal
-    from runner.planning import PlaybookSource, make_plan
+    from runner.plan.planner import PlaybookSource, make_plan
 
     path = Path(args.playbook)
     source = PlaybookSource(str(path.resolve()), path.read_text())

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     pb = load_playbook(args.playbook)
     risk = load_risk(args.risk)
     configure_logging(args, progress=True)
-    from runner.rehearse import rehearse
+    from runner.plan.rehearse import rehearse
 
     tz = ZoneInfo(pb.timezone)
     date = args.date or dt.datetime.now(tz).date()

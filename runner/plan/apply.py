@@ -24,7 +24,7 @@ from runner.engine.risk import RiskConfig
 from runner.errors import Rejected
 from runner.journal.store import Journal
 from runner.model import Modification, MultilegRequest, Order, OrderRequest
-from runner.planning import CallOp, Plan, PlannedCall, drift, observe
+from runner.plan.planner import CallOp, Plan, PlannedCall, drift, observe
 from runner.playbook.models import Playbook
 
 

@@ -9,7 +9,7 @@ observed state) or carries the runtime ``condition`` it depends on (a fill, a ti
 
 The projection ("after") assumes every planned MARKET / LIMIT order fills completely; stop orders stay
 resting. The plan file records a fingerprint of the observed state so ``runner apply`` can refuse when
-the account drifted (see :mod:`runner.applying`).
+the account drifted (see :mod:`runner.plan.apply`).
 """
 
 from __future__ import annotations
