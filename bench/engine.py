@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from runner import logs
-from runner.brokers.paper import PaperBroker
+from runner.brokers.paper.broker import PaperBroker
+from runner.brokers.paper.price_paths import StepPath
 from runner.clock import VirtualClock
 from runner.engine.core import RunOptions, execute
 from runner.engine.gateway import Gateway
@@ -39,7 +40,6 @@ from runner.journal.store import Journal
 from runner.model import Instrument, OrderRequest, OrderType, Side
 from runner.playbook.models import Playbook
 from runner.playbook.yamlload import load_yaml
-from runner.prices import StepPath
 
 IST = ZoneInfo("Asia/Kolkata")
 START = dt.datetime(2026, 3, 2, 9, 20, tzinfo=IST)

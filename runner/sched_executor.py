@@ -26,7 +26,7 @@ class BrokerPool(dict[str, Any]):
     def get_broker(self, account: str) -> Any:
         broker = self.get(account)
         if broker is None:
-            from runner.brokers import create_broker
+            from runner.brokers.registry import create_broker
             from runner.engine.killswitch import GuardedBroker
 
             try:

@@ -245,7 +245,7 @@ class Harness:
         after the crash run's last journaled activity, and order requests and replies take a moment
         (:class:`InFlight`). ``pb``: another playbook on the same account (default: the crash one)."""
         pb = pb or self.pb
-        from runner.brokers.paper import create
+        from runner.brokers.paper.broker import create
         from runner.clock import VirtualClock
         from runner.engine.core import RunOptions, execute
         from runner.journal.store import Journal
@@ -387,7 +387,7 @@ class Harness:
 
 def release_paper_connections(engine: sa.Engine) -> None:
     """The paper broker keeps one raw DBAPI connection per Engine; close it before forking."""
-    from runner.brokers import paper
+    from runner.brokers.paper import broker as paper
 
     dbs = getattr(paper, "_DBS", None)
     db = dbs.pop(engine, None) if dbs is not None else None

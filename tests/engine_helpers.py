@@ -13,17 +13,17 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from runner.brokers.paper import PaperBroker
+from runner.brokers.paper.broker import PaperBroker
+from runner.brokers.paper.matching import MatchingConfig
+from runner.brokers.paper.price_paths import StepPath
 from runner.clock import VirtualClock
 from runner.engine.core import RunOptions, RunReport, execute
 from runner.engine.gateway import EngineEvent, Tuning
 from runner.journal.db import make_engine
 from runner.journal.store import Journal
-from runner.matching import MatchingConfig
 from runner.model import Instrument
 from runner.playbook.models import Playbook
 from runner.playbook.yamlload import load_yaml
-from runner.prices import StepPath
 
 IST = ZoneInfo("Asia/Kolkata")
 DAY = dt.date(2026, 3, 2)  # a Monday

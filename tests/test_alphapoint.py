@@ -7,13 +7,17 @@ import datetime as dt
 import json
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runner.accounts import Account, RateLimit
-from runner.brokers.alphapoint import AlphaPointBroker, create
+from runner.brokers.alphapoint.client import AlphaPointBroker, create
+from runner.brokers.alphapoint.sim import MASTER_FILE, AlphaPointSim, SimUser, start
+from runner.brokers.faults import Fault, FaultPlan
+from runner.brokers.paper.matching import MatchingConfig
+from runner.brokers.paper.price_paths import StepPath
+from runner.brokers.ratelimit import RateLimiter
 from runner.clock import VirtualClock
 from runner.errors import (
     AuthExpired,
@@ -26,14 +30,9 @@ from runner.errors import (
     Unavailable,
 )
 from runner.ids import numeric_id
-from runner.matching import MatchingConfig
 from runner.model import Instrument, Modification, OptionType, OrderRequest, OrderStatus, OrderType, Side
-from runner.prices import StepPath
-from runner.ratelimit import RateLimiter
-from runner.sims.alphapoint import AlphaPointSim, SimUser, start
-from runner.sims.faults import Fault, FaultPlan
 
-MASTER = str(Path(__file__).parent / "fixtures" / "alphapoint" / "instruments.csv")
+MASTER = str(MASTER_FILE)
 START = dt.datetime(2026, 3, 2, 4, 0, tzinfo=dt.UTC)  # 09:30 IST, a Monday
 RELIANCE = Instrument("NSE", "RELIANCE")
 NIFTY_FUT = Instrument("NFO", "NIFTY", expiry=dt.date(2026, 12, 29))

@@ -7,17 +7,16 @@ import contextlib
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 from contract.broker_contract import BrokerContract, Harness, Market
 
 from runner.accounts import Account, RateLimit
-from runner.brokers.alphapoint import create
-from runner.matching import MatchingConfig
-from runner.sims.alphapoint import AlphaPointSim, start
+from runner.brokers.alphapoint.client import create
+from runner.brokers.alphapoint.sim import MASTER_FILE, AlphaPointSim, start
+from runner.brokers.paper.matching import MatchingConfig
 
-MASTER = str(Path(__file__).parent / "fixtures" / "alphapoint" / "instruments.csv")
+MASTER = str(MASTER_FILE)
 FAULTS_SEEN: list[object] = []
 Factory = Callable[[MatchingConfig], contextlib.AbstractAsyncContextManager[Harness]]
 

@@ -14,7 +14,8 @@ import pytest
 from faulty_broker import Faulty
 from test_alphapoint import START, account, clock, creds, prices, sim, sim_factory  # noqa: F401
 
-from runner.brokers.alphapoint import AlphaPointBroker, create
+from runner.brokers.alphapoint.client import AlphaPointBroker, create
+from runner.brokers.alphapoint.sim import AlphaPointSim
 from runner.clock import VirtualClock
 from runner.engine.core import RunOptions, execute
 from runner.engine.killswitch import ControlState, ControlView, GuardedBroker, Mode
@@ -22,7 +23,6 @@ from runner.journal.store import Journal, StepOutcome
 from runner.model import OrderStatus
 from runner.playbook.models import Playbook
 from runner.playbook.yamlload import load_yaml
-from runner.sims.alphapoint import AlphaPointSim
 
 PLAYBOOK = textwrap.dedent("""\
     version: 1

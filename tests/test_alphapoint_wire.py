@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from runner.accounts import Account
-from runner.brokers.alphapoint import (
+from runner.brokers.alphapoint.client import (
     AlphaPointBroker,
     Frame,
     api_key_signature,
@@ -28,12 +28,12 @@ from runner.brokers.alphapoint import (
     replay_trades,
     status_from_wire,
 )
+from runner.brokers.alphapoint.sim import MASTER_FILE, AlphaPointSim, start
+from runner.brokers.paper.price_paths import StepPath
 from runner.clock import VirtualClock
 from runner.errors import AuthExpired, NotFound, OutcomeUnknown, RateLimited, Rejected, Unavailable
 from runner.ids import numeric_id
 from runner.model import Instrument, Modification, OrderRequest, OrderStatus, OrderType, Product, Side
-from runner.prices import StepPath
-from runner.sims.alphapoint import AlphaPointSim, start
 
 FIXTURES = Path(__file__).parent / "fixtures" / "alphapoint"
 RELIANCE = Instrument("NSE", "RELIANCE")
@@ -225,7 +225,7 @@ async def wired(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[AlphaPoi
             broker="alphapoint",
             endpoints={"ws": sim.url},
             credentials={"username": {"env": "AP_USER"}, "password": {"env": "AP_PASS"}},
-            instruments=str(FIXTURES / "instruments.csv"),
+            instruments=str(MASTER_FILE),
             options={"peg_price_type": "Ask"},
         )  # the docs' examples peg to Ask (3)
         broker = create(acc)
@@ -334,7 +334,7 @@ async def test_recorded_api_key_authentication(monkeypatch: pytest.MonkeyPatch) 
             name="ap",
             broker="alphapoint",
             endpoints={"ws": sim.url},
-            instruments=str(FIXTURES / "instruments.csv"),
+            instruments=str(MASTER_FILE),
             credentials={
                 "api_key": {"env": "AP_KEY"},
                 "api_secret": {"env": "AP_SECRET"},

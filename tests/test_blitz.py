@@ -25,7 +25,11 @@ from test_blitz_support import (
     market_time,
 )
 
-from runner.brokers.blitz import BlitzBroker, create
+from runner.brokers.blitz.client import BlitzBroker, create
+from runner.brokers.blitz.sim import Running, start
+from runner.brokers.faults import FaultPlan
+from runner.brokers.instruments import InstrumentMaster
+from runner.brokers.ratelimit import RateLimiter
 from runner.clock import VirtualClock
 from runner.errors import (
     AuthExpired,
@@ -36,11 +40,7 @@ from runner.errors import (
     Rejected,
     Retryable,
 )
-from runner.instruments import InstrumentMaster
 from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Side
-from runner.ratelimit import RateLimiter
-from runner.sims.blitz import Running, start
-from runner.sims.faults import FaultPlan
 
 T = TypeVar("T")
 

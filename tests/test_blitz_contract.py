@@ -10,11 +10,11 @@ import pytest
 from contract.broker_contract import BrokerContract, Harness, Market
 from test_blitz_support import APP_KEY, APP_KEY_ENV, FIXTURES, account
 
-from runner.brokers.blitz import create
-from runner.instruments import InstrumentMaster
-from runner.matching import MatchingConfig, MatchingEngine
-from runner.sims.blitz import start
-from runner.sims.faults import FaultPlan
+from runner.brokers.blitz.client import create
+from runner.brokers.blitz.sim import start
+from runner.brokers.faults import FaultPlan
+from runner.brokers.instruments import InstrumentMaster
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 
 CONTRACT_MASTER = FIXTURES / "contract_instruments.csv"
 

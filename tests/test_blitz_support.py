@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from runner.accounts import Account
-from runner.brokers.blitz import BlitzBroker, create
+from runner.brokers.blitz.client import BlitzBroker, create
+from runner.brokers.blitz.sim import Running
+from runner.brokers.instruments import InstrumentMaster
 from runner.clock import VirtualClock
-from runner.instruments import InstrumentMaster
 from runner.model import Instrument, OptionType
-from runner.sims.blitz import Running
 
 FIXTURES = Path(__file__).parent / "fixtures" / "blitz"
 MASTER = FIXTURES / "instruments.csv"

@@ -29,7 +29,9 @@ from test_blitz_support import (
     market_time,
 )
 
-from runner.brokers import blitz
+from runner.brokers.blitz import client as blitz
+from runner.brokers.blitz.sim import Running, start
+from runner.brokers.instruments import InstrumentMaster
 from runner.errors import (
     AuthExpired,
     InstrumentUnknown,
@@ -39,7 +41,6 @@ from runner.errors import (
     Rejected,
     Unavailable,
 )
-from runner.instruments import InstrumentMaster
 from runner.model import (
     Instrument,
     Modification,
@@ -51,7 +52,6 @@ from runner.model import (
     Side,
     Validity,
 )
-from runner.sims.blitz import Running, start
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from engine_helpers import RELIANCE, at, make_env, playbook
 from test_sched_support import RecordingExecutor, make_daemon
 
 from runner.accounts import PAPER, Account
-from runner.brokers.paper import PaperBroker, create
+from runner.brokers.paper.broker import PaperBroker, create
 from runner.cli import EXIT_OK, EXIT_REFUSED, main
 from runner.clock import VirtualClock
 from runner.engine.killswitch import (

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from engine_helpers import NIFTY_FUT, make_env
 
 from runner.brokers.base import Capability
+from runner.brokers.paper.matching import MatchingConfig
 from runner.errors import Rejected
-from runner.matching import MatchingConfig
 from runner.model import OrderRequest, OrderStatus, OrderType, Side
 
 

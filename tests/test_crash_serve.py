@@ -60,12 +60,12 @@ def serve(tmp: Path, log: Path) -> subprocess.Popen[bytes]:
 def settle(tmp: Path, now: dt.datetime) -> None:
     """What the account's next run does before sending anything: reconcile every unsettled intent of the
     runs no longer running, here at ``now`` (past ``absent_after``), so a lookup miss is proof."""
-    from runner.brokers.paper import PaperBroker
+    from runner.brokers.paper.broker import PaperBroker
+    from runner.brokers.paper.matching import MatchingConfig
     from runner.clock import VirtualClock
     from runner.engine.core import Engine, RunOptions
     from runner.journal.db import make_engine
     from runner.journal.store import Journal, RunStatus
-    from runner.matching import MatchingConfig
     from runner.playbook.validate import load_playbook
 
     path = tmp / "settle.yaml"  # not in the daemon's directory

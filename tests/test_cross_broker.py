@@ -1,7 +1,7 @@
 """One playbook (tests/fixtures/cross/cross.yaml: a place, a 2-leg NFO option spread, a 15:15 square-off)
 run unchanged through the real engine on paper and on each adapter against its simulator over loopback
-sockets. Every simulator is backed by runner.matching with the same deterministic price path and the same
-virtual clock start, and every adapter loads the same master CSV through its own ``create``.
+sockets. Every simulator is backed by runner.brokers.paper.matching with the same deterministic price path
+and the same virtual clock start, and every adapter loads the same master CSV through its own ``create``.
 
 Each test runs the playbook on paper and on one other broker and compares what the brokers report back
 (orders, fills, positions) with each other and with what the playbook itself asks for.
@@ -24,19 +24,19 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from runner.accounts import Account
-from runner.brokers import create_broker
 from runner.brokers.base import Broker, Capability
+from runner.brokers.instruments import InstrumentMaster
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
+from runner.brokers.paper.price_paths import StepPath
+from runner.brokers.registry import create_broker
 from runner.clock import VirtualClock
 from runner.engine.core import RunOptions, RunReport, execute
 from runner.engine.steps.common import build_request
-from runner.instruments import InstrumentMaster
 from runner.journal.db import make_engine
 from runner.journal.store import Journal, RunStatus
-from runner.matching import MatchingConfig, MatchingEngine
 from runner.model import Side
 from runner.playbook.models import PlaceStep, Playbook, SpreadStep, SquareOffStep
 from runner.playbook.yamlload import load_yaml
-from runner.prices import StepPath
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cross"
 PLAYBOOK = FIXTURES / "cross.yaml"
@@ -138,7 +138,7 @@ async def _paper(clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, 
 @contextlib.asynccontextmanager
 async def _blitz(clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
                  ) -> AsyncIterator[Broker]:
-    from runner.sims.blitz import start
+    from runner.brokers.blitz.sim import start
 
     master = InstrumentMaster.load(MASTER, broker="blitz")
     async with start(clock=clock, master=master, engine=MatchingEngine(prices, CONFIG)) as sim:
@@ -152,7 +152,7 @@ async def _blitz(clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, 
 @contextlib.asynccontextmanager
 async def _kotak_neo(clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
                      ) -> AsyncIterator[Broker]:
-    from runner.sims.kotak_neo import account_for, start
+    from runner.brokers.kotak_neo.sim import account_for, start
 
     master = InstrumentMaster.load(MASTER, broker="kotak_neo")
     async with start(clock=clock, master=master, engine=MatchingEngine(prices, CONFIG)) as sim:
@@ -166,7 +166,7 @@ async def _kotak_neo(clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPat
 @contextlib.asynccontextmanager
 async def _alphapoint(clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
                       ) -> AsyncIterator[Broker]:
-    from runner.sims.alphapoint import start
+    from runner.brokers.alphapoint.sim import start
 
     master = InstrumentMaster.load(MASTER, broker="alphapoint")
     async with start(clock=clock.now, master=master, engine=MatchingEngine(prices, CONFIG)) as sim:
@@ -181,7 +181,7 @@ async def _alphapoint(clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPa
 @contextlib.asynccontextmanager
 async def _odin(clock: VirtualClock, prices: StepPath, mp: pytest.MonkeyPatch, tmp: Path
                 ) -> AsyncIterator[Broker]:
-    from runner.sims.odin import start
+    from runner.brokers.odin.sim import start
 
     master = InstrumentMaster.load(MASTER, broker="odin")
     async with start(clock=clock, master=master, engine=MatchingEngine(prices, CONFIG)) as sim:
@@ -197,7 +197,8 @@ OPENERS: dict[str, Opener] = {"paper": _paper, "blitz": _blitz, "kotak_neo": _ko
 
 
 def require(kind: str) -> None:
-    modules = [f"runner.brokers.{kind}"] + ([f"runner.sims.{kind}"] if kind != "paper" else [])
+    modules = [f"runner.brokers.{kind}.broker"] if kind == "paper" else [
+        f"runner.brokers.{kind}.client", f"runner.brokers.{kind}.sim"]
     for module in modules:
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} does not exist yet")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from runner.brokers.paper import PaperBroker
+from runner.brokers.paper.broker import PaperBroker
 from runner.clock import VirtualClock
 from runner.journal.db import connection_slot, make_engine
 from runner.journal.store import Journal
@@ -28,12 +28,12 @@ CHILD = textwrap.dedent(
     import asyncio, json, sys
     sys.path.insert(0, "tests")
     from engine_helpers import at, playbook
-    from runner.brokers.paper import PaperBroker
+    from runner.brokers.paper.broker import PaperBroker
     from runner.clock import VirtualClock
     from runner.journal.db import make_engine
     from runner.engine.core import RunOptions, execute
     from runner.journal.store import Journal
-    from runner.prices import StepPath
+    from runner.brokers.paper.price_paths import StepPath
     from runner.model import Instrument
     from decimal import Decimal
 

@@ -14,7 +14,8 @@ import pytest
 import time_machine
 from engine_helpers import IST
 
-from runner.brokers.paper import PaperBroker
+from runner.brokers.paper.broker import PaperBroker
+from runner.brokers.paper.price_paths import StepPath
 from runner.clock import VirtualClock
 from runner.engine.core import RunOptions, execute
 from runner.journal.db import make_engine
@@ -22,7 +23,6 @@ from runner.journal.store import Journal
 from runner.model import OrderType, Product
 from runner.playbook.models import LtpPrice, Playbook
 from runner.playbook.validate import load_playbook
-from runner.prices import StepPath
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "playbooks").glob("*.yaml"))
 DAY = dt.date(2026, 3, 2)
@@ -106,7 +106,7 @@ def test_cli_rehearse_of_every_example_succeeds_on_default_prices(path, day, tmp
 def test_run_now_entry_then_intraday_square_off_on_the_default_paper_account(tmp_path, capsys):
     """The README's main job on a fresh machine: an intraday entry, then the square-off flattens it."""
     from runner.accounts import PAPER
-    from runner.brokers.paper import create
+    from runner.brokers.paper.broker import create
     from runner.cli import main
 
     playbooks = Path(__file__).resolve().parents[1] / "playbooks"

@@ -1,4 +1,4 @@
-"""runner.http over real loopback sockets: each failure mode maps onto the error taxonomy."""
+"""runner.brokers.http over real loopback sockets: each failure mode maps onto the error taxonomy."""
 
 import asyncio
 import datetime as dt
@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
+from runner.brokers.http import RETRY_AFTER_CEILING, make_client, retry_after_seconds, send
 from runner.errors import AuthExpired, OutcomeUnknown, RateLimited, Unavailable
-from runner.http import RETRY_AFTER_CEILING, make_client, retry_after_seconds, send
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

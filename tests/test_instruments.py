@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from runner.brokers.instruments import InstrumentMaster
 from runner.errors import InstrumentUnknown
-from runner.instruments import InstrumentMaster
 from runner.model import Instrument, OptionType
 
 CSV = """exchange,symbol,expiry,strike,option_type,lot_size,tick_size,freeze_quantity,token,\

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from runner import errors
-from runner.brokers import kotak_neo as kn
-from runner.instruments import InstrumentMaster
+from runner.brokers.instruments import InstrumentMaster
+from runner.brokers.kotak_neo import client as kn
 from runner.model import (
     Instrument,
     Modification,

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from contract.broker_contract import CALL, EQUITY, FUTURE, PUT, BrokerContract, Harness, Market
 
-from runner.brokers.kotak_neo import KotakNeo, create
-from runner.instruments import InstrumentMaster, MasterRow
-from runner.matching import MatchingConfig, MatchingEngine
-from runner.sims.faults import FaultPlan
-from runner.sims.kotak_neo import KotakNeoSim, account_for, start
+from runner.brokers.faults import FaultPlan
+from runner.brokers.instruments import InstrumentMaster, MasterRow
+from runner.brokers.kotak_neo.client import KotakNeo, create
+from runner.brokers.kotak_neo.sim import KotakNeoSim, account_for, start
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 
 
 def contract_master() -> InstrumentMaster:

@@ -16,14 +16,21 @@ import pytest
 
 from runner import errors
 from runner.accounts import Account
-from runner.brokers.kotak_neo import PATH_BO_EXIT, PATH_CANCEL, PATH_CO_EXIT, PATH_PLACE, KotakNeo, create
+from runner.brokers.faults import FaultPlan
+from runner.brokers.instruments import InstrumentMaster
+from runner.brokers.kotak_neo.client import (
+    PATH_BO_EXIT,
+    PATH_CANCEL,
+    PATH_CO_EXIT,
+    PATH_PLACE,
+    KotakNeo,
+    create,
+)
+from runner.brokers.kotak_neo.sim import KotakNeoSim, account_for, start
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
+from runner.brokers.paper.price_paths import StepPath
 from runner.clock import VirtualClock
-from runner.instruments import InstrumentMaster
-from runner.matching import MatchingConfig, MatchingEngine
 from runner.model import Instrument, Modification, OrderRequest, OrderStatus, OrderType, Product, Side
-from runner.prices import StepPath
-from runner.sims.faults import FaultPlan
-from runner.sims.kotak_neo import KotakNeoSim, account_for, start
 
 FIX = Path(__file__).parent / "fixtures" / "kotak_neo"
 CSV = str(FIX / "instruments.csv")
@@ -152,7 +159,7 @@ async def test_provided_totp_is_accepted_instead_of_a_secret(connect: Connect, c
     sim, broker = await connect(login=False)
     user = next(iter(sim.users.values()))
     assert user.totp_secret
-    from runner.brokers.kotak_neo import totp
+    from runner.brokers.kotak_neo.client import totp
     monkeypatch.setenv("PROVIDED_TOTP", totp(user.totp_secret, clock.now()))
     creds = {k: v for k, v in broker.account.credentials.items() if k != "totp_secret"}
     creds["totp"] = type(next(iter(creds.values())))(env="PROVIDED_TOTP")
@@ -418,7 +425,7 @@ async def test_after_outcome_unknown_the_book_is_read_before_any_resend(connect:
 
 
 async def test_runner_sim_prints_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from runner.sims.kotak_neo import serve_forever
+    from runner.brokers.kotak_neo.sim import serve_forever
 
     task = asyncio.create_task(serve_forever("127.0.0.1", 0, FaultPlan(), {}))
     out = ""

@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 
 from runner.brokers.base import Capability, MultilegBroker
-from runner.brokers.odin import OdinBroker, create, order_identifier
+from runner.brokers.faults import FaultPlan
+from runner.brokers.instruments import InstrumentMaster
+from runner.brokers.odin.client import OdinBroker, create, order_identifier
+from runner.brokers.odin.sim import OdinSim, SimUser, start
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
+from runner.brokers.paper.price_paths import RandomWalk
 from runner.clock import VirtualClock
 from runner.errors import (
     AuthExpired,
@@ -26,8 +31,6 @@ from runner.errors import (
     Rejected,
 )
 from runner.ids import client_order_id, leg_client_id
-from runner.instruments import InstrumentMaster
-from runner.matching import MatchingConfig, MatchingEngine
 from runner.model import (
     Instrument,
     Modification,
@@ -40,9 +43,6 @@ from runner.model import (
     Side,
     Validity,
 )
-from runner.prices import RandomWalk
-from runner.sims.faults import FaultPlan
-from runner.sims.odin import OdinSim, SimUser, start
 
 FIXTURES = Path(__file__).parent / "fixtures" / "odin"
 MASTER = InstrumentMaster.load(FIXTURES / "master.csv", broker="odin")
@@ -444,7 +444,7 @@ async def test_mutating_timeout_is_outcome_unknown(clock: VirtualClock) -> None:
 
 
 async def test_bench_hook_connects_one_adapter_per_account() -> None:
-    from runner.sims.odin import connected
+    from runner.brokers.odin.sim import connected
 
     async with connected(3) as (sim, brokers):
         for i, b in enumerate(brokers):
@@ -454,7 +454,7 @@ async def test_bench_hook_connects_one_adapter_per_account() -> None:
 
 
 async def test_runner_sim_prints_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from runner.sims.odin import serve_forever
+    from runner.brokers.odin.sim import serve_forever
 
     task = asyncio.create_task(serve_forever("127.0.0.1", 0, FaultPlan(), {}))
     out = ""

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from contract.broker_contract import CALL, EQUITY, FUTURE, PUT, BrokerContract, Harness, Market
 
-from runner.brokers.odin import create
-from runner.instruments import InstrumentMaster, MasterRow
-from runner.matching import MatchingConfig, MatchingEngine
-from runner.sims.faults import FaultPlan
-from runner.sims.odin import OdinSim, start
+from runner.brokers.faults import FaultPlan
+from runner.brokers.instruments import InstrumentMaster, MasterRow
+from runner.brokers.odin.client import create
+from runner.brokers.odin.sim import OdinSim, start
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 
 Factory = Callable[[MatchingConfig], contextlib.AbstractAsyncContextManager[Harness]]
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from runner import wirejson
-from runner.brokers import odin
+from runner.brokers.instruments import InstrumentMaster, MasterRow, row_from_mapping
+from runner.brokers.odin import client as odin
 from runner.errors import AuthExpired, NotFound, NotModifiable, RateLimited, Rejected
-from runner.instruments import InstrumentMaster, MasterRow, row_from_mapping
 from runner.model import (
     Instrument,
     Modification,

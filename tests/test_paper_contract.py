@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from contract.broker_contract import BrokerContract, Harness, Market
 
-from runner.brokers.paper import PaperBroker
-from runner.matching import MatchingConfig
+from runner.brokers.paper.broker import PaperBroker
+from runner.brokers.paper.matching import MatchingConfig
 
 
 class TestPaperContract(BrokerContract):

@@ -8,8 +8,9 @@ from decimal import Decimal
 
 import pytest
 
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine, RejectCode, money
+from runner.brokers.paper.price_paths import RandomWalk, StepPath, second_of
 from runner.errors import NotFound, NotModifiable, Rejected
-from runner.matching import MatchingConfig, MatchingEngine, RejectCode, money
 from runner.model import (
     Instrument,
     Modification,
@@ -22,7 +23,6 @@ from runner.model import (
     Validity,
     check_transition,
 )
-from runner.prices import RandomWalk, StepPath, second_of
 
 S = OrderStatus
 T0 = dt.datetime(2026, 3, 2, 4, 30, tzinfo=dt.UTC)  # 10:00 IST

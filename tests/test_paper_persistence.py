@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from runner.accounts import Account
-from runner.brokers import create_broker
-from runner.brokers.paper import PaperBroker, orders_t
+from runner.brokers.paper.broker import PaperBroker, orders_t
+from runner.brokers.registry import create_broker
 from runner.clock import VirtualClock
 from runner.errors import Rejected
 from runner.journal.db import default_db_url, make_engine
@@ -121,7 +121,7 @@ CHILD = textwrap.dedent(
     import asyncio, datetime as dt, json, sys
     from decimal import Decimal
     from runner.accounts import Account
-    from runner.brokers import create_broker
+    from runner.brokers.registry import create_broker
     from runner.clock import VirtualClock
     from runner.model import Instrument, OrderRequest, OrderType, Side
 

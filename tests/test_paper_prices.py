@@ -10,8 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from runner.model import Instrument, OptionType
-from runner.prices import (
+from runner.brokers.paper.price_paths import (
     RandomWalk,
     ReferencePath,
     StepPath,
@@ -21,6 +20,7 @@ from runner.prices import (
     path_from_options,
     second_of,
 )
+from runner.model import Instrument, OptionType
 
 REL = Instrument("NSE", "RELIANCE")
 FUT = Instrument("NFO", "NIFTY", dt.date(2026, 3, 26))
@@ -196,7 +196,7 @@ def test_unknown_symbols_keep_the_fallback_and_overrides_win() -> None:
 
 def test_paper_broker_defaults_to_the_reference_market_and_can_opt_out() -> None:
     from runner.accounts import Account
-    from runner.brokers.paper import create
+    from runner.brokers.paper.broker import create
 
     s = at_ist(dt.date(2026, 12, 1), 10)
     rel = Instrument("NSE", "RELIANCE")

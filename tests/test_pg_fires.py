@@ -165,7 +165,7 @@ def spawn(url: str, pbdir: Path, owner: str, order: str, dues: list[dt.datetime]
 
 def prepare_schema(url: str) -> None:
     """Create every table once, as an installer would: the race under test is the claim, not DDL."""
-    from runner.brokers.paper import PaperStore
+    from runner.brokers.paper.broker import PaperStore
 
     engine = make_engine(url)
     Journal(engine=engine)

@@ -184,7 +184,7 @@ def test_run_rows_round_trip_through_core_and_fast_paths(pg_db_url: str) -> None
 def test_processes_starting_together_create_the_schema_once(pg_db_url: str) -> None:
     """runner.journal.db.create_all: what Journal/FireStore/ControlStore/PaperStore need on a fresh database
     (their own ``metadata.create_all`` races, see the xfail in test_pg_paper)."""
-    from runner.brokers import paper
+    from runner.brokers.paper import broker as paper
     from runner.engine import killswitch as control
     from runner.journal import fires
     from runner.journal import store as journal_mod

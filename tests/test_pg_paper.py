@@ -15,8 +15,8 @@ import test_paper_persistence as persistence_tests
 from test_paper_persistence import REL, T0, broker, run_child
 
 from runner.accounts import Account
-from runner.brokers import create_broker
-from runner.brokers.paper import PaperBroker, PaperStore, accounts_t, fills_t, orders_t
+from runner.brokers.paper.broker import PaperBroker, PaperStore, accounts_t, fills_t, orders_t
+from runner.brokers.registry import create_broker
 from runner.clock import VirtualClock
 from runner.journal.db import make_engine
 from runner.model import OrderRequest, OrderStatus, OrderType, Side

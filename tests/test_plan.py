@@ -268,7 +268,7 @@ def _tick(price: Decimal) -> Decimal:
 def _paper_bid_price(db: str) -> Decimal:
     """A price inside the paper band but under the market, so a bid rests."""
     from runner.accounts import PAPER
-    from runner.brokers import create_broker
+    from runner.brokers.registry import create_broker
 
     async def go() -> Decimal:
         broker = create_broker(PAPER, db_url=db)
@@ -310,7 +310,7 @@ def test_cli_plan_then_apply(tmp_path, capsys):
 
 def test_cli_apply_refuses_drift_with_exit_4(tmp_path, capsys):
     from runner.accounts import PAPER
-    from runner.brokers import create_broker
+    from runner.brokers.registry import create_broker
     from runner.cli import main
 
     db, pb, out = _cli_setup(tmp_path)

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from runner.ratelimit import RateLimiter
+from runner.brokers.ratelimit import RateLimiter
 
 
 class FakeTime:

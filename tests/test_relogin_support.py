@@ -19,18 +19,20 @@ from test_blitz_support import APP_KEY, APP_KEY_ENV, SIM_OPTIONS
 from test_blitz_support import broker as blitz_broker
 
 from runner.accounts import Account, RateLimit
-from runner.brokers import alphapoint, kotak_neo, odin
+from runner.brokers.alphapoint import client as alphapoint
+from runner.brokers.alphapoint import sim as ap_sim
+from runner.brokers.blitz import sim as blitz_sim
+from runner.brokers.faults import FaultPlan
+from runner.brokers.instruments import InstrumentMaster
+from runner.brokers.kotak_neo import client as kotak_neo
+from runner.brokers.kotak_neo import sim as kotak_sim
+from runner.brokers.odin import client as odin
+from runner.brokers.odin import sim as odin_sim
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
+from runner.brokers.paper.price_paths import RandomWalk, StepPath
 from runner.clock import VirtualClock
 from runner.errors import BrokerError, Rejected
-from runner.instruments import InstrumentMaster
-from runner.matching import MatchingConfig, MatchingEngine
 from runner.model import Instrument, OrderRequest, OrderStatus, OrderType, Side
-from runner.prices import RandomWalk, StepPath
-from runner.sims import alphapoint as ap_sim
-from runner.sims import blitz as blitz_sim
-from runner.sims import kotak_neo as kotak_sim
-from runner.sims import odin as odin_sim
-from runner.sims.faults import FaultPlan
 
 IST = ZoneInfo("Asia/Kolkata")
 T0 = dt.datetime(2026, 3, 2, 10, 0, tzinfo=IST)  # a Monday
@@ -118,7 +120,7 @@ async def alpha(clock: VirtualClock, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
     async with ap_sim.start(faults=EXPIRE, clock=clock.now, prices=prices) as sim:
         acct = Account(name="ap", broker="alphapoint", endpoints={"ws": sim.url},
                        credentials={"username": {"env": "AP_USER"}, "password": {"env": "AP_PASS"}},
-                       instruments=str(FIX / "alphapoint" / "instruments.csv"), timeout_seconds=2.0,
+                       instruments=str(ap_sim.MASTER_FILE), timeout_seconds=2.0,
                        rate_limit=RateLimit(orders_per_second=1000, burst=1000))
         b = alphapoint.create(acct)
         try:

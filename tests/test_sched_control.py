@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from test_sched_support import RecordingExecutor, make_daemon
 
-from runner.brokers.paper import PaperBroker
+from runner.brokers.paper.broker import PaperBroker
 from runner.clock import VirtualClock
 from runner.engine.killswitch import (
     ControlState,

@@ -124,9 +124,9 @@ def test_stdlib_loggers_share_the_one_format_and_are_scrubbed(
 async def test_an_adapters_session_token_is_scrubbed_once_received(
     monkeypatch: pytest.MonkeyPatch, log_stream: io.StringIO
 ) -> None:
-    from runner.brokers.kotak_neo import create
+    from runner.brokers.kotak_neo.client import create
+    from runner.brokers.kotak_neo.sim import account_for, start
     from runner.clock import VirtualClock
-    from runner.sims.kotak_neo import account_for, start
 
     clock = VirtualClock(dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC))
     async with start(clock=clock) as sim:

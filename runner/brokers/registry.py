@@ -14,11 +14,11 @@ if TYPE_CHECKING:
     from runner.brokers.base import Broker
 
 REGISTRY: dict[str, str] = {
-    "paper": "runner.brokers.paper:create",
-    "blitz": "runner.brokers.blitz:create",
-    "kotak_neo": "runner.brokers.kotak_neo:create",
-    "alphapoint": "runner.brokers.alphapoint:create",
-    "odin": "runner.brokers.odin:create",
+    "paper": "runner.brokers.paper.broker:create",
+    "blitz": "runner.brokers.blitz.client:create",
+    "kotak_neo": "runner.brokers.kotak_neo.client:create",
+    "alphapoint": "runner.brokers.alphapoint.client:create",
+    "odin": "runner.brokers.odin.client:create",
 }
 
 

@@ -121,7 +121,7 @@ def _positioned(filename: str, exc: ValueError, prefix: tuple[str, ...] = ()) ->
 def make_broker(account: Account, **context: Any) -> Broker:
     """The account's broker; a failure to build it (credentials missing, bad endpoint) is exit 5.
     Secret values are only resolved here, never printed: the messages name the variable or file."""
-    from runner.brokers import create_broker
+    from runner.brokers.registry import create_broker
 
     try:
         for key in account.credentials:  # resolve now: a missing one fails before the run is journaled

@@ -60,7 +60,7 @@ async def rehearse(
     tuning: Tuning | None = None,
     broker_context: dict[str, Any] | None = None,
 ) -> RunReport:
-    from runner.brokers.paper import create
+    from runner.brokers.paper.broker import create
     from runner.journal.db import make_engine
 
     engine = engine or make_engine(db_url or "sqlite://")

@@ -275,7 +275,7 @@ def _time_hint(value: str) -> str | None:
 def _account_semantics(sink: Sink, doc: dict[str, Any]) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from runner.brokers import REGISTRY
+    from runner.brokers.registry import REGISTRY
 
     for name, body in doc.get("accounts", {}).items():
         kind = body["broker"]

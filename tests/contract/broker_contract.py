@@ -40,10 +40,11 @@ from typing import Any, TypeVar
 import pytest
 
 from runner.brokers.base import Broker, Capability, MultilegBroker
+from runner.brokers.paper.matching import MatchingConfig
+from runner.brokers.paper.price_paths import RandomWalk, StepPath
 from runner.clock import VirtualClock
 from runner.engine.gateway import applied, is_live
 from runner.errors import AuthExpired, NotFound, NotModifiable, OutcomeUnknown, Rejected, Retryable
-from runner.matching import MatchingConfig
 from runner.model import (
     Instrument,
     Modification,
@@ -58,7 +59,6 @@ from runner.model import (
     Side,
     check_transition,
 )
-from runner.prices import RandomWalk, StepPath
 
 S = OrderStatus
 T = TypeVar("T")

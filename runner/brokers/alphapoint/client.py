@@ -29,6 +29,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from runner.brokers.base import Capability, Positions, UnreadablePosition
+from runner.brokers.instruments import InstrumentMaster, MasterRow
+from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.errors import (
     AuthExpired,
     BrokerError,
@@ -43,7 +45,6 @@ from runner.errors import (
     Unavailable,
 )
 from runner.ids import numeric_id
-from runner.instruments import InstrumentMaster, MasterRow
 from runner.model import (
     Instrument,
     Modification,
@@ -56,14 +57,13 @@ from runner.model import (
     Side,
     Validity,
 )
-from runner.ratelimit import RateLimiter, segment_of
 from runner.scrub import secret
 from runner.wirejson import dumps, loads, to_decimal, to_int
 
 if TYPE_CHECKING:
     from runner.accounts import Account
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("runner.brokers.alphapoint")  # stable name, not __name__: people filter on it
 BROKER = "alphapoint"
 _int = functools.partial(to_int, broker=BROKER)  # whole numbers exactly, or Malformed naming the field
 

@@ -5,7 +5,7 @@ SendOrder / CancelOrder / CancelReplaceOrder / ModifyOrder, GetOrderStatus / Get
 GetOrderHistory / GetOrdersHistory, GetAccountPositions / GetAccountTrades, SubscribeAccountEvents
 (OrderStateEvent, OrderTradeEvent, AccountPositionEvent, NewOrderRejectEvent, CancelOrderRejectEvent).
 Request keys are read case-insensitively, as the docs say APEX does. Execution goes through the paper
-matching engine (see :class:`SimExchange`). Faults come from :class:`runner.sims.faults.FaultPlan`.
+matching engine (see :class:`SimExchange`). Faults come from :class:`runner.brokers.faults.FaultPlan`.
 
 Usage in tests: ``async with start(faults=..., clock=...) as sim: sim.url``.
 """
@@ -28,7 +28,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from runner.brokers.alphapoint import (
+from runner.brokers.alphapoint.client import (
     ERR_INVALID_REQUEST,
     ERR_NOT_AUTHORIZED,
     ERR_NOT_FOUND,
@@ -39,9 +39,11 @@ from runner.brokers.alphapoint import (
     api_key_signature,
     ci,
 )
+from runner.brokers.faults import Fault, FaultPlan
+from runner.brokers.instruments import InstrumentMaster, MasterRow
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
+from runner.brokers.paper.price_paths import PricePath, RandomWalk
 from runner.errors import NotFound, NotModifiable, Rejected
-from runner.instruments import InstrumentMaster, MasterRow
-from runner.matching import MatchingConfig, MatchingEngine
 from runner.model import (
     Fill,
     Modification,
@@ -53,11 +55,11 @@ from runner.model import (
     Side,
     Validity,
 )
-from runner.prices import PricePath, RandomWalk
-from runner.sims.faults import Fault, FaultPlan
 from runner.wirejson import dumps, loads, to_decimal
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("runner.sims.alphapoint")  # the name before the move: people filter on it
+# Data the simulator needs ships inside the package (package-data), never read from tests/.
+MASTER_FILE = Path(__file__).resolve().parent / "instruments.csv"
 
 OPERATIONS = {
     "SendOrder": "place",
@@ -173,8 +175,8 @@ class Meta:
 
 
 class SimExchange:
-    """The simulated OMS: APEX requests translated onto :class:`runner.matching.MatchingEngine` (the
-    paper engine, one book per APEX account) and its orders rendered back as APEX order objects."""
+    """The simulated OMS: APEX requests translated onto :class:`runner.brokers.paper.matching.MatchingEngine`
+    (the paper engine, one book per APEX account) and its orders rendered back as APEX order objects."""
 
     def __init__(
         self,
@@ -891,11 +893,11 @@ class AlphaPointSim:
 
 
 def default_master() -> InstrumentMaster:
-    """The instrument master shipped with the test fixtures (NSE/NFO rows with ``instrument_id``)."""
-    path = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "alphapoint" / "instruments.csv"
+    """The instrument master shipped in this package (NSE/NFO rows with ``instrument_id``)."""
+    path = MASTER_FILE
     if path.is_file():
         return InstrumentMaster.load(path, broker="alphapoint")
-    from runner.instruments import row_from_mapping
+    from runner.brokers.instruments import row_from_mapping
 
     rows = [
         row_from_mapping(
@@ -934,13 +936,13 @@ async def bench_setup(
     import os
 
     from runner.accounts import Account, RateLimit
-    from runner.brokers.alphapoint import create
+    from runner.brokers.alphapoint.client import create
 
     users = [
         SimUser(f"bench{i}", f"bench-pass-{i}", user_id=1000 + i, account_id=5000 + i)
         for i in range(accounts)
     ]
-    master = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "alphapoint" / "instruments.csv"
+    master = MASTER_FILE
     async with start(faults=faults, users=users, **kwargs) as sim:
         brokers = []
         for i, u in enumerate(users):

@@ -28,6 +28,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from runner.brokers.base import Capability, read_positions
+from runner.brokers.http import make_client, send
+from runner.brokers.instruments import InstrumentMaster, MasterRow
+from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.errors import (
     AuthExpired,
     BrokerError,
@@ -40,9 +43,7 @@ from runner.errors import (
     Retryable,
     Unavailable,
 )
-from runner.http import make_client, send
 from runner.ids import is_client_order_id
-from runner.instruments import InstrumentMaster, MasterRow
 from runner.model import (
     Fill,
     Instrument,
@@ -57,7 +58,6 @@ from runner.model import (
     Side,
     Validity,
 )
-from runner.ratelimit import RateLimiter, segment_of
 from runner.scrub import secret
 from runner.wirejson import dumps, loads, to_decimal, to_int
 

@@ -5,8 +5,8 @@ Speaks the broker's wire format: ``POST {auth}/api/app_login`` -> JWT, ``Authori
 status strings and history rows. It accepts both the SDK's and the seed's paths and spellings (keys are
 bound case-insensitively, as the ASP.NET server does), so it can stand in for either documentation.
 
-Orders are matched by the shared paper engine (:mod:`runner.matching`) against a price path.
-Fault injection comes from :class:`runner.sims.faults.FaultPlan`.
+Orders are matched by the shared paper engine (:mod:`runner.brokers.paper.matching`) against a price path.
+Fault injection comes from :class:`runner.brokers.faults.FaultPlan`.
 """
 
 from __future__ import annotations
@@ -29,16 +29,18 @@ from typing import Any
 
 from aiohttp import web
 
-from runner.brokers.blitz import (
+from runner.brokers.blitz.client import (
     EXCHANGE_OF_SEGMENT,
     SEGMENT_OF_EXCHANGE,
     exchange_segment,
     instrument_id,
 )
+from runner.brokers.faults import Fault, FaultPlan
+from runner.brokers.instruments import InstrumentMaster, MasterRow, row_from_mapping
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine, OrderState, money
+from runner.brokers.paper.price_paths import path_from_options
 from runner.clock import Clock, SystemClock
 from runner.errors import NotModifiable, Rejected
-from runner.instruments import InstrumentMaster, MasterRow, row_from_mapping
-from runner.matching import MatchingConfig, MatchingEngine, OrderState, money
 from runner.model import (
     Instrument,
     Modification,
@@ -49,8 +51,6 @@ from runner.model import (
     Side,
     Validity,
 )
-from runner.prices import path_from_options
-from runner.sims.faults import Fault, FaultPlan
 from runner.wirejson import dumps, loads, to_decimal
 
 AUTH_PREFIX = "/api_gateway/v1"
@@ -839,7 +839,7 @@ async def start(
 async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mapping[str, Any]) -> None:
     master = None
     if options.get("instruments"):
-        from runner.brokers.blitz import load_master
+        from runner.brokers.blitz.client import load_master
 
         master = load_master(str(options["instruments"]))
     async with start(faults, host=host, port=port, master=master, options=options) as running:
@@ -879,7 +879,7 @@ async def bench(
     import os
 
     from runner.accounts import Account
-    from runner.brokers.blitz import BlitzBroker
+    from runner.brokers.blitz.client import BlitzBroker
 
     os.environ.setdefault(SIM_APP_KEY_ENV, "sim-app-key")
     opts = {"volatility_ppm": 0, **(options or {})}

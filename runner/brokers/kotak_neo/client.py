@@ -35,6 +35,9 @@ import httpx
 
 from runner.accounts import Account
 from runner.brokers.base import Capability, read_positions
+from runner.brokers.http import make_client, send
+from runner.brokers.instruments import InstrumentMaster, MasterRow
+from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.clock import Clock, SystemClock
 from runner.errors import (
     AuthExpired,
@@ -46,9 +49,7 @@ from runner.errors import (
     Rejected,
     Unavailable,
 )
-from runner.http import make_client, send
 from runner.ids import is_client_order_id
-from runner.instruments import InstrumentMaster, MasterRow
 from runner.model import (
     Fill,
     Instrument,
@@ -62,12 +63,11 @@ from runner.model import (
     Side,
     Validity,
 )
-from runner.ratelimit import RateLimiter, segment_of
 from runner.scrub import secret
 from runner.wirejson import loads, plain, to_decimal, to_int
 
 BROKER = "kotak_neo"
-log = logging.getLogger(__name__)
+log = logging.getLogger("runner.brokers.kotak_neo")  # stable name, not __name__: people filter on it
 _int = functools.partial(to_int, broker=BROKER)  # whole numbers exactly, or Malformed naming the field
 
 # --- endpoints (SDK settings.py PROD_URL) ---------------------------------------------------------

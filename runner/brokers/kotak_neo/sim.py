@@ -1,5 +1,6 @@
 """Loopback Kotak Neo Trade API simulator (aiohttp): the SDK's paths, headers, jData form bodies, login
-flow, ``stat``/``stCode`` envelopes and ``ordSt`` strings, executing through :mod:`runner.matching`.
+flow, ``stat``/``stCode`` envelopes and ``ordSt`` strings, executing through
+:mod:`runner.brokers.paper.matching`.
 
 One server plays both hosts: the login host (``/login/1.0/tradeApiLogin`` + ``tradeApiValidate``) and the
 session ``baseUrl`` it hands out (itself). Also serves the SDK v3 single-order read
@@ -28,7 +29,9 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from runner.accounts import Account, RateLimit, SecretRef
-from runner.brokers.kotak_neo import (
+from runner.brokers.faults import Fault, FaultPlan
+from runner.brokers.instruments import InstrumentMaster, MasterRow
+from runner.brokers.kotak_neo.client import (
     AMO_STATUS,
     CODE_ALREADY_COMPLETE,
     CODE_INVALID_SESSION,
@@ -55,10 +58,10 @@ from runner.brokers.kotak_neo import (
     totp,
     trading_symbol_for,
 )
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
+from runner.brokers.paper.price_paths import PricePath, RandomWalk
 from runner.clock import Clock, SystemClock
 from runner.errors import NotFound, NotModifiable, Rejected
-from runner.instruments import InstrumentMaster, MasterRow
-from runner.matching import MatchingConfig, MatchingEngine
 from runner.model import (
     Instrument,
     Modification,
@@ -69,8 +72,6 @@ from runner.model import (
     Product,
     Validity,
 )
-from runner.prices import PricePath, RandomWalk
-from runner.sims.faults import Fault, FaultPlan
 from runner.wirejson import dumps, loads, plain, to_decimal
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -699,7 +700,7 @@ def _totp_ok(secret: str, code: str, now: dt.datetime) -> bool:
 
 
 def _segment_of(instrument: Instrument) -> str:
-    from runner.brokers.kotak_neo import SEGMENT_OF_EXCHANGE
+    from runner.brokers.kotak_neo.client import SEGMENT_OF_EXCHANGE
 
     return SEGMENT_OF_EXCHANGE.get(instrument.exchange.upper(), instrument.exchange.lower())
 
@@ -737,7 +738,7 @@ async def bench_brokers(
 ) -> list[Any]:
     """Bench hook: N connected adapters, one account each, against ``sim`` (its master is reused).
     Credentials go into this process's environment, as the accounts file would reference them."""
-    from runner.brokers.kotak_neo import create
+    from runner.brokers.kotak_neo.client import create
 
     master = sim.master or default_master()
     brokers = []

@@ -71,9 +71,9 @@ if TYPE_CHECKING:
     import httpx
 
     from runner.accounts import Account
-    from runner.instruments import InstrumentMaster, MasterRow
+    from runner.brokers.instruments import InstrumentMaster, MasterRow
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("runner.brokers.odin")  # stable name, not __name__: people filter on it
 
 BROKER = "odin"
 _int = functools.partial(to_int, broker=BROKER)  # whole numbers exactly, or Malformed naming the field
@@ -617,7 +617,7 @@ class OdinBroker:
         transport: str | None = None,
         clock: Clock | None = None,
     ) -> None:
-        from runner.ratelimit import RateLimiter
+        from runner.brokers.ratelimit import RateLimiter
 
         base = account.endpoints.get("base_url") or account.endpoints.get("rest")
         if not base:
@@ -659,7 +659,7 @@ class OdinBroker:
 
     async def connect(self) -> None:
         if self._client is None:
-            from runner.http import make_client
+            from runner.brokers.http import make_client
 
             self._client = make_client(self.base_url, timeout=self.account.timeout_seconds,
                                        transport=self.transport)
@@ -713,7 +713,7 @@ class OdinBroker:
         self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None,
         mutating: bool, auth: bool = True,
     ) -> Any:
-        from runner.http import send
+        from runner.brokers.http import send
 
         if self._client is None:
             await self.connect()
@@ -756,7 +756,7 @@ class OdinBroker:
         return await self._call("GET", path, params=params, mutating=False)
 
     async def _write(self, method: str, path: str, *, exchange: str, body: Any = None) -> Any:
-        from runner.ratelimit import segment_of
+        from runner.brokers.ratelimit import segment_of
 
         key = (self.account.name, segment_of(exchange) if self.account.rate_limit.per_segment else None)
         await self.limiter.acquire(key)
@@ -1112,7 +1112,7 @@ def create(account: Account, **context: Any) -> OdinBroker:
     """Factory used by the broker registry. ``context`` may carry ``master`` (an InstrumentMaster)."""
     master = context.get("master")
     if master is None:
-        from runner.instruments import InstrumentMaster
+        from runner.brokers.instruments import InstrumentMaster
 
         if not account.instruments:
             raise ValueError(f"account {account.name!r}: an instrument master (instruments:) is required")

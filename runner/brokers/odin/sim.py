@@ -1,6 +1,7 @@
-"""Loopback simulator of the ODIN Cloud REST Pro API, backed by :mod:`runner.matching`.
+"""Loopback simulator of the ODIN Cloud REST Pro API, backed by :mod:`runner.brokers.paper.matching`.
 
-Speaks the wire format of :mod:`runner.brokers.odin` (paths, ``x-api-key`` + bearer auth, ``s-101`` envelope,
+Speaks the wire format of :mod:`runner.brokers.odin.client` (paths, ``x-api-key`` + bearer auth, ``s-101``
+envelope,
 ODIN status strings and ids such as ``SIMUC000003<`` that need URI-encoding). Like the real gateway, a place
 is acknowledged with "Order Entry Sent to OMS" even when the OMS then rejects it: the rejection shows in
 the order book (``OMS_REJECT`` + ``error_reason``). ``order_identifier`` is stored, never de-duplicated.
@@ -27,11 +28,13 @@ from typing import Any
 from aiohttp import web
 
 from runner.accounts import Account
-from runner.brokers import odin as wire
+from runner.brokers.faults import Fault, FaultPlan
+from runner.brokers.instruments import InstrumentMaster, MasterRow, row_from_mapping
+from runner.brokers.odin import client as wire
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
+from runner.brokers.paper.price_paths import path_from_options
 from runner.clock import Clock, SystemClock
 from runner.errors import BrokerError, InstrumentUnknown, NotModifiable
-from runner.instruments import InstrumentMaster, MasterRow, row_from_mapping
-from runner.matching import MatchingConfig, MatchingEngine
 from runner.model import (
     Modification,
     MultilegRequest,
@@ -43,8 +46,6 @@ from runner.model import (
     Side,
     Validity,
 )
-from runner.prices import path_from_options
-from runner.sims.faults import Fault, FaultPlan
 from runner.wirejson import dumps, loads, to_decimal
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
@@ -809,7 +810,7 @@ async def connected(
 
     Orders go to the default master (e.g. ``Instrument("NSE", "RELIANCE")``). Secrets are set in this
     process's environment (bench only)."""
-    from runner.brokers.odin import create
+    from runner.brokers.odin.client import create
 
     users = [SimUser(f"BENCH{i:03d}", "pw", "key", second_auth="PAN0000000", user_code=f"BN{i:03d}")
              for i in range(n_accounts)]

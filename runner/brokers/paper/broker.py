@@ -1,11 +1,12 @@
-"""The built-in paper broker: the matching engine (:mod:`runner.matching`) persisted in the local database.
+"""The built-in paper broker: the matching engine (:mod:`runner.brokers.paper.matching`) persisted in the
+local database.
 
 Every call is one database transaction (``BEGIN IMMEDIATE`` on SQLite): read the account's version,
 load only rows written since this process last saw the book, advance matching to the clock's now, apply
 the call, write what changed, commit. So separate runs (entry at 09:20, square-off at 15:15) and separate
 processes share one book, a crashed run restarts against it, and two writers cannot corrupt it.
 
-Default prices: the reference market of :class:`runner.prices.ReferencePath` (levels in
+Default prices: the reference market of :class:`runner.brokers.paper.price_paths.ReferencePath` (levels in
 ``runner/data/paper_prices.yaml``: NIFTY ~24500, RELIANCE ~1400, options from a simple model), so shipped
 example playbooks meet a plausible market. Unknown symbols walk around 1000 (options 100).
 
@@ -33,10 +34,7 @@ import sqlalchemy as sa
 
 from runner.accounts import Account
 from runner.brokers.base import Capability
-from runner.clock import Clock, SystemClock
-from runner.errors import BrokerError, Rejected
-from runner.journal.db import connection_slot, create_all
-from runner.matching import (
+from runner.brokers.paper.matching import (
     Book,
     MatchingConfig,
     MatchingEngine,
@@ -45,6 +43,10 @@ from runner.matching import (
     fill_from_dict,
     fill_to_dict,
 )
+from runner.brokers.paper.price_paths import PricePath, ReferenceBook, load_references, path_from_options
+from runner.clock import Clock, SystemClock
+from runner.errors import BrokerError, Rejected
+from runner.journal.db import connection_slot, create_all
 from runner.model import (
     Fill,
     Instrument,
@@ -56,7 +58,6 @@ from runner.model import (
     Position,
     Product,
 )
-from runner.prices import PricePath, ReferenceBook, load_references, path_from_options
 
 T = TypeVar("T")
 

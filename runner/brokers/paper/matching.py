@@ -3,8 +3,8 @@
 Pure and synchronous; no I/O, no clock of its own (every call takes ``now``), independent of the Broker
 protocol. It speaks the canonical model (:mod:`runner.model`) and raises :mod:`runner.errors`::
 
-    from runner.matching import MatchingConfig, MatchingEngine
-    from runner.prices import RandomWalk
+    from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
+    from runner.brokers.paper.price_paths import RandomWalk
 
     eng = MatchingEngine(RandomWalk(seed=7), MatchingConfig(fill_slice=50, cancel_delay=0))
     order = eng.place("ACC1", request, now)         # Order: OPEN (ack) or REJECTED (recorded, with
@@ -48,6 +48,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from runner.brokers.paper.price_paths import PricePath, RandomWalk, second_of, tick_of
 from runner.errors import NotFound, NotModifiable, Rejected
 from runner.model import (
     Fill,
@@ -66,7 +67,6 @@ from runner.model import (
     instrument_from_dict,
     instrument_to_dict,
 )
-from runner.prices import PricePath, RandomWalk, second_of, tick_of
 
 _S = OrderStatus
 _Q4 = Decimal("0.0001")

@@ -245,7 +245,7 @@ class StepPath:
 
 # --- reference market: the built-in paper broker's default prices ------------------------------------
 
-REFERENCE_FILE = Path(__file__).parent / "data" / "paper_prices.yaml"
+REFERENCE_FILE = Path(__file__).parents[2] / "data" / "paper_prices.yaml"
 EXPIRY_CLOSE = dt.time(15, 30)  # options and futures expire at the close, local time
 _YEAR_SECONDS = Decimal(365 * 86_400)
 _CTX = Context(prec=28, rounding=ROUND_HALF_EVEN)  # fixed, so results never depend on the caller's context

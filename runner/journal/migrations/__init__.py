@@ -52,7 +52,7 @@ METADATA_MODULES = (
     "runner.journal.store",
     "runner.journal.fires",
     "runner.engine.killswitch",
-    "runner.brokers.paper",
+    "runner.brokers.paper.broker",
     "runner.liveness",
     "runner.engine.leases",
     "runner.journal.migrations",
