@@ -310,6 +310,6 @@ def test_run_summary_and_history_tables_align(ws: Path, capsys: pytest.CaptureFi
 def test_serve_wakes_fires_with_the_daemons_own_default_lead() -> None:
     """`runner serve` without --lead uses DaemonOptions' lead (the one bench/scheduler.py measures)."""
     from runner.commands.serve import DEFAULT_LEAD
-    from runner.scheduler import DaemonOptions
+    from runner.daemon.scheduler import DaemonOptions
 
     assert DaemonOptions().lead == DEFAULT_LEAD

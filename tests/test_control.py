@@ -21,6 +21,7 @@ from runner.accounts import PAPER, Account
 from runner.brokers.paper.broker import PaperBroker, create
 from runner.cli import EXIT_OK, EXIT_REFUSED, main
 from runner.clock import VirtualClock
+from runner.daemon.scheduler import BrokerPool, Daemon
 from runner.engine.killswitch import (
     ControlState,
     ControlStore,
@@ -34,7 +35,6 @@ from runner.journal.db import make_engine
 from runner.journal.fires import FireStore
 from runner.journal.store import Journal
 from runner.model import Modification, OrderRequest, OrderStatus, OrderType, Product, Side
-from runner.scheduler import BrokerPool, Daemon
 
 IST = ZoneInfo("Asia/Kolkata")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from runner.sched_policy import ALIVE_WITHIN
+from runner.daemon.policy import ALIVE_WITHIN
 
 ITERATIONS = int(os.environ.get("RUNNER_SERVE_CRASH_ITERATIONS", "6"))
 ACCOUNTS = """\

@@ -252,7 +252,7 @@ def test_group_commit_on_a_full_disk_raises_what_the_cli_maps(tmp_path: Path) ->
 def test_non_utf8_calendar_override_is_exit_1(
     ws: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from runner.calendars import clear_cache
+    from runner.trading_calendars import clear_cache
 
     (ws / "cal").mkdir()
     (ws / "cal" / "NSE.yaml").write_bytes(b"holidays:\n  2026-12-01: Caf\xe9 day\n")

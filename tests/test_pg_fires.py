@@ -119,7 +119,7 @@ CHILD = textwrap.dedent(
     from runner.journal.db import make_engine
     from runner.journal.fires import FireStore
     from runner.journal.store import Journal
-    from runner.scheduler import BrokerPool, Daemon, DaemonOptions, EngineExecutor
+    from runner.daemon.scheduler import BrokerPool, Daemon, DaemonOptions, EngineExecutor
 
     url, pbdir, owner, order, instants = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 

@@ -13,11 +13,11 @@ import pytest
 from test_relogin_support import ADAPTERS, IST, T0, blitz
 
 from runner.clock import VirtualClock
+from runner.daemon.arming import Timers
+from runner.daemon.relogin import Relogin
 from runner.engine.killswitch import ControlView, GuardedBroker
 from runner.errors import AuthExpired
 from runner.model import OrderStatus
-from runner.sched_arming import Timers
-from runner.sched_relogin import Relogin
 
 
 @pytest.fixture

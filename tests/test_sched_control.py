@@ -14,6 +14,7 @@ from test_sched_support import RecordingExecutor, make_daemon
 
 from runner.brokers.paper.broker import PaperBroker
 from runner.clock import VirtualClock
+from runner.daemon.scheduler import Daemon
 from runner.engine.killswitch import (
     ControlState,
     ControlStore,
@@ -24,7 +25,6 @@ from runner.engine.killswitch import (
 )
 from runner.journal.db import make_engine
 from runner.model import Instrument, Order, OrderRequest, OrderStatus, OrderType, Product, Side
-from runner.scheduler import Daemon
 
 IST = ZoneInfo("Asia/Kolkata")
 RELIANCE = Instrument("NSE", "RELIANCE", tick_size=Decimal("0.05"))

@@ -14,11 +14,11 @@ import pytest
 from test_sched_support import DayCalendar, RecordingExecutor, make_daemon, playbook_text
 
 from runner.clock import VirtualClock
+from runner.daemon.policy import STALE_AFTER
+from runner.daemon.scheduler import Daemon
 from runner.engine.killswitch import Mode
 from runner.ids import run_id as make_run_id
 from runner.journal.fires import Claim, FireState
-from runner.sched_policy import STALE_AFTER
-from runner.scheduler import Daemon
 
 IST = ZoneInfo("Asia/Kolkata")
 HOLIDAY = dt.date(2026, 11, 24)  # a Tuesday, declared closed in the test calendar
@@ -363,7 +363,7 @@ async def test_halt_skips_fires_and_is_seen_within_a_poll(pbdir: Path, db_url: s
 
 
 async def test_real_nse_calendar_holiday_muhurat_and_not_covered(pbdir: Path, db_url: str) -> None:
-    from runner.scheduler import default_calendar_loader
+    from runner.daemon.scheduler import default_calendar_loader
 
     write(pbdir / "a.yaml", playbook_text("eve", 'daily: "18:15"', calendar="NSE"))
     clock = VirtualClock(ist(2026, 11, 8, 18, 15))

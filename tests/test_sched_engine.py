@@ -17,13 +17,13 @@ from runner.brokers.paper.broker import PaperBroker
 from runner.brokers.paper.matching import MatchingConfig
 from runner.cli import main
 from runner.clock import VirtualClock
+from runner.daemon.scheduler import Daemon, DaemonOptions, EngineExecutor, Fire, default_calendar_loader
 from runner.engine.killswitch import ControlStore, GuardedBroker, Mode
 from runner.ids import run_id as make_run_id
 from runner.journal.db import make_engine
 from runner.journal.fires import Claim, FireRow, FireState, FireStore
 from runner.journal.store import _CALL_COLUMNS, Journal, Resolution, RunStatus, StepOutcome
 from runner.model import Order, OrderRequest, OrderStatus
-from runner.scheduler import Daemon, DaemonOptions, EngineExecutor, Fire, default_calendar_loader
 
 IST = ZoneInfo("Asia/Kolkata")
 

@@ -7,11 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from runner.engine.killswitch import ControlState, Mode
-from runner.journal.fires import FireState
-from runner.sched_arming import MAX_LEAD, wake_lead
-from runner.sched_calendar import Closed, ClosedKind
-from runner.sched_policy import (
+from runner.daemon.arming import MAX_LEAD, wake_lead
+from runner.daemon.calendar_gate import Closed, ClosedKind
+from runner.daemon.policy import (
     ALIVE_WITHIN,
     CatchUpAction,
     CatchUpItem,
@@ -22,7 +20,9 @@ from runner.sched_policy import (
     live_daemons,
     plan_catch_up,
 )
-from runner.sched_status import QUIET, near_instant
+from runner.daemon.status import QUIET, near_instant
+from runner.engine.killswitch import ControlState, Mode
+from runner.journal.fires import FireState
 
 IST = ZoneInfo("Asia/Kolkata")
 NORMAL = ControlState()
@@ -184,7 +184,7 @@ def test_near_instant_keeps_background_work_away_from_fires() -> None:
 
 
 async def test_quiet_sees_instants_already_woken_for_and_guards_the_poll() -> None:
-    import runner.sched_status as status
+    import runner.daemon.status as status
     from runner.clock import VirtualClock
 
     now = ist(9, 15)
@@ -213,7 +213,7 @@ async def test_quiet_sees_instants_already_woken_for_and_guards_the_poll() -> No
 
 
 def test_peer_watch_judges_peers_on_its_own_clock() -> None:
-    from runner.sched_policy import STALE_AFTER, PeerWatch
+    from runner.daemon.policy import STALE_AFTER, PeerWatch
 
     now = ist(9, 15)
     watch = PeerWatch("me")

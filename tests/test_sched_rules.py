@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from runner.daemon.rules import build_rule, late_window, localize
 from runner.playbook.models import Schedule
-from runner.sched_rules import build_rule, late_window, localize
 
 UTC = dt.UTC
 NY = ZoneInfo("America/New_York")

@@ -10,10 +10,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from runner.clock import Clock
+from runner.daemon.scheduler import Daemon, DaemonOptions, Fire, FireResult
 from runner.engine.killswitch import ControlStore
 from runner.journal.db import make_engine
 from runner.journal.fires import FireState, FireStore
-from runner.scheduler import Daemon, DaemonOptions, Fire, FireResult
 
 
 def playbook_text(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.calendars import CalendarError, NotCovered, clear_cache, load_calendar
+from runner.trading_calendars import CalendarError, NotCovered, clear_cache, load_calendar
 
 D = dt.date
 

@@ -116,7 +116,7 @@ class SupportsRelogin(Protocol):
     """Brokers whose sessions end daily implement this too (every adapter does; wrappers forward it).
 
     Kept apart from :class:`Broker` so wrappers and doubles that predate it still type-check as brokers;
-    :mod:`runner.sched_relogin` falls back to ``connect`` for an object without it."""
+    :mod:`runner.daemon.relogin` falls back to ``connect`` for an object without it."""
 
     async def relogin(self) -> None:
         """Drop the current session and log in again now, even if it still looks valid (``connect``

@@ -186,8 +186,8 @@ def calendar_refusal(
     (08:50 for a 09:20 entry) is fine; only a closed day or a finished session is refused."""
     if calendar is None or not account.enforce_calendar:
         return None
-    from runner.calendars import CalendarError, load_calendar
     from runner.playbook.yamlload import YamlError
+    from runner.trading_calendars import CalendarError, load_calendar
 
     try:
         cal = load_calendar(calendar)

@@ -80,9 +80,9 @@ def _cancel_now(args: argparse.Namespace, accounts: list[Account]) -> tuple[int,
     import socket
 
     from runner.clock import SystemClock
+    from runner.daemon.halt_pass import cancel_pass
     from runner.engine.killswitch import ControlStore
     from runner.journal.store import Journal
-    from runner.sched_halt import cancel_pass
 
     clock = SystemClock()
     journal = Journal(args.db)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from runner.clock import Clock
-from runner.sched_loader import Entry
+from runner.daemon.loader import Entry
 
 MAX_LEAD = 30.0  # seconds
 

@@ -25,7 +25,7 @@ CalendarLoader = Callable[[str], Calendar]
 
 def default_calendar_loader(overrides_dir: str | None = None) -> CalendarLoader:
     def load(exchange: str) -> Calendar:
-        from runner.calendars import load_calendar
+        from runner.trading_calendars import load_calendar
 
         return load_calendar(exchange, overrides_dir=overrides_dir)
 

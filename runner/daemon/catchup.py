@@ -1,4 +1,4 @@
-"""Catch-up at start: journal the fires due while no daemon ran (policy in :mod:`runner.sched_policy`).
+"""Catch-up at start: journal the fires due while no daemon ran (policy in :mod:`runner.daemon.policy`).
 
 Synchronous database and rule work: run :func:`catch_up` in a worker thread, then start the fires it
 returns in ``run_now`` on the event loop.
@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from runner.ids import run_id as make_run_id
-from runner.journal.fires import Claim, FireState, FireStore, read_daemons
-from runner.sched_calendar import CalendarGate
-from runner.sched_loader import Entry
-from runner.sched_policy import (
+from runner.daemon.calendar_gate import CalendarGate
+from runner.daemon.loader import Entry
+from runner.daemon.policy import (
     CatchUpAction,
     CatchUpItem,
     catch_up_since,
@@ -24,6 +22,8 @@ from runner.sched_policy import (
     interrupted_item,
     plan_catch_up,
 )
+from runner.ids import run_id as make_run_id
+from runner.journal.fires import Claim, FireState, FireStore, read_daemons
 
 
 @dataclass

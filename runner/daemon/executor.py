@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from runner.clock import Clock
+from runner.daemon.policy import ON_TIME
+from runner.daemon.release import Fire, FireResult
 from runner.journal.fires import FireState
-from runner.sched_policy import ON_TIME
-from runner.sched_release import Fire, FireResult
 
 
 class BrokerPool(dict[str, Any]):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.daemon.rules import Rule, build_rule, format_local, late_window
 from runner.playbook.models import Playbook
-from runner.sched_rules import Rule, build_rule, format_local, late_window
 
 log = logging.getLogger("runner.scheduler")
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+from runner.daemon.calendar_gate import Closed
 from runner.engine.killswitch import ControlState, Mode
 from runner.journal.fires import FireRow, FireState
-from runner.sched_calendar import Closed
 
 ON_TIME = dt.timedelta(seconds=1)  # later than this after the instant, the ``late`` policy decides
 CATCH_UP_WINDOW = dt.timedelta(days=7)

@@ -44,7 +44,7 @@ Executor = Callable[[Fire], Awaitable[FireResult]]
 
 
 class PreparedFire(Protocol):
-    """A fire readied ahead of its instant (see :meth:`runner.sched_executor.EngineExecutor.prepare`)."""
+    """A fire readied ahead of its instant (see :meth:`runner.daemon.executor.EngineExecutor.prepare`)."""
 
     async def run(self) -> FireResult: ...
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from runner.clock import Clock
-from runner.sched_arming import Timers
-from runner.sched_rules import daily_at
+from runner.daemon.arming import Timers
+from runner.daemon.rules import daily_at
 
 log = logging.getLogger("runner.scheduler")
 

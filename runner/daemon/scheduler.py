@@ -1,16 +1,16 @@
 """The scheduling daemon behind ``runner serve``: wires the pieces below together.
 
-* :mod:`runner.sched_rules`     when a schedule fires (IANA zones, DST), pure
-* :mod:`runner.sched_calendar`  closed days and sessions (fail closed)
-* :mod:`runner.sched_policy`    whether a fire runs, is missed or skipped; catch-up decisions, pure
-* :mod:`runner.sched_loader`    the playbook directory: validate, swap atomically, keep old on invalid
-* :mod:`runner.sched_arming`    one APScheduler date job per playbook, ``lead`` seconds early
-* :mod:`runner.sched_release`   prepare (arm), wait for the instant (shared), execute, journal
-* :mod:`runner.sched_catchup`   fires due while no daemon ran
-* :mod:`runner.sched_relogin`   daily broker re-login
-* :mod:`runner.sched_halt`      on halt: every open order of every account cancelled, verified, journaled
-* :mod:`runner.sched_status`    heartbeat and ``runner status`` payload
-* :mod:`runner.sched_executor`  the engine as executor
+* :mod:`runner.daemon.rules`          when a schedule fires (IANA zones, DST), pure
+* :mod:`runner.daemon.calendar_gate`  closed days and sessions (fail closed)
+* :mod:`runner.daemon.policy`         whether a fire runs, is missed or skipped; catch-up decisions, pure
+* :mod:`runner.daemon.loader`         the playbook directory: validate, swap atomically, keep old on invalid
+* :mod:`runner.daemon.arming`         one APScheduler date job per playbook, ``lead`` seconds early
+* :mod:`runner.daemon.release`        prepare (arm), wait for the instant (shared), execute, journal
+* :mod:`runner.daemon.catchup`        fires due while no daemon ran
+* :mod:`runner.daemon.relogin`        daily broker re-login
+* :mod:`runner.daemon.halt_pass`      on halt: every open order of every account cancelled, verified
+* :mod:`runner.daemon.status`         heartbeat and ``runner status`` payload
+* :mod:`runner.daemon.executor`       the engine as executor
 
 A woken job claims the fire in the journal (:mod:`runner.journal.fires`, exactly once across daemons) with the
 policy's verdict (calendar, lateness, kill switch), re-arms the next fire and hands a claimed fire to the
@@ -31,14 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from runner.clock import Clock, SystemClock
-from runner.engine.killswitch import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
-from runner.ids import run_id as make_run_id
-from runner.journal.fires import Claim, ClaimBatcher, FireState, FireStore
-from runner.sched_arming import Arming, Timers, wake_lead
-from runner.sched_calendar import Calendar, CalendarGate, CalendarLoader, default_calendar_loader
-from runner.sched_catchup import catch_up, mark_interrupted
-from runner.sched_executor import BrokerPool, EngineExecutor
-from runner.sched_loader import (
+from runner.daemon.arming import Arming, Timers, wake_lead
+from runner.daemon.calendar_gate import Calendar, CalendarGate, CalendarLoader, default_calendar_loader
+from runner.daemon.catchup import catch_up, mark_interrupted
+from runner.daemon.executor import BrokerPool, EngineExecutor
+from runner.daemon.loader import (
     PLAYBOOK_SUFFIXES,
     Entry,
     FileState,
@@ -46,7 +43,7 @@ from runner.sched_loader import (
     PlaybookDirectory,
     load_playbook_file,
 )
-from runner.sched_policy import (
+from runner.daemon.policy import (
     ALIVE_WITHIN,
     CATCH_UP_WINDOW,
     ON_TIME,
@@ -56,10 +53,13 @@ from runner.sched_policy import (
     Verdict,
     fire_verdict,
 )
-from runner.sched_release import Executor, Fire, FireResult, Hold, PreparedFire, Release, Running
-from runner.sched_relogin import Relogin
-from runner.sched_rules import Rule, build_rule, format_local, late_window, localize
-from runner.sched_status import QUIET, Heartbeat, Quiet, status_payload
+from runner.daemon.release import Executor, Fire, FireResult, Hold, PreparedFire, Release, Running
+from runner.daemon.relogin import Relogin
+from runner.daemon.rules import Rule, build_rule, format_local, late_window, localize
+from runner.daemon.status import QUIET, Heartbeat, Quiet, status_payload
+from runner.engine.killswitch import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
+from runner.ids import run_id as make_run_id
+from runner.journal.fires import Claim, ClaimBatcher, FireState, FireStore
 
 log = logging.getLogger("runner.scheduler")
 
@@ -193,10 +193,10 @@ class Daemon:
             await asyncio.gather(task, return_exceptions=True)
 
     async def cancel_open_orders(self) -> list[HaltPass]:
-        """The halt cancel pass (:mod:`runner.sched_halt`) on every account the loaded playbooks name and
-        every broker already open, brokers opened through the pool where missing."""
+        """The halt cancel pass (:mod:`runner.daemon.halt_pass`) on every account the loaded playbooks name
+        and every broker already open, brokers opened through the pool where missing."""
+        from runner.daemon.halt_pass import cancel_pass
         from runner.journal.store import Journal
-        from runner.sched_halt import cancel_pass
 
         names = {e.playbook.account for e in self.entries.values()} | set(self.brokers)
         get = getattr(self.brokers, "get_broker", None)
@@ -308,7 +308,7 @@ class Daemon:
     # --- catch-up ----------------------------------------------------------------------------------
 
     async def catch_up(self) -> list[CatchUpItem]:
-        """Fires due while no daemon ran (see :func:`runner.sched_catchup.catch_up`): journaled as
+        """Fires due while no daemon ran (see :func:`runner.daemon.catchup.catch_up`): journaled as
         missed/skipped, the latest started if its ``late`` policy allows. Returns the report."""
         entries = list(self.entries.values())
         window = self.opts.catch_up_window

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from runner.clock import Clock
+from runner.daemon.loader import Entry
+from runner.daemon.release import Running
 from runner.engine.killswitch import ControlState
 from runner.journal.fires import FireStore
-from runner.sched_loader import Entry
-from runner.sched_release import Running
 
 log = logging.getLogger("runner.scheduler")
 

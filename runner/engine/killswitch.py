@@ -2,7 +2,7 @@
 
 * ``normal``       everything allowed
 * ``halt``         no new orders; a running daemon (or ``runner halt --cancel-now``) cancels open ones on
-                   every account, journaled and verified (:mod:`runner.sched_halt`)
+                   every account, journaled and verified (:mod:`runner.daemon.halt_pass`)
 * ``reduce_only``  only orders that shrink an existing position (``runner halt --reduce-only``)
 
 ``runner halt`` / ``runner resume`` write the row; daemons poll it (:class:`ControlWatcher`, every 0.25 s)
@@ -67,7 +67,7 @@ control = sa.Table(
 )
 
 
-# One row per account per halt cancel pass (:mod:`runner.sched_halt`): what ``runner status`` shows.
+# One row per account per halt cancel pass (:mod:`runner.daemon.halt_pass`): what ``runner status`` shows.
 halt_passes = sa.Table(
     "halt_passes",
     metadata,

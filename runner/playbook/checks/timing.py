@@ -27,7 +27,7 @@ def _check_in_session(doc: Doc, sink: Sink, path: Path, when: dt.time) -> None:
     exchange = doc.data.get("calendar")
     if exchange is None:
         return
-    from runner.calendars import CalendarError, load_calendar
+    from runner.trading_calendars import CalendarError, load_calendar
 
     try:
         cal = load_calendar(exchange)
