@@ -6,7 +6,7 @@
    with synchronous=NORMAL, so a commit survives a killed process, not a power loss.
 2. Square-off of 1,000 positions spread over 100 paper accounts (10 each), all accounts concurrently,
    vs the bare paper calls for the same closes.
-3. Optional: ``--crash N`` runs N more SIGKILL/restart iterations of tests/crash_support.py.
+3. Optional: ``--crash N`` runs N more SIGKILL/restart iterations of tests/helpers/crash.py.
 
 Usage: python bench/engine.py [--orders 2000] [--accounts 100] [--crash 0]
 """
@@ -173,11 +173,11 @@ async def square_off(tmp: str, accounts: int) -> None:
 
 
 def crash(n: int, tmp: str) -> None:
-    """Both broker modes of tests/crash_support.py (PLAIN: no idempotent client ids, lagging lookups)."""
+    """Both broker modes of tests/helpers/crash.py (PLAIN: no idempotent client ids, lagging lookups)."""
     import random
     from collections import Counter
 
-    from crash_support import Harness, Mode
+    from helpers.crash import Harness, Mode
 
     for mode in Mode:
         h = Harness(tmp, mode)

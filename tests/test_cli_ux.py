@@ -52,7 +52,7 @@ def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "not_a_plan.json").write_text('{"format": "something-else"}')
     (tmp_path / "blitz_accounts.yaml").write_text(
         "version: 1\naccounts:\n  desk:\n    broker: blitz\n"
-        f"    instruments: {Path(__file__).parent / 'fixtures' / 'cross' / 'instruments.csv'}\n"
+        f"    instruments: {Path(__file__).parent / 'brokers' / 'fixtures' / 'cross' / 'instruments.csv'}\n"
         '    endpoints: {auth: "http://127.0.0.1:9/auth", api: "http://127.0.0.1:9/api"}\n'
         "    credentials: {app_key: {env: RUNNER_UX_TEST_KEY}}\n"
         "    options: {user_id: UX1}\n"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import structlog
-from engine_helpers import make_env, playbook
-from faulty_broker import Faulty
+from helpers.engine import make_env, playbook
+from helpers.faulty_broker import Faulty
 
 from runner import cli, logs
 from runner.accounts import load_accounts
@@ -130,7 +130,7 @@ async def test_an_adapters_session_token_is_scrubbed_once_received(
 
     clock = VirtualClock(dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC))
     async with start(clock=clock) as sim:
-        master = Path(__file__).parent / "fixtures" / "kotak_neo" / "instruments.csv"
+        master = Path(__file__).parent / "brokers" / "kotak_neo" / "fixtures" / "instruments.csv"
         account, env = account_for(sim, "desk", instruments=str(master))
         for k, v in env.items():
             monkeypatch.setenv(k, v)

@@ -6,7 +6,7 @@
 :func:`compile_schema` turns the subset of 2020-12 our schemas use into plain closures that only
 answer "valid?" (~20x faster). :mod:`runner.playbook.validate` asks this first and runs ``jsonschema`` only
 for files that fail, so messages stay exact. An unsupported keyword is a compile error, never skipped, and
-``tests/test_validate_props.py`` checks both agree on random mutations.
+``tests/playbook/test_validate_props.py`` checks both agree on random mutations.
 """
 
 from __future__ import annotations

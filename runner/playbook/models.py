@@ -1,5 +1,5 @@
 """Typed model of a playbook (language v1). ``schemas/playbook.v1.json`` is the published source of truth;
-``tests/test_schema_drift.py`` keeps these models and the schema from drifting apart.
+``tests/playbook/test_schema_drift.py`` keeps these models and the schema from drifting apart.
 
 The validator (:mod:`runner.playbook.validate`) checks the raw YAML against the JSON Schema first (for precise
 ``file:line:col`` errors), then builds these models and runs the semantic checks. The engine and the

@@ -1,4 +1,5 @@
-"""One playbook (tests/fixtures/cross/cross.yaml: a place, a 2-leg NFO option spread, a 15:15 square-off)
+"""One playbook (tests/brokers/fixtures/cross/cross.yaml: a place, a 2-leg NFO option spread, a 15:15
+square-off)
 run unchanged through the real engine on paper and on each adapter against its simulator over loopback
 sockets. Every simulator is backed by runner.brokers.paper.matching with the same deterministic price path
 and the same virtual clock start, and every adapter loads the same master CSV through its own ``create``.

@@ -9,8 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from engine_helpers import RELIANCE, make_env, playbook
-from faulty_broker import Faulty
+from helpers.engine import RELIANCE, make_env, playbook
+from helpers.faulty_broker import Faulty
 
 from runner.brokers.alphapoint import client as ap
 from runner.brokers.base import Positions, UnreadablePosition, read_positions, unreadable_positions

@@ -2,7 +2,7 @@
 same SQLite file (journal + paper book). After every iteration: no client id reached the broker twice,
 every broker order is in the journal, and the run either completed with every entry placed exactly once
 (and squared off exactly once), or (PLAIN mode) failed only on an outcome it refused to guess, with the
-journal settled against the broker. See tests/crash_support.py for the two broker modes.
+journal settled against the broker. See tests/helpers/crash.py for the two broker modes.
 
 ``RUNNER_CRASH_ITERATIONS`` sets the IDEMPOTENT count (PLAIN runs half as many); bench/crash.py runs more.
 Each run draws a fresh seed and prints it; ``RUNNER_CRASH_SEED`` replays one. Each iteration is a sequence
@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from crash_support import Harness, Mode, seed_from_env
+from helpers.crash import Harness, Mode, seed_from_env
 
 
 class DoubleClose(AssertionError):

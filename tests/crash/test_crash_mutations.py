@@ -1,4 +1,5 @@
-"""The crash harness fails on planted defects (tests/crash_mutations.py, patched into the crash children
+"""The crash harness fails on planted defects (tests/helpers/crash_mutations.py, patched into the crash
+children
 only): (i) an entry placed twice under a second journaled id, (ii) a re-send without the restamp before
 it, (iii) a square-off executed twice. Each is checked against an unmutated control of the same sequence,
 so a harness that failed anyway would show here too."""
@@ -13,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from crash_mutations import Mutation
-from crash_support import ABSENT_AFTER, LOOKUP_LAG, Check, Die, Harness, Mode
+from helpers.crash import ABSENT_AFTER, LOOKUP_LAG, Check, Die, Harness, Mode
+from helpers.crash_mutations import Mutation
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="needs fork()")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from engine_helpers import NIFTY_FUT, make_env
+from helpers.engine import NIFTY_FUT, make_env
 
 from runner.brokers.base import Capability
 from runner.brokers.paper.matching import MatchingConfig

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from engine_helpers import make_env, playbook
-from faulty_broker import Faulty, FaultyMultileg
+from helpers.engine import make_env, playbook
+from helpers.faulty_broker import Faulty, FaultyMultileg
 
 from runner.engine.gateway import Gateway, Missing
 from runner.errors import OutcomeUnknown

@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from test_relogin_support import ADAPTERS, IST, T0, blitz
+from helpers.relogin import ADAPTERS, IST, T0, blitz
 
 from runner.clock import VirtualClock
 from runner.daemon.arming import Timers

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from test_sched_support import RecordingExecutor, make_daemon
+from helpers.sched import RecordingExecutor, make_daemon
 
 from runner.brokers.paper.broker import PaperBroker
 from runner.clock import VirtualClock

@@ -11,7 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from test_sched_support import DayCalendar, RecordingExecutor, make_daemon, playbook_text
+from helpers.sched import DayCalendar, RecordingExecutor, make_daemon, playbook_text
 
 from runner.clock import VirtualClock
 from runner.daemon.policy import STALE_AFTER

@@ -11,7 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from test_sched_support import RecordingExecutor, make_daemon, playbook_text
+from helpers.sched import RecordingExecutor, make_daemon, playbook_text
 
 from runner.brokers.paper.broker import PaperBroker
 from runner.brokers.paper.matching import MatchingConfig

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from test_sched_support import playbook_text
+from helpers.sched import playbook_text
 
 from runner.engine.killswitch import ControlStore, Mode
 from runner.journal.db import make_engine

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine_helpers import RELIANCE, at, make_env, playbook
-from faulty_broker import Faulty
+from helpers.engine import RELIANCE, at, make_env, playbook
+from helpers.faulty_broker import Faulty
 
 from runner.model import OrderRequest, OrderStatus, OrderType, Side
 

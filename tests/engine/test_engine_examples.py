@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import time_machine
-from engine_helpers import IST
+from helpers.engine import IST
 
 from runner.brokers.paper.broker import PaperBroker
 from runner.brokers.paper.price_paths import StepPath
@@ -24,7 +24,7 @@ from runner.model import OrderType, Product
 from runner.playbook.models import LtpPrice, Playbook
 from runner.playbook.validate import load_playbook
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "playbooks").glob("*.yaml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "playbooks").glob("*.yaml"))
 DAY = dt.date(2026, 3, 2)
 
 
@@ -109,7 +109,7 @@ def test_run_now_entry_then_intraday_square_off_on_the_default_paper_account(tmp
     from runner.brokers.paper.broker import create
     from runner.cli import main
 
-    playbooks = Path(__file__).resolve().parents[1] / "playbooks"
+    playbooks = Path(__file__).resolve().parents[2] / "playbooks"
     db = f"sqlite:///{tmp_path / 'j.db'}"
     with time_machine.travel(dt.datetime(2026, 12, 1, 9, 30, tzinfo=IST), tick=True):
         entry_pb = str(playbooks / "wait_fill_then_stoploss.yaml")

@@ -7,8 +7,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from engine_helpers import at, ce_instrument, make_env, playbook
-from faulty_broker import Faulty
+from helpers.engine import at, ce_instrument, make_env, playbook
+from helpers.faulty_broker import Faulty
 
 from runner.engine.steps.modify import RESOLVED_EVENT
 from runner.journal.store import events

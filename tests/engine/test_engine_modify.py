@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine_helpers import NIFTY_FUT, at, make_env, playbook
-from faulty_broker import Faulty
+from helpers.engine import NIFTY_FUT, at, make_env, playbook
+from helpers.faulty_broker import Faulty
 
 from runner.errors import OutcomeUnknown
 from runner.model import OrderStatus, OrderType

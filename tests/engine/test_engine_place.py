@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import structlog
-from engine_helpers import make_env, playbook
-from faulty_broker import Faulty
+from helpers.engine import make_env, playbook
+from helpers.faulty_broker import Faulty
 
 from runner import logs
 from runner.errors import AuthExpired, OutcomeUnknown, RateLimited

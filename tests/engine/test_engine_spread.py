@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine_helpers import at, ce_instrument, make_env, pe_instrument, playbook
-from faulty_broker import FaultyMultileg, FaultyNoMultileg
+from helpers.engine import at, ce_instrument, make_env, pe_instrument, playbook
+from helpers.faulty_broker import FaultyMultileg, FaultyNoMultileg
 
 from runner.model import OrderStatus
 

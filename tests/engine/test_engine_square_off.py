@@ -6,8 +6,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from engine_helpers import NIFTY_FUT, RELIANCE, at, make_env, playbook
-from faulty_broker import Faulty
+from helpers.engine import NIFTY_FUT, RELIANCE, at, make_env, playbook
+from helpers.faulty_broker import Faulty
 
 from runner.engine.steps.square_off import own_part, slices
 from runner.journal.store import Resolution

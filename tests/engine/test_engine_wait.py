@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine_helpers import at, make_env, playbook
-from faulty_broker import FaultyNoMultileg
+from helpers.engine import at, make_env, playbook
+from helpers.faulty_broker import FaultyNoMultileg
 
 from runner.journal.store import StepOutcome
 

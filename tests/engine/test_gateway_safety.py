@@ -1,7 +1,7 @@
 """Money safety of the gateway: never a blind re-send, limits on every new order and every modify, the
 right quantity on cancel + replace, derived leg ids, timed-out modify / cancel re-issued once, and no
 "the broker has it" for refusals made on our side. Real paper broker and SQLite journal throughout;
-faults injected by wrappers around the broker (tests/faulty_broker.py), never by patching our code."""
+faults injected by wrappers around the broker (tests/helpers/faulty_broker.py), never by patching our code."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from engine_helpers import NIFTY_FUT, at, make_env, playbook
-from faulty_broker import Faulty, FaultyMultileg
+from helpers.engine import NIFTY_FUT, at, make_env, playbook
+from helpers.faulty_broker import Faulty, FaultyMultileg
 
 from runner.brokers.base import Capability
 from runner.engine.gateway import Gateway, modified_request

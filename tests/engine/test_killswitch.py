@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
-from engine_helpers import RELIANCE, at, make_env, playbook
-from test_sched_support import RecordingExecutor, make_daemon
+from helpers.engine import RELIANCE, at, make_env, playbook
+from helpers.sched import RecordingExecutor, make_daemon
 
 from runner.accounts import PAPER, Account
 from runner.brokers.paper.broker import PaperBroker, create

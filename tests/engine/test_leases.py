@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-from engine_helpers import RELIANCE, at, make_env, playbook
+from helpers.engine import RELIANCE, at, make_env, playbook
 
 from runner.engine.leases import AccountLeases, Lease, LeaseMode, account_leases, leases_for
 from runner.journal.db import make_engine

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from engine_helpers import NIFTY_FUT, at, make_env, playbook
-from faulty_broker import Faulty
+from helpers.engine import NIFTY_FUT, at, make_env, playbook
+from helpers.faulty_broker import Faulty
 
 from runner.cli import main
 from runner.errors import Rejected

@@ -9,8 +9,8 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from engine_helpers import make_env, playbook
-from faulty_broker import Faulty
+from helpers.engine import make_env, playbook
+from helpers.faulty_broker import Faulty
 
 from runner.engine.gateway import Gateway, Tuning
 from runner.errors import RateLimited, Unavailable, WaitTooLong

@@ -7,8 +7,8 @@ import datetime as dt
 import subprocess
 
 import pytest
-from engine_helpers import at, make_env, playbook
-from faulty_broker import Faulty
+from helpers.engine import at, make_env, playbook
+from helpers.faulty_broker import Faulty
 
 from runner.engine.interrupt import Interrupt
 from runner.errors import Unavailable

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine_helpers import DAY, RELIANCE, at, make_env, playbook
+from helpers.engine import DAY, RELIANCE, at, make_env, playbook
 
 from runner.engine.leases import LeaseMode, leases_for
 from runner.journal.store import RunStatus

@@ -15,7 +15,7 @@ from runner.brokers.instruments import InstrumentMaster
 from runner.clock import VirtualClock
 from runner.model import Instrument, OptionType
 
-FIXTURES = Path(__file__).parent / "fixtures" / "blitz"
+FIXTURES = Path(__file__).parents[1] / "brokers" / "blitz" / "fixtures"
 MASTER = FIXTURES / "instruments.csv"
 APP_KEY_ENV = "RUNNER_TEST_BLITZ_APP_KEY"
 APP_KEY = "blitz-test-app-key-d1f0"  # a test value, never a real key

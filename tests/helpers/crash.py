@@ -1,4 +1,4 @@
-"""Crash harness shared by tests/test_crash.py and bench/engine.py: run a rehearsal in a forked child,
+"""Crash harness shared by tests/crash/test_crash.py and bench/engine.py: run a rehearsal in a forked child,
 SIGKILL it at a random instant, restart it, and check the book against the journal.
 
 Two broker modes (:class:`Mode`):
@@ -206,7 +206,7 @@ class Harness:
 
         logs.configure(json=True, stream=io.StringIO(), force=True)
         self.mode = mode
-        # A planted defect (tests/crash_mutations.py), applied in each forked child only: the warm-up
+        # A planted defect (tests/helpers/crash_mutations.py), applied in each forked child only: the warm-up
         # and timing runs below, in this process, stay unmutated.
         self.mutation: str | None = None
         self.in_flight = IN_FLIGHT
@@ -276,7 +276,7 @@ class Harness:
         code = 1
         try:
             if self.mutation:
-                from crash_mutations import apply
+                from helpers.crash_mutations import apply
 
                 apply(self.mutation)
             report = asyncio.run(self._rehearse(gap, pb, die))

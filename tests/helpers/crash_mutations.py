@@ -1,5 +1,5 @@
 """Planted defects that prove the crash harness can fail: each one is a patch applied inside a crash
-child process (a forked rehearsal: :class:`crash_support.Harness`; a CLI process: tests/crash_entry.py)
+child process (a forked rehearsal: :class:`helpers.crash.Harness`; a CLI process: tests/crash_entry.py)
 when ``RUNNER_CRASH_MUTATION`` (or the harness's ``mutation``) names it. Nothing in ``runner/`` knows.
 
 * ``duplicate``: every entry is placed a second time under a second journaled client id.

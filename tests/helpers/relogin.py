@@ -15,9 +15,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from test_blitz_support import APP_KEY, APP_KEY_ENV, SIM_OPTIONS
-from test_blitz_support import broker as blitz_broker
 
+from helpers.blitz import APP_KEY, APP_KEY_ENV, SIM_OPTIONS
+from helpers.blitz import broker as blitz_broker
 from runner.accounts import Account, RateLimit
 from runner.brokers.alphapoint import client as alphapoint
 from runner.brokers.alphapoint import sim as ap_sim
@@ -37,7 +37,7 @@ from runner.model import Instrument, OrderRequest, OrderStatus, OrderType, Side
 IST = ZoneInfo("Asia/Kolkata")
 T0 = dt.datetime(2026, 3, 2, 10, 0, tzinfo=IST)  # a Monday
 EXPIRE = "expire=3600s"
-FIX = Path(__file__).parent / "fixtures"
+BROKERS = Path(__file__).parents[1] / "brokers"  # tests/brokers/<venue>/fixtures
 
 
 @dataclass
@@ -64,7 +64,7 @@ async def blitz(clock: VirtualClock, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
             await b.close()
 
 
-KOTAK_CSV = str(FIX / "kotak_neo" / "instruments.csv")
+KOTAK_CSV = str(BROKERS / "kotak_neo" / "fixtures" / "instruments.csv")
 KOTAK_MASTER = InstrumentMaster.load(KOTAK_CSV, broker="kotak_neo")
 
 
@@ -88,7 +88,7 @@ async def kotak(clock: VirtualClock, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
             await b.close()
 
 
-ODIN_MASTER = InstrumentMaster.load(FIX / "odin" / "master.csv", broker="odin")
+ODIN_MASTER = InstrumentMaster.load(BROKERS / "odin" / "fixtures" / "master.csv", broker="odin")
 
 
 @contextlib.asynccontextmanager

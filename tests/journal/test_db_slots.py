@@ -19,7 +19,7 @@ from runner.clock import VirtualClock
 from runner.journal.db import connection_slot, make_engine
 from runner.journal.store import Journal
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2026, 3, 2, 3, 50, tzinfo=dt.UTC)
 
 # A child process: entries then a square-off on its own account, journal and book on one shared file.
@@ -27,7 +27,7 @@ CHILD = textwrap.dedent(
     """
     import asyncio, json, sys
     sys.path.insert(0, "tests")
-    from engine_helpers import at, playbook
+    from helpers.engine import at, playbook
     from runner.brokers.paper.broker import PaperBroker
     from runner.clock import VirtualClock
     from runner.journal.db import make_engine

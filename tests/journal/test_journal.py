@@ -9,8 +9,8 @@ import io
 import json
 
 import structlog
-from engine_helpers import NIFTY_FUT, at, make_env, playbook
-from faulty_broker import Faulty
+from helpers.engine import NIFTY_FUT, at, make_env, playbook
+from helpers.faulty_broker import Faulty
 
 from runner.accounts import Secret
 from runner.journal.store import Intent, Purpose, Resolution, RunStatus, StepOutcome

@@ -1,8 +1,8 @@
 """Versioned journal migrations (runner/journal/migrations): a journal of release 0.1.0 opened and upgraded
 by this release, no drift between the migrated schema and the MetaData, concurrent starts, newer schemas.
 
-The fixture ``tests/fixtures/journal_0_1_0`` was written by release 0.1.0's own code (commit 7dd22df, see
-its make.py): two finished paper runs (entry with a stop, then the square-off) with steps, intents,
+The fixture ``tests/journal/fixtures/journal_0_1_0`` was written by release 0.1.0's own code (commit 7dd22df,
+see its make.py): two finished paper runs (entry with a stop, then the square-off) with steps, intents,
 calls, fills and transitions, a fire, a stopped daemon, the kill switch's row and the paper book.
 """
 
@@ -36,7 +36,7 @@ from runner.journal.store import Journal
 from runner.model import OrderStatus
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "journal_0_1_0"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUN_ENTRY = "20261206-053340-mq5tkb6g"  # nifty-fut-entry-with-sl: entry filled, stop resting
 RUN_SQUARE_OFF = "20261206-053342-vjwe37hc"  # intraday-square-off: stop cancelled, position closed
 UPGRADED = "journal schema upgraded from unversioned (release 0.1.0, before migrations) to " + migrations.HEAD

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import test_sched_control as control_tests
 import test_sched_daemon as daemon_tests
 import test_sched_engine as engine_tests
-from test_sched_support import DayCalendar, RecordingExecutor, make_daemon, playbook_text
+from helpers.sched import DayCalendar, RecordingExecutor, make_daemon, playbook_text
 
 from runner.cli import main
 from runner.clock import VirtualClock
@@ -29,7 +29,7 @@ from runner.journal.fires import FireState, FireStore, fires
 from runner.journal.store import Journal, RunStatus, order_intents, runs
 
 IST = ZoneInfo("Asia/Kolkata")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CAL = DayCalendar({2026}, set())
 
 

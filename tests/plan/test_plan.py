@@ -10,8 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from engine_helpers import NIFTY_FUT, RELIANCE, at, make_env, playbook
-from faulty_broker import FaultyMultileg
+from helpers.engine import NIFTY_FUT, RELIANCE, at, make_env, playbook
+from helpers.faulty_broker import FaultyMultileg
 
 from runner.engine.risk import RiskConfig
 from runner.engine.steps.square_off import ROUND
@@ -21,7 +21,7 @@ from runner.model import Instrument, OrderRequest, OrderType, Product, Side
 from runner.plan.apply import PlanDrifted, PlanGuard, apply_plan, playbook_drift
 from runner.plan.planner import CallOp, PlaybookSource, Verdict, make_plan, order_row, plan_from_dict
 
-PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 WRITES = {"place", "place_multileg", "cancel", "cancel_multileg", "modify"}
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from runner.accounts import Account, AccountsFile
 from runner.playbook.models import Playbook
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 # Hand-schema objects with no model of their own: the `kind` dispatcher.
 DISPATCHERS = {"Step"}
 

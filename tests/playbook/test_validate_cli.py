@@ -14,9 +14,9 @@ from runner.accounts import find_accounts_file
 from runner.cli import main
 from runner.playbook.validate import _find_accounts_file, load_playbook, validate_paths
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOKS = ROOT / "playbooks"
-INVALID = ROOT / "tests" / "playbooks_cases" / "invalid"
+INVALID = ROOT / "tests" / "playbook" / "playbooks_cases" / "invalid"
 
 
 @pytest.fixture(autouse=True)

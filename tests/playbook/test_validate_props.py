@@ -18,9 +18,9 @@ from runner.playbook.checks.doc import AccountNames
 from runner.playbook.validate import _fast, _validator, playbook_from_report, validate_text
 from runner.playbook.yamlload import YamlError, load_yaml, to_json
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "playbooks").glob("*.yaml")) + sorted(
-    (ROOT / "tests/playbooks_cases/valid").glob("*.yaml")
+    (ROOT / "tests/playbook/playbooks_cases/valid").glob("*.yaml")
 )
 DOCS = [load_yaml(p.read_text(), str(p)).value for p in SOURCES]
 TEXTS = [p.read_text() for p in SOURCES]

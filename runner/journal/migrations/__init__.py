@@ -6,7 +6,7 @@ with one read of ``alembic_version``; Alembic is imported only when an upgrade i
 
 * at :data:`HEAD`: nothing to do (the common case, ~0.1 ms).
 * empty database: every registered MetaData is created and stamped :data:`HEAD` (no Alembic import, no
-  replay of history; ``tests/test_migrations.py`` proves HEAD's migrated schema equals the MetaData).
+  replay of history; ``tests/journal/test_migrations.py`` proves HEAD's migrated schema equals the MetaData).
 * an older revision, or a journal of release 0.1.0 (tables, no version table): upgraded in one
   transaction, logged once as ``journal schema upgraded from X to Y``.
 * a revision this release does not know (a newer release upgraded it): used as is when the schema's

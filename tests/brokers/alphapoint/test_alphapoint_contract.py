@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from contract.broker_contract import BrokerContract, Harness, Market
+from helpers.contract.broker_contract import BrokerContract, Harness, Market
 
 from runner.accounts import Account, RateLimit
 from runner.brokers.alphapoint.client import create

@@ -1,12 +1,12 @@
 """A foreign order record of an unmapped side in the APEX order history (entered elsewhere on the
-account) does not break reads on the account; see test_relogin_support.check_foreign_rows."""
+account) does not break reads on the account; see helpers.relogin.check_foreign_rows."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from test_relogin_support import T0, alpha, check_foreign_rows
+from helpers.relogin import T0, alpha, check_foreign_rows
 
 from runner.clock import VirtualClock
 from runner.ids import numeric_id

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from faulty_broker import Faulty
+from helpers.faulty_broker import Faulty
 from test_alphapoint import START, account, clock, creds, prices, sim, sim_factory  # noqa: F401
 
 from runner.brokers.alphapoint.client import AlphaPointBroker, create

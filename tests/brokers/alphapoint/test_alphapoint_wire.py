@@ -35,7 +35,7 @@ from runner.errors import AuthExpired, NotFound, OutcomeUnknown, RateLimited, Re
 from runner.ids import numeric_id
 from runner.model import Instrument, Modification, OrderRequest, OrderStatus, OrderType, Product, Side
 
-FIXTURES = Path(__file__).parent / "fixtures" / "alphapoint"
+FIXTURES = Path(__file__).parent / "fixtures"
 RELIANCE = Instrument("NSE", "RELIANCE")
 
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from test_blitz_support import (
+from helpers.blitz import (
     APP_KEY,
     APP_KEY_ENV,
     IDEA,
@@ -301,7 +301,7 @@ async def test_rate_limiter_keys_per_account_and_segment_and_honours_429(clock: 
 
 
 def sim_master() -> str:
-    from test_blitz_support import MASTER
+    from helpers.blitz import MASTER
 
     return str(MASTER)
 

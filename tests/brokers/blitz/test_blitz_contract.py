@@ -7,8 +7,8 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
-from contract.broker_contract import BrokerContract, Harness, Market
-from test_blitz_support import APP_KEY, APP_KEY_ENV, FIXTURES, account
+from helpers.blitz import APP_KEY, APP_KEY_ENV, FIXTURES, account
+from helpers.contract.broker_contract import BrokerContract, Harness, Market
 
 from runner.brokers.blitz.client import create
 from runner.brokers.blitz.sim import start

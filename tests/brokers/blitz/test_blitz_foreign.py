@@ -1,12 +1,12 @@
 """A foreign order row of an unmapped type in the Blitz book (placed from Blitz's own terminal) does not
-break reads on the account; see test_relogin_support.check_foreign_rows."""
+break reads on the account; see helpers.relogin.check_foreign_rows."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from test_relogin_support import T0, blitz, check_foreign_rows
+from helpers.relogin import T0, blitz, check_foreign_rows
 
 from runner.clock import VirtualClock
 

@@ -1,6 +1,6 @@
 """Blitz wire format: what the adapter sends (captured by the simulator over a real socket) compared field for
 field with request bodies from the broker's docs and SDK, and the docs' responses read back into the model.
-Sources of each fixture: tests/fixtures/blitz/README.md."""
+Sources of each fixture: tests/brokers/blitz/fixtures/README.md."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_blitz_support import (
+from helpers.blitz import (
     APP_KEY,
     APP_KEY_ENV,
     IDEA,

@@ -27,7 +27,7 @@ from runner.model import (
     Validity,
 )
 
-FIX = Path(__file__).parent / "fixtures" / "kotak_neo"
+FIX = Path(__file__).parent / "fixtures"
 MASTER = InstrumentMaster.load(FIX / "instruments.csv", broker="kotak_neo")
 IDEA = Instrument("NSE", "IDEA")
 RELIANCE = Instrument("NSE", "RELIANCE")

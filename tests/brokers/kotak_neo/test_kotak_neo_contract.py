@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from contract.broker_contract import CALL, EQUITY, FUTURE, PUT, BrokerContract, Harness, Market
+from helpers.contract.broker_contract import CALL, EQUITY, FUTURE, PUT, BrokerContract, Harness, Market
 
 from runner.brokers.faults import FaultPlan
 from runner.brokers.instruments import InstrumentMaster, MasterRow
@@ -74,7 +74,7 @@ async def test_faults_were_really_injected(monkeypatch: pytest.MonkeyPatch) -> N
     factory = make_factory(monkeypatch, "drop=0.3,reset=0.1,5xx=0.1,429=0.1,expire=2s,seed=3", sims)
     contract = BrokerContract()
     async with contract.harness(factory) as h:
-        from contract.broker_contract import limit
+        from helpers.contract.broker_contract import limit
 
         from runner.model import Side
         for i in range(12):

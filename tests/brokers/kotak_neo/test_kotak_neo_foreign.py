@@ -1,12 +1,12 @@
 """A foreign order row of an unmapped prcTp/trnsTp in the Kotak book (a manual order from Kotak's own
-terminal) does not break reads on the account; see test_relogin_support.check_foreign_rows."""
+terminal) does not break reads on the account; see helpers.relogin.check_foreign_rows."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from test_relogin_support import T0, check_foreign_rows, kotak
+from helpers.relogin import T0, check_foreign_rows, kotak
 
 from runner.clock import VirtualClock
 from runner.model import OrderStatus

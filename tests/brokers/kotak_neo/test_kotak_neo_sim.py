@@ -32,7 +32,7 @@ from runner.brokers.paper.price_paths import StepPath
 from runner.clock import VirtualClock
 from runner.model import Instrument, Modification, OrderRequest, OrderStatus, OrderType, Product, Side
 
-FIX = Path(__file__).parent / "fixtures" / "kotak_neo"
+FIX = Path(__file__).parent / "fixtures"
 CSV = str(FIX / "instruments.csv")
 MASTER = InstrumentMaster.load(CSV, broker="kotak_neo")
 IDEA = MASTER.resolve(Instrument("NSE", "IDEA")).instrument

@@ -44,7 +44,7 @@ from runner.model import (
     Validity,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "odin"
+FIXTURES = Path(__file__).parent / "fixtures"
 MASTER = InstrumentMaster.load(FIXTURES / "master.csv", broker="odin")
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 T0 = dt.datetime(2026, 3, 2, 10, 0, tzinfo=IST)

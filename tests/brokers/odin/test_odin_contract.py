@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from contract.broker_contract import CALL, EQUITY, FUTURE, PUT, BrokerContract, Harness, Market
+from helpers.contract.broker_contract import CALL, EQUITY, FUTURE, PUT, BrokerContract, Harness, Market
 
 from runner.brokers.faults import FaultPlan
 from runner.brokers.instruments import InstrumentMaster, MasterRow

@@ -29,7 +29,7 @@ from runner.model import (
     Validity,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "odin"
+FIXTURES = Path(__file__).parent / "fixtures"
 MASTER = InstrumentMaster.load(FIXTURES / "master.csv", broker="odin")
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from contract.broker_contract import BrokerContract, Harness, Market
+from helpers.contract.broker_contract import BrokerContract, Harness, Market
 
 from runner.brokers.paper.broker import PaperBroker
 from runner.brokers.paper.matching import MatchingConfig

@@ -25,7 +25,7 @@ S = OrderStatus
 T0 = dt.datetime(2026, 3, 2, 3, 50, tzinfo=dt.UTC)  # 09:20 IST
 SQUARE_OFF = dt.datetime(2026, 3, 2, 9, 45, tzinfo=dt.UTC)  # 15:15 IST
 REL = Instrument("NSE", "RELIANCE")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def broker(url: str, clock: VirtualClock, account: str = "acc", **options: object) -> PaperBroker:

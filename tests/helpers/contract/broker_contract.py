@@ -5,7 +5,7 @@ Use it by subclassing :class:`BrokerContract` in a ``tests/test_<broker>*.py`` m
 yielding a :class:`Harness` whose broker is connected and whose market (a VirtualClock and a StepPath
 price path) drives the matching engine behind it::
 
-    from contract.broker_contract import BrokerContract, Harness, Market
+    from helpers.contract.broker_contract import BrokerContract, Harness, Market
 
     class TestBlitzContract(BrokerContract):
         @pytest.fixture

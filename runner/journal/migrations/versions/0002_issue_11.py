@@ -4,7 +4,7 @@ intent's ``sent_at``, and the schema's compatibility floor.
 To extend this revision (the release is not out yet): add the table or column here *and* to its
 MetaData. Additive only (see README, "Journal migrations"): a new column is nullable or has a
 ``server_default``, so a daemon of the previous release still inserts rows while both run.
-``tests/test_migrations.py`` fails when a MetaData and the migrated schema differ.
+``tests/journal/test_migrations.py`` fails when a MetaData and the migrated schema differ.
 """
 
 from __future__ import annotations
