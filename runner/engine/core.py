@@ -6,8 +6,8 @@
 2. connect, then reconcile by client id, before anything is sent, every unsettled intent of this run and of
    the account's runs that are not running (recent ones: see ``Tuning.reconcile_horizon``);
 3. for each step not already finished: honour ``at`` / ``after`` / ``late`` on the injected clock, then
-   dispatch on ``kind`` (:data:`runner.engine.steps.HANDLERS`). After a failed / refused / stopping step, only
-   risk-reducing steps (cancel, square_off) still run.
+   dispatch on ``kind`` (:data:`runner.engine.steps.dispatch.HANDLERS`). After a failed / refused / stopping
+   step, only risk-reducing steps (cancel, square_off) still run.
 
 A step's outcome says what is true at the broker; handler modules read orders and positions back.
 """
@@ -29,8 +29,8 @@ from runner.engine.interrupt import Interrupt
 from runner.engine.killswitch import GuardedBroker, Halted
 from runner.engine.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for
 from runner.engine.risk import RiskChecker, RiskConfig, RiskRefused
-from runner.engine.steps import EXIT_KINDS, HANDLERS, RunContext, StepResult
-from runner.engine.steps.common import StepError, build_request
+from runner.engine.steps.common import RunContext, StepError, StepResult, build_request
+from runner.engine.steps.dispatch import EXIT_KINDS, HANDLERS
 from runner.errors import BrokerError
 from runner.ids import client_order_id
 from runner.ids import run_id as make_run_id

@@ -29,9 +29,9 @@ from runner.brokers.base import Broker, Capability
 from runner.engine.core import late_reason
 from runner.engine.gateway import Gateway, is_live
 from runner.engine.risk import QuoteSource, RiskChecker, RiskConfig, RiskRefused
-from runner.engine.steps import EXIT_KINDS
 from runner.engine.steps.cancel import open_matching
 from runner.engine.steps.common import StepError, build_request, enrich, is_relative, ref_slots
+from runner.engine.steps.dispatch import EXIT_KINDS
 from runner.engine.steps.modify import (
     chase_cap,
     journaled_resolutions,

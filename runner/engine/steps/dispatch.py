@@ -1,4 +1,4 @@
-"""One module per playbook step kind; :data:`HANDLERS` maps a step's ``kind`` to its coroutine."""
+"""Step dispatch: :data:`HANDLERS` maps a step's ``kind`` to its coroutine (one module per kind)."""
 
 from __future__ import annotations
 
@@ -22,4 +22,3 @@ HANDLERS: dict[str, Handler] = {
 # Kinds that only reduce risk: they still run after an earlier step failed.
 EXIT_KINDS = frozenset({"cancel", "square_off"})
 
-__all__ = ["EXIT_KINDS", "HANDLERS", "Handler", "RunContext", "StepResult"]
