@@ -162,12 +162,12 @@ async def test_an_unexpected_adapter_exception_fails_its_step_and_exit_steps_sti
 
 
 async def test_an_unexpected_exception_in_a_step_fails_it_and_the_run_is_closed(tmp_path, monkeypatch):
-    from runner.engine import steps as step_kinds
+    from runner.engine.steps import dispatch
 
     async def broken(ctx, step):
         raise KeyError("no such leg")
 
-    monkeypatch.setitem(step_kinds.HANDLERS, "cancel", broken)
+    monkeypatch.setitem(dispatch.HANDLERS, "cancel", broken)
     env = make_env(tmp_path)
     report = await env.run(playbook(ENTRY_EXIT))
     steps = {s.step_id: s for s in report.steps}

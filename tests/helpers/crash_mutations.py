@@ -54,8 +54,7 @@ def _skip_restamp() -> None:
 
 
 def _square_off_twice() -> None:
-    from runner.engine import steps
-    from runner.engine.steps import square_off
+    from runner.engine.steps import dispatch, square_off
 
     run = square_off.run
 
@@ -82,7 +81,7 @@ def _square_off_twice() -> None:
         return await once([True])
 
     square_off.run = twice
-    steps.HANDLERS["square_off"] = twice
+    dispatch.HANDLERS["square_off"] = twice
 
 
 PATCHES = {
