@@ -20,28 +20,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.cli import EXIT_INVALID, EXIT_REFUSED, EXIT_USAGE, CommandError
-from runner.commands._shared import (
+from runner.commands.arguments import (
     add_busy_wait_argument,
     add_calendar_argument,
     add_db_argument,
     add_json_argument,
     add_log_file_argument,
     add_risk_argument,
-    check_calendar,
     configure_logging,
-    deduplicating,
-    kill_switch,
-    load_account,
-    load_playbook,
-    load_risk,
-    make_broker,
-    print_json,
-    print_summary,
-    progress_printer,
-    report_dict,
-    run_exit_code,
-    run_process,
 )
+from runner.commands.inputs import check_calendar, load_account, load_playbook, load_risk
+from runner.commands.results import print_json, print_summary, report_dict
+from runner.commands.session import kill_switch, make_broker, run_exit_code, run_process
+from runner.commands.terminal import deduplicating, progress_printer
 
 if TYPE_CHECKING:
     from runner.engine.core import RunReport

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from runner.commands._shared import add_db_argument, add_json_argument, print_json
+from runner.commands.arguments import add_db_argument, add_json_argument
+from runner.commands.results import print_json
 
 if TYPE_CHECKING:
     from runner.journal import migrations

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runner.cli import EXIT_BROKER, EXIT_OK, EXIT_USAGE, CommandError
-from runner.commands._shared import make_broker
+from runner.commands.session import make_broker
 
 if TYPE_CHECKING:
     from runner.accounts import Account
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _accounts(args: argparse.Namespace) -> list[Account]:
     from runner.accounts import find_accounts_file, load_accounts
-    from runner.commands._shared import check_accounts_file, load_account
+    from runner.commands.inputs import check_accounts_file, load_account
 
     if args.account:
         return [load_account(name, args.accounts, explicit=True) for name in dict.fromkeys(args.account)]

@@ -27,20 +27,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from runner.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
-from runner.commands._shared import (
+from runner.commands.arguments import (
     add_db_argument,
     add_json_argument,
     add_log_file_argument,
     add_playbook_arguments,
     add_risk_argument,
     configure_logging,
-    load_account,
-    load_playbook,
-    load_risk,
-    make_broker,
-    print_json,
 )
-from runner.commands._shared import table as _table
+from runner.commands.inputs import load_account, load_playbook, load_risk
+from runner.commands.results import print_json
+from runner.commands.session import make_broker
+from runner.commands.terminal import table as _table
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo

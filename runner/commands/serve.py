@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from runner.cli import EXIT_INVALID, EXIT_USAGE
-    from runner.commands._shared import check_accounts_file
+    from runner.commands.inputs import check_accounts_file
 
     directory = Path(args.playbook_dir)
     if not directory.is_dir():

@@ -13,7 +13,9 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from runner.cli import EXIT_USAGE, CommandError
-from runner.commands._shared import OUTCOME_COLOR, Term, add_db_argument, add_json_argument, print_json, table
+from runner.commands.arguments import add_db_argument, add_json_argument
+from runner.commands.results import print_json
+from runner.commands.terminal import OUTCOME_COLOR, Term, table
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo

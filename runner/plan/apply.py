@@ -156,7 +156,7 @@ async def apply_plan(
 
 
 def _guarded(broker: Broker, plan: Plan) -> Broker:
-    """The plan's guard on ``broker``. Behind the kill switch (``runner.commands._shared.kill_switch``) the
+    """The plan's guard on ``broker``. Behind the kill switch (``runner.commands.session.kill_switch``) the
     switch stays outermost, so the engine sees it and reports its refusals as REFUSED steps (exit 4)."""
     if isinstance(broker, GuardedBroker):
         return GuardedBroker(PlanGuard(broker.inner, plan), broker.view)

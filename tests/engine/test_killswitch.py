@@ -308,7 +308,7 @@ def test_paper_account_config_is_what_exempts_it(tmp_path: Path) -> None:
 
 def test_a_run_that_waits_for_its_at_times_may_start_before_the_session() -> None:
     from runner.accounts import Account
-    from runner.commands._shared import calendar_refusal
+    from runner.commands.inputs import calendar_refusal
 
     desk = Account(name="desk", broker="paper", enforce_calendar=True)
     early = dt.datetime(2026, 3, 2, 8, 30, tzinfo=IST)  # Monday, before pre-open

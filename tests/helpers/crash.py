@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 
-from runner.commands._shared import exit_code
+from runner.commands.results import exit_code
 
 if TYPE_CHECKING:
     from runner.brokers.base import Broker
