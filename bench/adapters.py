@@ -6,7 +6,7 @@ the very same place request in the same run.
                              [--brokers blitz,kotak_neo,odin,alphapoint]
 
 * REST brokers (blitz, kotak_neo, odin): the adapter on the httpx default transport and on the
-  ``httpx-aiohttp`` transport (runner/http.py ``make_client(transport=...)``); baselines are a bare
+  ``httpx-aiohttp`` transport (runner/brokers/http.py ``make_client(transport=...)``); baselines are a bare
   ``httpx.AsyncClient`` and a bare ``aiohttp.ClientSession`` replaying the adapter's own captured place
   request (method, URL, auth headers, body) with a fresh client id each time.
 * AlphaPoint (WebSocket): the adapter against a bare ``websockets`` client replaying the captured
@@ -198,7 +198,7 @@ def _clock() -> VirtualClock:
 
 @contextlib.asynccontextmanager
 async def blitz_brokers(n: int, transport: str | None) -> AsyncIterator[list[Broker]]:
-    from runner.sims.blitz import bench
+    from runner.brokers.blitz.sim import bench
 
     async with bench(n, transport=transport, clock=_clock()) as (_sim, brokers):
         yield list(brokers)
@@ -206,7 +206,7 @@ async def blitz_brokers(n: int, transport: str | None) -> AsyncIterator[list[Bro
 
 @contextlib.asynccontextmanager
 async def kotak_brokers(n: int, transport: str | None) -> AsyncIterator[list[Broker]]:
-    from runner.sims.kotak_neo import bench_brokers, default_master, start
+    from runner.brokers.kotak_neo.sim import bench_brokers, default_master, start
 
     clock = _clock()
     async with start(clock=clock, master=default_master()) as sim:
@@ -220,7 +220,7 @@ async def kotak_brokers(n: int, transport: str | None) -> AsyncIterator[list[Bro
 
 @contextlib.asynccontextmanager
 async def odin_brokers(n: int, transport: str | None) -> AsyncIterator[list[Broker]]:
-    from runner.sims.odin import connected
+    from runner.brokers.odin.sim import connected
 
     async with connected(n, transport=transport, clock=_clock()) as (_sim, brokers):
         yield list(brokers)
@@ -228,7 +228,7 @@ async def odin_brokers(n: int, transport: str | None) -> AsyncIterator[list[Brok
 
 @contextlib.asynccontextmanager
 async def alphapoint_brokers(n: int, transport: str | None) -> AsyncIterator[list[Broker]]:
-    from runner.sims.alphapoint import bench_setup
+    from runner.brokers.alphapoint.sim import bench_setup
 
     async with bench_setup(n, clock=_clock().now) as (sim, brokers):
         _AP_SIMS[id(brokers[0])] = sim
@@ -320,7 +320,7 @@ async def cell(broker: str, n: int, orders: int, round_no: int) -> list[Stats]:
 
 
 async def bare_http(broker: str, n: int, templates: list[Template], per: int) -> list[Stats]:
-    from runner.http import default_ssl_context
+    from runner.brokers.http import default_ssl_context
 
     out: list[Stats] = []
     clients = [httpx.AsyncClient(trust_env=False, verify=default_ssl_context()) for _ in templates]

@@ -1,6 +1,6 @@
 """Crash figures: SIGKILL rehearsals at random instants and at exact points around requests, in sequences
 (a start killed while recovering from the kill before), on both paper broker modes of
-tests/crash_support.py, plus concurrent square-offs of one account (one of them perhaps killed). Prints
+tests/helpers/crash.py, plus concurrent square-offs of one account (one of them perhaps killed). Prints
 iterations, SIGKILLs, duplicates, lost intents and wrong end states: the goal is 0 / 0 / 0.
 
 Until account leases land (issue 11 §1) the concurrent iterations end in wrong end states (closed twice);
@@ -8,7 +8,7 @@ Until account leases land (issue 11 §1) the concurrent iterations end in wrong 
 that is not the broker's as a wrong end state (issue 11 §4).
 
 Usage: python bench/crash.py [--kills 1000] [--seed N] [--no-concurrent]
-(RUNNER_CRASH_BENCH_KILLS sets the default count; tests/test_crash.py keeps a smaller one in CI.)
+(RUNNER_CRASH_BENCH_KILLS sets the default count; tests/crash/test_crash.py keeps a smaller one in CI.)
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def kind(problem: str) -> str:
 
 
 def main() -> None:
-    from crash_support import Harness, Mode
+    from helpers.crash import Harness, Mode
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=int(os.environ.get("RUNNER_CRASH_BENCH_KILLS", "1000")))

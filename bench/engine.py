@@ -6,7 +6,7 @@
    with synchronous=NORMAL, so a commit survives a killed process, not a power loss.
 2. Square-off of 1,000 positions spread over 100 paper accounts (10 each), all accounts concurrently,
    vs the bare paper calls for the same closes.
-3. Optional: ``--crash N`` runs N more SIGKILL/restart iterations of tests/crash_support.py.
+3. Optional: ``--crash N`` runs N more SIGKILL/restart iterations of tests/helpers/crash.py.
 
 Usage: python bench/engine.py [--orders 2000] [--accounts 100] [--crash 0]
 """
@@ -29,17 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from runner import logs
-from runner.brokers.paper import PaperBroker
+from runner.brokers.paper.broker import PaperBroker
+from runner.brokers.paper.price_paths import StepPath
 from runner.clock import VirtualClock
-from runner.db import make_engine
-from runner.engine import RunOptions, execute
-from runner.gateway import Gateway
-from runner.journal import Journal
+from runner.engine.core import RunOptions, execute
+from runner.engine.gateway import Gateway
+from runner.engine.risk import RiskChecker
+from runner.journal.db import make_engine
+from runner.journal.store import Journal
 from runner.model import Instrument, OrderRequest, OrderType, Side
-from runner.playbook import Playbook
-from runner.prices import StepPath
-from runner.risk import RiskChecker
-from runner.yamlload import load_yaml
+from runner.playbook.models import Playbook
+from runner.playbook.yamlload import load_yaml
 
 IST = ZoneInfo("Asia/Kolkata")
 START = dt.datetime(2026, 3, 2, 9, 20, tzinfo=IST)
@@ -173,11 +173,11 @@ async def square_off(tmp: str, accounts: int) -> None:
 
 
 def crash(n: int, tmp: str) -> None:
-    """Both broker modes of tests/crash_support.py (PLAIN: no idempotent client ids, lagging lookups)."""
+    """Both broker modes of tests/helpers/crash.py (PLAIN: no idempotent client ids, lagging lookups)."""
     import random
     from collections import Counter
 
-    from crash_support import Harness, Mode
+    from helpers.crash import Harness, Mode
 
     for mode in Mode:
         h = Harness(tmp, mode)

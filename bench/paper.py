@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner.brokers.paper import PaperBroker
+from runner.brokers.paper.broker import PaperBroker
+from runner.brokers.paper.matching import MatchingEngine
 from runner.clock import VirtualClock
-from runner.matching import MatchingEngine
 from runner.model import Instrument, OrderRequest, Side
 
 START = dt.datetime(2026, 3, 2, 4, 0, tzinfo=dt.UTC)

@@ -36,12 +36,12 @@ from pathlib import Path
 
 from runner.brokers.base import Capability
 from runner.clock import SystemClock
-from runner.control import ControlStore, GuardedBroker
-from runner.db import make_engine
-from runner.fires import FireState, FireStore
-from runner.journal import Journal
+from runner.daemon.scheduler import Daemon, DaemonOptions, EngineExecutor, Fire, FireResult
+from runner.engine.killswitch import ControlStore, GuardedBroker
+from runner.journal.db import make_engine
+from runner.journal.fires import FireState, FireStore
+from runner.journal.store import Journal
 from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
-from runner.scheduler import Daemon, DaemonOptions, EngineExecutor, Fire, FireResult
 
 UTC = dt.UTC
 NOTES: list[str] = []  # lines a daemon run leaves for after its row's label
@@ -278,7 +278,7 @@ async def main(single: int, mass: int) -> None:
 
         # Loading and validating 1,000 files takes a while: due time well after start-up.
         t0 = time.perf_counter()
-        from runner.scheduler import load_playbook_file
+        from runner.daemon.scheduler import load_playbook_file
 
         probe = tmp / "probe.yaml"
         probe.write_text(playbook("probe", dt.datetime(2030, 1, 1, tzinfo=UTC)))

@@ -26,7 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner.validate import AccountNames, validate_paths, validate_text  # noqa: E402
+from runner.playbook.checks.doc import AccountNames  # noqa: E402
+from runner.playbook.validate import validate_paths, validate_text  # noqa: E402
 
 N = 1000
 REPEATS = 7

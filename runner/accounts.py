@@ -132,7 +132,7 @@ def load_accounts(path: Path | None) -> dict[str, Account]:
     accounts = {"paper": PAPER}
     if path is None:
         return accounts
-    from runner.yamlload import load_yaml, read_text
+    from runner.playbook.yamlload import load_yaml, read_text
 
     doc = load_yaml(read_text(path), filename=str(path)).value
     parsed = AccountsFile.model_validate(doc)

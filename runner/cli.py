@@ -179,17 +179,17 @@ def _classify(exc: BaseException) -> tuple[int, list[str]]:
     errors = sys.modules.get("runner.errors")
     if errors is not None and isinstance(exc, errors.BrokerError):
         return EXIT_BROKER, [f"broker error: {type(exc).__name__}: {exc}"]
-    journal = sys.modules.get("runner.journal")
+    journal = sys.modules.get("runner.journal.store")
     if journal is not None and isinstance(exc, journal.RunBusy):  # one run id, one process
         return EXIT_REFUSED, [str(exc)]
-    migrations = sys.modules.get("runner.migrations")
+    migrations = sys.modules.get("runner.journal.migrations")
     if migrations is not None and isinstance(exc, migrations.SchemaTooNew):  # a newer release's journal
         return EXIT_BROKER, [str(exc)]
     sa_exc = sys.modules.get("sqlalchemy.exc")
     if sa_exc is not None and isinstance(exc, sa_exc.ArgumentError):
         return EXIT_USAGE, [f"journal database URL: {exc}"]
     if sa_exc is not None or "sqlite3" in sys.modules or "psycopg" in sys.modules:
-        from runner.db import database_problem  # raw DBAPI errors too: disk full, locked, read-only
+        from runner.journal.db import database_problem  # raw DBAPI errors too: disk full, locked, read-only
 
         problem = database_problem(exc)
         if problem is not None:

@@ -93,7 +93,8 @@ class OutcomeUnknown(BrokerError):
 
 
 class AdapterFault(OutcomeUnknown):
-    """A non-broker exception from an adapter, mapped into the taxonomy (see runner.gateway.Gateway.call)."""
+    """A non-broker exception from an adapter, mapped into the taxonomy (see
+    runner.engine.gateway.Gateway.call)."""
 
 
 class InstrumentUnknown(BrokerError):

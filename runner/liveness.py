@@ -29,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from runner.db import UTCDateTime, create_all
+from runner.journal.db import UTCDateTime, create_all
 
 BEAT_EVERY = 3.0  # seconds between heartbeats
 STALE_AFTER = 15.0  # seconds without a beat (database clock) after which a holder on another host is dead

@@ -130,7 +130,7 @@ def _redact_text(value: str) -> str:
     if "earer" in value or "eyJ" in value:
         return JWT_RE.sub(REDACTED, BEARER_RE.sub(r"\1 " + REDACTED, value))
     # Registered secret values are scrubbed once per sink, on the final text (the rendered log line,
-    # runner.db.ScrubbedText for the journal), not once per field here as well.
+    # runner.journal.db.ScrubbedText for the journal), not once per field here as well.
     return value
 
 

@@ -4,7 +4,7 @@ Key-name redaction (:func:`runner.logs.redact`) cannot see a secret inside free 
 message, a traceback, a broker's error echo. So every resolved credential (:mod:`runner.accounts`) and
 every session token an adapter obtains at login (:func:`secret`) is registered here, and the sinks pass
 their text through :func:`scrub`: the log renderer (after exception formatting), the journal's text
-columns (:class:`runner.db.ScrubbedText`), the CLI's stdout and stderr, and later alerts.
+columns (:class:`runner.journal.db.ScrubbedText`), the CLI's stdout and stderr, and later alerts.
 
 One compiled regex (the values' prefix trie), rebuilt only when the set changes; with nothing registered
 (the paper broker) :func:`scrub` is one global read.

@@ -200,31 +200,31 @@ def pg_db_url(pg_cluster: PgCluster) -> Iterator[str]:
 def pg_reroute(monkeypatch: pytest.MonkeyPatch, pg_db_url: str) -> Iterator[Any]:
     """Re-run existing SQLite-file tests on this test's PostgreSQL database, unedited:
     ``pg_reroute(module, ...)`` swaps each module's ``make_engine`` (and ``make_env`` from
-    engine_helpers), and ``runner.db.shared_engine`` for the test's duration, so that every
+    helpers.engine), and ``runner.journal.db.shared_engine`` for the test's duration, so that every
     ``sqlite:///file`` URL they open in this process lands on PostgreSQL. After the test it
     checks that tables were created there, so a test cannot quietly pass on SQLite."""
-    import engine_helpers
+    import helpers.engine
 
-    from runner.db import make_engine
+    from runner.journal.db import make_engine
 
     def pg_engine(url: str | None = None, **kwargs: Any) -> Any:
         if url is not None and not str(url).startswith("sqlite:///"):
             return make_engine(url, **kwargs)  # already PostgreSQL (str(engine.url)), or in-memory SQLite
         return make_engine(pg_db_url, **kwargs)
 
-    original_make_env = engine_helpers.make_env
+    original_make_env = helpers.engine.make_env
 
     def pg_make_env(tmp_path: Path, start: Any = None, **config: Any) -> Any:
         env = original_make_env(tmp_path, start, **config)
         env.db_url = pg_db_url  # tests open "another process's" Journal(env.db_url)
         return env
 
-    monkeypatch.setattr(engine_helpers, "make_engine", pg_engine)
-    # Journal(url) and PaperBroker(db_url=...) look runner.db.shared_engine up when called.
-    import runner.db
+    monkeypatch.setattr(helpers.engine, "make_engine", pg_engine)
+    # Journal(url) and PaperBroker(db_url=...) look runner.journal.db.shared_engine up when called.
+    import runner.journal.db
 
     shared: dict[str, Any] = {}
-    original_shared = runner.db.shared_engine
+    original_shared = runner.journal.db.shared_engine
 
     def pg_shared_engine(url: str | None = None) -> Any:
         if url is None or not str(url).startswith("sqlite:///"):
@@ -233,7 +233,7 @@ def pg_reroute(monkeypatch: pytest.MonkeyPatch, pg_db_url: str) -> Iterator[Any]
             shared[pg_db_url] = make_engine(pg_db_url)
         return shared[pg_db_url]
 
-    monkeypatch.setattr(runner.db, "shared_engine", pg_shared_engine)
+    monkeypatch.setattr(runner.journal.db, "shared_engine", pg_shared_engine)
 
     def reroute(*modules: Any) -> None:
         for module in modules:

@@ -52,7 +52,7 @@ def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "not_a_plan.json").write_text('{"format": "something-else"}')
     (tmp_path / "blitz_accounts.yaml").write_text(
         "version: 1\naccounts:\n  desk:\n    broker: blitz\n"
-        f"    instruments: {Path(__file__).parent / 'fixtures' / 'cross' / 'instruments.csv'}\n"
+        f"    instruments: {Path(__file__).parent / 'brokers' / 'fixtures' / 'cross' / 'instruments.csv'}\n"
         '    endpoints: {auth: "http://127.0.0.1:9/auth", api: "http://127.0.0.1:9/api"}\n'
         "    credentials: {app_key: {env: RUNNER_UX_TEST_KEY}}\n"
         "    options: {user_id: UX1}\n"
@@ -134,12 +134,12 @@ def test_broker_unreachable_is_5_with_one_line(
 def test_locked_journal_is_5(
     ws: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import runner.db
+    import runner.journal.db
 
     url = f"sqlite:///{ws / 'locked.db'}"
     assert main(["history", "--db", url]) == EXIT_OK  # creates the schema
     capsys.readouterr()
-    monkeypatch.setattr(runner.db, "BUSY_TIMEOUT_MS", 50)
+    monkeypatch.setattr(runner.journal.db, "BUSY_TIMEOUT_MS", 50)
     url2 = f"sqlite:///{ws / 'locked2.db'}"  # a fresh engine (engines are cached per URL)
     sqlite3.connect(ws / "locked2.db").close()
     holder = sqlite3.connect(ws / "locked2.db", isolation_level=None)
@@ -155,7 +155,7 @@ def test_locked_journal_is_5(
 def test_unexpected_errors_are_one_line_unless_runner_debug(
     ws: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     def boom(self: Journal, **kw: object) -> None:
         raise RuntimeError("boom\nsecond line")
@@ -221,7 +221,8 @@ def test_help_documents_every_argument_with_examples(name: str, capsys: pytest.C
 def test_help_and_validate_start_without_heavy_imports(tmp_path: Path) -> None:
     """`--help` and `validate` must not import the engine, pydantic, sqlalchemy or asyncio (cold start);
     checked by the modules loaded, not by time, so the test cannot flake."""
-    heavy = ("runner.engine", "runner.gateway", "pydantic", "sqlalchemy", "asyncio", "runner.journal")
+    heavy = ("runner.engine.core", "runner.engine.gateway", "pydantic", "sqlalchemy", "asyncio")
+    heavy += ("runner.journal.store",)
     probe = (
         "import sys, io, contextlib\nfrom runner.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()): main(sys.argv[1:])\n"
@@ -309,6 +310,6 @@ def test_run_summary_and_history_tables_align(ws: Path, capsys: pytest.CaptureFi
 def test_serve_wakes_fires_with_the_daemons_own_default_lead() -> None:
     """`runner serve` without --lead uses DaemonOptions' lead (the one bench/scheduler.py measures)."""
     from runner.commands.serve import DEFAULT_LEAD
-    from runner.scheduler import DaemonOptions
+    from runner.daemon.scheduler import DaemonOptions
 
     assert DaemonOptions().lead == DEFAULT_LEAD

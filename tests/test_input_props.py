@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.accounts import load_accounts
-from runner.validate import AccountNames, playbook_from_report, validate_bytes
-from runner.yamlload import YamlError
+from runner.playbook.checks.doc import AccountNames
+from runner.playbook.validate import playbook_from_report, validate_bytes
+from runner.playbook.yamlload import YamlError
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNTS = AccountNames(frozenset({"paper", "desk"}))

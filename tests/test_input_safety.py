@@ -74,8 +74,9 @@ def test_run_reports_huge_values_as_invalid_input(
 
 
 def test_one_duration_parser_bounded_by_a_trading_day() -> None:
-    from runner import durations, playbook
-    from runner.checks import doc
+    from runner.playbook import durations
+    from runner.playbook import models as playbook
+    from runner.playbook.checks import doc
 
     assert playbook.parse_duration is durations.parse_duration
     assert doc.parse_duration is durations.parse_duration
@@ -182,14 +183,14 @@ def test_full_disk_under_a_run_is_exit_5_disk_full(
     same error a full filesystem gives), on the journal's raw DBAPI fast path."""
     import sqlalchemy as sa
 
-    import runner.db
+    import runner.journal.db
 
     url = f"sqlite:///{ws / 'full.db'}"
     (ws / "warm.yaml").write_text(playbook().replace("name: safety", "name: warm-up"))
     assert main(["run", "--now", "warm.yaml", "--db", url]) == 0  # every table exists, on its own engine
-    runner.db._shared.clear()
+    runner.journal.db._shared.clear()
     capsys.readouterr()
-    make = runner.db.make_engine
+    make = runner.journal.db.make_engine
 
     def tiny(url: str | None = None, **kw: object) -> sa.Engine:
         engine = make(url, **kw)
@@ -201,12 +202,12 @@ def test_full_disk_under_a_run_is_exit_5_disk_full(
 
         return engine
 
-    monkeypatch.setattr(runner.db, "make_engine", tiny)
+    monkeypatch.setattr(runner.journal.db, "make_engine", tiny)
     monkeypatch.setenv("RUNNER_DEBUG", "1")  # the traceback shows which path met the full disk
     try:
         code = main(["run", "--now", "ok.yaml", "--db", url])
     finally:
-        runner.db._shared.clear()
+        runner.journal.db._shared.clear()
     err = capsys.readouterr().err
     assert code == EXIT_BROKER, err
     assert err.splitlines()[-1] == "runner run: journal database: disk full: database or disk is full"
@@ -219,9 +220,9 @@ def test_group_commit_on_a_full_disk_raises_what_the_cli_maps(tmp_path: Path) ->
 
     import sqlalchemy as sa
 
-    from runner.db import create_all, make_engine
-    from runner.groupcommit import GroupCommit
-    from runner.journal import Intent, Purpose, metadata
+    from runner.journal.db import create_all, make_engine
+    from runner.journal.groupcommit import GroupCommit
+    from runner.journal.store import Intent, Purpose, metadata
     from runner.model import Instrument, OrderRequest, Side
 
     engine = make_engine(f"sqlite:///{tmp_path / 'gc.db'}")
@@ -251,7 +252,7 @@ def test_group_commit_on_a_full_disk_raises_what_the_cli_maps(tmp_path: Path) ->
 def test_non_utf8_calendar_override_is_exit_1(
     ws: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from runner.calendars import clear_cache
+    from runner.trading_calendars import clear_cache
 
     (ws / "cal").mkdir()
     (ws / "cal" / "NSE.yaml").write_bytes(b"holidays:\n  2026-12-01: Caf\xe9 day\n")

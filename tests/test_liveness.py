@@ -9,7 +9,7 @@ import time
 
 import sqlalchemy as sa
 
-from runner.db import make_engine
+from runner.journal.db import make_engine
 from runner.liveness import STALE_AFTER, ProcessIdentity, ProcessRegistry, local_alive, processes
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import structlog
-from engine_helpers import make_env, playbook
-from faulty_broker import Faulty
+from helpers.engine import make_env, playbook
+from helpers.faulty_broker import Faulty
 
 from runner import cli, logs
 from runner.accounts import load_accounts
@@ -124,13 +124,13 @@ def test_stdlib_loggers_share_the_one_format_and_are_scrubbed(
 async def test_an_adapters_session_token_is_scrubbed_once_received(
     monkeypatch: pytest.MonkeyPatch, log_stream: io.StringIO
 ) -> None:
-    from runner.brokers.kotak_neo import create
+    from runner.brokers.kotak_neo.client import create
+    from runner.brokers.kotak_neo.sim import account_for, start
     from runner.clock import VirtualClock
-    from runner.sims.kotak_neo import account_for, start
 
     clock = VirtualClock(dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC))
     async with start(clock=clock) as sim:
-        master = Path(__file__).parent / "fixtures" / "kotak_neo" / "instruments.csv"
+        master = Path(__file__).parent / "brokers" / "kotak_neo" / "fixtures" / "instruments.csv"
         account, env = account_for(sim, "desk", instruments=str(master))
         for k, v in env.items():
             monkeypatch.setenv(k, v)
@@ -164,7 +164,7 @@ async def test_adapter_exception_text_is_scrubbed_from_step_run_call_and_event_r
     broker = Faulty(env.broker()).fail("place", refusal)
     report = await env.run(playbook(MARKET), broker=broker)
     assert not report.ok
-    # a gateway note carrying exception text (runner.gateway.Gateway.note writes exactly this)
+    # a gateway note carrying exception text (runner.engine.gateway.Gateway.note writes exactly this)
     note = f"cancel x: Rejected: {secret}"
     env.journal.record_event(report.run_id, "note", note, env.clock.now(), level="error")
     (call,) = [c for c in env.journal.calls(run_id=report.run_id) if c["error"] == "Rejected"]
@@ -177,8 +177,8 @@ async def test_adapter_exception_text_is_scrubbed_from_step_run_call_and_event_r
 
 
 def test_fire_outcomes_are_scrubbed(tmp_path: Path, resolved: tuple[str, str]) -> None:
-    from runner.db import make_engine
-    from runner.fires import Claim, FireState, FireStore, read_daemons
+    from runner.journal.db import make_engine
+    from runner.journal.fires import Claim, FireState, FireStore, read_daemons
 
     secret, _ = resolved
     engine = make_engine(f"sqlite:///{tmp_path / 'j.db'}")

@@ -116,7 +116,7 @@ class SupportsRelogin(Protocol):
     """Brokers whose sessions end daily implement this too (every adapter does; wrappers forward it).
 
     Kept apart from :class:`Broker` so wrappers and doubles that predate it still type-check as brokers;
-    :mod:`runner.sched_relogin` falls back to ``connect`` for an object without it."""
+    :mod:`runner.daemon.relogin` falls back to ``connect`` for an object without it."""
 
     async def relogin(self) -> None:
         """Drop the current session and log in again now, even if it still looks valid (``connect``
@@ -129,7 +129,7 @@ class SupportsRelogin(Protocol):
 class ClientIdRegistry(Protocol):
     """A broker that cannot carry our client id as is and keeps the way back only in memory (AlphaPoint:
     a numeric one-way hash). At start the gateway tells it the journal's recent client ids of the
-    account (:meth:`runner.gateway.Gateway.adopt_client_ids`), so orders placed by an earlier process
+    account (:meth:`runner.engine.gateway.Gateway.adopt_client_ids`), so orders placed by an earlier process
     read back under our ids again (else they look foreign and ``this_run_only`` filters skip them)."""
 
     def adopt_client_ids(self, client_ids: Mapping[str, Product]) -> None:

@@ -20,32 +20,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.cli import EXIT_INVALID, EXIT_REFUSED, EXIT_USAGE, CommandError
-from runner.commands._shared import (
+from runner.commands.arguments import (
     add_busy_wait_argument,
     add_calendar_argument,
     add_db_argument,
     add_json_argument,
     add_log_file_argument,
     add_risk_argument,
-    check_calendar,
     configure_logging,
-    deduplicating,
-    kill_switch,
-    load_account,
-    load_playbook,
-    load_risk,
-    make_broker,
-    print_json,
-    print_summary,
-    progress_printer,
-    report_dict,
-    run_exit_code,
-    run_process,
 )
+from runner.commands.inputs import check_calendar, load_account, load_playbook, load_risk
+from runner.commands.results import print_json, print_summary, report_dict
+from runner.commands.session import kill_switch, make_broker, run_exit_code, run_process
+from runner.commands.terminal import deduplicating, progress_printer
 
 if TYPE_CHECKING:
-    from runner.engine import RunReport
-    from runner.interrupt import Interrupt
+    from runner.engine.core import RunReport
+    from runner.engine.interrupt import Interrupt
 
 EXAMPLES = """\
   runner plan playbooks/iron_condor.yaml --now --out plan.json   # review it, then:
@@ -79,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     from zoneinfo import ZoneInfo
 
-    from runner.planning import PlanFileError, plan_from_dict
+    from runner.plan.planner import PlanFileError, plan_from_dict
 
     try:
         plan = plan_from_dict(json.loads(Path(args.plan).read_text()))
@@ -89,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(EXIT_INVALID, f"{args.plan}: cannot read: {exc.strerror}") from None
     except (ValueError, PlanFileError) as exc:
         raise CommandError(EXIT_INVALID, f"{args.plan}: {exc}") from None
-    from runner.applying import PlanDrifted, apply_plan, playbook_drift
+    from runner.plan.apply import PlanDrifted, apply_plan, playbook_drift
 
     try:
         content = Path(plan.source.path).read_text()
@@ -107,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
     configure_logging(args, progress=tty)
     from runner.clock import SystemClock
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     db = args.db or plan.db
     tz = ZoneInfo(pb.timezone)

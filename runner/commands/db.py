@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from runner.commands._shared import add_db_argument, add_json_argument, print_json
+from runner.commands.arguments import add_db_argument, add_json_argument
+from runner.commands.results import print_json
 
 if TYPE_CHECKING:
-    from runner import migrations
+    from runner.journal import migrations
 
 EXAMPLES = """\
   runner db status
@@ -30,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner import migrations
     from runner.cli import EXIT_BROKER, CommandError
-    from runner.db import shared_engine
+    from runner.journal import migrations
+    from runner.journal.db import shared_engine
 
     engine = shared_engine(args.db)
     if args.action == "upgrade":
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe(status: migrations.SchemaStatus) -> str:
-    from runner import migrations
+    from runner.journal import migrations
 
     s = migrations.SchemaState
     head = f"this release (runner {migrations.release()}) is at schema {status.head}"

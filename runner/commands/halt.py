@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runner.cli import EXIT_BROKER, EXIT_OK, EXIT_USAGE, CommandError
-from runner.commands._shared import make_broker
+from runner.commands.session import make_broker
 
 if TYPE_CHECKING:
     from runner.accounts import Account
-    from runner.control import HaltPass
+    from runner.engine.killswitch import HaltPass
 
 DESCRIPTION = __doc__
 EXAMPLES = """\
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.control import Mode
+    from runner.engine.killswitch import Mode
 
     if args.account and not args.cancel_now:
         raise CommandError(EXIT_USAGE, "--account is for --cancel-now")
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _accounts(args: argparse.Namespace) -> list[Account]:
     from runner.accounts import find_accounts_file, load_accounts
-    from runner.commands._shared import check_accounts_file, load_account
+    from runner.commands.inputs import check_accounts_file, load_account
 
     if args.account:
         return [load_account(name, args.accounts, explicit=True) for name in dict.fromkeys(args.account)]
@@ -80,9 +80,9 @@ def _cancel_now(args: argparse.Namespace, accounts: list[Account]) -> tuple[int,
     import socket
 
     from runner.clock import SystemClock
-    from runner.control import ControlStore
-    from runner.journal import Journal
-    from runner.sched_halt import cancel_pass
+    from runner.daemon.halt_pass import cancel_pass
+    from runner.engine.killswitch import ControlStore
+    from runner.journal.store import Journal
 
     clock = SystemClock()
     journal = Journal(args.db)
@@ -125,8 +125,8 @@ def set_mode(
     import json
     import socket
 
-    from runner.control import ControlStore, Mode
-    from runner.fires import open_engine, read_daemons
+    from runner.engine.killswitch import ControlStore, Mode
+    from runner.journal.fires import open_engine, read_daemons
 
     assert isinstance(mode, Mode)
     engine = open_engine(args.db)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runner.commands._shared import OUTCOME_COLOR, add_db_argument, add_json_argument, print_json, table
+from runner.commands.arguments import add_db_argument, add_json_argument
+from runner.commands.results import print_json
+from runner.commands.terminal import OUTCOME_COLOR, table
 
 EXAMPLES = """\
   runner history --playbook opening-straddle --limit 5
@@ -23,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     runs = Journal(args.db).list_runs(limit=args.limit, playbook=args.playbook)
     if args.json:

@@ -27,25 +27,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from runner.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
-from runner.commands._shared import (
+from runner.commands.arguments import (
     add_db_argument,
     add_json_argument,
     add_log_file_argument,
     add_playbook_arguments,
     add_risk_argument,
     configure_logging,
-    load_account,
-    load_playbook,
-    load_risk,
-    make_broker,
-    print_json,
 )
-from runner.commands._shared import table as _table
+from runner.commands.inputs import load_account, load_playbook, load_risk
+from runner.commands.results import print_json
+from runner.commands.session import make_broker
+from runner.commands.terminal import table as _table
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-    from runner.planning import Plan, PlannedCall
+    from runner.plan.planner import Plan, PlannedCall
 
 EXAMPLES = """\
   runner plan playbooks/iron_condor.yaml                  # what today's run would send now
@@ -85,9 +83,9 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args, progress=True)
     from runner.clock import SystemClock
     from runner.commands.run import scheduled_slot
-    from runner.control import ControlStore
-    from runner.journal import Journal
-    from runner.planning import PlaybookSource, make_plan
+    from runner.engine.killswitch import ControlStore
+    from runner.journal.store import Journal
+    from runner.plan.planner import PlaybookSource, make_plan
 
     path = Path(args.playbook)
     source = PlaybookSource(str(path.resolve()), path.read_text())

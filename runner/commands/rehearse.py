@@ -8,20 +8,15 @@ import argparse
 import datetime as dt
 import sys
 
-from runner.commands._shared import (
+from runner.commands.arguments import (
     add_json_argument,
     add_log_file_argument,
     add_risk_argument,
     configure_logging,
-    deduplicating,
-    exit_code,
-    load_playbook,
-    load_risk,
-    print_json,
-    print_summary,
-    progress_printer,
-    report_dict,
 )
+from runner.commands.inputs import load_playbook, load_risk
+from runner.commands.results import exit_code, print_json, print_summary, report_dict
+from runner.commands.terminal import deduplicating, progress_printer
 
 EXAMPLES = """\
   runner rehearse playbooks/opening_straddle_chase.yaml --date 2026-12-01
@@ -70,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     pb = load_playbook(args.playbook)
     risk = load_risk(args.risk)
     configure_logging(args, progress=True)
-    from runner.rehearse import rehearse
+    from runner.plan.rehearse import rehearse
 
     tz = ZoneInfo(pb.timezone)
     date = args.date or dt.datetime.now(tz).date()

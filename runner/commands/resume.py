@@ -21,6 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from runner.commands.halt import set_mode
-    from runner.control import Mode
+    from runner.engine.killswitch import Mode
 
     return set_mode(args, Mode.NORMAL)

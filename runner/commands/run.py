@@ -34,7 +34,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from runner.cli import EXIT_USAGE, CommandError
-from runner.commands._shared import (
+from runner.commands.arguments import (
     add_busy_wait_argument,
     add_calendar_argument,
     add_db_argument,
@@ -42,27 +42,18 @@ from runner.commands._shared import (
     add_log_file_argument,
     add_playbook_arguments,
     add_risk_argument,
-    check_calendar,
     configure_logging,
-    deduplicating,
-    kill_switch,
-    load_account,
-    load_playbook,
-    load_risk,
-    make_broker,
-    print_json,
-    print_summary,
-    progress_printer,
-    report_dict,
-    run_exit_code,
-    run_process,
 )
+from runner.commands.inputs import check_calendar, load_account, load_playbook, load_risk
+from runner.commands.results import print_json, print_summary, report_dict
+from runner.commands.session import kill_switch, make_broker, run_exit_code, run_process
+from runner.commands.terminal import deduplicating, progress_printer
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-    from runner.engine import RunReport
-    from runner.interrupt import Interrupt
+    from runner.engine.core import RunReport
+    from runner.engine.interrupt import Interrupt
 
 DESCRIPTION = __doc__
 EXAMPLES = """\
@@ -108,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
     configure_logging(args, progress=tty)
     from runner.clock import SystemClock
-    from runner.engine import RunOptions, execute
-    from runner.journal import Journal
+    from runner.engine.core import RunOptions, execute
+    from runner.journal.store import Journal
 
     tz = ZoneInfo(pb.timezone)
     clock = SystemClock()

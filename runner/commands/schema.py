@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.validate import ACCOUNTS_SCHEMA, PLAYBOOK_SCHEMA, schema_text
+    from runner.playbook.validate import ACCOUNTS_SCHEMA, PLAYBOOK_SCHEMA, schema_text
 
     sys.stdout.write(schema_text(ACCOUNTS_SCHEMA if args.accounts else PLAYBOOK_SCHEMA))
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from runner.scheduler import Daemon
+    from runner.daemon.scheduler import Daemon
 
 DESCRIPTION = __doc__
 DEFAULT_LEAD = 1.5  # = DaemonOptions.lead (not imported: `runner --help` stays light; a test ties them)
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from runner.cli import EXIT_INVALID, EXIT_USAGE
-    from runner.commands._shared import check_accounts_file
+    from runner.commands.inputs import check_accounts_file
 
     directory = Path(args.playbook_dir)
     if not directory.is_dir():
@@ -88,11 +88,7 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
 
     from runner.accounts import find_accounts_file, load_accounts
     from runner.clock import SystemClock
-    from runner.control import ControlStore
-    from runner.fires import FireStore, open_engine
-    from runner.journal import Journal
-    from runner.liveness import Heartbeat, ProcessIdentity, ProcessRegistry
-    from runner.scheduler import (
+    from runner.daemon.scheduler import (
         BrokerPool,
         Daemon,
         DaemonOptions,
@@ -100,7 +96,11 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
         default_calendar_loader,
         new_daemon_id,
     )
-    from runner.validate import account_names
+    from runner.engine.killswitch import ControlStore
+    from runner.journal.fires import FireStore, open_engine
+    from runner.journal.store import Journal
+    from runner.liveness import Heartbeat, ProcessIdentity, ProcessRegistry
+    from runner.playbook.validate import account_names
 
     try:
         accounts = load_accounts(find_accounts_file(args.accounts))

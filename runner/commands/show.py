@@ -13,7 +13,9 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from runner.cli import EXIT_USAGE, CommandError
-from runner.commands._shared import OUTCOME_COLOR, Term, add_db_argument, add_json_argument, print_json, table
+from runner.commands.arguments import add_db_argument, add_json_argument
+from runner.commands.results import print_json
+from runner.commands.terminal import OUTCOME_COLOR, Term, table
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -40,7 +42,7 @@ def resume_hint(run: Any) -> str:
 
 
 def collect(journal: Any, run_id: str) -> dict[str, Any]:
-    from runner.journal import RunStatus, events, fills
+    from runner.journal.store import RunStatus, events, fills
     from runner.liveness import describe
 
     run = journal.get_run(run_id)
@@ -138,7 +140,7 @@ def collect(journal: Any, run_id: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     journal = Journal(args.db)
     matches = journal.find_runs(args.run_id)

@@ -1,6 +1,6 @@
 """``runner sim BROKER``: start a loopback simulator speaking that broker's wire format.
 
-Each simulator module ``runner/sims/<broker>.py`` exposes ``async def serve_forever(host, port, faults,
+Each simulator module ``runner/brokers/<broker>/sim.py`` exposes ``async def serve_forever(host, port, faults,
 options) -> None`` and is backed by the paper matching engine.
 """
 
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--faults",
         default="",
         metavar="SPEC",
-        help="fault spec, e.g. 'latency=5ms,drop=0.05,seed=7' (see runner/sims/faults.py)",
+        help="fault spec, e.g. 'latency=5ms,drop=0.05,seed=7' (see runner/brokers/faults.py)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, metavar="N", help="price-path seed for the paper engine"
@@ -39,13 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from runner.sims.faults import FaultPlan
+    from runner.brokers.faults import FaultPlan
 
     try:
         faults = FaultPlan.parse(args.faults)
     except ValueError as exc:
         raise CommandError(EXIT_USAGE, f"--faults: {exc}") from None
-    module = importlib.import_module(f"runner.sims.{args.broker}")
+    module = importlib.import_module(f"runner.brokers.{args.broker}.sim")
     # A port in use or an unbindable host is an OSError: exit 5 via runner.cli.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(module.serve_forever(args.host, args.port, faults, {"seed": args.seed}))

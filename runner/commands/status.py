@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any]:
-    from runner.control import ControlStore
-    from runner.fires import FireStore, open_engine, read_daemons
-    from runner.journal import Journal, dead_holder
+    from runner.engine.killswitch import ControlStore
+    from runner.journal.fires import FireStore, open_engine, read_daemons
+    from runner.journal.store import Journal, dead_holder
 
     now = now or dt.datetime.now(dt.UTC)
     engine = open_engine(db_url)
@@ -97,7 +97,7 @@ def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any
 def _add_current_steps(engine: Any, running: list[dict[str, Any]]) -> None:
     if not running:
         return
-    from runner.journal import Journal
+    from runner.journal.store import Journal
 
     journal = Journal(engine=engine)
     for r in running:

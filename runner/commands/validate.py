@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         return EXIT_USAGE
 
-    from runner.validate import expand_paths, validate_paths
+    from runner.playbook.validate import expand_paths, validate_paths
 
     if not any(True for _ in expand_paths(args.paths)):
         print(

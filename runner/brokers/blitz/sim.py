@@ -1,0 +1,904 @@
+"""Loopback simulator of the QuantXpress Blitz OMS REST API (seed 000 + blitz-api-py at aa61675).
+
+Speaks the broker's wire format: ``POST {auth}/api/app_login`` -> JWT, ``Authorization: Bearer``, the
+``{"status","message","data"}`` envelope, ``{"status":"error","message","error_type"}`` errors, Blitz
+status strings and history rows. It accepts both the SDK's and the seed's paths and spellings (keys are
+bound case-insensitively, as the ASP.NET server does), so it can stand in for either documentation.
+
+Orders are matched by the shared paper engine (:mod:`runner.brokers.paper.matching`) against a price path.
+Fault injection comes from :class:`runner.brokers.faults.FaultPlan`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import csv
+import datetime as dt
+import hashlib
+import hmac
+import io
+import itertools
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from runner.brokers.blitz.client import (
+    EXCHANGE_OF_SEGMENT,
+    SEGMENT_OF_EXCHANGE,
+    exchange_segment,
+    instrument_id,
+)
+from runner.brokers.faults import Fault, FaultPlan
+from runner.brokers.instruments import InstrumentMaster, MasterRow, row_from_mapping
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine, OrderState, money
+from runner.brokers.paper.price_paths import path_from_options
+from runner.clock import Clock, SystemClock
+from runner.errors import NotModifiable, Rejected
+from runner.model import (
+    Instrument,
+    Modification,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Product,
+    Side,
+    Validity,
+)
+from runner.wirejson import dumps, loads, to_decimal
+
+AUTH_PREFIX = "/api_gateway/v1"
+API_PREFIX = "/api_interactive/api/v1"
+SEED_PREFIX = "/api/order"
+ID_BASE = 226_010_000_000_000_000  # blitzOrderId shape: 18 digits (docs show 225121947920000006)
+EXCH_ID_BASE = 3_204_164_728_000_000  # exchangeOrderId shape: 16 digits
+EXEC_ID_BASE = 10_000_000  # executionId
+
+# Instruments named in the docs (seed 000, docs/blitzsdk/*.md, Postman collection, SDK test config), used
+# when no master is given. SEEDEXAMPLE stands for the seed's unnamed instrument 110010000012018.
+DEFAULT_MASTER_CSV = """\
+exchange,symbol,expiry,strike,option_type,lot_size,tick_size,freeze_quantity,token,trading_symbol
+NSE,IDEA,,,,1,0.01,,110010000014366,IDEA
+NSE,TCS,,,,1,0.05,,110010000011536,TCS
+NSE,RELIANCE,,,,1,0.05,,110010000002885,RELIANCE
+NSE,SEEDEXAMPLE,,,,1,0.05,,110010000012018,SEEDEXAMPLE
+NFO,TCS,2026-07-28,2060,CE,225,0.05,,262090000149108,TCS28JUL262060CE
+NFO,NIFTY,2026-12-29,24500,CE,75,0.05,1800,262090000243210,NIFTY29DEC2624500CE
+NFO,NIFTY,2026-12-29,24600,CE,75,0.05,1800,262090000243220,NIFTY29DEC2624600CE
+"""
+
+
+# Prices near the docs' examples for the default instruments (the paper walk would start at 1000).
+DEFAULT_PRICES = {
+    "NSE IDEA": "11",
+    "NSE TCS": "4100",
+    "NSE RELIANCE": "1400",
+    "NSE SEEDEXAMPLE": "45.90",
+    "NFO TCS 2026-07-28 2060 CE": "95",
+    "NFO NIFTY 2026-12-29 24500 CE": "120",
+    "NFO NIFTY 2026-12-29 24600 CE": "80",
+}
+
+
+def default_master() -> InstrumentMaster:
+    rows = csv.DictReader(io.StringIO(DEFAULT_MASTER_CSV))
+    return InstrumentMaster((row_from_mapping(dict(r)) for r in rows), broker="blitz")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, error_type: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.error_type = status, message, error_type
+
+
+def envelope(data: Any, message: str = "request processed successfully") -> web.Response:
+    return web.Response(
+        text=dumps({"status": "success", "message": message, "data": data}), content_type="application/json"
+    )
+
+
+def error_response(
+    status: int, message: str, error_type: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        text=dumps({"status": "error", "message": message, "error_type": error_type}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _lower_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k).lower(): v for k, v in obj.items()}
+
+
+def _decimal(value: Any, name: str) -> Decimal:
+    if value is None or value == "":
+        return Decimal(0)
+    d = to_decimal(value)
+    if d is None or not d.is_finite():
+        raise ApiError(400, f"{name} is not a number", "InputException")
+    return d
+
+
+def _int(value: Any, name: str) -> int:
+    d = _decimal(value, name)
+    if d != d.to_integral_value():
+        raise ApiError(400, f"{name} must be an integer", "InputException")
+    return int(d)
+
+
+_TYPES = {
+    "limit": OrderType.LIMIT,
+    "market": OrderType.MARKET,
+    "sl": OrderType.SL,
+    "slm": OrderType.SL_M,
+    "stoplimit": OrderType.SL,
+    "stopmarket": OrderType.SL_M,
+}
+_TYPE_OUT = {OrderType.LIMIT: "Limit", OrderType.MARKET: "Market", OrderType.SL: "SL", OrderType.SL_M: "SL-M"}
+_SIDES = {"buy": Side.BUY, "sell": Side.SELL}
+_EXEC_OF_STATUS = {
+    "New": "New",
+    "TriggerPending": "New",
+    "Cancelled": "Canceled",
+    "Rejected": "Rejected",
+    "Expired": "Expired",
+    "PendingCancel": "None",
+    "PartiallyFilled": "PartialFill",
+    "Filled": "Fill",
+}
+
+
+def _norm(text: Any) -> str:
+    return "".join(ch for ch in str(text).lower() if ch.isalnum())
+
+
+_STATUS_OUT = {
+    OrderStatus.PENDING_NEW: "PendingNew",
+    OrderStatus.OPEN: "New",
+    OrderStatus.PARTIALLY_FILLED: "PartiallyFilled",
+    OrderStatus.FILLED: "Filled",
+    OrderStatus.PENDING_CANCEL: "PendingCancel",
+    OrderStatus.CANCELLED: "Cancelled",
+    OrderStatus.REJECTED: "Rejected",
+    OrderStatus.EXPIRED: "Expired",
+}
+
+
+def blitz_status(st: OrderState) -> str:
+    if st.status is OrderStatus.OPEN and st.order_type in (OrderType.SL, OrderType.SL_M) and not st.triggered:
+        return "TriggerPending"
+    return _STATUS_OUT.get(st.status, "New")
+
+
+@dataclass
+class SimOrder:
+    """One Blitz order: the engine's order (by its broker id) plus Blitz ids and history rows."""
+
+    blitz_order_id: int
+    engine_id: str
+    exchange_order_id: str
+    correlation_order_id: str
+    client_id: str
+    row: MasterRow
+    instrument_id: int
+    tif: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    modification_count: int = 0
+    trade_count: int = 0
+    reported_filled: int = 0
+    reported_value: Decimal = Decimal(0)
+    user_id: str = ""  # who logged in to place it (clientId may name another trading code)
+
+
+@dataclass
+class Session:
+    user_id: str
+    issued_at: dt.datetime
+
+
+class BlitzSim:
+    """State + aiohttp handlers. Use :func:`start` to run it on a loopback port."""
+
+    def __init__(
+        self,
+        faults: FaultPlan | None = None,
+        *,
+        clock: Clock | None = None,
+        master: InstrumentMaster | None = None,
+        engine: MatchingEngine | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.faults = faults or FaultPlan()
+        self.clock: Clock = clock or SystemClock()
+        self.master = master or default_master()
+        self.options = dict(options or {})
+        self.users: dict[str, str] = dict(self.options.get("users") or {})  # userId -> appKey; empty: any
+        self.expiry_status = int(self.options.get("expiry_status", 401))  # SDK docs also allow 403
+        self.retry_after = str(self.options.get("retry_after", "1"))
+        if master is None and "prices" not in self.options:
+            self.options["prices"] = DEFAULT_PRICES
+        self.engine = engine or MatchingEngine(
+            path_from_options(self.options), MatchingConfig.from_options(self.options)
+        )
+        self._secret = hashlib.sha256(str(self.options.get("seed", 0)).encode() + b"blitz-sim").digest()
+        self._sessions: dict[str, Session] = {}
+        self._ids = itertools.count(1)
+        self._seq = itertools.count(1)
+        self.orders: dict[int, SimOrder] = {}
+        self._by_engine_id: dict[tuple[str, str], SimOrder] = {}
+        self._by_exchange_id: dict[str, SimOrder] = {}
+        self.trades: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, str, Any]] = []  # (method, path?query, parsed body): for wire tests
+        self.logins = 0
+        # Raw order rows placed outside the runner (e.g. from Blitz's own terminal), by user id.
+        self.foreign_rows: dict[str, list[dict[str, Any]]] = {}
+        self._by_iid: dict[int, MasterRow] = {}
+        self._by_symbol: dict[str, MasterRow] = {}
+        for r in self.master:
+            iid = instrument_id(r)
+            self._by_iid[iid] = r
+            name = (r.trading_symbol or r.instrument.symbol).upper()
+            self._by_symbol[f"{exchange_segment(r)}|{name}"] = r
+            self._by_symbol.setdefault(name, r)
+
+    # -- introspection for tests -----------------------------------------------------------------------
+
+    def orders_with_correlation(self, correlation_order_id: str) -> list[SimOrder]:
+        return [o for o in self.orders.values() if o.correlation_order_id == correlation_order_id]
+
+    def inject_foreign_row(self, user_id: str, row: Mapping[str, Any]) -> None:
+        """Show ``row`` verbatim in ``user_id``'s order book (an order entered outside the runner)."""
+        self.foreign_rows.setdefault(user_id, []).append(dict(row))
+
+    def expire_sessions(self) -> None:
+        """Invalidate every token (a broker-side logout / daily session end)."""
+        self._sessions.clear()
+
+    # -- auth ------------------------------------------------------------------------------------------
+
+    def _issue(self, user_id: str) -> str:
+        now = self.clock.now()
+        header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        claims = {"sub": user_id, "iat": int(now.timestamp()), "jti": uuid.uuid4().hex}
+        if self.faults.expire_after is not None:
+            claims["exp"] = int(now.timestamp() + self.faults.expire_after)
+        payload = _b64(json.dumps(claims).encode())
+        sig = _b64(hmac.new(self._secret, f"{header}.{payload}".encode(), hashlib.sha256).digest())
+        token = f"{header}.{payload}.{sig}"
+        self._sessions[token] = Session(user_id, now)
+        return token
+
+    def _authorize(self, request: web.Request) -> Session:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        session = self._sessions.get(token) if scheme.lower() == "bearer" else None
+        if session is None:
+            raise ApiError(401, "Unauthorized: missing or invalid JWT token", "AuthenticationError")
+        expire = self.faults.expire_after
+        if expire is not None and (self.clock.now() - session.issued_at).total_seconds() >= expire:
+            del self._sessions[token]
+            if self.expiry_status == 403:
+                raise ApiError(403, "Session expired or invalidated. Must re-login", "TokenException")
+            raise ApiError(401, "Unauthorized: token expired", "AuthenticationError")
+        return session
+
+    async def login(self, request: web.Request) -> web.Response:
+        try:
+            body = _lower_keys(await request.json())
+        except (ValueError, AttributeError):
+            raise ApiError(400, "request body must be JSON", "InputException") from None
+        app_key, user_id = str(body.get("appkey") or ""), str(body.get("userid") or "")
+        if not app_key or not user_id:
+            raise ApiError(400, "appKey and userId are required", "InputException")
+        if self.users and self.users.get(user_id) != app_key:
+            raise ApiError(401, "Login failed: invalid credentials", "AuthenticationError")
+        self.logins += 1
+        return envelope({"accessToken": self._issue(user_id)})
+
+    # -- rows ------------------------------------------------------------------------------------------
+
+    def _state(self, o: SimOrder) -> OrderState:
+        return self.engine.book(o.client_id).orders[o.engine_id]
+
+    def _snapshot(
+        self,
+        o: SimOrder,
+        execution_type: str,
+        *,
+        status: str | None = None,
+        last_qty: int = 0,
+        last_px: Decimal = Decimal(0),
+        execution_id: str = "",
+    ) -> dict[str, Any]:
+        st = self._state(o)
+        now_ms = int(self.clock.now().timestamp() * 1000)
+        first_ms = o.history[0]["orderGeneratedDateTime"] if o.history else now_ms
+        inst = o.row.instrument
+        seg = exchange_segment(o.row)
+        name = o.row.trading_symbol or inst.symbol
+        filled = o.reported_filled
+        avg = money(o.reported_value / filled) if filled else Decimal(0)
+        status = status or blitz_status(st)
+        completed = status in ("Filled", "Cancelled", "Rejected", "Expired")
+        return {
+            "id": o.blitz_order_id % 100000,
+            "entityId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"blitz-sim/{o.client_id}")),
+            "strategyId": str(uuid.uuid5(uuid.NAMESPACE_URL, "blitz-sim/manual")),
+            "strategyInstanceId": str(
+                uuid.uuid5(uuid.NAMESPACE_URL, f"blitz-sim/{o.client_id}/{seg}|{name}")
+            ),
+            "strategyInstanceName": f"{seg}|{name}",
+            "strategyName": "Manual Trading",
+            "ivObjectName": name,
+            "instrumentId": o.instrument_id,
+            "exchangeSegment": seg,
+            "exchangeInstrumentId": o.instrument_id % 10_000_000,
+            "instrumentName": name,
+            "instrumentType": 2 if inst.is_derivative else 1,
+            "blitzOrderId": o.blitz_order_id,
+            "exchangeOrderId": o.exchange_order_id,
+            "executionId": execution_id,
+            "account": "",
+            "clientId": o.client_id,
+            "orderType": _TYPE_OUT[st.order_type],
+            "orderSide": "Buy" if st.side is Side.BUY else "Sell",
+            "orderStatus": status,
+            "status": status,  # the SDK docs name the field "status", the seed "orderStatus"
+            "orderQuantity": st.quantity,
+            "orderPrice": st.price or Decimal(0),
+            "orderStopPrice": st.trigger_price or Decimal(0),
+            "orderTriggerPrice": st.trigger_price or Decimal(0),
+            "lastTradedQuantity": last_qty,
+            "lastTradedPrice": last_px,
+            "cumulativeQuantity": filled,
+            "leavesQuantity": 0 if completed else st.quantity - filled,
+            "tif": o.tif,
+            "orderExpiryDate": first_ms,
+            "orderDisclosedQuantity": 0,
+            "minimumQuantity": 0,
+            "orderGeneratedDateTime": first_ms,
+            "lastRequestDateTime": now_ms,
+            "exchangeTransactTime": now_ms,
+            "orderModificationCount": o.modification_count,
+            "orderTradeCount": o.trade_count,
+            "averageTradedPrice": avg,
+            "averageTradedValue": o.reported_value,
+            "isFictiveOrder": False,
+            "rejectType": "RMS" if status == "Rejected" else "None",
+            "rejectTypeReason": (st.reject_reason or "") if status == "Rejected" else "",
+            "orderTag": "NormalOrder",
+            "ctclId": "123456781234567",
+            "algoId": "",
+            "algoCategoryId": "",
+            "clearingFirmId": "",
+            "panId": "",
+            "isOrderCompleted": completed,
+            "userText": "",
+            "executionType": execution_type,
+            "strategyTag": "General",
+            "sequenceNumber": next(self._seq),
+            "correlationOrderId": o.correlation_order_id,
+            "productType": st.product.value,
+            "sourceResponse": None,
+        }
+
+    def _record(self, o: SimOrder, execution_type: str, **kw: Any) -> dict[str, Any]:
+        row = self._snapshot(o, execution_type, **kw)
+        o.history.append(row)
+        return row
+
+    def _sync(self, account: str, *, execution_type: str | None = None) -> None:
+        """Turn what the engine changed (fills, status moves) into Blitz history and trade rows."""
+        book = self.engine.book(account)
+        changed, _positions, fills = book.drain()
+        for f in fills:
+            o = self._by_engine_id[(account, str(f.broker_order_id))]
+            o.trade_count += 1
+            o.reported_filled += f.quantity
+            o.reported_value += f.price * f.quantity
+            st = self._state(o)
+            done = o.reported_filled >= st.quantity
+            self.trades.append(
+                self._record(
+                    o,
+                    "Fill" if done else "PartialFill",
+                    status="Filled" if done else "PartiallyFilled",
+                    last_qty=f.quantity,
+                    last_px=f.price,
+                    execution_id=f"{EXEC_ID_BASE + len(self.trades) + 1}",
+                )
+            )
+        for st in changed:
+            o = self._by_engine_id[(account, st.broker_order_id)]
+            status = blitz_status(st)
+            if not o.history or o.history[-1]["orderStatus"] != status or execution_type:
+                kind = execution_type or _EXEC_OF_STATUS.get(status, "None")
+                self._record(o, kind)
+            execution_type = None
+
+    def _process(self) -> None:
+        now = self.clock.now()
+        for account in list(self.engine.books):
+            self.engine.process(now, account)
+            self._sync(account)
+
+    # -- orders ----------------------------------------------------------------------------------------
+
+    def _resolve(self, body: Mapping[str, Any]) -> tuple[MasterRow, int]:
+        iid_raw = body.get("instrumentid")
+        if iid_raw not in (None, "", 0, "0"):
+            iid = _int(iid_raw, "instrumentId")
+            row = self._by_iid.get(iid)
+            if row is None:
+                raise ApiError(404, f"Instrument {iid} not found", "InputException")
+            return row, iid
+        symbol = str(body.get("symbol") or "").upper()
+        seg = str(body.get("exchangesegment") or "").upper()
+        row = self._by_symbol.get(symbol) or self._by_symbol.get(f"{seg}|{symbol}")
+        if row is None:
+            raise ApiError(404, f"Instrument not found for symbol {symbol or '<none>'}", "InputException")
+        return row, instrument_id(row)
+
+    @staticmethod
+    def _order_type(raw: Any) -> OrderType:
+        t = _TYPES.get(_norm(raw))
+        if t is None:
+            raise ApiError(400, f"invalid orderType {raw!r}", "InputException")
+        return t
+
+    def place(self, session: Session, body: Mapping[str, Any]) -> dict[str, Any]:
+        row, iid = self._resolve(body)
+        side = _SIDES.get(_norm(body.get("orderside")))
+        if side is None:
+            raise ApiError(400, f"invalid orderSide {body.get('orderside')!r}", "InputException")
+        otype = self._order_type(body.get("ordertype"))
+        qty = _int(body.get("quantity"), "quantity")
+        price = _decimal(body.get("price"), "price")
+        stop = _decimal(body.get("stopprice"), "stopPrice")
+        try:
+            product = Product(str(body.get("product") or "").upper())
+        except ValueError:
+            raise ApiError(400, f"invalid product {body.get('product')!r}", "InputException") from None
+        tif = str(body.get("tif") or "GFD").upper()
+        if tif not in ("GFD", "DAY", "IOC", "GTD"):
+            raise ApiError(400, f"invalid tif {body.get('tif')!r}", "InputException")
+        client_id = str(body.get("clientid") or session.user_id)
+        if self.users and client_id not in self.users:
+            raise ApiError(404, f"client {client_id} not found", "InputException")
+        boid = ID_BASE + next(self._ids)
+        correlation = str(body.get("correlationorderid") or boid)  # seed rows echo the blitzOrderId
+        try:
+            req = OrderRequest(
+                client_order_id=str(boid),  # the engine refuses duplicate ids; Blitz does not: key by ours
+                instrument=row.instrument,
+                side=side,
+                quantity=qty,
+                order_type=otype,
+                product=product,
+                validity=Validity.IOC if tif == "IOC" else Validity.DAY,
+                price=price if otype in (OrderType.LIMIT, OrderType.SL) and price else None,
+                trigger_price=stop if otype in (OrderType.SL, OrderType.SL_M) and stop else None,
+            )
+        except ValueError as exc:
+            raise ApiError(400, str(exc), "InputException") from None
+        now = self.clock.now()
+        self._process()
+        placed = self.engine.place(client_id, req, now)
+        assert placed.broker_order_id is not None
+        o = SimOrder(boid, placed.broker_order_id, "", correlation, client_id, row, iid, tif)
+        o.user_id = session.user_id
+        self.orders[boid] = o
+        self._by_engine_id[(client_id, placed.broker_order_id)] = o
+        self._record(o, "None", status="PendingNew")  # registered with the OMS
+        if placed.status is OrderStatus.REJECTED:
+            self._sync(client_id, execution_type="Rejected")
+            # The OMS validates before routing (seed: 400 "parameters are invalid").
+            raise ApiError(400, f"Order rejected: {placed.reject_reason}", "OrderException")
+        o.exchange_order_id = str(EXCH_ID_BASE + boid % 1_000_000)
+        self._by_exchange_id[o.exchange_order_id] = o
+        self._sync(client_id, execution_type="New")
+        self.engine.process(now, client_id)  # a marketable order meets the market at once
+        self._sync(client_id)
+        return {"blitzOrderId": boid, "correlationOrderId": correlation}
+
+    def _find(self, body: Mapping[str, Any]) -> SimOrder:
+        boid = body.get("blitzorderid")
+        o: SimOrder | None
+        if boid not in (None, "", 0, "0"):
+            o = self.orders.get(_int(boid, "blitzOrderId"))
+        elif body.get("exchangeorderid") not in (None, ""):
+            o = self._by_exchange_id.get(str(body["exchangeorderid"]))
+        else:
+            raise ApiError(400, "blitzOrderId or exchangeOrderId is required", "InputException")
+        if o is None:
+            raise ApiError(404, "Order not found", "OrderException")
+        iid = body.get("instrumentid")
+        if iid not in (None, "", 0, "0") and _int(iid, "instrumentId") != o.instrument_id:
+            raise ApiError(400, "instrumentId does not match the order", "InputException")
+        return o
+
+    def modify(self, body: Mapping[str, Any]) -> str:
+        o = self._find(body)
+        st = self._state(o)
+        qty_raw = body.get("modifiedorderquantity")
+        qty = _int(qty_raw if qty_raw not in (None, "", 0) else body.get("quantity"), "quantity")
+        otype = self._order_type(body.get("ordertype")) if body.get("ordertype") else st.order_type
+        price = _decimal(body.get("price"), "price")
+        stop = _decimal(body.get("stopprice"), "stopPrice")
+        change = Modification(
+            quantity=qty or None,
+            order_type=otype,
+            price=price if otype in (OrderType.LIMIT, OrderType.SL) and price else None,
+            trigger_price=stop if otype in (OrderType.SL, OrderType.SL_M) and stop else None,
+        )
+        now = self.clock.now()
+        try:
+            self.engine.modify(o.client_id, o.engine_id, change, now)
+        except NotModifiable as exc:
+            raise ApiError(
+                403, f"Order {o.blitz_order_id} cannot be modified: {exc.message}", "OrderException"
+            ) from None
+        except Rejected as exc:
+            raise ApiError(400, exc.message, "OrderException") from None
+        o.modification_count += 1
+        self._sync(o.client_id, execution_type="Modify")
+        self.engine.process(now, o.client_id)
+        self._sync(o.client_id)
+        return "successfully send modify order request to blitz server"
+
+    def cancel(self, params: Mapping[str, Any]) -> str:
+        o = self._find(params)
+        try:
+            self.engine.cancel(o.client_id, o.engine_id, self.clock.now())
+        except NotModifiable as exc:
+            raise ApiError(
+                403, f"Order {o.blitz_order_id} cannot be cancelled: {exc.message}", "OrderException"
+            ) from None
+        self._sync(o.client_id)
+        return "successfully send cancel order request to blitz server"
+
+    def positions(self, accounts: set[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+        now = self.clock.now()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for account in list(self.engine.books):
+            if accounts is not None and account not in accounts:
+                continue
+            rows = []
+            for p in self.engine.positions(account, now):
+                mrow = self.master.resolve(p.instrument)
+                iid = instrument_id(mrow)
+                mine = [
+                    t
+                    for t in self.trades
+                    if t["clientId"] == account
+                    and t["instrumentId"] == iid
+                    and t["productType"] == p.product.value
+                ]
+                buy_q = sum(t["lastTradedQuantity"] for t in mine if t["orderSide"] == "Buy")
+                sell_q = sum(t["lastTradedQuantity"] for t in mine if t["orderSide"] == "Sell")
+                buy_v = sum(
+                    (t["lastTradedQuantity"] * t["lastTradedPrice"] for t in mine if t["orderSide"] == "Buy"),
+                    Decimal(0),
+                )
+                sell_v = sum(
+                    (
+                        t["lastTradedQuantity"] * t["lastTradedPrice"]
+                        for t in mine
+                        if t["orderSide"] == "Sell"
+                    ),
+                    Decimal(0),
+                )
+                ltp = self.engine.last_price(p.instrument, now)
+                lot = p.instrument.lot_size or 1
+                net = p.quantity
+                rows.append(
+                    {
+                        "entityId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"blitz-sim/{account}")),
+                        "clientId": account,
+                        "rmsEntityCode": "RMS001",
+                        "instrumentId": iid,
+                        "exchangeSegment": exchange_segment(mrow),
+                        "instrumentName": mrow.trading_symbol or p.instrument.symbol,
+                        "productType": p.product.value,  # not in the SDK's row: added so products stay apart
+                        "nonAckBuyQuantity": 0,
+                        "nonAckSellQuantity": 0,
+                        "openBuyQuantity": self._open_qty(account, iid, Side.BUY),
+                        "openSellQuantity": self._open_qty(account, iid, Side.SELL),
+                        "shortPosition": sell_q,
+                        "longPosition": buy_q,
+                        "netPosition": net,
+                        "netPositionInLot": int(net / lot),
+                        "orderCount": len({t["blitzOrderId"] for t in mine}),
+                        "tradeCount": len(mine),
+                        "previousNetPosition": 0,
+                        "tradeBuyValue": buy_v,
+                        "tradeSellValue": sell_v,
+                        "tradeNetValue": sell_v - buy_v,
+                        "avgBuy": money(buy_v / buy_q) if buy_q else Decimal(0),
+                        "avgSell": money(sell_v / sell_q) if sell_q else Decimal(0),
+                        "avgNet": p.average_price,
+                        "exposure": abs(net) * ltp,
+                        "unrealized": money((ltp - p.average_price) * net) if net else Decimal(0),
+                        "realized": p.realized_pnl,
+                        "lastTradedPrice": ltp,
+                        "openPositionTradeValue": abs(net) * p.average_price,
+                        "turnoverValue": buy_v + sell_v,
+                        "turnoverValueOptions": buy_v + sell_v if p.instrument.option_type else Decimal(0),
+                    }
+                )
+            if rows:
+                out[account] = rows
+        return out
+
+    def _open_qty(self, client: str, iid: int, side: Side) -> int:
+        total = 0
+        for o in self.orders.values():
+            if o.client_id != client or o.instrument_id != iid:
+                continue
+            st = self._state(o)
+            if st.side is side and not st.status.is_terminal:
+                total += st.quantity - st.filled_quantity
+        return total
+
+    # -- HTTP dispatch ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def route(method: str, path: str) -> tuple[str, str | None]:
+        """(operation, blitzOrderId) for any of the SDK's or the seed's paths."""
+        p = path.rstrip("/")
+        low = p.lower()
+        if low.endswith("/api/app_login"):
+            return "login", None
+        for prefix in (API_PREFIX, "/v1/api", "/api", ""):
+            if low.startswith(prefix.lower() + "/") or (prefix and low == prefix.lower()):
+                rest = p[len(prefix) :]
+                break
+        parts = [s for s in rest.split("/") if s]
+        if parts and parts[0].lower() in ("order", "orders"):
+            tail = [s.lower() for s in parts[1:]]
+            if method == "GET" and not tail:
+                return "orders", None
+            if method == "GET" and tail == ["openorders"]:
+                return "open_orders", None
+            if method == "POST" and tail == ["placeorder"]:
+                return "place", None
+            if method == "PUT" and tail == ["modifyorder"]:
+                return "modify", None
+            if method == "DELETE" and tail == ["cancelorder"]:
+                return "cancel", None
+            if method == "GET" and len(tail) == 3 and tail[:2] == ["orderhistory", "blitzorderid"]:
+                return "order_history", parts[3]
+            if method == "GET" and len(tail) == 2 and tail[0] == "blitzorderid":
+                return "order_history", parts[2]
+            if method == "GET" and len(tail) == 1 and tail[0].isdigit():
+                return "order", parts[1]
+        if method == "GET" and parts and parts[0].lower() == "positions" and len(parts) == 1:
+            return "positions", None
+        if method == "GET" and parts and parts[0].lower() == "trades" and len(parts) <= 2:
+            return "trades", parts[1] if len(parts) == 2 else None
+        return "unknown", None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        op, ident = self.route(request.method, request.path)
+        body: Any = None
+        if request.can_read_body:
+            raw = await request.read()
+            try:
+                body = loads(raw) if raw else None
+            except ValueError:
+                return error_response(400, "request body is not valid JSON", "InputException")
+        self.requests.append((request.method, request.path_qs, body))
+        delay = self.faults.delay()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        fault = self.faults.draw(op)
+        if fault is Fault.ERROR_5XX:
+            return error_response(500, "Internal server error", "GeneralException")
+        if fault is Fault.RATE_LIMIT:
+            return error_response(
+                429, "Too many requests", "GeneralException", {"Retry-After": self.retry_after}
+            )
+        if fault in (Fault.RESET, Fault.DISCONNECT):
+            return self._abort(request)
+        try:
+            if op == "unknown":
+                raise ApiError(404, f"no route {request.method} {request.path}", "GeneralException")
+            if op == "login":
+                return await self.login(request)
+            self._authorize(request)
+            response = self._dispatch(op, ident, body, request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.message, exc.error_type)
+        if fault is Fault.DROP_REPLY:
+            return self._abort(request)  # acted on it, the client never hears
+        return response
+
+    @staticmethod
+    def _abort(request: web.Request) -> web.StreamResponse:
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=500)  # never reaches the client
+
+    def _dispatch(self, op: str, ident: str | None, body: Any, request: web.Request) -> web.Response:
+        session = self._authorize(request)
+        self._process()
+        mapping = _lower_keys(body) if isinstance(body, Mapping) else {}
+        if op == "place":
+            return envelope(self.place(session, mapping))
+        if op == "modify":
+            return envelope(self.modify(mapping))
+        if op == "cancel":
+            return envelope(self.cancel(_lower_keys(dict(request.query))))
+        mine = [o for o in self.orders.values() if session.user_id in (o.user_id, o.client_id)]
+        foreign = self.foreign_rows.get(session.user_id, [])
+        if op == "orders":
+            return envelope([o.history[-1] for o in mine] + foreign)
+        if op == "open_orders":
+            rows = [o.history[-1] for o in mine] + foreign
+            return envelope([r for r in rows if not r.get("isOrderCompleted")])
+        if op in ("order", "order_history"):
+            assert ident is not None
+            found = self.orders.get(int(ident)) if ident.isdigit() else None
+            if found is None and (raw := [r for r in foreign if str(r.get("blitzOrderId")) == ident]):
+                return envelope(raw)
+            if found is None:
+                raise ApiError(404, f"Order {ident} not found", "OrderException")
+            if op == "order":
+                return envelope([found.history[-1]])
+            return envelope(list(reversed(found.history)))  # seed: every state, newest first
+        if op == "positions":
+            accounts = {o.client_id for o in mine} | {session.user_id}
+            return envelope({k: v for k, v in self.positions(accounts).items()})
+        if op == "trades":
+            ids = {o.blitz_order_id for o in mine}
+            rows = [
+                t
+                for t in self.trades
+                if t["blitzOrderId"] in ids and (ident is None or str(t["blitzOrderId"]) == ident)
+            ]
+            return envelope(rows)
+        raise ApiError(404, "not found", "GeneralException")
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+
+@dataclass
+class Running:
+    sim: BlitzSim
+    url: str  # http://127.0.0.1:PORT
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def auth_url(self) -> str:
+        return self.url + AUTH_PREFIX
+
+    @property
+    def api_url(self) -> str:
+        return self.url + API_PREFIX
+
+    @property
+    def seed_api_url(self) -> str:
+        return self.url + SEED_PREFIX
+
+    def endpoints(self, dialect: str = "sdk") -> dict[str, str]:
+        """Account ``endpoints`` pointing an adapter at this simulator."""
+        if dialect == "seed":
+            # The seed documents no positions/trades: those stay on the SDK's interactive base.
+            return {
+                "auth": self.auth_url,
+                "api": self.seed_api_url,
+                "positions": self.api_url + "/positions",
+                "trades": self.api_url + "/trades",
+            }
+        return {"auth": self.auth_url, "api": self.api_url}
+
+
+@contextlib.asynccontextmanager
+async def start(
+    faults: FaultPlan | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    clock: Clock | None = None,
+    master: InstrumentMaster | None = None,
+    engine: MatchingEngine | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> AsyncIterator[Running]:
+    sim = BlitzSim(faults, clock=clock, master=master, engine=engine, options=options)
+    runner = web.AppRunner(sim.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    assert server is not None
+    bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    try:
+        yield Running(sim, f"http://{host}:{bound}")
+    finally:
+        await runner.cleanup()
+
+
+async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mapping[str, Any]) -> None:
+    master = None
+    if options.get("instruments"):
+        from runner.brokers.blitz.client import load_master
+
+        master = load_master(str(options["instruments"]))
+    async with start(faults, host=host, port=port, master=master, options=options) as running:
+        # One machine-readable line (scripts read the port from it); the API lives under API_PREFIX.
+        print(json.dumps({"broker": "blitz", "url": running.url, "port": running.port}), flush=True)
+        await asyncio.Event().wait()
+
+
+__all__ = [
+    "EXCHANGE_OF_SEGMENT",
+    "SEGMENT_OF_EXCHANGE",
+    "BlitzSim",
+    "Instrument",
+    "Running",
+    "bench",
+    "serve_forever",
+    "start",
+]
+
+
+SIM_APP_KEY_ENV = "RUNNER_BLITZ_SIM_APP_KEY"
+
+
+@contextlib.asynccontextmanager
+async def bench(
+    accounts: int,
+    *,
+    faults: FaultPlan | None = None,
+    transport: str | None = None,
+    clock: Clock | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> AsyncIterator[tuple[Running, list[Any]]]:
+    """Bench hook: a simulator in-process and ``accounts`` connected adapters (one Blitz user each).
+
+    The simulator accepts any app key; the adapters read it from ``$RUNNER_BLITZ_SIM_APP_KEY`` like a real
+    credential (set to a dummy value when unset). Instruments: :data:`DEFAULT_MASTER_CSV`."""
+    import os
+
+    from runner.accounts import Account
+    from runner.brokers.blitz.client import BlitzBroker
+
+    os.environ.setdefault(SIM_APP_KEY_ENV, "sim-app-key")
+    opts = {"volatility_ppm": 0, **(options or {})}
+    async with start(faults, clock=clock, options=opts) as running:
+        brokers: list[Any] = []
+        for i in range(accounts):
+            acct = Account(
+                name=f"blitz-bench-{i}",
+                broker="blitz",
+                endpoints=running.endpoints(),
+                credentials={"app_key": {"env": SIM_APP_KEY_ENV}},
+                rate_limit={"orders_per_second": 1000, "burst": 1000},
+                options={"user_id": f"BENCH{i:04d}"},
+            )
+            b = BlitzBroker(acct, master=running.sim.master, transport=transport)
+            await b.connect()
+            brokers.append(b)
+        try:
+            yield running, brokers
+        finally:
+            for b in brokers:
+                await b.close()

@@ -1,0 +1,809 @@
+"""Loopback Kotak Neo Trade API simulator (aiohttp): the SDK's paths, headers, jData form bodies, login
+flow, ``stat``/``stCode`` envelopes and ``ordSt`` strings, executing through
+:mod:`runner.brokers.paper.matching`.
+
+One server plays both hosts: the login host (``/login/1.0/tradeApiLogin`` + ``tradeApiValidate``) and the
+session ``baseUrl`` it hands out (itself). Also serves the SDK v3 single-order read
+(``GET /quick/user/orders/<no>``) and both position paths (``portfolio/v2/positions``, legacy
+``quick/user/positions``). Assumptions where Kotak publishes nothing are marked "sim:".
+
+Usage in tests: ``async with start(faults=..., clock=..., master=...) as sim: sim.url``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import itertools
+import os
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from runner.accounts import Account, RateLimit, SecretRef
+from runner.brokers.faults import Fault, FaultPlan
+from runner.brokers.instruments import InstrumentMaster, MasterRow
+from runner.brokers.kotak_neo.client import (
+    AMO_STATUS,
+    CODE_ALREADY_COMPLETE,
+    CODE_INVALID_SESSION,
+    CODE_IP_NOT_WHITELISTED,
+    CODE_NOT_FOUND,
+    CODE_SESSION_IP_MISMATCH,
+    EXCHANGE_OF_SEGMENT,
+    ORDER_TYPE_CODE,
+    ORDER_TYPE_OF_CODE,
+    PATH_BO_EXIT,
+    PATH_CANCEL,
+    PATH_CO_EXIT,
+    PATH_HISTORY,
+    PATH_MODIFY,
+    PATH_ORDERS,
+    PATH_PLACE,
+    PATH_POSITIONS,
+    PATH_POSITIONS_LEGACY,
+    PATH_TOTP_LOGIN,
+    PATH_TOTP_VALIDATE,
+    PATH_TRADES,
+    SIDE_OF_CODE,
+    segment_for,
+    totp,
+    trading_symbol_for,
+)
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
+from runner.brokers.paper.price_paths import PricePath, RandomWalk
+from runner.clock import Clock, SystemClock
+from runner.errors import NotFound, NotModifiable, Rejected
+from runner.model import (
+    Instrument,
+    Modification,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Product,
+    Validity,
+)
+from runner.wirejson import dumps, loads, plain, to_decimal
+
+IST = ZoneInfo("Asia/Kolkata")
+MARKET_OPEN = dt.time(9, 15)
+# Canonical status -> the ordSt the order book shows. Partial fills stay "open" with fldQty > 0.
+ORDST_OF_STATUS: dict[OrderStatus, str] = {
+    OrderStatus.PENDING_NEW: "open pending",
+    OrderStatus.OPEN: "open",
+    OrderStatus.PARTIALLY_FILLED: "open",
+    OrderStatus.PENDING_CANCEL: "cancel pending",  # sim: NEST-style spelling
+    OrderStatus.FILLED: "complete",
+    OrderStatus.CANCELLED: "cancelled",
+    OrderStatus.REJECTED: "rejected",
+    OrderStatus.EXPIRED: "cancelled",  # sim: an expired DAY order shows as cancelled by the exchange
+    OrderStatus.UNKNOWN: "open",
+}
+PRODUCT_OF_WIRE = {"MIS": Product.MIS, "NRML": Product.NRML, "CNC": Product.CNC, "MTF": Product.CNC,
+                   "BO": Product.MIS, "CO": Product.MIS, "INTRADAY": Product.MIS}
+
+
+def envelope(code: int, message: str) -> dict[str, Any]:
+    return {"stat": "Not_Ok", "emsg": message, "stCode": code}
+
+
+class WireError(Exception):
+    def __init__(self, code: int, message: str, http_status: int = 200) -> None:
+        super().__init__(message)
+        self.body = envelope(code, message)
+        self.http_status = http_status
+
+
+@dataclass
+class SimUser:
+    ucc: str
+    mobile_number: str | None = None
+    mpin: str | None = None
+    totp_secret: str | None = None
+    access_token: str | None = None
+
+
+@dataclass
+class SimSession:
+    ucc: str
+    token: str
+    sid: str
+    kind: str  # "View" | "Trade"
+    created: dt.datetime
+    ip: str | None
+
+
+@dataclass
+class WireOrder:
+    """What Kotak shows that the canonical engine does not model."""
+
+    number: str
+    client_id: str
+    es: str
+    ts: str
+    token: str
+    prod: str
+    amo: bool
+    engine_id: str | None  # None while an AMO waits for the open
+    request: OrderRequest
+    placed: dt.datetime
+    history: list[dict[str, Any]] = field(default_factory=list)
+    cancelled_amo: bool = False
+
+
+class KotakNeoSim:
+    def __init__(
+        self,
+        *,
+        engine: MatchingEngine | None = None,
+        faults: FaultPlan | None = None,
+        clock: Clock | None = None,
+        master: InstrumentMaster | None = None,
+        users: Mapping[str, SimUser] | None = None,
+        session_error: str = "200",
+        retry_after: str = "1",
+        allowed_ips: frozenset[str] | None = None,
+        prices: PricePath | None = None,
+    ) -> None:
+        self.engine = engine or MatchingEngine(prices or RandomWalk(), MatchingConfig())
+        self.faults = faults or FaultPlan()
+        self.clock: Clock = clock or SystemClock()
+        self.master = master
+        self.users = dict(users or {})
+        self.session_error = session_error  # "200": stCode 100022 envelope; "403": HTTP 403
+        self.allowed_ips = allowed_ips
+        self.retry_after = retry_after  # Retry-After on an injected 429 (tests shorten it)
+        self.sessions: dict[str, SimSession] = {}
+        self.orders: dict[str, dict[str, WireOrder]] = {}  # ucc -> number -> order
+        self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (path, ucc, jData) log
+        self.acted: list[tuple[str, str]] = []  # (operation, client id or order no) that took effect
+        self.duplicate_places: list[str] = []  # place requests whose ig already has an order
+        self.logins = 0  # completed two-step logins (trade sessions issued)
+        self.foreign_rows: dict[str, list[dict[str, Any]]] = {}  # ucc -> raw rows entered elsewhere
+        self._seq = itertools.count(1)
+        self._ns = itertools.count(1)
+        self._by_segment_symbol: dict[tuple[str, str], MasterRow] = {}
+        for row in master or ():
+            with contextlib.suppress(Rejected):
+                self._by_segment_symbol[(segment_for(row), trading_symbol_for(row).upper())] = row
+        self.seen: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers) for wire tests
+        self.app = web.Application(middlewares=[self._capture])
+        r = self.app.router
+        r.add_post(PATH_TOTP_LOGIN, self._totp_login)
+        r.add_post(PATH_TOTP_VALIDATE, self._totp_validate)
+        r.add_post(PATH_PLACE, self._place)
+        r.add_post(PATH_MODIFY, self._modify)
+        r.add_post(PATH_CANCEL, self._cancel)
+        r.add_post(PATH_BO_EXIT, self._bo_exit)
+        r.add_post(PATH_CO_EXIT, self._co_exit)
+        r.add_post(PATH_HISTORY, self._history)
+        r.add_get(PATH_ORDERS, self._order_book)
+        r.add_get(PATH_ORDERS + "/{number}", self._order_by_id)
+        r.add_get(PATH_TRADES, self._trades)
+        r.add_get(PATH_POSITIONS, self._positions)
+        r.add_get(PATH_POSITIONS_LEGACY, self._positions)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @web.middleware
+    async def _capture(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.seen.append((request.method, request.path, {k.lower(): v for k, v in request.headers.items()}))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def inject_foreign_row(self, ucc: str, row: Mapping[str, Any]) -> None:
+        """Show ``row`` verbatim in ``ucc``'s order book and history (an order entered outside the runner,
+        e.g. from Kotak's own terminal)."""
+        self.foreign_rows.setdefault(ucc, []).append(dict(row))
+
+    def expire_sessions(self) -> None:
+        """Kotak logs every API session out daily; tests call this to play that."""
+        self.sessions.clear()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    async def _fault(self, request: web.Request, operation: str) -> Fault:
+        delay = self.faults.delay()
+        if delay:
+            await asyncio.sleep(delay)
+        fault = self.faults.draw(operation)
+        if fault in (Fault.RESET, Fault.DISCONNECT):
+            _kill(request)
+            raise _Dropped
+        if fault is Fault.ERROR_5XX:
+            raise WireError(500, "Unexpected error", http_status=500)
+        if fault is Fault.RATE_LIMIT:
+            raise _RateLimited
+        return fault
+
+    def _session(self, request: web.Request, *, trade: bool = True) -> SimSession:
+        token = request.headers.get("Auth")
+        sid = request.headers.get("Sid") or request.headers.get("sid")
+        session = self.sessions.get(token or "")
+        now = self.clock.now()
+        expired = (session is not None and self.faults.expire_after is not None
+                   and (now - session.created).total_seconds() >= self.faults.expire_after)
+        if session is None or session.sid != sid or expired or (trade and session.kind != "Trade"):
+            if expired and token:
+                self.sessions.pop(token, None)
+            status = 403 if self.session_error == "403" else 200
+            raise WireError(CODE_INVALID_SESSION, "invalid session token", http_status=status)
+        if session.ip is not None and request.remote != session.ip:
+            raise WireError(CODE_SESSION_IP_MISMATCH, "session was created from another IP")
+        return session
+
+    async def _jdata(self, request: web.Request) -> dict[str, Any]:
+        if not request.content_type.startswith("application/x-www-form-urlencoded"):
+            raise WireError(400, "Content-Type must be application/x-www-form-urlencoded", http_status=400)
+        form = await request.post()
+        raw = form.get("jData")
+        if not isinstance(raw, str):
+            raise WireError(400, "Missing jData", http_status=400)
+        try:
+            body = loads(raw)
+        except ValueError:
+            raise WireError(400, "jData is not JSON", http_status=400) from None
+        if not isinstance(body, dict):
+            raise WireError(400, "jData is not an object", http_status=400)
+        return body
+
+    def _check_ip(self, request: web.Request) -> None:
+        if self.allowed_ips is not None and request.remote not in self.allowed_ips:
+            raise WireError(CODE_IP_NOT_WHITELISTED, "order entry allowed only from a whitelisted static IP")
+
+    async def _handle(self, request: web.Request, operation: str, fn: Any) -> web.StreamResponse:
+        try:
+            fault = await self._fault(request, operation)
+            body = await fn(request)
+        except _Dropped:
+            return web.Response(status=499)  # the connection is gone; nothing is written
+        except _RateLimited:
+            return web.json_response(envelope(429, "Too many requests to the API"), status=429,
+                                     headers={"Retry-After": self.retry_after}, dumps=dumps)
+        except WireError as exc:
+            return web.json_response(exc.body, status=exc.http_status, dumps=dumps)
+        if fault is Fault.DROP_REPLY:
+            _kill(request)
+            return web.Response(status=499)
+        return web.json_response(body, dumps=dumps)  # exact Decimals, should a field carry one
+
+    # -- login ------------------------------------------------------------------------------------
+    async def _totp_login(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "login", self._do_totp_login)
+
+    async def _do_totp_login(self, request: web.Request) -> dict[str, Any]:
+        if not request.headers.get("Authorization") or request.headers.get("neo-fin-key") is None:
+            raise WireError(401, "Invalid Credentials", http_status=401)
+        body = loads(await request.read())
+        missing = [name for key, name in (("mobileNumber", "MobileNumber"), ("ucc", "Ucc"), ("totp", "Totp"))
+                   if not body.get(key)]
+        if missing:
+            raise _login_error(f"Missing required field '{missing[0]}'")
+        ucc = str(body["ucc"])
+        user = self.users.get(ucc)
+        if self.users and user is None:
+            raise _login_error("Invalid UCC")
+        if user is not None:
+            if user.access_token and request.headers["Authorization"] != user.access_token:
+                raise WireError(401, "Invalid Credentials", http_status=401)
+            if user.mobile_number and body["mobileNumber"] != user.mobile_number:
+                raise _login_error("Invalid mobile number")
+            if user.totp_secret and not _totp_ok(user.totp_secret, str(body["totp"]), self.clock.now()):
+                raise _login_error("Invalid TOTP")
+        session = self._new_session(ucc, "View", request)
+        return {"data": {"token": session.token, "sid": session.sid, "rid": secrets.token_hex(8),
+                         "ucc": ucc, "kType": "View", "status": "success", "dataCenter": "SIM"}}
+
+    async def _totp_validate(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "login", self._do_totp_validate)
+
+    async def _do_totp_validate(self, request: web.Request) -> dict[str, Any]:
+        view = self.sessions.get(request.headers.get("Auth", ""))
+        if view is None or view.kind != "View" or view.sid != request.headers.get("sid"):
+            raise _login_error("Invalid view token or sid")
+        body = loads(await request.read())
+        mpin = body.get("mpin")
+        if not mpin:
+            raise _login_error("Missing required field 'Mpin'")
+        user = self.users.get(view.ucc)
+        if user is not None and user.mpin and mpin != user.mpin:
+            raise _login_error("Invalid MPIN")
+        self.sessions.pop(view.token, None)
+        session = self._new_session(view.ucc, "Trade", request)
+        self.logins += 1
+        return {"data": {"token": session.token, "sid": session.sid, "rid": secrets.token_hex(8),
+                         "baseUrl": self.url, "ucc": view.ucc, "kType": "Trade", "status": "success",
+                         "dataCenter": "SIM"}}
+
+    def _new_session(self, ucc: str, kind: str, request: web.Request) -> SimSession:
+        s = SimSession(ucc, secrets.token_urlsafe(24), secrets.token_hex(16), kind, self.clock.now(),
+                       request.remote if self.allowed_ips is not None else None)
+        self.sessions[s.token] = s
+        return s
+
+    # -- order entry --------------------------------------------------------------------------------
+    def _instrument(self, es: str, ts: str) -> tuple[Instrument, str]:
+        row = self._by_segment_symbol.get((es, ts.upper()))
+        if row is not None:
+            return row.instrument, row.token or ""
+        if self.master is not None:
+            raise WireError(400, f"Invalid trading symbol {ts} for {es}")
+        exchange = EXCHANGE_OF_SEGMENT.get(es)
+        if exchange is None:
+            raise WireError(400, f"Invalid exchange segment {es}")
+        return Instrument(exchange=exchange, symbol=ts.upper()), ""
+
+    def _book(self, ucc: str) -> dict[str, WireOrder]:
+        return self.orders.setdefault(ucc, {})
+
+    def _number(self) -> str:
+        today = self.clock.now().astimezone(IST)
+        return f"{today:%y%m%d}{next(self._seq):09d}"
+
+    async def _place(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "place", self._do_place)
+
+    async def _do_place(self, request: web.Request) -> dict[str, Any]:
+        session = self._session(request)
+        body = await self._jdata(request)
+        self.requests.append((PATH_PLACE, session.ucc, body))
+        self._check_ip(request)
+        for key in ("am", "es", "pc", "pr", "pt", "qt", "rt", "tp", "ts", "tt"):
+            if body.get(key) in (None, ""):
+                raise WireError(400, f"Missing required field '{key}'", http_status=400)
+        es, ts, prod = str(body["es"]).lower(), str(body["ts"]), str(body["pc"]).upper()
+        instrument, token = self._instrument(es, ts)
+        order_type = ORDER_TYPE_OF_CODE.get(str(body["pt"]).upper())
+        side = SIDE_OF_CODE.get(str(body["tt"]).upper())
+        product = PRODUCT_OF_WIRE.get(prod)
+        validity = str(body["rt"]).upper()
+        if order_type is None or side is None or product is None or validity not in ("DAY", "IOC"):
+            raise WireError(400, "Invalid order parameters", http_status=400)
+        if es == "mcx_fo" and validity != "DAY":
+            raise WireError(400, "mcx_fo supports DAY validity only", http_status=400)
+        price, trigger = to_decimal(body["pr"]), to_decimal(body["tp"])
+        priced = order_type in (OrderType.LIMIT, OrderType.SL)
+        stop = order_type in (OrderType.SL, OrderType.SL_M)
+        if priced and not price:
+            raise WireError(400, "price must be greater than zero for L/SL orders", http_status=400)
+        # Our ids are the ``ig`` tag; the broker allocates its own order number. Kotak does not dedupe
+        # tags: a repeated one is a second order here too (the matching engine, which refuses ids it has
+        # seen, gets a unique one), and is recorded so tests can prove the adapter never re-sent an order.
+        number = self._number()
+        client_id = str(body.get("ig") or f"kotak-{number}")
+        engine_id = client_id
+        if any(o.client_id == client_id for o in self._book(session.ucc).values()):
+            self.duplicate_places.append(client_id)
+            engine_id = f"{client_id}~{number}"
+        try:
+            req = OrderRequest(client_order_id=engine_id, instrument=instrument, side=side,
+                               quantity=int(str(body["qt"])), order_type=order_type, product=product,
+                               validity=Validity(validity), price=price if priced else None,
+                               trigger_price=trigger if stop else None,
+                               disclosed_quantity=int(str(body.get("dq") or 0)), tag=client_id)
+        except (ValueError, TypeError) as exc:
+            raise WireError(400, str(exc), http_status=400) from None
+        amo = str(body["am"]).upper() == "YES"
+        order = WireOrder(number, client_id, es, ts, token, prod, amo, None, req, self.clock.now())
+        if not amo:
+            self._submit(session.ucc, order)
+        self._book(session.ucc)[number] = order
+        self._record(session.ucc, order, ["put order req received", "validation pending"])
+        self.acted.append(("place", client_id))
+        return {"stat": "Ok", "nOrdNo": number, "stCode": 200}
+
+    def _submit(self, ucc: str, order: WireOrder) -> None:
+        try:
+            placed = self.engine.place(ucc, order.request, self.clock.now())
+        except Rejected as exc:  # refused by the matching engine (lot size, price band): a rejection
+            raise WireError(400, exc.message) from None
+        order.engine_id = placed.broker_order_id
+
+    def _release_amos(self, ucc: str) -> None:
+        """AMOs wait for the next 09:15 IST after they were placed, then go to the exchange."""
+        now = self.clock.now()
+        for order in self._book(ucc).values():
+            if order.amo and order.engine_id is None and not order.cancelled_amo:
+                placed = order.placed.astimezone(IST)
+                open_at = dt.datetime.combine(placed.date(), MARKET_OPEN, IST)
+                if placed >= open_at:
+                    open_at += dt.timedelta(days=1)
+                if now >= open_at:
+                    self._submit(ucc, order)
+
+    def _find(self, ucc: str, number: Any) -> WireOrder:
+        self._release_amos(ucc)
+        order = self._book(ucc).get(str(number or ""))
+        if order is None:
+            raise WireError(CODE_NOT_FOUND, "Order already cancelled or not found.")
+        return order
+
+    async def _modify(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "modify", self._do_modify)
+
+    async def _do_modify(self, request: web.Request) -> dict[str, Any]:
+        session = self._session(request)
+        body = await self._jdata(request)
+        self.requests.append((PATH_MODIFY, session.ucc, body))
+        self._check_ip(request)
+        order = self._find(session.ucc, body.get("no"))
+        # SDK v3 sends `vd` for validity; legacy clients (Kotak-neo-api-v2) may also send es/ts/tt/pc/tk.
+        order_type = ORDER_TYPE_OF_CODE.get(str(body.get("pt", "")).upper())
+        if order_type is None or body.get("qt") in (None, "") or body.get("vd") in (None, ""):
+            raise WireError(400, "Missing required field 'pt', 'qt' or 'vd'", http_status=400)
+        priced = order_type in (OrderType.LIMIT, OrderType.SL)
+        stop = order_type in (OrderType.SL, OrderType.SL_M)
+        change = Modification(quantity=int(str(body["qt"])), order_type=order_type,
+                              price=to_decimal(body.get("pr")) if priced else None,
+                              trigger_price=to_decimal(body.get("tp")) if stop else None)
+        if order.engine_id is None:  # AMO still waiting: change the request itself
+            if str(body.get("am", "NO")).upper() != "YES":
+                raise WireError(400, "am must be YES to modify an after market order")
+            order.request = _apply(order.request, change)
+        else:
+            try:
+                self.engine.modify(session.ucc, order.engine_id, change, self.clock.now())
+            except NotModifiable:
+                raise WireError(CODE_ALREADY_COMPLETE, "order is completed") from None
+            except Rejected as exc:
+                raise WireError(400, f"modification rejected: {exc.message}") from None
+        self._record(session.ucc, order, ["modify pending"])
+        self.acted.append(("modify", order.number))
+        return {"stat": "Ok", "nOrdNo": order.number, "stCode": 200}
+
+    async def _cancel(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "cancel", lambda r: self._do_cancel(r, None))
+
+    async def _bo_exit(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "cancel", lambda r: self._do_cancel(r, "BO"))
+
+    async def _co_exit(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "cancel", lambda r: self._do_cancel(r, "CO"))
+
+    async def _do_cancel(self, request: web.Request, kind: str | None) -> dict[str, Any]:
+        session = self._session(request)
+        body = await self._jdata(request)
+        self.requests.append((request.path, session.ucc, body))
+        self._check_ip(request)
+        order = self._find(session.ucc, body.get("on"))
+        # sim: BO/CO orders leave only through their exit endpoints, and those take nothing else.
+        if (kind or "") != (order.prod if order.prod in ("BO", "CO") else ""):
+            raise WireError(400, f"order {order.number} is {order.prod}: use the matching cancel endpoint")
+        if order.amo and order.engine_id is None:
+            if str(body.get("am", "NO")).upper() != "YES" or not body.get("ts"):
+                raise WireError(400, "am=YES and ts are mandatory to cancel an after market order")
+            if order.cancelled_amo:
+                raise WireError(CODE_NOT_FOUND, "Order already cancelled or not found.")
+            order.cancelled_amo = True
+        else:
+            assert order.engine_id is not None
+            now = self.clock.now()
+            current = self.engine.get(session.ucc, order.engine_id, now)
+            if current.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.REJECTED):
+                raise WireError(CODE_NOT_FOUND, "Order already cancelled or not found.")
+            if current.status is OrderStatus.FILLED:
+                if kind is None:
+                    raise WireError(CODE_ALREADY_COMPLETE, "order is completed")
+                self._exit_position(session.ucc, order, current)  # exiting a filled BO/CO squares off
+            else:
+                with contextlib.suppress(NotFound, NotModifiable):
+                    self.engine.cancel(session.ucc, order.engine_id, now)
+        self._record(session.ucc, order, [])
+        self.acted.append(("cancel", order.number))
+        return {"stat": "Ok", "nOrdNo": order.number, "stCode": 200}
+
+    def _exit_position(self, ucc: str, order: WireOrder, current: Order) -> None:
+        req = order.request
+        exit_req = OrderRequest(client_order_id=f"{order.client_id}-exit", instrument=req.instrument,
+                                side=req.side.opposite, quantity=current.filled_quantity,
+                                order_type=OrderType.MARKET, product=req.product)
+        number = self._number()
+        child = WireOrder(number, exit_req.client_order_id, order.es, order.ts, order.token, order.prod,
+                          False, None, exit_req, self.clock.now())
+        self._submit(ucc, child)
+        self._book(ucc)[number] = child
+        self._record(ucc, child, ["put order req received"])
+
+    # -- reports ------------------------------------------------------------------------------------
+    def _engine_order(self, ucc: str, order: WireOrder) -> Order | None:
+        if order.engine_id is None:
+            return None
+        return self.engine.get(ucc, order.engine_id, self.clock.now())
+
+    def _row(self, ucc: str, order: WireOrder) -> dict[str, Any]:
+        current = self._engine_order(ucc, order)
+        req = order.request
+        if current is None:
+            status = "cancelled" if order.cancelled_amo else AMO_STATUS
+            filled, avg, qty = 0, None, req.quantity
+            price, trigger, updated = req.price, req.trigger_price, order.placed
+            reason = "--"
+        else:
+            status = ORDST_OF_STATUS[current.status]
+            filled, avg, qty = current.filled_quantity, current.average_price, current.quantity
+            price, trigger = current.price, current.trigger_price
+            updated = current.updated_at or order.placed
+            reason = current.reject_reason or "--"
+        order_type = current.order_type if current is not None else req.order_type
+        local = updated.astimezone(IST)
+        cancelled = qty - filled if status == "cancelled" else 0
+        return {
+            "nOrdNo": order.number, "ordSt": status, "stat": status, "trdSym": order.ts, "tok": order.token,
+            "exSeg": order.es, "trnsTp": "B" if req.side.value == "BUY" else "S",
+            "prcTp": ORDER_TYPE_CODE[order_type], "prod": order.prod, "qty": qty, "fldQty": filled,
+            "unFldSz": 0 if status in ("complete", "cancelled", "rejected") else qty - filled,
+            "cnlQty": cancelled, "prc": plain(price) if price is not None else "0.00",
+            "avgPrc": plain(avg) if avg is not None else "0.00",
+            "trgPrc": plain(trigger) if trigger is not None else "0.00",
+            "vldt": req.validity.value, "rejRsn": reason, "exOrdId": f"1100{order.number[-12:]}",
+            "ordDtTm": f"{order.placed.astimezone(IST):%d-%b-%Y %H:%M:%S}",
+            "hsUpTm": f"{local:%Y/%m/%d %H:%M:%S}", "GuiOrdId": order.client_id if order.client_id else "",
+            "lotSz": str(req.instrument.lot_size or 1), "multiplier": "1", "precision": "2",
+            "algId": "NA", "ordGenTp": "AMO" if order.amo else "NA",
+            "updRecvTm": int(updated.timestamp()) * 1_000_000_000 + next(self._ns),
+        }
+
+    def _record(self, ucc: str, order: WireOrder, before: list[str]) -> None:
+        row = self._row(ucc, order)
+        for status in before:
+            order.history.append({**row, "ordSt": status, "stat": status, "fldQty": 0,
+                                  "updRecvTm": row["updRecvTm"] - 1_000 + next(self._ns)})
+        order.history.append({**row, "updRecvTm": row["updRecvTm"] + next(self._ns)})
+
+    def _current(self, ucc: str, order: WireOrder) -> dict[str, Any]:
+        row = self._row(ucc, order)
+        last = order.history[-1] if order.history else None
+        if last is None or any(last.get(k) != row[k] for k in ("ordSt", "fldQty", "qty", "prc", "trgPrc")):
+            row["updRecvTm"] = max(row["updRecvTm"], (last or {}).get("updRecvTm", 0) + 1)
+            order.history.append(row)
+        return order.history[-1]
+
+    async def _order_book(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "orders", self._do_order_book)
+
+    async def _do_order_book(self, request: web.Request) -> dict[str, Any]:
+        session = self._session(request)
+        self._release_amos(session.ucc)
+        rows = [self._current(session.ucc, o) for o in self._book(session.ucc).values()]
+        return {"stat": "Ok", "stCode": 200, "data": rows + self.foreign_rows.get(session.ucc, [])}
+
+    async def _order_by_id(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "orders", self._do_order_by_id)
+
+    async def _do_order_by_id(self, request: web.Request) -> dict[str, Any]:
+        session = self._session(request)
+        order = self._find(session.ucc, request.match_info["number"])
+        return {"stat": "Ok", "stCode": 200, "data": [self._current(session.ucc, order)]}
+
+    async def _history(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "orders", self._do_history)
+
+    async def _do_history(self, request: web.Request) -> dict[str, Any]:
+        session = self._session(request)
+        body = await self._jdata(request)
+        raw = [r for r in self.foreign_rows.get(session.ucc, []) if r.get("nOrdNo") == body.get("nOrdNo")]
+        if raw:
+            return {"stat": "Ok", "stCode": 200, "data": raw}
+        order = self._find(session.ucc, body.get("nOrdNo"))
+        self._current(session.ucc, order)
+        return {"stat": "Ok", "stCode": 200, "data": list(reversed(order.history))}  # newest first
+
+    async def _trades(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "orders", self._do_trades)
+
+    async def _do_trades(self, request: web.Request) -> dict[str, Any]:
+        session = self._session(request)
+        by_engine = {o.engine_id: o for o in self._book(session.ucc).values() if o.engine_id is not None}
+        rows = []
+        for fill in self.engine.fills(session.ucc, self.clock.now()):
+            order = by_engine.get(fill.broker_order_id or "")
+            if order is None:
+                continue
+            local = fill.at.astimezone(IST)
+            side = "B" if fill.side.value == "BUY" else "S"
+            rows.append({"nOrdNo": order.number, "GuiOrdId": order.client_id, "trdSym": order.ts,
+                         "tok": order.token, "exSeg": order.es, "trnsTp": side,
+                         "prod": order.prod, "prcTp": ORDER_TYPE_CODE[order.request.order_type],
+                         "fldQty": fill.quantity, "avgPrc": plain(fill.price), "flId": fill.trade_id,
+                         "flDt": f"{local:%d-%b-%Y}", "flTm": f"{local:%H:%M:%S}", "rptTp": "fill"})
+        return {"stat": "ok", "stCode": 200, "data": rows}
+
+    async def _positions(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "positions", self._do_positions)
+
+    async def _do_positions(self, request: web.Request) -> dict[str, Any]:
+        session = self._session(request)
+        now = self.clock.now()
+        today = now.astimezone(IST).date()
+        wire = {(o.request.instrument.key, o.request.product): o for o in self._book(session.ucc).values()}
+        amounts: dict[tuple[str, Product], list[Decimal]] = {}
+        by_engine = {o.engine_id: o for o in self._book(session.ucc).values() if o.engine_id is not None}
+        for fill in self.engine.fills(session.ucc, now):
+            order = by_engine.get(fill.broker_order_id or "")
+            if order is None or fill.at.astimezone(IST).date() != today:
+                continue
+            acc = amounts.setdefault((fill.instrument.key, order.request.product), [Decimal(0), Decimal(0)])
+            acc[0 if fill.side.value == "BUY" else 1] += fill.price * fill.quantity
+        rows = []
+        for pos in self.engine.positions(session.ucc, now):
+            key = (pos.instrument.key, pos.product)
+            order = wire.get(key)
+            es = order.es if order else _segment_of(pos.instrument)
+            ts = order.ts if order else pos.instrument.symbol
+            carried = pos.quantity - (pos.day_buy_quantity - pos.day_sell_quantity)
+            buy_amt, sell_amt = amounts.get(key, [Decimal(0), Decimal(0)])
+            cf_amt = pos.average_price * abs(carried)  # sim: carried leg valued at the average price
+            rows.append({
+                "exSeg": es, "trdSym": ts, "tok": order.token if order else "", "prod": pos.product.value,
+                "flBuyQty": str(pos.day_buy_quantity), "flSellQty": str(pos.day_sell_quantity),
+                "cfBuyQty": str(max(carried, 0)), "cfSellQty": str(max(-carried, 0)),
+                "buyAmt": f"{buy_amt:.2f}", "sellAmt": f"{sell_amt:.2f}",
+                "cfBuyAmt": f"{cf_amt if carried > 0 else Decimal(0):.2f}",
+                "cfSellAmt": f"{cf_amt if carried < 0 else Decimal(0):.2f}",
+                "lotSz": str(pos.instrument.lot_size or 1), "multiplier": "1", "genNum": "1", "genDen": "1",
+                "prcNum": "1", "prcDen": "1", "precision": "2", "sqrFlg": "Y", "posFlg": "true",
+                "ltp": plain(self.engine.last_price(pos.instrument, now)),
+            })
+        return {"stat": "ok", "stCode": 200, "data": rows}
+
+
+class _Dropped(Exception):
+    pass
+
+
+class _RateLimited(Exception):
+    pass
+
+
+def _kill(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def _login_error(message: str) -> WireError:
+    err = WireError(400, message, http_status=400)
+    err.body = {"error": [{"code": "400", "message": message}]}
+    return err
+
+
+def _totp_ok(secret: str, code: str, now: dt.datetime) -> bool:
+    ts = now.timestamp()
+    return any(totp(secret, ts + drift) == code for drift in (-30, 0, 30))  # one step of clock skew
+
+
+def _segment_of(instrument: Instrument) -> str:
+    from runner.brokers.kotak_neo.client import SEGMENT_OF_EXCHANGE
+
+    return SEGMENT_OF_EXCHANGE.get(instrument.exchange.upper(), instrument.exchange.lower())
+
+
+def _apply(req: OrderRequest, change: Modification) -> OrderRequest:
+    from dataclasses import replace
+
+    return replace(req, quantity=change.quantity or req.quantity,
+                   order_type=change.order_type or req.order_type,
+                   price=change.price, trigger_price=change.trigger_price)
+
+
+def default_master() -> InstrumentMaster:
+    """A few liquid instruments (tokens and trading symbols in Kotak's spelling) for ``runner sim`` and
+    the bench when no instruments file is given."""
+    rows = [
+        MasterRow(Instrument("NSE", "RELIANCE", lot_size=1, tick_size=Decimal("0.05")), "2885",
+                  "RELIANCE-EQ"),
+        MasterRow(Instrument("NSE", "INFY", lot_size=1, tick_size=Decimal("0.05")), "1594", "INFY-EQ"),
+        MasterRow(Instrument("NSE", "IDEA", lot_size=1, tick_size=Decimal("0.01")), "14366", "IDEA-EQ"),
+        MasterRow(Instrument("NFO", "NIFTY", dt.date(2026, 12, 29), lot_size=75, tick_size=Decimal("0.05"),
+                             freeze_quantity=1800), "35001", "NIFTY26DECFUT"),
+    ]
+    return InstrumentMaster(rows, broker="kotak_neo")
+
+
+async def bench_brokers(
+    sim: KotakNeoSim,
+    n_accounts: int,
+    *,
+    clock: Clock | None = None,
+    transport: str | None = None,
+    orders_per_second: float = 1000.0,
+    burst: int = 1000,
+) -> list[Any]:
+    """Bench hook: N connected adapters, one account each, against ``sim`` (its master is reused).
+    Credentials go into this process's environment, as the accounts file would reference them."""
+    from runner.brokers.kotak_neo.client import create
+
+    master = sim.master or default_master()
+    brokers = []
+    for i in range(n_accounts):
+        account, env = account_for(sim, f"bench{i}", orders_per_second=orders_per_second, burst=burst)
+        os.environ.update(env)
+        broker = create(account, master=master, clock=clock or sim.clock, transport=transport)
+        await broker.connect()
+        brokers.append(broker)
+    return brokers
+
+
+def account_for(
+    sim: KotakNeoSim,
+    name: str,
+    *,
+    instruments: str | None = None,
+    relogin_at: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    orders_per_second: float = 8.0,
+    burst: int = 1,
+) -> tuple[Account, dict[str, str]]:
+    """Register a user with the simulator and build the account config an adapter needs for it.
+    Credentials are env references; the caller puts the returned ``env`` into the environment (tests:
+    monkeypatch.setenv, the bench: os.environ). Also the bench hook for N accounts."""
+    ucc = "U" + hashlib.blake2b(name.encode(), digest_size=4).hexdigest().upper()
+    secret = base64.b32encode(hashlib.blake2b(name.encode(), digest_size=10).digest()).decode()
+    user = SimUser(ucc=ucc, mobile_number="+919800000001", mpin="2468",
+                   totp_secret=secret, access_token=f"access-{ucc}")
+    sim.users[ucc] = user
+    prefix = "KOTAK_SIM_" + "".join(c if c.isalnum() else "_" for c in name.upper()) + "_"
+    values = {"access_token": user.access_token or "", "mpin": user.mpin or "",
+              "totp_secret": secret, "mobile_number": user.mobile_number or ""}
+    env = {prefix + key.upper(): value for key, value in values.items()}
+    account = Account(
+        name=name, broker="kotak_neo", endpoints={"login": sim.url},
+        credentials={key: SecretRef(env=prefix + key.upper()) for key in values},
+        options={"ucc": ucc, **(options or {})}, instruments=instruments, relogin_at=relogin_at,
+        rate_limit=RateLimit(orders_per_second=orders_per_second, burst=burst),
+    )
+    return account, env
+
+
+@contextlib.asynccontextmanager
+async def start(
+    port: int = 0, faults: FaultPlan | str | None = None, host: str = "127.0.0.1", **kwargs: Any
+) -> AsyncIterator[KotakNeoSim]:
+    plan = FaultPlan.parse(faults) if isinstance(faults, str) or faults is None else faults
+    sim = KotakNeoSim(faults=plan, **kwargs)
+    await sim.start(host, port)
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mapping[str, Any]) -> None:
+    path = options.get("instruments")
+    master = InstrumentMaster.load(path, broker="kotak_neo") if path else default_master()
+    sim = KotakNeoSim(faults=faults, master=master, prices=RandomWalk(seed=options.get("seed", 0)))
+    bound = await sim.start(host, port)
+    # One machine-readable line (the url is both the login host and the session baseUrl; any
+    # UCC/TOTP/MPIN is accepted until users are configured).
+    print(dumps({"broker": "kotak_neo", "url": f"http://{host}:{bound}", "port": bound}), flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sim.stop()

@@ -1,0 +1,123 @@
+"""The real executor: a fire runs the engine (mode ``scheduled``) on the account's kill-switch-guarded
+broker, prepared ahead of its instant."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from runner.clock import Clock
+from runner.daemon.policy import ON_TIME
+from runner.daemon.release import Fire, FireResult
+from runner.journal.fires import FireState
+
+
+class BrokerPool(dict[str, Any]):
+    """account name -> GuardedBroker, created on first use and shared by every playbook of the account."""
+
+    def __init__(self, accounts: Mapping[str, Any], view: Any, **context: Any) -> None:
+        super().__init__()
+        self.accounts = accounts
+        self.view = view
+        self.context = context
+
+    def get_broker(self, account: str) -> Any:
+        broker = self.get(account)
+        if broker is None:
+            from runner.brokers.registry import create_broker
+            from runner.engine.killswitch import GuardedBroker
+
+            try:
+                acct = self.accounts[account]
+            except KeyError:
+                raise LookupError(f"unknown account {account!r}") from None
+            broker = self[account] = GuardedBroker(create_broker(acct, **self.context), self.view)
+        return broker
+
+
+class EngineExecutor:
+    """Runs a fire with the engine (mode ``scheduled``) on the account's guarded broker.
+
+    The daemon calls :meth:`prepare` when it wakes, ``lead`` seconds early: the broker is connected,
+    unsettled intents reconciled and the run armed (first order built, risk-checked and journaled with
+    its run and step rows in a group commit shared by the runs prepared together), so at the instant
+    only the request itself is left. Fires of one account due at the same instant share one connect and one
+    reconcile."""
+
+    def __init__(self, pool: BrokerPool, journal: Any, clock: Clock) -> None:
+        from runner.journal.groupcommit import group_commit_for
+
+        self.pool = pool
+        self.journal = journal
+        self.clock = clock
+        self.commit = group_commit_for(journal.engine)
+        self._setups: dict[tuple[str, dt.datetime], asyncio.Future[bool]] = {}
+        self._in_flight: dict[str, int] = {}  # account -> runs of it executing now
+
+    async def __call__(self, fire: Fire) -> FireResult:
+        return await (await self.prepare(fire)).run()
+
+    async def prepare(self, fire: Fire) -> _PreparedRun:
+        from runner.engine.core import Engine, RunOptions
+
+        pb = fire.playbook
+        broker = self.pool.get_broker(pb.account)
+        now = self.clock.now()
+        for key in [k for k in self._setups if k[1] < now - ON_TIME]:
+            del self._setups[key]
+        key = (pb.account, fire.scheduled_for)
+        shared = self._setups.get(key)
+        lead = shared is None
+        if lead:
+            shared = self._setups[key] = asyncio.get_running_loop().create_future()
+            # Another run of this account still executing owns its in-flight intents: reconciling now
+            # could take one of its requests for "never arrived". Its own gateway resolves them.
+            connect, reconcile = True, not self._in_flight.get(pb.account)
+        else:
+            assert shared is not None
+            done = await asyncio.shield(shared)
+            connect = reconcile = not done
+        engine = Engine(
+            pb,
+            broker,
+            self.journal,
+            self.clock,
+            account=pb.account,
+            options=RunOptions(
+                scheduled_for=fire.scheduled_for, mode="scheduled", connect=connect, reconcile=reconcile
+            ),
+        )
+        try:
+            await engine.prepare(self.commit)
+        except BaseException:
+            if lead and shared is not None and not shared.done():
+                shared.set_result(False)  # the others connect / reconcile on their own
+            raise
+        if lead and shared is not None and not shared.done():
+            shared.set_result(True)
+        return _PreparedRun(self, engine, pb.account)
+
+
+class _PreparedRun:
+    def __init__(self, owner: EngineExecutor, engine: Any, account: str) -> None:
+        self.owner = owner
+        self.engine = engine
+        self.account = account
+
+    async def run(self) -> FireResult:
+        counts = self.owner._in_flight
+        counts[self.account] = counts.get(self.account, 0) + 1
+        try:
+            report = await self.engine.execute()
+        finally:
+            counts[self.account] -= 1
+        steps = ", ".join(f"{s.step_id}={s.outcome.value}" for s in report.steps)
+        state = FireState.SUCCEEDED if report.ok else FireState.FAILED
+        return FireResult(state, f"run {report.run_id} {report.status.value}: {steps}")
+
+    async def abandon(self, reason: str, halted: bool) -> None:
+        from runner.journal.store import RunStatus
+
+        await self.engine.abandon(reason, RunStatus.REFUSED if halted else RunStatus.STOPPED)

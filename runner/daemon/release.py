@@ -1,0 +1,230 @@
+"""The precise release of a claimed fire: prepare it before its instant, wait for the instant (one
+precise ``clock.sleep_until`` shared by every fire due then), execute, journal the result.
+
+A halt or shutdown between preparing and the instant abandons the prepared run: nothing is sent. A
+shutdown before the instant gives the claim back; one while executing leaves the fire UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import enum
+import gc
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from runner.clock import Clock
+from runner.journal.fires import ClaimBatcher, FireState, FireStore
+from runner.playbook.models import Playbook
+
+log = logging.getLogger("runner.scheduler")
+
+
+@dataclass(frozen=True)
+class Fire:
+    playbook: Playbook
+    path: Path
+    version: str
+    scheduled_for: dt.datetime  # aware UTC
+    run_id: str
+    fire_id: str
+
+
+@dataclass(frozen=True)
+class FireResult:
+    state: FireState  # SUCCEEDED, FAILED or UNKNOWN
+    outcome: str | None = None
+
+
+Executor = Callable[[Fire], Awaitable[FireResult]]
+
+
+class PreparedFire(Protocol):
+    """A fire readied ahead of its instant (see :meth:`runner.daemon.executor.EngineExecutor.prepare`)."""
+
+    async def run(self) -> FireResult: ...
+
+    async def abandon(self, reason: str, halted: bool) -> None:
+        """Not run after all (halted, or shutting down before the instant): nothing was sent."""
+
+
+class Hold(enum.StrEnum):
+    """Why a prepared fire is not released at its instant."""
+
+    SHUTTING_DOWN = "shutting down"
+    HALTED = "halted"
+
+
+@dataclass
+class Running:
+    fire: Fire
+    started_at: dt.datetime
+    task: asyncio.Task[Any] | None = None
+
+
+GC_PAUSE = 0.1  # seconds after an instant the cyclic GC stays off (the released fires send meanwhile)
+GC_AHEAD = dt.timedelta(milliseconds=5)  # the GC is paused this long before an instant
+
+
+class InstantGate:
+    """Fires due at the same instant share one precise ``sleep_until`` and are released together,
+    instead of 1,000 tasks each spinning through the last milliseconds. The cyclic GC is paused from
+    ``GC_AHEAD`` before the instant until ``GC_PAUSE`` after it, so a collection does not land between
+    the instant and the first requests."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._gates: dict[dt.datetime, asyncio.Future[None]] = {}
+
+    async def wait(self, instant: dt.datetime) -> None:
+        gate = self._gates.get(instant)
+        if gate is None:
+            gate = self._gates[instant] = asyncio.ensure_future(self._sleep(instant))
+            gate.add_done_callback(lambda _: self._gates.pop(instant, None))
+        await asyncio.shield(gate)
+
+    async def _sleep(self, instant: dt.datetime) -> None:
+        await self.clock.sleep_until(instant - GC_AHEAD)
+        paused = _pause_gc()
+        try:
+            await self.clock.sleep_until(instant)
+        finally:
+            if paused:
+                asyncio.get_running_loop().call_later(GC_PAUSE, _resume_gc)
+
+
+_gc_pauses = 0  # gates holding the GC off now (instants may overlap)
+
+
+def _pause_gc() -> bool:
+    """Turn the cyclic GC off unless someone else already did; True if this call holds a pause."""
+    global _gc_pauses
+    if _gc_pauses == 0 and not gc.isenabled():
+        return False
+    _gc_pauses += 1
+    gc.disable()
+    return True
+
+
+def _resume_gc() -> None:
+    global _gc_pauses
+    _gc_pauses -= 1
+    if _gc_pauses == 0:
+        gc.enable()
+
+
+class Release:
+    def __init__(
+        self,
+        executor: Executor,
+        batcher: ClaimBatcher,
+        store: FireStore,
+        clock: Clock,
+        hold: Callable[[], Hold | None],
+        on_change: Callable[[], None],
+    ) -> None:
+        self.executor = executor
+        self.batcher = batcher
+        self.store = store
+        self.clock = clock
+        self.hold = hold  # checked at the instant: a reason not to release
+        self.on_change = on_change
+        self.gate = InstantGate(clock)
+        self.running: dict[str, Running] = {}  # fire_id -> running fire
+        self.pending: dict[str, asyncio.Task[Any]] = {}  # fire_id -> claimed, not started yet
+        self.imminent: dict[dt.datetime, int] = {}  # instant -> fires claimed for it, not finished
+
+    async def release(self, fire: Fire) -> None:
+        """Prepare, wait for the instant, execute. ``fire`` is claimed (CLAIMED) by this daemon."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.pending[fire.fire_id] = task
+        instant = fire.scheduled_for
+        self.imminent[instant] = self.imminent.get(instant, 0) + 1
+        try:
+            await self._release(fire)
+        finally:
+            if (left := self.imminent.pop(instant, 1) - 1) > 0:
+                self.imminent[instant] = left
+
+    async def _release(self, fire: Fire) -> None:
+        prepared: PreparedFire | None = None
+        try:
+            prepared = await self._prepare(fire)
+            await self.gate.wait(fire.scheduled_for)
+        except asyncio.CancelledError:  # shutdown before the instant: it never ran, give the slot back
+            self.pending.pop(fire.fire_id, None)
+            if prepared is not None:
+                await _abandon(fire, prepared, "shutting down before the scheduled instant", halted=False)
+            await asyncio.to_thread(self.store.release, fire.fire_id)
+            raise
+        except Exception as exc:  # preparing failed (e.g. the broker refused to connect): a failed fire
+            self.pending.pop(fire.fire_id, None)
+            log.exception("fire %s (%s): preparing failed", fire.playbook.name, fire.run_id)
+            outcome = f"preparing failed: {type(exc).__name__}: {exc}"
+            await self.batcher.set_state(fire.fire_id, FireState.FAILED, outcome, self.clock.now())
+            return
+        self.pending.pop(fire.fire_id, None)
+        if (why := self.hold()) is not None:
+            if prepared is not None:
+                await _abandon(fire, prepared, f"{why} before the scheduled instant", why is Hold.HALTED)
+            await self.batcher.set_state(fire.fire_id, FireState.SKIPPED, why.value, self.clock.now())
+            return
+        await self._execute(fire, prepared)
+
+    async def _prepare(self, fire: Fire) -> PreparedFire | None:
+        """Let an executor that can (``prepare(fire)``) do its set-up work before the instant."""
+        prepare = getattr(self.executor, "prepare", None)
+        if prepare is None:
+            return None
+        prepared: PreparedFire = await prepare(fire)
+        return prepared
+
+    async def _execute(self, fire: Fire, prepared: PreparedFire | None) -> None:
+        running = Running(fire, self.clock.now(), asyncio.current_task())
+        self.running[fire.fire_id] = running
+        self.on_change()
+        # Mark RUNNING off the critical path: the executor's first broker call must not wait for it.
+        marked = self.batcher.set_state_soon(fire.fire_id, FireState.RUNNING, None, running.started_at)
+        result: FireResult
+        try:
+            result = await (prepared.run() if prepared is not None else self.executor(fire))
+        except asyncio.CancelledError:
+            result = FireResult(FireState.UNKNOWN, "interrupted by shutdown; resolve via the run journal")
+            await self._finish(fire, result, marked)
+            raise
+        except Exception as exc:
+            log.exception("fire %s (%s) raised", fire.playbook.name, fire.run_id)
+            result = FireResult(FireState.FAILED, f"{type(exc).__name__}: {exc}")
+        await self._finish(fire, result, marked)
+
+    async def _finish(self, fire: Fire, result: FireResult, marked: asyncio.Future[bool]) -> None:
+        try:
+            await asyncio.shield(marked)
+        except Exception:
+            log.exception("marking fire %s running failed", fire.fire_id)
+        self.running.pop(fire.fire_id, None)
+        self.on_change()
+        done = self.batcher.set_state(fire.fire_id, result.state, result.outcome, self.clock.now())
+        await asyncio.shield(done)
+        lvl = logging.INFO if result.state is FireState.SUCCEEDED else logging.ERROR
+        log.log(
+            lvl,
+            "fire %s run %s: %s %s",
+            fire.playbook.name,
+            fire.run_id,
+            result.state.value,
+            result.outcome or "",
+        )
+
+
+async def _abandon(fire: Fire, prepared: PreparedFire, reason: str, halted: bool) -> None:
+    """Abandon a prepared run; a journal failure is logged, never lets the fire go without its state."""
+    try:
+        await prepared.abandon(reason, halted=halted)
+    except Exception:
+        log.exception("fire %s (%s): abandoning the prepared run failed", fire.playbook.name, fire.run_id)

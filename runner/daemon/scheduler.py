@@ -1,0 +1,467 @@
+"""The scheduling daemon behind ``runner serve``: wires the pieces below together.
+
+* :mod:`runner.daemon.rules`          when a schedule fires (IANA zones, DST), pure
+* :mod:`runner.daemon.calendar_gate`  closed days and sessions (fail closed)
+* :mod:`runner.daemon.policy`         whether a fire runs, is missed or skipped; catch-up decisions, pure
+* :mod:`runner.daemon.loader`         the playbook directory: validate, swap atomically, keep old on invalid
+* :mod:`runner.daemon.arming`         one APScheduler date job per playbook, ``lead`` seconds early
+* :mod:`runner.daemon.release`        prepare (arm), wait for the instant (shared), execute, journal
+* :mod:`runner.daemon.catchup`        fires due while no daemon ran
+* :mod:`runner.daemon.relogin`        daily broker re-login
+* :mod:`runner.daemon.halt_pass`      on halt: every open order of every account cancelled, verified
+* :mod:`runner.daemon.status`         heartbeat and ``runner status`` payload
+* :mod:`runner.daemon.executor`       the engine as executor
+
+A woken job claims the fire in the journal (:mod:`runner.journal.fires`, exactly once across daemons) with the
+policy's verdict (calendar, lateness, kill switch), re-arms the next fire and hands a claimed fire to the
+release. The daemon's own database work runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.clock import Clock, SystemClock
+from runner.daemon.arming import Arming, Timers, wake_lead
+from runner.daemon.calendar_gate import Calendar, CalendarGate, CalendarLoader, default_calendar_loader
+from runner.daemon.catchup import catch_up, mark_interrupted
+from runner.daemon.executor import BrokerPool, EngineExecutor
+from runner.daemon.loader import (
+    PLAYBOOK_SUFFIXES,
+    Entry,
+    FileState,
+    Loaded,
+    PlaybookDirectory,
+    load_playbook_file,
+)
+from runner.daemon.policy import (
+    ALIVE_WITHIN,
+    CATCH_UP_WINDOW,
+    ON_TIME,
+    CatchUpAction,
+    CatchUpItem,
+    PeerWatch,
+    Verdict,
+    fire_verdict,
+)
+from runner.daemon.release import Executor, Fire, FireResult, Hold, PreparedFire, Release, Running
+from runner.daemon.relogin import Relogin
+from runner.daemon.rules import Rule, build_rule, format_local, late_window, localize
+from runner.daemon.status import QUIET, Heartbeat, Quiet, status_payload
+from runner.engine.killswitch import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
+from runner.ids import run_id as make_run_id
+from runner.journal.fires import Claim, ClaimBatcher, FireState, FireStore
+
+log = logging.getLogger("runner.scheduler")
+
+
+@dataclass
+class DaemonOptions:
+    # Seconds: APScheduler wakes the job this early; claims, checks and the executor's preparation happen
+    # then, and a shared precise sleep_until finishes the wait. Half a second off the whole second, so
+    # preparing never competes with fires due on the whole second (schedules name whole seconds).
+    lead: float = 1.5
+    # Seconds more per other fire due at the same instant (claiming and preparing cost ~1 ms each), so
+    # 1,000 fires due at once are prepared before their instant.
+    lead_per_fire: float = 0.002
+    reload_interval: float = 1.0
+    control_interval: float = 0.25
+    heartbeat_interval: float = 1.0
+    shutdown_grace: float = 10.0  # seconds in-flight fires get after SIGTERM before being cancelled
+    catch_up_window: dt.timedelta = CATCH_UP_WINDOW
+
+
+class Daemon:
+    def __init__(
+        self,
+        playbook_dir: str | os.PathLike[str],
+        *,
+        fires: FireStore,
+        control: ControlStore,
+        executor: Executor,
+        clock: Clock | None = None,
+        calendars: CalendarLoader | None = None,
+        brokers: Mapping[str, Any] | None = None,
+        relogin: Mapping[str, tuple[str, str]] | None = None,
+        options: DaemonOptions | None = None,
+        account_names: Any = None,
+    ) -> None:
+        self.dir = Path(playbook_dir).resolve()
+        self.store = fires
+        self.owner = fires.owner
+        self.executor = executor
+        self.clock = clock or SystemClock()
+        self.opts = options or DaemonOptions()
+        self.brokers: Mapping[str, Any] = brokers if brokers is not None else {}  # halt cancels, re-login
+        # (a BrokerPool: the halt pass opens brokers for accounts no fire has used yet)
+        self.gate = CalendarGate(calendars or default_calendar_loader())
+        self.watcher = ControlWatcher(
+            control,
+            self.opts.control_interval,
+            on_change=self._control_changed,
+            before_poll=lambda: self.quiet.around_instant(),
+        )
+        self.batcher = ClaimBatcher(fires)
+        self.timers = Timers()
+        self.release = Release(executor, self.batcher, fires, self.clock, self._hold, self._touch)
+        self.arming = Arming(self.timers, self.clock, self._wake, self._lead, self._touch)
+        self.directory = PlaybookDirectory(self.dir, account_names, self._scheduled, self.arming.disarm)
+        self.relogins = Relogin(relogin or {}, lambda: self.brokers, self.timers, self.clock)
+        self.quiet = Quiet(self.clock, (self.arming.due, self.release.imminent), self.release.running)
+        self.heartbeat = Heartbeat(fires, self.clock, self.status, self.quiet, self.opts.heartbeat_interval)
+        self.catch_up_report: list[CatchUpItem] = []
+        self._tasks: list[asyncio.Task[None]] = []  # pollers, and fires started by catch-up
+        self._fire_tasks: set[asyncio.Task[Any]] = set()
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._journal: Any = None  # for halt cancel passes, opened on the first
+        self._halt_pass: asyncio.Task[None] | None = None  # the latest halt cancel pass
+        self.peers = PeerWatch(self.store.owner)  # which other daemons died, for the periodic sweep
+        self._broker_errors: dict[str, str] = {}  # account -> why its broker could not be opened
+
+    # --- views on the parts (kept for callers of the old single-class daemon) ----------------------
+
+    @property
+    def entries(self) -> dict[str, Entry]:
+        return self.directory.entries
+
+    @property
+    def reload_errors(self) -> dict[str, tuple[str, ...]]:
+        return self.directory.errors
+
+    @property
+    def running(self) -> dict[str, Running]:
+        return self.release.running
+
+    @property
+    def pending(self) -> dict[str, asyncio.Task[Any]]:
+        return self.release.pending
+
+    @property
+    def calendars(self) -> CalendarLoader:
+        return self.gate.loader
+
+    @calendars.setter
+    def calendars(self, loader: CalendarLoader) -> None:
+        self.gate.loader = loader
+
+    # --- wiring ----------------------------------------------------------------------------------
+
+    def _touch(self) -> None:
+        self.heartbeat.touch()
+
+    def _lead(self, due_together: int) -> float:
+        return wake_lead(self.opts.lead, self.opts.lead_per_fire, due_together)
+
+    def _hold(self) -> Hold | None:
+        if self._stopping:
+            return Hold.SHUTTING_DOWN
+        return Hold.HALTED if self.watcher.state.mode is Mode.HALT else None
+
+    def _scheduled(self, entry: Entry, previous: Entry | None) -> None:
+        if previous is not None:
+            self.arming.replaced(previous)
+        self.arming.arm(entry)
+
+    async def _control_changed(self, old: ControlState, new: ControlState) -> None:
+        """On HALT, a cancel pass in a task of its own: the poller goes on (a resume during a slow pass
+        is seen within a poll, not when the pass ends). Passes run one after another."""
+        self._touch()
+        if new.mode is Mode.HALT:
+            self._halt_pass = asyncio.create_task(self._halt_pass_after(self._halt_pass))
+
+    async def _halt_pass_after(self, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            await self.cancel_open_orders()
+        except Exception:
+            log.exception("halt cancel pass failed")
+
+    async def halt_passes_done(self) -> None:
+        """Until the halt cancel passes started so far have finished."""
+        while (task := self._halt_pass) is not None and not task.done():
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def cancel_open_orders(self) -> list[HaltPass]:
+        """The halt cancel pass (:mod:`runner.daemon.halt_pass`) on every account the loaded playbooks name
+        and every broker already open, brokers opened through the pool where missing."""
+        from runner.daemon.halt_pass import cancel_pass
+        from runner.journal.store import Journal
+
+        names = {e.playbook.account for e in self.entries.values()} | set(self.brokers)
+        get = getattr(self.brokers, "get_broker", None)
+        brokers: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for name in sorted(names):
+            try:
+                brokers[name] = get(name) if get is not None else self.brokers[name]
+            except Exception as exc:  # unknown account, credentials missing: reported, others go on
+                errors[name] = f"no broker: {type(exc).__name__}: {exc}"
+        if self._journal is None:
+            self._journal = Journal(engine=self.store.engine)
+        return await cancel_pass(
+            brokers, self._journal, self.clock, self.watcher.store, by=self.owner, errors=errors
+        )
+
+    def status(self) -> dict[str, Any]:
+        return status_payload(
+            self.owner,
+            self.dir,
+            self.watcher.state,
+            self.entries.values(),
+            self.running.values(),
+            self.reload_errors,
+        )
+
+    async def reload(self) -> list[str]:
+        """Apply the directory's current contents; returns human-readable change lines. Calendars of new
+        playbooks are loaded here, in a worker thread, not by their first fire on the event loop."""
+        lines = await self.directory.reload()
+        wanted = {e.playbook.calendar for e in self.entries.values()}
+        if self.gate.missing(wanted):
+            await asyncio.to_thread(self.gate.warm, wanted)
+        self._touch()
+        return lines
+
+    def open_brokers(self) -> list[str]:
+        """Create the broker of every account the loaded playbooks name that has none yet, at start and
+        after a reload (on the loop, between instants): not in a fire's lead time, as building one may
+        read secret files and parse an instrument master. Returns a line per account that failed."""
+        get = getattr(self.brokers, "get_broker", None)
+        if get is None:
+            return []
+        named: dict[str, list[str]] = {}
+        for entry in self.entries.values():
+            named.setdefault(entry.playbook.account, []).append(entry.name)
+        lines = []
+        for account in sorted(set(named) - set(self.brokers)):
+            try:
+                get(account)
+            except Exception as exc:  # unknown account, credentials missing: its fires fail and say so
+                line = f"account {account!r} of {', '.join(sorted(named[account]))}: {exc}"
+                if self._broker_errors.get(account) != line:  # said once, not on every reload scan
+                    lines.append(line)
+                self._broker_errors[account] = line
+            else:
+                self._broker_errors.pop(account, None)
+        return lines
+
+    # --- one fire ----------------------------------------------------------------------------------
+
+    async def _wake(self, name: str, instant: dt.datetime) -> None:
+        """APScheduler job, ``lead`` seconds before ``instant``: re-arm, then hand the fire to a task of
+        our own (APScheduler cancels its running jobs on shutdown; a fire must get its grace period)."""
+        entry = self.entries.get(name)
+        if entry is None or self._stopping:
+            return
+        entry.armed_for = instant
+        self.arming.arm(entry, after=instant)
+        self._fire_tasks.add(asyncio.ensure_future(self.fire(entry, instant)))
+
+    def precheck(self, entry: Entry, instant: dt.datetime, now: dt.datetime) -> Verdict:
+        pb = entry.playbook
+        closed = self.gate.closed(pb.calendar, pb.timezone, instant)
+        return fire_verdict(closed, now - instant, entry.late, entry.late_policy, self.watcher.state)
+
+    async def fire(self, entry: Entry, instant: dt.datetime) -> None:
+        """Claim the fire with the policy's verdict; release it if it may run."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._fire_tasks.add(task)
+        try:
+            await self._fire(entry, instant)
+        finally:
+            if task is not None:
+                self._fire_tasks.discard(task)
+
+    async def _fire(self, entry: Entry, instant: dt.datetime) -> None:
+        pb = entry.playbook
+        now = self.clock.now()
+        verdict = self.precheck(entry, instant, now)
+        run_id = make_run_id(pb.name, instant)
+        claim = Claim(pb.name, entry.version, instant, run_id, verdict.state, verdict.reason)
+        try:
+            won = await self.batcher.claim(claim, now)
+        except Exception:
+            log.exception("fire %s %s: claim failed; not running", pb.name, instant)
+            return
+        if not won:
+            log.info("fire %s at %s already claimed by another daemon", pb.name, instant)
+            return
+        if verdict.state is not FireState.CLAIMED:
+            lvl = logging.ERROR if verdict.loud else logging.WARNING
+            local = format_local(instant, pb.timezone)
+            log.log(lvl, "fire %s at %s %s: %s", pb.name, local, verdict.state.value, verdict.reason)
+            return
+        await self.release.release(Fire(pb, entry.path, entry.version, instant, run_id, claim.fire_id))
+
+    # --- catch-up ----------------------------------------------------------------------------------
+
+    async def catch_up(self) -> list[CatchUpItem]:
+        """Fires due while no daemon ran (see :func:`runner.daemon.catchup.catch_up`): journaled as
+        missed/skipped, the latest started if its ``late`` policy allows. Returns the report."""
+        entries = list(self.entries.values())
+        window = self.opts.catch_up_window
+        done = await asyncio.to_thread(
+            catch_up, self.store, entries, self.gate, self.clock.now(), window, str(self.dir)
+        )
+        for entry, instant in done.run_now:
+            entry.armed_for = max(instant, entry.armed_for or instant)
+            self._spawn(self.fire(entry, instant))
+        self.catch_up_report = done.report
+        if done.report:
+            log.warning(
+                "catch-up report (%d):\n%s", len(done.report), "\n".join(i.line() for i in done.report)
+            )
+        return done.report
+
+    async def sweep_interrupted(self) -> list[CatchUpItem]:
+        """Fires another daemon claimed and left unfinished when it died (a crash followed by a restart
+        within ``ALIVE_WITHIN``, or the other half of an HA pair; judged by :class:`PeerWatch`): marked
+        UNKNOWN and their runs closed, as the start-up catch-up does. Never re-run."""
+        now = self.clock.now()
+        if self.heartbeat.obstructed():  # a locked journal stalls every daemon's beats, not just a dead one's
+            self.peers.forgive(now)
+        items = await asyncio.to_thread(mark_interrupted, self.store, now, lambda d: self._gone(d, now))
+        for item in items:
+            log.error("fire of a dead daemon: %s", item.line())
+        if items:
+            self._touch()
+        return items
+
+    def _gone(self, daemons: Any, now: dt.datetime) -> set[str]:
+        """Judged in the sweep's worker thread, after its read of the daemons: a beat of ours stuck
+        behind a lock taken meanwhile still counts (the peers' are stuck behind it too)."""
+        if self.heartbeat.obstructed():
+            self.peers.forgive(now)
+        return self.peers.gone(daemons, now)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ALIVE_WITHIN.total_seconds())
+            await self.quiet.wait()
+            try:
+                await self.sweep_interrupted()
+            except Exception:
+                log.exception("sweep for fires of dead daemons failed")
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        self._tasks.append(asyncio.ensure_future(coro))
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.opts.reload_interval)
+            await self.quiet.wait()
+            try:
+                for line in await self.reload() + self.open_brokers():
+                    log.warning("reload: %s", line)
+            except Exception:
+                log.exception("reload scan failed; keeping the current schedule")
+
+    async def prepare(self) -> list[str]:
+        """Load the directory, read the kill switch, catch up, register this daemon. No timers yet."""
+        lines = await self.reload()
+        await self.watcher.poll_once()
+        await self.catch_up()
+        await asyncio.to_thread(
+            self.store.register_daemon, socket.gethostname(), os.getpid(), str(self.dir), self.clock.now()
+        )
+        return lines
+
+    async def start(self) -> list[str]:
+        """:meth:`prepare`, then start APScheduler and the pollers (control, reload, heartbeat), and open
+        the brokers (:meth:`open_brokers`)."""
+        lines = await self.prepare()
+        lines += self.open_brokers()
+        self.timers.start(asyncio.get_running_loop())
+        for entry in self.entries.values():
+            self.arming.arm(entry)
+        self.relogins.arm_all()
+        self.watcher.start()
+        self._spawn(self.heartbeat.run())
+        self._spawn(self._reload_loop())
+        self._spawn(self._sweep_loop())
+        return lines
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        """Block until :meth:`request_stop` (SIGTERM), then shut down gracefully."""
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """No new fires; woken-but-not-started fires give their slot back; running fires get
+        ``shutdown_grace`` seconds, then are cancelled and journaled UNKNOWN."""
+        self._stopping = True
+        self.timers.shutdown()
+        for task in list(self.pending.values()):
+            task.cancel()
+        running = [r.task for r in self.running.values() if r.task is not None]
+        if running:
+            log.warning(
+                "shutdown: waiting up to %.1fs for %d running fires", self.opts.shutdown_grace, len(running)
+            )
+            _, late = await asyncio.wait(running, timeout=self.opts.shutdown_grace)
+            for task in late:
+                task.cancel()
+        await asyncio.gather(*self._fire_tasks, return_exceptions=True)
+        await self.batcher.drain()
+        await self.watcher.stop()
+        if self._halt_pass is not None and not self._halt_pass.done():  # cancels are worth the wait
+            log.warning("shutdown: waiting up to %.1fs for the halt cancel pass", self.opts.shutdown_grace)
+            _, unfinished = await asyncio.wait({self._halt_pass}, timeout=self.opts.shutdown_grace)
+            if unfinished:  # not cancelled here: the process ends with it, its journal shows how far it got
+                log.error("shutdown: halt cancel pass unfinished; `runner halt --cancel-now` finishes it")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.heartbeat.stopped()
+        log.info("daemon %s stopped", self.owner)
+
+
+def new_daemon_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+__all__ = [
+    "CATCH_UP_WINDOW",
+    "ON_TIME",
+    "PLAYBOOK_SUFFIXES",
+    "QUIET",
+    "BrokerPool",
+    "Calendar",
+    "CalendarLoader",
+    "CatchUpAction",
+    "CatchUpItem",
+    "Daemon",
+    "DaemonOptions",
+    "EngineExecutor",
+    "Entry",
+    "Executor",
+    "FileState",
+    "Fire",
+    "FireResult",
+    "Loaded",
+    "PreparedFire",
+    "Rule",
+    "build_rule",
+    "default_calendar_loader",
+    "late_window",
+    "load_playbook_file",
+    "localize",
+    "new_daemon_id",
+]

@@ -1,0 +1,766 @@
+"""Run a validated playbook against a broker: timing, step dispatch, journaling, resume.
+
+``execute`` is the one entry point (used by ``runner run``, ``rehearse``, ``apply`` and the scheduler):
+
+1. open (or resume) the run in the journal; the run id is deterministic (:func:`runner.ids.run_id`);
+2. connect, then reconcile by client id, before anything is sent, every unsettled intent of this run and of
+   the account's runs that are not running (recent ones: see ``Tuning.reconcile_horizon``);
+3. for each step not already finished: honour ``at`` / ``after`` / ``late`` on the injected clock, then
+   dispatch on ``kind`` (:data:`runner.engine.steps.dispatch.HANDLERS`). After a failed / refused / stopping
+   step, only risk-reducing steps (cancel, square_off) still run.
+
+A step's outcome says what is true at the broker; handler modules read orders and positions back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+from zoneinfo import ZoneInfo
+
+from runner.brokers.base import Broker
+from runner.clock import Clock
+from runner.engine.gateway import EngineEvent, EventKind, Gateway, Observer, Tuning
+from runner.engine.interrupt import Interrupt
+from runner.engine.killswitch import GuardedBroker, Halted
+from runner.engine.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for
+from runner.engine.risk import RiskChecker, RiskConfig, RiskRefused
+from runner.engine.steps.common import RunContext, StepError, StepResult, build_request
+from runner.engine.steps.dispatch import EXIT_KINDS, HANDLERS
+from runner.errors import BrokerError
+from runner.ids import client_order_id
+from runner.ids import run_id as make_run_id
+from runner.journal.store import (
+    DuplicateIntent,
+    Intent,
+    Journal,
+    JournalError,
+    Purpose,
+    RunRecord,
+    RunStatus,
+    StepOutcome,
+    StepRecord,
+)
+from runner.liveness import ProcessIdentity
+from runner.logs import get_logger
+from runner.model import Modification, MultilegRequest, Order, OrderRequest
+from runner.playbook.models import Playbook, parse_duration
+
+if TYPE_CHECKING:
+    from runner.journal.groupcommit import GroupCommit
+    from runner.journal.groupcommit import Staged as StagedRows
+
+LATE_GRACE = dt.timedelta(seconds=1)  # reaching a step this long after its ``at`` counts as late
+# A first step due this soon after preparing takes its account lease while preparing (fires armed ahead
+# of their instant keep their lateness); one due later takes it when it starts, so as not to block others.
+LEASE_AHEAD = dt.timedelta(seconds=5)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    scheduled_for: dt.datetime  # the slot this run belongs to; with the playbook name it fixes the run id
+    mode: str = "run"  # run | rehearse | apply | scheduled (journal label only)
+    ignore_at: bool = False  # ``--now``: do not wait for ``at`` times (``after`` still applies)
+    risk: RiskConfig | None = None
+    tuning: Tuning = field(default_factory=Tuning)
+    run_key: str | None = None  # names the run id instead of the playbook (rehearsals use their own ids)
+    connect: bool = True  # False: the caller already connected this broker (fires sharing an instant)
+    reconcile: bool = True  # False: the caller already reconciled this account's unsettled intents
+    owner: str | None = None  # the run's owner token (runner.liveness); default: this process
+    interrupt: Interrupt | None = None  # SIGTERM/SIGINT: no new step starts, the run closes INTERRUPTED
+    stop_grace: float = 10.0  # seconds a step already trading gets to finish once interrupted
+    busy_wait: float | None = None  # seconds a step waits for a busy account lease, then REFUSED; None:
+    # the playbook's ``account_busy.wait``, else DEFAULT_BUSY_WAIT
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport:
+    step_id: str
+    kind: str
+    outcome: StepOutcome
+    message: str
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    run_id: str
+    playbook: str
+    account: str
+    status: RunStatus
+    resumed: bool
+    steps: tuple[StepReport, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (RunStatus.SUCCEEDED, RunStatus.STOPPED)
+
+
+def run_id_for(playbook: Playbook, scheduled_for: dt.datetime) -> str:
+    return make_run_id(playbook.name, scheduled_for)
+
+
+def run_status(outcomes: Sequence[StepOutcome]) -> RunStatus:
+    if StepOutcome.FAILED in outcomes:
+        return RunStatus.FAILED
+    if StepOutcome.REFUSED in outcomes:
+        return RunStatus.REFUSED
+    if StepOutcome.STOPPED in outcomes:
+        return RunStatus.STOPPED
+    return RunStatus.SUCCEEDED
+
+
+def _report(record: RunRecord, status: RunStatus, steps: dict[str, StepRecord], pb: Playbook) -> RunReport:
+    reports = []
+    for s in pb.steps:
+        r = steps.get(s.id)
+        if r is not None:
+            reports.append(StepReport(s.id, s.kind, r.outcome, r.message or "", r.started_at, r.finished_at))
+    return RunReport(record.run_id, pb.name, record.account, status, record.resumed, tuple(reports))
+
+
+class Engine:
+    """One run of one playbook. Small on purpose: timing and bookkeeping here, step logic in
+    runner.engine.steps."""
+
+    def __init__(
+        self,
+        playbook: Playbook,
+        broker: Broker,
+        journal: Journal,
+        clock: Clock,
+        *,
+        account: str,
+        options: RunOptions,
+        observer: Observer | None = None,
+    ) -> None:
+        self.pb = playbook
+        self.broker = broker
+        self.journal = journal
+        self.clock = clock
+        self.account = account
+        self.options = options
+        self.observer = observer
+        self.tz = ZoneInfo(playbook.timezone)
+        self.run_id = make_run_id(options.run_key or playbook.name, options.scheduled_for)
+        self.log = get_logger(run=self.run_id, playbook=playbook.name, account=account)
+        self.halts: _HaltNotes | None = None
+        if isinstance(broker, GuardedBroker):  # kill switch: a refused order makes its step REFUSED
+            self.halts = _HaltNotes(broker)
+            broker = cast(Broker, self.halts)
+        self.gateway = Gateway(
+            broker=broker,
+            journal=journal,
+            clock=clock,
+            run_id=self.run_id,
+            account=account,
+            risk=RiskChecker(playbook, options.risk),
+            tuning=options.tuning,
+            observer=observer,
+            log=self.log,
+        )
+        self.record: RunRecord | None = None
+        self.done: dict[str, StepRecord] = {}
+        self.owner = options.owner or ProcessIdentity.current().token
+        self._step_task: asyncio.Future[StepResult] | None = None
+        self._trading = False  # the current step passed its timing wait and runs its handler
+        if options.interrupt is not None:
+            options.interrupt.on_request(self._on_interrupt)
+        self._prepared = False
+        self._staged: _Staged | None = None
+        self.leases = leases_for(journal.engine)
+        self._lease: Lease | None = None  # held for the step in progress (runner.engine.leases)
+        self.ctx = RunContext(
+            playbook=playbook,
+            run_id=self.run_id,
+            gateway=self.gateway,
+            clock=clock,
+            tz=self.tz,
+            run_date=options.scheduled_for.astimezone(self.tz).date(),
+            log=self.log,
+            busy_wait=playbook.busy_wait(options.busy_wait, DEFAULT_BUSY_WAIT),
+        )
+
+    def _emit(
+        self, kind: EventKind, step_id: str | None = None, message: str = "", outcome: str | None = None
+    ) -> None:
+        if self.observer is not None:
+            self.observer(EngineEvent(kind, self.clock.now(), step_id, message, None, outcome))
+
+    async def prepare(self, commit: GroupCommit | None = None) -> None:
+        """Everything before the first step, done ahead of the scheduled instant: open the run, connect,
+        reconcile. With ``commit``, a fresh run whose first step is a plain ``place`` is also *armed*:
+        that order is built and passes the pre-trade checks, and its run row, step row and intent are
+        committed now (one group commit shared by the runs prepared together,
+        :mod:`runner.journal.groupcommit`),
+        stamped with the instant. At the instant nothing but the send is left. Nothing is sent here.
+
+        Armed is journaled: a crash before the instant leaves a PENDING intent that the next start
+        resolves by lookup like any request that may have left (never a blind re-send). A halt, shutdown
+        or late release, which this process knows left nothing out, discards the armed rows again."""
+        if self._prepared:
+            return
+        self._prepared = True
+        fresh = commit is not None and self.journal.get_run(self.run_id) is None
+        if not fresh:
+            self.record = self._open_run()
+        try:
+            if self.options.connect:
+                await self._connect()
+            if self.options.reconcile:
+                self._close_dead_runs()  # first: their unsettled intents are then reconciled too
+                await self.gateway.reconcile()
+        except Exception as exc:  # never left RUNNING: a missing credential, an unreachable broker...
+            if self.record is not None:
+                why = f"failed before its first step: {type(exc).__name__}: {exc}"
+                self.journal.finish_run(self.run_id, RunStatus.FAILED, self.clock.now(), why)
+                self.log.error("run_failed_to_start", error=why)
+                self._emit(EventKind.RUN_FINISHED, message=why, outcome=RunStatus.FAILED.value)
+            raise
+        await self._lease_ahead()
+        if fresh:
+            assert commit is not None
+            staged = await self._stage_first(commit)
+            if staged is not None:
+                try:
+                    await commit.commit(staged.rows, self.options.scheduled_for)
+                    self._staged = staged
+                    # logged now: at the instant nothing but the request may run
+                    self.log.info("run_start", resumed=False, starts=1, armed=True)
+                except DuplicateIntent:  # created meanwhile (another process): the ordinary path
+                    staged = None
+                except BaseException:  # cancelled (shutdown) or failed once the commit was queued
+                    self._staged = None
+                    if self.journal.has_intent(staged.intent.client_order_id):  # it landed: take it back
+                        self._disarm(staged, "preparation interrupted")
+                    raise
+            if staged is None:
+                self.record = self._open_run()
+        self.done = self.journal.steps_of(self.run_id) if self.record is not None else {}
+
+    async def _lease_ahead(self) -> None:
+        """The first step's account lease, taken now (without waiting) when that step is due within
+        LEASE_AHEAD. If the account is busy, the step waits for its lease when it starts, as usual."""
+        if not self.pb.steps:
+            return
+        step = self.pb.steps[0]
+        if mode_for(step) is None or step.after is not None:
+            return
+        if self.record is not None:
+            prior = self.journal.steps_of(self.run_id).get(step.id)
+            if prior is not None and prior.outcome.is_final:
+                return
+        now = self.clock.now()
+        if (
+            step.at is not None
+            and not self.options.ignore_at
+            and self.ctx.local_instant(step.at) - now > LEASE_AHEAD
+        ):
+            return
+        await self._take_lease(step, wait=0)
+
+    async def _take_lease(self, step: Any, *, wait: float | None = None) -> StepResult | None:
+        """The account lease ``step`` needs (:mod:`runner.engine.leases`), held until the step finishes; a
+        REFUSED result naming the holder when the account stays busy for ``wait`` (default busy_wait)."""
+        mode = mode_for(step)
+        held = self._lease
+        if mode is None or (held is not None and held.step_id == step.id and held.mode is mode):
+            return None
+        self._drop_lease()
+        try:
+            self._lease = await self.leases.acquire(
+                self.account,
+                self.run_id,
+                mode,
+                step.id,
+                clock=self.clock,
+                wait=self.ctx.busy_wait if wait is None else wait,
+            )
+        except AccountBusy as exc:
+            self.log.warning("account_busy", step=step.id, error=str(exc))
+            return StepResult(StepOutcome.REFUSED, f"{exc}; nothing sent")
+        return None
+
+    def _drop_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            self.leases.release(lease)
+
+    def _disarm(self, staged: _Staged, reason: str) -> None:
+        """Its request never left this process: take the armed rows back out of the journal. If the
+        journal refuses (something else touched the intent, e.g. another run looked it up), the run is
+        closed FAILED instead, so the account's next run looks the intent up; never left RUNNING."""
+        cid = staged.intent.client_order_id
+        try:
+            self.journal.discard_armed(self.run_id, cid)
+        except JournalError as exc:
+            self.log.error("run_disarm_refused", client_order_id=cid, reason=reason, error=str(exc))
+            why = f"{reason}; armed order {cid} not sent, left for the account's next run to look up"
+            self.journal.finish_run(self.run_id, RunStatus.FAILED, self.clock.now(), why)
+            self._emit(EventKind.RUN_FINISHED, message=RunStatus.FAILED.value, outcome=RunStatus.FAILED.value)
+        else:
+            self.log.info("run_disarmed", reason=reason)
+
+    async def abandon(self, reason: str, status: RunStatus = RunStatus.STOPPED) -> None:
+        """Prepared, never executed (halted or shutting down before the instant). Nothing was sent. An
+        armed run is taken back out of the journal; an opened run is closed with ``status`` and why."""
+        staged, self._staged = self._staged, None
+        if staged is not None:
+            self._disarm(staged, reason)
+        self._drop_lease()
+        if self.record is not None:
+            self.journal.finish_run(self.run_id, status, self.clock.now(), reason)
+            self.log.info("run_abandoned", status=status.value, reason=reason)
+            self._emit(EventKind.RUN_FINISHED, message=status.value, outcome=status.value)
+
+    def _close_dead_runs(self) -> None:
+        closer = f"{self.options.mode} {self.run_id} ({ProcessIdentity.from_token(self.owner)})"
+        for run in self.journal.close_dead_runs(self.account, self.clock.now(), closer=closer):
+            self.log.warning("dead_run_closed", dead_run=run.run_id, owner=run.owner)
+
+    def _open_run(self) -> RunRecord:
+        record = self.journal.start_run(
+            self.run_id,
+            playbook=self.pb.name,
+            account=self.account,
+            scheduled_for=self.options.scheduled_for,
+            mode=self.options.mode,
+            now=self.clock.now(),
+            owner=self.owner,
+            timezone=self.pb.timezone,
+        )
+        self._started(record)
+        return record
+
+    def _started(self, record: RunRecord) -> None:
+        self.log.info("run_start", resumed=record.resumed, starts=record.starts)
+        self._emit(EventKind.RUN_STARTED, message="resumed" if record.resumed else "started")
+
+    async def _stage_first(self, commit: GroupCommit) -> _Staged | None:
+        """The first step's order built, risk-checked and its rows converted ahead of time; None when it
+        cannot be staged (the ordinary path then runs it, with the same checks and messages)."""
+        if not self.pb.steps:
+            return None
+        step = self.pb.steps[0]
+        if step.kind != "place" or step.after is not None:
+            return None
+        if self._lease is None or self._lease.step_id != step.id:  # busy account: the ordinary path waits
+            return None
+        slot = self.options.scheduled_for
+        if step.at is not None and not self.options.ignore_at:
+            target = self.ctx.local_instant(step.at)
+            if target > slot or slot - target > LATE_GRACE:
+                return None
+        try:
+            request = build_request(self.pb, step)
+        except StepError:
+            return None
+        request = dataclasses.replace(request, client_order_id=client_order_id(self.run_id, step.id, 0, 0))
+        risk = self.gateway.risk
+        if risk is not None:
+            ref = await self.gateway.reference_price(request.instrument) if risk.needs_price else None
+            try:
+                risk.check(request, orders_so_far=0, reference_price=ref)  # a fresh run has no orders yet
+            except RiskRefused:
+                return None
+        intent = Intent(
+            client_order_id=request.client_order_id,
+            run_id=self.run_id,
+            account=self.account,
+            step_id=step.id,
+            slot=step.id,
+            leg=0,
+            attempt=0,
+            purpose=Purpose.ENTRY,
+            request=request,
+            created_at=slot,  # placeholder: the commit stamps the instant it is written
+        )
+        run_row = {
+            "run_id": self.run_id,
+            "playbook": self.pb.name,
+            "account": self.account,
+            "mode": self.options.mode,
+            "scheduled_for": slot,
+            "starts": 1,
+            "status": RunStatus.RUNNING.value,
+            "owner": self.owner,  # armed in the same group commit: no round trip at the instant
+            "timezone": self.pb.timezone,
+        }
+        step_row = {
+            "run_id": self.run_id,
+            "step_id": step.id,
+            "position": 0,
+            "kind": step.kind,
+            "outcome": StepOutcome.RUNNING.value,
+        }
+        rows = commit.stage(run_row, step_row, intent)
+        return _Staged(step, intent, rows, self.log.bind(step=step.id))
+
+    async def execute(self) -> RunReport:
+        try:
+            return await self._execute()
+        except Exception as exc:  # the journal failing (disk full), an error outside any step: closed
+            self._close_aborted(exc)
+            raise
+        finally:
+            self._drop_lease()  # also when an error escapes the run
+
+    def _close_aborted(self, exc: Exception) -> None:
+        """FAILED with the reason, if still RUNNING, so no run is left `running` by an error escaping it.
+        Best effort: the error may be the journal itself (the caller reports it either way)."""
+        why = f"aborted: {type(exc).__name__}: {exc}"
+        try:
+            self.journal.close_interrupted_run(self.run_id, self.clock.now(), why, RunStatus.FAILED)
+        except Exception as also:
+            self.log.error("run_not_closed", error=why, close_error=f"{type(also).__name__}: {also}")
+
+    async def _execute(self) -> RunReport:
+        await self.prepare()
+        staged, self._staged = self._staged, None
+        first = await self._run_staged(staged) if staged is not None else None
+        if self.record is None:  # staged but not committed (released late, or its rows collided)
+            self.record = self._open_run()
+            self.done = self.journal.steps_of(self.run_id)
+        record, done = self.record, self.done
+        outcomes: list[StepOutcome] = [r.outcome for r in done.values() if r.outcome.is_final]
+        blocked = any(o in (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED) for o in outcomes)
+        previous_end: dt.datetime | None = None
+        not_started: list[str] = []
+        cut_short: str | None = None
+        for position, step in enumerate(self.pb.steps):
+            prior = done.get(step.id)
+            if first is not None and position == 0:
+                result = first
+            elif prior is not None and prior.outcome.is_final:
+                previous_end = prior.finished_at
+                continue
+            elif self._stopping():  # a process being stopped starts no step, exit steps included
+                not_started.append(step.id)
+                continue
+            elif blocked and step.kind not in EXIT_KINDS:
+                result = StepResult.skipped("an earlier step failed or stopped the run")
+                self._start(step, position)
+            else:
+                stepped = await self._run_step_interruptibly(
+                    step, position, resumed=prior is not None, previous_end=previous_end
+                )
+                if stepped is None:  # interrupted in its timing wait, or cut short while trading
+                    if self._trading:
+                        cut_short = step.id
+                    else:
+                        not_started.append(step.id)
+                    continue
+                result = stepped
+            self._finish(step, result)
+            previous_end = self.clock.now()
+            outcomes.append(result.outcome)
+            if result.outcome in (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED):
+                blocked = True
+        await self.gateway.read_back()  # the run's open orders as the broker has them now, then close
+        status = run_status(outcomes)
+        message = None
+        if self._stopping():
+            status, message = RunStatus.INTERRUPTED, self._interrupted_message(not_started, cut_short)
+            self.log.warning("run_interrupted", message=message)
+        self.journal.finish_run(self.run_id, status, self.clock.now(), message)
+        self.log.info("run_finish", status=status.value)
+        self._emit(EventKind.RUN_FINISHED, message=status.value, outcome=status.value)
+        return _report(record, status, self.journal.steps_of(self.run_id), self.pb)
+
+    def _stopping(self) -> bool:
+        return self.options.interrupt is not None and self.options.interrupt.requested
+
+    def _on_interrupt(self) -> None:
+        """A step waiting for its time is abandoned now; one already trading gets ``stop_grace``."""
+        task = self._step_task
+        if task is None or task.done():
+            return
+        if self._trading:
+            asyncio.get_running_loop().call_later(self.options.stop_grace, task.cancel)
+        else:
+            task.cancel()
+
+    async def _run_step_interruptibly(
+        self, step: Any, position: int, *, resumed: bool, previous_end: dt.datetime | None
+    ) -> StepResult | None:
+        """``_run_step`` in a task the interrupt may cancel; None when it did. Without an interrupt it
+        runs inline (a BaseException such as a simulated crash then propagates as it always did)."""
+        self._trading = False
+        if self.options.interrupt is None:
+            return await self._run_step(step, position, resumed=resumed, previous_end=previous_end)
+        task = asyncio.ensure_future(
+            self._run_step(step, position, resumed=resumed, previous_end=previous_end)
+        )
+        self._step_task = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if not task.cancelled() or (me is not None and me.cancelling()):
+                raise  # we are cancelled ourselves (a shutdown), not the step by the interrupt
+            return None
+        finally:
+            self._step_task = None
+
+    def _interrupted_message(self, not_started: Sequence[str], cut_short: str | None) -> str:
+        assert self.options.interrupt is not None
+        parts = [f"interrupted by {self.options.interrupt.name}"]
+        if cut_short is not None:
+            parts.append(f"step {cut_short} cut short (its orders are looked up by the account's next run)")
+        if not_started:
+            parts.append(f"not started: {', '.join(not_started)}")
+        return "; ".join(parts)
+
+    async def _run_staged(self, staged: _Staged) -> StepResult | None:
+        """At the instant: the armed request goes out (its rows are committed). None when released more
+        than LATE_GRACE late: the rows are discarded and the ordinary path (with its late rules) runs."""
+        now = self.clock.now()
+        if now - self.options.scheduled_for > LATE_GRACE:
+            self._disarm(staged, "released late")
+            return None
+        # The intent is stamped with the instant, not the send: at most LATE_GRACE earlier, which only
+        # shortens the gateway's ``absent_after`` (60 s) wait by that much.
+        step = staged.step
+        gw = self.gateway
+        saved = gw.journal, gw.risk, gw.broker
+        held = _HeldLog(staged.log)  # the log write waits until the request left
+        gw.journal = cast(Journal, _Precommitted(gw.journal, staged.intent))
+        gw.risk = None  # checked while preparing
+        gw.broker = cast(Broker, _YieldAfterPlace(gw.broker, held.release))
+        gw.step_id = step.id
+        gw.staged[step.id] = staged.intent.request
+        slot = self.options.scheduled_for
+        self.record = RunRecord(
+            self.run_id, self.pb.name, self.account, self.options.mode, slot, slot, slot, None, 1,
+            RunStatus.RUNNING, None,
+        )  # fmt: skip
+        self._emit(EventKind.RUN_STARTED, message="started")
+        self._emit(EventKind.STEP_STARTED, step.id, step.description or step.kind)
+        try:
+            return await self._handle(step, held)
+        finally:
+            held.release()
+            gw.staged.pop(step.id, None)
+            gw.journal, gw.risk, gw.broker = saved
+
+    async def _connect(self) -> None:
+        await self.gateway.call("connect", self.broker.connect)
+        self.gateway.adopt_client_ids()  # a broker mapping our ids one way in memory learns them again
+
+    def _start(self, step: Any, position: int) -> None:
+        self.gateway.step_id = step.id
+        self.journal.start_step(self.run_id, step.id, position=position, kind=step.kind, now=self.clock.now())
+        self._emit(EventKind.STEP_STARTED, step.id, step.description or step.kind)
+
+    def _finish(self, step: Any, result: StepResult) -> None:
+        self.journal.finish_step(self.run_id, step.id, result.outcome, self.clock.now(), result.message)
+        level = "warning" if result.outcome in (StepOutcome.FAILED, StepOutcome.REFUSED) else "info"
+        getattr(self.log, level)(
+            "step_finish", step=step.id, outcome=result.outcome.value, message=result.message
+        )
+        self._emit(EventKind.STEP_FINISHED, step.id, result.message, result.outcome.value)
+        self.gateway.step_id = None
+        self._drop_lease()
+
+    async def _run_step(
+        self, step: Any, position: int, *, resumed: bool, previous_end: dt.datetime | None
+    ) -> StepResult:
+        if not resumed:  # a step that already started is finished now, whatever the time
+            late = await self._wait_timing(step, previous_end)
+            if late is not None:
+                self._start(step, position)
+                return StepResult.skipped(late)
+        refused = await self._take_lease(step)  # after the wait for ``at``: nobody blocked meanwhile
+        self._start(step, position)
+        if refused is not None:
+            return refused
+        self._trading = True
+        return await self._handle(step)
+
+    async def _handle(self, step: Any, log: Any = None) -> StepResult:
+        if self.halts is not None:
+            self.halts.last = None
+        result = await self._dispatch(step, log)
+        halted = self.halts.last if self.halts is not None else None
+        if halted is not None and result.outcome is StepOutcome.FAILED:
+            self.log.warning("kill_switch_refused", step=step.id, error=str(halted))
+            return StepResult(StepOutcome.REFUSED, f"refused by the kill switch: {halted}", result.orders)
+        return result
+
+    async def _dispatch(self, step: Any, log: Any = None) -> StepResult:
+        log = log or self.log.bind(step=step.id)
+        self.gateway.log = log
+        try:
+            return await HANDLERS[step.kind](self.ctx, step)
+        except RiskRefused as exc:
+            log.warning("risk_refused", error=str(exc))
+            return StepResult(StepOutcome.REFUSED, f"refused by pre-trade limits: {exc}")
+        except StepError as exc:
+            return StepResult.failed(str(exc))
+        except BrokerError as exc:
+            log.error("broker_error", error=str(exc), error_type=type(exc).__name__)
+            return StepResult.failed(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug fails its step, not the run: exit steps still run, run closed
+            log.exception("step_unexpected_error", error=str(exc), error_type=type(exc).__name__)
+            return StepResult.failed(f"unexpected error: {type(exc).__name__}: {exc}")
+        finally:
+            self.gateway.log = self.log
+
+    async def _wait_timing(self, step: Any, previous_end: dt.datetime | None) -> str | None:
+        """Sleep until the step may start. Returns why it is skipped when it is reached too late."""
+        if step.at is not None and not self.options.ignore_at:
+            target = self.ctx.local_instant(step.at)
+            if self.clock.now() - target > LATE_GRACE:
+                too_late = late_reason(self.pb, step, target, self.clock.now())
+                if too_late is not None:
+                    return too_late
+            else:
+                await self.clock.sleep_until(target)
+        if step.after is not None:
+            start = previous_end or self.clock.now()
+            await self.clock.sleep_until(start + parse_duration(step.after))
+        return None
+
+
+def late_reason(pb: Playbook, step: Any, target: dt.datetime, now: dt.datetime) -> str | None:
+    """Why a step reached at ``now`` for its ``at`` = ``target`` is skipped under its late policy, or None."""
+    lateness = now - target
+    if lateness <= LATE_GRACE:
+        return None
+    policy = step.late or (pb.schedule.late if pb.schedule else "skip")
+    window = parse_duration(policy.split()[1]) if policy.startswith("run-within") else dt.timedelta(0)
+    if lateness > window:
+        return f"late by {lateness.total_seconds():.0f}s for at {step.at} (late: {policy})"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    step: Any  # the first PlaceStep
+    intent: Intent  # its order: client id filled in, pre-trade checks passed
+    rows: StagedRows  # run, step and intent rows, converted for the group commit
+    log: Any  # the step's bound logger (binding costs ~0.1 ms cold at the instant)
+
+
+class _Precommitted:
+    """The run's journal for its staged first step: the gateway's ``add_intent`` of the intent the group
+    commit already wrote is a no-op (only if it is that exact intent); everything else passes through."""
+
+    def __init__(self, inner: Journal, intent: Intent) -> None:
+        self._inner = inner
+        self._intent: Intent | None = intent
+
+    def add_intent(self, intent: Intent) -> None:
+        mine = self._intent
+        if (
+            mine is not None
+            and intent.client_order_id == mine.client_order_id
+            and (intent.request is mine.request or intent.request == mine.request)
+        ):
+            self._intent = None
+            return
+        self._inner.add_intent(intent)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _HaltNotes:
+    """Notes the kill switch's refusals (:class:`runner.engine.killswitch.Halted`) on their way to the
+    gateway, which journals them as rejected orders: the engine then reports the step REFUSED, not FAILED."""
+
+    def __init__(self, inner: GuardedBroker) -> None:
+        self._inner = inner
+        self.last: Halted | None = None
+
+    async def place(self, request: OrderRequest) -> Order:
+        try:
+            return await self._inner.place(request)
+        except Halted as exc:
+            self.last = exc
+            raise
+
+    async def modify(self, order: Order, change: Modification) -> Order:
+        try:
+            return await self._inner.modify(order, change)
+        except Halted as exc:
+            self.last = exc
+            raise
+
+    async def place_multileg(self, request: MultilegRequest) -> Sequence[Order]:
+        try:
+            return await self._inner.place_multileg(request)
+        except Halted as exc:
+            self.last = exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _YieldAfterPlace:
+    """Lets the event loop run once after a request left and before its bookkeeping, so every run released
+    at the same instant sends its first request before any of them journals an ack (a broker that answers
+    without awaiting I/O, like paper, would otherwise serialize the burst behind each run's commits)."""
+
+    def __init__(self, inner: Broker, sent: Callable[[], None]) -> None:
+        self._inner = inner
+        self._sent = sent
+
+    async def place(self, request: OrderRequest) -> Order:
+        try:
+            return await self._inner.place(request)
+        finally:
+            await asyncio.sleep(0)
+            self._sent()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _HeldLog:
+    """A logger whose lines are held until :meth:`release` (then written in order):
+    formatting and writing a log line costs more than the rest of the path from the instant to the
+    request, so a staged first order's ``order_send`` line is written just after the request left."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._held: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] | None = []
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        for meth, args, kw in held or ():
+            meth(*args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        meth = getattr(self._inner, name)
+        if name == "bind" or not callable(meth):
+            return meth
+
+        def hold(*args: Any, **kw: Any) -> Any:
+            if self._held is None:
+                return meth(*args, **kw)
+            self._held.append((meth, args, kw))
+            return None
+
+        return hold
+
+
+async def execute(
+    playbook: Playbook,
+    broker: Broker,
+    journal: Journal,
+    clock: Clock,
+    *,
+    account: str,
+    options: RunOptions,
+    observer: Observer | None = None,
+) -> RunReport:
+    return await Engine(
+        playbook, broker, journal, clock, account=account, options=options, observer=observer
+    ).execute()

@@ -1,0 +1,1 @@
+"""One module per playbook step kind; :mod:`.dispatch` maps a step's ``kind`` to its coroutine."""

@@ -1,0 +1,358 @@
+"""Typed model of a playbook (language v1). ``schemas/playbook.v1.json`` is the published source of truth;
+``tests/playbook/test_schema_drift.py`` keeps these models and the schema from drifting apart.
+
+The validator (:mod:`runner.playbook.validate`) checks the raw YAML against the JSON Schema first (for precise
+``file:line:col`` errors), then builds these models and runs the semantic checks. The engine and the
+scheduler only ever see these models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from runner.model import Instrument, OptionType, OrderStatus, OrderType, Product, Side, Validity
+from runner.playbook.durations import DURATION_RE
+from runner.playbook.durations import parse_duration as parse_duration  # the one parser, re-exported
+from runner.playbook.ltp_offsets import OFFSET_PATTERN, Offset, parse_offset
+
+# --- scalar syntaxes -------------------------------------------------------------------------------
+
+TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
+LATE_RE = re.compile(r"^(skip|run-within \S+)$")
+VAR_RE = re.compile(r"^\$\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\s*\*\s*([A-Za-z_][A-Za-z0-9_]*|\d+))?\s*\}$")
+
+
+def parse_time(text: str) -> dt.time:
+    m = TIME_RE.match(str(text))
+    if not m:
+        raise ValueError(f"invalid time {text!r}: write local 24h time as HH:MM or HH:MM:SS, quoted")
+    return dt.time(int(m[1]), int(m[2]), int(m[3] or 0))
+
+
+Duration = Annotated[str, Field(pattern=DURATION_RE.pattern.replace("^", "^(?:\\d+|").replace("$", ")$"))]
+LocalTime = Annotated[str, Field(pattern=TIME_RE.pattern)]
+Late = Annotated[str, Field(pattern=LATE_RE.pattern)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+# An earlier step's id, or ``spread_id.leg_id`` for one leg of a spread.
+OrderRef = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}(\.[A-Za-z][A-Za-z0-9_-]{0,63})?$")]
+Exchange = Literal["NSE", "BSE", "NFO", "BFO", "MCX", "CDS"]
+# A quantity or price may be a literal or a ``${var}`` / ``${var * var}`` substitution.
+VarRef = Annotated[str, Field(pattern=VAR_RE.pattern)]
+Qty = Annotated[int, Field(gt=0)] | VarRef
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class LtpPrice(_Model):
+    """A price relative to the last traded price, resolved when the step runs: ``{ltp: "-1%"}``."""
+
+    ltp: Annotated[str, Field(pattern=OFFSET_PATTERN)] | Annotated[int, Field(ge=0, le=0)]
+
+    @property
+    def offset(self) -> Offset:
+        return parse_offset(self.ltp)
+
+
+# A price is a literal, a ``${var}`` substitution, or market-relative ``{ltp: "<offset>"}``.
+Price = Annotated[Decimal, Field(gt=0)] | VarRef | LtpPrice
+
+
+# --- instruments ------------------------------------------------------------------------------------
+
+
+class InstrumentSpec(_Model):
+    """Broker-neutral instrument: exchange + symbol, plus expiry/strike/option_type for derivatives."""
+
+    exchange: Exchange
+    symbol: Annotated[str, Field(min_length=1, max_length=40)]
+    expiry: dt.date | None = None
+    strike: Annotated[Decimal, Field(gt=0)] | None = None
+    option_type: OptionType | None = None
+    lot_size: Annotated[int, Field(gt=0)] | None = None
+    tick_size: Annotated[Decimal, Field(gt=0)] | None = None
+    freeze_quantity: Annotated[int, Field(gt=0)] | None = None
+
+    def to_instrument(self) -> Instrument:
+        return Instrument(
+            exchange=self.exchange,
+            symbol=self.symbol,
+            expiry=self.expiry,
+            strike=self.strike,
+            option_type=self.option_type,
+            lot_size=self.lot_size,
+            tick_size=self.tick_size,
+            freeze_quantity=self.freeze_quantity,
+        )
+
+
+InstrumentRef = Identifier | InstrumentSpec  # an alias from ``instruments:`` or an inline spec
+
+
+# --- schedule & timing ------------------------------------------------------------------------------
+
+
+class Schedule(_Model):
+    """Exactly one of ``daily``, ``cron``, ``every`` or ``once``."""
+
+    daily: LocalTime | None = None
+    cron: str | None = None  # 5 fields, in the playbook's timezone
+    every: Duration | None = None
+    between: tuple[LocalTime, LocalTime] | None = None  # window for ``every``
+    once: dt.datetime | None = None  # a one-off fire; naive means the playbook's timezone
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None  # for ``daily``
+    late: Late = "skip"  # misfire policy for the whole fire
+
+
+class Timing(_Model):
+    at: LocalTime | None = None  # wait until this local time
+    after: Duration | None = None  # then wait this long after the previous step finished
+    late: Late | None = None  # if the step is reached after ``at``: skip, or run if within the window
+
+
+# --- steps ------------------------------------------------------------------------------------------
+
+
+class OrderFields(_Model):
+    instrument: InstrumentRef
+    side: Side
+    quantity: Qty | None = None
+    lots: Qty | None = None  # quantity = lots × the instrument's lot size
+    type: OrderType = OrderType.MARKET
+    price: Price | None = None
+    trigger_price: Price | None = None
+    product: Product = Product.MIS
+    validity: Validity = Validity.DAY
+    disclosed_quantity: Annotated[int, Field(ge=0)] = 0
+    tag: Annotated[str, Field(max_length=20)] | None = None
+
+
+class PlaceStep(Timing, OrderFields):
+    kind: Literal["place"]
+    id: Identifier
+    description: str | None = None
+
+
+class SpreadLeg(OrderFields):
+    id: Identifier | None = None
+    role: Literal["hedge", "main"] = "main"
+
+
+class SpreadStep(Timing):
+    kind: Literal["spread"]
+    id: Identifier
+    description: str | None = None
+    mode: Literal["native", "legged", "auto"] = "auto"
+    legs: Annotated[list[SpreadLeg], Field(min_length=2, max_length=4)]
+    leg_order: Literal["hedge_first", "declared"] = "hedge_first"
+    leg_timeout: Duration = "10s"
+    on_leg_failure: Literal["unwind", "cancel_pending", "keep"] = "unwind"
+
+
+class OrderCondition(_Model):
+    """Conditions on an earlier order; all given must hold."""
+
+    status: list[OrderStatus] | None = None
+    unfilled: bool | None = None  # no quantity filled yet
+    older_than: Duration | None = None  # age since the order was placed
+
+
+class Chase(_Model):
+    """Step the price towards the market: ``tick`` per ``every``, at most ``max`` times."""
+
+    tick: Annotated[Decimal, Field(gt=0)]
+    every: Duration
+    max: Annotated[int, Field(ge=1, le=100)]
+    limit_price: Price | None = None  # never chase beyond this price
+    then_market: bool = False  # convert to MARKET after the last step if still unfilled
+
+
+class ModifyStep(Timing):
+    kind: Literal["modify"]
+    id: Identifier
+    description: str | None = None
+    order: OrderRef  # a place step id, or ``spread_id.leg_id``
+    when: OrderCondition = Field(default_factory=lambda: OrderCondition(status=[OrderStatus.OPEN]))
+    price: Price | None = None
+    trigger_price: Price | None = None
+    quantity: Qty | None = None
+    chase: Chase | None = None
+    to_market: bool = False
+
+
+class OrderFilter(_Model):
+    """Matches orders or positions. Omitted fields match anything."""
+
+    exchange: list[Exchange] | None = None
+    product: list[Product] | None = None
+    side: Side | None = None
+    instruments: list[InstrumentRef] | None = None
+    tag: str | None = None
+    this_run_only: bool = False  # only orders (and the net position) this run of the playbook placed
+
+
+class CancelStep(Timing):
+    kind: Literal["cancel"]
+    id: Identifier
+    description: str | None = None
+    order: OrderRef | None = None  # one earlier order (or a whole spread) ...
+    all_open: OrderFilter | None = None  # ... or every open order matching a filter
+    when: OrderCondition | None = None
+
+
+class Escalation(_Model):
+    limit_offset: Annotated[Decimal, Field(ge=0)] = Decimal("0")  # price offset from LTP, in rupees
+    timeout: Duration = "15s"  # then go to market
+    then_market: bool = True
+
+
+class TagScope(_Model):
+    """A square-off scope: the account's orders carrying this tag (one strategy's trades)."""
+
+    tag: Annotated[str, Field(min_length=1, max_length=20)]
+
+
+class SquareOffScope(enum.StrEnum):
+    """Whose trades a square-off closes: the whole account's net, or this playbook's own (its runs')."""
+
+    ACCOUNT = "account"
+    PLAYBOOK = "playbook"
+
+
+class SquareOffStep(Timing):
+    kind: Literal["square_off"]
+    id: Identifier
+    description: str | None = None
+    filter: OrderFilter = Field(default_factory=OrderFilter)
+    # account: every net position; playbook / {tag: X}: only the net of that scope's journaled fills
+    # (today's), capped by the broker's net of the same sign (runner.engine.steps.square_off.scope_net).
+    scope: SquareOffScope | TagScope = SquareOffScope.ACCOUNT
+    cancel_open_orders: bool = True
+    escalation: Escalation | None = None  # None: market orders straight away
+    verify_timeout: Duration = "30s"
+
+
+class WaitStep(Timing):
+    kind: Literal["wait"]
+    id: Identifier
+    description: str | None = None
+    until: LocalTime | None = None
+    order: OrderRef | None = None
+    status: list[OrderStatus] | None = None  # wait for the order to reach one of these
+    timeout: Duration = "60s"
+    on_timeout: Literal["fail", "continue", "stop"] = "fail"
+
+
+Step = Annotated[
+    PlaceStep | SpreadStep | ModifyStep | CancelStep | SquareOffStep | WaitStep, Field(discriminator="kind")
+]
+
+
+# --- limits & playbook ------------------------------------------------------------------------------
+
+
+class Limits(_Model):
+    max_quantity_per_order: Annotated[int, Field(gt=0)] | None = None
+    max_lots_per_order: Annotated[int, Field(gt=0)] | None = None
+    max_notional: Annotated[Decimal, Field(gt=0)] | None = None  # per order, rupees
+    max_orders_per_run: Annotated[int, Field(gt=0)] | None = None
+    allowed_instruments: list[InstrumentRef] | None = None
+    allowed_exchanges: list[Exchange] | None = None
+
+
+VarValue = int | Decimal | str | bool | dt.date
+
+
+class AccountBusyPolicy(_Model):
+    """What a step does when another run holds the account (runner.engine.leases): wait this long, then
+    refuse."""
+
+    wait: Duration
+
+
+class Playbook(_Model):
+    version: Literal[1]
+    name: Identifier
+    description: str | None = None
+    owner: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    account: Identifier = "paper"
+    timezone: str
+    calendar: Literal["NSE", "BSE", "MCX"] | None = None
+    schedule: Schedule | None = None
+    vars: dict[Identifier, VarValue] = Field(default_factory=dict)
+    instruments: dict[Identifier, InstrumentSpec] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+    account_busy: AccountBusyPolicy | None = None  # None: the runner's default (--busy-wait overrides)
+    steps: Annotated[list[Step], Field(min_length=1)]
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r} (e.g. Asia/Kolkata)") from None
+        return value
+
+    # --- helpers used by the engine -----------------------------------------------------------------
+
+    def busy_wait(self, override: float | None, default: float) -> float:
+        """Seconds a step waits for a busy account: the CLI's ``--busy-wait``, else ``account_busy.wait``,
+        else ``default``."""
+        if override is not None:
+            return override
+        if self.account_busy is not None:
+            return parse_duration(self.account_busy.wait).total_seconds()
+        return default
+
+    def step(self, step_id: str) -> Any:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    def instrument(self, ref: InstrumentSpec | str) -> Instrument:
+        if isinstance(ref, InstrumentSpec):
+            return ref.to_instrument()
+        return self.instruments[ref].to_instrument()
+
+    def resolve_int(self, value: int | str) -> int:
+        """Apply ``${var}`` / ``${a * b}`` substitution to a quantity."""
+        result = self._substitute(value)
+        if isinstance(result, bool) or not isinstance(result, int | Decimal) or result != int(result):
+            raise ValueError(f"{value!r} does not give a whole number (got {result!r})")
+        return int(result)
+
+    def resolve_decimal(self, value: Decimal | int | str) -> Decimal:
+        result = self._substitute(value)
+        if isinstance(result, bool) or not isinstance(result, int | Decimal):
+            raise ValueError(f"{value!r} does not give a number (got {result!r})")
+        return Decimal(result)
+
+    def _substitute(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        m = VAR_RE.match(value)
+        if not m:
+            return value
+        left = self._var(m[1])
+        if m[2] is None:
+            return left
+        right = int(m[2]) if m[2].isdigit() else self._var(m[2])
+        return left * right
+
+    def _var(self, name: str) -> Any:
+        try:
+            return self.vars[name]
+        except KeyError:
+            raise ValueError(f"undefined variable {name!r}") from None
