@@ -60,7 +60,7 @@ account_leases = sa.Table(
 @functools.cache
 def _fast_statements() -> tuple[Any, ...]:
     """Compiled once per dialect by the journal's fast path (runner.journal imports late: no cycle)."""
-    from runner.journal import _insert, _Stmt
+    from runner.journal.store import _insert, _Stmt
 
     c = account_leases.c
     b_account: Any = sa.bindparam("b_account")
@@ -230,7 +230,7 @@ class AccountLeases:
         statements, ~0.1 ms: a thousand fires armed together each take one): no conflicting row, so
         write ours. False (nothing written) when any conflicting row exists, live or not: the general
         path judges and takes over."""
-        from runner.journal import _fast_for
+        from runner.journal.store import _fast_for
 
         sel_all, sel_exclusive, del_mine, insert, pg_lock = _fast_statements()
         fast = _fast_for(self.engine)
@@ -271,7 +271,7 @@ class AccountLeases:
             await clock.sleep(min(POLL, max(0.0, (deadline - clock.now()).total_seconds())))
 
     def release(self, lease: Lease) -> None:
-        from runner.journal import _fast_for
+        from runner.journal.store import _fast_for
 
         del_mine = _fast_statements()[2]
         with _fast_for(self.engine).transaction() as t:

@@ -127,7 +127,7 @@ async def test_square_off_stops_waiting_once_the_in_flight_orders_owner_dies(tmp
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     gone = ProcessIdentity(host_id(), child.pid, "1").token
-    from runner.journal import Journal as J
+    from runner.journal.store import Journal as J
 
     real = J.close_dead_runs
     calls: list[int] = []
