@@ -14,8 +14,8 @@ from pathlib import Path
 from helpers.sched import DayCalendar, RecordingExecutor, make_daemon, playbook_text
 
 from runner.clock import VirtualClock
-from runner.journal.fires import FireState, read_daemons
 from runner.daemon.policy import PeerWatch
+from runner.journal.fires import FireState, read_daemons
 
 DUE = dt.datetime(2026, 11, 23, 3, 45, tzinfo=dt.UTC)  # 09:15 IST, a trading day
 CAL = DayCalendar({2026}, set())
