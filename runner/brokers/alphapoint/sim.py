@@ -28,7 +28,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from runner.brokers.alphapoint.client import (
+from runner.brokers.alphapoint.wire import (
     ERR_INVALID_REQUEST,
     ERR_NOT_AUTHORIZED,
     ERR_NOT_FOUND,
