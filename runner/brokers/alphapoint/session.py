@@ -14,13 +14,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from runner.brokers.alphapoint.wire import (
-    BROKER,
-    Frame,
-    MessageType,
-    check_reply,
-    encode_frame,
-)
+from runner.brokers.alphapoint.wire import BROKER, Frame, MessageType, check_reply, encode_frame
 from runner.errors import OutcomeUnknown, Unavailable
 
 log = logging.getLogger("runner.brokers.alphapoint")  # stable name, not __name__: people filter on it
