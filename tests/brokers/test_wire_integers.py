@@ -12,7 +12,7 @@ import pytest
 from helpers.engine import RELIANCE, make_env, playbook
 from helpers.faulty_broker import Faulty
 
-from runner.brokers.alphapoint import client as ap
+from runner.brokers.alphapoint import wire as ap
 from runner.brokers.base import Positions, UnreadablePosition, read_positions, unreadable_positions
 from runner.brokers.blitz import client as blitz
 from runner.brokers.kotak_neo import client as kotak_neo

@@ -13,7 +13,8 @@ import pytest
 
 from runner.accounts import Account, RateLimit
 from runner.brokers.alphapoint.client import AlphaPointBroker, create
-from runner.brokers.alphapoint.sim import MASTER_FILE, AlphaPointSim, SimUser, start
+from runner.brokers.alphapoint.sim import MASTER_FILE, AlphaPointSim, start
+from runner.brokers.alphapoint.sim_exchange import SimUser
 from runner.brokers.faults import Fault, FaultPlan
 from runner.brokers.paper.matching import MatchingConfig
 from runner.brokers.paper.price_paths import StepPath

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from runner.accounts import Account
-from runner.brokers.alphapoint.client import (
-    AlphaPointBroker,
+from runner.brokers.alphapoint.client import AlphaPointBroker, create
+from runner.brokers.alphapoint.sim import MASTER_FILE, AlphaPointSim, start
+from runner.brokers.alphapoint.wire import (
     Frame,
     api_key_signature,
     ci,
-    create,
     encode_frame,
     error_from_payload,
     latest_for_client,
@@ -28,7 +28,6 @@ from runner.brokers.alphapoint.client import (
     replay_trades,
     status_from_wire,
 )
-from runner.brokers.alphapoint.sim import MASTER_FILE, AlphaPointSim, start
 from runner.brokers.paper.price_paths import StepPath
 from runner.clock import VirtualClock
 from runner.errors import AuthExpired, NotFound, OutcomeUnknown, RateLimited, Rejected, Unavailable
