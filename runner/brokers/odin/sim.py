@@ -1,6 +1,6 @@
 """Loopback simulator of the ODIN Cloud REST Pro API, backed by :mod:`runner.brokers.paper.matching`.
 
-Speaks the wire format of :mod:`runner.brokers.odin.client` (paths, ``x-api-key`` + bearer auth, ``s-101``
+Speaks the wire format of :mod:`runner.brokers.odin.wire` (paths, ``x-api-key`` + bearer auth, ``s-101``
 envelope,
 ODIN status strings and ids such as ``SIMUC000003<`` that need URI-encoding). Like the real gateway, a place
 is acknowledged with "Order Entry Sent to OMS" even when the OMS then rejects it: the rejection shows in
@@ -30,7 +30,7 @@ from aiohttp import web
 from runner.accounts import Account
 from runner.brokers.faults import Fault, FaultPlan
 from runner.brokers.instruments import InstrumentMaster, MasterRow, row_from_mapping
-from runner.brokers.odin import client as wire
+from runner.brokers.odin import wire
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import path_from_options
 from runner.clock import Clock, SystemClock
