@@ -16,7 +16,7 @@ from runner.brokers.alphapoint import wire as ap
 from runner.brokers.base import Positions, UnreadablePosition, read_positions, unreadable_positions
 from runner.brokers.blitz import client as blitz
 from runner.brokers.kotak_neo import client as kotak_neo
-from runner.brokers.odin import client as odin
+from runner.brokers.odin import wire as odin
 from runner.errors import Malformed
 from runner.model import OrderRequest, Position, Product, Side
 

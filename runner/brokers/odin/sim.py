@@ -1,6 +1,6 @@
 """Loopback simulator of the ODIN Cloud REST Pro API, backed by :mod:`runner.brokers.paper.matching`.
 
-Speaks the wire format of :mod:`runner.brokers.odin.client` (paths, ``x-api-key`` + bearer auth, ``s-101``
+Speaks the wire format of :mod:`runner.brokers.odin.wire` (paths, ``x-api-key`` + bearer auth, ``s-101``
 envelope,
 ODIN status strings and ids such as ``SIMUC000003<`` that need URI-encoding). Like the real gateway, a place
 is acknowledged with "Order Entry Sent to OMS" even when the OMS then rejects it: the rejection shows in
@@ -21,7 +21,6 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -29,8 +28,36 @@ from aiohttp import web
 
 from runner.accounts import Account
 from runner.brokers.faults import Fault, FaultPlan
-from runner.brokers.instruments import InstrumentMaster, MasterRow, row_from_mapping
-from runner.brokers.odin import client as wire
+from runner.brokers.instruments import InstrumentMaster
+from runner.brokers.odin import wire
+from runner.brokers.odin.sim_book import (
+    FOREIGN_DONE,
+    IST,
+    POSITION_TYPES,
+    SEGMENT_ID,
+    STATUS_OUT,
+    SimAccount,
+    SimError,
+    SimOrder,
+    SimUser,
+    _dec,
+    _money,
+    book_row,
+    check_multileg_type,
+    default_master,
+    envelope,
+    order_request,
+    parse_legs,
+    parse_order_type,
+    parse_product,
+    parse_quantity,
+    parse_side,
+    parse_validity,
+    scrip_fields,
+    scrip_row,
+    second_auth_ok,
+    stamp,
+)
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import path_from_options
 from runner.clock import Clock, SystemClock
@@ -39,96 +66,11 @@ from runner.model import (
     Modification,
     MultilegRequest,
     Order,
-    OrderRequest,
     OrderStatus,
     OrderType,
     Product,
-    Side,
-    Validity,
 )
-from runner.wirejson import dumps, loads, to_decimal
-
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
-
-# Canonical status -> what the ODIN book shows. A cancel stays PENDING until the exchange confirms it;
-# end-of-day expiry shows as CANCELLED on ODIN.
-STATUS_OUT: dict[OrderStatus, str] = {
-    OrderStatus.PENDING_NEW: "OMS_XMITTED",
-    OrderStatus.OPEN: "PENDING",
-    OrderStatus.PARTIALLY_FILLED: "PENDING",
-    OrderStatus.PENDING_CANCEL: "PENDING",
-    OrderStatus.FILLED: "EXECUTED",
-    OrderStatus.CANCELLED: "CANCELLED",
-    OrderStatus.EXPIRED: "CANCELLED",
-    OrderStatus.REJECTED: "OMS_REJECT",
-    OrderStatus.UNKNOWN: "PENDING",
-}
-# Exchange -> market segment id, as pycloudrestapi/utils.py numbers them (multileg book ``segment_id``).
-SEGMENT_ID = {"NSE_EQ": 1, "NSE_FO": 2, "BSE_EQ": 3, "BSE_FO": 4, "MCX_FO": 5, "NCDEX_FO": 7, "NSE_CUR": 13,
-              "BSE_CUR": 38}
-POSITION_TYPES = frozenset({"NET", "DAY", "ALL", "DAILY", "EXPIRY"})  # SDK: DAY/NET; [O5]: all/daily/expiry
-
-# A small master so ``runner sim odin`` works without files; tests pass their own.
-DEFAULT_MASTER_CSV = [
-    {"exchange": "NSE", "symbol": "RELIANCE", "token": "2885", "lot_size": "1", "tick_size": "0.05"},
-    {"exchange": "NSE", "symbol": "IDEA", "token": "14366", "lot_size": "1", "tick_size": "0.01"},
-    {"exchange": "NFO", "symbol": "NIFTY", "expiry": "2026-12-29", "token": "35001", "lot_size": "75",
-     "tick_size": "0.10"},
-    {"exchange": "NFO", "symbol": "NIFTY", "expiry": "2027-01-26", "token": "35002", "lot_size": "75",
-     "tick_size": "0.10"},
-    {"exchange": "NFO", "symbol": "NIFTY", "expiry": "2026-12-29", "strike": "24500", "option_type": "CE",
-     "token": "45001", "lot_size": "75", "tick_size": "0.05"},
-    {"exchange": "NFO", "symbol": "NIFTY", "expiry": "2026-12-29", "strike": "24500", "option_type": "PE",
-     "token": "45002", "lot_size": "75", "tick_size": "0.05"},
-    {"exchange": "NFO", "symbol": "NIFTY", "expiry": "2026-12-29", "strike": "25000", "option_type": "CE",
-     "token": "45003", "lot_size": "75", "tick_size": "0.05"},
-]
-
-
-def default_master() -> InstrumentMaster:
-    return InstrumentMaster((row_from_mapping(r) for r in DEFAULT_MASTER_CSV), broker="odin")
-
-
-@dataclass
-class SimUser:
-    user_id: str
-    password: str
-    api_key: str
-    totp_secret: str | None = None  # TOTP second factor; else ``second_auth`` must match (PAN style)
-    second_auth: str | None = None
-    user_code: str = "SIMUC"
-
-
-@dataclass
-class SimOrder:
-    odin_id: str
-    engine_id: str
-    exchange: str
-    row: MasterRow
-    product_type: str
-    tag: str
-    placed_at: dt.datetime
-    modified_at: dt.datetime
-    gateway_order_no: str | None = None  # set on multileg legs
-    leg_no: int = 0
-    multileg_order_id: str | None = None
-
-
-@dataclass
-class SimAccount:
-    user: SimUser
-    orders: dict[str, SimOrder] = field(default_factory=dict)  # odin id -> order, placement order
-    multilegs: dict[str, list[SimOrder]] = field(default_factory=dict)  # gateway_order_no -> legs
-
-
-class SimError(Exception):
-    def __init__(self, status: int, message: str, errors: Any = None, code: str = "e-101") -> None:
-        super().__init__(message)
-        self.status, self.message, self.errors, self.code = status, message, errors, code
-
-
-def envelope(data: Any, message: str, **extra: Any) -> dict[str, Any]:
-    return {"status": "success", "code": wire.SUCCESS_CODE, "message": message, "data": data, **extra}
+from runner.wirejson import dumps, loads
 
 
 def _err_body(e: SimError) -> dict[str, Any]:
@@ -139,23 +81,6 @@ def _err_body(e: SimError) -> dict[str, Any]:
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(text=dumps(body), status=status, content_type="application/json",
                         headers=headers)
-
-
-def _dec(value: Any, name: str) -> Decimal:
-    """A price field: absent is zero (as the gateway treats it), unparsable is a 400."""
-    if value is None or value == "":
-        return Decimal(0)
-    parsed = to_decimal(value)
-    if parsed is None:
-        raise SimError(400, f"Invalid {name}")
-    return parsed
-
-
-def _money(value: Decimal | None) -> str:
-    return f"{(value or Decimal(0)):.2f}"
-
-
-FOREIGN_DONE = frozenset({"EXECUTED", "CANCELLED", "OMS_REJECT", "ADMINREJECT", "EXPIRED"})
 
 
 class OdinSim:
@@ -223,9 +148,6 @@ class OdinSim:
 
     def now(self) -> dt.datetime:
         return self.clock.now()
-
-    def _stamp(self, at: dt.datetime) -> str:
-        return at.astimezone(IST).strftime("%Y-%m-%d %H:%M:%S")
 
     async def _body(self, request: web.Request) -> Any:
         return self._bodies.get(id(request))
@@ -307,7 +229,7 @@ class OdinSim:
                 raise SimError(400, "Gateway license error. Kindly contact administrator", "e-14")
             if body.get("source") != "WEBAPI":
                 raise SimError(400, "Invalid source")
-            if not self._second_auth_ok(acct.user, body):
+            if not second_auth_ok(acct.user, body):
                 raise SimError(400, "Incorrect TOTP.", "e-17")
             token = secrets.token_urlsafe(24)
             self.sessions[token] = (acct.user.user_id, self.now())
@@ -319,16 +241,6 @@ class OdinSim:
             return envelope(data, "User logged in Successfully."), 200
 
         return await self._run(request, "login", handle)
-
-    @staticmethod
-    def _second_auth_ok(user: SimUser, body: Mapping[str, Any]) -> bool:
-        given = str(body.get("second_auth") or "")
-        if user.totp_secret:
-            now = dt.datetime.now(dt.UTC)  # TOTP is wall-clock time on both sides, not the sim clock
-            window = [now + dt.timedelta(seconds=30 * k) for k in (-1, 0, 1)]
-            return str(body.get("second_auth_type", "TOTP")).upper() == "TOTP" and any(
-                wire.totp(user.totp_secret, at) == given for at in window)
-        return user.second_auth is None or given == user.second_auth
 
     async def _validate(self, request: web.Request) -> web.StreamResponse:
         async def handle(req: web.Request) -> tuple[Any, int]:
@@ -346,70 +258,12 @@ class OdinSim:
 
         return await self._run(request, "logout", handle)
 
-    # -- instruments and requests -----------------------------------------------------------------------
-
-    def _row(self, info: Any) -> MasterRow:
-        if not isinstance(info, Mapping) or not info.get("exchange"):
-            raise SimError(400, "scrip_info.exchange is required")
-        token = info.get("scrip_token")
-        try:
-            row = self.master.by_token(str(int(str(token))))
-        except (InstrumentUnknown, TypeError, ValueError):
-            raise SimError(400, f"Invalid scrip token {token!r}") from None
-        if wire.odin_exchange(row.instrument, row) != str(info["exchange"]).upper():
-            raise SimError(400, f"scrip token {token} does not trade on {info['exchange']}")
-        return row
-
-    @staticmethod
-    def _product(product_type: Any, exchange: str) -> Product:
-        value = str(product_type or "").upper()
-        if value not in ("INTRADAY", "DELIVERY", "MTF", "BTST"):
-            raise SimError(400, f"Invalid product_type {product_type!r}")
-        return wire.product_from_odin(value, exchange)
-
-    @staticmethod
-    def _order_type(value: Any) -> OrderType:
-        try:
-            return wire.ODIN_TO_ORDER_TYPE[str(value).upper()]
-        except KeyError:
-            raise SimError(400, f"Invalid order_type {value!r}") from None
-
-    @staticmethod
-    def _side(value: Any) -> Side:
-        if str(value).upper() not in ("BUY", "SELL"):
-            raise SimError(400, f"Invalid transaction_type {value!r}")
-        return Side(str(value).upper())
-
-    @staticmethod
-    def _validity(value: Any, default: str = "DAY") -> Validity:
-        v = str(value or default).upper()
-        if v not in ("DAY", "IOC", "GTD", "GTC"):
-            raise SimError(400, f"Invalid validity {value!r}")
-        return Validity.IOC if v == "IOC" else Validity.DAY
-
-    @staticmethod
-    def _quantity(value: Any) -> int:
-        ok = isinstance(value, int | Decimal) and not isinstance(value, bool)
-        if not ok or int(value) != value or value <= 0:
-            raise SimError(400, f"Invalid quantity {value!r}")
-        return int(value)
+    # -- ids --------------------------------------------------------------------------------------------
 
     def _next_id(self, acct: SimAccount) -> str:
         n = next(self._seq)
         # Real ids end in odd characters (``NXHCO000012<``, ``NWSYF00005>3``): make clients URI-encode.
         return f"{acct.user.user_code}{n:06d}{'<' if n % 2 else '>'}"
-
-    def _request(self, cid: str, row: MasterRow, side: Side, qty: int, otype: OrderType, product: Product,
-                 validity: Validity, price: Decimal, trigger: Decimal, tag: str) -> OrderRequest:
-        try:
-            return OrderRequest(
-                client_order_id=cid, instrument=row.instrument, side=side, quantity=qty, order_type=otype,
-                product=product, validity=validity,
-                price=price if otype in (OrderType.LIMIT, OrderType.SL) else None,
-                trigger_price=trigger if otype in (OrderType.SL, OrderType.SL_M) else None, tag=tag or None,
-            )
-        except (ValueError, TypeError) as exc:
-            raise SimError(400, str(exc)) from None
 
     # -- regular orders ---------------------------------------------------------------------------------
 
@@ -419,7 +273,7 @@ class OdinSim:
             body = await self._body(req)
             if not isinstance(body, Mapping):
                 raise SimError(400, "Invalid request body")
-            row = self._row(body.get("scrip_info"))
+            row = scrip_row(self.master, body.get("scrip_info"))
             exchange = wire.odin_exchange(row.instrument, row)
             tag = str(body.get("order_identifier") or "")
             if len(tag) > 10:
@@ -427,10 +281,10 @@ class OdinSim:
             if tag and any(o.tag == tag for o in acct.orders.values()):
                 self.duplicate_tags.append(tag)  # ODIN accepts it; tests assert the adapter never does this
             odin_id = self._next_id(acct)
-            req_ = self._request(
-                odin_id, row, self._side(body.get("transaction_type")), self._quantity(body.get("quantity")),
-                self._order_type(body.get("order_type")), self._product(body.get("product_type"), exchange),
-                self._validity(body.get("validity")), _dec(body.get("price"), "price"),
+            req_ = order_request(
+                odin_id, row, parse_side(body.get("transaction_type")), parse_quantity(body.get("quantity")),
+                parse_order_type(body.get("order_type")), parse_product(body.get("product_type"), exchange),
+                parse_validity(body.get("validity")), _dec(body.get("price"), "price"),
                 _dec(body.get("trigger_price"), "trigger_price"), tag,
             )
             now = self.now()
@@ -466,9 +320,9 @@ class OdinSim:
                 raise SimError(400, f"Order cannot be modified in status {STATUS_OUT[current.status]}")
             if int(body["traded_quantity"]) != current.filled_quantity:
                 raise SimError(400, "Traded quantity mismatch: refresh the order book and retry")
-            otype = self._order_type(body["order_type"])
+            otype = parse_order_type(body["order_type"])
             change = Modification(
-                quantity=self._quantity(body["quantity"]),
+                quantity=parse_quantity(body["quantity"]),
                 price=_dec(body["price"], "price") if otype in (OrderType.LIMIT, OrderType.SL) else None,
                 trigger_price=(_dec(body["trigger_price"], "trigger_price")
                                if otype in (OrderType.SL, OrderType.SL_M) else None),
@@ -498,47 +352,20 @@ class OdinSim:
 
     # -- multileg ---------------------------------------------------------------------------------------
 
-    def _legs(self, body: Mapping[str, Any]) -> list[tuple[int, MasterRow, Side, int, Decimal]]:
-        legs = body.get("leg_details")
-        if not isinstance(legs, list) or not legs:
-            raise SimError(400, "leg_details is required")
-        out = []
-        for leg in legs:
-            if not isinstance(leg, Mapping) or not isinstance(leg.get("leg_no"), int):
-                raise SimError(400, "leg_no is required")
-            price = leg.get("price", "0")
-            if not isinstance(price, str):
-                raise SimError(400, "leg price must be a string")
-            row = self._row(leg.get("scrip_info"))
-            side = self._side(leg.get("transaction_type"))
-            out.append((leg["leg_no"], row, side, self._quantity(leg.get("quantity")), _dec(price, "price")))
-        if sorted(n for n, *_ in out) != list(range(1, len(out) + 1)):
-            raise SimError(400, "leg_no must number the legs 1..n")
-        return sorted(out, key=lambda leg: leg[0])
-
-    def _check_type(self, body: Mapping[str, Any], n_legs: int) -> OrderType:
-        mtype = str(body.get("type") or "").upper()
-        if mtype not in ("SPREAD", "2L", "3L") or (mtype == "3L") != (n_legs == 3):
-            raise SimError(400, f"Invalid multileg type {body.get('type')!r} for {n_legs} legs")
-        otype = self._order_type(body.get("order_type", "RL"))
-        if otype not in (OrderType.LIMIT, OrderType.MARKET):
-            raise SimError(400, "Multileg order_type must be RL or RL-MKT")
-        return otype
-
     async def _place_multileg(self, request: web.Request) -> web.StreamResponse:
         async def handle(req: web.Request) -> tuple[Any, int]:
             acct = self._auth(req)
             body = await self._body(req)
             if not isinstance(body, Mapping):
                 raise SimError(400, "Invalid request body")
-            legs = self._legs(body)
-            otype = self._check_type(body, len(legs))
+            legs = parse_legs(self.master, body)
+            otype = check_multileg_type(body, len(legs))
             tag = str(body.get("order_identifier") or "")
             if len(tag) > 10:
                 raise SimError(400, "order_identifier must not exceed 10 characters")
             if tag and any(so.tag == tag for group in acct.multilegs.values() for so in group):
                 self.duplicate_tags.append(tag)  # accepted, as by ODIN; tests assert the adapter never does
-            validity = self._validity(body.get("validity"), "IOC")
+            validity = parse_validity(body.get("validity"), "IOC")
             n = next(self._seq)
             gw = f"AAAEE{n:05d}"
             order_id = self._next_id(acct)
@@ -547,8 +374,8 @@ class OdinSim:
             for leg_no, row, side, qty, price in legs:
                 exchange = wire.odin_exchange(row.instrument, row)
                 cid = f"{gw}#L{leg_no}"
-                reqs.append(self._request(cid, row, side, qty, otype,
-                                          self._product(self.multileg_product, exchange), validity, price,
+                reqs.append(order_request(cid, row, side, qty, otype,
+                                          parse_product(self.multileg_product, exchange), validity, price,
                                           Decimal(0), tag))
                 sims.append(SimOrder(cid, "", exchange, row, self.multileg_product, tag, now, now,
                                      gateway_order_no=gw, leg_no=leg_no, multileg_order_id=order_id))
@@ -577,8 +404,8 @@ class OdinSim:
                 raise SimError(400, f"Order not found {gw}")
             if not isinstance(body, Mapping):
                 raise SimError(400, "Invalid request body")
-            legs = self._legs(body)
-            otype = self._check_type(body, len(legs))
+            legs = parse_legs(self.master, body)
+            otype = check_multileg_type(body, len(legs))
             now = self.now()
             current = [self.engine.get(acct.user.user_id, so.engine_id, now) for so in group]
             if any(o.status not in (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED) for o in current):
@@ -604,58 +431,6 @@ class OdinSim:
 
     # -- books ------------------------------------------------------------------------------------------
 
-    def _scrip_fields(self, row: MasterRow) -> dict[str, Any]:
-        inst = row.instrument
-        return {
-            "scrip_token": int(wire.scrip_token(row)),
-            "symbol": row.trading_symbol or inst.symbol,
-            "series": "EQ" if not inst.is_derivative else "",
-            "expiry_date": inst.expiry.isoformat() if inst.expiry else "",
-            "strike_price": _money(inst.strike),
-            "option_type": inst.option_type.value if inst.option_type else "  ",
-        }
-
-    def _row_out(self, acct: SimAccount, so: SimOrder, o: Order) -> dict[str, Any]:
-        """An order-book row with the field names of the real one logged by the SDK."""
-        otype = wire.ORDER_TYPE_TO_ODIN[o.order_type]
-        row: dict[str, Any] = {
-            "client_id": acct.user.user_id,
-            "order_id": so.multileg_order_id or so.odin_id,
-            "exchange": so.exchange,
-            **self._scrip_fields(so.row),
-            "exchange_order_no": "0" if o.status is OrderStatus.REJECTED else f"1{so.engine_id}",
-            "status": STATUS_OUT[o.status],
-            "error_reason": o.reject_reason or "",
-            "transaction_type": o.side.value,
-            "product_type": so.product_type,
-            "order_type": otype,
-            "total_quantity": o.quantity,
-            "pending_quantity": 0 if o.status.is_terminal else o.quantity - o.filled_quantity,
-            "traded_quantity": o.filled_quantity,
-            "disclosed_quantity": 0,
-            "order_price": _money(o.price),
-            "trigger_price": _money(o.trigger_price),
-            # Not in the SDK's logged row; ODIN builds differ. The adapter accepts several spellings.
-            "average_price": _money(o.average_price),
-            "validity": o.validity.value,
-            "validity_days": 0,
-            "market_lot": so.row.instrument.lot_size or 1,
-            "order_timestamp": self._stamp(so.placed_at),
-            "exchange_timestamp": self._stamp(o.updated_at or so.modified_at),
-            "is_amo_order": False,
-            "order_identifier": so.tag,
-        }
-        if so.gateway_order_no is not None:
-            row.update({
-                "client_order_no": int(so.gateway_order_no[5:]),
-                "gateway_order_no": so.gateway_order_no,
-                "segment_id": SEGMENT_ID.get(so.exchange, 0),
-                "book_type": "RL",
-                "leg_indicator": so.leg_no,
-                "order_modified_timestamp": self._stamp(o.updated_at or so.modified_at),
-            })
-        return row
-
     def _rows(self, acct: SimAccount, *, multileg: bool) -> list[tuple[dict[str, Any], Order]]:
         now = self.now()
         out = []
@@ -663,7 +438,7 @@ class OdinSim:
             if (so.gateway_order_no is not None) != multileg:
                 continue
             o = self.engine.get(acct.user.user_id, so.engine_id, now)
-            out.append((self._row_out(acct, so, o), o))
+            out.append((book_row(acct, so, o), o))
         return out
 
     async def _order_book(self, request: web.Request) -> web.StreamResponse:
@@ -715,10 +490,10 @@ class OdinSim:
                 if so is None:
                     continue
                 rows.append({"order_id": so.multileg_order_id or so.odin_id, "trade_id": f.trade_id,
-                             "exchange": so.exchange, **self._scrip_fields(so.row),
+                             "exchange": so.exchange, **scrip_fields(so.row),
                              "transaction_type": f.side.value, "product_type": so.product_type,
                              "traded_quantity": f.quantity, "traded_price": _money(f.price),
-                             "trade_timestamp": self._stamp(f.at), "order_identifier": so.tag})
+                             "trade_timestamp": stamp(f.at), "order_identifier": so.tag})
             return envelope(rows, "Trades fetched successfully"), 200
 
         return await self._run(request, "trades", handle)
@@ -738,7 +513,7 @@ class OdinSim:
                 exchange = wire.odin_exchange(mrow.instrument, mrow)
                 product = "INTRADAY" if p.product is Product.MIS else "DELIVERY"
                 # Position fields are not in the published docs: these names are what the adapter reads.
-                rows.append({"exchange": exchange, **self._scrip_fields(mrow), "product_type": product,
+                rows.append({"exchange": exchange, **scrip_fields(mrow), "product_type": product,
                              "buy_quantity": p.day_buy_quantity, "sell_quantity": p.day_sell_quantity,
                              "cf_buy_quantity": 0, "cf_sell_quantity": 0, "net_quantity": p.quantity,
                              "net_average_price": _money(p.average_price),
@@ -841,5 +616,5 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
         await asyncio.Event().wait()
 
 
-__all__ = ["OdinSim", "SimUser", "connected", "default_master", "serve_forever", "start"]
+__all__ = ["OdinSim", "connected", "serve_forever", "start"]
 

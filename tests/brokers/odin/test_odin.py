@@ -16,8 +16,10 @@ import pytest
 from runner.brokers.base import Capability, MultilegBroker
 from runner.brokers.faults import FaultPlan
 from runner.brokers.instruments import InstrumentMaster
-from runner.brokers.odin.client import OdinBroker, create, order_identifier
-from runner.brokers.odin.sim import OdinSim, SimUser, start
+from runner.brokers.odin.client import OdinBroker, create
+from runner.brokers.odin.sim import OdinSim, start
+from runner.brokers.odin.sim_book import SimUser
+from runner.brokers.odin.wire import order_identifier
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import RandomWalk
 from runner.clock import VirtualClock

@@ -14,7 +14,7 @@ import pytest
 
 from runner import wirejson
 from runner.brokers.instruments import InstrumentMaster, MasterRow, row_from_mapping
-from runner.brokers.odin import client as odin
+from runner.brokers.odin import wire as odin
 from runner.errors import AuthExpired, NotFound, NotModifiable, RateLimited, Rejected
 from runner.model import (
     Instrument,
