@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from runner.brokers.blitz.client import (
+from runner.brokers.blitz.wire import (
     EXCHANGE_OF_SEGMENT,
     SEGMENT_OF_EXCHANGE,
     exchange_segment,
