@@ -29,7 +29,8 @@ from helpers.blitz import (
     market_time,
 )
 
-from runner.brokers.blitz import client as blitz
+from runner.brokers.blitz import wire as blitz
+from runner.brokers.blitz.client import load_master
 from runner.brokers.blitz.sim import Running, start
 from runner.brokers.instruments import InstrumentMaster
 from runner.errors import (
@@ -358,7 +359,7 @@ def test_blitz_json_instrument_master(tmp_path: Path) -> None:
     ]
     path = tmp_path / "instruments.json.gz"
     path.write_bytes(gzip.compress(json.dumps(dump).encode()))
-    master = blitz.load_master(path)
+    master = load_master(path)
     ce = master.resolve(Instrument("NFO", "TCS", dt.date(2026, 7, 28), Decimal(2060), OptionType.CE))
     assert blitz.instrument_id(ce) == 262090000149108 and ce.instrument.lot_size == 225
     assert blitz.wire_symbol(ce) == "NSEFO|TCS28JUL262060CE"
