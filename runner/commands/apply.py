@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     from zoneinfo import ZoneInfo
 
-    from runner.plan.planner import PlanFileError, plan_from_dict
+    from runner.plan.model import PlanFileError, plan_from_dict
 
     try:
         plan = plan_from_dict(json.loads(Path(args.plan).read_text()))

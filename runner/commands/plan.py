@@ -43,7 +43,7 @@ from runner.commands.terminal import table as _table
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-    from runner.plan.planner import Plan, PlannedCall
+    from runner.plan.model import Plan, PlannedCall
 
 EXAMPLES = """\
   runner plan playbooks/iron_condor.yaml                  # what today's run would send now
@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from runner.commands.run import scheduled_slot
     from runner.engine.killswitch import ControlStore
     from runner.journal.store import Journal
-    from runner.plan.planner import PlaybookSource, make_plan
+    from runner.plan.model import PlaybookSource
+    from runner.plan.planner import make_plan
 
     path = Path(args.playbook)
     source = PlaybookSource(str(path.resolve()), path.read_text())

@@ -24,7 +24,8 @@ from runner.engine.risk import RiskConfig
 from runner.errors import Rejected
 from runner.journal.store import Journal
 from runner.model import Modification, MultilegRequest, Order, OrderRequest
-from runner.plan.planner import CallOp, Plan, PlannedCall, drift, observe
+from runner.plan.model import CallOp, Plan, PlannedCall
+from runner.plan.state import drift, observe
 from runner.playbook.models import Playbook
 
 

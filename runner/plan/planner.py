@@ -7,30 +7,25 @@ filters, square-off selection and slicing, chase prices, risk checks), so a plan
 run about what a step selects. Each call is either *definite* (sent as soon as its step runs, given the
 observed state) or carries the runtime ``condition`` it depends on (a fill, a timeout, a price).
 
-The projection ("after") assumes every planned MARKET / LIMIT order fills completely; stop orders stay
-resting. The plan file records a fingerprint of the observed state so ``runner apply`` can refuse when
-the account drifted (see :mod:`runner.plan.apply`).
+The plan's model and the observed state live in :mod:`runner.plan.model` and :mod:`runner.plan.state`,
+the projected state the steps are planned over in :mod:`runner.plan.projection`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import enum
-import hashlib
-import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from runner.brokers.base import Broker, Capability
+from runner.brokers.base import Broker
 from runner.engine.core import late_reason
-from runner.engine.gateway import Gateway, is_live
-from runner.engine.risk import QuoteSource, RiskChecker, RiskConfig, RiskRefused
+from runner.engine.gateway import is_live
+from runner.engine.risk import RiskChecker, RiskConfig, RiskRefused
 from runner.engine.steps.cancel import open_matching
-from runner.engine.steps.common import StepError, build_request, enrich, is_relative, ref_slots
+from runner.engine.steps.common import StepError, enrich
 from runner.engine.steps.dispatch import EXIT_KINDS
 from runner.engine.steps.modify import (
     chase_cap,
@@ -55,17 +50,17 @@ from runner.engine.steps.square_off import (
     scope_since,
     slot_of,
 )
-from runner.errors import BrokerError
 from runner.ids import client_order_id
 from runner.ids import run_id as make_run_id
 from runner.journal.store import Journal, Purpose, StepOutcome
-from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
+from runner.model import Modification, Order, OrderStatus, OrderType
+from runner.plan.model import CallOp, Plan, PlaybookSource, StepPlan, Verdict
+from runner.plan.projection import Projection, _call, _Draft, _Slot
+from runner.plan.state import observe, order_key
 from runner.playbook.models import (
     CancelStep,
-    LtpPrice,
     ModifyStep,
     OrderCondition,
-    OrderFields,
     OrderFilter,
     PlaceStep,
     Playbook,
@@ -75,335 +70,6 @@ from runner.playbook.models import (
     parse_duration,
     parse_time,
 )
-
-FORMAT = "runner-plan"
-VERSION = 1
-FILLS = frozenset({OrderType.MARKET, OrderType.LIMIT})  # planned orders of these types fill in the projection
-
-
-class CallOp(enum.StrEnum):
-    PLACE = "place"
-    PLACE_MULTILEG = "place_multileg"  # one row per leg, sharing ``group_id``
-    CANCEL = "cancel"
-    MODIFY = "modify"
-
-
-class Verdict(enum.StrEnum):
-    PLANNED = "planned"
-    NOTHING = "nothing"  # runs, but finds nothing to act on
-    DONE = "done"  # already finished in this run (a resume skips it)
-    SKIPPED = "skipped"  # late, never-placed order, or an earlier step failed / was refused
-    REFUSED = "refused"  # pre-trade limits refuse an order: the run stops there
-    FAILS = "fails"  # the step cannot be carried out as written
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedCall:
-    op: CallOp
-    client_order_id: str
-    instrument: str
-    side: Side
-    quantity: int
-    order_type: OrderType
-    product: str
-    price: Decimal | None = None
-    trigger_price: Decimal | None = None
-    purpose: Purpose | None = None  # places only
-    broker_order_id: str | None = None  # cancels of orders we did not place
-    group_id: str | None = None
-    condition: str | None = None  # None: sent whenever the step runs, given the observed state
-    runtime_price: bool = False  # the price is taken when the step runs (shown: the estimate now)
-    price_note: str = ""  # LTP-relative prices as written, with the estimate now: "LTP -1% (≈ 123.45 now)"
-    risk: str = ""  # "ok", "refused: ...", "exempt: reduces risk", ...
-    refused: bool = False  # refused by limits: never sent
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for k in ("price", "trigger_price"):
-            d[k] = None if d[k] is None else str(d[k])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PlannedCall:
-        return cls(
-            op=CallOp(d["op"]),
-            client_order_id=d["client_order_id"],
-            instrument=d["instrument"],
-            side=Side(d["side"]),
-            quantity=int(d["quantity"]),
-            order_type=OrderType(d["order_type"]),
-            product=d["product"],
-            price=None if d.get("price") is None else Decimal(d["price"]),
-            trigger_price=None if d.get("trigger_price") is None else Decimal(d["trigger_price"]),
-            purpose=None if d.get("purpose") is None else Purpose(d["purpose"]),
-            broker_order_id=d.get("broker_order_id"),
-            group_id=d.get("group_id"),
-            condition=d.get("condition"),
-            runtime_price=bool(d.get("runtime_price")),
-            price_note=d.get("price_note", ""),
-            risk=d.get("risk", ""),
-            refused=bool(d.get("refused")),
-            reason=d.get("reason", ""),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class StepPlan:
-    step_id: str
-    kind: str
-    verdict: Verdict
-    message: str
-    timing: str
-    calls: tuple[PlannedCall, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.step_id,
-            "kind": self.kind,
-            "verdict": self.verdict.value,
-            "message": self.message,
-            "timing": self.timing,
-            "calls": [c.to_dict() for c in self.calls],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StepPlan:
-        calls = tuple(PlannedCall.from_dict(c) for c in d["calls"])
-        return cls(d["id"], d["kind"], Verdict(d["verdict"]), d["message"], d["timing"], calls)
-
-
-# --- observed state --------------------------------------------------------------------------------
-
-
-def _money(v: Decimal | None) -> str | None:
-    return None if v is None else format(v.normalize(), "f")
-
-
-def order_row(o: Order) -> dict[str, Any]:
-    return {
-        "client_order_id": o.client_order_id,
-        "broker_order_id": o.broker_order_id,
-        "instrument": o.instrument.key,
-        "side": o.side.value,
-        "quantity": o.quantity,
-        "filled_quantity": o.filled_quantity,
-        "status": o.status.value,
-        "order_type": o.order_type.value,
-        "product": o.product.value,
-        "price": _money(o.price),
-        "trigger_price": _money(o.trigger_price),
-        "tag": o.tag,
-    }
-
-
-def order_key(o: Order | dict[str, Any]) -> str:
-    cid, boid = (
-        (o.client_order_id, o.broker_order_id)
-        if isinstance(o, Order)
-        else (
-            o["client_order_id"],
-            o["broker_order_id"],
-        )
-    )
-    return cid or f"#{boid}"
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """What the plan was computed from: live orders, non-flat positions, and this run's journal state."""
-
-    open_orders: tuple[dict[str, Any], ...]
-    positions: tuple[dict[str, Any], ...]
-    run: dict[str, Any]
-
-    @property
-    def fingerprint(self) -> str:
-        doc = {"open_orders": self.open_orders, "positions": self.positions, "run": self.run}
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "fingerprint": self.fingerprint,
-            "open_orders": list(self.open_orders),
-            "positions": list(self.positions),
-            "run": self.run,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Snapshot:
-        return cls(tuple(d["open_orders"]), tuple(d["positions"]), d["run"])
-
-
-@dataclass(frozen=True, slots=True)
-class Observed:
-    snapshot: Snapshot
-    open_orders: tuple[Order, ...]
-    positions: tuple[Position, ...]
-
-
-async def observe(broker: Broker, journal: Journal, run_id: str) -> Observed:
-    """Read-only: the broker's open orders and positions, and what the journal holds for ``run_id``."""
-    opens = sorted((o for o in await broker.open_orders() if is_live(o)), key=order_key)
-    positions = sorted((p for p in await broker.positions() if p.quantity), key=position_key)
-    steps = journal.steps_of(run_id)
-    run = {
-        "steps": {k: v.outcome.value for k, v in sorted(steps.items())},
-        "intents": {i.client_order_id: i.status.value for i in journal.intents(run_id=run_id)},
-    }
-    snap = Snapshot(
-        tuple(order_row(o) for o in opens),
-        tuple(
-            {"instrument": p.instrument.key, "product": p.product.value, "quantity": p.quantity}
-            for p in positions
-        ),
-        run,
-    )
-    return Observed(snap, tuple(opens), tuple(positions))
-
-
-def drift(planned: Snapshot, live: Snapshot) -> list[str]:
-    """Human-readable differences between the state a plan was made from and the live state."""
-    out: list[str] = []
-    before = {order_key(o): o for o in planned.open_orders}
-    after = {order_key(o): o for o in live.open_orders}
-    for k in sorted(before.keys() | after.keys()):
-        a, b = before.get(k), after.get(k)
-        if a == b:
-            continue
-        if a is None:
-            assert b is not None
-            out.append(f"+ open order {k}: {_row_text(b)} (new since the plan)")
-        elif b is None:
-            out.append(f"- open order {k}: {_row_text(a)} (no longer open)")
-        else:
-            changes = ", ".join(f"{f} {a[f]} -> {b[f]}" for f in a if a[f] != b.get(f))
-            out.append(f"~ open order {k}: {changes}")
-    pos_a = {f"{p['instrument']} {p['product']}": p["quantity"] for p in planned.positions}
-    pos_b = {f"{p['instrument']} {p['product']}": p["quantity"] for p in live.positions}
-    for k in sorted(pos_a.keys() | pos_b.keys()):
-        if pos_a.get(k, 0) != pos_b.get(k, 0):
-            out.append(f"~ position {k}: {pos_a.get(k, 0)} -> {pos_b.get(k, 0)}")
-    for part in ("steps", "intents"):
-        a_, b_ = planned.run.get(part, {}), live.run.get(part, {})
-        for k in sorted(a_.keys() | b_.keys()):
-            if a_.get(k) != b_.get(k):
-                what = "step" if part == "steps" else "order"
-                out.append(f"~ journal: this run's {what} {k}: {a_.get(k, '-')} -> {b_.get(k, '-')}")
-    return out
-
-
-def _row_text(o: dict[str, Any]) -> str:
-    price = f" @ {o['price']}" if o.get("price") else ""
-    return f"{o['side']} {o['quantity']} {o['instrument']} {o['order_type']}{price} {o['status']}"
-
-
-# --- the plan ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PlaybookSource:
-    path: str
-    content: str
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.content.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    playbook: str  # name
-    source: PlaybookSource
-    account: str
-    broker: str
-    run_id: str
-    scheduled_for: dt.datetime
-    ignore_at: bool
-    created_at: dt.datetime
-    state: Snapshot
-    steps: tuple[StepPlan, ...]
-    positions: tuple[dict[str, Any], ...]  # instrument, product, before, after
-    orders: tuple[dict[str, Any], ...]  # open orders before -> after
-    accounts_file: str | None = None
-    db: str | None = None  # only recorded when it carries no password
-
-    @property
-    def calls(self) -> list[PlannedCall]:
-        return [c for s in self.steps for c in s.calls]
-
-    @property
-    def refused(self) -> bool:
-        return any(s.verdict is Verdict.REFUSED for s in self.steps)
-
-    @property
-    def fails(self) -> bool:
-        return any(s.verdict is Verdict.FAILS for s in self.steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "created_at": self.created_at.isoformat(),
-            "playbook": {
-                "name": self.playbook,
-                "path": self.source.path,
-                "sha256": self.source.sha256,
-                "content": self.source.content,
-            },
-            "account": self.account,
-            "broker": self.broker,
-            "accounts_file": self.accounts_file,
-            "db": self.db,
-            "run_id": self.run_id,
-            "scheduled_for": self.scheduled_for.isoformat(),
-            "ignore_at": self.ignore_at,
-            "state": self.state.to_dict(),
-            "steps": [s.to_dict() for s in self.steps],
-            "projection": {"positions": list(self.positions), "orders": list(self.orders)},
-        }
-
-
-class PlanFileError(ValueError):
-    """Not a plan file this version can apply."""
-
-
-def plan_from_dict(d: Any) -> Plan:
-    if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise PlanFileError("not a runner plan file (write one with `runner plan PLAYBOOK --out FILE`)")
-    if d.get("version") != VERSION:
-        raise PlanFileError(f"plan file version {d.get('version')!r} is not supported (expected {VERSION})")
-    try:
-        pb = d["playbook"]
-        source = PlaybookSource(pb["path"], pb["content"])
-        if source.sha256 != pb["sha256"]:
-            raise PlanFileError("plan file is corrupt: the stored playbook does not match its hash")
-        state = Snapshot.from_dict(d["state"])
-        if state.fingerprint != d["state"]["fingerprint"]:
-            raise PlanFileError("plan file is corrupt: the stored state does not match its fingerprint")
-        return Plan(
-            playbook=pb["name"],
-            source=source,
-            account=d["account"],
-            broker=d["broker"],
-            run_id=d["run_id"],
-            scheduled_for=dt.datetime.fromisoformat(d["scheduled_for"]),
-            ignore_at=bool(d["ignore_at"]),
-            created_at=dt.datetime.fromisoformat(d["created_at"]),
-            state=state,
-            steps=tuple(StepPlan.from_dict(s) for s in d["steps"]),
-            positions=tuple(d["projection"]["positions"]),
-            orders=tuple(d["projection"]["orders"]),
-            accounts_file=d.get("accounts_file"),
-            db=d.get("db"),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, PlanFileError):
-            raise
-        raise PlanFileError(f"plan file is malformed: {type(exc).__name__}: {exc}") from None
-
-
-# --- the planner --------------------------------------------------------------------------------------
 
 
 def when_text(cond: OrderCondition | None) -> str:
@@ -428,259 +94,8 @@ def timing_text(step: Any) -> str:
     return ", ".join(parts) or "right after the previous step"
 
 
-def as_order(req: OrderRequest) -> Order:
-    return Order(
-        client_order_id=req.client_order_id,
-        broker_order_id=None,
-        instrument=req.instrument,
-        side=req.side,
-        quantity=req.quantity,
-        order_type=req.order_type,
-        product=req.product,
-        status=OrderStatus.OPEN,
-        price=req.price,
-        trigger_price=req.trigger_price,
-        validity=req.validity,
-        tag=req.tag,
-    )
-
-
-def _call(op: CallOp, o: Order | OrderRequest, **kw: Any) -> PlannedCall:
-    return PlannedCall(
-        op=op,
-        client_order_id=kw.pop("cid", o.client_order_id),
-        instrument=o.instrument.key,
-        side=kw.pop("side", o.side),
-        quantity=kw.pop("quantity", o.quantity),
-        order_type=kw.pop("order_type", o.order_type),
-        product=o.product.value,
-        price=kw.pop("price", o.price),
-        trigger_price=kw.pop("trigger_price", o.trigger_price),
-        **kw,
-    )
-
-
-@dataclass
-class _Draft:
-    calls: list[PlannedCall] = field(default_factory=list)
-    verdict: Verdict = Verdict.PLANNED
-    message: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class _Slot:
-    slot: str
-    leg: int
-    attempt: int
-    purpose: Purpose
-
-
-class Planner:
+class Planner(Projection):
     """Walks the steps once over a projected copy of the observed state. Reads only."""
-
-    def __init__(
-        self,
-        pb: Playbook,
-        broker: Broker,
-        journal: Journal,
-        observed: Observed,
-        *,
-        run_id: str,
-        now: dt.datetime,
-        run_date: dt.date,
-        ignore_at: bool,
-        risk: RiskChecker,
-        account: str | None = None,
-    ) -> None:
-        self.pb, self.broker, self.journal, self.run_id = pb, broker, journal, run_id
-        self.account = account or pb.account
-        self.now, self.ignore_at, self.risk = now, ignore_at, risk
-        self.tz = ZoneInfo(pb.timezone)
-        self.run_date = run_date
-        self.observed_open = {order_key(o): o for o in observed.open_orders}
-        self.open: dict[str, Order] = dict(self.observed_open)  # projected live orders
-        self.observed_positions = {position_key(p): p.quantity for p in observed.positions}
-        self.positions = {position_key(p): p for p in observed.positions}  # projected
-        self.planned: dict[str, Order] = {}  # every order this plan places, by client id
-        self.slots: dict[str, _Slot] = {}
-        self.intents = journal.intents(run_id=run_id)
-        for i in self.intents:
-            self.slots[i.client_order_id] = _Slot(i.slot, i.leg, i.attempt, i.purpose)
-        self.entries = journal.count_intents(run_id, exclude=(Purpose.UNWIND, Purpose.SQUARE_OFF))
-        self.ours = {i.client_order_id for i in self.intents}  # this run's, for this_run_only
-        self.own = run_net(self.intents)  # this run's net filled quantity, projected with its orders
-        self.filled: list[OrderRequest] = []  # this plan's orders projected to fill (for scoped square-offs)
-        self.prices: dict[str, Decimal | None] = {}
-        self.can_modify = Capability.MODIFY in broker.capabilities
-        self._handlers: dict[str, Callable[[_Draft, Any], Awaitable[None]]] = {
-            "place": self._place_step,
-            "spread": self._spread,
-            "modify": self._modify_step,
-            "cancel": self._cancel,
-            "square_off": self._square_off,
-            "wait": self._wait,
-        }
-
-    # --- reads ----------------------------------------------------------------------------------------
-
-    async def _ref(self, ins: Any) -> Decimal | None:
-        if ins.key not in self.prices:
-            price = None
-            if isinstance(self.broker, QuoteSource):
-                try:
-                    price = await self.broker.ltp(ins)
-                except BrokerError:
-                    price = None
-            self.prices[ins.key] = price
-        return self.prices[ins.key]
-
-    async def _ltp(self, ins: Any) -> Decimal:
-        ltp = await self._ref(ins)
-        if ltp is None:
-            raise StepError(
-                f"{ins.key}: no last traded price now, so a price relative to LTP cannot be resolved"
-            )
-        return ltp
-
-    async def _request(self, f: OrderFields, slot: str, leg: int) -> tuple[OrderRequest, dict[str, Any]]:
-        """The request as the step builds it, and PlannedCall fields for LTP-relative prices (estimated
-        from the price now; a slot journaled earlier keeps its resolved price)."""
-        if not is_relative(f.price, f.trigger_price):
-            return build_request(self.pb, f), {}
-        intent = self.journal.get_intent(client_order_id(self.run_id, slot, leg, 0))
-        if intent is not None:
-            return intent.request, {}
-        req = build_request(self.pb, f, await self._ltp(self.pb.instrument(f.instrument)))
-        notes = []
-        if isinstance(f.price, LtpPrice):
-            notes.append(f"{f.price.offset.label} (≈ {req.price} now)")
-        if isinstance(f.trigger_price, LtpPrice):
-            notes.append(f"trg {f.trigger_price.offset.label} (≈ {req.trigger_price} now)")
-        return req, {"runtime_price": True, "price_note": "; ".join(notes)}
-
-    async def _lookup(self, cid: str) -> Order | None:
-        try:
-            return await self.broker.get_order(cid)
-        except BrokerError:
-            return None
-
-    # --- projection helpers -----------------------------------------------------------------------
-
-    def _fill(self, req: OrderRequest) -> None:
-        key = f"{req.instrument.key}|{req.product.value}"
-        delta = req.quantity * req.side.sign
-        self.own[key] = self.own.get(key, 0) + delta
-        self.filled.append(req)
-        p = self.positions.get(key)
-        self.positions[key] = (
-            dataclasses.replace(p, quantity=p.quantity + delta)
-            if p is not None
-            else Position(req.instrument, req.product, delta)
-        )
-
-    def _project(self, req: OrderRequest, slot: _Slot) -> None:
-        order = as_order(req)
-        self.planned[req.client_order_id] = order
-        self.slots[req.client_order_id] = slot
-        if req.order_type in FILLS:
-            self._fill(req)
-        else:
-            self.open[req.client_order_id] = order
-
-    async def _check(self, req: OrderRequest, purpose: Purpose, count: int | None = None) -> str:
-        if purpose.reduces_risk:
-            return "exempt: reduces risk"
-        ref = await self._ref(req.instrument) if self.risk.needs_price else None
-        self.risk.check(req, orders_so_far=self.entries if count is None else count, reference_price=ref)
-        return "ok"
-
-    async def _place(
-        self,
-        d: _Draft,
-        req: OrderRequest,
-        slot: _Slot,
-        *,
-        op: CallOp = CallOp.PLACE,
-        condition: str | None = None,
-        project: bool = True,
-        **kw: Any,
-    ) -> None:
-        cid = client_order_id(self.run_id, slot.slot, slot.leg, slot.attempt)
-        req = dataclasses.replace(req, client_order_id=cid)
-        if self.journal.get_intent(cid) is not None:
-            risk = "journaled earlier: looked up by client id, sent again only if the broker never got it"
-        else:
-            try:
-                risk = await self._check(req, slot.purpose)
-            except RiskRefused as exc:
-                d.calls.append(
-                    _call(op, req, purpose=slot.purpose, risk=f"refused: {exc}", refused=True, **kw)
-                )
-                raise
-            if not slot.purpose.reduces_risk:
-                self.entries += 1
-        d.calls.append(_call(op, req, purpose=slot.purpose, condition=condition, risk=risk, **kw))
-        if project:
-            self._project(req, slot)
-
-    def _modify(self, d: _Draft, order: Order, change: Modification, condition: str, reason: str) -> Order:
-        """A conditional modify; without in-place modify the gateway cancels and places attempt + 1.
-        Returns the order as it would stand afterwards."""
-        new_type = change.order_type or order.order_type
-        price = None if new_type is OrderType.MARKET else (change.price or order.price)
-        fields: dict[str, Any] = {
-            "quantity": change.quantity or order.quantity,
-            "order_type": new_type,
-            "price": price,
-            "trigger_price": change.trigger_price or order.trigger_price,
-        }
-        old = order.client_order_id
-        s = self.slots.get(old)
-        if self.can_modify or s is None:
-            d.calls.append(_call(CallOp.MODIFY, order, condition=condition, reason=reason, **fields))
-        else:
-            d.calls.append(_call(CallOp.CANCEL, order, condition=condition, reason=reason + " (replace)"))
-            purpose = s.purpose if s.purpose.reduces_risk else Purpose.REPLACE
-            nxt = _Slot(s.slot, s.leg, s.attempt + 1, purpose)
-            cid = client_order_id(self.run_id, nxt.slot, nxt.leg, nxt.attempt)
-            self.slots[cid] = nxt
-            d.calls.append(
-                _call(
-                    CallOp.PLACE,
-                    order,
-                    cid=cid,
-                    purpose=purpose,
-                    condition=condition + " (no in-place modify: cancel, then replace)",
-                    runtime_price=True,
-                    risk="checked when sent",
-                    reason=reason,
-                    **fields,
-                )
-            )
-        after = order.evolve(client_order_id=d.calls[-1].client_order_id, **fields)
-        if old in self.open:
-            del self.open[old]
-            self.open[after.client_order_id] = after
-        return after
-
-    async def _targets(self, ref: str) -> list[tuple[Order, bool]]:
-        """The latest order of each referenced slot: (order, exists at the broker already)."""
-        out = []
-        for slot, leg in ref_slots(self.pb, ref):
-            intents = [i for i in self.intents if i.slot == slot and i.leg == leg]
-            if intents:
-                latest = max(intents, key=lambda i: i.attempt)
-                cid = latest.client_order_id
-                found = self.open.get(cid) or await self._lookup(cid) or Gateway.order_from_intent(latest)
-                out.append((found, True))
-                continue
-            planned = self.planned.get(client_order_id(self.run_id, slot, leg, 0))
-            if planned is not None:
-                out.append((self.open.get(planned.client_order_id, planned), False))
-        return out
-
-    def _filled_in_projection(self, o: Order) -> bool:
-        return o.client_order_id in self.planned and o.client_order_id not in self.open
 
     # --- steps ----------------------------------------------------------------------------------------
 
@@ -689,6 +104,14 @@ class Planner:
         blocked = any(
             r.outcome in (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED) for r in done.values()
         )
+        handlers: dict[str, Callable[[_Draft, Any], Awaitable[None]]] = {
+            "place": self._place_step,
+            "spread": self._spread,
+            "modify": self._modify_step,
+            "cancel": self._cancel,
+            "square_off": self._square_off,
+            "wait": self._wait,
+        }
         clock = self.now
         out = []
         for step in self.pb.steps:
@@ -716,7 +139,7 @@ class Planner:
                 clock += parse_duration(step.after)
             d = _Draft()
             try:
-                await self._handlers[step.kind](d, step)
+                await handlers[step.kind](d, step)
             except RiskRefused as exc:
                 d.verdict, d.message = Verdict.REFUSED, f"refused by pre-trade limits: {exc}"
             except StepError as exc:
@@ -1011,28 +434,6 @@ class Planner:
             )
         d.message = "waits " + ", then ".join(parts) if parts else "nothing to wait for"
 
-    # --- projection -----------------------------------------------------------------------------------
-
-    def projection(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        positions = []
-        for key in sorted(self.observed_positions.keys() | self.positions.keys()):
-            before = self.observed_positions.get(key, 0)
-            p = self.positions.get(key)
-            after = p.quantity if p is not None else before
-            if before or after:
-                ins, product = key.rsplit("|", 1)
-                positions.append({"instrument": ins, "product": product, "before": before, "after": after})
-        orders = []
-        for k, o in self.observed_open.items():
-            row = order_row(o)
-            orders.append(
-                {**row, "before": o.status.value, "after": o.status.value if k in self.open else "cancelled"}
-            )
-        for k, o in self.open.items():
-            if k not in self.observed_open:
-                orders.append({**order_row(o), "before": None, "after": "open (new, resting)"})
-        return positions, orders
-
 
 def _fmt(td: dt.timedelta) -> str:
     s = int(td.total_seconds())
@@ -1090,18 +491,4 @@ async def make_plan(
     )
 
 
-__all__ = [
-    "CallOp",
-    "Observed",
-    "Plan",
-    "PlanFileError",
-    "PlannedCall",
-    "PlaybookSource",
-    "Snapshot",
-    "StepPlan",
-    "Verdict",
-    "drift",
-    "make_plan",
-    "observe",
-    "plan_from_dict",
-]
+__all__ = ["Planner", "make_plan"]

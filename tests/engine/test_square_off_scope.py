@@ -10,7 +10,8 @@ from runner.engine.leases import LeaseMode, leases_for
 from runner.journal.store import RunStatus
 from runner.liveness import ProcessIdentity, ProcessRegistry
 from runner.model import OrderRequest, Product, Side
-from runner.plan.planner import CallOp, PlaybookSource, make_plan
+from runner.plan.model import CallOp, PlaybookSource
+from runner.plan.planner import make_plan
 from runner.plan.rehearse import rehearse
 
 

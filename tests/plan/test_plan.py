@@ -19,7 +19,9 @@ from runner.errors import Rejected
 from runner.ids import client_order_id
 from runner.model import Instrument, OrderRequest, OrderType, Product, Side
 from runner.plan.apply import PlanDrifted, PlanGuard, apply_plan, playbook_drift
-from runner.plan.planner import CallOp, PlaybookSource, Verdict, make_plan, order_row, plan_from_dict
+from runner.plan.model import CallOp, PlaybookSource, Verdict, plan_from_dict
+from runner.plan.planner import make_plan
+from runner.plan.state import order_row
 
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 WRITES = {"place", "place_multileg", "cancel", "cancel_multileg", "modify"}
