@@ -31,7 +31,7 @@ from aiohttp import web
 from runner.accounts import Account, RateLimit, SecretRef
 from runner.brokers.faults import Fault, FaultPlan
 from runner.brokers.instruments import InstrumentMaster, MasterRow
-from runner.brokers.kotak_neo.client import (
+from runner.brokers.kotak_neo.wire import (
     AMO_STATUS,
     CODE_ALREADY_COMPLETE,
     CODE_INVALID_SESSION,
@@ -700,7 +700,7 @@ def _totp_ok(secret: str, code: str, now: dt.datetime) -> bool:
 
 
 def _segment_of(instrument: Instrument) -> str:
-    from runner.brokers.kotak_neo.client import SEGMENT_OF_EXCHANGE
+    from runner.brokers.kotak_neo.wire import SEGMENT_OF_EXCHANGE
 
     return SEGMENT_OF_EXCHANGE.get(instrument.exchange.upper(), instrument.exchange.lower())
 
