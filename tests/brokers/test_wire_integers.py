@@ -15,7 +15,7 @@ from helpers.faulty_broker import Faulty
 from runner.brokers.alphapoint import wire as ap
 from runner.brokers.base import Positions, UnreadablePosition, read_positions, unreadable_positions
 from runner.brokers.blitz import wire as blitz
-from runner.brokers.kotak_neo import client as kotak_neo
+from runner.brokers.kotak_neo import wire as kotak_neo
 from runner.brokers.odin import wire as odin
 from runner.errors import Malformed
 from runner.model import OrderRequest, Position, Product, Side

@@ -14,7 +14,7 @@ import pytest
 
 from runner import errors
 from runner.brokers.instruments import InstrumentMaster
-from runner.brokers.kotak_neo import client as kn
+from runner.brokers.kotak_neo import wire as kn
 from runner.model import (
     Instrument,
     Modification,

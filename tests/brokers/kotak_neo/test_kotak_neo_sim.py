@@ -18,15 +18,9 @@ from runner import errors
 from runner.accounts import Account
 from runner.brokers.faults import FaultPlan
 from runner.brokers.instruments import InstrumentMaster
-from runner.brokers.kotak_neo.client import (
-    PATH_BO_EXIT,
-    PATH_CANCEL,
-    PATH_CO_EXIT,
-    PATH_PLACE,
-    KotakNeo,
-    create,
-)
+from runner.brokers.kotak_neo.client import KotakNeo, create
 from runner.brokers.kotak_neo.sim import KotakNeoSim, account_for, start
+from runner.brokers.kotak_neo.wire import PATH_BO_EXIT, PATH_CANCEL, PATH_CO_EXIT, PATH_PLACE
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import StepPath
 from runner.clock import VirtualClock
@@ -159,7 +153,7 @@ async def test_provided_totp_is_accepted_instead_of_a_secret(connect: Connect, c
     sim, broker = await connect(login=False)
     user = next(iter(sim.users.values()))
     assert user.totp_secret
-    from runner.brokers.kotak_neo.client import totp
+    from runner.brokers.kotak_neo.wire import totp
     monkeypatch.setenv("PROVIDED_TOTP", totp(user.totp_secret, clock.now()))
     creds = {k: v for k, v in broker.account.credentials.items() if k != "totp_secret"}
     creds["totp"] = type(next(iter(creds.values())))(env="PROVIDED_TOTP")
