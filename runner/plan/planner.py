@@ -58,7 +58,8 @@ from runner.engine.steps.square_off import (
 from runner.errors import BrokerError
 from runner.ids import client_order_id
 from runner.ids import run_id as make_run_id
-from runner.journal.store import Journal, Purpose, StepOutcome
+from runner.journal.store import Journal
+from runner.journal.tables import Purpose, StepOutcome
 from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
 from runner.playbook.models import (
     CancelStep,
