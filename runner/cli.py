@@ -179,7 +179,7 @@ def _classify(exc: BaseException) -> tuple[int, list[str]]:
     errors = sys.modules.get("runner.errors")
     if errors is not None and isinstance(exc, errors.BrokerError):
         return EXIT_BROKER, [f"broker error: {type(exc).__name__}: {exc}"]
-    journal = sys.modules.get("runner.journal.store")
+    journal = sys.modules.get("runner.journal.errors")
     if journal is not None and isinstance(exc, journal.RunBusy):  # one run id, one process
         return EXIT_REFUSED, [str(exc)]
     migrations = sys.modules.get("runner.journal.migrations")

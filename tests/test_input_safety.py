@@ -222,7 +222,8 @@ def test_group_commit_on_a_full_disk_raises_what_the_cli_maps(tmp_path: Path) ->
 
     from runner.journal.db import create_all, make_engine
     from runner.journal.groupcommit import GroupCommit
-    from runner.journal.store import Intent, Purpose, metadata
+    from runner.journal.records import Intent
+    from runner.journal.tables import Purpose, metadata
     from runner.model import Instrument, OrderRequest, Side
 
     engine = make_engine(f"sqlite:///{tmp_path / 'gc.db'}")

@@ -42,7 +42,7 @@ def resume_hint(run: Any) -> str:
 
 
 def collect(journal: Any, run_id: str) -> dict[str, Any]:
-    from runner.journal.store import RunStatus, events, fills
+    from runner.journal.tables import RunStatus, events, fills
     from runner.liveness import describe
 
     run = journal.get_run(run_id)

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any]:
     from runner.engine.killswitch import ControlStore
     from runner.journal.fires import FireStore, open_engine, read_daemons
-    from runner.journal.store import Journal, dead_holder
+    from runner.journal.records import dead_holder
+    from runner.journal.store import Journal
 
     now = now or dt.datetime.now(dt.UTC)
     engine = open_engine(db_url)

@@ -118,6 +118,6 @@ class _PreparedRun:
         return FireResult(state, f"run {report.run_id} {report.status.value}: {steps}")
 
     async def abandon(self, reason: str, halted: bool) -> None:
-        from runner.journal.store import RunStatus
+        from runner.journal.tables import RunStatus
 
         await self.engine.abandon(reason, RunStatus.REFUSED if halted else RunStatus.STOPPED)

@@ -19,7 +19,8 @@ from runner.clock import Clock
 from runner.engine.gateway import Gateway, Tuning
 from runner.engine.killswitch import ControlStore, HaltPass
 from runner.ids import run_id as make_run_id
-from runner.journal.store import Journal, RunStatus, StepOutcome
+from runner.journal.store import Journal
+from runner.journal.tables import RunStatus, StepOutcome
 from runner.model import Order, OrderStatus
 
 log = logging.getLogger("runner.halt")

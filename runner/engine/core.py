@@ -34,17 +34,10 @@ from runner.engine.steps.dispatch import EXIT_KINDS, HANDLERS
 from runner.errors import BrokerError
 from runner.ids import client_order_id
 from runner.ids import run_id as make_run_id
-from runner.journal.store import (
-    DuplicateIntent,
-    Intent,
-    Journal,
-    JournalError,
-    Purpose,
-    RunRecord,
-    RunStatus,
-    StepOutcome,
-    StepRecord,
-)
+from runner.journal.errors import DuplicateIntent, JournalError
+from runner.journal.records import Intent, RunRecord, StepRecord
+from runner.journal.store import Journal
+from runner.journal.tables import Purpose, RunStatus, StepOutcome
 from runner.liveness import ProcessIdentity
 from runner.logs import get_logger
 from runner.model import Modification, MultilegRequest, Order, OrderRequest

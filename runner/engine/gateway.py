@@ -40,7 +40,10 @@ from runner.errors import (
     WaitTooLong,
 )
 from runner.ids import client_order_id, leg_client_id
-from runner.journal.store import DuplicateIntent, Intent, Journal, Purpose, Resolution
+from runner.journal.errors import DuplicateIntent
+from runner.journal.records import Intent
+from runner.journal.store import Journal
+from runner.journal.tables import Purpose, Resolution
 from runner.logs import redact
 from runner.model import (
     IllegalTransition,

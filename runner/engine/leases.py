@@ -60,18 +60,18 @@ account_leases = sa.Table(
 @functools.cache
 def _fast_statements() -> tuple[Any, ...]:
     """Compiled once per dialect by the journal's fast path (runner.journal imports late: no cycle)."""
-    from runner.journal.store import _insert, _Stmt
+    from runner.journal.fastpath import Stmt, insert
 
     c = account_leases.c
     b_account: Any = sa.bindparam("b_account")
     mine = (c.account == b_account, c.holder == sa.bindparam("b_holder"), c.run_id == sa.bindparam("b_run"))
     excl = f"'{LeaseMode.EXCLUSIVE.value}'"  # a literal: the fast path binds only named parameters
     return (
-        _Stmt(sa.select(account_leases).where(c.account == b_account)),
-        _Stmt(sa.select(account_leases).where(c.account == b_account, c.mode == sa.literal_column(excl))),
-        _Stmt(account_leases.delete().where(*mine)),
-        _insert(account_leases, "account", "holder", "run_id", "mode", "step_id", "acquired_at"),
-        _Stmt(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.bindparam("key"))))),
+        Stmt(sa.select(account_leases).where(c.account == b_account)),
+        Stmt(sa.select(account_leases).where(c.account == b_account, c.mode == sa.literal_column(excl))),
+        Stmt(account_leases.delete().where(*mine)),
+        insert(account_leases, "account", "holder", "run_id", "mode", "step_id", "acquired_at"),
+        Stmt(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.bindparam("key"))))),
     )
 
 
@@ -159,7 +159,7 @@ class AccountLeases:
         if not rows:
             return []
         alive = self.registry.alive(r.holder for r in rows)
-        from runner.journal.store import RunStatus, runs
+        from runner.journal.tables import RunStatus, runs
 
         with self.engine.connect() as c:
             statuses = dict(
@@ -230,10 +230,10 @@ class AccountLeases:
         statements, ~0.1 ms: a thousand fires armed together each take one): no conflicting row, so
         write ours. False (nothing written) when any conflicting row exists, live or not: the general
         path judges and takes over."""
-        from runner.journal.store import _fast_for
+        from runner.journal.fastpath import fast_for
 
         sel_all, sel_exclusive, del_mine, insert, pg_lock = _fast_statements()
-        fast = _fast_for(self.engine)
+        fast = fast_for(self.engine)
         with fast.transaction() as t:  # SQLite: BEGIN IMMEDIATE, serialized like the general path
             if fast.dialect.name == "postgresql":
                 t.execute(pg_lock, {"key": "lease:" + account})
@@ -271,10 +271,10 @@ class AccountLeases:
             await clock.sleep(min(POLL, max(0.0, (deadline - clock.now()).total_seconds())))
 
     def release(self, lease: Lease) -> None:
-        from runner.journal.store import _fast_for
+        from runner.journal.fastpath import fast_for
 
         del_mine = _fast_statements()[2]
-        with _fast_for(self.engine).transaction() as t:
+        with fast_for(self.engine).transaction() as t:
             t.execute(del_mine, {"b_account": lease.account, "b_holder": lease.holder, "b_run": lease.run_id})
         _beating(self.registry).drop()
 
@@ -283,7 +283,7 @@ def inflight_elsewhere(engine: Engine, account: str, run_id: str) -> list[tuple[
     """(client id, run id) of the account's unsettled intents (PENDING_NEW / UNKNOWN) that belong to
     another RUNNING run: their owner settles them (Gateway.reconcile leaves them alone on purpose, since
     their request may be in flight), and until it has, a square-off cannot know the true position."""
-    from runner.journal.store import RunStatus, order_intents, runs
+    from runner.journal.tables import RunStatus, order_intents, runs
     from runner.model import OrderStatus
 
     c = order_intents.c

@@ -24,8 +24,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from runner.journal.store import DuplicateIntent, Intent, order_intents, runs, steps
-from runner.journal.store import _intent_values as intent_values
+from runner.journal.errors import DuplicateIntent
+from runner.journal.records import Intent, intent_values
+from runner.journal.tables import order_intents, runs, steps
 
 # stamped with the instant armed for (the intent's sent_at too: no write at the instant)
 _TIMES = frozenset({"started_at", "updated_at", "created_at", "sent_at"})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from runner.journal.store import Purpose
+from runner.journal.tables import Purpose
 from runner.model import OrderType, Side
 from runner.plan.state import Snapshot
 

@@ -52,7 +52,8 @@ from runner.engine.steps.square_off import (
 )
 from runner.ids import client_order_id
 from runner.ids import run_id as make_run_id
-from runner.journal.store import Journal, Purpose, StepOutcome
+from runner.journal.store import Journal
+from runner.journal.tables import Purpose, StepOutcome
 from runner.model import Modification, Order, OrderStatus, OrderType
 from runner.plan.model import CallOp, Plan, PlaybookSource, StepPlan, Verdict
 from runner.plan.projection import Projection, _call, _Draft, _Slot

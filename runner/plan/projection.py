@@ -22,7 +22,8 @@ from runner.engine.steps.common import StepError, build_request, is_relative, re
 from runner.engine.steps.square_off import position_key, run_net
 from runner.errors import BrokerError
 from runner.ids import client_order_id
-from runner.journal.store import Journal, Purpose
+from runner.journal.store import Journal
+from runner.journal.tables import Purpose
 from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Position
 from runner.plan.model import CallOp, PlannedCall, Verdict
 from runner.plan.state import Observed, order_key, order_row

@@ -34,7 +34,8 @@ from runner.clock import VirtualClock
 from runner.engine.core import RunOptions, RunReport, execute
 from runner.engine.steps.common import build_request
 from runner.journal.db import make_engine
-from runner.journal.store import Journal, RunStatus
+from runner.journal.store import Journal
+from runner.journal.tables import RunStatus
 from runner.model import Side
 from runner.playbook.models import PlaceStep, Playbook, SpreadStep, SquareOffStep
 from runner.playbook.yamlload import load_yaml

@@ -65,7 +65,8 @@ def settle(tmp: Path, now: dt.datetime) -> None:
     from runner.clock import VirtualClock
     from runner.engine.core import Engine, RunOptions
     from runner.journal.db import make_engine
-    from runner.journal.store import Journal, RunStatus
+    from runner.journal.store import Journal
+    from runner.journal.tables import RunStatus
     from runner.playbook.validate import load_playbook
 
     path = tmp / "settle.yaml"  # not in the daemon's directory

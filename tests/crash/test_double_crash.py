@@ -13,7 +13,7 @@ from helpers.faulty_broker import Faulty, FaultyMultileg
 
 from runner.engine.gateway import Gateway, Missing
 from runner.errors import OutcomeUnknown
-from runner.journal.store import Resolution, StepOutcome
+from runner.journal.tables import Resolution, StepOutcome
 
 BUY = "steps:\n  - {kind: place, id: buy, instrument: fut, side: BUY, lots: 1}\n"
 SPREAD = """\

@@ -21,8 +21,10 @@ from runner.daemon.scheduler import Daemon, DaemonOptions, EngineExecutor, Fire,
 from runner.engine.killswitch import ControlStore, GuardedBroker, Mode
 from runner.ids import run_id as make_run_id
 from runner.journal.db import make_engine
+from runner.journal.fastpath import CALL_COLUMNS
 from runner.journal.fires import Claim, FireRow, FireState, FireStore
-from runner.journal.store import _CALL_COLUMNS, Journal, Resolution, RunStatus, StepOutcome
+from runner.journal.store import Journal
+from runner.journal.tables import Resolution, RunStatus, StepOutcome
 from runner.model import Order, OrderRequest, OrderStatus
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -287,7 +289,7 @@ class DiscardRefused(HaltWhilePreparing):
         prepared = await super().prepare(fire)
         [intent] = self.journal.intents(run_id=fire.run_id)
         call = {"run_id": "other", "client_order_id": intent.client_order_id, "method": "get_order"}
-        self.journal.record_call(dict.fromkeys(_CALL_COLUMNS) | call | {"at": self.clock.now()})
+        self.journal.record_call(dict.fromkeys(CALL_COLUMNS) | call | {"at": self.clock.now()})
         return prepared
 
 

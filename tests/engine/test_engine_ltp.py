@@ -11,7 +11,7 @@ from helpers.engine import at, ce_instrument, make_env, playbook
 from helpers.faulty_broker import Faulty
 
 from runner.engine.steps.modify import RESOLVED_EVENT
-from runner.journal.store import events
+from runner.journal.tables import events
 
 ENTRY = '  - {kind: place, id: buy, instrument: ce, side: BUY, lots: 1, type: LIMIT, price: {ltp: "-1.3%"}}\n'
 

@@ -15,7 +15,8 @@ from helpers.faulty_broker import Faulty
 
 from runner import logs
 from runner.errors import AuthExpired, OutcomeUnknown, RateLimited
-from runner.journal.store import Journal, StepOutcome, order_intents
+from runner.journal.store import Journal
+from runner.journal.tables import StepOutcome, order_intents
 from runner.model import Order, OrderRequest, OrderStatus
 
 MARKET = """

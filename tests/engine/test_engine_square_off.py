@@ -10,7 +10,7 @@ from helpers.engine import NIFTY_FUT, RELIANCE, at, make_env, playbook
 from helpers.faulty_broker import Faulty
 
 from runner.engine.steps.square_off import own_part, slices
-from runner.journal.store import Resolution
+from runner.journal.tables import Resolution
 from runner.model import OrderRequest, OrderStatus, OrderType, Product, Side
 
 

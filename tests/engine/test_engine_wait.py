@@ -5,7 +5,7 @@ from __future__ import annotations
 from helpers.engine import at, make_env, playbook
 from helpers.faulty_broker import FaultyNoMultileg
 
-from runner.journal.store import StepOutcome
+from runner.journal.tables import StepOutcome
 
 
 async def test_wait_until_a_time_moves_the_clock_there(tmp_path):

@@ -17,7 +17,7 @@ from runner.engine.gateway import Gateway, modified_request
 from runner.engine.killswitch import ControlState, ControlView, GuardedBroker, Mode
 from runner.errors import OutcomeUnknown, Unavailable
 from runner.ids import client_order_id, leg_client_id
-from runner.journal.store import Resolution, StepOutcome
+from runner.journal.tables import Resolution, StepOutcome
 from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Product, Side
 
 BUY = "steps:\n  - {kind: place, id: buy, instrument: fut, side: BUY, lots: 1}\n"

@@ -13,7 +13,9 @@ from helpers.engine import RELIANCE, at, make_env, playbook
 
 from runner.engine.leases import AccountLeases, Lease, LeaseMode, account_leases, leases_for
 from runner.journal.db import make_engine
-from runner.journal.store import Intent, Journal, Purpose, RunStatus
+from runner.journal.records import Intent
+from runner.journal.store import Journal
+from runner.journal.tables import Purpose, RunStatus
 from runner.liveness import STALE_AFTER, ProcessIdentity, ProcessRegistry, host_id, processes
 from runner.model import OrderRequest, Product, Side
 

@@ -12,7 +12,7 @@ from helpers.faulty_broker import Faulty
 
 from runner.cli import main
 from runner.errors import Rejected
-from runner.journal.store import RunStatus
+from runner.journal.tables import RunStatus
 from runner.model import OrderStatus
 
 BID = "  - {kind: place, id: bid, instrument: fut, side: BUY, quantity: 75, type: LIMIT, price: 24000}\n"

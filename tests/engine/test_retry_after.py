@@ -14,7 +14,7 @@ from helpers.faulty_broker import Faulty
 
 from runner.engine.gateway import Gateway, Tuning
 from runner.errors import RateLimited, Unavailable, WaitTooLong
-from runner.journal.store import Resolution
+from runner.journal.tables import Resolution
 
 MARKET = """
 steps:

@@ -12,7 +12,8 @@ from helpers.faulty_broker import Faulty
 
 from runner.engine.interrupt import Interrupt
 from runner.errors import Unavailable
-from runner.journal.store import RunBusy, RunStatus, StepOutcome
+from runner.journal.errors import RunBusy
+from runner.journal.tables import RunStatus, StepOutcome
 from runner.liveness import ProcessIdentity, host_id
 
 ENTRY_EXIT = """

@@ -7,7 +7,7 @@ from typing import Any
 from helpers.engine import DAY, RELIANCE, at, make_env, playbook
 
 from runner.engine.leases import LeaseMode, leases_for
-from runner.journal.store import RunStatus
+from runner.journal.tables import RunStatus
 from runner.liveness import ProcessIdentity, ProcessRegistry
 from runner.model import OrderRequest, Product, Side
 from runner.plan.model import CallOp, PlaybookSource

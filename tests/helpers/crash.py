@@ -573,6 +573,6 @@ def _instrument_key(body: dict) -> str:
     if isinstance(ins, str):
         return ins
     assert isinstance(ins, dict)
-    from runner.journal.store import instrument_from_json
+    from runner.journal.records import instrument_from_json
 
     return instrument_from_json(__import__("json").dumps(ins)).key

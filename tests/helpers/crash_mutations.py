@@ -23,7 +23,7 @@ class Mutation(enum.StrEnum):
 
 def _duplicate() -> None:
     from runner.engine.gateway import Gateway
-    from runner.journal.store import Purpose
+    from runner.journal.tables import Purpose
 
     place = Gateway.place
 
@@ -39,7 +39,8 @@ def _duplicate() -> None:
 
 
 def _skip_restamp() -> None:
-    from runner.journal.store import Journal, Resolution
+    from runner.journal.store import Journal
+    from runner.journal.tables import Resolution
 
     set_resolutions = Journal.set_resolutions  # set_resolution (one intent) goes through it too
 

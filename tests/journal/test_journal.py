@@ -13,7 +13,8 @@ from helpers.engine import NIFTY_FUT, at, make_env, playbook
 from helpers.faulty_broker import Faulty
 
 from runner.accounts import Secret
-from runner.journal.store import Intent, Purpose, Resolution, RunStatus, StepOutcome
+from runner.journal.records import Intent
+from runner.journal.tables import Purpose, Resolution, RunStatus, StepOutcome
 from runner.logs import configure, get_logger, redact
 from runner.model import IllegalTransition, Order, OrderRequest, OrderStatus, OrderType, Product, Side
 
@@ -60,7 +61,7 @@ def test_illegal_transition_is_recorded_and_not_applied(tmp_path):
     ]
     import sqlalchemy as sa
 
-    from runner.journal.store import events
+    from runner.journal.tables import events
 
     with env.engine.connect() as c:
         kinds = [r.kind for r in c.execute(sa.select(events))]
@@ -68,7 +69,7 @@ def test_illegal_transition_is_recorded_and_not_applied(tmp_path):
 
 
 def test_duplicate_intent_is_refused(tmp_path):
-    from runner.journal.store import DuplicateIntent
+    from runner.journal.errors import DuplicateIntent
 
     env = make_env(tmp_path)
     intent = _intent(env)
@@ -92,7 +93,7 @@ def test_duplicate_intent_is_refused(tmp_path):
 def test_discard_armed_removes_only_an_untouched_armed_run(tmp_path):
     import pytest
 
-    from runner.journal.store import JournalError
+    from runner.journal.errors import JournalError
 
     env = make_env(tmp_path)
     _intent(env)
@@ -111,12 +112,13 @@ def test_discard_armed_removes_only_an_untouched_armed_run(tmp_path):
 def test_discard_armed_refuses_once_a_broker_call_was_journaled(tmp_path):
     import pytest
 
-    from runner.journal.store import _CALL_COLUMNS, JournalError
+    from runner.journal.errors import JournalError
+    from runner.journal.fastpath import CALL_COLUMNS
 
     env = make_env(tmp_path)
     _intent(env)
     env.journal.record_call(
-        dict.fromkeys(_CALL_COLUMNS)
+        dict.fromkeys(CALL_COLUMNS)
         | {"run_id": "r1", "client_order_id": "rnx", "method": "place", "at": at(9, 0)}
     )
     with pytest.raises(JournalError):
@@ -193,7 +195,7 @@ async def test_unknown_intents_are_reconciled_before_anything_is_sent(tmp_path):
     with env.engine.begin() as c:
         import sqlalchemy as sa
 
-        from runner.journal.store import steps
+        from runner.journal.tables import steps
 
         c.execute(sa.delete(steps).where(steps.c.run_id == report.run_id))
     broker2 = Faulty(env.broker())

@@ -11,10 +11,12 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-import runner.journal.store as journal_mod
+import runner.journal.fastpath as fastpath
 from runner.engine.gateway import _flat, _json
 from runner.journal.db import make_engine
-from runner.journal.store import Intent, Journal, Purpose, Resolution, fills, order_intents
+from runner.journal.records import Intent
+from runner.journal.store import Journal
+from runner.journal.tables import Purpose, Resolution, fills, order_intents
 from runner.logs import redact
 from runner.model import Instrument, Order, OrderRequest, OrderStatus, OrderType, Product, Side
 
@@ -80,11 +82,11 @@ def test_dispose_drops_the_connection_and_the_journal_reconnects(tmp_path):
 
 
 def test_hot_statements_compile_for_postgresql():
-    fast = journal_mod._Fast.__new__(journal_mod._Fast)
+    fast = fastpath._Fast.__new__(fastpath._Fast)
     fast.dialect = postgresql.psycopg2.dialect()
     fast._compiled = {}
-    stmts = [v for v in vars(journal_mod).values() if isinstance(v, journal_mod._Stmt)]
-    stmts.append(journal_mod._intents_stmt(("run_id", "account"), 2, 3))
+    stmts = [v for v in vars(fastpath).values() if isinstance(v, fastpath.Stmt)]
+    stmts.append(fastpath.intents_stmt(("run_id", "account"), 2, 3))
     assert len(stmts) > 15
     for s in stmts:
         c = fast.compiled(s)

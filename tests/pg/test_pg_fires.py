@@ -26,7 +26,8 @@ from runner.clock import VirtualClock
 from runner.engine.killswitch import ControlStore, Mode
 from runner.journal.db import make_engine
 from runner.journal.fires import FireState, FireStore, fires
-from runner.journal.store import Journal, RunStatus, order_intents, runs
+from runner.journal.store import Journal
+from runner.journal.tables import RunStatus, order_intents, runs
 
 IST = ZoneInfo("Asia/Kolkata")
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,10 @@ import test_journal as journal_tests
 import test_journal_fast as fast_tests
 
 from runner.journal.db import make_engine
-from runner.journal.store import DuplicateIntent, Intent, Journal, JournalError, Purpose, order_intents, runs
+from runner.journal.errors import DuplicateIntent, JournalError
+from runner.journal.records import Intent
+from runner.journal.store import Journal
+from runner.journal.tables import Purpose, order_intents, runs
 from runner.model import Instrument, Order, OrderRequest, OrderStatus, OrderType, Product, Side
 
 
@@ -160,10 +163,11 @@ def test_fast_path_stores_naive_utc_and_exact_decimals_on_postgresql(pg_db_url: 
 def test_a_second_connection_never_sees_an_uncommitted_intent(pg_db_url: str) -> None:
     writer, reader = journals(pg_db_url, 2)
     writer.start_run("r1", playbook="p", account="a", scheduled_for=T0, mode="run", now=T0)
-    from runner.journal.store import _INS_INTENT, _intent_values
+    from runner.journal.fastpath import INS_INTENT
+    from runner.journal.records import intent_values
 
     with writer._fast.transaction() as t:
-        t.execute(_INS_INTENT, _intent_values(intent("c1")))
+        t.execute(INS_INTENT, intent_values(intent("c1")))
         assert reader.get_intent("c1") is None  # inside the writer's open transaction
         assert writer.get_intent("c1") is not None  # same connection sees its own row
     assert reader.get_intent("c1") is not None
@@ -186,12 +190,11 @@ def test_processes_starting_together_create_the_schema_once(pg_db_url: str) -> N
     (their own ``metadata.create_all`` races, see the xfail in test_pg_paper)."""
     from runner.brokers.paper import broker as paper
     from runner.engine import killswitch as control
-    from runner.journal import fires
-    from runner.journal import store as journal_mod
+    from runner.journal import fires, tables
     from runner.journal.db import create_all
 
     engines = [make_engine(pg_db_url) for _ in range(4)]
-    metas = (journal_mod.metadata, fires.metadata, control.metadata, paper.metadata)
+    metas = (tables.metadata, fires.metadata, control.metadata, paper.metadata)
     got = race(4, lambda i: [create_all(engines[i], m) for m in metas])
     assert [r for r in got if isinstance(r, Exception)] == []
     with engines[0].connect() as c:

@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 from runner.engine.leases import DEFAULT_BUSY_WAIT
 from runner.ids import client_order_id
-from runner.journal.store import Intent, StepOutcome
+from runner.journal.records import Intent
+from runner.journal.tables import StepOutcome
 from runner.model import Instrument, Order, OrderRequest, Side
 from runner.playbook import ltp_offsets
 from runner.playbook.ltp_offsets import PriceRole

@@ -24,7 +24,9 @@ from runner.engine.steps.common import (
     resolve_price,
     snap,
 )
-from runner.journal.store import Intent, Journal, events
+from runner.journal.records import Intent
+from runner.journal.store import Journal
+from runner.journal.tables import events
 from runner.model import Modification, Order, OrderStatus, OrderType, Side
 from runner.playbook.ltp_offsets import PriceRole
 from runner.playbook.models import Chase, LtpPrice, ModifyStep, Playbook, Price

@@ -22,7 +22,7 @@ from runner.engine.steps.common import (
     request_for,
     wait_all,
 )
-from runner.journal.store import Purpose
+from runner.journal.tables import Purpose
 from runner.model import Order, OrderRequest, OrderStatus, OrderType
 from runner.playbook.models import Playbook, SpreadLeg, SpreadStep
 

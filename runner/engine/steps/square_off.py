@@ -37,7 +37,9 @@ from runner.engine.steps.common import (
     snap,
     wait_all,
 )
-from runner.journal.store import Intent, Journal, Purpose, StepOutcome
+from runner.journal.records import Intent
+from runner.journal.store import Journal
+from runner.journal.tables import Purpose, StepOutcome
 from runner.model import Instrument, Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
 from runner.playbook.models import Playbook, SquareOffScope, SquareOffStep, TagScope
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runner.engine.steps.common import RunContext, StepResult, current_orders, describe, wait_all
-from runner.journal.store import StepOutcome
+from runner.journal.tables import StepOutcome
 from runner.model import OrderStatus
 from runner.playbook.models import WaitStep
 

@@ -49,7 +49,7 @@ UNVERSIONED = "unversioned (release 0.1.0, before migrations)"
 # Modules whose ``metadata`` together make the schema at HEAD (runner.journal.db.create_all leaves their
 # tables to this module). A new MetaData goes here, and its tables into a revision.
 METADATA_MODULES = (
-    "runner.journal.store",
+    "runner.journal.tables",
     "runner.journal.fires",
     "runner.engine.killswitch",
     "runner.brokers.paper.broker",

@@ -19,7 +19,8 @@ from runner.brokers.alphapoint.sim import AlphaPointSim
 from runner.clock import VirtualClock
 from runner.engine.core import RunOptions, execute
 from runner.engine.killswitch import ControlState, ControlView, GuardedBroker, Mode
-from runner.journal.store import Journal, StepOutcome
+from runner.journal.store import Journal
+from runner.journal.tables import StepOutcome
 from runner.model import OrderStatus
 from runner.playbook.models import Playbook
 from runner.playbook.yamlload import load_yaml
