@@ -37,7 +37,8 @@ from runner.brokers.blitz.client import (
 )
 from runner.brokers.faults import Fault, FaultPlan
 from runner.brokers.instruments import InstrumentMaster, MasterRow, row_from_mapping
-from runner.brokers.paper.matching import MatchingConfig, MatchingEngine, OrderState, money
+from runner.brokers.paper.book import OrderState, money
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import path_from_options
 from runner.clock import Clock, SystemClock
 from runner.errors import NotModifiable, Rejected
