@@ -15,39 +15,43 @@ A step's outcome says what is true at the broker; handler modules read orders an
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
 from runner.brokers.base import Broker
 from runner.clock import Clock
+from runner.engine.arming import (
+    LATE_GRACE,
+    _HaltNotes,
+    _HeldLog,
+    _Precommitted,
+    _Staged,
+    _YieldAfterPlace,
+    stage_first,
+)
 from runner.engine.gateway import EngineEvent, EventKind, Gateway, Observer, Tuning
 from runner.engine.interrupt import Interrupt
-from runner.engine.killswitch import GuardedBroker, Halted
+from runner.engine.killswitch import GuardedBroker
 from runner.engine.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for
 from runner.engine.risk import RiskChecker, RiskConfig, RiskRefused
-from runner.engine.steps.common import RunContext, StepError, StepResult, build_request
+from runner.engine.steps.common import RunContext, StepError, StepResult
 from runner.engine.steps.dispatch import EXIT_KINDS, HANDLERS
 from runner.errors import BrokerError
-from runner.ids import client_order_id
 from runner.ids import run_id as make_run_id
 from runner.journal.errors import DuplicateIntent, JournalError
-from runner.journal.records import Intent, RunRecord, StepRecord
+from runner.journal.records import RunRecord, StepRecord
 from runner.journal.store import Journal
-from runner.journal.tables import Purpose, RunStatus, StepOutcome
+from runner.journal.tables import RunStatus, StepOutcome
 from runner.liveness import ProcessIdentity
 from runner.logs import get_logger
-from runner.model import Modification, MultilegRequest, Order, OrderRequest
 from runner.playbook.models import Playbook, parse_duration
 
 if TYPE_CHECKING:
     from runner.journal.groupcommit import GroupCommit
-    from runner.journal.groupcommit import Staged as StagedRows
 
-LATE_GRACE = dt.timedelta(seconds=1)  # reaching a step this long after its ``at`` counts as late
 # A first step due this soon after preparing takes its account lease while preparing (fires armed ahead
 # of their instant keep their lateness); one due later takes it when it starts, so as not to block others.
 LEASE_AHEAD = dt.timedelta(seconds=5)
@@ -218,7 +222,7 @@ class Engine:
         await self._lease_ahead()
         if fresh:
             assert commit is not None
-            staged = await self._stage_first(commit)
+            staged = await stage_first(self, commit)
             if staged is not None:
                 try:
                     await commit.commit(staged.rows, self.options.scheduled_for)
@@ -333,66 +337,6 @@ class Engine:
     def _started(self, record: RunRecord) -> None:
         self.log.info("run_start", resumed=record.resumed, starts=record.starts)
         self._emit(EventKind.RUN_STARTED, message="resumed" if record.resumed else "started")
-
-    async def _stage_first(self, commit: GroupCommit) -> _Staged | None:
-        """The first step's order built, risk-checked and its rows converted ahead of time; None when it
-        cannot be staged (the ordinary path then runs it, with the same checks and messages)."""
-        if not self.pb.steps:
-            return None
-        step = self.pb.steps[0]
-        if step.kind != "place" or step.after is not None:
-            return None
-        if self._lease is None or self._lease.step_id != step.id:  # busy account: the ordinary path waits
-            return None
-        slot = self.options.scheduled_for
-        if step.at is not None and not self.options.ignore_at:
-            target = self.ctx.local_instant(step.at)
-            if target > slot or slot - target > LATE_GRACE:
-                return None
-        try:
-            request = build_request(self.pb, step)
-        except StepError:
-            return None
-        request = dataclasses.replace(request, client_order_id=client_order_id(self.run_id, step.id, 0, 0))
-        risk = self.gateway.risk
-        if risk is not None:
-            ref = await self.gateway.reference_price(request.instrument) if risk.needs_price else None
-            try:
-                risk.check(request, orders_so_far=0, reference_price=ref)  # a fresh run has no orders yet
-            except RiskRefused:
-                return None
-        intent = Intent(
-            client_order_id=request.client_order_id,
-            run_id=self.run_id,
-            account=self.account,
-            step_id=step.id,
-            slot=step.id,
-            leg=0,
-            attempt=0,
-            purpose=Purpose.ENTRY,
-            request=request,
-            created_at=slot,  # placeholder: the commit stamps the instant it is written
-        )
-        run_row = {
-            "run_id": self.run_id,
-            "playbook": self.pb.name,
-            "account": self.account,
-            "mode": self.options.mode,
-            "scheduled_for": slot,
-            "starts": 1,
-            "status": RunStatus.RUNNING.value,
-            "owner": self.owner,  # armed in the same group commit: no round trip at the instant
-            "timezone": self.pb.timezone,
-        }
-        step_row = {
-            "run_id": self.run_id,
-            "step_id": step.id,
-            "position": 0,
-            "kind": step.kind,
-            "outcome": StepOutcome.RUNNING.value,
-        }
-        rows = commit.stage(run_row, step_row, intent)
-        return _Staged(step, intent, rows, self.log.bind(step=step.id))
 
     async def execute(self) -> RunReport:
         try:
@@ -630,118 +574,6 @@ def late_reason(pb: Playbook, step: Any, target: dt.datetime, now: dt.datetime) 
     if lateness > window:
         return f"late by {lateness.total_seconds():.0f}s for at {step.at} (late: {policy})"
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Staged:
-    step: Any  # the first PlaceStep
-    intent: Intent  # its order: client id filled in, pre-trade checks passed
-    rows: StagedRows  # run, step and intent rows, converted for the group commit
-    log: Any  # the step's bound logger (binding costs ~0.1 ms cold at the instant)
-
-
-class _Precommitted:
-    """The run's journal for its staged first step: the gateway's ``add_intent`` of the intent the group
-    commit already wrote is a no-op (only if it is that exact intent); everything else passes through."""
-
-    def __init__(self, inner: Journal, intent: Intent) -> None:
-        self._inner = inner
-        self._intent: Intent | None = intent
-
-    def add_intent(self, intent: Intent) -> None:
-        mine = self._intent
-        if (
-            mine is not None
-            and intent.client_order_id == mine.client_order_id
-            and (intent.request is mine.request or intent.request == mine.request)
-        ):
-            self._intent = None
-            return
-        self._inner.add_intent(intent)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class _HaltNotes:
-    """Notes the kill switch's refusals (:class:`runner.engine.killswitch.Halted`) on their way to the
-    gateway, which journals them as rejected orders: the engine then reports the step REFUSED, not FAILED."""
-
-    def __init__(self, inner: GuardedBroker) -> None:
-        self._inner = inner
-        self.last: Halted | None = None
-
-    async def place(self, request: OrderRequest) -> Order:
-        try:
-            return await self._inner.place(request)
-        except Halted as exc:
-            self.last = exc
-            raise
-
-    async def modify(self, order: Order, change: Modification) -> Order:
-        try:
-            return await self._inner.modify(order, change)
-        except Halted as exc:
-            self.last = exc
-            raise
-
-    async def place_multileg(self, request: MultilegRequest) -> Sequence[Order]:
-        try:
-            return await self._inner.place_multileg(request)
-        except Halted as exc:
-            self.last = exc
-            raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class _YieldAfterPlace:
-    """Lets the event loop run once after a request left and before its bookkeeping, so every run released
-    at the same instant sends its first request before any of them journals an ack (a broker that answers
-    without awaiting I/O, like paper, would otherwise serialize the burst behind each run's commits)."""
-
-    def __init__(self, inner: Broker, sent: Callable[[], None]) -> None:
-        self._inner = inner
-        self._sent = sent
-
-    async def place(self, request: OrderRequest) -> Order:
-        try:
-            return await self._inner.place(request)
-        finally:
-            await asyncio.sleep(0)
-            self._sent()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class _HeldLog:
-    """A logger whose lines are held until :meth:`release` (then written in order):
-    formatting and writing a log line costs more than the rest of the path from the instant to the
-    request, so a staged first order's ``order_send`` line is written just after the request left."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self._held: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] | None = []
-
-    def release(self) -> None:
-        held, self._held = self._held, None
-        for meth, args, kw in held or ():
-            meth(*args, **kw)
-
-    def __getattr__(self, name: str) -> Any:
-        meth = getattr(self._inner, name)
-        if name == "bind" or not callable(meth):
-            return meth
-
-        def hold(*args: Any, **kw: Any) -> Any:
-            if self._held is None:
-                return meth(*args, **kw)
-            self._held.append((meth, args, kw))
-            return None
-
-        return hold
 
 
 async def execute(

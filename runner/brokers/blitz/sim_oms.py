@@ -17,7 +17,8 @@ from typing import Any
 
 from runner.brokers.blitz.wire import exchange_segment, instrument_id
 from runner.brokers.instruments import InstrumentMaster, MasterRow
-from runner.brokers.paper.matching import MatchingEngine, OrderState, money
+from runner.brokers.paper.book import OrderState, money
+from runner.brokers.paper.matching import MatchingEngine
 from runner.clock import Clock
 from runner.errors import NotModifiable, Rejected
 from runner.model import (

@@ -34,15 +34,8 @@ import sqlalchemy as sa
 
 from runner.accounts import Account
 from runner.brokers.base import Capability
-from runner.brokers.paper.matching import (
-    Book,
-    MatchingConfig,
-    MatchingEngine,
-    OrderState,
-    PositionState,
-    fill_from_dict,
-    fill_to_dict,
-)
+from runner.brokers.paper.book import Book, OrderState, PositionState, fill_from_dict, fill_to_dict
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import PricePath, ReferenceBook, load_references, path_from_options
 from runner.clock import Clock, SystemClock
 from runner.errors import BrokerError, Rejected

@@ -8,7 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from runner.brokers.paper.matching import MatchingConfig, MatchingEngine, RejectCode, money
+from runner.brokers.paper.book import RejectCode, money
+from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import RandomWalk, StepPath, second_of
 from runner.errors import NotFound, NotModifiable, Rejected
 from runner.model import (
