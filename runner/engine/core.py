@@ -24,7 +24,9 @@ from zoneinfo import ZoneInfo
 
 from runner.brokers.base import Broker
 from runner.clock import Clock
-from runner.engine.gateway import EngineEvent, EventKind, Gateway, Observer, Tuning
+from runner.engine.calls import Tuning
+from runner.engine.events import EngineEvent, EventKind, Observer
+from runner.engine.gateway import Gateway
 from runner.engine.interrupt import Interrupt
 from runner.engine.killswitch import GuardedBroker, Halted
 from runner.engine.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 import runner.journal.store as journal_mod
-from runner.engine.gateway import _flat, _json
+from runner.engine.records import _flat, _json
 from runner.journal.db import make_engine
 from runner.journal.store import Intent, Journal, Purpose, Resolution, fills, order_intents
 from runner.logs import redact
