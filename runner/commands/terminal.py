@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import datetime as dt
     from zoneinfo import ZoneInfo
 
-    from runner.engine.gateway import EngineEvent
+    from runner.engine.events import EngineEvent
 
 
 _COLORS = {"green": "32", "red": "31", "yellow": "33", "dim": "2", "bold": "1", "cyan": "36"}

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 
 from runner.brokers.base import Broker
 from runner.clock import Clock
-from runner.engine.gateway import Gateway, Tuning
+from runner.engine.calls import Tuning
+from runner.engine.gateway import Gateway
 from runner.engine.killswitch import ControlStore, HaltPass
 from runner.ids import run_id as make_run_id
 from runner.journal.store import Journal

@@ -32,7 +32,9 @@ from runner.engine.arming import (
     _YieldAfterPlace,
     stage_first,
 )
-from runner.engine.gateway import EngineEvent, EventKind, Gateway, Observer, Tuning
+from runner.engine.calls import Tuning
+from runner.engine.events import EngineEvent, EventKind, Observer
+from runner.engine.gateway import Gateway
 from runner.engine.interrupt import Interrupt
 from runner.engine.killswitch import GuardedBroker
 from runner.engine.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for

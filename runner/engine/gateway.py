@@ -4,8 +4,9 @@
   looked up before it is sent again, and sent again only when the broker refuses a repeated client id
   (:attr:`Capability.IDEMPOTENT_CLIENT_ID`) or a lookup made well after its last send did not find it.
   Otherwise an unknown outcome fails the step and stays UNKNOWN until a later start reconciles it.
-* Retryable errors back off (honouring ``retry_after``); AuthExpired logs in once and retries;
-  OutcomeUnknown is resolved by ``get_order`` (never a blind re-send); Rejected is never retried.
+* Retryable errors back off (honouring ``retry_after``); AuthExpired logs in once and retries (the call
+  layer, :mod:`runner.engine.calls`); OutcomeUnknown is resolved by ``get_order`` (never a blind
+  re-send); Rejected is never retried.
 * Pre-trade limits apply to every new order (each leg of a spread counted) and to every modify.
 * ``cancel`` / ``modify`` return what reading the order back says, not what the ack said; one that timed
   out and did not land is issued once more (it names an existing order, so it cannot create one).
@@ -17,56 +18,21 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
-import json
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-from runner.brokers.base import Broker, Capability, ClientIdRegistry, MultilegBroker
+from runner.brokers.base import Capability, MultilegBroker
+from runner.engine.calls import UNSETTLED, BrokerCalls
+from runner.engine.changes import applied, modified_request, prices_for
 from runner.engine.killswitch import Halted
-from runner.engine.risk import QuoteSource, RiskChecker, RiskRefused
-from runner.errors import (
-    AdapterFault,
-    AuthExpired,
-    BrokerError,
-    Malformed,
-    NotFound,
-    NotModifiable,
-    OutcomeUnknown,
-    Rejected,
-    Retryable,
-    WaitTooLong,
-)
+from runner.engine.records import request_to_dict
+from runner.engine.risk import RiskRefused
+from runner.errors import BrokerError, NotFound, NotModifiable, OutcomeUnknown, Rejected, Retryable
 from runner.ids import client_order_id, leg_client_id
 from runner.journal.errors import DuplicateIntent
 from runner.journal.records import Intent
-from runner.journal.store import Journal
 from runner.journal.tables import Purpose, Resolution
-from runner.logs import redact
-from runner.model import (
-    IllegalTransition,
-    Instrument,
-    Modification,
-    MultilegRequest,
-    Order,
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    Position,
-)
-
-if TYPE_CHECKING:
-    from runner.clock import Clock
-
-T = TypeVar("T")
-
-UNSETTLED = frozenset({OrderStatus.PENDING_NEW, OrderStatus.UNKNOWN})
-NON_TERMINAL = tuple(s for s in OrderStatus if not s.is_terminal)  # an order that may still change
-
-
-_WRITES = frozenset({"place", "modify", "cancel", "place_multileg"})  # calls that change the book
+from runner.model import Modification, MultilegRequest, Order, OrderRequest, OrderStatus
 
 
 def is_live(order: Order) -> bool:
@@ -74,112 +40,11 @@ def is_live(order: Order) -> bool:
     return order.status.is_working or order.status in UNSETTLED
 
 
-@dataclass(frozen=True, slots=True)
-class Tuning:
-    max_attempts: int = 5  # per call, for Retryable / AuthExpired
-    backoff_base: float = 0.2  # seconds, doubled per attempt
-    backoff_cap: float = 5.0
-    # Longest Retry-After honoured (seconds): a broker asking for more (a day, garbage read as huge)
-    # fails the call with WaitTooLong instead of parking the step with a PENDING intent.
-    max_retry_after: float = 30.0
-    poll_interval: float = 0.25  # read-back polling
-    lookup_attempts: int = 4  # lookups after OutcomeUnknown before concluding "never arrived"
-    verify_timeout: float = 10.0  # default read-back window for cancel / modify
-    market_fill_wait: float = 5.0  # how long a place step watches a MARKET order for its fill
-    # A lookup miss proves absence only this long (clock seconds) after the last send: brokers that find
-    # our orders by scanning the day's book can lag. Brokers refusing a repeated client id need no wait.
-    absent_after: float = 60.0
-    # Unsettled intents older than this are no longer looked up on every start: brokers keep only the
-    # day's book, so after a long weekend a lookup cannot tell anything new. They stay UNKNOWN in the
-    # journal (``runner history`` shows them) for an operator to settle.
-    reconcile_horizon: float = 4 * 86400.0
-
-
 class Missing(enum.StrEnum):
     """What :meth:`Gateway.settle` says of an intent the broker does not show."""
 
     ABSENT = "absent"  # proven never received (the gateway's own rule): a new order cannot double it
     UNKNOWN = "unknown"  # not found, not proven absent: it may still show up, and fill
-
-
-class EventKind(enum.StrEnum):
-    RUN_STARTED = "run_started"
-    STEP_STARTED = "step_started"
-    STEP_FINISHED = "step_finished"
-    ORDER = "order"
-    NOTE = "note"
-    RUN_FINISHED = "run_finished"
-
-
-@dataclass(frozen=True, slots=True)
-class EngineEvent:
-    kind: EventKind
-    at: dt.datetime
-    step_id: str | None = None
-    message: str = ""
-    order: Order | None = None
-    outcome: str | None = None
-
-
-Observer = Callable[[EngineEvent], None]
-
-
-_ENCODER = json.JSONEncoder(default=str, sort_keys=True)  # json.dumps(**kw) builds one per call
-_FLAT_ENCODER = json.JSONEncoder(default=str)  # for dicts built in key order already
-_AS_IS: frozenset[type] = frozenset({type(None), int, bool})
-_AS_TEXT: frozenset[type] = frozenset({Decimal, dt.datetime, dt.date})  # as ``default=str`` would
-
-
-def _json(value: Any) -> str:
-    """JSON of a broker call's request or response, secrets redacted, keys sorted."""
-    if isinstance(value, Order | OrderRequest):
-        return _record_json(value)
-    if isinstance(value, list | tuple) and value and all(isinstance(v, Order | OrderRequest) for v in value):
-        return "[" + ", ".join(_record_json(v) for v in value) + "]"
-    return _ENCODER.encode(redact(value))
-
-
-_FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
-
-
-def _record_fields(cls: type) -> tuple[tuple[str, bool], ...]:
-    """(field, is-secret) in sorted order; the secret check is :func:`runner.logs.redact`'s own."""
-    found = _FIELDS.get(cls)
-    if found is None:
-        names = sorted(f.name for f in dataclasses.fields(cls))
-        found = _FIELDS[cls] = tuple((n, redact({n: ""})[n] != "") for n in names)
-    return found
-
-
-def _record_json(obj: Order | OrderRequest) -> str:
-    """``_ENCODER.encode(redact(_flat(obj)))`` without the generic walk: the same text, ~3x faster (an
-    order's fields are fixed; only their string values can carry a token, and those still go through
-    :func:`redact`)."""
-    out: dict[str, Any] = {}
-    for name, secret in _record_fields(type(obj)):
-        v = getattr(obj, name)
-        t = type(v)
-        if secret and v is not None:
-            v = "***"
-        elif t in _AS_IS:
-            pass
-        elif t is str:
-            v = redact(v)
-        elif t in _AS_TEXT:
-            v = str(v)
-        elif isinstance(v, Instrument):
-            v = redact(v.key)
-        elif not isinstance(v, enum.StrEnum):  # enum members are code constants, encoded as their value
-            v = redact(v)
-        out[name] = v
-    return _FLAT_ENCODER.encode(out)
-
-
-def _flat(obj: Any) -> dict[str, Any]:
-    """Shallow field dict (dataclasses.asdict deep-copies: too slow for every broker call)."""
-    d = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    d["instrument"] = obj.instrument.key
-    return d
 
 
 def not_sent(exc: BaseException) -> bool:
@@ -193,313 +58,9 @@ def unknown_message(cid: str) -> str:
     )
 
 
-PRICED = frozenset({OrderType.LIMIT, OrderType.SL})  # the types that carry a limit price
-TRIGGERED = frozenset({OrderType.SL, OrderType.SL_M})  # the types that carry a trigger price
-
-
-def prices_for(
-    order_type: OrderType, price: Decimal | None, trigger: Decimal | None
-) -> tuple[Decimal | None, Decimal | None]:
-    """(price, trigger) as an order of ``order_type`` carries them: a MARKET / SL-M order has no limit
-    price and a MARKET / LIMIT order no trigger, whatever the order it replaces had."""
-    return (price if order_type in PRICED else None, trigger if order_type in TRIGGERED else None)
-
-
-def modified_request(order: Order, change: Modification) -> OrderRequest:
-    """The order as it would stand after ``change`` (quantity = the new total), for pre-trade checks."""
-    new_type = change.order_type or order.order_type
-    price, trigger = prices_for(
-        new_type, change.price or order.price, change.trigger_price or order.trigger_price
-    )
-    return OrderRequest(
-        client_order_id=order.client_order_id,
-        instrument=order.instrument,
-        side=order.side,
-        quantity=change.quantity if change.quantity is not None else order.quantity,
-        order_type=new_type,
-        product=order.product,
-        validity=order.validity,
-        price=price,
-        trigger_price=trigger,
-        tag=order.tag,
-    )
-
-
-def order_to_dict(order: Order) -> dict[str, Any]:
-    return _flat(order)
-
-
-def request_to_dict(request: OrderRequest) -> dict[str, Any]:
-    return _flat(request)
-
-
-@dataclass
-class Gateway:
-    broker: Broker
-    journal: Journal
-    clock: Clock
-    run_id: str
-    account: str
-    risk: RiskChecker | None = None
-    tuning: Tuning = field(default_factory=Tuning)
-    observer: Observer | None = None
-    log: Any = None
-    step_id: str | None = None  # set by the engine while a step runs
-    deadline: dt.datetime | None = None  # set by a caller whose step must end by then: no wait passes it
-    last_prices: dict[str, Decimal] = field(default_factory=dict)
-    # Client ids known to be journaled (intents are never deleted, so a hit never goes stale).
-    _ours: set[str] = field(default_factory=set, repr=False)
-    # slot -> its request built while preparing (the engine's staged first order): not rebuilt at the instant
-    staged: dict[str, OrderRequest] = field(default_factory=dict, repr=False)
-
-    # --- low level: one broker call with retries and a journal row ---------------------------------
-
-    def _emit(self, kind: EventKind, message: str = "", order: Order | None = None) -> None:
-        if self.observer is not None:
-            self.observer(EngineEvent(kind, self.clock.now(), self.step_id, message, order))
-
-    def _call_row(
-        self,
-        method: str,
-        cid: str | None,
-        request: Any,
-        response: Any,
-        error: BaseException | None,
-        started: float,
-    ) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "step_id": self.step_id,
-            "client_order_id": cid,
-            "method": method,
-            "request": _json(request) if request is not None else None,
-            "response": _json(response) if response is not None else None,
-            "error": type(error).__name__ if error else None,
-            "error_message": redact(str(error)) if error else None,  # errors may echo a token
-            "at": self.clock.now(),
-            "duration_us": int((time.perf_counter() - started) * 1e6),
-        }
-
-    async def call(
-        self,
-        method: str,
-        fn: Callable[[], Awaitable[T]],
-        *,
-        cid: str | None = None,
-        request: Any = None,
-        record: bool = True,
-    ) -> tuple[T, dict[str, Any]]:
-        """Run ``fn`` with the retry policy. Returns the result and its (unwritten) broker_calls row;
-        failed attempts are journaled here. OutcomeUnknown and Rejected propagate to the caller."""
-        relogged = False
-        attempt = 0
-        while True:
-            attempt += 1
-            started = time.perf_counter()
-            try:
-                result = await fn()
-            except Retryable as exc:
-                self.journal.record_call(self._call_row(method, cid, request, None, exc, started))
-                if attempt >= self.tuning.max_attempts:
-                    raise
-                delay = (
-                    exc.retry_after
-                    if exc.retry_after is not None
-                    else min(self.tuning.backoff_cap, self.tuning.backoff_base * 2 ** (attempt - 1))
-                )
-                self._check_wait(method, delay, exc)
-                self._log("broker_retry", method=method, client_order_id=cid, error=str(exc), delay=delay)
-                await self.clock.sleep(delay)
-                continue
-            except AuthExpired as exc:
-                self.journal.record_call(self._call_row(method, cid, request, None, exc, started))
-                if relogged:
-                    raise
-                relogged = True
-                self._log("broker_relogin", method=method)
-                await self.broker.connect()
-                continue
-            except Malformed as exc:
-                self.journal.record_call(self._call_row(method, cid, request, None, exc, started))
-                if method not in _WRITES:
-                    raise
-                # an unreadable reply to a write says nothing of whether it took effect: look it up
-                raise AdapterFault(f"{method}: unreadable reply: {exc}") from exc
-            except BrokerError as exc:
-                self.journal.record_call(self._call_row(method, cid, request, None, exc, started))
-                raise
-            except Exception as exc:  # an adapter's bug or unreadable reply: into the taxonomy, ambiguous
-                fault = AdapterFault(f"{method}: unexpected {type(exc).__name__} in the adapter: {exc}")
-                self.journal.record_call(self._call_row(method, cid, request, None, fault, started))
-                raise fault from exc
-            response = (
-                result
-                if isinstance(result, Order)
-                or (isinstance(result, list | tuple) and all(isinstance(o, Order) for o in result))
-                else None
-            )
-            row = self._call_row(method, cid, request, response, None, started)
-            if record:
-                self.journal.record_call(row)
-            return result, row
-
-    def _check_wait(self, method: str, delay: float, exc: Retryable) -> None:
-        """Refuse a wait past the maximum Retry-After or past :attr:`deadline`: the call fails now."""
-        if exc.retry_after is not None and not delay <= self.tuning.max_retry_after:  # NaN too
-            why = f"Retry-After {delay:g}s exceeds the maximum {self.tuning.max_retry_after:g}s"
-        elif self.deadline is not None and self.clock.now() + dt.timedelta(seconds=delay) > self.deadline:
-            source = "Retry-After" if exc.retry_after is not None else "backoff"
-            why = f"{source} {delay:g}s would pass the step's deadline {self.deadline.isoformat()}"
-        else:
-            return
-        raise WaitTooLong(
-            f"{method}: {why}; not waiting ({exc})",
-            code=exc.code,
-            broker=exc.broker,
-            retry_after=exc.retry_after,
-        ) from exc
-
-    def _log(self, event: str, **kw: Any) -> None:
-        if self.log is not None:
-            self.log.info(event, **kw)
-
-    def note(self, message: str, *, level: str = "info", cid: str | None = None) -> None:
-        self.journal.record_event(
-            self.run_id,
-            "note",
-            message,
-            self.clock.now(),
-            level=level,
-            step_id=self.step_id,
-            client_order_id=cid,
-        )
-        self._emit(EventKind.NOTE, message)
-
-    def _record(
-        self, order: Order, row: dict[str, Any] | None = None, resolution: Resolution = Resolution.CONFIRMED
-    ) -> Order:
-        """Journal the broker's view of an order (ours or not). An illegal transition is recorded as an
-        error and the broker's report is still returned: the broker is the truth, the journal the record."""
-        try:
-            self.journal.record_order(order, self.clock.now(), call=row, resolution=resolution)
-        except IllegalTransition as exc:
-            if self.log is not None:
-                self.log.error("illegal_transition", client_order_id=order.client_order_id, error=str(exc))
-        if order.average_price is not None:
-            self.last_prices[order.instrument.key] = order.average_price
-        self._emit(EventKind.ORDER, order=order)
-        return order
-
-    # --- reads ----------------------------------------------------------------------------------------
-
-    async def lookup(self, cid: str) -> Order | None:
-        order, row = await self.call(
-            "get_order",
-            lambda: self.broker.get_order(cid),
-            cid=cid,
-            request={"client_order_id": cid},
-            record=False,
-        )
-        if order is None:
-            self.journal.record_call(row)
-            return None
-        return self._record(order, row)
-
-    async def read(self, order: Order) -> Order:
-        """The order as the broker sees it now (by our client id when it is ours, else by broker id)."""
-        if self._is_ours(order.client_order_id):
-            found = await self.lookup(order.client_order_id)
-            if found is not None:
-                return found
-        if order.broker_order_id is None:
-            if order.status in UNSETTLED:  # a miss proves nothing about an order whose send is unsettled
-                raise OutcomeUnknown(
-                    f"outcome unknown for {order.client_order_id}: not found by a lookup (yet), no broker id"
-                )
-            raise NotFound(f"order {order.client_order_id} has no broker id to look it up by")
-        boid = order.broker_order_id
-        got, row = await self.call(
-            "get_order_by_broker_id",
-            lambda: self.broker.get_order_by_broker_id(boid),
-            cid=order.client_order_id,
-            request={"broker_order_id": boid},
-            record=False,
-        )
-        return self._record(got, row)
-
-    def _is_ours(self, cid: str) -> bool:
-        if cid in self._ours:
-            return True
-        if self.journal.has_intent(cid):
-            self._ours.add(cid)
-            return True
-        return False
-
-    async def positions(self) -> Sequence[Position]:
-        result, _ = await self.call("positions", self.broker.positions)
-        return result
-
-    async def refresh(self, client_order_ids: Sequence[str]) -> list[Order]:
-        """Read the day's book once and journal the latest state of these orders in one commit: the
-        cheap way to bring many orders up to date (a square-off's exits) instead of one lookup each."""
-        wanted = set(client_order_ids)
-        book, _ = await self.call("orders", self.broker.orders)
-        mine = [o for o in book if o.client_order_id in wanted]
-        if mine:
-            self.journal.record_orders(mine, self.clock.now())
-        return mine
-
-    def adopt_client_ids(self) -> None:
-        """At start: a broker that maps our client ids one way in memory (:class:`ClientIdRegistry`) learns
-        the account's journaled ones again (those within ``reconcile_horizon``: brokers keep the day's
-        book), so its orders of an earlier process read back as ours. Nothing to do for the others."""
-        broker = self.broker
-        if isinstance(broker, ClientIdRegistry):
-            since = self.clock.now() - dt.timedelta(seconds=self.tuning.reconcile_horizon)
-            broker.adopt_client_ids(self.journal.client_ids_of_account(self.account, since=since))
-
-    async def read_back(self) -> list[Order]:
-        """The end of every run, success or failure: the run's non-terminal orders read back (one day-book
-        read, :meth:`refresh`) so the journal ends with the broker's truth, not the last ack."""
-        left = self.journal.intents(run_id=self.run_id, statuses=NON_TERMINAL)
-        return await self._read_back([i.client_order_id for i in left], "read-back")
-
-    async def _read_back(self, cids: Sequence[str], why: str) -> list[Order]:
-        """:meth:`refresh` of ``cids`` (nothing when empty); a failed read is noted, never raised: the
-        journal's state then stands as of its last write (``runner show`` says so)."""
-        if not cids:
-            return []
-        self._ours.update(cids)
-        try:
-            return await self.refresh(cids)
-        except BrokerError as exc:
-            self.note(f"{why}: {len(cids)} open order(s) not read back: {type(exc).__name__}: {exc}",
-                      level="warning")  # fmt: skip
-            return []
-
-    async def open_orders(self) -> Sequence[Order]:
-        result, _ = await self.call("open_orders", self.broker.open_orders)
-        return result
-
-    async def wait_for(self, order: Order, done: Callable[[Order], bool], timeout: float) -> Order:
-        """Poll until ``done(order)`` or ``timeout`` seconds (clock time) pass; returns the last read."""
-        deadline = self.clock.now() + dt.timedelta(seconds=timeout)
-        current = order
-        delay = self.tuning.poll_interval
-        while not done(current):
-            if self.clock.now() >= deadline:
-                break
-            await self.clock.sleep(min(delay, max(0.0, (deadline - self.clock.now()).total_seconds())))
-            current = await self.read(current)
-        return current
-
-    async def reference_price(self, instrument: Instrument) -> Decimal | None:
-        if isinstance(self.broker, QuoteSource):
-            price, _ = await self.call("ltp", lambda: self.broker.ltp(instrument))  # type: ignore[attr-defined]
-            if price is not None:
-                self.last_prices[instrument.key] = price
-                return price
-        return self.last_prices.get(instrument.key)
+class Gateway(BrokerCalls):
+    """The run's broker calls (fields and the call layer: :class:`BrokerCalls`) with resolution, pre-trade
+    limits, journal-before-send placing and cancel / modify verified by reading back."""
 
     # --- reconciliation -------------------------------------------------------------------------------
 
@@ -979,24 +540,9 @@ class Gateway:
         return await self._place_checked(req, slot=slot, leg=leg, attempt=attempt, purpose=purpose)
 
 
-def applied(order: Order, change: Modification) -> bool:
-    if change.price is not None and order.order_type is not OrderType.MARKET and order.price != change.price:
-        return False
-    if change.trigger_price is not None and order.trigger_price != change.trigger_price:
-        return False
-    if change.quantity is not None and order.quantity != change.quantity:
-        return False
-    return change.order_type is None or order.order_type is change.order_type
-
-
 __all__ = [
-    "EngineEvent",
-    "EventKind",
     "Gateway",
     "Missing",
-    "Observer",
     "RiskRefused",
-    "Tuning",
-    "applied",
     "is_live",
 ]

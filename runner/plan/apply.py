@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 from runner.brokers.base import Broker, ForwardingBroker
 from runner.clock import Clock
+from runner.engine.calls import Tuning
 from runner.engine.core import RunOptions, RunReport, execute
-from runner.engine.gateway import Observer, Tuning
+from runner.engine.events import Observer
 from runner.engine.interrupt import Interrupt
 from runner.engine.killswitch import GuardedBroker
 from runner.engine.risk import RiskConfig

@@ -14,8 +14,9 @@ import sqlalchemy as sa
 
 from runner.accounts import Account
 from runner.clock import VirtualClock
+from runner.engine.calls import Tuning
 from runner.engine.core import RunOptions, RunReport, execute
-from runner.engine.gateway import Observer, Tuning
+from runner.engine.events import Observer
 from runner.engine.risk import RiskConfig
 from runner.ids import run_id as make_run_id
 from runner.journal.store import Journal

@@ -13,7 +13,8 @@ from helpers.engine import NIFTY_FUT, at, make_env, playbook
 from helpers.faulty_broker import Faulty, FaultyMultileg
 
 from runner.brokers.base import Capability
-from runner.engine.gateway import Gateway, modified_request
+from runner.engine.changes import modified_request
+from runner.engine.gateway import Gateway
 from runner.engine.killswitch import ControlState, ControlView, GuardedBroker, Mode
 from runner.errors import OutcomeUnknown, Unavailable
 from runner.ids import client_order_id, leg_client_id

@@ -12,7 +12,8 @@ import pytest
 from helpers.engine import make_env, playbook
 from helpers.faulty_broker import Faulty
 
-from runner.engine.gateway import Gateway, Tuning
+from runner.engine.calls import Tuning
+from runner.engine.gateway import Gateway
 from runner.errors import RateLimited, Unavailable, WaitTooLong
 from runner.journal.tables import Resolution
 

@@ -17,8 +17,9 @@ from runner.brokers.paper.broker import PaperBroker
 from runner.brokers.paper.matching import MatchingConfig
 from runner.brokers.paper.price_paths import StepPath
 from runner.clock import VirtualClock
+from runner.engine.calls import Tuning
 from runner.engine.core import RunOptions, RunReport, execute
-from runner.engine.gateway import EngineEvent, Tuning
+from runner.engine.events import EngineEvent
 from runner.journal.db import make_engine
 from runner.journal.store import Journal
 from runner.model import Instrument

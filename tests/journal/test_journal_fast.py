@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 import runner.journal.fastpath as fastpath
-from runner.engine.gateway import _flat, _json
+from runner.engine.records import _flat, _json
 from runner.journal.db import make_engine
 from runner.journal.records import Intent
 from runner.journal.store import Journal

@@ -11,7 +11,8 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 
-from runner.engine.gateway import applied, is_live
+from runner.engine.changes import applied
+from runner.engine.gateway import is_live
 from runner.engine.steps.cancel import condition_holds
 from runner.engine.steps.common import (
     RunContext,

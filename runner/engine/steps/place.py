@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from runner.engine.gateway import UNSETTLED, is_live
+from runner.engine.calls import UNSETTLED
+from runner.engine.gateway import is_live
 from runner.engine.steps.common import RunContext, StepResult, describe, request_for
 from runner.model import OrderStatus, OrderType
 from runner.playbook.models import PlaceStep

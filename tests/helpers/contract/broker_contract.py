@@ -43,7 +43,8 @@ from runner.brokers.base import Broker, Capability, MultilegBroker
 from runner.brokers.paper.matching import MatchingConfig
 from runner.brokers.paper.price_paths import RandomWalk, StepPath
 from runner.clock import VirtualClock
-from runner.engine.gateway import applied, is_live
+from runner.engine.changes import applied
+from runner.engine.gateway import is_live
 from runner.errors import AuthExpired, NotFound, NotModifiable, OutcomeUnknown, Rejected, Retryable
 from runner.model import (
     Instrument,
