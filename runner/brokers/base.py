@@ -6,6 +6,7 @@ and do I/O in a thin class implementing :class:`Broker`. Errors are raised as :m
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -145,6 +146,31 @@ class MultilegBroker(Broker, Protocol):
     async def cancel_multileg(self, legs: Sequence[Order]) -> Sequence[Order]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A price from the broker's own market-data API for one instrument: the last traded price and,
+    where the broker offers them, the best bid and ask. ``at`` is when the price was made as the broker
+    states it (last trade / tick time), else when we received it; always aware UTC. Consumers judge
+    staleness from ``at`` (runner.engine refuses prices older than its limit)."""
+
+    instrument: Instrument
+    ltp: Decimal | None
+    at: dt.datetime
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+
+
+@runtime_checkable
+class MarketData(Protocol):
+    """Optional adapter capability: quotes through the broker's market-data API. ``quotes`` batches as
+    the broker allows (Kotak: 50 per call), takes the account's read rate limit, and returns a Quote per
+    instrument key (``Instrument.key``) the broker quoted; instruments it does not quote are absent (never
+    a made-up price). Stream-only brokers subscribe for the run's instruments and answer from the last
+    tick. Errors map into runner.errors like any call."""
+
+    async def quotes(self, instruments: Sequence[Instrument]) -> Mapping[str, Quote]: ...
+
+
 class ForwardingBroker:
     """A Broker that passes every call to ``inner``. Guards (the kill switch, a plan's allow-list)
     subclass it and override only the calls they police, so reads can never be forgotten."""
@@ -198,3 +224,9 @@ class ForwardingBroker:
         """A read: risk checks and LTP-relative prices need it (None if the broker quotes nothing)."""
         quote = getattr(self.inner, "ltp", None)
         return await quote(instrument) if quote is not None else None
+
+    async def quotes(self, instruments: Sequence[Instrument]) -> Mapping[str, Quote]:
+        """A read, passed through (empty when the inner broker has no market data)."""
+        if isinstance(self.inner, MarketData):
+            return await self.inner.quotes(instruments)
+        return {}
