@@ -15,13 +15,14 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 
 from runner.accounts import Account
-from runner.brokers.base import Capability, read_positions
+from runner.brokers.base import Capability, Quote, read_positions
 from runner.brokers.http import make_client, send
 from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.kotak_neo.wire import (
@@ -53,7 +54,12 @@ from runner.brokers.kotak_neo.wire import (
     parse_login,
     parse_order,
     parse_position,
+    batches,
+    neo_symbol,
+    parse_quote,
     place_jdata,
+    quote_rows_of,
+    quotes_path,
     rows_of,
     segment_for,
     totp,
@@ -69,6 +75,7 @@ from runner.errors import (
     OutcomeUnknown,
     RateLimited,
     Rejected,
+    Unavailable,
 )
 from runner.ids import is_client_order_id
 from runner.model import (
@@ -81,6 +88,7 @@ from runner.model import (
     Position,
 )
 from runner.scrub import secret
+from runner.wirejson import loads
 
 log = logging.getLogger("runner.brokers.kotak_neo")  # stable name, not __name__: people filter on it
 
@@ -118,6 +126,7 @@ class KotakNeo:
         clock: Clock | None = None,
         limiter: RateLimiter | None = None,
         transport: str | None = None,
+        read_limiter: RateLimiter | None = None,
     ) -> None:
         self.account = account
         self.clock: Clock = clock or SystemClock()
@@ -138,6 +147,12 @@ class KotakNeo:
             self._by_symbol[(seg, trading_symbol_for(row).upper())] = row.instrument
         rl = account.rate_limit
         self.limiter = limiter or RateLimiter(rl.orders_per_second, rl.burst)
+        # Reads of market data take a bucket of their own: Kotak allows about 25 API calls/s in all
+        # (OpenAlgo #1666) and orders already take up to `orders_per_second`; options
+        # `quotes_per_second` (default 15) and `quotes_burst` (default 1) tune it.
+        self.read_limiter = read_limiter or RateLimiter(float(account.options.get("quotes_per_second", 15)),
+                                                        int(account.options.get("quotes_burst", 1)))
+        self._quote_type = str(account.options.get("quote_type", "all"))  # ltp+depth+lstup_time in one
         self._transport = transport or account.options.get("http_transport")
         self._login_url = account.endpoints.get("login", LOGIN_HOST)
         self._trade_override = account.endpoints.get("trade")  # else the session's baseUrl
@@ -368,6 +383,65 @@ class KotakNeo:
         payload = await self._read("GET", PATH_TRADES)
         return [parse_fill(r, self._lookup) for r in rows_of(payload)]
 
+    # -- market data ----------------------------------------------------------------------------------
+    async def quotes(self, instruments: Sequence[Instrument]) -> Mapping[str, Quote]:
+        """Quotes through Kotak's quotes endpoint, 50 instruments per call, each call through the read
+        bucket. Instruments not in the master, and any Kotak does not quote, are absent from the result."""
+        wanted: dict[tuple[str, str], Instrument] = {}
+        for instrument in instruments:
+            try:
+                row = self.master.resolve(instrument)
+                seg = segment_for(row)
+            except BrokerError:
+                continue
+            if row.token:
+                wanted.setdefault((seg.lower(), row.token), instrument)
+        out: dict[str, Quote] = {}
+        for batch in batches(list(wanted)):
+            payload = await self._quote_call(quotes_path([neo_symbol(s, t) for s, t in batch], self._quote_type))
+            received = self.clock.now().astimezone(dt.UTC)
+            for raw in quote_rows_of(payload):
+                parsed = parse_quote(raw)
+                if parsed is None:
+                    continue
+                instrument = wanted.get((parsed.segment, parsed.token))
+                if instrument is None or parsed.ltp is None and parsed.bid is None and parsed.ask is None:
+                    continue
+                out[instrument.key] = Quote(instrument, parsed.ltp, parsed.at or received,
+                                            parsed.bid, parsed.ask)
+        return out
+
+    async def ltp(self, instrument: Instrument) -> Decimal | None:
+        quote = (await self.quotes([instrument])).get(instrument.key)
+        return quote.ltp if quote is not None else None
+
+    async def _quote_call(self, path: str) -> Any:
+        """One quotes GET on the session's baseUrl with the access token as ``Authorization`` (no Sid/Auth:
+        the docs say the quotes API needs no session)."""
+        if self._session is None or self._stale():
+            await self._login(self._session)
+        assert self._client is not None
+        key = (self.account.name, "quotes")
+        await self.read_limiter.acquire(key)
+        headers = {"Authorization": self._credential("access_token", "consumer_key")}
+        try:
+            response = await send(self._client, "GET", path, broker=BROKER, mutating=False, headers=headers)
+        except RateLimited as exc:
+            self.read_limiter.penalize(key, exc.retry_after or 1.0)
+            raise
+        try:
+            payload = loads(response.content)
+        except ValueError:
+            raise Unavailable(f"HTTP {response.status_code}: quotes reply is not JSON", broker=BROKER) from None
+        if isinstance(payload, Mapping):
+            error = error_for(payload, response.status_code)
+            if error is not None and "data" not in payload and "exchange_token" not in payload:
+                raise error
+        elif response.status_code >= 400:
+            raise Unavailable(f"HTTP {response.status_code} on quotes", code=str(response.status_code),
+                              broker=BROKER)
+        return payload
+
     # -- order entry --------------------------------------------------------------------------------
     async def _already_sent(self, cid: str) -> Order | None:
         """Kotak accepts a repeated ``ig`` as a new order, so this adapter never sends an id twice:
@@ -481,4 +555,5 @@ def create(account: Account, **context: Any) -> KotakNeo:
         clock=context.get("clock"),
         limiter=context.get("limiter"),
         transport=context.get("transport"),
+        read_limiter=context.get("read_limiter"),
     )
