@@ -44,18 +44,18 @@ from runner.brokers.kotak_neo.wire import (
     _json,
     _text,
     _timestamp,
+    batches,
     cancel_jdata,
     cancel_path,
     default_lookup,
     error_for,
     latest_row,
     modify_jdata,
+    neo_symbol,
     parse_fill,
     parse_login,
     parse_order,
     parse_position,
-    batches,
-    neo_symbol,
     parse_quote,
     place_jdata,
     quote_rows_of,
@@ -398,16 +398,17 @@ class KotakNeo:
                 wanted.setdefault((seg.lower(), row.token), instrument)
         out: dict[str, Quote] = {}
         for batch in batches(list(wanted)):
-            payload = await self._quote_call(quotes_path([neo_symbol(s, t) for s, t in batch], self._quote_type))
+            symbols = [neo_symbol(seg, token) for seg, token in batch]
+            payload = await self._quote_call(quotes_path(symbols, self._quote_type))
             received = self.clock.now().astimezone(dt.UTC)
             for raw in quote_rows_of(payload):
                 parsed = parse_quote(raw)
                 if parsed is None:
                     continue
-                instrument = wanted.get((parsed.segment, parsed.token))
-                if instrument is None or parsed.ltp is None and parsed.bid is None and parsed.ask is None:
+                quoted = wanted.get((parsed.segment, parsed.token))
+                if quoted is None or (parsed.ltp is None and parsed.bid is None and parsed.ask is None):
                     continue
-                out[instrument.key] = Quote(instrument, parsed.ltp, parsed.at or received,
+                out[quoted.key] = Quote(quoted, parsed.ltp, parsed.at or received,
                                             parsed.bid, parsed.ask)
         return out
 
@@ -432,7 +433,8 @@ class KotakNeo:
         try:
             payload = loads(response.content)
         except ValueError:
-            raise Unavailable(f"HTTP {response.status_code}: quotes reply is not JSON", broker=BROKER) from None
+            raise Unavailable(f"HTTP {response.status_code}: quotes reply is not JSON",
+                              broker=BROKER) from None
         if isinstance(payload, Mapping):
             error = error_for(payload, response.status_code)
             if error is not None and "data" not in payload and "exchange_token" not in payload:

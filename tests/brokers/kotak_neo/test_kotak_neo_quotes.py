@@ -220,6 +220,6 @@ async def test_absent_instruments_are_missing_not_made_up(connect: Connect) -> N
 
 async def test_rate_limited_quotes_raise_typed(connect: Connect) -> None:
     sim, broker = await connect()
-    sim.faults = FaultPlan.parse("429=1.0")
+    sim.faults = FaultPlan.parse("429=1.0,only=quotes")
     with pytest.raises(errors.RateLimited):
         await broker.quotes([IDEA])
