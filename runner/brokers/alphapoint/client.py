@@ -603,8 +603,7 @@ class AlphaPointBroker:
         out.unreadable = tuple(unreadable)
         return out
 
-
-    # -- market data (runner.brokers.base.MarketData) ------------------------------------------------------
+    # -- market data (runner.brokers.base.MarketData) ------------------------------------------------
 
     async def quotes(self, instruments: Sequence[Instrument]) -> Mapping[str, Quote]:
         """One GetLevel1 per instrument (APEX has no batch snapshot call), at most ``quote_concurrency``
@@ -634,9 +633,7 @@ class AlphaPointBroker:
                     )
                 except NotFound:
                     return None
-                return quote_from_level1(
-                    body, instrument, instrument_id, received_at=self.clock.now()
-                )
+                return quote_from_level1(body, instrument, instrument_id, received_at=self.clock.now())
 
         results = await asyncio.gather(*(one(i, n) for i, n in wanted.values()), return_exceptions=True)
         out: dict[str, Quote] = {}

@@ -532,12 +532,12 @@ def quote_from_level1(
     if not isinstance(record, Mapping):
         if record is None:
             return None
-        raise Malformed(f"{LEVEL1}: reply is not an object", broker=BROKER)
+        raise Malformed(LEVEL1, record, reason="the reply is not an object", broker=BROKER)
     r = ci(record)
     got = r.get("instrumentid")
     if got is not None and got != "" and _int(got, "InstrumentId") != instrument_id:
         raise Malformed(
-            f"{LEVEL1}: asked for InstrumentId {instrument_id}, the reply is for {got}", broker=BROKER
+            "InstrumentId", got, reason=f"{LEVEL1} asked for InstrumentId {instrument_id}", broker=BROKER
         )
     ltp, bid, ask = _price(r.get("lasttradedpx")), _price(r.get("bestbid")), _price(r.get("bestoffer"))
     if ltp is None and bid is None and ask is None:
