@@ -628,20 +628,32 @@ class AlphaPointBroker:
             async with gate:
                 await self.read_limiter.acquire(key)
                 try:
-                    body = await self._call(
+                    body = await self.session.call(
                         LEVEL1, level1_body(self.acct.oms_id, instrument_id), mutating=False
                     )
                 except NotFound:
                     return None
                 return quote_from_level1(body, instrument, instrument_id, received_at=self.clock.now())
 
-        results = await asyncio.gather(*(one(i, n) for i, n in wanted.values()), return_exceptions=True)
+        # Not through _call: its per-call re-login would let concurrent reads close each other's fresh
+        # socket. Here a session that expired mid-batch logs in once and only the refused reads repeat.
         out: dict[str, Quote] = {}
-        for k, result in zip(wanted, results, strict=True):
-            if isinstance(result, BaseException):
-                raise result
-            if result is not None:
-                out[k] = result
+        pending = wanted
+        for attempt in range(2):
+            results = await asyncio.gather(*(one(i, n) for i, n in pending.values()), return_exceptions=True)
+            refused: dict[str, tuple[Instrument, int]] = {}
+            for k, result in zip(pending, results, strict=True):
+                if isinstance(result, AuthExpired) and not attempt:
+                    refused[k] = pending[k]
+                elif isinstance(result, BaseException):
+                    raise result
+                elif result is not None:
+                    out[k] = result
+            if not refused:
+                break
+            await self.session.close()
+            await self.connect()
+            pending = refused
         return out
 
     async def ltp(self, instrument: Instrument) -> Decimal | None:

@@ -89,6 +89,7 @@ class AlphaPointSim:
         engine: MatchingEngine | None = None,
         silent_drop: bool = False,
         events_after_reply: bool = False,
+        public_level1: bool = True,
     ) -> None:
         self.faults = faults or FaultPlan()
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
@@ -111,6 +112,8 @@ class AlphaPointSim:
         self.silent_drop = silent_drop  # drop = swallow the reply (client times out) vs. close the socket
         # APEX does not promise an order's events before the reply: True sends them one request later.
         self.events_after_reply = events_after_reply
+        # GetLevel1 is "Trading, Public" in the docs; False makes it need a live session (venues differ).
+        self.public = PUBLIC if public_level1 else frozenset[str]()
         self.received: list[tuple[str, dict[str, Any]]] = []  # (function, raw payload) as the client sent it
         self.raw_frames: list[dict[str, Any]] = []
         self.counts: dict[str, int] = {}
@@ -213,7 +216,7 @@ class AlphaPointSim:
         if name == "Ping":
             await self._send(ws, MessageType.REPLY, seq, name, {"msg": "PONG"})
             return True
-        if name not in PUBLIC and (session.user is None or self._expired(session)):
+        if name not in self.public and (session.user is None or self._expired(session)):
             session.user = None
             await self._send(ws, MessageType.ERROR, seq, name, _err(ERR_NOT_AUTHORIZED, "Not Authorized"))
             return True

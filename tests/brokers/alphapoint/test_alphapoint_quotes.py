@@ -233,3 +233,19 @@ async def test_a_failing_read_is_a_typed_error(clock: VirtualClock, prices: Step
             assert sim.fault_log and all(name == "GetLevel1" for name, _ in sim.fault_log)
         finally:
             await broker.close()
+
+
+async def test_an_expired_session_logs_in_once_for_the_whole_batch(
+    clock: VirtualClock, prices: StepPath
+) -> None:
+    async with start(faults="expire=60s", clock=clock.now, prices=prices, public_level1=False) as sim:
+        broker = create(account(sim.url), clock=clock)
+        try:
+            assert len(await broker.quotes([RELIANCE, INFY, NIFTY_FUT])) == 3
+            clock.advance(120)
+            got = await broker.quotes([RELIANCE, INFY, NIFTY_FUT])
+            assert set(got) == {RELIANCE.key, INFY.key, NIFTY_FUT.key}
+            assert sim.logins == 2 and broker.session.connects == 2
+            assert len(recorded(sim, "GetLevel1")) == 9  # 3, then 3 refused, then those 3 again
+        finally:
+            await broker.close()
