@@ -7,6 +7,7 @@ Pure translation lives in :mod:`runner.brokers.alphapoint.wire`; :class:`ApexSes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from runner.brokers.alphapoint.session import ApexSession
 from runner.brokers.alphapoint.wire import (
     BROKER,
+    LEVEL1,
     PEG_PRICE_TYPES,
     AccountRef,
     _int,
@@ -28,14 +30,17 @@ from runner.brokers.alphapoint.wire import (
     ci,
     instrument_id_of,
     latest_for_client,
+    level1_body,
     modify_order_body,
     order_from_wire,
+    quote_from_level1,
     replay_trades,
     send_order_body,
 )
-from runner.brokers.base import Capability, Positions, UnreadablePosition
+from runner.brokers.base import Capability, Positions, Quote, UnreadablePosition
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.ratelimit import RateLimiter, segment_of
+from runner.clock import Clock, SystemClock
 from runner.errors import (
     AuthExpired,
     BrokerError,
@@ -67,6 +72,13 @@ log = logging.getLogger("runner.brokers.alphapoint")  # stable name, not __name_
 # ---------------------------------------------------------------------------------------------------------
 # The Broker
 
+# Market-data reads (GetLevel1) take their own token bucket, apart from the order-entry one: APEX documents
+# no public read limit per session, so stay modest by default (account options ``reads_per_second``,
+# ``reads_burst``); ``quote_concurrency`` bounds the GetLevel1 calls in flight on the one socket.
+DEFAULT_READS_PER_SECOND = 10.0
+DEFAULT_READS_BURST = 10
+DEFAULT_QUOTE_CONCURRENCY = 8
+
 
 class AlphaPointBroker:
     name = BROKER
@@ -87,9 +99,12 @@ class AlphaPointBroker:
         master: InstrumentMaster | None = None,
         limiter: RateLimiter | None = None,
         url: str | None = None,
+        read_limiter: RateLimiter | None = None,
+        clock: Clock | None = None,
         **context: Any,
     ) -> None:
         self.account = account
+        self.clock: Clock = clock or SystemClock()
         url = (
             url
             or account.endpoints.get("ws")
@@ -114,6 +129,11 @@ class AlphaPointBroker:
         rl = account.rate_limit
         self.limiter = limiter or RateLimiter(rl.orders_per_second, rl.burst)
         opts = account.options
+        self.read_limiter = read_limiter or RateLimiter(
+            float(opts.get("reads_per_second", DEFAULT_READS_PER_SECOND)),
+            int(opts.get("reads_burst", DEFAULT_READS_BURST)),
+        )
+        self.quote_concurrency = max(1, int(opts.get("quote_concurrency", DEFAULT_QUOTE_CONCURRENCY)))
         peg = opts.get("peg_price_type", 1)
         self.peg_price_type = PEG_PRICE_TYPES[_key(peg)] if isinstance(peg, str) else int(peg)
         self.default_product = Product(opts.get("product", Product.MIS.value))
@@ -582,6 +602,64 @@ class AlphaPointBroker:
             )
         out.unreadable = tuple(unreadable)
         return out
+
+    # -- market data (runner.brokers.base.MarketData) ------------------------------------------------
+
+    async def quotes(self, instruments: Sequence[Instrument]) -> Mapping[str, Quote]:
+        """One GetLevel1 per instrument (APEX has no batch snapshot call), at most ``quote_concurrency``
+        in flight on the session, each taking a read token. Instruments the master does not know, that
+        the OMS does not find, or that it prices at nothing are absent from the result. Any other error
+        fails the whole read as its typed BrokerError (after every call in flight has finished)."""
+        wanted: dict[str, tuple[Instrument, int]] = {}
+        for instrument in instruments:
+            if instrument.key in wanted:
+                continue
+            try:
+                wanted[instrument.key] = (instrument, instrument_id_of(self.master.resolve(instrument)))
+            except InstrumentUnknown:
+                continue
+        if not wanted:
+            return {}
+        await self.connect()
+        gate = asyncio.Semaphore(self.quote_concurrency)
+        key = (self.account.name, "market-data")
+
+        async def one(instrument: Instrument, instrument_id: int) -> Quote | None:
+            async with gate:
+                await self.read_limiter.acquire(key)
+                try:
+                    body = await self.session.call(
+                        LEVEL1, level1_body(self.acct.oms_id, instrument_id), mutating=False
+                    )
+                except NotFound:
+                    return None
+                return quote_from_level1(body, instrument, instrument_id, received_at=self.clock.now())
+
+        # Not through _call: its per-call re-login would let concurrent reads close each other's fresh
+        # socket. Here a session that expired mid-batch logs in once and only the refused reads repeat.
+        out: dict[str, Quote] = {}
+        pending = wanted
+        for attempt in range(2):
+            results = await asyncio.gather(*(one(i, n) for i, n in pending.values()), return_exceptions=True)
+            refused: dict[str, tuple[Instrument, int]] = {}
+            for k, result in zip(pending, results, strict=True):
+                if isinstance(result, AuthExpired) and not attempt:
+                    refused[k] = pending[k]
+                elif isinstance(result, BaseException):
+                    raise result
+                elif result is not None:
+                    out[k] = result
+            if not refused:
+                break
+            await self.session.close()
+            await self.connect()
+            pending = refused
+        return out
+
+    async def ltp(self, instrument: Instrument) -> Decimal | None:
+        """The QuoteSource the gateway uses: the last traded price from :meth:`quotes` (None if none)."""
+        quote = (await self.quotes([instrument])).get(instrument.key)
+        return None if quote is None else quote.ltp
 
 
 def create(account: Account, **context: Any) -> AlphaPointBroker:

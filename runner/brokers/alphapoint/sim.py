@@ -2,7 +2,8 @@
 
 Behaviour follows the APEX docs (alphapoint/slate): AuthenticateUser (password or API-key signature),
 SendOrder / CancelOrder / CancelReplaceOrder / ModifyOrder, GetOrderStatus / GetOpenOrders /
-GetOrderHistory / GetOrdersHistory, GetAccountPositions / GetAccountTrades, SubscribeAccountEvents
+GetOrderHistory / GetOrdersHistory, GetAccountPositions / GetAccountTrades, GetLevel1 (from the paper
+price path, the one the fills use), SubscribeAccountEvents
 (OrderStateEvent, OrderTradeEvent, AccountPositionEvent, NewOrderRejectEvent, CancelOrderRejectEvent).
 Request keys are read case-insensitively, as the docs say APEX does. Execution goes through the paper
 matching engine (see :class:`runner.brokers.alphapoint.sim_exchange.SimExchange`). Faults come from
@@ -59,7 +60,10 @@ OPERATIONS = {
     "GetOpenOrders": "orders",
     "GetAccountPositions": "positions",
     "GetAccountTrades": "positions",
+    "GetLevel1": "quotes",
 }
+# Callable without a session: GetLevel1's permissions are "Trading, Public" (APEX GetLevel1 docs).
+PUBLIC = frozenset({"GetLevel1"})
 
 
 @dataclass
@@ -85,6 +89,7 @@ class AlphaPointSim:
         engine: MatchingEngine | None = None,
         silent_drop: bool = False,
         events_after_reply: bool = False,
+        public_level1: bool = True,
     ) -> None:
         self.faults = faults or FaultPlan()
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
@@ -107,6 +112,8 @@ class AlphaPointSim:
         self.silent_drop = silent_drop  # drop = swallow the reply (client times out) vs. close the socket
         # APEX does not promise an order's events before the reply: True sends them one request later.
         self.events_after_reply = events_after_reply
+        # GetLevel1 is "Trading, Public" in the docs; False makes it need a live session (venues differ).
+        self.public = PUBLIC if public_level1 else frozenset[str]()
         self.received: list[tuple[str, dict[str, Any]]] = []  # (function, raw payload) as the client sent it
         self.raw_frames: list[dict[str, Any]] = []
         self.counts: dict[str, int] = {}
@@ -209,7 +216,7 @@ class AlphaPointSim:
         if name == "Ping":
             await self._send(ws, MessageType.REPLY, seq, name, {"msg": "PONG"})
             return True
-        if session.user is None or self._expired(session):
+        if name not in self.public and (session.user is None or self._expired(session)):
             session.user = None
             await self._send(ws, MessageType.ERROR, seq, name, _err(ERR_NOT_AUTHORIZED, "Not Authorized"))
             return True
@@ -306,6 +313,9 @@ class AlphaPointSim:
 
     def _call(self, session: Session, name: str, b: Mapping[str, Any]) -> Any:
         ex = self.exchange
+        if name == "GetLevel1":
+            oms = _int(b, "OMSId", default=1) or (session.user.oms_id if session.user else 1)
+            return ex.level1(oms, b)
         account, oms, user = self._account(session, b)
         if name == "SendOrder":
             return ex.send_order(account, oms, user, b)

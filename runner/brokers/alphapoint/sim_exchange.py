@@ -15,7 +15,7 @@ from typing import Any
 from runner.brokers.alphapoint.wire import ERR_INVALID_REQUEST, ERR_NOT_FOUND, ERR_OPERATION_FAILED
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
-from runner.brokers.paper.price_paths import PricePath, RandomWalk
+from runner.brokers.paper.price_paths import PricePath, RandomWalk, second_of
 from runner.errors import NotFound, NotModifiable, Rejected
 from runner.model import (
     Fill,
@@ -241,6 +241,50 @@ class SimExchange:
         if row is None:
             raise ApiError(ERR_NOT_FOUND, "Resource Not Found", "Instrument not found")
         return row
+
+    def level1(self, oms: int, b: Mapping[str, Any]) -> dict[str, Any]:
+        """GetLevel1 (and the SubscribeLevel1 / Level1UpdateEvent shape) from the paper price path, the
+        same path the matching engine fills at, so quotes agree with fills: the engine trades every
+        second at the path price with no spread (a buy limit at or above it fills, a sell at or below it
+        fills), hence BestBid = BestOffer = LastTradedPx. Field names as in alphapoint/slate
+        ``_api_users_user_subscribelevel1.md`` and the APEX GetLevel1 page (``TimeStamp`` a string of ms).
+        The instrument is named by ``InstrumentId`` or, as SubscribeLevel1 also allows, ``Symbol``."""
+        iid = _int(b, "InstrumentId")
+        if iid is None and (symbol := str(b.get("symbol") or "").upper()):
+            named = (i for i, r in self.instruments.items() if self.product_symbol(r).upper() == symbol)
+            iid = next(named, None)
+        row = self.instrument(iid if iid is not None else -1)
+        now = self.clock()
+        second = second_of(now)
+        px = self.engine.prices.price(row.instrument, second)
+        return {
+            "OMSId": oms,
+            "InstrumentId": iid,
+            "BestBid": px,
+            "BestOffer": px,
+            "LastTradedPx": px,
+            "LastTradedQty": Decimal(1),
+            "LastTradeTime": second * 1000,
+            "SessionOpen": Decimal(0),
+            "SessionHigh": Decimal(0),
+            "SessionLow": Decimal(0),
+            "SessionClose": Decimal(0),
+            "Volume": Decimal(1),
+            "CurrentDayVolume": Decimal(0),
+            "CurrentDayNotional": Decimal(0),
+            "CurrentDayNumTrades": 0,
+            "CurrentDayPxChange": Decimal(0),
+            "Rolling24HrVolume": Decimal(0),
+            "Rolling24HrNotional": Decimal(0),
+            "Rolling24NumTrades": 0,
+            "Rolling24HrPxChange": Decimal(0),
+            "TimeStamp": str(_ms(now)),
+            "BidQty": Decimal(0),
+            "AskQty": Decimal(0),
+            "BidOrderCt": 0,
+            "AskOrderCt": 0,
+            "Rolling24HrPxChangePercent": Decimal(0),
+        }
 
     # -- events ---------------------------------------------------------------------------------------
 

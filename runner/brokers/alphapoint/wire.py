@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from runner.brokers.base import Quote
 from runner.brokers.instruments import MasterRow
 from runner.errors import (
     AuthExpired,
@@ -483,3 +484,63 @@ def replay_trades(
         avg = _money(value / abs(q)) if q else Decimal(0)
         out[iid] = (avg, _money(realized), bought, sold)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Market data: GetLevel1 (request/reply). Official shape: alphapoint/slate
+# source/includes/users/_api_users_user_subscribelevel1.md (SubscribeLevel1 reply == Level1UpdateEvent) and
+# the GetLevel1 page of the APEX API docs (VulcanXOffical/API-Docs, "GetLevel1", RPCPromise example):
+# request ``{"OMSId": 1, "InstrumentId": 1}``; reply ``{"OMSId", "InstrumentId", "BestBid", "BestOffer",
+# "LastTradedPx", "LastTradedQty", "LastTradeTime" (ms), ..., "TimeStamp": "<ms as a string>", "BidQty",
+# "AskQty", ...}``. Liberal reading: keys case-insensitively (one docs table spells ``LastTradedPX``), the
+# times as JSON numbers or numeric strings, ``TimeStamp`` also as an ISO string.
+
+LEVEL1 = "GetLevel1"
+
+
+def level1_body(oms_id: int, instrument_id: int) -> dict[str, int]:
+    return {"OMSId": oms_id, "InstrumentId": instrument_id}
+
+
+def _price(value: Any) -> Decimal | None:
+    """A Level1 price; APEX reports 0 where there is none (no trade yet, an empty side): absent."""
+    d = to_decimal(value)
+    return d if d is not None and d > 0 else None
+
+
+def _when(value: Any) -> dt.datetime | None:
+    """A Level1 time: POSIX milliseconds (number or numeric string) or, liberally, an ISO timestamp."""
+    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        try:
+            at = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+    try:
+        return _ms_to_dt(int(to_decimal(value) or 0))
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def quote_from_level1(
+    record: Any, instrument: Instrument, instrument_id: int, *, received_at: dt.datetime
+) -> Quote | None:
+    """A GetLevel1 / Level1UpdateEvent object as a Quote; None when it prices nothing (every price 0 or
+    absent: never a made-up price). ``at`` is the last trade's time for a last price (the staleness that
+    matters), else the snapshot's ``TimeStamp``, else ``received_at``. A reply for another instrument is
+    Malformed: pricing one instrument off another's book must never happen silently."""
+    if not isinstance(record, Mapping):
+        if record is None:
+            return None
+        raise Malformed(LEVEL1, record, reason="the reply is not an object", broker=BROKER)
+    r = ci(record)
+    got = r.get("instrumentid")
+    if got is not None and got != "" and _int(got, "InstrumentId") != instrument_id:
+        raise Malformed(
+            "InstrumentId", got, reason=f"{LEVEL1} asked for InstrumentId {instrument_id}", broker=BROKER
+        )
+    ltp, bid, ask = _price(r.get("lasttradedpx")), _price(r.get("bestbid")), _price(r.get("bestoffer"))
+    if ltp is None and bid is None and ask is None:
+        return None
+    at = (_when(r.get("lasttradetime")) if ltp is not None else None) or _when(r.get("timestamp"))
+    return Quote(instrument, ltp, at or received_at.astimezone(dt.UTC), bid=bid, ask=ask)
