@@ -36,9 +36,9 @@ from runner.brokers.blitz.wire import (
     cancel_params,
     fill_from_row,
     get,
+    instrument_id,
     latest_row,
     master_rows_from_blitz_json,
-    instrument_id,
     modify_body,
     order_from_row,
     place_body,
@@ -108,6 +108,12 @@ def _join(base: str, suffix: str) -> str:
     return base.rstrip("/") + suffix
 
 
+def _origin(url: str) -> str:
+    parsed = httpx.URL(url)
+    port = f":{parsed.port}" if parsed.port is not None else ""
+    return f"{parsed.scheme}://{parsed.host}{port}"
+
+
 class BlitzBroker:
     name = BROKER
     capabilities = frozenset({Capability.MODIFY, Capability.MARKET_ORDERS, Capability.STOP_ORDERS})
@@ -128,8 +134,11 @@ class BlitzBroker:
         base = ep.get("base", DEFAULT_BASE)
         self.auth_url = ep.get("auth", _join(base, AUTH_SUFFIX))
         self.api_url = ep.get("api", _join(base, API_SUFFIX))
-        # Market data lives on its own base (SDK config.py MD_API_URL, ``BLITZ_MD_API_URL``).
-        self.md_url = ep.get("md_api", _join(base, MD_SUFFIX))
+        # Market data lives on its own base (SDK config.py MD_API_URL, ``BLITZ_MD_API_URL``), on the same
+        # host as the trading API there: without ``md_api`` or ``base`` we take the ``api`` URL's origin,
+        # so an account pointed at one host never sends its quote reads to another.
+        md_base = ep.get("base") or _origin(ep.get("api") or ep.get("auth") or DEFAULT_BASE)
+        self.md_url = ep.get("md_api", _join(md_base, MD_SUFFIX))
         self.quote_path = ep.get("quote", QUOTE_PATH)
         self.quote_batch = max(1, int(opts.get("quote_batch", QUOTE_BATCH)))
         preset = SEED_PATHS if self.dialect is Dialect.SEED else SDK_PATHS
@@ -137,7 +146,9 @@ class BlitzBroker:
         self.paths = replace(preset, **overrides)
         rl = account.rate_limit
         self.limiter = limiter or RateLimiter(rl.orders_per_second, rl.burst)
-        reads = getattr(rl, "reads_per_second", None) or opts.get("reads_per_second", DEFAULT_READS_PER_SECOND)
+        reads = getattr(rl, "reads_per_second", None) or opts.get(
+            "reads_per_second", DEFAULT_READS_PER_SECOND
+        )
         self.read_limiter = RateLimiter(float(reads), max(1, int(opts.get("read_burst", 1))))
         self._transport = transport or opts.get("http_transport")
         self._client: httpx.AsyncClient | None = None

@@ -219,8 +219,9 @@ class BlitzSim(SimOms):
                 rest = p[len(prefix) :]
                 break
         parts = [s for s in rest.split("/") if s]
-        if method == "POST" and [s.lower() for s in parts] in (["marketfeed", "quote"], ["marketfeed", "ltp"]):
-            return "quote" if parts[1].lower() == "quote" else "ltp", None
+        low_parts = [s.lower() for s in parts]
+        if method == "POST" and low_parts in (["marketfeed", "quote"], ["marketfeed", "ltp"]):
+            return low_parts[1], None
         if parts and parts[0].lower() in ("order", "orders"):
             tail = [s.lower() for s in parts[1:]]
             if method == "GET" and not tail:

@@ -14,12 +14,26 @@ from collections.abc import AsyncIterator, Hashable, Iterator
 from decimal import Decimal
 
 import pytest
-from helpers.blitz import APP_KEY, APP_KEY_ENV, IDEA, NIFTY_CE, SIM_OPTIONS, TCS, broker, fixture, market_time
+from helpers.blitz import (
+    APP_KEY,
+    APP_KEY_ENV,
+    IDEA,
+    MASTER,
+    NIFTY_CE,
+    SIM_OPTIONS,
+    TCS,
+    account,
+    broker,
+    fixture,
+    market_time,
+)
 
 from runner.brokers.base import MarketData, Quote
+from runner.brokers.blitz.client import create
 from runner.brokers.blitz.sim import Running, start
 from runner.brokers.blitz.wire import quote_body, quote_time, quotes_from_reply
 from runner.brokers.faults import FaultPlan
+from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.ratelimit import RateLimiter
 from runner.clock import VirtualClock
 from runner.errors import RateLimited
@@ -96,7 +110,9 @@ def test_liberal_reading_and_nothing_made_up() -> None:
 # -- adapter <-> simulator over loopback --------------------------------------------------------------------
 
 
-async def test_quotes_through_the_simulator_in_the_documented_shape(sim: Running, clock: VirtualClock) -> None:
+async def test_quotes_through_the_simulator_in_the_documented_shape(
+    sim: Running, clock: VirtualClock
+) -> None:
     b = broker(sim)
     assert isinstance(b, MarketData)
     got = await b.quotes([TCS, IDEA, NIFTY_CE])
@@ -115,9 +131,8 @@ async def test_quotes_through_the_simulator_in_the_documented_shape(sim: Running
     doc_row = next(iter(fixture("sdk_docs_quote_response.json")["data"].values()))
     sim_row = sim.sim.quote_rows({"instrumentids": [110010000011536]}, full=True)["110010000011536"]
     assert set(sim_row) == set(doc_row)
-    assert set(sim.sim.quote_rows({"instrumentids": [110010000011536]}, full=False)["110010000011536"]) == set(
-        next(iter(fixture("sdk_docs_ltp_response.json")["data"].values()))
-    )
+    ltp_row = sim.sim.quote_rows({"instrumentids": [110010000011536]}, full=False)["110010000011536"]
+    assert set(ltp_row) == set(next(iter(fixture("sdk_docs_ltp_response.json")["data"].values())))
     assert await b.ltp(TCS) == Decimal("4100")
     await b.close()
 
@@ -137,11 +152,11 @@ async def test_quotes_agree_with_fills_on_a_moving_path(clock: VirtualClock) -> 
 
 
 async def test_batches_unknown_instruments_and_the_read_limiter(sim: Running) -> None:
-    class Counting(RateLimiter):
-        keys: list[Hashable] = []
+    keys: list[Hashable] = []
 
+    class Counting(RateLimiter):
         async def acquire(self, key: Hashable = None) -> float:
-            self.keys.append(key)
+            keys.append(key)
             return await super().acquire(key)
 
     b = broker(sim, quote_batch=2)
@@ -151,7 +166,7 @@ async def test_batches_unknown_instruments_and_the_read_limiter(sim: Running) ->
     assert set(got) == {TCS.key, IDEA.key, NIFTY_CE.key}
     posts = [body for m, p, body in sim.sim.requests if p.endswith("/marketfeed/quote")]
     assert [len(body["InstrumentIds"]) for body in posts] == [2, 1]
-    assert Counting.keys == [("blitz1", "market-data")] * 2
+    assert keys == [("blitz1", "market-data")] * 2
     assert await b.quotes([stranger]) == {} and await b.ltp(stranger) is None
     await b.close()
 
@@ -170,3 +185,13 @@ async def test_429_on_a_quote_penalizes_reads_and_expiry_logs_in_again(clock: Vi
         assert (await b.quotes([TCS]))[TCS.key].ltp == Decimal("4100")  # 401, one login, same read again
         assert sim.sim.logins == 2
         await b.close()
+
+
+async def test_without_md_api_the_quote_goes_to_the_trading_host(sim: Running) -> None:
+    # An account written before market data (endpoints auth + api only) still quotes from its own host.
+    acct = account(sim)
+    acct = acct.model_copy(update={"endpoints": {k: v for k, v in acct.endpoints.items() if k != "md_api"}})
+    b = create(acct, master=InstrumentMaster.load(MASTER, broker="blitz"))
+    assert b.md_url == sim.md_api_url
+    assert (await b.quotes([IDEA]))[IDEA.key].ltp == Decimal("11")
+    await b.close()
