@@ -7,19 +7,24 @@ is :mod:`runner.brokers.blitz.wire`; the :class:`BlitzBroker` class here does th
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import gzip
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from runner.brokers.base import Capability, read_positions
+from runner.brokers.base import Capability, Quote, read_positions
 from runner.brokers.blitz.wire import (
     BROKER,
     EXCHANGE_OF_SEGMENT,
+    MD_SUFFIX,
+    QUOTE_BATCH,
+    QUOTE_PATH,
     SDK_PATHS,
     SEED_PATHS,
     STATUS_TABLE,
@@ -31,12 +36,15 @@ from runner.brokers.blitz.wire import (
     cancel_params,
     fill_from_row,
     get,
+    instrument_id,
     latest_row,
     master_rows_from_blitz_json,
     modify_body,
     order_from_row,
     place_body,
     position_from_row,
+    quote_body,
+    quotes_from_reply,
     ref_from_row,
     rows_of,
     unwrap,
@@ -47,6 +55,7 @@ from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.errors import (
     AuthExpired,
     BrokerError,
+    InstrumentUnknown,
     NotFound,
     NotModifiable,
     OutcomeUnknown,
@@ -76,6 +85,8 @@ log = logging.getLogger("runner.brokers.blitz")
 DEFAULT_BASE = "http://uat.bull8.ai:7443"
 AUTH_SUFFIX = "/api_gateway/v1"
 API_SUFFIX = "/api_interactive/api/v1"
+# Blitz publishes no read limit (429 exists): our own default, option ``reads_per_second``.
+DEFAULT_READS_PER_SECOND = 10.0
 
 
 def load_master(path: str | Path) -> InstrumentMaster:
@@ -95,6 +106,12 @@ def load_master(path: str | Path) -> InstrumentMaster:
 
 def _join(base: str, suffix: str) -> str:
     return base.rstrip("/") + suffix
+
+
+def _origin(url: str) -> str:
+    parsed = httpx.URL(url)
+    port = f":{parsed.port}" if parsed.port is not None else ""
+    return f"{parsed.scheme}://{parsed.host}{port}"
 
 
 class BlitzBroker:
@@ -117,11 +134,22 @@ class BlitzBroker:
         base = ep.get("base", DEFAULT_BASE)
         self.auth_url = ep.get("auth", _join(base, AUTH_SUFFIX))
         self.api_url = ep.get("api", _join(base, API_SUFFIX))
+        # Market data lives on its own base (SDK config.py MD_API_URL, ``BLITZ_MD_API_URL``), on the same
+        # host as the trading API there: without ``md_api`` or ``base`` we take the ``api`` URL's origin,
+        # so an account pointed at one host never sends its quote reads to another.
+        md_base = ep.get("base") or _origin(ep.get("api") or ep.get("auth") or DEFAULT_BASE)
+        self.md_url = ep.get("md_api", _join(md_base, MD_SUFFIX))
+        self.quote_path = ep.get("quote", QUOTE_PATH)
+        self.quote_batch = max(1, int(opts.get("quote_batch", QUOTE_BATCH)))
         preset = SEED_PATHS if self.dialect is Dialect.SEED else SDK_PATHS
         overrides = {k: v for k, v in ep.items() if k in Paths.__slots__}
         self.paths = replace(preset, **overrides)
         rl = account.rate_limit
         self.limiter = limiter or RateLimiter(rl.orders_per_second, rl.burst)
+        reads = getattr(rl, "reads_per_second", None) or opts.get(
+            "reads_per_second", DEFAULT_READS_PER_SECOND
+        )
+        self.read_limiter = RateLimiter(float(reads), max(1, int(opts.get("read_burst", 1))))
         self._transport = transport or opts.get("http_transport")
         self._client: httpx.AsyncClient | None = None
         self._token: str | None = None
@@ -446,6 +474,46 @@ class BlitzBroker:
     async def trades(self) -> Sequence[Fill]:
         rows = rows_of(await self._read(self.paths.trades, operation="trades"))
         return [fill_from_row(r, self._instrument(r)) for r in rows]
+
+    # -- market data (MarketData protocol) -------------------------------------------------------------
+
+    async def quotes(self, instruments: Sequence[Instrument]) -> Mapping[str, Quote]:
+        """LTP and best bid/ask by ``Instrument.key`` through Blitz's REST quote (POST ``marketfeed/quote``
+        on the market-data base, as blitzsdk/marketdata/api_client.py ``get_quote``), in batches of
+        ``quote_batch`` ids, each taking a token of the account's read limiter. An instrument the master
+        does not know, or the reply does not price, is absent."""
+        wanted: dict[int, list[Instrument]] = {}
+        for inst in instruments:
+            try:
+                iid = instrument_id(self.master.resolve(inst))
+            except InstrumentUnknown:
+                log.debug("blitz: no instrumentId for %s: not quoted", inst.key)
+                continue
+            bucket = wanted.setdefault(iid, [])
+            if inst not in bucket:
+                bucket.append(inst)
+        ids = list(wanted)
+        out: dict[str, Quote] = {}
+        url = _join(self.md_url, "/" + self.quote_path.lstrip("/"))
+        key = (self.account.name, "market-data")
+        for start in range(0, len(ids), self.quote_batch):
+            batch = ids[start : start + self.quote_batch]
+            await self.read_limiter.acquire(key)
+            try:
+                data = await self._call(
+                    "POST", url, operation="marketfeed/quote", mutating=False, body=quote_body(batch)
+                )
+            except RateLimited as exc:
+                self.read_limiter.penalize(key, exc.retry_after or 1.0)
+                raise
+            received = dt.datetime.now(dt.UTC)
+            out.update(quotes_from_reply(data, {i: wanted[i] for i in batch}, received))
+        return out
+
+    async def ltp(self, instrument: Instrument) -> Decimal | None:
+        """The QuoteSource the gateway uses: the quote's LTP, None when Blitz has none."""
+        quote = (await self.quotes([instrument])).get(instrument.key)
+        return quote.ltp if quote is not None else None
 
 
 def create(account: Account, **context: Any) -> BlitzBroker:

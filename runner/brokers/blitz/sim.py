@@ -47,6 +47,7 @@ from runner.wirejson import dumps, loads
 AUTH_PREFIX = "/api_gateway/v1"
 API_PREFIX = "/api_interactive/api/v1"
 SEED_PREFIX = "/api/order"
+MD_PREFIX = "/md-api"  # blitzsdk/common/config.py MD_API_URL
 
 # Instruments named in the docs (seed 000, docs/blitzsdk/*.md, Postman collection, SDK test config), used
 # when no master is given. SEEDEXAMPLE stands for the seed's unnamed instrument 110010000012018.
@@ -213,11 +214,14 @@ class BlitzSim(SimOms):
         low = p.lower()
         if low.endswith("/api/app_login"):
             return "login", None
-        for prefix in (API_PREFIX, "/v1/api", "/api", ""):
+        for prefix in (API_PREFIX, MD_PREFIX, "/v1/api", "/api", ""):
             if low.startswith(prefix.lower() + "/") or (prefix and low == prefix.lower()):
                 rest = p[len(prefix) :]
                 break
         parts = [s for s in rest.split("/") if s]
+        low_parts = [s.lower() for s in parts]
+        if method == "POST" and low_parts in (["marketfeed", "quote"], ["marketfeed", "ltp"]):
+            return low_parts[1], None
         if parts and parts[0].lower() in ("order", "orders"):
             tail = [s.lower() for s in parts[1:]]
             if method == "GET" and not tail:
@@ -293,6 +297,8 @@ class BlitzSim(SimOms):
             return envelope(self.modify(mapping))
         if op == "cancel":
             return envelope(self.cancel(_lower_keys(dict(request.query))))
+        if op in ("quote", "ltp"):
+            return envelope(self.quote_rows(mapping, full=op == "quote"))
         mine = [o for o in self.orders.values() if session.user_id in (o.user_id, o.client_id)]
         foreign = self.foreign_rows.get(session.user_id, [])
         if op == "orders":
@@ -350,6 +356,10 @@ class Running:
     def seed_api_url(self) -> str:
         return self.url + SEED_PREFIX
 
+    @property
+    def md_api_url(self) -> str:
+        return self.url + MD_PREFIX
+
     def endpoints(self, dialect: str = "sdk") -> dict[str, str]:
         """Account ``endpoints`` pointing an adapter at this simulator."""
         if dialect == "seed":
@@ -359,8 +369,9 @@ class Running:
                 "api": self.seed_api_url,
                 "positions": self.api_url + "/positions",
                 "trades": self.api_url + "/trades",
+                "md_api": self.md_api_url,
             }
-        return {"auth": self.auth_url, "api": self.api_url}
+        return {"auth": self.auth_url, "api": self.api_url, "md_api": self.md_api_url}
 
 
 @contextlib.asynccontextmanager

@@ -19,6 +19,7 @@ from runner.brokers.blitz.wire import exchange_segment, instrument_id
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.paper.book import OrderState, money
 from runner.brokers.paper.matching import MatchingEngine
+from runner.brokers.paper.price_paths import tick_of
 from runner.clock import Clock
 from runner.errors import NotModifiable, Rejected
 from runner.model import (
@@ -489,3 +490,58 @@ class SimOms:
             if st.side is side and not st.status.is_terminal:
                 total += st.quantity - st.filled_quantity
         return total
+
+    # -- market data -----------------------------------------------------------------------------------
+    # The REST market-data API of blitz-api-py (``blitzsdk/marketdata/api_client.py``; reply shapes from
+    # docs/blitzsdk/market-quotes.md at aa61675), priced from the paper path that fills the orders: the
+    # LTP is the path price now, best bid/ask are where a market order would fill (± slippage ticks).
+
+    def _instrument_ids(self, body: Mapping[str, Any]) -> list[int]:
+        raw = body.get("instrumentids")
+        if not isinstance(raw, list) or not raw:
+            raise ApiError(400, "InstrumentIds must be a non-empty list", "InputException")
+        return [_int(v, "InstrumentIds") for v in raw]
+
+    def quote_rows(self, body: Mapping[str, Any], *, full: bool) -> dict[str, dict[str, Any]]:
+        """``data`` of ``marketfeed/quote`` (``full``) or ``marketfeed/ltp``: keyed by the instrumentId as a
+        string; ids not in the master are left out, as a feed has nothing for them."""
+        now = self.clock.now()
+        stamp = int(now.timestamp()) * 1000  # the path moves once a second: that is the last trade
+        out: dict[str, dict[str, Any]] = {}
+        for iid in self._instrument_ids(body):
+            row = self._by_iid.get(iid)
+            if row is None:
+                continue
+            ltp = self.engine.last_price(row.instrument, now)
+            if not full:
+                out[str(iid)] = {"instrumentId": iid, "ltp": ltp}
+                continue
+            tick = tick_of(row.instrument)
+            slip = tick * self.engine.config.slippage_ticks
+            lot = row.instrument.lot_size or 1
+            out[str(iid)] = {
+                "instrumentID": iid,
+                "exchangeSegment": _SEGMENT_CODE.get(exchange_segment(row), 0),
+                "exchangeInstrumentID": iid % 1_000_000_000,
+                "instrumentName": row.trading_symbol or row.instrument.symbol,
+                "timestamp": stamp,
+                "ltp": ltp,
+                "ltq": lot,
+                "ltt": stamp,
+                "atp": ltp,
+                "vtt": 0,
+                "tbq": lot,
+                "tsq": lot,
+                "oi": 0,
+                "open": ltp,
+                "high": ltp,
+                "low": ltp,
+                "close": ltp,
+                "bidLevel": [{"qty": lot, "price": max(ltp - slip, tick), "orders": 1}],
+                "askLevel": [{"qty": lot, "price": ltp + slip, "orders": 1}],
+            }
+        return out
+
+
+# ``exchangeSegment`` codes of the quote reply (docs: "1=NSECM, 2=NSEFO, etc."; the rest unverified).
+_SEGMENT_CODE = {"NSECM": 1, "NSEFO": 2, "NSECD": 3, "BSECM": 11, "BSEFO": 12, "MCXFO": 51}
