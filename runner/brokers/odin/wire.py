@@ -755,7 +755,7 @@ def _scale(raw: int, locator: int) -> Decimal:
     return Decimal(raw)
 
 
-def _price(value: str | int | None, locator: int) -> Decimal | None:
+def _feed_price(value: str | int | None, locator: int) -> Decimal | None:
     """A feed price; 0 (and absent) means no price, never a made-up one."""
     if value is None or value == "":
         return None
@@ -809,7 +809,7 @@ def parse_tick(message: bytes) -> Tick | None:
             log.warning("odin feed: short native touchline (%d bytes)", len(data))
             return None
         (seg, tok, lut, ltt, ltp, _bq, bp, _sq, sp, *_ohlc, loc, _pc, _ic) = _TICK.unpack_from(data)
-        return Tick(f"{seg}_{tok}", _price(ltp, loc), _price(bp, loc), _price(sp, loc),
+        return Tick(f"{seg}_{tok}", _feed_price(ltp, loc), _feed_price(bp, loc), _feed_price(sp, loc),
                     _epoch_time(ltt) or _epoch_time(lut))
     fields = parse_fields(message.decode("ascii", errors="ignore"))
     if "1" not in fields or "7" not in fields or "8" not in fields:
@@ -818,8 +818,8 @@ def parse_tick(message: bytes) -> Tick | None:
         loc = int(fields.get("399") or 0)
         token = f"{int(fields['1'])}_{int(fields['7'])}"
         at = _text_time(fields.get("73")) or _text_time(fields.get("74"))
-        return Tick(token, _price(fields.get("8"), loc), _price(fields.get("3"), loc),
-                    _price(fields.get("6"), loc), at)
+        return Tick(token, _feed_price(fields.get("8"), loc), _feed_price(fields.get("3"), loc),
+                    _feed_price(fields.get("6"), loc), at)
     except (ValueError, ArithmeticError):
         log.warning("odin feed: unreadable touchline %r", message[:80])
         return None
