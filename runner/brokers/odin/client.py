@@ -158,6 +158,9 @@ class OdinFeed:
             log.warning("odin: market feed lost: %s", exc)
         finally:
             log.info("odin: market feed closed (%s)", ws.close_code)
+            with contextlib.suppress(RuntimeError):  # wake waiters: no first tick will come on this socket
+                async with self._tick:
+                    self._tick.notify_all()
 
     async def _drop(self) -> None:
         reader, ws = self._reader, self._ws

@@ -701,7 +701,8 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
                             MatchingConfig(session_close=None))
     async with start(host=host, port=port, faults=faults, master=master, engine=engine) as sim:
         # One machine-readable line, so scripts can read the port (``--port 0``) from stdout.
-        print(dumps({"broker": "odin", "url": sim.url, "port": sim.port}), flush=True)
+        print(dumps({"broker": "odin", "url": sim.url, "port": sim.port,
+                     "feed": sim.url.replace("http://", "ws://", 1) + "/"}), flush=True)
         await asyncio.Event().wait()
 
 

@@ -20,6 +20,7 @@ from runner.brokers.odin.sim import OdinSim, start
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import RandomWalk, StepPath
 from runner.clock import VirtualClock
+from runner.errors import Unavailable
 from runner.model import Instrument, OrderRequest, OrderStatus, OrderType, Side
 from tests.brokers.odin.test_odin import FUT_NEAR, IDEA, MASTER, T0
 
@@ -188,3 +189,23 @@ def test_a_plain_text_touchline_is_read_too() -> None:
     assert tick is not None and tick.token == "2_35001"
     assert (tick.ltp, tick.bid, tick.ask) == (Decimal("24500.50"), None, Decimal("24501.00"))
     assert tick.at == dt.datetime(2026, 3, 2, 9, 29, 20, tzinfo=dt.UTC)
+
+
+async def test_a_refused_feed_login_gives_no_quotes_without_waiting_out_the_bound(
+    sim: OdinSim, clock: VirtualClock
+) -> None:
+    account = sim.account("odin3", options={"feed_first_tick_seconds": 5.0})
+    b = create(account, master=MASTER, clock=clock)
+    b._feed_api_key = lambda: "wrong-key"  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        try:
+            got = await b.quotes([IDEA])
+        except Unavailable:
+            got = {}  # the socket closed under the subscribe itself: a typed error, equally fine
+        assert got == {}
+        assert loop.time() - started < 2.0  # the closed socket wakes the wait
+        assert b._feed is not None and not b._feed.connected
+    finally:
+        await b.close()
