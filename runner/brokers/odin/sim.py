@@ -694,15 +694,15 @@ async def connected(
 
 
 async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mapping[str, Any]) -> None:
-    """``runner sim odin``: default user SIM1 / sim-pass / api key sim-api-key / x-api-key sim-x-api-key."""
+    """``runner sim odin``: default user SIM1 / sim-pass / api key sim-api-key / x-api-key sim-x-api-key.
+    The market feed is the WebSocket at the root of the same port (``endpoints.feed: ws://host:port/``)."""
     master = (InstrumentMaster.load(options["instruments"], broker="odin") if options.get("instruments")
               else default_master())
     engine = MatchingEngine(path_from_options({"seed": options.get("seed", 0)}),
                             MatchingConfig(session_close=None))
     async with start(host=host, port=port, faults=faults, master=master, engine=engine) as sim:
         # One machine-readable line, so scripts can read the port (``--port 0``) from stdout.
-        print(dumps({"broker": "odin", "url": sim.url, "port": sim.port,
-                     "feed": sim.url.replace("http://", "ws://", 1) + "/"}), flush=True)
+        print(dumps({"broker": "odin", "url": sim.url, "port": sim.port}), flush=True)
         await asyncio.Event().wait()
 
 
