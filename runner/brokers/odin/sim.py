@@ -24,11 +24,11 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from runner.accounts import Account
 from runner.brokers.faults import Fault, FaultPlan
-from runner.brokers.instruments import InstrumentMaster
+from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.odin import wire
 from runner.brokers.odin.sim_book import (
     FOREIGN_DONE,
@@ -95,6 +95,7 @@ class OdinSim:
         users: list[SimUser] | None = None,
         retry_after: str = "0",
         multileg_product: str = "INTRADAY",
+        feed_interval: float = 0.5,
     ) -> None:
         self.master = master or default_master()
         self.engine = engine or MatchingEngine(config=MatchingConfig(session_close=None))
@@ -117,6 +118,10 @@ class OdinSim:
         self.foreign_rows: dict[str, list[dict[str, Any]]] = {}  # user id -> raw rows entered elsewhere
         self.url = ""
         self.port = 0
+        self.feed_interval = feed_interval  # seconds between pushes of every subscribed touchline
+        self.feed_requests: list[str] = []  # feed requests as received (inflated text)
+        self.feed_sockets: list[web.WebSocketResponse] = []  # open feed connections
+        self._feed_rows: dict[str, MasterRow] | None = None
         self.app = web.Application()
         self._routes()
 
@@ -145,6 +150,9 @@ class OdinSim:
         r.add_get(wire.ORDERS_PATH + "/{order_id}", self._order_history)
         r.add_get(wire.TRADES_PATH, self._trades)
         r.add_get(wire.POSITIONS_PATH + "/{type}", self._positions)
+        # The market feed: a WebSocket at the root, as the official client connects (``ws://host:port``);
+        # the real feed is a separate host, so the adapter takes its URL from ``endpoints.feed``.
+        r.add_get("/", self._feed)
 
     def now(self) -> dt.datetime:
         return self.clock.now()
@@ -522,6 +530,86 @@ class OdinSim:
 
         return await self._run(request, "positions", handle)
 
+    # -- market feed ------------------------------------------------------------------------------------
+
+    def feed_row(self, token: str) -> MasterRow | None:
+        """The master row of a feed token ``"{segment}_{token}"`` (None: the feed knows no such scrip)."""
+        if self._feed_rows is None:
+            rows: dict[str, MasterRow] = {}
+            for row in self.master:
+                try:
+                    rows[wire.feed_token(row)] = row
+                except (BrokerError, ValueError):
+                    continue
+            self._feed_rows = rows
+        return self._feed_rows.get(token)
+
+    def touchline(self, token: str, row: MasterRow) -> bytes:
+        """A native touchline (``49=1``) from the paper price path at the sim's now: the price the
+        matching engine fills at. The paper path has one price, at which a limit order on either side
+        is marketable, so best bid = best ask = LTP here."""
+        now = self.now()
+        price = self.engine.last_price(row.instrument, now)
+        locator = 100 if (price * 100) == (price * 100).to_integral_value() else 10_000_000
+        raw = int(price * locator)
+        seg, tok = (int(x) for x in token.split("_"))
+        return wire.encode_tick(seg, tok, ltp=raw, bid=raw, ask=raw, bid_qty=1, ask_qty=1, locator=locator,
+                                lut=now, ltt=now, at=now)
+
+    async def drop_feeds(self) -> None:
+        """Close every feed connection (a feed outage; the adapter reconnects on its next read)."""
+        for ws in list(self.feed_sockets):
+            await ws.close()
+
+    async def _feed(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.feed_sockets.append(ws)
+        decoder = wire.FeedDecoder(inner=False)
+        subscribed: dict[str, MasterRow] = {}
+        user: str | None = None
+
+        async def push() -> None:
+            while not ws.closed:
+                await asyncio.sleep(self.feed_interval)
+                if subscribed and not ws.closed:
+                    await ws.send_bytes(wire.encode_messages(
+                        [self.touchline(t, r) for t, r in list(subscribed.items())]))
+
+        pusher = asyncio.create_task(push())
+        try:
+            async for msg in ws:
+                if msg.type is not WSMsgType.BINARY:
+                    continue
+                for body in decoder.feed(msg.data):
+                    text = body.decode("ascii", errors="replace")
+                    self.feed_requests.append(text)
+                    fields, tokens = wire.parse_request(text)
+                    code = fields.get("64")
+                    if code == str(wire.FEED_LOGIN):
+                        acct = self.accounts.get(fields.get("67", ""))
+                        if acct is None or fields.get("68") != acct.user.api_key:
+                            await ws.close(code=4001, message=b"login refused")  # unverified: real reply
+                            return ws
+                        user = acct.user.user_id
+                    elif code in (str(wire.FEED_TOUCHLINE), str(wire.FEED_LTP_TOUCHLINE)) and user:
+                        if fields.get("230") == "2":
+                            for t in tokens:
+                                subscribed.pop(t, None)
+                            continue
+                        fresh = []
+                        for t in tokens:
+                            row = self.feed_row(t)
+                            if row is not None and t not in subscribed:
+                                subscribed[t] = row
+                                fresh.append(self.touchline(t, row))
+                        if fresh:  # a snapshot at once, then every feed_interval
+                            await ws.send_bytes(wire.encode_messages(fresh))
+        finally:
+            pusher.cancel()
+            self.feed_sockets.remove(ws)
+        return ws
+
     # -- helpers for tests and the bench ----------------------------------------------------------------
 
     def account(self, name: str, user: SimUser | None = None, *, env_prefix: str | None = None,
@@ -547,7 +635,8 @@ class OdinSim:
             values["second_auth"] = user.second_auth
         env = {f"{prefix}_{key.upper()}": value for key, value in values.items()}
         creds = {key: {"env": f"{prefix}_{key.upper()}"} for key in values}
-        body: dict[str, Any] = {"name": name, "broker": "odin", "endpoints": {"base_url": self.url},
+        endpoints = {"base_url": self.url, "feed": self.url.replace("http://", "ws://", 1) + "/"}
+        body: dict[str, Any] = {"name": name, "broker": "odin", "endpoints": endpoints,
                                 "credentials": creds, **fields}
         return Account.model_validate(body), env
 
@@ -605,7 +694,8 @@ async def connected(
 
 
 async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mapping[str, Any]) -> None:
-    """``runner sim odin``: default user SIM1 / sim-pass / api key sim-api-key / x-api-key sim-x-api-key."""
+    """``runner sim odin``: default user SIM1 / sim-pass / api key sim-api-key / x-api-key sim-x-api-key.
+    The market feed is the WebSocket at the root of the same port (``endpoints.feed: ws://host:port/``)."""
     master = (InstrumentMaster.load(options["instruments"], broker="odin") if options.get("instruments")
               else default_master())
     engine = MatchingEngine(path_from_options({"seed": options.get("seed", 0)}),
