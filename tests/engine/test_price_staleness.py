@@ -203,7 +203,10 @@ async def test_plan_shows_the_no_price_policy_both_ways(tmp_path):
 
 async def test_a_notional_limit_refuses_a_market_order_priced_only_by_a_stale_quote(tmp_path):
     env = make_env(tmp_path)
-    body = "limits: {max_notional: 1000000}\nsteps:\n  - {kind: place, id: buy, instrument: ce, side: BUY, lots: 1}\n"
+    body = (
+        "limits: {max_notional: 1000000}\n"
+        "steps:\n  - {kind: place, id: buy, instrument: ce, side: BUY, lots: 1}\n"
+    )
     stale = await env.run(playbook(body), broker=AgedQuotes(env.broker(), 45))
     assert env.steps(stale) == {"buy": "refused"}, stale.steps[0].message
     assert "no price reference" in stale.steps[0].message
