@@ -5,13 +5,14 @@ journal the broker's view of an order. :class:`runner.engine.gateway.Gateway` bu
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runner.brokers.base import Broker, ClientIdRegistry
+from runner.brokers.base import Broker, ClientIdRegistry, ForwardingBroker, MarketData, Quote
 from runner.engine.events import EngineEvent, EventKind, Observer
 from runner.engine.records import _json
 from runner.engine.risk import QuoteSource, RiskChecker
@@ -61,6 +62,13 @@ class Tuning:
     # day's book, so after a long weekend a lookup cannot tell anything new. They stay UNKNOWN in the
     # journal (``runner history`` shows them) for an operator to settle.
     reconcile_horizon: float = 4 * 86400.0
+    # Oldest price (clock seconds, judged from the price's own time: the broker's tick / last-trade time,
+    # else when we received it) a reference may be: an LTP-relative limit, a square-off's limit exit and a
+    # notional check refuse an older one. Index options trade many times a second in session, so a quote
+    # 30 s old means a stuck feed, a halted or illiquid contract, or a session that has closed: a limit
+    # from it may be far off the market. 30 s still spans a polled REST quote (sub-second) and a stream's
+    # reconnect-and-resubscribe, and it equals max_retry_after (the longest a read may be held up).
+    max_quote_age: float = 30.0
 
 
 @dataclass
@@ -79,7 +87,11 @@ class BrokerCalls:
     log: Any = None
     step_id: str | None = None  # set by the engine while a step runs
     deadline: dt.datetime | None = None  # set by a caller whose step must end by then: no wait passes it
-    last_prices: dict[str, Decimal] = field(default_factory=dict)
+    # instrument key -> (price, when it was made): the last price this process saw (quotes, fills)
+    last_prices: dict[str, tuple[Decimal, dt.datetime]] = field(default_factory=dict)
+    # Quotes read in one batch for a step that prices several instruments (:meth:`prefetch_prices`),
+    # each used once by the next :meth:`reference_price` of its instrument (still judged by its age).
+    _prefetched: dict[str, PriceReference] = field(default_factory=dict, repr=False)
     # Client ids known to be journaled (intents are never deleted, so a hit never goes stale).
     _ours: set[str] = field(default_factory=set, repr=False)
     # slot -> its request built while preparing (the engine's staged first order): not rebuilt at the instant
@@ -219,7 +231,8 @@ class BrokerCalls:
             if self.log is not None:
                 self.log.error("illegal_transition", client_order_id=order.client_order_id, error=str(exc))
         if order.average_price is not None:
-            self.last_prices[order.instrument.key] = order.average_price
+            # a fill's price is as old as the broker's last update of the order (else: seen now)
+            self._saw(order.instrument.key, order.average_price, order.updated_at or self.clock.now())
         self._emit(EventKind.ORDER, order=order)
         return order
 
@@ -326,10 +339,106 @@ class BrokerCalls:
             current = await self.read(current)
         return current
 
+    # --- price references -------------------------------------------------------------------------------
+
+    def _saw(self, key: str, price: Decimal, at: dt.datetime) -> None:
+        """Remember the newest price seen for ``key`` (an older one never replaces a newer)."""
+        at = _utc(at)
+        known = self.last_prices.get(key)
+        if known is None or known[1] <= at:
+            self.last_prices[key] = (price, at)
+
+    def _judge(self, price: Decimal, at: dt.datetime, source: str) -> PriceReference:
+        age = max(0.0, (self.clock.now() - _utc(at)).total_seconds())  # a clock ahead of ours: age 0
+        limit = self.tuning.max_quote_age
+        if age > limit:
+            return PriceReference(None, at, source, f"the {source} {price} is {age:g}s old, over the "
+                                  f"{limit:g}s limit (max_quote_age)")  # fmt: skip
+        return PriceReference(price, at, source)
+
+    async def reference_prices(self, instruments: Sequence[Instrument]) -> dict[str, PriceReference]:
+        """A price reference per instrument key, each with its time, none older than ``max_quote_age``:
+        the broker's quote (one ``quotes`` call for all of them), else its ``ltp`` (received now), else
+        the last price this process saw. A price too old is refused (``price`` None, ``refused`` says how
+        old); no price at all is ``price`` None with no reason."""
+        wanted = {i.key: i for i in instruments}
+        out: dict[str, PriceReference] = {}
+        for key in list(wanted):
+            if (pre := self._prefetched.pop(key, None)) is not None and pre.price is not None:
+                out[key] = self._judge(pre.price, pre.at or self.clock.now(), pre.source)
+        ask = [i for k, i in wanted.items() if k not in out]
+        quoted: dict[str, Quote] = {}
+        if ask and _has_market_data(self.broker):
+            got, _ = await self.call(
+                "quotes", lambda: self.broker.quotes(ask),  # type: ignore[attr-defined]
+                request={"instruments": [i.key for i in ask]},
+            )  # fmt: skip
+            quoted = {k: q for k, q in got.items() if k in wanted}
+        elif ask and isinstance(self.broker, QuoteSource):
+            # no market-data API (a test double, an older wrapper): its ltp, stamped when received
+            source = self.broker
+            for ins in ask:
+                price, _ = await self.call("ltp", functools.partial(source.ltp, ins))
+                if price is not None:
+                    quoted[ins.key] = Quote(ins, price, self.clock.now())
+        for key, quote in quoted.items():
+            if key not in out and quote.ltp is not None and quote.ltp > 0:
+                self._saw(key, quote.ltp, quote.at)
+                out[key] = self._judge(quote.ltp, quote.at, "quote")
+        for key in wanted:
+            ref = out.get(key)
+            if ref is not None and ref.price is not None:
+                continue
+            seen = self.last_prices.get(key)
+            if seen is not None and (ref is None or ref.at is None or seen[1] > _utc(ref.at)):
+                fallback = self._judge(seen[0], seen[1], "last price seen")
+                if fallback.price is not None or ref is None:
+                    out[key] = fallback
+                    continue
+            if ref is None:
+                out[key] = PriceReference(None, None, "none")
+        return out
+
+    async def prefetch_prices(self, instruments: Sequence[Instrument]) -> None:
+        """Quote several instruments a step is about to price in one ``quotes`` call; each instrument's
+        next :meth:`reference_price` uses its result (judged by age again then) instead of asking anew."""
+        if len({i.key for i in instruments}) < 2:
+            return
+        self._prefetched.update(await self.reference_prices(instruments))
+
+    async def reference(self, instrument: Instrument) -> PriceReference:
+        return (await self.reference_prices([instrument]))[instrument.key]
+
     async def reference_price(self, instrument: Instrument) -> Decimal | None:
-        if isinstance(self.broker, QuoteSource):
-            price, _ = await self.call("ltp", lambda: self.broker.ltp(instrument))  # type: ignore[attr-defined]
-            if price is not None:
-                self.last_prices[instrument.key] = price
-                return price
-        return self.last_prices.get(instrument.key)
+        """The price reference of :meth:`reference_prices`, None when there is none fresh enough."""
+        return (await self.reference(instrument)).price
+
+
+@dataclass(frozen=True, slots=True)
+class PriceReference:
+    """A price to resolve LTP-relative prices and notional checks against, with where it came from and
+    when it was made. ``price`` None: none usable; ``refused`` then says why one was not used (its age)."""
+
+    price: Decimal | None
+    at: dt.datetime | None
+    source: str  # "quote", "last price seen", "none"
+    refused: str | None = None
+
+    def why_none(self) -> str:
+        """For a message: why there is no price ("" when there is one)."""
+        if self.price is not None:
+            return ""
+        return self.refused or "the broker quotes none and no price was seen in this process"
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    """Aware UTC; a naive time (an adapter's slip) is read as UTC rather than refused."""
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+
+
+def _has_market_data(broker: Broker) -> bool:
+    """Whether a market-data API sits behind ``broker``: guards (:class:`ForwardingBroker`) always have
+    ``quotes`` and answer {} without one, so look through them."""
+    while isinstance(broker, ForwardingBroker):
+        broker = broker.inner
+    return isinstance(broker, MarketData)

@@ -9,9 +9,10 @@ The global config is YAML named by ``$RUNNER_RISK`` (or ``--risk FILE``), e.g.::
 
 The stricter of the two limits applies. Orders that only reduce risk (square-off, unwind) are never
 blocked by limits: refusing an exit would leave the position open, which is the larger risk.
-A MARKET order's notional uses a price reference: the broker's last price when it offers one
-(:class:`QuoteSource`), else the last price this journal saw for the instrument; with neither, an order
-under a notional limit is refused rather than guessed.
+A MARKET order's notional uses a price reference (:meth:`runner.engine.calls.BrokerCalls.reference_prices`):
+the broker's quote (``MarketData.quotes``) or last price (:class:`QuoteSource`), else the last price this
+process saw for the instrument, none older than ``Tuning.max_quote_age``; with none fresh enough, an order
+under a notional limit is refused rather than priced from a stale or guessed value.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class RiskRefused(Exception):
 
 @runtime_checkable
 class QuoteSource(Protocol):
-    """Optional broker capability: a last traded price for an instrument."""
+    """Optional broker capability: a last traded price for an instrument (an adapter with market data
+    answers it as ``quotes([instrument])``'s ltp; the gateway asks ``quotes`` first, for the price's time)."""
 
     async def ltp(self, instrument: Instrument) -> Decimal | None: ...
 

@@ -61,6 +61,7 @@ from runner.plan.state import observe, order_key
 from runner.playbook.models import (
     CancelStep,
     ModifyStep,
+    NoPrice,
     OrderCondition,
     OrderFilter,
     PlaceStep,
@@ -382,11 +383,17 @@ class Planner(Projection):
         targets = positions_to_close(self.pb, step, positions, caps)
         notes += left_alone(self.pb, step, positions, caps)  # what it will not touch, and why
         slices = 0
+        unpriced: list[str] = []
+        if step.escalation is not None:  # the policy is part of the plan, priced or not
+            notes.append(f"limit first; with no fresh price reference: {step.escalation.no_price.value}")
         for pos in targets:
             ins = enrich(self.pb, pos.instrument)
             ref = await self._ref(ins) if step.escalation is not None else None
             if step.escalation is not None and ref is None:
-                notes.append(f"{ins.key}: no price reference, closing at market")
+                if step.escalation.no_price is NoPrice.FAIL:
+                    unpriced.append(f"{ins.key} {pos.product.value} {pos.quantity:+d}")
+                    continue
+                notes.append(f"{ins.key}: no price reference, closing at market (no_price: market)")
             key = position_key(pos)
             seen = self.observed_positions.get(key, 0)
             cond = (
@@ -418,8 +425,14 @@ class Planner(Projection):
         notes.append(
             f"close {len(targets)} position(s) with {slices} order(s)" if targets else "nothing to square off"
         )
+        if unpriced:
+            notes.append(
+                f"NOT FLAT: no price reference for {', '.join(unpriced)}: not closed (no_price: fail)"
+            )
         d.message = "; ".join(notes)
-        if not d.calls:
+        if unpriced:
+            d.verdict = Verdict.FAILS
+        elif not d.calls:
             d.verdict = Verdict.NOTHING
 
     async def _wait(self, d: _Draft, step: WaitStep) -> None:

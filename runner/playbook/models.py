@@ -207,10 +207,18 @@ class CancelStep(Timing):
     when: OrderCondition | None = None
 
 
+class NoPrice(enum.StrEnum):
+    """What a limit-first square-off does for a position with no fresh price to set its limit from."""
+
+    MARKET = "market"  # close it at market straight away (said in the step message and a warning note)
+    FAIL = "fail"  # send nothing for it; the step fails naming it (the other positions are still closed)
+
+
 class Escalation(_Model):
     limit_offset: Annotated[Decimal, Field(ge=0)] = Decimal("0")  # price offset from LTP, in rupees
     timeout: Duration = "15s"  # then go to market
     then_market: bool = True
+    no_price: NoPrice = NoPrice.MARKET
 
 
 class TagScope(_Model):

@@ -171,3 +171,12 @@ def test_ltp_offset_syntax_is_one_pattern() -> None:
     assert hand["$defs"]["LtpOffset"]["pattern"] == OFFSET_PATTERN
     model = Playbook.model_json_schema()["$defs"]["LtpPrice"]["properties"]["ltp"]
     assert OFFSET_PATTERN in json.dumps(model).replace("\\\\", "\\")
+
+
+def test_square_off_no_price_policy_is_one_enum() -> None:
+    """``escalation.no_price``: the schema's values are the model's, and both default to ``market``."""
+    from runner.playbook.models import Escalation, NoPrice
+
+    prop = _load("playbook.v1.json")["$defs"]["Escalation"]["properties"]["no_price"]
+    assert prop["enum"] == [p.value for p in NoPrice]
+    assert prop["default"] == Escalation().no_price.value == "market"

@@ -26,14 +26,14 @@ import datetime as dt
 import json
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from runner.accounts import Account
-from runner.brokers.base import Capability
+from runner.brokers.base import Capability, Quote
 from runner.brokers.paper.book import Book, OrderState, PositionState, fill_from_dict, fill_to_dict
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import PricePath, ReferenceBook, load_references, path_from_options
@@ -482,8 +482,15 @@ class PaperBroker:
     async def fills(self) -> Sequence[Fill]:
         return self._txn(lambda now: self.matching.fills(self.account, now))
 
+    async def quotes(self, instruments: Sequence[Instrument]) -> Mapping[str, Quote]:
+        """:class:`runner.brokers.base.MarketData`: the paper market's last price of each instrument now
+        (the price path its fills use), stamped now: the paper market trades every second."""
+        now = self.clock.now()
+        at = now.astimezone(dt.UTC) if now.tzinfo is not None else now.replace(tzinfo=dt.UTC)
+        return {i.key: Quote(i, self.matching.last_price(i, now), at) for i in instruments}
+
     async def ltp(self, instrument: Instrument) -> Decimal:
-        """Last traded price on the paper market now."""
+        """Last traded price on the paper market now: ``quotes([instrument])``'s, which always has one."""
         return self.matching.last_price(instrument, self.clock.now())
 
 

@@ -175,15 +175,28 @@ async def request_for(
     return build_request(ctx.playbook, f, await reference_price(ctx, ins))
 
 
+async def prefetch_prices(ctx: RunContext, orders: Sequence[tuple[OrderFields, str, int]]) -> None:
+    """Before a step builds several orders (``(fields, slot, leg)``): one ``quotes`` call for every
+    market-relative price not resolved by an earlier start, which :func:`request_for` then uses."""
+    need = [
+        ctx.playbook.instrument(f.instrument)
+        for f, slot, leg in orders
+        if is_relative(f.price, f.trigger_price)
+        and ctx.gateway.journal.get_intent(client_order_id(ctx.run_id, slot, leg, 0)) is None
+    ]
+    await ctx.gateway.prefetch_prices(need)
+
+
 async def reference_price(ctx: RunContext, ins: Instrument) -> Decimal:
-    """The broker's last traded price for ``ins``; StepError (nothing sent) when there is none."""
-    price = await ctx.gateway.reference_price(ins)
-    if price is None or price <= 0:
+    """The broker's last traded price for ``ins``; StepError (nothing sent) when there is none fresh
+    enough (the message says how old the one refused was)."""
+    ref = await ctx.gateway.reference(ins)
+    if ref.price is None or ref.price <= 0:
         raise StepError(
-            f"{ins.key}: no last traded price available, so a price relative to LTP cannot be resolved; "
-            "nothing was sent"
+            f"{ins.key}: no last traded price available ({ref.why_none()}), so a price relative to LTP "
+            "cannot be resolved; nothing was sent"
         )
-    return price
+    return ref.price
 
 
 def snap(price: Decimal, tick: Decimal | None, side: Side) -> Decimal:

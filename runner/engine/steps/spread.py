@@ -19,6 +19,7 @@ from runner.engine.steps.common import (
     StepResult,
     build_request,
     describe,
+    prefetch_prices,
     request_for,
     wait_all,
 )
@@ -67,6 +68,7 @@ async def run(ctx: RunContext, step: SpreadStep) -> StepResult:
     native = use_native(ctx, step)
     # Every leg's price is resolved before the first leg leaves (relative prices: LTP now), so a missing
     # price fails the step with nothing sent.
+    await prefetch_prices(ctx, [(leg, step.id, i + 1) for i, leg in enumerate(step.legs)])  # one quote read
     requests = [await request_for(ctx, leg, slot=step.id, leg=i + 1) for i, leg in enumerate(step.legs)]
     if native:
         return await _native(ctx, step, requests)

@@ -41,7 +41,7 @@ from runner.journal.records import Intent
 from runner.journal.store import Journal
 from runner.journal.tables import Purpose, StepOutcome
 from runner.model import Instrument, Modification, Order, OrderRequest, OrderStatus, OrderType, Position, Side
-from runner.playbook.models import Playbook, SquareOffScope, SquareOffStep, TagScope
+from runner.playbook.models import NoPrice, Playbook, SquareOffScope, SquareOffStep, TagScope
 
 ROUND = 1000
 
@@ -324,6 +324,10 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     skipped = [f"{u.instrument} unreadable ({u.reason})" for u in unreadable_positions(positions)]
     for why in skipped:
         gw.note(f"square-off: {why}; not closed", level="error")
+    refs, unpriced = await _limit_references(ctx, step, targets, notes)
+    if unpriced:  # escalation.no_price: fail: nothing sent for these, the step ends NOT FLAT naming them
+        targets = [p for p in targets if position_key(p) not in unpriced]
+        skipped += unpriced.values()
     if skipped:
         notes.append("NOT FLAT: " + "; ".join(skipped))
     if not targets:
@@ -331,7 +335,8 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     # 2. close every position, sliced.
     placed: list[Order] = []
     for pos in targets:
-        placed += await _close(ctx, step, pos, rnd=next_round(own, slot_of(step, pos)))
+        rnd = next_round(own, slot_of(step, pos))
+        placed += await _close(ctx, step, pos, rnd, refs.get(position_key(pos)))
     # Every exit refused or rejected with nothing filled: no verify window can make it flat.
     if all(o.status.is_terminal and not o.filled_quantity for o in placed):
         reasons = sorted({o.reject_reason or o.status.value for o in placed}) or ["no exit order placed"]
@@ -379,12 +384,44 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
     return (StepResult.failed if skipped else StepResult.ok)("; ".join([*notes, done]), ids)
 
 
-async def _close(ctx: RunContext, step: SquareOffStep, pos: Position, rnd: int) -> list[Order]:
+async def _limit_references(
+    ctx: RunContext, step: SquareOffStep, targets: list[Position], notes: list[str]
+) -> tuple[dict[str, Decimal], dict[str, str]]:
+    """The limit-first escalation's price per position (one ``quotes`` read for all of them), and the
+    positions with none fresh enough that ``escalation.no_price: fail`` leaves unclosed (key -> why).
+    Under ``market`` (the default) such a position is closed at market, said in a warning note and in
+    the step's message: never silently."""
+    esc = step.escalation
+    if esc is None or not targets:
+        return {}, {}
+    gw = ctx.gateway
+    found = await gw.reference_prices([ctx.enrich(p.instrument) for p in targets])
+    prices: dict[str, Decimal] = {}
+    unpriced: dict[str, str] = {}
+    for pos in targets:
+        ref = found[pos.instrument.key]
+        if ref.price is not None:
+            prices[position_key(pos)] = ref.price
+            continue
+        what = (
+            f"{pos.instrument.key} {pos.product.value} {pos.quantity:+d}: no price reference for a limit "
+            f"exit ({ref.why_none()})"
+        )
+        if esc.no_price is NoPrice.FAIL:
+            unpriced[position_key(pos)] = f"{what}; not closed (escalation.no_price: fail), nothing sent"
+            gw.note(f"square-off: {unpriced[position_key(pos)]}", level="error")
+        else:
+            said = f"{what}; closing at market (escalation.no_price: market)"
+            gw.note(f"square-off: {said}", level="warning")
+            notes.append(said)
+    return prices, unpriced
+
+
+async def _close(
+    ctx: RunContext, step: SquareOffStep, pos: Position, rnd: int, ref: Decimal | None
+) -> list[Order]:
     gw = ctx.gateway
     ins = ctx.enrich(pos.instrument)
-    ref = await gw.reference_price(ins) if step.escalation is not None else None
-    if step.escalation is not None and ref is None:
-        gw.note(f"{ins.key}: no price reference for a limit exit; closing at market", level="warning")
     out = []
     for n, req in enumerate(exit_requests(step, pos, ins, ref)):
         order = await gw.place(req, slot=slot_of(step, pos), leg=rnd * ROUND + n, purpose=Purpose.SQUARE_OFF)
