@@ -149,15 +149,19 @@ class MultilegBroker(Broker, Protocol):
 @dataclass(frozen=True, slots=True)
 class Quote:
     """A price from the broker's own market-data API for one instrument: the last traded price and,
-    where the broker offers them, the best bid and ask. ``at`` is when the price was made as the broker
-    states it (last trade / tick time), else when we received it; always aware UTC. Consumers judge
-    staleness from ``at`` (runner.engine refuses prices older than its limit)."""
+    where the broker offers them, the best bid and ask. ``at`` is when these values were known to be
+    the broker's current ones: the reply's receipt for a request/reply API, now for a live subscribed
+    stream (it pushes every change), the last tick's receipt once the stream is down. Consumers judge
+    staleness from ``at`` (runner.engine refuses prices older than its limit). ``traded_at`` is the
+    last trade's time where the broker states it: an illiquid option's LTP may be an hour old and
+    still be its current LTP, so it is information, not a staleness test. Aware UTC."""
 
     instrument: Instrument
     ltp: Decimal | None
     at: dt.datetime
     bid: Decimal | None = None
     ask: Decimal | None = None
+    traded_at: dt.datetime | None = None
 
 
 @runtime_checkable

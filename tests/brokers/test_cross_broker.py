@@ -328,3 +328,42 @@ async def test_one_go_run_matches_paper(kind: str, monkeypatch: pytest.MonkeyPat
                                                         "flat": "succeeded"}
     assert got.after.positions == ref.after.positions == {}
     assert got.after.fills == ref.after.fills
+
+
+# --- LTP-priced steps: every adapter prices from its broker's own market data --------------------------
+
+LTP_PLAYBOOK = """
+version: 1
+name: cross-ltp
+timezone: Asia/Kolkata
+instruments:
+  fut: {exchange: NFO, symbol: NIFTY, expiry: 2026-12-29, lot_size: 75, freeze_quantity: 1800}
+  ce: {exchange: NFO, symbol: NIFTY, expiry: 2026-12-29, strike: 24500, option_type: CE, lot_size: 75}
+  pe: {exchange: NFO, symbol: NIFTY, expiry: 2026-12-29, strike: 24000, option_type: PE, lot_size: 75}
+steps:
+  - {kind: place, id: entry, at: "09:20", instrument: fut, side: BUY, lots: 1, type: LIMIT,
+     price: {ltp: "+0.5%"}, product: MIS}
+  - {kind: wait, id: filled, order: entry, status: [filled], timeout: 1m, on_timeout: fail}
+  - kind: square_off
+    id: flat
+    at: "15:15"
+    verify_timeout: 30s
+    escalation: {limit_offset: 0.5, timeout: 20s, then_market: true, no_price: fail}
+"""
+
+
+@pytest.mark.parametrize("kind", ["paper", *ADAPTERS])
+async def test_ltp_priced_entry_and_limit_first_exit_use_the_brokers_quotes(
+    kind: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The entry's limit comes from the broker's quote (24480 +0.5%, on the tick), and the 15:15 exit
+    prices its limit from a quote too: with ``no_price: fail`` a missing quote would fail the step."""
+    pb = Playbook.model_validate(load_yaml(LTP_PLAYBOOK, filename="cross-ltp.yaml").value)
+    async with venue(kind, pb, monkeypatch, tmp_path) as v:
+        report = await run(v, pb, kind)
+        assert report.status is RunStatus.SUCCEEDED, [s.message for s in report.steps]
+        orders = {o.side.value: o for o in await v.broker.orders()}
+        assert orders["BUY"].price == Decimal("24602.40")  # 24480 * 1.005, a multiple of the 0.05 tick
+        assert orders["BUY"].filled_quantity == 75
+        assert orders["SELL"].filled_quantity == 75  # closed at 15:15 (limit first, priced by a quote)
+        assert (await snapshot(v.broker)).positions == {}

@@ -542,5 +542,6 @@ def quote_from_level1(
     ltp, bid, ask = _price(r.get("lasttradedpx")), _price(r.get("bestbid")), _price(r.get("bestoffer"))
     if ltp is None and bid is None and ask is None:
         return None
-    at = (_when(r.get("lasttradetime")) if ltp is not None else None) or _when(r.get("timestamp"))
-    return Quote(instrument, ltp, at or received_at.astimezone(dt.UTC), bid=bid, ask=ask)
+    traded = _when(r.get("lasttradetime")) if ltp is not None else None
+    # as of its receipt: GetLevel1 answers with the book as it is now (TimeStamp is the snapshot's own)
+    return Quote(instrument, ltp, received_at.astimezone(dt.UTC), bid=bid, ask=ask, traded_at=traded)

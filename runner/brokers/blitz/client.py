@@ -52,6 +52,7 @@ from runner.brokers.blitz.wire import (
 from runner.brokers.http import make_client, send
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.ratelimit import RateLimiter, segment_of
+from runner.clock import Clock, SystemClock
 from runner.errors import (
     AuthExpired,
     BrokerError,
@@ -125,9 +126,11 @@ class BlitzBroker:
         master: InstrumentMaster,
         limiter: RateLimiter | None = None,
         transport: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.account = account
         self.master = master
+        self.clock: Clock = clock or SystemClock()  # quotes' receipt time, on the run's (virtual) clock
         opts = account.options
         self.dialect = Dialect(str(opts.get("dialect", "sdk")).lower())
         ep = account.endpoints
@@ -506,7 +509,7 @@ class BlitzBroker:
             except RateLimited as exc:
                 self.read_limiter.penalize(key, exc.retry_after or 1.0)
                 raise
-            received = dt.datetime.now(dt.UTC)
+            received = self.clock.now().astimezone(dt.UTC)
             out.update(quotes_from_reply(data, {i: wanted[i] for i in batch}, received))
         return out
 
@@ -527,4 +530,5 @@ def create(account: Account, **context: Any) -> BlitzBroker:
         master=master,
         limiter=context.get("limiter"),
         transport=context.get("transport"),
+        clock=context.get("clock"),
     )

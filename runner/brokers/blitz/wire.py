@@ -622,7 +622,8 @@ def quotes_from_reply(
 
     An instrument the reply does not carry, or carries without any usable price, is absent: never a
     made-up price. ``ltp`` 0 (nothing traded yet) is no LTP; the quote is still kept for its bid/ask.
-    ``at`` is ``ltt`` (last trade time), else ``timestamp``, else ``received``."""
+    ``at`` is ``received`` (the reply is the current snapshot); ``traded_at`` is ``ltt``, the last
+    trade's time."""
     out: dict[str, Quote] = {}
     for key, row in quote_rows(data):
         raw_id = get(row, "instrumentID", "instrumentId", default=key)
@@ -648,7 +649,7 @@ def quotes_from_reply(
             bid = ask = None
         if ltp is None and bid is None and ask is None:
             continue
-        at = quote_time(get(row, "ltt", "lastTradedTime")) or quote_time(get(row, "timestamp")) or received
-        for instrument in instruments:
-            out[instrument.key] = Quote(instrument, ltp, at, bid=bid, ask=ask)
+        traded = quote_time(get(row, "ltt", "lastTradedTime"))
+        for instrument in instruments:  # as of receipt: the reply is the feed's current snapshot
+            out[instrument.key] = Quote(instrument, ltp, received, bid=bid, ask=ask, traded_at=traded)
     return out

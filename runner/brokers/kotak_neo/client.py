@@ -408,8 +408,8 @@ class KotakNeo:
                 quoted = wanted.get((parsed.segment, parsed.token))
                 if quoted is None or (parsed.ltp is None and parsed.bid is None and parsed.ask is None):
                     continue
-                out[quoted.key] = Quote(quoted, parsed.ltp, parsed.at or received,
-                                            parsed.bid, parsed.ask)
+                out[quoted.key] = Quote(quoted, parsed.ltp, received, parsed.bid, parsed.ask,
+                                        traded_at=parsed.at)
         return out
 
     async def ltp(self, instrument: Instrument) -> Decimal | None:

@@ -668,6 +668,8 @@ class OdinBroker:
         await self._feed.subscribe(list(tokens))
         await self._feed.wait_first(list(tokens))
         out: dict[str, Quote] = {}
+        now = self.clock.now().astimezone(dt.UTC)
+        live = self._feed.connected  # a live touchline pushes every change: what it holds is current
         for token, insts in tokens.items():
             held = self._feed.ticks.get(token)
             if held is None:
@@ -676,7 +678,8 @@ class OdinBroker:
             if tick.ltp is None and tick.bid is None and tick.ask is None:
                 continue
             for i in insts:
-                out[i.key] = Quote(i, tick.ltp, tick.at or received, bid=tick.bid, ask=tick.ask)
+                out[i.key] = Quote(i, tick.ltp, now if live else received, bid=tick.bid, ask=tick.ask,
+                                   traded_at=tick.at)
         return out
 
     async def ltp(self, instrument: Instrument) -> Decimal | None:

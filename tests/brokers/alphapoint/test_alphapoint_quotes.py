@@ -49,7 +49,10 @@ def ms(value: int) -> dt.datetime:
 def test_docs_reply_translates_exactly() -> None:
     doc = fixture("getlevel1.json")["reply"]
     q = quote_from_level1(doc, RELIANCE, 1, received_at=RECEIVED)
-    assert q == Quote(RELIANCE, Decimal(29000), ms(1679466290437), bid=Decimal(28700), ask=Decimal(29000))
+    assert q == Quote(
+        RELIANCE, Decimal(29000), RECEIVED, bid=Decimal(28700), ask=Decimal(29000),
+        traded_at=ms(1679466290437),
+    )
     assert q.at.tzinfo is not None and q.at.utcoffset() == dt.timedelta(0)
 
 
@@ -61,7 +64,7 @@ def test_liberal_reading_and_nothing_made_up() -> None:
         9,
         received_at=RECEIVED,
     )
-    assert q == Quote(RELIANCE, Decimal("1000.05"), ms(1000))
+    assert q == Quote(RELIANCE, Decimal("1000.05"), RECEIVED)  # a TimeStamp is the snapshot's, not a trade's
     # No trade yet but a book: no last price, bid/ask at the snapshot's time.
     q = quote_from_level1(
         {"InstrumentId": 9, "LastTradedPx": 0, "BestBid": 999, "BestOffer": 1001, "TimeStamp": 5000},
@@ -69,7 +72,7 @@ def test_liberal_reading_and_nothing_made_up() -> None:
         9,
         received_at=RECEIVED,
     )
-    assert q == Quote(RELIANCE, None, ms(5000), bid=Decimal(999), ask=Decimal(1001))
+    assert q == Quote(RELIANCE, None, RECEIVED, bid=Decimal(999), ask=Decimal(1001))
     # Nothing priced: absent, never a 0 price; no time given: receipt time.
     assert (
         quote_from_level1({"InstrumentId": 9, "LastTradedPx": 0}, RELIANCE, 9, received_at=RECEIVED) is None
@@ -176,7 +179,7 @@ async def test_quotes_agree_with_fills_and_follow_the_path(
     clock.advance(30)
     assert await broker.ltp(RELIANCE) == Decimal("1012.5")
     q = (await broker.quotes([RELIANCE]))[RELIANCE.key]
-    assert q.at == later + dt.timedelta(seconds=1)  # the path's 1 s bucket: the last trade's own time
+    assert q.traded_at == later + dt.timedelta(seconds=1)  # the path's 1 s bucket: the last trade's own time
     # A buy limit at the quoted offer is marketable; a sell at it too (the path has no spread).
     placed = await broker.place(
         OrderRequest("rn-q-lim", RELIANCE, Side.SELL, 2, OrderType.LIMIT, price=q.ask)

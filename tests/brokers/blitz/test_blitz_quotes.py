@@ -76,9 +76,10 @@ def test_documented_quote_reply_reads_exactly() -> None:
     assert q == Quote(
         NIFTY_INDEX,
         Decimal("18532.45"),
-        dt.datetime(2026, 2, 4, 8, 30, tzinfo=dt.UTC),  # ltt 1770193800000 ms = 14:00 IST
+        RECEIVED,  # as of receipt: the reply is the current snapshot
         bid=Decimal("18532.00"),
         ask=Decimal("18532.90"),
+        traded_at=dt.datetime(2026, 2, 4, 8, 30, tzinfo=dt.UTC),  # ltt 1770193800000 ms = 14:00 IST
     )
     assert all(isinstance(v, Decimal) for v in (q.ltp, q.bid, q.ask))
 
@@ -100,7 +101,8 @@ def test_liberal_reading_and_nothing_made_up() -> None:
     ]
     got = quotes_from_reply(rows, {1: [a], 2: [b], 3: [c], 4: [d]}, RECEIVED)
     assert set(got) == {a.key, b.key}
-    assert got[a.key].at == dt.datetime(2026, 3, 2, 4, 30, 5, tzinfo=dt.UTC)
+    assert got[a.key].at == RECEIVED and got[a.key].traded_at is None  # a timestamp is not a trade time
+    assert quote_time("2026-03-02 10:00:05") == dt.datetime(2026, 3, 2, 4, 30, 5, tzinfo=dt.UTC)  # IST text
     assert got[b.key].ltp is None and got[b.key].bid == Decimal("9.95") and got[b.key].ask is None
     assert quote_time("1770193800000") == dt.datetime(2026, 2, 4, 8, 30, tzinfo=dt.UTC)
     assert quote_time("2026-02-04T08:30:00Z") == dt.datetime(2026, 2, 4, 8, 30, tzinfo=dt.UTC)
@@ -121,7 +123,8 @@ async def test_quotes_through_the_simulator_in_the_documented_shape(
         IDEA.key: Decimal("11"),
         NIFTY_CE.key: Decimal("120"),
     }
-    assert all(q.at == clock.now().astimezone(dt.UTC) and q.at.tzinfo is dt.UTC for q in got.values())
+    # the simulator's last-trade time is its (virtual) now; ``at`` is our receipt, aware UTC
+    assert all(q.traded_at == clock.now().astimezone(dt.UTC) and q.at.tzinfo is dt.UTC for q in got.values())
     assert got[TCS.key].bid == got[TCS.key].ask == Decimal("4100")  # no slippage: fills at the LTP
     method, path, body = sim.sim.requests[-1]
     assert (method, path) == ("POST", "/md-api/marketfeed/quote")
