@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,7 +30,6 @@ from runner.journal.fastpath import (
     DEL_RUN_STEPS,
     INS_CALL,
     INS_EVENT,
-    INS_FILL,
     INS_INTENT,
     INS_RUN,
     INS_STEP,
@@ -53,13 +51,13 @@ from runner.journal.fastpath import (
     UPD_RUN_RESTART,
     UPD_RUN_TOUCH,
     UPD_SENDING,
-    UPD_STATE,
     UPD_STATUS,
     UPD_STEP_FINISH,
     Stmt,
     fast_for,
     intents_stmt,
 )
+from runner.journal.order_apply import apply_order
 from runner.journal.records import (
     OWNERLESS_STALE_AFTER,
     Intent,
@@ -83,11 +81,9 @@ from runner.journal.tables import (
     steps,
 )
 from runner.model import (
-    IllegalTransition,
     Order,
     OrderStatus,
     Product,
-    check_transition,
 )
 
 
@@ -465,7 +461,7 @@ class Journal:
         with self._fast.transaction() as t:
             if call is not None:
                 t.execute(INS_CALL, call)
-            illegal = self._apply_order(t, order, now, resolution)
+            illegal = apply_order(t, order, now, resolution)
         if illegal is not None:
             raise illegal
         return order.status
@@ -477,83 +473,8 @@ class Journal:
         bad = 0
         with self._fast.transaction() as t:
             for order in orders:
-                bad += self._apply_order(t, order, now, Resolution.CONFIRMED) is not None
+                bad += apply_order(t, order, now, Resolution.CONFIRMED) is not None
         return bad
-
-    @staticmethod
-    def _apply_order(
-        t: Any, order: Order, now: dt.datetime, resolution: Resolution
-    ) -> IllegalTransition | None:
-        """Apply one broker report inside transaction ``t``; returns the illegal transition, if any."""
-        cid = order.client_order_id
-        illegal: IllegalTransition | None = None
-        row = t.execute(SEL_STATE, {"b_cid": cid}).fetchone()
-        if row is None:  # not ours: only the call row
-            return None
-        stored, stored_boid, old_filled, old_avg_text, run_id, step_id = row
-        old = OrderStatus(stored)
-        new = order.status
-        status = old
-        if old is not new:
-            try:
-                check_transition(old, new)
-                status = new
-            except IllegalTransition as exc:
-                illegal = exc
-            t.execute(
-                INS_TRANSITION,
-                {
-                    "client_order_id": cid,
-                    "old_status": old.value,
-                    "new_status": new.value,
-                    "legal": illegal is None,
-                    "raw_status": order.raw_status,
-                    "at": now,
-                },
-            )
-            if illegal is not None:
-                t.execute(
-                    INS_EVENT,
-                    {
-                        "run_id": run_id,
-                        "step_id": step_id,
-                        "client_order_id": cid,
-                        "level": "error",
-                        "kind": "illegal_transition",
-                        "message": str(illegal),
-                        "at": now,
-                    },
-                )
-        filled = old_filled
-        avg = None if old_avg_text is None else Decimal(old_avg_text)
-        if illegal is None and order.filled_quantity > old_filled:
-            t.execute(
-                INS_FILL,
-                {
-                    "client_order_id": cid,
-                    "run_id": run_id,
-                    "quantity": order.filled_quantity - old_filled,
-                    "price": _fill_price(old_filled, avg, order.filled_quantity, order.average_price),
-                    "cumulative_quantity": order.filled_quantity,
-                    "at": order.updated_at or now,
-                },
-            )
-            filled, avg = order.filled_quantity, order.average_price
-        t.execute(
-            UPD_STATE,
-            {
-                "b_cid": cid,
-                "resolution": resolution.value,
-                "status": status.value,
-                "broker_order_id": stored_boid or order.broker_order_id or stored_boid,
-                "filled_quantity": filled,
-                "average_price": avg,
-                "current_price": order.price,
-                "current_type": order.order_type.value,
-                "updated_at": now,
-            },
-        )
-        return illegal
 
     def mark_unknown(self, client_order_id: str, now: dt.datetime) -> None:
         """The request may have reached the broker: status UNKNOWN until a lookup says otherwise."""
@@ -632,14 +553,3 @@ class Journal:
             q = q.where(broker_calls.c.client_order_id == client_order_id)
         with self._read() as c:
             return [dict(r) for r in c.execute(q).mappings()]
-
-
-def _fill_price(
-    old_qty: int, old_avg: Decimal | None, new_qty: int, new_avg: Decimal | None
-) -> Decimal | None:
-    """Price of the increment between two cumulative (qty, average) reports."""
-    if new_avg is None:
-        return None
-    if old_qty == 0 or old_avg is None:
-        return new_avg
-    return (new_avg * new_qty - old_avg * old_qty) / (new_qty - old_qty)

@@ -25,6 +25,13 @@ from runner.accounts import Account
 from runner.brokers.base import Capability, Quote, read_positions
 from runner.brokers.http import make_client, send
 from runner.brokers.instruments import InstrumentMaster
+from runner.brokers.kotak_neo.quotes_wire import (
+    batches,
+    neo_symbol,
+    parse_quote,
+    quote_rows_of,
+    quotes_path,
+)
 from runner.brokers.kotak_neo.wire import (
     ACCEPT_JSON,
     AMO_STATUS,
@@ -44,22 +51,17 @@ from runner.brokers.kotak_neo.wire import (
     _json,
     _text,
     _timestamp,
-    batches,
     cancel_jdata,
     cancel_path,
     default_lookup,
     error_for,
     latest_row,
     modify_jdata,
-    neo_symbol,
     parse_fill,
     parse_login,
     parse_order,
     parse_position,
-    parse_quote,
     place_jdata,
-    quote_rows_of,
-    quotes_path,
     rows_of,
     segment_for,
     totp,

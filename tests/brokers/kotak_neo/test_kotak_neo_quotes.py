@@ -25,8 +25,8 @@ from runner.brokers.base import MarketData, Quote
 from runner.brokers.faults import FaultPlan
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.kotak_neo.client import KotakNeo, create
+from runner.brokers.kotak_neo.quotes_wire import PATH_QUOTES, parse_quote, quote_rows_of, quotes_path
 from runner.brokers.kotak_neo.sim import KotakNeoSim, account_for, start
-from runner.brokers.kotak_neo.wire import PATH_QUOTES, parse_quote, quote_rows_of, quotes_path
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import StepPath
 from runner.brokers.ratelimit import RateLimiter
