@@ -220,7 +220,7 @@ async def kotak_brokers(n: int, transport: str | None) -> AsyncIterator[list[Bro
 
 @contextlib.asynccontextmanager
 async def odin_brokers(n: int, transport: str | None) -> AsyncIterator[list[Broker]]:
-    from runner.brokers.odin.sim import connected
+    from runner.brokers.odin.sim_bench import connected
 
     async with connected(n, transport=transport, clock=_clock()) as (_sim, brokers):
         yield list(brokers)

@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from runner.accounts import Account
 from runner.brokers.faults import Fault, FaultPlan
@@ -58,6 +58,7 @@ from runner.brokers.odin.sim_book import (
     second_auth_ok,
     stamp,
 )
+from runner.brokers.odin.sim_feed import SimFeed
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import path_from_options
 from runner.clock import Clock, SystemClock
@@ -83,7 +84,7 @@ def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None
                         headers=headers)
 
 
-class OdinSim:
+class OdinSim(SimFeed):
     def __init__(
         self,
         *,
@@ -530,86 +531,6 @@ class OdinSim:
 
         return await self._run(request, "positions", handle)
 
-    # -- market feed ------------------------------------------------------------------------------------
-
-    def feed_row(self, token: str) -> MasterRow | None:
-        """The master row of a feed token ``"{segment}_{token}"`` (None: the feed knows no such scrip)."""
-        if self._feed_rows is None:
-            rows: dict[str, MasterRow] = {}
-            for row in self.master:
-                try:
-                    rows[wire.feed_token(row)] = row
-                except (BrokerError, ValueError):
-                    continue
-            self._feed_rows = rows
-        return self._feed_rows.get(token)
-
-    def touchline(self, token: str, row: MasterRow) -> bytes:
-        """A native touchline (``49=1``) from the paper price path at the sim's now: the price the
-        matching engine fills at. The paper path has one price, at which a limit order on either side
-        is marketable, so best bid = best ask = LTP here."""
-        now = self.now()
-        price = self.engine.last_price(row.instrument, now)
-        locator = 100 if (price * 100) == (price * 100).to_integral_value() else 10_000_000
-        raw = int(price * locator)
-        seg, tok = (int(x) for x in token.split("_"))
-        return wire.encode_tick(seg, tok, ltp=raw, bid=raw, ask=raw, bid_qty=1, ask_qty=1, locator=locator,
-                                lut=now, ltt=now, at=now)
-
-    async def drop_feeds(self) -> None:
-        """Close every feed connection (a feed outage; the adapter reconnects on its next read)."""
-        for ws in list(self.feed_sockets):
-            await ws.close()
-
-    async def _feed(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        self.feed_sockets.append(ws)
-        decoder = wire.FeedDecoder(inner=False)
-        subscribed: dict[str, MasterRow] = {}
-        user: str | None = None
-
-        async def push() -> None:
-            while not ws.closed:
-                await asyncio.sleep(self.feed_interval)
-                if subscribed and not ws.closed:
-                    await ws.send_bytes(wire.encode_messages(
-                        [self.touchline(t, r) for t, r in list(subscribed.items())]))
-
-        pusher = asyncio.create_task(push())
-        try:
-            async for msg in ws:
-                if msg.type is not WSMsgType.BINARY:
-                    continue
-                for body in decoder.feed(msg.data):
-                    text = body.decode("ascii", errors="replace")
-                    self.feed_requests.append(text)
-                    fields, tokens = wire.parse_request(text)
-                    code = fields.get("64")
-                    if code == str(wire.FEED_LOGIN):
-                        acct = self.accounts.get(fields.get("67", ""))
-                        if acct is None or fields.get("68") != acct.user.api_key:
-                            await ws.close(code=4001, message=b"login refused")  # unverified: real reply
-                            return ws
-                        user = acct.user.user_id
-                    elif code in (str(wire.FEED_TOUCHLINE), str(wire.FEED_LTP_TOUCHLINE)) and user:
-                        if fields.get("230") == "2":
-                            for t in tokens:
-                                subscribed.pop(t, None)
-                            continue
-                        fresh = []
-                        for t in tokens:
-                            row = self.feed_row(t)
-                            if row is not None and t not in subscribed:
-                                subscribed[t] = row
-                                fresh.append(self.touchline(t, row))
-                        if fresh:  # a snapshot at once, then every feed_interval
-                            await ws.send_bytes(wire.encode_messages(fresh))
-        finally:
-            pusher.cancel()
-            self.feed_sockets.remove(ws)
-        return ws
-
     # -- helpers for tests and the bench ----------------------------------------------------------------
 
     def account(self, name: str, user: SimUser | None = None, *, env_prefix: str | None = None,
@@ -665,34 +586,6 @@ async def start(
         await runner.cleanup()
 
 
-@asynccontextmanager
-async def connected(
-    n_accounts: int, *, faults: FaultPlan | None = None, transport: str | None = None,
-    orders_per_second: float = 1000.0, **options: Any,
-) -> AsyncIterator[tuple[OdinSim, list[Any]]]:
-    """Bench hook: an in-process sim with ``n_accounts`` users and one connected adapter per user.
-
-    Orders go to the default master (e.g. ``Instrument("NSE", "RELIANCE")``). Secrets are set in this
-    process's environment (bench only)."""
-    from runner.brokers.odin.client import create
-
-    users = [SimUser(f"BENCH{i:03d}", "pw", "key", second_auth="PAN0000000", user_code=f"BN{i:03d}")
-             for i in range(n_accounts)]
-    async with start(faults=faults, users=users, **options) as sim:
-        brokers = []
-        for u in users:
-            account = sim.account(f"odin-{u.user_id}", u, options={"http_transport": transport} if transport
-                                  else {}, rate_limit={"orders_per_second": orders_per_second, "burst": 10})
-            broker = create(account, master=sim.master)
-            await broker.connect()
-            brokers.append(broker)
-        try:
-            yield sim, brokers
-        finally:
-            for b in brokers:
-                await b.close()
-
-
 async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mapping[str, Any]) -> None:
     """``runner sim odin``: default user SIM1 / sim-pass / api key sim-api-key / x-api-key sim-x-api-key.
     The market feed is the WebSocket at the root of the same port (``endpoints.feed: ws://host:port/``)."""
@@ -706,5 +599,5 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
         await asyncio.Event().wait()
 
 
-__all__ = ["OdinSim", "connected", "serve_forever", "start"]
+__all__ = ["OdinSim", "serve_forever", "start"]
 

@@ -446,7 +446,7 @@ async def test_mutating_timeout_is_outcome_unknown(clock: VirtualClock) -> None:
 
 
 async def test_bench_hook_connects_one_adapter_per_account() -> None:
-    from runner.brokers.odin.sim import connected
+    from runner.brokers.odin.sim_bench import connected
 
     async with connected(3) as (sim, brokers):
         for i, b in enumerate(brokers):
