@@ -450,7 +450,16 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
     await sim.start(host, port)
     # One machine-readable line (scripts read the port from it); the gateway path is /WSGateway/.
     url = f"ws://{host}:{sim.port}/WSGateway/"
-    print(json.dumps({"broker": "alphapoint", "url": url, "port": sim.port}), flush=True)
+    from runner.commands.sim import first_line
+
+    user = next(iter(sim.users.values()))  # default user: trader / trader-pass
+    account = {
+        "endpoints": {"ws": url},
+        "credentials": {"username": {"env": "RUNNER_AP_SIM_USERNAME"},
+                        "password": {"env": "RUNNER_AP_SIM_PASSWORD"}},
+    }
+    env = {"RUNNER_AP_SIM_USERNAME": user.user_name, "RUNNER_AP_SIM_PASSWORD": user.password}
+    print(first_line("alphapoint", url, sim.port, account, env, sim.master, options), flush=True)
     try:
         await asyncio.Future()
     finally:

@@ -407,7 +407,16 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
         master = load_master(str(options["instruments"]))
     async with start(faults, host=host, port=port, master=master, options=options) as running:
         # One machine-readable line (scripts read the port from it); the API lives under API_PREFIX.
-        print(json.dumps({"broker": "blitz", "url": running.url, "port": running.port}), flush=True)
+        from runner.commands.sim import first_line
+
+        # Default user (the simulator accepts any user id / app key unless `users` is configured).
+        account = {
+            "endpoints": running.endpoints(),
+            "credentials": {"app_key": {"env": SIM_APP_KEY_ENV}, "user_id": {"env": SIM_USER_ID_ENV}},
+        }
+        env = {SIM_APP_KEY_ENV: "sim-app-key", SIM_USER_ID_ENV: "SIM1"}
+        line = first_line("blitz", running.url, running.port, account, env, running.sim.master, options)
+        print(line, flush=True)
         await asyncio.Event().wait()
 
 
@@ -424,6 +433,7 @@ __all__ = [
 
 
 SIM_APP_KEY_ENV = "RUNNER_BLITZ_SIM_APP_KEY"
+SIM_USER_ID_ENV = "RUNNER_BLITZ_SIM_USER_ID"
 
 
 @contextlib.asynccontextmanager

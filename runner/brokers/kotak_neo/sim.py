@@ -624,7 +624,10 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
     bound = await sim.start(host, port)
     # One machine-readable line (the url is both the login host and the session baseUrl; any
     # UCC/TOTP/MPIN is accepted until users are configured).
-    print(dumps({"broker": "kotak_neo", "url": f"http://{host}:{bound}", "port": bound}), flush=True)
+    from runner.commands.sim import first_line
+
+    account, env = account_for(sim, "sim")  # default user: see `runner sim --help`
+    print(first_line("kotak_neo", f"http://{host}:{bound}", bound, account, env, master, options), flush=True)
     try:
         await asyncio.Event().wait()
     finally:

@@ -595,7 +595,10 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
                             MatchingConfig(session_close=None))
     async with start(host=host, port=port, faults=faults, master=master, engine=engine) as sim:
         # One machine-readable line, so scripts can read the port (``--port 0``) from stdout.
-        print(dumps({"broker": "odin", "url": sim.url, "port": sim.port}), flush=True)
+        from runner.commands.sim import first_line
+
+        account, env = sim.account_env("sim", env_prefix="RUNNER_ODIN_SIM")  # default user SIM1
+        print(first_line("odin", sim.url, sim.port, account, env, sim.master, options), flush=True)
         await asyncio.Event().wait()
 
 

@@ -429,7 +429,8 @@ async def test_runner_sim_prints_one_json_line(capsys: pytest.CaptureFixture[str
         if out.endswith("\n"):
             break
     line = json.loads(out)
-    assert set(line) == {"broker", "url", "port"} and line["broker"] == "kotak_neo"
+    # issue 13 §5: plus a ready accounts-file entry and its env (tests/brokers/test_sim_account.py)
+    assert set(line) == {"broker", "url", "port", "account", "env"} and line["broker"] == "kotak_neo"
     assert line["url"] == f"http://127.0.0.1:{line['port']}" and line["port"] > 0
     _reader, writer = await asyncio.open_connection("127.0.0.1", line["port"])  # it is listening
     writer.close()

@@ -466,7 +466,10 @@ async def test_runner_sim_prints_one_json_line(capsys: pytest.CaptureFixture[str
         if out.endswith("\n"):
             break
     line = json.loads(out)
-    assert line == {"broker": "odin", "url": f"http://127.0.0.1:{line['port']}", "port": line["port"]}
+    # issue 13 §5: plus `account` and `env` (tests/brokers/test_sim_account.py)
+    assert {k: line[k] for k in ("broker", "url", "port")} == {
+        "broker": "odin", "url": f"http://127.0.0.1:{line['port']}", "port": line["port"]}
+    assert line["account"]["endpoints"]["feed"] == f"ws://127.0.0.1:{line['port']}/"
     assert isinstance(line["port"], int) and line["port"] > 0
     _reader, writer = await asyncio.open_connection("127.0.0.1", line["port"])  # it is listening
     writer.close()
