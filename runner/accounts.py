@@ -74,6 +74,10 @@ class RateLimit(BaseModel):
     orders_per_second: float = Field(default=8.0, gt=0, le=1000)
     burst: int = Field(default=1, ge=1)
     per_segment: bool = True
+    # Market-data reads (quotes) take a bucket of their own; None: the broker's default
+    # (runner.brokers.ratelimit.read_limiter).
+    reads_per_second: float | None = Field(default=None, gt=0, le=1000)
+    reads_burst: int | None = Field(default=None, ge=1)
 
 
 class Account(BaseModel):

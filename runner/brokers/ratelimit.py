@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
 
 # Longest a broker's Retry-After may stop one key's orders (seconds). The gateway refuses to wait longer
 # than its own ``Tuning.max_retry_after`` (also 30 s) and fails the call instead.
@@ -80,6 +81,13 @@ class RateLimiter:
         bucket = self._bucket(key)
         tokens = min(self.burst, bucket.tokens + (self._monotonic() - bucket.stamp) * self.rate)
         return max(0.0, (1 - tokens) / self.rate)
+
+
+def read_limiter(rate_limit: Any, per_second: float, burst: int = 1) -> RateLimiter:
+    """The bucket for an account's market-data reads: the account's ``rate_limit.reads_per_second`` /
+    ``reads_burst`` where set, else the broker's defaults given here (one place for every adapter)."""
+    rate = rate_limit.reads_per_second or per_second
+    return RateLimiter(float(rate), rate_limit.reads_burst or burst)
 
 
 def segment_of(exchange: str) -> str:

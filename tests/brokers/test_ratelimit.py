@@ -87,3 +87,13 @@ async def test_a_penalty_blocks_for_its_length() -> None:
     lim, _ = limiter(rate=10)
     lim.penalize("k", 2.0)
     assert lim.blocked_for("k") == pytest.approx(2.1)  # 2 s, then the refill of one token
+
+
+def test_read_limiter_takes_the_accounts_reads_setting_else_the_brokers_default() -> None:
+    from runner.accounts import RateLimit
+    from runner.brokers.ratelimit import read_limiter
+
+    default = read_limiter(RateLimit(), 15.0, 2)
+    assert (default.rate, default.burst) == (15.0, 2)
+    mine = read_limiter(RateLimit(reads_per_second=3, reads_burst=4), 15.0, 2)
+    assert (mine.rate, mine.burst) == (3.0, 4)

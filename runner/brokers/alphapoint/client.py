@@ -40,6 +40,7 @@ from runner.brokers.alphapoint.wire import (
 from runner.brokers.base import Capability, Positions, Quote, UnreadablePosition
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.ratelimit import RateLimiter, segment_of
+from runner.brokers.ratelimit import read_limiter as read_limiter_for
 from runner.clock import Clock, SystemClock
 from runner.errors import (
     AuthExpired,
@@ -73,8 +74,8 @@ log = logging.getLogger("runner.brokers.alphapoint")  # stable name, not __name_
 # The Broker
 
 # Market-data reads (GetLevel1) take their own token bucket, apart from the order-entry one: APEX documents
-# no public read limit per session, so stay modest by default (account options ``reads_per_second``,
-# ``reads_burst``); ``quote_concurrency`` bounds the GetLevel1 calls in flight on the one socket.
+# no public read limit per session, so stay modest by default (account ``rate_limit.reads_per_second``,
+# ``reads_burst``); option ``quote_concurrency`` bounds the GetLevel1 calls in flight on the one socket.
 DEFAULT_READS_PER_SECOND = 10.0
 DEFAULT_READS_BURST = 10
 DEFAULT_QUOTE_CONCURRENCY = 8
@@ -129,9 +130,8 @@ class AlphaPointBroker:
         rl = account.rate_limit
         self.limiter = limiter or RateLimiter(rl.orders_per_second, rl.burst)
         opts = account.options
-        self.read_limiter = read_limiter or RateLimiter(
-            float(opts.get("reads_per_second", DEFAULT_READS_PER_SECOND)),
-            int(opts.get("reads_burst", DEFAULT_READS_BURST)),
+        self.read_limiter = read_limiter or read_limiter_for(
+            rl, per_second=DEFAULT_READS_PER_SECOND, burst=DEFAULT_READS_BURST
         )
         self.quote_concurrency = max(1, int(opts.get("quote_concurrency", DEFAULT_QUOTE_CONCURRENCY)))
         peg = opts.get("peg_price_type", 1)

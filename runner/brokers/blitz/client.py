@@ -52,6 +52,7 @@ from runner.brokers.blitz.wire import (
 from runner.brokers.http import make_client, send
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.ratelimit import RateLimiter, segment_of
+from runner.brokers.ratelimit import read_limiter as read_limiter_for
 from runner.clock import Clock, SystemClock
 from runner.errors import (
     AuthExpired,
@@ -86,7 +87,7 @@ log = logging.getLogger("runner.brokers.blitz")
 DEFAULT_BASE = "http://uat.bull8.ai:7443"
 AUTH_SUFFIX = "/api_gateway/v1"
 API_SUFFIX = "/api_interactive/api/v1"
-# Blitz publishes no read limit (429 exists): our own default, option ``reads_per_second``.
+# Blitz publishes no read limit (429 exists): our own default, account ``rate_limit.reads_per_second``.
 DEFAULT_READS_PER_SECOND = 10.0
 
 
@@ -149,10 +150,7 @@ class BlitzBroker:
         self.paths = replace(preset, **overrides)
         rl = account.rate_limit
         self.limiter = limiter or RateLimiter(rl.orders_per_second, rl.burst)
-        reads = getattr(rl, "reads_per_second", None) or opts.get(
-            "reads_per_second", DEFAULT_READS_PER_SECOND
-        )
-        self.read_limiter = RateLimiter(float(reads), max(1, int(opts.get("read_burst", 1))))
+        self.read_limiter = read_limiter_for(rl, per_second=DEFAULT_READS_PER_SECOND)
         self._transport = transport or opts.get("http_transport")
         self._client: httpx.AsyncClient | None = None
         self._token: str | None = None

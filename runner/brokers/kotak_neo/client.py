@@ -68,6 +68,7 @@ from runner.brokers.kotak_neo.wire import (
     trading_symbol_for,
 )
 from runner.brokers.ratelimit import RateLimiter, segment_of
+from runner.brokers.ratelimit import read_limiter as read_limiter_for
 from runner.clock import Clock, SystemClock
 from runner.errors import (
     AuthExpired,
@@ -150,10 +151,8 @@ class KotakNeo:
         rl = account.rate_limit
         self.limiter = limiter or RateLimiter(rl.orders_per_second, rl.burst)
         # Reads of market data take a bucket of their own: Kotak allows about 25 API calls/s in all
-        # (OpenAlgo #1666) and orders already take up to `orders_per_second`; options
-        # `quotes_per_second` (default 15) and `quotes_burst` (default 1) tune it.
-        self.read_limiter = read_limiter or RateLimiter(float(account.options.get("quotes_per_second", 15)),
-                                                        int(account.options.get("quotes_burst", 1)))
+        # (OpenAlgo #1666) and orders already take up to `orders_per_second` (8): 15 reads/s by default.
+        self.read_limiter = read_limiter or read_limiter_for(rl, per_second=15.0)
         self._quote_type = str(account.options.get("quote_type", "all"))  # ltp+depth+lstup_time in one
         self._transport = transport or account.options.get("http_transport")
         self._login_url = account.endpoints.get("login", LOGIN_HOST)
