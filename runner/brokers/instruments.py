@@ -61,6 +61,8 @@ class InstrumentMaster:
         self.broker = broker
         self._by_key: dict[str, MasterRow] = {}
         self._by_token: dict[str, MasterRow] = {}
+        # (exchange, symbol) -> expiry -> strikes; for rolling expiries and ATM-relative strikes
+        self._chains: dict[tuple[str, str], dict[dt.date, set[Decimal]]] = {}
         for row in rows:
             self.add(row)
 
@@ -73,6 +75,11 @@ class InstrumentMaster:
         self._by_key[row.instrument.key] = row
         if row.token is not None:
             self._by_token[row.token] = row
+        inst = row.instrument
+        if inst.expiry is not None:
+            strikes = self._chains.setdefault((inst.exchange, inst.symbol), {}).setdefault(inst.expiry, set())
+            if inst.strike is not None:
+                strikes.add(inst.strike)
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -100,3 +107,11 @@ class InstrumentMaster:
             return self._by_token[token]
         except KeyError:
             raise InstrumentUnknown(f"unknown instrument token {token!r}", broker=self.broker) from None
+
+    def expiries(self, exchange: str, symbol: str) -> list[dt.date]:
+        """Every expiry the master lists for ``symbol`` on ``exchange``, ascending (futures and options)."""
+        return sorted(self._chains.get((exchange.upper(), symbol.upper()), {}))
+
+    def strikes(self, exchange: str, symbol: str, expiry: dt.date) -> list[Decimal]:
+        """Every option strike listed for ``symbol`` expiring on ``expiry``, ascending."""
+        return sorted(self._chains.get((exchange.upper(), symbol.upper()), {}).get(expiry, ()))
