@@ -11,10 +11,13 @@ import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol, TypeVar, cast, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast, runtime_checkable
 
 from runner.errors import Malformed
 from runner.model import Instrument, Modification, MultilegRequest, Order, OrderRequest, Position, Product
+
+if TYPE_CHECKING:
+    from runner.brokers.instruments import InstrumentMaster
 
 Row = TypeVar("Row")
 
@@ -175,6 +178,15 @@ class MarketData(Protocol):
     async def quotes(self, instruments: Sequence[Instrument]) -> Mapping[str, Quote]: ...
 
 
+@runtime_checkable
+class InstrumentSource(Protocol):
+    """Optional adapter capability: the instrument master the adapter resolves against (the broker's own,
+    as synced by ``runner instruments sync``; the paper broker's generated one). Rolling instruments
+    (nearest expiry, ATM-relative strikes) and pre-open checks resolve through it."""
+
+    async def instrument_master(self) -> InstrumentMaster: ...
+
+
 class ForwardingBroker:
     """A Broker that passes every call to ``inner``. Guards (the kill switch, a plan's allow-list)
     subclass it and override only the calls they police, so reads can never be forgotten."""
@@ -223,6 +235,12 @@ class ForwardingBroker:
     def adopt_client_ids(self, client_ids: Mapping[str, Product]) -> None:
         if isinstance(self.inner, ClientIdRegistry):
             self.inner.adopt_client_ids(client_ids)
+
+    async def instrument_master(self) -> InstrumentMaster | None:
+        """The inner adapter's master, or None where it has none (see :class:`InstrumentSource`)."""
+        if isinstance(self.inner, InstrumentSource):
+            return await self.inner.instrument_master()
+        return None
 
     async def ltp(self, instrument: Instrument) -> Decimal | None:
         """A read: risk checks and LTP-relative prices need it (None if the broker quotes nothing)."""
