@@ -44,7 +44,10 @@ class MasterFormatError(ValueError):
 
 
 # broker kind -> "module:attribute" of its MasterFormat; lazy so `runner --help` stays fast.
-FORMATS: dict[str, str] = {}
+FORMATS: dict[str, str] = {
+    "blitz": "runner.brokers.blitz.master:FORMAT",
+    "alphapoint": "runner.brokers.alphapoint.master:FORMAT",
+}
 
 
 def master_format(broker: str) -> MasterFormat | None:
