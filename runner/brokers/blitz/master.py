@@ -55,7 +55,9 @@ _OPTION_TYPES = {"CE": OptionType.CE, "PE": OptionType.PE, "CALL": OptionType.CE
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 # An underlying followed by the usual Indian derivative date tokens: 28JUL26 (DDMONYY), 26JUL (YYMON, NSE
 # monthly), 26728 (YYMDD, NSE weekly). Used only when the expiry's own DDMONYY token is not in the name.
-_UNDERLYING_RE = re.compile(r"^(?P<u>[A-Z&_-][A-Z0-9&_-]*?)(?:\d{2}[A-Z]{3}\d{2}|\d{2}[A-Z]{3}|\d{2}[1-9OND]\d{2})")
+_UNDERLYING_RE = re.compile(
+    r"^(?P<u>[A-Z&_-][A-Z0-9&_-]*?)(?:\d{2}[A-Z]{3}\d{2}|\d{2}[A-Z]{3}|\d{2}[1-9OND]\d{2})"
+)
 _IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 
 
@@ -121,7 +123,8 @@ def decode(file: MasterFile) -> list[Any]:
     if isinstance(data, Mapping) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
-        raise MasterFormatError(f"{file.name}: expected a JSON array of instruments, got {type(data).__name__}")
+        got = type(data).__name__
+        raise MasterFormatError(f"{file.name}: expected a JSON array of instruments, got {got}")
     return data
 
 

@@ -39,7 +39,6 @@ from runner.model import (
     Fill,
     Instrument,
     Modification,
-    OptionType,
     Order,
     OrderRequest,
     OrderStatus,
@@ -141,41 +140,16 @@ def wire_symbol(row: MasterRow) -> str:
     return f"{exchange_segment(row)}|{row.trading_symbol or row.instrument.symbol}"
 
 
-_UNDERLYING_RE = re.compile(r"^(?P<u>[A-Z0-9&_-]+?)\d{2}[A-Z]{3}\d{2}")
-
-
 def master_rows_from_blitz_json(records: Iterable[Mapping[str, Any]]) -> list[MasterRow]:
-    """Rows of Blitz's own instrument dump (``/v1/api/instruments/gz/download``; see
-    docs/blitzsdk/instruments.md)."""
-    rows = []
-    for rec in records:
-        seg = str(rec.get("exchangeSegment", "")).upper()
-        name = str(rec.get("instrumentName", "")).upper()
-        expiry = rec.get("expiry")
-        underlying = str(rec.get("symbol") or rec.get("underlying") or "").upper()
-        if not underlying:
-            m = _UNDERLYING_RE.match(name) if expiry else None
-            underlying = m["u"] if m else name
-        opt = rec.get("optionType")
-        strike = rec.get("strike")
-        lot, tick = rec.get("lotSize"), rec.get("tickSize")
-        inst = Instrument(
-            exchange=EXCHANGE_OF_SEGMENT.get(seg, seg),
-            symbol=underlying,
-            expiry=dt.date.fromisoformat(str(expiry)[:10]) if expiry else None,
-            strike=to_decimal(strike) if opt else None,
-            option_type=OptionType(str(opt).upper()) if opt else None,
-            lot_size=_int(lot, "lotSize", default=0) or None,  # absent: no lot (cash)
-            tick_size=to_decimal(tick) or None,
-        )
-        rows.append(
-            MasterRow(
-                inst,
-                token=str(rec["instrumentId"]),
-                trading_symbol=name,
-                extra={"exchange_segment": seg, "instrument_id": str(rec["instrumentId"])},
-            )
-        )
+    """Rows of Blitz's own instrument dump (``/v1/api/instruments/gz/download``), read by the same parser
+    as a downloaded master (:mod:`runner.brokers.blitz.master`), so a saved dump and a download agree."""
+    from collections import Counter
+
+    from runner.brokers.blitz.master import parse_row, report_skipped
+
+    skipped: Counter[str] = Counter()
+    rows = [row for rec in records if (row := parse_row(rec, skipped)) is not None]
+    report_skipped("instrument dump", skipped)
     return rows
 
 
