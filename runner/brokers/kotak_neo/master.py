@@ -9,7 +9,7 @@ The traps, and the rule used for each (we are liberal in what we accept):
   whitespace and of trailing ``;`` before lookup;
 * F&O expiries are epoch seconds counted from 1980-01-01 IST: add 315513000 s, then take the IST date
   (1456410600 -> 2026-02-24). ``mcx_fo`` gets no offset, as the SDK's ``scrip_search`` applies none there;
-* strikes are scaled by 100 (the SDK multiplies a searched strike by 100 before comparing);
+* strikes are scaled by 100, with or without decimals (the SDK compares them with a searched strike x100);
 * ticks are integers in units of 10**-lPrecision (the sample: ``dTickSize`` 5 with ``lPrecision`` 2 is
   0.05); a tick already written with a decimal point is taken as rupees; no precision -> 2;
 * ``pOptionType`` is CE/PE for options and XX (or blank) for futures; equities have no expiry (-1);
@@ -102,12 +102,25 @@ def expiry_of(raw: str, segment: str) -> dt.date | None:
     return dt.datetime.fromtimestamp(seconds, IST).date()
 
 
+def _plain(value: Decimal) -> Decimal:
+    """24500.00000000 -> 24500, 0.0500 -> 0.05 (same value, readable digits, no exponent)."""
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
+
+
+def strike_of(raw: str) -> Decimal | None:
+    """Strikes are x100 whatever their spelling (``2450000`` and ``2450000.000000`` are 24500): the SDK
+    compares ``dStrikePrice;`` with the searched strike x100. Equities carry -1 -> None."""
+    value = Decimal(raw) / 100
+    return _plain(value) if value > 0 else None
+
+
 def scaled(raw: str, places: int) -> Decimal:
-    """An integer scaled by 10**places, exactly; a value with a decimal point is taken as already scaled."""
+    """A tick: an integer in units of 10**-places, exactly (5 at 2 places -> 0.05); a value with a
+    fractional part (``0.05``) is taken as rupees already (liberal: some files are not scaled)."""
     value = Decimal(raw)
-    if "." in raw or "e" in raw.lower():
-        return value
-    return value / (10**places) if places else value  # exact: 2450000 -> 24500, 5 -> 0.05
+    if value != value.to_integral_value():
+        return _plain(value)
+    return _plain(value / (10**places)) if places else value
 
 
 def _int(raw: str) -> int | None:
@@ -231,8 +244,7 @@ def parse_csv(file: MasterFile) -> Iterator[MasterRow]:
                     if raw_strike in strikes:
                         strike = strikes[raw_strike]
                     else:
-                        value = scaled(raw_strike, 2) if raw_strike else None
-                        strike = strikes[raw_strike] = value if value is not None and value > 0 else None
+                        strike = strikes[raw_strike] = strike_of(raw_strike) if raw_strike else None
                 symbol = name
             else:
                 # Cash: several series share a name (NHIT-IV, NHIT-BL): the EQ series is the plain name,
