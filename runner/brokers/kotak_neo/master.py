@@ -144,8 +144,12 @@ class KotakMasterFormat:
         """GET the file list with the consumer key (no session), then GET each wanted segment's CSV."""
         from runner.brokers.http import make_client
 
-        base = (account.endpoints.get("master") or account.endpoints.get("trade")
-                or account.endpoints.get("login") or MASTER_HOST)
+        base = (
+            account.endpoints.get("master")
+            or account.endpoints.get("trade")
+            or account.endpoints.get("login")
+            or MASTER_HOST
+        )
         path = account.endpoints.get("master_path", PATH_MASTER_FILES)
         key = _credential(account, "access_token", "consumer_key")
         wanted = _segments(account.options.get("master_segments"))
@@ -201,13 +205,22 @@ def parse_csv(file: MasterFile) -> Iterator[MasterRow]:
     i_seg, i_group, i_opt = get("pExchSeg"), get("pGroup"), get("pOptionType")
     i_tick, i_prec, i_strike = get("dTickSize"), get("lPrecision"), get("dStrikePrice")
     i_exp, i_pexp = get("lExpiryDate"), get("pExpiryDate")
-    i_lot, i_ilot, i_board, i_freeze = get("lLotSize"), get("iLotSize"), get("iBoardLotQty"), get("lFreezeQty")
+    i_lot, i_ilot, i_board, i_freeze = (
+        get("lLotSize"),
+        get("iLotSize"),
+        get("iBoardLotQty"),
+        get("lFreezeQty"),
+    )
     width = len(header)
     # Caches: strikes, ticks and expiries repeat across thousands of rows; a Decimal is built once each.
     strikes: dict[str, Decimal | None] = {}
     ticks: dict[tuple[str, str], Decimal | None] = {}
     expiries: dict[tuple[str, str], dt.date | None] = {}
     exchanges: dict[str, str] = {}
+    ints: dict[str, int | None] = {}
+    # One extra dict per segment, shared by its rows (read-only, like the rest of a MasterRow): 90,000
+    # copies of {"pExchSeg": "nse_fo"} would cost ~20 MB and time.
+    extras: dict[str, dict[str, str]] = {}
     option_types = {"CE": OptionType.CE, "PE": OptionType.PE}
     for line_no, rec in enumerate(reader, start=2):
         if not rec or (len(rec) == 1 and not rec[0].strip()):
@@ -238,7 +251,9 @@ def parse_csv(file: MasterFile) -> Iterator[MasterRow]:
                 else:
                     expiry = expiries[key] = expiry_of(raw_exp, seg)
             if expiry is not None:
-                opt = option_types.get(rec[i_opt].strip().upper()) if i_opt is not None else None  # XX: future
+                opt = (
+                    option_types.get(rec[i_opt].strip().upper()) if i_opt is not None else None
+                )  # XX: future
                 if opt is not None and i_strike is not None:
                     raw_strike = rec[i_strike].strip()
                     if raw_strike in strikes:
@@ -265,14 +280,22 @@ def parse_csv(file: MasterFile) -> Iterator[MasterRow]:
                     tick = ticks[tkey] = value if value is not None and value > 0 else None
             lot = None
             for i in (i_lot, i_ilot, i_board):
-                if i is not None and (lot := _int(rec[i])) is not None:
-                    break
-            freeze = _int(rec[i_freeze]) if i_freeze is not None else None
+                if i is not None:
+                    raw_lot = rec[i]
+                    lot = ints[raw_lot] if raw_lot in ints else ints.setdefault(raw_lot, _int(raw_lot))
+                    if lot is not None:
+                        break
+            freeze = None
+            if i_freeze is not None:
+                raw_fr = rec[i_freeze]
+                freeze = ints[raw_fr] if raw_fr in ints else ints.setdefault(raw_fr, _int(raw_fr))
         except (ValueError, ArithmeticError) as exc:
             raise MasterFormatError(f"{file.name}:{line_no}: {exc}") from None
         yield MasterRow(
             Instrument(exchange, symbol, expiry, strike, opt, lot, tick, freeze),
-            token, trd or None, {"pExchSeg": seg},
+            token,
+            trd or None,
+            extras.get(seg) or extras.setdefault(seg, {"pExchSeg": seg}),
         )
 
 
@@ -280,8 +303,9 @@ def _credential(account: Account, *keys: str) -> str:
     for key in keys:
         if key in account.credentials:
             return account.secret(key).reveal()
-    raise Rejected(f"account {account.name!r} has no credential {keys[-1]!r} for the scrip master",
-                   broker=BROKER)
+    raise Rejected(
+        f"account {account.name!r} has no credential {keys[-1]!r} for the scrip master", broker=BROKER
+    )
 
 
 def _segments(option: Any) -> frozenset[str]:
@@ -299,11 +323,15 @@ async def _get(client: Any, url: str, headers: dict[str, str]) -> bytes:
     except httpx.HTTPError as exc:
         raise Unavailable(f"scrip master {url}: {type(exc).__name__}", broker=BROKER) from None
     if reply.status_code in (401, 403):
-        raise Rejected(f"scrip master {url}: HTTP {reply.status_code} (consumer key refused)",
-                       code=str(reply.status_code), broker=BROKER)
+        raise Rejected(
+            f"scrip master {url}: HTTP {reply.status_code} (consumer key refused)",
+            code=str(reply.status_code),
+            broker=BROKER,
+        )
     if reply.status_code != 200:
-        raise Unavailable(f"scrip master {url}: HTTP {reply.status_code}", code=str(reply.status_code),
-                          broker=BROKER)
+        raise Unavailable(
+            f"scrip master {url}: HTTP {reply.status_code}", code=str(reply.status_code), broker=BROKER
+        )
     content: bytes = reply.content
     return content
 

@@ -58,7 +58,7 @@ def segment_csv(rows: Iterable[MasterRow]) -> bytes:
         trd = trading_symbol_for(row)
         group = "XX" if inst.expiry else ("EQ" if trd.upper().endswith("-EQ") else "")
 
-        def put(name: str, value: str) -> None:
+        def put(name: str, value: str, rec: list[str] = rec) -> None:
             rec[index[name]] = value
 
         put("pSymbol", row.token or "")

@@ -101,8 +101,9 @@ class OdinMasterFormat:
         wanted = account.options.get("master_exchanges") or DEFAULT_EXCHANGES
         exchanges = [e.strip().upper() for e in (wanted.split(",") if isinstance(wanted, str) else wanted)]
         files = []
-        async with make_client(base, timeout=account.timeout_seconds,
-                               transport=account.options.get("http_transport")) as client:
+        async with make_client(
+            base, timeout=account.timeout_seconds, transport=account.options.get("http_transport")
+        ) as client:
             for exchange in exchanges:
                 url = f"{base}/v2/{exchange}.json"
                 try:
@@ -110,8 +111,11 @@ class OdinMasterFormat:
                 except httpx.HTTPError as exc:
                     raise Unavailable(f"scrip master {url}: {type(exc).__name__}", broker=BROKER) from None
                 if reply.status_code != 200:
-                    raise Unavailable(f"scrip master {url}: HTTP {reply.status_code}",
-                                      code=str(reply.status_code), broker=BROKER)
+                    raise Unavailable(
+                        f"scrip master {url}: HTTP {reply.status_code}",
+                        code=str(reply.status_code),
+                        broker=BROKER,
+                    )
                 files.append(MasterFile(f"{exchange}.json", reply.content))
         return files
 
@@ -153,8 +157,8 @@ def parse_json(file: MasterFile) -> Iterator[MasterRow]:
             if keys["token"] is None or keys["symbol"] is None:
                 raise MasterFormatError(f"{file.name}: no token/symbol column (nToken, sSymbol or code, sym)")
 
-        def get(field: str, rec: Mapping[str, Any] = rec) -> Any:
-            key = keys[field] if keys else None
+        def get(field: str, rec: Mapping[str, Any] = rec, keys: dict[str, str | None] = keys) -> Any:
+            key = keys[field]
             return rec.get(key) if key is not None else None
 
         try:
@@ -167,23 +171,31 @@ def parse_json(file: MasterFile) -> Iterator[MasterRow]:
             strike = paise(get("strike")) if opt else None
             tick_key = keys["tick"] if keys else None
             raw_tick = get("tick")
-            tick = (Decimal(str(raw_tick)) if tick_key in _TEXT_PRICE and raw_tick not in (None, "")
-                    else paise(raw_tick))
+            tick = (
+                Decimal(str(raw_tick))
+                if tick_key in _TEXT_PRICE and raw_tick not in (None, "")
+                else paise(raw_tick)
+            )
             lot, freeze = _int(get("lot")), _int(get("freeze"))
         except (ValueError, ArithmeticError) as exc:
             raise MasterFormatError(f"{file.name}: row {n}: {exc}") from None
         extra = {"odin_exchange": odin_exchange}
         segment = get("segment")
-        extra["market_segment_id"] = str(segment) if segment not in (None, "") else str(
-            FEED_SEGMENT_ID.get(odin_exchange, ""))
+        extra["market_segment_id"] = (
+            str(segment) if segment not in (None, "") else str(FEED_SEGMENT_ID.get(odin_exchange, ""))
+        )
         series = str(get("series") or "").strip()
         if series:
             extra["series"] = series
             if expiry is None and series.upper() != "EQ":
                 symbol = f"{symbol}-{series.upper()}"  # other cash series share the name: keep them apart
         trading = str(get("trading_symbol") or "").strip() or None
-        yield MasterRow(Instrument(exchange, symbol, expiry, strike, opt, lot, tick, freeze),
-                        token, trading, {k: v for k, v in extra.items() if v})
+        yield MasterRow(
+            Instrument(exchange, symbol, expiry, strike, opt, lot, tick, freeze),
+            token,
+            trading,
+            {k: v for k, v in extra.items() if v},
+        )
 
 
 FORMAT = OdinMasterFormat()

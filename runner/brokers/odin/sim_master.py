@@ -19,8 +19,19 @@ if TYPE_CHECKING:
     from runner.brokers.odin.sim import OdinSim
 
 PREFIX = "/scripfiles"
-V2_HEADER = ["nMarketSegmentId", "nToken", "sSymbol", "sSeries", "sInstrumentName", "ExpiryDate",
-             "nStrikePrice", "sOptionType", "nRegularLot", "nPriceTick", "nFreezeQty"]
+V2_HEADER = [
+    "nMarketSegmentId",
+    "nToken",
+    "sSymbol",
+    "sSeries",
+    "sInstrumentName",
+    "ExpiryDate",
+    "nStrikePrice",
+    "sOptionType",
+    "nRegularLot",
+    "nPriceTick",
+    "nFreezeQty",
+]
 
 
 def _paise(value: Decimal | None) -> int:
@@ -29,10 +40,7 @@ def _paise(value: Decimal | None) -> int:
 
 def _record(row: MasterRow, exchange: str) -> dict[str, Any]:
     inst = row.instrument
-    if inst.expiry is None:
-        kind = "EQUITIES"
-    else:
-        kind = ("OPTIDX" if inst.option_type else "FUTIDX")
+    kind = "EQUITIES" if inst.expiry is None else "OPTIDX" if inst.option_type else "FUTIDX"
     return {
         "nMarketSegmentId": int(row.extra.get("market_segment_id") or FEED_SEGMENT_ID.get(exchange, 0)),
         "nToken": scrip_token(row),
@@ -64,9 +72,20 @@ def v2_file(records: list[dict[str, Any]]) -> bytes:
 
 
 def v1_file(records: list[dict[str, Any]]) -> bytes:
-    v1 = [{"code": str(r["nToken"]), "sym": r["sSymbol"], "ser": r["sSeries"], "inst": r["sInstrumentName"],
-           "expiry": r["ExpiryDate"], "strike": r["nStrikePrice"], "otype": r["sOptionType"],
-           "lot": r["nRegularLot"], "seg": r["nMarketSegmentId"]} for r in records]
+    v1 = [
+        {
+            "code": str(r["nToken"]),
+            "sym": r["sSymbol"],
+            "ser": r["sSeries"],
+            "inst": r["sInstrumentName"],
+            "expiry": r["ExpiryDate"],
+            "strike": r["nStrikePrice"],
+            "otype": r["sOptionType"],
+            "lot": r["nRegularLot"],
+            "seg": r["nMarketSegmentId"],
+        }
+        for r in records
+    ]
     return str(dumps(v1)).encode()
 
 
@@ -83,10 +102,14 @@ def add_master_routes(sim: OdinSim) -> None:
         return cache[exchange]
 
     async def v2(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=v2_file(records(request.match_info["name"])), content_type="application/json")
+        return web.Response(
+            body=v2_file(records(request.match_info["name"])), content_type="application/json"
+        )
 
     async def v1(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=v1_file(records(request.match_info["name"])), content_type="application/json")
+        return web.Response(
+            body=v1_file(records(request.match_info["name"])), content_type="application/json"
+        )
 
     sim.app.router.add_get(PREFIX + "/v2/{name}", v2)
     sim.app.router.add_get(PREFIX + "/{name}", v1)

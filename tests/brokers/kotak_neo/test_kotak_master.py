@@ -51,8 +51,9 @@ def test_official_nse_cm_sample_rows() -> None:
     rows = {r.token: r for r in FORMAT.parse([_file("master_nse_cm.csv")])}
     assert set(rows) == {"6531", "6542", "6545"}
     nykaa = rows["6545"]
-    assert nykaa.instrument == Instrument("NSE", "NYKAA", lot_size=1, tick_size=Decimal("0.05"),
-                                          freeze_quantity=789905)
+    assert nykaa.instrument == Instrument(
+        "NSE", "NYKAA", lot_size=1, tick_size=Decimal("0.05"), freeze_quantity=789905
+    )
     assert nykaa.trading_symbol == "NYKAA-EQ" and nykaa.extra["pExchSeg"] == "nse_cm"
     # Other series of one name keep their trading symbol, so neither shadows the other.
     assert rows["6531"].instrument.symbol == "NHIT-IV" and rows["6542"].instrument.symbol == "NHIT-BL"
@@ -70,8 +71,9 @@ def test_fo_expiry_is_1980_based_epoch_seconds() -> None:
 def test_fo_strikes_x100_futures_xx_and_exchange() -> None:
     rows = {r.token: r.instrument for r in FORMAT.parse([_file("master_nse_fo.csv")])}
     fut, ce, pe = rows["35001"], rows["45001"], rows["45002"]
-    assert fut == Instrument("NFO", "NIFTY", dt.date(2026, 2, 24), lot_size=65, tick_size=Decimal("0.05"),
-                             freeze_quantity=1820)
+    assert fut == Instrument(
+        "NFO", "NIFTY", dt.date(2026, 2, 24), lot_size=65, tick_size=Decimal("0.05"), freeze_quantity=1820
+    )
     assert ce.strike == Decimal("24500") and ce.option_type is OptionType.CE
     assert pe.strike == Decimal("24550.5") and pe.option_type is OptionType.PE  # exact, never a float
     master = InstrumentMaster(FORMAT.parse([_file("master_nse_fo.csv")]))
@@ -85,13 +87,18 @@ def test_header_only_file_is_zero_rows_not_an_error() -> None:
 
 def test_renamed_columns_are_a_format_error_naming_the_file() -> None:
     bad = MasterFile("nse_fo.csv", HEADER.replace("pSymbolName", "pName").encode() + b"\n")
-    with pytest.raises(MasterFormatError, match="nse_fo.csv.*pSymbolName"):
+    with pytest.raises(MasterFormatError, match=r"nse_fo\.csv.*pSymbolName"):
         list(FORMAT.parse([bad]))
 
 
 def test_file_paths_reply_shapes() -> None:
-    new = {"data": {"filesPaths": ["https://h/x/2025-01-22/transformed/nse_fo.csv"], "baseFolder": "https://h/x"}}
-    old = {"filesPaths": ["2025-01-22/transformed/nse_cm-v1.csv"], "baseFolder": "https://h/x"}  # docs' sample
+    new = {
+        "data": {"filesPaths": ["https://h/x/2025-01-22/transformed/nse_fo.csv"], "baseFolder": "https://h/x"}
+    }
+    old = {
+        "filesPaths": ["2025-01-22/transformed/nse_cm-v1.csv"],
+        "baseFolder": "https://h/x",
+    }  # docs' sample
     assert file_urls(new, "https://api") == ["https://h/x/2025-01-22/transformed/nse_fo.csv"]
     assert file_urls(old, "https://api") == ["https://h/x/2025-01-22/transformed/nse_cm-v1.csv"]
     with pytest.raises(ValueError):
@@ -106,8 +113,11 @@ async def test_download_from_the_sim_agrees_with_its_master(monkeypatch: pytest.
         files = await FORMAT.download(account)
         # Recorded wire: the file-paths GET carries the consumer key (access token) as Authorization.
         listing = [s for s in sim.seen if s[1] == PATH_MASTER_FILES]
-        assert listing and listing[0][0] == "GET" and listing[0][2]["authorization"] == env[
-            "KOTAK_SIM_MASTERS_ACCESS_TOKEN"]
+        assert (
+            listing
+            and listing[0][0] == "GET"
+            and listing[0][2]["authorization"] == env["KOTAK_SIM_MASTERS_ACCESS_TOKEN"]
+        )
         assert "sid" not in listing[0][2] and "auth" not in listing[0][2]  # no session needed
     assert sorted(f.name for f in files) == ["nse_cm.csv", "nse_fo.csv"]
     parsed = InstrumentMaster(FORMAT.parse(files))
@@ -115,7 +125,11 @@ async def test_download_from_the_sim_agrees_with_its_master(monkeypatch: pytest.
     assert sorted(r.instrument.key for r in parsed) == sorted(r.instrument.key for r in expected)
     for row in expected:
         got = parsed.resolve(row.instrument)
-        assert (got.token, got.trading_symbol, got.instrument) == (row.token, row.trading_symbol, row.instrument)
+        assert (got.token, got.trading_symbol, got.instrument) == (
+            row.token,
+            row.trading_symbol,
+            row.instrument,
+        )
 
 
 async def test_download_selects_segments_and_refuses_a_wrong_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,8 +36,9 @@ def test_registry_names_the_odin_format() -> None:
 def test_v2_strikes_in_paise_expiry_dd_mm_yyyy() -> None:
     rows = {r.token: r for r in FORMAT.parse([_file("scrip_v2_NSE_FO.json", "NSE_FO.json")])}
     fut, ce, pe = rows["35001"], rows["45001"], rows["45002"]
-    assert fut.instrument == Instrument("NFO", "NIFTY", dt.date(2026, 2, 24), lot_size=65,
-                                        tick_size=Decimal("0.1"), freeze_quantity=1820)
+    assert fut.instrument == Instrument(
+        "NFO", "NIFTY", dt.date(2026, 2, 24), lot_size=65, tick_size=Decimal("0.1"), freeze_quantity=1820
+    )
     assert ce.instrument.strike == Decimal("24500") and ce.instrument.option_type is OptionType.CE
     assert pe.instrument.strike == Decimal("24550.5") and pe.instrument.option_type is OptionType.PE
     assert ce.instrument.tick_size == Decimal("0.05")
@@ -48,16 +49,19 @@ def test_v2_strikes_in_paise_expiry_dd_mm_yyyy() -> None:
 
 def test_v1_objects_are_accepted_and_cash_series_kept_apart() -> None:
     rows = list(FORMAT.parse([_file("scrip_v1_NSE_EQ.json", "NSE_EQ.json")]))
-    assert [(r.token, r.instrument.key) for r in rows] == [("2885", "NSE RELIANCE"), ("2886", "NSE RELIANCE-BE")]
+    assert [(r.token, r.instrument.key) for r in rows] == [
+        ("2885", "NSE RELIANCE"),
+        ("2886", "NSE RELIANCE-BE"),
+    ]
     assert feed_token(rows[0]) == "1_2885"  # segment id from the file's exchange when the row has none
 
 
 def test_header_only_and_bad_files() -> None:
     header_only = MasterFile("NSE_FO.json", b'[["nMarketSegmentId","nToken","sSymbol"]]')
     assert list(FORMAT.parse([header_only])) == []
-    with pytest.raises(MasterFormatError, match="NSE_FO.json"):
+    with pytest.raises(MasterFormatError, match=r"NSE_FO\.json"):
         list(FORMAT.parse([MasterFile("NSE_FO.json", b"<html>")]))
-    with pytest.raises(MasterFormatError, match="NSE_FO.json.*token"):
+    with pytest.raises(MasterFormatError, match=r"NSE_FO\.json.*token"):
         list(FORMAT.parse([MasterFile("NSE_FO.json", b'[["a","b"],[1,2]]')]))
     bad_expiry = b'[["nToken","sSymbol","ExpiryDate"],[1,"NIFTY","2026/02/31"]]'
     with pytest.raises(MasterFormatError, match="row 2"):
@@ -76,7 +80,10 @@ async def test_download_from_the_sim_agrees_with_its_master() -> None:
     for row in expected:
         got = parsed.resolve(row.instrument)
         assert got.token == row.token
-        assert (got.instrument.lot_size, got.instrument.strike) == (row.instrument.lot_size, row.instrument.strike)
+        assert (got.instrument.lot_size, got.instrument.strike) == (
+            row.instrument.lot_size,
+            row.instrument.strike,
+        )
 
 
 async def test_download_an_exchange_the_host_lacks_is_unavailable() -> None:
