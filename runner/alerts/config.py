@@ -13,6 +13,7 @@ import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from runner.alerts.events import Alert, AlertEvent, Severity
 from runner.scrub import register
@@ -113,7 +114,7 @@ def _resolve(value: object, where: str) -> str:
     return url
 
 
-def parse_config(doc: dict[str, object], source: str | None = None) -> AlertsConfig:
+def parse_config(doc: dict[str, Any], source: str | None = None) -> AlertsConfig:
     """The config from a schema-valid document (``runner validate`` reports positioned errors first)."""
     from runner.playbook.durations import parse_duration
 
@@ -121,7 +122,7 @@ def parse_config(doc: dict[str, object], source: str | None = None) -> AlertsCon
     assert isinstance(raw_targets, dict)
     targets = {name: _resolve(v, f"targets.{name}") for name, v in raw_targets.items()}
     routes = []
-    for i, r in enumerate(doc.get("routes") or []):  # type: ignore[attr-defined]
+    for i, r in enumerate(doc.get("routes") or []):
         unknown = [t for t in r["targets"] if t not in targets]
         if unknown:
             raise AlertsConfigError(f"routes[{i}]: unknown target(s) {', '.join(unknown)}")

@@ -11,6 +11,7 @@ a run. :meth:`close` flushes within ``flush_seconds`` and moves what is left to 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import queue
@@ -195,10 +196,8 @@ class Dispatcher:
         if thread is None:
             self._run_until_empty(final=True)
             return
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put(_STOP, timeout=limit)
-        except queue.Full:
-            pass
         thread.join(limit)
         if thread.is_alive():  # a slow target: keep the rest for the next process
             self._abort = True
@@ -402,4 +401,11 @@ def _digest(target: str, held: list[Message]) -> Message:
         lines.append(f"... and {len(held) - DIGEST_LINES} more (see the logs)")
     lines.append("")
     lines.append(held[-1].body)
-    return Message(target, "digest", worst.severity, f"[{worst.severity.upper()}] {len(held)} alerts", "\n".join(lines), held[0].created_at)
+    return Message(
+        target,
+        "digest",
+        worst.severity,
+        f"[{worst.severity.upper()}] {len(held)} alerts",
+        "\n".join(lines),
+        held[0].created_at,
+    )

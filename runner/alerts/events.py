@@ -76,7 +76,7 @@ NEXT: dict[AlertEvent, str] = {
     AlertEvent.FIRE_FAILED: "see `runner show {run_id}` and the daemon's log",
     AlertEvent.FIRE_MISSED: "run it by hand if still wanted: `runner run --now PLAYBOOK`",
     AlertEvent.RUN_INTERRUPTED: "see `runner show {run_id}`; `runner run` resumes it",
-    AlertEvent.RUN_CLOSED_DEAD: "its orders are looked up by the account's next run; see `runner show {run_id}`",
+    AlertEvent.RUN_CLOSED_DEAD: "its orders are looked up by the next run; see `runner show {run_id}`",
     AlertEvent.ACCOUNT_BUSY: "see `runner status`; nothing was sent",
     AlertEvent.ORDER_REJECTED: "see `runner show {run_id}`",
     AlertEvent.OUTCOME_UNKNOWN: "check the order at the broker; see `runner show {run_id}`",

@@ -80,14 +80,18 @@ class Outbox:
 
     def pending(self, limit: int = 200) -> list[Message]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(alert_outbox).order_by(alert_outbox.c.id).limit(limit)
-            ).mappings()
+            rows = conn.execute(sa.select(alert_outbox).order_by(alert_outbox.c.id).limit(limit)).mappings()
             return [
                 Message(
-                    r["target"], r["event"], r["severity"], r["title"], r["body"], r["created_at"],
-                    r["id"], r["attempts"],
-                )  # fmt: skip
+                    r["target"],
+                    r["event"],
+                    r["severity"],
+                    r["title"],
+                    r["body"],
+                    r["created_at"],
+                    r["id"],
+                    r["attempts"],
+                )
                 for r in rows
             ]
 

@@ -43,11 +43,14 @@ def publish(alert: Alert) -> None:
 
 def publish_master_quarantined(account: str, path: str, why: str) -> None:
     """For ``runner instruments sync`` (issue 14's sibling): call when a downloaded master is quarantined."""
-    publish(Alert(AlertEvent.MASTER_QUARANTINED, f"instrument master {path} quarantined: {why}", account=account))
+    publish(
+        Alert(AlertEvent.MASTER_QUARANTINED, f"instrument master {path} quarantined: {why}", account=account)
+    )
 
 
-def publish_preopen_check_failed(check: str, why: str, *, account: str | None = None,
-                                 playbook: str | None = None) -> None:
+def publish_preopen_check_failed(
+    check: str, why: str, *, account: str | None = None, playbook: str | None = None
+) -> None:
     """For ``runner check`` (pre-open checks): call once per failing check."""
     publish(
         Alert(AlertEvent.PREOPEN_CHECK_FAILED, f"pre-open check {check} failed: {why}",

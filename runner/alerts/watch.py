@@ -30,7 +30,9 @@ def has_square_off(pb: Any) -> bool:
     return any(getattr(s, "kind", None) == "square_off" for s in pb.steps)
 
 
-def square_off_deadline(cal: Any, now: dt.datetime, before: dt.timedelta) -> tuple[dt.datetime, dt.datetime] | None:
+def square_off_deadline(
+    cal: Any, now: dt.datetime, before: dt.timedelta
+) -> tuple[dt.datetime, dt.datetime] | None:
     """(page from, session close) of today's session in the calendar's zone; None on a closed day."""
     tz = cal.tz
     day = now.astimezone(tz).date()
@@ -57,9 +59,12 @@ def square_off_flat(journal: Any, pb: Any, day: dt.date) -> tuple[bool, str | No
     states = {i: steps[i] for i in ids if i in steps}
     if ids and all(s.outcome is StepOutcome.SUCCEEDED for s in states.values()) and len(states) == len(ids):
         return True, run.run_id, "flat"
-    said = "; ".join(
-        f"{i}: {s.outcome.value}" + (f" ({s.message})" if s.message else "") for i, s in states.items()
-    ) or "square-off not started"
+    said = (
+        "; ".join(
+            f"{i}: {s.outcome.value}" + (f" ({s.message})" if s.message else "") for i, s in states.items()
+        )
+        or "square-off not started"
+    )
     return False, run.run_id, said
 
 

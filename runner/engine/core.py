@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
-from runner.brokers.base import Broker
 from runner.alerts.observe import alert_observer, publish_account_busy, publish_dead_run_closed
+from runner.brokers.base import Broker
 from runner.clock import Clock
 from runner.engine.arming import (
     LATE_GRACE,

@@ -335,7 +335,8 @@ def validate_alerts_text(text: str, filename: str) -> Report:
                         sink.add(
                             ("routes", i, "targets", j),
                             f"unknown target {short(name)}",
-                            (f"did you mean '{guess}'? " if guess else "") + f"known: {', '.join(sorted(targets))}",
+                            (f"did you mean '{guess}'? " if guess else "")
+                            + f"known: {', '.join(sorted(targets))}",
                         )
     report.diagnostics = sorted(sink.items, key=_order)
     report.value = loaded.value
