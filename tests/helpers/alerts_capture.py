@@ -14,7 +14,7 @@ class Capture:
         captured = self.posts
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 captured.append(json.loads(self.rfile.read(length)))
                 self.send_response(200)
