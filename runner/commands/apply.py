@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runner.alerts.setup import add_alerts_argument, alerts_for
 from runner.cli import EXIT_INVALID, EXIT_REFUSED, EXIT_USAGE, CommandError
 from runner.commands.arguments import (
     add_busy_wait_argument,
@@ -55,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_calendar_argument(parser)
     add_db_argument(parser)
     add_json_argument(parser)
+    add_alerts_argument(parser)
 
 
 def _refuse(args: argparse.Namespace, lines: list[str]) -> int:
@@ -130,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
             await broker.close()
 
     try:
-        report, interrupt = asyncio.run(main())  # broker errors exit 5 via runner.cli
+        with alerts_for(args.alerts, journal.engine):  # flushed within the file's flush_seconds at exit
+            report, interrupt = asyncio.run(main())  # broker errors exit 5 via runner.cli
     except PlanDrifted as exc:
         return _refuse(args, exc.lines)
     if args.json:

@@ -33,6 +33,7 @@ import datetime as dt
 import sys
 from typing import TYPE_CHECKING
 
+from runner.alerts.setup import add_alerts_argument, alerts_for
 from runner.cli import EXIT_USAGE, CommandError
 from runner.commands.arguments import (
     add_busy_wait_argument,
@@ -80,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_calendar_argument(parser)
     add_db_argument(parser)
     add_json_argument(parser)
+    add_alerts_argument(parser)
 
 
 def scheduled_slot(args: argparse.Namespace, tz: ZoneInfo, now: dt.datetime) -> dt.datetime:
@@ -148,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Broker errors escaping the run (cannot connect, ...) exit 5 via runner.cli; the run is closed
     # FAILED with the reason (a resume may still finish it).
-    report, interrupt = asyncio.run(main())
+    with alerts_for(args.alerts, journal.engine):  # flushed within the file's flush_seconds at exit
+        report, interrupt = asyncio.run(main())
     if args.json:
         print_json(report_dict(report))
     else:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from runner.alerts.watch import AlertWatch
     from runner.daemon.scheduler import Daemon
 
 DESCRIPTION = __doc__
@@ -51,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"wake this early before each fire to connect, reconcile and arm it, then finish the wait "
         f"precisely (default {DEFAULT_LEAD:g}; more when many fires share an instant)",
     )
+    from runner.alerts.setup import add_alerts_argument
+
+    add_alerts_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"runner serve: {directory} is not a directory", file=sys.stderr)
         return EXIT_USAGE
     check_accounts_file(args.accounts)  # every problem as file:line:col, exit 1, before anything starts
+    from runner.alerts.setup import load_config
+
+    load_config(args.alerts)  # an invalid alerts file: exit 1 before anything starts
     from runner import logs
 
     # one configuration: stdlib loggers (scheduler, kill switch, adapters) render like structlog events
@@ -130,12 +137,37 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
         loop.add_signal_handler(sig, daemon.request_stop)
     # The runs this daemon executes name this process as their owner: a `run` on another host judges
     # them by this heartbeat (the daemons table's own heartbeat serves the fire sweep).
-    async with Heartbeat(ProcessRegistry(engine), ProcessIdentity.current(), "serve"):
-        return await _serve_until_stopped(daemon)
+    from runner.alerts.setup import alerts_for
+
+    with alerts_for(args.alerts, engine) as dispatcher:
+        async with Heartbeat(ProcessRegistry(engine), ProcessIdentity.current(), "serve"):
+            watch = None
+            if dispatcher is not None:
+                from runner.alerts.watch import AlertWatch
+
+                watch = AlertWatch(
+                    dispatcher.config,
+                    Journal(engine=engine),
+                    clock,
+                    lambda: list(daemon.entries.values()),
+                    daemon.gate.calendar,
+                    daemon.quiet.wait,
+                )
+            return await _serve_until_stopped(daemon, watch)
 
 
-async def _serve_until_stopped(daemon: Daemon) -> int:
+async def _serve_until_stopped(daemon: Daemon, watch: AlertWatch | None = None) -> int:
+    import asyncio
+
+    from runner.alerts import hooks
+
     lines = await daemon.start()  # also opens every named account's broker, not on a fire's path
+    hooks.daemon_state(daemon.owner, True, f"{len(daemon.entries)} playbooks scheduled")
+    tasks = (
+        []
+        if watch is None
+        else [asyncio.ensure_future(watch.run()), asyncio.ensure_future(watch.heartbeat())]
+    )
     print(
         f"runner serve: daemon {daemon.owner}, {len(daemon.entries)} playbooks scheduled, "
         f"{len(daemon.reload_errors)} invalid",
@@ -148,5 +180,9 @@ async def _serve_until_stopped(daemon: Daemon) -> int:
         for item in daemon.catch_up_report:
             print(item.line(), flush=True)
     await daemon.wait_stopped()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    hooks.daemon_state(daemon.owner, False)
     print("runner serve: stopped", flush=True)
     return 0

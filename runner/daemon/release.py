@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from runner.alerts import hooks as alerts
 from runner.clock import Clock
 from runner.journal.fires import ClaimBatcher, FireState, FireStore
 from runner.playbook.models import Playbook
@@ -166,6 +167,7 @@ class Release:
             self.pending.pop(fire.fire_id, None)
             log.exception("fire %s (%s): preparing failed", fire.playbook.name, fire.run_id)
             outcome = f"preparing failed: {type(exc).__name__}: {exc}"
+            alerts.fire_failed(fire.playbook, fire.run_id, outcome)
             await self.batcher.set_state(fire.fire_id, FireState.FAILED, outcome, self.clock.now())
             return
         self.pending.pop(fire.fire_id, None)
@@ -200,6 +202,7 @@ class Release:
         except Exception as exc:
             log.exception("fire %s (%s) raised", fire.playbook.name, fire.run_id)
             result = FireResult(FireState.FAILED, f"{type(exc).__name__}: {exc}")
+            alerts.fire_failed(fire.playbook, fire.run_id, result.outcome or "")
         await self._finish(fire, result, marked)
 
     async def _finish(self, fire: Fire, result: FireResult, marked: asyncio.Future[bool]) -> None:

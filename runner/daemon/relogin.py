@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from runner.alerts import hooks as alerts
 from runner.clock import Clock
 from runner.daemon.arming import Timers
 from runner.daemon.rules import daily_at
@@ -45,8 +46,9 @@ class Relogin:
         try:
             await fresh_login(broker)
             log.info("daily re-login of %s done", account)
-        except Exception:
+        except Exception as exc:
             log.exception("daily re-login of %s failed", account)
+            alerts.login_failed(account, f"{type(exc).__name__}: {exc}")
 
 
 async def fresh_login(broker: Any) -> None:

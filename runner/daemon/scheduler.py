@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.alerts import hooks as alerts
 from runner.clock import Clock, SystemClock
 from runner.daemon.arming import Arming, Timers, wake_lead
 from runner.daemon.calendar_gate import Calendar, CalendarGate, CalendarLoader, default_calendar_loader
@@ -176,6 +177,8 @@ class Daemon:
         """On HALT, a cancel pass in a task of its own: the poller goes on (a resume during a slow pass
         is seen within a poll, not when the pass ends). Passes run one after another."""
         self._touch()
+        if new.mode is not old.mode:
+            alerts.kill_switch(old.mode.value, new.mode.value, new.reason)
         if new.mode is Mode.HALT:
             self._halt_pass = asyncio.create_task(self._halt_pass_after(self._halt_pass))
 
@@ -302,6 +305,8 @@ class Daemon:
             lvl = logging.ERROR if verdict.loud else logging.WARNING
             local = format_local(instant, pb.timezone)
             log.log(lvl, "fire %s at %s %s: %s", pb.name, local, verdict.state.value, verdict.reason)
+            if verdict.loud:
+                alerts.fire_missed(pb, instant, f"{verdict.state.value}: {verdict.reason}")
             return
         await self.release.release(Fire(pb, entry.path, entry.version, instant, run_id, claim.fire_id))
 
@@ -323,6 +328,9 @@ class Daemon:
             log.warning(
                 "catch-up report (%d):\n%s", len(done.report), "\n".join(i.line() for i in done.report)
             )
+            for item in done.report:
+                if item.action in (CatchUpAction.MISSED, CatchUpAction.INTERRUPTED):
+                    alerts.missed_line(item.playbook, f"while no daemon ran: {item.line()}")
         return done.report
 
     async def sweep_interrupted(self) -> list[CatchUpItem]:
@@ -335,6 +343,7 @@ class Daemon:
         items = await asyncio.to_thread(mark_interrupted, self.store, now, lambda d: self._gone(d, now))
         for item in items:
             log.error("fire of a dead daemon: %s", item.line())
+            alerts.missed_line(item.playbook, f"fire of a dead daemon: {item.line()}")
         if items:
             self._touch()
         return items

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from runner.alerts import hooks as alerts
 from runner.clock import Clock
 from runner.daemon.loader import Entry
 from runner.daemon.release import Running
@@ -155,8 +156,9 @@ class Heartbeat:
             self._writing_since = started = time.monotonic()
             try:
                 await asyncio.to_thread(self.store.heartbeat, self.clock.now(), status)
-            except Exception:
+            except Exception as exc:
                 log.exception("heartbeat write failed")
+                alerts.journal_unreachable(f"heartbeat write failed: {type(exc).__name__}: {exc}")
                 self.dirty = True
             finally:
                 self._writing_since = None

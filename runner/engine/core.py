@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
+from runner.alerts.observe import alert_observer, publish_account_busy, publish_dead_run_closed
 from runner.brokers.base import Broker
 from runner.clock import Clock
 from runner.engine.arming import (
@@ -144,9 +145,11 @@ class Engine:
         self.clock = clock
         self.account = account
         self.options = options
-        self.observer = observer
         self.tz = ZoneInfo(playbook.timezone)
         self.run_id = make_run_id(options.run_key or playbook.name, options.scheduled_for)
+        # alerts (runner.alerts): the run's events also reach the team; the same observer when alerts are off
+        observer = alert_observer(playbook, account, self.run_id, observer)
+        self.observer = observer
         self.log = get_logger(run=self.run_id, playbook=playbook.name, account=account)
         self.halts: _HaltNotes | None = None
         if isinstance(broker, GuardedBroker):  # kill switch: a refused order makes its step REFUSED
@@ -282,6 +285,7 @@ class Engine:
             )
         except AccountBusy as exc:
             self.log.warning("account_busy", step=step.id, error=str(exc))
+            publish_account_busy(self.pb, self.account, self.run_id, step.id, str(exc))
             return StepResult(StepOutcome.REFUSED, f"{exc}; nothing sent")
         return None
 
@@ -321,6 +325,7 @@ class Engine:
         closer = f"{self.options.mode} {self.run_id} ({ProcessIdentity.from_token(self.owner)})"
         for run in self.journal.close_dead_runs(self.account, self.clock.now(), closer=closer):
             self.log.warning("dead_run_closed", dead_run=run.run_id, owner=run.owner)
+            publish_dead_run_closed(self.account, run.run_id, run.playbook, closer)
 
     def _open_run(self) -> RunRecord:
         record = self.journal.start_run(

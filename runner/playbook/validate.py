@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data" / "schemas"
 PLAYBOOK_SCHEMA = "playbook.v1.json"
 ACCOUNTS_SCHEMA = "accounts.v1.json"
+ALERTS_SCHEMA = "alerts.v1.json"
 YAML_SUFFIXES = (".yaml", ".yml")
 
 _NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)$")
@@ -137,7 +138,8 @@ _TYPE_WORDS = {
 
 
 def _secretish(path: Sequence[str | int]) -> bool:
-    return "credentials" in path
+    # an alerts target or heartbeat URL usually holds a token: never echoed in a message
+    return "credentials" in path or (bool(path) and path[0] in ("targets", "heartbeat"))
 
 
 @cache
@@ -313,6 +315,55 @@ def validate_accounts_text(text: str, filename: str) -> Report:
     return report
 
 
+def validate_alerts_text(text: str, filename: str) -> Report:
+    """The alerts file (:mod:`runner.alerts.config`): schema, then every route names a known target."""
+    report = Report(filename, kind="alerts")
+    loaded = _load(report, text)
+    if loaded is None:
+        return report
+    sink = Sink(loaded)
+    if not isinstance(loaded.value, dict):
+        sink.add((), "an alerts file is a mapping with version: 1 and targets:")
+    else:
+        _schema_errors(sink, loaded.value, ALERTS_SCHEMA)
+        if not sink.items:
+            targets = loaded.value["targets"]
+            for i, route in enumerate(loaded.value.get("routes") or []):
+                for j, name in enumerate(route["targets"]):
+                    if name not in targets:
+                        guess = did_you_mean(name, targets)
+                        sink.add(
+                            ("routes", i, "targets", j),
+                            f"unknown target {short(name)}",
+                            (f"did you mean '{guess}'? " if guess else "")
+                            + f"known: {', '.join(sorted(targets))}",
+                        )
+    report.diagnostics = sorted(sink.items, key=_order)
+    report.value = loaded.value
+    return report
+
+
+def validate_alerts_file(path: str | os.PathLike[str]) -> Report:
+    try:
+        text = read_text(Path(path))
+    except OSError as exc:
+        report = Report(str(path), kind="alerts")
+        report.diagnostics.append(
+            Diagnostic(str(path), 1, 1, Severity.ERROR, f"cannot read alerts file: {exc.strerror}")
+        )
+        return report
+    except YamlError as exc:
+        report = Report(str(path), kind="alerts")
+        _yaml_diagnostics(report, exc)
+        return report
+    return validate_alerts_text(text, str(path))
+
+
+def is_alerts_doc(text: str) -> bool:
+    """Cheap sniff: an alerts file has a top-level ``targets:`` key and no ``steps:``."""
+    return re.search(r"^targets:", text, re.M) is not None and re.search(r"^steps:", text, re.M) is None
+
+
 def _find_accounts_file(explicit: str | os.PathLike[str] | None) -> Path | None:
     """Same lookup as :func:`runner.accounts.find_accounts_file` (a test keeps them equal), without
     importing pydantic: ``runner validate`` must start fast."""
@@ -385,6 +436,8 @@ def validate_bytes(
         return report
     if sniff and is_accounts_doc(text):
         return validate_accounts_text(text, filename)
+    if sniff and is_alerts_doc(text):
+        return validate_alerts_text(text, filename)
     return validate_text(text, filename, accounts)
 
 

@@ -109,7 +109,7 @@ def _compare(
     return problems
 
 
-@pytest.mark.parametrize("name", ["playbook.v1.json", "accounts.v1.json"])
+@pytest.mark.parametrize("name", ["playbook.v1.json", "accounts.v1.json", "alerts.v1.json"])
 def test_schema_is_valid_2020_12(name: str) -> None:
     schema = _load(name)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
