@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -115,6 +116,11 @@ def check_transition(old: OrderStatus, new: OrderStatus) -> OrderStatus:
     raise IllegalTransition(old, new)
 
 
+@functools.lru_cache(maxsize=8192)
+def _strike_text(strike: Decimal) -> str:
+    return format(strike.normalize(), "f")
+
+
 @dataclass(frozen=True, slots=True)
 class Instrument:
     """A broker-neutral instrument: ``NFO NIFTY 2026-12-29 24500 CE`` or ``NSE RELIANCE``."""
@@ -131,14 +137,16 @@ class Instrument:
     @property
     def key(self) -> str:
         """Stable identity string, independent of lot/tick metadata."""
-        parts = [self.exchange, self.symbol]
+        # Hot: a 90,000-row master computes it once per row; concatenation and a cached strike text beat
+        # join() and Decimal.normalize(), and the StrEnum member is its own text (no .value descriptor).
+        key = self.exchange + " " + self.symbol
         if self.expiry:
-            parts.append(self.expiry.isoformat())
+            key += " " + self.expiry.isoformat()
         if self.strike is not None:
-            parts.append(format(self.strike.normalize(), "f"))
+            key += " " + _strike_text(self.strike)
         if self.option_type:
-            parts.append(self.option_type.value)
-        return " ".join(parts)
+            key += " " + self.option_type
+        return key
 
     @property
     def is_derivative(self) -> bool:
