@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from runner.brokers.base import Capability, Quote, read_positions
+from runner.brokers.base import Quote, read_positions
 from runner.brokers.blitz.wire import (
     BROKER,
     EXCHANGE_OF_SEGMENT,
@@ -49,6 +49,7 @@ from runner.brokers.blitz.wire import (
     rows_of,
     unwrap,
 )
+from runner.brokers.descriptions import DESCRIPTIONS
 from runner.brokers.http import make_client, send
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.ratelimit import RateLimiter, segment_of
@@ -118,7 +119,7 @@ def _origin(url: str) -> str:
 
 class BlitzBroker:
     name = BROKER
-    capabilities = frozenset({Capability.MODIFY, Capability.MARKET_ORDERS, Capability.STOP_ORDERS})
+    capabilities = DESCRIPTIONS[BROKER].capabilities
 
     def __init__(
         self,
