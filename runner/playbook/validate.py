@@ -382,7 +382,9 @@ def account_names(accounts_file: str | os.PathLike[str] | None = None) -> tuple[
             if isinstance(body, dict) and isinstance(body.get("broker"), str):
                 endpoints = body.get("endpoints")
                 keys = frozenset(map(str, endpoints)) if isinstance(endpoints, dict) else frozenset()
-                facts.append((str(name), AccountFacts(body["broker"], keys)))
+                master = body.get("instruments")
+                local = str(path.parent / master) if isinstance(master, str) and master else None
+                facts.append((str(name), AccountFacts(body["broker"], keys, local)))
     return AccountNames(frozenset(names), str(path), tuple(facts)), report
 
 

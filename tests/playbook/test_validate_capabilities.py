@@ -137,3 +137,24 @@ def test_alphapoint_takes_either_credential_set() -> None:
     kotak = descriptions.KOTAK_NEO
     creds = {"consumer_key": {}, "mpin": {}, "totp": {}}
     assert kotak.missing_credentials(creds, {"ucc": "X", "mobile_number": "1"}) == ()
+
+
+def test_inline_sizes_disagreeing_with_the_local_master(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "master.csv").write_text(
+        "exchange,symbol,expiry,strike,option_type,lot_size,tick_size,freeze_quantity\n"
+        "NFO,BANKNIFTY,2026-12-29,52000,CE,30,0.05,900\n"  # lot 30, the playbook says 35
+    )
+    body = KOTAK_FULL + "    instruments: master.csv\n"
+    accounts, book = _files(tmp_path, body, SPREAD.replace("mode: native", "mode: auto"))
+    code, out = _validate(accounts, book, capsys)
+    assert code == 1
+    line = _line_of(book, "{exchange: NFO, symbol: BANKNIFTY, expiry: 2026-12-29, strike: 52000")
+    assert (
+        f"{book}:{line}:102: error: lot_size 35 disagrees with the broker's master (30) "
+        "for NFO BANKNIFTY 2026-12-29 52000 CE" in out
+    )
+    assert "hint: the master wins: write lot_size: 30, or remove it" in out
+    # The 52500 CE is not listed: a warning here (validate may see an older file), an error in `runner check`.
+    assert "warning: NFO BANKNIFTY 2026-12-29 52500 CE is not in the broker's instrument master" in out

@@ -4,11 +4,51 @@ data for LTP-relative prices, the order types and products the broker takes. Fac
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.playbook.checks.doc import Doc, Path
 from runner.playbook.checks.sink import Sink
+
+if TYPE_CHECKING:
+    from runner.brokers.instruments import InstrumentMaster
+
+
+@functools.lru_cache(maxsize=8)
+def _local_master(path: str, broker: str, mtime: float) -> InstrumentMaster | None:
+    """The account's master file, loaded once per process (and again when it changes). Only the generic
+    CSV is read here; a broker's own format is checked by ``runner check`` through the adapter."""
+    from runner.brokers.instruments import InstrumentMaster
+
+    try:
+        return InstrumentMaster.load(path, broker=broker)
+    except (OSError, KeyError, ValueError):
+        return None  # unreadable: the accounts file's own report says so
+
+
+def check_inline_sizes(doc: Doc, sink: Sink) -> None:
+    """Inline lot/tick/freeze against the account's local master (the master wins at run time)."""
+    if doc.accounts is None:
+        return
+    facts = doc.accounts.facts_of(str(doc.data.get("account", "paper")))
+    if facts is None or not facts.instruments or not facts.instruments.endswith(".csv"):
+        return
+    try:
+        mtime = os.stat(facts.instruments).st_mtime
+    except OSError:
+        return
+    master = _local_master(facts.instruments, facts.broker, mtime)
+    if master is None:
+        return
+    from runner.playbook.checks.master import Finding, check_against_master
+
+    for problem in check_against_master(doc, master):
+        if problem.finding is Finding.MISMATCH:
+            sink.add(problem.path, problem.message, problem.hint)
+        elif problem.finding is not Finding.UNCHECKED:
+            sink.warn(problem.path, problem.message, problem.hint)
 
 
 def _ltp_refs(node: Any, path: Path) -> Iterator[Path]:

@@ -19,6 +19,7 @@ class AccountFacts:
 
     broker: str
     endpoints: frozenset[str] = frozenset()
+    instruments: str | None = None  # the account's local master file, resolved against the accounts file
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ CHECKS: tuple[Check, ...] = (
     header.check_schedule,
     header.check_account,
     capabilities.check_broker_capabilities,
+    capabilities.check_inline_sizes,
     header.check_has_limits,
     instruments.check_instruments,
     instruments.check_allowed_instruments,
