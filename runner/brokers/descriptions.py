@@ -51,6 +51,8 @@ class BrokerDescription:
     default_reads_per_second: float | None = None
     notes: str = ""
     instruments_required: bool = True
+    # Broker error codes meaning "not from the registered static IP" (runner check says it in those words).
+    ip_refusal_codes: frozenset[str] = frozenset()
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
@@ -129,6 +131,8 @@ KOTAK_NEO = BrokerDescription(
     ),
     default_reads_per_second=15.0,
     notes="sessions and orders only from the registered static IP; sessions end daily (relogin_at)",
+    # 100008 "IP not whitelisted", 1037 "session IP mismatch" (kotak_neo/wire.py, brokers/kotak_neo.md)
+    ip_refusal_codes=frozenset({"100008", "1037"}),
 )
 
 BLITZ = BrokerDescription(
@@ -227,6 +231,7 @@ class MissingCredential:
     key: str
     meaning: str
     unset: str | None = None  # the env var not set / file absent, when the reference exists
+    ref: str | None = None  # that env var's name or file's path
 
 
 def credential_problems(
@@ -248,9 +253,9 @@ def credential_problems(
         if not isinstance(ref, Mapping):
             continue
         if (env := ref.get("env")) and env not in os.environ:
-            unset.append(MissingCredential(account, key, "", f"environment variable {env} is not set"))
+            unset.append(MissingCredential(account, key, "", f"environment variable {env} is not set", env))
         elif (path := ref.get("file")) and not Path(str(path)).expanduser().is_file():
-            unset.append(MissingCredential(account, key, "", f"secret file {path} does not exist"))
+            unset.append(MissingCredential(account, key, "", f"secret file {path} does not exist", path))
     return missing, unset
 
 
