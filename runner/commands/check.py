@@ -50,8 +50,6 @@ LATE_LIMIT = 1.0  # seconds: an order leaving later than this after its instant 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
-    parser.epilog = "examples:\n" + EXAMPLES
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("paths", nargs="*", metavar="PLAYBOOK_DIR|PLAYBOOK",
                         help="playbook files or directories (default: ./playbooks)")
     parser.add_argument("--accounts", metavar="FILE",
