@@ -67,7 +67,7 @@ def _date(text: str | None) -> dt.date | None:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
-        raise CommandError(EXIT_USAGE, f"runner check: --date {text!r}: expected YYYY-MM-DD") from None
+        raise CommandError(EXIT_USAGE, f"--date {text!r}: expected YYYY-MM-DD") from None
 
 
 def _load(paths: list[str], accounts_file: str | None) -> list[tuple[str, Any, dict[str, Any]]]:
@@ -104,16 +104,16 @@ def run(args: argparse.Namespace) -> int:
 
     paths = args.paths or ["playbooks"]
     missing = [p for p in paths if not os.path.exists(p)]
-    if missing or (args.accounts and not os.path.isfile(args.accounts)):
-        raise CommandError(EXIT_USAGE, [f"runner check: no such file or directory: {p}"
-                                        for p in [*missing, *([args.accounts] if args.accounts else [])]
-                                        if not os.path.exists(p)] or ["runner check: bad accounts file"])
+    if args.accounts and not os.path.isfile(args.accounts):
+        missing.append(args.accounts)
+    if missing:
+        raise CommandError(EXIT_USAGE, [f"no such file or directory: {p}" for p in missing])
     day = _date(args.date)
     loaded = _load(paths, args.accounts)
     try:
         accounts = load_accounts(find_accounts_file(args.accounts))
     except ValueError as exc:
-        raise CommandError(EXIT_INVALID, f"runner check: accounts file: {exc}") from None
+        raise CommandError(EXIT_INVALID, f"accounts file: {exc}") from None
     gate = CalendarGate(default_calendar_loader())
     by_day: dict[dt.date, list[tuple[str, Any]]] = {}
     for path, pb, _value in loaded:

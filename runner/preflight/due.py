@@ -99,7 +99,9 @@ def order_bursts(item: Due, day: dt.date, native_multileg: bool) -> list[Burst]:
     pb = item.playbook
     tz = ZoneInfo(pb.timezone)
     out: list[Burst] = []
-    fires: list[dt.datetime | None] = [*item.fires] or [None]
+    if pb.schedule is not None and not item.fires:
+        return []  # every fire falls outside the session: the daemon sends nothing
+    fires: list[dt.datetime | None] = [*item.fires] or [None]  # None: run by hand, timed by `at:` only
     for fire in fires:
         t = fire
         for step in pb.steps:
