@@ -4,8 +4,8 @@ One registry (:data:`DESCRIPTIONS`) read by the adapters (their runtime ``capabi
 ``runner validate --accounts`` (capability and credential checks) and by ``runner check``. Plain
 dataclasses and no adapter imports, so validation stays fast. A fact stated here is the adapter's: when
 an adapter learns a new credential, endpoint or option, it is added here too (the adapters read their
-``capabilities`` from this module, and tests/brokers/test_descriptions.py compares the rest with what
-the simulators' ``account`` entries name).
+``capabilities`` from this module, and tests/brokers/test_descriptions.py checks that every endpoint,
+option and credential key a client reads is described here).
 """
 
 from __future__ import annotations
