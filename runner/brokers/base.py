@@ -33,6 +33,7 @@ class Capability(enum.Enum):
     # The broker itself refuses a second order with the same client id (any state, all day): only then
     # may an order whose outcome is unknown and that lookups did not find be sent again at once.
     IDEMPOTENT_CLIENT_ID = "idempotent_client_id"
+    MARKET_DATA = "market_data"  # quotes / LTP through the broker's own API (runner.brokers.descriptions)
 
 
 @dataclass(frozen=True, slots=True)

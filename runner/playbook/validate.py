@@ -24,7 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.playbook.checks.doc import AccountNames
+from runner.playbook.checks.doc import AccountFacts, AccountNames
 from runner.playbook.checks.sink import Diagnostic, Severity, Sink, did_you_mean, kind_of, short
 from runner.playbook.checks.suite import run_checks
 from runner.playbook.ltp_offsets import offset_hint
@@ -296,6 +296,35 @@ def _account_semantics(sink: Sink, doc: dict[str, Any]) -> None:
             path = Path(sink.loaded.filename).parent / body["instruments"]
             if not path.exists():
                 sink.warn(("accounts", name, "instruments"), f"instrument master {path} does not exist")
+        _account_credentials(sink, name, body)
+
+
+def _account_credentials(sink: Sink, name: str, body: dict[str, Any]) -> None:
+    """Every required credential of the broker at once (an error each: the adapter would fail at login),
+    and references whose env var is unset or secret file absent here (a warning: validation may run
+    where secrets are not, e.g. in CI; ``runner check`` on the trading host makes it an error)."""
+    from runner.brokers.descriptions import credential_problems, describe
+
+    desc = describe(body["broker"])
+    if desc is None:
+        return
+    creds = body.get("credentials") or {}
+    missing, unset = credential_problems(name, desc.kind, creds, body.get("options") or {})
+    if missing:
+        where = ("accounts", name, "credentials") if "credentials" in body else ("accounts", name)
+        keys = ", ".join(m.key for m in missing)
+        example = missing[0].key
+        sink.add(
+            where,
+            f"account '{name}' ({desc.kind}) lacks required credential(s): {keys}",
+            "; ".join(f"{m.key}: {m.meaning}" for m in missing)
+            + f". Add each as a reference, e.g. credentials: {{{example}: {{env: "
+            + f"{name.upper().replace('-', '_')}_{example.upper()}}}}} or {{file: /run/secrets/...}}",
+            key=True,
+        )
+    for m in unset:
+        sink.warn(("accounts", name, "credentials", m.key), f"credential {m.key}: {m.unset}",
+                  "set it on the host that trades (runner check fails until it is)")
 
 
 def validate_accounts_text(text: str, filename: str) -> Report:
@@ -397,9 +426,17 @@ def account_names(accounts_file: str | os.PathLike[str] | None = None) -> tuple[
         return AccountNames(frozenset({"paper"}), str(path)), report
     report = validate_accounts_text(text, str(path))
     names = {"paper"}
+    facts: list[tuple[str, AccountFacts]] = []
     if isinstance(report.value, dict) and isinstance(report.value.get("accounts"), dict):
         names |= set(report.value["accounts"])
-    return AccountNames(frozenset(names), str(path)), report
+        for name, body in report.value["accounts"].items():
+            if isinstance(body, dict) and isinstance(body.get("broker"), str):
+                endpoints = body.get("endpoints")
+                keys = frozenset(map(str, endpoints)) if isinstance(endpoints, dict) else frozenset()
+                master = body.get("instruments")
+                local = str(path.parent / master) if isinstance(master, str) and master else None
+                facts.append((str(name), AccountFacts(body["broker"], keys, local)))
+    return AccountNames(frozenset(names), str(path), tuple(facts)), report
 
 
 # --- entry points --------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def test_accounts_file_known_names_and_inline_secret(
     assert "{env: VAR_NAME}" in out and "s3cr3t" not in out  # never echo a secret
     accounts.write_text(
         "version: 1\naccounts:\n  desk:\n    broker: blitz\n    credentials:\n"
-        "      api_key: {env: BLITZ_KEY}\n"
+        "      app_key: {env: BLITZ_KEY}\n      user_id: {env: BLITZ_USER}\n"
     )
     assert main(["validate", "--accounts", str(accounts), str(book)]) == 0
     book.write_text(book.read_text().replace("account: desk", "account: dsek"))

@@ -37,7 +37,8 @@ from runner.brokers.alphapoint.wire import (
     replay_trades,
     send_order_body,
 )
-from runner.brokers.base import Capability, Positions, Quote, UnreadablePosition
+from runner.brokers.base import Positions, Quote, UnreadablePosition
+from runner.brokers.descriptions import DESCRIPTIONS
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.brokers.ratelimit import read_limiter as read_limiter_for
@@ -83,15 +84,7 @@ DEFAULT_QUOTE_CONCURRENCY = 8
 
 class AlphaPointBroker:
     name = BROKER
-    capabilities = frozenset(
-        {
-            Capability.MODIFY,
-            Capability.LOOKUP_BY_CLIENT_ID,
-            Capability.MARKET_ORDERS,
-            Capability.STOP_ORDERS,
-            Capability.STREAMING,
-        }
-    )
+    capabilities = DESCRIPTIONS[BROKER].capabilities
 
     def __init__(
         self,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from runner.brokers.base import Capability, Quote, read_positions
+from runner.brokers.base import Quote, read_positions
 from runner.brokers.blitz.marketdata import MD_SUFFIX, QUOTE_BATCH, QUOTE_PATH, quote_body, quotes_from_reply
 from runner.brokers.blitz.wire import (
     BROKER,
@@ -45,6 +45,7 @@ from runner.brokers.blitz.wire import (
     rows_of,
     unwrap,
 )
+from runner.brokers.descriptions import DESCRIPTIONS
 from runner.brokers.http import make_client, send
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.ratelimit import RateLimiter, segment_of
@@ -114,7 +115,7 @@ def _origin(url: str) -> str:
 
 class BlitzBroker:
     name = BROKER
-    capabilities = frozenset({Capability.MODIFY, Capability.MARKET_ORDERS, Capability.STOP_ORDERS})
+    capabilities = DESCRIPTIONS[BROKER].capabilities
 
     def __init__(
         self,

@@ -22,7 +22,8 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from runner.accounts import Account
-from runner.brokers.base import Capability, Quote, read_positions
+from runner.brokers.base import Quote, read_positions
+from runner.brokers.descriptions import DESCRIPTIONS
 from runner.brokers.http import make_client, send
 from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.kotak_neo.quotes_wire import (
@@ -118,8 +119,7 @@ class _Wire:
 
 class KotakNeo:
     name = BROKER
-    capabilities = frozenset({Capability.MODIFY, Capability.MARKET_ORDERS, Capability.STOP_ORDERS,
-                              Capability.BRACKET_COVER})
+    capabilities = DESCRIPTIONS[BROKER].capabilities
 
     def __init__(
         self,

@@ -16,7 +16,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from runner.brokers.base import Capability, Quote, read_positions
+from runner.brokers.base import Quote, read_positions
+from runner.brokers.descriptions import DESCRIPTIONS
 from runner.brokers.odin import wire
 from runner.brokers.odin.feed import OdinFeed
 from runner.brokers.odin.wire import (
@@ -93,12 +94,7 @@ class OdinBroker:
     """:class:`runner.brokers.base.MultilegBroker` over the ODIN Cloud REST Pro API."""
 
     name = BROKER
-    capabilities = frozenset({
-        Capability.NATIVE_MULTILEG,
-        Capability.MODIFY,
-        Capability.MARKET_ORDERS,
-        Capability.STOP_ORDERS,
-    })
+    capabilities = DESCRIPTIONS[BROKER].capabilities
 
     def __init__(
         self,

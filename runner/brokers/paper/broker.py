@@ -34,6 +34,7 @@ import sqlalchemy as sa
 
 from runner.accounts import Account
 from runner.brokers.base import Capability, Quote
+from runner.brokers.descriptions import DESCRIPTIONS
 from runner.brokers.paper.book import Book, OrderState, PositionState, fill_from_dict, fill_to_dict
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import PricePath, ReferenceBook, load_references, path_from_options
@@ -338,15 +339,7 @@ def stored_client_id(o: OrderState) -> str:
     return o.client_order_id if o.repeat == 0 else f"{o.client_order_id}#{o.repeat}"
 
 
-BASE_CAPABILITIES = frozenset(
-    {
-        Capability.NATIVE_MULTILEG,
-        Capability.MODIFY,
-        Capability.LOOKUP_BY_CLIENT_ID,
-        Capability.MARKET_ORDERS,
-        Capability.STOP_ORDERS,
-    }
-)
+BASE_CAPABILITIES = DESCRIPTIONS["paper"].capabilities  # one place states what a broker can do
 
 
 class PaperBroker:

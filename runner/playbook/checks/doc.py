@@ -14,11 +14,25 @@ Path = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
+class AccountFacts:
+    """What capability checks need of one account, read from the accounts file (no secret resolved)."""
+
+    broker: str
+    endpoints: frozenset[str] = frozenset()
+    instruments: str | None = None  # the account's local master file, resolved against the accounts file
+
+
+@dataclass(frozen=True)
 class AccountNames:
-    """Names of the accounts known for validation (``paper`` always), and where they came from."""
+    """Names of the accounts known for validation (``paper`` always), and where they came from.
+    ``facts``: per account in the file, its broker kind and endpoint keys (capability checks)."""
 
     names: frozenset[str]
     source: str | None = None
+    facts: tuple[tuple[str, AccountFacts], ...] = ()
+
+    def facts_of(self, name: str) -> AccountFacts | None:
+        return dict(self.facts).get(name)
 
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
 DERIVATIVES = frozenset({"NFO", "BFO", "MCX", "CDS"})

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runner.playbook.checks import (
+    capabilities,
     durations,
     header,
     instruments,
@@ -30,6 +31,8 @@ CHECKS: tuple[Check, ...] = (
     header.check_timezone,
     header.check_schedule,
     header.check_account,
+    capabilities.check_broker_capabilities,
+    capabilities.check_inline_sizes,
     header.check_has_limits,
     instruments.check_instruments,
     instruments.check_allowed_instruments,
