@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "~/.config/runner/accounts.yaml)")
     parser.add_argument("--date", metavar="YYYY-MM-DD", help="the trading day to check (default: today)")
     parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    from runner.alerts.setup import add_alerts_argument
+    from runner.commands.arguments import add_db_argument
+
+    add_alerts_argument(parser)  # each FAIL row is alerted (a pre-open check failed) when a file is set
+    add_db_argument(parser)  # the alerts outbox: what could not be delivered is sent by the next process
 
 
 def _date(text: str | None) -> dt.date | None:
@@ -148,9 +153,31 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         rows.append(Row("-", CheckName.DUE, Status.OK, "nothing is due on the date"))
     _print(rows, args.json)
+    _alert(rows, args)
     if any(r.unreachable for r in rows):
         return EXIT_BROKER
     return EXIT_REFUSED if any(r.status is Status.FAIL for r in rows) else EXIT_OK
+
+
+def _alert(rows: list[Row], args: argparse.Namespace) -> None:
+    """One pre-open alert per failing check, when an alerts file is configured."""
+    from runner.alerts.config import find_alerts_file
+    from runner.preflight.report import Status
+
+    failed = [r for r in rows if r.status is Status.FAIL]
+    if not failed or find_alerts_file(args.alerts) is None:
+        return
+    from runner.alerts.publish import publish_preopen_check_failed
+    from runner.alerts.setup import alerts_for
+    from runner.journal.store import Journal
+
+    journal = Journal(args.db)
+    try:
+        with alerts_for(args.alerts, journal.engine):
+            for r in failed:
+                publish_preopen_check_failed(r.check.value, r.reason, account=r.account)
+    finally:
+        journal.close()
 
 
 def _calendar_rows(name: str, items: list[Due]) -> list[Row]:

@@ -224,3 +224,23 @@ def test_table_on_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert out.splitlines()[0].split() == ["ACCOUNT", "CHECK", "STATUS", "REASON", "ACTION"]
     assert "ready" in out.splitlines()[-1]
     assert os.path.basename(book) in out
+
+
+def test_a_failing_check_is_alerted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With an alerts file, each FAIL row goes out as a pre-open alert (captured over a real socket)."""
+    from helpers.alerts_capture import Capture
+
+    capture = Capture()
+    try:
+        alerts = tmp_path / "alerts.yaml"
+        alerts.write_text(f"version: 1\ntargets:\n  desk: {capture.url}\n")
+        accounts = _accounts(tmp_path, {"desk": {"broker": "paper", "rate_limit": {"orders_per_second": 8}}})
+        one = _many(tmp_path / "one.yaml", 12)
+        code = main(["check", str(one), "--accounts", str(accounts), "--date", DATE, "--json",
+                     "--alerts", str(alerts), "--db", f"sqlite:///{tmp_path / 'j.db'}"])
+        capsys.readouterr()
+        assert code == 4
+        bodies = [p.get("message", "") + p.get("title", "") for p in capture.posts]
+        assert any("rate budget" in b and "desk" in b for b in bodies), capture.posts
+    finally:
+        capture.close()
