@@ -148,7 +148,9 @@ def set_mode(
         Mode.REDUCE_ONLY: "REDUCE-ONLY: only position-reducing orders",
         Mode.NORMAL: "resumed: orders allowed",
     }[mode]
-    print(f"{what} (since {now:%Y-%m-%d %H:%M:%S} UTC, by {state.by})")
+    from runner.timefmt import when
+
+    print(f"{what} (since {when(now, display_zone(engine))}, by {state.by})")
     if live:
         extra = "; open orders are being cancelled" if mode is Mode.HALT else ""
         print(f"{len(live)} running daemon(s) will apply it within 1 s{extra}: {', '.join(live)}")
@@ -162,3 +164,12 @@ def set_mode(
         for line in extra_lines:
             print(line)
     return code
+
+
+def display_zone(engine: Any) -> Any:
+    """The kill switch is no one playbook's: its time is shown in the zone the journal's recent runs
+    share (their playbooks'), else UTC, named either way."""
+    from runner.journal.store import Journal
+    from runner.timefmt import shared_zone
+
+    return shared_zone(r.timezone for r in Journal(engine=engine).list_runs(limit=50))

@@ -91,7 +91,10 @@ def table(
 
 
 def local(at: dt.datetime | None, tz: ZoneInfo) -> str:
-    return "-" if at is None else at.astimezone(tz).strftime("%H:%M:%S.%f")[:-3]
+    """Time of day in ``tz``; the zone is named once, by the caller's heading (``timefmt.label``)."""
+    from runner.timefmt import clock
+
+    return clock(at, tz)
 
 
 def progress_printer(

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from runner.daemon.calendar_gate import CalendarGate
 from runner.daemon.loader import Entry
@@ -22,7 +23,7 @@ from runner.daemon.policy import (
     interrupted_item,
     plan_catch_up,
 )
-from runner.ids import run_id as make_run_id
+from runner.ids import run_id_in
 from runner.journal.fires import Claim, FireState, FireStore, read_daemons
 
 
@@ -87,7 +88,10 @@ def catch_up(
     """Per playbook, the slots since its last journaled fire (or the directory's last heartbeat), at
     most ``window`` back: missed ones journaled (and reported), the latest returned to run if its
     ``late`` policy allows."""
+    from runner.journal.store import Journal
+
     out = CatchUp(mark_interrupted(store, now, release_unstarted=True))  # first: released slots replan
+    journal = Journal(engine=store.engine)  # a slot's run journaled under the legacy id scheme keeps it
     last = store.last_fire_times()
     beat = store.last_heartbeat(playbook_dir)
     for entry in entries:
@@ -105,7 +109,7 @@ def catch_up(
                 entry.name,
                 entry.version,
                 m.scheduled_for,
-                make_run_id(entry.name, m.scheduled_for),
+                run_id_in(journal.has_run, entry.name, m.scheduled_for, ZoneInfo(entry.playbook.timezone)),
                 m.state,
                 m.outcome,
             )
