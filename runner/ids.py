@@ -27,8 +27,9 @@ def legacy_run_id(playbook: str, scheduled_for: dt.datetime) -> str:
 
 def run_id(playbook: str, scheduled_for: dt.datetime, zone: dt.tzinfo = dt.UTC) -> str:
     """``<yyyymmdd>-<hhmmss><+hhmm>-<hash>``: the slot's local date and time in ``zone`` (the playbook's;
-    never the instant's own tzinfo, so the id depends on the instant only), so a rehearsal of 1 December is labelled 1 December. The UTC offset marks
-    the scheme (a :func:`legacy_run_id` has none); the hash is of the playbook and the UTC instant.
+    never the instant's own tzinfo, so the id depends on the instant only), so a rehearsal of
+    1 December is labelled 1 December. The UTC offset marks the scheme (a :func:`legacy_run_id` has
+    none); the hash is of the playbook and the UTC instant.
 
     For a new run only: callers go through :func:`run_id_in`, which keeps a journaled run's id."""
     if scheduled_for.tzinfo is None:

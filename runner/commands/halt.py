@@ -148,6 +148,7 @@ def set_mode(
         Mode.REDUCE_ONLY: "REDUCE-ONLY: only position-reducing orders",
         Mode.NORMAL: "resumed: orders allowed",
     }[mode]
+    from runner.commands.status import display_zone
     from runner.timefmt import when
 
     print(f"{what} (since {when(now, display_zone(engine))}, by {state.by})")
@@ -165,11 +166,3 @@ def set_mode(
             print(line)
     return code
 
-
-def display_zone(engine: Any) -> Any:
-    """The kill switch is no one playbook's: its time is shown in the zone the journal's recent runs
-    share (their playbooks'), else UTC, named either way."""
-    from runner.journal.store import Journal
-    from runner.timefmt import shared_zone
-
-    return shared_zone(r.timezone for r in Journal(engine=engine).list_runs(limit=50))

@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         ignore_at=ignore_at,
         risk=risk,
         busy_wait=args.busy_wait,  # None: the playbook's account_busy.wait, else the default
+        run_id=args.resume,  # a resumed run keeps its journaled id, whatever scheme made it
     )
 
     async def main() -> tuple[RunReport, Interrupt]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+from collections.abc import Iterable
 from typing import Any
 
 DESCRIPTION = __doc__
@@ -86,8 +87,10 @@ def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any
         }
         for r in journal.dead_runs()
     ]  # read-only: closed by the account's next run, apply or serve
+    zones = [i.get("timezone") for i in next_fires.values()] + [v["timezone"] for v in last.values()]
     return {
         "now": now.isoformat(),
+        "timezone": display_zone(engine, zones).key,  # of the times that are no one playbook's
         "dead_runs": dead,
         "control": control.get().as_dict(),
         "halt_cancels": [p.as_dict() for p in control.last_passes()],
@@ -96,6 +99,16 @@ def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any
         "running": running,
         "last_outcomes": last,
     }
+
+
+def display_zone(engine: Any, playbook_zones: Iterable[str | None] = ()) -> Any:
+    """Zone for times that are no one playbook's (the kill switch, heartbeats, cancel passes): the one
+    the running daemons' playbooks and the journal's recent runs share, else UTC; named either way."""
+    from runner.journal.store import Journal
+    from runner.timefmt import shared_zone
+
+    recent = [r.timezone for r in Journal(engine=engine).list_runs(limit=50)]
+    return shared_zone([*playbook_zones, *recent])
 
 
 def _run_zone(journal: Any, run_id: str | None) -> str | None:
@@ -117,7 +130,7 @@ def _add_current_steps(engine: Any, running: list[dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.timefmt import shared_zone, when
+    from runner.timefmt import when
 
     data = collect(args.db)
     if args.json:
@@ -127,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     # in the zone the playbooks share, else UTC; every one names its zone.
     zones = {n: i.get("timezone") for n, i in data["next_fires"].items()}
     zones |= {n: r.get("timezone") or zones.get(n) for n, r in data["last_outcomes"].items()}
-    dz = shared_zone(zones.values())
+    dz = data["timezone"]
     c = data["control"]
     mode = {"normal": "normal (orders allowed)", "halt": "HALTED", "reduce_only": "REDUCE-ONLY"}[c["mode"]]
     extra = (

@@ -71,7 +71,8 @@ def mark_interrupted(
             continue
         if not store.mark_interrupted(r.fire_id, r.claimed_by, why, now):
             continue
-        items.append(interrupted_item(r))
+        run = journal.get_run(r.run_id)
+        items.append(interrupted_item(r, run.timezone if run is not None else None))
         note = f"interrupted: {why}; its unsettled orders are looked up by the account's next run"
         journal.close_interrupted_run(r.run_id, now, note)
     return items
@@ -117,13 +118,19 @@ def catch_up(
         ]
         won = store.claim_many(claims, now)
         out.report += [
-            CatchUpItem(entry.name, m.scheduled_for, m.action, m.detail)
+            CatchUpItem(entry.name, m.scheduled_for, m.action, m.detail, entry.playbook.timezone)
             for m, c in zip(plan.missed, claims, strict=True)
             if c.fire_id in won
         ]
         if plan.run_now is not None:
             out.report.append(
-                CatchUpItem(entry.name, plan.run_now, CatchUpAction.RUNNING_NOW, plan.run_now_detail)
+                CatchUpItem(
+                    entry.name,
+                    plan.run_now,
+                    CatchUpAction.RUNNING_NOW,
+                    plan.run_now_detail,
+                    entry.playbook.timezone,
+                )
             )
             out.run_now.append((entry, plan.run_now))
     out.report.sort(key=lambda i: (i.scheduled_for, i.playbook))
