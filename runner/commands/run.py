@@ -48,7 +48,7 @@ from runner.commands.arguments import (
 from runner.commands.inputs import check_calendar, load_account, load_playbook, load_risk
 from runner.commands.results import print_json, print_summary, report_dict
 from runner.commands.session import kill_switch, make_broker, run_exit_code, run_process
-from runner.commands.terminal import deduplicating, progress_printer
+from runner.commands.terminal import deduplicating, progress_printer, with_wait_notice
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         slot, ignore_at = scheduled_slot(args, tz, clock.now()), bool(args.now)
     broker = make_broker(account, clock=clock, db_url=args.db)
-    observer = deduplicating(progress_printer(tz)) if tty else None
+    observer = with_wait_notice(deduplicating(progress_printer(tz)) if tty else None, tz)
     options = RunOptions(
         scheduled_for=slot,
         mode="now" if ignore_at else "run",

@@ -568,6 +568,9 @@ class Engine:
                 if too_late is not None:
                     return too_late
             else:
+                if target > self.clock.now() and self.observer is not None:  # say what it waits for
+                    at = self.clock.now()
+                    self.observer(EngineEvent(EventKind.WAITING, at, step.id, f"at {step.at}", until=target))
                 await self.clock.sleep_until(target)
         if step.after is not None:
             start = previous_end or self.clock.now()
