@@ -20,7 +20,7 @@ from runner.timefmt import zone as tz_of
 
 EXAMPLES = """\
   runner show 20261201-0930            # a unique prefix of the run id is enough
-  runner show 20261201-093000-ab12cd34 --json | jq '.orders[] | {client_order_id, status}'
+  runner show 20261201-093000+0530-ab12cd34 --json | jq '.orders[] | {client_order_id, status}'
 """
 
 
