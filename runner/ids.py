@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 
 
 def _digest(*parts: object, size: int) -> str:
@@ -15,12 +16,43 @@ def _digest(*parts: object, size: int) -> str:
     return base64.b32encode(h.digest()).decode().rstrip("=").lower()
 
 
-def run_id(playbook: str, scheduled_for: dt.datetime) -> str:
-    """``<yyyymmdd>-<hhmmss>-<hash>`` (UTC) from the playbook name and the scheduled instant (UTC)."""
+def legacy_run_id(playbook: str, scheduled_for: dt.datetime) -> str:
+    """The first scheme, ``<yyyymmdd>-<hhmmss>-<hash>`` in UTC: only to find runs journaled under it
+    (their client order ids derive from it, so they keep it for life)."""
     if scheduled_for.tzinfo is None:
         raise ValueError("scheduled_for must be timezone-aware")
     utc = scheduled_for.astimezone(dt.UTC)
     return f"{utc:%Y%m%d-%H%M%S}-{_digest(playbook, utc.isoformat(), size=5)}"
+
+
+def run_id(playbook: str, scheduled_for: dt.datetime, zone: dt.tzinfo = dt.UTC) -> str:
+    """``<yyyymmdd>-<hhmmss><+hhmm>-<hash>``: the slot's local date and time in ``zone`` (the playbook's;
+    never the instant's own tzinfo, so the id depends on the instant only), so a rehearsal of
+    1 December is labelled 1 December. The UTC offset marks the scheme (a :func:`legacy_run_id` has
+    none); the hash is of the playbook and the UTC instant.
+
+    For a new run only: callers go through :func:`run_id_in`, which keeps a journaled run's id."""
+    if scheduled_for.tzinfo is None:
+        raise ValueError("scheduled_for must be timezone-aware")
+    local = scheduled_for.astimezone(zone)
+    utc = scheduled_for.astimezone(dt.UTC)
+    return f"{local:%Y%m%d-%H%M%S%z}-{_digest(playbook, utc.isoformat(), size=5)}"
+
+
+def run_id_in(
+    journaled: Callable[[str], bool], playbook: str, scheduled_for: dt.datetime, zone: dt.tzinfo
+) -> str:
+    """The id of the run of ``playbook`` for ``scheduled_for``: the one already journaled under the
+    legacy scheme if ``journaled`` says so (resume, restart mid-day, catch-up), else the new one."""
+    old = legacy_run_id(playbook, scheduled_for)
+    return old if journaled(old) else run_id(playbook, scheduled_for, zone)
+
+
+def is_legacy_run_id(text: str) -> bool:
+    return _LEGACY_RUN.fullmatch(text) is not None
+
+
+_LEGACY_RUN = re.compile(r"\d{8}-\d{6}-[a-z2-7]{8}")
 
 
 def fire_id(playbook: str, version: str, scheduled_for: dt.datetime) -> str:

@@ -33,7 +33,7 @@ from runner.commands.arguments import (
 from runner.commands.inputs import check_calendar, load_account, load_playbook, load_risk
 from runner.commands.results import print_json, print_summary, report_dict
 from runner.commands.session import kill_switch, make_broker, run_exit_code, run_process
-from runner.commands.terminal import deduplicating, progress_printer
+from runner.commands.terminal import deduplicating, progress_printer, with_wait_notice
 
 if TYPE_CHECKING:
     from runner.engine.core import RunReport
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     check_calendar(pb.calendar, account, clock.now(), ignore=args.ignore_calendar, command="apply")
     broker = make_broker(account, clock=clock, db_url=db)
     journal = Journal(db)
-    observer = deduplicating(progress_printer(tz)) if tty else None
+    observer = with_wait_notice(deduplicating(progress_printer(tz)) if tty else None, tz)
 
     async def main() -> tuple[RunReport, Interrupt]:
         try:

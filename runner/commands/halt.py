@@ -148,7 +148,10 @@ def set_mode(
         Mode.REDUCE_ONLY: "REDUCE-ONLY: only position-reducing orders",
         Mode.NORMAL: "resumed: orders allowed",
     }[mode]
-    print(f"{what} (since {now:%Y-%m-%d %H:%M:%S} UTC, by {state.by})")
+    from runner.commands.status import display_zone
+    from runner.timefmt import when
+
+    print(f"{what} (since {when(now, display_zone(engine))}, by {state.by})")
     if live:
         extra = "; open orders are being cancelled" if mode is Mode.HALT else ""
         print(f"{len(live)} running daemon(s) will apply it within 1 s{extra}: {', '.join(live)}")
@@ -162,3 +165,4 @@ def set_mode(
         for line in extra_lines:
             print(line)
     return code
+

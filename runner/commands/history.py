@@ -8,6 +8,7 @@ import sys
 from runner.commands.arguments import add_db_argument, add_json_argument
 from runner.commands.results import print_json
 from runner.commands.terminal import OUTCOME_COLOR, table
+from runner.timefmt import when
 
 EXAMPLES = """\
   runner history --playbook opening-straddle --limit 5
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             r.playbook,
             r.account,
             r.mode,
-            r.started_at.strftime("%Y-%m-%d %H:%M:%SZ"),
+            when(r.started_at, r.timezone),  # in the run's playbook zone, named
             r.status.value,
             str(r.starts),
         )

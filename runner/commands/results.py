@@ -48,8 +48,12 @@ def print_summary(report: RunReport, tz: ZoneInfo, out: TextIO | None = None) ->
         f"{term.paint(status, OUTCOME_COLOR.get(status))}{' (resumed)' if report.resumed else ''}",
         file=out,
     )
+    from runner.timefmt import label
+
     rows = [(s.step_id, s.kind, s.outcome.value, local(s.finished_at, tz), s.message) for s in report.steps]
-    table(("STEP", "KIND", "OUTCOME", "AT", "DETAIL"), rows, out, colors=(None, None, OUTCOME_COLOR.get))
+    first = next((s.finished_at for s in report.steps if s.finished_at), None)
+    at = f"AT ({label(tz, first)})"  # times of day in the playbook's zone: name it
+    table(("STEP", "KIND", "OUTCOME", at, "DETAIL"), rows, out, colors=(None, None, OUTCOME_COLOR.get))
 
 
 def print_json(value: Any, out: TextIO | None = None) -> None:

@@ -5,12 +5,14 @@ Kill switch: while ``runner halt`` is in force no order leaves (the step is REFU
 
 Run identity: by default a run belongs to today's date in the playbook's timezone, so running the same
 playbook again the same day RESUMES that run (finished steps are not repeated, orders in flight are
-looked up, never re-sent). Steps wait for their ``at:`` times; a step reached after its ``at`` follows
-its ``late:`` policy (default skip).
+looked up, never re-sent). Steps wait for their ``at:`` times (saying which step waits until when, a
+countdown on a terminal); a step reached after its ``at`` follows its ``late:`` policy (default skip).
 
-``--now`` fires a fresh, separate run at once: its slot is the current second, ``at:`` times are not
-waited for (steps run back to back; ``after:`` delays still apply). Resume an interrupted ``--now`` run
-with ``--resume RUN_ID``.
+``--now`` fires a fresh, separate run at once and runs EVERY step at once, in playbook order: its slot
+is the current second and no ``at:`` is waited for, ``at:``-timed exit steps included (a 15:20
+``cancel`` or a 15:15 ``square_off`` runs straight after the entries and undoes them); ``after:``
+delays still apply. For a full day's runbook in order and on time use ``runner rehearse`` (virtual
+time) or a plain ``runner run``. Resume an interrupted ``--now`` run with ``--resume RUN_ID``.
 
 Stopping: SIGTERM or SIGINT (Ctrl-C) starts no new step (exit steps included: a process being stopped
 does not start trading), lets in-flight broker calls finish (a step already trading gets 10 s), closes
@@ -48,7 +50,7 @@ from runner.commands.arguments import (
 from runner.commands.inputs import check_calendar, load_account, load_playbook, load_risk
 from runner.commands.results import print_json, print_summary, report_dict
 from runner.commands.session import kill_switch, make_broker, run_exit_code, run_process
-from runner.commands.terminal import deduplicating, progress_printer
+from runner.commands.terminal import deduplicating, progress_printer, with_wait_notice
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -60,7 +62,7 @@ DESCRIPTION = __doc__
 EXAMPLES = """\
   runner run playbooks/opening_straddle_chase.yaml         # today's run; resumes if already started
   runner run playbooks/cancel_all_open.yaml --now --json   # a fresh run at once, result as JSON
-  runner run playbooks/cancel_all_open.yaml --resume 20261201-093000-ab12cd34
+  runner run playbooks/cancel_all_open.yaml --resume 20261201-093000+0530-ab12cd34
 """
 
 
@@ -72,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     when.add_argument(
         "--now",
         action="store_true",
-        help="fire a fresh run immediately: slot = now, `at:` times not waited for",
+        help="fire a fresh run immediately and run EVERY step at once, in order: no `at:` is waited for, "
+        "`at:`-timed exit steps (a 15:20 cancel, a square-off) included; `after:` still applies",
     )
     when.add_argument("--resume", metavar="RUN_ID", help="resume this run (e.g. an interrupted --now run)")
     add_risk_argument(parser)
@@ -125,13 +128,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         slot, ignore_at = scheduled_slot(args, tz, clock.now()), bool(args.now)
     broker = make_broker(account, clock=clock, db_url=args.db)
-    observer = deduplicating(progress_printer(tz)) if tty else None
+    observer = with_wait_notice(deduplicating(progress_printer(tz)) if tty else None, tz)
     options = RunOptions(
         scheduled_for=slot,
         mode="now" if ignore_at else "run",
         ignore_at=ignore_at,
         risk=risk,
         busy_wait=args.busy_wait,  # None: the playbook's account_busy.wait, else the default
+        run_id=args.resume,  # a resumed run keeps its journaled id, whatever scheme made it
     )
 
     async def main() -> tuple[RunReport, Interrupt]:

@@ -7,22 +7,20 @@ Nothing here asks the broker: an order that is not final shows the journal's sta
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runner.cli import EXIT_USAGE, CommandError
 from runner.commands.arguments import add_db_argument, add_json_argument
 from runner.commands.results import print_json
 from runner.commands.terminal import OUTCOME_COLOR, Term, table
-
-if TYPE_CHECKING:
-    from zoneinfo import ZoneInfo
+from runner.timefmt import when
+from runner.timefmt import zone as tz_of
 
 EXAMPLES = """\
   runner show 20261201-0930            # a unique prefix of the run id is enough
-  runner show 20261201-093000-ab12cd34 --json | jq '.orders[] | {client_order_id, status}'
+  runner show 20261201-093000+0530-ab12cd34 --json | jq '.orders[] | {client_order_id, status}'
 """
 
 
@@ -156,12 +154,15 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     term = Term(out)
     r = data["run"]
-    zone = _zone(r["timezone"])
+    zone = tz_of(r["timezone"])
     print(
         f"run {r['run_id']}  {r['playbook']} on {r['account']} ({r['mode']})  "
         f"{term.paint(r['status'], OUTCOME_COLOR.get(r['status']))}  starts={r['starts']}"
     )
-    print(f"  scheduled {r['scheduled_for']}  started {r['started_at']}  finished {r['finished_at'] or '-'}")
+    print(
+        f"  scheduled {when(r['scheduled_for'], zone)}  started {when(r['started_at'], zone)}  "
+        f"finished {when(r['finished_at'], zone)}"
+    )
     if r["message"]:
         print(f"  {r['message']}")
     if r["dead"]:
@@ -190,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
                 str(o["quantity"]),
                 o["instrument"],
                 o["type"] + (f" {o['price']}" if o["price"] else ""),
-                o["status"] if o["final"] else f"{o['status']} (as of {_as_of(o['as_of'], zone)})",
+                o["status"] if o["final"] else f"{o['status']} (as of {when(o['as_of'], zone)})",
                 f"{o['filled_quantity']} @ {o['average_price']}" if o["filled_quantity"] else "-",
                 " ".join(o["transitions"]),
             )
@@ -215,19 +216,7 @@ def run(args: argparse.Namespace) -> int:
     if data["errors"]:
         print("\nerrors:")
         for e in data["errors"]:
-            print(f"  {e['at']} {e['step'] or '-'} {term.paint(e['kind'], 'red')}: {e['message']}")
+            kind = term.paint(e["kind"], "red")
+            print(f"  {when(e['at'], zone)} {e['step'] or '-'} {kind}: {e['message']}")
     return 0
 
-
-def _zone(name: str | None) -> ZoneInfo:
-    """The run's playbook zone (UTC for runs journaled without one, or a zone this host lacks)."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-def _as_of(iso: str, zone: ZoneInfo) -> str:
-    return f"{dt.datetime.fromisoformat(iso).astimezone(zone):%Y-%m-%d %H:%M:%S} {zone.key}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+from collections.abc import Iterable
 from typing import Any
 
 DESCRIPTION = __doc__
@@ -58,12 +59,14 @@ def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any
     running = [r for d in live for r in d["running"]]
     _add_current_steps(engine, running)
     store = FireStore(engine, owner="status")  # read-only use
+    journal = Journal(engine=engine)
     last = {
         name: {
             "scheduled_for": r.scheduled_for.isoformat(),
             "state": r.state.value,
             "outcome": r.outcome,
             "run_id": r.run_id,
+            "timezone": _run_zone(journal, r.run_id),
         }
         for name, r in sorted(store.last_outcomes().items())
     }
@@ -79,12 +82,15 @@ def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any
             "playbook": r.playbook,
             "account": r.account,
             "started_at": r.started_at.isoformat(),
+            "timezone": r.timezone,
             "why": dead_holder(r),
         }
-        for r in Journal(engine=engine).dead_runs()
+        for r in journal.dead_runs()
     ]  # read-only: closed by the account's next run, apply or serve
+    zones = [i.get("timezone") for i in next_fires.values()] + [v["timezone"] for v in last.values()]
     return {
         "now": now.isoformat(),
+        "timezone": display_zone(engine, zones).key,  # of the times that are no one playbook's
         "dead_runs": dead,
         "control": control.get().as_dict(),
         "halt_cancels": [p.as_dict() for p in control.last_passes()],
@@ -93,6 +99,21 @@ def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any
         "running": running,
         "last_outcomes": last,
     }
+
+
+def display_zone(engine: Any, playbook_zones: Iterable[str | None] = ()) -> Any:
+    """Zone for times that are no one playbook's (the kill switch, heartbeats, cancel passes): the one
+    the running daemons' playbooks and the journal's recent runs share, else UTC; named either way."""
+    from runner.journal.store import Journal
+    from runner.timefmt import shared_zone
+
+    recent = [r.timezone for r in Journal(engine=engine).list_runs(limit=50)]
+    return shared_zone([*playbook_zones, *recent])
+
+
+def _run_zone(journal: Any, run_id: str | None) -> str | None:
+    run = journal.get_run(run_id) if run_id else None
+    return run.timezone if run is not None else None
 
 
 def _add_current_steps(engine: Any, running: list[dict[str, Any]]) -> None:
@@ -109,25 +130,32 @@ def _add_current_steps(engine: Any, running: list[dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from runner.timefmt import when
+
     data = collect(args.db)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0
+    # Every time in its playbook's zone; the kill switch, heartbeats and cancel passes (no one playbook's)
+    # in the zone the playbooks share, else UTC; every one names its zone.
+    zones = {n: i.get("timezone") for n, i in data["next_fires"].items()}
+    zones |= {n: r.get("timezone") or zones.get(n) for n, r in data["last_outcomes"].items()}
+    dz = data["timezone"]
     c = data["control"]
     mode = {"normal": "normal (orders allowed)", "halt": "HALTED", "reduce_only": "REDUCE-ONLY"}[c["mode"]]
     extra = (
-        f" since {c['since']} by {c['by']}" + (f": {c['reason']}" if c["reason"] else "")
+        f" since {when(c['since'], dz)} by {c['by']}" + (f": {c['reason']}" if c["reason"] else "")
         if c["halted"]
         else ""
     )
     print(f"kill switch: {mode}{extra}")
-    _print_cancels(c, data["halt_cancels"])
+    _print_cancels(c, data["halt_cancels"], dz)
     live = [d for d in data["daemons"] if d["alive"]]
     if not live:
         gone = data["daemons"][0] if data["daemons"] else None
         print(
             "daemon: none running"
-            + (f" (last: {gone['daemon_id']}, heartbeat {gone['heartbeat_at']})" if gone else "")
+            + (f" (last: {gone['daemon_id']}, heartbeat {when(gone['heartbeat_at'], dz)})" if gone else "")
         )
     for d in live:
         print(
@@ -139,8 +167,9 @@ def run(args: argparse.Namespace) -> int:
     if data["next_fires"]:
         print("next fires:")
         for name, info in data["next_fires"].items():
+            nxt = when(info["next_fire"], info["timezone"]) if info["next_fire"] else "none"
             print(
-                f"  {name:<28} {info['next_fire'] or 'none':<34} {info['timezone']}"
+                f"  {name:<28} {nxt:<24} {info['timezone']}"
                 + (f" calendar {info['calendar']}" if info.get("calendar") else "")
             )
     if data["running"]:
@@ -148,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         for r in data["running"]:
             print(
                 f"  {r['playbook']:<28} run {r['run_id']} step {r.get('current_step') or '-'} "
-                f"(started {r['started_at']})"
+                f"(started {when(r['started_at'], zones.get(r['playbook']) or dz)})"
             )
     if data["dead_runs"]:
         print("dead runs (still marked running; closed by the account's next run, apply or serve):")
@@ -157,11 +186,14 @@ def run(args: argparse.Namespace) -> int:
     if data["last_outcomes"]:
         print("last outcomes:")
         for name, r in data["last_outcomes"].items():
-            print(f"  {name:<28} {r['scheduled_for']}  {r['state']:<10} {r['outcome'] or ''}")
+            at = when(r["scheduled_for"], zones.get(name) or dz)
+            print(f"  {name:<28} {at}  {r['state']:<10} {r['outcome'] or ''}")
     return 0
 
 
-def _print_cancels(control: dict[str, Any], passes: list[dict[str, Any]]) -> None:
+def _print_cancels(control: dict[str, Any], passes: list[dict[str, Any]], dz: Any) -> None:
+    from runner.timefmt import when
+
     """The latest halt cancel pass per account; while halted, those from before this halt are marked."""
     since = dt.datetime.fromisoformat(control["since"]) if control["mode"] == "halt" else None
     before = {p["account"] for p in passes if since and dt.datetime.fromisoformat(p["at"]) < since}
@@ -179,4 +211,4 @@ def _print_cancels(control: dict[str, Any], passes: list[dict[str, Any]]) -> Non
             else f"{p['cancelled']} cancelled, {p['still_open']} still open of {p['open_before']}"
             + (f"; error: {p['error']}" if p["error"] else "")
         )
-        print(f"  {p['account']:<20} {p['at']}  {what}  run {p['run_id'] or '-'}{old}")
+        print(f"  {p['account']:<20} {when(p['at'], dz)}  {what}  run {p['run_id'] or '-'}{old}")

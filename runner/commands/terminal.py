@@ -91,7 +91,10 @@ def table(
 
 
 def local(at: dt.datetime | None, tz: ZoneInfo) -> str:
-    return "-" if at is None else at.astimezone(tz).strftime("%H:%M:%S.%f")[:-3]
+    """Time of day in ``tz``; the zone is named once, by the caller's heading (``timefmt.label``)."""
+    from runner.timefmt import clock
+
+    return clock(at, tz)
 
 
 def progress_printer(
@@ -135,6 +138,64 @@ def progress_printer(
             emit(t, f"run {e.message}")
 
     return show
+
+
+def wait_notice(tz: ZoneInfo, out: TextIO | None = None) -> Callable[[EngineEvent], None]:
+    """Says what a step waits for and until when (its ``at:``, zone named): on a TTY a countdown rewritten
+    in place each second until the next event; elsewhere one line, no spam. Real time: ``run``/``apply``."""
+    import asyncio
+    import datetime as dt
+
+    from runner.timefmt import countdown, when
+
+    stream = out or sys.stderr
+    term = Term(stream)
+    ticking: list[asyncio.Task[None]] = []
+
+    def text(e: EngineEvent, now: dt.datetime) -> str:
+        assert e.until is not None
+        left = countdown((e.until - now).total_seconds())
+        return f"waiting for step {e.step_id} ({e.message}): until {when(e.until, tz)}, in {left}"
+
+    async def tick(e: EngineEvent) -> None:
+        while True:
+            line = term.fit(text(e, dt.datetime.now(dt.UTC)))
+            print(f"\r\x1b[2K{term.paint(line, 'dim')}", end="", file=stream, flush=True)
+            await asyncio.sleep(1)
+
+    def stop() -> None:
+        while ticking:
+            ticking.pop().cancel()
+            print("\r\x1b[2K", end="", file=stream, flush=True)  # the countdown line gives way
+
+    def show(e: EngineEvent) -> None:
+        stop()
+        if e.kind != "waiting" or e.until is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if not term.tty or loop is None:
+            print(text(e, e.at), file=stream, flush=True)
+            return
+        ticking.append(loop.create_task(tick(e)))
+
+    return show
+
+
+def with_wait_notice(
+    observer: Callable[[EngineEvent], None] | None, tz: ZoneInfo, out: TextIO | None = None
+) -> Callable[[EngineEvent], None]:
+    """``observer`` (the progress lines, or none off a TTY) plus :func:`wait_notice`."""
+    notice = wait_notice(tz, out)
+
+    def both(e: EngineEvent) -> None:
+        notice(e)  # first: a countdown line is cleared before the next progress line
+        if observer is not None:
+            observer(e)
+
+    return both
 
 
 def deduplicating(show: Callable[[EngineEvent], None]) -> Callable[[EngineEvent], None]:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from runner.daemon.calendar_gate import CalendarGate
 from runner.daemon.loader import Entry
@@ -22,7 +23,7 @@ from runner.daemon.policy import (
     interrupted_item,
     plan_catch_up,
 )
-from runner.ids import run_id as make_run_id
+from runner.ids import run_id_in
 from runner.journal.fires import Claim, FireState, FireStore, read_daemons
 
 
@@ -70,7 +71,8 @@ def mark_interrupted(
             continue
         if not store.mark_interrupted(r.fire_id, r.claimed_by, why, now):
             continue
-        items.append(interrupted_item(r))
+        run = journal.get_run(r.run_id)
+        items.append(interrupted_item(r, run.timezone if run is not None else None))
         note = f"interrupted: {why}; its unsettled orders are looked up by the account's next run"
         journal.close_interrupted_run(r.run_id, now, note)
     return items
@@ -87,7 +89,10 @@ def catch_up(
     """Per playbook, the slots since its last journaled fire (or the directory's last heartbeat), at
     most ``window`` back: missed ones journaled (and reported), the latest returned to run if its
     ``late`` policy allows."""
+    from runner.journal.store import Journal
+
     out = CatchUp(mark_interrupted(store, now, release_unstarted=True))  # first: released slots replan
+    journal = Journal(engine=store.engine)  # a slot's run journaled under the legacy id scheme keeps it
     last = store.last_fire_times()
     beat = store.last_heartbeat(playbook_dir)
     for entry in entries:
@@ -105,7 +110,7 @@ def catch_up(
                 entry.name,
                 entry.version,
                 m.scheduled_for,
-                make_run_id(entry.name, m.scheduled_for),
+                run_id_in(journal.has_run, entry.name, m.scheduled_for, ZoneInfo(entry.playbook.timezone)),
                 m.state,
                 m.outcome,
             )
@@ -113,13 +118,19 @@ def catch_up(
         ]
         won = store.claim_many(claims, now)
         out.report += [
-            CatchUpItem(entry.name, m.scheduled_for, m.action, m.detail)
+            CatchUpItem(entry.name, m.scheduled_for, m.action, m.detail, entry.playbook.timezone)
             for m, c in zip(plan.missed, claims, strict=True)
             if c.fire_id in won
         ]
         if plan.run_now is not None:
             out.report.append(
-                CatchUpItem(entry.name, plan.run_now, CatchUpAction.RUNNING_NOW, plan.run_now_detail)
+                CatchUpItem(
+                    entry.name,
+                    plan.run_now,
+                    CatchUpAction.RUNNING_NOW,
+                    plan.run_now_detail,
+                    entry.playbook.timezone,
+                )
             )
             out.run_now.append((entry, plan.run_now))
     out.report.sort(key=lambda i: (i.scheduled_for, i.playbook))

@@ -86,7 +86,11 @@ class EngineExecutor:
             self.clock,
             account=pb.account,
             options=RunOptions(
-                scheduled_for=fire.scheduled_for, mode="scheduled", connect=connect, reconcile=reconcile
+                scheduled_for=fire.scheduled_for,
+                mode="scheduled",
+                connect=connect,
+                reconcile=reconcile,
+                run_id=fire.run_id,  # the id claimed with the fire, never re-derived
             ),
         )
         try:

@@ -9,7 +9,6 @@ import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo
 
 from runner.daemon.calendar_gate import Closed
 from runner.engine.killswitch import ControlState, Mode
@@ -59,10 +58,13 @@ class CatchUpItem:
     scheduled_for: dt.datetime
     action: CatchUpAction
     detail: str
+    timezone: str | None = None  # the playbook's, for the report; None: UTC (said so)
 
     def line(self, tz: str | None = None) -> str:
-        when = self.scheduled_for.astimezone(ZoneInfo(tz)) if tz else self.scheduled_for
-        return f"  {self.playbook:<24} {when:%Y-%m-%d %H:%M:%S %Z}  {self.action:<12} {self.detail}"
+        from runner.timefmt import when
+
+        at = when(self.scheduled_for, tz or self.timezone)
+        return f"  {self.playbook:<24} {at}  {self.action:<12} {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ class PeerWatch:
         self._seen = {peer: (beat, now) for peer, (beat, _) in self._seen.items()}
 
 
-def interrupted_item(row: FireRow) -> CatchUpItem:
+def interrupted_item(row: FireRow, timezone: str | None = None) -> CatchUpItem:
     return CatchUpItem(
         row.playbook,
         row.scheduled_for,
@@ -187,6 +189,7 @@ def interrupted_item(row: FireRow) -> CatchUpItem:
         f"was {row.state.value} when daemon {row.claimed_by} stopped; "
         f"fire marked unknown; its run is closed and the account's next run looks its unsettled orders "
         f"up (check `runner show {row.run_id}`)",
+        timezone,
     )
 
 

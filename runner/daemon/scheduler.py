@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from runner.alerts import hooks as alerts
 from runner.clock import Clock, SystemClock
@@ -59,7 +60,7 @@ from runner.daemon.relogin import Relogin
 from runner.daemon.rules import Rule, build_rule, format_local, late_window, localize
 from runner.daemon.status import QUIET, Heartbeat, Quiet, status_payload
 from runner.engine.killswitch import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
-from runner.ids import run_id as make_run_id
+from runner.ids import run_id_in
 from runner.journal.fires import Claim, ClaimBatcher, FireState, FireStore
 
 log = logging.getLogger("runner.scheduler")
@@ -199,7 +200,6 @@ class Daemon:
         """The halt cancel pass (:mod:`runner.daemon.halt_pass`) on every account the loaded playbooks name
         and every broker already open, brokers opened through the pool where missing."""
         from runner.daemon.halt_pass import cancel_pass
-        from runner.journal.store import Journal
 
         names = {e.playbook.account for e in self.entries.values()} | set(self.brokers)
         get = getattr(self.brokers, "get_broker", None)
@@ -210,10 +210,8 @@ class Daemon:
                 brokers[name] = get(name) if get is not None else self.brokers[name]
             except Exception as exc:  # unknown account, credentials missing: reported, others go on
                 errors[name] = f"no broker: {type(exc).__name__}: {exc}"
-        if self._journal is None:
-            self._journal = Journal(engine=self.store.engine)
         return await cancel_pass(
-            brokers, self._journal, self.clock, self.watcher.store, by=self.owner, errors=errors
+            brokers, self._run_journal(), self.clock, self.watcher.store, by=self.owner, errors=errors
         )
 
     def status(self) -> dict[str, Any]:
@@ -287,11 +285,18 @@ class Daemon:
             if task is not None:
                 self._fire_tasks.discard(task)
 
+    def _run_journal(self) -> Any:
+        from runner.journal.store import Journal
+
+        if self._journal is None:
+            self._journal = Journal(engine=self.store.engine)
+        return self._journal
+
     async def _fire(self, entry: Entry, instant: dt.datetime) -> None:
         pb = entry.playbook
         now = self.clock.now()
         verdict = self.precheck(entry, instant, now)
-        run_id = make_run_id(pb.name, instant)
+        run_id = run_id_in(self._run_journal().has_run, pb.name, instant, ZoneInfo(pb.timezone))
         claim = Claim(pb.name, entry.version, instant, run_id, verdict.state, verdict.reason)
         try:
             won = await self.batcher.claim(claim, now)

@@ -44,6 +44,7 @@ from runner.engine.steps.common import RunContext, StepError, StepResult
 from runner.engine.steps.dispatch import EXIT_KINDS, HANDLERS
 from runner.errors import BrokerError
 from runner.ids import run_id as make_run_id
+from runner.ids import run_id_in
 from runner.journal.errors import DuplicateIntent, JournalError
 from runner.journal.records import RunRecord, StepRecord
 from runner.journal.store import Journal
@@ -75,6 +76,7 @@ class RunOptions:
     stop_grace: float = 10.0  # seconds a step already trading gets to finish once interrupted
     busy_wait: float | None = None  # seconds a step waits for a busy account lease, then REFUSED; None:
     # the playbook's ``account_busy.wait``, else DEFAULT_BUSY_WAIT
+    run_id: str | None = None  # fixed by a fire or a plan (never re-derived); None: runner.ids.run_id_in
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +104,7 @@ class RunReport:
 
 
 def run_id_for(playbook: Playbook, scheduled_for: dt.datetime) -> str:
-    return make_run_id(playbook.name, scheduled_for)
+    return make_run_id(playbook.name, scheduled_for, ZoneInfo(playbook.timezone))
 
 
 def run_status(outcomes: Sequence[StepOutcome]) -> RunStatus:
@@ -146,7 +148,9 @@ class Engine:
         self.account = account
         self.options = options
         self.tz = ZoneInfo(playbook.timezone)
-        self.run_id = make_run_id(options.run_key or playbook.name, options.scheduled_for)
+        self.run_id = options.run_id or run_id_in(
+            journal.has_run, options.run_key or playbook.name, options.scheduled_for, self.tz
+        )
         # alerts (runner.alerts): the run's events also reach the team; the same observer when alerts are off
         observer = alert_observer(playbook, account, self.run_id, observer)
         self.observer = observer
@@ -564,6 +568,9 @@ class Engine:
                 if too_late is not None:
                     return too_late
             else:
+                if target > self.clock.now() and self.observer is not None:  # say what it waits for
+                    at = self.clock.now()
+                    self.observer(EngineEvent(EventKind.WAITING, at, step.id, f"at {step.at}", until=target))
                 await self.clock.sleep_until(target)
         if step.after is not None:
             start = previous_end or self.clock.now()

@@ -16,6 +16,7 @@ class EventKind(enum.StrEnum):
     STEP_FINISHED = "step_finished"
     ORDER = "order"
     NOTE = "note"
+    WAITING = "waiting"  # a step waits for its ``at:``; ``until`` is the instant
     RUN_FINISHED = "run_finished"
 
 
@@ -27,6 +28,7 @@ class EngineEvent:
     message: str = ""
     order: Order | None = None
     outcome: str | None = None
+    until: dt.datetime | None = None  # WAITING: the instant waited for
 
 
 Observer = Callable[[EngineEvent], None]

@@ -222,6 +222,9 @@ class Journal:
         found = self._fast.read(SEL_RUN, {"b_run": run_id})
         return run_from_row(found[0]) if found else None
 
+    def has_run(self, run_id: str) -> bool:
+        return self.get_run(run_id) is not None
+
     def find_runs(self, prefix: str) -> list[RunRecord]:
         with self._read() as c:
             rows = c.execute(sa.select(runs).where(runs.c.run_id.startswith(prefix, autoescape=True)))

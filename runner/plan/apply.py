@@ -151,6 +151,7 @@ async def apply_plan(
         tuning=tuning or Tuning(),
         interrupt=interrupt,
         busy_wait=busy_wait,
+        run_id=plan.run_id,  # the plan's run, never re-derived
     )
     return await execute(
         pb, _guarded(broker, plan), journal, clock, account=plan.account, options=options, observer=observer

@@ -50,8 +50,7 @@ from runner.engine.steps.square_off import (
     scope_since,
     slot_of,
 )
-from runner.ids import client_order_id
-from runner.ids import run_id as make_run_id
+from runner.ids import client_order_id, run_id_in
 from runner.journal.store import Journal
 from runner.journal.tables import Purpose, StepOutcome
 from runner.model import Modification, Order, OrderStatus, OrderType
@@ -470,7 +469,7 @@ async def make_plan(
     db: str | None = None,
 ) -> Plan:
     """Connect, read the state, plan every step. Sends nothing and writes nothing to the journal."""
-    run_id = make_run_id(run_key or pb.name, scheduled_for)
+    run_id = run_id_in(journal.has_run, run_key or pb.name, scheduled_for, ZoneInfo(pb.timezone))
     await broker.connect()
     observed = await observe(broker, journal, run_id)
     planner = Planner(

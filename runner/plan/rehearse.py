@@ -18,7 +18,7 @@ from runner.engine.calls import Tuning
 from runner.engine.core import RunOptions, RunReport, execute
 from runner.engine.events import Observer
 from runner.engine.risk import RiskConfig
-from runner.ids import run_id as make_run_id
+from runner.ids import run_id_in
 from runner.journal.store import Journal
 from runner.playbook.models import Playbook, parse_time
 
@@ -36,8 +36,8 @@ def slot_of(pb: Playbook, date: dt.date) -> dt.datetime:
     return dt.datetime.combine(date, dt.time(0), tzinfo=ZoneInfo(pb.timezone))
 
 
-def rehearsal_run_id(pb: Playbook, date: dt.date) -> str:
-    return make_run_id(run_key(pb), slot_of(pb, date))
+def rehearsal_run_id(pb: Playbook, date: dt.date, journal: Journal) -> str:
+    return run_id_in(journal.has_run, run_key(pb), slot_of(pb, date), ZoneInfo(pb.timezone))
 
 
 def day_start(pb: Playbook, date: dt.date, start: dt.time | None = None) -> dt.datetime:
@@ -67,7 +67,7 @@ async def rehearse(
     engine = engine or make_engine(db_url or "sqlite://")
     journal = Journal(engine=engine)
     begin = day_start(pb, date, start)
-    last = journal.last_activity(rehearsal_run_id(pb, date))
+    last = journal.last_activity(rehearsal_run_id(pb, date, journal))
     clock = VirtualClock(max(begin, last) if last else begin)  # a resumed rehearsal never goes back in time
     broker = create(account, clock=clock, engine=engine, **(broker_context or {}))
     options = RunOptions(

@@ -66,7 +66,7 @@ async def test_fire_runs_at_the_instant_and_is_journaled(pbdir: Path, db_url: st
     await daemon.fire(entry, entry.next_fire)
     [(fire, started)] = ex.calls
     assert started == entry.next_fire  # sleep_until finished the wait
-    assert fire.run_id.startswith("20261123-034500-")
+    assert fire.run_id.startswith("20261123-091500+0530-")  # the local date and time, zone offset
     row = daemon.store.get(fire.fire_id)
     assert row is not None and row.state is FireState.SUCCEEDED and row.claimed_by == "d1"
 

@@ -206,6 +206,7 @@ class Harness:
 
         logs.configure(json=True, stream=io.StringIO(), force=True)
         self.mode = mode
+        self.run_id: str | None = None  # a fixed run id (e.g. one of the legacy scheme); None: derived
         # A planted defect (tests/helpers/crash_mutations.py), applied in each forked child only: the warm-up
         # and timing runs below, in this process, stay unmutated.
         self.mutation: str | None = None
@@ -253,10 +254,12 @@ class Harness:
 
         journal = Journal(engine=self.engine)
         begin = day_start(self.pb, DAY)
-        last = journal.last_activity(rehearsal_run_id(self.pb, DAY))
+        last = journal.last_activity(rehearsal_run_id(self.pb, DAY, journal))
         clock = VirtualClock(max(begin, last + dt.timedelta(seconds=gap)) if last else begin)
         broker = InFlight(create(self.account, clock=clock, engine=self.engine), self.in_flight, die)
-        options = RunOptions(scheduled_for=slot_of(pb, DAY), mode="rehearse", run_key=run_key(pb))
+        options = RunOptions(
+            scheduled_for=slot_of(pb, DAY), mode="rehearse", run_key=run_key(pb), run_id=self.run_id
+        )
         try:
             return await execute(
                 pb, cast("Broker", broker), journal, clock, account=self.account.name, options=options
