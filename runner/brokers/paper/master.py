@@ -364,3 +364,21 @@ class PaperMasterFormat:
 
 
 FORMAT = PaperMasterFormat()
+
+
+def venue_master(broker: str, own: Iterable[MasterRow], *, day: dt.date | None = None) -> InstrumentMaster:
+    """A simulator's default master: its own rows (the ids its tests and the venue's docs name) plus every
+    contract of the generated master it lacks, so the same instruments exist on every simulator. A
+    generated row's token (derived from the contract alone) is its venue id there."""
+    rows = list(own)
+    if day is None:
+        from zoneinfo import ZoneInfo
+
+        day = dt.datetime.now(ZoneInfo("Asia/Kolkata")).date()
+    master = InstrumentMaster(rows, broker=broker)
+    keys = {r.instrument.key for r in rows}
+    tokens = {r.token for r in rows if r.token is not None}
+    for row in generated_master(day):
+        if row.instrument.key not in keys and row.token not in tokens:
+            master.add(row)
+    return master
