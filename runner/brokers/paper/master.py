@@ -376,9 +376,5 @@ def venue_master(broker: str, own: Iterable[MasterRow], *, day: dt.date | None =
 
         day = dt.datetime.now(ZoneInfo("Asia/Kolkata")).date()
     master = InstrumentMaster(rows, broker=broker)
-    keys = {r.instrument.key for r in rows}
-    tokens = {r.token for r in rows if r.token is not None}
-    for row in generated_master(day):
-        if row.instrument.key not in keys and row.token not in tokens:
-            master.add(row)
+    master.fill_from(generated_master(day))
     return master

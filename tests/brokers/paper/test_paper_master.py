@@ -189,3 +189,16 @@ def test_every_shipped_example_instrument_exists_on_paper_and_every_simulator(da
         # where a playbook states a lot size, the generated master agrees with it
         got = masters["paper"].resolve(spec.to_instrument()).instrument
         assert spec.lot_size in (None, got.lot_size), spec
+
+
+def test_a_simulators_own_rows_win_over_generated_ones():
+    from runner.brokers.kotak_neo.sim import default_master as kotak_master
+
+    with time_machine.travel(dt.datetime(2026, 12, 1, 10, tzinfo=IST), tick=False):
+        m = kotak_master()
+    assert m.resolve(Instrument("NSE", "RELIANCE")).token == "2885"  # Kotak's own token, as before
+    assert m.by_token("2885").instrument.symbol == "RELIANCE"
+    hdfc = m.resolve(Instrument("NSE", "HDFCBANK"))  # generated: missing before
+    assert m.by_token(hdfc.token or "").instrument.symbol == "HDFCBANK"
+    assert dt.date(2026, 12, 8) in m.expiries("NFO", "NIFTY")
+    assert Decimal(24550) in m.strikes("NFO", "NIFTY", dt.date(2026, 12, 29))
