@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -56,6 +57,18 @@ def row_from_mapping(rec: dict[str, str]) -> MasterRow:
     return MasterRow(inst, _opt(rec.get("token")), _opt(rec.get("trading_symbol")), extra)
 
 
+def rows_from_csv(content: bytes | str, name: str = "<master>", *,
+                  error: type[ValueError] = ValueError) -> Iterator[MasterRow]:
+    """The rows of a generic master CSV; ``error`` (naming ``name`` and the line) on a bad row."""
+    text = content.decode("utf-8-sig") if isinstance(content, bytes) else content
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    for rec in reader:
+        try:
+            yield row_from_mapping(rec)
+        except (KeyError, AttributeError, ValueError, ArithmeticError) as exc:
+            raise error(f"{name}: line {reader.line_num}: {exc!r}") from None
+
+
 class InstrumentMaster:
     def __init__(self, rows: Iterable[MasterRow] = (), *, broker: str | None = None) -> None:
         self.broker = broker
@@ -80,6 +93,23 @@ class InstrumentMaster:
             strikes = self._chains.setdefault((inst.exchange, inst.symbol), {}).setdefault(inst.expiry, set())
             if inst.strike is not None:
                 strikes.add(inst.strike)
+
+    def fill_from(self, other: InstrumentMaster) -> None:
+        """Add every row of ``other`` whose instrument and token this master lacks (its own rows win).
+        Bulk: keys are taken from ``other``'s index, not recomputed per row."""
+        len(other)  # a lazily built master (the paper one) completes itself here
+        for key, row in other._by_key.items():
+            if key in self._by_key or (row.token is not None and row.token in self._by_token):
+                continue
+            self._by_key[key] = row
+            if row.token is not None:
+                self._by_token[row.token] = row
+            inst = row.instrument
+            if inst.expiry is not None:
+                chain = self._chains.setdefault((inst.exchange, inst.symbol), {})
+                strikes = chain.setdefault(inst.expiry, set())
+                if inst.strike is not None:
+                    strikes.add(inst.strike)
 
     def __len__(self) -> int:
         return len(self._by_key)

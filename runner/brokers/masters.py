@@ -49,6 +49,7 @@ FORMATS: dict[str, str] = {
     "alphapoint": "runner.brokers.alphapoint.master:FORMAT",
     "kotak_neo": "runner.brokers.kotak_neo.master:FORMAT",
     "odin": "runner.brokers.odin.master:FORMAT",
+    "paper": "runner.brokers.paper.master:FORMAT",
 }
 
 
