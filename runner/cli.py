@@ -58,6 +58,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "resume": ("lift a halt", "runner.commands.resume"),
     "sim": ("start a loopback broker simulator", "runner.commands.sim"),
     "db": ("journal schema: show its revision, upgrade it", "runner.commands.db"),
+    "instruments": ("sync and search the brokers' instrument masters", "runner.commands.instruments"),
 }
 
 EPILOG = """exit codes: 0 ok, 1 invalid input, 2 usage error, 3 step failed, 4 refused,
