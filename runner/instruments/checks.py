@@ -52,7 +52,7 @@ def check_rows(total: int, per_file: Mapping[str, int]) -> list[Anomaly]:
 
 
 def check_collapse(total: int, last_good: int | None, ratio: float = COLLAPSE_RATIO) -> list[Anomaly]:
-    if not last_good or total >= last_good * ratio:
+    if not last_good or total == 0 or total >= last_good * ratio:  # zero rows: check_rows says it
         return []
     return [
         Anomaly(

@@ -45,7 +45,7 @@ class GenericCsvFormat:
                     f"{f.name}: no column {', '.join(missing)} (header {reader.fieldnames})"
                 )
             for n, rec in enumerate(reader, start=2):
-                if None in rec or any(rec.get(c) is None for c in REQUIRED):
+                if None in rec or any(v is None for v in rec.values()):  # short or long row
                     raise MasterFormatError(f"{f.name}: line {n}: wrong number of fields (truncated?)")
                 try:
                     yield row_from_mapping(rec)
