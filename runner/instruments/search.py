@@ -8,7 +8,9 @@ exact value of any row falls back to a substring match on symbols and trading sy
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import itertools
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
@@ -52,18 +54,31 @@ def _order(row: MasterRow) -> tuple[str, dt.date, str, Decimal, str]:
 class SearchIndex:
     def __init__(self, master: InstrumentMaster) -> None:
         self.rows: list[MasterRow] = list(master)
-        self._postings: dict[str, list[int]] = {}
-        self._names: list[str] = []  # "SYMBOL TRADINGSYMBOL" per row, for the substring fallback
+        self._postings: dict[str, set[int]] = {}
+        names: list[str] = []  # "SYMBOL TRADINGSYMBOL" per row, for the substring fallback
         for n, row in enumerate(self.rows):
             for t in row_terms(row):
-                self._postings.setdefault(t, []).append(n)
-            self._names.append(f"{row.instrument.symbol} {row.trading_symbol or ''}".upper())
+                self._postings.setdefault(t, set()).add(n)
+            names.append(f"{row.instrument.symbol} {row.trading_symbol or ''}".upper())
+        # One string of every name: a substring is found by str.find (C speed), its row by bisection.
+        self._blob = "\n".join(names)
+        self._starts = list(itertools.accumulate((len(x) + 1 for x in names[:-1]), initial=0))
 
-    def _matches(self, term: str) -> set[int] | list[int]:
+    def _matches(self, term: str) -> set[int]:
         hit = self._postings.get(term)
         if hit is not None:
             return hit
-        return {n for n, name in enumerate(self._names) if term in name}
+        found: set[int] = set()
+        if "\n" in term:
+            return found
+        pos = self._blob.find(term)
+        while pos >= 0:
+            n = bisect.bisect_right(self._starts, pos) - 1
+            found.add(n)
+            # next row: no second hit in this one is needed
+            nxt = self._starts[n + 1] if n + 1 < len(self._starts) else len(self._blob)
+            pos = self._blob.find(term, nxt)
+        return found
 
     def search(
         self, terms: Sequence[str], *, expiry: dt.date | None = None, limit: int | None = 50
@@ -79,7 +94,7 @@ class SearchIndex:
             for p in postings[1:]:
                 if not found:
                     break
-                found.intersection_update(p)
+                found &= p  # set & set walks the smaller one
         rows = sorted((self.rows[n] for n in found), key=_order)
         return rows if limit is None else rows[:limit]
 

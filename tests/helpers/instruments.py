@@ -19,7 +19,11 @@ def expiry() -> dt.date:
 
 def master_csv(strikes: range = range(23000, 26000, 100), lot: int = 75) -> bytes:
     e = expiry()
-    lines = [HEADER, "NSE,RELIANCE,,,,1,0.05,,2885,RELIANCE-EQ\n", f"NFO,NIFTY,{e},,,{lot},0.1,1800,35001,NIFTYFUT\n"]
+    lines = [
+        HEADER,
+        "NSE,RELIANCE,,,,1,0.05,,2885,RELIANCE-EQ\n",
+        f"NFO,NIFTY,{e},,,{lot},0.1,1800,35001,NIFTYFUT\n",
+    ]
     token = 40000
     for strike in strikes:
         for opt in ("CE", "PE"):
@@ -66,4 +70,3 @@ def account(server: MasterServer, name: str = "desk", path: str = "/nse_fo.csv",
     return Account.model_validate(
         {"name": name, "broker": "kotak_neo", "endpoints": {"master_csv": server.url + path}, **kw}
     )
-

@@ -33,7 +33,16 @@ def test_sync_good_then_quarantined_exit_codes_and_json(
     acc = accounts_file(tmp_path, server)
     code, out, err = cli(capsys, "instruments", "sync", "--accounts", acc, "--db", db_url)
     assert code == 0, err
-    assert out.splitlines()[0].split() == ["ACCOUNT", "BROKER", "DAY", "ROWS", "SHA256", "STATUS", "AGE", "REASONS"]
+    assert out.splitlines()[0].split() == [
+        "ACCOUNT",
+        "BROKER",
+        "DAY",
+        "ROWS",
+        "SHA256",
+        "STATUS",
+        "AGE",
+        "REASONS",
+    ]
     assert "desk" in out and "good" in out and "62" in out
     server.files["/nse_fo.csv"] = HEADER.encode()
     code, out, err = cli(capsys, "instruments", "sync", "desk", "--accounts", acc, "--db", db_url, "--json")
@@ -70,14 +79,42 @@ def test_search_table_and_json(
     server: MasterServer, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     acc = accounts_file(tmp_path, server)
-    code, out, err = cli(capsys, "instruments", "search", "nifty", "24500", "ce", "--account", "desk",
-                         "--accounts", acc, "--db", db_url)
+    code, out, err = cli(
+        capsys,
+        "instruments",
+        "search",
+        "nifty",
+        "24500",
+        "ce",
+        "--account",
+        "desk",
+        "--accounts",
+        acc,
+        "--db",
+        db_url,
+    )
     assert code == 0, err  # never synced: synced now
     lines = out.splitlines()
     assert lines[0].split() == ["INSTRUMENT", "TOKEN", "TRADING", "SYMBOL", "LOT", "TICK", "FREEZE", "EXPIRY"]
     assert len(lines) == 2 and f"NFO NIFTY {expiry()} 24500 CE" in lines[1] and "75" in lines[1]
-    code, out, _ = cli(capsys, "instruments", "search", "NIFTY", "PE", "--account", "desk", "--accounts", acc,
-                       "--db", db_url, "--limit", "3", "--json", "--expiry", expiry().isoformat())
+    code, out, _ = cli(
+        capsys,
+        "instruments",
+        "search",
+        "NIFTY",
+        "PE",
+        "--account",
+        "desk",
+        "--accounts",
+        acc,
+        "--db",
+        db_url,
+        "--limit",
+        "3",
+        "--json",
+        "--expiry",
+        expiry().isoformat(),
+    )
     rows = json.loads(out)
     assert code == 0 and [r["strike"] for r in rows] == ["23000", "23100", "23200"]
     assert rows[0]["tick_size"] == "0.05" and rows[0]["token"] and rows[0]["trading_symbol"].endswith("PE")

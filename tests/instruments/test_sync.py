@@ -43,7 +43,9 @@ def test_good_download_is_snapshotted_content_addressed(server: MasterServer, db
     assert (d / "nse_fo.csv").read_bytes() == server.files["/nse_fo.csv"]  # the download as received
     master = load_snapshot(snap)
     assert len(master) == 62
-    assert master.by_token("2885").instrument == Instrument("NSE", "RELIANCE", lot_size=1, tick_size=snap_tick())
+    assert master.by_token("2885").instrument == Instrument(
+        "NSE", "RELIANCE", lot_size=1, tick_size=snap_tick()
+    )
     assert res.in_force == snap
 
 
@@ -107,7 +109,10 @@ def test_renamed_file_is_quarantined(server: MasterServer, db_url: str) -> None:
     server.files["/nse_fo-v1.csv"] = server.files.pop("/nse_fo.csv")
     bad = sync(server, db_url, acct=account(server, path="/nse_fo-v1.csv"))
     assert [a.reason for a in bad.anomalies] == [Reason.FILE_MISSING]
-    assert "nse_fo.csv of the last good snapshot is missing (renamed to nse_fo-v1.csv?)" in bad.anomalies[0].message
+    assert (
+        "nse_fo.csv of the last good snapshot is missing (renamed to nse_fo-v1.csv?)"
+        in bad.anomalies[0].message
+    )
 
 
 def test_every_expiry_past_is_quarantined(server: MasterServer, db_url: str) -> None:
