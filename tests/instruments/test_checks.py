@@ -77,7 +77,8 @@ def test_playbook_instruments() -> None:
 def test_instruments_named_by_playbooks(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(
         "version: 1\nname: a\naccount: paper\ntimezone: Asia/Kolkata\n"
-        "instruments:\n  ce: {exchange: NFO, symbol: NIFTY, expiry: 2027-01-26, strike: 24500, option_type: CE}\n"
+        "instruments:\n"
+        "  ce: {exchange: NFO, symbol: NIFTY, expiry: 2027-01-26, strike: 24500, option_type: CE}\n"
         "steps:\n"
         "  - {kind: place, id: a, instrument: ce, side: BUY, quantity: 75, type: LIMIT, price: 100}\n"
         "  - {kind: place, id: b, instrument: {exchange: NSE, symbol: RELIANCE}, side: BUY, quantity: 1,"
