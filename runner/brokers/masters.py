@@ -44,7 +44,10 @@ class MasterFormatError(ValueError):
 
 
 # broker kind -> "module:attribute" of its MasterFormat; lazy so `runner --help` stays fast.
-FORMATS: dict[str, str] = {}
+FORMATS: dict[str, str] = {
+    "kotak_neo": "runner.brokers.kotak_neo.master:FORMAT",
+    "odin": "runner.brokers.odin.master:FORMAT",
+}
 
 
 def master_format(broker: str) -> MasterFormat | None:

@@ -44,6 +44,7 @@ from runner.brokers.kotak_neo.sim_book import (
     _totp_ok,
     envelope,
 )
+from runner.brokers.kotak_neo.sim_master import add_master_routes
 from runner.brokers.kotak_neo.sim_quotes import SimQuotes
 from runner.brokers.kotak_neo.wire import (
     CODE_ALREADY_COMPLETE,
@@ -142,6 +143,7 @@ class KotakNeoSim(SimBook, SimQuotes):
         r.add_get(PATH_POSITIONS_LEGACY, self._positions)
         r.add_get(PATH_QUOTES + "/{symbols}/{quote_type}", self._quotes)
         r.add_get(PATH_QUOTES + "/{symbols}", self._quotes)  # docs: the filter is optional (all)
+        add_master_routes(self)  # the scrip master: file-paths + per-segment CSVs (sim_master.py)
         self._runner: web.AppRunner | None = None
         self.port = 0
 

@@ -59,6 +59,7 @@ from runner.brokers.odin.sim_book import (
     stamp,
 )
 from runner.brokers.odin.sim_feed import SimFeed
+from runner.brokers.odin.sim_master import add_master_routes
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import path_from_options
 from runner.clock import Clock, SystemClock
@@ -154,6 +155,7 @@ class OdinSim(SimFeed):
         # The market feed: a WebSocket at the root, as the official client connects (``ws://host:port``);
         # the real feed is a separate host, so the adapter takes its URL from ``endpoints.feed``.
         r.add_get("/", self._feed)
+        add_master_routes(self)  # /scripfiles/v2/{EXCHANGE}.json (sim_master.py)
 
     def now(self) -> dt.datetime:
         return self.clock.now()
@@ -556,7 +558,8 @@ class OdinSim(SimFeed):
             values["second_auth"] = user.second_auth
         env = {f"{prefix}_{key.upper()}": value for key, value in values.items()}
         creds = {key: {"env": f"{prefix}_{key.upper()}"} for key in values}
-        endpoints = {"base_url": self.url, "feed": self.url.replace("http://", "ws://", 1) + "/"}
+        endpoints = {"base_url": self.url, "feed": self.url.replace("http://", "ws://", 1) + "/",
+                     "scrip_master": f"{self.url}/scripfiles"}
         body: dict[str, Any] = {"name": name, "broker": "odin", "endpoints": endpoints,
                                 "credentials": creds, **fields}
         return Account.model_validate(body), env
