@@ -47,6 +47,8 @@ class MasterFormatError(ValueError):
 FORMATS: dict[str, str] = {
     "kotak_neo": "runner.brokers.kotak_neo.master:FORMAT",
     "odin": "runner.brokers.odin.master:FORMAT",
+    "blitz": "runner.brokers.blitz.master:FORMAT",
+    "alphapoint": "runner.brokers.alphapoint.master:FORMAT",
 }
 
 

@@ -29,8 +29,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from runner.brokers.alphapoint.sim_exchange import OK, ApiError, SimExchange, SimUser, _err, _int
+from runner.brokers.alphapoint.sim_instruments import CALLS as INSTRUMENT_CALLS
+from runner.brokers.alphapoint.sim_instruments import reply as instruments_reply
 from runner.brokers.alphapoint.wire import (
     ERR_NOT_AUTHORIZED,
+    ERR_NOT_FOUND,
     ERR_NOT_SUPPORTED,
     ERR_OPERATION_FAILED,
     ERR_SERVER_ERROR,
@@ -63,7 +66,7 @@ OPERATIONS = {
     "GetLevel1": "quotes",
 }
 # Callable without a session: GetLevel1's permissions are "Trading, Public" (APEX GetLevel1 docs).
-PUBLIC = frozenset({"GetLevel1"})
+PUBLIC = frozenset({"GetLevel1", *INSTRUMENT_CALLS})  # GetInstruments/GetInstrument: Public too
 
 
 @dataclass
@@ -113,7 +116,7 @@ class AlphaPointSim:
         # APEX does not promise an order's events before the reply: True sends them one request later.
         self.events_after_reply = events_after_reply
         # GetLevel1 is "Trading, Public" in the docs; False makes it need a live session (venues differ).
-        self.public = PUBLIC if public_level1 else frozenset[str]()
+        self.public = PUBLIC if public_level1 else INSTRUMENT_CALLS
         self.received: list[tuple[str, dict[str, Any]]] = []  # (function, raw payload) as the client sent it
         self.raw_frames: list[dict[str, Any]] = []
         self.counts: dict[str, int] = {}
@@ -316,6 +319,11 @@ class AlphaPointSim:
         if name == "GetLevel1":
             oms = _int(b, "OMSId", default=1) or (session.user.oms_id if session.user else 1)
             return ex.level1(oms, b)
+        if name in INSTRUMENT_CALLS:
+            found = instruments_reply(name, self.master, b, self.clock())
+            if found is None:
+                raise ApiError(ERR_NOT_FOUND, "Resource Not Found", "Instrument not found")
+            return found
         account, oms, user = self._account(session, b)
         if name == "SendOrder":
             return ex.send_order(account, oms, user, b)

@@ -19,12 +19,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from runner.brokers.base import Capability, Quote, read_positions
+from runner.brokers.blitz.marketdata import MD_SUFFIX, QUOTE_BATCH, QUOTE_PATH, quote_body, quotes_from_reply
 from runner.brokers.blitz.wire import (
     BROKER,
     EXCHANGE_OF_SEGMENT,
-    MD_SUFFIX,
-    QUOTE_BATCH,
-    QUOTE_PATH,
     SDK_PATHS,
     SEED_PATHS,
     STATUS_TABLE,
@@ -43,8 +41,6 @@ from runner.brokers.blitz.wire import (
     order_from_row,
     place_body,
     position_from_row,
-    quote_body,
-    quotes_from_reply,
     ref_from_row,
     rows_of,
     unwrap,

@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from runner.brokers.blitz.sim_master import INSTRUMENTS_PATH, instruments_dump, is_instruments_path
 from runner.brokers.blitz.sim_oms import ApiError, Session, SimOms, SimOrder
 from runner.brokers.blitz.wire import (
     EXCHANGE_OF_SEGMENT,
@@ -214,6 +215,8 @@ class BlitzSim(SimOms):
         low = p.lower()
         if low.endswith("/api/app_login"):
             return "login", None
+        if method == "GET" and is_instruments_path(low):
+            return "instruments", None  # the SDK's InstrumentManager; public (it sends no token)
         for prefix in (API_PREFIX, MD_PREFIX, "/v1/api", "/api", ""):
             if low.startswith(prefix.lower() + "/") or (prefix and low == prefix.lower()):
                 rest = p[len(prefix) :]
@@ -273,6 +276,8 @@ class BlitzSim(SimOms):
                 raise ApiError(404, f"no route {request.method} {request.path}", "GeneralException")
             if op == "login":
                 return await self.login(request)
+            if op == "instruments":
+                return web.Response(body=instruments_dump(self.master), content_type="application/gzip")
             self._authorize(request)
             response = self._dispatch(op, ident, body, request)
         except ApiError as exc:
@@ -370,8 +375,10 @@ class Running:
                 "positions": self.api_url + "/positions",
                 "trades": self.api_url + "/trades",
                 "md_api": self.md_api_url,
+                "instruments": self.url + INSTRUMENTS_PATH,
             }
-        return {"auth": self.auth_url, "api": self.api_url, "md_api": self.md_api_url}
+        return {"auth": self.auth_url, "api": self.api_url, "md_api": self.md_api_url,
+                "instruments": self.url + INSTRUMENTS_PATH}
 
 
 @contextlib.asynccontextmanager

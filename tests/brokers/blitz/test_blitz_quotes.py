@@ -30,8 +30,8 @@ from helpers.blitz import (
 
 from runner.brokers.base import MarketData, Quote
 from runner.brokers.blitz.client import create
+from runner.brokers.blitz.marketdata import quote_body, quote_time, quotes_from_reply
 from runner.brokers.blitz.sim import Running, start
-from runner.brokers.blitz.wire import quote_body, quote_time, quotes_from_reply
 from runner.brokers.faults import FaultPlan
 from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.ratelimit import RateLimiter
@@ -175,7 +175,9 @@ async def test_batches_unknown_instruments_and_the_read_limiter(sim: Running) ->
 
 
 async def test_429_on_a_quote_penalizes_reads_and_expiry_logs_in_again(clock: VirtualClock) -> None:
-    async with start(FaultPlan.parse("429=1,only=quote"), clock=clock, options=SIM_OPTIONS) as sim:
+    # Retry-After long enough that a slow machine cannot outlive the penalty before the assertion.
+    slow = {**SIM_OPTIONS, "retry_after": "60"}
+    async with start(FaultPlan.parse("429=1,only=quote"), clock=clock, options=slow) as sim:
         b = broker(sim)
         with pytest.raises(RateLimited):
             await b.quotes([TCS])
