@@ -49,6 +49,7 @@ FORMATS: dict[str, str] = {
     "odin": "runner.brokers.odin.master:FORMAT",
     "blitz": "runner.brokers.blitz.master:FORMAT",
     "alphapoint": "runner.brokers.alphapoint.master:FORMAT",
+    "paper": "runner.brokers.paper.master:FORMAT",
 }
 
 
