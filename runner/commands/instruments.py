@@ -41,7 +41,9 @@ STATUS_COLOR = {"good": "green", "quarantined": "red", "error": "red"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub = parser.add_subparsers(
+        dest="action", metavar="ACTION", required=True, help="sync (download and check) or search"
+    )
     sync = sub.add_parser(
         "sync",
         help="download, check and snapshot masters (exit 0 good, 4 quarantined, 5 download failed)",

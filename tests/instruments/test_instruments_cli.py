@@ -60,7 +60,8 @@ def test_sync_download_failure_is_exit_5(
     acc = accounts_file(tmp_path, server, path="/missing.csv")
     code, out, err = cli(capsys, "instruments", "sync", "--accounts", acc, "--db", db_url, "--json")
     assert code == 5
-    assert json.loads(out)[0]["status"] == "error" and "download failed" in err
+    by_account = {r["account"]: r for r in json.loads(out)}
+    assert by_account["desk"]["status"] == "error" and "download failed" in err
 
 
 def test_sync_unknown_account_is_usage(
