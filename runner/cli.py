@@ -60,6 +60,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("journal schema: show its revision, upgrade it", "runner.commands.db"),
     "alerts": ("alerts: send a test message to every target", "runner.commands.alerts"),
     "check": ("go/no-go before the open: login, master, instruments, rate budget", "runner.commands.check"),
+    "instruments": ("sync and search the brokers' instrument masters", "runner.commands.instruments"),
 }
 
 EPILOG = """exit codes: 0 ok, 1 invalid input, 2 usage error, 3 step failed, 4 refused,

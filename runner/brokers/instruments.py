@@ -84,8 +84,9 @@ class InstrumentMaster:
         with open(path, newline="") as fh:
             return cls((row_from_mapping(r) for r in csv.DictReader(fh)), broker=broker)
 
-    def add(self, row: MasterRow) -> None:
-        self._by_key[row.instrument.key] = row
+    def add(self, row: MasterRow, key: str | None = None) -> None:
+        """``key``: ``row.instrument.key`` when the caller already has it (a snapshot's cache stores it)."""
+        self._by_key[key or row.instrument.key] = row
         if row.token is not None:
             self._by_token[row.token] = row
         inst = row.instrument

@@ -45,6 +45,7 @@ from runner.engine.steps.dispatch import EXIT_KINDS, HANDLERS
 from runner.errors import BrokerError
 from runner.ids import run_id as make_run_id
 from runner.ids import run_id_in
+from runner.instruments.load import resolved_sha
 from runner.journal.errors import DuplicateIntent, JournalError
 from runner.journal.records import RunRecord, StepRecord
 from runner.journal.store import Journal
@@ -341,6 +342,7 @@ class Engine:
             now=self.clock.now(),
             owner=self.owner,
             timezone=self.pb.timezone,
+            master_sha=resolved_sha(self.account),
         )
         self._started(record)
         return record

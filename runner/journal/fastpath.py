@@ -85,6 +85,7 @@ INS_RUN = insert(
     "status",
     "owner",
     "timezone",
+    "master_sha",
 )
 OWNER_SEEN = sa.func.coalesce(runs.c.owner, sa.literal_column("''")) == sa.bindparam("b_seen")
 # Reopening is a compare-and-set on the owner seen (``b_seen``, "" for none; tokens are never empty):

@@ -121,6 +121,7 @@ class Journal:
         now: dt.datetime,
         owner: str | None = None,
         timezone: str | None = None,
+        master_sha: str | None = None,
     ) -> RunRecord:
         """Create the run, or reopen it (``resumed=True``) when this run id was started before, owned by
         ``owner`` (a runner.liveness token). Raises :class:`RunBusy` when the run is RUNNING under
@@ -150,6 +151,7 @@ class Journal:
                             "status": RunStatus.RUNNING.value,
                             "owner": owner,
                             "timezone": timezone,
+                            "master_sha": master_sha,  # the instrument-master snapshot resolved against
                         },
                     )
                 except self._fast.integrity_error:

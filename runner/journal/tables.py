@@ -97,6 +97,7 @@ runs = sa.Table(
     # NULL on runs journaled before runs had owners
     sa.Column("owner", sa.String(200)),
     sa.Column("timezone", sa.String(64)),  # the playbook's IANA zone, for showing its times; NULL: UTC
+    sa.Column("master_sha", sa.String(64)),  # the instrument-master snapshot resolved against (issue 13)
 )
 
 steps = sa.Table(

@@ -649,6 +649,10 @@ class AlphaPointBroker:
             pending = refused
         return out
 
+    async def instrument_master(self) -> InstrumentMaster:
+        """InstrumentSource: the master this adapter resolves against (runner.instruments.load)."""
+        return self.master
+
     async def ltp(self, instrument: Instrument) -> Decimal | None:
         """The QuoteSource the gateway uses: the last traded price from :meth:`quotes` (None if none)."""
         quote = (await self.quotes([instrument])).get(instrument.key)
@@ -656,4 +660,8 @@ class AlphaPointBroker:
 
 
 def create(account: Account, **context: Any) -> AlphaPointBroker:
+    from runner.instruments.load import master_for
+
+    if context.get("master") is None:
+        context["master"] = master_for(account, db_url=context.get("db_url"))
     return AlphaPointBroker(account, **context)

@@ -508,6 +508,10 @@ class BlitzBroker:
             out.update(quotes_from_reply(data, {i: wanted[i] for i in batch}, received))
         return out
 
+    async def instrument_master(self) -> InstrumentMaster:
+        """InstrumentSource: the master this adapter resolves against (runner.instruments.load)."""
+        return self.master
+
     async def ltp(self, instrument: Instrument) -> Decimal | None:
         """The QuoteSource the gateway uses: the quote's LTP, None when Blitz has none."""
         quote = (await self.quotes([instrument])).get(instrument.key)
@@ -517,9 +521,9 @@ class BlitzBroker:
 def create(account: Account, **context: Any) -> BlitzBroker:
     master = context.get("master")
     if master is None:
-        if not account.instruments:
-            raise LookupError(f"account {account.name!r} (blitz) needs an instruments master file")
-        master = load_master(account.instruments)
+        from runner.instruments.load import master_for
+
+        master = master_for(account, db_url=context.get("db_url"), load_file=load_master)
     return BlitzBroker(
         account,
         master=master,

@@ -413,6 +413,10 @@ class KotakNeo:
                                         traded_at=parsed.at)
         return out
 
+    async def instrument_master(self) -> InstrumentMaster:
+        """InstrumentSource: the master this adapter resolves against (runner.instruments.load)."""
+        return self.master
+
     async def ltp(self, instrument: Instrument) -> Decimal | None:
         quote = (await self.quotes([instrument])).get(instrument.key)
         return quote.ltp if quote is not None else None
@@ -552,9 +556,12 @@ class KotakNeo:
 
 
 def create(account: Account, **context: Any) -> KotakNeo:
+    from runner.instruments.load import master_for
+
+    master = context.get("master")
     return KotakNeo(
         account,
-        master=context.get("master"),
+        master=master if master is not None else master_for(account, db_url=context.get("db_url")),
         clock=context.get("clock"),
         limiter=context.get("limiter"),
         transport=context.get("transport"),

@@ -545,6 +545,10 @@ class OdinBroker:
                                    traded_at=tick.at)
         return out
 
+    async def instrument_master(self) -> InstrumentMaster:
+        """InstrumentSource: the master this adapter resolves against (runner.instruments.load)."""
+        return self.master
+
     async def ltp(self, instrument: Instrument) -> Decimal | None:
         quote = (await self.quotes([instrument])).get(instrument.key)
         return quote.ltp if quote is not None else None
@@ -658,9 +662,7 @@ def create(account: Account, **context: Any) -> OdinBroker:
     """Factory used by the broker registry. ``context`` may carry ``master`` (an InstrumentMaster)."""
     master = context.get("master")
     if master is None:
-        from runner.brokers.instruments import InstrumentMaster
+        from runner.instruments.load import master_for
 
-        if not account.instruments:
-            raise ValueError(f"account {account.name!r}: an instrument master (instruments:) is required")
-        master = InstrumentMaster.load(account.instruments, broker=BROKER)
+        master = master_for(account, db_url=context.get("db_url"))
     return OdinBroker(account, master=master, transport=context.get("transport"), clock=context.get("clock"))

@@ -41,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 CHAIN: dict[str, str] = {
     "0001": "0001",  # release 0.1.0 (commit 7dd22df)
     "0002": "0001",  # issue 11: processes, schema_compat (additive)
+    "0003": "0001",  # issue 13: master_snapshots, runs.master_sha (additive)
     "0005": "0001",  # issue 14: alert_outbox (additive)
 }
 HEAD = next(reversed(CHAIN))
@@ -57,6 +58,7 @@ METADATA_MODULES = (
     "runner.liveness",
     "runner.engine.leases",
     "runner.journal.migrations",
+    "runner.instruments.index",
     "runner.alerts.outbox",
 )
 
