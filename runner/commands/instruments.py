@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_db_argument(sync)
     add_json_argument(sync)
+    from runner.alerts.setup import add_alerts_argument
+
+    add_alerts_argument(sync)  # a quarantined master is alerted (meant for a cron job before the open)
     search = sub.add_parser(
         "search",
         help="find instruments in an account's master",
@@ -174,7 +177,10 @@ def _sync(args: argparse.Namespace) -> int:
             except SyncError as exc:
                 results.append((account, None, str(exc)))
 
-    asyncio.run(go())
+    from runner.alerts.setup import alerts_for
+
+    with alerts_for(args.alerts, engine):  # quarantines publish an alert; flushed before exit
+        asyncio.run(go())
     for account, res, err in results:
         if err is not None:
             print(f"runner instruments sync: {err}", file=sys.stderr)

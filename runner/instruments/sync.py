@@ -52,7 +52,9 @@ def trading_day(account: Account, now: dt.datetime) -> dt.date:
 
 
 def alert_quarantine(result: SyncResult) -> None:
-    """The hook for alerts (delivered by runner's alerting once it exists): today, one ERROR log line."""
+    """One ERROR log line and a MASTER_QUARANTINED alert (sent where an alerts file is configured)."""
+    from runner.alerts.publish import publish_master_quarantined
+
     reasons = "; ".join(a.message for a in result.anomalies) or "see the snapshot's reasons"
     kept = result.in_force.sha256[:12] if result.in_force else "none: no good snapshot yet"
     log.error(
@@ -62,6 +64,7 @@ def alert_quarantine(result: SyncResult) -> None:
         reasons,
         kept,
     )
+    publish_master_quarantined(result.account, result.snapshot.sha256[:12], f"{reasons}; in force: {kept}")
 
 
 def _parse(

@@ -10,12 +10,18 @@ from helpers.instruments import HEADER, MasterServer, expiry
 
 from runner.cli import main
 
+# A complete Kotak entry (validation wants every required credential named; none is read by a sync
+# from `master_csv`).
+KOTAK_KEYS = ("consumer_key", "mobile_number", "ucc", "totp_secret", "mpin")
+CREDS = ", ".join(f"{k}: {{env: K_{k.upper()}}}" for k in KOTAK_KEYS)
+
 
 def accounts_file(tmp_path: Path, server: MasterServer, path: str = "/nse_fo.csv") -> str:
     f = tmp_path / "accounts.yaml"
     f.write_text(
         "version: 1\naccounts:\n"
         f"  desk:\n    broker: kotak_neo\n    endpoints: {{master_csv: '{server.url}{path}'}}\n"
+        f"    credentials: {{{CREDS}}}\n"
         "  other:\n    broker: paper\n"
     )
     return str(f)
@@ -52,6 +58,28 @@ def test_sync_good_then_quarantined_exit_codes_and_json(
     assert [r["reason"] for r in row["reasons"]] == ["no_rows"]
     assert row["in_force"]["status"] == "good" and row["in_force"]["rows"] == 62
     assert "master QUARANTINED" in err and "stays in force" in err
+
+
+def test_a_quarantined_master_is_alerted(
+    server: MasterServer, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from helpers.alerts_capture import Capture
+
+    capture = Capture()
+    try:
+        alerts = tmp_path / "alerts.yaml"
+        alerts.write_text(f"version: 1\ntargets:\n  desk: {capture.url}\n")
+        acc = accounts_file(tmp_path, server)
+        assert cli(capsys, "instruments", "sync", "desk", "--accounts", acc, "--db", db_url)[0] == 0
+        assert capture.posts == []  # a good master says nothing
+        server.files["/nse_fo.csv"] = HEADER.encode()
+        code, _, _ = cli(capsys, "instruments", "sync", "desk", "--accounts", acc, "--db", db_url,
+                         "--alerts", str(alerts))
+        assert code == 4
+        (post,) = capture.posts
+        assert "quarantined" in post["message"] and "desk" in post["message"], post
+    finally:
+        capture.close()
 
 
 def test_sync_download_failure_is_exit_5(
