@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
+from typing import Any
 
 from runner.commands.arguments import add_db_argument, add_json_argument
 from runner.commands.results import print_json
@@ -25,43 +27,80 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from runner.journal.fires import FireStore
     from runner.journal.store import Journal
 
-    runs = Journal(args.db).list_runs(limit=args.limit, playbook=args.playbook)
-    if args.json:
-        print_json(
-            [
-                {
-                    "run_id": r.run_id,
-                    "playbook": r.playbook,
-                    "account": r.account,
-                    "mode": r.mode,
-                    "scheduled_for": r.scheduled_for.isoformat(),
-                    "started_at": r.started_at.isoformat(),
-                    "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-                    "starts": r.starts,
-                    "status": r.status.value,
-                    "message": r.message,
-                }
-                for r in runs
-            ]
+    journal = Journal(args.db)
+    runs = journal.list_runs(limit=args.limit, playbook=args.playbook)
+    # Daemon fires that never became a run (a closed day, halted, missed): shown among the runs, newest
+    # first, so a skip is not only a line on the daemon's stderr.
+    skipped = FireStore(journal.engine, owner="history").not_run(args.playbook, args.limit)
+    items: list[tuple[dt.datetime, dict[str, Any]]] = [
+        (
+            r.started_at,
+            {
+                "kind": "run",
+                "run_id": r.run_id,
+                "playbook": r.playbook,
+                "account": r.account,
+                "mode": r.mode,
+                "scheduled_for": r.scheduled_for.isoformat(),
+                "started_at": r.started_at.isoformat(),
+                "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                "starts": r.starts,
+                "status": r.status.value,
+                "message": r.message,
+            },
         )
+        for r in runs
+    ]
+    items += [
+        (
+            f.scheduled_for,
+            {
+                "kind": "fire",
+                "run_id": f.run_id,
+                "playbook": f.playbook,
+                "account": None,
+                "mode": "serve",
+                "scheduled_for": f.scheduled_for.isoformat(),
+                "started_at": None,
+                "finished_at": f.updated_at.isoformat(),
+                "starts": 0,
+                "status": f.state.value,
+                "message": f.outcome,
+            },
+        )
+        for f in skipped
+    ]
+    items.sort(key=lambda i: i[0], reverse=True)
+    rows_out = [d for _, d in items[: args.limit]]
+    if args.json:
+        print_json(rows_out)
         return 0
-    if not runs:
+    if not rows_out:
         print("no runs yet")
         return 0
     rows = [
         (
-            r.run_id,
-            r.playbook,
-            r.account,
-            r.mode,
-            r.started_at.strftime("%Y-%m-%d %H:%M:%SZ"),
-            r.status.value,
-            str(r.starts),
+            d["run_id"],
+            d["playbook"],
+            d["account"] or "-",
+            d["mode"],
+            _utc(when),
+            d["status"] + (f": {d['message']}" if d["kind"] == "fire" and d["message"] else ""),
+            str(d["starts"]),
         )
-        for r in runs
+        for when, d in items[: args.limit]
     ]
     headers = ("RUN", "PLAYBOOK", "ACCOUNT", "MODE", "STARTED", "STATUS", "STARTS")
-    table(headers, rows, sys.stdout, colors=(None,) * 5 + (OUTCOME_COLOR.get,))
+    table(headers, rows, sys.stdout, colors=(None,) * 5 + (_color,))
     return 0
+
+
+def _utc(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _color(status: str) -> str | None:
+    return OUTCOME_COLOR.get(status.split(":", 1)[0])

@@ -175,6 +175,10 @@ async def _serve_until_stopped(daemon: Daemon, watch: AlertWatch | None = None) 
     )
     for line in lines:
         print(f"  {line}", flush=True)
+    from runner.daemon.upcoming import banner_line
+
+    for entry in sorted(daemon.entries.values(), key=lambda e: e.name):
+        print(f"  {banner_line(entry, daemon.upcoming(entry))}", flush=True)
     if daemon.catch_up_report:
         print("catch-up report:", flush=True)
         for item in daemon.catch_up_report:

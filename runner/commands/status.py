@@ -143,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
                 f"  {name:<28} {info['next_fire'] or 'none':<34} {info['timezone']}"
                 + (f" calendar {info['calendar']}" if info.get("calendar") else "")
             )
+            for skip in info.get("skips", []):  # closed-day fires before it, journaled at their instant
+                print(f"    skips {_local(skip['at'], info['timezone'])}: {skip['reason']}")
     if data["running"]:
         print("running:")
         for r in data["running"]:
@@ -159,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
         for name, r in data["last_outcomes"].items():
             print(f"  {name:<28} {r['scheduled_for']}  {r['state']:<10} {r['outcome'] or ''}")
     return 0
+
+
+def _local(iso: str, timezone: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    return f"{dt.datetime.fromisoformat(iso).astimezone(ZoneInfo(timezone)):%Y-%m-%d %H:%M %Z}"
 
 
 def _print_cancels(control: dict[str, Any], passes: list[dict[str, Any]]) -> None:

@@ -58,6 +58,7 @@ from runner.daemon.release import Executor, Fire, FireResult, Hold, PreparedFire
 from runner.daemon.relogin import Relogin
 from runner.daemon.rules import Rule, build_rule, format_local, late_window, localize
 from runner.daemon.status import QUIET, Heartbeat, Quiet, status_payload
+from runner.daemon.upcoming import Upcoming, upcoming
 from runner.engine.killswitch import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
 from runner.ids import run_id as make_run_id
 from runner.journal.fires import Claim, ClaimBatcher, FireState, FireStore
@@ -128,6 +129,7 @@ class Daemon:
         self._halt_pass: asyncio.Task[None] | None = None  # the latest halt cancel pass
         self.peers = PeerWatch(self.store.owner)  # which other daemons died, for the periodic sweep
         self._broker_errors: dict[str, str] = {}  # account -> why its broker could not be opened
+        self._upcoming: dict[str, tuple[tuple[str, dt.datetime | None], Upcoming]] = {}
 
     # --- views on the parts (kept for callers of the old single-class daemon) ----------------------
 
@@ -154,6 +156,7 @@ class Daemon:
     @calendars.setter
     def calendars(self, loader: CalendarLoader) -> None:
         self.gate.loader = loader
+        self._upcoming.clear()
 
     # --- wiring ----------------------------------------------------------------------------------
 
@@ -224,7 +227,16 @@ class Daemon:
             self.entries.values(),
             self.running.values(),
             self.reload_errors,
+            self.upcoming,
         )
+
+    def upcoming(self, entry: Entry) -> Upcoming:
+        """The next fire that will run and the closed-day fires before it (cached per armed instant)."""
+        key = (entry.version, entry.next_fire)
+        cached = self._upcoming.get(entry.name)
+        if cached is None or cached[0] != key:
+            cached = self._upcoming[entry.name] = (key, upcoming(entry, self.gate))
+        return cached[1]
 
     async def reload(self) -> list[str]:
         """Apply the directory's current contents; returns human-readable change lines. Calendars of new
