@@ -27,6 +27,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -324,18 +325,28 @@ class Daemon:
 
     # --- catch-up ----------------------------------------------------------------------------------
 
-    async def catch_up(self) -> list[CatchUpItem]:
+    async def catch_up(self, added: list[Entry] | None = None) -> list[CatchUpItem]:
         """Fires due while no daemon ran (see :func:`runner.daemon.catchup.catch_up`): journaled as
-        missed/skipped, the latest started if its ``late`` policy allows. Returns the report."""
-        entries = list(self.entries.values())
+        missed/skipped, the latest started if its ``late`` policy allows. Returns the report. At start
+        for every playbook; with ``added``, for the playbooks a reload just added (the same policy)."""
+        entries = list(self.entries.values()) if added is None else added
         window = self.opts.catch_up_window
         done = await asyncio.to_thread(
-            catch_up, self.store, entries, self.gate, self.clock.now(), window, str(self.dir)
+            partial(catch_up, at_start=added is None),
+            self.store,
+            entries,
+            self.gate,
+            self.clock.now(),
+            window,
+            str(self.dir),
         )
         for entry, instant in done.run_now:
             entry.armed_for = max(instant, entry.armed_for or instant)
             self._spawn(self.fire(entry, instant))
-        self.catch_up_report = done.report
+        if added is None:
+            self.catch_up_report = done.report
+        else:
+            self.catch_up_report += done.report
         if done.report:
             log.warning(
                 "catch-up report (%d):\n%s", len(done.report), "\n".join(i.line() for i in done.report)
@@ -386,10 +397,25 @@ class Daemon:
             await asyncio.sleep(self.opts.reload_interval)
             await self.quiet.wait()
             try:
-                for line in await self.reload() + self.open_brokers():
-                    log.warning("reload: %s", line)
+                await self.rescan()
             except Exception:
                 log.exception("reload scan failed; keeping the current schedule")
+
+    async def rescan(self) -> list[str]:
+        """One reload scan while running: apply the directory, open new accounts' brokers, and catch up
+        the playbooks it added, as a restart would (a slot still within ``late:`` runs now)."""
+        before = set(self.entries)
+        changes = await self.reload()  # invalid files are logged as errors by the loader
+        for line in changes:
+            log.info("reload: %s", line)
+        failed = self.open_brokers()
+        for line in failed:
+            log.warning("reload: %s", line)
+        lines = changes + failed
+        added = [e for name, e in self.entries.items() if name not in before]
+        if added:
+            await self.catch_up(added)
+        return lines
 
     async def prepare(self) -> list[str]:
         """Load the directory, read the kill switch, catch up, register this daemon. No timers yet."""
