@@ -126,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # secret values resolved meanwhile: one choke point instead of one per print.
     out, err = sys.stdout, sys.stderr
     pipe = _PipeWatch(out)
-    sys.stdout, sys.stderr = cast(TextIO, ScrubbingStream(pipe)), cast(TextIO, ScrubbingStream(err))
+    sys.stdout = cast(TextIO, ScrubbingStream(cast(TextIO, pipe)))
+    sys.stderr = cast(TextIO, ScrubbingStream(err))
     try:
         code = int(module.run(args))
         sys.stdout.flush()  # here, not at exit: a reader gone meanwhile is seen by the handler below
