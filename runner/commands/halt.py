@@ -148,7 +148,8 @@ def set_mode(
         Mode.REDUCE_ONLY: "REDUCE-ONLY: only position-reducing orders",
         Mode.NORMAL: "resumed: orders allowed",
     }[mode]
-    print(f"{what} (since {now:%Y-%m-%d %H:%M:%S} UTC, by {state.by})")
+    why = state.reason or "no reason given"
+    print(f"{what} (since {now:%Y-%m-%d %H:%M:%S} UTC, by {state.by}: {why})")
     if live:
         extra = "; open orders are being cancelled" if mode is Mode.HALT else ""
         print(f"{len(live)} running daemon(s) will apply it within 1 s{extra}: {', '.join(live)}")
