@@ -405,9 +405,7 @@ class Daemon:
         """One reload scan while running: apply the directory, open new accounts' brokers, and catch up
         the playbooks it added, as a restart would (a slot still within ``late:`` runs now)."""
         before = set(self.entries)
-        changes = await self.reload()  # invalid files are logged as errors by the loader
-        for line in changes:
-            log.info("reload: %s", line)
+        changes = await self.reload()  # the loader logs each change (INFO; an invalid file: ERROR)
         failed = self.open_brokers()
         for line in failed:
             log.warning("reload: %s", line)
@@ -459,7 +457,7 @@ class Daemon:
             task.cancel()
         running = [r.task for r in self.running.values() if r.task is not None]
         if running:
-            log.warning(
+            log.info(  # routine on SIGTERM; a fire cut off after the grace is journaled unknown
                 "shutdown: waiting up to %.1fs for %d running fires", self.opts.shutdown_grace, len(running)
             )
             _, late = await asyncio.wait(running, timeout=self.opts.shutdown_grace)
