@@ -5,8 +5,9 @@ Each subcommand lives in ``runner/commands/<name>.py`` with ``add_arguments(pars
 
 Exit codes (stable, for scripts):
   0  success
-  1  invalid input: a playbook, accounts, risk or plan file failed validation
-  2  usage error: bad arguments, a named file, run or account does not exist
+  1  invalid input: a playbook, accounts, risk or plan file failed validation (an unknown ``account:``
+     inside a playbook too: the file's content is wrong, and it is reported at file:line:col)
+  2  usage error: bad arguments, a named file, run or account (on the command line) does not exist
   3  a step failed / the run did not reach its goal
   4  refused: halted, drifted plan, risk limits
   5  broker or environment error (cannot connect, credentials missing, journal database locked)
