@@ -5,8 +5,9 @@ Each subcommand lives in ``runner/commands/<name>.py`` with ``add_arguments(pars
 
 Exit codes (stable, for scripts):
   0  success
-  1  invalid input: a playbook, accounts, risk or plan file failed validation
-  2  usage error: bad arguments, a named file, run or account does not exist
+  1  invalid input: a playbook, accounts, risk or plan file failed validation (an unknown ``account:``
+     inside a playbook too: the file's content is wrong, and it is reported at file:line:col)
+  2  usage error: bad arguments, a named file, run or account (on the command line) does not exist
   3  a step failed / the run did not reach its goal
   4  refused: halted, drifted plan, risk limits
   5  broker or environment error (cannot connect, credentials missing, journal database locked)
@@ -127,13 +128,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every line a command prints (output, error lines, RUNNER_DEBUG tracebacks) is scrubbed of the
     # secret values resolved meanwhile: one choke point instead of one per print.
     out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = cast(TextIO, ScrubbingStream(out)), cast(TextIO, ScrubbingStream(err))
+    pipe = _PipeWatch(out)
+    sys.stdout = cast(TextIO, ScrubbingStream(cast(TextIO, pipe)))
+    sys.stderr = cast(TextIO, ScrubbingStream(err))
     try:
-        return int(module.run(args))
+        code = int(module.run(args))
+        sys.stdout.flush()  # here, not at exit: a reader gone meanwhile is seen by the handler below
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError) and pipe.broken:  # `runner history | head -3`: not an error
+            _silence_stdout(out)
+            return EXIT_OK
         code, lines = _classify(exc)
         if os.environ.get(DEBUG_ENV):
             import traceback
@@ -146,6 +154,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     finally:
         sys.stdout, sys.stderr = out, err
+
+
+class _PipeWatch:
+    """Stdout, noting when its reader went away, so a broken pipe on stdout (the output's reader quit
+    early, as ``head`` does) is told apart from one on a broker's socket (a real error)."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self._inner = inner
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self._inner.write(text)
+        except BrokenPipeError:
+            self.broken = True
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._inner.flush()
+        except BrokenPipeError:
+            self.broken = True
+            raise
+
+    def __getattr__(self, name: str) -> object:  # isatty, fileno, encoding, ...
+        return getattr(self._inner, name)
+
+
+def _silence_stdout(out: TextIO) -> None:
+    """Point stdout's descriptor at /dev/null: what is still buffered goes nowhere at exit instead of
+    raising again (Python's documented way, see the ``signal`` module's note on SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+    except (OSError, ValueError):  # not a real file (a test's capture): nothing left to flush there
+        pass
 
 
 _POSITIONED = re.compile(r"[^\s:]+:\d+:\d+: ")

@@ -54,7 +54,9 @@ def _busy_wait(text: str) -> float:
 
 
 def add_log_file_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-file", metavar="FILE", help="write JSON log lines here")
+    parser.add_argument(
+        "--log-file", metavar="FILE", help="write JSON log lines here (appended), INFO and up, not on stderr"
+    )
 
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:

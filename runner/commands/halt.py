@@ -31,6 +31,9 @@ EXAMPLES = """\
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.add_argument("--reduce-only", action="store_true", help="allow only position-reducing orders")
+    from runner.commands.arguments import add_log_file_argument
+
+    add_log_file_argument(parser)  # --cancel-now's broker calls
     parser.add_argument(
         "--reason", metavar="TEXT", help="why (shown by `runner status` and in the daemon's log)"
     )
@@ -56,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from runner.engine.killswitch import Mode
+
+    if getattr(args, "log_file", None):
+        from runner.commands.arguments import configure_logging
+
+        configure_logging(args, progress=False)
 
     if args.account and not args.cancel_now:
         raise CommandError(EXIT_USAGE, "--account is for --cancel-now")
@@ -151,7 +159,8 @@ def set_mode(
     from runner.commands.status import display_zone
     from runner.timefmt import when
 
-    print(f"{what} (since {when(now, display_zone(engine))}, by {state.by})")
+    why = state.reason or "no reason given"
+    print(f"{what} (since {when(now, display_zone(engine))}, by {state.by}: {why})")
     if live:
         extra = "; open orders are being cancelled" if mode is Mode.HALT else ""
         print(f"{len(live)} running daemon(s) will apply it within 1 s{extra}: {', '.join(live)}")

@@ -12,7 +12,12 @@ EXAMPLES = """\
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
-    parser.add_argument("--reason", metavar="TEXT", help="note recorded with the change")
+    parser.add_argument(
+        "--reason",
+        metavar="TEXT",
+        help="why it is lifted (journaled with the change, shown in the daemon's log; without it the log "
+        'says "no reason given")',
+    )
     parser.add_argument(
         "--db", metavar="URL", help="journal database URL (default $RUNNER_DB or ./.runner/runner.db)"
     )

@@ -53,8 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"precisely (default {DEFAULT_LEAD:g}; more when many fires share an instant)",
     )
     from runner.alerts.setup import add_alerts_argument
+    from runner.commands.arguments import add_log_file_argument
 
     add_alerts_argument(parser)
+    add_log_file_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,10 +74,11 @@ def run(args: argparse.Namespace) -> int:
     from runner.alerts.setup import load_config
 
     load_config(args.alerts)  # an invalid alerts file: exit 1 before anything starts
-    from runner import logs
+    from runner.commands.arguments import configure_logging
 
-    # one configuration: stdlib loggers (scheduler, kill switch, adapters) render like structlog events
-    logs.configure(stream=sys.stderr, force=True)
+    # one configuration: stdlib loggers (scheduler, kill switch, adapters) render like structlog events;
+    # INFO and up on stderr (reloads, fires), or JSON lines into --log-file
+    configure_logging(args, progress=False)
     try:
         return asyncio.run(_serve(args, directory))
     except _AccountsInvalid as exc:
@@ -175,6 +178,10 @@ async def _serve_until_stopped(daemon: Daemon, watch: AlertWatch | None = None) 
     )
     for line in lines:
         print(f"  {line}", flush=True)
+    from runner.daemon.upcoming import banner_line
+
+    for entry in sorted(daemon.entries.values(), key=lambda e: e.name):
+        print(f"  {banner_line(entry, daemon.upcoming(entry))}", flush=True)
     if daemon.catch_up_report:
         print("catch-up report:", flush=True)
         for item in daemon.catch_up_report:

@@ -46,7 +46,10 @@ MASTER_COLUMNS = ("exchange", "symbol", "expiry", "strike", "option_type", "lot_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from runner.commands.arguments import add_log_file_argument
+
     parser.add_argument("broker", choices=SIMS, help="which broker's wire format to speak")
+    add_log_file_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
     parser.add_argument(
         "--port", type=int, default=0, metavar="PORT", help="port (0 = pick a free one and print it)"
@@ -124,6 +127,11 @@ def first_line(
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+
+    if getattr(args, "log_file", None):
+        from runner.commands.arguments import configure_logging
+
+        configure_logging(args, progress=False)
 
     from runner.brokers.faults import FaultPlan
 

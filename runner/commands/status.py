@@ -172,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
                 f"  {name:<28} {nxt:<24} {info['timezone']}"
                 + (f" calendar {info['calendar']}" if info.get("calendar") else "")
             )
+            for skip in info.get("skips", []):  # closed-day fires before it, journaled at their instant
+                print(f"    skips {when(skip['at'], info['timezone'])}: {skip['reason']}")
     if data["running"]:
         print("running:")
         for r in data["running"]:
@@ -192,9 +194,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_cancels(control: dict[str, Any], passes: list[dict[str, Any]], dz: Any) -> None:
+    """The latest halt cancel pass per account; while halted, those from before this halt are marked."""
     from runner.timefmt import when
 
-    """The latest halt cancel pass per account; while halted, those from before this halt are marked."""
     since = dt.datetime.fromisoformat(control["since"]) if control["mode"] == "halt" else None
     before = {p["account"] for p in passes if since and dt.datetime.fromisoformat(p["at"]) < since}
     current = [p for p in passes if p["account"] not in before]

@@ -85,18 +85,22 @@ def catch_up(
     now: dt.datetime,
     window: dt.timedelta,
     playbook_dir: str,
+    *,
+    at_start: bool = True,
 ) -> CatchUp:
     """Per playbook, the slots since its last journaled fire (or the directory's last heartbeat), at
     most ``window`` back: missed ones journaled (and reported), the latest returned to run if its
-    ``late`` policy allows."""
+    ``late`` policy allows. At start for every playbook; while running (``at_start`` False) for those a
+    reload added: one code path, so a playbook added late is caught up as at a restart."""
+    # first: released slots replan (at start; the periodic sweep handles dead daemons' fires later)
+    out = CatchUp(mark_interrupted(store, now, release_unstarted=True) if at_start else [])
     from runner.journal.store import Journal
 
-    out = CatchUp(mark_interrupted(store, now, release_unstarted=True))  # first: released slots replan
     journal = Journal(engine=store.engine)  # a slot's run journaled under the legacy id scheme keeps it
     last = store.last_fire_times()
     beat = store.last_heartbeat(playbook_dir)
     for entry in entries:
-        since = catch_up_since(last.get(entry.name), beat, now, window)
+        since = catch_up_since(last.get(entry.name), beat, now, window, entry.late)
         if since is None:
             continue
         slots = entry.rule.between(since, now)

@@ -137,7 +137,7 @@ class PlaybookDirectory:
                 if state.name and (e := self.entries.get(state.name)) and e.path == path:
                     self.unschedule(state.name)
                     changes.append(f"{path.name}: deleted, {state.name} unscheduled")
-                    log.warning("playbook %s deleted: unscheduled", state.name)
+                    log.info("playbook %s deleted: unscheduled", state.name)  # a deliberate change
         for path, (stamp, loaded) in scanned.items():
             if loaded is not None:
                 changes += self._apply_file(path, stamp, loaded)

@@ -89,11 +89,19 @@ class CatchUpPlan:
 
 
 def catch_up_since(
-    last_fire: dt.datetime | None, last_heartbeat: dt.datetime | None, now: dt.datetime, window: dt.timedelta
+    last_fire: dt.datetime | None,
+    last_heartbeat: dt.datetime | None,
+    now: dt.datetime,
+    window: dt.timedelta,
+    late: dt.timedelta | None = None,
 ) -> dt.datetime | None:
     """Where a playbook's catch-up starts: its last journaled fire, else the daemon's last heartbeat
-    (never seen: nothing to catch up), at most ``window`` back."""
+    (never seen: nothing to catch up), at most ``window`` back. A playbook never fired goes back at
+    least its ``late`` window: one added while the daemon runs (its heartbeat is a second old) gets
+    the slot it is still in time for, as one found at a restart does."""
     since = last_fire or last_heartbeat
+    if last_fire is None and since is not None and late is not None:
+        since = min(since, now - late)
     return None if since is None else max(since, now - window)
 
 

@@ -27,6 +27,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -59,6 +60,7 @@ from runner.daemon.release import Executor, Fire, FireResult, Hold, PreparedFire
 from runner.daemon.relogin import Relogin
 from runner.daemon.rules import Rule, build_rule, format_local, late_window, localize
 from runner.daemon.status import QUIET, Heartbeat, Quiet, status_payload
+from runner.daemon.upcoming import Upcoming, upcoming
 from runner.engine.killswitch import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
 from runner.ids import run_id_in
 from runner.journal.fires import Claim, ClaimBatcher, FireState, FireStore
@@ -129,6 +131,7 @@ class Daemon:
         self._halt_pass: asyncio.Task[None] | None = None  # the latest halt cancel pass
         self.peers = PeerWatch(self.store.owner)  # which other daemons died, for the periodic sweep
         self._broker_errors: dict[str, str] = {}  # account -> why its broker could not be opened
+        self._upcoming: dict[str, tuple[tuple[str, dt.datetime | None], Upcoming]] = {}
 
     # --- views on the parts (kept for callers of the old single-class daemon) ----------------------
 
@@ -155,6 +158,7 @@ class Daemon:
     @calendars.setter
     def calendars(self, loader: CalendarLoader) -> None:
         self.gate.loader = loader
+        self._upcoming.clear()
 
     # --- wiring ----------------------------------------------------------------------------------
 
@@ -222,7 +226,16 @@ class Daemon:
             self.entries.values(),
             self.running.values(),
             self.reload_errors,
+            self.upcoming,
         )
+
+    def upcoming(self, entry: Entry) -> Upcoming:
+        """The next fire that will run and the closed-day fires before it (cached per armed instant)."""
+        key = (entry.version, entry.next_fire)
+        cached = self._upcoming.get(entry.name)
+        if cached is None or cached[0] != key:
+            cached = self._upcoming[entry.name] = (key, upcoming(entry, self.gate))
+        return cached[1]
 
     async def reload(self) -> list[str]:
         """Apply the directory's current contents; returns human-readable change lines. Calendars of new
@@ -317,18 +330,28 @@ class Daemon:
 
     # --- catch-up ----------------------------------------------------------------------------------
 
-    async def catch_up(self) -> list[CatchUpItem]:
+    async def catch_up(self, added: list[Entry] | None = None) -> list[CatchUpItem]:
         """Fires due while no daemon ran (see :func:`runner.daemon.catchup.catch_up`): journaled as
-        missed/skipped, the latest started if its ``late`` policy allows. Returns the report."""
-        entries = list(self.entries.values())
+        missed/skipped, the latest started if its ``late`` policy allows. Returns the report. At start
+        for every playbook; with ``added``, for the playbooks a reload just added (the same policy)."""
+        entries = list(self.entries.values()) if added is None else added
         window = self.opts.catch_up_window
         done = await asyncio.to_thread(
-            catch_up, self.store, entries, self.gate, self.clock.now(), window, str(self.dir)
+            partial(catch_up, at_start=added is None),
+            self.store,
+            entries,
+            self.gate,
+            self.clock.now(),
+            window,
+            str(self.dir),
         )
         for entry, instant in done.run_now:
             entry.armed_for = max(instant, entry.armed_for or instant)
             self._spawn(self.fire(entry, instant))
-        self.catch_up_report = done.report
+        if added is None:
+            self.catch_up_report = done.report
+        else:
+            self.catch_up_report += done.report
         if done.report:
             log.warning(
                 "catch-up report (%d):\n%s", len(done.report), "\n".join(i.line() for i in done.report)
@@ -379,10 +402,23 @@ class Daemon:
             await asyncio.sleep(self.opts.reload_interval)
             await self.quiet.wait()
             try:
-                for line in await self.reload() + self.open_brokers():
-                    log.warning("reload: %s", line)
+                await self.rescan()
             except Exception:
                 log.exception("reload scan failed; keeping the current schedule")
+
+    async def rescan(self) -> list[str]:
+        """One reload scan while running: apply the directory, open new accounts' brokers, and catch up
+        the playbooks it added, as a restart would (a slot still within ``late:`` runs now)."""
+        before = set(self.entries)
+        changes = await self.reload()  # the loader logs each change (INFO; an invalid file: ERROR)
+        failed = self.open_brokers()
+        for line in failed:
+            log.warning("reload: %s", line)
+        lines = changes + failed
+        added = [e for name, e in self.entries.items() if name not in before]
+        if added:
+            await self.catch_up(added)
+        return lines
 
     async def prepare(self) -> list[str]:
         """Load the directory, read the kill switch, catch up, register this daemon. No timers yet."""
@@ -426,7 +462,7 @@ class Daemon:
             task.cancel()
         running = [r.task for r in self.running.values() if r.task is not None]
         if running:
-            log.warning(
+            log.info(  # routine on SIGTERM; a fire cut off after the grace is journaled unknown
                 "shutdown: waiting up to %.1fs for %d running fires", self.opts.shutdown_grace, len(running)
             )
             _, late = await asyncio.wait(running, timeout=self.opts.shutdown_grace)

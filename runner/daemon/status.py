@@ -16,6 +16,7 @@ from runner.alerts import hooks as alerts
 from runner.clock import Clock
 from runner.daemon.loader import Entry
 from runner.daemon.release import Running
+from runner.daemon.upcoming import Upcoming, upcoming_dict
 from runner.engine.killswitch import ControlState
 from runner.journal.fires import FireStore
 
@@ -31,7 +32,10 @@ def status_payload(
     entries: Iterable[Entry],
     running: Iterable[Running],
     invalid: Mapping[str, tuple[str, ...]],
+    upcoming: Callable[[Entry], Upcoming] | None = None,
 ) -> dict[str, Any]:
+    """``next_fire`` is the next fire that will run: with ``upcoming``, instants its calendar closes are
+    listed under ``skips`` instead (:mod:`runner.daemon.upcoming`)."""
     return {
         "daemon_id": owner,
         "pid": os.getpid(),
@@ -44,6 +48,7 @@ def status_payload(
                 "timezone": e.playbook.timezone,
                 "calendar": e.playbook.calendar,
                 "next_fire": e.next_fire.isoformat() if e.next_fire else None,
+                **(upcoming_dict(upcoming(e)) if upcoming is not None else {}),
             }
             for e in entries
         },

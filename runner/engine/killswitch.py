@@ -248,9 +248,8 @@ class ControlWatcher(ControlView):
         new = await asyncio.to_thread(self.store.get)
         old, self.state = self.state, new
         if (new.mode, new.since) != (old.mode, old.since):
-            log.warning(
-                "kill switch: %s -> %s (%s, by %s)", old.mode.value, new.mode.value, new.reason, new.by
-            )
+            why = new.reason or "no reason given"  # `runner resume` without --reason
+            log.warning("kill switch: %s -> %s (%s, by %s)", old.mode.value, new.mode.value, why, new.by)
             if self.on_change is not None:
                 await self.on_change(old, new)
         return new

@@ -236,6 +236,19 @@ class FireStore:
         with read(self.engine) as conn:
             return [FireRow(**r._asdict()) for r in conn.execute(q)]
 
+    def not_run(self, playbook: str | None = None, limit: int = 100) -> list[FireRow]:
+        """Fires that never started a run (skipped: closed day, halted; missed), newest first."""
+        q = (
+            sa.select(fires)
+            .where(fires.c.state.in_([FireState.SKIPPED, FireState.MISSED]))
+            .order_by(fires.c.scheduled_for.desc())
+            .limit(limit)
+        )
+        if playbook is not None:
+            q = q.where(fires.c.playbook == playbook)
+        with read(self.engine) as conn:
+            return [FireRow(**r._asdict()) for r in conn.execute(q)]
+
     def last_fire_times(self) -> dict[str, dt.datetime]:
         """Latest scheduled instant journaled per playbook (any version, any state)."""
         q = sa.select(fires.c.playbook, sa.func.max(fires.c.scheduled_for)).group_by(fires.c.playbook)

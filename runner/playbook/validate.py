@@ -450,13 +450,18 @@ def _load(report: Report, text: str) -> Loaded | None:
     try:
         return load_yaml(text, report.file)
     except YamlError as exc:
-        _yaml_diagnostics(report, exc)
+        _yaml_diagnostics(report, exc, text)
         return None
 
 
-def _yaml_diagnostics(report: Report, exc: YamlError) -> None:
+def _yaml_diagnostics(report: Report, exc: YamlError, text: str = "") -> None:
+    from runner.playbook.yamlhints import yaml_hint
+
     for line, col, message in exc.errors:
-        hint = "quote the value if it is meant as text" if "tag" in message else None
+        if "tag" in message:
+            hint: str | None = "quote the value if it is meant as text"
+        else:
+            line, col, hint = yaml_hint(message, line, col, text)
         report.diagnostics.append(Diagnostic(report.file, line, col, Severity.ERROR, message, hint))
 
 

@@ -108,8 +108,25 @@ def check_account(doc: Doc, sink: Sink) -> None:
     sink.add(("account",), f"unknown account '{account}'{where}", hint)
 
 
+# Step kinds that send new orders, so can open a position (a cancel, square-off or wait cannot).
+OPENING_KINDS = frozenset({"place", "spread"})
+
+
+def opens_positions(steps: Any) -> bool:
+    """Whether any step (nested groups included) sends a new order or grows one (a modify's quantity)."""
+    if isinstance(steps, list):
+        return any(opens_positions(s) for s in steps)
+    if not isinstance(steps, dict):
+        return False
+    kind = steps.get("kind")
+    if kind in OPENING_KINDS or (kind == "modify" and steps.get("quantity") is not None):
+        return True
+    return any(opens_positions(v) for v in steps.values() if isinstance(v, list))
+
+
 def check_has_limits(doc: Doc, sink: Sink) -> None:
-    if not doc.data.get("limits"):
+    """Only where a typo could send a huge order: a cancel-only or square-off playbook needs no limits."""
+    if not doc.data.get("limits") and opens_positions(doc.data.get("steps")):
         sink.warn(
             ("name",),
             "no limits: block",
