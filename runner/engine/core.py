@@ -15,6 +15,7 @@ A step's outcome says what is true at the broker; handler modules read orders an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -470,13 +471,14 @@ class Engine:
         # The intent is stamped with the instant, not the send: at most LATE_GRACE earlier, which only
         # shortens the gateway's ``absent_after`` (60 s) wait by that much.
         step = staged.step
-        gw = self.gateway
-        saved = gw.journal, gw.risk, gw.broker
         held = _HeldLog(staged.log)  # the log write waits until the request left
-        gw.journal = cast(Journal, _Precommitted(gw.journal, staged.intent))
-        gw.risk = None  # checked while preparing
-        gw.broker = cast(Broker, _YieldAfterPlace(gw.broker, held.release))
-        gw.step_id = step.id
+        gw = self.gateway.for_step(
+            step.id,
+            held,
+            journal=cast(Journal, _Precommitted(self.gateway.journal, staged.intent)),
+            risk=None,  # checked while preparing
+            broker=cast(Broker, _YieldAfterPlace(self.gateway.broker, held.release)),
+        )
         gw.staged[step.id] = staged.intent.request
         slot = self.options.scheduled_for
         self.record = RunRecord(
@@ -486,18 +488,16 @@ class Engine:
         self._emit(EventKind.RUN_STARTED, message="started")
         self._emit(EventKind.STEP_STARTED, step.id, step.description or step.kind)
         try:
-            return await self._handle(step, held)
+            return await self._handle(step, held, gw)
         finally:
             held.release()
             gw.staged.pop(step.id, None)
-            gw.journal, gw.risk, gw.broker = saved
 
     async def _connect(self) -> None:
         await self.gateway.call("connect", self.broker.connect)
         self.gateway.adopt_client_ids()  # a broker mapping our ids one way in memory learns them again
 
     def _start(self, step: Any, position: int) -> None:
-        self.gateway.step_id = step.id
         self.journal.start_step(self.run_id, step.id, position=position, kind=step.kind, now=self.clock.now())
         self._emit(EventKind.STEP_STARTED, step.id, step.description or step.kind)
 
@@ -508,7 +508,6 @@ class Engine:
             "step_finish", step=step.id, outcome=result.outcome.value, message=result.message
         )
         self._emit(EventKind.STEP_FINISHED, step.id, result.message, result.outcome.value)
-        self.gateway.step_id = None
         self._drop_lease()
 
     async def _run_step(
@@ -526,21 +525,28 @@ class Engine:
         self._trading = True
         return await self._handle(step)
 
-    async def _handle(self, step: Any, log: Any = None) -> StepResult:
+    async def _handle(self, step: Any, log: Any = None, gateway: Gateway | None = None) -> StepResult:
         if self.halts is not None:
             self.halts.last = None
-        result = await self._dispatch(step, log)
+        result = await self._dispatch(step, log, gateway)
         halted = self.halts.last if self.halts is not None else None
         if halted is not None and result.outcome is StepOutcome.FAILED:
             self.log.warning("kill_switch_refused", step=step.id, error=str(halted))
             return StepResult(StepOutcome.REFUSED, f"refused by the kill switch: {halted}", result.orders)
         return result
 
-    async def _dispatch(self, step: Any, log: Any = None) -> StepResult:
+    def step_context(self, step: Any, log: Any = None, gateway: Gateway | None = None) -> RunContext:
+        """The context one step's handler gets: the run's, with the step's own gateway view (its step id
+        and logger label its intents, call rows and notes) so concurrent steps never share them."""
         log = log or self.log.bind(step=step.id)
-        self.gateway.log = log
+        gw = gateway or self.gateway.for_step(step.id, log)
+        return dataclasses.replace(self.ctx, gateway=gw, log=log)
+
+    async def _dispatch(self, step: Any, log: Any = None, gateway: Gateway | None = None) -> StepResult:
+        ctx = self.step_context(step, log, gateway)
+        log = ctx.log
         try:
-            return await HANDLERS[step.kind](self.ctx, step)
+            return await HANDLERS[step.kind](ctx, step)
         except RiskRefused as exc:
             log.warning("risk_refused", error=str(exc))
             return StepResult(StepOutcome.REFUSED, f"refused by pre-trade limits: {exc}")
@@ -552,8 +558,6 @@ class Engine:
         except Exception as exc:  # a bug fails its step, not the run: exit steps still run, run closed
             log.exception("step_unexpected_error", error=str(exc), error_type=type(exc).__name__)
             return StepResult.failed(f"unexpected error: {type(exc).__name__}: {exc}")
-        finally:
-            self.gateway.log = self.log
 
     async def _wait_timing(self, step: Any, previous_end: dt.datetime | None) -> str | None:
         """Sleep until the step may start. Returns why it is skipped when it is reached too late."""
