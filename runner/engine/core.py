@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from runner.alerts.observe import alert_observer, publish_account_busy, publish_dead_run_closed
@@ -37,6 +37,7 @@ from runner.engine.arming import (
 from runner.engine.calls import Tuning
 from runner.engine.events import EngineEvent, EventKind, Observer
 from runner.engine.gateway import Gateway
+from runner.engine.group import run_group
 from runner.engine.interrupt import Interrupt
 from runner.engine.killswitch import GuardedBroker
 from runner.engine.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 # A first step due this soon after preparing takes its account lease while preparing (fires armed ahead
 # of their instant keep their lateness); one due later takes it when it starts, so as not to block others.
 LEASE_AHEAD = dt.timedelta(seconds=5)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,9 @@ class RunReport:
     @property
     def ok(self) -> bool:
         return self.status in (RunStatus.SUCCEEDED, RunStatus.STOPPED)
+
+
+_BLOCKING = (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED)  # only exit steps run after
 
 
 def run_id_for(playbook: Playbook, scheduled_for: dt.datetime) -> str:
@@ -170,7 +175,7 @@ class Engine:
         self.record: RunRecord | None = None
         self.done: dict[str, StepRecord] = {}
         self.owner = options.owner or ProcessIdentity.current().token
-        self._step_task: asyncio.Future[StepResult] | None = None
+        self._step_task: asyncio.Future[Any] | None = None
         self._trading = False  # the current step passed its timing wait and runs its handler
         if options.interrupt is not None:
             options.interrupt.on_request(self._on_interrupt)
@@ -373,12 +378,23 @@ class Engine:
             self.done = self.journal.steps_of(self.run_id)
         record, done = self.record, self.done
         outcomes: list[StepOutcome] = [r.outcome for r in done.values() if r.outcome.is_final]
-        blocked = any(o in (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED) for o in outcomes)
+        blocked = any(o in _BLOCKING for o in outcomes)
         previous_end: dt.datetime | None = None
         not_started: list[str] = []
         cut_short: str | None = None
         for position, step in enumerate(self.pb.steps):
             prior = done.get(step.id)
+            group = self.pb.group_of(step.id)
+            if group is not None:  # a parallel group: run once, at its first member (runner.engine.group)
+                if group.steps[0].id != step.id:
+                    continue
+                ran = await run_group(self, group, done, blocked=blocked, previous_end=previous_end)
+                outcomes += ran.outcomes
+                not_started += ran.not_started
+                cut_short = ran.cut_short or cut_short
+                blocked = blocked or any(o in _BLOCKING for o in ran.outcomes)
+                previous_end = self.clock.now() if ran.outcomes else previous_end
+                continue
             if first is not None and position == 0:
                 result = first
             elif prior is not None and prior.outcome.is_final:
@@ -436,11 +452,14 @@ class Engine:
         """``_run_step`` in a task the interrupt may cancel; None when it did. Without an interrupt it
         runs inline (a BaseException such as a simulated crash then propagates as it always did)."""
         self._trading = False
+        work = self._run_step(step, position, resumed=resumed, previous_end=previous_end)
+        return await self._run_unit(work)
+
+    async def _run_unit(self, work: Coroutine[Any, Any, _T]) -> _T | None:
+        """``work`` (a step, or a parallel group) as the unit the interrupt may cancel; None when it did."""
         if self.options.interrupt is None:
-            return await self._run_step(step, position, resumed=resumed, previous_end=previous_end)
-        task = asyncio.ensure_future(
-            self._run_step(step, position, resumed=resumed, previous_end=previous_end)
-        )
+            return await work
+        task = asyncio.ensure_future(work)
         self._step_task = task
         try:
             return await task
@@ -508,7 +527,8 @@ class Engine:
             "step_finish", step=step.id, outcome=result.outcome.value, message=result.message
         )
         self._emit(EventKind.STEP_FINISHED, step.id, result.message, result.outcome.value)
-        self._drop_lease()
+        if self.pb.group_of(step.id) is None:  # a group's lease is dropped by the group (engine.group)
+            self._drop_lease()
 
     async def _run_step(
         self, step: Any, position: int, *, resumed: bool, previous_end: dt.datetime | None
