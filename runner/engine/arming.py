@@ -40,8 +40,8 @@ async def stage_first(engine: Engine, commit: GroupCommit) -> _Staged | None:
     if not engine.pb.steps:
         return None
     step = engine.pb.steps[0]
-    if step.kind != "place" or step.after is not None:
-        return None
+    if step.kind != "place" or step.after is not None or engine.pb.group_of(step.id) is not None:
+        return None  # a parallel group's members start together (runner.engine.group)
     if engine._lease is None or engine._lease.step_id != step.id:  # busy account: the ordinary path waits
         return None
     slot = engine.options.scheduled_for

@@ -4,13 +4,14 @@ journal the broker's view of an order. :class:`runner.engine.gateway.Gateway` bu
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from runner.brokers.base import Broker, ClientIdRegistry, ForwardingBroker, MarketData, Quote
 from runner.engine.events import EngineEvent, EventKind, Observer
@@ -85,7 +86,7 @@ class BrokerCalls:
     tuning: Tuning = field(default_factory=Tuning)
     observer: Observer | None = None
     log: Any = None
-    step_id: str | None = None  # set by the engine while a step runs
+    step_id: str | None = None  # the step making these calls (:meth:`for_step`)
     deadline: dt.datetime | None = None  # set by a caller whose step must end by then: no wait passes it
     # instrument key -> (price, when it was made): the last price this process saw (quotes, fills)
     last_prices: dict[str, tuple[Decimal, dt.datetime]] = field(default_factory=dict)
@@ -96,6 +97,13 @@ class BrokerCalls:
     _ours: set[str] = field(default_factory=set, repr=False)
     # slot -> its request built while preparing (the engine's staged first order): not rebuilt at the instant
     staged: dict[str, OrderRequest] = field(default_factory=dict, repr=False)
+
+    def for_step(self, step_id: str | None, log: Any = None, **fields: Any) -> Self:
+        """This run's calls as one step makes them: its own step id, logger, deadline and prefetched
+        quotes (steps of a ``parallel`` group run at once, so nothing per step lives on a shared object),
+        the run's state shared (journal, broker, prices seen, client ids, staged requests). ``fields``
+        replaces more (an armed first step sends through its own journal and broker wrappers)."""
+        return dataclasses.replace(self, step_id=step_id, log=log, deadline=None, _prefetched={}, **fields)
 
     # --- low level: one broker call with retries and a journal row ---------------------------------
 

@@ -15,10 +15,11 @@ A step's outcome says what is true at the broker; handler modules read orders an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from runner.alerts.observe import alert_observer, publish_account_busy, publish_dead_run_closed
@@ -36,6 +37,7 @@ from runner.engine.arming import (
 from runner.engine.calls import Tuning
 from runner.engine.events import EngineEvent, EventKind, Observer
 from runner.engine.gateway import Gateway
+from runner.engine.group import run_group
 from runner.engine.interrupt import Interrupt
 from runner.engine.killswitch import GuardedBroker
 from runner.engine.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
 # A first step due this soon after preparing takes its account lease while preparing (fires armed ahead
 # of their instant keep their lateness); one due later takes it when it starts, so as not to block others.
 LEASE_AHEAD = dt.timedelta(seconds=5)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,9 @@ class RunReport:
     @property
     def ok(self) -> bool:
         return self.status in (RunStatus.SUCCEEDED, RunStatus.STOPPED)
+
+
+_BLOCKING = (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED)  # only exit steps run after
 
 
 def run_id_for(playbook: Playbook, scheduled_for: dt.datetime) -> str:
@@ -174,7 +180,7 @@ class Engine:
         self.record: RunRecord | None = None
         self.done: dict[str, StepRecord] = {}
         self.owner = options.owner or ProcessIdentity.current().token
-        self._step_task: asyncio.Future[StepResult] | None = None
+        self._step_task: asyncio.Future[Any] | None = None
         self._trading = False  # the current step passed its timing wait and runs its handler
         if options.interrupt is not None:
             options.interrupt.on_request(self._on_interrupt)
@@ -378,12 +384,23 @@ class Engine:
             self.done = self.journal.steps_of(self.run_id)
         record, done = self.record, self.done
         outcomes: list[StepOutcome] = [r.outcome for r in done.values() if r.outcome.is_final]
-        blocked = any(o in (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED) for o in outcomes)
+        blocked = any(o in _BLOCKING for o in outcomes)
         previous_end: dt.datetime | None = None
         not_started: list[str] = []
         cut_short: str | None = None
         for position, step in enumerate(self.pb.steps):
             prior = done.get(step.id)
+            group = self.pb.group_of(step.id)
+            if group is not None:  # a parallel group: run once, at its first member (runner.engine.group)
+                if group.steps[0].id != step.id:
+                    continue
+                ran = await run_group(self, group, done, blocked=blocked, previous_end=previous_end)
+                outcomes += ran.outcomes
+                not_started += ran.not_started
+                cut_short = ran.cut_short or cut_short
+                blocked = blocked or any(o in _BLOCKING for o in ran.outcomes)
+                previous_end = self.clock.now() if ran.outcomes else previous_end
+                continue
             if first is not None and position == 0:
                 result = first
             elif prior is not None and prior.outcome.is_final:
@@ -441,11 +458,14 @@ class Engine:
         """``_run_step`` in a task the interrupt may cancel; None when it did. Without an interrupt it
         runs inline (a BaseException such as a simulated crash then propagates as it always did)."""
         self._trading = False
+        work = self._run_step(step, position, resumed=resumed, previous_end=previous_end)
+        return await self._run_unit(work)
+
+    async def _run_unit(self, work: Coroutine[Any, Any, _T]) -> _T | None:
+        """``work`` (a step, or a parallel group) as the unit the interrupt may cancel; None when it did."""
         if self.options.interrupt is None:
-            return await self._run_step(step, position, resumed=resumed, previous_end=previous_end)
-        task = asyncio.ensure_future(
-            self._run_step(step, position, resumed=resumed, previous_end=previous_end)
-        )
+            return await work
+        task = asyncio.ensure_future(work)
         self._step_task = task
         try:
             return await task
@@ -476,13 +496,14 @@ class Engine:
         # The intent is stamped with the instant, not the send: at most LATE_GRACE earlier, which only
         # shortens the gateway's ``absent_after`` (60 s) wait by that much.
         step = staged.step
-        gw = self.gateway
-        saved = gw.journal, gw.risk, gw.broker
         held = _HeldLog(staged.log)  # the log write waits until the request left
-        gw.journal = cast(Journal, _Precommitted(gw.journal, staged.intent))
-        gw.risk = None  # checked while preparing
-        gw.broker = cast(Broker, _YieldAfterPlace(gw.broker, held.release))
-        gw.step_id = step.id
+        gw = self.gateway.for_step(
+            step.id,
+            held,
+            journal=cast(Journal, _Precommitted(self.gateway.journal, staged.intent)),
+            risk=None,  # checked while preparing
+            broker=cast(Broker, _YieldAfterPlace(self.gateway.broker, held.release)),
+        )
         gw.staged[step.id] = staged.intent.request
         slot = self.options.scheduled_for
         self.record = RunRecord(
@@ -492,18 +513,16 @@ class Engine:
         self._emit(EventKind.RUN_STARTED, message="started")
         self._emit(EventKind.STEP_STARTED, step.id, step.description or step.kind)
         try:
-            return await self._handle(step, held)
+            return await self._handle(step, held, gw)
         finally:
             held.release()
             gw.staged.pop(step.id, None)
-            gw.journal, gw.risk, gw.broker = saved
 
     async def _connect(self) -> None:
         await self.gateway.call("connect", self.broker.connect)
         self.gateway.adopt_client_ids()  # a broker mapping our ids one way in memory learns them again
 
     def _start(self, step: Any, position: int) -> None:
-        self.gateway.step_id = step.id
         self.journal.start_step(self.run_id, step.id, position=position, kind=step.kind, now=self.clock.now())
         self._emit(EventKind.STEP_STARTED, step.id, step.description or step.kind)
 
@@ -514,8 +533,8 @@ class Engine:
             "step_finish", step=step.id, outcome=result.outcome.value, message=result.message
         )
         self._emit(EventKind.STEP_FINISHED, step.id, result.message, result.outcome.value)
-        self.gateway.step_id = None
-        self._drop_lease()
+        if self.pb.group_of(step.id) is None:  # a group's lease is dropped by the group (engine.group)
+            self._drop_lease()
 
     async def _run_step(
         self, step: Any, position: int, *, resumed: bool, previous_end: dt.datetime | None
@@ -532,21 +551,28 @@ class Engine:
         self._trading = True
         return await self._handle(step)
 
-    async def _handle(self, step: Any, log: Any = None) -> StepResult:
+    async def _handle(self, step: Any, log: Any = None, gateway: Gateway | None = None) -> StepResult:
         if self.halts is not None:
             self.halts.last = None
-        result = await self._dispatch(step, log)
+        result = await self._dispatch(step, log, gateway)
         halted = self.halts.last if self.halts is not None else None
         if halted is not None and result.outcome is StepOutcome.FAILED:
             self.log.warning("kill_switch_refused", step=step.id, error=str(halted))
             return StepResult(StepOutcome.REFUSED, f"refused by the kill switch: {halted}", result.orders)
         return result
 
-    async def _dispatch(self, step: Any, log: Any = None) -> StepResult:
+    def step_context(self, step: Any, log: Any = None, gateway: Gateway | None = None) -> RunContext:
+        """The context one step's handler gets: the run's, with the step's own gateway view (its step id
+        and logger label its intents, call rows and notes) so concurrent steps never share them."""
         log = log or self.log.bind(step=step.id)
-        self.gateway.log = log
+        gw = gateway or self.gateway.for_step(step.id, log)
+        return dataclasses.replace(self.ctx, gateway=gw, log=log)
+
+    async def _dispatch(self, step: Any, log: Any = None, gateway: Gateway | None = None) -> StepResult:
+        ctx = self.step_context(step, log, gateway)
+        log = ctx.log
         try:
-            return await HANDLERS[step.kind](self.ctx, step)
+            return await HANDLERS[step.kind](ctx, step)
         except RiskRefused as exc:
             log.warning("risk_refused", error=str(exc))
             return StepResult(StepOutcome.REFUSED, f"refused by pre-trade limits: {exc}")
@@ -558,8 +584,6 @@ class Engine:
         except Exception as exc:  # a bug fails its step, not the run: exit steps still run, run closed
             log.exception("step_unexpected_error", error=str(exc), error_type=type(exc).__name__)
             return StepResult.failed(f"unexpected error: {type(exc).__name__}: {exc}")
-        finally:
-            self.gateway.log = self.log
 
     async def _wait_timing(self, step: Any, previous_end: dt.datetime | None) -> str | None:
         """Sleep until the step may start. Returns why it is skipped when it is reached too late."""

@@ -14,7 +14,7 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from runner.model import Instrument, OptionType, OrderStatus, OrderType, Product, Side, Validity
 from runner.playbook.durations import DURATION_RE
@@ -258,8 +258,24 @@ class WaitStep(Timing):
     on_timeout: Literal["fail", "continue", "stop"] = "fail"
 
 
-Step = Annotated[
+MemberStep = Annotated[
     PlaceStep | SpreadStep | ModifyStep | CancelStep | SquareOffStep | WaitStep, Field(discriminator="kind")
+]
+
+
+class ParallelStep(Timing):
+    """Members run at once (asyncio tasks in one run: :mod:`runner.engine.group`). ``Playbook.steps``
+    holds the members in its place, in order; :meth:`Playbook.group_of` says which group a step is in."""
+
+    kind: Literal["parallel"]
+    id: Identifier
+    description: str | None = None
+    steps: Annotated[list[MemberStep], Field(min_length=2)]
+
+
+Step = Annotated[
+    PlaceStep | SpreadStep | ModifyStep | CancelStep | SquareOffStep | WaitStep | ParallelStep,
+    Field(discriminator="kind"),
 ]
 
 
@@ -300,6 +316,27 @@ class Playbook(_Model):
     limits: Limits = Field(default_factory=Limits)
     account_busy: AccountBusyPolicy | None = None  # None: the runner's default (--busy-wait overrides)
     steps: Annotated[list[Step], Field(min_length=1)]
+    # member step id -> its parallel group (the groups are flattened into ``steps`` once validated)
+    _groups: dict[str, ParallelStep] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _flatten_groups(self) -> Playbook:
+        """Every consumer (engine, plan, checks, preflight) sees the leaf steps in order; the engine runs
+        the members of one group (consecutive in ``steps``) at once."""
+        if any(isinstance(s, ParallelStep) for s in self.steps):
+            flat: list[Any] = []
+            for s in self.steps:
+                if isinstance(s, ParallelStep):
+                    flat.extend(s.steps)
+                    self._groups.update((m.id, s) for m in s.steps)
+                else:
+                    flat.append(s)
+            object.__setattr__(self, "steps", flat)  # frozen model: validated once, flattened here
+        return self
+
+    def group_of(self, step_id: str) -> ParallelStep | None:
+        """The parallel group ``step_id`` is a member of, or None."""
+        return self._groups.get(step_id)
 
     @field_validator("timezone")
     @classmethod

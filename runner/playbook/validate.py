@@ -243,6 +243,8 @@ def _explain(sink: Sink, error: Any, names: dict[int, str]) -> None:
         )
     elif keyword in ("items", "prefixItems") and isinstance(value, list):
         sink.add(path, f"{subject}too many items ({len(value)})")
+    elif keyword == "not" and isinstance(schema, dict) and "title" in schema:
+        sink.add(path, f"{schema['title']} is not allowed", custom_hint)
     elif keyword == "pattern" or not secret:
         sink.add(path, f"{subject}{error.message}", custom_hint)
     else:

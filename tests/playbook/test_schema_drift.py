@@ -132,7 +132,7 @@ def test_playbook_schema_matches_models() -> None:
     # The dispatcher lists exactly the step kinds the models know.
     kinds = {json.loads(v) for v in _enums(hand["$defs"]["Step"]["properties"]["kind"], hand)}
     model_kinds = {n.removesuffix("Step").lower() for n in model_objects if n.endswith("Step")}
-    assert kinds == {"place", "spread", "modify", "cancel", "square_off", "wait"}
+    assert kinds == {"place", "spread", "modify", "cancel", "square_off", "wait", "parallel"}
     assert {k.replace("_", "") for k in kinds} == model_kinds
     assert not problems, "\n".join(problems)
 

@@ -8,11 +8,12 @@ so the list order decides the order of diagnostics that share a position: keep i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from runner.playbook.checks import (
     capabilities,
     durations,
+    groups,
     header,
     instruments,
     modify,
@@ -24,6 +25,7 @@ from runner.playbook.checks import (
 )
 from runner.playbook.checks.doc import AccountNames, Doc
 from runner.playbook.checks.sink import Sink
+from runner.playbook.yamlload import Loaded
 
 Check = Callable[[Doc, Sink], None]
 
@@ -52,6 +54,14 @@ CHECKS: tuple[Check, ...] = (
 
 
 def run_checks(sink: Sink, data: dict[str, Any], accounts: AccountNames | None) -> None:
-    doc = Doc(data, accounts)
-    for check in CHECKS:
-        check(doc, sink)
+    data, paths, member = groups.flatten(data)
+    loaded = sink.loaded
+    if member:  # parallel groups: checks see the members in place, positions stay the file's
+        sink.loaded = cast(Loaded, groups.GroupedMarks(loaded, paths))
+    try:
+        doc = Doc(data, accounts)
+        for check in CHECKS:
+            check(doc, sink)
+        groups.check_member_refs(doc, sink, member)
+    finally:
+        sink.loaded = loaded
