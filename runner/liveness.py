@@ -117,6 +117,16 @@ def local_alive(ident: ProcessIdentity) -> bool | None:
     return not (started and ident.started and started != ident.started)
 
 
+def db_clock(conn: sa.Connection) -> dt.datetime:
+    """The database's clock on ``conn``, aware UTC (both dialects store naive UTC)."""
+    if conn.dialect.name == "sqlite":
+        text = conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar_one()
+        return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+    value = conn.exec_driver_sql("SELECT clock_timestamp() AT TIME ZONE 'UTC'").scalar_one()
+    assert isinstance(value, dt.datetime)
+    return value.replace(tzinfo=dt.UTC)
+
+
 def describe(token: str) -> str:
     """A holder as a person reads it: "pid 4242 on desk-3"."""
     try:
@@ -136,12 +146,8 @@ class ProcessRegistry:
         """The database's clock, aware UTC (both dialects store naive UTC)."""
         if conn is None:
             with self.engine.connect() as c:
-                return self.db_now(c)
-        if conn.dialect.name == "sqlite":
-            text = conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar_one()
-            return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
-        value = conn.exec_driver_sql("SELECT clock_timestamp() AT TIME ZONE 'UTC'").scalar_one()
-        return value.replace(tzinfo=dt.UTC)
+                return db_clock(c)
+        return db_clock(conn)
 
     def register(self, ident: ProcessIdentity, command: str) -> None:
         with self.engine.begin() as conn:

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any]:
+    from runner.daemon.scale_status import scale_view
     from runner.engine.killswitch import ControlStore
     from runner.journal.fires import FireStore, open_engine, read_daemons
     from runner.journal.records import dead_holder
@@ -98,6 +99,7 @@ def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any
         "next_fires": dict(sorted(next_fires.items())),
         "running": running,
         "last_outcomes": last,
+        **scale_view(engine, daemons),  # members, what each owns, claims in flight (issue 16)
     }
 
 
@@ -164,6 +166,19 @@ def run(args: argparse.Namespace) -> int:
         )
         for path, errors in d["invalid"].items():
             print(f"  invalid {path}: {errors[0] if errors else ''}")
+    if len(data["members"]) > 1:
+        print("members (playbooks owned):")
+        for m in data["members"]:
+            print(f"  {m['daemon_id']:<40} {m['owns']:>6}  e.g. {', '.join(m['sample']) or '-'}")
+    if data["claims_in_flight"]:
+        print("claims in flight:")
+        for f in data["claims_in_flight"]:
+            lease = when(f["lease_expires"], dz) if f["lease_expires"] else "no lease"
+            took = f", taken over from {f['taken_from']}" if f["taken_from"] else ""
+            print(
+                f"  {f['playbook']:<28} {when(f['scheduled_for'], zones.get(f['playbook']) or dz)}  "
+                f"{f['state']:<8} held by {f['holder']}, lease until {lease}{took}"
+            )
     if data["next_fires"]:
         print("next fires:")
         for name, info in data["next_fires"].items():

@@ -121,6 +121,12 @@ class _PreparedRun:
         state = FireState.SUCCEEDED if report.ok else FireState.FAILED
         return FireResult(state, f"run {report.run_id} {report.status.value}: {steps}")
 
+    def forfeit(self) -> None:
+        """The claim's lease lapsed: drop what was prepared without writing to the run (a survivor may
+        have re-armed the same run id); only this process's account lease is given back."""
+        self.engine._staged = None
+        self.engine._drop_lease()
+
     async def abandon(self, reason: str, halted: bool) -> None:
         from runner.journal.tables import RunStatus
 

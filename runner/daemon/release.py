@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from runner.alerts import hooks as alerts
 from runner.clock import Clock
+from runner.daemon.leasing import LeaseBook
 from runner.journal.fires import ClaimBatcher, FireState, FireStore
 from runner.playbook.models import Playbook
 
@@ -138,6 +139,7 @@ class Release:
         self.running: dict[str, Running] = {}  # fire_id -> running fire
         self.pending: dict[str, asyncio.Task[Any]] = {}  # fire_id -> claimed, not started yet
         self.imminent: dict[dt.datetime, int] = {}  # instant -> fires claimed for it, not finished
+        self.leases: LeaseBook | None = None  # claim leases (scale-out on PostgreSQL), else None
 
     async def release(self, fire: Fire) -> None:
         """Prepare, wait for the instant, execute. ``fire`` is claimed (CLAIMED) by this daemon."""
@@ -149,6 +151,8 @@ class Release:
         try:
             await self._release(fire)
         finally:
+            if self.leases is not None:
+                self.leases.done(fire.fire_id)
             if (left := self.imminent.pop(instant, 1) - 1) > 0:
                 self.imminent[instant] = left
 
@@ -176,7 +180,30 @@ class Release:
                 await _abandon(fire, prepared, f"{why} before the scheduled instant", why is Hold.HALTED)
             await self.batcher.set_state(fire.fire_id, FireState.SKIPPED, why.value, self.clock.now())
             return
+        if self.leases is not None:
+            if not self.leases.sendable(fire.fire_id):
+                await self._forfeit(fire, prepared)
+                return
+            self.leases.done(fire.fire_id)  # sending now: no longer renewed
         await self._execute(fire, prepared)
+
+    async def _forfeit(self, fire: Fire, prepared: PreparedFire | None) -> None:
+        """The claim's lease lapsed before the instant (frozen, starved, or taken over): send nothing and
+        touch nothing of the fire or its run (a survivor may own both now); say the claim is given up."""
+        from runner.journal.claim_leases import give_up
+
+        forfeit = getattr(prepared, "forfeit", None)
+        if forfeit is not None:
+            forfeit()
+        log.error(
+            "fire %s (%s): claim lease lapsed before the instant; not sent (a survivor takes it over)",
+            fire.playbook.name,
+            fire.run_id,
+        )
+        try:
+            await asyncio.to_thread(give_up, self.store, fire.fire_id, fire.scheduled_for)
+        except Exception:
+            log.exception("fire %s: giving up the lapsed claim failed", fire.fire_id)
 
     async def _prepare(self, fire: Fire) -> PreparedFire | None:
         """Let an executor that can (``prepare(fire)``) do its set-up work before the instant."""

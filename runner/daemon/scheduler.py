@@ -38,6 +38,7 @@ from runner.daemon.arming import Arming, Timers, wake_lead
 from runner.daemon.calendar_gate import Calendar, CalendarGate, CalendarLoader, default_calendar_loader
 from runner.daemon.catchup import catch_up, mark_interrupted
 from runner.daemon.executor import BrokerPool, EngineExecutor
+from runner.daemon.leasing import LeaseBook
 from runner.daemon.loader import (
     PLAYBOOK_SUFFIXES,
     Entry,
@@ -46,6 +47,7 @@ from runner.daemon.loader import (
     PlaybookDirectory,
     load_playbook_file,
 )
+from runner.daemon.membership import Membership
 from runner.daemon.policy import (
     ALIVE_WITHIN,
     CATCH_UP_WINDOW,
@@ -59,11 +61,12 @@ from runner.daemon.policy import (
 from runner.daemon.release import Executor, Fire, FireResult, Hold, PreparedFire, Release, Running
 from runner.daemon.relogin import Relogin
 from runner.daemon.rules import Rule, build_rule, format_local, late_window, localize
+from runner.daemon.scaleout import ScaleOut, clear_unsent_run
 from runner.daemon.status import QUIET, Heartbeat, Quiet, status_payload
 from runner.daemon.upcoming import Upcoming, upcoming
 from runner.engine.killswitch import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
 from runner.ids import run_id_in
-from runner.journal.fires import Claim, ClaimBatcher, FireState, FireStore
+from runner.journal.fires import Claim, ClaimBatcher, FireRow, FireState, FireStore
 
 log = logging.getLogger("runner.scheduler")
 
@@ -82,6 +85,8 @@ class DaemonOptions:
     heartbeat_interval: float = 1.0
     shutdown_grace: float = 10.0  # seconds in-flight fires get after SIGTERM before being cancelled
     catch_up_window: dt.timedelta = CATCH_UP_WINDOW
+    # Partitioned ownership and claim leases (runner/daemon/scaleout.py). None: on PostgreSQL only.
+    scale_out: bool | None = None
 
 
 class Daemon:
@@ -132,6 +137,16 @@ class Daemon:
         self.peers = PeerWatch(self.store.owner)  # which other daemons died, for the periodic sweep
         self._broker_errors: dict[str, str] = {}  # account -> why its broker could not be opened
         self._upcoming: dict[str, tuple[tuple[str, dt.datetime | None], Upcoming]] = {}
+        scale = self.opts.scale_out
+        partitioned = fires.engine.dialect.name == "postgresql" if scale is None else scale
+        self.membership = Membership(self.owner, partitioned)
+        self.leases = LeaseBook()
+        if partitioned:
+            fires.lease_seconds = self.leases.lease
+            self.release.leases = self.leases
+        self.scale = ScaleOut(
+            fires, self.membership, self.leases, self.clock.now, self.take_over, self._touch
+        )
 
     # --- views on the parts (kept for callers of the old single-class daemon) ----------------------
 
@@ -219,7 +234,7 @@ class Daemon:
         )
 
     def status(self) -> dict[str, Any]:
-        return status_payload(
+        payload = status_payload(
             self.owner,
             self.dir,
             self.watcher.state,
@@ -228,6 +243,10 @@ class Daemon:
             self.reload_errors,
             self.upcoming,
         )
+        owned = sorted(name for name in self.entries if self.membership.owns(name))
+        payload["members"] = list(self.membership.members)
+        payload["owns"] = {"count": len(owned), "sample": owned[:5]}
+        return payload
 
     def upcoming(self, entry: Entry) -> Upcoming:
         """The next fire that will run and the closed-day fires before it (cached per armed instant)."""
@@ -307,6 +326,9 @@ class Daemon:
 
     async def _fire(self, entry: Entry, instant: dt.datetime) -> None:
         pb = entry.playbook
+        if not self.membership.owns(pb.name):  # another member prepares and claims it
+            return
+        before = self.leases.now()  # the lease's local deadline counts from before the claim's write
         now = self.clock.now()
         verdict = self.precheck(entry, instant, now)
         run_id = run_id_in(self._run_journal().has_run, pb.name, instant, ZoneInfo(pb.timezone))
@@ -326,7 +348,37 @@ class Daemon:
             if verdict.loud:
                 alerts.fire_missed(pb, instant, f"{verdict.state.value}: {verdict.reason}")
             return
+        if self.membership.partitioned:
+            self.leases.granted([claim.fire_id], before)
         await self.release.release(Fire(pb, entry.path, entry.version, instant, run_id, claim.fire_id))
+
+    async def take_over(self, row: FireRow) -> None:
+        """A claim taken over from a holder whose lease lapsed unsent (:mod:`runner.daemon.scaleout`): its
+        armed run is taken back out of the journal, then it is re-armed and released like our own, by
+        the playbook's ``late:`` policy."""
+        entry = self.entries.get(row.playbook)
+        now = self.clock.now()
+        if entry is None:  # not loaded here: give it back to the playbook's next owner's catch-up
+            self.leases.done(row.fire_id)
+            await asyncio.to_thread(self.store.release, row.fire_id)
+            return
+        await asyncio.to_thread(clear_unsent_run, self._run_journal(), row, now)
+        verdict = self.precheck(entry, row.scheduled_for, now)
+        if verdict.state is not FireState.CLAIMED:
+            self.leases.done(row.fire_id)
+            why = f"{verdict.state.value}: {verdict.reason}"
+            log.error("taken-over fire %s at %s %s", row.playbook, row.scheduled_for.isoformat(), why)
+            await self.batcher.set_state(row.fire_id, verdict.state, verdict.reason, now)
+            return
+        fire = Fire(entry.playbook, entry.path, row.version, row.scheduled_for, row.run_id, row.fire_id)
+        task = asyncio.current_task()
+        if task is not None:  # shutdown waits for it like any fire
+            self._fire_tasks.add(task)
+        try:
+            await self.release.release(fire)
+        finally:
+            if task is not None:
+                self._fire_tasks.discard(task)
 
     # --- catch-up ----------------------------------------------------------------------------------
 
@@ -435,6 +487,9 @@ class Daemon:
         the brokers (:meth:`open_brokers`)."""
         lines = await self.prepare()
         lines += self.open_brokers()
+        if self.membership.partitioned:
+            await self.scale.refresh_members()
+            self._spawn(self.scale.run())
         self.timers.start(asyncio.get_running_loop())
         for entry in self.entries.values():
             self.arming.arm(entry)

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from runner.ids import fire_id as make_fire_id
 from runner.journal.db import ScrubbedText, UTCDateTime, create_all
+from runner.liveness import db_clock
 
 
 class FireState(enum.StrEnum):
@@ -54,9 +55,13 @@ fires = sa.Table(
     sa.Column("state", enum_type(FireState), nullable=False),
     sa.Column("outcome", ScrubbedText(), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # The claim's lease (database clock; NULL: no lease, a single SQLite daemon): see runner/daemon/leasing.py
+    sa.Column("lease_expires", UTCDateTime(), nullable=True),
+    sa.Column("taken_from", sa.String(64), nullable=True),  # the holder a survivor took it over from
     # A re-versioned playbook must not fire the same slot again.
     sa.UniqueConstraint("playbook", "scheduled_for", name="uq_fires_slot"),
     sa.Index("ix_fires_playbook_time", "playbook", "scheduled_for"),
+    sa.Index("ix_fires_state_lease", "state", "lease_expires"),
 )
 
 # One row per daemon process: heartbeat every second, status payload for ``runner status``.
@@ -71,6 +76,7 @@ daemons = sa.Table(
     sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
     sa.Column("stopped_at", UTCDateTime(), nullable=True),
     sa.Column("status", ScrubbedText(), nullable=False, default="{}"),
+    sa.Column("beat_db_at", UTCDateTime(), nullable=True),  # the heartbeat on the database's clock
 )
 
 
@@ -112,6 +118,8 @@ class FireRow:
     state: FireState
     outcome: str | None
     updated_at: dt.datetime
+    lease_expires: dt.datetime | None = None
+    taken_from: str | None = None
 
 
 class FireStore:
@@ -120,6 +128,8 @@ class FireStore:
     def __init__(self, engine: Engine, owner: str) -> None:
         self.engine = engine
         self.owner = owner
+        # Seconds a claim's lease lasts (database clock), or None: claims without leases (SQLite).
+        self.lease_seconds: float | None = None
         create_all(engine, metadata)
 
     def _insert(self) -> Any:
@@ -156,6 +166,10 @@ class FireStore:
         ]
         stmt = self._insert()
         with self.engine.begin() as conn:
+            if self.lease_seconds is not None:
+                expires = db_clock(conn) + dt.timedelta(seconds=self.lease_seconds)
+                for row in rows:
+                    row["lease_expires"] = expires if row["state"] is FireState.CLAIMED else None
             if stmt is not None:
                 conn.execute(stmt, rows)
             else:  # other dialects: one savepoint per row, a unique violation means "taken"
@@ -286,6 +300,7 @@ class FireStore:
                     started_at=now,
                     heartbeat_at=now,
                     status="{}",
+                    beat_db_at=db_clock(conn),
                 )
             )
 
@@ -298,6 +313,7 @@ class FireStore:
         if stopped:
             values["stopped_at"] = now
         with self.engine.begin() as conn:
+            values["beat_db_at"] = db_clock(conn)
             conn.execute(daemons.update().where(daemons.c.daemon_id == self.owner).values(**values))
 
     def last_heartbeat(self, playbook_dir: str | None = None) -> dt.datetime | None:

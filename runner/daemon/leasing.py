@@ -1,0 +1,65 @@
+"""The holder's side of claim leases (issue 16), judged locally so the fire path gains no round trip.
+
+A claim's lease runs :data:`LEASE` seconds on the database's clock from each write (claim, renewal).
+The holder notes its own monotonic time *before* that write, so its local deadline,
+``before + LEASE - SKEW_MARGIN``, falls ahead of the database's expiry in real time. At the instant it
+sends only if that deadline has not passed; otherwise it gives the claim up unsent.
+
+Clock-skew assumption (stated in the README): every daemon host's wall clock is within
+:data:`SKEW_MARGIN` of the database server's, and monotonic clocks run at the same rate as the
+database's over a lease. Then a holder cannot send after its lease lapsed, and cannot send before its
+instant on the database's clock minus the margin: a claim whose lease lapsed no later than its instant
+was never sent, and a survivor may take it over (:func:`runner.journal.claim_leases.take_over`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+
+LEASE = 1.0  # seconds a claim's lease lasts from each write (database clock)
+RENEW_EVERY = 0.2  # seconds between renewals while claims are pending
+SKEW_MARGIN = 0.3  # seconds: the clock-skew bound (see the module docstring)
+SKEW_ENV = "RUNNER_LEASE_SKEW"  # tests only: seconds added to the local lease clock (a skewed host)
+
+
+class LeaseBook:
+    """Local deadlines (monotonic seconds) of the claims this daemon holds and has not sent yet."""
+
+    def __init__(
+        self,
+        lease: float = LEASE,
+        margin: float = SKEW_MARGIN,
+        mono: Callable[[], float] = time.monotonic,
+        skew: float | None = None,
+    ) -> None:
+        self.lease = lease
+        self.margin = margin
+        self.mono = mono
+        self.skew = float(os.environ.get(SKEW_ENV, "0") or 0) if skew is None else skew
+        self.deadlines: dict[str, float] = {}  # fire id -> local deadline
+
+    def now(self) -> float:
+        return self.mono() + self.skew
+
+    def granted(self, fire_ids: Iterable[str], before: float) -> None:
+        """Leases written after local time ``before`` (taken from :meth:`now` before the write)."""
+        for fid in fire_ids:
+            self.deadlines[fid] = before + self.lease - self.margin
+
+    def lost(self, fire_id: str) -> None:
+        if fire_id in self.deadlines:
+            self.deadlines[fire_id] = float("-inf")
+
+    def sendable(self, fire_id: str) -> bool:
+        """Whether the claim's lease still holds locally; a fire without a lease (SQLite) always may."""
+        deadline = self.deadlines.get(fire_id)
+        return deadline is None or self.now() < deadline
+
+    def done(self, fire_id: str) -> None:
+        """Sent, given back or finished: no longer renewed."""
+        self.deadlines.pop(fire_id, None)
+
+    def pending(self) -> list[str]:
+        return [fid for fid, d in self.deadlines.items() if d != float("-inf")]

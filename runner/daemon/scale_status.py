@@ -1,0 +1,41 @@
+"""What ``runner status`` shows of scale-out (issue 16): the members, what each owns, claims in flight."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from runner.daemon.membership import assign, read_members
+from runner.journal.claim_leases import in_flight
+from runner.journal.fires import FireStore
+
+SAMPLE = 5  # playbook names shown per member
+
+
+def scale_view(engine: Engine, daemons: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """``members``: live members (database clock) with the count and a sample of the playbooks each
+    owns (of those the live daemons load); ``claims_in_flight``: unfinished claims, holder and lease."""
+    members = read_members(engine)
+    names = sorted({n for d in daemons if d.get("alive") for n in d.get("playbooks", {})})
+    owned = assign(names, members) if members else {}
+    store = FireStore(engine, owner="status")  # read-only use
+    return {
+        "members": [
+            {"daemon_id": m, "owns": len(owned.get(m, [])), "sample": owned.get(m, [])[:SAMPLE]}
+            for m in members
+        ],
+        "claims_in_flight": [
+            {
+                "playbook": r.playbook,
+                "fire_id": r.fire_id,
+                "scheduled_for": r.scheduled_for.isoformat(),
+                "state": r.state.value,
+                "holder": r.claimed_by,
+                "lease_expires": r.lease_expires.isoformat() if r.lease_expires else None,
+                "taken_from": r.taken_from,
+            }
+            for r in in_flight(store)
+        ],
+    }

@@ -1,0 +1,127 @@
+"""Scale-out on PostgreSQL (issue 16): the loops that keep membership, renew this daemon's claim leases
+and take over unsent claims of holders whose lease lapsed. Pure rules live in
+:mod:`runner.daemon.membership` and :mod:`runner.daemon.leasing`; the SQL in
+:mod:`runner.journal.claim_leases`. On SQLite (one daemon) none of this runs: it owns everything."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from runner.daemon.leasing import RENEW_EVERY, LeaseBook
+from runner.daemon.membership import Membership, read_members
+from runner.journal import claim_leases
+from runner.journal.fires import FireRow, FireStore
+
+log = logging.getLogger("runner.scheduler")
+
+MEMBERS_EVERY = 1.0  # seconds between membership reads
+TAKEOVER_EVERY = 0.25  # seconds between looks for lapsed unsent claims
+
+
+class ScaleOut:
+    def __init__(
+        self,
+        store: FireStore,
+        membership: Membership,
+        leases: LeaseBook,
+        now: Callable[[], dt.datetime],
+        take: Callable[[FireRow], Awaitable[None]],
+        on_change: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.membership = membership
+        self.leases = leases
+        self.now = now
+        self.take = take  # runs a claim taken over (re-armed: prepared and released)
+        self.on_change = on_change
+        self.tasks: set[asyncio.Task[None]] = set()  # claims taken over, running
+
+    async def refresh_members(self) -> bool:
+        members = await asyncio.to_thread(read_members, self.store.engine)
+        changed = self.membership.update(members)
+        if changed:
+            log.warning("members now %s", ", ".join(self.membership.members))
+            self.on_change()
+        return changed
+
+    async def renew_once(self) -> None:
+        ids = self.leases.pending()
+        if not ids:
+            return
+        before = self.leases.now()
+        held = await asyncio.to_thread(claim_leases.renew, self.store, ids, self.leases.lease)
+        for fid in ids:
+            if fid not in self.leases.deadlines:
+                continue  # sent or given back meanwhile
+            if fid in held:
+                self.leases.granted([fid], before)
+            else:
+                self.leases.lost(fid)
+
+    async def take_over_once(self) -> list[FireRow]:
+        """Take over the lapsed unsent claims this daemon succeeds to; returns those it took."""
+        rows = await asyncio.to_thread(claim_leases.takeable, self.store)
+        taken = []
+        for row in rows:
+            if self.membership.successor(row.playbook, row.claimed_by) != self.store.owner:
+                continue
+            before = self.leases.now()
+            won = await asyncio.to_thread(
+                claim_leases.take_over, self.store, row, self.now(), self.leases.lease
+            )
+            if not won:
+                continue
+            self.leases.granted([row.fire_id], before)
+            log.warning(
+                "took over fire %s of %s at %s from %s (its lease lapsed unsent)",
+                row.fire_id,
+                row.playbook,
+                row.scheduled_for.isoformat(),
+                row.claimed_by,
+            )
+            taken.append(row)
+            task = asyncio.ensure_future(self.take(row))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return taken
+
+    async def run(self) -> None:
+        """Membership, renewals and takeovers, each on its own period; a failure is logged and retried."""
+        await asyncio.gather(
+            self._every(MEMBERS_EVERY, self.refresh_members, "membership read"),
+            self._every(RENEW_EVERY, self.renew_once, "claim lease renewal"),
+            self._every(TAKEOVER_EVERY, self.take_over_once, "takeover scan"),
+        )
+
+    async def _every(self, period: float, work: Callable[[], Awaitable[object]], what: str) -> None:
+        while True:
+            try:
+                await work()
+            except Exception:
+                log.exception("%s failed", what)
+            await asyncio.sleep(period)
+
+
+def clear_unsent_run(journal: Any, row: FireRow, now: dt.datetime) -> None:
+    """Before re-arming a claim taken over: the old holder's armed run (its lease proves nothing left)
+    is taken back out of the journal, so the run is armed afresh under the same run id and client order
+    ids; a run it had opened without arming is closed STOPPED (reopened by the new holder)."""
+    from runner.journal.errors import JournalError
+    from runner.journal.tables import RunStatus
+    from runner.model import OrderStatus
+
+    run = journal.get_run(row.run_id)
+    if run is None:
+        return
+    for intent in journal.intents(run_id=row.run_id, statuses=[OrderStatus.PENDING_NEW]):
+        try:
+            journal.discard_armed(row.run_id, intent.client_order_id)
+        except JournalError:
+            log.warning("run %s of a taken-over fire: armed intent kept", row.run_id)
+    if journal.get_run(row.run_id) is not None:
+        why = f"claim taken over from {row.claimed_by} (its lease lapsed before the instant; nothing sent)"
+        journal.close_interrupted_run(row.run_id, now, why, RunStatus.STOPPED)

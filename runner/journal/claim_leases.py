@@ -1,0 +1,111 @@
+"""Fire claims as leases (issue 16): renew, give up, find and take over unsent claims.
+
+A claim's ``lease_expires`` is on the database's clock. The holder renews it while preparing and never
+sends once it has lapsed (judged locally: :mod:`runner.daemon.leasing`). A claim still CLAIMED whose
+lease lapsed no later than its instant cannot have been sent (the holder sends at the instant or after,
+and only while its lease holds), so a survivor may take it over by a compare-and-set on holder and
+expiry. One whose lease lapsed after its instant may have been sent: it is left to the lookup path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from runner.journal.fires import FireRow, FireState, FireStore, fires, read
+from runner.liveness import db_clock
+
+
+def renew(store: FireStore, fire_ids: Sequence[str], seconds: float) -> set[str]:
+    """Extend this owner's CLAIMED leases among ``fire_ids`` to now + ``seconds`` (database clock);
+    returns those still held (one taken over meanwhile is not)."""
+    if not fire_ids:
+        return set()
+    with store.engine.begin() as conn:
+        expires = db_clock(conn) + dt.timedelta(seconds=seconds)
+        conn.execute(
+            fires.update()
+            .where(
+                fires.c.fire_id.in_(list(fire_ids)),
+                fires.c.claimed_by == store.owner,
+                fires.c.state == FireState.CLAIMED,
+            )
+            .values(lease_expires=expires)
+        )
+        held = conn.scalars(
+            sa.select(fires.c.fire_id).where(
+                fires.c.fire_id.in_(list(fire_ids)),
+                fires.c.claimed_by == store.owner,
+                fires.c.lease_expires == expires,
+            )
+        )
+        return set(held)
+
+
+def give_up(store: FireStore, fire_id: str, scheduled_for: dt.datetime) -> bool:
+    """The holder's lease lapsed before it sent: say so (lease ended at the latest at the instant), so a
+    survivor may take the claim over. Only while it is still ours and CLAIMED."""
+    with store.engine.begin() as conn:
+        done = conn.execute(
+            fires.update()
+            .where(
+                fires.c.fire_id == fire_id,
+                fires.c.claimed_by == store.owner,
+                fires.c.state == FireState.CLAIMED,
+                fires.c.lease_expires > scheduled_for,
+            )
+            .values(lease_expires=scheduled_for)
+        )
+    return bool(done.rowcount)
+
+
+def takeable(store: FireStore) -> list[FireRow]:
+    """Other holders' unsent claims whose lease lapsed no later than their instant (database clock)."""
+    with read(store.engine) as conn:
+        now = db_clock(conn)
+        rows = conn.execute(
+            sa.select(fires).where(
+                fires.c.state == FireState.CLAIMED,
+                fires.c.lease_expires < now,
+                fires.c.lease_expires <= fires.c.scheduled_for,
+                fires.c.claimed_by != store.owner,
+            )
+        ).all()
+    return [FireRow(**r._asdict()) for r in rows]
+
+
+def take_over(store: FireStore, row: FireRow, now: dt.datetime, seconds: float) -> bool:
+    """Compare-and-set on holder and expiry: the claim becomes ours with a fresh lease."""
+    with store.engine.begin() as conn:
+        expires = db_clock(conn) + dt.timedelta(seconds=seconds)
+        done = conn.execute(
+            fires.update()
+            .where(
+                fires.c.fire_id == row.fire_id,
+                fires.c.claimed_by == row.claimed_by,
+                fires.c.lease_expires == row.lease_expires,
+                fires.c.state == FireState.CLAIMED,
+            )
+            .values(
+                claimed_by=store.owner,
+                claimed_at=now,
+                lease_expires=expires,
+                taken_from=row.claimed_by,
+                updated_at=now,
+            )
+        )
+    return bool(done.rowcount)
+
+
+def in_flight(store: FireStore, limit: int = 200) -> list[FireRow]:
+    """Claims not finished yet (CLAIMED or RUNNING), soonest first: ``runner status``."""
+    q = (
+        sa.select(fires)
+        .where(fires.c.state.in_([FireState.CLAIMED, FireState.RUNNING]))
+        .order_by(fires.c.scheduled_for)
+        .limit(limit)
+    )
+    with read(store.engine) as conn:
+        return [FireRow(**r._asdict()) for r in conn.execute(q)]
