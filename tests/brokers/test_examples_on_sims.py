@@ -111,7 +111,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[st
         results: dict[tuple[str, str], Outcome] = {}
         with ThreadPoolExecutor(WORKERS) as pool:
             # The chase (the longest, mostly idle) first, so it overlaps everything else.
-            jobs = sorted(((s, e) for s in sims for e in ENTRIES), key=lambda j: j[1] != "opening_straddle_chase")
+            jobs = sorted(((s, e) for s in sims for e in ENTRIES),
+                          key=lambda j: j[1] != "opening_straddle_chase")
             entries = {(s.broker, e): pool.submit(run_example, s, e) for s, e in jobs}
             for key, fut in entries.items():
                 results[key] = fut.result()
