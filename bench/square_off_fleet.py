@@ -1,0 +1,135 @@
+"""Square-off of 1,000 positions over 100 accounts through the Kotak Neo simulator (in this process, over
+loopback sockets), at the accounts' configured order rate, against the floor that rate sets.
+
+    python bench/square_off_fleet.py [--accounts 100] [--positions 10] [--open 2]
+
+Each account (its own Kotak user and adapter, ``rate_limit`` = the default 8 orders/s, burst 1) holds
+``--positions`` MIS positions in distinct NSE equities and ``--open`` resting LIMIT buys far below the
+market. All accounts then run the same playbook concurrently through the engine (``runner.engine.core.
+execute``, one SQLite journal): a ``square_off`` step that cancels the open orders, closes every position
+at MARKET and verifies the account flat.
+
+Cancels take a token from the same bucket as orders (``KotakNeoBroker._write``: place, modify and cancel
+all acquire ``limiter`` with the key (account, segment)), so an account sends ``open + positions`` rate-
+limited requests, and the rate sets a floor of (requests per account - burst) / rate seconds. Every
+position here is on NSE, so one bucket per account (``per_segment``: NFO would be a bucket of its own).
+Target: <= 1.3x that floor. Setup orders go through a wide-open limiter and are not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import io
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runner import logs
+from runner.accounts import RateLimit
+from runner.brokers.instruments import InstrumentMaster, MasterRow
+from runner.brokers.kotak_neo.sim import bench_brokers, start
+from runner.brokers.ratelimit import RateLimiter
+from runner.clock import VirtualClock
+from runner.engine.core import RunOptions, execute
+from runner.journal.db import make_engine
+from runner.journal.store import Journal
+from runner.model import Instrument, OrderRequest, OrderType, Product, Side
+from runner.playbook.models import Playbook
+from runner.playbook.yamlload import load_yaml
+
+START = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30)))
+TICK = Decimal("0.05")
+SQUARE_OFF = """version: 1
+name: eod-fleet
+timezone: Asia/Kolkata
+steps:
+  - {kind: square_off, id: sq, cancel_open_orders: true, filter: {product: [MIS]}, verify_timeout: 60s}
+"""
+
+
+def master(n: int) -> InstrumentMaster:
+    """``n`` NSE equities in Kotak's spelling (the simulator prices any symbol it does not know)."""
+    rows = [MasterRow(Instrument("NSE", f"FLEET{i:02d}", lot_size=1, tick_size=TICK),
+                      str(50000 + i), f"FLEET{i:02d}-EQ") for i in range(n)]
+    return InstrumentMaster(rows, broker="kotak_neo")
+
+
+async def open_positions(brokers: list[Any]) -> int:
+    n = 0
+    for b in brokers:
+        n += sum(1 for p in await b.positions() if p.quantity)
+    return n
+
+
+async def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--accounts", type=int, default=100)
+    ap.add_argument("--positions", type=int, default=10, help="positions per account")
+    ap.add_argument("--open", type=int, default=2, help="resting orders per account (cancelled first)")
+    args = ap.parse_args(argv)
+    logs.configure(json=True, stream=io.StringIO(), force=True)  # as bench/engine.py: logs cost, not shown
+    configured = RateLimit()  # the accounts' default: what a user gets without a rate_limit entry
+    clock = VirtualClock(START)
+    books = master(args.positions)
+    instruments = [r.instrument for r in books]
+    async with start(clock=clock, master=books) as sim:
+        brokers = await bench_brokers(sim, args.accounts, clock=clock,
+                                      orders_per_second=configured.orders_per_second, burst=configured.burst)
+        try:
+            # Setup (untimed): positions and resting orders through a wide-open limiter.
+            async def setup(i: int, broker: object) -> None:
+                b: object = broker
+                limiter = b.limiter  # type: ignore[attr-defined]
+                b.limiter = RateLimiter(1e6, 10**6)  # type: ignore[attr-defined]
+                for k, ins in enumerate(instruments):
+                    await b.place(OrderRequest(f"p{i:03d}x{k:03d}", ins, Side.BUY, 10,  # type: ignore[attr-defined]
+                                               OrderType.MARKET, product=Product.MIS))
+                for k in range(args.open):
+                    ins = instruments[k % len(instruments)]
+                    ltp = await b.ltp(ins)  # type: ignore[attr-defined]
+                    price = (ltp * Decimal("0.9") / TICK).to_integral_value() * TICK
+                    await b.place(OrderRequest(f"o{i:03d}x{k:03d}", ins, Side.BUY, 1,  # type: ignore[attr-defined]
+                                               OrderType.LIMIT, price=price, product=Product.MIS))
+                b.limiter = limiter  # type: ignore[attr-defined]  # untouched: its bucket starts full
+
+            await asyncio.gather(*(setup(i, b) for i, b in enumerate(brokers)))
+            clock.advance(1)
+            held, resting = await open_positions(brokers), 0
+            for b in brokers:
+                resting += sum(1 for o in await b.orders() if not o.status.is_terminal)
+
+            with tempfile.TemporaryDirectory() as tmp:
+                journal = Journal(engine=make_engine(f"sqlite:///{tmp}/fleet.db"))
+                pb = Playbook.model_validate(load_yaml(SQUARE_OFF).value)
+
+                async def run_one(b: object) -> str:
+                    report = await execute(pb, b, journal, clock, account=b.account.name,  # type: ignore
+                                           options=RunOptions(scheduled_for=START, run_key=f"fleet-{id(b)}"))
+                    return str(report.status.value)
+
+                t0 = time.perf_counter()
+                statuses = await asyncio.gather(*(run_one(b) for b in brokers))
+                wall = time.perf_counter() - t0
+            left = await open_positions(brokers)
+        finally:
+            for b in brokers:
+                await b.close()
+    per_account = args.positions + args.open
+    floor = (per_account - configured.burst) / configured.orders_per_second
+    print(f"square-off of {held} positions + {resting} resting orders over {args.accounts} Kotak accounts "
+          f"(simulator, {configured.orders_per_second:g} orders/s burst {configured.burst}, cancels share "
+          f"the bucket):")
+    print(f"  {statuses.count('succeeded')}/{args.accounts} succeeded, {left} positions left open")
+    print(f"  floor ({per_account} requests/account - burst) / rate = {floor:.3f} s")
+    print(f"  runner square_off   {wall:.3f} s   ratio to floor {wall / floor:.2f}x (target <= 1.3x)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
