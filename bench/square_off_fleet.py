@@ -20,12 +20,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import cProfile
 import datetime as dt
 import io
+import multiprocessing
+import os
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from decimal import Decimal
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from runner import logs
 from runner.accounts import RateLimit
 from runner.brokers.instruments import InstrumentMaster, MasterRow
-from runner.brokers.kotak_neo.sim import bench_brokers, start
+from runner.brokers.kotak_neo.client import create
+from runner.brokers.kotak_neo.sim import account_for, bench_brokers, start
 from runner.brokers.ratelimit import RateLimiter
 from runner.clock import VirtualClock
 from runner.engine.core import RunOptions, execute
@@ -61,6 +68,53 @@ def master(n: int) -> InstrumentMaster:
     return InstrumentMaster(rows, broker="kotak_neo")
 
 
+def sim_process(conn: Connection, accounts: int, positions: int, rate: float, burst: int) -> None:
+    """The simulator in a process of its own, as a broker is: its CPU is not the runner's. Registers one
+    user per account and sends back (account, env) pairs; serves until the parent says stop."""
+    async def serve() -> None:
+        async with start(clock=VirtualClock(START), master=master(positions)) as sim:
+            conn.send([account_for(sim, f"fleet{i:03d}", orders_per_second=rate, burst=burst)
+                       for i in range(accounts)])
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+
+    asyncio.run(serve())
+
+
+@contextlib.asynccontextmanager
+async def connected(args: argparse.Namespace, configured: RateLimit,
+                    clock: VirtualClock) -> AsyncIterator[list[Any]]:
+    """``args.accounts`` connected Kotak adapters at the configured rate, the simulator in-process
+    (``--in-process``) or in a child process (default)."""
+    rate, burst = configured.orders_per_second, configured.burst
+    if args.in_process:
+        async with start(clock=clock, master=master(args.positions)) as sim:
+            brokers = await bench_brokers(sim, args.accounts, clock=clock, orders_per_second=rate,
+                                          burst=burst)
+            try:
+                yield brokers
+            finally:
+                for b in brokers:
+                    await b.close()
+        return
+    parent, child = multiprocessing.get_context("spawn").Pipe()
+    proc = multiprocessing.get_context("spawn").Process(
+        target=sim_process, args=(child, args.accounts, args.positions, rate, burst), daemon=True)
+    proc.start()
+    brokers = []
+    try:
+        for account, env in await asyncio.get_running_loop().run_in_executor(None, parent.recv):
+            os.environ.update(env)  # bench only: the credentials the accounts file would reference
+            broker = create(account, master=master(args.positions), clock=clock)
+            await broker.connect()
+            brokers.append(broker)
+        yield brokers
+    finally:
+        for b in brokers:
+            await b.close()
+        parent.send("stop")
+        proc.join(10)
+
+
 async def open_positions(brokers: list[Any]) -> int:
     n = 0
     for b in brokers:
@@ -73,54 +127,73 @@ async def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--accounts", type=int, default=100)
     ap.add_argument("--positions", type=int, default=10, help="positions per account")
     ap.add_argument("--open", type=int, default=2, help="resting orders per account (cancelled first)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run the simulator in this process (its CPU then counts against the runner)")
+    ap.add_argument("--profile", metavar="PATH", help="write a cProfile of the timed square-off here")
     args = ap.parse_args(argv)
     logs.configure(json=True, stream=io.StringIO(), force=True)  # as bench/engine.py: logs cost, not shown
     configured = RateLimit()  # the accounts' default: what a user gets without a rate_limit entry
     clock = VirtualClock(START)
     books = master(args.positions)
     instruments = [r.instrument for r in books]
-    async with start(clock=clock, master=books) as sim:
-        brokers = await bench_brokers(sim, args.accounts, clock=clock,
-                                      orders_per_second=configured.orders_per_second, burst=configured.burst)
-        try:
-            # Setup (untimed): positions and resting orders through a wide-open limiter.
-            async def setup(i: int, broker: object) -> None:
-                b: object = broker
-                limiter = b.limiter  # type: ignore[attr-defined]
-                b.limiter = RateLimiter(1e6, 10**6)  # type: ignore[attr-defined]
-                for k, ins in enumerate(instruments):
-                    await b.place(OrderRequest(f"p{i:03d}x{k:03d}", ins, Side.BUY, 10,  # type: ignore[attr-defined]
-                                               OrderType.MARKET, product=Product.MIS))
-                for k in range(args.open):
-                    ins = instruments[k % len(instruments)]
-                    ltp = await b.ltp(ins)  # type: ignore[attr-defined]
-                    price = (ltp * Decimal("0.9") / TICK).to_integral_value() * TICK
-                    await b.place(OrderRequest(f"o{i:03d}x{k:03d}", ins, Side.BUY, 1,  # type: ignore[attr-defined]
-                                               OrderType.LIMIT, price=price, product=Product.MIS))
-                b.limiter = limiter  # type: ignore[attr-defined]  # untouched: its bucket starts full
+    async with connected(args, configured, clock) as brokers:
+        # Setup (untimed): positions and resting orders through a wide-open limiter.
+        async def setup(i: int, b: Any, tag: str) -> None:
+            limiter = b.limiter
+            b.limiter = RateLimiter(1e6, 10**6)
+            for k, ins in enumerate(instruments):
+                await b.place(OrderRequest(f"{tag}p{i:03d}x{k:03d}", ins, Side.BUY, 10, OrderType.MARKET,
+                                           product=Product.MIS))
+            for k in range(args.open):
+                ins = instruments[k % len(instruments)]
+                price = (await b.ltp(ins) * Decimal("0.9") / TICK).to_integral_value() * TICK
+                await b.place(OrderRequest(f"{tag}o{i:03d}x{k:03d}", ins, Side.BUY, 1, OrderType.LIMIT,
+                                           price=price, product=Product.MIS))
+            b.limiter = limiter
 
-            await asyncio.gather(*(setup(i, b) for i, b in enumerate(brokers)))
-            clock.advance(1)
-            held, resting = await open_positions(brokers), 0
+        async def fresh_book(tag: str) -> tuple[int, int]:
+            await asyncio.gather(*(setup(i, b, tag) for i, b in enumerate(brokers)))
+            for b in brokers:  # each run starts with a full bucket, as an account idle before the close
+                b.limiter = RateLimiter(configured.orders_per_second, configured.burst)
+            resting = 0
             for b in brokers:
                 resting += sum(1 for o in await b.orders() if not o.status.is_terminal)
+            return await open_positions(brokers), resting
 
-            with tempfile.TemporaryDirectory() as tmp:
-                journal = Journal(engine=make_engine(f"sqlite:///{tmp}/fleet.db"))
-                pb = Playbook.model_validate(load_yaml(SQUARE_OFF).value)
+        # Baseline: the same requests straight through the adapters (same limiter), no engine/journal.
+        async def bare(i: int, b: Any) -> None:
+            for o in [o for o in await b.orders() if not o.status.is_terminal]:
+                await b.cancel(o)
+            for k, p in enumerate([p for p in await b.positions() if p.quantity]):
+                await b.place(OrderRequest(f"bc{i:03d}x{k:03d}", p.instrument, Side.SELL, p.quantity,
+                                           OrderType.MARKET, product=Product.MIS))
 
-                async def run_one(b: object) -> str:
-                    report = await execute(pb, b, journal, clock, account=b.account.name,  # type: ignore
-                                           options=RunOptions(scheduled_for=START, run_key=f"fleet-{id(b)}"))
-                    return str(report.status.value)
+        await fresh_book("b")
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(bare(i, b) for i, b in enumerate(brokers)))
+        bare_wall, bare_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        bare_left = await open_positions(brokers)
 
-                t0 = time.perf_counter()
-                statuses = await asyncio.gather(*(run_one(b) for b in brokers))
-                wall = time.perf_counter() - t0
-            left = await open_positions(brokers)
-        finally:
-            for b in brokers:
-                await b.close()
+        held, resting = await fresh_book("r")
+        with tempfile.TemporaryDirectory() as tmp:
+            journal = Journal(engine=make_engine(f"sqlite:///{tmp}/fleet.db"))
+            pb = Playbook.model_validate(load_yaml(SQUARE_OFF).value)
+
+            async def run_one(b: Any) -> str:
+                report = await execute(pb, b, journal, clock, account=b.account.name,
+                                       options=RunOptions(scheduled_for=START, run_key=f"fleet-{id(b)}"))
+                return str(report.status.value)
+
+            prof = cProfile.Profile() if args.profile else None
+            if prof:
+                prof.enable()
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            statuses = await asyncio.gather(*(run_one(b) for b in brokers))
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            if prof:
+                prof.disable()
+                prof.dump_stats(args.profile)
+        left = await open_positions(brokers)
     per_account = args.positions + args.open
     floor = (per_account - configured.burst) / configured.orders_per_second
     print(f"square-off of {held} positions + {resting} resting orders over {args.accounts} Kotak accounts "
@@ -128,7 +201,10 @@ async def main(argv: list[str] | None = None) -> None:
           f"the bucket):")
     print(f"  {statuses.count('succeeded')}/{args.accounts} succeeded, {left} positions left open")
     print(f"  floor ({per_account} requests/account - burst) / rate = {floor:.3f} s")
-    print(f"  runner square_off   {wall:.3f} s   ratio to floor {wall / floor:.2f}x (target <= 1.3x)")
+    print(f"  bare adapter calls  {bare_wall:7.3f} s  ratio to floor {bare_wall / floor:5.2f}x  "
+          f"(cpu {bare_cpu:.2f} s in this process; {bare_left} left open)")
+    print(f"  runner square_off   {wall:7.3f} s  ratio to floor {wall / floor:5.2f}x  (cpu {cpu:.2f} s; "
+          f"target <= 1.3x)  vs bare {wall / bare_wall:.2f}x")
 
 
 if __name__ == "__main__":
