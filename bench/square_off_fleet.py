@@ -14,6 +14,11 @@ all acquire ``limiter`` with the key (account, segment)), so an account sends ``
 limited requests, and the rate sets a floor of (requests per account - burst) / rate seconds. Every
 position here is on NSE, so one bucket per account (``per_segment``: NFO would be a bucket of its own).
 Target: <= 1.3x that floor. Setup orders go through a wide-open limiter and are not timed.
+
+The simulator runs in its own process(es) (``--sims N``; ``--in-process`` to share this one), and the same
+cancels and closes are first sent straight through the adapters (same limiter, no engine, no journal) as
+the baseline: with the CPU this process spent in each phase, that separates the engine's cost from the
+simulator's (on 2 shared cores the simulator, not the engine, is what stretches 100 accounts).
 """
 
 from __future__ import annotations
@@ -68,13 +73,12 @@ def master(n: int) -> InstrumentMaster:
     return InstrumentMaster(rows, broker="kotak_neo")
 
 
-def sim_process(conn: Connection, accounts: int, positions: int, rate: float, burst: int) -> None:
+def sim_process(conn: Connection, names: list[str], positions: int, rate: float, burst: int) -> None:
     """The simulator in a process of its own, as a broker is: its CPU is not the runner's. Registers one
     user per account and sends back (account, env) pairs; serves until the parent says stop."""
     async def serve() -> None:
         async with start(clock=VirtualClock(START), master=master(positions)) as sim:
-            conn.send([account_for(sim, f"fleet{i:03d}", orders_per_second=rate, burst=burst)
-                       for i in range(accounts)])
+            conn.send([account_for(sim, name, orders_per_second=rate, burst=burst) for name in names])
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
 
     asyncio.run(serve())
@@ -96,23 +100,29 @@ async def connected(args: argparse.Namespace, configured: RateLimit,
                 for b in brokers:
                     await b.close()
         return
-    parent, child = multiprocessing.get_context("spawn").Pipe()
-    proc = multiprocessing.get_context("spawn").Process(
-        target=sim_process, args=(child, args.accounts, args.positions, rate, burst), daemon=True)
-    proc.start()
+    ctx = multiprocessing.get_context("spawn")
+    sims = []  # account i is served by simulator i % --sims (a real broker is not one Python process)
+    for k in range(args.sims):
+        parent, child = ctx.Pipe()
+        names = [f"fleet{i:03d}" for i in range(k, args.accounts, args.sims)]
+        proc = ctx.Process(target=sim_process, args=(child, names, args.positions, rate, burst), daemon=True)
+        proc.start()
+        sims.append((parent, proc))
     brokers = []
     try:
-        for account, env in await asyncio.get_running_loop().run_in_executor(None, parent.recv):
-            os.environ.update(env)  # bench only: the credentials the accounts file would reference
-            broker = create(account, master=master(args.positions), clock=clock)
-            await broker.connect()
-            brokers.append(broker)
+        for parent, _ in sims:
+            for account, env in await asyncio.get_running_loop().run_in_executor(None, parent.recv):
+                os.environ.update(env)  # bench only: the credentials the accounts file would reference
+                broker = create(account, master=master(args.positions), clock=clock)
+                await broker.connect()
+                brokers.append(broker)
         yield brokers
     finally:
         for b in brokers:
             await b.close()
-        parent.send("stop")
-        proc.join(10)
+        for parent, proc in sims:
+            parent.send("stop")
+            proc.join(10)
 
 
 async def open_positions(brokers: list[Any]) -> int:
@@ -129,6 +139,7 @@ async def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--open", type=int, default=2, help="resting orders per account (cancelled first)")
     ap.add_argument("--in-process", action="store_true",
                     help="run the simulator in this process (its CPU then counts against the runner)")
+    ap.add_argument("--sims", type=int, default=1, help="simulator processes the accounts are spread over")
     ap.add_argument("--profile", metavar="PATH", help="write a cProfile of the timed square-off here")
     args = ap.parse_args(argv)
     logs.configure(json=True, stream=io.StringIO(), force=True)  # as bench/engine.py: logs cost, not shown
