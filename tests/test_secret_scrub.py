@@ -310,3 +310,30 @@ def test_old_session_tokens_are_dropped_but_credentials_never(monkeypatch: pytes
     tokens = [scrub.secret(f"session-token-{i:04d}") for i in range(6)]
     text = " ".join(["credential-resolved-at-start", *tokens])
     assert scrub.scrub(text) == "*** session-token-0000 session-token-0001 *** *** *** ***"
+
+
+def test_values_sharing_a_prefix_and_a_false_start_before_a_value() -> None:
+    """The regex finds prefixes only: a prefix that is not a value must not hide a value starting inside
+    it, and of values sharing a prefix (JWTs all start eyJhbGci) the longest at a position goes whole."""
+    scrub = importlib.import_module("runner.scrub")
+    scrub.register("abcdefgh12345")
+    scrub.register("abcdefghZZZZ")
+    scrub.register("eyJhbGciOiJIUzI1NiJ9.short")
+    scrub.register("eyJhbGciOiJIUzI1NiJ9.short.and.longer")
+    assert scrub.scrub("x abcdefghabcdefgh12345 y") == "x abcdefgh*** y"
+    assert scrub.scrub("abcdefghZZZZabcdefgh12345") == "******"
+    assert scrub.scrub("t=eyJhbGciOiJIUzI1NiJ9.short.and.longer;") == "t=***;"
+    assert scrub.scrub("t=eyJhbGciOiJIUzI1NiJ9.shor") == "t=eyJhbGciOiJIUzI1NiJ9.shor"
+
+
+def test_many_session_tokens_stay_scrubbed() -> None:
+    """A daemon logging in many accounts: every token registered stays scrubbed (the regex holds only
+    prefixes, so each login recompiles little)."""
+    import secrets
+
+    scrub = importlib.import_module("runner.scrub")
+    tokens = ["eyJhbGciOiJIUzI1NiJ9." + secrets.token_urlsafe(96) for _ in range(300)]
+    for t in tokens:
+        scrub.secret(t)
+    text = " | ".join(tokens[::37])
+    assert scrub.scrub(text) == " | ".join(["***"] * len(tokens[::37]))
