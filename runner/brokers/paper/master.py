@@ -220,7 +220,14 @@ def _token(uid: int, expiry: dt.date | None = None, kind: int = 0) -> str:
     the strike in paise, see :func:`_rows_of`). Cash: kind 0 NSE, 1 BSE."""
     if expiry is None:
         return str(10_000 + uid * 10 + kind)
-    return f"{uid:03d}{(expiry - _EPOCH).days:05d}{kind}{0:08d}"
+    return f"{_head(uid, expiry)}{kind}{0:08d}"
+
+
+def _head(uid: int, expiry: dt.date) -> str:
+    """A derivative token's leading digits. The uid is offset by 100 so a token never starts with 0: venues
+    whose id is a number (Blitz ``instrumentId``, AlphaPoint ``InstrumentId``, ODIN's scrip token) would
+    drop leading zeros and the id would no longer match the master. Unique while uids stay below 900."""
+    return f"{uid + 100:03d}{(expiry - _EPOCH).days:05d}"
 
 
 def _fo_symbol(symbol: str, expiry: dt.date, monthly: bool, tail: str) -> str:
@@ -269,7 +276,7 @@ def _rows_of(u: _Underlying, day: dt.date) -> Iterator[MasterRow]:
     ce, pe = OptionType.CE, OptionType.PE
     for expiry in sorted(option_expiries):
         sym = _fo_symbol(u.symbol, expiry, expiry in monthly, "")
-        head = f"{u.uid:03d}{(expiry - _EPOCH).days:05d}"
+        head = _head(u.uid, expiry)
         for strike, text, paise in strikes:
             yield MasterRow(Instrument(fo, u.symbol, expiry, strike, ce, u.lot_size, OPTION_TICK,
                                        u.freeze_quantity), f"{head}2{paise:08d}", f"{sym}{text}CE")
