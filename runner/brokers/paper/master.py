@@ -32,7 +32,7 @@ import datetime as dt
 import functools
 import io
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -373,15 +373,21 @@ class PaperMasterFormat:
 FORMAT = PaperMasterFormat()
 
 
-def venue_master(broker: str, own: Iterable[MasterRow], *, day: dt.date | None = None) -> InstrumentMaster:
+def venue_master(broker: str, own: Iterable[MasterRow], *, day: dt.date | None = None,
+                 venue_row: Callable[[MasterRow], MasterRow] | None = None) -> InstrumentMaster:
     """A simulator's default master: its own rows (the ids its tests and the venue's docs name) plus every
     contract of the generated master it lacks, so the same instruments exist on every simulator. A
-    generated row's token (derived from the contract alone) is its venue id there."""
+    generated row's token (derived from the contract alone) is its venue id there; ``venue_row`` rewrites
+    a generated row in the venue's own spelling (its trading symbol), so the master the simulator serves
+    reads back, through the venue's format, to the very rows it trades."""
     rows = list(own)
     if day is None:
         from zoneinfo import ZoneInfo
 
         day = dt.datetime.now(ZoneInfo("Asia/Kolkata")).date()
     master = InstrumentMaster(rows, broker=broker)
-    master.fill_from(generated_master(day))
+    generated: InstrumentMaster = generated_master(day)
+    if venue_row is not None:
+        generated = InstrumentMaster((venue_row(r) for r in generated), broker=broker)
+    master.fill_from(generated)
     return master
