@@ -11,13 +11,16 @@ case "is generally not important"), statuses as the number or its name.
 APEX has no exchange, expiry or strike fields. The instrument ``symbol`` carries them, dash-separated as
 APEX venues name dated contracts (:func:`apex_symbol`: ``NIFTY-29DEC26-24500-CE``, ``NIFTY-29DEC26-FUT``,
 ``RELIANCE``; read from the right, so ``BAJAJ-AUTO`` stays one name): derivatives are NFO, everything else
-NSE, as the shipped ``instruments.csv`` has them. ``product1Symbol``
+NSE, as the shipped ``instruments.csv`` has them; any other exchange is named before a colon
+(``BSE:RELIANCE``, ``BFO:SENSEX-31DEC26-82500-CE``), since one OMS lists both and a symbol is unique in it.
+``product1Symbol``
 is the product balances are reported in (``GetAccountPositions.ProductSymbol``), kept as
 ``product_symbol`` exactly as instruments.csv does. ``quantityIncrement`` is the lot where it is whole.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -50,16 +53,19 @@ _STRIKE_RE = re.compile(r"^\d+(?:\.\d+)?$")
 # reads as a date as well as a month and a strike), so such a symbol is skipped, never guessed.
 _DERIVATIVE_TAIL_RE = re.compile(r"\d(?:CE|PE|FUT)$")
 CASH_EXCHANGE, DERIVATIVE_EXCHANGE = "NSE", "NFO"
+_EXCHANGE_SEP = ":"
 
 
 def apex_symbol(inst: Instrument) -> str:
     """The instrument ``symbol`` this format reads back to ``inst`` (the simulator serves it)."""
+    home = CASH_EXCHANGE if inst.expiry is None else DERIVATIVE_EXCHANGE
+    prefix = "" if inst.exchange == home else f"{inst.exchange}{_EXCHANGE_SEP}"
     if inst.expiry is None:
-        return inst.symbol
+        return prefix + inst.symbol
     date = f"{inst.expiry.day:02d}{_MONTHS[inst.expiry.month - 1]}{inst.expiry.year % 100:02d}"
     if inst.option_type is None or inst.strike is None:
-        return f"{inst.symbol}-{date}-FUT"
-    return f"{inst.symbol}-{date}-{plain(inst.strike)}-{inst.option_type.value}"
+        return f"{prefix}{inst.symbol}-{date}-FUT"
+    return f"{prefix}{inst.symbol}-{date}-{plain(inst.strike)}-{inst.option_type.value}"
 
 
 def _oms_id(account: Account) -> int:
@@ -140,6 +146,10 @@ def session_status(value: Any) -> str:
 
 def instrument_of(symbol: str) -> Instrument | None:
     """The canonical instrument of an APEX ``symbol`` (see the module docstring), None when unreadable."""
+    exchange, sep, rest = symbol.partition(_EXCHANGE_SEP)
+    if sep:
+        base = instrument_of(rest) if exchange and rest and _EXCHANGE_SEP not in rest else None
+        return None if base is None else dataclasses.replace(base, exchange=exchange)
     parts = symbol.split("-")
     kind = parts[-1]
     if kind in ("CE", "PE") and len(parts) >= 4 and _STRIKE_RE.match(parts[-2]):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import hmac
 import json
@@ -28,6 +29,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from runner.brokers.alphapoint.master import apex_symbol
 from runner.brokers.alphapoint.sim_exchange import OK, ApiError, SimExchange, SimUser, _err, _int
 from runner.brokers.alphapoint.sim_instruments import CALLS as INSTRUMENT_CALLS
 from runner.brokers.alphapoint.sim_instruments import reply as instruments_reply
@@ -42,7 +44,7 @@ from runner.brokers.alphapoint.wire import (
     ci,
 )
 from runner.brokers.faults import Fault, FaultPlan
-from runner.brokers.instruments import InstrumentMaster
+from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import PricePath
 from runner.wirejson import dumps, loads
@@ -377,7 +379,8 @@ def default_master() -> InstrumentMaster:
     from runner.brokers.paper.master import venue_master  # plus every generated contract (paper master)
 
     if path.is_file():
-        return venue_master("alphapoint", InstrumentMaster.load(path, broker="alphapoint"))
+        shipped = InstrumentMaster.load(path, broker="alphapoint")
+        return venue_master("alphapoint", shipped, venue_row=apex_row)
     from runner.brokers.instruments import row_from_mapping
 
     rows = [
@@ -391,7 +394,13 @@ def default_master() -> InstrumentMaster:
             }
         )
     ]
-    return venue_master("alphapoint", rows)
+    return venue_master("alphapoint", rows, venue_row=apex_row)
+
+
+def apex_row(row: MasterRow) -> MasterRow:
+    """A generated row as this venue lists it: its product (``product1Symbol``, what positions are reported
+    in) is its APEX symbol, unique in the OMS, where a trading symbol is not (NSE and BSE ``RELIANCE``)."""
+    return dataclasses.replace(row, extra={**row.extra, "product_symbol": apex_symbol(row.instrument)})
 
 
 @contextlib.asynccontextmanager

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -80,7 +81,15 @@ def default_master() -> InstrumentMaster:
     rows = csv.DictReader(io.StringIO(DEFAULT_MASTER_CSV))
     from runner.brokers.paper.master import venue_master  # plus every generated contract (paper master)
 
-    return venue_master("blitz", (row_from_mapping(dict(r)) for r in rows))
+    return venue_master("blitz", (row_from_mapping(dict(r)) for r in rows), venue_row=blitz_row)
+
+
+def blitz_row(row: MasterRow) -> MasterRow:
+    """A generated row as Blitz names it: a cash instrument's ``instrumentName`` is the bare symbol
+    (``NSECM|TCS`` in the SDK's docs), not NSE's ``TCS-EQ`` series spelling."""
+    if row.instrument.expiry is None and row.trading_symbol != row.instrument.symbol:
+        return dataclasses.replace(row, trading_symbol=row.instrument.symbol)
+    return row
 
 
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from runner.accounts import Account
 
 SCRIP_MASTER = "https://odinscripmaster.s3.ap-south-1.amazonaws.com/scripfiles"  # endpoints.scrip_master
-DEFAULT_EXCHANGES = ("NSE_EQ", "NSE_FO")  # option `master_exchanges` overrides
+DEFAULT_EXCHANGES = ("NSE_EQ", "NSE_FO", "BSE_EQ", "BSE_FO")  # as Kotak's; option `master_exchanges`
 
 # Our names for each field -> the spellings accepted (v2 header names first, then v1 keys).
 FIELDS: dict[str, tuple[str, ...]] = {

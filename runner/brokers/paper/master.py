@@ -32,7 +32,7 @@ import datetime as dt
 import functools
 import io
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -220,7 +220,14 @@ def _token(uid: int, expiry: dt.date | None = None, kind: int = 0) -> str:
     the strike in paise, see :func:`_rows_of`). Cash: kind 0 NSE, 1 BSE."""
     if expiry is None:
         return str(10_000 + uid * 10 + kind)
-    return f"{uid:03d}{(expiry - _EPOCH).days:05d}{kind}{0:08d}"
+    return f"{_head(uid, expiry)}{kind}{0:08d}"
+
+
+def _head(uid: int, expiry: dt.date) -> str:
+    """A derivative token's leading digits. The uid is offset by 100 so a token never starts with 0: venues
+    whose id is a number (Blitz ``instrumentId``, AlphaPoint ``InstrumentId``, ODIN's scrip token) would
+    drop leading zeros and the id would no longer match the master. Unique while uids stay below 900."""
+    return f"{uid + 100:03d}{(expiry - _EPOCH).days:05d}"
 
 
 def _fo_symbol(symbol: str, expiry: dt.date, monthly: bool, tail: str) -> str:
@@ -269,7 +276,7 @@ def _rows_of(u: _Underlying, day: dt.date) -> Iterator[MasterRow]:
     ce, pe = OptionType.CE, OptionType.PE
     for expiry in sorted(option_expiries):
         sym = _fo_symbol(u.symbol, expiry, expiry in monthly, "")
-        head = f"{u.uid:03d}{(expiry - _EPOCH).days:05d}"
+        head = _head(u.uid, expiry)
         for strike, text, paise in strikes:
             yield MasterRow(Instrument(fo, u.symbol, expiry, strike, ce, u.lot_size, OPTION_TICK,
                                        u.freeze_quantity), f"{head}2{paise:08d}", f"{sym}{text}CE")
@@ -366,15 +373,21 @@ class PaperMasterFormat:
 FORMAT = PaperMasterFormat()
 
 
-def venue_master(broker: str, own: Iterable[MasterRow], *, day: dt.date | None = None) -> InstrumentMaster:
+def venue_master(broker: str, own: Iterable[MasterRow], *, day: dt.date | None = None,
+                 venue_row: Callable[[MasterRow], MasterRow] | None = None) -> InstrumentMaster:
     """A simulator's default master: its own rows (the ids its tests and the venue's docs name) plus every
     contract of the generated master it lacks, so the same instruments exist on every simulator. A
-    generated row's token (derived from the contract alone) is its venue id there."""
+    generated row's token (derived from the contract alone) is its venue id there; ``venue_row`` rewrites
+    a generated row in the venue's own spelling (its trading symbol), so the master the simulator serves
+    reads back, through the venue's format, to the very rows it trades."""
     rows = list(own)
     if day is None:
         from zoneinfo import ZoneInfo
 
         day = dt.datetime.now(ZoneInfo("Asia/Kolkata")).date()
     master = InstrumentMaster(rows, broker=broker)
-    master.fill_from(generated_master(day))
+    generated: InstrumentMaster = generated_master(day)
+    if venue_row is not None:
+        generated = InstrumentMaster((venue_row(r) for r in generated), broker=broker)
+    master.fill_from(generated)
     return master

@@ -17,7 +17,7 @@ import pytest
 
 from runner.accounts import Account
 from runner.brokers.alphapoint.master import FORMAT, apex_symbol, instrument_of
-from runner.brokers.alphapoint.sim import AlphaPointSim, start
+from runner.brokers.alphapoint.sim import MASTER_FILE, AlphaPointSim, start
 from runner.brokers.alphapoint.wire import instrument_id_of
 from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.masters import MasterFile, MasterFormatError, master_format
@@ -102,6 +102,17 @@ def test_symbols_round_trip() -> None:
     assert instrument_of("NIFTY26DEC24500PE") is None and instrument_of("NIFTY-31FEB26-FUT") is None
 
 
+def test_an_exchange_other_than_nse_nfo_is_named_in_the_symbol() -> None:
+    # one OMS lists NSE and BSE RELIANCE, NFO and BFO contracts: the symbol must tell them apart
+    sensex = Instrument("BFO", "SENSEX", dt.date(2026, 12, 31), Decimal(82500), OptionType.CE)
+    bajaj = Instrument("BFO", "BAJAJ-AUTO", dt.date(2026, 1, 29))
+    for inst in (sensex, Instrument("BSE", "RELIANCE"), bajaj):
+        assert instrument_of(apex_symbol(inst)) == inst
+    assert apex_symbol(sensex) == "BFO:SENSEX-31DEC26-82500-CE"
+    assert apex_symbol(Instrument("BSE", "RELIANCE")) == "BSE:RELIANCE"
+    assert instrument_of(":RELIANCE") is None and instrument_of("BSE:") is None
+
+
 @pytest.fixture
 async def sim() -> AsyncIterator[AlphaPointSim]:
     async with start(clock=lambda: START) as running:
@@ -126,11 +137,17 @@ async def test_download_from_the_simulator_agrees_with_what_it_trades(sim: Alpha
     assert [f.name for f in files] == ["GetInstruments.json"]
     got = {r.instrument.key: r for r in FORMAT.parse(files)}
     want = {r.instrument.key: r for r in sim.master}
-    assert set(got) == set(want) and len(want) == 8
+    shipped = {r.instrument.key for r in InstrumentMaster.load(MASTER_FILE)}  # plus the generated contracts
+    assert set(got) == set(want) and len(shipped) == 8 and shipped < set(want)
+    products = [r.extra["product_symbol"] for r in got.values()]
+    assert len(set(products)) == len(products)  # a position's ProductSymbol names one instrument
     for key, row in want.items():
         parsed = got[key]
         assert instrument_id_of(parsed) == instrument_id_of(row), key
-        assert parsed.extra["product_symbol"] == (row.extra.get("product_symbol") or row.instrument.symbol)
+        # the product positions are reported in, by the rule the sim and the client share
+        assert parsed.extra["product_symbol"] == (
+            row.extra.get("product_symbol") or row.trading_symbol or row.instrument.symbol
+        )
         assert (parsed.instrument.lot_size, parsed.instrument.tick_size) == (
             row.instrument.lot_size, row.instrument.tick_size
         )

@@ -107,7 +107,7 @@ def test_file_paths_reply_shapes() -> None:
 
 async def test_download_from_the_sim_agrees_with_its_master(monkeypatch: pytest.MonkeyPatch) -> None:
     async with start(master=default_master()) as sim:
-        account, env = account_for(sim, "masters", options={"master_segments": "nse_cm,nse_fo"})
+        account, env = account_for(sim, "masters")  # the default segments: everything the sim trades
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         files = await FORMAT.download(account)
@@ -119,7 +119,7 @@ async def test_download_from_the_sim_agrees_with_its_master(monkeypatch: pytest.
             and listing[0][2]["authorization"] == env["KOTAK_SIM_MASTERS_ACCESS_TOKEN"]
         )
         assert "sid" not in listing[0][2] and "auth" not in listing[0][2]  # no session needed
-    assert sorted(f.name for f in files) == ["nse_cm.csv", "nse_fo.csv"]
+    assert sorted(f.name for f in files) == ["bse_cm.csv", "bse_fo.csv", "nse_cm.csv", "nse_fo.csv"]
     parsed = InstrumentMaster(FORMAT.parse(files))
     expected = default_master()
     assert sorted(r.instrument.key for r in parsed) == sorted(r.instrument.key for r in expected)

@@ -75,7 +75,8 @@ async def test_download_from_the_sim_agrees_with_its_master() -> None:
         files = await FORMAT.download(account)
         parsed = InstrumentMaster(FORMAT.parse(files))
         expected = sim.master
-    assert [f.name for f in files] == ["NSE_EQ.json", "NSE_FO.json"]  # the default exchanges
+    # the default exchanges: NSE and BSE, as the sim trades both (and Kotak's default downloads both)
+    assert [f.name for f in files] == ["NSE_EQ.json", "NSE_FO.json", "BSE_EQ.json", "BSE_FO.json"]
     assert sorted(r.instrument.key for r in parsed) == sorted(r.instrument.key for r in expected)
     for row in expected:
         got = parsed.resolve(row.instrument)

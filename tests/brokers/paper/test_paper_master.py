@@ -75,6 +75,12 @@ def test_tokens_are_unique_and_stable_from_day_to_day():
     assert a and generated_master(DAY).resolve(fut).token == b.resolve(fut).token
 
 
+def test_tokens_survive_a_venue_that_reads_its_id_as_a_number():
+    # Blitz's instrumentId and AlphaPoint's InstrumentId are numbers: "00109..." would come back "109..."
+    tokens = [r.token or "" for r in generated_master(DAY)]
+    assert tokens and all(t.isdigit() and str(int(t)) == t for t in tokens)
+
+
 def test_contracts_that_cannot_exist_are_refused_with_the_masters_message():
     m = generated_master(DAY)
     with pytest.raises(InstrumentUnknown, match="not in the instrument master"):
