@@ -115,6 +115,10 @@ class InstrumentMaster:
     def __len__(self) -> int:
         return len(self._by_key)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether an instrument key (``Instrument.key``) is listed."""
+        return key in self._by_key
+
     def __iter__(self) -> Iterator[MasterRow]:
         return iter(self._by_key.values())
 

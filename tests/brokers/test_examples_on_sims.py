@@ -47,11 +47,7 @@ NATIVE = "the example says `mode: native` and this broker has no multileg orders
 GAPS: dict[tuple[str, str], tuple[str, str]] = {
     **{(b, "bull_call_spread"): (NO_NATIVE, NATIVE) for b in ("kotak_neo", "alphapoint", "blitz")},
     ("odin", "bull_call_spread"): (NO_LTP, MISSING + " (BANKNIFTY options)"),
-    **{(b, "equity_limit_entry"): (NO_LTP, MISSING + " (NSE HDFCBANK)") for b in SIMS},
-    **{(b, "iron_condor"): (NO_LTP, MISSING + " (NIFTY 24000 PE and other wings)") for b in SIMS},
-    ("kotak_neo", "opening_straddle_chase"): (NO_LTP, MISSING + " (NIFTY 24500 CE/PE)"),
-    ("blitz", "opening_straddle_chase"): (NO_LTP, MISSING + " (NIFTY 24500 PE)"),
-    ("blitz", "wait_fill_then_stoploss"): (NO_LTP, MISSING + " (NIFTY 2026-12-29 future)"),
+    ("odin", "iron_condor"): (NO_LTP, MISSING + " (NIFTY 24000 PE and other wings)"),
 }
 
 

@@ -380,7 +380,7 @@ def default_master() -> InstrumentMaster:
 
     if path.is_file():
         shipped = InstrumentMaster.load(path, broker="alphapoint")
-        return venue_master("alphapoint", shipped, venue_row=apex_row)
+        return venue_master("alphapoint", shipped, venue_row=apex_row, first_id=1_000)
     from runner.brokers.instruments import row_from_mapping
 
     rows = [
@@ -394,7 +394,7 @@ def default_master() -> InstrumentMaster:
             }
         )
     ]
-    return venue_master("alphapoint", rows, venue_row=apex_row)
+    return venue_master("alphapoint", rows, venue_row=apex_row, first_id=1_000)
 
 
 def apex_row(row: MasterRow) -> MasterRow:

@@ -67,7 +67,7 @@ DEFAULT_MASTER_CSV = [
 def default_master() -> InstrumentMaster:
     from runner.brokers.paper.master import venue_master  # plus every generated contract (paper master)
 
-    return venue_master("odin", (row_from_mapping(r) for r in DEFAULT_MASTER_CSV))
+    return venue_master("odin", (row_from_mapping(r) for r in DEFAULT_MASTER_CSV), first_id=60_000)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import calendar
 import csv
+import dataclasses
 import datetime as dt
 import functools
 import io
@@ -374,12 +375,16 @@ FORMAT = PaperMasterFormat()
 
 
 def venue_master(broker: str, own: Iterable[MasterRow], *, day: dt.date | None = None,
-                 venue_row: Callable[[MasterRow], MasterRow] | None = None) -> InstrumentMaster:
+                 venue_row: Callable[[MasterRow], MasterRow] | None = None,
+                 first_id: int | None = None) -> InstrumentMaster:
     """A simulator's default master: its own rows (the ids its tests and the venue's docs name) plus every
     contract of the generated master it lacks, so the same instruments exist on every simulator. A
     generated row's token (derived from the contract alone) is its venue id there; ``venue_row`` rewrites
     a generated row in the venue's own spelling (its trading symbol), so the master the simulator serves
-    reads back, through the venue's format, to the very rows it trades."""
+    reads back, through the venue's format, to the very rows it trades. ``first_id``: the venue's ids are
+    32-bit integers (ODIN's scrip token packed in its feed's ticks, APEX's InstrumentId), too small for a
+    contract-derived token: generated rows get ids from ``first_id`` up, in key order (stable for the
+    simulator's day, which is all a simulator needs)."""
     rows = list(own)
     if day is None:
         from zoneinfo import ZoneInfo
@@ -387,6 +392,13 @@ def venue_master(broker: str, own: Iterable[MasterRow], *, day: dt.date | None =
         day = dt.datetime.now(ZoneInfo("Asia/Kolkata")).date()
     master = InstrumentMaster(rows, broker=broker)
     generated: InstrumentMaster = generated_master(day)
+    if first_id is not None:
+        len(generated)  # the lazily built paper master completes itself
+        fresh = sorted((r for r in generated if r.instrument.key not in master),
+                       key=lambda r: r.instrument.key)
+        generated = InstrumentMaster(
+            (dataclasses.replace(r, token=str(first_id + n)) for n, r in enumerate(fresh)), broker=broker
+        )
     if venue_row is not None:
         generated = InstrumentMaster((venue_row(r) for r in generated), broker=broker)
     master.fill_from(generated)
