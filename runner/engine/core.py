@@ -37,7 +37,7 @@ from runner.engine.arming import (
 from runner.engine.calls import Tuning
 from runner.engine.events import EngineEvent, EventKind, Observer
 from runner.engine.gateway import Gateway
-from runner.engine.group import run_group
+from runner.engine.group import lease_lead, run_group
 from runner.engine.interrupt import Interrupt
 from runner.engine.killswitch import GuardedBroker
 from runner.engine.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for
@@ -262,7 +262,12 @@ class Engine:
         if not self.pb.steps:
             return
         step = self.pb.steps[0]
-        if mode_for(step) is None or step.after is not None:
+        # A group's first member: the group's timing applies, and the lease covering all its members.
+        group = self.pb.group_of(step.id)
+        timed = group or step
+        if group is not None:
+            step = lease_lead(list(group.steps))
+        if step is None or mode_for(step) is None or timed.after is not None:
             return
         if self.record is not None:
             prior = self.journal.steps_of(self.run_id).get(step.id)
@@ -270,9 +275,9 @@ class Engine:
                 return
         now = self.clock.now()
         if (
-            step.at is not None
+            timed.at is not None
             and not self.options.ignore_at
-            and self.ctx.local_instant(step.at) - now > LEASE_AHEAD
+            and self.ctx.local_instant(timed.at) - now > LEASE_AHEAD
         ):
             return
         await self._take_lease(step, wait=0)
