@@ -557,10 +557,11 @@ class Engine:
         return await self._handle(step)
 
     async def _handle(self, step: Any, log: Any = None, gateway: Gateway | None = None) -> StepResult:
-        if self.halts is not None:
-            self.halts.last = None
-        result = await self._dispatch(step, log, gateway)
-        halted = self.halts.last if self.halts is not None else None
+        if self.halts is None:
+            return await self._dispatch(step, log, gateway)
+        with self.halts.watch(step.id):
+            result = await self._dispatch(step, log, gateway)
+        halted = self.halts.take(step.id)
         if halted is not None and result.outcome is StepOutcome.FAILED:
             self.log.warning("kill_switch_refused", step=step.id, error=str(halted))
             return StepResult(StepOutcome.REFUSED, f"refused by the kill switch: {halted}", result.orders)
