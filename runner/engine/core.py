@@ -54,6 +54,7 @@ from runner.journal.store import Journal
 from runner.journal.tables import RunStatus, StepOutcome
 from runner.liveness import ProcessIdentity
 from runner.logs import get_logger
+from runner.plan.groups import GroupLabel, label_of
 from runner.playbook.models import Playbook, parse_duration
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ class StepReport:
     message: str
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    group: GroupLabel | None = None  # the ``parallel`` group it is a member of
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,10 @@ def _report(record: RunRecord, status: RunStatus, steps: dict[str, StepRecord], 
     for s in pb.steps:
         r = steps.get(s.id)
         if r is not None:
-            reports.append(StepReport(s.id, s.kind, r.outcome, r.message or "", r.started_at, r.finished_at))
+            group = label_of(pb, s.id)
+            reports.append(
+                StepReport(s.id, s.kind, r.outcome, r.message or "", r.started_at, r.finished_at, group)
+            )
     return RunReport(record.run_id, pb.name, record.account, status, record.resumed, tuple(reports))
 
 
@@ -261,7 +266,7 @@ class Engine:
         LEASE_AHEAD. If the account is busy, the step waits for its lease when it starts, as usual."""
         if not self.pb.steps:
             return
-        step = self.pb.steps[0]
+        step: Any = self.pb.steps[0]
         # A group's first member: the group's timing applies, and the lease covering all its members.
         group = self.pb.group_of(step.id)
         timed = group or step
@@ -528,7 +533,15 @@ class Engine:
         self.gateway.adopt_client_ids()  # a broker mapping our ids one way in memory learns them again
 
     def _start(self, step: Any, position: int) -> None:
-        self.journal.start_step(self.run_id, step.id, position=position, kind=step.kind, now=self.clock.now())
+        group = self.pb.group_of(step.id)
+        self.journal.start_step(
+            self.run_id,
+            step.id,
+            position=position,
+            kind=step.kind,
+            now=self.clock.now(),
+            parallel_group=group.id if group is not None else None,
+        )
         self._emit(EventKind.STEP_STARTED, step.id, step.description or step.kind)
 
     def _finish(self, step: Any, result: StepResult) -> None:

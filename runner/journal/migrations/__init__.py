@@ -43,6 +43,7 @@ CHAIN: dict[str, str] = {
     "0002": "0001",  # issue 11: processes, schema_compat (additive)
     "0003": "0001",  # issue 13: master_snapshots, runs.master_sha (additive)
     "0005": "0001",  # issue 14: alert_outbox (additive)
+    "0009": "0001",  # issue 15 follow-up: steps.parallel_group (additive)
 }
 HEAD = next(reversed(CHAIN))
 VERSION_TABLE = "alembic_version"  # Alembic's default name and shape, written here without Alembic
