@@ -39,6 +39,7 @@ from runner.commands.inputs import load_account, load_playbook, load_risk
 from runner.commands.results import print_json
 from runner.commands.session import make_broker
 from runner.commands.terminal import table as _table
+from runner.plan.groups import nest
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -187,7 +188,11 @@ def print_plan(plan: Plan, tz: ZoneInfo, out: TextIO | None = None) -> None:
     )
     table(
         ("STEP", "KIND", "VERDICT", "TIMING", "DETAIL"),
-        [(s.step_id, s.kind, s.verdict.value, s.timing, s.message) for s in plan.steps],
+        nest(
+            [(s.step_id, s.kind, s.verdict.value, s.timing, s.message) for s in plan.steps],
+            [s.group for s in plan.steps],
+            timing_col=3,
+        ),
         out,
         colors=(None, None, VERDICT_COLOR.get),
     )

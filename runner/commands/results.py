@@ -33,6 +33,7 @@ def report_dict(report: RunReport) -> dict[str, Any]:
                 "message": s.message,
                 "started_at": s.started_at.isoformat() if s.started_at else None,
                 "finished_at": s.finished_at.isoformat() if s.finished_at else None,
+                **({"group": s.group.to_dict()} if s.group is not None else {}),
             }
             for s in report.steps
         ],
@@ -48,9 +49,11 @@ def print_summary(report: RunReport, tz: ZoneInfo, out: TextIO | None = None) ->
         f"{term.paint(status, OUTCOME_COLOR.get(status))}{' (resumed)' if report.resumed else ''}",
         file=out,
     )
+    from runner.plan.groups import nest
     from runner.timefmt import label
 
-    rows = [(s.step_id, s.kind, s.outcome.value, local(s.finished_at, tz), s.message) for s in report.steps]
+    flat = [(s.step_id, s.kind, s.outcome.value, local(s.finished_at, tz), s.message) for s in report.steps]
+    rows = nest(flat, [s.group for s in report.steps], timing_col=4)  # a group's timing as DETAIL
     first = next((s.finished_at for s in report.steps if s.finished_at), None)
     at = f"AT ({label(tz, first)})"  # times of day in the playbook's zone: name it
     table(("STEP", "KIND", "OUTCOME", at, "DETAIL"), rows, out, colors=(None, None, OUTCOME_COLOR.get))

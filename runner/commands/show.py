@@ -15,6 +15,7 @@ from runner.cli import EXIT_USAGE, CommandError
 from runner.commands.arguments import add_db_argument, add_json_argument
 from runner.commands.results import print_json
 from runner.commands.terminal import OUTCOME_COLOR, Term, table
+from runner.plan.groups import GroupLabel, nest
 from runner.timefmt import when
 from runner.timefmt import zone as tz_of
 
@@ -48,6 +49,10 @@ def collect(journal: Any, run_id: str) -> dict[str, Any]:
     steps = journal.steps_of(run_id)
     intents = journal.intents(run_id=run_id)
     calls = journal.calls(run_id=run_id)
+    group_starts: dict[str, str] = {}  # a parallel group started when its first member did
+    for s in sorted(steps.values(), key=lambda s: s.started_at):
+        if s.parallel_group is not None:
+            group_starts.setdefault(s.parallel_group, s.started_at.isoformat())
     return {
         "run": {
             "run_id": run.run_id,
@@ -73,6 +78,11 @@ def collect(journal: Any, run_id: str) -> dict[str, Any]:
                 "message": s.message,
                 "started_at": s.started_at.isoformat(),
                 "finished_at": s.finished_at.isoformat() if s.finished_at else None,
+                **(
+                    {"group": {"id": s.parallel_group, "started_at": group_starts[s.parallel_group]}}
+                    if s.parallel_group is not None
+                    else {}
+                ),
             }
             for s in steps.values()
         ],
@@ -172,9 +182,15 @@ def run(args: argparse.Namespace) -> int:
     print("\nsteps:")
     if data["steps"]:
         rows = [(s["id"], s["kind"], s["outcome"], s["message"] or "") for s in data["steps"]]
+        labels = [
+            GroupLabel(s["group"]["id"], f"started {when(s['group']['started_at'], zone)}")
+            if "group" in s
+            else None
+            for s in data["steps"]
+        ]
         table(
             ("STEP", "KIND", "OUTCOME", "DETAIL"),
-            rows,
+            nest(rows, labels, timing_col=3),
             out,
             indent="  ",
             colors=(None, None, OUTCOME_COLOR.get),

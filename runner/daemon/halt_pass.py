@@ -65,8 +65,9 @@ async def _one(
         rid, playbook=PLAYBOOK, account=account, scheduled_for=started, mode="halt", now=started
     )
     journal.start_step(rid, STEP, position=0, kind="cancel", now=started)
-    gw = Gateway(broker=broker, journal=journal, clock=clock, run_id=rid, account=account, tuning=tuning)
-    gw.step_id = STEP
+    gw = Gateway(
+        broker=broker, journal=journal, clock=clock, run_id=rid, account=account, tuning=tuning
+    ).for_step(STEP)
     opens: list[Order] = []
     cancelled = 0
     error: str | None = None

@@ -10,9 +10,11 @@ kill switch's refusals so the engine reports a step REFUSED, not FAILED.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -126,33 +128,56 @@ class _Precommitted:
         return getattr(self._inner, name)
 
 
+# The step whose handler is running in this asyncio task: members of a parallel group are tasks of their
+# own (each with a copy of the context), so a refusal is noted for the member whose call it refused.
+_HALT_STEP: contextvars.ContextVar[str | None] = contextvars.ContextVar("runner_halt_step", default=None)
+
+
 class _HaltNotes:
     """Notes the kill switch's refusals (:class:`runner.engine.killswitch.Halted`) on their way to the
-    gateway, which journals them as rejected orders: the engine then reports the step REFUSED, not FAILED."""
+    gateway, which journals them as rejected orders: the engine then reports the step REFUSED, not FAILED.
+    Keyed by step (:meth:`watch`), never one note per run: concurrent members must not take each other's."""
 
     def __init__(self, inner: GuardedBroker) -> None:
         self._inner = inner
-        self.last: Halted | None = None
+        self._by_step: dict[str | None, Halted] = {}
+
+    @contextlib.contextmanager
+    def watch(self, step_id: str) -> Iterator[None]:
+        """Refusals of calls made inside this block (this task and those it starts) are ``step_id``'s."""
+        self._by_step.pop(step_id, None)
+        token = _HALT_STEP.set(step_id)
+        try:
+            yield
+        finally:
+            _HALT_STEP.reset(token)
+
+    def take(self, step_id: str) -> Halted | None:
+        """The kill switch's last refusal of ``step_id``'s calls (forgotten once taken)."""
+        return self._by_step.pop(step_id, None)
+
+    def _note(self, exc: Halted) -> None:
+        self._by_step[_HALT_STEP.get()] = exc
 
     async def place(self, request: OrderRequest) -> Order:
         try:
             return await self._inner.place(request)
         except Halted as exc:
-            self.last = exc
+            self._note(exc)
             raise
 
     async def modify(self, order: Order, change: Modification) -> Order:
         try:
             return await self._inner.modify(order, change)
         except Halted as exc:
-            self.last = exc
+            self._note(exc)
             raise
 
     async def place_multileg(self, request: MultilegRequest) -> Sequence[Order]:
         try:
             return await self._inner.place_multileg(request)
         except Halted as exc:
-            self.last = exc
+            self._note(exc)
             raise
 
     def __getattr__(self, name: str) -> Any:

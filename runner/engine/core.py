@@ -37,7 +37,7 @@ from runner.engine.arming import (
 from runner.engine.calls import Tuning
 from runner.engine.events import EngineEvent, EventKind, Observer
 from runner.engine.gateway import Gateway
-from runner.engine.group import run_group
+from runner.engine.group import lease_lead, run_group
 from runner.engine.interrupt import Interrupt
 from runner.engine.killswitch import GuardedBroker
 from runner.engine.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for
@@ -54,6 +54,7 @@ from runner.journal.store import Journal
 from runner.journal.tables import RunStatus, StepOutcome
 from runner.liveness import ProcessIdentity
 from runner.logs import get_logger
+from runner.plan.groups import GroupLabel, label_of
 from runner.playbook.models import Playbook, parse_duration
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ class StepReport:
     message: str
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    group: GroupLabel | None = None  # the ``parallel`` group it is a member of
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,10 @@ def _report(record: RunRecord, status: RunStatus, steps: dict[str, StepRecord], 
     for s in pb.steps:
         r = steps.get(s.id)
         if r is not None:
-            reports.append(StepReport(s.id, s.kind, r.outcome, r.message or "", r.started_at, r.finished_at))
+            group = label_of(pb, s.id)
+            reports.append(
+                StepReport(s.id, s.kind, r.outcome, r.message or "", r.started_at, r.finished_at, group)
+            )
     return RunReport(record.run_id, pb.name, record.account, status, record.resumed, tuple(reports))
 
 
@@ -261,8 +266,13 @@ class Engine:
         LEASE_AHEAD. If the account is busy, the step waits for its lease when it starts, as usual."""
         if not self.pb.steps:
             return
-        step = self.pb.steps[0]
-        if mode_for(step) is None or step.after is not None:
+        step: Any = self.pb.steps[0]
+        # A group's first member: the group's timing applies, and the lease covering all its members.
+        group = self.pb.group_of(step.id)
+        timed = group or step
+        if group is not None:
+            step = lease_lead(list(group.steps))
+        if step is None or mode_for(step) is None or timed.after is not None:
             return
         if self.record is not None:
             prior = self.journal.steps_of(self.run_id).get(step.id)
@@ -270,9 +280,9 @@ class Engine:
                 return
         now = self.clock.now()
         if (
-            step.at is not None
+            timed.at is not None
             and not self.options.ignore_at
-            and self.ctx.local_instant(step.at) - now > LEASE_AHEAD
+            and self.ctx.local_instant(timed.at) - now > LEASE_AHEAD
         ):
             return
         await self._take_lease(step, wait=0)
@@ -523,7 +533,15 @@ class Engine:
         self.gateway.adopt_client_ids()  # a broker mapping our ids one way in memory learns them again
 
     def _start(self, step: Any, position: int) -> None:
-        self.journal.start_step(self.run_id, step.id, position=position, kind=step.kind, now=self.clock.now())
+        group = self.pb.group_of(step.id)
+        self.journal.start_step(
+            self.run_id,
+            step.id,
+            position=position,
+            kind=step.kind,
+            now=self.clock.now(),
+            parallel_group=group.id if group is not None else None,
+        )
         self._emit(EventKind.STEP_STARTED, step.id, step.description or step.kind)
 
     def _finish(self, step: Any, result: StepResult) -> None:
@@ -552,10 +570,11 @@ class Engine:
         return await self._handle(step)
 
     async def _handle(self, step: Any, log: Any = None, gateway: Gateway | None = None) -> StepResult:
-        if self.halts is not None:
-            self.halts.last = None
-        result = await self._dispatch(step, log, gateway)
-        halted = self.halts.last if self.halts is not None else None
+        if self.halts is None:
+            return await self._dispatch(step, log, gateway)
+        with self.halts.watch(step.id):
+            result = await self._dispatch(step, log, gateway)
+        halted = self.halts.take(step.id)
         if halted is not None and result.outcome is StepOutcome.FAILED:
             self.log.warning("kill_switch_refused", step=step.id, error=str(halted))
             return StepResult(StepOutcome.REFUSED, f"refused by the kill switch: {halted}", result.orders)

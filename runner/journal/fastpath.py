@@ -132,7 +132,7 @@ SEL_RUNNING_OF_ACCOUNT = Stmt(
 )
 SEL_STEPS = Stmt(sa.select(steps).where(steps.c.run_id == B_RUN).order_by(steps.c.position))
 SEL_STEP_ID = Stmt(sa.select(steps.c.id).where(steps.c.run_id == B_RUN, steps.c.step_id == B_STEP))
-INS_STEP = insert(steps, "run_id", "step_id", "position", "kind", "outcome", "started_at")
+INS_STEP = insert(steps, "run_id", "step_id", "position", "kind", "outcome", "started_at", "parallel_group")
 UPD_STEP_FINISH = Stmt(
     steps.update()
     .where(steps.c.run_id == B_RUN, steps.c.step_id == B_STEP)

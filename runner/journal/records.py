@@ -56,6 +56,7 @@ class StepRecord:
     message: str | None
     started_at: dt.datetime
     finished_at: dt.datetime | None
+    parallel_group: str | None = None  # the ``parallel`` group it ran in
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,7 @@ def step_from_row(row: Any) -> StepRecord:
         message=row["message"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        parallel_group=row.get("parallel_group"),
     )
 
 

@@ -271,7 +271,16 @@ class Journal:
     def steps_of(self, run_id: str) -> dict[str, StepRecord]:
         return {r["step_id"]: step_from_row(r) for r in self._fast.read(SEL_STEPS, {"b_run": run_id})}
 
-    def start_step(self, run_id: str, step_id: str, *, position: int, kind: str, now: dt.datetime) -> None:
+    def start_step(
+        self,
+        run_id: str,
+        step_id: str,
+        *,
+        position: int,
+        kind: str,
+        now: dt.datetime,
+        parallel_group: str | None = None,
+    ) -> None:
         with self._fast.transaction() as t:
             if not t.rows(SEL_STEP_ID, {"b_run": run_id, "b_step": step_id}):
                 t.execute(
@@ -283,6 +292,7 @@ class Journal:
                         "kind": kind,
                         "outcome": StepOutcome.RUNNING.value,
                         "started_at": now,
+                        "parallel_group": parallel_group,
                     },
                 )
             t.execute(UPD_RUN_TOUCH, {"b_run": run_id, "updated_at": now})

@@ -112,6 +112,7 @@ steps = sa.Table(
     sa.Column("message", ScrubbedText()),
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("finished_at", UTCDateTime()),
+    sa.Column("parallel_group", sa.String(64)),  # the ``parallel`` group of a member step; NULL: none
     sa.UniqueConstraint("run_id", "step_id", name="uq_steps_run_step"),
 )
 

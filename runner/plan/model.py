@@ -14,6 +14,7 @@ from typing import Any
 
 from runner.journal.tables import Purpose
 from runner.model import OrderType, Side
+from runner.plan.groups import GroupLabel
 from runner.plan.state import Snapshot
 
 FORMAT = "runner-plan"
@@ -95,9 +96,10 @@ class StepPlan:
     message: str
     timing: str
     calls: tuple[PlannedCall, ...] = ()
+    group: GroupLabel | None = None  # the ``parallel`` group it is a member of
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "id": self.step_id,
             "kind": self.kind,
             "verdict": self.verdict.value,
@@ -105,11 +107,15 @@ class StepPlan:
             "timing": self.timing,
             "calls": [c.to_dict() for c in self.calls],
         }
+        if self.group is not None:
+            d["group"] = self.group.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StepPlan:
         calls = tuple(PlannedCall.from_dict(c) for c in d["calls"])
-        return cls(d["id"], d["kind"], Verdict(d["verdict"]), d["message"], d["timing"], calls)
+        group = GroupLabel.from_dict(d.get("group"))
+        return cls(d["id"], d["kind"], Verdict(d["verdict"]), d["message"], d["timing"], calls, group)
 
 
 # --- the plan ---------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from runner.ids import client_order_id, run_id_in
 from runner.journal.store import Journal
 from runner.journal.tables import Purpose, StepOutcome
 from runner.model import Modification, Order, OrderStatus, OrderType
+from runner.plan.groups import label_of
 from runner.plan.model import CallOp, Plan, PlaybookSource, StepPlan, Verdict
 from runner.plan.projection import Projection, _call, _Draft, _Slot
 from runner.plan.state import observe, order_key
@@ -86,13 +87,14 @@ def when_text(cond: OrderCondition | None) -> str:
     return " and ".join(parts) or "always"
 
 
-def timing_text(step: Any) -> str:
+def timing_text(step: Any, *, member: bool = False) -> str:
+    """``member``: a ``parallel`` group's member, whose ``after`` counts from the group's start."""
     parts = []
     if step.at is not None:
         parts.append(f"at {step.at}" + (f" (late: {step.late})" if step.late else ""))
     if step.after is not None:
-        parts.append(f"{step.after} after the previous step")
-    return ", ".join(parts) or "right after the previous step"
+        parts.append(f"{step.after} after the {'group starts' if member else 'previous step'}")
+    return ", ".join(parts) or ("when the group starts" if member else "right after the previous step")
 
 
 class Planner(Projection):
@@ -116,7 +118,7 @@ class Planner(Projection):
         clock = self.now
         out = []
         for step in self.pb.steps:
-            timing = timing_text(step)
+            timing = timing_text(step, member=self.pb.group_of(step.id) is not None)
             prior = done.get(step.id)
             if prior is not None and prior.outcome.is_final:
                 out.append(
@@ -148,7 +150,7 @@ class Planner(Projection):
             if d.verdict in (Verdict.REFUSED, Verdict.FAILS):
                 blocked = True
             out.append(StepPlan(step.id, step.kind, d.verdict, d.message, timing, tuple(d.calls)))
-        return out
+        return [dataclasses.replace(s, group=label_of(self.pb, s.step_id)) for s in out]
 
     async def _place_step(self, d: _Draft, step: PlaceStep) -> None:
         req, kw = await self._request(step, step.id, 0)

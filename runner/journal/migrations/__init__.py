@@ -44,6 +44,7 @@ CHAIN: dict[str, str] = {
     "0003": "0001",  # issue 13: master_snapshots, runs.master_sha (additive)
     "0005": "0001",  # issue 14: alert_outbox (additive)
     "0009": "0001",  # issue 16: fires.lease_expires/taken_from, daemons.beat_db_at (additive)
+    "0010": "0001",  # issue 15 follow-up: steps.parallel_group (additive)
 }
 HEAD = next(reversed(CHAIN))
 VERSION_TABLE = "alembic_version"  # Alembic's default name and shape, written here without Alembic

@@ -51,6 +51,8 @@ class StepInfo:
 class Doc:
     data: dict[str, Any]
     accounts: AccountNames | None
+    # flat step index -> id of the ``parallel`` group it is a member of (checks.groups.flatten)
+    groups: dict[int, str] = field(default_factory=dict)
     vars: dict[str, Any] = field(init=False)
     instruments: dict[str, Any] = field(init=False)
     limits: dict[str, Any] = field(init=False)
@@ -65,6 +67,11 @@ class Doc:
         self.instruments = self.data.get("instruments", {})
         self.limits = self.data.get("limits", {})
         self.steps = self.data["steps"]
+
+    def same_group(self, i: int, j: int) -> bool:
+        """Flat steps ``i`` and ``j`` are members of one ``parallel`` group."""
+        group = self.groups.get(i)
+        return group is not None and group == self.groups.get(j)
 
     @property
     def by_id(self) -> dict[str, StepInfo]:

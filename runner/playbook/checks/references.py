@@ -51,6 +51,8 @@ def check_ref(doc: Doc, sink: Sink, path: Path, ref: str, here: int, *, whole_sp
         )
         return
     if info.index >= here:
+        if doc.same_group(info.index, here):
+            return  # one error, not two: groups.check_member_refs says why (members run at once)
         line, col = sink.loaded.mark(("steps", info.index))
         sink.add(
             path,

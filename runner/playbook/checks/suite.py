@@ -59,7 +59,7 @@ def run_checks(sink: Sink, data: dict[str, Any], accounts: AccountNames | None) 
     if member:  # parallel groups: checks see the members in place, positions stay the file's
         sink.loaded = cast(Loaded, groups.GroupedMarks(loaded, paths))
     try:
-        doc = Doc(data, accounts)
+        doc = Doc(data, accounts, groups={i: group for i, (_, group) in member.items()})
         for check in CHECKS:
             check(doc, sink)
         groups.check_member_refs(doc, sink, member)
