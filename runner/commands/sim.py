@@ -3,8 +3,10 @@
 Each simulator module ``runner/brokers/<broker>/sim.py`` exposes ``async def serve_forever(host, port, faults,
 options) -> None`` and is backed by the paper matching engine. Its first stdout line is one JSON object
 (:func:`first_line`): ``broker``, ``url``, ``port``, ``account`` (a ready accounts-file entry: endpoints,
-credentials as ``{env: ...}`` references, options, and ``instruments`` = the simulator's own master written
-to a file) and ``env`` (those variables set to the simulator's default credentials).
+credentials as ``{env: ...}`` references, options; no instrument file: the adapter downloads the simulator's
+master in the broker's own format, as from the broker) and ``env`` (those variables set to the simulator's
+default credentials). ``--master-out PATH`` also writes that master as a generic CSV and names it in
+``account.instruments`` (an override file, e.g. for ``runner validate --accounts`` lot/tick checks).
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--master-out",
         default=None,
         metavar="PATH",
-        help="where to write the simulator's instrument master (CSV) that `account.instruments` names "
-        "(default: a fresh directory under the system temp dir)",
+        help="also write the simulator's instrument master as a generic CSV and name it in "
+        "`account.instruments` (default: none; the adapter downloads the master from the simulator in the "
+        "broker's own format)",
     )
 
 
@@ -109,7 +112,8 @@ def first_line(
     master: InstrumentMaster,
     options: Mapping[str, Any],
 ) -> str:
-    """The one JSON line ``runner sim`` prints first; writes the master file that ``account`` names."""
+    """The one JSON line ``runner sim`` prints first (with ``--master-out``, writes the master file that
+    ``account.instruments`` then names)."""
     from runner.accounts import Account
     from runner.wirejson import dumps
 
@@ -119,7 +123,8 @@ def first_line(
     )
     body.pop("name", None)  # the accounts file keys entries by name
     body["broker"] = broker
-    body["instruments"] = str(write_master(master, master_path(options, broker, port)))
+    if options.get("master_out"):
+        body["instruments"] = str(write_master(master, master_path(options, broker, port)))
     # The simulator trades at any hour: `runner run` without --ignore-calendar works too.
     body.setdefault("enforce_calendar", False)
     return str(dumps({"broker": broker, "url": url, "port": port, "account": body, "env": dict(env)}))
