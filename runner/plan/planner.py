@@ -29,6 +29,7 @@ from runner.engine.steps.common import StepError, enrich
 from runner.engine.steps.dispatch import EXIT_KINDS
 from runner.engine.steps.modify import (
     chase_cap,
+    chase_step,
     journaled_resolutions,
     modification_of,
     next_chase_price,
@@ -260,7 +261,8 @@ class Planner(Projection):
         origin = self._origin_price(order)
         price = order.price
         every = parse_duration(spec.every)
-        for k in range(int(abs(price - origin) / spec.tick), spec.max):
+        step_size = chase_step(spec, order.instrument.tick_size)
+        for k in range(int(abs(price - origin) / step_size), spec.max):
             nxt = next_chase_price(price, order.side, spec, order.instrument.tick_size, cap)
             if nxt == price:
                 break  # at the limit price: the chase keeps waiting there
@@ -278,7 +280,8 @@ class Planner(Projection):
                 "to market",
             )
         limit = notes.get("limit_price", cap)
-        d.message = f"chase {order.side.value} {origin} by {spec.tick} every {spec.every}, limit {limit}"
+        by = f"{spec.ticks} ticks ({step_size})" if spec.ticks is not None else f"{spec.tick}"
+        d.message = f"chase {order.side.value} {origin} by {by} every {spec.every}, limit {limit}"
 
     async def _resolve_modify(
         self, step: ModifyStep, order: Order

@@ -241,6 +241,9 @@ def _explain(sink: Sink, error: Any, names: dict[int, str]) -> None:
         )
     elif keyword in ("items", "prefixItems") and isinstance(value, list):
         sink.add(path, f"{subject}too many items ({len(value)})")
+    elif keyword == "oneOf" and custom_hint and not secret:  # exclusive alternatives (chase: tick | ticks)
+        sink.add(path, f"{subject}{'fits none' if 'not valid' in error.message else 'fits more than one'} "
+                 "of its allowed forms", custom_hint)
     elif keyword == "pattern" or not secret:
         sink.add(path, f"{subject}{error.message}", custom_hint)
     else:
