@@ -27,7 +27,7 @@ def check_spec(sink: Sink, path: Path, spec: dict[str, Any]) -> None:
         )
     tick = spec.get("tick_size")
     fixed_strike = strike is not None and not isinstance(strike, str)
-    if tick is not None and fixed_strike and Decimal(strike) % Decimal(tick):
+    if tick is not None and fixed_strike and Decimal(str(strike)) % Decimal(tick):
         sink.warn((*path, "strike"), f"strike {strike} is not a multiple of tick_size {tick}")
     if isinstance(strike, str) and "underlying" not in spec and exch not in DEFAULT_UNDERLYING_EXCHANGE:
         sink.add(

@@ -59,5 +59,5 @@ def _check_modify(doc: Doc, sink: Sink, path: Path, step: dict[str, Any], i: int
         if tick_size and rupees is not None and Decimal(rupees) % Decimal(tick_size):
             sink.add(
                 (*path, "chase", "tick"),
-                f"chase tick {chase['tick']} is not a multiple of the tick size {spec['tick_size']}",
+                f"chase tick {rupees} is not a multiple of the tick size {tick_size}",
             )
