@@ -39,6 +39,7 @@ from runner.engine.interrupt import Interrupt
 from runner.engine.killswitch import GuardedBroker
 from runner.engine.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for
 from runner.engine.risk import RiskChecker, RiskConfig, RiskRefused
+from runner.engine.rolling import resolve_for_step
 from runner.engine.steps.common import RunContext, StepError, StepResult
 from runner.engine.steps.dispatch import EXIT_KINDS, HANDLERS
 from runner.errors import BrokerError
@@ -535,6 +536,7 @@ class Engine:
         log = log or self.log.bind(step=step.id)
         self.gateway.log = log
         try:
+            await resolve_for_step(self.ctx, step)  # rolling instruments: once per run, journaled
             return await HANDLERS[step.kind](self.ctx, step)
         except RiskRefused as exc:
             log.warning("risk_refused", error=str(exc))

@@ -142,7 +142,9 @@ def test_release_0_1_0_journal_is_upgraded_at_start(
     assert [r.getMessage() for r in caplog.records if r.name == "runner.db"] == [UPGRADED]
     after = _counts(legacy)
     assert {t: after[t] for t in before} == before  # every row kept
-    assert set(after) - set(before) == {"alembic_version", "processes", "schema_compat", "account_leases"}
+    assert set(after) - set(before) == {
+        "alembic_version", "processes", "schema_compat", "account_leases", "resolved_instruments"
+    }
     status = migrations.status(legacy)
     assert (status.state, status.current, status.compatible_from) == ("current", migrations.HEAD, "0001")
     assert status.written_by is not None and status.written_by.startswith("runner ")

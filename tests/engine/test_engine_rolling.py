@@ -1,0 +1,177 @@
+"""Rolling instruments in the engine: resolved once, when the first step using them runs, through the
+broker's instrument master and the underlying's LTP; journaled in ``resolved_instruments``; a resumed run
+reuses the journaled contract even after the price moved; anything missing fails the step, nothing sent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from helpers.engine import at, make_env
+from helpers.faulty_broker import Faulty
+
+from runner.brokers.base import ForwardingBroker
+from runner.brokers.instruments import InstrumentMaster, MasterRow
+from runner.journal.resolved import ResolvedInstruments
+from runner.model import Instrument, OptionType
+from runner.playbook.models import Playbook
+from runner.playbook.yamlload import load_yaml
+
+WEEKLIES = [dt.date(2026, 3, d) for d in (3, 10, 17, 24, 31)] + [dt.date(2026, 4, 28)]
+STRIKES = [Decimal(s) for s in range(24300, 24750, 50)]
+INDEX = Instrument("NSE", "NIFTY")
+
+
+def nifty_master() -> InstrumentMaster:
+    rows = [MasterRow(INDEX, token="26000")]
+    for expiry in WEEKLIES:
+        if expiry.day > 24:  # the month's last: a future too
+            rows.append(MasterRow(Instrument("NFO", "NIFTY", expiry, lot_size=75, tick_size=Decimal("0.1"))))
+        for strike in STRIKES:
+            for opt in OptionType:
+                ins = Instrument("NFO", "NIFTY", expiry, strike, opt, 75, Decimal("0.05"), 1800)
+                rows.append(MasterRow(ins, token=f"{expiry:%m%d}{strike}{opt.value}"))
+    return InstrumentMaster(rows, broker="paper")
+
+
+class WithMaster(ForwardingBroker):
+    def __init__(self, inner: Any, master: InstrumentMaster | None) -> None:
+        super().__init__(inner)
+        self.master = master
+        self.master_reads = 0
+
+    async def instrument_master(self) -> InstrumentMaster | None:
+        self.master_reads += 1
+        return self.master
+
+
+def rolling_playbook(steps: str, ce: str = "{nearest: weekly}, strike: atm+2") -> Playbook:
+    text = textwrap.dedent(f"""\
+        version: 1
+        name: roll
+        timezone: Asia/Kolkata
+        instruments:
+          ce: {{exchange: NFO, symbol: NIFTY, expiry: {ce.split(", strike: ")[0]},
+                strike: {ce.split(", strike: ")[1]}, option_type: CE}}
+          fut: {{exchange: NFO, symbol: NIFTY, expiry: {{nearest: monthly, offset: 1}}}}
+        steps:
+        """) + textwrap.dedent(steps)
+    return Playbook.model_validate(load_yaml(text).value)
+
+
+ENTRY = '  - {kind: place, id: buy, instrument: ce, side: BUY, lots: 1, type: LIMIT, price: {ltp: "-1%"}}\n'
+CE_0303_24600 = Instrument("NFO", "NIFTY", dt.date(2026, 3, 3), Decimal(24600), OptionType.CE)
+
+
+def priced_env(tmp_path: Any) -> Any:
+    env = make_env(tmp_path)  # DAY is Monday 2026-03-02
+    env.prices.set(INDEX, Decimal("24512.35"), at(9, 0))  # ATM 24500, atm+2 = 24600
+    env.prices.set(CE_0303_24600, Decimal("80"), at(9, 0))
+    env.prices.set(
+        Instrument("NFO", "NIFTY", dt.date(2026, 3, 3), Decimal(24700), OptionType.CE),
+        Decimal("50"),
+        at(9, 0),
+    )
+    return env
+
+
+async def test_atm_weekly_entry_resolves_once_journals_and_chases_in_ticks(tmp_path):
+    env = priced_env(tmp_path)
+    broker = WithMaster(env.broker(), nifty_master())
+    steps = ENTRY + "  - {kind: modify, id: chase, order: buy, chase: {ticks: 3, every: 5s, max: 2}}\n"
+    report = await env.run(rolling_playbook(steps), broker=broker)
+    assert env.steps(report) == {"buy": "succeeded", "chase": "succeeded"}
+    (intent,) = env.journal.intents(run_id=report.run_id)
+    req = intent.request
+    assert req.instrument.key == "NFO NIFTY 2026-03-03 24600 CE"
+    assert (req.quantity, req.instrument.tick_size, req.price) == (75, Decimal("0.05"), Decimal("79.20"))
+    (order,) = await env.broker().orders()
+    assert order.price == Decimal("79.50")  # two chase steps of 3 ticks x 0.05 (the master's tick)
+    (row,) = ResolvedInstruments(env.engine).of_run(report.run_id).values()
+    assert (row.alias, row.instrument.key, row.rule) == (
+        "ce",
+        req.instrument.key,
+        "NFO NIFTY nearest weekly atm+2 CE",
+    )
+    assert (row.underlying, row.underlying_ltp) == ("NSE NIFTY", Decimal("24512.35"))
+    assert row.instrument.lot_size == 75 and row.instrument.freeze_quantity == 1800
+    assert broker.master_reads == 1  # once per run, not per step
+
+
+class Crash(BaseException):
+    """The process dies after the intent is journaled, before the request leaves."""
+
+
+async def test_a_resumed_run_reuses_the_journaled_contract_after_the_price_moved(tmp_path):
+    env = priced_env(tmp_path)
+    dying = Faulty(env.broker()).fail("place", Crash())
+    dying.ltp = env.broker().ltp  # type: ignore[attr-defined]
+    with pytest.raises(Crash):
+        await env.run(rolling_playbook(ENTRY), broker=WithMaster(dying, nifty_master()))
+    env.prices.set(INDEX, Decimal("24580"), at(9, 16))  # ATM now 24600: re-resolving would pick 24700
+    await env.clock.sleep_until(at(9, 17))
+    resumed = WithMaster(env.broker(), nifty_master())
+    report = await env.run(rolling_playbook(ENTRY), broker=resumed)
+    assert env.steps(report) == {"buy": "succeeded"}
+    (order,) = await env.broker().orders()
+    assert order.instrument.key == "NFO NIFTY 2026-03-03 24600 CE"  # resolved once, by the first start
+    assert resumed.master_reads == 0  # the journaled contract: neither the master nor the LTP is read
+    (row,) = ResolvedInstruments(env.engine).of_run(report.run_id).values()
+    assert row.underlying_ltp == Decimal("24512.35")
+
+
+async def test_a_new_run_resolves_against_the_price_of_its_own_step(tmp_path):
+    """The failing case for the resume test: without the journal, the moved price picks another strike."""
+    env = priced_env(tmp_path)
+    env.prices.set(INDEX, Decimal("24580"), at(9, 0))  # ATM 24600, atm+2 = 24700
+    report = await env.run(rolling_playbook(ENTRY), broker=WithMaster(env.broker(), nifty_master()))
+    (intent,) = env.journal.intents(run_id=report.run_id)
+    assert intent.request.instrument.key == "NFO NIFTY 2026-03-03 24700 CE"
+
+
+@pytest.mark.parametrize(
+    ("ce", "master", "ltp", "message"),
+    [
+        ("{nearest: weekly}, strike: atm", None, True, "has no instrument master"),
+        ("{nearest: weekly}, strike: atm", "master", False, "NSE NIFTY: no last traded price"),
+        ("{nearest: weekly, offset: 6}, strike: atm", "master", True, "no weekly expiry at offset 6"),
+        ("{nearest: monthly}, strike: atm+5", "master", True, "atm+5 is beyond the listed strikes"),
+        ("{nearest: weekly}, strike: atm", "empty", True, "no weekly expiry at offset 0"),
+    ],
+)
+async def test_unresolvable_fails_the_step_and_sends_nothing(tmp_path, ce, master, ltp, message):
+    env = priced_env(tmp_path)
+    inner: Any = env.broker() if ltp else Faulty(env.broker())  # Faulty exposes no ltp()
+    book = {None: None, "master": nifty_master(), "empty": InstrumentMaster([MasterRow(INDEX)])}[master]
+    report = await env.run(rolling_playbook(ENTRY, ce), broker=WithMaster(inner, book))
+    assert env.steps(report) == {"buy": "failed"}
+    assert message in report.steps[0].message and "nothing was sent" in report.steps[0].message
+    assert env.journal.intents(run_id=report.run_id) == []
+    assert ResolvedInstruments(env.engine).of_run(report.run_id) == {}
+    assert await env.broker().orders() == []
+
+
+async def test_monthly_future_and_underlying_alias(tmp_path):
+    """``fut`` (next month's monthly future) and an option whose ATM is set by that future's LTP."""
+    env = priced_env(tmp_path)
+    fut = Instrument("NFO", "NIFTY", dt.date(2026, 4, 28))
+    env.prices.set(fut, Decimal("24390"), at(9, 0))
+    steps = "  - {kind: place, id: buy, instrument: ce, side: BUY, quantity: 75}\n"
+    pb = rolling_playbook(steps, "{nearest: monthly}, strike: atm-1")
+    pb = pb.model_copy(
+        update={
+            "instruments": {
+                **pb.instruments,
+                "ce": pb.instruments["ce"].model_copy(update={"underlying": "fut"}),
+            }
+        }
+    )
+    report = await env.run(pb, broker=WithMaster(env.broker(), nifty_master()))
+    assert env.steps(report) == {"buy": "succeeded"}
+    rows = ResolvedInstruments(env.engine).of_run(report.run_id)
+    assert rows["fut"].instrument.key == "NFO NIFTY 2026-04-28"
+    assert rows["ce"].instrument.key == "NFO NIFTY 2026-03-31 24350 CE"  # ATM 24400 at 24390, minus one
+    assert rows["ce"].underlying == "NFO NIFTY 2026-04-28" and rows["ce"].underlying_ltp == Decimal("24390")
