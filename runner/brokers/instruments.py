@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -54,6 +55,18 @@ def row_from_mapping(rec: dict[str, str]) -> MasterRow:
              "freeze_quantity", "token", "trading_symbol"}
     extra = {k: v for k, v in rec.items() if k not in known and v not in (None, "")}
     return MasterRow(inst, _opt(rec.get("token")), _opt(rec.get("trading_symbol")), extra)
+
+
+def rows_from_csv(content: bytes | str, name: str = "<master>", *,
+                  error: type[ValueError] = ValueError) -> Iterator[MasterRow]:
+    """The rows of a generic master CSV; ``error`` (naming ``name`` and the line) on a bad row."""
+    text = content.decode("utf-8-sig") if isinstance(content, bytes) else content
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    for rec in reader:
+        try:
+            yield row_from_mapping(rec)
+        except (KeyError, AttributeError, ValueError, ArithmeticError) as exc:
+            raise error(f"{name}: line {reader.line_num}: {exc!r}") from None
 
 
 class InstrumentMaster:

@@ -44,7 +44,9 @@ class MasterFormatError(ValueError):
 
 
 # broker kind -> "module:attribute" of its MasterFormat; lazy so `runner --help` stays fast.
-FORMATS: dict[str, str] = {}
+FORMATS: dict[str, str] = {
+    "paper": "runner.brokers.paper.master:FORMAT",
+}
 
 
 def master_format(broker: str) -> MasterFormat | None:

@@ -15,7 +15,9 @@ Account options: ``reference_prices`` (true = the shipped file, default; false =
 ``slippage_ticks``, ``partial_fill_slice``, ``cancel_delay``, ``band_pct``, ``session_close``,
 ``db_url``, ``idempotent_client_ids`` (default true; false = a repeated client id is a second order, as at
 the real Indian brokers, and the broker no longer declares :attr:`Capability.IDEMPOTENT_CLIENT_ID`),
-``lookup_lag`` (seconds a lookup by client id misses a new order, like a broker scanning its day book).
+``lookup_lag`` (seconds a lookup by client id misses a new order, like a broker scanning its day book),
+``instrument_master`` (default true: every order's instrument must exist in the generated master of the
+day, :mod:`runner.brokers.paper.master`, resolved as a real broker's master would be; false = anything).
 Context: ``clock=`` (default SystemClock), ``db_url=`` or ``engine=`` (a SQLAlchemy Engine),
 ``prices=`` (a PricePath object, e.g. a test's StepPath).
 """
@@ -28,7 +30,8 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -51,6 +54,9 @@ from runner.model import (
     Position,
     Product,
 )
+
+if TYPE_CHECKING:
+    from runner.brokers.instruments import InstrumentMaster
 
 T = TypeVar("T")
 
@@ -361,6 +367,8 @@ class PaperBroker:
         clock: Clock | None = None,
         prices: PricePath | None = None,
         config: MatchingConfig | None = None,
+        check_instruments: bool = False,
+        tz: str = "Asia/Kolkata",
     ) -> None:
         if engine is None:
             from runner.journal.db import shared_engine
@@ -377,6 +385,23 @@ class PaperBroker:
         )
         self._book = self.matching.book(account)
         self.store = PaperStore(engine, account)
+        # On: orders must name a contract the generated master lists that day (create() turns it on).
+        self.check_instruments = check_instruments
+        self._tz = ZoneInfo(tz)
+
+    async def instrument_master(self) -> InstrumentMaster:
+        """:class:`runner.brokers.base.InstrumentSource`: the generated master of the clock's trading day
+        (a rehearsal's virtual date included)."""
+        from runner.brokers.paper.master import generated_master
+
+        return generated_master(self.clock.now().astimezone(self._tz).date())
+
+    async def _resolve(self, instruments: Sequence[Instrument]) -> None:
+        """Refuse, before anything is booked, an instrument the day's master does not list."""
+        if self.check_instruments:
+            master = await self.instrument_master()
+            for instrument in instruments:
+                master.resolve(instrument)  # InstrumentUnknown, worded as for a real broker's master
 
     def _txn(self, op: Callable[[dt.datetime], T]) -> T:
         store = self.store
@@ -416,6 +441,7 @@ class PaperBroker:
         await self.connect()
 
     async def place(self, request: OrderRequest) -> Order:
+        await self._resolve([request.instrument])
         order = self._txn(lambda now: self.matching.place(self.account, request, now))
         if order.status is OrderStatus.REJECTED:
             code = self.matching.reject_code(self.account, request.client_order_id)
@@ -424,6 +450,7 @@ class PaperBroker:
         return order
 
     async def place_multileg(self, request: MultilegRequest) -> Sequence[Order]:
+        await self._resolve([leg.instrument for leg in request.legs])
         legs = self._txn(lambda now: self.matching.place_multileg(self.account, request, now))
         bad = next((o for o in legs if o.status is OrderStatus.REJECTED and
                     self.matching.reject_code(self.account, o.client_order_id) != "multileg"), None)
@@ -505,6 +532,9 @@ def references_from_options(options: dict[str, Any]) -> ReferenceBook | None:
 
 def create(account: Account, **context: Any) -> PaperBroker:
     options = dict(account.options)
+    check = options.get("instrument_master", True)
+    if not isinstance(check, bool):  # "false" from a hand-written file must not read as true
+        raise ValueError(f"instrument_master must be true or false, not {check!r}")
     prices = context.get("prices") or path_from_options(
         options, tz=account.timezone, references=references_from_options(options)
     )
@@ -516,4 +546,6 @@ def create(account: Account, **context: Any) -> PaperBroker:
         clock=context.get("clock"),
         prices=prices,
         config=context.get("config") or MatchingConfig.from_options(options),
+        check_instruments=check,
+        tz=account.timezone,
     )
