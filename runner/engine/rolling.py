@@ -77,7 +77,7 @@ def underlying_of(pb: Playbook, spec: InstrumentSpec) -> tuple[str | None, Instr
     return None, Instrument(exchange=exchange, symbol=spec.symbol)
 
 
-def _dependencies(pb: Playbook, aliases: list[str]) -> Iterator[str]:
+def dependencies(pb: Playbook, aliases: list[str]) -> Iterator[str]:
     """``aliases`` with each one's underlying alias chain first (an underlying may be rolling itself)."""
     seen: set[str] = set()
     for alias in aliases:
@@ -190,7 +190,7 @@ async def resolve_for_step(ctx: RunContext, step: BaseModel) -> None:
             ctx.playbook, {a: r.instrument for a, r in journaled.items() if a in pending}
         )
         pending = rolling_aliases(ctx.playbook)
-    needed = [a for a in _dependencies(ctx.playbook, step_aliases(step)) if a in pending]
+    needed = [a for a in dependencies(ctx.playbook, step_aliases(step)) if a in pending]
     if not needed:
         return
     master = ctx.extras.get(_MASTER)
