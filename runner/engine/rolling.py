@@ -222,9 +222,5 @@ async def resolve_for_step(ctx: RunContext, step: BaseModel) -> None:
             )
         )
         ctx.playbook = with_contracts(ctx.playbook, {alias: row.instrument})
-        if ctx.log is not None:
-            ltp_text = str(row.underlying_ltp) if row.underlying_ltp is not None else None
-            ctx.log.info(
-                "instrument_resolved", alias=alias, rule=row.rule, contract=row.instrument.key,
-                underlying=row.underlying, underlying_ltp=ltp_text,
-            )  # fmt: skip
+        at = f", {row.underlying} LTP {row.underlying_ltp}" if row.underlying else ""
+        ctx.gateway.note(f"{alias} = {row.instrument.key} (rolling: {row.rule}{at})")  # journaled, shown
