@@ -12,40 +12,13 @@ from typing import Any
 import pytest
 from helpers.engine import at, make_env
 from helpers.faulty_broker import Faulty
+from helpers.rolling import INDEX, WithMaster, nifty_master
 
-from runner.brokers.base import ForwardingBroker
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.journal.resolved import ResolvedInstruments
 from runner.model import Instrument, OptionType
 from runner.playbook.models import Playbook
 from runner.playbook.yamlload import load_yaml
-
-WEEKLIES = [dt.date(2026, 3, d) for d in (3, 10, 17, 24, 31)] + [dt.date(2026, 4, 28)]
-STRIKES = [Decimal(s) for s in range(24300, 24750, 50)]
-INDEX = Instrument("NSE", "NIFTY")
-
-
-def nifty_master() -> InstrumentMaster:
-    rows = [MasterRow(INDEX, token="26000")]
-    for expiry in WEEKLIES:
-        if expiry.day > 24:  # the month's last: a future too
-            rows.append(MasterRow(Instrument("NFO", "NIFTY", expiry, lot_size=75, tick_size=Decimal("0.1"))))
-        for strike in STRIKES:
-            for opt in OptionType:
-                ins = Instrument("NFO", "NIFTY", expiry, strike, opt, 75, Decimal("0.05"), 1800)
-                rows.append(MasterRow(ins, token=f"{expiry:%m%d}{strike}{opt.value}"))
-    return InstrumentMaster(rows, broker="paper")
-
-
-class WithMaster(ForwardingBroker):
-    def __init__(self, inner: Any, master: InstrumentMaster | None) -> None:
-        super().__init__(inner)
-        self.master = master
-        self.master_reads = 0
-
-    async def instrument_master(self) -> InstrumentMaster | None:
-        self.master_reads += 1
-        return self.master
 
 
 def rolling_playbook(steps: str, ce: str = "{nearest: weekly}, strike: atm+2") -> Playbook:

@@ -60,3 +60,50 @@ def test_plan_run_show_rehearse(tmp_path, capsys, monkeypatch):
     assert re.search(
         r"ce = NFO NIFTY 2026-12-08 \d+ CE \(rolling: NFO NIFTY nearest weekly atm\+1 CE", out
     ), out
+
+
+async def test_apply_refuses_an_order_whose_contract_moved_since_the_plan(tmp_path):
+    """The plan names the contract resolved at plan time; if the step resolves another one at apply time
+    (the underlying moved a strike), the plan's guard refuses the order: nothing is sent."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from helpers.engine import at, make_env
+    from helpers.rolling import INDEX, WithMaster, nifty_master
+
+    from runner.model import Instrument as Ins
+    from runner.model import OptionType
+    from runner.plan.apply import apply_plan
+    from runner.plan.model import PlaybookSource
+    from runner.plan.planner import make_plan
+    from runner.playbook.models import Playbook
+    from runner.playbook.yamlload import load_yaml
+
+    env = make_env(tmp_path)  # Monday 2026-03-02
+    env.prices.set(INDEX, Decimal("24512"), at(9, 0))  # ATM 24500, atm+1 = 24550
+    for strike in (24550, 24600):
+        env.prices.set(
+            Ins("NFO", "NIFTY", dt.date(2026, 3, 3), Decimal(strike), OptionType.CE), Decimal(90), at(9, 0)
+        )
+    pb = Playbook.model_validate(load_yaml(PLAYBOOK).value)
+    plan = await make_plan(
+        pb,
+        PlaybookSource("roll.yaml", PLAYBOOK),
+        WithMaster(env.broker(), nifty_master()),
+        env.journal,
+        account=env.account,
+        now=env.clock.now(),
+        scheduled_for=at(0, 0),
+        ignore_at=True,
+    )
+    (call,) = [c for c in plan.calls if c.op.value == "place"]
+    assert call.instrument == "NFO NIFTY 2026-03-03 24550 CE"
+    env.prices.set(INDEX, Decimal("24561"), at(9, 16))  # ATM now 24550: atm+1 = 24600
+    await env.clock.sleep_until(at(9, 17))
+    report = await apply_plan(plan, pb, WithMaster(env.broker(), nifty_master()), env.journal, env.clock)
+    assert report.steps[0].outcome.value == "failed"
+    assert (
+        "instrument NFO NIFTY 2026-03-03 24600 CE differs from the planned NFO NIFTY 2026-03-03 24550 CE"
+        in (report.steps[0].message)
+    )
+    assert await env.broker().orders() == []
