@@ -148,6 +148,14 @@ def _listed(master: InstrumentMaster, instrument: Instrument) -> bool:
     return True
 
 
+def allow_contracts(risk: Any, pb: Playbook, contracts: dict[str, Instrument]) -> None:
+    """Rolling aliases named in ``limits.allowed_instruments`` allow the contract each resolved to."""
+    allowed = pb.limits.allowed_instruments or []
+    for alias, ins in contracts.items():
+        if risk is not None and alias in allowed:
+            risk.allow_instrument(ins.key)
+
+
 def with_contracts(pb: Playbook, contracts: dict[str, Instrument]) -> Playbook:
     """``pb`` with each alias in ``contracts`` replaced by its concrete contract (rule kept for display in
     :func:`rule_of`)."""
@@ -186,9 +194,9 @@ async def resolve_for_step(ctx: RunContext, step: BaseModel) -> None:
     if store is None:
         store = ctx.extras[_STORE] = ResolvedInstruments(ctx.gateway.journal.engine)
         journaled = store.of_run(ctx.run_id)  # a resumed run: what an earlier start resolved
-        ctx.playbook = with_contracts(
-            ctx.playbook, {a: r.instrument for a, r in journaled.items() if a in pending}
-        )
+        contracts = {a: r.instrument for a, r in journaled.items() if a in pending}
+        allow_contracts(ctx.gateway.risk, ctx.playbook, contracts)
+        ctx.playbook = with_contracts(ctx.playbook, contracts)
         pending = rolling_aliases(ctx.playbook)
     needed = [a for a in dependencies(ctx.playbook, step_aliases(step)) if a in pending]
     if not needed:
@@ -221,6 +229,7 @@ async def resolve_for_step(ctx: RunContext, step: BaseModel) -> None:
                 ctx.clock.now(),
             )
         )
+        allow_contracts(ctx.gateway.risk, ctx.playbook, {alias: row.instrument})
         ctx.playbook = with_contracts(ctx.playbook, {alias: row.instrument})
         at = f", {row.underlying} LTP {row.underlying_ltp}" if row.underlying else ""
         ctx.gateway.note(f"{alias} = {row.instrument.key} (rolling: {row.rule}{at})")  # journaled, shown

@@ -26,6 +26,7 @@ from runner.engine.gateway import is_live
 from runner.engine.risk import RiskChecker, RiskConfig, RiskRefused
 from runner.engine.rolling import (
     InstrumentUnresolved,
+    allow_contracts,
     dependencies,
     master_of,
     resolve_spec,
@@ -177,7 +178,9 @@ class Planner(Projection):
         if not self._rolling_loaded:
             self._rolling_loaded = True
             journaled = ResolvedInstruments(self.journal.engine).of_run(self.run_id)
-            self.pb = with_contracts(self.pb, {a: r.instrument for a, r in journaled.items() if a in pending})
+            contracts = {a: r.instrument for a, r in journaled.items() if a in pending}
+            allow_contracts(self.risk, self.pb, contracts)
+            self.pb = with_contracts(self.pb, contracts)
             pending = rolling_aliases(self.pb)
         needed = [a for a in dependencies(self.pb, step_aliases(step)) if a in pending]
         if not needed:
@@ -191,6 +194,7 @@ class Planner(Projection):
         for alias in needed:
             rule = self.pb.instruments[alias].rule()
             ins, underlying, ltp = await resolve_spec(self.pb, alias, master, self._ltp, self.run_date)
+            allow_contracts(self.risk, self.pb, {alias: ins})
             self.pb = with_contracts(self.pb, {alias: ins})
             at = f", {underlying.key} LTP {ltp}" if underlying is not None else ""
             lines.append(f"{alias} = {ins.key} (rolling: {rule}{at}, resolved at plan time)")

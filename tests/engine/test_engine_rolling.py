@@ -148,3 +148,15 @@ async def test_monthly_future_and_underlying_alias(tmp_path):
     assert rows["fut"].instrument.key == "NFO NIFTY 2026-04-28"
     assert rows["ce"].instrument.key == "NFO NIFTY 2026-03-31 24350 CE"  # ATM 24400 at 24390, minus one
     assert rows["ce"].underlying == "NFO NIFTY 2026-04-28" and rows["ce"].underlying_ltp == Decimal("24390")
+
+
+async def test_allowed_instruments_names_a_rolling_alias(tmp_path):
+    """``allowed_instruments: [ce]`` allows the contract ``ce`` resolved to in this run, nothing else."""
+    env = priced_env(tmp_path)
+    env.prices.set(Instrument("NFO", "NIFTY", dt.date(2026, 4, 28)), Decimal("24600"), at(9, 0))
+    steps = ENTRY + "  - {kind: place, id: fut, instrument: fut, side: BUY, lots: 1}\n"
+    pb = rolling_playbook(steps)
+    pb = pb.model_copy(update={"limits": pb.limits.model_copy(update={"allowed_instruments": ["ce"]})})
+    report = await env.run(pb, broker=WithMaster(env.broker(), nifty_master()))
+    assert env.steps(report) == {"buy": "succeeded", "fut": "refused"}
+    assert "NFO NIFTY 2026-04-28: instrument not in limits allowed_instruments" in report.steps[1].message

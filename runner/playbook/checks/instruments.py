@@ -95,13 +95,7 @@ def check_instruments(doc: Doc, sink: Sink) -> None:
 
 def check_allowed_instruments(doc: Doc, sink: Sink) -> None:
     for i, ref in enumerate(doc.limits.get("allowed_instruments", [])):
-        spec = resolve(doc, sink, ("limits", "allowed_instruments", i), ref)
-        if is_rolling(spec) and not isinstance(ref, dict):
-            sink.add(
-                ("limits", "allowed_instruments", i),
-                f"'{ref}' is a rolling instrument: its contract is known only when a step runs",
-                "limit by allowed_exchanges, or name a fixed contract",
-            )
+        resolve(doc, sink, ("limits", "allowed_instruments", i), ref)  # a rolling alias: its run's contract
 
 
 def check_filters(doc: Doc, sink: Sink) -> None:
