@@ -5,7 +5,9 @@ Before a step runs, :func:`resolve_for_step` makes every instrument alias the st
 journaled (a resumed run never re-resolves: the price may have moved since), then, for the rest, the
 broker's instrument master (``instrument_master()``) and the underlying's fresh LTP pick the contract
 (:mod:`runner.playbook.rolling`), which is journaled (:mod:`runner.journal.resolved`) before the step
-builds any order. Anything missing (no master, no LTP, no such expiry or strike) fails the step with
+builds any order. The underlying's price is read once per run: every ATM strike on one underlying in a
+run is set from the same LTP (a straddle's two legs, placed by two steps, share one strike). Anything
+missing (no master, no LTP, no such expiry or strike) fails the step with
 :class:`InstrumentUnresolved`, nothing sent. Client order ids do not depend on the contract (run, slot,
 leg, attempt), so they stay deterministic.
 
@@ -32,6 +34,7 @@ from runner.playbook.rolling import DEFAULT_UNDERLYING_EXCHANGE, RollingUnresolv
 
 _STORE = "rolling.store"
 _MASTER = "rolling.master"
+_LTPS = "rolling.ltps"  # underlying key -> the LTP this run's ATM strikes on it were set from
 
 PriceOf = Callable[[Instrument], Awaitable[Decimal]]
 
@@ -212,8 +215,17 @@ async def resolve_for_step(ctx: RunContext, step: BaseModel) -> None:
             )
         ctx.extras[_MASTER] = master
 
+    ltps: dict[str, Decimal] = ctx.extras.setdefault(_LTPS, {})
+    for row in store.of_run(ctx.run_id).values() if not ltps else ():
+        if row.underlying is not None and row.underlying_ltp is not None:
+            ltps.setdefault(row.underlying, row.underlying_ltp)
+
     async def price_of(ins: Instrument) -> Decimal:
-        return await reference_price(ctx, ins)
+        # One ATM per underlying per run: legs resolved in later steps (a straddle's PE) use the price
+        # the first one used, so they land on the same strike.
+        if ins.key not in ltps:
+            ltps[ins.key] = await reference_price(ctx, ins)
+        return ltps[ins.key]
 
     for alias in needed:
         spec = ctx.playbook.instruments[alias]

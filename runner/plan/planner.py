@@ -194,6 +194,7 @@ class Planner(Projection):
         for alias in needed:
             rule = self.pb.instruments[alias].rule()
             ins, underlying, ltp = await resolve_spec(self.pb, alias, master, self._ltp, self.run_date)
+            # (self._ltp caches per instrument: one ATM per underlying per plan, as in a run)
             allow_contracts(self.risk, self.pb, {alias: ins})
             self.pb = with_contracts(self.pb, {alias: ins})
             at = f", {underlying.key} LTP {ltp}" if underlying is not None else ""

@@ -160,3 +160,29 @@ async def test_allowed_instruments_names_a_rolling_alias(tmp_path):
     report = await env.run(pb, broker=WithMaster(env.broker(), nifty_master()))
     assert env.steps(report) == {"buy": "succeeded", "fut": "refused"}
     assert "NFO NIFTY 2026-04-28: instrument not in limits allowed_instruments" in report.steps[1].message
+
+
+async def test_one_atm_per_underlying_per_run(tmp_path):
+    """A straddle's PE, resolved by a later step after the index moved, gets the CE's strike."""
+    env = priced_env(tmp_path)
+    pe = Instrument("NFO", "NIFTY", dt.date(2026, 3, 3), Decimal(24500), OptionType.PE)
+    env.prices.set(pe, Decimal("70"), at(9, 0))
+    env.prices.set(INDEX, Decimal("24590"), at(9, 16))  # after the CE: ATM would be 24600
+    text = textwrap.dedent("""\
+        version: 1
+        name: straddle
+        timezone: Asia/Kolkata
+        instruments:
+          ce: {exchange: NFO, symbol: NIFTY, expiry: {nearest: weekly}, strike: atm, option_type: CE}
+          pe: {exchange: NFO, symbol: NIFTY, expiry: {nearest: weekly}, strike: atm, option_type: PE}
+        steps:
+          - {kind: place, id: ce, instrument: ce, side: SELL, lots: 1}
+          - {kind: place, id: pe, instrument: pe, side: SELL, lots: 1, after: 2m}
+        """)
+    pb = Playbook.model_validate(load_yaml(text).value)
+    report = await env.run(pb, broker=WithMaster(env.broker(), nifty_master()))
+    assert env.steps(report) == {"ce": "succeeded", "pe": "succeeded"}
+    rows = ResolvedInstruments(env.engine).of_run(report.run_id)
+    assert rows["ce"].instrument.strike == rows["pe"].instrument.strike == Decimal(24500)
+    assert rows["pe"].underlying_ltp == Decimal("24512.35")
+    assert rows["pe"].resolved_at > rows["ce"].resolved_at

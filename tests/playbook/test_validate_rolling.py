@@ -119,7 +119,7 @@ def test_semantic_rules_for_rolling_instruments() -> None:
     assert any("unknown instrument 'futt'" in e and "did you mean 'fut'" in e for e in errors(HEAD + unknown))
     loop = GOOD.replace("expiry: {nearest: monthly}}", "expiry: {nearest: monthly}, underlying: pe}")
     assert any("leads back" in e for e in errors(HEAD + loop))
-    limited = (HEAD + GOOD).replace("limits: {max_orders_per_run: 10}", "limits: {allowed_instruments: [ce, fixed]}")
+    limited = (HEAD + GOOD).replace("{max_orders_per_run: 10}", "{allowed_instruments: [ce, fixed]}")
     assert errors(limited) == []  # a rolling alias allows the contract it resolves to in each run
 
 
