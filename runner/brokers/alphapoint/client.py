@@ -656,6 +656,11 @@ class AlphaPointBroker:
             pending = refused
         return out
 
+    async def instrument_master(self) -> InstrumentMaster:
+        """:class:`runner.brokers.base.InstrumentSource`: the master this adapter resolves orders against
+        (rolling instruments resolve through it)."""
+        return self.master
+
     async def ltp(self, instrument: Instrument) -> Decimal | None:
         """The QuoteSource the gateway uses: the last traded price from :meth:`quotes` (None if none)."""
         quote = (await self.quotes([instrument])).get(instrument.key)

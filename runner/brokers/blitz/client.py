@@ -511,6 +511,11 @@ class BlitzBroker:
             out.update(quotes_from_reply(data, {i: wanted[i] for i in batch}, received))
         return out
 
+    async def instrument_master(self) -> InstrumentMaster:
+        """:class:`runner.brokers.base.InstrumentSource`: the master this adapter resolves orders against
+        (rolling instruments resolve through it)."""
+        return self.master
+
     async def ltp(self, instrument: Instrument) -> Decimal | None:
         """The QuoteSource the gateway uses: the quote's LTP, None when Blitz has none."""
         quote = (await self.quotes([instrument])).get(instrument.key)

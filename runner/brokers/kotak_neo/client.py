@@ -413,6 +413,11 @@ class KotakNeo:
                                         traded_at=parsed.at)
         return out
 
+    async def instrument_master(self) -> InstrumentMaster:
+        """:class:`runner.brokers.base.InstrumentSource`: the master this adapter resolves orders against
+        (rolling instruments resolve through it)."""
+        return self.master
+
     async def ltp(self, instrument: Instrument) -> Decimal | None:
         quote = (await self.quotes([instrument])).get(instrument.key)
         return quote.ltp if quote is not None else None
