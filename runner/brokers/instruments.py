@@ -94,6 +94,23 @@ class InstrumentMaster:
             if inst.strike is not None:
                 strikes.add(inst.strike)
 
+    def fill_from(self, other: InstrumentMaster) -> None:
+        """Add every row of ``other`` whose instrument and token this master lacks (its own rows win).
+        Bulk: keys are taken from ``other``'s index, not recomputed per row."""
+        len(other)  # a lazily built master (the paper one) completes itself here
+        for key, row in other._by_key.items():
+            if key in self._by_key or (row.token is not None and row.token in self._by_token):
+                continue
+            self._by_key[key] = row
+            if row.token is not None:
+                self._by_token[row.token] = row
+            inst = row.instrument
+            if inst.expiry is not None:
+                chain = self._chains.setdefault((inst.exchange, inst.symbol), {})
+                strikes = chain.setdefault(inst.expiry, set())
+                if inst.strike is not None:
+                    strikes.add(inst.strike)
+
     def __len__(self) -> int:
         return len(self._by_key)
 

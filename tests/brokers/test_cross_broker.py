@@ -337,7 +337,7 @@ version: 1
 name: cross-ltp
 timezone: Asia/Kolkata
 instruments:
-  fut: {exchange: NFO, symbol: NIFTY, expiry: 2026-12-29, lot_size: 75, freeze_quantity: 1800}
+  fut: {exchange: NFO, symbol: NIFTY, expiry: 2026-03-30, lot_size: 75, freeze_quantity: 1800}
   ce: {exchange: NFO, symbol: NIFTY, expiry: 2026-12-29, strike: 24500, option_type: CE, lot_size: 75}
   pe: {exchange: NFO, symbol: NIFTY, expiry: 2026-12-29, strike: 24000, option_type: PE, lot_size: 75}
 steps:

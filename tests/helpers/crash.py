@@ -35,12 +35,13 @@ from runner.commands.results import exit_code
 if TYPE_CHECKING:
     from runner.brokers.base import Broker
 
+# The future expires in March: on DAY (2026-03-02) only the three serial NIFTY futures are listed.
 CRASH_PLAYBOOK = """\
 version: 1
 name: crashy
 timezone: Asia/Kolkata
 instruments:
-  fut: {exchange: NFO, symbol: NIFTY, expiry: 2026-12-29, lot_size: 75, freeze_quantity: 1800}
+  fut: {exchange: NFO, symbol: NIFTY, expiry: 2026-03-30, lot_size: 75, freeze_quantity: 1800}
   ce: {exchange: NFO, symbol: NIFTY, expiry: 2026-12-29, strike: 24500, option_type: CE, lot_size: 75}
   pe: {exchange: NFO, symbol: NIFTY, expiry: 2026-12-29, strike: 24000, option_type: PE, lot_size: 75}
   rel: {exchange: NSE, symbol: RELIANCE}
@@ -84,7 +85,7 @@ steps:
 OVERLAP_IN_FLIGHT = 0.05  # real seconds each way: two square-offs started together overlap
 DAY = dt.date(2026, 3, 2)
 # Entry quantities per instrument key: each must reach the book exactly once.
-EXPECTED_BUYS = {"NFO NIFTY 2026-12-29": 150, "NSE RELIANCE": 10, "NFO NIFTY 2026-12-29 24000 PE": 75}
+EXPECTED_BUYS = {"NFO NIFTY 2026-03-30": 150, "NSE RELIANCE": 10, "NFO NIFTY 2026-12-29 24000 PE": 75}
 EXPECTED_SELLS = {"NFO NIFTY 2026-12-29 24500 CE": 75}
 # Orders each step puts at the broker (the paper broker modifies in place): exactly these in a succeeded
 # run, never more in any run. The square-off closes the four positions, one order each.

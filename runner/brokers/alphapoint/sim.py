@@ -366,8 +366,10 @@ class AlphaPointSim:
 def default_master() -> InstrumentMaster:
     """The instrument master shipped in this package (NSE/NFO rows with ``instrument_id``)."""
     path = MASTER_FILE
+    from runner.brokers.paper.master import venue_master  # plus every generated contract (paper master)
+
     if path.is_file():
-        return InstrumentMaster.load(path, broker="alphapoint")
+        return venue_master("alphapoint", InstrumentMaster.load(path, broker="alphapoint"))
     from runner.brokers.instruments import row_from_mapping
 
     rows = [
@@ -381,7 +383,7 @@ def default_master() -> InstrumentMaster:
             }
         )
     ]
-    return InstrumentMaster(rows, broker="alphapoint")
+    return venue_master("alphapoint", rows)
 
 
 @contextlib.asynccontextmanager

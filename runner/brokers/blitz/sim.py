@@ -77,7 +77,9 @@ DEFAULT_PRICES = {
 
 def default_master() -> InstrumentMaster:
     rows = csv.DictReader(io.StringIO(DEFAULT_MASTER_CSV))
-    return InstrumentMaster((row_from_mapping(dict(r)) for r in rows), broker="blitz")
+    from runner.brokers.paper.master import venue_master  # plus every generated contract (paper master)
+
+    return venue_master("blitz", (row_from_mapping(dict(r)) for r in rows))
 
 
 

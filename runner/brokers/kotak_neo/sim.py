@@ -546,7 +546,9 @@ def default_master() -> InstrumentMaster:
         MasterRow(Instrument("NFO", "NIFTY", dt.date(2026, 12, 29), lot_size=75, tick_size=Decimal("0.05"),
                              freeze_quantity=1800), "35001", "NIFTY26DECFUT"),
     ]
-    return InstrumentMaster(rows, broker="kotak_neo")
+    from runner.brokers.paper.master import venue_master  # plus every generated contract (paper master)
+
+    return venue_master("kotak_neo", rows)
 
 
 async def bench_brokers(

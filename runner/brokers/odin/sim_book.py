@@ -65,7 +65,9 @@ DEFAULT_MASTER_CSV = [
 
 
 def default_master() -> InstrumentMaster:
-    return InstrumentMaster((row_from_mapping(r) for r in DEFAULT_MASTER_CSV), broker="odin")
+    from runner.brokers.paper.master import venue_master  # plus every generated contract (paper master)
+
+    return venue_master("odin", (row_from_mapping(r) for r in DEFAULT_MASTER_CSV))
 
 
 @dataclass

@@ -364,3 +364,17 @@ class PaperMasterFormat:
 
 
 FORMAT = PaperMasterFormat()
+
+
+def venue_master(broker: str, own: Iterable[MasterRow], *, day: dt.date | None = None) -> InstrumentMaster:
+    """A simulator's default master: its own rows (the ids its tests and the venue's docs name) plus every
+    contract of the generated master it lacks, so the same instruments exist on every simulator. A
+    generated row's token (derived from the contract alone) is its venue id there."""
+    rows = list(own)
+    if day is None:
+        from zoneinfo import ZoneInfo
+
+        day = dt.datetime.now(ZoneInfo("Asia/Kolkata")).date()
+    master = InstrumentMaster(rows, broker=broker)
+    master.fill_from(generated_master(day))
+    return master

@@ -163,3 +163,42 @@ def test_run_and_rehearse_fail_the_step_with_exit_3(tmp_path: Path, capsys):
                  f"sqlite:///{tmp_path / 'r.db'}", "--json"]) == 3
     report = json.loads(capsys.readouterr().out)
     assert "not in the instrument master" in json.dumps(report)
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "playbooks").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("day", ["2026-11-23", "2026-12-01", "2026-12-29"])
+def test_every_shipped_example_instrument_exists_on_paper_and_every_simulator(day):
+    from runner.brokers.alphapoint.sim import default_master as alphapoint_master
+    from runner.brokers.blitz.sim import default_master as blitz_master
+    from runner.brokers.kotak_neo.sim import default_master as kotak_master
+    from runner.brokers.odin.sim_book import default_master as odin_master
+    from runner.playbook.validate import load_playbook
+
+    date = dt.date.fromisoformat(day)
+    with time_machine.travel(dt.datetime.combine(date, dt.time(10), tzinfo=IST), tick=False):
+        masters = {"paper": generated_master(date), "kotak_neo": kotak_master(), "odin": odin_master(),
+                   "blitz": blitz_master(), "alphapoint": alphapoint_master()}
+    specs = [s for p in EXAMPLES for s in load_playbook(p).instruments.values()]
+    assert len(specs) >= 10
+    for spec in specs:
+        for name, master in masters.items():
+            row = master.resolve(spec.to_instrument())
+            assert row.token or row.extra, (name, spec)
+        # where a playbook states a lot size, the generated master agrees with it
+        got = masters["paper"].resolve(spec.to_instrument()).instrument
+        assert spec.lot_size in (None, got.lot_size), spec
+
+
+def test_a_simulators_own_rows_win_over_generated_ones():
+    from runner.brokers.kotak_neo.sim import default_master as kotak_master
+
+    with time_machine.travel(dt.datetime(2026, 12, 1, 10, tzinfo=IST), tick=False):
+        m = kotak_master()
+    assert m.resolve(Instrument("NSE", "RELIANCE")).token == "2885"  # Kotak's own token, as before
+    assert m.by_token("2885").instrument.symbol == "RELIANCE"
+    hdfc = m.resolve(Instrument("NSE", "HDFCBANK"))  # generated: missing before
+    assert m.by_token(hdfc.token or "").instrument.symbol == "HDFCBANK"
+    assert dt.date(2026, 12, 8) in m.expiries("NFO", "NIFTY")
+    assert Decimal(24550) in m.strikes("NFO", "NIFTY", dt.date(2026, 12, 29))
