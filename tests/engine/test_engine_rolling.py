@@ -16,7 +16,7 @@ from helpers.rolling import INDEX, WithMaster, nifty_master
 
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.journal.resolved import ResolvedInstruments
-from runner.model import Instrument, OptionType
+from runner.model import Instrument, OptionType, OrderRequest, Product, Side
 from runner.playbook.models import Playbook
 from runner.playbook.yamlload import load_yaml
 
@@ -186,3 +186,14 @@ async def test_one_atm_per_underlying_per_run(tmp_path):
     assert rows["ce"].instrument.strike == rows["pe"].instrument.strike == Decimal(24500)
     assert rows["pe"].underlying_ltp == Decimal("24512.35")
     assert rows["pe"].resolved_at > rows["ce"].resolved_at
+
+
+async def test_a_square_off_beside_an_unresolved_rolling_alias(tmp_path):
+    """A run that never uses its rolling alias (an exit-only run) neither resolves nor trips over it."""
+    env = priced_env(tmp_path)
+    await env.broker().place(OrderRequest("seed", CE_0303_24600, Side.BUY, 75, product=Product.MIS))
+    broker = WithMaster(env.broker(), nifty_master())
+    report = await env.run(rolling_playbook("  - {kind: square_off, id: flat}\n"), broker=broker)
+    assert env.steps(report) == {"flat": "succeeded"}, report.steps[0].message
+    assert [p.quantity for p in await env.broker().positions()] == [0]
+    assert broker.master_reads == 0 and ResolvedInstruments(env.engine).of_run(report.run_id) == {}

@@ -84,6 +84,8 @@ def enrich(pb: Playbook, instrument: Instrument) -> Instrument:
     if instrument.lot_size and instrument.freeze_quantity and instrument.tick_size:
         return instrument
     for spec in pb.instruments.values():
+        if spec.is_rolling:  # not resolved in this run (yet): names no contract
+            continue
         known = spec.to_instrument()
         if known.key == instrument.key:
             return Instrument(
