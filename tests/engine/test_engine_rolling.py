@@ -197,3 +197,23 @@ async def test_a_square_off_beside_an_unresolved_rolling_alias(tmp_path):
     assert env.steps(report) == {"flat": "succeeded"}, report.steps[0].message
     assert [p.quantity for p in await env.broker().positions()] == [0]
     assert broker.master_reads == 0 and ResolvedInstruments(env.engine).of_run(report.run_id) == {}
+
+
+async def test_a_rolling_first_step_is_not_armed_ahead_and_resolves_at_its_instant(tmp_path):
+    """The daemon arms a first ``place`` ahead of its instant; a rolling one is left to the step (its
+    contract is resolved when the step runs), and preparing does not fail over it."""
+    from runner.engine.core import Engine, RunOptions
+    from runner.journal.groupcommit import GroupCommit
+
+    env = priced_env(tmp_path)
+    pb = rolling_playbook('  - {kind: place, id: buy, at: "09:15", instrument: ce, side: BUY, lots: 1}\n')
+    engine = Engine(
+        pb, WithMaster(env.broker(), nifty_master()), env.journal, env.clock, account="paper",
+        options=RunOptions(scheduled_for=at(9, 15)),
+    )  # fmt: skip
+    await engine.prepare(GroupCommit(env.engine))
+    assert env.journal.intents() == []  # nothing armed
+    report = await engine.execute()
+    assert env.steps(report) == {"buy": "succeeded"}
+    (intent,) = env.journal.intents(run_id=report.run_id)
+    assert intent.request.instrument.key == "NFO NIFTY 2026-03-03 24600 CE"

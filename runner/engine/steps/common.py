@@ -129,8 +129,8 @@ def is_relative(*values: object) -> bool:
 def build_request(pb: Playbook, f: OrderFields, ltp: Decimal | None = None) -> OrderRequest:
     """Playbook order fields -> canonical request (client id filled in by the gateway). ``ltp`` resolves
     market-relative prices; without it they raise StepError (they are only known when the step runs)."""
-    ins = pb.instrument(f.instrument)
     try:
+        ins = pb.instrument(f.instrument)  # a rolling alias not resolved yet: ValueError -> StepError
         if f.quantity is not None:
             qty = pb.resolve_int(f.quantity)
         elif f.lots is not None:
