@@ -144,7 +144,27 @@ def collect(journal: Any, run_id: str) -> dict[str, Any]:
             if c["error"]
         ],
         "broker_calls": dict(Counter(c["method"] for c in calls)),
+        "instruments": resolved_rows(journal, run_id),
     }
+
+
+def resolved_rows(journal: Any, run_id: str) -> list[dict[str, Any]]:
+    """The run's rolling instruments as resolved (runner.journal.resolved): contract, rule, LTP used."""
+    from runner.journal.resolved import ResolvedInstruments
+
+    return [
+        {
+            "alias": r.alias,
+            "instrument": r.instrument.key,
+            "rule": r.rule,
+            "underlying": r.underlying,
+            "underlying_ltp": None if r.underlying_ltp is None else format(r.underlying_ltp, "f"),
+            "lot_size": r.instrument.lot_size,
+            "tick_size": None if r.instrument.tick_size is None else format(r.instrument.tick_size, "f"),
+            "resolved_at": r.resolved_at.isoformat(),
+        }
+        for r in ResolvedInstruments(journal.engine).of_run(run_id).values()
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,6 +217,23 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         print("  none")
+    if data["instruments"]:
+        print("\nrolling instruments (resolved once, when first used):")
+        table(
+            ("ALIAS", "CONTRACT", "RULE", "UNDERLYING LTP", "RESOLVED"),
+            [
+                (
+                    i["alias"],
+                    i["instrument"],
+                    i["rule"],
+                    f"{i['underlying']} {i['underlying_ltp']}" if i["underlying"] else "-",
+                    when(i["resolved_at"], zone),
+                )
+                for i in data["instruments"]
+            ],
+            out,
+            indent="  ",
+        )
     print("\norders:")
     if data["orders"]:
         order_rows = [

@@ -42,6 +42,7 @@ from runner.engine.interrupt import Interrupt
 from runner.engine.killswitch import GuardedBroker
 from runner.engine.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for
 from runner.engine.risk import RiskChecker, RiskConfig, RiskRefused
+from runner.engine.rolling import resolve_for_step
 from runner.engine.steps.common import RunContext, StepError, StepResult
 from runner.engine.steps.dispatch import EXIT_KINDS, HANDLERS
 from runner.errors import BrokerError
@@ -591,6 +592,7 @@ class Engine:
         ctx = self.step_context(step, log, gateway)
         log = ctx.log
         try:
+            await resolve_for_step(ctx, step)  # rolling instruments: once per run, journaled
             return await HANDLERS[step.kind](ctx, step)
         except RiskRefused as exc:
             log.warning("risk_refused", error=str(exc))

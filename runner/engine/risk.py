@@ -79,8 +79,13 @@ class RiskChecker:
         self.max_lots = _min(limits.max_lots_per_order, self.config.max_lots_per_order)
         self.max_notional = _min(limits.max_notional, self.config.max_notional)
         self.max_orders = _min(limits.max_orders_per_run, self.config.max_orders_per_run)
+        # A rolling alias is added by allow_instrument once resolved (runner.engine.rolling).
         self.playbook_instruments: set[str] | None = (
-            {playbook.instrument(ref).key for ref in limits.allowed_instruments}
+            {
+                playbook.instrument(ref).key
+                for ref in limits.allowed_instruments
+                if not (isinstance(ref, str) and playbook.instruments[ref].is_rolling)
+            }
             if limits.allowed_instruments is not None
             else None
         )
@@ -90,6 +95,11 @@ class RiskChecker:
         self.exchange_lists: list[Sequence[str]] = [
             x for x in (limits.allowed_exchanges, self.config.allowed_exchanges) if x is not None
         ]
+
+    def allow_instrument(self, key: str) -> None:
+        """A rolling alias of ``allowed_instruments`` resolved to contract ``key`` for this run."""
+        if self.playbook_instruments is not None:
+            self.playbook_instruments.add(key)
 
     @property
     def needs_price(self) -> bool:

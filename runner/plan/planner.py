@@ -24,11 +24,22 @@ from runner.brokers.base import Broker
 from runner.engine.core import late_reason
 from runner.engine.gateway import is_live
 from runner.engine.risk import RiskChecker, RiskConfig, RiskRefused
+from runner.engine.rolling import (
+    InstrumentUnresolved,
+    allow_contracts,
+    dependencies,
+    master_of,
+    resolve_spec,
+    rolling_aliases,
+    step_aliases,
+    with_contracts,
+)
 from runner.engine.steps.cancel import open_matching
 from runner.engine.steps.common import StepError, enrich
 from runner.engine.steps.dispatch import EXIT_KINDS
 from runner.engine.steps.modify import (
     chase_cap,
+    chase_step,
     journaled_resolutions,
     modification_of,
     next_chase_price,
@@ -51,6 +62,7 @@ from runner.engine.steps.square_off import (
     slot_of,
 )
 from runner.ids import client_order_id, run_id_in
+from runner.journal.resolved import ResolvedInstruments
 from runner.journal.store import Journal
 from runner.journal.tables import Purpose, StepOutcome
 from runner.model import Modification, Order, OrderStatus, OrderType
@@ -100,6 +112,8 @@ def timing_text(step: Any, *, member: bool = False) -> str:
 class Planner(Projection):
     """Walks the steps once over a projected copy of the observed state. Reads only."""
 
+    _rolling_loaded = False  # the run's journaled contracts applied (see _resolve_rolling)
+
     # --- steps ----------------------------------------------------------------------------------------
 
     async def plan_steps(self) -> list[StepPlan]:
@@ -142,7 +156,10 @@ class Planner(Projection):
                 clock += parse_duration(step.after)
             d = _Draft()
             try:
+                contracts = await self._resolve_rolling(step)  # rolling instruments, as a run would now
                 await handlers[step.kind](d, step)
+                if contracts:
+                    d.message = "; ".join([d.message, *contracts]) if d.message else "; ".join(contracts)
             except RiskRefused as exc:
                 d.verdict, d.message = Verdict.REFUSED, f"refused by pre-trade limits: {exc}"
             except StepError as exc:
@@ -151,6 +168,39 @@ class Planner(Projection):
                 blocked = True
             out.append(StepPlan(step.id, step.kind, d.verdict, d.message, timing, tuple(d.calls)))
         return [dataclasses.replace(s, group=label_of(self.pb, s.step_id)) for s in out]
+
+    async def _resolve_rolling(self, step: Any) -> list[str]:
+        """Make the rolling aliases ``step`` uses concrete in ``self.pb`` (journaled contracts of a run under
+        way first, else the broker's master and LTP now, :mod:`runner.engine.rolling`); one line per
+        contract resolved here: the contract with its rule beside it. Nothing is journaled."""
+        pending = rolling_aliases(self.pb)
+        if not pending:
+            return []
+        if not self._rolling_loaded:
+            self._rolling_loaded = True
+            journaled = ResolvedInstruments(self.journal.engine).of_run(self.run_id)
+            contracts = {a: r.instrument for a, r in journaled.items() if a in pending}
+            allow_contracts(self.risk, self.pb, contracts)
+            self.pb = with_contracts(self.pb, contracts)
+            pending = rolling_aliases(self.pb)
+        needed = [a for a in dependencies(self.pb, step_aliases(step)) if a in pending]
+        if not needed:
+            return []
+        master = await master_of(self.broker)
+        if master is None:
+            raise InstrumentUnresolved(
+                f"instrument '{needed[0]}' is rolling, but the account's broker has no instrument master"
+            )
+        lines = []
+        for alias in needed:
+            rule = self.pb.instruments[alias].rule()
+            ins, underlying, ltp = await resolve_spec(self.pb, alias, master, self._ltp, self.run_date)
+            # (self._ltp caches per instrument: one ATM per underlying per plan, as in a run)
+            allow_contracts(self.risk, self.pb, {alias: ins})
+            self.pb = with_contracts(self.pb, {alias: ins})
+            at = f", {underlying.key} LTP {ltp}" if underlying is not None else ""
+            lines.append(f"{alias} = {ins.key} (rolling: {rule}{at}, resolved at plan time)")
+        return lines
 
     async def _place_step(self, d: _Draft, step: PlaceStep) -> None:
         req, kw = await self._request(step, step.id, 0)
@@ -261,7 +311,8 @@ class Planner(Projection):
         origin = self._origin_price(order)
         price = order.price
         every = parse_duration(spec.every)
-        for k in range(int(abs(price - origin) / spec.tick), spec.max):
+        step_size = chase_step(spec, order.instrument.tick_size)
+        for k in range(int(abs(price - origin) / step_size), spec.max):
             nxt = next_chase_price(price, order.side, spec, order.instrument.tick_size, cap)
             if nxt == price:
                 break  # at the limit price: the chase keeps waiting there
@@ -279,7 +330,8 @@ class Planner(Projection):
                 "to market",
             )
         limit = notes.get("limit_price", cap)
-        d.message = f"chase {order.side.value} {origin} by {spec.tick} every {spec.every}, limit {limit}"
+        by = f"{spec.ticks} ticks ({step_size})" if spec.ticks is not None else f"{spec.tick}"
+        d.message = f"chase {order.side.value} {origin} by {by} every {spec.every}, limit {limit}"
 
     async def _resolve_modify(
         self, step: ModifyStep, order: Order

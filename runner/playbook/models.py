@@ -20,6 +20,7 @@ from runner.model import Instrument, OptionType, OrderStatus, OrderType, Product
 from runner.playbook.durations import DURATION_RE
 from runner.playbook.durations import parse_duration as parse_duration  # the one parser, re-exported
 from runner.playbook.ltp_offsets import OFFSET_PATTERN, Offset, parse_offset
+from runner.playbook.rolling import ATM_PATTERN, ExpiryKind, parse_atm
 
 # --- scalar syntaxes -------------------------------------------------------------------------------
 
@@ -68,19 +69,69 @@ Price = Annotated[Decimal, Field(gt=0)] | VarRef | LtpPrice
 # --- instruments ------------------------------------------------------------------------------------
 
 
-class InstrumentSpec(_Model):
-    """Broker-neutral instrument: exchange + symbol, plus expiry/strike/option_type for derivatives."""
+class RollingExpiry(_Model):
+    """A relative expiry (``{nearest: weekly}``, ``{nearest: monthly, offset: 1}``), resolved when the step
+    runs by :func:`runner.playbook.rolling.pick_expiry`."""
+
+    nearest: ExpiryKind
+    offset: Annotated[int, Field(ge=0, le=12)] = 0
+
+
+class Underlying(_Model):
+    """The instrument whose LTP sets an ATM strike, when it is not an alias."""
 
     exchange: Exchange
     symbol: Annotated[str, Field(min_length=1, max_length=40)]
-    expiry: dt.date | None = None
-    strike: Annotated[Decimal, Field(gt=0)] | None = None
+
+
+AtmStrike = Annotated[str, Field(pattern=ATM_PATTERN)]
+
+
+class InstrumentSpec(_Model):
+    """Broker-neutral instrument: exchange + symbol, plus expiry/strike/option_type for derivatives. A
+    relative expiry or an ``atm`` strike makes it *rolling*: resolved to a concrete contract when the run's
+    first step using it runs (:mod:`runner.engine.rolling`)."""
+
+    exchange: Exchange
+    symbol: Annotated[str, Field(min_length=1, max_length=40)]
+    expiry: dt.date | RollingExpiry | None = None
+    strike: Annotated[Decimal, Field(gt=0)] | AtmStrike | None = None
     option_type: OptionType | None = None
+    underlying: Identifier | Underlying | None = None  # whose LTP sets an ``atm`` strike
     lot_size: Annotated[int, Field(gt=0)] | None = None
     tick_size: Annotated[Decimal, Field(gt=0)] | None = None
     freeze_quantity: Annotated[int, Field(gt=0)] | None = None
 
+    @property
+    def is_rolling(self) -> bool:
+        return isinstance(self.expiry, RollingExpiry) or isinstance(self.strike, str)
+
+    @property
+    def atm_steps(self) -> int | None:
+        """N of ``atm+N`` (0 for ``atm``); None for a fixed strike."""
+        return parse_atm(self.strike) if isinstance(self.strike, str) else None
+
+    def rule(self) -> str:
+        """The rolling rule as a person reads it: ``NFO NIFTY nearest weekly atm+1 CE``."""
+        parts = [self.exchange, self.symbol]
+        if isinstance(self.expiry, RollingExpiry):
+            offset = f"+{self.expiry.offset}" if self.expiry.offset else ""
+            parts.append(f"nearest {self.expiry.nearest.value}{offset}")
+        elif self.expiry is not None:
+            parts.append(self.expiry.isoformat())
+        if self.strike is not None:
+            strike = self.strike
+            parts.append(strike if isinstance(strike, str) else format(strike.normalize(), "f"))
+        if self.option_type is not None:
+            parts.append(self.option_type.value)
+        return " ".join(parts)
+
     def to_instrument(self) -> Instrument:
+        if self.is_rolling:
+            raise ValueError(
+                f"{self.rule()} is a rolling instrument: its contract is resolved when the step runs"
+            )
+        assert not isinstance(self.expiry, RollingExpiry) and not isinstance(self.strike, str)
         return Instrument(
             exchange=self.exchange,
             symbol=self.symbol,
@@ -165,13 +216,33 @@ class OrderCondition(_Model):
 
 
 class Chase(_Model):
-    """Step the price towards the market: ``tick`` per ``every``, at most ``max`` times."""
+    """Step the price towards the market: ``tick`` rupees (or ``ticks`` × the tick size) per ``every``, at
+    most ``max`` times."""
 
-    tick: Annotated[Decimal, Field(gt=0)]
+    tick: Annotated[Decimal, Field(gt=0)] | None = None
+    ticks: Annotated[int, Field(ge=1, le=1000)] | None = None
     every: Duration
     max: Annotated[int, Field(ge=1, le=100)]
     limit_price: Price | None = None  # never chase beyond this price
     then_market: bool = False  # convert to MARKET after the last step if still unfilled
+
+    @model_validator(mode="after")
+    def _one_step(self) -> Chase:
+        if (self.tick is None) == (self.ticks is None):
+            raise ValueError("a chase needs exactly one of 'tick' (rupees) or 'ticks' (a count of ticks)")
+        return self
+
+    def step_size(self, tick_size: Decimal | None) -> Decimal:
+        """The price step in rupees: ``tick``, or ``ticks`` × the instrument's tick size (ValueError when
+        that is unknown)."""
+        if self.tick is not None:
+            return self.tick
+        assert self.ticks is not None
+        if not tick_size:
+            raise ValueError(
+                f"chase ticks: {self.ticks} needs the instrument's tick size (from the master or tick_size)"
+            )
+        return self.ticks * tick_size
 
 
 class ModifyStep(Timing):

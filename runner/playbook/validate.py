@@ -245,6 +245,9 @@ def _explain(sink: Sink, error: Any, names: dict[int, str]) -> None:
         sink.add(path, f"{subject}too many items ({len(value)})")
     elif keyword == "not" and isinstance(schema, dict) and "title" in schema:
         sink.add(path, f"{schema['title']} is not allowed", custom_hint)
+    elif keyword == "oneOf" and custom_hint and not secret:  # exclusive alternatives (chase: tick | ticks)
+        sink.add(path, f"{subject}{'fits none' if 'not valid' in error.message else 'fits more than one'} "
+                 "of its allowed forms", custom_hint)
     elif keyword == "pattern" or not secret:
         sink.add(path, f"{subject}{error.message}", custom_hint)
     else:

@@ -15,7 +15,7 @@ import time_machine
 from helpers.engine import IST
 
 from runner.brokers.paper.broker import PaperBroker
-from runner.brokers.paper.price_paths import StepPath
+from runner.brokers.paper.price_paths import StepPath, load_references, path_from_options
 from runner.clock import VirtualClock
 from runner.engine.core import RunOptions, execute
 from runner.journal.db import make_engine
@@ -29,13 +29,15 @@ DAY = dt.date(2026, 3, 2)
 
 
 def market_for(pb: Playbook) -> StepPath:
-    """Each instrument trades at the first price the playbook names for it (else a plausible level)."""
-    path = StepPath()
+    """Each instrument trades at the first price the playbook names for it (else a plausible level). A
+    rolling instrument's contract is known only when its step runs: it trades on the default paper market
+    (reference levels: NIFTY ~24500), as does the index whose LTP sets its ATM strike."""
+    path = StepPath(path_from_options({}, references=load_references()))
     seen: dict[str, Decimal] = {}
     for step in pb.steps:
         for f in getattr(step, "legs", None) or [step]:
             ref = getattr(f, "instrument", None)
-            if ref is None:
+            if ref is None or (isinstance(ref, str) and pb.instruments[ref].is_rolling):
                 continue
             ins = pb.instrument(ref)
             price = getattr(f, "price", None)
@@ -84,9 +86,10 @@ async def test_example_rehearses_to_a_clean_end(path, tmp_path):
 
 # --- the shipped examples on the built-in paper account's default market, through the CLI ------------
 
-# Option premiums decay towards expiry (2026-12-29): the examples price relative to LTP, so they must
-# rehearse cleanly on any trading day before it, from a month out to the day before expiry.
-REHEARSAL_DAYS = ["2026-11-23", "2026-12-01", "2026-12-15", "2026-12-28"]
+# The examples roll (nearest weekly/monthly expiry, ATM strikes) and price relative to LTP, so they must
+# rehearse cleanly on any trading day: a month before a monthly expiry, a weekly expiry day (2026-12-01),
+# the day before and the day of the monthly expiry (2026-12-29), and after it, in the next year.
+REHEARSAL_DAYS = ["2026-11-23", "2026-12-01", "2026-12-15", "2026-12-28", "2026-12-29", "2027-02-10"]
 
 
 @pytest.mark.parametrize("day", REHEARSAL_DAYS)

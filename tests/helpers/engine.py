@@ -119,5 +119,7 @@ def make_env(tmp_path: Path, start: dt.datetime | None = None, **config: Any) ->
     prices.set(ce_instrument(), Decimal("120"), at(9, 0))
     prices.set(pe_instrument(), Decimal("95"), at(9, 0))
     prices.set(RELIANCE, Decimal("2900"), at(9, 0))
+    for index, level in (("NIFTY", "24500"), ("BANKNIFTY", "52000")):  # ATM strikes of rolling instruments
+        prices.set(Instrument("NSE", index), Decimal(level), at(9, 0))
     cfg = MatchingConfig(**config)
     return Env(url, engine, VirtualClock(start or at(9, 15)), prices, cfg, Journal(engine=engine))

@@ -143,7 +143,8 @@ def test_release_0_1_0_journal_is_upgraded_at_start(
     after = _counts(legacy)
     assert {t: after[t] for t in before} == before  # every row kept
     new_tables = {
-        "alembic_version", "processes", "schema_compat", "account_leases", "master_snapshots", "alert_outbox"
+        "alembic_version", "processes", "schema_compat", "account_leases", "master_snapshots", "alert_outbox",
+        "resolved_instruments",
     }
     assert set(after) - set(before) == new_tables
     status = migrations.status(legacy)

@@ -8,6 +8,7 @@ import io
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.engine import NIFTY_FUT, RELIANCE, at, make_env, playbook
@@ -40,6 +41,9 @@ class Recorder(FaultyMultileg):
 
     async def ltp(self, instrument: Instrument) -> Decimal:
         return await self._go("ltp", instrument)  # type: ignore[no-any-return]
+
+    async def instrument_master(self) -> Any:  # rolling instruments resolve through it (a read)
+        return await self._go("instrument_master")
 
 
 async def _seed(env, *requests: OrderRequest) -> None:

@@ -414,7 +414,8 @@ class KotakNeo:
         return out
 
     async def instrument_master(self) -> InstrumentMaster:
-        """InstrumentSource: the master this adapter resolves against (runner.instruments.load)."""
+        """:class:`runner.brokers.base.InstrumentSource`: the master this adapter resolves orders against
+        (rolling instruments resolve through it)."""
         return self.master
 
     async def ltp(self, instrument: Instrument) -> Decimal | None:

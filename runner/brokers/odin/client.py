@@ -546,7 +546,8 @@ class OdinBroker:
         return out
 
     async def instrument_master(self) -> InstrumentMaster:
-        """InstrumentSource: the master this adapter resolves against (runner.instruments.load)."""
+        """:class:`runner.brokers.base.InstrumentSource`: the master this adapter resolves orders against
+        (rolling instruments resolve through it)."""
         return self.master
 
     async def ltp(self, instrument: Instrument) -> Decimal | None:

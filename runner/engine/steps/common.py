@@ -84,6 +84,8 @@ def enrich(pb: Playbook, instrument: Instrument) -> Instrument:
     if instrument.lot_size and instrument.freeze_quantity and instrument.tick_size:
         return instrument
     for spec in pb.instruments.values():
+        if spec.is_rolling:  # not resolved in this run (yet): names no contract
+            continue
         known = spec.to_instrument()
         if known.key == instrument.key:
             return Instrument(
@@ -127,8 +129,8 @@ def is_relative(*values: object) -> bool:
 def build_request(pb: Playbook, f: OrderFields, ltp: Decimal | None = None) -> OrderRequest:
     """Playbook order fields -> canonical request (client id filled in by the gateway). ``ltp`` resolves
     market-relative prices; without it they raise StepError (they are only known when the step runs)."""
-    ins = pb.instrument(f.instrument)
     try:
+        ins = pb.instrument(f.instrument)  # a rolling alias not resolved yet: ValueError -> StepError
         if f.quantity is not None:
             qty = pb.resolve_int(f.quantity)
         elif f.lots is not None:

@@ -148,11 +148,20 @@ def chase_cap(pb: Playbook, spec: Chase, resolved: Mapping[str, Decimal] | None 
     return pb.resolve_decimal(spec.limit_price) if spec.limit_price is not None else None
 
 
+def chase_step(spec: Chase, tick_size: Decimal | None) -> Decimal:
+    """The chase's step in rupees: ``tick``, or ``ticks`` × the instrument's tick size."""
+    try:
+        return spec.step_size(tick_size)
+    except ValueError as exc:
+        raise StepError(str(exc)) from None
+
+
 def next_chase_price(
     price: Decimal, side: Side, spec: Chase, tick_size: Decimal | None, cap: Decimal | None
 ) -> Decimal:
-    """One chase step: ``spec.tick`` towards the market (BUY up, SELL down), never beyond ``cap``."""
-    target = snap(price + Decimal(side.sign) * spec.tick, tick_size, side)
+    """One chase step (``tick`` rupees or ``ticks`` ticks) towards the market (BUY up, SELL down), never
+    beyond ``cap``."""
+    target = snap(price + Decimal(side.sign) * chase_step(spec, tick_size), tick_size, side)
     if cap is not None:
         target = min(target, cap) if side is Side.BUY else max(target, cap)
     return target
@@ -175,14 +184,15 @@ async def chase(
         raise StepError("chase needs a LIMIT order with a price")
     origin = first_price(ctx, intent)
     cap = chase_cap(ctx.playbook, spec, resolved)
-    done = int(abs(order.price - origin) / spec.tick)
+    tick_size = intent.request.instrument.tick_size or order.instrument.tick_size  # the master's, if rolling
+    done = int(abs(order.price - origin) / chase_step(spec, tick_size))
     for _ in range(done, spec.max):
         await ctx.clock.sleep(ctx.seconds(spec.every))
         order = await gw.read(order)
         if not is_live(order):
             break
         assert order.price is not None
-        target = next_chase_price(order.price, order.side, spec, order.instrument.tick_size, cap)
+        target = next_chase_price(order.price, order.side, spec, tick_size, cap)
         if target == order.price:
             continue  # at the limit price: keep waiting, never beyond it
         change = Modification(price=target)

@@ -45,6 +45,7 @@ CHAIN: dict[str, str] = {
     "0005": "0001",  # issue 14: alert_outbox (additive)
     "0009": "0001",  # issue 16: fires.lease_expires/taken_from, daemons.beat_db_at (additive)
     "0010": "0001",  # issue 15 follow-up: steps.parallel_group (additive)
+    "0011": "0001",  # issue 13 §3: resolved_instruments (additive)
 }
 HEAD = next(reversed(CHAIN))
 VERSION_TABLE = "alembic_version"  # Alembic's default name and shape, written here without Alembic
@@ -62,6 +63,7 @@ METADATA_MODULES = (
     "runner.journal.migrations",
     "runner.instruments.index",
     "runner.alerts.outbox",
+    "runner.journal.resolved",
 )
 
 metadata = sa.MetaData()

@@ -166,9 +166,15 @@ def duration(text: str) -> dt.timedelta | None:
 
 def instrument_label(spec: dict[str, Any]) -> str:
     parts = [str(spec.get("exchange", "?")), str(spec.get("symbol", "?"))]
-    if spec.get("expiry") is not None:
-        parts.append(str(spec["expiry"]))
-    if spec.get("strike") is not None:
+    expiry = spec.get("expiry")
+    if isinstance(expiry, dict):  # rolling: {nearest: weekly, offset: 1}
+        offset = f"+{expiry['offset']}" if expiry.get("offset") else ""
+        parts.append(f"nearest {expiry.get('nearest')}{offset}")
+    elif expiry is not None:
+        parts.append(str(expiry))
+    if isinstance(spec.get("strike"), str):  # atm, atm+2
+        parts.append(spec["strike"])
+    elif spec.get("strike") is not None:
         parts.append(format(Decimal(spec["strike"]).normalize(), "f"))
     if spec.get("option_type"):
         parts.append(str(spec["option_type"]))

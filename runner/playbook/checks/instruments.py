@@ -7,6 +7,7 @@ from typing import Any
 
 from runner.playbook.checks.doc import CASH, DERIVATIVES, Doc, Path
 from runner.playbook.checks.sink import Sink, did_you_mean
+from runner.playbook.rolling import DEFAULT_UNDERLYING_EXCHANGE
 
 
 def check_spec(sink: Sink, path: Path, spec: dict[str, Any]) -> None:
@@ -25,8 +26,40 @@ def check_spec(sink: Sink, path: Path, spec: dict[str, Any]) -> None:
             f"write exchange: {'NFO' if exch == 'NSE' else 'BFO'}",
         )
     tick = spec.get("tick_size")
-    if tick is not None and strike is not None and Decimal(strike) % Decimal(tick) != 0:
+    fixed_strike = strike is not None and not isinstance(strike, str)
+    if tick is not None and fixed_strike and Decimal(str(strike)) % Decimal(tick):
         sink.warn((*path, "strike"), f"strike {strike} is not a multiple of tick_size {tick}")
+    if isinstance(strike, str) and "underlying" not in spec and exch not in DEFAULT_UNDERLYING_EXCHANGE:
+        sink.add(
+            (*path, "strike"),
+            f"an {strike} strike on {exch} needs the underlying whose LTP sets it",
+            "add underlying: <alias> (e.g. the nearest monthly future) or {exchange: ..., symbol: ...}",
+        )
+    if "underlying" in spec and not isinstance(strike, str):
+        sink.warn((*path, "underlying"), "underlying is only used by an atm strike", key=True)
+
+
+def is_rolling(spec: dict[str, Any] | None) -> bool:
+    """A relative expiry or an ``atm`` strike: the contract is known only when the step runs."""
+    return spec is not None and (isinstance(spec.get("expiry"), dict) or isinstance(spec.get("strike"), str))
+
+
+def check_underlyings(doc: Doc, sink: Sink) -> None:
+    """``underlying:`` aliases exist and do not lead back to themselves."""
+    for alias, spec in doc.instruments.items():
+        seen = {alias}
+        ref, path = spec.get("underlying"), ("instruments", alias, "underlying")
+        while isinstance(ref, str):
+            if ref in seen:
+                sink.add(
+                    path, f"underlying of '{alias}' leads back to '{ref}'", "name the index or a future"
+                )
+                break
+            seen.add(ref)
+            target = resolve(doc, sink, path, ref)
+            if target is None:
+                break
+            ref = target.get("underlying")
 
 
 def resolve(doc: Doc, sink: Sink, path: Path, ref: Any) -> dict[str, Any] | None:
@@ -34,6 +67,13 @@ def resolve(doc: Doc, sink: Sink, path: Path, ref: Any) -> dict[str, Any] | None
     if isinstance(ref, dict):
         if path[0] != "instruments":
             check_spec(sink, path, ref)
+            if is_rolling(ref):
+                sink.add(
+                    path,
+                    "a rolling instrument (relative expiry or atm strike) must be declared under "
+                    "instruments:",
+                    "give it an alias under instruments: and refer to it by that name (resolved once a run)",
+                )
         return ref
     if ref in doc.instruments:
         spec: dict[str, Any] = doc.instruments[ref]
@@ -55,7 +95,7 @@ def check_instruments(doc: Doc, sink: Sink) -> None:
 
 def check_allowed_instruments(doc: Doc, sink: Sink) -> None:
     for i, ref in enumerate(doc.limits.get("allowed_instruments", [])):
-        resolve(doc, sink, ("limits", "allowed_instruments", i), ref)
+        resolve(doc, sink, ("limits", "allowed_instruments", i), ref)  # a rolling alias: its run's contract
 
 
 def check_filters(doc: Doc, sink: Sink) -> None:

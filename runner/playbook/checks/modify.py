@@ -54,8 +54,10 @@ def _check_modify(doc: Doc, sink: Sink, path: Path, step: dict[str, Any], i: int
                 key=True,
             )
         spec = doc.resolve_quiet(target.get("instrument")) if target else None
-        if spec and spec.get("tick_size") and Decimal(chase["tick"]) % Decimal(spec["tick_size"]):
+        rupees = chase.get("tick")  # ``ticks:`` is whole ticks by construction
+        tick_size = spec.get("tick_size") if spec else None
+        if tick_size and rupees is not None and Decimal(rupees) % Decimal(tick_size):
             sink.add(
                 (*path, "chase", "tick"),
-                f"chase tick {chase['tick']} is not a multiple of the tick size {spec['tick_size']}",
+                f"chase tick {rupees} is not a multiple of the tick size {tick_size}",
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from runner.playbook.checks.doc import Doc
+from runner.playbook.checks.instruments import is_rolling
 from runner.playbook.checks.sink import Sink
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ def check_lot_size(doc: Doc, sink: Sink, o: Order) -> None:
         return
     lot, qty = o.lot, o.qty
     if o.lots is not None:
-        if lot is None:
+        if lot is None and not is_rolling(o.spec):  # a rolling contract's lot size comes from the master
             sink.add(
                 (*o.path, "lots"),
                 f"lots needs the lot size of {o.label}",

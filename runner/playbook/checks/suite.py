@@ -38,6 +38,7 @@ CHECKS: tuple[Check, ...] = (
     header.check_has_limits,
     instruments.check_instruments,
     instruments.check_allowed_instruments,
+    instruments.check_underlyings,
     references.check_step_ids,
     references.check_order_refs,
     orders.check_orders,

@@ -186,15 +186,30 @@ def test_every_shipped_example_instrument_exists_on_paper_and_every_simulator(da
     with time_machine.travel(dt.datetime.combine(date, dt.time(10), tzinfo=IST), tick=False):
         masters = {"paper": generated_master(date), "kotak_neo": kotak_master(), "odin": odin_master(),
                    "blitz": blitz_master(), "alphapoint": alphapoint_master()}
-    specs = [s for p in EXAMPLES for s in load_playbook(p).instruments.values()]
+    specs = [(pb, alias) for p in EXAMPLES for pb in [load_playbook(p)] for alias in pb.instruments]
     assert len(specs) >= 10
-    for spec in specs:
+    for pb, alias in specs:
+        spec = pb.instruments[alias]
         for name, master in masters.items():
-            row = master.resolve(spec.to_instrument())
+            # a rolling alias: the contract it resolves to on that day, the index at its reference level
+            ins = asyncio.run(_contract(pb, alias, master, date)) if spec.is_rolling else spec.to_instrument()
+            row = master.resolve(ins)
             assert row.token or row.extra, (name, spec)
         # where a playbook states a lot size, the generated master agrees with it
-        got = masters["paper"].resolve(spec.to_instrument()).instrument
+        paper = spec.to_instrument() if not spec.is_rolling else asyncio.run(
+            _contract(pb, alias, masters["paper"], date)
+        )
+        got = masters["paper"].resolve(paper).instrument
         assert spec.lot_size in (None, got.lot_size), spec
+
+
+async def _contract(pb, alias, master, date):
+    from runner.engine.rolling import resolve_spec
+
+    async def spot(ins):
+        return {"NSE NIFTY": Decimal("24500"), "NSE BANKNIFTY": Decimal("52000")}[ins.key]
+
+    return (await resolve_spec(pb, alias, master, spot, date))[0]
 
 
 def test_a_simulators_own_rows_win_over_generated_ones():
