@@ -13,7 +13,11 @@ from runner.cli import main
 from runner.model import OrderType
 
 ROOT = Path(__file__).resolve().parents[2]
-SPREAD = (ROOT / "playbooks" / "bull_call_spread.yaml").read_text()
+# The shipped spread, made native (it ships with mode: auto, which every broker can run).
+SPREAD = (ROOT / "playbooks" / "bull_call_spread.yaml").read_text().replace("mode: auto", "mode: native")
+
+# The spread as shipped before rolling instruments: fixed contracts with inline lot/tick sizes.
+FIXED_SPREAD = (Path(__file__).parent / "fixtures" / "fixed_bull_call_spread.yaml").read_text()
 
 KOTAK_FULL = """\
     broker: kotak_neo
@@ -147,7 +151,7 @@ def test_inline_sizes_disagreeing_with_the_local_master(
         "NFO,BANKNIFTY,2026-12-29,52000,CE,30,0.05,900\n"  # lot 30, the playbook says 35
     )
     body = KOTAK_FULL + "    instruments: master.csv\n"
-    accounts, book = _files(tmp_path, body, SPREAD.replace("mode: native", "mode: auto"))
+    accounts, book = _files(tmp_path, body, FIXED_SPREAD.replace("mode: native", "mode: auto"))
     code, out = _validate(accounts, book, capsys)
     assert code == 1
     line = _line_of(book, "{exchange: NFO, symbol: BANKNIFTY, expiry: 2026-12-29, strike: 52000")
