@@ -145,6 +145,7 @@ def test_release_0_1_0_journal_is_upgraded_at_start(
     new_tables = {
         "alembic_version", "processes", "schema_compat", "account_leases", "master_snapshots", "alert_outbox"
     }
+    new_tables |= {"order_changes"}
     assert set(after) - set(before) == new_tables
     status = migrations.status(legacy)
     assert (status.state, status.current, status.compatible_from) == ("current", migrations.HEAD, "0001")

@@ -44,6 +44,7 @@ CHAIN: dict[str, str] = {
     "0003": "0001",  # issue 13: master_snapshots, runs.master_sha (additive)
     "0005": "0001",  # issue 14: alert_outbox (additive)
     "0009": "0001",  # issue 16: fires.lease_expires/taken_from, daemons.beat_db_at (additive)
+    "0007": "0001",  # issue 14/15: order_changes, each order's price history (additive)
 }
 HEAD = next(reversed(CHAIN))
 VERSION_TABLE = "alembic_version"  # Alembic's default name and shape, written here without Alembic
@@ -61,6 +62,7 @@ METADATA_MODULES = (
     "runner.journal.migrations",
     "runner.instruments.index",
     "runner.alerts.outbox",
+    "runner.journal.order_changes",
 )
 
 metadata = sa.MetaData()
