@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from itertools import pairwise
 
 from helpers.engine import NIFTY_FUT, at, make_env, playbook
 from helpers.faulty_broker import Faulty
@@ -130,5 +131,5 @@ async def test_last_chase_step_gets_its_interval_before_going_to_market(tmp_path
     assert env.steps(report) == {"bid": "succeeded", "c": "succeeded"}
     calls = [c for c in env.journal.calls(run_id=report.run_id) if c["method"] == "modify" and not c["error"]]
     assert len(calls) == 3  # 24005, 24010, then MARKET
-    gaps = [(b["at"] - a["at"]).total_seconds() for a, b in zip(calls, calls[1:], strict=False)]
+    gaps = [(b["at"] - a["at"]).total_seconds() for a, b in pairwise(calls)]
     assert gaps[0] >= 2 and gaps[1] >= 2, gaps

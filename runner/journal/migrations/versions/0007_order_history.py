@@ -1,4 +1,4 @@
-"""0007: issue 14/15 (run view): ``order_changes``, each order's price history (runner/journal/order_changes.py).
+"""0007: issue 14/15 (run view): ``order_changes``, each order's price history (journal/order_changes.py).
 
 Additive: a new table only.
 """
