@@ -8,12 +8,12 @@ Unrealised P&L needs both an average price and an LTP; without either it is "n/a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from runner.brokers.base import Broker, MarketData, unreadable_positions
+from runner.brokers.base import Broker, MarketData, Quote, unreadable_positions
 from runner.model import Order, Position, Product
 
 
@@ -114,7 +114,7 @@ async def read_positions(broker: Broker, account: str) -> tuple[list[PositionLin
     if needs_orders:
         for o in await broker.orders():
             by_key.setdefault((o.instrument.key, o.product), []).append(o)
-    quotes = {}
+    quotes: Mapping[str, Quote] = {}
     if isinstance(broker, MarketData) and any(p.quantity for p in positions):
         quotes = await broker.quotes([p.instrument for p in positions if p.quantity])
     lines = []

@@ -166,7 +166,7 @@ def run_pnl(fill_rows: list[dict[str, Any]], intents: dict[str, Intent]) -> RunP
                 continue
             closing = min(abs(signed), abs(qty))
             avg = cost / qty
-            realised += (price - avg) * closing * (1 if qty > 0 else -1)
+            realised = (realised or Decimal(0)) + (price - avg) * closing * (1 if qty > 0 else -1)
             netted = True
             cost -= avg * closing * (1 if qty > 0 else -1)
             qty += closing * (1 if signed > 0 else -1)
@@ -254,6 +254,8 @@ def resume_hint(run: Any) -> str:
 
 def build(journal: Journal, run_id: str) -> RunReport:
     run = journal.get_run(run_id)
+    if run is None:
+        raise LookupError(f"no run {run_id!r} in the journal")
     dead = run.status is RunStatus.RUNNING and not journal.holder_alive(run)
     steps = journal.steps_of(run_id)
     intents = journal.intents(run_id=run_id)
