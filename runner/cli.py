@@ -62,6 +62,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "alerts": ("alerts: send a test message to every target", "runner.commands.alerts"),
     "check": ("go/no-go before the open: login, master, instruments, rate budget", "runner.commands.check"),
     "instruments": ("sync and search the brokers' instrument masters", "runner.commands.instruments"),
+    "positions": ("positions and P&L per account and instrument", "runner.commands.positions"),
 }
 
 EPILOG = """exit codes: 0 ok, 1 invalid input, 2 usage error, 3 step failed, 4 refused,

@@ -301,6 +301,10 @@ class Position:
     realized_pnl: Decimal = Decimal(0)
     day_buy_quantity: int = 0
     day_sell_quantity: int = 0
+    # False where the broker's row carries no such figure (ODIN: no average price or realised P&L): the
+    # 0 above then means unknown, and `runner positions` computes it from the day's orders or says n/a
+    average_price_reported: bool = True
+    realized_pnl_reported: bool = True
 
     @property
     def is_flat(self) -> bool:

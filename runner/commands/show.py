@@ -1,5 +1,6 @@
-"""``runner show RUN_ID``: one run's steps, orders (with status transitions), fills, errors and broker
-call counts. A unique prefix of the run id is enough. ``--json`` for machines.
+"""``runner show RUN_ID``: one run's steps, orders (with status transitions and price history: placed,
+modifies, chase steps, conversion to MARKET, fills), the run's P&L, errors and broker call counts. A
+unique prefix of the run id is enough. ``--json`` for machines.
 
 Nothing here asks the broker: an order that is not final shows the journal's state with its as-of time
 (the intent's last write, in the playbook's zone, zone named), as the broker may have moved it since."""
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from typing import Any
 
 from runner.cli import EXIT_USAGE, CommandError
@@ -31,140 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_argument(parser)
 
 
-def resume_hint(run: Any) -> str:
-    """Re-running an interrupted run's remaining steps stays a human decision: say how."""
-    return (
-        "its remaining steps did not run; after checking the account, re-run them with "
-        f"`runner run <{run.playbook} playbook file> --resume {run.run_id}` (finished steps are not "
-        "repeated, orders in flight are looked up, never re-sent)"
-    )
-
-
 def collect(journal: Any, run_id: str) -> dict[str, Any]:
-    from runner.journal.tables import RunStatus, events, fills
-    from runner.liveness import describe
+    """The run view (:mod:`runner.views.run_report`) as JSON (``--json``; the run page renders it)."""
+    from runner.views.run_report import build
 
-    run = journal.get_run(run_id)
-    dead = run.status is RunStatus.RUNNING and not journal.holder_alive(run)
-    steps = journal.steps_of(run_id)
-    intents = journal.intents(run_id=run_id)
-    calls = journal.calls(run_id=run_id)
-    group_starts: dict[str, str] = {}  # a parallel group started when its first member did
-    for s in sorted(steps.values(), key=lambda s: s.started_at):
-        if s.parallel_group is not None:
-            group_starts.setdefault(s.parallel_group, s.started_at.isoformat())
-    return {
-        "run": {
-            "run_id": run.run_id,
-            "playbook": run.playbook,
-            "account": run.account,
-            "mode": run.mode,
-            "scheduled_for": run.scheduled_for.isoformat(),
-            "status": run.status.value,
-            "starts": run.starts,
-            "started_at": run.started_at.isoformat(),
-            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-            "message": run.message,
-            "owner": describe(run.owner) if run.owner else None,
-            "dead": dead,
-            "resume": resume_hint(run) if dead or run.status is RunStatus.INTERRUPTED else None,
-            "timezone": run.timezone,
-        },
-        "steps": [
-            {
-                "id": s.step_id,
-                "kind": s.kind,
-                "outcome": s.outcome.value,
-                "message": s.message,
-                "started_at": s.started_at.isoformat(),
-                "finished_at": s.finished_at.isoformat() if s.finished_at else None,
-                **(
-                    {"group": {"id": s.parallel_group, "started_at": group_starts[s.parallel_group]}}
-                    if s.parallel_group is not None
-                    else {}
-                ),
-            }
-            for s in steps.values()
-        ],
-        "orders": [
-            {
-                "client_order_id": i.client_order_id,
-                "step": i.step_id,
-                "leg": i.leg,
-                "attempt": i.attempt,
-                "purpose": i.purpose.value,
-                "instrument": i.request.instrument.key,
-                "side": i.request.side.value,
-                "quantity": i.request.quantity,
-                "type": i.request.order_type.value,
-                "price": str(i.request.price) if i.request.price is not None else None,
-                "status": i.status.value,
-                "resolution": i.resolution.value,
-                "broker_order_id": i.broker_order_id,
-                "filled_quantity": i.filled_quantity,
-                "average_price": str(i.average_price) if i.average_price is not None else None,
-                "final": i.status.is_terminal,  # else the journal's last word, as of:
-                "as_of": (i.updated_at or i.created_at).isoformat(),
-                "transitions": [
-                    f"{t['old_status']}->{t['new_status']}{'' if t['legal'] else ' (ILLEGAL)'}"
-                    for t in journal.transitions(i.client_order_id)
-                ],
-            }
-            for i in intents
-        ],
-        "fills": [
-            {
-                "client_order_id": f["client_order_id"],
-                "quantity": f["quantity"],
-                "price": str(f["price"]),
-                "at": f["at"].isoformat(),
-            }
-            for f in journal.rows(fills, run_id)
-        ],
-        "errors": [
-            {
-                "step": e["step_id"],
-                "level": e["level"],
-                "kind": e["kind"],
-                "message": e["message"],
-                "at": e["at"].isoformat(),
-            }
-            for e in journal.rows(events, run_id)
-            if e["level"] != "info"
-        ]
-        + [
-            {
-                "step": c["step_id"],
-                "level": "error",
-                "kind": c["method"],
-                "message": f"{c['error']}: {c['error_message']}",
-                "at": c["at"].isoformat(),
-            }
-            for c in calls
-            if c["error"]
-        ],
-        "broker_calls": dict(Counter(c["method"] for c in calls)),
-        "instruments": resolved_rows(journal, run_id),
-    }
-
-
-def resolved_rows(journal: Any, run_id: str) -> list[dict[str, Any]]:
-    """The run's rolling instruments as resolved (runner.journal.resolved): contract, rule, LTP used."""
-    from runner.journal.resolved import ResolvedInstruments
-
-    return [
-        {
-            "alias": r.alias,
-            "instrument": r.instrument.key,
-            "rule": r.rule,
-            "underlying": r.underlying,
-            "underlying_ltp": None if r.underlying_ltp is None else format(r.underlying_ltp, "f"),
-            "lot_size": r.instrument.lot_size,
-            "tick_size": None if r.instrument.tick_size is None else format(r.instrument.tick_size, "f"),
-            "resolved_at": r.resolved_at.isoformat(),
-        }
-        for r in ResolvedInstruments(journal.engine).of_run(run_id).values()
-    ]
+    return build(journal, run_id).to_json()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -264,6 +135,22 @@ def run(args: argparse.Namespace) -> int:
         table(headers, order_rows, out, indent="  ")
     else:
         print("  none")
+    if data["orders"]:
+        print("\nprice history:")
+        for o in data["orders"]:
+            print(f"  {o['client_order_id']} {o['side']} {o['quantity']} {o['instrument']}")
+            for line in o["history_text"]:
+                print(f"    {line}")
+    pnl = data["pnl"]
+    print(
+        f"\nP&L realised by the run: {pnl['realised'] or 'n/a'}"
+        + (f"  ({pnl['note']})" if pnl["note"] else "")
+    )
+    for p in pnl["instruments"]:
+        print(
+            f"  {p['instrument']}: bought {p['bought']} sold {p['sold']} realised {p['realised'] or 'n/a'}"
+            + (f" open {p['open_quantity']}" if p["open_quantity"] else "")
+        )
     calls = ", ".join(f"{k}={v}" for k, v in sorted(data["broker_calls"].items())) or "none"
     print(f"\nfills: {len(data['fills'])}  broker calls: {calls}")
     if data["errors"]:
@@ -272,4 +159,3 @@ def run(args: argparse.Namespace) -> int:
             kind = term.paint(e["kind"], "red")
             print(f"  {when(e['at'], zone)} {e['step'] or '-'} {kind}: {e['message']}")
     return 0
-

@@ -30,6 +30,7 @@ from runner.engine.risk import RiskRefused
 from runner.errors import BrokerError, NotFound, NotModifiable, OutcomeUnknown, Rejected, Retryable
 from runner.ids import client_order_id, leg_client_id
 from runner.journal.errors import DuplicateIntent
+from runner.journal.order_changes import record_change
 from runner.journal.records import Intent
 from runner.journal.tables import Purpose, Resolution
 from runner.model import Modification, MultilegRequest, Order, OrderRequest, OrderStatus
@@ -474,10 +475,33 @@ class Gateway(BrokerCalls):
         )
         return await self.wait_for(current, lambda o: not is_live(o), timeout)
 
-    async def modify(self, order: Order, change: Modification, *, timeout: float | None = None) -> Order:
+    async def modify(
+        self,
+        order: Order,
+        change: Modification,
+        *,
+        timeout: float | None = None,
+        chase_step: int | None = None,
+    ) -> Order:
         """Modify in place (or cancel + replace without Capability.MODIFY) and read back until the
         broker shows the change or the order is no longer working. Pre-trade limits apply to the order
-        as it would stand after the change."""
+        as it would stand after the change. The change joins the order's price history (``order_changes``;
+        ``chase_step``: its number in a chase)."""
+        sent = self.clock.now()
+        result = await self._modify(order, change, timeout)
+        record_change(
+            self.journal.engine,
+            self.run_id,
+            order.client_order_id,
+            change,
+            step_id=self.step_id,
+            chase_step=chase_step,
+            applied=applied(result, change),
+            at=sent,
+        )
+        return result
+
+    async def _modify(self, order: Order, change: Modification, timeout: float | None) -> Order:
         timeout = self.tuning.verify_timeout if timeout is None else timeout
         if Capability.MODIFY not in self.broker.capabilities:
             return await self._replace(order, change, timeout)

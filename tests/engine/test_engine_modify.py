@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from itertools import pairwise
 
 from helpers.engine import NIFTY_FUT, at, make_env, playbook
 from helpers.faulty_broker import Faulty
@@ -112,3 +113,23 @@ async def test_modify_outcome_unknown_is_resolved_by_reading_back(tmp_path):
     )
     assert env.steps(report) == {"bid": "succeeded", "m": "succeeded"}
     assert broker.calls["modify"] == 1
+
+
+async def test_last_chase_step_gets_its_interval_before_going_to_market(tmp_path):
+    """Issue 15: the last chase price stood 0.5 ms before the order went to market."""
+    env = make_env(tmp_path)
+    env.prices.set(NIFTY_FUT, Decimal("24100"), at(9, 15))  # never reached by the chase: it goes to market
+    report = await env.run(
+        playbook(
+            "steps:\n"
+            + BID
+            + """
+  - {kind: modify, id: c, order: bid, chase: {tick: 5, every: 2s, max: 2, then_market: true}}
+"""
+        )
+    )
+    assert env.steps(report) == {"bid": "succeeded", "c": "succeeded"}
+    calls = [c for c in env.journal.calls(run_id=report.run_id) if c["method"] == "modify" and not c["error"]]
+    assert len(calls) == 3  # 24005, 24010, then MARKET
+    gaps = [(b["at"] - a["at"]).total_seconds() for a, b in pairwise(calls)]
+    assert gaps[0] >= 2 and gaps[1] >= 2, gaps

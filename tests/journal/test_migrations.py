@@ -146,6 +146,7 @@ def test_release_0_1_0_journal_is_upgraded_at_start(
         "alembic_version", "processes", "schema_compat", "account_leases", "master_snapshots", "alert_outbox",
         "resolved_instruments",
     }
+    new_tables |= {"order_changes"}
     assert set(after) - set(before) == new_tables
     status = migrations.status(legacy)
     assert (status.state, status.current, status.compatible_from) == ("current", migrations.HEAD, "0001")

@@ -566,15 +566,18 @@ def position_from_row(row: Mapping[str, Any], master: InstrumentMaster | None) -
     avg = to_decimal(first(row, "net_average_price", "net_avg_price", "average_price"))
     if avg is None:
         side_avg = "buy_average_price" if net >= 0 else "sell_average_price"
-        avg = to_decimal(first(row, side_avg, side_avg.replace("_average", "_avg"))) or Decimal(0)
+        avg = to_decimal(first(row, side_avg, side_avg.replace("_average", "_avg")))
+    realized = to_decimal(first(row, "realized_pnl", "realised_pnl", "booked_pnl"))
     return Position(
         instrument=instrument_from_row(row, master),
         product=product_from_odin(first(row, "product_type", "product"), exchange),
         quantity=net,
-        average_price=avg,
-        realized_pnl=to_decimal(first(row, "realized_pnl", "realised_pnl", "booked_pnl")) or Decimal(0),
+        average_price=avg or Decimal(0),
+        realized_pnl=realized or Decimal(0),
         day_buy_quantity=buy,
         day_sell_quantity=sell,
+        average_price_reported=avg is not None,
+        realized_pnl_reported=realized is not None,
     )
 
 

@@ -186,8 +186,10 @@ async def chase(
     cap = chase_cap(ctx.playbook, spec, resolved)
     tick_size = intent.request.instrument.tick_size or order.instrument.tick_size  # the master's, if rolling
     done = int(abs(order.price - origin) / chase_step(spec, tick_size))
-    for _ in range(done, spec.max):
+    rested = False  # the order's current price has stood for a whole interval
+    for number in range(done + 1, spec.max + 1):
         await ctx.clock.sleep(ctx.seconds(spec.every))
+        rested = True
         order = await gw.read(order)
         if not is_live(order):
             break
@@ -196,11 +198,16 @@ async def chase(
         if target == order.price:
             continue  # at the limit price: keep waiting, never beyond it
         change = Modification(price=target)
-        order = await gw.modify(order, change)
+        order = await gw.modify(order, change, chase_step=number)
+        rested = False
         if not applied(order, change) and is_live(order):
             return StepResult.failed(
                 "chase modify not confirmed: " + describe(order), (order.client_order_id,)
             )
+    if spec.then_market and not rested and is_live(order):
+        # the last price gets its interval like every other step before the order goes to market
+        await ctx.clock.sleep(ctx.seconds(spec.every))
+        order = await gw.read(order)
     if spec.then_market and is_live(order):
         change = Modification(order_type=OrderType.MARKET)
         order = await gw.modify(order, change)

@@ -46,6 +46,7 @@ CHAIN: dict[str, str] = {
     "0009": "0001",  # issue 16: fires.lease_expires/taken_from, daemons.beat_db_at (additive)
     "0010": "0001",  # issue 15 follow-up: steps.parallel_group (additive)
     "0011": "0001",  # issue 13 §3: resolved_instruments (additive)
+    "0012": "0001",  # issue 14/15: order_changes, each order's price history (additive)
 }
 HEAD = next(reversed(CHAIN))
 VERSION_TABLE = "alembic_version"  # Alembic's default name and shape, written here without Alembic
@@ -64,6 +65,7 @@ METADATA_MODULES = (
     "runner.instruments.index",
     "runner.alerts.outbox",
     "runner.journal.resolved",
+    "runner.journal.order_changes",
 )
 
 metadata = sa.MetaData()

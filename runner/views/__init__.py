@@ -1,0 +1,1 @@
+"""What a person reads about the journal, defined once and rendered by commands and the status page."""
