@@ -227,7 +227,7 @@ class Daemon:
             self.running.values(),
             self.reload_errors,
             self.upcoming,
-        )
+        ) | {"journal": self.heartbeat.health.as_dict()}
 
     def upcoming(self, entry: Entry) -> Upcoming:
         """The next fire that will run and the closed-day fires before it (cached per armed instant)."""
@@ -309,13 +309,18 @@ class Daemon:
         pb = entry.playbook
         now = self.clock.now()
         verdict = self.precheck(entry, instant, now)
-        run_id = run_id_in(self._run_journal().has_run, pb.name, instant, ZoneInfo(pb.timezone))
-        claim = Claim(pb.name, entry.version, instant, run_id, verdict.state, verdict.reason)
         try:
+            run_id = run_id_in(self._run_journal().has_run, pb.name, instant, ZoneInfo(pb.timezone))
+            claim = Claim(pb.name, entry.version, instant, run_id, verdict.state, verdict.reason)
             won = await self.batcher.claim(claim, now)
-        except Exception:
+        except Exception as exc:
+            if self.heartbeat.health.trouble(exc, f"claiming fire {pb.name} at {instant.isoformat()}"):
+                # claimed once the journal is back, judged then by its late policy: never silently lost
+                self.heartbeat.health.when_back(lambda: self._spawn(self.fire(entry, instant)))
+                return
             log.exception("fire %s %s: claim failed; not running", pb.name, instant)
             return
+        self.heartbeat.health.ok()  # a claim landed: an outage is over (fresh connections before preparing)
         if not won:
             log.info("fire %s at %s already claimed by another daemon", pb.name, instant)
             return
@@ -389,8 +394,9 @@ class Daemon:
             await self.quiet.wait()
             try:
                 await self.sweep_interrupted()
-            except Exception:
-                log.exception("sweep for fires of dead daemons failed")
+            except Exception as exc:
+                if not self.heartbeat.health.trouble(exc, "sweep for fires of dead daemons"):
+                    log.exception("sweep for fires of dead daemons failed")
 
     # --- lifecycle ---------------------------------------------------------------------------------
 

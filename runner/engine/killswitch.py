@@ -260,8 +260,11 @@ class ControlWatcher(ControlView):
                 if self.before_poll is not None:
                     await self.before_poll()
                 await self.poll_once()
-            except Exception:  # keep the last known state; a locked db must not kill the watcher
-                log.exception("kill switch poll failed; keeping last state %s", self.state.mode.value)
+            except Exception as exc:  # keep the last known state; a locked db must not kill the watcher
+                from runner.journal.health import PROCESS
+
+                if not PROCESS.trouble(exc, f"kill switch poll (keeping last state {self.state.mode.value})"):
+                    log.exception("kill switch poll failed; keeping last state %s", self.state.mode.value)
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:

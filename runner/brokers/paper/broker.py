@@ -560,7 +560,8 @@ def create(account: Account, **context: Any) -> PaperBroker:
     options.setdefault("timezone", account.timezone)
     return PaperBroker(
         account.name,
-        engine=context.get("engine"),
+        # An account that names its book's database keeps it there, apart from the journal's engine.
+        engine=None if options.get("db_url") and not context.get("db_url") else context.get("engine"),
         db_url=context.get("db_url") or options.get("db_url"),
         clock=context.get("clock"),
         prices=prices,
