@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from runner.alerts import hooks as alerts
 from runner.clock import Clock
 from runner.journal.fires import ClaimBatcher, FireState, FireStore
-from runner.journal.health import PROCESS as journal_health
+from runner.journal.health import PROCESS, JournalHealth
 from runner.playbook.models import Playbook
 
 log = logging.getLogger("runner.scheduler")
@@ -136,6 +136,7 @@ class Release:
         self.hold = hold  # checked at the instant: a reason not to release
         self.on_change = on_change
         self.gate = InstantGate(clock)
+        self.health: JournalHealth = PROCESS  # the daemon hands it its own
         self.running: dict[str, Running] = {}  # fire_id -> running fire
         self.pending: dict[str, asyncio.Task[Any]] = {}  # fire_id -> claimed, not started yet
         self.imminent: dict[dt.datetime, int] = {}  # instant -> fires claimed for it, not finished
@@ -201,7 +202,7 @@ class Release:
             await self._finish(fire, result, marked)
             raise
         except Exception as exc:
-            if journal_health.trouble(exc, f"running fire {fire.playbook.name} ({fire.run_id})"):
+            if self.health.trouble(exc, f"running fire {fire.playbook.name} ({fire.run_id})"):
                 # its intent may be committed and sent, its outcome not recorded: never reported FAILED
                 why = f"journal unreachable during the run ({exc}); resolve via the run journal"
                 result = FireResult(FireState.UNKNOWN, why)
@@ -215,7 +216,7 @@ class Release:
         try:
             await asyncio.shield(marked)
         except Exception as exc:
-            if not journal_health.trouble(exc, f"marking fire {fire.fire_id} running"):
+            if not self.health.trouble(exc, f"marking fire {fire.fire_id} running"):
                 log.exception("marking fire %s running failed", fire.fire_id)
         self.running.pop(fire.fire_id, None)
         self.on_change()
@@ -223,10 +224,10 @@ class Release:
         try:
             await asyncio.shield(done)
         except Exception as exc:
-            if not journal_health.trouble(exc, f"recording fire {fire.fire_id} {result.state.value}"):
+            if not self.health.trouble(exc, f"recording fire {fire.fire_id} {result.state.value}"):
                 raise
             # recorded once the journal is back: the fire is not left RUNNING
-            journal_health.when_back(lambda: self._later(self._record_later(fire, result)))
+            self.health.when_back(lambda: self._later(self._record_later(fire, result)))
         lvl = logging.INFO if result.state is FireState.SUCCEEDED else logging.ERROR
         log.log(
             lvl,

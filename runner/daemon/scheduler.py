@@ -122,6 +122,7 @@ class Daemon:
         self.relogins = Relogin(relogin or {}, lambda: self.brokers, self.timers, self.clock)
         self.quiet = Quiet(self.clock, (self.arming.due, self.release.imminent), self.release.running)
         self.heartbeat = Heartbeat(fires, self.clock, self.status, self.quiet, self.opts.heartbeat_interval)
+        self.release.health = self.watcher.health = self.heartbeat.health  # one outage, said once
         self.catch_up_report: list[CatchUpItem] = []
         self._tasks: list[asyncio.Task[None]] = []  # pollers, and fires started by catch-up
         self._fire_tasks: set[asyncio.Task[Any]] = set()

@@ -139,7 +139,7 @@ class Heartbeat:
         self.dirty = True
         self._writing_since: float | None = None  # time.monotonic() when the beat in flight began
         self._slow = False  # a beat took longer than ``interval`` since the last obstructed() call
-        self.health = journal_health.PROCESS  # outages said once; a landed beat ends one
+        self.health = journal_health.JournalHealth()  # outages said once; a landed beat ends one
 
     def obstructed(self) -> bool:
         """Whether a beat took longer than ``interval`` (or one has been in flight that long) since the
