@@ -308,6 +308,9 @@ class Daemon:
 
     async def _fire(self, entry: Entry, instant: dt.datetime) -> None:
         pb = entry.playbook
+        if not self.heartbeat.health.reachable:  # no round trip per fire to a dead server: the beat probes
+            self.heartbeat.health.when_back(lambda: self._spawn(self.fire(entry, instant)))
+            return
         now = self.clock.now()
         verdict = self.precheck(entry, instant, now)
         try:
