@@ -21,6 +21,7 @@ from runner.alerts import hooks as alerts
 from runner.clock import Clock
 from runner.daemon.leasing import LeaseBook
 from runner.journal.fires import ClaimBatcher, FireState, FireStore
+from runner.journal.health import PROCESS, JournalHealth
 from runner.playbook.models import Playbook
 
 log = logging.getLogger("runner.scheduler")
@@ -136,6 +137,7 @@ class Release:
         self.hold = hold  # checked at the instant: a reason not to release
         self.on_change = on_change
         self.gate = InstantGate(clock)
+        self.health: JournalHealth = PROCESS  # the daemon hands it its own
         self.running: dict[str, Running] = {}  # fire_id -> running fire
         self.pending: dict[str, asyncio.Task[Any]] = {}  # fire_id -> claimed, not started yet
         self.imminent: dict[dt.datetime, int] = {}  # instant -> fires claimed for it, not finished
@@ -227,20 +229,32 @@ class Release:
             await self._finish(fire, result, marked)
             raise
         except Exception as exc:
-            log.exception("fire %s (%s) raised", fire.playbook.name, fire.run_id)
-            result = FireResult(FireState.FAILED, f"{type(exc).__name__}: {exc}")
+            if self.health.trouble(exc, f"running fire {fire.playbook.name} ({fire.run_id})"):
+                # its intent may be committed and sent, its outcome not recorded: never reported FAILED
+                why = f"journal unreachable during the run ({exc}); resolve via the run journal"
+                result = FireResult(FireState.UNKNOWN, why)
+            else:
+                log.exception("fire %s (%s) raised", fire.playbook.name, fire.run_id)
+                result = FireResult(FireState.FAILED, f"{type(exc).__name__}: {exc}")
             alerts.fire_failed(fire.playbook, fire.run_id, result.outcome or "")
         await self._finish(fire, result, marked)
 
     async def _finish(self, fire: Fire, result: FireResult, marked: asyncio.Future[bool]) -> None:
         try:
             await asyncio.shield(marked)
-        except Exception:
-            log.exception("marking fire %s running failed", fire.fire_id)
+        except Exception as exc:
+            if not self.health.trouble(exc, f"marking fire {fire.fire_id} running"):
+                log.exception("marking fire %s running failed", fire.fire_id)
         self.running.pop(fire.fire_id, None)
         self.on_change()
         done = self.batcher.set_state(fire.fire_id, result.state, result.outcome, self.clock.now())
-        await asyncio.shield(done)
+        try:
+            await asyncio.shield(done)
+        except Exception as exc:
+            if not self.health.trouble(exc, f"recording fire {fire.fire_id} {result.state.value}"):
+                raise
+            # recorded once the journal is back: the fire is not left RUNNING
+            self.health.when_back(lambda: self._later(self._record_later(fire, result)))
         lvl = logging.INFO if result.state is FireState.SUCCEEDED else logging.ERROR
         log.log(
             lvl,
@@ -250,6 +264,21 @@ class Release:
             result.state.value,
             result.outcome or "",
         )
+
+
+    def _later(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        _PENDING.add(task)
+        task.add_done_callback(_PENDING.discard)
+
+    async def _record_later(self, fire: Fire, result: FireResult) -> None:
+        try:
+            await self.batcher.set_state(fire.fire_id, result.state, result.outcome, self.clock.now())
+        except Exception:
+            log.exception("recording fire %s %s after the outage failed", fire.fire_id, result.state.value)
+
+
+_PENDING: set[asyncio.Future[None]] = set()  # recordings put off by an outage, held until done
 
 
 async def _abandon(fire: Fire, prepared: PreparedFire, reason: str, halted: bool) -> None:

@@ -127,6 +127,7 @@ class Daemon:
         self.relogins = Relogin(relogin or {}, lambda: self.brokers, self.timers, self.clock)
         self.quiet = Quiet(self.clock, (self.arming.due, self.release.imminent), self.release.running)
         self.heartbeat = Heartbeat(fires, self.clock, self.status, self.quiet, self.opts.heartbeat_interval)
+        self.release.health = self.watcher.health = self.heartbeat.health  # one outage, said once
         self.catch_up_report: list[CatchUpItem] = []
         self._tasks: list[asyncio.Task[None]] = []  # pollers, and fires started by catch-up
         self._fire_tasks: set[asyncio.Task[Any]] = set()
@@ -242,7 +243,7 @@ class Daemon:
             self.running.values(),
             self.reload_errors,
             self.upcoming,
-        )
+        ) | {"journal": self.heartbeat.health.as_dict()}
         owned = sorted(name for name in self.entries if self.membership.owns(name))
         payload["members"] = list(self.membership.members)
         payload["owns"] = {"count": len(owned), "sample": owned[:5]}
@@ -328,16 +329,24 @@ class Daemon:
         pb = entry.playbook
         if not self.membership.owns(pb.name):  # another member prepares and claims it
             return
+        if not self.heartbeat.health.reachable:  # no round trip per fire to a dead server: the beat probes
+            self.heartbeat.health.when_back(lambda: self._spawn(self.fire(entry, instant)))
+            return
         before = self.leases.now()  # the lease's local deadline counts from before the claim's write
         now = self.clock.now()
         verdict = self.precheck(entry, instant, now)
-        run_id = run_id_in(self._run_journal().has_run, pb.name, instant, ZoneInfo(pb.timezone))
-        claim = Claim(pb.name, entry.version, instant, run_id, verdict.state, verdict.reason)
         try:
+            run_id = run_id_in(self._run_journal().has_run, pb.name, instant, ZoneInfo(pb.timezone))
+            claim = Claim(pb.name, entry.version, instant, run_id, verdict.state, verdict.reason)
             won = await self.batcher.claim(claim, now)
-        except Exception:
+        except Exception as exc:
+            if self.heartbeat.health.trouble(exc, f"claiming fire {pb.name} at {instant.isoformat()}"):
+                # claimed once the journal is back, judged then by its late policy: never silently lost
+                self.heartbeat.health.when_back(lambda: self._spawn(self.fire(entry, instant)))
+                return
             log.exception("fire %s %s: claim failed; not running", pb.name, instant)
             return
+        self.heartbeat.health.ok()  # a claim landed: an outage is over (fresh connections before preparing)
         if not won:
             log.info("fire %s at %s already claimed by another daemon", pb.name, instant)
             return
@@ -441,8 +450,9 @@ class Daemon:
             await self.quiet.wait()
             try:
                 await self.sweep_interrupted()
-            except Exception:
-                log.exception("sweep for fires of dead daemons failed")
+            except Exception as exc:
+                if not self.heartbeat.health.trouble(exc, "sweep for fires of dead daemons"):
+                    log.exception("sweep for fires of dead daemons failed")
 
     # --- lifecycle ---------------------------------------------------------------------------------
 

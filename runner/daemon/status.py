@@ -18,6 +18,7 @@ from runner.daemon.loader import Entry
 from runner.daemon.release import Running
 from runner.daemon.upcoming import Upcoming, upcoming_dict
 from runner.engine.killswitch import ControlState
+from runner.journal import health as journal_health
 from runner.journal.fires import FireStore
 
 log = logging.getLogger("runner.scheduler")
@@ -138,6 +139,7 @@ class Heartbeat:
         self.dirty = True
         self._writing_since: float | None = None  # time.monotonic() when the beat in flight began
         self._slow = False  # a beat took longer than ``interval`` since the last obstructed() call
+        self.health = journal_health.JournalHealth()  # outages said once; a landed beat ends one
 
     def obstructed(self) -> bool:
         """Whether a beat took longer than ``interval`` (or one has been in flight that long) since the
@@ -162,9 +164,12 @@ class Heartbeat:
             try:
                 await asyncio.to_thread(self.store.heartbeat, self.clock.now(), status)
             except Exception as exc:
-                log.exception("heartbeat write failed")
-                alerts.journal_unreachable(f"heartbeat write failed: {type(exc).__name__}: {exc}")
+                if not self.health.trouble(exc, "heartbeat write"):
+                    log.exception("heartbeat write failed")
+                    alerts.journal_unreachable(f"heartbeat write failed: {type(exc).__name__}: {exc}")
                 self.dirty = True
+            else:
+                self.health.ok()
             finally:
                 self._writing_since = None
                 if time.monotonic() - started > self.interval:

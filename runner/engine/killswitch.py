@@ -27,6 +27,7 @@ from runner.brokers.base import Broker, ForwardingBroker
 from runner.errors import Rejected
 from runner.journal.db import ScrubbedText, UTCDateTime, create_all
 from runner.journal.fires import enum_type, read
+from runner.journal.health import PROCESS, JournalHealth
 from runner.model import (
     Instrument,
     Modification,
@@ -242,6 +243,7 @@ class ControlWatcher(ControlView):
         self.interval = interval
         self.on_change = on_change
         self.before_poll = before_poll
+        self.health: JournalHealth = PROCESS  # a journal outage is said once (a daemon hands its own)
         self._task: asyncio.Task[None] | None = None
 
     async def poll_once(self) -> ControlState:
@@ -260,8 +262,10 @@ class ControlWatcher(ControlView):
                 if self.before_poll is not None:
                     await self.before_poll()
                 await self.poll_once()
-            except Exception:  # keep the last known state; a locked db must not kill the watcher
-                log.exception("kill switch poll failed; keeping last state %s", self.state.mode.value)
+            except Exception as exc:  # keep the last known state; a locked db must not kill the watcher
+                kept = self.state.mode.value
+                if not self.health.trouble(exc, f"kill switch poll (keeping last state {kept})"):
+                    log.exception("kill switch poll failed; keeping last state %s", self.state.mode.value)
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:

@@ -237,6 +237,20 @@ def _release_all(slots: dict[str, ConnectionSlot]) -> None:
         slot.release()
 
 
+def invalidate_server_connections() -> None:
+    """After a database server outage: every hot path's connection to a server is presumed dead (the
+    pool pre-pings its own; these are held outside it), so each opens a fresh one on its next use instead
+    of failing once first. SQLite slots are left alone (an in-memory database lives in its connection)."""
+    with _SLOTS_LOCK:
+        held = [(engine.dialect.name, list(slots.values())) for engine, slots in _SLOTS.items()]
+    for dialect, slots in held:
+        if dialect == "sqlite":
+            continue
+        for slot in slots:
+            with slot.lock:
+                slot.invalidate()
+
+
 def _after_fork_in_child() -> None:
     # A DBAPI connection must not be used across fork; closing it could disturb the parent's locks.
     for slots in list(_SLOTS.values()):

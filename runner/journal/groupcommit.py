@@ -205,6 +205,16 @@ def _settle(fut: asyncio.Future[None], outcome: BaseException | None) -> None:
 _shared: dict[int, GroupCommit] = {}
 
 
+def invalidate_server_connections() -> None:
+    """After a database server outage: the committers' held connections open afresh (SQLite's kept)."""
+    for committer in _shared.values():
+        raw, committer._raw = committer._raw, None
+        if raw is not None and not committer._sqlite:
+            raw.invalidate()
+        elif raw is not None:
+            committer._raw = raw
+
+
 def group_commit_for(engine: Engine) -> GroupCommit:
     """One committer per database engine in this process, so all runs on it share the transaction."""
     found = _shared.get(id(engine))

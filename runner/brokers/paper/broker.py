@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from runner.accounts import Account
 from runner.brokers.base import Capability, Quote
 from runner.brokers.descriptions import DESCRIPTIONS
+from runner.brokers.paper.batch import PaperBatcher
 from runner.brokers.paper.book import Book, OrderState, PositionState, fill_from_dict, fill_to_dict
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import PricePath, ReferenceBook, load_references, path_from_options
@@ -381,6 +382,8 @@ class PaperBroker:
         # On: orders must name a contract the generated master lists that day (create() turns it on).
         self.check_instruments = check_instruments
         self._tz = ZoneInfo(tz)
+        # On a database server calls are group-committed in a worker thread (runner.brokers.paper.batch).
+        self._batcher = None if engine.dialect.name == "sqlite" else PaperBatcher(self)
 
     async def instrument_master(self) -> InstrumentMaster:
         """:class:`runner.brokers.base.InstrumentSource`: the generated master of the clock's trading day
@@ -396,7 +399,19 @@ class PaperBroker:
             for instrument in instruments:
                 master.resolve(instrument)  # InstrumentUnknown, worded as for a real broker's master
 
-    def _txn(self, op: Callable[[dt.datetime], T]) -> T:
+    def _txn(self, op: Callable[[dt.datetime], T], now: dt.datetime | None = None) -> T:
+        """One call in its own transaction, at ``now`` (default: the clock's now)."""
+        return self.run_batch([(op, now or self.clock.now())], single=True)[0][1]
+
+    def run_one(self, op: Callable[[dt.datetime], T], now: dt.datetime) -> T:
+        return self._txn(op, now)
+
+    def run_batch(
+        self, entries: Sequence[tuple[Callable[[dt.datetime], Any], dt.datetime]], single: bool = False
+    ) -> list[tuple[bool, Any]]:
+        """Apply ``entries`` in order in ONE transaction (each at its own time) and commit. A call's
+        :class:`BrokerError` is its outcome (matching's progress before it is kept); anything else
+        rolls the whole transaction back and is raised (``single``: the call's BrokerError too)."""
         store = self.store
         store.ensure_schema()
         db = store.db
@@ -404,22 +419,31 @@ class PaperBroker:
             try:
                 cur = db.begin()
                 store.sync(cur, self._book)
-                try:
-                    result = op(self.clock.now())
-                except BrokerError:
-                    # Matching may have advanced before the refusal: keep that progress.
-                    store.flush(cur, self._book)
-                    db.commit(cur)
-                    raise
+                out: list[tuple[bool, Any]] = []
+                failed: BrokerError | None = None
+                for op, now in entries:
+                    try:
+                        out.append((True, op(now)))
+                    except BrokerError as exc:
+                        # Matching may have advanced before the refusal: keep that progress.
+                        out.append((False, exc))
+                        failed = exc
                 store.flush(cur, self._book)
                 db.commit(cur)
-                return result
-            except BrokerError:
-                raise
             except BaseException:
                 db.rollback()
                 store.reset(self._book)
                 raise
+        if single and failed is not None:
+            raise failed
+        return out
+
+    async def _call(self, op: Callable[[dt.datetime], T]) -> T:
+        """Run ``op`` in a transaction: at once on SQLite, group-committed off the loop on a server."""
+        if self._batcher is None:
+            return self._txn(op)
+        result: T = await self._batcher.submit(op, self.clock.now())
+        return result
 
     # Broker protocol ---------------------------------------------------------------------------------
 
@@ -435,7 +459,7 @@ class PaperBroker:
 
     async def place(self, request: OrderRequest) -> Order:
         await self._resolve([request.instrument])
-        order = self._txn(lambda now: self.matching.place(self.account, request, now))
+        order = await self._call(lambda now: self.matching.place(self.account, request, now))
         if order.status is OrderStatus.REJECTED:
             code = self.matching.reject_code(self.account, request.client_order_id)
             raise Rejected(order.reject_reason or "rejected", code=code.value if code else None,
@@ -444,7 +468,7 @@ class PaperBroker:
 
     async def place_multileg(self, request: MultilegRequest) -> Sequence[Order]:
         await self._resolve([leg.instrument for leg in request.legs])
-        legs = self._txn(lambda now: self.matching.place_multileg(self.account, request, now))
+        legs = await self._call(lambda now: self.matching.place_multileg(self.account, request, now))
         bad = next((o for o in legs if o.status is OrderStatus.REJECTED and
                     self.matching.reject_code(self.account, o.client_order_id) != "multileg"), None)
         if bad is not None:
@@ -463,12 +487,14 @@ class PaperBroker:
         return found.broker_order_id
 
     async def modify(self, order: Order, change: Modification) -> Order:
-        return self._txn(
+        return await self._call(
             lambda now: self.matching.modify(self.account, self._broker_id(order, now), change, now)
         )
 
     async def cancel(self, order: Order) -> Order:
-        return self._txn(lambda now: self.matching.cancel(self.account, self._broker_id(order, now), now))
+        return await self._call(
+            lambda now: self.matching.cancel(self.account, self._broker_id(order, now), now)
+        )
 
     async def cancel_multileg(self, legs: Sequence[Order]) -> Sequence[Order]:
         def op(now: dt.datetime) -> list[Order]:
@@ -480,27 +506,27 @@ class PaperBroker:
                 out.append(current)
             return out
 
-        return self._txn(op)
+        return await self._call(op)
 
     async def get_order(self, client_order_id: str) -> Order | None:
-        return self._txn(lambda now: self.matching.find(self.account, client_order_id, now))
+        return await self._call(lambda now: self.matching.find(self.account, client_order_id, now))
 
     async def get_order_by_broker_id(self, broker_order_id: str) -> Order:
-        return self._txn(lambda now: self.matching.get(self.account, broker_order_id, now))
+        return await self._call(lambda now: self.matching.get(self.account, broker_order_id, now))
 
     async def orders(self) -> Sequence[Order]:
-        return self._txn(lambda now: self.matching.orders(self.account, now))
+        return await self._call(lambda now: self.matching.orders(self.account, now))
 
     async def open_orders(self) -> Sequence[Order]:
-        return self._txn(lambda now: self.matching.open_orders(self.account, now))
+        return await self._call(lambda now: self.matching.open_orders(self.account, now))
 
     async def positions(self) -> Sequence[Position]:
-        return self._txn(lambda now: self.matching.positions(self.account, now))
+        return await self._call(lambda now: self.matching.positions(self.account, now))
 
     # Extras (not in the protocol) ----------------------------------------------------------------------
 
     async def fills(self) -> Sequence[Fill]:
-        return self._txn(lambda now: self.matching.fills(self.account, now))
+        return await self._call(lambda now: self.matching.fills(self.account, now))
 
     async def quotes(self, instruments: Sequence[Instrument]) -> Mapping[str, Quote]:
         """:class:`runner.brokers.base.MarketData`: the paper market's last price of each instrument now
@@ -534,7 +560,8 @@ def create(account: Account, **context: Any) -> PaperBroker:
     options.setdefault("timezone", account.timezone)
     return PaperBroker(
         account.name,
-        engine=context.get("engine"),
+        # An account that names its book's database keeps it there, apart from the journal's engine.
+        engine=None if options.get("db_url") and not context.get("db_url") else context.get("engine"),
         db_url=context.get("db_url") or options.get("db_url"),
         clock=context.get("clock"),
         prices=prices,
