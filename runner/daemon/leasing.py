@@ -39,6 +39,10 @@ class LeaseBook:
         self.mono = mono
         self.skew = float(os.environ.get(SKEW_ENV, "0") or 0) if skew is None else skew
         self.deadlines: dict[str, float] = {}  # fire id -> local deadline
+        # Claims this daemon gave up unsent (lease lapsed before its instant): known locally to be unsent,
+        # so this daemon may take them back itself, e.g. when it is the only member, or its give-up
+        # write was lost in a journal outage and no survivor can see the claim as takeable.
+        self.forfeited: set[str] = set()
 
     def now(self) -> float:
         return self.mono() + self.skew
@@ -60,6 +64,11 @@ class LeaseBook:
     def done(self, fire_id: str) -> None:
         """Sent, given back or finished: no longer renewed."""
         self.deadlines.pop(fire_id, None)
+
+    def forfeit(self, fire_id: str) -> None:
+        """Given up unsent: no longer renewed, and this daemon's own to take back."""
+        self.deadlines.pop(fire_id, None)
+        self.forfeited.add(fire_id)
 
     def pending(self) -> list[str]:
         return [fid for fid, d in self.deadlines.items() if d != float("-inf")]

@@ -197,6 +197,8 @@ class Release:
         forfeit = getattr(prepared, "forfeit", None)
         if forfeit is not None:
             forfeit()
+        if self.leases is not None:
+            self.leases.forfeit(fire.fire_id)
         log.error(
             "fire %s (%s): claim lease lapsed before the instant; not sent (a survivor takes it over)",
             fire.playbook.name,

@@ -64,10 +64,17 @@ class ScaleOut:
 
     async def take_over_once(self) -> list[FireRow]:
         """Take over the lapsed unsent claims this daemon succeeds to; returns those it took."""
-        rows = await asyncio.to_thread(claim_leases.takeable, self.store)
+        own = sorted(self.leases.forfeited)
+        rows = await asyncio.to_thread(claim_leases.takeable, self.store, own)
         taken = []
         for row in rows:
-            if self.membership.successor(row.playbook, row.claimed_by) != self.store.owner:
+            if row.claimed_by == self.store.owner:
+                # our own, given up unsent: take it back if we still own the playbook, or if our give-up
+                # did not land (a journal outage), so that no survivor can see it as takeable
+                lost_give_up = row.lease_expires is not None and row.lease_expires > row.scheduled_for
+                if not (self.membership.owns(row.playbook) or lost_give_up):
+                    continue
+            elif self.membership.successor(row.playbook, row.claimed_by) != self.store.owner:
                 continue
             before = self.leases.now()
             won = await asyncio.to_thread(
@@ -75,6 +82,7 @@ class ScaleOut:
             )
             if not won:
                 continue
+            self.leases.forfeited.discard(row.fire_id)
             self.leases.granted([row.fire_id], before)
             log.warning(
                 "took over fire %s of %s at %s from %s (its lease lapsed unsent)",

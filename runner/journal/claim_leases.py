@@ -61,16 +61,21 @@ def give_up(store: FireStore, fire_id: str, scheduled_for: dt.datetime) -> bool:
     return bool(done.rowcount)
 
 
-def takeable(store: FireStore) -> list[FireRow]:
-    """Other holders' unsent claims whose lease lapsed no later than their instant (database clock)."""
+def takeable(store: FireStore, own: Sequence[str] = ()) -> list[FireRow]:
+    """Other holders' unsent claims whose lease lapsed no later than their instant (database clock), and
+    this daemon's own claims among ``own`` (given up unsent, known locally) whatever their lease says."""
+    others = sa.and_(
+        fires.c.lease_expires <= fires.c.scheduled_for,
+        fires.c.claimed_by != store.owner,
+    )
+    mine = sa.and_(fires.c.claimed_by == store.owner, fires.c.fire_id.in_(list(own)))
     with read(store.engine) as conn:
         now = db_clock(conn)
         rows = conn.execute(
             sa.select(fires).where(
                 fires.c.state == FireState.CLAIMED,
                 fires.c.lease_expires < now,
-                fires.c.lease_expires <= fires.c.scheduled_for,
-                fires.c.claimed_by != store.owner,
+                sa.or_(others, mine) if own else others,
             )
         ).all()
     return [FireRow(**r._asdict()) for r in rows]
