@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from runner.clock import Clock
 from runner.journal.fires import ClaimBatcher, FireState, FireStore
+from runner.observability import hooks
 from runner.playbook.models import Playbook
 
 log = logging.getLogger("runner.scheduler")
@@ -186,6 +187,7 @@ class Release:
 
     async def _execute(self, fire: Fire, prepared: PreparedFire | None) -> None:
         running = Running(fire, self.clock.now(), asyncio.current_task())
+        hooks.fire_started(fire.playbook.name, (running.started_at - fire.scheduled_for).total_seconds())
         self.running[fire.fire_id] = running
         self.on_change()
         # Mark RUNNING off the critical path: the executor's first broker call must not wait for it.
