@@ -50,7 +50,10 @@ def test_page_names_every_playbook_and_changes_after_a_fire(served: Served, brow
     page = browser.new_page()
     page.goto(served.url)
     assert page.title() == "runner status"
-    wait_for("every playbook scheduled", lambda: page.reload() is not None and "holiday-check" in page.inner_text("body"))
+    wait_for(
+        "every playbook scheduled",
+        lambda: page.reload() is not None and "holiday-check" in page.inner_text("body"),
+    )
     text = page.inner_text("body")
     for name in PLAYBOOKS:
         assert name in text
