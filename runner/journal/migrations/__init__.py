@@ -41,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 CHAIN: dict[str, str] = {
     "0001": "0001",  # release 0.1.0 (commit 7dd22df)
     "0002": "0001",  # issue 11: processes, schema_compat (additive)
+    "0006": "0001",  # issue 14: indexes for the status page and /metrics (additive)
 }
 HEAD = next(reversed(CHAIN))
 VERSION_TABLE = "alembic_version"  # Alembic's default name and shape, written here without Alembic
