@@ -184,6 +184,53 @@ def timed(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(samples)
 
 
+async def loop_lag(engine: sa.Engine, db_url: str, now: dt.datetime, pages: int) -> dict[str, float]:
+    """p99 lateness (ms) of a 5 ms timer on the event loop (what a due fire waits on): idle; while
+    ``pages`` page requests are served over loopback with the page built in a worker thread; and with
+    it built in the page worker process (what ``runner serve --http`` does)."""
+    import asyncio
+
+    import aiohttp
+
+    from runner.web.server import build_app, start
+    from runner.web.worker import PageWorker
+
+    async def lateness(stop: asyncio.Event) -> list[float]:
+        loop = asyncio.get_running_loop()
+        late: list[float] = []
+        while not stop.is_set():
+            due = loop.time() + 0.005
+            await asyncio.sleep(0.005)
+            late.append((loop.time() - due) * 1000)
+        return late
+
+    def p99(values: list[float]) -> float:
+        return sorted(values)[int(len(values) * 0.99)]
+
+    stop = asyncio.Event()
+    idle = asyncio.create_task(lateness(stop))
+    await asyncio.sleep(1.0)
+    stop.set()
+    out = {"idle": p99(await idle)}
+    for mode in ("thread", "process"):
+        worker = PageWorker(db_url) if mode == "process" else None
+        runner, port = await start(
+            build_app(engine, daemon="bench", now=lambda: now, worker=worker), "127.0.0.1", 0
+        )
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/") as r:  # warm-up (starts the worker process)
+                await r.read()
+            stop = asyncio.Event()
+            busy = asyncio.create_task(lateness(stop))
+            for _ in range(pages):
+                async with http.get(f"http://127.0.0.1:{port}/") as r:
+                    await r.read()
+            stop.set()
+        out[mode] = p99(await busy)
+        await runner.cleanup()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--playbooks", type=int, default=1000)
@@ -216,12 +263,19 @@ def main() -> None:
         before_ms = timed(status_before, args.repeat)
         metrics_ms, base_metrics = timed(metrics.render, args.repeat), timed(bare_metrics, args.repeat)
         size = len(render_status(build_status(engine, now), "bench-daemon"))
+        import asyncio
+
+        lag = asyncio.run(loop_lag(engine, str(engine.url), now, 10))
         metrics.close()
     print(f"journal: {args.playbooks} playbooks, {args.runs} runs (SQLite file)")
     print(
         f"status page (build + render, {size // 1024} KiB): {page_ms:.1f} ms median (target <= 200); "
         f"bare last-50-runs query {base_page:.2f} ms; ratio {page_ms / base_page:.1f}x; "
         f"old status queries (daemons, last outcomes) {before_ms:.1f} ms; ratio {page_ms / before_ms:.1f}x"
+    )
+    print(
+        f"event loop timer lateness p99 while 10 pages are served: {lag['process']:.2f} ms with the page "
+        f"worker process (runner serve), {lag['thread']:.2f} ms built in a thread, {lag['idle']:.2f} ms idle"
     )
     print(
         f"/metrics: {metrics_ms:.1f} ms median (target <= 50); "

@@ -160,6 +160,7 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
     web = None
     if args.http_settings is not None:
         from runner.web.server import build_app, start
+        from runner.web.worker import PageWorker
 
         host, port, token = args.http_settings
         app = build_app(
@@ -168,6 +169,7 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
             token=token,
             brokers={n: a.broker for n, a in accounts.items()},
             quiet=daemon.quiet.wait,
+            worker=PageWorker(args.db),
         )
         web, bound = await start(app, host, port)
         shown = f"[{host}]" if ":" in host else host

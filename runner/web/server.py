@@ -1,6 +1,8 @@
-"""The status page's HTTP server (aiohttp), run inside the daemon's event loop: read-only GET routes,
-each building its answer from the journal in a worker thread (after the daemon's quiet window around
-fire instants), so a page view never holds the loop while fires are due.
+"""The status page's HTTP server (aiohttp), run inside the daemon's event loop: read-only GET routes.
+Pages and the JSON API are built from the journal by a :class:`runner.web.worker.PageWorker` process
+(``runner serve``), or in a worker thread when none is given (tests, tools); ``/metrics`` (a few cheap
+aggregate queries, and this process's own histograms) in a worker thread after the daemon's quiet window
+around fire instants.
 
 Routes: ``/`` (HTML), ``/run/RUN`` (HTML), ``/api/status``, ``/api/runs/RUN`` (JSON), ``/metrics``."""
 
@@ -8,18 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from runner.observability.metrics import CONTENT_TYPE, Metrics
-from runner.web import api, pages
 from runner.web.auth import token_middleware
+from runner.web.worker import PageWorker, render_with
 
 Now = Callable[[], dt.datetime]
+TYPES = {
+    "status_html": "text/html",
+    "run_html": "text/html",
+    "status_json": "application/json",
+    "run_json": "application/json",
+}
 
 
 def build_app(
@@ -30,46 +36,43 @@ def build_app(
     brokers: Mapping[str, str] | None = None,
     now: Now | None = None,
     quiet: Callable[[], Awaitable[None]] | None = None,
+    worker: PageWorker | None = None,
 ) -> web.Application:
-    """``quiet``: awaited before each journal read (the daemon's :meth:`Quiet.wait`)."""
+    """``quiet``: awaited before work in this process (the daemon's :meth:`Quiet.wait`)."""
     clock: Now = now or (lambda: dt.datetime.now(dt.UTC))
     metrics = Metrics(engine, daemon, brokers, clock)
 
-    async def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
-        if quiet is not None:
-            await quiet()
-        return await asyncio.to_thread(fn, *args)
+    async def answer(kind: str, run_id: str | None = None) -> web.Response:
+        if worker is not None:
+            status, body = await worker.render(kind, clock(), daemon, run_id)
+        else:
+            if quiet is not None:
+                await quiet()
+            status, body = await asyncio.to_thread(render_with, engine, kind, clock(), daemon, run_id)
+        return web.Response(status=status, text=body, content_type=TYPES[kind])
 
     async def index(request: web.Request) -> web.Response:
-        data = await off_loop(api.status, engine, clock())
-        return web.Response(text=pages.render_status(data, daemon), content_type="text/html")
+        return await answer("status_html")
 
     async def run_page(request: web.Request) -> web.Response:
-        data = await off_loop(api.run_detail, engine, request.match_info["run_id"])
-        if data is None:
-            return web.Response(
-                status=404, text=pages.render_not_found("no such run"), content_type="text/html"
-            )
-        return web.Response(text=pages.render_run(data), content_type="text/html")
+        return await answer("run_html", request.match_info["run_id"])
 
     async def status_json(request: web.Request) -> web.Response:
-        data = await off_loop(api.status, engine, clock())
-        return web.Response(text=json.dumps(data, indent=2, default=str), content_type="application/json")
+        return await answer("status_json")
 
     async def run_json(request: web.Request) -> web.Response:
-        data = await off_loop(api.run_detail, engine, request.match_info["run_id"])
-        if data is None:
-            return web.json_response({"error": "no such run"}, status=404)
-        return web.Response(
-            text=json.dumps(data, indent=2, default=str, sort_keys=True), content_type="application/json"
-        )
+        return await answer("run_json", request.match_info["run_id"])
 
     async def metrics_text(request: web.Request) -> web.Response:
-        body = await off_loop(metrics.render)
+        if quiet is not None:
+            await quiet()
+        body = await asyncio.to_thread(metrics.render)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def closed(app: web.Application) -> None:
         metrics.close()
+        if worker is not None:
+            worker.close()
 
     app = web.Application(middlewares=[token_middleware(token)])
     app.on_cleanup.append(closed)
