@@ -169,7 +169,7 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
             token=token,
             brokers={n: a.broker for n, a in accounts.items()},
             quiet=daemon.quiet.wait,
-            worker=PageWorker(args.db),
+            worker=PageWorker(args.db, args.calendars),
         )
         web, bound = await start(app, host, port)
         shown = f"[{host}]" if ":" in host else host

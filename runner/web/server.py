@@ -72,7 +72,7 @@ def build_app(
     async def closed(app: web.Application) -> None:
         metrics.close()
         if worker is not None:
-            worker.close()
+            await worker.aclose()
 
     app = web.Application(middlewares=[token_middleware(token)])
     app.on_cleanup.append(closed)

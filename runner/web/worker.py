@@ -40,20 +40,31 @@ def render_with(engine: Any, kind: str, now: dt.datetime, daemon: str, run_id: s
     return 200, pages.render_run(detail)
 
 
+CLOSE_WAIT = 5.0  # seconds a child may take to exit after its stdin closes
+
+
 class PageWorker:
     """The daemon's handle on the child process."""
 
-    def __init__(self, db_url: str | None) -> None:
+    def __init__(self, db_url: str | None, calendars_dir: str | None = None) -> None:
         self.db_url = db_url
+        self.calendars_dir = calendars_dir  # the daemon's --calendars: the page shows the same coverage
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
 
     async def _start(self) -> asyncio.subprocess.Process:
-        if self._proc is None or self._proc.returncode is not None:
+        if self._proc is not None and self._proc.returncode is not None:
+            await self.aclose()  # it died: reap it (and close its pipes) before starting another
+        if self._proc is None:
             from runner.journal.db import ENV_VAR
+            from runner.trading_calendars import ENV_VAR as CALENDARS_VAR
 
             # the URL through the environment, not argv: a PostgreSQL password would show in `ps`
-            env = {**os.environ, ENV_VAR: self.db_url} if self.db_url else None
+            env = dict(os.environ)
+            if self.db_url:
+                env[ENV_VAR] = self.db_url
+            if self.calendars_dir:
+                env[CALENDARS_VAR] = self.calendars_dir
             # stderr inherited: the child's own failures land in the daemon's log stream
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -79,16 +90,23 @@ class PageWorker:
                 status, length = (await proc.stdout.readline()).split()
                 body = await proc.stdout.readexactly(int(length))
             except (ValueError, OSError, asyncio.IncompleteReadError) as exc:
-                self.close()  # a dead or confused child: the next request starts a fresh one
+                proc.kill()  # a dead or confused child: the next request starts a fresh one
+                await self.aclose()
                 return 503, f"status page worker failed ({type(exc).__name__}); retry\n"
         return int(status), body.decode()
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Stop the child: EOF on its stdin (it exits), then reap it; killed if it does not go."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            if proc.stdin is not None:
-                proc.stdin.close()  # the child exits at EOF
+        if proc is None:
+            return
+        if proc.returncode is None and proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.communicate(), CLOSE_WAIT)
+        except TimeoutError:
             proc.kill()
+            await proc.communicate()
 
 
 def main(argv: list[str]) -> int:

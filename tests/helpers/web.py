@@ -97,7 +97,7 @@ def serving(tmp_path: Path, env: Mapping[str, str] | None = None) -> Iterator[Se
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=DEADLINE)  # a lingering page worker holding the pipes fails here
 
 
 def get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, str, Mapping[str, str]]:
