@@ -156,8 +156,8 @@ def set_mode(
         Mode.REDUCE_ONLY: "REDUCE-ONLY: only position-reducing orders",
         Mode.NORMAL: "resumed: orders allowed",
     }[mode]
-    from runner.commands.status import display_zone
     from runner.timefmt import when
+    from runner.web.snapshot import display_zone
 
     why = state.reason or "no reason given"
     print(f"{what} (since {when(now, display_zone(engine))}, by {state.by}: {why})")

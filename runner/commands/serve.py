@@ -57,6 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_alerts_argument(parser)
     add_log_file_argument(parser)
+    parser.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also serve the read-only status page, its JSON API (/api/status) and Prometheus /metrics "
+        "there (off unless given; a non-loopback HOST needs a token)",
+    )
+    parser.add_argument(
+        "--http-token-file",
+        metavar="FILE",
+        help="file holding the token every --http request must carry (Authorization: Bearer, or ?token= "
+        "in a browser); default $RUNNER_HTTP_TOKEN",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +83,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"runner serve: {directory} is not a directory", file=sys.stderr)
         return EXIT_USAGE
     check_accounts_file(args.accounts)  # every problem as file:line:col, exit 1, before anything starts
+    http = None
+    if args.http or args.http_token_file:
+        from runner.web.auth import HttpConfigError, check_bind, load_token, parse_address
+
+        try:
+            if not args.http:
+                raise HttpConfigError("--http-token-file needs --http HOST:PORT")
+            host, port = parse_address(args.http)
+            token = load_token(args.http_token_file)
+            check_bind(host, token)
+        except HttpConfigError as exc:
+            print(f"runner serve: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        http = (host, port, token)
+    args.http_settings = http
     from runner.alerts.setup import load_config
 
     load_config(args.alerts)  # an invalid alerts file: exit 1 before anything starts
@@ -140,23 +167,44 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
         loop.add_signal_handler(sig, daemon.request_stop)
     # The runs this daemon executes name this process as their owner: a `run` on another host judges
     # them by this heartbeat (the daemons table's own heartbeat serves the fire sweep).
+    web = None
+    if args.http_settings is not None:
+        from runner.web.server import build_app, start
+        from runner.web.worker import PageWorker
+
+        host, port, token = args.http_settings
+        app = build_app(
+            engine,
+            daemon=daemon.owner,
+            token=token,
+            brokers={n: a.broker for n, a in accounts.items()},
+            quiet=daemon.quiet.wait,
+            worker=PageWorker(args.db, args.calendars),
+        )
+        web, bound = await start(app, host, port)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"runner serve: status page on http://{shown}:{bound}/ (metrics on /metrics)", flush=True)
     from runner.alerts.setup import alerts_for
 
-    with alerts_for(args.alerts, engine) as dispatcher:
-        async with Heartbeat(ProcessRegistry(engine), ProcessIdentity.current(), "serve"):
-            watch = None
-            if dispatcher is not None:
-                from runner.alerts.watch import AlertWatch
+    try:
+        with alerts_for(args.alerts, engine) as dispatcher:
+            async with Heartbeat(ProcessRegistry(engine), ProcessIdentity.current(), "serve"):
+                watch = None
+                if dispatcher is not None:
+                    from runner.alerts.watch import AlertWatch
 
-                watch = AlertWatch(
-                    dispatcher.config,
-                    Journal(engine=engine),
-                    clock,
-                    lambda: list(daemon.entries.values()),
-                    daemon.gate.calendar,
-                    daemon.quiet.wait,
-                )
-            return await _serve_until_stopped(daemon, watch)
+                    watch = AlertWatch(
+                        dispatcher.config,
+                        Journal(engine=engine),
+                        clock,
+                        lambda: list(daemon.entries.values()),
+                        daemon.gate.calendar,
+                        daemon.quiet.wait,
+                    )
+                return await _serve_until_stopped(daemon, watch)
+    finally:
+        if web is not None:
+            await web.cleanup()
 
 
 async def _serve_until_stopped(daemon: Daemon, watch: AlertWatch | None = None) -> int:

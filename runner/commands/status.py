@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-from collections.abc import Iterable
 from typing import Any
 
 DESCRIPTION = __doc__
@@ -16,7 +15,6 @@ EXAMPLES = """\
   runner status
   runner status --json | jq .control.mode     # "normal", "halt" or "reduce_only"
 """
-STALE = dt.timedelta(seconds=5)  # a daemon silent this long is reported as not running
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,107 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def collect(db_url: str | None, now: dt.datetime | None = None) -> dict[str, Any]:
-    from runner.daemon.scale_status import scale_view
-    from runner.engine.killswitch import ControlStore
-    from runner.journal.fires import FireStore, open_engine, read_daemons
-    from runner.journal.records import dead_holder
-    from runner.journal.store import Journal
+    """The status JSON: one builder shared with the status page's API (runner/web/snapshot.py)."""
+    from runner.journal.fires import open_engine
+    from runner.web.snapshot import build_status
 
-    now = now or dt.datetime.now(dt.UTC)
-    engine = open_engine(db_url)
-    daemons: list[dict[str, Any]] = []
-    for d in read_daemons(engine):
-        alive = d["stopped_at"] is None and now - d["heartbeat_at"] < STALE
-        if not alive and daemons:
-            continue  # show only the most recent dead one, for "when did it stop"
-        status = d["status"]
-        daemons.append(
-            {
-                "daemon_id": d["daemon_id"],
-                "host": d["host"],
-                "pid": d["pid"],
-                "alive": alive,
-                "playbook_dir": d["playbook_dir"],
-                "heartbeat_at": d["heartbeat_at"].isoformat(),
-                "stopped_at": d["stopped_at"].isoformat() if d["stopped_at"] else None,
-                "playbooks": status.get("playbooks", {}),
-                "running": status.get("running", []),
-                "invalid": status.get("invalid", {}),
-            }
-        )
-    live = [d for d in daemons if d["alive"]]
-    running = [r for d in live for r in d["running"]]
-    _add_current_steps(engine, running)
-    store = FireStore(engine, owner="status")  # read-only use
-    journal = Journal(engine=engine)
-    last = {
-        name: {
-            "scheduled_for": r.scheduled_for.isoformat(),
-            "state": r.state.value,
-            "outcome": r.outcome,
-            "run_id": r.run_id,
-            "timezone": _run_zone(journal, r.run_id),
-        }
-        for name, r in sorted(store.last_outcomes().items())
-    }
-    next_fires: dict[str, Any] = {}
-    for d in live:
-        for name, info in d["playbooks"].items():
-            if name not in next_fires or (info["next_fire"] or "~") < (next_fires[name]["next_fire"] or "~"):
-                next_fires[name] = info
-    control = ControlStore(engine)
-    dead = [
-        {
-            "run_id": r.run_id,
-            "playbook": r.playbook,
-            "account": r.account,
-            "started_at": r.started_at.isoformat(),
-            "timezone": r.timezone,
-            "why": dead_holder(r),
-        }
-        for r in journal.dead_runs()
-    ]  # read-only: closed by the account's next run, apply or serve
-    zones = [i.get("timezone") for i in next_fires.values()] + [v["timezone"] for v in last.values()]
-    return {
-        "now": now.isoformat(),
-        "timezone": display_zone(engine, zones).key,  # of the times that are no one playbook's
-        "dead_runs": dead,
-        "control": control.get().as_dict(),
-        "halt_cancels": [p.as_dict() for p in control.last_passes()],
-        "daemons": daemons,
-        "next_fires": dict(sorted(next_fires.items())),
-        "running": running,
-        "last_outcomes": last,
-        **scale_view(engine, daemons),  # members, what each owns, claims in flight (issue 16)
-    }
-
-
-def display_zone(engine: Any, playbook_zones: Iterable[str | None] = ()) -> Any:
-    """Zone for times that are no one playbook's (the kill switch, heartbeats, cancel passes): the one
-    the running daemons' playbooks and the journal's recent runs share, else UTC; named either way."""
-    from runner.journal.store import Journal
-    from runner.timefmt import shared_zone
-
-    recent = [r.timezone for r in Journal(engine=engine).list_runs(limit=50)]
-    return shared_zone([*playbook_zones, *recent])
-
-
-def _run_zone(journal: Any, run_id: str | None) -> str | None:
-    run = journal.get_run(run_id) if run_id else None
-    return run.timezone if run is not None else None
-
-
-def _add_current_steps(engine: Any, running: list[dict[str, Any]]) -> None:
-    if not running:
-        return
-    from runner.journal.store import Journal
-
-    journal = Journal(engine=engine)
-    for r in running:
-        steps = journal.steps_of(r["run_id"])
-        current = [s.step_id for s in steps.values() if s.finished_at is None]
-        r["current_step"] = current[0] if current else None
-        r["steps_done"] = sum(1 for s in steps.values() if s.finished_at is not None)
+    return build_status(open_engine(db_url), now)
 
 
 def run(args: argparse.Namespace) -> int:

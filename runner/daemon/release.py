@@ -22,6 +22,7 @@ from runner.clock import Clock
 from runner.daemon.leasing import LeaseBook
 from runner.journal.fires import ClaimBatcher, FireState, FireStore
 from runner.journal.health import PROCESS, JournalHealth
+from runner.observability import hooks
 from runner.playbook.models import Playbook
 
 log = logging.getLogger("runner.scheduler")
@@ -219,6 +220,7 @@ class Release:
 
     async def _execute(self, fire: Fire, prepared: PreparedFire | None) -> None:
         running = Running(fire, self.clock.now(), asyncio.current_task())
+        hooks.fire_started(fire.playbook.name, (running.started_at - fire.scheduled_for).total_seconds())
         self.running[fire.fire_id] = running
         self.on_change()
         # Mark RUNNING off the critical path: the executor's first broker call must not wait for it.

@@ -31,6 +31,7 @@ from runner.journal.store import Journal
 from runner.journal.tables import Resolution
 from runner.logs import redact
 from runner.model import IllegalTransition, Instrument, Order, OrderRequest, OrderStatus, Position
+from runner.observability import hooks
 
 if TYPE_CHECKING:
     from runner.clock import Clock
@@ -120,6 +121,10 @@ class BrokerCalls:
         error: BaseException | None,
         started: float,
     ) -> dict[str, Any]:
+        seconds = time.perf_counter() - started
+        # every attempt passes here once: the one place broker request latency is measured (/metrics)
+        error_name = type(error).__name__ if error else None
+        hooks.broker_call(getattr(self.broker, "name", "?"), method, seconds, error_name)
         return {
             "run_id": self.run_id,
             "step_id": self.step_id,
@@ -130,7 +135,7 @@ class BrokerCalls:
             "error": type(error).__name__ if error else None,
             "error_message": redact(str(error)) if error else None,  # errors may echo a token
             "at": self.clock.now(),
-            "duration_us": int((time.perf_counter() - started) * 1e6),
+            "duration_us": int(seconds * 1e6),
         }
 
     async def call(

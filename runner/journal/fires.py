@@ -62,6 +62,7 @@ fires = sa.Table(
     sa.UniqueConstraint("playbook", "scheduled_for", name="uq_fires_slot"),
     sa.Index("ix_fires_playbook_time", "playbook", "scheduled_for"),
     sa.Index("ix_fires_state_lease", "state", "lease_expires"),
+    sa.Index("ix_fires_scheduled_for", "scheduled_for"),  # the status page: the last 24 hours' fires
 )
 
 # One row per daemon process: heartbeat every second, status payload for ``runner status``.

@@ -98,6 +98,7 @@ runs = sa.Table(
     sa.Column("owner", sa.String(200)),
     sa.Column("timezone", sa.String(64)),  # the playbook's IANA zone, for showing its times; NULL: UTC
     sa.Column("master_sha", sa.String(64)),  # the instrument-master snapshot resolved against (issue 13)
+    sa.Index("ix_runs_started_at", "started_at"),  # the status page's recent runs (migration 0013)
 )
 
 steps = sa.Table(
@@ -153,6 +154,9 @@ order_intents = sa.Table(
     # absence is measured from it, as updated_at moves with every write. NULL (older rows): created_at.
     sa.Column("sent_at", UTCDateTime()),
     sa.UniqueConstraint("run_id", "slot", "leg", "attempt", name="uq_intents_slot"),
+    # /metrics and the status page count and list by these (migration 0006); small b-trees, one write each
+    sa.Index("ix_intents_status_account", "status", "account"),
+    sa.Index("ix_intents_resolution", "resolution"),
 )
 
 broker_calls = sa.Table(
