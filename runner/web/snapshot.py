@@ -330,32 +330,28 @@ def _recent_runs(engine: Engine) -> list[dict[str, Any]]:
         ]
 
 
-MASTER_TIME_COLUMNS = ("fetched_at", "taken_at", "created_at", "snapshot_at", "at")
-
-
 def master_snapshot(engine: Engine, now: dt.datetime) -> dict[str, Any]:
-    """The newest instrument-master snapshot's age, when the journal keeps them (the ``master_snapshots``
-    table of the masters work); ``{"age_seconds": None}`` ("n/a") otherwise."""
+    """The age of each account's newest good instrument-master snapshot (``runner instruments sync``), and
+    of the stalest of them (``age_seconds``: what a desk must act on); None ("n/a") when none was synced."""
+    from runner.instruments.index import SnapshotStatus, master_snapshots
     from runner.journal.fires import read
 
-    try:
-        if not sa.inspect(engine).has_table("master_snapshots"):
-            return {"age_seconds": None, "at": None}
-        table = sa.Table("master_snapshots", sa.MetaData(), autoload_with=engine)
-        column = next((table.c[n] for n in MASTER_TIME_COLUMNS if n in table.c), None)
-        if column is None:
-            return {"age_seconds": None, "at": None}
-        with read(engine) as conn:
-            newest = conn.execute(sa.select(sa.func.max(column))).scalar()
-    except sa.exc.SQLAlchemyError:
-        return {"age_seconds": None, "at": None}
-    if newest is None:
-        return {"age_seconds": None, "at": None}
-    if isinstance(newest, str):
-        newest = dt.datetime.fromisoformat(newest)
-    if newest.tzinfo is None:
-        newest = newest.replace(tzinfo=dt.UTC)
-    return {"age_seconds": int((now - newest).total_seconds()), "at": newest.isoformat()}
+    t = master_snapshots
+    with read(engine) as conn:
+        rows = conn.execute(
+            sa.select(t.c.account, sa.func.max(t.c.created_at))
+            .where(t.c.status == SnapshotStatus.GOOD.value)
+            .group_by(t.c.account)
+        ).all()
+    newest = {account: at if at.tzinfo else at.replace(tzinfo=dt.UTC) for account, at in rows if at}
+    if not newest:
+        return {"age_seconds": None, "at": None, "accounts": {}}
+    stalest = min(newest.values())
+    return {
+        "age_seconds": int((now - stalest).total_seconds()),
+        "at": stalest.isoformat(),
+        "accounts": {a: int((now - at).total_seconds()) for a, at in sorted(newest.items())},
+    }
 
 
 def _positions(engine: Engine, now: dt.datetime) -> dict[str, Any]:

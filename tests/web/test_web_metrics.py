@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import aiohttp
-import sqlalchemy as sa
 from helpers.web import get, serving, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -54,22 +53,25 @@ def test_metrics_of_a_serving_daemon(tmp_path: Path) -> None:
             v for _, lab, v in m["runner_daemon_last_heartbeat_timestamp_seconds"] if lab["peer"] == daemon
         ]
         assert beats and abs(beats[0] - dt.datetime.now(dt.UTC).timestamp()) < 60
-        assert "runner_master_snapshot_age_seconds" not in m  # no master_snapshots table: no made-up value
+        assert "runner_master_snapshot_age_seconds" not in m  # nothing synced yet: no made-up value
+
+
+HOUR = dt.timedelta(hours=1)
 
 
 def test_journal_collector_halt_master_age_and_alert_hook(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'j.db'}")
     now = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
     ControlStore(engine).set(Mode.REDUCE_ONLY, "test", "pytest", now)
-    snaps = sa.Table(
-        "master_snapshots",
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("fetched_at", sa.DateTime),
-    )
-    snaps.create(engine)
-    with engine.begin() as conn:
-        conn.execute(snaps.insert().values(fetched_at=dt.datetime(2026, 12, 1, 8, 30)))
+    from runner.instruments.index import master_snapshots as snaps
+
+    good = {"broker": "kotak_neo", "trading_day": dt.date(2026, 12, 1), "row_count": 1, "path": "p"}
+    with engine.begin() as conn:  # acct's newest good snapshot is an hour old; a quarantined one is ignored
+        conn.execute(snaps.insert(), [
+            {**good, "account": "acct", "sha256": "a", "status": "good", "created_at": now - 3 * HOUR},
+            {**good, "account": "acct", "sha256": "b", "status": "good", "created_at": now - HOUR},
+            {**good, "account": "acct", "sha256": "c", "status": "quarantined", "created_at": now},
+        ])
     metrics = Metrics(engine, "d1", {"acct": "kotak_neo"}, clock=lambda: now)
     try:
         hooks.alert_delivery("ops-telegram", False)
