@@ -78,6 +78,11 @@ class Counters:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, target: str | None = None, n: int = 1) -> None:
+        if target is not None and name in ("sent", "failed"):
+            from runner.observability import hooks
+
+            for _ in range(n):  # /metrics: runner_alert_deliveries{target,result}
+                hooks.alert_delivery(target, name == "sent")
         with self._lock:
             if target is None:
                 setattr(self, name, getattr(self, name) + n)

@@ -154,3 +154,30 @@ def test_routes_send_by_event_severity_and_account(capture: Capture) -> None:
         assert len(other.posts) == 1 and "account_busy" in other.posts[0]["title"]
     finally:
         other.close()
+
+
+def test_deliveries_reach_the_metrics_hook(capture: Capture) -> None:
+    """/metrics counts deliveries by target and result through runner.observability.hooks."""
+    from runner.observability import hooks
+
+    seen: list[tuple[str, bool]] = []
+
+    class Sink:
+        def broker_call(self, broker: str, operation: str, seconds: float, error: str | None) -> None: ...
+        def fire_started(self, playbook: str, lateness: float) -> None: ...
+        def alert_delivery(self, target: str, ok: bool) -> None:
+            seen.append((target, ok))
+
+    unsubscribe = hooks.subscribe(Sink())
+    try:
+        good = Dispatcher(config(capture.url)).start()
+        good.publish(failed())
+        assert good.flush()
+        good.close()
+        bad = Dispatcher(parse_config({"version": 1, "targets": {"dead": dead_url()}})).start()
+        bad.publish(failed())
+        assert bad.flush()
+        bad.close()
+    finally:
+        unsubscribe()
+    assert seen == [("ops", True), ("dead", False)]
