@@ -295,6 +295,22 @@ def _age(seconds: int) -> str:
     return str(dt.timedelta(seconds=seconds))
 
 
+def _pnl(pnl: dict[str, Any] | None) -> str:
+    """The run's realised P&L from its own fills that net (n/a, never 0, where it cannot be computed)."""
+    if not pnl:
+        return '<p class="muted">n/a</p>'
+    head = f"<p>realised: <b>{escape(pnl['realised'] or 'n/a')}</b>"
+    head += f" ({escape(pnl['note'])})</p>" if pnl.get("note") else "</p>"
+    return head + table(
+        ("INSTRUMENT", "BOUGHT", "SOLD", "REALISED", "OPEN QTY"),
+        (
+            (i["instrument"], i["bought"], i["sold"], i["realised"] or "n/a", i["open_quantity"])
+            for i in pnl.get("instruments", [])
+        ),
+        "no fills",
+    )
+
+
 def render_run(data: dict[str, Any]) -> str:
     run = data["run"]
     zone = run.get("timezone")
@@ -322,8 +338,8 @@ def render_run(data: dict[str, Any]) -> str:
             ),
             "no steps",
         ),
-        # The price history (chase steps, conversion to market) and the run's P&L are defined by the run
-        # view of issue 14 §2 (another part); this page shows what the journal has per order today.
+        # The run view (runner/views/run_report.py, shared with `runner show`): each order's price history
+        # (placed, chase steps, conversion to MARKET, fills) and the run's P&L.
         '<h2 id="orders">Orders</h2>',
         table(
             (
@@ -340,7 +356,7 @@ def render_run(data: dict[str, Any]) -> str:
                 "STATUS",
                 "FILLED",
                 "AVG PRICE",
-                "HISTORY",
+                "PRICE HISTORY",
                 "AS OF",
             ),
             (
@@ -358,7 +374,7 @@ def render_run(data: dict[str, Any]) -> str:
                     o["status"],
                     o["filled_quantity"],
                     o["average_price"],
-                    " ".join(o["transitions"]),
+                    " → ".join(o.get("history_text") or o["transitions"]),
                     t(o["as_of"]),
                 )
                 for o in data["orders"]
@@ -372,7 +388,7 @@ def render_run(data: dict[str, Any]) -> str:
             "no fills",
         ),
         '<h2 id="pnl">P&amp;L</h2>',
-        '<p class="muted">n/a: the run\'s P&amp;L view (issue 14 §2 run page) fills this.</p>',
+        _pnl(data.get("pnl")),
         "<h2>Errors and warnings</h2>",
         table(
             ("STEP", "LEVEL", "KIND", "MESSAGE", "AT"),

@@ -84,3 +84,18 @@ steps:
     # bought 150 @ 24500 (the price at 09:00), sold 75 @ 24010.5: (24010.5 - 24500) * 75
     assert pnl["realised"] == str((Decimal("24010.5") - Decimal("24500")) * 75)
     assert pnl["instruments"][0]["open_quantity"] == 75
+
+
+async def test_the_status_pages_run_page_renders_the_same_view(tmp_path) -> None:
+    """The run page (runner/web/pages.py) shows each order's price history and the run's P&L from the
+    view `runner show` prints: one definition."""
+    from runner.commands.show import collect
+    from runner.journal.store import Journal
+    from runner.web.pages import render_run
+
+    env, run_id = await _chased_run(tmp_path)
+    html = render_run(collect(Journal(env.db_url), run_id))
+    for text in ("placed LIMIT 24000", "chase 1 24005", "chase 2 24010", "to MARKET", "filled 75 @ 24100"):
+        assert text in html, text
+    pnl = html[html.index('id="pnl"') :]
+    assert "realised: <b>n/a</b>" in pnl and "left open by the run" in pnl
