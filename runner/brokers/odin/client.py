@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from runner.brokers.base import Quote, read_positions
 from runner.brokers.descriptions import DESCRIPTIONS
-from runner.brokers.odin import wire
+from runner.brokers.odin import feed_wire
 from runner.brokers.odin.feed import OdinFeed
 from runner.brokers.odin.wire import (
     BROKER,
@@ -517,7 +517,7 @@ class OdinBroker:
         tokens: dict[str, list[Instrument]] = {}
         for i in instruments:
             try:
-                tokens.setdefault(wire.feed_token(self.master.resolve(i)), []).append(i)
+                tokens.setdefault(feed_wire.feed_token(self.master.resolve(i)), []).append(i)
             except InstrumentUnknown as exc:
                 log.warning("odin: no quote for %s: %s", i.key, exc.message)
         if not tokens:
