@@ -15,13 +15,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from runner.brokers.alphapoint.positions import positions_from_records
 from runner.brokers.alphapoint.session import ApexSession
 from runner.brokers.alphapoint.wire import (
     BROKER,
     LEVEL1,
     PEG_PRICE_TYPES,
     AccountRef,
-    _int,
     _key,
     authenticate_body,
     cancel_order_body,
@@ -34,10 +34,9 @@ from runner.brokers.alphapoint.wire import (
     modify_order_body,
     order_from_wire,
     quote_from_level1,
-    replay_trades,
     send_order_body,
 )
-from runner.brokers.base import Positions, Quote, UnreadablePosition
+from runner.brokers.base import Quote
 from runner.brokers.descriptions import DESCRIPTIONS
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.ratelimit import RateLimiter, segment_of
@@ -47,7 +46,6 @@ from runner.errors import (
     AuthExpired,
     BrokerError,
     InstrumentUnknown,
-    Malformed,
     NotFound,
     NotModifiable,
     OutcomeUnknown,
@@ -554,47 +552,10 @@ class AlphaPointBroker:
             trades.extend(page)
             if len(page) < 200:
                 break
-        by_symbol: dict[str, MasterRow] = {}
-        for row in self.master:
-            sym = row.extra.get("product_symbol") or row.trading_symbol or row.instrument.symbol
-            by_symbol[sym.upper()] = row
-        bad: dict[int, str] = {}  # InstrumentId -> why its trades cannot be replayed exactly
-        replayed = replay_trades(trades, bad)
-        out = Positions()
-        unreadable: list[UnreadablePosition] = []
-        for rec in body if isinstance(body, list) else []:
-            r = ci(rec)
-            held = by_symbol.get(str(r.get("productsymbol") or "").upper())
-            if held is None:
-                continue  # cash / products we do not trade
-            row = held
-            iid = instrument_id_of(row)
-            # A fractional balance (QuantityIncrement < 1) fails this instrument only: the read goes on
-            # and reports it (Positions.unreadable), so a square-off still closes the others.
-            try:
-                qty = _int(r.get("amount"), "Amount")
-            except Malformed as exc:
-                unreadable.append(UnreadablePosition(row.instrument.key, str(exc)))
-                continue
-            if iid in bad:
-                unreadable.append(UnreadablePosition(row.instrument.key, bad[iid]))
-                continue
-            avg, realized, bought, sold = replayed.get(iid, (Decimal(0), Decimal(0), 0, 0))
-            instrument = self._caller_instruments.get(iid, row.instrument)
-            product = self._instrument_products.get(row.instrument.key, self.default_product)
-            out.append(
-                Position(
-                    instrument=instrument,
-                    product=product,
-                    quantity=qty,
-                    average_price=avg if qty else Decimal(0),
-                    realized_pnl=realized,
-                    day_buy_quantity=bought,
-                    day_sell_quantity=sold,
-                )
-            )
-        out.unreadable = tuple(unreadable)
-        return out
+        return positions_from_records(
+            body, trades, self.master, caller_instruments=self._caller_instruments,
+            instrument_products=self._instrument_products, default_product=self.default_product,
+        )
 
     # -- market data (runner.brokers.base.MarketData) ------------------------------------------------
 
