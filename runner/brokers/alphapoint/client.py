@@ -7,7 +7,6 @@ Pure translation lives in :mod:`runner.brokers.alphapoint.wire`; :class:`ApexSes
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -16,10 +15,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from runner.brokers.alphapoint.positions import positions_from_records
+from runner.brokers.alphapoint.quotes import level1_quotes
 from runner.brokers.alphapoint.session import ApexSession
 from runner.brokers.alphapoint.wire import (
     BROKER,
-    LEVEL1,
     PEG_PRICE_TYPES,
     AccountRef,
     _key,
@@ -30,10 +29,8 @@ from runner.brokers.alphapoint.wire import (
     ci,
     instrument_id_of,
     latest_for_client,
-    level1_body,
     modify_order_body,
     order_from_wire,
-    quote_from_level1,
     send_order_body,
 )
 from runner.brokers.base import Quote
@@ -575,40 +572,11 @@ class AlphaPointBroker:
         if not wanted:
             return {}
         await self.connect()
-        gate = asyncio.Semaphore(self.quote_concurrency)
-        key = (self.account.name, "market-data")
-
-        async def one(instrument: Instrument, instrument_id: int) -> Quote | None:
-            async with gate:
-                await self.read_limiter.acquire(key)
-                try:
-                    body = await self.session.call(
-                        LEVEL1, level1_body(self.acct.oms_id, instrument_id), mutating=False
-                    )
-                except NotFound:
-                    return None
-                return quote_from_level1(body, instrument, instrument_id, received_at=self.clock.now())
-
-        # Not through _call: its per-call re-login would let concurrent reads close each other's fresh
-        # socket. Here a session that expired mid-batch logs in once and only the refused reads repeat.
-        out: dict[str, Quote] = {}
-        pending = wanted
-        for attempt in range(2):
-            results = await asyncio.gather(*(one(i, n) for i, n in pending.values()), return_exceptions=True)
-            refused: dict[str, tuple[Instrument, int]] = {}
-            for k, result in zip(pending, results, strict=True):
-                if isinstance(result, AuthExpired) and not attempt:
-                    refused[k] = pending[k]
-                elif isinstance(result, BaseException):
-                    raise result
-                elif result is not None:
-                    out[k] = result
-            if not refused:
-                break
-            await self.session.close()
-            await self.connect()
-            pending = refused
-        return out
+        return await level1_quotes(
+            self.session, wanted, oms_id=self.acct.oms_id, reconnect=self.connect,
+            read_limiter=self.read_limiter, limit_key=(self.account.name, "market-data"),
+            concurrency=self.quote_concurrency, clock=self.clock,
+        )
 
     async def instrument_master(self) -> InstrumentMaster:
         """:class:`runner.brokers.base.InstrumentSource`: the master this adapter resolves orders against
