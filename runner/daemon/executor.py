@@ -124,8 +124,10 @@ class _PreparedRun:
     def forfeit(self) -> None:
         """The claim's lease lapsed: drop what was prepared without writing to the run (a survivor may
         have re-armed the same run id); only this process's account lease is given back."""
+        from runner.engine.account_lease import drop_lease
+
         self.engine._staged = None
-        self.engine._drop_lease()
+        drop_lease(self.engine)
 
     async def abandon(self, reason: str, halted: bool) -> None:
         from runner.journal.tables import RunStatus

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
-from runner.alerts.observe import alert_observer, publish_account_busy, publish_dead_run_closed
+from runner.alerts.observe import alert_observer, publish_dead_run_closed
 from runner.brokers.base import Broker
 from runner.clock import Clock
+from runner.engine.account_lease import drop_lease, lease_ahead, take_lease
 from runner.engine.arming import (
     LATE_GRACE,
     _HaltNotes,
@@ -37,10 +38,10 @@ from runner.engine.arming import (
 from runner.engine.calls import Tuning
 from runner.engine.events import EngineEvent, EventKind, Observer
 from runner.engine.gateway import Gateway
-from runner.engine.group import lease_lead, run_group
+from runner.engine.group import run_group
 from runner.engine.interrupt import Interrupt
 from runner.engine.killswitch import GuardedBroker
-from runner.engine.leases import DEFAULT_BUSY_WAIT, AccountBusy, Lease, leases_for, mode_for
+from runner.engine.leases import DEFAULT_BUSY_WAIT, Lease, leases_for
 from runner.engine.risk import RiskChecker, RiskConfig, RiskRefused
 from runner.engine.rolling import resolve_for_step
 from runner.engine.steps.common import RunContext, StepError, StepResult
@@ -61,9 +62,6 @@ from runner.playbook.models import Playbook, parse_duration
 if TYPE_CHECKING:
     from runner.journal.groupcommit import GroupCommit
 
-# A first step due this soon after preparing takes its account lease while preparing (fires armed ahead
-# of their instant keep their lateness); one due later takes it when it starts, so as not to block others.
-LEASE_AHEAD = dt.timedelta(seconds=5)
 _T = TypeVar("_T")
 
 
@@ -241,7 +239,7 @@ class Engine:
                 self.log.error("run_failed_to_start", error=why)
                 self._emit(EventKind.RUN_FINISHED, message=why, outcome=RunStatus.FAILED.value)
             raise
-        await self._lease_ahead()
+        await lease_ahead(self)
         if fresh:
             assert commit is not None
             staged = await stage_first(self, commit)
@@ -261,60 +259,6 @@ class Engine:
             if staged is None:
                 self.record = self._open_run()
         self.done = self.journal.steps_of(self.run_id) if self.record is not None else {}
-
-    async def _lease_ahead(self) -> None:
-        """The first step's account lease, taken now (without waiting) when that step is due within
-        LEASE_AHEAD. If the account is busy, the step waits for its lease when it starts, as usual."""
-        if not self.pb.steps:
-            return
-        step: Any = self.pb.steps[0]
-        # A group's first member: the group's timing applies, and the lease covering all its members.
-        group = self.pb.group_of(step.id)
-        timed = group or step
-        if group is not None:
-            step = lease_lead(list(group.steps))
-        if step is None or mode_for(step) is None or timed.after is not None:
-            return
-        if self.record is not None:
-            prior = self.journal.steps_of(self.run_id).get(step.id)
-            if prior is not None and prior.outcome.is_final:
-                return
-        now = self.clock.now()
-        if (
-            timed.at is not None
-            and not self.options.ignore_at
-            and self.ctx.local_instant(timed.at) - now > LEASE_AHEAD
-        ):
-            return
-        await self._take_lease(step, wait=0)
-
-    async def _take_lease(self, step: Any, *, wait: float | None = None) -> StepResult | None:
-        """The account lease ``step`` needs (:mod:`runner.engine.leases`), held until the step finishes; a
-        REFUSED result naming the holder when the account stays busy for ``wait`` (default busy_wait)."""
-        mode = mode_for(step)
-        held = self._lease
-        if mode is None or (held is not None and held.step_id == step.id and held.mode is mode):
-            return None
-        self._drop_lease()
-        try:
-            self._lease = await self.leases.acquire(
-                self.account,
-                self.run_id,
-                mode,
-                step.id,
-                clock=self.clock,
-                wait=self.ctx.busy_wait if wait is None else wait,
-            )
-        except AccountBusy as exc:
-            self.log.warning("account_busy", step=step.id, error=str(exc))
-            publish_account_busy(self.pb, self.account, self.run_id, step.id, str(exc))
-            return StepResult(StepOutcome.REFUSED, f"{exc}; nothing sent")
-        return None
-
-    def _drop_lease(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            self.leases.release(lease)
 
     def _disarm(self, staged: _Staged, reason: str) -> None:
         """Its request never left this process: take the armed rows back out of the journal. If the
@@ -337,7 +281,7 @@ class Engine:
         staged, self._staged = self._staged, None
         if staged is not None:
             self._disarm(staged, reason)
-        self._drop_lease()
+        drop_lease(self)
         if self.record is not None:
             self.journal.finish_run(self.run_id, status, self.clock.now(), reason)
             self.log.info("run_abandoned", status=status.value, reason=reason)
@@ -375,7 +319,7 @@ class Engine:
             self._close_aborted(exc)
             raise
         finally:
-            self._drop_lease()  # also when an error escapes the run
+            drop_lease(self)  # also when an error escapes the run
 
     def _close_aborted(self, exc: Exception) -> None:
         """FAILED with the reason, if still RUNNING, so no run is left `running` by an error escaping it.
@@ -553,7 +497,7 @@ class Engine:
         )
         self._emit(EventKind.STEP_FINISHED, step.id, result.message, result.outcome.value)
         if self.pb.group_of(step.id) is None:  # a group's lease is dropped by the group (engine.group)
-            self._drop_lease()
+            drop_lease(self)
 
     async def _run_step(
         self, step: Any, position: int, *, resumed: bool, previous_end: dt.datetime | None
@@ -563,7 +507,7 @@ class Engine:
             if late is not None:
                 self._start(step, position)
                 return StepResult.skipped(late)
-        refused = await self._take_lease(step)  # after the wait for ``at``: nobody blocked meanwhile
+        refused = await take_lease(self, step)  # after the wait for ``at``: nobody blocked meanwhile
         self._start(step, position)
         if refused is not None:
             return refused

@@ -21,7 +21,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from runner.engine.leases import LeaseMode, mode_for
+from runner.engine.account_lease import drop_lease, lease_lead, take_lease
 from runner.engine.steps.common import StepResult
 from runner.engine.steps.dispatch import EXIT_KINDS
 from runner.journal.tables import StepOutcome
@@ -45,13 +45,6 @@ def members_of(engine: Engine, group: ParallelStep) -> list[tuple[int, Any]]:
     """(position, step) of the group's members in the run's step list."""
     ids = {m.id for m in group.steps}
     return [(i, s) for i, s in enumerate(engine.pb.steps) if s.id in ids]
-
-
-def lease_lead(members: list[Any]) -> Any | None:
-    """The member whose lease covers them all: an exclusive one if any, else any that needs one."""
-    needing = [s for s in members if mode_for(s) is not None]
-    exclusive = [s for s in needing if mode_for(s) is LeaseMode.EXCLUSIVE]
-    return (exclusive or needing or [None])[0]
 
 
 async def run_group(
@@ -107,7 +100,7 @@ async def _members(
             out.outcomes.append(result.outcome)
         return True
     lead = lease_lead([s for _, s, _ in todo])
-    refused = await engine._take_lease(lead) if lead is not None else None
+    refused = await take_lease(engine, lead) if lead is not None else None
     engine._trading = True
     start = engine.clock.now()
     engine.log.info("group_start", group=group.id, members=[s.id for _, s, _ in todo])
@@ -116,7 +109,7 @@ async def _members(
             *(_member(engine, step, position, was, start, refused) for position, step, was in todo)
         )
     finally:
-        engine._drop_lease()
+        drop_lease(engine)
     out.outcomes.extend(results)
     return True
 

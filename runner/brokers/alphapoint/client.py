@@ -7,7 +7,6 @@ Pure translation lives in :mod:`runner.brokers.alphapoint.wire`; :class:`ApexSes
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -15,13 +14,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from runner.brokers.alphapoint.positions import positions_from_records
+from runner.brokers.alphapoint.quotes import level1_quotes
 from runner.brokers.alphapoint.session import ApexSession
 from runner.brokers.alphapoint.wire import (
     BROKER,
-    LEVEL1,
     PEG_PRICE_TYPES,
     AccountRef,
-    _int,
     _key,
     authenticate_body,
     cancel_order_body,
@@ -30,14 +29,11 @@ from runner.brokers.alphapoint.wire import (
     ci,
     instrument_id_of,
     latest_for_client,
-    level1_body,
     modify_order_body,
     order_from_wire,
-    quote_from_level1,
-    replay_trades,
     send_order_body,
 )
-from runner.brokers.base import Positions, Quote, UnreadablePosition
+from runner.brokers.base import Quote
 from runner.brokers.descriptions import DESCRIPTIONS
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.ratelimit import RateLimiter, segment_of
@@ -47,7 +43,6 @@ from runner.errors import (
     AuthExpired,
     BrokerError,
     InstrumentUnknown,
-    Malformed,
     NotFound,
     NotModifiable,
     OutcomeUnknown,
@@ -554,47 +549,10 @@ class AlphaPointBroker:
             trades.extend(page)
             if len(page) < 200:
                 break
-        by_symbol: dict[str, MasterRow] = {}
-        for row in self.master:
-            sym = row.extra.get("product_symbol") or row.trading_symbol or row.instrument.symbol
-            by_symbol[sym.upper()] = row
-        bad: dict[int, str] = {}  # InstrumentId -> why its trades cannot be replayed exactly
-        replayed = replay_trades(trades, bad)
-        out = Positions()
-        unreadable: list[UnreadablePosition] = []
-        for rec in body if isinstance(body, list) else []:
-            r = ci(rec)
-            held = by_symbol.get(str(r.get("productsymbol") or "").upper())
-            if held is None:
-                continue  # cash / products we do not trade
-            row = held
-            iid = instrument_id_of(row)
-            # A fractional balance (QuantityIncrement < 1) fails this instrument only: the read goes on
-            # and reports it (Positions.unreadable), so a square-off still closes the others.
-            try:
-                qty = _int(r.get("amount"), "Amount")
-            except Malformed as exc:
-                unreadable.append(UnreadablePosition(row.instrument.key, str(exc)))
-                continue
-            if iid in bad:
-                unreadable.append(UnreadablePosition(row.instrument.key, bad[iid]))
-                continue
-            avg, realized, bought, sold = replayed.get(iid, (Decimal(0), Decimal(0), 0, 0))
-            instrument = self._caller_instruments.get(iid, row.instrument)
-            product = self._instrument_products.get(row.instrument.key, self.default_product)
-            out.append(
-                Position(
-                    instrument=instrument,
-                    product=product,
-                    quantity=qty,
-                    average_price=avg if qty else Decimal(0),
-                    realized_pnl=realized,
-                    day_buy_quantity=bought,
-                    day_sell_quantity=sold,
-                )
-            )
-        out.unreadable = tuple(unreadable)
-        return out
+        return positions_from_records(
+            body, trades, self.master, caller_instruments=self._caller_instruments,
+            instrument_products=self._instrument_products, default_product=self.default_product,
+        )
 
     # -- market data (runner.brokers.base.MarketData) ------------------------------------------------
 
@@ -614,40 +572,11 @@ class AlphaPointBroker:
         if not wanted:
             return {}
         await self.connect()
-        gate = asyncio.Semaphore(self.quote_concurrency)
-        key = (self.account.name, "market-data")
-
-        async def one(instrument: Instrument, instrument_id: int) -> Quote | None:
-            async with gate:
-                await self.read_limiter.acquire(key)
-                try:
-                    body = await self.session.call(
-                        LEVEL1, level1_body(self.acct.oms_id, instrument_id), mutating=False
-                    )
-                except NotFound:
-                    return None
-                return quote_from_level1(body, instrument, instrument_id, received_at=self.clock.now())
-
-        # Not through _call: its per-call re-login would let concurrent reads close each other's fresh
-        # socket. Here a session that expired mid-batch logs in once and only the refused reads repeat.
-        out: dict[str, Quote] = {}
-        pending = wanted
-        for attempt in range(2):
-            results = await asyncio.gather(*(one(i, n) for i, n in pending.values()), return_exceptions=True)
-            refused: dict[str, tuple[Instrument, int]] = {}
-            for k, result in zip(pending, results, strict=True):
-                if isinstance(result, AuthExpired) and not attempt:
-                    refused[k] = pending[k]
-                elif isinstance(result, BaseException):
-                    raise result
-                elif result is not None:
-                    out[k] = result
-            if not refused:
-                break
-            await self.session.close()
-            await self.connect()
-            pending = refused
-        return out
+        return await level1_quotes(
+            self.session, wanted, oms_id=self.acct.oms_id, reconnect=self.connect,
+            read_limiter=self.read_limiter, limit_key=(self.account.name, "market-data"),
+            concurrency=self.quote_concurrency, clock=self.clock,
+        )
 
     async def instrument_master(self) -> InstrumentMaster:
         """:class:`runner.brokers.base.InstrumentSource`: the master this adapter resolves orders against

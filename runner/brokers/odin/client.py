@@ -1,12 +1,12 @@
 """ODIN Cloud REST Pro API (63 moons / Synapsewave) adapter: :class:`OdinBroker` does the I/O.
 
 The wire format (routes, bodies, status and field maps, reply parsing; its sources and wire facts) is
-pure translation in :mod:`runner.brokers.odin.wire`.
+pure translation in :mod:`runner.brokers.odin.wire`; the REST session (login, token, one request) is
+:class:`runner.brokers.odin.session.OdinSession`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import re
@@ -18,20 +18,19 @@ from urllib.parse import quote
 
 from runner.brokers.base import Quote, read_positions
 from runner.brokers.descriptions import DESCRIPTIONS
-from runner.brokers.odin import wire
+from runner.brokers.odin import feed_wire
 from runner.brokers.odin.feed import OdinFeed
+from runner.brokers.odin.session import OdinSession
 from runner.brokers.odin.wire import (
     BROKER,
     MULTILEG_PATH,
     ORDERS_PATH,
     POSITIONS_PATH,
     REGULAR_PATH,
-    SESSION_PATH,
     LegSpec,
     WireOptions,
     first,
     leg_number,
-    login_body,
     modify_body,
     multileg_body,
     multileg_leg_id,
@@ -44,8 +43,6 @@ from runner.brokers.odin.wire import (
     position_from_row,
     scrip_token,
     split_leg_id,
-    totp,
-    unwrap,
 )
 from runner.clock import Clock, SystemClock
 from runner.errors import (
@@ -70,11 +67,8 @@ from runner.model import (
     Position,
     Product,
 )
-from runner.scrub import secret
-from runner.wirejson import dumps, loads
 
 if TYPE_CHECKING:
-    import httpx
 
     from runner.accounts import Account
     from runner.brokers.instruments import InstrumentMaster, MasterRow
@@ -124,9 +118,7 @@ class OdinBroker:
         self.clock: Clock = clock or SystemClock()
         rl = account.rate_limit
         self.limiter = RateLimiter(rl.orders_per_second, rl.burst)
-        self._client: httpx.AsyncClient | None = None
-        self._token: str | None = None
-        self._login_lock = asyncio.Lock()
+        self.session = OdinSession(account, self.base_url, transport=self.transport)
         self._tz: dt.tzinfo = _IST
         # Our full client ids by their 10-char order_identifier, and multileg legs by client id, for
         # orders this process placed or looked up. Only a cache: get_order recomputes the identifier
@@ -143,112 +135,22 @@ class OdinBroker:
 
     # -- session ----------------------------------------------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "x-api-key": self.account.secret("x_api_key").reveal()}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        return headers
-
     async def connect(self) -> None:
-        if self._client is None:
-            from runner.brokers.http import make_client
-
-            self._client = make_client(self.base_url, timeout=self.account.timeout_seconds,
-                                       transport=self.transport)
-        if self._token is None:
-            await self._login()
+        await self.session.connect()
 
     async def relogin(self) -> None:
-        if self._client is None:
-            await self.connect()  # a first login is a fresh one
-            return
-        await self._login()  # the current token counts as stale: a new one is fetched
-
-    async def _login(self) -> None:
-        stale = self._token
-        async with self._login_lock:
-            if self._token is not None and self._token != stale:
-                return  # another task logged in while we waited
-            self._token = None
-            acct = self.account
-            creds = acct.credentials
-            if "totp_secret" in creds:
-                # Wall time, not self.clock: the code must match the authenticator's, even in rehearsal.
-                second_auth = totp(acct.secret("totp_secret").reveal(), dt.datetime.now(dt.UTC))
-                second_type: str | None = "TOTP"
-            else:
-                second_auth = acct.secret("second_auth").reveal() if "second_auth" in creds else ""
-                second_type = acct.options.get("second_auth_type")
-            body = login_body(
-                user_id=acct.secret("user_id").reveal(),
-                password=acct.secret("password").reveal(),
-                api_key=acct.secret("api_key").reveal(),
-                second_auth=second_auth,
-                second_auth_type=second_type,
-                login_type=str(acct.options.get("login_type", "PASSWORD")),
-            )
-            data = await self._raw("POST", SESSION_PATH, body=body, mutating=False, auth=False)
-            token = data.get("access_token") if isinstance(data, Mapping) else None
-            if not token:
-                raise AuthExpired("login reply carried no access_token", broker=BROKER)
-            self._token = secret(str(token))  # scrubbed from every log line and journal row
+        await self.session.relogin()
 
     async def close(self) -> None:
         if self._feed is not None:
             feed, self._feed = self._feed, None
             await feed.close()
-        if self._client is not None:
-            client, self._client = self._client, None
-            self._token = None
-            await client.aclose()
+        await self.session.close()
 
     # -- transport --------------------------------------------------------------------------------------
 
-    async def _raw(
-        self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None,
-        mutating: bool, auth: bool = True,
-    ) -> Any:
-        from runner.brokers.http import send
-
-        if self._client is None:
-            await self.connect()
-        assert self._client is not None
-        kwargs: dict[str, Any] = {"headers": self._headers()}
-        if body is not None:
-            kwargs["content"] = dumps(body).encode()
-        if params:
-            kwargs["params"] = dict(params)
-        response = await send(self._client, method, path, broker=BROKER, mutating=mutating, **kwargs)
-        try:
-            payload = loads(response.content) if response.content else None
-        except ValueError:
-            payload = None
-        return unwrap(response.status_code, payload)
-
-    async def _call(
-        self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None,
-        mutating: bool,
-    ) -> Any:
-        """One request. A read refused for a dead session is sent once more after one re-login; a write
-        never is (the engine's gateway logs in through connect() and retries it, journaled). Every other
-        error surfaces at once: the gateway owns backoff."""
-        if self._token is None:
-            await self.connect()
-        try:
-            return await self._raw(method, path, body=body, params=params, mutating=mutating)
-        except AuthExpired:
-            if mutating:
-                self._token = None  # so that the caller's connect() logs in again
-                raise
-            await self._login()
-        try:
-            return await self._raw(method, path, body=body, params=params, mutating=mutating)
-        except AuthExpired:
-            self._token = None
-            raise
-
     async def _read(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        return await self._call("GET", path, params=params, mutating=False)
+        return await self.session.call("GET", path, params=params, mutating=False)
 
     async def _write(self, method: str, path: str, *, exchange: str, body: Any = None) -> Any:
         from runner.brokers.ratelimit import segment_of
@@ -256,7 +158,7 @@ class OdinBroker:
         key = (self.account.name, segment_of(exchange) if self.account.rate_limit.per_segment else None)
         await self.limiter.acquire(key)
         try:
-            return await self._call(method, path, body=body, mutating=True)
+            return await self.session.call(method, path, body=body, mutating=True)
         except RateLimited as exc:
             self.limiter.penalize(key, exc.retry_after if exc.retry_after is not None else 1.0)
             raise
@@ -517,7 +419,7 @@ class OdinBroker:
         tokens: dict[str, list[Instrument]] = {}
         for i in instruments:
             try:
-                tokens.setdefault(wire.feed_token(self.master.resolve(i)), []).append(i)
+                tokens.setdefault(feed_wire.feed_token(self.master.resolve(i)), []).append(i)
             except InstrumentUnknown as exc:
                 log.warning("odin: no quote for %s: %s", i.key, exc.message)
         if not tokens:

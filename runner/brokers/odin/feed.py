@@ -1,4 +1,4 @@
-"""ODIN market feed client (WebSocket): the I/O around the feed codec in :mod:`runner.brokers.odin.wire`;
+"""ODIN market feed client (WebSocket): the I/O around the feed codec in :mod:`runner.brokers.odin.feed_wire`;
 :class:`runner.brokers.odin.client.OdinBroker` reads its quotes from it.
 """
 
@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from runner.brokers.odin import wire
+from runner.brokers.odin import feed_wire
 from runner.brokers.odin.wire import BROKER
 from runner.clock import Clock
 from runner.errors import Unavailable
@@ -25,9 +25,9 @@ log = logging.getLogger("runner.brokers.odin")  # stable name, not __name__: peo
 
 
 class OdinFeed:
-    """The ODIN market feed (WebSocket; codec in :mod:`runner.brokers.odin.wire`): connects and logs in on
-    first use, subscribes touchlines as instruments are asked for, keeps the last tick per feed token with
-    its time. A dropped connection is reopened (and every touchline subscribed again) on the next read;
+    """The ODIN market feed (WebSocket; codec in :mod:`runner.brokers.odin.feed_wire`): connects and logs
+    in on first use, subscribes touchlines as instruments are asked for, keeps the last tick per feed token
+    with its time. A dropped connection is reopened (and every touchline subscribed again) on the next read;
     the ticks already held stay, with their own times, for consumers to judge by age."""
 
     def __init__(self, url: str, *, user_id: Callable[[], str], api_key: Callable[[], str], clock: Clock,
@@ -40,7 +40,7 @@ class OdinFeed:
         self.limit_key = limit_key
         self.first_tick_seconds = first_tick_seconds
         self.timeout = timeout
-        self.ticks: dict[str, tuple[wire.Tick, dt.datetime]] = {}  # token -> (last tick, received at)
+        self.ticks: dict[str, tuple[feed_wire.Tick, dt.datetime]] = {}  # token -> (last tick, received at)
         self.subscribed: dict[str, float] = {}  # token -> loop time of its subscription
         self.connects = 0
         self._session: aiohttp.ClientSession | None = None
@@ -63,7 +63,7 @@ class OdinFeed:
                                                                                  connect=self.timeout))
         try:
             self._ws = await self._session.ws_connect(self.url, heartbeat=30.0, max_msg_size=0)
-            await self._send(wire.feed_login(self._user_id(), self._api_key(), self.clock.now()))
+            await self._send(feed_wire.feed_login(self._user_id(), self._api_key(), self.clock.now()))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             await self._drop()
             raise Unavailable(f"market feed {self.url}: {exc or type(exc).__name__}", broker=BROKER) from exc
@@ -73,17 +73,17 @@ class OdinFeed:
     async def _send(self, text: str) -> None:
         assert self._ws is not None
         await self.limiter.acquire(self.limit_key)
-        await self._ws.send_bytes(wire.encode_request(text))
+        await self._ws.send_bytes(feed_wire.encode_request(text))
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         import aiohttp
 
-        decoder = wire.FeedDecoder()
+        decoder = feed_wire.FeedDecoder()
         try:
             async for msg in ws:
                 if msg.type is not aiohttp.WSMsgType.BINARY:
                     continue
-                ticks = [t for t in map(wire.parse_tick, decoder.feed(msg.data)) if t is not None]
+                ticks = [t for t in map(feed_wire.parse_tick, decoder.feed(msg.data)) if t is not None]
                 if not ticks:
                     continue
                 now = self.clock.now()
@@ -121,7 +121,7 @@ class OdinFeed:
             for i in range(0, len(new), 50):  # batch size unverified: the client sends any number
                 batch = new[i:i + 50]
                 try:
-                    await self._send(wire.touchline_request(batch, self.clock.now()))
+                    await self._send(feed_wire.touchline_request(batch, self.clock.now()))
                 except (ConnectionError, RuntimeError) as exc:
                     await self._drop()
                     raise Unavailable(f"market feed {self.url}: {exc}", broker=BROKER) from exc

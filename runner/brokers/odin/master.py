@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from runner.brokers.instruments import MasterRow
 from runner.brokers.masters import MasterFile, MasterFormatError
-from runner.brokers.odin.wire import BROKER, FEED_SEGMENT_ID, canonical_exchange
+from runner.brokers.odin.feed_wire import FEED_SEGMENT_ID
+from runner.brokers.odin.wire import BROKER, canonical_exchange
 from runner.errors import Unavailable
 from runner.model import Instrument, OptionType
 

@@ -1,6 +1,6 @@
 """The ODIN simulator's market feed (WebSocket at the root of its port), apart from its REST routes
 (:mod:`runner.brokers.odin.sim`): feed login, touchline subscriptions and native touchline ticks from
-the paper price path, in the codec of :mod:`runner.brokers.odin.wire`.
+the paper price path, in the codec of :mod:`runner.brokers.odin.feed_wire`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from aiohttp import WSMsgType, web
 
 from runner.brokers.instruments import InstrumentMaster, MasterRow
-from runner.brokers.odin import wire
+from runner.brokers.odin import feed_wire
 from runner.brokers.odin.sim_book import SimAccount
 from runner.brokers.paper.matching import MatchingEngine
 from runner.errors import BrokerError
@@ -39,7 +39,7 @@ class SimFeed:
             rows: dict[str, MasterRow] = {}
             for row in self.master:
                 try:
-                    rows[wire.feed_token(row)] = row
+                    rows[feed_wire.feed_token(row)] = row
                 except (BrokerError, ValueError):
                     continue
             self._feed_rows = rows
@@ -54,8 +54,8 @@ class SimFeed:
         locator = 100 if (price * 100) == (price * 100).to_integral_value() else 10_000_000
         raw = int(price * locator)
         seg, tok = (int(x) for x in token.split("_"))
-        return wire.encode_tick(seg, tok, ltp=raw, bid=raw, ask=raw, bid_qty=1, ask_qty=1, locator=locator,
-                                lut=now, ltt=now, at=now)
+        return feed_wire.encode_tick(seg, tok, ltp=raw, bid=raw, ask=raw, bid_qty=1, ask_qty=1,
+                                     locator=locator, lut=now, ltt=now, at=now)
 
     async def drop_feeds(self) -> None:
         """Close every feed connection (a feed outage; the adapter reconnects on its next read)."""
@@ -66,7 +66,7 @@ class SimFeed:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.feed_sockets.append(ws)
-        decoder = wire.FeedDecoder(inner=False)
+        decoder = feed_wire.FeedDecoder(inner=False)
         subscribed: dict[str, MasterRow] = {}
         user: str | None = None
 
@@ -74,7 +74,7 @@ class SimFeed:
             while not ws.closed:
                 await asyncio.sleep(self.feed_interval)
                 if subscribed and not ws.closed:
-                    await ws.send_bytes(wire.encode_messages(
+                    await ws.send_bytes(feed_wire.encode_messages(
                         [self.touchline(t, r) for t, r in list(subscribed.items())]))
 
         pusher = asyncio.create_task(push())
@@ -85,15 +85,15 @@ class SimFeed:
                 for body in decoder.feed(msg.data):
                     text = body.decode("ascii", errors="replace")
                     self.feed_requests.append(text)
-                    fields, tokens = wire.parse_request(text)
+                    fields, tokens = feed_wire.parse_request(text)
                     code = fields.get("64")
-                    if code == str(wire.FEED_LOGIN):
+                    if code == str(feed_wire.FEED_LOGIN):
                         acct = self.accounts.get(fields.get("67", ""))
                         if acct is None or fields.get("68") != acct.user.api_key:
                             await ws.close(code=4001, message=b"login refused")  # unverified: real reply
                             return ws
                         user = acct.user.user_id
-                    elif code in (str(wire.FEED_TOUCHLINE), str(wire.FEED_LTP_TOUCHLINE)) and user:
+                    elif code in (str(feed_wire.FEED_TOUCHLINE), str(feed_wire.FEED_LTP_TOUCHLINE)) and user:
                         if fields.get("230") == "2":
                             for t in tokens:
                                 subscribed.pop(t, None)
@@ -105,7 +105,7 @@ class SimFeed:
                                 subscribed[t] = row
                                 fresh.append(self.touchline(t, row))
                         if fresh:  # a snapshot at once, then every feed_interval
-                            await ws.send_bytes(wire.encode_messages(fresh))
+                            await ws.send_bytes(feed_wire.encode_messages(fresh))
         finally:
             pusher.cancel()
             self.feed_sockets.remove(ws)

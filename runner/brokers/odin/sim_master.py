@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from runner.brokers.instruments import InstrumentMaster, MasterRow
-from runner.brokers.odin.wire import FEED_SEGMENT_ID, odin_exchange, scrip_token
+from runner.brokers.odin.feed_wire import FEED_SEGMENT_ID
+from runner.brokers.odin.wire import odin_exchange, scrip_token
 from runner.errors import InstrumentUnknown
 from runner.wirejson import dumps
 

@@ -15,9 +15,10 @@ import pytest
 
 from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.masters import MasterFile, MasterFormatError, master_format
+from runner.brokers.odin.feed_wire import feed_token
 from runner.brokers.odin.master import FORMAT, SCRIP_MASTER
 from runner.brokers.odin.sim import start
-from runner.brokers.odin.wire import feed_token, scrip_token
+from runner.brokers.odin.wire import scrip_token
 from runner.errors import Unavailable
 from runner.model import Instrument, OptionType
 

@@ -14,7 +14,7 @@ import pytest
 
 from runner.brokers.base import MarketData
 from runner.brokers.instruments import InstrumentMaster, MasterRow
-from runner.brokers.odin import wire
+from runner.brokers.odin import feed_wire
 from runner.brokers.odin.client import OdinBroker, create
 from runner.brokers.odin.sim import OdinSim, start
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
@@ -145,18 +145,18 @@ AT = dt.datetime(2026, 3, 2, 14, 59, 22, tzinfo=dt.timezone(dt.timedelta(hours=5
 
 
 def test_request_frames_are_the_clients() -> None:
-    text = wire.touchline_request(["1_22", "1_2885"], AT)
+    text = feed_wire.touchline_request(["1_22", "1_2885"], AT)
     # subscribe_touchline(["1_22", "1_2885"], "1", False)
     assert text == "63=FT3.0|64=206|65=84|66=14:59:22|49=1|200=0|1=1$7=22|1=1$7=2885|230=1"
-    assert wire.touchline_request(["1_22"], AT, native=False, subscribe=False) == (
+    assert feed_wire.touchline_request(["1_22"], AT, native=False, subscribe=False) == (
         "63=FT3.0|64=206|65=84|66=14:59:22|200=0|1=1$7=22|230=2")
-    assert wire.feed_login("PRAJYOT", "", AT) == "63=FT3.0|64=101|65=74|66=14:59:22|67=PRAJYOT|68="
-    assert wire.feed_login("U1", "k", AT) == "63=FT3.0|64=101|65=74|66=14:59:22|67=U1|68=k|401=2"
-    frame = wire.encode_request(text)
+    assert feed_wire.feed_login("PRAJYOT", "", AT) == "63=FT3.0|64=101|65=74|66=14:59:22|67=PRAJYOT|68="
+    assert feed_wire.feed_login("U1", "k", AT) == "63=FT3.0|64=101|65=74|66=14:59:22|67=U1|68=k|401=2"
+    frame = feed_wire.encode_request(text)
     compressed = zlib.compress(text.encode("ascii"), zlib.Z_DEFAULT_COMPRESSION)
     assert frame == bytes([5]) + str(len(compressed)).zfill(5).encode() + compressed
-    assert wire.FeedDecoder(inner=False).feed(frame) == [text.encode()]
-    assert wire.parse_request(text)[1] == ["1_22", "1_2885"]
+    assert feed_wire.FeedDecoder(inner=False).feed(frame) == [text.encode()]
+    assert feed_wire.parse_request(text)[1] == ["1_22", "1_2885"]
 
 
 def test_a_recorded_native_touchline_decodes() -> None:
@@ -171,13 +171,13 @@ def test_a_recorded_native_touchline_decodes() -> None:
     inner = b"".join(bytes([5]) + str(len(m)).zfill(5).encode() + m for m in (hello, msg))
     packet = zlib.compress(inner)
     data = b"\x00junk" + bytes([5]) + str(len(packet)).zfill(5).encode() + packet
-    dec = wire.FeedDecoder()
+    dec = feed_wire.FeedDecoder()
     assert dec.feed(data[:9]) == []  # a packet split across WebSocket messages
     messages = dec.feed(data[9:])
     assert messages == [hello, msg]
-    assert wire.parse_tick(hello) is None
-    tick = wire.parse_tick(msg)
-    assert tick == wire.Tick("1_2885", Decimal("2500.10"), Decimal("2500.00"), Decimal("2500.20"),
+    assert feed_wire.parse_tick(hello) is None
+    tick = feed_wire.parse_tick(msg)
+    assert tick == feed_wire.Tick("1_2885", Decimal("2500.10"), Decimal("2500.00"), Decimal("2500.20"),
                              dt.datetime(2026, 3, 2, 9, 29, 20, tzinfo=dt.UTC))  # LTT, IST -> UTC
 
 
@@ -185,7 +185,7 @@ def test_a_plain_text_touchline_is_read_too() -> None:
     # The client's rendering of a touchline (tags 1, 7, 74, 73, 8, 2, 3, 5, 6, 399), and a zero = no price.
     text = b"63=FT3.0|64=209|1=2|7=35001|74=2026-03-02 145921|73=2026-03-02 145920|8=2450050|2=75|3=0|5=0|" \
            b"6=2450100|399=100|"
-    tick = wire.parse_tick(text)
+    tick = feed_wire.parse_tick(text)
     assert tick is not None and tick.token == "2_35001"
     assert (tick.ltp, tick.bid, tick.ask) == (Decimal("24500.50"), None, Decimal("24501.00"))
     assert tick.at == dt.datetime(2026, 3, 2, 9, 29, 20, tzinfo=dt.UTC)
