@@ -16,14 +16,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from helpers.pg_server import PG_SERVER_OPTIONS
 
 REQUIRE_PG_ENV = "RUNNER_REQUIRE_PG"
 PG_USER = "runner"
-# Durability is irrelevant for a throwaway cluster; fsync off makes CREATE DATABASE and commits cheap.
-PG_SERVER_OPTIONS = (
-    "-c listen_addresses= -c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-    "-c max_connections=200 -c shared_buffers=32MB"
-)
 
 
 def _unavailable(reason: str) -> NoReturn:

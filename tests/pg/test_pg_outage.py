@@ -57,7 +57,7 @@ def stop_server(cluster: Any) -> None:
 
 
 def start_server(cluster: Any) -> None:
-    from conftest import PG_SERVER_OPTIONS
+    from helpers.pg_server import PG_SERVER_OPTIONS
 
     done = cluster._run(
         "pg_ctl", "start", "-D", str(cluster.data), "-w", "-t", "30", "-s", "-l", str(cluster.log),
