@@ -140,7 +140,9 @@ class SimExchange:
     ) -> None:
         self.master = master
         self.clock = clock
-        self.engine = engine or MatchingEngine(prices or sim_price_path({"seed": seed}), config or MatchingConfig())
+        self.engine = engine or MatchingEngine(
+            prices or sim_price_path({"seed": seed}), config or MatchingConfig()
+        )
         self.instruments: dict[int, MasterRow] = {}
         for row in master:
             raw = row.extra.get("instrument_id") or row.token

@@ -208,7 +208,8 @@ def test_paper_broker_defaults_to_the_reference_market_and_can_opt_out() -> None
 
 def test_volatility_zero_holds_reference_and_override_levels_flat() -> None:
     """``volatility_ppm: 0`` means no walk, on the reference market too (0 is not "unset")."""
-    path = path_from_options({"volatility_ppm": 0, "prices": {"NSE TCS": "4100"}}, references=load_references())
+    options = {"volatility_ppm": 0, "prices": {"NSE TCS": "4100"}}
+    path = path_from_options(options, references=load_references())
     seconds = [at_ist(dt.date(2026, 3, 2), 10) + n for n in range(0, 20_000, 77)]
     assert {path.price(REL, s) for s in seconds} == {Decimal(1400)}
     assert {path.price(Instrument("NSE", "TCS"), s) for s in seconds} == {Decimal(4100)}
