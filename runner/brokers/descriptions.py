@@ -53,6 +53,8 @@ class BrokerDescription:
     instruments_required: bool = True
     # Broker error codes meaning "not from the registered static IP" (runner check says it in those words).
     ip_refusal_codes: frozenset[str] = frozenset()
+    # Most legs one native multileg order takes (ODIN: 2L/3L only); None: as many as a spread has.
+    multileg_max_legs: int | None = None
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
@@ -185,6 +187,7 @@ ODIN = BrokerDescription(
     kind="odin",
     title="ODIN Cloud REST Pro (63 moons)",
     capabilities=_ORDERING | {Capability.NATIVE_MULTILEG},
+    multileg_max_legs=3,
     credential_sets=((
         Field("x_api_key", "gateway key (x-api-key header)"),
         Field("user_id", "login user id"),

@@ -63,7 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fault spec, e.g. 'latency=5ms,drop=0.05,seed=7' (see runner/brokers/faults.py)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, metavar="N", help="price-path seed for the paper engine"
+        "--seed", type=int, default=0, metavar="N",
+        help="seed of the price walk around the paper broker's reference market "
+        "(runner/data/paper_prices.yaml)",
     )
     parser.add_argument(
         "--master-out",

@@ -37,18 +37,10 @@ ENTRIES = tuple(e for e in EXAMPLES if e not in SWEEPS)
 RUN_TIMEOUT = 300  # seconds; opening_straddle_chase chases for about 80 s of real time by design
 WORKERS = 8  # the long runs (chases) mostly sleep; the pool bounds start-up CPU on 2 cores
 
-NO_LTP = "no last traded price available"
-NO_NATIVE = "has no native multileg orders"
-# (broker, example) -> text the failing run must print. The reason is today's state, fixed in parallel:
-# the examples are being rewritten with rolling expiries, ATM strikes and `mode: auto` (issue 13 §3) and every
-# simulator's master is being generated from one generator (issue 13 §2).
-MISSING = "an instrument of the example is not in this simulator's master, so it has no LTP"
-NATIVE = "the example says `mode: native` and this broker has no multileg orders (issue 13 §3: `mode: auto`)"
-GAPS: dict[tuple[str, str], tuple[str, str]] = {
-    **{(b, "bull_call_spread"): (NO_NATIVE, NATIVE) for b in ("kotak_neo", "alphapoint", "blitz")},
-    ("odin", "bull_call_spread"): (NO_LTP, MISSING + " (BANKNIFTY options)"),
-    ("odin", "iron_condor"): (NO_LTP, MISSING + " (NIFTY 24000 PE and other wings)"),
-}
+# (broker, example) -> (text the failing run must print, why): known failures, each fixed in code and then
+# deleted from here (strict xfail turns a fixed gap into a failure). Empty: every example runs on every
+# simulator (the simulators price from the paper broker's reference market, runner/brokers/sim_prices.py).
+GAPS: dict[tuple[str, str], tuple[str, str]] = {}
 
 
 class KnownGap(AssertionError):

@@ -99,3 +99,33 @@ async def test_leg_fills_when_the_market_reaches_it_within_the_timeout(tmp_path)
     env.prices.set(ce_instrument(), Decimal("130"), at(9, 15, 2))  # market rises to the limit after 2s
     report = await env.run(playbook(spread(mode="legged", ce_extra=", type: LIMIT, price: 128")))
     assert env.steps(report) == {"sp": "succeeded"}
+
+
+def _paper_native_legs(monkeypatch, limit: int) -> None:
+    """The paper broker's description, as if its native multileg orders took at most ``limit`` legs
+    (ODIN's take 3: a 4-leg iron condor cannot be one native order there)."""
+    import dataclasses
+
+    from runner.brokers import descriptions
+
+    narrow = dataclasses.replace(descriptions.PAPER, multileg_max_legs=limit)
+    monkeypatch.setitem(descriptions.DESCRIPTIONS, "paper", narrow)
+
+
+async def test_auto_spread_with_more_legs_than_a_native_order_takes_goes_legged(tmp_path, monkeypatch):
+    _paper_native_legs(monkeypatch, 1)
+    env = make_env(tmp_path)
+    broker = FaultyMultileg(env.broker())
+    report = await env.run(playbook(spread()), broker=broker)
+    assert env.steps(report) == {"sp": "succeeded"}
+    assert broker.calls["place_multileg"] == 0 and broker.calls["place"] == 2
+
+
+async def test_native_spread_with_too_many_legs_fails_before_sending(tmp_path, monkeypatch):
+    _paper_native_legs(monkeypatch, 1)
+    env = make_env(tmp_path)
+    broker = FaultyMultileg(env.broker())
+    report = await env.run(playbook(spread(mode="native")), broker=broker)
+    assert env.steps(report) == {"sp": "failed"}
+    assert "take at most 1 legs, not 2" in report.steps[0].message
+    assert await env.broker().orders() == []

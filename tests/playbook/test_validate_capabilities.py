@@ -78,6 +78,25 @@ def test_native_spread_on_a_broker_without_multileg(
     assert "multileg" not in out and code == 0, out
 
 
+def test_native_spread_with_more_legs_than_the_broker_takes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    condor = (ROOT / "playbooks" / "iron_condor.yaml").read_text().replace("mode: auto", "mode: native")
+    condor = condor.replace("account: paper\n", "")  # _files names the account
+    odin = ODIN_NO_FEED.replace('"}', '", feed: "ws://127.0.0.1:1/"}')
+    accounts, book = _files(tmp_path, odin, condor)
+    code, out = _validate(accounts, book, capsys)
+    assert code == 1
+    line = _line_of(book, "mode: native")
+    assert f"{book}:{line}:" in out
+    assert "(odin)'s native multileg orders take at most 3 legs, not 4" in out
+    assert "hint: write mode: auto" in out
+    # As shipped (mode: auto) the condor is legged on ODIN: valid.
+    accounts, book = _files(tmp_path, odin, condor.replace("mode: native", "mode: auto"))
+    code, out = _validate(accounts, book, capsys)
+    assert "multileg" not in out and code == 0, out
+
+
 def test_ltp_prices_need_market_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     accounts, book = _files(tmp_path, ODIN_NO_FEED, SPREAD)  # ODIN quotes only through its feed host
     code, out = _validate(accounts, book, capsys)

@@ -15,7 +15,8 @@ from typing import Any
 from runner.brokers.alphapoint.wire import ERR_INVALID_REQUEST, ERR_NOT_FOUND, ERR_OPERATION_FAILED
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
-from runner.brokers.paper.price_paths import PricePath, RandomWalk, second_of
+from runner.brokers.paper.price_paths import PricePath, second_of
+from runner.brokers.sim_prices import sim_price_path
 from runner.errors import NotFound, NotModifiable, Rejected
 from runner.model import (
     Fill,
@@ -139,7 +140,9 @@ class SimExchange:
     ) -> None:
         self.master = master
         self.clock = clock
-        self.engine = engine or MatchingEngine(prices or RandomWalk(seed=seed), config or MatchingConfig())
+        self.engine = engine or MatchingEngine(
+            prices or sim_price_path({"seed": seed}), config or MatchingConfig()
+        )
         self.instruments: dict[int, MasterRow] = {}
         for row in master:
             raw = row.extra.get("instrument_id") or row.token

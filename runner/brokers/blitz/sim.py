@@ -39,7 +39,7 @@ from runner.brokers.blitz.wire import (
 from runner.brokers.faults import Fault, FaultPlan
 from runner.brokers.instruments import InstrumentMaster, MasterRow, row_from_mapping
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
-from runner.brokers.paper.price_paths import path_from_options
+from runner.brokers.sim_prices import sim_price_path
 from runner.clock import Clock, SystemClock
 from runner.model import (
     Instrument,
@@ -140,7 +140,7 @@ class BlitzSim(SimOms):
         if master is None and "prices" not in self.options:
             self.options["prices"] = DEFAULT_PRICES
         self.engine = engine or MatchingEngine(
-            path_from_options(self.options), MatchingConfig.from_options(self.options)
+            sim_price_path(self.options), MatchingConfig.from_options(self.options)
         )
         self._secret = hashlib.sha256(str(self.options.get("seed", 0)).encode() + b"blitz-sim").digest()
         self._sessions: dict[str, Session] = {}

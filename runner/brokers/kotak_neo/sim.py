@@ -71,7 +71,8 @@ from runner.brokers.kotak_neo.wire import (
     trading_symbol_for,
 )
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
-from runner.brokers.paper.price_paths import PricePath, RandomWalk
+from runner.brokers.paper.price_paths import PricePath
+from runner.brokers.sim_prices import sim_price_path
 from runner.clock import Clock, SystemClock
 from runner.errors import NotFound, NotModifiable, Rejected
 from runner.model import (
@@ -100,7 +101,7 @@ class KotakNeoSim(SimBook, SimQuotes):
         allowed_ips: frozenset[str] | None = None,
         prices: PricePath | None = None,
     ) -> None:
-        self.engine = engine or MatchingEngine(prices or RandomWalk(), MatchingConfig())
+        self.engine = engine or MatchingEngine(prices or sim_price_path(), MatchingConfig())
         self.faults = faults or FaultPlan()
         self.clock: Clock = clock or SystemClock()
         self.master = master
@@ -624,7 +625,7 @@ async def start(
 async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mapping[str, Any]) -> None:
     path = options.get("instruments")
     master = InstrumentMaster.load(path, broker="kotak_neo") if path else default_master()
-    sim = KotakNeoSim(faults=faults, master=master, prices=RandomWalk(seed=options.get("seed", 0)))
+    sim = KotakNeoSim(faults=faults, master=master, prices=sim_price_path(options))
     bound = await sim.start(host, port)
     # One machine-readable line (the url is both the login host and the session baseUrl; any
     # UCC/TOTP/MPIN is accepted until users are configured).

@@ -367,7 +367,9 @@ class ReferencePath:
         self.fallback = RandomWalk(seed, self._overrides, vol_ppm=vol_ppm)
         bases = {r.instrument.key: r.price for r in references.underlyings.values()}
         bases.update(self._overrides)
-        self._underlying = RandomWalk(seed, bases, vol_ppm=vol_ppm or references.underlying_ppm)
+        # volatility_ppm 0 holds levels flat: only None means "the file's noise".
+        walk_ppm = references.underlying_ppm if vol_ppm is None else vol_ppm
+        self._underlying = RandomWalk(seed, bases, vol_ppm=walk_ppm)
         self._noise = RandomWalk(seed, vol_ppm=references.option_ppm)
         self.tz = ZoneInfo(tz)
         self._cache: dict[tuple[str, int], Decimal] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from runner.brokers.base import Broker, Capability, MultilegBroker
+from runner.brokers.descriptions import describe as describe_broker
 from runner.engine.gateway import is_live
 from runner.engine.steps.common import (
     RunContext,
@@ -47,6 +48,14 @@ def native_for(broker: Broker, step: SpreadStep) -> bool:
     native = Capability.NATIVE_MULTILEG in broker.capabilities and isinstance(broker, MultilegBroker)
     if step.mode == "native" and not native:
         raise StepError(f"broker {broker.name} has no native multileg orders; use mode: auto or legged")
+    desc = describe_broker(broker.name)
+    limit = desc.multileg_max_legs if desc is not None else None
+    if native and limit is not None and len(step.legs) > limit:
+        # More legs than one native order takes: auto legs it; native cannot be sent as written.
+        if step.mode == "native":
+            raise StepError(f"broker {broker.name}'s native multileg orders take at most {limit} legs, "
+                            f"not {len(step.legs)}; use mode: auto or legged")
+        return False
     return step.mode != "legged" and native
 
 

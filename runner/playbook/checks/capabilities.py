@@ -87,6 +87,15 @@ def check_broker_capabilities(doc: Doc, sink: Sink) -> None:
                 f"{who} has no native multileg orders: a native spread cannot be sent",
                 "write mode: auto (native where the broker has it, else legged)",
             )
+        limit = desc.multileg_max_legs
+        legs = step.get("legs")
+        if native and desc.has(Capability.NATIVE_MULTILEG) and limit is not None and isinstance(legs, list) \
+                and len(legs) > limit:
+            sink.add(
+                ("steps", i, "mode"),
+                f"{who}'s native multileg orders take at most {limit} legs, not {len(legs)}",
+                "write mode: auto (native up to that many legs, else legged)",
+            )
     market_data = desc.market_data(dict.fromkeys(facts.endpoints))
     if not market_data:
         why = (

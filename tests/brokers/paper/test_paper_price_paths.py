@@ -204,3 +204,12 @@ def test_paper_broker_defaults_to_the_reference_market_and_can_opt_out() -> None
     assert isinstance(default, ReferencePath) and Decimal(1350) < default.price(rel, s) < Decimal(1450)
     off = create(Account(name="p", broker="paper", options={"reference_prices": False}), db_url="sqlite://")
     assert isinstance(off.matching.prices, RandomWalk) and off.matching.prices.base(rel) == 1000
+
+
+def test_volatility_zero_holds_reference_and_override_levels_flat() -> None:
+    """``volatility_ppm: 0`` means no walk, on the reference market too (0 is not "unset")."""
+    options = {"volatility_ppm": 0, "prices": {"NSE TCS": "4100"}}
+    path = path_from_options(options, references=load_references())
+    seconds = [at_ist(dt.date(2026, 3, 2), 10) + n for n in range(0, 20_000, 77)]
+    assert {path.price(REL, s) for s in seconds} == {Decimal(1400)}
+    assert {path.price(Instrument("NSE", "TCS"), s) for s in seconds} == {Decimal(4100)}
