@@ -21,7 +21,10 @@ from collections.abc import Callable, Iterable
 LEASE = 1.0  # seconds a claim's lease lasts from each write (database clock)
 RENEW_EVERY = 0.2  # seconds between renewals while claims are pending
 SKEW_MARGIN = 0.3  # seconds: the clock-skew bound (see the module docstring)
-SKEW_ENV = "RUNNER_LEASE_SKEW"  # tests only: seconds added to the local lease clock (a skewed host)
+# Tests only: seconds the local lease check reads ahead (+) or behind (-) of the clock the lease was
+# stamped with, i.e. the host's clock off by that much over a lease. A constant offset of one clock
+# would cancel out, so it applies to the check (:meth:`LeaseBook.now`), not the stamp.
+SKEW_ENV = "RUNNER_LEASE_SKEW"
 
 
 class LeaseBook:
@@ -40,11 +43,16 @@ class LeaseBook:
         self.skew = float(os.environ.get(SKEW_ENV, "0") or 0) if skew is None else skew
         self.deadlines: dict[str, float] = {}  # fire id -> local deadline
 
+    def stamp(self) -> float:
+        """Local time to take just before a lease's write (claim, renewal, takeover)."""
+        return self.mono()
+
     def now(self) -> float:
+        """Local time as the send check reads it (skewed in tests)."""
         return self.mono() + self.skew
 
     def granted(self, fire_ids: Iterable[str], before: float) -> None:
-        """Leases written after local time ``before`` (taken from :meth:`now` before the write)."""
+        """Leases written after local time ``before`` (taken from :meth:`stamp` before the write)."""
         for fid in fire_ids:
             self.deadlines[fid] = before + self.lease - self.margin
 

@@ -52,7 +52,7 @@ class ScaleOut:
         ids = self.leases.pending()
         if not ids:
             return
-        before = self.leases.now()
+        before = self.leases.stamp()
         held = await asyncio.to_thread(claim_leases.renew, self.store, ids, self.leases.lease)
         for fid in ids:
             if fid not in self.leases.deadlines:
@@ -69,7 +69,7 @@ class ScaleOut:
         for row in rows:
             if self.membership.successor(row.playbook, row.claimed_by) != self.store.owner:
                 continue
-            before = self.leases.now()
+            before = self.leases.stamp()
             won = await asyncio.to_thread(
                 claim_leases.take_over, self.store, row, self.now(), self.leases.lease
             )

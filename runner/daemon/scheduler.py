@@ -328,7 +328,7 @@ class Daemon:
         pb = entry.playbook
         if not self.membership.owns(pb.name):  # another member prepares and claims it
             return
-        before = self.leases.now()  # the lease's local deadline counts from before the claim's write
+        before = self.leases.stamp()  # the lease's local deadline counts from before the claim's write
         now = self.clock.now()
         verdict = self.precheck(entry, instant, now)
         run_id = run_id_in(self._run_journal().has_run, pb.name, instant, ZoneInfo(pb.timezone))
