@@ -15,6 +15,7 @@ was never sent, and a survivor may take it over (:func:`runner.journal.claim_lea
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -42,6 +43,7 @@ class LeaseBook:
         self.mono = mono
         self.skew = float(os.environ.get(SKEW_ENV, "0") or 0) if skew is None else skew
         self.deadlines: dict[str, float] = {}  # fire id -> local deadline
+        self._lock = threading.Lock()  # the renewal thread and the event loop both write
 
     def stamp(self) -> float:
         """Local time to take just before a lease's write (claim, renewal, takeover)."""
@@ -53,12 +55,22 @@ class LeaseBook:
 
     def granted(self, fire_ids: Iterable[str], before: float) -> None:
         """Leases written after local time ``before`` (taken from :meth:`stamp` before the write)."""
-        for fid in fire_ids:
-            self.deadlines[fid] = before + self.lease - self.margin
+        with self._lock:
+            for fid in fire_ids:
+                self.deadlines[fid] = before + self.lease - self.margin
+
+    def renewed(self, fire_ids: Iterable[str], held: set[str], before: float) -> None:
+        """A renewal written after ``before`` kept ``held`` of ``fire_ids``; the rest were lost. Claims
+        sent or given back meanwhile stay gone."""
+        with self._lock:
+            for fid in fire_ids:
+                if fid in self.deadlines and self.deadlines[fid] != float("-inf"):
+                    self.deadlines[fid] = before + self.lease - self.margin if fid in held else float("-inf")
 
     def lost(self, fire_id: str) -> None:
-        if fire_id in self.deadlines:
-            self.deadlines[fire_id] = float("-inf")
+        with self._lock:
+            if fire_id in self.deadlines:
+                self.deadlines[fire_id] = float("-inf")
 
     def sendable(self, fire_id: str) -> bool:
         """Whether the claim's lease still holds locally; a fire without a lease (SQLite) always may."""
@@ -67,7 +79,9 @@ class LeaseBook:
 
     def done(self, fire_id: str) -> None:
         """Sent, given back or finished: no longer renewed."""
-        self.deadlines.pop(fire_id, None)
+        with self._lock:
+            self.deadlines.pop(fire_id, None)
 
     def pending(self) -> list[str]:
-        return [fid for fid, d in self.deadlines.items() if d != float("-inf")]
+        with self._lock:
+            return [fid for fid, d in self.deadlines.items() if d != float("-inf")]

@@ -144,6 +144,8 @@ class Daemon:
         if partitioned:
             fires.lease_seconds = self.leases.lease
             self.release.leases = self.leases
+            self.release.on_busy = self._taken_run_busy
+        self._taken: dict[str, FireRow] = {}  # fire id -> the claim as taken over, until released
         self.scale = ScaleOut(
             fires, self.membership, self.leases, self.clock.now, self.take_over, self._touch
         )
@@ -374,11 +376,26 @@ class Daemon:
         task = asyncio.current_task()
         if task is not None:  # shutdown waits for it like any fire
             self._fire_tasks.add(task)
+        self._taken[row.fire_id] = row
         try:
             await self.release.release(fire)
         finally:
+            self._taken.pop(row.fire_id, None)
             if task is not None:
                 self._fire_tasks.discard(task)
+
+    async def _taken_run_busy(self, fire: Fire) -> bool:
+        """Preparing a taken-over fire found its run open under the old holder: alive but slow, it opened
+        the run after :func:`clear_unsent_run`. It lost the claim with its lease and can no longer send,
+        so while our lease holds its run is cleared again and preparing retried."""
+        row = self._taken.get(fire.fire_id)
+        if row is None or not self.leases.sendable(fire.fire_id):
+            return False
+        log.warning("taken-over fire %s: run %s opened by %s meanwhile; clearing it again", row.playbook,
+                    row.run_id, row.claimed_by)
+        await asyncio.sleep(0.05)  # let the old holder's prepare finish its writes
+        await asyncio.to_thread(clear_unsent_run, self._run_journal(), row, self.clock.now())
+        return True
 
     # --- catch-up ----------------------------------------------------------------------------------
 
