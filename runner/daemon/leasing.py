@@ -44,6 +44,7 @@ class LeaseBook:
         self.skew = float(os.environ.get(SKEW_ENV, "0") or 0) if skew is None else skew
         self.deadlines: dict[str, float] = {}  # fire id -> local deadline
         self._lock = threading.Lock()  # the renewal thread and the event loop both write
+        self._early: dict[str, float] = {}  # renewed before the loop noted the claim: fire id -> stamp
 
     def stamp(self) -> float:
         """Local time to take just before a lease's write (claim, renewal, takeover)."""
@@ -57,15 +58,19 @@ class LeaseBook:
         """Leases written after local time ``before`` (taken from :meth:`stamp` before the write)."""
         with self._lock:
             for fid in fire_ids:
-                self.deadlines[fid] = before + self.lease - self.margin
+                stamp = max(before, self._early.pop(fid, before))
+                self.deadlines[fid] = stamp + self.lease - self.margin
 
-    def renewed(self, fire_ids: Iterable[str], held: set[str], before: float) -> None:
-        """A renewal written after ``before`` kept ``held`` of ``fire_ids``; the rest were lost. Claims
-        sent or given back meanwhile stay gone."""
+    def renewed(self, held: set[str], before: float) -> None:
+        """A renewal written after ``before`` extended the leases ``held``. A claim not among them is
+        left to lapse on its own deadline (it may have been claimed after the renewal looked); one
+        renewed before :meth:`granted` keeps that stamp for it. Claims sent or given back stay gone."""
         with self._lock:
-            for fid in fire_ids:
-                if fid in self.deadlines and self.deadlines[fid] != float("-inf"):
-                    self.deadlines[fid] = before + self.lease - self.margin if fid in held else float("-inf")
+            for fid in held:
+                if fid in self.deadlines:
+                    if self.deadlines[fid] != float("-inf"):
+                        self.deadlines[fid] = before + self.lease - self.margin
+            self._early = {fid: before for fid in held if fid not in self.deadlines}
 
     def lost(self, fire_id: str) -> None:
         with self._lock:

@@ -50,13 +50,10 @@ class ScaleOut:
         return changed
 
     def renew_now(self) -> None:
-        """One renewal of every pending lease (blocking: the renewal thread's work)."""
-        ids = self.leases.pending()
-        if not ids:
-            return
+        """One renewal of every live lease this daemon holds (blocking: the renewal thread's work)."""
         before = self.leases.stamp()
-        held = claim_leases.renew(self.store, ids, self.leases.lease)
-        self.leases.renewed(ids, held, before)
+        held = claim_leases.renew_held(self.store, self.leases.lease)
+        self.leases.renewed(held, before)
 
     async def take_over_once(self) -> list[FireRow]:
         """Take over the lapsed unsent claims this daemon succeeds to; returns those it took."""

@@ -63,3 +63,21 @@ def test_the_injected_skew_reaches_the_local_check(monkeypatch: pytest.MonkeyPat
         b.granted(["f"], b.stamp())
     mono.t += 0.5
     assert plain.sendable("f") and not book.sendable("f")
+
+
+def test_a_renewal_before_the_loop_noted_the_claim_counts_and_a_missing_one_only_lapses() -> None:
+    """The renewal thread renews what the journal says this daemon holds: a claim whose result the busy
+    event loop has not handled yet is renewed too, and that renewal's stamp is kept when it is noted."""
+    mono = Mono()
+    book = LeaseBook(lease=1.0, margin=0.3, mono=mono, skew=0.0)
+    claim_stamp = book.stamp()
+    mono.t += 0.6
+    book.renewed({"f"}, book.stamp())  # renewed while the loop was still busy
+    mono.t += 0.3
+    book.granted(["f"], claim_stamp)  # the loop notes the claim 0.9 s after its write began
+    assert book.sendable("f")
+    book.granted(["g"], book.stamp())
+    book.renewed(set(), book.stamp())  # g not seen by this renewal (claimed after it looked): not lost
+    assert book.sendable("g")
+    mono.t += 0.71
+    assert not book.sendable("g") and not book.sendable("f")

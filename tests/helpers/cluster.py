@@ -41,7 +41,9 @@ class Sim:
 
     def __init__(self, tmp: Path, n_accounts: int = 1) -> None:
         cmd = [sys.executable, "-m", "runner", "sim", "kotak_neo", "--master-out", str(tmp / "sim" / "m.csv")]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp
+        )
         assert self.proc.stdout is not None
         line = json.loads(self.proc.stdout.readline())
         self.env: dict[str, str] = line["env"]
@@ -118,7 +120,9 @@ class Cluster:
         self.engine = make_engine(url)
         prepare_schema(self.engine)
 
-    def start(self, n: int = 1, skews: Sequence[float] = (), lead: float = 3.0) -> list[subprocess.Popen[bytes]]:
+    def start(
+        self, n: int = 1, skews: Sequence[float] = (), lead: float = 3.0
+    ) -> list[subprocess.Popen[bytes]]:
         """``n`` daemons; ``lead`` seconds of wake-up lead (this shared 2-core box prepares slowly)."""
         started = []
         for i in range(n):
@@ -140,7 +144,9 @@ class Cluster:
         from runner.journal.fires import daemons
 
         with self.engine.connect() as c:
-            rows = c.execute(sa.select(daemons.c.daemon_id, daemons.c.pid).where(daemons.c.stopped_at.is_(None)))
+            rows = c.execute(
+                sa.select(daemons.c.daemon_id, daemons.c.pid).where(daemons.c.stopped_at.is_(None))
+            )
             return {r.daemon_id: r.pid for r in rows}
 
     def wait_members(self, n: int, timeout: float = 60.0) -> dict[str, int]:
@@ -177,7 +183,8 @@ class Cluster:
                 return
             time.sleep(0.05)
         rows = "\n".join(
-            f"  {r.playbook} {r.state.value} by {r.claimed_by} from {r.taken_from}: {r.outcome}" for r in self.fires()
+            f"  {r.playbook} {r.state.value} by {r.claimed_by} from {r.taken_from}: {r.outcome}"
+            for r in self.fires()
         )
         raise AssertionError(f"not within {timeout}s: {what}\n{rows}\n{self.logs()}")
 
@@ -207,4 +214,3 @@ class Cluster:
 def write_playbooks(pbdir: Path, names: Iterable[str], when: dt.datetime, accounts: Sequence[str]) -> None:
     for i, name in enumerate(names):
         (pbdir / f"{name}.yaml").write_text(playbook(name, when, accounts[i % len(accounts)]))
-

@@ -110,8 +110,9 @@ def test_each_daemon_claims_its_share_and_a_stopped_ones_playbooks_move_to_the_o
     _exactly_once(cluster, sim, [first, second])
 
 
-def _freeze_or_kill_a_holder(cluster: Cluster, sim: Sim, n_daemons: int, sig: signal.Signals,
-                             skews: tuple[float, ...] = ()) -> tuple[dt.datetime, str, list[str]]:
+def _freeze_or_kill_a_holder(
+    cluster: Cluster, sim: Sim, n_daemons: int, sig: signal.Signals, skews: tuple[float, ...] = ()
+) -> tuple[dt.datetime, str, list[str]]:
     """``n_daemons`` serve 9 playbooks due at one instant; ~1 s before it the daemon holding the most
     claims gets ``sig``. Returns the instant, the victim and the playbooks it held."""
     cluster.start(n_daemons, skews)
@@ -125,7 +126,9 @@ def _freeze_or_kill_a_holder(cluster: Cluster, sim: Sim, n_daemons: int, sig: si
     assert left > 1.0, f"claimed only {left:.2f}s before the instant; the test needs ~1 s"
     time.sleep(left - 1.0)
     victim, _ = cluster.holders(instant).most_common(1)[0]
-    held = sorted(r.playbook for r in cluster.fires() if r.scheduled_for == instant and r.claimed_by == victim)
+    held = sorted(
+        r.playbook for r in cluster.fires() if r.scheduled_for == instant and r.claimed_by == victim
+    )
     cluster.signal(cluster.members()[victim], sig)
     cluster.wait(lambda: _settled(cluster, instant, len(names)), 30, "every fire succeeded")
     return instant, victim, held
