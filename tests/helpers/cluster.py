@@ -51,31 +51,30 @@ class Sim:
         base["rate_limit"] = {"orders_per_second": 1000, "burst": 1000, "reads_per_second": 1000}
         self.names = ["sim"] + [f"sim{i}" for i in range(1, n_accounts)]
         self.accounts: dict[str, Any] = {}
-        for i, name in enumerate(self.names):
-            acct = json.loads(json.dumps(base))
-            if i:  # an account of its own on the same simulator (any UCC logs in)
-                acct["options"]["ucc"] = f"{base['options']['ucc'][:-3]}{i:03d}"
-            self.accounts[name] = acct
+        for name in self.names:  # accounts of their own to the runner, one user (book) at the simulator
+            self.accounts[name] = json.loads(json.dumps(base))
         self.file = tmp / "accounts.yaml"
         self.file.write_text(json.dumps({"version": 1, "accounts": self.accounts}))  # JSON is YAML
 
     def client_ids(self) -> Counter[str]:
-        """Every order in the simulator's books, counted by client order id (all accounts)."""
+        """Every order in the simulator's book, counted by client order id (all accounts)."""
         return asyncio.run(self._client_ids())
 
     async def _client_ids(self) -> Counter[str]:
         from runner.accounts import load_accounts
+        from runner.brokers.kotak_neo.wire import PATH_ORDERS, rows_of
         from runner.brokers.registry import create_broker
 
         seen: Counter[str] = Counter()
         saved = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)
         try:
-            for account in load_accounts(self.file).values():
-                broker = create_broker(account)
+            for name in self.names[:1]:  # one book behind them all
+                broker = create_broker(load_accounts(self.file)[name])
                 await broker.connect()
-                try:
-                    seen.update(o.client_order_id for o in await broker.orders())
+                try:  # the raw book rows: every order, whether or not this adapter would parse it
+                    payload = await broker._read("GET", PATH_ORDERS)  # type: ignore[attr-defined]
+                    seen.update(str(row.get("GuiOrdId")) for row in rows_of(payload))
                 finally:
                     await broker.close()
         finally:
