@@ -67,9 +67,8 @@ class LeaseBook:
         renewed before :meth:`granted` keeps that stamp for it. Claims sent or given back stay gone."""
         with self._lock:
             for fid in held:
-                if fid in self.deadlines:
-                    if self.deadlines[fid] != float("-inf"):
-                        self.deadlines[fid] = before + self.lease - self.margin
+                if fid in self.deadlines and self.deadlines[fid] != float("-inf"):
+                    self.deadlines[fid] = before + self.lease - self.margin
             self._early = {fid: before for fid in held if fid not in self.deadlines}
 
     def lost(self, fire_id: str) -> None:
