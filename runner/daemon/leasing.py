@@ -45,6 +45,7 @@ class LeaseBook:
         self.deadlines: dict[str, float] = {}  # fire id -> local deadline
         self._lock = threading.Lock()  # the renewal thread and the event loop both write
         self._early: dict[str, float] = {}  # renewed before the loop noted the claim: fire id -> stamp
+        self.claiming = 0  # claims being written by the event loop (their results not noted yet)
 
     def stamp(self) -> float:
         """Local time to take just before a lease's write (claim, renewal, takeover)."""
@@ -85,6 +86,11 @@ class LeaseBook:
         """Sent, given back or finished: no longer renewed."""
         with self._lock:
             self.deadlines.pop(fire_id, None)
+
+    def idle(self) -> bool:
+        """Nothing to renew: no claim held unsent, none being written (the renewal thread skips its
+        write, so idle daemons cost the database nothing)."""
+        return not self.claiming and not self.pending()
 
     def pending(self) -> list[str]:
         with self._lock:

@@ -51,6 +51,8 @@ class ScaleOut:
 
     def renew_now(self) -> None:
         """One renewal of every live lease this daemon holds (blocking: the renewal thread's work)."""
+        if self.leases.idle():
+            return
         before = self.leases.stamp()
         held = claim_leases.renew_held(self.store, self.leases.lease)
         self.leases.renewed(held, before)

@@ -352,11 +352,14 @@ class Daemon:
         verdict = self.precheck(entry, instant, now)
         run_id = run_id_in(self._run_journal().has_run, pb.name, instant, ZoneInfo(pb.timezone))
         claim = Claim(pb.name, entry.version, instant, run_id, verdict.state, verdict.reason)
+        self.leases.claiming += 1  # the renewal thread renews while claims are being written
         try:
             won = await self.batcher.claim(claim, now)
         except Exception:
             log.exception("fire %s %s: claim failed; not running", pb.name, instant)
             return
+        finally:
+            self.leases.claiming -= 1
         if not won:
             log.info("fire %s at %s already claimed by another daemon", pb.name, instant)
             return
