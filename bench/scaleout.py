@@ -97,13 +97,14 @@ def one_run(
         members = cluster.wait_members(daemons, timeout=120)
         time.sleep(1.5)  # every member has read the full membership
         wake = lead + 0.002 * (1 << max(0, fires - 1).bit_length())
-        instant = (dt.datetime.now(UTC) + dt.timedelta(seconds=wake + 6)).replace(microsecond=0)
+        instant = (dt.datetime.now(UTC) + dt.timedelta(seconds=wake + 6 + fires / 50)).replace(microsecond=0)
         names = [f"b{daemons}{'k' if kill else ''}-{i:04d}" for i in range(fires)]
         write_playbooks(cluster.pbdir, names, instant, sim.names)
         # the window opens after the playbooks are loaded, before any wake-up
         time.sleep(max(0.0, (instant - dt.datetime.now(UTC)).total_seconds() - wake - 1.0))
         cpu0 = {p.pid: cpu_seconds(p.pid) for p in procs}
         victim = None
+        killed_at = None
         if kill:
             cluster.wait(
                 lambda: (
@@ -116,8 +117,10 @@ def one_run(
             left = (instant - dt.datetime.now(UTC)).total_seconds() - 1.0
             if left > 0:
                 time.sleep(left)
+            cluster.wait(lambda: bool(cluster.holders(instant)), 60, "a claim to kill the holder of")
             victim = cluster.holders(instant).most_common(1)[0][0]
             os.kill(members[victim], signal.SIGKILL)
+            killed_at = time.time() - instant.timestamp()
         cluster.wait(
             lambda: (
                 sum(
@@ -153,6 +156,7 @@ def one_run(
             "max_ms": max(late) if late else float("nan"),
             "cpu_s": cpu,
             "victim": victim,
+            "killed_at_s": killed_at,
             "taken_over": len(taken),
             "taken_max_delay_s": max(taken_delay) if taken_delay else None,
         }
@@ -199,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     delay = killed["taken_max_delay_s"]
     shown = "n/a" if delay is None else f"{delay:.2f} s"
     print(
-        f"  kill -9 of the holder of {killed['taken_over']} fires 1 s before the instant: survivors' "
+        f"  kill -9 of the holder of {killed['taken_over']} fires {-(killed['killed_at_s'] or 0):.2f} s "
+        f"before the instant: survivors' "
         f"last send {shown} after the instant (target <= 2 s), duplicates {killed['duplicates']}"
     )
     return 0
