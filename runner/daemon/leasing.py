@@ -15,13 +15,17 @@ was never sent, and a survivor may take it over (:func:`runner.journal.claim_lea
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 
 LEASE = 1.0  # seconds a claim's lease lasts from each write (database clock)
 RENEW_EVERY = 0.2  # seconds between renewals while claims are pending
 SKEW_MARGIN = 0.3  # seconds: the clock-skew bound (see the module docstring)
-SKEW_ENV = "RUNNER_LEASE_SKEW"  # tests only: seconds added to the local lease clock (a skewed host)
+# Tests only: seconds the local lease check reads ahead (+) or behind (-) of the clock the lease was
+# stamped with, i.e. the host's clock off by that much over a lease. A constant offset of one clock
+# would cancel out, so it applies to the check (:meth:`LeaseBook.now`), not the stamp.
+SKEW_ENV = "RUNNER_LEASE_SKEW"
 
 
 class LeaseBook:
@@ -43,18 +47,39 @@ class LeaseBook:
         # so this daemon may take them back itself, e.g. when it is the only member, or its give-up
         # write was lost in a journal outage and no survivor can see the claim as takeable.
         self.forfeited: set[str] = set()
+        self._lock = threading.Lock()  # the renewal thread and the event loop both write
+        self._early: dict[str, float] = {}  # renewed before the loop noted the claim: fire id -> stamp
+        self.claiming = 0  # claims being written by the event loop (their results not noted yet)
+
+    def stamp(self) -> float:
+        """Local time to take just before a lease's write (claim, renewal, takeover)."""
+        return self.mono()
 
     def now(self) -> float:
+        """Local time as the send check reads it (skewed in tests)."""
         return self.mono() + self.skew
 
     def granted(self, fire_ids: Iterable[str], before: float) -> None:
-        """Leases written after local time ``before`` (taken from :meth:`now` before the write)."""
-        for fid in fire_ids:
-            self.deadlines[fid] = before + self.lease - self.margin
+        """Leases written after local time ``before`` (taken from :meth:`stamp` before the write)."""
+        with self._lock:
+            for fid in fire_ids:
+                stamp = max(before, self._early.pop(fid, before))
+                self.deadlines[fid] = stamp + self.lease - self.margin
+
+    def renewed(self, held: set[str], before: float) -> None:
+        """A renewal written after ``before`` extended the leases ``held``. A claim not among them is
+        left to lapse on its own deadline (it may have been claimed after the renewal looked); one
+        renewed before :meth:`granted` keeps that stamp for it. Claims sent or given back stay gone."""
+        with self._lock:
+            for fid in held:
+                if fid in self.deadlines and self.deadlines[fid] != float("-inf"):
+                    self.deadlines[fid] = before + self.lease - self.margin
+            self._early = {fid: before for fid in held if fid not in self.deadlines}
 
     def lost(self, fire_id: str) -> None:
-        if fire_id in self.deadlines:
-            self.deadlines[fire_id] = float("-inf")
+        with self._lock:
+            if fire_id in self.deadlines:
+                self.deadlines[fire_id] = float("-inf")
 
     def sendable(self, fire_id: str) -> bool:
         """Whether the claim's lease still holds locally; a fire without a lease (SQLite) always may."""
@@ -63,12 +88,20 @@ class LeaseBook:
 
     def done(self, fire_id: str) -> None:
         """Sent, given back or finished: no longer renewed."""
-        self.deadlines.pop(fire_id, None)
+        with self._lock:
+            self.deadlines.pop(fire_id, None)
+
+    def idle(self) -> bool:
+        """Nothing to renew: no claim held unsent, none being written (the renewal thread skips its
+        write, so idle daemons cost the database nothing)."""
+        return not self.claiming and not self.pending()
 
     def forfeit(self, fire_id: str) -> None:
         """Given up unsent: no longer renewed, and this daemon's own to take back."""
-        self.deadlines.pop(fire_id, None)
-        self.forfeited.add(fire_id)
+        with self._lock:
+            self.deadlines.pop(fire_id, None)
+            self.forfeited.add(fire_id)
 
     def pending(self) -> list[str]:
-        return [fid for fid, d in self.deadlines.items() if d != float("-inf")]
+        with self._lock:
+            return [fid for fid, d in self.deadlines.items() if d != float("-inf")]

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from runner.alerts import hooks as alerts
 from runner.clock import Clock
 from runner.daemon.leasing import LeaseBook
+from runner.journal.errors import RunBusy
 from runner.journal.fires import ClaimBatcher, FireState, FireStore
 from runner.journal.health import PROCESS, JournalHealth
 from runner.observability import hooks
@@ -70,6 +71,7 @@ class Running:
     task: asyncio.Task[Any] | None = None
 
 
+BUSY_RETRIES = 3  # a taken-over fire's run cleared again this often while its old holder lets go
 GC_PAUSE = 0.1  # seconds after an instant the cyclic GC stays off (the released fires send meanwhile)
 GC_AHEAD = dt.timedelta(milliseconds=5)  # the GC is paused this long before an instant
 
@@ -143,6 +145,9 @@ class Release:
         self.pending: dict[str, asyncio.Task[Any]] = {}  # fire_id -> claimed, not started yet
         self.imminent: dict[dt.datetime, int] = {}  # instant -> fires claimed for it, not finished
         self.leases: LeaseBook | None = None  # claim leases (scale-out on PostgreSQL), else None
+        # A claim taken over whose run the old holder (alive, its lease lost) opened after we cleared it:
+        # clears it again and says whether to retry preparing (None: no takeovers here).
+        self.on_busy: Callable[[Fire], Awaitable[bool]] | None = None
 
     async def release(self, fire: Fire) -> None:
         """Prepare, wait for the instant, execute. ``fire`` is claimed (CLAIMED) by this daemon."""
@@ -172,6 +177,11 @@ class Release:
             raise
         except Exception as exc:  # preparing failed (e.g. the broker refused to connect): a failed fire
             self.pending.pop(fire.fire_id, None)
+            if self.leases is not None and not self.leases.sendable(fire.fire_id):
+                # our lease lapsed meanwhile: the fire may be a survivor's now (its run too, hence a
+                # RunBusy here); writing FAILED would overwrite its state
+                await self._forfeit(fire, None)
+                return
             log.exception("fire %s (%s): preparing failed", fire.playbook.name, fire.run_id)
             outcome = f"preparing failed: {type(exc).__name__}: {exc}"
             alerts.fire_failed(fire.playbook, fire.run_id, outcome)
@@ -215,8 +225,14 @@ class Release:
         prepare = getattr(self.executor, "prepare", None)
         if prepare is None:
             return None
-        prepared: PreparedFire = await prepare(fire)
-        return prepared
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                prepared: PreparedFire = await prepare(fire)
+                return prepared
+            except RunBusy:
+                if attempt == BUSY_RETRIES or self.on_busy is None or not await self.on_busy(fire):
+                    raise
+        raise AssertionError("unreachable")
 
     async def _execute(self, fire: Fire, prepared: PreparedFire | None) -> None:
         running = Running(fire, self.clock.now(), asyncio.current_task())

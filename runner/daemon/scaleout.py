@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,19 +49,13 @@ class ScaleOut:
             self.on_change()
         return changed
 
-    async def renew_once(self) -> None:
-        ids = self.leases.pending()
-        if not ids:
+    def renew_now(self) -> None:
+        """One renewal of every live lease this daemon holds (blocking: the renewal thread's work)."""
+        if self.leases.idle():
             return
-        before = self.leases.now()
-        held = await asyncio.to_thread(claim_leases.renew, self.store, ids, self.leases.lease)
-        for fid in ids:
-            if fid not in self.leases.deadlines:
-                continue  # sent or given back meanwhile
-            if fid in held:
-                self.leases.granted([fid], before)
-            else:
-                self.leases.lost(fid)
+        before = self.leases.stamp()
+        held = claim_leases.renew_held(self.store, self.leases.lease)
+        self.leases.renewed(held, before)
 
     async def take_over_once(self) -> list[FireRow]:
         """Take over the lapsed unsent claims this daemon succeeds to; returns those it took."""
@@ -76,7 +71,7 @@ class ScaleOut:
                     continue
             elif self.membership.successor(row.playbook, row.claimed_by) != self.store.owner:
                 continue
-            before = self.leases.now()
+            before = self.leases.stamp()
             won = await asyncio.to_thread(
                 claim_leases.take_over, self.store, row, self.now(), self.leases.lease
             )
@@ -98,12 +93,29 @@ class ScaleOut:
         return taken
 
     async def run(self) -> None:
-        """Membership, renewals and takeovers, each on its own period; a failure is logged and retried."""
-        await asyncio.gather(
-            self._every(MEMBERS_EVERY, self.refresh_members, "membership read"),
-            self._every(RENEW_EVERY, self.renew_once, "claim lease renewal"),
-            self._every(TAKEOVER_EVERY, self.take_over_once, "takeover scan"),
-        )
+        """Membership and takeovers, each on its own period, and renewals on a thread of their own; a
+        failure is logged and retried."""
+        stop = threading.Event()
+        renewer = threading.Thread(target=self._renew_loop, args=(stop,), name="lease-renewal", daemon=True)
+        renewer.start()
+        try:
+            await asyncio.gather(
+                self._every(MEMBERS_EVERY, self.refresh_members, "membership read"),
+                self._every(TAKEOVER_EVERY, self.take_over_once, "takeover scan"),
+            )
+        finally:
+            stop.set()
+
+    def _renew_loop(self, stop: threading.Event) -> None:
+        """Renewals on a thread, not the event loop nor its shared worker pool: a live holder whose loop
+        is busy preparing fires (first logins, a queue of journal writes in the pool) must keep its
+        leases, or its healthy claims lapse and are taken over. A frozen process (SIGSTOP) freezes this
+        thread too, so a lease still proves the holder runs."""
+        while not stop.wait(RENEW_EVERY):
+            try:
+                self.renew_now()
+            except Exception:
+                log.exception("claim lease renewal failed")
 
     async def _every(self, period: float, work: Callable[[], Awaitable[object]], what: str) -> None:
         while True:

@@ -48,6 +48,7 @@ from runner.daemon.loader import (
     load_playbook_file,
 )
 from runner.daemon.membership import Membership
+from runner.daemon.owned_arming import OwnedArming
 from runner.daemon.policy import (
     ALIVE_WITHIN,
     CATCH_UP_WINDOW,
@@ -123,7 +124,9 @@ class Daemon:
         self.timers = Timers()
         self.release = Release(executor, self.batcher, fires, self.clock, self._hold, self._touch)
         self.arming = Arming(self.timers, self.clock, self._wake, self._lead, self._touch)
-        self.directory = PlaybookDirectory(self.dir, account_names, self._scheduled, self.arming.disarm)
+        self.membership = Membership(self.owner, False)  # partitioned on PostgreSQL: set below
+        self.owned = OwnedArming(self.arming, self.membership)
+        self.directory = PlaybookDirectory(self.dir, account_names, self._scheduled, self.owned.forget)
         self.relogins = Relogin(relogin or {}, lambda: self.brokers, self.timers, self.clock)
         self.quiet = Quiet(self.clock, (self.arming.due, self.release.imminent), self.release.running)
         self.heartbeat = Heartbeat(fires, self.clock, self.status, self.quiet, self.opts.heartbeat_interval)
@@ -140,13 +143,15 @@ class Daemon:
         self._upcoming: dict[str, tuple[tuple[str, dt.datetime | None], Upcoming]] = {}
         scale = self.opts.scale_out
         partitioned = fires.engine.dialect.name == "postgresql" if scale is None else scale
-        self.membership = Membership(self.owner, partitioned)
+        self.membership.partitioned = partitioned
         self.leases = LeaseBook()
         if partitioned:
             fires.lease_seconds = self.leases.lease
             self.release.leases = self.leases
+            self.release.on_busy = self._taken_run_busy
+        self._taken: dict[str, FireRow] = {}  # fire id -> the claim as taken over, until released
         self.scale = ScaleOut(
-            fires, self.membership, self.leases, self.clock.now, self.take_over, self._touch
+            fires, self.membership, self.leases, self.clock.now, self.take_over, self._members_changed
         )
 
     # --- views on the parts (kept for callers of the old single-class daemon) ----------------------
@@ -192,7 +197,21 @@ class Daemon:
     def _scheduled(self, entry: Entry, previous: Entry | None) -> None:
         if previous is not None:
             self.arming.replaced(previous)
-        self.arming.arm(entry)
+        self.owned.arm(entry)
+
+    def _members_changed(self) -> None:
+        """Arm the playbooks this daemon gained, disarm those it lost; catch up the gained (an instant
+        passed while no member had them armed runs by its ``late:`` policy, claimed as ever)."""
+        self._touch()
+        gained = self.owned.rebalance(self.entries.values())
+        if gained and not self._stopping:
+            self._spawn(self._catch_up_gained(gained))
+
+    async def _catch_up_gained(self, gained: list[Entry]) -> None:
+        try:
+            await self.catch_up(gained)
+        except Exception:
+            log.exception("catch-up of playbooks gained on rebalance failed")
 
     async def _control_changed(self, old: ControlState, new: ControlState) -> None:
         """On HALT, a cancel pass in a task of its own: the poller goes on (a resume during a slow pass
@@ -299,7 +318,7 @@ class Daemon:
         if entry is None or self._stopping:
             return
         entry.armed_for = instant
-        self.arming.arm(entry, after=instant)
+        self.owned.arm(entry, after=instant)
         self._fire_tasks.add(asyncio.ensure_future(self.fire(entry, instant)))
 
     def precheck(self, entry: Entry, instant: dt.datetime, now: dt.datetime) -> Verdict:
@@ -332,9 +351,10 @@ class Daemon:
         if not self.heartbeat.health.reachable:  # no round trip per fire to a dead server: the beat probes
             self.heartbeat.health.when_back(lambda: self._spawn(self.fire(entry, instant)))
             return
-        before = self.leases.now()  # the lease's local deadline counts from before the claim's write
+        before = self.leases.stamp()  # the lease's local deadline counts from before the claim's write
         now = self.clock.now()
         verdict = self.precheck(entry, instant, now)
+        self.leases.claiming += 1  # the renewal thread renews while claims are being written
         try:
             run_id = run_id_in(self._run_journal().has_run, pb.name, instant, ZoneInfo(pb.timezone))
             claim = Claim(pb.name, entry.version, instant, run_id, verdict.state, verdict.reason)
@@ -346,6 +366,8 @@ class Daemon:
                 return
             log.exception("fire %s %s: claim failed; not running", pb.name, instant)
             return
+        finally:
+            self.leases.claiming -= 1
         self.heartbeat.health.ok()  # a claim landed: an outage is over (fresh connections before preparing)
         if not won:
             log.info("fire %s at %s already claimed by another daemon", pb.name, instant)
@@ -383,11 +405,26 @@ class Daemon:
         task = asyncio.current_task()
         if task is not None:  # shutdown waits for it like any fire
             self._fire_tasks.add(task)
+        self._taken[row.fire_id] = row
         try:
             await self.release.release(fire)
         finally:
+            self._taken.pop(row.fire_id, None)
             if task is not None:
                 self._fire_tasks.discard(task)
+
+    async def _taken_run_busy(self, fire: Fire) -> bool:
+        """Preparing a taken-over fire found its run open under the old holder: alive but slow, it opened
+        the run after :func:`clear_unsent_run`. It lost the claim with its lease and can no longer send,
+        so while our lease holds its run is cleared again and preparing retried."""
+        row = self._taken.get(fire.fire_id)
+        if row is None or not self.leases.sendable(fire.fire_id):
+            return False
+        log.warning("taken-over fire %s: run %s opened by %s meanwhile; clearing it again", row.playbook,
+                    row.run_id, row.claimed_by)
+        await asyncio.sleep(0.05)  # let the old holder's prepare finish its writes
+        await asyncio.to_thread(clear_unsent_run, self._run_journal(), row, self.clock.now())
+        return True
 
     # --- catch-up ----------------------------------------------------------------------------------
 
@@ -502,7 +539,7 @@ class Daemon:
             self._spawn(self.scale.run())
         self.timers.start(asyncio.get_running_loop())
         for entry in self.entries.values():
-            self.arming.arm(entry)
+            self.owned.arm(entry)
         self.relogins.arm_all()
         self.watcher.start()
         self._spawn(self.heartbeat.run())

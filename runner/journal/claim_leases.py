@@ -44,6 +44,30 @@ def renew(store: FireStore, fire_ids: Sequence[str], seconds: float) -> set[str]
         return set(held)
 
 
+RENEW_AFTER_INSTANT = dt.timedelta(seconds=10)  # past its instant plus this, a claim's lease is left alone
+
+
+def renew_held(store: FireStore, seconds: float) -> set[str]:
+    """Extend every live lease this owner holds on a CLAIMED fire to now + ``seconds`` (database clock),
+    found in the journal, not in a list the event loop keeps: a claim the loop has not taken note of yet
+    (its claim's result still queued behind preparing work) keeps its lease too. A lapsed lease is never
+    revived (a survivor may be taking it over), nor one well past its instant. Returns the fire ids."""
+    with store.engine.begin() as conn:
+        now = db_clock(conn)
+        done = conn.execute(
+            fires.update()
+            .where(
+                fires.c.claimed_by == store.owner,
+                fires.c.state == FireState.CLAIMED,
+                fires.c.lease_expires > now,
+                fires.c.scheduled_for > now - RENEW_AFTER_INSTANT,
+            )
+            .values(lease_expires=now + dt.timedelta(seconds=seconds))
+            .returning(fires.c.fire_id)
+        )
+        return set(done.scalars())
+
+
 def give_up(store: FireStore, fire_id: str, scheduled_for: dt.datetime) -> bool:
     """The holder's lease lapsed before it sent: say so (lease ended at the latest at the instant), so a
     survivor may take the claim over. Only while it is still ours and CLAIMED."""

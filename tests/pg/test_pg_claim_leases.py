@@ -78,3 +78,22 @@ def test_status_shows_members_their_playbooks_and_claims_in_flight(pg_db_url: st
     assert sum(m["owns"] for m in view["members"]) == 40 and all(m["sample"] for m in view["members"])
     (flight,) = view["claims_in_flight"]
     assert flight["holder"] == "a" and flight["lease_expires"] is not None and flight["state"] == "claimed"
+
+
+def test_renew_held_extends_only_this_owners_live_claims(pg_db_url: str) -> None:
+    """What the renewal thread writes: every live CLAIMED lease of this owner, found in the journal; a
+    lapsed one is never revived (a survivor may be taking it over), another owner's is not touched."""
+    a, b, _ = _stores(pg_db_url)
+    now = _db_now(a)
+    a.lease_seconds = 30.0
+    live = Claim("pb1", "v1", now + dt.timedelta(seconds=30), "run-1")
+    a.claim_many([live], now)
+    a.lease_seconds = 0.05
+    lapsed = Claim("pb2", "v1", now + dt.timedelta(seconds=30), "run-2")
+    a.claim_many([lapsed], now)
+    b.lease_seconds = 30.0
+    other = Claim("pb3", "v1", now + dt.timedelta(seconds=30), "run-3")
+    b.claim_many([other], now)
+    time.sleep(0.1)
+    assert claim_leases.renew_held(a, 5.0) == {live.fire_id}
+    assert [r.fire_id for r in claim_leases.takeable(b)] == [lapsed.fire_id]
