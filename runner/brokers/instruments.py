@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gc
 import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -76,8 +77,40 @@ class InstrumentMaster:
         self._by_token: dict[str, MasterRow] = {}
         # (exchange, symbol) -> expiry -> strikes; for rolling expiries and ATM-relative strikes
         self._chains: dict[tuple[str, str], dict[dt.date, set[Decimal]]] = {}
+        self._add_all(rows)
+
+    def _add_all(self, rows: Iterable[MasterRow]) -> None:
+        """:meth:`add` for many rows, with the lookups hoisted: a 90,000-row master loads in one pass. The
+        cyclic GC is paused meanwhile (rows are acyclic; its passes over 90,000 new objects cost ~20%)."""
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            self._add_rows(rows)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _add_rows(self, rows: Iterable[MasterRow]) -> None:
+        by_key, by_token, chains = self._by_key, self._by_token, self._chains
+        last_chain: tuple[str, str] | None = None
+        chain: dict[dt.date, set[Decimal]] = {}
         for row in rows:
-            self.add(row)
+            inst = row.instrument
+            by_key[inst.key] = row
+            token = row.token
+            if token is not None:
+                by_token[token] = row
+            expiry = inst.expiry
+            if expiry is not None:
+                underlying = (inst.exchange, inst.symbol)
+                if underlying != last_chain:  # masters list an underlying's contracts together
+                    chain = chains.setdefault(underlying, {})
+                    last_chain = underlying
+                strikes = chain.get(expiry)
+                if strikes is None:
+                    strikes = chain[expiry] = set()
+                if inst.strike is not None:
+                    strikes.add(inst.strike)
 
     @classmethod
     def load(cls, path: str | Path, *, broker: str | None = None) -> InstrumentMaster:
