@@ -44,7 +44,8 @@ def _armed_by_dead_holder(env, lease_after_instant: dt.timedelta) -> FireStore:
     assert row is not None and row.lease_expires == instant + lease_after_instant
     now = env.clock.now()
     env.journal.start_run(
-        "r-armed", playbook="p1", account="paper", scheduled_for=now, mode="serve", now=now, owner=dead_token()
+        "r-armed", playbook="p1", account="paper", scheduled_for=now, mode="serve", now=now,
+        owner=dead_token(),
     )
     req = OrderRequest("c-armed", NIFTY_FUT, Side.BUY, 75, OrderType.LIMIT, price=Decimal("24000"))
     env.journal.add_intent(Intent("c-armed", "r-armed", "paper", "bid", "bid", 0, 0, Purpose.ENTRY, req, now))
