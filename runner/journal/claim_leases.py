@@ -138,3 +138,24 @@ def in_flight(store: FireStore, limit: int = 200) -> list[FireRow]:
     )
     with read(store.engine) as conn:
         return [FireRow(**r._asdict()) for r in conn.execute(q)]
+
+
+def held_for_takeover(engine: sa.Engine, run_ids: Sequence[str]) -> set[str]:
+    """Those of ``run_ids`` (runs whose process is gone) whose fire claim is still CLAIMED and either
+    lapsed no later than its instant (provably unsent: a survivor takes it over and discards the armed
+    run itself) or still leased (whoever holds it decides). Dead-run closing leaves them alone: closing
+    one would let another run's reconcile look its armed order up, and a looked-up intent can no longer
+    be discarded, so the takeover could not re-arm it. A lease lapsed after its instant is not held:
+    that fire may have been sent and is settled by lookup."""
+    if not run_ids or not sa.inspect(engine).has_table(fires.name):  # a journal no daemon used
+        return set()
+    with read(engine) as conn:
+        now = db_clock(conn)
+        held = conn.scalars(
+            sa.select(fires.c.run_id).where(
+                fires.c.run_id.in_(list(run_ids)),
+                fires.c.state == FireState.CLAIMED,
+                sa.or_(fires.c.lease_expires <= fires.c.scheduled_for, fires.c.lease_expires > now),
+            )
+        )
+        return set(held)

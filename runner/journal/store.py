@@ -178,12 +178,17 @@ class Journal:
     def close_dead_runs(self, account: str, now: dt.datetime, *, closer: str) -> list[RunRecord]:
         """Close (INTERRUPTED, saying whose process is gone and who closed it) every RUNNING run of
         ``account`` whose process is gone, so that its unsettled intents are reconciled like any
-        finished run's. Conditional on the owner seen: a run reopened meanwhile stays open."""
+        finished run's. Conditional on the owner seen: a run reopened meanwhile stays open. A run whose
+        fire claim a survivor may still take over is left to it (:func:`claim_leases.held_for_takeover`)."""
         rows = self._fast.read(SEL_RUNNING_OF_ACCOUNT, {"b_account": account})  # every prepare: fast path
         running = [run_from_row(r) for r in rows]
+        dead = [run for run in running if not self.holder_alive(run)]
+        from runner.journal.claim_leases import held_for_takeover
+
+        held = held_for_takeover(self.engine, [run.run_id for run in dead]) if dead else set()
         closed: list[RunRecord] = []
-        for run in running:
-            if self.holder_alive(run):
+        for run in dead:
+            if run.run_id in held:  # its fire claim's takeover owns it (never looked up meanwhile)
                 continue
             message = f"interrupted: {dead_holder(run)}; closed by {closer}"
             values = {"status": RunStatus.INTERRUPTED.value, "finished_at": now, "updated_at": now}
