@@ -92,9 +92,7 @@ def ops(alerts: bool, page: bool, load: Load):  # type: ignore[no-untyped-def]
             from runner.web.server import build_app, start
             from runner.web.worker import PageWorker
 
-            app = build_app(
-                engine, daemon=daemon.owner, quiet=daemon.quiet.wait, worker=PageWorker(db_url)
-            )
+            app = build_app(engine, daemon=daemon.owner, quiet=daemon.quiet.wait, worker=PageWorker(db_url))
             web, port = await start(app, "127.0.0.1", 0)
 
             def fetch() -> None:
