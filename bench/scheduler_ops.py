@@ -37,6 +37,7 @@ from runner.model import Order, OrderRequest, OrderStatus
 from tests.helpers.alerts_capture import Capture
 
 UTC = dt.UTC
+HOLD = True  # --no-hold: the dispatcher works through fire instants (before the fix), for comparison
 
 
 class RejectingBroker(RecordingBroker):
@@ -87,6 +88,8 @@ def ops(alerts: bool, page: bool, load: Load):  # type: ignore[no-untyped-def]
             capture = Capture()
             config = AlertsConfig(targets={"team": capture.url}, per_minute=1_000_000)
             dispatcher = Dispatcher(config, outbox=Outbox(engine)).start()
+            if HOLD:  # as `runner serve` wires it
+                dispatcher.hold_while(daemon.quiet.busy)
             install(dispatcher)
         if page:
             from runner.web.server import build_app, start
@@ -191,10 +194,12 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=1, help="interleaved plain/ops rounds, pooled")
     parser.add_argument("--alerts", action="store_true", help="alert dispatcher on (neither flag: both)")
     parser.add_argument("--page", action="store_true", help="status page and its client (neither: both)")
+    parser.add_argument("--no-hold", action="store_true", help="alerts sent through fire instants")
     parser.add_argument("--verbose", action="store_true", help="keep log output (stderr)")
     a = parser.parse_args()
     if not a.verbose:
         quiet_logs()
+    HOLD = not a.no_hold
     both = not (a.alerts or a.page)
     asyncio.run(main(a.single, a.mass, a.rounds, a.alerts or both, a.page or both))
     print(f"load average {os.getloadavg()[0]:.2f} at end")

@@ -105,6 +105,12 @@ class Quiet:
         while near_instant(self.clock.now(), self._instants(), (r.started_at for r in self.running.values())):
             await self.sleep(QUIET / 2)
 
+    def busy(self) -> bool:
+        """What :meth:`wait` waits on, for a thread (the alert worker); it may raise RuntimeError when
+        the loop resizes a mapping meanwhile (the caller looks again)."""
+        started = [r.started_at for r in list(self.running.values())]
+        return near_instant(self.clock.now(), self._instants(), started)
+
     async def around_instant(self) -> None:
         """For work that must not wait long (the kill-switch poll): if an instant is due within
         ``GUARD_BEFORE``, wait until ``GUARD_AFTER`` past it (once: at most ~12 ms). A worker thread's
