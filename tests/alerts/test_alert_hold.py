@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+from helpers.alerts_capture import Capture
+
 from runner.alerts.config import AlertsConfig
 from runner.alerts.delivery import Dispatcher
 from runner.alerts.events import Alert, AlertEvent
 from runner.alerts.outbox import Message
-from runner.daemon.status import QUIET, Quiet
 from runner.clock import VirtualClock
-from tests.helpers.alerts_capture import Capture
+from runner.daemon.status import QUIET, Quiet
 
 
 def test_worker_sends_nothing_while_busy_and_everything_after() -> None:
