@@ -89,7 +89,7 @@ def ops(alerts: bool, page: bool, load: Load):  # type: ignore[no-untyped-def]
             config = AlertsConfig(targets={"team": capture.url}, per_minute=1_000_000)
             dispatcher = Dispatcher(config, outbox=Outbox(engine)).start()
             if HOLD:  # as `runner serve` wires it
-                dispatcher.hold_while(daemon.quiet.busy)
+                dispatcher.hold_while(daemon.quiet.remaining)
             install(dispatcher)
         if page:
             from runner.web.server import build_app, start

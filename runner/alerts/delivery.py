@@ -31,7 +31,7 @@ log = logging.getLogger("runner.alerts")
 QUEUE_SIZE = 1000
 OUTBOX_RETRY = 60.0  # seconds between a worker's attempts at the outbox
 DIGEST_LINES = 20  # a digest of held messages names at most this many
-HOLD_POLL = 0.02  # seconds between the worker's looks at its hold (see Dispatcher.hold_while)
+HOLD_RETRY = 0.02  # seconds before asking again when the hold could not be read
 HOLD_MAX = 5.0  # the longest one hold lasts: a stuck predicate delays alerts, never loses them
 
 
@@ -180,24 +180,26 @@ class Dispatcher:
         else:
             self.counters.add("published")
 
-    def hold_while(self, busy: Callable[[], bool]) -> None:
-        """Work only while ``busy()`` is false (``runner serve``: no fire due or starting). Rendering and
-        sending take the GIL from the event loop in 5 ms slices; alerts published by the first fires of
-        an instant would otherwise delay the fires still being released. ``busy`` runs in the worker."""
-        self._hold = busy
+    def hold_while(self, remaining: Callable[[], float]) -> None:
+        """Work only when ``remaining()`` (seconds to hold off) is 0: ``runner serve`` passes the daemon's
+        quiet window around fire instants. Rendering and sending take the GIL from the event loop in 5 ms
+        slices; alerts published by the first fires of an instant would otherwise delay the fires still
+        being released. ``remaining`` runs in the worker."""
+        self._hold = remaining
 
     def _wait_until_idle(self) -> None:
-        busy = self._hold
-        if busy is None:
+        remaining = self._hold
+        if remaining is None:
             return
         deadline = time.monotonic() + HOLD_MAX
-        while time.monotonic() < deadline and not self._abort:
+        while (left := deadline - time.monotonic()) > 0 and not self._abort:
             try:
-                if not busy():
-                    return
-            except Exception:  # read across threads: a mapping resized under us; look again
-                pass
-            time.sleep(HOLD_POLL)
+                hold = remaining()
+            except Exception:  # read across threads: a mapping resized under us; ask again shortly
+                hold = HOLD_RETRY
+            if hold <= 0:
+                return
+            time.sleep(min(hold, left))
 
     def start(self) -> Dispatcher:
         if self._thread is None:

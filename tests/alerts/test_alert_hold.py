@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+import pytest
 from helpers.alerts_capture import Capture
 
 from runner.alerts.config import AlertsConfig
@@ -21,9 +22,9 @@ def test_worker_sends_nothing_while_busy_and_everything_after() -> None:
     busy.set()
     asked = threading.Event()
 
-    def is_busy() -> bool:
+    def is_busy() -> float:
         asked.set()
-        return busy.is_set()
+        return 0.05 if busy.is_set() else 0.0
 
     d = Dispatcher(AlertsConfig(targets={"team": capture.url}))
     d.hold_while(is_busy)
@@ -43,10 +44,10 @@ def test_worker_sends_nothing_while_busy_and_everything_after() -> None:
 
 def test_a_predicate_that_raises_is_asked_again() -> None:
     sent: list[Message] = []
-    calls = iter([RuntimeError("dictionary changed size during iteration"), True, False])
+    calls = iter([RuntimeError("dictionary changed size during iteration"), 0.01, 0.0])
 
-    def flaky() -> bool:
-        nxt = next(calls, False)
+    def flaky() -> float:
+        nxt = next(calls, 0.0)
         if isinstance(nxt, Exception):
             raise nxt
         return nxt
@@ -62,13 +63,13 @@ def test_a_predicate_that_raises_is_asked_again() -> None:
         d.close(5)
 
 
-def test_quiet_busy_around_a_due_instant() -> None:
+def test_quiet_remaining_around_a_due_instant() -> None:
     t0 = dt.datetime(2030, 1, 2, 3, 45, tzinfo=dt.UTC)
     clock = VirtualClock(t0)
     due: dict[dt.datetime, int] = {t0 + dt.timedelta(seconds=10): 1}
     quiet = Quiet(clock, (due,), {})
-    assert not quiet.busy()
+    assert quiet.remaining() == 0
     clock.advance(10 - QUIET / 2)
-    assert quiet.busy()
+    assert quiet.remaining() == pytest.approx(QUIET * 1.5)  # sleep once, to the window's end
     clock.advance(QUIET * 1.5)
-    assert not quiet.busy()
+    assert quiet.remaining() == 0
