@@ -167,7 +167,7 @@ class Dispatcher:
         self._inflight: list[Message] = []
         self._abort = False
         self._thread: threading.Thread | None = None
-        self._hold: Callable[[], bool] | None = None
+        self._hold: Callable[[], float] | None = None
 
     # --- the publishing side (any thread, the event loop included): never blocks, never raises ---------
 
