@@ -30,7 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from decimal import Decimal
 from pathlib import Path
 
@@ -165,14 +166,28 @@ async def baseline(instants: list[float]) -> list[float]:
     return late
 
 
-async def daemon_run(tmp: Path, names: list[str], instants: list[float], engine_path: bool) -> list[float]:
-    pbdir = tmp / f"pb-{len(names)}-{engine_path}"
+# What runs beside the daemon while it fires (bench/scheduler_ops.py: alerts, the status page):
+# (daemon, journal URL) -> entered before the daemon starts, left after it stopped.
+Beside = Callable[[Daemon, str], AbstractAsyncContextManager[object]]
+
+
+async def daemon_run(
+    tmp: Path,
+    names: list[str],
+    instants: list[float],
+    engine_path: bool,
+    broker: RecordingBroker | None = None,
+    beside: Beside | None = None,
+    tag: str = "",
+) -> list[float]:
+    pbdir = tmp / f"pb-{len(names)}-{engine_path}{tag}"
     pbdir.mkdir()
     for name, t in zip(names, instants, strict=True):
         (pbdir / f"{name}.yaml").write_text(playbook(name, dt.datetime.fromtimestamp(t, UTC)))
-    db = make_engine(f"sqlite:///{pbdir}.db")
+    db_url = f"sqlite:///{pbdir}.db"
+    db = make_engine(db_url)
     clock = SystemClock()
-    broker = RecordingBroker()
+    broker = broker or RecordingBroker()
     control = ControlStore(db)
     pool = Pool()
     executor = EngineExecutor(pool, Journal(engine=db), clock) if engine_path else DirectExecutor(broker)  # type: ignore[arg-type]
@@ -185,17 +200,18 @@ async def daemon_run(tmp: Path, names: list[str], instants: list[float], engine_
         options=DaemonOptions(),
     )
     pool["paper"] = GuardedBroker(broker, daemon.watcher)  # type: ignore[arg-type]
-    await daemon.start()
-    if len(daemon.entries) != len(names):
-        raise SystemExit(
-            f"only {len(daemon.entries)} of {len(names)} playbooks loaded: {daemon.reload_errors}"
-        )
-    while len(broker.first_place) < len(names):
-        await asyncio.sleep(0.05)
-    while daemon.running:
-        await asyncio.sleep(0.05)
-    daemon.request_stop()
-    await daemon.wait_stopped()
+    async with beside(daemon, db_url) if beside is not None else nullcontext():
+        await daemon.start()
+        if len(daemon.entries) != len(names):
+            raise SystemExit(
+                f"only {len(daemon.entries)} of {len(names)} playbooks loaded: {daemon.reload_errors}"
+            )
+        while len(broker.first_place) < len(names):
+            await asyncio.sleep(0.05)
+        while daemon.running:
+            await asyncio.sleep(0.05)
+        daemon.request_stop()
+        await daemon.wait_stopped()
     if isinstance(executor, EngineExecutor):
         gc = executor.commit
         batches = list(zip(gc.batches, gc.committed_at, strict=False))

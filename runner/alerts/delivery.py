@@ -31,6 +31,8 @@ log = logging.getLogger("runner.alerts")
 QUEUE_SIZE = 1000
 OUTBOX_RETRY = 60.0  # seconds between a worker's attempts at the outbox
 DIGEST_LINES = 20  # a digest of held messages names at most this many
+HOLD_RETRY = 0.02  # seconds before asking again when the hold could not be read
+HOLD_MAX = 5.0  # the longest one hold lasts: a stuck predicate delays alerts, never loses them
 
 
 class DeliveryFailed(Exception):
@@ -165,6 +167,7 @@ class Dispatcher:
         self._inflight: list[Message] = []
         self._abort = False
         self._thread: threading.Thread | None = None
+        self._hold: Callable[[], float] | None = None
 
     # --- the publishing side (any thread, the event loop included): never blocks, never raises ---------
 
@@ -176,6 +179,27 @@ class Dispatcher:
             log.warning("alert queue full: %s dropped", alert.event.value)
         else:
             self.counters.add("published")
+
+    def hold_while(self, remaining: Callable[[], float]) -> None:
+        """Work only when ``remaining()`` (seconds to hold off) is 0: ``runner serve`` passes the daemon's
+        quiet window around fire instants. Rendering and sending take the GIL from the event loop in 5 ms
+        slices; alerts published by the first fires of an instant would otherwise delay the fires still
+        being released. ``remaining`` runs in the worker."""
+        self._hold = remaining
+
+    def _wait_until_idle(self) -> None:
+        remaining = self._hold
+        if remaining is None:
+            return
+        deadline = time.monotonic() + HOLD_MAX
+        while (left := deadline - time.monotonic()) > 0 and not self._abort:
+            try:
+                hold = remaining()
+            except Exception:  # read across threads: a mapping resized under us; ask again shortly
+                hold = HOLD_RETRY
+            if hold <= 0:
+                return
+            time.sleep(min(hold, left))
 
     def start(self) -> Dispatcher:
         if self._thread is None:
@@ -230,6 +254,7 @@ class Dispatcher:
             try:
                 item = self._queue.get(timeout=self.tick)
             except queue.Empty:
+                self._wait_until_idle()
                 self._housekeeping(final=False)
                 if time.monotonic() - retried > OUTBOX_RETRY:  # a long-lived daemon retries its outbox
                     retried = time.monotonic()
@@ -238,6 +263,7 @@ class Dispatcher:
             if item is _STOP:
                 self._run_until_empty(final=True)
                 return
+            self._wait_until_idle()
             self._handle(item)
 
     def _run_until_empty(self, *, final: bool) -> None:

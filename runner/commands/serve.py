@@ -193,6 +193,8 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
                 if dispatcher is not None:
                     from runner.alerts.watch import AlertWatch
 
+                    dispatcher.hold_while(daemon.quiet.remaining)  # an alert never delays a fire
+
                     watch = AlertWatch(
                         dispatcher.config,
                         Journal(engine=engine),

@@ -105,6 +105,15 @@ class Quiet:
         while near_instant(self.clock.now(), self._instants(), (r.started_at for r in self.running.values())):
             await self.sleep(QUIET / 2)
 
+    def remaining(self) -> float:
+        """Seconds until the quiet window around now ends (0: outside one), for a thread (the alert
+        worker) that sleeps it out in one go: polling would wake it, and take the GIL, at the instant.
+        May raise RuntimeError when the loop resizes a mapping meanwhile (the caller asks again)."""
+        now = self.clock.now()
+        ends = [(t - now).total_seconds() + QUIET for t in self._instants()]
+        ends += [(r.started_at - now).total_seconds() + QUIET for r in list(self.running.values())]
+        return max([e for e in ends if 0 < e < 2 * QUIET], default=0.0)
+
     async def around_instant(self) -> None:
         """For work that must not wait long (the kill-switch poll): if an instant is due within
         ``GUARD_BEFORE``, wait until ``GUARD_AFTER`` past it (once: at most ~12 ms). A worker thread's

@@ -9,7 +9,9 @@ alert deliveries). Every sample carries ``daemon``: the id of the process that s
 from __future__ import annotations
 
 import datetime as dt
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -129,11 +131,19 @@ def _gauge(name: str, doc: str, daemon: str, value: float) -> GaugeMetricFamily:
     return g
 
 
+# Observations waiting for the next scrape: beyond this many the oldest are dropped (no one is scraping).
+PENDING_MAX = 100_000
+
+
 class ProcessMetrics:
-    """This process's measurements, fed by :mod:`runner.observability.hooks`."""
+    """This process's measurements, fed by :mod:`runner.observability.hooks`. A hook only appends to a
+    deque (~0.05 us); the histograms are updated at the next scrape (:meth:`apply`, in the scrape's worker
+    thread). Observing at once costs ~4 us a call on the event loop, ~8 ms when 1,000 fires share an
+    instant (``bench/scheduler_ops.py``)."""
 
     def __init__(self, registry: CollectorRegistry, daemon: str) -> None:
         self.daemon = daemon
+        self.pending: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque(maxlen=PENDING_MAX)
         self.latency = Histogram(
             "runner_broker_request_seconds",
             "Broker request latency by broker and operation (each attempt).",
@@ -156,12 +166,30 @@ class ProcessMetrics:
         )
 
     def broker_call(self, broker: str, operation: str, seconds: float, error: str | None) -> None:
-        self.latency.labels(self.daemon, broker, operation, error or "").observe(seconds)
+        self.pending.append((self._broker_call, (broker, operation, seconds, error)))
 
     def fire_started(self, playbook: str, lateness: float) -> None:
-        self.lateness.labels(self.daemon).observe(max(lateness, 0.0))
+        self.pending.append((self._fire_started, (lateness,)))
 
     def alert_delivery(self, target: str, ok: bool) -> None:
+        self.pending.append((self._alert_delivery, (target, ok)))
+
+    def apply(self) -> None:
+        """Fold the observations recorded since the last scrape into the histograms and counters."""
+        while True:
+            try:
+                record, args = self.pending.popleft()  # atomic: hooks append from any thread meanwhile
+            except IndexError:
+                return
+            record(*args)
+
+    def _broker_call(self, broker: str, operation: str, seconds: float, error: str | None) -> None:
+        self.latency.labels(self.daemon, broker, operation, error or "").observe(seconds)
+
+    def _fire_started(self, lateness: float) -> None:
+        self.lateness.labels(self.daemon).observe(max(lateness, 0.0))
+
+    def _alert_delivery(self, target: str, ok: bool) -> None:
         self.alerts.labels(self.daemon, target, "ok" if ok else "failed").inc()
 
 
@@ -184,6 +212,7 @@ class Metrics:
         self._unsubscribe = hooks.subscribe(self.process)
 
     def render(self) -> bytes:
+        self.process.apply()
         return generate_latest(self.registry)
 
     def close(self) -> None:

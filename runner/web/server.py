@@ -1,8 +1,8 @@
 """The status page's HTTP server (aiohttp), run inside the daemon's event loop: read-only GET routes.
 Pages and the JSON API are built from the journal by a :class:`runner.web.worker.PageWorker` process
 (``runner serve``), or in a worker thread when none is given (tests, tools); ``/metrics`` (a few cheap
-aggregate queries, and this process's own histograms) in a worker thread after the daemon's quiet window
-around fire instants.
+aggregate queries, and this process's own histograms) in a worker thread. Every answer waits out the
+daemon's quiet window around fire instants first.
 
 Routes: ``/`` (HTML), ``/run/RUN`` (HTML), ``/api/status``, ``/api/runs/RUN`` (JSON), ``/metrics``."""
 
@@ -43,11 +43,11 @@ def build_app(
     metrics = Metrics(engine, daemon, brokers, clock)
 
     async def answer(kind: str, run_id: str | None = None) -> web.Response:
+        if quiet is not None:  # with a worker too: its pipe I/O and the reply run on the fires' loop
+            await quiet()
         if worker is not None:
             status, body = await worker.render(kind, clock(), daemon, run_id)
         else:
-            if quiet is not None:
-                await quiet()
             status, body = await asyncio.to_thread(render_with, engine, kind, clock(), daemon, run_id)
         return web.Response(status=status, text=body, content_type=TYPES[kind])
 
