@@ -119,16 +119,24 @@ class AccountsFile(BaseModel):
     accounts: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
-def find_accounts_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+def find_config_file(
+    explicit: str | os.PathLike[str] | None, env_var: str, defaults: tuple[Path, ...]
+) -> Path | None:
+    """The lookup every configuration file shares: ``--flag FILE``, then ``$ENV_VAR``, then the first of
+    ``defaults`` that exists (``./x.yaml``, ``~/.config/runner/x.yaml``); None when there is none."""
     if explicit:
         return Path(explicit)
-    if env := os.environ.get(ENV_VAR):
+    if env := os.environ.get(env_var):
         return Path(env)
-    for candidate in DEFAULT_PATHS:
+    for candidate in defaults:
         path = candidate.expanduser()
         if path.is_file():
             return path
     return None
+
+
+def find_accounts_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    return find_config_file(explicit, ENV_VAR, DEFAULT_PATHS)
 
 
 def load_accounts(path: Path | None) -> dict[str, Account]:

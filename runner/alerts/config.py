@@ -74,15 +74,9 @@ class AlertsConfig:
 
 
 def find_alerts_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    if explicit:
-        return Path(explicit)
-    if env := os.environ.get(ENV_VAR):
-        return Path(env)
-    for candidate in DEFAULT_PATHS:
-        path = candidate.expanduser()
-        if path.is_file():
-            return path
-    return None
+    from runner.accounts import find_config_file  # the lookup the accounts file uses
+
+    return find_config_file(explicit, ENV_VAR, DEFAULT_PATHS)
 
 
 def _resolve(value: object, where: str) -> str:
