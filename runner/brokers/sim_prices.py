@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runner.brokers.paper.broker import references_from_options
+from runner.brokers.paper.matching import MatchingConfig
 from runner.brokers.paper.price_paths import PricePath, path_from_options
 
 DEFAULT_SEED = 0  # `runner sim --seed`'s default
@@ -27,3 +28,10 @@ def sim_price_path(options: Mapping[str, Any] | None = None, *, tz: str = "Asia/
 
 
 __all__ = ["DEFAULT_SEED", "sim_price_path"]
+
+
+def sim_matching(options: Mapping[str, Any] | None = None) -> MatchingConfig:
+    """A simulator's matching rules: a paper account's, except that DAY orders do not expire at 15:30
+    (a simulator trades at any hour, as its `runner sim` account says: `enforce_calendar: false`); an
+    explicit ``session_close`` option still sets one."""
+    return MatchingConfig.from_options({"session_close": None, **dict(options or {})})

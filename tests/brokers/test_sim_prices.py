@@ -62,3 +62,22 @@ def test_one_path_for_every_simulator_and_the_paper_broker_with_the_seed_kept() 
     walks = {sim_price_path({"seed": seed}).price(NIFTY, s + n) for seed in (1, 2) for n in range(3)}
     assert len(walks) > 3  # the seed picks the walk
     assert all(abs(p - REFERENCE) < Decimal(500) for p in walks)
+
+
+@pytest.mark.parametrize("broker", ["kotak_neo", "odin", "blitz", "alphapoint"])
+def test_simulator_day_orders_do_not_expire_at_the_close(broker: str) -> None:
+    """A simulator trades at any hour (its `runner sim` account says enforce_calendar: false), so a DAY
+    order resting at 15:29:59 IST is still open a second later (the examples-on-simulators test failed
+    when CI ran across 15:30 IST: every chased leg EXPIRED)."""
+    from runner.model import OrderRequest, OrderStatus, OrderType, Product, Side
+
+    engine, _ = sims()[broker]
+    assert engine.config.session_close is None
+    ist = ZoneInfo("Asia/Kolkata")
+    before = dt.datetime(2026, 12, 1, 15, 29, 59, tzinfo=ist)
+    request = OrderRequest("rnsimdayorder0001", Instrument("NSE", "RELIANCE"), Side.BUY, 1, OrderType.LIMIT,
+                           Product.MIS, price=Decimal(1300))  # under the ~1400 market, inside the band: rests
+    order = engine.place("acct", request, before)
+    assert order.broker_order_id is not None
+    after = engine.get("acct", order.broker_order_id, before + dt.timedelta(minutes=5))
+    assert after is not None and after.status is OrderStatus.OPEN, after

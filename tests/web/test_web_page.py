@@ -62,11 +62,10 @@ def test_page_names_every_playbook_and_changes_after_a_fire(served: Served, brow
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d Asia/Kolkata", text)
     assert re.search(r"\d{4}-\d\d-\d\d \((closed|not covered|[^)]+)\)", text)  # 7 days hold a weekend
     assert "kill switch: normal" in text and "master snapshot age: n/a" in text
-    before = fires_shown(page)
+    before = fires_shown(page)  # may count a fire still running: wait for a new one to be shown
     seen = succeeded(served)
     wait_for("another fire", lambda: succeeded(served) > seen)
-    page.reload()
-    assert fires_shown(page) > before
+    wait_for("the page to show it", lambda: page.reload() is not None and fires_shown(page) > before)
     # a finished run's link leads to its run page: steps, the order with its status, the fill
     page.locator("tr", has_text="run ").filter(has_text="succeeded").first.locator("a").click()
     assert "/run/" in page.url

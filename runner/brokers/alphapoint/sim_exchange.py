@@ -16,7 +16,7 @@ from runner.brokers.alphapoint.wire import ERR_INVALID_REQUEST, ERR_NOT_FOUND, E
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import PricePath, second_of
-from runner.brokers.sim_prices import sim_price_path
+from runner.brokers.sim_prices import sim_matching, sim_price_path
 from runner.errors import NotFound, NotModifiable, Rejected
 from runner.model import (
     Fill,
@@ -141,7 +141,7 @@ class SimExchange:
         self.master = master
         self.clock = clock
         self.engine = engine or MatchingEngine(
-            prices or sim_price_path({"seed": seed}), config or MatchingConfig()
+            prices or sim_price_path({"seed": seed}), config or sim_matching()
         )
         self.instruments: dict[int, MasterRow] = {}
         for row in master:

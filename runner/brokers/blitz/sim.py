@@ -38,8 +38,8 @@ from runner.brokers.blitz.wire import (
 )
 from runner.brokers.faults import Fault, FaultPlan
 from runner.brokers.instruments import InstrumentMaster, MasterRow, row_from_mapping
-from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
-from runner.brokers.sim_prices import sim_price_path
+from runner.brokers.paper.matching import MatchingEngine
+from runner.brokers.sim_prices import sim_matching, sim_price_path
 from runner.clock import Clock, SystemClock
 from runner.model import (
     Instrument,
@@ -140,7 +140,7 @@ class BlitzSim(SimOms):
         if master is None and "prices" not in self.options:
             self.options["prices"] = DEFAULT_PRICES
         self.engine = engine or MatchingEngine(
-            sim_price_path(self.options), MatchingConfig.from_options(self.options)
+            sim_price_path(self.options), sim_matching(self.options)
         )
         self._secret = hashlib.sha256(str(self.options.get("seed", 0)).encode() + b"blitz-sim").digest()
         self._sessions: dict[str, Session] = {}

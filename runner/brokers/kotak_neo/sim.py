@@ -70,9 +70,9 @@ from runner.brokers.kotak_neo.wire import (
     segment_for,
     trading_symbol_for,
 )
-from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
+from runner.brokers.paper.matching import MatchingEngine
 from runner.brokers.paper.price_paths import PricePath
-from runner.brokers.sim_prices import sim_price_path
+from runner.brokers.sim_prices import sim_matching, sim_price_path
 from runner.clock import Clock, SystemClock
 from runner.errors import NotFound, NotModifiable, Rejected
 from runner.model import (
@@ -101,7 +101,7 @@ class KotakNeoSim(SimBook, SimQuotes):
         allowed_ips: frozenset[str] | None = None,
         prices: PricePath | None = None,
     ) -> None:
-        self.engine = engine or MatchingEngine(prices or sim_price_path(), MatchingConfig())
+        self.engine = engine or MatchingEngine(prices or sim_price_path(), sim_matching())
         self.faults = faults or FaultPlan()
         self.clock: Clock = clock or SystemClock()
         self.master = master

@@ -60,8 +60,8 @@ from runner.brokers.odin.sim_book import (
 )
 from runner.brokers.odin.sim_feed import SimFeed
 from runner.brokers.odin.sim_master import add_master_routes
-from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
-from runner.brokers.sim_prices import sim_price_path
+from runner.brokers.paper.matching import MatchingEngine
+from runner.brokers.sim_prices import sim_matching, sim_price_path
 from runner.clock import Clock, SystemClock
 from runner.errors import BrokerError, InstrumentUnknown, NotModifiable
 from runner.model import (
@@ -100,7 +100,7 @@ class OdinSim(SimFeed):
         feed_interval: float = 0.5,
     ) -> None:
         self.master = master or default_master()
-        self.engine = engine or MatchingEngine(sim_price_path(), MatchingConfig(session_close=None))
+        self.engine = engine or MatchingEngine(sim_price_path(), sim_matching())
         self.faults = faults or FaultPlan()
         self.clock: Clock = clock or SystemClock()
         self.x_api_key = x_api_key
@@ -594,8 +594,7 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
     The market feed is the WebSocket at the root of the same port (``endpoints.feed: ws://host:port/``)."""
     master = (InstrumentMaster.load(options["instruments"], broker="odin") if options.get("instruments")
               else default_master())
-    engine = MatchingEngine(sim_price_path(options),
-                            MatchingConfig(session_close=None))
+    engine = MatchingEngine(sim_price_path(options), sim_matching(options))
     async with start(host=host, port=port, faults=faults, master=master, engine=engine) as sim:
         # One machine-readable line, so scripts can read the port (``--port 0``) from stdout.
         from runner.commands.sim import first_line
