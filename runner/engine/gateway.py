@@ -373,7 +373,12 @@ class Gateway(BrokerCalls):
             if len(known) == len(where) == len(legs):
                 return known
             if known:
-                raise OutcomeUnknown(f"spread {group}: only some legs are at the broker")
+                # say "outcome unknown" as every unresolved send does (logs, alerts and the crash check
+                # read it): a lagging lookup may not show the other legs yet; nothing is re-sent
+                raise OutcomeUnknown(
+                    f"outcome unknown for spread {group}: only some legs are at the broker so far; not "
+                    "re-sent; it will be reconciled on the next start / check the broker"
+                )
             if Missing.UNKNOWN in where:
                 raise OutcomeUnknown(unknown_message(group))
             # every leg proven absent: PENDING again with sent_at, committed, before the send

@@ -434,3 +434,34 @@ def test_modified_request_drops_the_prices_the_new_type_does_not_have():
     assert (to_slm.price, to_slm.trigger_price) == (None, Decimal(24600))
     to_limit = modified_request(order, Modification(order_type=OrderType.LIMIT, price=Decimal(24550)))
     assert (to_limit.price, to_limit.trigger_price) == (Decimal(24550), None)
+
+
+async def test_native_spread_resumed_with_a_leg_not_visible_yet_says_outcome_unknown(tmp_path):
+    """A lagging lookup (PLAIN brokers) may show one leg of a spread and not yet the other: nothing is
+    re-sent and the step fails on an unknown outcome, said in those words like every unresolved send
+    (the crash check and operators read them)."""
+    env = make_env(tmp_path)
+    pb = playbook("steps:\n" + SPREAD)
+    dying = FaultyMultileg(env.broker()).fail("place_multileg", Killed(), after_send=True)
+    with pytest.raises(Killed):
+        await env.run(pb, broker=dying)
+
+    class LegTwoLags(FaultyMultileg):
+        def _hidden(self, cid: str) -> bool:
+            return cid.endswith("L2")
+
+        async def get_order(self, client_order_id: str):  # type: ignore[no-untyped-def]
+            return None if self._hidden(client_order_id) else await super().get_order(client_order_id)
+
+        async def orders(self):  # type: ignore[no-untyped-def]
+            return [o for o in await super().orders() if not self._hidden(o.client_order_id)]
+
+        async def open_orders(self):  # type: ignore[no-untyped-def]
+            return [o for o in await super().open_orders() if not self._hidden(o.client_order_id)]
+
+    again = LegTwoLags(env.broker())
+    report = await env.run(pb, broker=again)
+    assert not report.ok and again.calls["place_multileg"] == 0
+    (step,) = [s for s in env.journal.steps_of(report.run_id).values() if s.step_id == "s"]
+    assert "outcome unknown" in (step.message or "") and "only some legs" in (step.message or "")
+    assert len(await env.broker().orders()) == 2
