@@ -24,10 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from scheduler import Pool, pct, playbook  # bench/scheduler.py: the same fixtures as its mass path
 
 from runner.brokers.paper.broker import PaperBroker
 from runner.clock import SystemClock
@@ -54,24 +56,6 @@ class TimedPaper(PaperBroker):
         order = await super().place(request)
         self.acked.setdefault(request.instrument.symbol, time.time())
         return order
-
-
-class Pool(dict[str, object]):
-    def get_broker(self, account: str) -> object:
-        return self["paper"]
-
-
-def playbook(name: str, when: dt.datetime) -> str:
-    return (
-        f'version: 1\nname: {name}\ntimezone: Asia/Kolkata\nschedule:\n  once: "{when.isoformat()}"\n'
-        f"steps:\n  - kind: place\n    id: buy\n    instrument: {{exchange: NSE, symbol: {name}}}\n"
-        f"    side: BUY\n    quantity: 1\n"
-    )
-
-
-def pct(values: Sequence[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def fires_at_one_instant(
