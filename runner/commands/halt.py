@@ -112,9 +112,10 @@ def _cancel_now(args: argparse.Namespace, accounts: list[Account]) -> tuple[int,
                 by=f"{getpass.getuser()}@{socket.gethostname()}",
                 errors=errors,
             )
-        finally:
-            for b in brokers.values():
-                await b.close()
+        finally:  # one broker failing to close never leaves the others open
+            from runner.brokers.closing import close_brokers
+
+            await close_brokers(brokers.values())
 
     results = asyncio.run(main())
     code = EXIT_OK if all(r.clean for r in results) else EXIT_BROKER
