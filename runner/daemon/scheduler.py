@@ -218,7 +218,7 @@ class Daemon:
         is seen within a poll, not when the pass ends). Passes run one after another."""
         self._touch()
         if new.mode is not old.mode:
-            alerts.kill_switch(old.mode.value, new.mode.value, new.reason)
+            alerts.kill_switch(old.mode.value, new.mode.value, new.reason, by=new.by)
         if new.mode is Mode.HALT:
             self._halt_pass = asyncio.create_task(self._halt_pass_after(self._halt_pass))
 
