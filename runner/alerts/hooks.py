@@ -40,10 +40,12 @@ def missed_line(playbook: str, line: str) -> None:
     publish(Alert(AlertEvent.FIRE_MISSED, line.strip(), playbook=playbook, key=f"missed|{line.strip()}"))
 
 
-def kill_switch(old: Any, new: Any, reason: str | None = None) -> None:
+def kill_switch(old: Any, new: Any, reason: str | None = None, by: str | None = None) -> None:
+    """``by`` (user@host) set: the command that threw the switch, which also says when no reason was given."""
     engaged = str(new) != "normal"
     event = AlertEvent.KILL_SWITCH_ENGAGED if engaged else AlertEvent.KILL_SWITCH_RELEASED
-    what = f"kill switch {old} -> {new}" + (f": {reason}" if reason else "")
+    what = f"kill switch {old} -> {new}" + (f" by {by}" if by else "")
+    what += f": {reason}" if reason else (": no reason given" if by else "")
     publish(Alert(event, what, key=f"killswitch|{new}"))
 
 

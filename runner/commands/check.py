@@ -31,6 +31,8 @@ schedule: is run by hand and counts as due):
   master       the adapter's instrument master loads
   instruments  every fixed contract is listed; inline lot_size/tick_size/freeze_quantity agree with it;
                rolling instruments: the underlying is listed
+  rolling      rolling instruments resolved now from the master and the underlying's last price, as
+               a run would (an ATM far outside the listed strikes, no such expiry: FAIL)
   rate budget  orders the due steps may send at one instant (place = 1, a spread = 1 native or 1 per
                leg; cancels, modifies and square-offs not counted) against rate_limit: the last leaves
                (n - burst) / orders_per_second after the instant; over 1 s late is FAIL, any queue WARN
@@ -148,7 +150,9 @@ def run(args: argparse.Namespace) -> int:
         rows.append(Row(name, CheckName.DUE, Status.OK, f"{len(items)} playbook(s) due: {listed}"))
         rows.extend(_calendar_rows(name, items))
         docs = [Doc(values[i.path], None) for i in items]
-        rows.extend(asyncio.run(_account_rows(account, docs)))
+        playbooks = [(os.path.basename(i.path), i.playbook,
+                      day or dt.datetime.now(ZoneInfo(i.playbook.timezone)).date()) for i in items]
+        rows.extend(asyncio.run(_account_rows(account, docs, playbooks)))
         rows.extend(_budget_rows(account, items, day))
     if not rows:
         rows.append(Row("-", CheckName.DUE, Status.OK, "nothing is due on the date"))
@@ -192,7 +196,9 @@ def _calendar_rows(name: str, items: list[Due]) -> list[Row]:
     return [Row(name, CheckName.CALENDAR, Status.OK, reason)]
 
 
-async def _account_rows(account: Account, docs: list[Any]) -> list[Row]:
+async def _account_rows(
+    account: Account, docs: list[Any], due: list[tuple[str, Any, dt.date]] | None = None
+) -> list[Row]:
     from runner.brokers.descriptions import describe
     from runner.preflight.probe import credentials_row, probe
     from runner.preflight.report import CheckName, Row, Status
@@ -214,7 +220,7 @@ async def _account_rows(account: Account, docs: list[Any]) -> list[Row]:
 
         return create_broker(acct)
 
-    return [cred, *await probe(account, desc, docs, factory)]
+    return [cred, *await probe(account, desc, docs, factory, due or ())]
 
 
 def _budget_rows(account: Account, items: list[Due], day: dt.date | None) -> list[Row]:

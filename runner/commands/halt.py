@@ -10,6 +10,8 @@ reached or orders are still open after the pass."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,7 @@ EXAMPLES = """\
   runner halt --reason "exchange glitch"      # no new orders; daemons cancel open ones
   runner halt --reduce-only --reason "EOD"    # only position-reducing orders
   runner halt --cancel-now --account desk1    # no daemon running: cancel desk1's open orders from here
+  runner halt --reason "glitch" --alerts alerts.yaml   # also alert (kill_switch_engaged: who and why)
 """
 
 
@@ -55,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--accounts", metavar="FILE", help="accounts file (default $RUNNER_ACCOUNTS, ./accounts.yaml)"
     )
+    from runner.alerts.setup import add_alerts_argument
+
+    add_alerts_argument(parser)  # kill_switch_engaged, with who and why, sent before exit
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,9 +118,10 @@ def _cancel_now(args: argparse.Namespace, accounts: list[Account]) -> tuple[int,
                 by=f"{getpass.getuser()}@{socket.gethostname()}",
                 errors=errors,
             )
-        finally:
-            for b in brokers.values():
-                await b.close()
+        finally:  # one broker failing to close never leaves the others open
+            from runner.brokers.closing import close_brokers
+
+            await close_brokers(brokers.values())
 
     results = asyncio.run(main())
     code = EXIT_OK if all(r.clean for r in results) else EXIT_BROKER
@@ -128,20 +135,54 @@ def set_mode(
 ) -> int:
     """Shared with ``runner resume``: write the control row, say which daemons will see it. ``then``
     (``--cancel-now``) runs after the row is written: its exit code, JSON fields and text lines."""
-    import datetime as dt
+    import contextlib
     import getpass
-    import json
     import socket
 
+    from runner.alerts import hooks
+    from runner.alerts.setup import alerts_for
     from runner.engine.killswitch import ControlStore, Mode
-    from runner.journal.fires import open_engine, read_daemons
+    from runner.journal.fires import open_engine
 
     assert isinstance(mode, Mode)
     engine = open_engine(args.db)
-    now = dt.datetime.now(dt.UTC)
-    state = ControlStore(engine).set(
-        mode, getattr(args, "reason", None), f"{getpass.getuser()}@{socket.gethostname()}", now
-    )
+    with contextlib.ExitStack() as alerting:  # closing it delivers the alert (within flush_seconds)
+        try:
+            alerting.enter_context(alerts_for(getattr(args, "alerts", None), engine))
+        except CommandError as exc:  # a broken alerts file never keeps the switch from being thrown
+            alert_error: CommandError | None = exc
+        else:
+            alert_error = None
+        store = ControlStore(engine)
+        old = store.get()
+        now = dt.datetime.now(dt.UTC)
+        by = f"{getpass.getuser()}@{socket.gethostname()}"
+        state = store.set(mode, getattr(args, "reason", None), by, now)
+        if state.mode is not old.mode:
+            hooks.kill_switch(old.mode.value, state.mode.value, state.reason, by=state.by)
+        code = _report(args, engine, mode, state, now, then)
+    if alert_error is not None:
+        print("\n".join(["alert not sent:", *alert_error.lines]), file=sys.stderr)
+        return alert_error.code if code == EXIT_OK else code
+    return code
+
+
+def _report(
+    args: argparse.Namespace,
+    engine: Any,
+    mode: object,
+    state: Any,
+    now: dt.datetime,
+    then: Callable[[], tuple[int, dict[str, Any], list[str]]] | None,
+) -> int:
+    """Run ``then`` and print the outcome: the new state and which daemons will see it."""
+    import json
+
+    from runner.engine.killswitch import Mode
+    from runner.journal.fires import read_daemons
+
+    assert isinstance(mode, Mode)
+
     live = [
         d["daemon_id"]
         for d in read_daemons(engine)

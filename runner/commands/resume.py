@@ -7,6 +7,7 @@ import argparse
 DESCRIPTION = __doc__
 EXAMPLES = """\
   runner resume --reason "all clear"
+  runner resume --reason "all clear" --alerts alerts.yaml   # the desk is told who lifted it and why
 """
 
 
@@ -22,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--db", metavar="URL", help="journal database URL (default $RUNNER_DB or ./.runner/runner.db)"
     )
     parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    from runner.alerts.setup import add_alerts_argument
+
+    add_alerts_argument(parser)  # kill_switch_released, with who and why, sent before exit
 
 
 def run(args: argparse.Namespace) -> int:

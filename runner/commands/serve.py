@@ -205,6 +205,7 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
                     )
                 return await _serve_until_stopped(daemon, watch)
     finally:
+        await pool.aclose()  # also when the start failed; after a shutdown the pool is already empty
         if web is not None:
             await web.cleanup()
 

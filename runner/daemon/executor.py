@@ -36,6 +36,20 @@ class BrokerPool(dict[str, Any]):
             broker = self[account] = GuardedBroker(create_broker(acct, **self.context), self.view)
         return broker
 
+    async def aclose(self) -> None:
+        """Close every broker opened through the pool (at daemon shutdown) and forget them."""
+        from runner.brokers.closing import close_brokers
+
+        opened = list(self.values())
+        self.clear()
+        await close_brokers(opened)
+
+
+async def close_opened(brokers: Mapping[str, Any]) -> None:
+    """Close the brokers a daemon opened itself (its pool's); brokers a caller handed in are the caller's."""
+    if isinstance(brokers, BrokerPool):
+        await brokers.aclose()
+
 
 class EngineExecutor:
     """Runs a fire with the engine (mode ``scheduled``) on the account's guarded broker.

@@ -178,7 +178,8 @@ class PlaybookDirectory:
         self.entries[pb.name] = entry  # atomic swap: a job looks its entry up when it wakes
         self.on_schedule(entry, owner)
         verb = "reloaded" if owner is not None else "scheduled"
-        log.info("playbook %s %s version %s next %s", pb.name, verb, loaded.version, entry.next_fire)
+        log.info("playbook %s %s version %s next %s", pb.name, verb, loaded.version,
+                 format_local(entry.next_fire, pb.timezone))
         return [
             f"{path.name}: {pb.name} {verb} (version {loaded.version}), next "
             f"{format_local(entry.next_fire, pb.timezone)}"

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
+from runner import timefmt
 from runner.playbook.models import Schedule, parse_duration, parse_time
 
 CATCH_UP_MAX = 10_000  # slots listed per playbook in a catch-up report
@@ -223,4 +224,6 @@ def daily_at(at: str, timezone: str) -> DailyRule:
 
 
 def format_local(when: dt.datetime | None, timezone: str) -> str:
-    return "none" if when is None else f"{when.astimezone(ZoneInfo(timezone)):%Y-%m-%d %H:%M:%S %Z}"
+    """A daemon line's instant in the playbook's zone, zone named: :func:`runner.timefmt.when` (the one
+    formatter of what a person reads), ``none`` when there is no next fire."""
+    return "none" if when is None else timefmt.when(when, timezone)

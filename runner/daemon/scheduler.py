@@ -37,7 +37,7 @@ from runner.clock import Clock, SystemClock
 from runner.daemon.arming import Arming, Timers, wake_lead
 from runner.daemon.calendar_gate import Calendar, CalendarGate, CalendarLoader, default_calendar_loader
 from runner.daemon.catchup import catch_up, mark_interrupted
-from runner.daemon.executor import BrokerPool, EngineExecutor
+from runner.daemon.executor import BrokerPool, EngineExecutor, close_opened
 from runner.daemon.leasing import LeaseBook
 from runner.daemon.loader import (
     PLAYBOOK_SUFFIXES,
@@ -218,7 +218,7 @@ class Daemon:
         is seen within a poll, not when the pass ends). Passes run one after another."""
         self._touch()
         if new.mode is not old.mode:
-            alerts.kill_switch(old.mode.value, new.mode.value, new.reason)
+            alerts.kill_switch(old.mode.value, new.mode.value, new.reason, by=new.by)
         if new.mode is Mode.HALT:
             self._halt_pass = asyncio.create_task(self._halt_pass_after(self._halt_pass))
 
@@ -581,6 +581,7 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await close_opened(self.brokers)  # sessions and sockets closed, not left to the GC's "Unclosed"
         await self.heartbeat.stopped()
         log.info("daemon %s stopped", self.owner)
 

@@ -9,7 +9,9 @@ the same contract from the same master and price:
 - ``{nearest: monthly, offset: N}``: the same, counting only the last listed expiry of each month.
 - ``atm`` / ``atm+N`` / ``atm-N``: the listed strike nearest the underlying's LTP (exactly halfway
   between two listed strikes: the lower one), then N listed strikes higher / lower. No strikes listed,
-  or fewer than N on that side: :class:`RollingUnresolved`.
+  or fewer than N on that side: :class:`RollingUnresolved`. An LTP more than :data:`FAR_STEPS` strike
+  steps (the outermost gap on that side) beyond the outermost listed strike is refused too: "nearest"
+  would be that edge strike, far from the money (a stale master, or the wrong underlying or price).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from decimal import Decimal
 
 ATM_PATTERN = r"^atm(?:[+-][1-9][0-9]?)?$"
 _ATM_RE = re.compile(ATM_PATTERN)
+FAR_STEPS = 2  # strike steps an LTP may lie beyond the outermost listed strike and still set the ATM
 
 
 class ExpiryKind(enum.StrEnum):
@@ -65,6 +68,7 @@ def pick_strike(strikes: Sequence[Decimal], ltp: Decimal, steps: int, *, what: s
     listed = sorted(set(strikes))
     if not listed:
         raise RollingUnresolved(f"{what}: the instrument master lists no strikes for this expiry")
+    _refuse_far_ltp(listed, ltp, what=what)
     atm = min(range(len(listed)), key=lambda i: (abs(listed[i] - ltp), listed[i]))
     index = atm + steps
     if not 0 <= index < len(listed):
@@ -75,6 +79,26 @@ def pick_strike(strikes: Sequence[Decimal], ltp: Decimal, steps: int, *, what: s
             f"listed {listed[0]}..{listed[-1]})"
         )
     return listed[index]
+
+
+def _refuse_far_ltp(listed: Sequence[Decimal], ltp: Decimal, *, what: str) -> None:
+    """RollingUnresolved when ``ltp`` (sorted ``listed``) lies over FAR_STEPS strike steps outside them."""
+    if len(listed) < 2:
+        return  # one strike: no step to measure by
+    if ltp < listed[0]:
+        edge, step, side = listed[0], listed[1] - listed[0], "below"
+    elif ltp > listed[-1]:
+        edge, step, side = listed[-1], listed[-1] - listed[-2], "above"
+    else:
+        return
+    if abs(ltp - edge) <= FAR_STEPS * step:
+        return
+    raise RollingUnresolved(
+        f"{what}: the underlying's LTP {ltp} is {abs(ltp - edge)} {side} the listed strikes "
+        f"{listed[0]}..{listed[-1]} (over {FAR_STEPS} strike steps of {step}), so the ATM strike would be "
+        f"{edge}, far from the money; check the underlying and its price, or sync the instrument master "
+        "(runner instruments sync) if it lacks this expiry's strikes"
+    )
 
 
 # Where an option's underlying trades when the playbook does not say (index or stock of the same symbol).

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from runner.daemon.calendar_gate import CalendarGate, ClosedKind
 from runner.daemon.rules import build_rule, localize
-from runner.playbook.models import Playbook, SpreadStep, parse_duration, parse_time
+from runner.playbook.models import InstrumentSpec, Playbook, SpreadStep, parse_duration, parse_time
 
 
 @dataclass
@@ -115,18 +115,22 @@ def order_bursts(item: Due, day: dt.date, native_multileg: bool) -> list[Burst]:
             if t is None:
                 continue
             if step.kind == "place":
-                inst = pb.instrument(step.instrument)
-                out.append(Burst(t, _segment(inst.exchange), 1, f"{item.path}#{step.id}"))
+                out.append(Burst(t, _segment(_exchange(pb, step.instrument)), 1, f"{item.path}#{step.id}"))
             elif isinstance(step, SpreadStep):
                 native = step.mode == "native" or (step.mode == "auto" and native_multileg)
-                first = pb.instrument(step.legs[0].instrument)
                 if native:
-                    out.append(Burst(t, _segment(first.exchange), 1, f"{item.path}#{step.id}"))
+                    first = _exchange(pb, step.legs[0].instrument)
+                    out.append(Burst(t, _segment(first), 1, f"{item.path}#{step.id}"))
                 else:
                     for leg in step.legs:
-                        inst = pb.instrument(leg.instrument)
-                        out.append(Burst(t, _segment(inst.exchange), 1, f"{item.path}#{step.id}"))
+                        segment = _segment(_exchange(pb, leg.instrument))
+                        out.append(Burst(t, segment, 1, f"{item.path}#{step.id}"))
     return out
+
+
+def _exchange(pb: Playbook, ref: InstrumentSpec | str) -> str:
+    """The exchange an order goes to; known for a rolling instrument too (only its contract waits)."""
+    return (ref if isinstance(ref, InstrumentSpec) else pb.instruments[ref]).exchange
 
 
 def _segment(exchange: str) -> str:

@@ -50,9 +50,11 @@ def refusal(exc: BaseException, desc: BrokerDescription) -> tuple[str, str, bool
 
 
 async def probe(
-    account: Account, desc: BrokerDescription, docs: Sequence[Doc], broker_factory: Any
+    account: Account, desc: BrokerDescription, docs: Sequence[Doc], broker_factory: Any,
+    due: Sequence[tuple[str, Any, Any]] = (),
 ) -> list[Row]:
-    """Login, master and instruments for one account. ``broker_factory(account)`` builds the adapter."""
+    """Login, master and instruments for one account. ``broker_factory(account)`` builds the adapter;
+    ``due`` (label, Playbook, trading day) adds the rolling-instruments row."""
     from runner.brokers.base import InstrumentSource
     from runner.brokers.instruments import InstrumentMaster
     from runner.playbook.checks.master import Finding, check_against_master
@@ -104,6 +106,10 @@ async def probe(
             status = Status.WARN if problems else Status.OK
             reason = f"{count} resolved" + (f", {len(problems)} known only at run time" if problems else "")
             rows.append(Row(name, CheckName.INSTRUMENTS, status, reason, "", details))
+        if due:
+            from runner.preflight.rolling import rolling_rows
+
+            rows.extend(await rolling_rows(name, broker, master, due))
         return rows
     finally:
         with contextlib.suppress(Exception):

@@ -20,6 +20,7 @@ class CheckName(enum.StrEnum):
     LOGIN = "login"
     MASTER = "master"
     INSTRUMENTS = "instruments"
+    ROLLING = "rolling"  # rolling instruments resolved now (master + the underlying's last price)
     RATE_BUDGET = "rate budget"
 
 
