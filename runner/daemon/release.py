@@ -205,9 +205,8 @@ class Release:
         touch nothing of the fire or its run (a survivor may own both now); say the claim is given up."""
         from runner.journal.claim_leases import give_up
 
-        forfeit = getattr(prepared, "forfeit", None)
-        if forfeit is not None:
-            forfeit()
+        # Noted locally first: this daemon knows the claim unsent and takes it back itself if no write
+        # below lands (a journal outage lapses leases; an unnoted claim would stay CLAIMED for good).
         if self.leases is not None:
             self.leases.forfeit(fire.fire_id)
         log.error(
@@ -215,10 +214,18 @@ class Release:
             fire.playbook.name,
             fire.run_id,
         )
+        forfeit = getattr(prepared, "forfeit", None)
+        try:
+            if forfeit is not None:
+                forfeit()  # gives the account lease back: a journal write
+        except Exception as exc:
+            if not self.health.trouble(exc, f"dropping the prepared run of fire {fire.fire_id}"):
+                log.exception("fire %s: dropping the prepared run failed", fire.fire_id)
         try:
             await asyncio.to_thread(give_up, self.store, fire.fire_id, fire.scheduled_for)
-        except Exception:
-            log.exception("fire %s: giving up the lapsed claim failed", fire.fire_id)
+        except Exception as exc:
+            if not self.health.trouble(exc, f"giving up the lapsed claim of fire {fire.fire_id}"):
+                log.exception("fire %s: giving up the lapsed claim failed", fire.fire_id)
 
     async def _prepare(self, fire: Fire) -> PreparedFire | None:
         """Let an executor that can (``prepare(fire)``) do its set-up work before the instant."""
