@@ -16,6 +16,7 @@ from runner.daemon.leasing import RENEW_EVERY, LeaseBook
 from runner.daemon.membership import Membership, read_members
 from runner.journal import claim_leases
 from runner.journal.fires import FireRow, FireStore
+from runner.journal.health import PROCESS, JournalHealth
 
 log = logging.getLogger("runner.scheduler")
 
@@ -40,6 +41,7 @@ class ScaleOut:
         self.take = take  # runs a claim taken over (re-armed: prepared and released)
         self.on_change = on_change
         self.tasks: set[asyncio.Task[None]] = set()  # claims taken over, running
+        self.health: JournalHealth = PROCESS  # the daemon hands it its own: outages said once
 
     async def refresh_members(self) -> bool:
         members = await asyncio.to_thread(read_members, self.store.engine)
@@ -112,17 +114,20 @@ class ScaleOut:
         leases, or its healthy claims lapse and are taken over. A frozen process (SIGSTOP) freezes this
         thread too, so a lease still proves the holder runs."""
         while not stop.wait(RENEW_EVERY):
-            try:
+            try:  # tried even while the journal is down: a lease renewed in a blip keeps its fire
                 self.renew_now()
-            except Exception:
-                log.exception("claim lease renewal failed")
+            except Exception as exc:
+                if not self.health.trouble(exc, "claim lease renewal"):
+                    log.exception("claim lease renewal failed")
 
     async def _every(self, period: float, work: Callable[[], Awaitable[object]], what: str) -> None:
         while True:
-            try:
-                await work()
-            except Exception:
-                log.exception("%s failed", what)
+            if not self.health.idle():  # down: the heartbeat probes it; a scan would only fail
+                try:
+                    await work()
+                except Exception as exc:
+                    if not self.health.trouble(exc, what):
+                        log.exception("%s failed", what)
             await asyncio.sleep(period)
 
 

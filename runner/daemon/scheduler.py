@@ -153,6 +153,7 @@ class Daemon:
         self.scale = ScaleOut(
             fires, self.membership, self.leases, self.clock.now, self.take_over, self._members_changed
         )
+        self.scale.health = self.heartbeat.health
 
     # --- views on the parts (kept for callers of the old single-class daemon) ----------------------
 
