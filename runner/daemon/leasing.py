@@ -50,6 +50,7 @@ class LeaseBook:
         self._lock = threading.Lock()  # the renewal thread and the event loop both write
         self._early: dict[str, float] = {}  # renewed before the loop noted the claim: fire id -> stamp
         self.claiming = 0  # claims being written by the event loop (their results not noted yet)
+        self.on_forfeit: Callable[[], None] | None = None  # the takeover loop looks at once
 
     def stamp(self) -> float:
         """Local time to take just before a lease's write (claim, renewal, takeover)."""
@@ -101,6 +102,8 @@ class LeaseBook:
         with self._lock:
             self.deadlines.pop(fire_id, None)
             self.forfeited.add(fire_id)
+        if self.on_forfeit is not None:
+            self.on_forfeit()
 
     def pending(self) -> list[str]:
         with self._lock:
