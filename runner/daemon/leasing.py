@@ -66,6 +66,7 @@ class LeaseBook:
             for fid in fire_ids:
                 stamp = max(before, self._early.pop(fid, before))
                 self.deadlines[fid] = stamp + self.lease - self.margin
+                self.forfeited.discard(fid)  # held again (a claim whose earlier result was lost)
 
     def renewed(self, held: set[str], before: float) -> None:
         """A renewal written after ``before`` extended the leases ``held``. A claim not among them is

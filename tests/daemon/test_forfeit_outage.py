@@ -171,3 +171,17 @@ def test_a_claim_that_committed_is_won_even_if_the_same_flushs_state_writes_fail
     won, state = asyncio.run(flush())
     assert isinstance(state, sqlite3.OperationalError)  # the state write did fail, and says so
     assert won is True, won
+
+
+def test_a_claim_whose_result_was_lost_is_ours_to_take_back_until_it_is_held_again() -> None:
+    """The daemon notes a claim whose write raised in an outage as forfeited (it may have landed, its
+    reply lost: then only we know it is unsent); claimed again and won, it is held, no longer forfeited
+    (a held claim must never be taken back: it may be sending)."""
+    mono = Mono()
+    book = LeaseBook(lease=1.0, margin=0.3, mono=mono, skew=0.0)
+    woken: list[bool] = []
+    book.on_forfeit = lambda: woken.append(True)
+    book.forfeit("f")
+    assert book.forfeited == {"f"} and woken == [True]
+    book.granted(["f"], book.stamp())
+    assert book.forfeited == set() and book.sendable("f")
