@@ -60,6 +60,7 @@ class ScaleOut:
         self.next_scan = SCAN_AT_LEAST  # seconds from the last takeover look to the next
         self.sleep: Callable[[float], Awaitable[None]] = self._sleep_or_wake  # tests: a fake clock's
         self._wake: asyncio.Event | None = None  # set when a claim of ours is forfeited: look now
+        self._wake_when_back = False  # a look is asked for when the journal is back
         leases.on_forfeit = self.wake
 
     async def refresh_members(self) -> bool:
@@ -133,7 +134,11 @@ class ScaleOut:
         every daemon every 0.25 s; a claim this daemon forfeits wakes it at once."""
         while True:
             wait = self.leases.lease
-            if not self.health.idle():  # down: the heartbeat probes it; a look would only fail
+            if self.health.idle():  # down: the heartbeat probes it; a look would only fail
+                if not self._wake_when_back:  # claims lapsed in the outage are looked for as it ends
+                    self._wake_when_back = True
+                    self.health.when_back(self._back)
+            else:
                 try:
                     await self.take_over_once()
                     wait = self.next_scan
@@ -142,6 +147,10 @@ class ScaleOut:
                         log.exception("takeover scan failed")
                     wait = TAKEOVER_EVERY
             await self.sleep(wait)
+
+    def _back(self) -> None:
+        self._wake_when_back = False
+        self.wake()
 
     def wake(self) -> None:
         """Look for claims to take over now (a claim of ours was just forfeited: on the event loop)."""

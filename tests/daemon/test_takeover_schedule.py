@@ -137,3 +137,42 @@ def test_a_forfeit_wakes_the_loop_at_once() -> None:
 
 async def _nothing(row: FireRow) -> None:
     return None
+
+
+def test_the_journal_coming_back_wakes_the_idle_loop_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the journal is down the loop does not look (the heartbeat probes); when it is back, the
+    claims that lapsed in the outage are looked for at once, not a lease later (the daemon may stop)."""
+    import sqlite3
+
+    from runner.journal.health import JournalHealth
+
+    health = JournalHealth()
+    health.probed = True
+    health.trouble(sqlite3.OperationalError("unable to open database file"), "heartbeat write")
+    store = FireStore(make_engine(f"sqlite:///{tmp_path / 'journal.db'}"), "a")
+    scale = ScaleOut(store, Membership("a", partitioned=True), LeaseBook(lease=1000.0), lambda: T0, _nothing,
+                     lambda: None)  # fmt: skip
+    scale.health = health
+
+    async def main() -> list[float]:
+        looked = asyncio.Event()
+        looks: list[float] = []
+
+        def scan(*_: Any) -> Scan:
+            looks.append(1.0)
+            looked.set()
+            return Scan([], T0, None)
+
+        monkeypatch.setattr(claim_leases, "scan", scan)
+        loop = asyncio.ensure_future(scale.take_over_loop())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert looks == []  # down: no look
+        health.ok()
+        await asyncio.wait_for(looked.wait(), 60)  # a deadline for a broken wake, not a timing
+        loop.cancel()
+        return looks
+
+    assert asyncio.run(main()) == [1.0]

@@ -112,6 +112,12 @@ def test_postgresql_outage_fails_closed_and_the_daemon_resumes(own_cluster: Any,
         up_at = time.time()
         wait_for("a fire after recovery", lambda: succeeded_after(journal, up_at))
         wait_for("the recovery said", lambda: "journal reachable again" in err.read_text())
+        # every fire due up to the recovery settles while the daemon runs on (a claim left CLAIMED for
+        # good, never sent nor reported, times out here: the defect issue 16 fixed)
+        wait_for("the outage's fires settled", lambda: not [
+            r for r in fire_rows(journal)
+            if r["state"] in (FireState.CLAIMED, FireState.RUNNING) and r["scheduled_for"].timestamp() < up_at
+        ])  # fmt: skip
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
