@@ -185,3 +185,30 @@ def test_a_claim_whose_result_was_lost_is_ours_to_take_back_until_it_is_held_aga
     assert book.forfeited == {"f"} and woken == [True]
     book.granted(["f"], book.stamp())
     assert book.forfeited == set() and book.sendable("f")
+
+
+def test_the_forfeiting_fire_leaves_the_lease_of_its_claim_taken_back_meanwhile_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forfeit wakes the takeover look, which may take our own claim back (a fresh lease, a local
+    deadline) while the forfeiting fire still waits for its give-up write; that fire's end must not drop
+    the fresh deadline, or the re-armed fire would send with no lease check at all."""
+    store, claim, clock = _setup(tmp_path)
+    mono = Mono()
+    leases = LeaseBook(lease=1.0, margin=0.3, mono=mono, skew=0.0)
+    release = Release(Executor(), ClaimBatcher(store), store, clock, lambda: None, lambda: None)
+    release.leases = leases
+    leases.granted([claim.fire_id], mono())
+    mono.t += 5.0
+
+    def give_up_then_taken_back(*_: Any) -> bool:
+        leases.granted([claim.fire_id], mono())  # the takeover look won it back meanwhile
+        return True
+
+    monkeypatch.setattr(claim_leases, "give_up", give_up_then_taken_back)
+    playbook: Any = SimpleNamespace(name="pb1")
+    fire = Fire(playbook, tmp_path / "pb1.yaml", "v1", claim.scheduled_for, claim.run_id, claim.fire_id)
+    asyncio.run(release.release(fire))
+    assert claim.fire_id in leases.deadlines  # the taken-back claim is still judged by its lease
+    mono.t += 5.0
+    assert not leases.sendable(claim.fire_id)
