@@ -107,7 +107,7 @@ class ScaleOut:
                 row.fire_id,
                 row.playbook,
                 row.scheduled_for.isoformat(),
-                row.claimed_by,
+                "itself" if row.claimed_by == self.store.owner else row.claimed_by,
             )
             taken.append(row)
             task = asyncio.ensure_future(self.take(row))
