@@ -125,6 +125,12 @@ def scan(store: FireStore, own: Sequence[str] = ()) -> Scan:
     return Scan([FireRow(**r._asdict()) for r in rows], now, nxt)  # min() keeps the column's (aware) type
 
 
+def lapsed_unsent(row: FireRow) -> bool:
+    """The row's lease lapsed no later than its instant: never sent, takeable once lapsed (the rule
+    :func:`scan` applies in SQL)."""
+    return row.lease_expires is not None and row.lease_expires <= row.scheduled_for
+
+
 def takeable(store: FireStore, own: Sequence[str] = ()) -> list[FireRow]:
     """The claims :func:`scan` finds takeable now."""
     return scan(store, own).rows
