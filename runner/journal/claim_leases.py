@@ -92,15 +92,15 @@ class Scan:
 
     rows: list[FireRow]
     now: dt.datetime  # the database's clock at the look
-    # The earliest live lease among other holders' unsent claims still due to lapse no later than their
-    # instant, and ours given up (database clock); None: nothing becomes takeable before a new claim does.
+    # The earliest live lease among other holders' unsent claims and ours given up (database clock);
+    # None: nothing becomes takeable before a claim written after ``now`` could lapse.
     next_lapse: dt.datetime | None
 
 
 def scan(store: FireStore, own: Sequence[str] = ()) -> Scan:
     """Other holders' unsent claims whose lease lapsed no later than their instant (database clock), and
     this daemon's own claims among ``own`` (given up unsent, known locally) whatever their lease says;
-    with the earliest lease among other holders' live claims that could lapse that way (one read)."""
+    with the earliest live lease among those that could become so (one read)."""
     others = sa.and_(
         fires.c.lease_expires <= fires.c.scheduled_for,
         fires.c.claimed_by != store.owner,
@@ -115,11 +115,14 @@ def scan(store: FireStore, own: Sequence[str] = ()) -> Scan:
                 sa.or_(others, mine) if own else others,
             )
         ).all()
+        # any other holder's live lease: one running past its instant becomes takeable too if its
+        # holder gives it up unsent (give_up), found by its expiry at the latest
+        theirs = fires.c.claimed_by != store.owner
         nxt = conn.scalar(
             sa.select(sa.func.min(fires.c.lease_expires)).where(
                 fires.c.state == FireState.CLAIMED,
                 fires.c.lease_expires >= now,
-                sa.or_(others, mine) if own else others,
+                sa.or_(theirs, mine) if own else theirs,
             )
         )
     return Scan([FireRow(**r._asdict()) for r in rows], now, nxt)  # min() keeps the column's (aware) type
