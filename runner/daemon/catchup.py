@@ -41,8 +41,9 @@ def mark_interrupted(
     release_unstarted: bool = False,
 ) -> list[CatchUpItem]:
     """Claimed/running fires of daemons that are gone (``gone``: from the daemons table; by default the
-    start-up rule :func:`gone_at_start`). Both writes are conditional (still unfinished, same claimer;
-    still RUNNING), so a fire or run that just finished keeps its end.
+    start-up rule :func:`gone_at_start`), but for claims whose lease lapsed no later than their instant
+    (provably unsent: a survivor takes them over). Both writes are conditional (still unfinished, same
+    claimer; still RUNNING), so a fire or run that just finished keeps its end.
 
     * Nothing journaled for its run (the daemon died before arming it): nothing can have been sent.
       With ``release_unstarted`` (start-up, before the catch-up plan) the claim is given back and the
@@ -51,11 +52,18 @@ def mark_interrupted(
       before the instant), is closed as FAILED: a RUNNING run's unsettled orders are left to that run
       itself, which will not start again, while a closed run's are looked up by the account's next run
       (never re-sent blindly)."""
+    from runner.journal.claim_leases import lapsed_unsent
     from runner.journal.store import Journal
 
     daemons = read_daemons(store.engine)
     dead = gone(daemons) if gone is not None else gone_at_start(daemons, store.owner, now)
-    rows = [r for r in store.unfinished() if r.claimed_by in dead]
+    # A claim whose lease lapsed no later than its instant was provably never sent: it stays takeable
+    # (a survivor re-arms it by its late policy), however long no survivor took it.
+    rows = [
+        r
+        for r in store.unfinished()
+        if r.claimed_by in dead and not (r.state is FireState.CLAIMED and lapsed_unsent(r))
+    ]
     items: list[CatchUpItem] = []
     journal = Journal(engine=store.engine) if rows else None
     for r in rows:

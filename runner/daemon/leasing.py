@@ -50,6 +50,7 @@ class LeaseBook:
         self._lock = threading.Lock()  # the renewal thread and the event loop both write
         self._early: dict[str, float] = {}  # renewed before the loop noted the claim: fire id -> stamp
         self.claiming = 0  # claims being written by the event loop (their results not noted yet)
+        self.on_forfeit: Callable[[], None] | None = None  # the takeover loop looks at once
 
     def stamp(self) -> float:
         """Local time to take just before a lease's write (claim, renewal, takeover)."""
@@ -65,6 +66,7 @@ class LeaseBook:
             for fid in fire_ids:
                 stamp = max(before, self._early.pop(fid, before))
                 self.deadlines[fid] = stamp + self.lease - self.margin
+                self.forfeited.discard(fid)  # held again (a claim whose earlier result was lost)
 
     def renewed(self, held: set[str], before: float) -> None:
         """A renewal written after ``before`` extended the leases ``held``. A claim not among them is
@@ -101,6 +103,8 @@ class LeaseBook:
         with self._lock:
             self.deadlines.pop(fire_id, None)
             self.forfeited.add(fire_id)
+        if self.on_forfeit is not None:
+            self.on_forfeit()
 
     def pending(self) -> list[str]:
         with self._lock:

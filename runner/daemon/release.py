@@ -156,15 +156,19 @@ class Release:
             self.pending[fire.fire_id] = task
         instant = fire.scheduled_for
         self.imminent[instant] = self.imminent.get(instant, 0) + 1
+        forfeited = False
         try:
-            await self._release(fire)
+            forfeited = await self._release(fire)
         finally:
-            if self.leases is not None:
+            # A forfeit dropped the lease already; a later done() could drop the fresh one of the same
+            # claim taken back meanwhile (its send would then go unchecked).
+            if self.leases is not None and not forfeited:
                 self.leases.done(fire.fire_id)
             if (left := self.imminent.pop(instant, 1) - 1) > 0:
                 self.imminent[instant] = left
 
-    async def _release(self, fire: Fire) -> None:
+    async def _release(self, fire: Fire) -> bool:
+        """True if the claim was forfeited (its lease lapsed before sending)."""
         prepared: PreparedFire | None = None
         try:
             prepared = await self._prepare(fire)
@@ -181,33 +185,33 @@ class Release:
                 # our lease lapsed meanwhile: the fire may be a survivor's now (its run too, hence a
                 # RunBusy here); writing FAILED would overwrite its state
                 await self._forfeit(fire, None)
-                return
+                return True
             log.exception("fire %s (%s): preparing failed", fire.playbook.name, fire.run_id)
             outcome = f"preparing failed: {type(exc).__name__}: {exc}"
             alerts.fire_failed(fire.playbook, fire.run_id, outcome)
             await self.batcher.set_state(fire.fire_id, FireState.FAILED, outcome, self.clock.now())
-            return
+            return False
         self.pending.pop(fire.fire_id, None)
         if (why := self.hold()) is not None:
             if prepared is not None:
                 await _abandon(fire, prepared, f"{why} before the scheduled instant", why is Hold.HALTED)
             await self.batcher.set_state(fire.fire_id, FireState.SKIPPED, why.value, self.clock.now())
-            return
+            return False
         if self.leases is not None:
             if not self.leases.sendable(fire.fire_id):
                 await self._forfeit(fire, prepared)
-                return
+                return True
             self.leases.done(fire.fire_id)  # sending now: no longer renewed
         await self._execute(fire, prepared)
+        return False
 
     async def _forfeit(self, fire: Fire, prepared: PreparedFire | None) -> None:
         """The claim's lease lapsed before the instant (frozen, starved, or taken over): send nothing and
         touch nothing of the fire or its run (a survivor may own both now); say the claim is given up."""
         from runner.journal.claim_leases import give_up
 
-        forfeit = getattr(prepared, "forfeit", None)
-        if forfeit is not None:
-            forfeit()
+        # Noted locally first: this daemon knows the claim unsent and takes it back itself if no write
+        # below lands (a journal outage lapses leases; an unnoted claim would stay CLAIMED for good).
         if self.leases is not None:
             self.leases.forfeit(fire.fire_id)
         log.error(
@@ -215,10 +219,18 @@ class Release:
             fire.playbook.name,
             fire.run_id,
         )
+        forfeit = getattr(prepared, "forfeit", None)
+        try:
+            if forfeit is not None:
+                forfeit()  # gives the account lease back: a journal write
+        except Exception as exc:
+            if not self.health.trouble(exc, f"dropping the prepared run of fire {fire.fire_id}"):
+                log.exception("fire %s: dropping the prepared run failed", fire.fire_id)
         try:
             await asyncio.to_thread(give_up, self.store, fire.fire_id, fire.scheduled_for)
-        except Exception:
-            log.exception("fire %s: giving up the lapsed claim failed", fire.fire_id)
+        except Exception as exc:
+            if not self.health.trouble(exc, f"giving up the lapsed claim of fire {fire.fire_id}"):
+                log.exception("fire %s: giving up the lapsed claim failed", fire.fire_id)
 
     async def _prepare(self, fire: Fire) -> PreparedFire | None:
         """Let an executor that can (``prepare(fire)``) do its set-up work before the instant."""

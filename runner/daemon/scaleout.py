@@ -6,21 +6,37 @@ and take over unsent claims of holders whose lease lapsed. Pure rules live in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from runner.daemon.leasing import RENEW_EVERY, LeaseBook
+from runner.daemon.leasing import LEASE, RENEW_EVERY, LeaseBook
 from runner.daemon.membership import Membership, read_members
 from runner.journal import claim_leases
 from runner.journal.fires import FireRow, FireStore
+from runner.journal.health import PROCESS, JournalHealth
 
 log = logging.getLogger("runner.scheduler")
 
 MEMBERS_EVERY = 1.0  # seconds between membership reads
-TAKEOVER_EVERY = 0.25  # seconds between looks for lapsed unsent claims
+TAKEOVER_EVERY = 0.25  # seconds to the next look for lapsed unsent claims after a failed one
+SCAN_AT_LEAST = 0.1  # seconds between looks at least
+SCAN_AFTER_LAPSE = 0.02  # seconds after a lease's expiry the look for it runs (same clock: the database's)
+
+
+def next_scan_in(scan: claim_leases.Scan, lease: float = LEASE) -> float:
+    """Seconds to sleep until the next takeover look: until the earliest live lease that could lapse
+    unsent does (plus a little), at most one lease (a claim written after this look cannot lapse sooner
+    than one lease after its write), at least :data:`SCAN_AT_LEAST`. Measured on the database's clock,
+    both ends, so host clock skew does not enter; a lease renewed meanwhile only means a look that finds
+    nothing and sleeps again."""
+    if scan.next_lapse is None:
+        return lease
+    wait = (scan.next_lapse - scan.now).total_seconds() + SCAN_AFTER_LAPSE
+    return min(lease, max(SCAN_AT_LEAST, wait))
 
 
 class ScaleOut:
@@ -40,6 +56,12 @@ class ScaleOut:
         self.take = take  # runs a claim taken over (re-armed: prepared and released)
         self.on_change = on_change
         self.tasks: set[asyncio.Task[None]] = set()  # claims taken over, running
+        self.health: JournalHealth = PROCESS  # the daemon hands it its own: outages said once
+        self.next_scan = SCAN_AT_LEAST  # seconds from the last takeover look to the next
+        self.sleep: Callable[[float], Awaitable[None]] = self._sleep_or_wake  # tests: a fake clock's
+        self._wake: asyncio.Event | None = None  # set when a claim of ours is forfeited: look now
+        self._wake_when_back = False  # a look is asked for when the journal is back
+        leases.on_forfeit = self.wake
 
     async def refresh_members(self) -> bool:
         members = await asyncio.to_thread(read_members, self.store.engine)
@@ -60,9 +82,10 @@ class ScaleOut:
     async def take_over_once(self) -> list[FireRow]:
         """Take over the lapsed unsent claims this daemon succeeds to; returns those it took."""
         own = sorted(self.leases.forfeited)
-        rows = await asyncio.to_thread(claim_leases.takeable, self.store, own)
+        found = await asyncio.to_thread(claim_leases.scan, self.store, own)
+        self.next_scan = next_scan_in(found, self.leases.lease)
         taken = []
-        for row in rows:
+        for row in found.rows:
             if row.claimed_by == self.store.owner:
                 # our own, given up unsent: take it back if we still own the playbook, or if our give-up
                 # did not land (a journal outage), so that no survivor can see it as takeable
@@ -84,7 +107,7 @@ class ScaleOut:
                 row.fire_id,
                 row.playbook,
                 row.scheduled_for.isoformat(),
-                row.claimed_by,
+                "itself" if row.claimed_by == self.store.owner else row.claimed_by,
             )
             taken.append(row)
             task = asyncio.ensure_future(self.take(row))
@@ -101,10 +124,45 @@ class ScaleOut:
         try:
             await asyncio.gather(
                 self._every(MEMBERS_EVERY, self.refresh_members, "membership read"),
-                self._every(TAKEOVER_EVERY, self.take_over_once, "takeover scan"),
+                self.take_over_loop(),
             )
         finally:
             stop.set()
+
+    async def take_over_loop(self) -> None:
+        """Takeover looks, each sleeping until the next lease could lapse (:func:`next_scan_in`), not
+        every daemon every 0.25 s; a claim this daemon forfeits wakes it at once."""
+        while True:
+            wait = self.leases.lease
+            if self.health.idle():  # down: the heartbeat probes it; a look would only fail
+                if not self._wake_when_back:  # claims lapsed in the outage are looked for as it ends
+                    self._wake_when_back = True
+                    self.health.when_back(self._back)
+            else:
+                try:
+                    await self.take_over_once()
+                    wait = self.next_scan
+                except Exception as exc:
+                    if not self.health.trouble(exc, "takeover scan"):
+                        log.exception("takeover scan failed")
+                    wait = TAKEOVER_EVERY
+            await self.sleep(wait)
+
+    def _back(self) -> None:
+        self._wake_when_back = False
+        self.wake()
+
+    def wake(self) -> None:
+        """Look for claims to take over now (a claim of ours was just forfeited: on the event loop)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
 
     def _renew_loop(self, stop: threading.Event) -> None:
         """Renewals on a thread, not the event loop nor its shared worker pool: a live holder whose loop
@@ -112,17 +170,20 @@ class ScaleOut:
         leases, or its healthy claims lapse and are taken over. A frozen process (SIGSTOP) freezes this
         thread too, so a lease still proves the holder runs."""
         while not stop.wait(RENEW_EVERY):
-            try:
+            try:  # tried even while the journal is down: a lease renewed in a blip keeps its fire
                 self.renew_now()
-            except Exception:
-                log.exception("claim lease renewal failed")
+            except Exception as exc:
+                if not self.health.trouble(exc, "claim lease renewal"):
+                    log.exception("claim lease renewal failed")
 
     async def _every(self, period: float, work: Callable[[], Awaitable[object]], what: str) -> None:
         while True:
-            try:
-                await work()
-            except Exception:
-                log.exception("%s failed", what)
+            if not self.health.idle():  # down: the heartbeat probes it; a scan would only fail
+                try:
+                    await work()
+                except Exception as exc:
+                    if not self.health.trouble(exc, what):
+                        log.exception("%s failed", what)
             await asyncio.sleep(period)
 
 

@@ -66,6 +66,7 @@ from runner.daemon.scaleout import ScaleOut, clear_unsent_run
 from runner.daemon.status import QUIET, Heartbeat, Quiet, status_payload
 from runner.daemon.upcoming import Upcoming, upcoming
 from runner.engine.killswitch import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
+from runner.ids import fire_id as make_fire_id
 from runner.ids import run_id_in
 from runner.journal.fires import Claim, ClaimBatcher, FireRow, FireState, FireStore
 
@@ -153,6 +154,7 @@ class Daemon:
         self.scale = ScaleOut(
             fires, self.membership, self.leases, self.clock.now, self.take_over, self._members_changed
         )
+        self.scale.health = self.heartbeat.health
 
     # --- views on the parts (kept for callers of the old single-class daemon) ----------------------
 
@@ -363,6 +365,8 @@ class Daemon:
             if self.heartbeat.health.trouble(exc, f"claiming fire {pb.name} at {instant.isoformat()}"):
                 # claimed once the journal is back, judged then by its late policy: never silently lost
                 self.heartbeat.health.when_back(lambda: self._spawn(self.fire(entry, instant)))
+                if self.membership.partitioned:  # it may have landed, its reply lost: ours, unsent
+                    self.leases.forfeit(make_fire_id(pb.name, entry.version, instant))
                 return
             log.exception("fire %s %s: claim failed; not running", pb.name, instant)
             return

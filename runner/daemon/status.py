@@ -149,6 +149,7 @@ class Heartbeat:
         self._writing_since: float | None = None  # time.monotonic() when the beat in flight began
         self._slow = False  # a beat took longer than ``interval`` since the last obstructed() call
         self.health = journal_health.JournalHealth()  # outages said once; a landed beat ends one
+        self.health.probed = True  # while down, the beat is the probe (on a backoff, below)
 
     def obstructed(self) -> bool:
         """Whether a beat took longer than ``interval`` (or one has been in flight that long) since the
@@ -183,7 +184,7 @@ class Heartbeat:
                 self._writing_since = None
                 if time.monotonic() - started > self.interval:
                     self._slow = True
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.interval if self.health.reachable else self.health.probe_delay())
 
     async def stopped(self) -> None:
         await asyncio.to_thread(self.store.heartbeat, self.clock.now(), self.status(), True)

@@ -261,7 +261,8 @@ class ControlWatcher(ControlView):
             try:
                 if self.before_poll is not None:
                     await self.before_poll()
-                await self.poll_once()
+                if not self.health.idle():  # down: the daemon's heartbeat probes it, not every poll
+                    await self.poll_once()
             except Exception as exc:  # keep the last known state; a locked db must not kill the watcher
                 kept = self.state.mode.value
                 if not self.health.trouble(exc, f"kill switch poll (keeping last state {kept})"):

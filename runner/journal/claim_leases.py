@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -85,9 +86,21 @@ def give_up(store: FireStore, fire_id: str, scheduled_for: dt.datetime) -> bool:
     return bool(done.rowcount)
 
 
-def takeable(store: FireStore, own: Sequence[str] = ()) -> list[FireRow]:
+@dataclass(frozen=True)
+class Scan:
+    """One look for claims to take over: those takeable now, and when the next one may become so."""
+
+    rows: list[FireRow]
+    now: dt.datetime  # the database's clock at the look
+    # The earliest live lease among other holders' unsent claims and ours given up (database clock);
+    # None: nothing becomes takeable before a claim written after ``now`` could lapse.
+    next_lapse: dt.datetime | None
+
+
+def scan(store: FireStore, own: Sequence[str] = ()) -> Scan:
     """Other holders' unsent claims whose lease lapsed no later than their instant (database clock), and
-    this daemon's own claims among ``own`` (given up unsent, known locally) whatever their lease says."""
+    this daemon's own claims among ``own`` (given up unsent, known locally) whatever their lease says;
+    with the earliest live lease among those that could become so (one read)."""
     others = sa.and_(
         fires.c.lease_expires <= fires.c.scheduled_for,
         fires.c.claimed_by != store.owner,
@@ -102,7 +115,28 @@ def takeable(store: FireStore, own: Sequence[str] = ()) -> list[FireRow]:
                 sa.or_(others, mine) if own else others,
             )
         ).all()
-    return [FireRow(**r._asdict()) for r in rows]
+        # any other holder's live lease: one running past its instant becomes takeable too if its
+        # holder gives it up unsent (give_up), found by its expiry at the latest
+        theirs = fires.c.claimed_by != store.owner
+        nxt = conn.scalar(
+            sa.select(sa.func.min(fires.c.lease_expires)).where(
+                fires.c.state == FireState.CLAIMED,
+                fires.c.lease_expires >= now,
+                sa.or_(theirs, mine) if own else theirs,
+            )
+        )
+    return Scan([FireRow(**r._asdict()) for r in rows], now, nxt)  # min() keeps the column's (aware) type
+
+
+def lapsed_unsent(row: FireRow) -> bool:
+    """The row's lease lapsed no later than its instant: never sent, takeable once lapsed (the rule
+    :func:`scan` applies in SQL)."""
+    return row.lease_expires is not None and row.lease_expires <= row.scheduled_for
+
+
+def takeable(store: FireStore, own: Sequence[str] = ()) -> list[FireRow]:
+    """The claims :func:`scan` finds takeable now."""
+    return scan(store, own).rows
 
 
 def take_over(store: FireStore, row: FireRow, now: dt.datetime, seconds: float) -> bool:

@@ -416,7 +416,7 @@ class ClaimBatcher:
                 return
             now = self._claim_now or dt.datetime.now(dt.UTC)
             try:
-                won = await asyncio.to_thread(
+                won, failed = await asyncio.to_thread(
                     self._write, [c for c, _ in claims], now, [s for s, _ in states]
                 )
             except Exception as exc:
@@ -428,11 +428,29 @@ class ClaimBatcher:
                 if not fut.done():
                     fut.set_result(c.fire_id in won)
             for _, fut in states:
-                if not fut.done():
+                if fut.done():
+                    continue
+                if failed is None:
                     fut.set_result(True)
+                else:
+                    fut.set_exception(failed)
 
-    def _write(self, claims: list[Claim], now: dt.datetime, states: list[dict[str, Any]]) -> set[str]:
+    def _write(
+        self, claims: list[Claim], now: dt.datetime, states: list[dict[str, Any]]
+    ) -> tuple[set[str], Exception | None]:
+        """The claims' result and the state writes' failure apart: the claims' transaction has committed
+        by then, so a failed state write (the journal going away) must not report them failed too (a
+        claim reported failed is claimed again later, loses to itself and stays CLAIMED for good)."""
         won = self.store.claim_many(claims, now) if claims else set()
+        if not states:
+            return won, None
+        try:
+            self._write_states(states)
+        except Exception as exc:
+            return won, exc
+        return won, None
+
+    def _write_states(self, states: list[dict[str, Any]]) -> None:
         if states:
             stmt = (
                 fires.update()
@@ -445,4 +463,3 @@ class ClaimBatcher:
             )
             with self.store.engine.begin() as conn:
                 conn.execute(stmt, states)
-        return won

@@ -5,7 +5,9 @@ Nothing here decides safety: the engine never sends an order whose intent is not
 that refuses writes already stops every send. This only reports it, keeps the flag for the daemon's status
 and runs what was put off until the journal is back (fires that could not be claimed meanwhile are claimed
 then, and judged by their ``late`` policy: missed, loudly, or run if still within it). The pool's
-pre-ping and the hot paths' invalidate-on-error reconnect; the heartbeat's interval paces the retries.
+pre-ping and the hot paths' invalidate-on-error reconnect. While down, the daemon's heartbeat write is
+the probe, on a backoff (:meth:`JournalHealth.probe_delay`: 0.5 s doubling to 5 s), so a short outage
+ends fast and a long one is not hammered; the daemon's other journal loops wait for it (:meth:`idle`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from runner.journal.db import database_problem
 
 log = logging.getLogger("runner.journal")
 
+PROBE_FIRST = 0.5  # seconds to the first probe of a journal gone down: a blip is over fast
+PROBE_MAX = 5.0  # seconds between probes at most: a dead server is not hammered
+
 
 class JournalHealth:
     def __init__(self) -> None:
@@ -28,6 +33,24 @@ class JournalHealth:
         self.outages = 0
         self._later: list[Callable[[], None]] = []
         self._lock = threading.Lock()  # trouble() is also called from worker threads
+        # A prober (the daemon's heartbeat) retries on :meth:`probe_delay`'s backoff while down and ends
+        # the outage with :meth:`ok`; the other loops then leave the dead server alone (:meth:`idle`).
+        self.probed = False
+        self._probe_next = PROBE_FIRST
+        self.probes = 0  # probes made in the current (or last) outage
+
+    def probe_delay(self) -> float:
+        """Seconds until the next probe while down: 0.5 s doubling to at most 5 s (reset by an outage's
+        start and end)."""
+        with self._lock:
+            delay = self._probe_next
+            self._probe_next = min(delay * 2, PROBE_MAX)
+            self.probes += 1
+            return delay
+
+    def idle(self) -> bool:
+        """Whether work that would only hit the database should wait: down, and a prober will tell."""
+        return self.probed and self.down_since is not None
 
     @property
     def reachable(self) -> bool:
@@ -45,6 +68,7 @@ class JournalHealth:
                 self.down_since = dt.datetime.now(dt.UTC)
                 self.problem = problem
                 self.outages += 1
+                self._probe_next, self.probes = PROBE_FIRST, 0
         if not first:
             log.debug("journal still unreachable (%s): %s", what, problem)
             return True
@@ -71,6 +95,7 @@ class JournalHealth:
         with self._lock:
             since, self.down_since, self.problem = self.down_since, None, None
             later, self._later = self._later, []
+            self._probe_next = PROBE_FIRST
         if since is None:
             return
         from runner.journal import db, groupcommit
@@ -79,7 +104,10 @@ class JournalHealth:
         groupcommit.invalidate_server_connections()
         took = (dt.datetime.now(dt.UTC) - since).total_seconds()
         log.warning(
-            "journal reachable again after %.1fs; %d fire(s) due meanwhile are claimed now", took, len(later)
+            "journal reachable again after %.1fs (%d probe(s)); %d fire(s) due meanwhile are claimed now",
+            took,
+            self.probes,
+            len(later),
         )
         for action in later:
             action()
@@ -95,4 +123,4 @@ class JournalHealth:
 
 PROCESS = JournalHealth()  # this process's view of its journal (one journal per daemon process)
 
-__all__ = ["PROCESS", "JournalHealth"]
+__all__ = ["PROBE_FIRST", "PROBE_MAX", "PROCESS", "JournalHealth"]
