@@ -10,7 +10,7 @@ For every fire, relative to the instant:
 * ``arrived``: its place request reaching the simulator's handler (``GET /_sim/arrivals``).
 
 Baseline, same process, same simulator, same accounts: the same N place requests sent at one instant by
-the Kotak adapter alone (logged in beforehand, no engine, no journal) - what this box and this simulator
+the Kotak adapter alone (logged in and its connections opened beforehand, no engine, no journal) - what this box and this simulator
 can do at best. Ratio = runner p99 / baseline p99.
 
     python bench/lateness.py [--fires 150] [--accounts 10] [--daemons 1 3] [--profile DIR]
@@ -138,6 +138,8 @@ async def _baseline(sim: Sim, fires: int, tag: str) -> tuple[float, list[str], d
     brokers = [create_broker(accounts[n]) for n in sim.names]
     for b in brokers:
         await b.connect()
+    per = -(-fires // len(brokers))
+    await asyncio.gather(*(b.warm_connections(per) for b in brokers))  # as the daemon does when preparing
     instrument = Instrument("NSE", "RELIANCE")
     reqs = [
         (brokers[i % len(brokers)], OrderRequest(f"{tag}{i:05d}", instrument, Side.BUY, 1)) for i in range(fires)
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         f"first-request lateness on PostgreSQL via runner sim kotak_neo (HTTP): {args.fires} fires due at one "
         f"instant, {args.accounts} accounts, serve --lead {args.lead:g} (ms after the instant)"
     )
-    print("  baseline: the Kotak adapter alone, logged in, the same requests at one instant")
+    print("  baseline: the Kotak adapter alone, logged in and warmed, the same requests at one instant")
     for k in ("left", "arrived", "reply"):
         print(line(k, base[k]))
     for n, r in results:

@@ -89,6 +89,7 @@ def engine_daemon(
     executor_cls: type[EngineExecutor] = EngineExecutor,
     config: MatchingConfig | None = None,
     owner: str = "d1",
+    paper_cls: type[ProbingPaper] = ProbingPaper,
 ) -> tuple[Daemon, EngineExecutor, ProbingPaper, Journal, VirtualClock]:
     pbdir = tmp_path / "playbooks"
     pbdir.mkdir(exist_ok=True)
@@ -97,7 +98,7 @@ def engine_daemon(
     db = make_engine(f"sqlite:///{tmp_path / 'journal.db'}")
     clock = VirtualClock(INSTANT - dt.timedelta(seconds=1))
     journal = Journal(engine=db)
-    paper = ProbingPaper("paper", engine=db, clock=clock, config=config)
+    paper = paper_cls("paper", engine=db, clock=clock, config=config)
     paper.journal, paper.seen = journal, {}
     pool = OnePool()
     executor = executor_cls(pool, journal, clock)  # type: ignore[arg-type]
@@ -116,6 +117,28 @@ def engine_daemon(
     if isinstance(executor, NoteArmed):
         executor.armed = {}
     return daemon, executor, paper, journal, clock
+
+
+class WarmedPaper(ProbingPaper):
+    """Paper with connections to warm (as an HTTP adapter has): notes each ask and the places before it."""
+
+    asked: list[tuple[int, int]]
+
+    async def warm_connections(self, sends: int) -> None:
+        self.asked.append((sends, len(self.seen)))
+
+
+async def test_an_accounts_fires_due_together_warm_a_connection_each_before_the_instant(tmp_path: Path) -> None:
+    names = ["a", "b", "c"]
+    daemon, _, paper, _, _ = engine_daemon(tmp_path, names, paper_cls=WarmedPaper)
+    assert isinstance(paper, WarmedPaper)
+    paper.asked = []
+    await daemon.prepare()
+    await asyncio.gather(*(daemon.fire(daemon.entries[n], INSTANT) for n in names))
+
+    assert len(paper.seen) == 3
+    # each fire, once prepared, asks for one more connection: one per send of the instant
+    assert [n for n, _ in paper.asked] == [1, 2, 3], paper.asked
 
 
 async def test_fires_due_together_are_armed_in_the_journal_before_the_instant(tmp_path: Path) -> None:
