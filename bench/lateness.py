@@ -10,8 +10,8 @@ For every fire, relative to the instant:
 * ``arrived``: its place request reaching the simulator's handler (``GET /_sim/arrivals``).
 
 Baseline, same process, same simulator, same accounts: the same N place requests sent at one instant by
-the Kotak adapter alone (logged in and its connections opened beforehand, no engine, no journal) - what this box and this simulator
-can do at best. Ratio = runner p99 / baseline p99.
+the Kotak adapter alone (logged in and its connections opened beforehand, no engine, no journal) - what
+this box and this simulator can do at best. Ratio = runner p99 / baseline p99.
 
     python bench/lateness.py [--fires 150] [--accounts 10] [--daemons 1 3] [--profile DIR]
 
@@ -32,9 +32,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import PgCluster, _server_user, find_pg_bindir
 from helpers.cluster import Cluster, Sim, write_playbooks
@@ -42,12 +41,13 @@ from scaleout import client_ids, p, sends
 
 from runner.journal.fires import FireState
 
+HERE = Path(__file__).resolve().parent
 UTC = dt.UTC
 
 
 def arrivals(sim: Sim) -> dict[str, float]:
     url = sim.accounts["sim"]["endpoints"]["login"]
-    with urllib.request.urlopen(f"{url}/_sim/arrivals", timeout=30) as r:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(f"{url}/_sim/arrivals", timeout=30) as r:  # loopback
         data: dict[str, float] = json.loads(r.read())
     return data
 
@@ -79,8 +79,9 @@ def line(label: str, s: dict[str, float]) -> str:
     )
 
 
-def runner_run(pg: PgCluster, root: Path, sim: Sim, daemons: int, fires: int, lead: float,
-               profile: Path | None) -> dict[str, Any]:
+def runner_run(
+    pg: PgCluster, root: Path, sim: Sim, daemons: int, fires: int, lead: float, profile: Path | None
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f"d{daemons}-"))
     probe = tmp / "probe"
     probe.mkdir()
@@ -108,8 +109,10 @@ def runner_run(pg: PgCluster, root: Path, sim: Sim, daemons: int, fires: int, le
         write_playbooks(cluster.pbdir, names, instant, sim.names)
         unfinished = (FireState.CLAIMED, FireState.RUNNING)
         cluster.wait(
-            lambda: sum(1 for r in cluster.fires() if r.scheduled_for == instant and r.state not in unfinished)
-            >= fires,
+            lambda: (
+                sum(1 for r in cluster.fires() if r.scheduled_for == instant and r.state not in unfinished)
+                >= fires
+            ),
             240,
             "every fire finished",
         )
@@ -142,7 +145,8 @@ async def _baseline(sim: Sim, fires: int, tag: str) -> tuple[float, list[str], d
     await asyncio.gather(*(b.warm_connections(per) for b in brokers))  # as the daemon does when preparing
     instrument = Instrument("NSE", "RELIANCE")
     reqs = [
-        (brokers[i % len(brokers)], OrderRequest(f"{tag}{i:05d}", instrument, Side.BUY, 1)) for i in range(fires)
+        (brokers[i % len(brokers)], OrderRequest(f"{tag}{i:05d}", instrument, Side.BUY, 1))
+        for i in range(fires)
     ]
     t0 = time.time() + 1.0
     await asyncio.sleep(t0 - time.time())
@@ -187,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fires", type=int, default=150, help="playbooks due at the one instant (default 150)")
     ap.add_argument("--accounts", type=int, default=10, help="accounts on the simulator (default 10)")
-    ap.add_argument("--daemons", type=int, nargs="+", default=[1, 3], help="runs, by daemon count (default 1 3)")
+    ap.add_argument(
+        "--daemons", type=int, nargs="+", default=[1, 3], help="runs, by daemon count (default 1 3)"
+    )
     ap.add_argument("--lead", type=float, default=4.0, help="serve --lead seconds (default 4)")
     ap.add_argument("--profile", type=Path, help="run the daemons under cProfile, dumps in this folder")
     args = ap.parse_args(argv)
@@ -217,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         sim.stop()
         pg.stop()
     print(
-        f"first-request lateness on PostgreSQL via runner sim kotak_neo (HTTP): {args.fires} fires due at one "
-        f"instant, {args.accounts} accounts, serve --lead {args.lead:g} (ms after the instant)"
+        f"first-request lateness on PostgreSQL via runner sim kotak_neo (HTTP): {args.fires} fires due at "
+        f"one instant, {args.accounts} accounts, serve --lead {args.lead:g} (ms after the instant)"
     )
     print("  baseline: the Kotak adapter alone, logged in and warmed, the same requests at one instant")
     for k in ("left", "arrived", "reply"):

@@ -40,7 +40,7 @@ async def warm_pool(client: httpx.AsyncClient, sends: int, timeout: float) -> in
     import aiohttp
     from yarl import URL
 
-    transport = client._transport  # the one transport of a client built by make_client
+    transport: Any = client._transport  # the one transport of a client built by make_client
     if not hasattr(transport, "get_client") or sends <= 0:
         return 0
     session = getattr(transport, "client", None)
@@ -57,7 +57,8 @@ async def warm_pool(client: httpx.AsyncClient, sends: int, timeout: float) -> in
     if want <= 0:
         return 0
     wait = aiohttp.ClientTimeout(sock_connect=timeout, connect=timeout)
-    opened = await asyncio.gather(*(connector.connect(req, [], wait) for _ in range(want)), return_exceptions=True)
+    opening = (connector.connect(req, [], wait) for _ in range(want))
+    opened = await asyncio.gather(*opening, return_exceptions=True)
     n = 0
     for conn in opened:
         if isinstance(conn, BaseException):

@@ -128,7 +128,7 @@ class WarmedPaper(ProbingPaper):
         self.asked.append((sends, len(self.seen)))
 
 
-async def test_an_accounts_fires_due_together_warm_a_connection_each_before_the_instant(tmp_path: Path) -> None:
+async def test_an_accounts_fires_due_together_warm_a_connection_each(tmp_path: Path) -> None:
     names = ["a", "b", "c"]
     daemon, _, paper, _, _ = engine_daemon(tmp_path, names, paper_cls=WarmedPaper)
     assert isinstance(paper, WarmedPaper)
