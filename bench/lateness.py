@@ -15,7 +15,8 @@ this box and this simulator can do at best. Ratio = runner p99 / baseline p99.
 
     python bench/lateness.py [--fires 150] [--accounts 10] [--daemons 1 3] [--profile DIR]
 
-``--profile DIR`` runs each daemon under cProfile (dumped to DIR/serve.prof.<pid> at exit).
+``--profile DIR`` runs each daemon's event loop under cProfile for 0.5 s from the instant (dumped to
+DIR/instant.prof.<pid>.<n>).
 """
 
 from __future__ import annotations
@@ -87,11 +88,11 @@ def runner_run(
     probe.mkdir()
     url = pg.url(pg.create_database("bench"))
     cluster = Cluster(tmp, url, sim)
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RUNNER_PROBE_DIR", "RUNNER_PROFILE")}
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RUNNER_PROBE_DIR", "RUNNER_PROFILE_INSTANT")}
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE / "probe"), saved["PYTHONPATH"]]))
     os.environ["RUNNER_PROBE_DIR"] = str(probe)
     if profile is not None:
-        os.environ["RUNNER_PROFILE"] = str(profile / "serve.prof")
+        os.environ["RUNNER_PROFILE_INSTANT"] = str(profile / "instant.prof")
     try:
         cluster.start(daemons, lead=lead)
     finally:
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "--daemons", type=int, nargs="+", default=[1, 3], help="runs, by daemon count (default 1 3)"
     )
     ap.add_argument("--lead", type=float, default=4.0, help="serve --lead seconds (default 4)")
-    ap.add_argument("--profile", type=Path, help="run the daemons under cProfile, dumps in this folder")
+    ap.add_argument("--profile", type=Path, help="profile each daemon's first 0.5 s from the instant, here")
     args = ap.parse_args(argv)
     bindir = find_pg_bindir()
     if bindir is None:

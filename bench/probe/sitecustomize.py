@@ -6,6 +6,8 @@ daemon under measurement is the real one, unchanged.
   to the socket (aiohttp's ``on_request_chunk_sent``), as ``<client id>\\t<epoch s>`` lines in
   ``left-<pid>.tsv`` there: when the request left the runner, not when its reply came back.
 * ``RUNNER_PROFILE=<path>``: the whole process runs under cProfile, dumped to ``<path>.<pid>`` at exit.
+* ``RUNNER_PROFILE_INSTANT=<path>``: the event loop's thread under cProfile from each instant's release
+  for 0.5 s, dumped to ``<path>.<pid>.<n>``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,34 @@ def _install_profile(path: str) -> None:
     atexit.register(lambda: (prof.disable(), prof.dump_stats(f"{path}.{os.getpid()}")))
 
 
+def _install_instant_profile(path: str) -> None:
+    import asyncio
+    import cProfile
+    import itertools
+
+    from runner.daemon import release
+
+    seq = itertools.count()
+    original = release.InstantGate._sleep
+
+    async def sleep(self: Any, instant: Any) -> None:
+        await original(self, instant)
+        prof = cProfile.Profile()
+        prof.enable()
+        n = next(seq)
+
+        def stop() -> None:
+            prof.disable()
+            prof.dump_stats(f"{path}.{os.getpid()}.{n}")
+
+        asyncio.get_running_loop().call_later(0.5, stop)
+
+    release.InstantGate._sleep = sleep  # type: ignore[method-assign]
+
+
 if folder := os.environ.get("RUNNER_PROBE_DIR"):
     _install_probe(folder)
 if profile := os.environ.get("RUNNER_PROFILE"):
     _install_profile(profile)
+if instant_profile := os.environ.get("RUNNER_PROFILE_INSTANT"):
+    _install_instant_profile(instant_profile)

@@ -8,6 +8,7 @@ shutdown before the instant gives the claim back; one while executing leaves the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import enum
 import gc
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runner.alerts import hooks as alerts
+from runner.brokers.burst import Burst, Member, joined
 from runner.clock import Clock
 from runner.daemon.leasing import LeaseBook
 from runner.journal.errors import RunBusy
@@ -74,6 +76,7 @@ class Running:
 BUSY_RETRIES = 3  # a taken-over fire's run cleared again this often while its old holder lets go
 GC_PAUSE = 0.1  # seconds after an instant the cyclic GC stays off (the released fires send meanwhile)
 GC_AHEAD = dt.timedelta(milliseconds=5)  # the GC is paused this long before an instant
+BURST_KEPT = 60.0  # seconds a released instant's burst is remembered (its members hold references anyway)
 
 
 class InstantGate:
@@ -85,13 +88,35 @@ class InstantGate:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self._gates: dict[dt.datetime, asyncio.Future[None]] = {}
+        self._bursts: dict[dt.datetime, Burst] = {}  # instant -> the fires released at it
+        self._released: set[dt.datetime] = set()  # instants whose gate opened (a later fire: a new burst)
+
+    def join(self, instant: dt.datetime) -> Member:
+        """A fire due at ``instant`` joins its burst (:mod:`runner.brokers.burst`); one due at an instant
+        already released starts a burst of its own."""
+        burst = self._bursts.get(instant)
+        if burst is None or instant in self._released:
+            burst = self._bursts[instant] = Burst()
+            self._released.discard(instant)
+        return burst.member()
 
     async def wait(self, instant: dt.datetime) -> None:
         gate = self._gates.get(instant)
         if gate is None:
             gate = self._gates[instant] = asyncio.ensure_future(self._sleep(instant))
-            gate.add_done_callback(lambda _: self._gates.pop(instant, None))
+            gate.add_done_callback(lambda _: self._opened(instant))
         await asyncio.shield(gate)
+
+    def _opened(self, instant: dt.datetime) -> None:
+        self._gates.pop(instant, None)
+        if instant in self._bursts:
+            self._released.add(instant)
+            asyncio.get_running_loop().call_later(BURST_KEPT, self._forget, instant)
+
+    def _forget(self, instant: dt.datetime) -> None:
+        if instant in self._released:
+            self._released.discard(instant)
+            self._bursts.pop(instant, None)
 
     async def _sleep(self, instant: dt.datetime) -> None:
         await self.clock.sleep_until(instant - GC_AHEAD)
@@ -156,15 +181,17 @@ class Release:
             self.pending[fire.fire_id] = task
         instant = fire.scheduled_for
         self.imminent[instant] = self.imminent.get(instant, 0) + 1
+        member = self.gate.join(instant)
         try:
-            await self._release(fire)
+            await self._release(fire, member)
         finally:
+            member.gone()  # whatever became of it, the rest of its burst waits no longer
             if self.leases is not None:
                 self.leases.done(fire.fire_id)
             if (left := self.imminent.pop(instant, 1) - 1) > 0:
                 self.imminent[instant] = left
 
-    async def _release(self, fire: Fire) -> None:
+    async def _release(self, fire: Fire, member: Member) -> None:
         prepared: PreparedFire | None = None
         try:
             prepared = await self._prepare(fire)
@@ -198,7 +225,7 @@ class Release:
                 await self._forfeit(fire, prepared)
                 return
             self.leases.done(fire.fire_id)  # sending now: no longer renewed
-        await self._execute(fire, prepared)
+        await self._execute(fire, prepared, member)
 
     async def _forfeit(self, fire: Fire, prepared: PreparedFire | None) -> None:
         """The claim's lease lapsed before the instant (frozen, starved, or taken over): send nothing and
@@ -234,7 +261,9 @@ class Release:
                     raise
         raise AssertionError("unreachable")
 
-    async def _execute(self, fire: Fire, prepared: PreparedFire | None) -> None:
+    async def _execute(
+        self, fire: Fire, prepared: PreparedFire | None, member: Member | None = None
+    ) -> None:
         running = Running(fire, self.clock.now(), asyncio.current_task())
         hooks.fire_started(fire.playbook.name, (running.started_at - fire.scheduled_for).total_seconds())
         self.running[fire.fire_id] = running
@@ -243,7 +272,8 @@ class Release:
         marked = self.batcher.set_state_soon(fire.fire_id, FireState.RUNNING, None, running.started_at)
         result: FireResult
         try:
-            result = await (prepared.run() if prepared is not None else self.executor(fire))
+            with joined(member) if member is not None else contextlib.nullcontext():
+                result = await (prepared.run() if prepared is not None else self.executor(fire))
         except asyncio.CancelledError:
             result = FireResult(FireState.UNKNOWN, "interrupted by shutdown; resolve via the run journal")
             await self._finish(fire, result, marked)

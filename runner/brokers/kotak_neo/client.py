@@ -23,6 +23,7 @@ import httpx
 
 from runner.accounts import Account
 from runner.brokers.base import Quote, read_positions
+from runner.brokers.burst import after_send
 from runner.brokers.descriptions import DESCRIPTIONS
 from runner.brokers.http import make_client, send
 from runner.brokers.instruments import InstrumentMaster
@@ -502,6 +503,7 @@ class KotakNeo:
         # Other errors (refused, rate limited, not connected, session expired) mean no order exists.
         self._placed[cid] = str(number)
         self._wire[str(number)] = _Wire(jdata["pc"], jdata["ts"], self._amo)
+        await after_send()  # a burst's other orders go out before this one's verify read
         # An ack is not an open order, let alone a fill.
         ack = Order.from_request(request, OrderStatus.PENDING_NEW, broker_order_id=str(number),
                                  updated_at=self.clock.now()).evolve(instrument=row.instrument, tag=cid)

@@ -88,7 +88,7 @@ from runner.model import (
 from runner.wirejson import dumps, loads, plain, to_decimal
 
 PATH_ARRIVALS = "/_sim/arrivals"  # the simulator's own (not Kotak's): see KotakNeoSim.arrivals
-_ARRIVED = "runner_arrived"  # request key: when its handler chain started (wall time)
+_ARRIVED = web.RequestKey("runner_arrived", float)  # when its handler chain started (wall time)
 
 
 class KotakNeoSim(SimBook, SimQuotes):
