@@ -7,7 +7,8 @@ fires' requests are still waiting to go out: measured by bench/lateness.py, ~2 m
 commits per answered fire on PostgreSQL, and one more request per fire queued at the broker.
 
 So a fire of a burst, once its request is answered, waits (:func:`after_send`) until every fire of the
-burst has had its request answered, or :data:`BOUND` seconds, whichever comes first. Nothing is reported
+burst has had its request answered, or :data:`BOUND` seconds after the last was released, whichever
+comes first. Nothing is reported
 or journaled in between that would otherwise have been earlier: the intent was committed before the send
 and the ack's row is written after the wait, in the same order as before (a crash meanwhile leaves the
 intent PENDING, looked up by the next start, as a crash a moment before the ack's row always did).
@@ -21,35 +22,46 @@ import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-BOUND = 0.5  # seconds an answered fire waits at most for the rest of its burst
+BOUND = 0.5  # seconds an answered fire waits at most for the rest of its burst, once all were released
+UNRELEASED_BOUND = 5.0  # ... and at most this long while the burst is still being released (never ends)
 
 
 class Burst:
-    """The fires released at one instant: :meth:`member` once per fire, before it runs."""
+    """The fires released at one instant: :meth:`member` once per fire, before it runs; :meth:`released`
+    once every fire waiting for the instant was let go (the gate)."""
 
     def __init__(self, bound: float = BOUND) -> None:
         self.bound = bound
         self._left = 0
         self._all = asyncio.Event()
         self._all.set()  # no member yet: nothing to wait for
+        self._give_up: asyncio.TimerHandle | None = None
 
     def member(self) -> Member:
         self._left += 1
         self._all.clear()
         return Member(self)
 
+    def released(self) -> None:
+        """Every fire of the instant was let go: a member still not answered ``bound`` seconds from now
+        (a slow reply, a step waiting for its time) holds the others no longer. Counting from here, not
+        from each member's wait, keeps the answered fires' bookkeeping out of the release itself."""
+        if self._give_up is None and not self._all.is_set():
+            self._give_up = asyncio.get_running_loop().call_later(self.bound, self._all.set)
+
     def _done(self) -> None:
         self._left -= 1
         if self._left <= 0:
             self._all.set()
+            if self._give_up is not None:
+                self._give_up.cancel()
 
     async def settled(self) -> None:
-        """Until every member is answered (or gone), at most ``bound`` seconds."""
+        """Until every member is answered (or gone), or ``bound`` after the burst was released."""
         if self._all.is_set():
             return
-        # a member still waiting for its reply (or its step's time) holds no one longer than that
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._all.wait(), self.bound)
+            await asyncio.wait_for(self._all.wait(), UNRELEASED_BOUND)
 
 
 class Member:

@@ -86,11 +86,11 @@ class InstantGate:
     ``GC_AHEAD`` before the instant until ``GC_PAUSE`` after it, so a collection does not land between
     the instant and the first requests.
 
-    Released one per turn of the event loop, in the order they arrived: a fire's request is written by
-    a task its HTTP client schedules (aiohttp's body writer), which a release of every fire at once put
-    behind the request building of all the others (150 fires: the first request left +90 ms after the
-    instant, bench/lateness.py). One at a time, each request leaves right after its own, and the broker
-    works on it while the next is built."""
+    Released in arrival order, 1 on the first turn of the event loop, then 2, 4, 8...: a fire's request
+    is written by a task its HTTP client schedules (aiohttp's body writer on Python < 3.12), which a
+    release of every fire at once put behind the request building of all the others (150 fires: the
+    first request left +90 ms after the instant, bench/lateness.py). Released in growing batches, the
+    first requests leave at once and the broker works on them while the rest are built."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -126,21 +126,27 @@ class InstantGate:
                 if not mine.done():
                     mine.cancel() if failed is None else mine.set_exception(failed)
         else:
-            self._release_next(waiting)
+            self._release_next(waiting, 1, self._bursts.get(instant))
         if instant in self._bursts:
             self._released.add(instant)
             asyncio.get_running_loop().call_later(BURST_KEPT, self._forget, instant)
 
-    def _release_next(self, waiting: collections.deque[asyncio.Future[None]]) -> None:
-        """Wake the next waiting fire; the one after it on the loop's next turn (behind the callbacks the
-        woken fire schedules, its request's write among them)."""
-        while waiting:
+    def _release_next(
+        self, waiting: collections.deque[asyncio.Future[None]], size: int, burst: Burst | None
+    ) -> None:
+        """Wake the next ``size`` waiting fires; twice as many on the loop's next turn (behind the callbacks
+        the woken fires schedule, their requests' writes among them). Doubling: the first request leaves
+        at once and a burst of N takes log2(N) turns, so little else (replies) runs between releases."""
+        woken = 0
+        while waiting and woken < size:
             mine = waiting.popleft()
             if not mine.done():
                 mine.set_result(None)
-                if waiting:
-                    asyncio.get_running_loop().call_soon(self._release_next, waiting)
-                return
+                woken += 1
+        if waiting:
+            asyncio.get_running_loop().call_soon(self._release_next, waiting, size * 2, burst)
+        elif burst is not None:
+            burst.released()
 
     def _forget(self, instant: dt.datetime) -> None:
         if instant in self._released:
