@@ -58,13 +58,13 @@ class EngineExecutor:
         self.commit = group_commit_for(journal.engine)
         self._setups: dict[tuple[str, dt.datetime], asyncio.Future[bool]] = {}
         self._due: dict[tuple[str, dt.datetime], int] = {}  # (account, instant) -> fires prepared for it
+        self._warming: set[asyncio.Future[None]] = set()  # connections being opened (held until done)
         self._in_flight: dict[str, int] = {}  # account -> runs of it executing now
 
     async def __call__(self, fire: Fire) -> FireResult:
         return await (await self.prepare(fire)).run()
 
     async def prepare(self, fire: Fire) -> _PreparedRun:
-        from runner.brokers.warm import warm
         from runner.engine.core import Engine, RunOptions
 
         pb = fire.playbook
@@ -107,12 +107,23 @@ class EngineExecutor:
             raise
         if lead and shared is not None and not shared.done():
             shared.set_result(True)
+        # every fire of the account sends at the instant: a connection each, opened meanwhile. Not awaited:
+        # a connect the broker is slow to accept (a full listen backlog: SYN retried after 1 s) must not
+        # hold up preparing the fire
         due = self._due[key] = self._due.get(key, 0) + 1
-        try:  # every fire of the account sends at the instant: a connection each, opened now
-            await warm(broker, due)
-        except Exception:  # best effort: a send opens its own connection, as it would have
-            log.warning("warming %d connections for account %s failed", due, pb.account, exc_info=True)
+        task = asyncio.ensure_future(_warm(broker, due, pb.account))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
         return _PreparedRun(self, engine, pb.account)
+
+
+async def _warm(broker: Any, sends: int, account: str) -> None:
+    from runner.brokers.warm import warm
+
+    try:
+        await warm(broker, sends)
+    except Exception:  # best effort: a send opens its own connection, as it would have
+        log.warning("warming %d connections for account %s failed", sends, account, exc_info=True)
 
 
 class _PreparedRun:

@@ -170,7 +170,9 @@ class KotakNeoSim(SimBook, SimQuotes):
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        # a deep accept queue: daemons open a connection per fire due at an instant (runner.brokers.warm);
+        # aiohttp's 128 overflowed with 3 daemons x 100 fires, and a dropped SYN is retried after 1 s
+        site = web.TCPSite(self._runner, host, port, backlog=4096)
         await site.start()
         server = site._server
         assert server is not None
