@@ -75,7 +75,7 @@ def _install_instant_profile(path: str) -> None:
             prof.disable()
             prof.dump_stats(f"{path}.{os.getpid()}.{n}")
 
-        asyncio.get_running_loop().call_later(0.5, stop)
+        asyncio.get_running_loop().call_later(float(os.environ.get("RUNNER_PROFILE_SECONDS", "0.5")), stop)
 
     release.InstantGate._sleep = sleep  # type: ignore[method-assign]
 
