@@ -17,6 +17,7 @@ intent PENDING, looked up by the next start, as a crash a moment before the ack'
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 from collections.abc import Iterator
@@ -26,42 +27,66 @@ BOUND = 0.5  # seconds an answered fire waits at most for the rest of its burst,
 UNRELEASED_BOUND = 5.0  # ... and at most this long while the burst is still being released (never ends)
 
 
+FREED_PER_TURN = 16  # members let go per turn of the event loop once their burst settled
+
+
 class Burst:
     """The fires released at one instant: :meth:`member` once per fire, before it runs; :meth:`released`
-    once every fire waiting for the instant was let go (the gate)."""
+    once every fire waiting for the instant was let go (the gate).
+
+    Once settled, the waiting members are let go :data:`FREED_PER_TURN` per turn of the event loop:
+    their bookkeeping includes synchronous journal commits (~1-2 ms each on PostgreSQL), and 300 of them
+    woken at once held the loop for seconds, long enough for claim leases to lapse (bench/lateness.py)."""
 
     def __init__(self, bound: float = BOUND) -> None:
         self.bound = bound
         self._left = 0
-        self._all = asyncio.Event()
-        self._all.set()  # no member yet: nothing to wait for
+        self._settled = True  # no member yet: nothing to wait for
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._give_up: asyncio.TimerHandle | None = None
 
     def member(self) -> Member:
         self._left += 1
-        self._all.clear()
+        self._settled = False
         return Member(self)
 
     def released(self) -> None:
         """Every fire of the instant was let go: a member still not answered ``bound`` seconds from now
         (a slow reply, a step waiting for its time) holds the others no longer. Counting from here, not
         from each member's wait, keeps the answered fires' bookkeeping out of the release itself."""
-        if self._give_up is None and not self._all.is_set():
-            self._give_up = asyncio.get_running_loop().call_later(self.bound, self._all.set)
+        if self._give_up is None and not self._settled:
+            self._give_up = asyncio.get_running_loop().call_later(self.bound, self._settle)
 
     def _done(self) -> None:
         self._left -= 1
         if self._left <= 0:
-            self._all.set()
-            if self._give_up is not None:
-                self._give_up.cancel()
+            self._settle()
+
+    def _settle(self) -> None:
+        if self._give_up is not None:
+            self._give_up.cancel()
+        if not self._settled:
+            self._settled = True
+            self._free()
+
+    def _free(self) -> None:
+        for _ in range(FREED_PER_TURN):
+            if not self._waiting:
+                return
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._waiting:
+            asyncio.get_running_loop().call_soon(self._free)
 
     async def settled(self) -> None:
         """Until every member is answered (or gone), or ``bound`` after the burst was released."""
-        if self._all.is_set():
+        if self._settled:
             return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._all.wait(), UNRELEASED_BOUND)
+            await asyncio.wait_for(waiter, UNRELEASED_BOUND)
 
 
 class Member:

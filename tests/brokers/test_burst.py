@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from runner.brokers.burst import Burst, after_send, joined
+from runner.brokers.burst import FREED_PER_TURN, Burst, after_send, joined
 
 
 async def test_an_answered_fire_waits_until_every_fire_of_its_burst_is_answered() -> None:
@@ -41,3 +41,19 @@ async def test_only_a_fires_first_request_waits_and_outside_a_burst_nothing_does
     with joined(a):
         await after_send()  # a is the last: settled
         await after_send()  # its later requests never wait
+
+
+async def test_once_settled_the_waiting_fires_are_let_go_a_few_per_turn() -> None:
+    burst = Burst()
+    members = [burst.member() for _ in range(3 * FREED_PER_TURN + 1)]
+    waiting = [asyncio.ensure_future(m.answered()) for m in members[:-1]]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not any(w.done() for w in waiting)
+    await members[-1].answered()  # the last answer settles the burst
+    freed = []
+    for _ in range(6):
+        await asyncio.sleep(0)
+        freed.append(sum(w.done() for w in waiting))
+    assert freed[0] <= FREED_PER_TURN  # not all at once: their journal writes would hold the loop
+    assert freed[-1] == len(waiting)

@@ -181,36 +181,6 @@ async def test_no_run_journals_its_ack_before_every_request_of_the_instant_left(
         assert row is not None and row.state is FireState.SUCCEEDED, row
 
 
-class DeferredWritePaper(ProbingPaper):
-    """Paper whose request is written by a callback it schedules, as aiohttp's body writer is: notes when
-    each place starts and when its request is written."""
-
-    events: list[str]
-
-    async def place(self, request: OrderRequest) -> Order:
-        cid = request.client_order_id
-        self.events.append(f"start {cid}")
-        asyncio.get_running_loop().call_soon(self.events.append, f"sent {cid}")
-        await asyncio.sleep(0)
-        return await super().place(request)
-
-
-async def test_the_first_request_leaves_before_the_rest_of_the_instant_is_built(tmp_path: Path) -> None:
-    names = ["a", "b", "c", "d"]
-    daemon, _, paper, _, _ = engine_daemon(tmp_path, names, paper_cls=DeferredWritePaper)
-    assert isinstance(paper, DeferredWritePaper)
-    paper.events = []
-    await daemon.prepare()
-    await asyncio.gather(*(daemon.fire(daemon.entries[n], INSTANT) for n in names))
-
-    starts = [i for i, e in enumerate(paper.events) if e.startswith("start ")]
-    sent = [i for i, e in enumerate(paper.events) if e.startswith("sent ")]
-    assert len(starts) == len(sent) == 4, paper.events
-    # released 1, then 2, then the rest: the first request is written before the others are built, the
-    # second and third before the fourth
-    assert sent[0] < starts[1] and sent[2] < starts[3], paper.events
-
-
 async def test_fires_due_together_are_armed_in_the_journal_before_the_instant(tmp_path: Path) -> None:
     names = ["a", "b", "c"]
     daemon, executor, paper, journal, _ = engine_daemon(tmp_path, names, NoteArmed)
