@@ -6,6 +6,7 @@ daemon under measurement is the real one, unchanged.
   to the socket (aiohttp's ``on_request_chunk_sent``), as ``<client id>\\t<epoch s>`` lines in
   ``left-<pid>.tsv`` there: when the request left the runner, not when its reply came back.
 * ``RUNNER_PROFILE=<path>``: the whole process runs under cProfile, dumped to ``<path>.<pid>`` at exit.
+* ``RUNNER_NO_WARM=1``: fires' connections are not opened ahead (A/B of runner.brokers.warm).
 * ``RUNNER_PROFILE_INSTANT=<path>``: the event loop's thread under cProfile from each instant's release
   for 0.5 s, dumped to ``<path>.<pid>.<n>``.
 """
@@ -80,6 +81,18 @@ def _install_instant_profile(path: str) -> None:
     release.InstantGate._sleep = sleep  # type: ignore[method-assign]
 
 
+def _no_warm() -> None:
+    """A/B: no connections opened ahead of the instant (runner.brokers.warm)."""
+    from runner.brokers import warm
+
+    async def nothing(broker: Any, sends: int) -> None:
+        return None
+
+    warm.warm = nothing  # type: ignore[assignment]
+
+
+if os.environ.get("RUNNER_NO_WARM"):
+    _no_warm()
 if folder := os.environ.get("RUNNER_PROBE_DIR"):
     _install_probe(folder)
 if profile := os.environ.get("RUNNER_PROFILE"):
