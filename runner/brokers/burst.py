@@ -20,7 +20,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 BOUND = 0.5  # seconds an answered fire waits at most for the rest of its burst, once all were released
@@ -44,6 +44,14 @@ class Burst:
         self._settled = True  # no member yet: nothing to wait for
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._give_up: asyncio.TimerHandle | None = None
+        self._on_settled: list[Callable[[], None]] = []
+
+    def on_settled(self, callback: Callable[[], None]) -> None:
+        """``callback()`` once the burst settled (at once if it has)."""
+        if self._settled:
+            callback()
+        else:
+            self._on_settled.append(callback)
 
     def member(self) -> Member:
         self._left += 1
@@ -68,6 +76,9 @@ class Burst:
         if not self._settled:
             self._settled = True
             self._free()
+            callbacks, self._on_settled = self._on_settled, []
+            for callback in callbacks:
+                callback()
 
     def _free(self) -> None:
         for _ in range(FREED_PER_TURN):
