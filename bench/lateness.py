@@ -24,12 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import PgCluster, _server_user, find_pg_bindir
 from helpers.cluster import Cluster, Sim, write_playbooks
 from scaleout import client_ids, p, sends
+from scaleout import sim_arrivals as arrivals
 
 from runner.journal.fires import FireState
 
 HERE = Path(__file__).resolve().parent
 UTC = dt.UTC
-
-
-def arrivals(sim: Sim) -> dict[str, float]:
-    url = sim.accounts["sim"]["endpoints"]["login"]
-    with urllib.request.urlopen(f"{url}/_sim/arrivals", timeout=30) as r:  # loopback
-        data: dict[str, float] = json.loads(r.read())
-    return data
 
 
 def lefts(folder: Path) -> dict[str, float]:
