@@ -56,7 +56,9 @@ def make_client(
     headers: Mapping[str, str] | None = None,
 ) -> httpx.AsyncClient:
     kind = transport or os.environ.get("RUNNER_HTTP_TRANSPORT", "aiohttp")
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    # idle connections live 15 s (httpx: 5): those opened while preparing fires (runner.brokers.warm) must
+    # outlast the lead time to their instant
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=15.0)
     kwargs: dict[str, Any] = {
         "base_url": base_url,
         "timeout": httpx.Timeout(timeout),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,8 @@ from runner.clock import Clock
 from runner.daemon.policy import ON_TIME
 from runner.daemon.release import Fire, FireResult
 from runner.journal.fires import FireState
+
+log = logging.getLogger("runner.scheduler")
 
 
 class BrokerPool(dict[str, Any]):
@@ -68,6 +71,8 @@ class EngineExecutor:
         self.clock = clock
         self.commit = group_commit_for(journal.engine)
         self._setups: dict[tuple[str, dt.datetime], asyncio.Future[bool]] = {}
+        self._due: dict[tuple[str, dt.datetime], int] = {}  # (account, instant) -> fires prepared for it
+        self._warming: set[asyncio.Future[None]] = set()  # connections being opened (held until done)
         self._in_flight: dict[str, int] = {}  # account -> runs of it executing now
 
     async def __call__(self, fire: Fire) -> FireResult:
@@ -81,6 +86,7 @@ class EngineExecutor:
         now = self.clock.now()
         for key in [k for k in self._setups if k[1] < now - ON_TIME]:
             del self._setups[key]
+            self._due.pop(key, None)
         key = (pb.account, fire.scheduled_for)
         shared = self._setups.get(key)
         lead = shared is None
@@ -115,7 +121,23 @@ class EngineExecutor:
             raise
         if lead and shared is not None and not shared.done():
             shared.set_result(True)
+        # every fire of the account sends at the instant: a connection each, opened meanwhile. Not awaited:
+        # a connect the broker is slow to accept (a full listen backlog: SYN retried after 1 s) must not
+        # hold up preparing the fire
+        due = self._due[key] = self._due.get(key, 0) + 1
+        task = asyncio.ensure_future(_warm(broker, due, pb.account))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
         return _PreparedRun(self, engine, pb.account)
+
+
+async def _warm(broker: Any, sends: int, account: str) -> None:
+    from runner.brokers.warm import warm
+
+    try:
+        await warm(broker, sends)
+    except Exception:  # best effort: a send opens its own connection, as it would have
+        log.warning("warming %d connections for account %s failed", sends, account, exc_info=True)
 
 
 class _PreparedRun:

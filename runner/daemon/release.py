@@ -8,6 +8,8 @@ shutdown before the instant gives the claim back; one while executing leaves the
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import datetime as dt
 import enum
 import gc
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runner.alerts import hooks as alerts
+from runner.brokers.burst import Burst, Member, joined
 from runner.clock import Clock
 from runner.daemon.leasing import LeaseBook
 from runner.journal.errors import RunBusy
@@ -73,25 +76,70 @@ class Running:
 
 BUSY_RETRIES = 3  # a taken-over fire's run cleared again this often while its old holder lets go
 GC_PAUSE = 0.1  # seconds after an instant the cyclic GC stays off (the released fires send meanwhile)
+GC_PAUSE_MAX = 2.0  # ... at most, waiting for the instant's burst to settle
 GC_AHEAD = dt.timedelta(milliseconds=5)  # the GC is paused this long before an instant
+BURST_KEPT = 60.0  # seconds a released instant's burst is remembered (its members hold references anyway)
 
 
 class InstantGate:
     """Fires due at the same instant share one precise ``sleep_until`` and are released together,
     instead of 1,000 tasks each spinning through the last milliseconds. The cyclic GC is paused from
-    ``GC_AHEAD`` before the instant until ``GC_PAUSE`` after it, so a collection does not land between
-    the instant and the first requests."""
+    ``GC_AHEAD`` before the instant until the instant's burst settled (:meth:`_resume_gc_after`), so a
+    collection does not land between the instant and the requests.
+
+    Every fire waiting for the instant is woken in the same turn of the event loop, in arrival order. On
+    Python < 3.12 aiohttp writes a request's body from a task of its own, so the first request leaves
+    once every fire's request is built (~0.7 ms each); releasing them a few per turn let the first out at
+    once but measured worse at 1,000 fires (bench/lateness.py): replies and bookkeeping ran in between."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self._gates: dict[dt.datetime, asyncio.Future[None]] = {}
+        self._waiting: dict[dt.datetime, collections.deque[asyncio.Future[None]]] = {}  # in arrival order
+        self._bursts: dict[dt.datetime, Burst] = {}  # instant -> the fires released at it
+        self._released: set[dt.datetime] = set()  # instants whose gate opened (a later fire: a new burst)
+
+    def join(self, instant: dt.datetime) -> Member:
+        """A fire due at ``instant`` joins its burst (:mod:`runner.brokers.burst`); one due at an instant
+        already released starts a burst of its own."""
+        burst = self._bursts.get(instant)
+        if burst is None or instant in self._released:
+            burst = self._bursts[instant] = Burst()
+            self._released.discard(instant)
+        return burst.member()
 
     async def wait(self, instant: dt.datetime) -> None:
         gate = self._gates.get(instant)
         if gate is None:
             gate = self._gates[instant] = asyncio.ensure_future(self._sleep(instant))
-            gate.add_done_callback(lambda _: self._gates.pop(instant, None))
-        await asyncio.shield(gate)
+            gate.add_done_callback(lambda done: self._opened(instant, done))
+        mine = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(instant, collections.deque()).append(mine)
+        await mine  # cancelled (shutdown): the release skips it
+
+    def _opened(self, instant: dt.datetime, gate: asyncio.Future[None]) -> None:
+        self._gates.pop(instant, None)
+        waiting = self._waiting.pop(instant, collections.deque())
+        failed = None if gate.cancelled() else gate.exception()
+        if gate.cancelled() or failed is not None:
+            for mine in waiting:
+                if not mine.done():
+                    mine.cancel() if failed is None else mine.set_exception(failed)
+        else:
+            for mine in waiting:
+                if not mine.done():
+                    mine.set_result(None)
+            burst = self._bursts.get(instant)
+            if burst is not None:
+                burst.released()
+        if instant in self._bursts:
+            self._released.add(instant)
+            asyncio.get_running_loop().call_later(BURST_KEPT, self._forget, instant)
+
+    def _forget(self, instant: dt.datetime) -> None:
+        if instant in self._released:
+            self._released.discard(instant)
+            self._bursts.pop(instant, None)
 
     async def _sleep(self, instant: dt.datetime) -> None:
         await self.clock.sleep_until(instant - GC_AHEAD)
@@ -100,7 +148,26 @@ class InstantGate:
             await self.clock.sleep_until(instant)
         finally:
             if paused:
-                asyncio.get_running_loop().call_later(GC_PAUSE, _resume_gc)
+                self._resume_gc_after(instant)
+
+    def _resume_gc_after(self, instant: dt.datetime) -> None:
+        """The GC comes back once the instant's burst settled (every first request answered: a burst over
+        HTTP outlasts ``GC_PAUSE``, and a collection mid-burst held the last requests back ~0.4 s,
+        bench/lateness.py), never later than ``GC_PAUSE_MAX``; without a burst, after ``GC_PAUSE``."""
+        loop = asyncio.get_running_loop()
+        once: list[bool] = []
+
+        def resume() -> None:
+            if not once:
+                once.append(True)
+                _resume_gc()
+
+        loop.call_later(GC_PAUSE_MAX, resume)
+        burst = self._bursts.get(instant)
+        if burst is None:
+            loop.call_later(GC_PAUSE, resume)
+        else:
+            burst.on_settled(resume)
 
 
 _gc_pauses = 0  # gates holding the GC off now (instants may overlap)
@@ -157,9 +224,11 @@ class Release:
         instant = fire.scheduled_for
         self.imminent[instant] = self.imminent.get(instant, 0) + 1
         forfeited = False
+        member = self.gate.join(instant)
         try:
-            forfeited = await self._release(fire)
+            forfeited = await self._release(fire, member)
         finally:
+            member.gone()  # whatever became of it, the rest of its burst waits no longer
             # A forfeit dropped the lease already; a later done() could drop the fresh one of the same
             # claim taken back meanwhile (its send would then go unchecked).
             if self.leases is not None and not forfeited:
@@ -167,7 +236,7 @@ class Release:
             if (left := self.imminent.pop(instant, 1) - 1) > 0:
                 self.imminent[instant] = left
 
-    async def _release(self, fire: Fire) -> bool:
+    async def _release(self, fire: Fire, member: Member) -> bool:
         """True if the claim was forfeited (its lease lapsed before sending)."""
         prepared: PreparedFire | None = None
         try:
@@ -202,7 +271,7 @@ class Release:
                 await self._forfeit(fire, prepared)
                 return True
             self.leases.done(fire.fire_id)  # sending now: no longer renewed
-        await self._execute(fire, prepared)
+        await self._execute(fire, prepared, member)
         return False
 
     async def _forfeit(self, fire: Fire, prepared: PreparedFire | None) -> None:
@@ -246,7 +315,9 @@ class Release:
                     raise
         raise AssertionError("unreachable")
 
-    async def _execute(self, fire: Fire, prepared: PreparedFire | None) -> None:
+    async def _execute(
+        self, fire: Fire, prepared: PreparedFire | None, member: Member | None = None
+    ) -> None:
         running = Running(fire, self.clock.now(), asyncio.current_task())
         hooks.fire_started(fire.playbook.name, (running.started_at - fire.scheduled_for).total_seconds())
         self.running[fire.fire_id] = running
@@ -255,7 +326,8 @@ class Release:
         marked = self.batcher.set_state_soon(fire.fire_id, FireState.RUNNING, None, running.started_at)
         result: FireResult
         try:
-            result = await (prepared.run() if prepared is not None else self.executor(fire))
+            with joined(member) if member is not None else contextlib.nullcontext():
+                result = await (prepared.run() if prepared is not None else self.executor(fire))
         except asyncio.CancelledError:
             result = FireResult(FireState.UNKNOWN, "interrupted by shutdown; resolve via the run journal")
             await self._finish(fire, result, marked)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runner.brokers.base import Broker
+from runner.brokers.burst import after_send
 from runner.engine.killswitch import GuardedBroker, Halted
 from runner.engine.risk import RiskRefused
 from runner.engine.steps.common import StepError, build_request
@@ -195,10 +196,20 @@ class _YieldAfterPlace:
 
     async def place(self, request: OrderRequest) -> Order:
         try:
-            return await self._inner.place(request)
-        finally:
-            await asyncio.sleep(0)
+            order = await self._inner.place(request)
+        except asyncio.CancelledError:
             self._sent()
+            raise
+        except BaseException:
+            await self._after()
+            raise
+        await self._after()
+        return order
+
+    async def _after(self) -> None:
+        await asyncio.sleep(0)
+        await after_send()  # the rest of the instant's burst first (an adapter may have waited already)
+        self._sent()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

@@ -89,6 +89,7 @@ def engine_daemon(
     executor_cls: type[EngineExecutor] = EngineExecutor,
     config: MatchingConfig | None = None,
     owner: str = "d1",
+    paper_cls: type[ProbingPaper] = ProbingPaper,
 ) -> tuple[Daemon, EngineExecutor, ProbingPaper, Journal, VirtualClock]:
     pbdir = tmp_path / "playbooks"
     pbdir.mkdir(exist_ok=True)
@@ -97,7 +98,7 @@ def engine_daemon(
     db = make_engine(f"sqlite:///{tmp_path / 'journal.db'}")
     clock = VirtualClock(INSTANT - dt.timedelta(seconds=1))
     journal = Journal(engine=db)
-    paper = ProbingPaper("paper", engine=db, clock=clock, config=config)
+    paper = paper_cls("paper", engine=db, clock=clock, config=config)
     paper.journal, paper.seen = journal, {}
     pool = OnePool()
     executor = executor_cls(pool, journal, clock)  # type: ignore[arg-type]
@@ -116,6 +117,68 @@ def engine_daemon(
     if isinstance(executor, NoteArmed):
         executor.armed = {}
     return daemon, executor, paper, journal, clock
+
+
+class WarmedPaper(ProbingPaper):
+    """Paper with connections to warm (as an HTTP adapter has): notes each ask and the places before it."""
+
+    asked: list[tuple[int, int]]
+
+    async def warm_connections(self, sends: int) -> None:
+        self.asked.append((sends, len(self.seen)))
+
+
+async def test_an_accounts_fires_due_together_warm_a_connection_each(tmp_path: Path) -> None:
+    names = ["a", "b", "c"]
+    daemon, _, paper, _, _ = engine_daemon(tmp_path, names, paper_cls=WarmedPaper)
+    assert isinstance(paper, WarmedPaper)
+    paper.asked = []
+    await daemon.prepare()
+    await asyncio.gather(*(daemon.fire(daemon.entries[n], INSTANT) for n in names))
+
+    assert len(paper.seen) == 3
+    # each fire, once prepared, asks for one more connection: one per send of the instant
+    assert [n for n, _ in paper.asked] == [1, 2, 3], paper.asked
+
+
+class UnevenPaper(ProbingPaper):
+    """Paper whose first request goes out at once and is answered at once, while the others take a few
+    turns of the event loop to leave (as requests behind a slower connection would). Notes when each
+    request leaves and each journal write of an ack or step."""
+
+    events: list[str]
+
+    async def place(self, request: OrderRequest) -> Order:
+        if self.events:  # not the first: leaves later
+            for _ in range(20):
+                await asyncio.sleep(0)
+        self.events.append(f"sent {request.client_order_id}")
+        return await super().place(request)
+
+
+async def test_no_run_journals_its_ack_before_every_request_of_the_instant_left(tmp_path: Path) -> None:
+    names = ["a", "b", "c"]
+    daemon, _, paper, journal, _ = engine_daemon(tmp_path, names, paper_cls=UnevenPaper)
+    assert isinstance(paper, UnevenPaper)
+    paper.events = []
+    for method in ("record_order", "finish_step", "finish_run"):
+        real = getattr(journal, method)
+
+        def noting(*args: object, _real=real, _name=method, **kw: object) -> object:  # type: ignore[no-untyped-def]
+            paper.events.append(_name)
+            return _real(*args, **kw)
+
+        setattr(journal, method, noting)
+    await daemon.prepare()
+    await asyncio.gather(*(daemon.fire(daemon.entries[n], INSTANT) for n in names))
+
+    sent = [i for i, e in enumerate(paper.events) if e.startswith("sent ")]
+    writes = [i for i, e in enumerate(paper.events) if not e.startswith("sent ")]
+    assert len(sent) == 3 and writes, paper.events
+    assert max(sent) < min(writes), paper.events  # the burst first, then the bookkeeping
+    for name in names:
+        row = daemon.store.slot(name, INSTANT)
+        assert row is not None and row.state is FireState.SUCCEEDED, row
 
 
 async def test_fires_due_together_are_armed_in_the_journal_before_the_instant(tmp_path: Path) -> None:

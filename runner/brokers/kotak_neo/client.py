@@ -23,6 +23,7 @@ import httpx
 
 from runner.accounts import Account
 from runner.brokers.base import Quote, read_positions
+from runner.brokers.burst import after_send
 from runner.brokers.descriptions import DESCRIPTIONS
 from runner.brokers.http import make_client, send
 from runner.brokers.instruments import InstrumentMaster
@@ -70,6 +71,7 @@ from runner.brokers.kotak_neo.wire import (
 )
 from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.brokers.ratelimit import read_limiter as read_limiter_for
+from runner.brokers.warm import warm_pool
 from runner.clock import Clock, SystemClock
 from runner.errors import (
     AuthExpired,
@@ -164,6 +166,7 @@ class KotakNeo:
         self._session: _Session | None = None
         self._client: httpx.AsyncClient | None = None
         self._login_lock = asyncio.Lock()
+        self._warm_lock = asyncio.Lock()
         self._wire: dict[str, _Wire] = {}
         # Client ids this process sent: acknowledged (-> order number), in flight, outcome unknown.
         self._placed: dict[str, str] = {}
@@ -239,6 +242,13 @@ class KotakNeo:
             self._session = _Session(secret(trade.token), secret(trade.sid), base_url, self.clock.now())
             self.logins += 1
             return self._session
+
+    async def warm_connections(self, sends: int) -> None:
+        """Connections for ``sends`` orders sent at once, opened ahead of their instant
+        (:mod:`runner.brokers.warm`): the sends then write at once instead of connecting first."""
+        async with self._warm_lock:
+            if self._client is not None:
+                await warm_pool(self._client, sends, self.account.timeout_seconds)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -493,6 +503,7 @@ class KotakNeo:
         # Other errors (refused, rate limited, not connected, session expired) mean no order exists.
         self._placed[cid] = str(number)
         self._wire[str(number)] = _Wire(jdata["pc"], jdata["ts"], self._amo)
+        await after_send()  # a burst's other orders go out before this one's verify read
         # An ack is not an open order, let alone a fill.
         ack = Order.from_request(request, OrderStatus.PENDING_NEW, broker_order_id=str(number),
                                  updated_at=self.clock.now()).evolve(instrument=row.instrument, tag=cid)

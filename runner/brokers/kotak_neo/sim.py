@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -86,6 +87,9 @@ from runner.model import (
 )
 from runner.wirejson import dumps, loads, plain, to_decimal
 
+PATH_ARRIVALS = "/_sim/arrivals"  # the simulator's own (not Kotak's): see KotakNeoSim.arrivals
+_ARRIVED = web.RequestKey("runner_arrived", float)  # when its handler chain started (wall time)
+
 
 class KotakNeoSim(SimBook, SimQuotes):
     def __init__(
@@ -114,6 +118,9 @@ class KotakNeoSim(SimBook, SimQuotes):
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (path, ucc, jData) log
         self.acted: list[tuple[str, str]] = []  # (operation, client id or order no) that took effect
         self.duplicate_places: list[str] = []  # place requests whose ig already has an order
+        # client id -> wall time (epoch s) its first place request reached a handler: benches measure
+        # when a request reached the broker, not only when the runner saw the reply (GET /_sim/arrivals)
+        self.arrivals: dict[str, float] = {}
         self.logins = 0  # completed two-step logins (trade sessions issued)
         self.foreign_rows: dict[str, list[dict[str, Any]]] = {}  # ucc -> raw rows entered elsewhere
         self._seq = itertools.count(1)
@@ -144,12 +151,14 @@ class KotakNeoSim(SimBook, SimQuotes):
         r.add_get(PATH_POSITIONS_LEGACY, self._positions)
         r.add_get(PATH_QUOTES + "/{symbols}/{quote_type}", self._quotes)
         r.add_get(PATH_QUOTES + "/{symbols}", self._quotes)  # docs: the filter is optional (all)
+        r.add_get(PATH_ARRIVALS, self._arrivals)
         add_master_routes(self)  # the scrip master: file-paths + per-segment CSVs (sim_master.py)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     @web.middleware
     async def _capture(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        request[_ARRIVED] = time.time()
         self.seen.append((request.method, request.path, {k.lower(): v for k, v in request.headers.items()}))
         response: web.StreamResponse = await handler(request)
         return response
@@ -161,7 +170,9 @@ class KotakNeoSim(SimBook, SimQuotes):
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        # a deep accept queue: daemons open a connection per fire due at an instant (runner.brokers.warm);
+        # aiohttp's 128 overflowed with 3 daemons x 100 fires, and a dropped SYN is retried after 1 s
+        site = web.TCPSite(self._runner, host, port, backlog=4096)
         await site.start()
         server = site._server
         assert server is not None
@@ -346,6 +357,7 @@ class KotakNeoSim(SimBook, SimQuotes):
                                disclosed_quantity=int(str(body.get("dq") or 0)), tag=client_id)
         except (ValueError, TypeError) as exc:
             raise WireError(400, str(exc), http_status=400) from None
+        self.arrivals.setdefault(client_id, request.get(_ARRIVED) or time.time())
         amo = str(body["am"]).upper() == "YES"
         order = WireOrder(number, client_id, es, ts, token, prod, amo, None, req, self.clock.now())
         if not amo:
@@ -354,6 +366,10 @@ class KotakNeoSim(SimBook, SimQuotes):
         self._record(session.ucc, order, ["put order req received", "validation pending"])
         self.acted.append(("place", client_id))
         return {"stat": "Ok", "nOrdNo": number, "stCode": 200}
+
+    async def _arrivals(self, request: web.Request) -> web.StreamResponse:
+        """Not Kotak's: when each client id's first place request arrived (for benches)."""
+        return web.json_response(self.arrivals)
 
     async def _modify(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "modify", self._do_modify)

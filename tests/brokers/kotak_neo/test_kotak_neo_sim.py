@@ -16,6 +16,7 @@ import pytest
 
 from runner import errors
 from runner.accounts import Account
+from runner.brokers.burst import Burst, joined
 from runner.brokers.faults import FaultPlan
 from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.kotak_neo.client import KotakNeo, create
@@ -450,3 +451,39 @@ async def test_a_huge_retry_after_penalises_the_segment_only_up_to_the_cap(conne
     with pytest.raises(errors.RateLimited):
         await broker.place(limit("rnhuge"))
     assert broker.limiter.blocked_for(("desk", "NSE_CM")) <= broker.limiter.max_penalty + 1
+
+
+# --- a burst of orders at one instant (runner.brokers.burst, runner.brokers.warm) ----------------------
+
+
+async def test_a_bursts_orders_all_reach_the_broker_before_any_verify_read(connect: Connect) -> None:
+    sim, broker = await connect()
+    await broker.warm_connections(2)
+    burst = Burst()
+    first, second = burst.member(), burst.member()
+
+    async def place_a() -> None:
+        with joined(first):
+            await broker.place(limit("burst-a"))
+
+    async def place_b() -> None:
+        with joined(second):
+            while "burst-a" not in broker._placed:  # leaves only once the first one's ack is back
+                await asyncio.sleep(0)
+            await broker.place(limit("burst-b"))
+
+    await asyncio.gather(place_a(), place_b())
+    trade = [path for _, path, _ in sim.seen if path.startswith("/quick/")]
+    places = [i for i, path in enumerate(trade) if path == PATH_PLACE]
+    reads = [i for i, path in enumerate(trade) if path != PATH_PLACE]
+    assert len(places) == 2 and len(reads) == 2, trade
+    assert max(places) < min(reads), trade  # the first order's verify read waited for the second to go
+    assert set(sim.arrivals) == {"burst-a", "burst-b"}  # when each reached the broker, for benches
+
+
+async def test_outside_a_burst_the_verify_read_follows_the_ack(connect: Connect) -> None:
+    sim, broker = await connect()
+    order = await broker.place(limit("alone"))
+    assert order.broker_order_id is not None
+    trade = [path for _, path, _ in sim.seen if path.startswith("/quick/")]
+    assert trade[0] == PATH_PLACE and len(trade) == 2, trade  # the place, then its verify read

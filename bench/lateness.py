@@ -1,0 +1,236 @@
+"""First-request lateness at one instant, measured three ways (issue 16): N playbooks due at one instant,
+real `runner serve` processes on a throwaway PostgreSQL, sending through `runner sim kotak_neo` over HTTP.
+
+For every fire, relative to the instant:
+
+* ``reply``: the daemon's ``order_send`` log line (what bench/scaleout.py reports; for an armed first
+  order it is written once ``place`` returned, i.e. after the broker's reply);
+* ``left``: the last byte of its place request written to the socket (aiohttp ``on_request_chunk_sent``,
+  via bench/probe/sitecustomize.py in the daemon processes);
+* ``arrived``: its place request reaching the simulator's handler (``GET /_sim/arrivals``).
+
+Baseline, same process, same simulator, same accounts: the same N place requests sent at one instant by
+the Kotak adapter alone (logged in and its connections opened beforehand, no engine, no journal) - what
+this box and this simulator can do at best. Ratio = runner p99 / baseline p99.
+
+    python bench/lateness.py [--fires 150] [--accounts 10] [--daemons 1 3] [--profile DIR]
+
+``--profile DIR`` runs each daemon's event loop under cProfile for 0.5 s from the instant (dumped to
+DIR/instant.prof.<pid>.<n>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from conftest import PgCluster, _server_user, find_pg_bindir
+from helpers.cluster import Cluster, Sim, write_playbooks
+from scaleout import client_ids, p, sends
+from scaleout import sim_arrivals as arrivals
+
+from runner.journal.fires import FireState
+
+HERE = Path(__file__).resolve().parent
+UTC = dt.UTC
+
+
+def lefts(folder: Path) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for f in folder.glob("left-*.tsv"):
+        for line in f.read_text().splitlines():
+            cid, _, when = line.partition("\t")
+            out.setdefault(cid, float(when))
+    return out
+
+
+def summary(label: str, t0: float, ids: list[str], when: dict[str, float]) -> dict[str, float]:
+    late = sorted((when[c] - t0) * 1000 for c in ids if c in when)
+    return {
+        "n": len(late),
+        "first": late[0] if late else float("nan"),
+        "p50": p(late, 50),
+        "p99": p(late, 99),
+        "max": late[-1] if late else float("nan"),
+    }
+
+
+def line(label: str, s: dict[str, float]) -> str:
+    return (
+        f"    {label:<9} n={s['n']:<5.0f} first {s['first']:7.1f}  p50 {s['p50']:7.1f}  p99 {s['p99']:7.1f}  "
+        f"max {s['max']:7.1f} ms"
+    )
+
+
+def runner_run(
+    pg: PgCluster, root: Path, sim: Sim, daemons: int, fires: int, lead: float, profile: Path | None
+) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f"d{daemons}-"))
+    probe = tmp / "probe"
+    probe.mkdir()
+    url = pg.url(pg.create_database("bench"))
+    cluster = Cluster(tmp, url, sim)
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RUNNER_PROBE_DIR", "RUNNER_PROFILE_INSTANT")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE / "probe"), saved["PYTHONPATH"]]))
+    os.environ["RUNNER_PROBE_DIR"] = str(probe)
+    if profile is not None:
+        os.environ["RUNNER_PROFILE_INSTANT"] = str(profile / "instant.prof")
+    try:
+        cluster.start(daemons, lead=lead)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        cluster.wait_members(daemons, timeout=120)
+        time.sleep(1.5)
+        wake = lead + 0.002 * (1 << max(0, fires - 1).bit_length())
+        instant = (dt.datetime.now(UTC) + dt.timedelta(seconds=wake + 6 + fires / 50)).replace(microsecond=0)
+        names = [f"l{daemons}-{i:04d}" for i in range(fires)]
+        write_playbooks(cluster.pbdir, names, instant, sim.names)
+        unfinished = (FireState.CLAIMED, FireState.RUNNING)
+        cluster.wait(
+            lambda: (
+                sum(1 for r in cluster.fires() if r.scheduled_for == instant and r.state not in unfinished)
+                >= fires
+            ),
+            240,
+            "every fire finished",
+        )
+        rows = [r for r in cluster.fires() if r.scheduled_for == instant]
+        ids = client_ids(cluster, {r.run_id for r in rows})
+        t0 = instant.timestamp()
+        reply = {cid: w for cid, (w, _) in sends(cluster).items()}
+        return {
+            "fires": fires,
+            "succeeded": sum(1 for r in rows if r.state is FireState.SUCCEEDED),
+            "arrived": summary("arrived", t0, ids, arrivals(sim)),
+            "left": summary("left", t0, ids, lefts(probe)),
+            "reply": summary("reply", t0, ids, reply),
+        }
+    finally:
+        cluster.stop()
+
+
+async def _baseline(sim: Sim, fires: int, tag: str) -> tuple[float, list[str], dict[str, float]]:
+    """The adapter alone: ``fires`` market orders over the sim's accounts, sent at one instant."""
+    from runner.accounts import load_accounts
+    from runner.brokers.registry import create_broker
+    from runner.model import Instrument, OrderRequest, Side
+
+    accounts = load_accounts(sim.file)
+    brokers = [create_broker(accounts[n]) for n in sim.names]
+    for b in brokers:
+        await b.connect()
+    per = -(-fires // len(brokers))
+    # as the daemon does while preparing (an older adapter without it: the bench still runs, unwarmed)
+    await asyncio.gather(*(b.warm_connections(per) for b in brokers if hasattr(b, "warm_connections")))
+    instrument = Instrument("NSE", "RELIANCE")
+    reqs = [
+        (brokers[i % len(brokers)], OrderRequest(f"{tag}{i:05d}", instrument, Side.BUY, 1))
+        for i in range(fires)
+    ]
+    t0 = time.time() + 1.0
+    await asyncio.sleep(t0 - time.time())
+    done: dict[str, float] = {}
+
+    async def one(b: Any, r: OrderRequest) -> None:
+        await b.place(r)
+        done[r.client_order_id] = time.time()
+
+    await asyncio.gather(*(one(b, r) for b, r in reqs))
+    for b in brokers:
+        await b.close()
+    return t0, [r.client_order_id for _, r in reqs], done
+
+
+def baseline(sim: Sim, root: Path, fires: int, tag: str) -> dict[str, Any]:
+    saved = {k: os.environ.get(k) for k in sim.env}
+    os.environ.update(sim.env)
+    try:
+        t0, ids, done = asyncio.run(_baseline(sim, fires, tag))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    left = {}
+    for f in (root / "probe-main").glob("left-*.tsv"):
+        for row in f.read_text().splitlines():
+            cid, _, when = row.partition("\t")
+            if cid.startswith(tag):
+                left.setdefault(cid, float(when))
+    return {
+        "fires": fires,
+        "arrived": summary("arrived", t0, ids, arrivals(sim)),
+        "left": summary("left", t0, ids, left),
+        "reply": summary("reply", t0, ids, done),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fires", type=int, default=150, help="playbooks due at the one instant (default 150)")
+    ap.add_argument("--accounts", type=int, default=10, help="accounts on the simulator (default 10)")
+    ap.add_argument(
+        "--daemons", type=int, nargs="+", default=[1, 3], help="runs, by daemon count (default 1 3)"
+    )
+    ap.add_argument("--lead", type=float, default=4.0, help="serve --lead seconds (default 4)")
+    ap.add_argument("--profile", type=Path, help="profile each daemon's first 0.5 s from the instant, here")
+    args = ap.parse_args(argv)
+    bindir = find_pg_bindir()
+    if bindir is None:
+        print("no PostgreSQL server binaries (initdb/pg_ctl)", file=sys.stderr)
+        return 5
+    root = Path(tempfile.mkdtemp(prefix="runner-lateness-", dir="/tmp"))
+    (root / "probe-main").mkdir()
+    os.environ["RUNNER_PROBE_DIR"] = str(root / "probe-main")  # this process's own adapter (baseline)
+    sys.path.insert(0, str(HERE / "probe"))
+    import sitecustomize as probe
+
+    probe._install_probe(str(root / "probe-main"))
+    del os.environ["RUNNER_PROBE_DIR"]
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    pg = PgCluster(bindir, Path(tempfile.mkdtemp(prefix="runner-pg-", dir="/tmp")), _server_user())
+    pg.start()
+    sim = Sim(root, args.accounts)
+    results = []
+    try:
+        base = baseline(sim, root, args.fires, "base")
+        for n in args.daemons:
+            results.append((n, runner_run(pg, root, sim, n, args.fires, args.lead, args.profile)))
+    finally:
+        sim.stop()
+        pg.stop()
+    print(
+        f"first-request lateness on PostgreSQL via runner sim kotak_neo (HTTP): {args.fires} fires due at "
+        f"one instant, {args.accounts} accounts, serve --lead {args.lead:g} (ms after the instant)"
+    )
+    print("  baseline: the Kotak adapter alone, logged in and warmed, the same requests at one instant")
+    for k in ("left", "arrived", "reply"):
+        print(line(k, base[k]))
+    for n, r in results:
+        print(f"  {n} daemon{'s' if n > 1 else ''}: {r['succeeded']}/{r['fires']} fires succeeded")
+        for k in ("left", "arrived", "reply"):
+            print(line(k, r[k]))
+        ratio = r["arrived"]["p99"] / base["arrived"]["p99"] if base["arrived"]["p99"] > 0 else float("nan")
+        print(f"    p99 arrived vs baseline: {ratio:.2f}x (target p99 <= 100 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""The burst of first requests released at one instant goes out before any follow-up work.
+
+Fires due at one instant are released together (:class:`runner.daemon.release.InstantGate`). Once one
+fire's order-entry request is answered, its follow-up work (an adapter's verify read, the journal writes
+of the ack, the run's read-back) would otherwise run on the event loop, and at the broker, while other
+fires' requests are still waiting to go out: measured by bench/lateness.py, ~2 ms of synchronous journal
+commits per answered fire on PostgreSQL, and one more request per fire queued at the broker.
+
+So a fire of a burst, once its request is answered, waits (:func:`after_send`) until every fire of the
+burst has had its request answered, or :data:`BOUND` seconds after the last was released, whichever
+comes first. Nothing is reported
+or journaled in between that would otherwise have been earlier: the intent was committed before the send
+and the ack's row is written after the wait, in the same order as before (a crash meanwhile leaves the
+intent PENDING, looked up by the next start, as a crash a moment before the ack's row always did).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+BOUND = 0.5  # seconds an answered fire waits at most for the rest of its burst, once all were released
+UNRELEASED_BOUND = 5.0  # ... and at most this long while the burst is still being released (never ends)
+
+
+FREED_PER_TURN = 16  # members let go per turn of the event loop once their burst settled
+
+
+class Burst:
+    """The fires released at one instant: :meth:`member` once per fire, before it runs; :meth:`released`
+    once every fire waiting for the instant was let go (the gate).
+
+    Once settled, the waiting members are let go :data:`FREED_PER_TURN` per turn of the event loop:
+    their bookkeeping includes synchronous journal commits (~1-2 ms each on PostgreSQL), and 300 of them
+    woken at once held the loop for seconds, long enough for claim leases to lapse (bench/lateness.py)."""
+
+    def __init__(self, bound: float = BOUND) -> None:
+        self.bound = bound
+        self._left = 0
+        self._settled = True  # no member yet: nothing to wait for
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._give_up: asyncio.TimerHandle | None = None
+        self._on_settled: list[Callable[[], None]] = []
+
+    def on_settled(self, callback: Callable[[], None]) -> None:
+        """``callback()`` once the burst settled (at once if it has)."""
+        if self._settled:
+            callback()
+        else:
+            self._on_settled.append(callback)
+
+    def member(self) -> Member:
+        self._left += 1
+        self._settled = False
+        return Member(self)
+
+    def released(self) -> None:
+        """Every fire of the instant was let go: a member still not answered ``bound`` seconds from now
+        (a slow reply, a step waiting for its time) holds the others no longer. Counting from here, not
+        from each member's wait, keeps the answered fires' bookkeeping out of the release itself."""
+        if self._give_up is None and not self._settled:
+            self._give_up = asyncio.get_running_loop().call_later(self.bound, self._settle)
+
+    def _done(self) -> None:
+        self._left -= 1
+        if self._left <= 0:
+            self._settle()
+
+    def _settle(self) -> None:
+        if self._give_up is not None:
+            self._give_up.cancel()
+        if not self._settled:
+            self._settled = True
+            self._free()
+            callbacks, self._on_settled = self._on_settled, []
+            for callback in callbacks:
+                callback()
+
+    def _free(self) -> None:
+        for _ in range(FREED_PER_TURN):
+            if not self._waiting:
+                return
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._waiting:
+            asyncio.get_running_loop().call_soon(self._free)
+
+    async def settled(self) -> None:
+        """Until every member is answered (or gone), or ``bound`` after the burst was released."""
+        if self._settled:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter, UNRELEASED_BOUND)
+
+
+class Member:
+    """One fire of a burst. :meth:`answered` (its first request answered) and :meth:`gone` (it ended,
+    whether or not it sent) each count it once."""
+
+    def __init__(self, burst: Burst) -> None:
+        self.burst = burst
+        self._counted = False
+        self._waited = False
+
+    def gone(self) -> None:
+        if not self._counted:
+            self._counted = True
+            self.burst._done()
+
+    async def answered(self) -> None:
+        self.gone()
+        if not self._waited:  # only its first request waits: later steps' requests are no burst
+            self._waited = True
+            await self.burst.settled()
+
+
+_MEMBER: contextvars.ContextVar[Member | None] = contextvars.ContextVar("runner_burst_member", default=None)
+
+
+@contextmanager
+def joined(member: Member) -> Iterator[None]:
+    """Calls made inside (this task and the tasks it starts) belong to ``member``'s fire; it is counted
+    gone when the block ends."""
+    token = _MEMBER.set(member)
+    try:
+        yield
+    finally:
+        _MEMBER.reset(token)
+        member.gone()
+
+
+async def after_send() -> None:
+    """Called once an order-entry request was answered, before any follow-up request or bookkeeping: in a
+    burst, waits for the rest of it (bounded); otherwise returns at once."""
+    member = _MEMBER.get()
+    if member is not None:
+        await member.answered()

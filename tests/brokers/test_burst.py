@@ -1,0 +1,59 @@
+"""The burst of one instant (runner.brokers.burst): an answered fire waits for the rest, never for ever."""
+
+from __future__ import annotations
+
+import asyncio
+
+from runner.brokers.burst import FREED_PER_TURN, Burst, after_send, joined
+
+
+async def test_an_answered_fire_waits_until_every_fire_of_its_burst_is_answered() -> None:
+    burst = Burst()
+    a, b = burst.member(), burst.member()
+    waiting = asyncio.ensure_future(a.answered())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # b's request still out
+    await b.answered()  # the last one: no wait
+    await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_fire_that_ends_without_sending_holds_no_one() -> None:
+    burst = Burst()
+    a, b = burst.member(), burst.member()
+    with joined(b):
+        pass  # ended (halted, failed to prepare...): counted gone
+    await asyncio.wait_for(a.answered(), 5)
+
+
+async def test_once_released_a_fire_never_answered_holds_the_others_only_the_bound() -> None:
+    burst = Burst(bound=0.0)
+    a, _never = burst.member(), burst.member()
+    burst.released()
+    await asyncio.wait_for(a.answered(), 5)
+
+
+async def test_only_a_fires_first_request_waits_and_outside_a_burst_nothing_does() -> None:
+    await after_send()  # no burst: returns at once
+    burst = Burst()
+    a, b = burst.member(), burst.member()
+    await b.answered()
+    with joined(a):
+        await after_send()  # a is the last: settled
+        await after_send()  # its later requests never wait
+
+
+async def test_once_settled_the_waiting_fires_are_let_go_a_few_per_turn() -> None:
+    burst = Burst()
+    members = [burst.member() for _ in range(3 * FREED_PER_TURN + 1)]
+    waiting = [asyncio.ensure_future(m.answered()) for m in members[:-1]]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not any(w.done() for w in waiting)
+    await members[-1].answered()  # the last answer settles the burst
+    freed = []
+    for _ in range(6):
+        await asyncio.sleep(0)
+        freed.append(sum(w.done() for w in waiting))
+    assert freed[0] <= FREED_PER_TURN  # not all at once: their journal writes would hold the loop
+    assert freed[-1] == len(waiting)
