@@ -120,16 +120,18 @@ class Cluster:
         prepare_schema(self.engine)
 
     def start(
-        self, n: int = 1, skews: Sequence[float] = (), lead: float = 3.0
+        self, n: int = 1, skews: Sequence[float] = (), lead: float = 3.0, wrap: Sequence[str] = ()
     ) -> list[subprocess.Popen[bytes]]:
-        """``n`` daemons; ``lead`` seconds of wake-up lead (this shared 2-core box prepares slowly)."""
+        """``n`` daemons; ``lead`` seconds of wake-up lead (this shared 2-core box prepares slowly).
+        ``wrap``: a command the first daemon runs under (a profiler, for the benches)."""
         started = []
         for i in range(n):
             env = {k: v for k, v in os.environ.items() if k not in ("RUNNER_ACCOUNTS", "RUNNER_LEASE_SKEW")}
             env.update(self.sim.env)
             if i < len(skews):
                 env["RUNNER_LEASE_SKEW"] = str(skews[i])
-            cmd = [sys.executable, "-m", "runner", "serve", str(self.pbdir), "--db", self.url]
+            cmd = [*(wrap if i == 0 else ()), sys.executable, "-m", "runner", "serve", str(self.pbdir)]
+            cmd += ["--db", self.url]
             cmd += ["--accounts", str(self.sim.file), "--lead", str(lead)]
             log = self.tmp / f"serve-{len(self.procs)}.log"
             with log.open("ab") as sink:
