@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 import subprocess
 import sys
@@ -35,18 +34,6 @@ from helpers.cluster import Cluster, Sim, write_playbooks
 from scaleout import cpu_seconds
 
 UTC = dt.UTC
-
-
-def loaded(cluster: Cluster) -> dict[str, int]:
-    """daemon id -> playbooks its status row lists."""
-    import sqlalchemy as sa
-
-    from runner.journal.fires import daemons
-
-    with cluster.engine.connect() as c:
-        q = sa.select(daemons.c.daemon_id, daemons.c.status).where(daemons.c.stopped_at.is_(None))
-        rows = c.execute(q)
-        return {r.daemon_id: len(json.loads(r.status or "{}").get("playbooks", {})) for r in rows}
 
 
 def top(collapsed: Path, n: int = 15) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
@@ -79,8 +66,7 @@ def one_run(
         write_playbooks(cluster.pbdir, [f"p{i:05d}" for i in range(n)], later, sim.names)
         cluster.start(daemons, lead=4.0)
         members = cluster.wait_members(daemons, timeout=300)
-        cluster.wait(lambda: len(loaded(cluster)) >= daemons and min(loaded(cluster).values()) >= n, 600,
-                     "every daemon loaded every playbook")
+        cluster.wait_loaded(daemons, n)
         time.sleep(5.0)  # start-up work (catch-up, broker opening, first rebalance) settles
         pids = sorted(members.values())
         spy = None

@@ -24,7 +24,7 @@ from runner.daemon.policy import (
     plan_catch_up,
 )
 from runner.ids import run_id_in
-from runner.journal.fires import Claim, FireState, FireStore, read_daemons
+from runner.journal.fires import Claim, FireState, FireStore, read_daemon_beats
 
 
 @dataclass
@@ -53,7 +53,7 @@ def mark_interrupted(
       (never re-sent blindly)."""
     from runner.journal.store import Journal
 
-    daemons = read_daemons(store.engine)
+    daemons = read_daemon_beats(store.engine)
     dead = gone(daemons) if gone is not None else gone_at_start(daemons, store.owner, now)
     rows = [r for r in store.unfinished() if r.claimed_by in dead]
     items: list[CatchUpItem] = []

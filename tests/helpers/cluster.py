@@ -168,6 +168,23 @@ class Cluster:
             engine.dispose()
         raise AssertionError(f"{n} members not live within {timeout}s: {self.logs()}")
 
+    def loaded(self) -> dict[str, int]:
+        """daemon id -> playbooks its status row lists (every playbook it loaded, owned or not)."""
+        from runner.journal.fires import daemons
+
+        q = sa.select(daemons.c.daemon_id, daemons.c.status).where(daemons.c.stopped_at.is_(None))
+        with self.engine.connect() as c:
+            return {r.daemon_id: len(json.loads(r.status or "{}").get("playbooks", {})) for r in c.execute(q)}
+
+    def wait_loaded(self, daemons: int, playbooks: int, timeout: float = 600.0) -> None:
+        """Until ``daemons`` daemons each list at least ``playbooks`` playbooks."""
+
+        def done() -> bool:
+            counts = self.loaded()
+            return len(counts) >= daemons and min(counts.values()) >= playbooks
+
+        self.wait(done, timeout, f"{daemons} daemons loaded {playbooks} playbooks")
+
     def fires(self) -> list[Any]:
         from runner.journal.fires import fires
 
