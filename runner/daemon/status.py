@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +151,9 @@ class Heartbeat:
         self._writing_since: float | None = None  # time.monotonic() when the beat in flight began
         self._slow = False  # a beat took longer than ``interval`` since the last obstructed() call
         self.health = journal_health.JournalHealth()  # outages said once; a landed beat ends one
+        # A thread of its own, not the loop's shared pool: a burst of fires queues journal work there
+        # for seconds, and a beat stuck behind it made live peers drop out of the membership (issue 16).
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heartbeat")
 
     def obstructed(self) -> bool:
         """Whether a beat took longer than ``interval`` (or one has been in flight that long) since the
@@ -171,7 +176,8 @@ class Heartbeat:
                 status = self.status()
             self._writing_since = started = time.monotonic()
             try:
-                await asyncio.to_thread(self.store.heartbeat, self.clock.now(), status)
+                beat = functools.partial(self.store.heartbeat, self.clock.now(), status)
+                await asyncio.get_running_loop().run_in_executor(self._writer, beat)
             except Exception as exc:
                 if not self.health.trouble(exc, "heartbeat write"):
                     log.exception("heartbeat write failed")
@@ -186,4 +192,6 @@ class Heartbeat:
             await asyncio.sleep(self.interval)
 
     async def stopped(self) -> None:
-        await asyncio.to_thread(self.store.heartbeat, self.clock.now(), self.status(), True)
+        last = functools.partial(self.store.heartbeat, self.clock.now(), self.status(), True)
+        await asyncio.get_running_loop().run_in_executor(self._writer, last)  # after a beat in flight
+        self._writer.shutdown(wait=False)
