@@ -51,6 +51,7 @@ class DirectoryWatch:
         except ImportError:
             log.info("no watchfiles: the playbook directory is scanned every %gs", self.unwatched_every)
             return
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)  # not "1 change detected" at INFO
         self._stop.clear()
         self.watching = True
         self._thread = threading.Thread(target=self._watch, name="playbook-dir-watch", daemon=True)

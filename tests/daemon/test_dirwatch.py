@@ -151,3 +151,25 @@ async def test_an_idle_reload_loop_does_not_scan_and_an_edit_in_place_is_reloade
     finally:
         await daemon.shutdown()
     assert not daemon.dirwatch.watching
+
+
+def test_the_watcher_logs_no_line_per_change(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The daemon logs its own reload lines; the library's "1 change detected" is not one of them."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "a.yaml"
+    path.write_text("x")
+    _age(tmp_path)
+    watch = DirectoryWatch(tmp_path, full_every=3600, unwatched_every=3600, monotonic=Ticks())
+    watch.start()
+    try:
+        watch.scanning()
+        end = time.monotonic() + DEADLINE
+        while not watch.due() and time.monotonic() < end:
+            _edit_in_place(path, "y")
+            time.sleep(0.1)
+        assert watch.due()
+    finally:
+        watch.stop()
+    assert [r for r in caplog.records if r.name.startswith("watchfiles")] == []
