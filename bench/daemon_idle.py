@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,29 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import PgCluster, _server_user, find_pg_bindir
 from helpers.cluster import Cluster, Sim, write_playbooks
-from scaleout import cpu_seconds
+from scaleout import cpu_seconds, print_profile
 
 UTC = dt.UTC
-
-
-def top(collapsed: Path, n: int = 15) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
-    """From py-spy's raw (collapsed) output: samples, the top frames by own and by total samples."""
-    own: Counter[str] = Counter()
-    total: Counter[str] = Counter()
-    samples = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        k = int(count)
-        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
-        if not frames:
-            continue
-        samples += k
-        own[frames[-1]] += k
-        for f in set(frames):
-            total[f] += k
-    return samples, own.most_common(n), total.most_common(n)
 
 
 def one_run(
@@ -124,13 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r['daemons']} daemon(s): CPU s per daemon per minute [{each}], total {total:.2f}")
     print(f"  idle CPU 3 daemons / 1 daemon: {three['total_per_min'] / one['total_per_min']:.2f}x")
     if args.profile is not None and args.profile.exists():
-        samples, own, total = top(args.profile)
-        print(f"  profile of one of the 3 ({samples} busy samples at 200/s): top by own samples")
-        for frame, k in own:
-            print(f"    {k / max(samples, 1) * 100:5.1f}%  {frame}")
-        print("  top by total samples")
-        for frame, k in total:
-            print(f"    {k / max(samples, 1) * 100:5.1f}%  {frame}")
+        print_profile(args.profile, "one of the 3, idle")
     return 0
 
 

@@ -15,6 +15,7 @@ CPU = user + system seconds of the daemon processes from before their wake-up to
 (same window for both), read from /proc.
 
     python bench/scaleout.py [--fires 300] [--playbooks N] [--accounts 10] [--lead 4] [--no-kill]
+                             [--profile FILE]
 
 The issue's shape is ``--playbooks 3000 --fires 1000 --accounts 100``: every daemon loads all 3,000
 (the fixed cost it pays whatever it owns), 1,000 are due at the one instant. The default is what this
@@ -27,8 +28,10 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -87,8 +90,53 @@ def p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def top(collapsed: Path, n: int = 15) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
+    """From py-spy's raw (collapsed) output: samples, the top frames by own and by total samples."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        k = int(count)
+        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        samples += k
+        own[frames[-1]] += k
+        for f in set(frames):
+            total[f] += k
+    return samples, own.most_common(n), total.most_common(n)
+
+
+def print_profile(collapsed: Path, what: str) -> None:
+    samples, own, _ = top(collapsed)
+    print(f"  profile of {what} ({samples} busy samples): top by own samples")
+    for frame, k in own:
+        print(f"    {k / max(samples, 1) * 100:5.1f}%  {frame}")
+    print("  top by total samples (runner frames)")
+    for frame, k in [(f, k) for f, k in top(collapsed, 400)[2] if "(runner/" in f][:15]:
+        print(f"    {k / max(samples, 1) * 100:5.1f}%  {frame}")
+
+
+def spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` (every thread, idle samples dropped) until SIGINT."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    cmd = [exe, "record", "--pid", str(pid), "--format", "raw", "--threads", "--rate", "200"]
+    return subprocess.Popen([*cmd, "--output", str(out), "--nonblocking"], stderr=subprocess.DEVNULL)
+
+
 def one_run(
-    pg: PgCluster, root: Path, sim: Sim, daemons: int, fires: int, lead: float, kill: bool, playbooks: int = 0
+    pg: PgCluster,
+    root: Path,
+    sim: Sim,
+    daemons: int,
+    fires: int,
+    lead: float,
+    kill: bool,
+    playbooks: int = 0,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """``playbooks`` (>= ``fires``): the directory's size; those beyond ``fires`` are due two days later,
     written and loaded before the daemons' window opens."""
@@ -112,6 +160,7 @@ def one_run(
         # the window opens after the playbooks are loaded, before any wake-up
         time.sleep(max(0.0, (instant - dt.datetime.now(UTC)).total_seconds() - wake - 1.0))
         cpu0 = {p.pid: cpu_seconds(p.pid) for p in procs}
+        sampler = spy(procs[0].pid, profile) if profile is not None else None
         t0 = time.monotonic()
         victim = None
         killed_at = None
@@ -142,6 +191,9 @@ def one_run(
         )
         cpu = sum(cpu_seconds(p.pid) - cpu0[p.pid] for p in procs if p.poll() is None)
         window = time.monotonic() - t0
+        if sampler is not None:
+            sampler.send_signal(signal.SIGINT)
+            sampler.wait(timeout=120)
         rows = [r for r in cluster.fires() if r.scheduled_for == instant]
         at_broker = sim.client_ids()
         ids = client_ids(cluster, {r.run_id for r in rows})
@@ -181,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "--playbooks", type=int, help="playbooks in the directory, the rest due 2 days on (default: --fires)"
     )
     ap.add_argument("--accounts", type=int, default=10, help="accounts on the simulator (default 10)")
+    ap.add_argument("--profile", type=Path, help="py-spy stacks of one of the 3 daemons here")
     ap.add_argument("--no-kill", action="store_true", help="skip the kill -9 run (CPU and balance only)")
     ap.add_argument("--lead", type=float, default=4.0, help="serve --lead seconds (default 4)")
     args = ap.parse_args(argv)
@@ -195,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         n = max(args.playbooks or args.fires, args.fires)
         one = one_run(pg, root, sim, 1, args.fires, args.lead, kill=False, playbooks=n)
-        three = one_run(pg, root, sim, 3, args.fires, args.lead, kill=False, playbooks=n)
+        three = one_run(pg, root, sim, 3, args.fires, args.lead, False, n, profile=args.profile)
         killed = None if args.no_kill else one_run(pg, root, sim, 3, args.fires, args.lead, True, n)
     finally:
         sim.stop()
@@ -220,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"  fires per daemon vs fair share ({fair:.0f}): worst {max(spread):.0f}% off (target <= 20%)")
     print(f"  CPU 3 daemons / 1 daemon: {three['cpu_s'] / one['cpu_s']:.2f}x (target <= 1.3x)")
+    if args.profile is not None and args.profile.exists():
+        print_profile(args.profile, "one of the 3 daemons through the window")
     if killed is None:
         return 0
     delay = killed["taken_max_delay_s"]

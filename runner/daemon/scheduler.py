@@ -143,6 +143,7 @@ class Daemon:
         self.peers = PeerWatch(self.store.owner)  # which other daemons died, for the periodic sweep
         self._broker_errors: dict[str, str] = {}  # account -> why its broker could not be opened
         self._upcoming: dict[str, tuple[tuple[str, dt.datetime | None], Upcoming]] = {}
+        self._status_parts: dict[str, Any] = {}  # each playbook's part of the status, while unchanged
         scale = self.opts.scale_out
         partitioned = fires.engine.dialect.name == "postgresql" if scale is None else scale
         self.membership.partitioned = partitioned
@@ -264,6 +265,7 @@ class Daemon:
             self.running.values(),
             self.reload_errors,
             self.upcoming,
+            self._status_parts,
         ) | {"journal": self.heartbeat.health.as_dict()}
         owned = sorted(name for name in self.entries if self.membership.owns(name))
         payload["members"] = list(self.membership.members)

@@ -36,25 +36,59 @@ def status_payload(
     running: Iterable[Running],
     invalid: Mapping[str, tuple[str, ...]],
     upcoming: Callable[[Entry], Upcoming] | None = None,
+    cache: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """``next_fire`` is the next fire that will run: with ``upcoming``, instants its calendar closes are
-    listed under ``skips`` instead (:mod:`runner.daemon.upcoming`)."""
+    listed under ``skips`` instead (:mod:`runner.daemon.upcoming`). ``cache``: each playbook's part kept
+    between calls while its version, next fire and upcoming stand (rebuilding 3,000 of them on every
+    heartbeat through a burst of fires was a daemon's fixed cost, issue 16)."""
+    if cache is not None:
+        playbooks = {}
+        for e in entries:
+            up = upcoming(e) if upcoming is not None else None
+            key = (e.version, e.next_fire, e.path.name, up)  # up itself: held, its id never reused
+            hit = cache.get(e.name)
+            if hit is None or hit[0] != key:
+                hit = cache[e.name] = (key, _playbook_status(e, up))
+            playbooks[e.name] = hit[1]
+        for gone in cache.keys() - playbooks.keys():
+            del cache[gone]
+        return _payload(owner, playbook_dir, control, playbooks, running, invalid)
+    return _payload(
+        owner,
+        playbook_dir,
+        control,
+        {e.name: _playbook_status(e, upcoming(e) if upcoming is not None else None) for e in entries},
+        running,
+        invalid,
+    )
+
+
+def _playbook_status(e: Entry, up: Upcoming | None) -> dict[str, Any]:
+    return {
+        "file": e.path.name,
+        "version": e.version,
+        "timezone": e.playbook.timezone,
+        "calendar": e.playbook.calendar,
+        "next_fire": e.next_fire.isoformat() if e.next_fire else None,
+        **(upcoming_dict(up) if up is not None else {}),
+    }
+
+
+def _payload(
+    owner: str,
+    playbook_dir: Path,
+    control: ControlState,
+    playbooks: dict[str, Any],
+    running: Iterable[Running],
+    invalid: Mapping[str, tuple[str, ...]],
+) -> dict[str, Any]:
     return {
         "daemon_id": owner,
         "pid": os.getpid(),
         "playbook_dir": str(playbook_dir),
         "control": control.as_dict(),
-        "playbooks": {
-            e.name: {
-                "file": e.path.name,
-                "version": e.version,
-                "timezone": e.playbook.timezone,
-                "calendar": e.playbook.calendar,
-                "next_fire": e.next_fire.isoformat() if e.next_fire else None,
-                **(upcoming_dict(upcoming(e)) if upcoming is not None else {}),
-            }
-            for e in entries
-        },
+        "playbooks": playbooks,
         "running": [
             {
                 "playbook": r.fire.playbook.name,
