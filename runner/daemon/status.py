@@ -135,11 +135,17 @@ class Quiet:
     def _instants(self) -> list[dt.datetime]:
         return [t for d in self.due for t in d]
 
-    async def wait(self) -> None:
+    async def wait(self, limit: float | None = None) -> None:
         """Until no fire is due or executing within ``QUIET`` of now: background work (the reload
-        scan, the heartbeat's status) would otherwise take the GIL and the loop from the instant."""
+        scan, the heartbeat's status) would otherwise take the GIL and the loop from the instant. At
+        most ``limit`` seconds (real time), if given: a stream of late fires starting one after another
+        is never quiet."""
+        waited = 0.0
         while near_instant(self.clock.now(), self._instants(), (r.started_at for r in self.running.values())):
+            if limit is not None and waited >= limit:
+                return
             await self.sleep(QUIET / 2)
+            waited += QUIET / 2
 
     def remaining(self) -> float:
         """Seconds until the quiet window around now ends (0: outside one), for a thread (the alert
@@ -203,7 +209,9 @@ class Heartbeat:
 
     async def run(self) -> None:
         while True:
-            await self.quiet.wait()
+            # bounded: membership counts a daemon gone after MEMBER_STALE (4 s) without a beat, and an
+            # overloaded daemon starting late fires for many seconds is never quiet (issue 16)
+            await self.quiet.wait(limit=self.interval)
             status = None
             if self.dirty:
                 self.dirty = False

@@ -41,3 +41,24 @@ async def test_a_beat_lands_while_every_worker_of_the_shared_pool_is_blocked() -
     while (stopped := await store.beats.get()) is False:
         pass
     assert stopped is True
+
+
+async def test_a_stream_of_fires_starting_never_holds_the_beat_back_for_long() -> None:
+    """Quiet around instants defers the beat; a daemon starting late fires one after another for many
+    seconds is never quiet, and its peers counted it gone (MEMBER_STALE) while it worked."""
+    clock = VirtualClock(dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC))
+    store = Store()
+
+    class Starting:  # a fire that started just now, whenever asked
+        @property
+        def started_at(self) -> dt.datetime:
+            return clock.now()
+
+    running: dict[str, Any] = {"f": Starting()}
+    beat = Heartbeat(store, clock, lambda: {}, Quiet(clock, (), running), 0.05)  # type: ignore[arg-type]
+    task = asyncio.ensure_future(beat.run())
+    try:
+        assert await asyncio.wait_for(store.beats.get(), 30) is False
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
