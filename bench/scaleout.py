@@ -16,10 +16,12 @@ came back and the instant's burst settled, so it overstates; bench/lateness.py b
 CPU = user + system seconds of the daemon processes from before their wake-up to all fires settled
 (same window for both), read from /proc.
 
-    python bench/scaleout.py [--fires 300] [--accounts 10] [--lead 4]
+    python bench/scaleout.py [--fires 300] [--playbooks N] [--accounts 10] [--lead 4] [--no-kill]
+                             [--profile FILE]
 
-The issue's size (3,000 playbooks over 100 accounts, 1,000 due at once) needs more than this shared
-2-core machine; the default is what it does in a few minutes.
+The issue's shape is ``--playbooks 3000 --fires 1000 --accounts 100``: every daemon loads all 3,000
+(the fixed cost it pays whatever it owns), 1,000 are due at the one instant. The default is what this
+shared 2-core machine does in a few minutes.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -98,15 +102,68 @@ def p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def top(collapsed: Path, n: int = 15) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
+    """From py-spy's raw (collapsed) output: samples, the top frames by own and by total samples."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        k = int(count)
+        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        samples += k
+        own[frames[-1]] += k
+        for f in set(frames):
+            total[f] += k
+    return samples, own.most_common(n), total.most_common(n)
+
+
+def print_profile(collapsed: Path, what: str) -> None:
+    samples, own, _ = top(collapsed)
+    print(f"  profile of {what} ({samples} busy samples): top by own samples")
+    for frame, k in own:
+        print(f"    {k / max(samples, 1) * 100:5.1f}%  {frame}")
+    print("  top by total samples (runner frames)")
+    for frame, k in [(f, k) for f, k in top(collapsed, 400)[2] if "(runner/" in f][:15]:
+        print(f"    {k / max(samples, 1) * 100:5.1f}%  {frame}")
+
+
+def spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` (every thread, idle samples dropped) until SIGINT."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    cmd = [exe, "record", "--pid", str(pid), "--format", "raw", "--threads", "--rate", "200"]
+    return subprocess.Popen([*cmd, "--output", str(out), "--nonblocking"], stderr=subprocess.DEVNULL)
+
+
 def one_run(
-    pg: PgCluster, root: Path, sim: Sim, daemons: int, fires: int, lead: float, kill: bool
+    pg: PgCluster,
+    root: Path,
+    sim: Sim,
+    daemons: int,
+    fires: int,
+    lead: float,
+    kill: bool,
+    playbooks: int = 0,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
+    """``playbooks`` (>= ``fires``): the directory's size; those beyond ``fires`` are due two days later,
+    written and loaded before the daemons' window opens."""
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f"d{daemons}{'k' if kill else ''}-"))
     url = pg.url(pg.create_database("bench"))
     cluster = Cluster(tmp, url, sim)
     try:
+        others = max(0, playbooks - fires)
+        later = (dt.datetime.now(UTC) + dt.timedelta(days=2)).replace(microsecond=0)
+        write_playbooks(cluster.pbdir, [f"later-{i:05d}" for i in range(others)], later, sim.names)
         procs = cluster.start(daemons, lead=lead)
-        members = cluster.wait_members(daemons, timeout=120)
+        members = cluster.wait_members(daemons, timeout=300)
+        if others:
+            cluster.wait_loaded(daemons, others)
+            time.sleep(5.0)  # start-up work (catch-up, opening brokers, the first rebalance) settles
         time.sleep(1.5)  # every member has read the full membership
         wake = lead + 0.002 * (1 << max(0, fires - 1).bit_length())
         instant = (dt.datetime.now(UTC) + dt.timedelta(seconds=wake + 6 + fires / 50)).replace(microsecond=0)
@@ -115,6 +172,8 @@ def one_run(
         # the window opens after the playbooks are loaded, before any wake-up
         time.sleep(max(0.0, (instant - dt.datetime.now(UTC)).total_seconds() - wake - 1.0))
         cpu0 = {p.pid: cpu_seconds(p.pid) for p in procs}
+        sampler = spy(procs[0].pid, profile) if profile is not None else None
+        t0 = time.monotonic()
         victim = None
         killed_at = None
         if kill:
@@ -143,6 +202,10 @@ def one_run(
             "every fire finished",
         )
         cpu = sum(cpu_seconds(p.pid) - cpu0[p.pid] for p in procs if p.poll() is None)
+        window = time.monotonic() - t0
+        if sampler is not None:
+            sampler.send_signal(signal.SIGINT)
+            sampler.wait(timeout=120)
         rows = [r for r in cluster.fires() if r.scheduled_for == instant]
         at_broker = sim.client_ids()
         ids = client_ids(cluster, {r.run_id for r in rows})
@@ -168,6 +231,7 @@ def one_run(
             "logged_p99_ms": p(logged, 99),
             "max_ms": max(late) if late else float("nan"),
             "cpu_s": cpu,
+            "window_s": window,
             "victim": victim,
             "killed_at_s": killed_at,
             "taken_over": len(taken),
@@ -180,7 +244,12 @@ def one_run(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fires", type=int, default=300, help="playbooks due at the one instant (default 300)")
+    ap.add_argument(
+        "--playbooks", type=int, help="playbooks in the directory, the rest due 2 days on (default: --fires)"
+    )
     ap.add_argument("--accounts", type=int, default=10, help="accounts on the simulator (default 10)")
+    ap.add_argument("--profile", type=Path, help="py-spy stacks of one of the 3 daemons here")
+    ap.add_argument("--no-kill", action="store_true", help="skip the kill -9 run (CPU and balance only)")
     ap.add_argument("--lead", type=float, default=4.0, help="serve --lead seconds (default 4)")
     args = ap.parse_args(argv)
     bindir = find_pg_bindir()
@@ -192,29 +261,38 @@ def main(argv: list[str] | None = None) -> int:
     pg.start()
     sim = Sim(root, args.accounts)
     try:
-        one = one_run(pg, root, sim, 1, args.fires, args.lead, kill=False)
-        three = one_run(pg, root, sim, 3, args.fires, args.lead, kill=False)
-        killed = one_run(pg, root, sim, 3, args.fires, args.lead, kill=True)
+        n = max(args.playbooks or args.fires, args.fires)
+        one = one_run(pg, root, sim, 1, args.fires, args.lead, kill=False, playbooks=n)
+        three = one_run(pg, root, sim, 3, args.fires, args.lead, False, n, profile=args.profile)
+        killed = None if args.no_kill else one_run(pg, root, sim, 3, args.fires, args.lead, True, n)
     finally:
         sim.stop()
         pg.stop()
     fair = args.fires / 3
     spread = [abs(n - fair) / fair * 100 for n in three["per_daemon"].values()]
     print(
-        f"scale-out on PostgreSQL via runner sim kotak_neo (HTTP): {args.fires} playbooks due at one "
-        f"instant, {args.accounts} accounts, serve --lead {args.lead:g}"
+        f"scale-out on PostgreSQL via runner sim kotak_neo (HTTP): {n} playbooks, {args.fires} of them due "
+        f"at one instant, {args.accounts} accounts, serve --lead {args.lead:g}"
     )
-    for label, r in (("1 daemon", one), ("3 daemons", three), ("3 daemons, kill -9 at -1 s", killed)):
+    runs = [("1 daemon", one), ("3 daemons", three)]
+    if killed is not None:
+        runs.append(("3 daemons, kill -9 at -1 s", killed))
+    for label, r in runs:
         print(
             f"  {label:<28} exactly once: {r['exactly_once']} (duplicates {r['duplicates']}, missing "
             f"{r['missing']}, fires not succeeded {r['not_succeeded']}); "
             f"per daemon {sorted(r['per_daemon'].values())}; first-request lateness "
             f"p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms max {r['max_ms']:.0f} ms at the broker "
             f"(order_send line p99 {r['logged_p99_ms']:.0f} ms); "
-            f"CPU {r['cpu_s']:.2f} s"
+            f"CPU {r['cpu_s']:.2f} s in {r['window_s']:.0f} s "
+            f"({r['cpu_s'] / args.fires * 1000:.1f} ms per fire)"
         )
     print(f"  fires per daemon vs fair share ({fair:.0f}): worst {max(spread):.0f}% off (target <= 20%)")
     print(f"  CPU 3 daemons / 1 daemon: {three['cpu_s'] / one['cpu_s']:.2f}x (target <= 1.3x)")
+    if args.profile is not None and args.profile.exists():
+        print_profile(args.profile, "one of the 3 daemons through the window")
+    if killed is None:
+        return 0
     delay = killed["taken_max_delay_s"]
     shown = "n/a" if delay is None else f"{delay:.2f} s"
     print(

@@ -24,7 +24,7 @@ from runner.daemon.policy import (
     plan_catch_up,
 )
 from runner.ids import run_id_in
-from runner.journal.fires import Claim, FireState, FireStore, read_daemons
+from runner.journal.fires import Claim, FireState, FireStore, read_daemon_beats
 
 
 @dataclass
@@ -55,7 +55,7 @@ def mark_interrupted(
     from runner.journal.claim_leases import lapsed_unsent
     from runner.journal.store import Journal
 
-    daemons = read_daemons(store.engine)
+    daemons = read_daemon_beats(store.engine)
     dead = gone(daemons) if gone is not None else gone_at_start(daemons, store.owner, now)
     # A claim whose lease lapsed no later than its instant was provably never sent: it stays takeable
     # (a survivor re-arms it by its late policy), however long no survivor took it.

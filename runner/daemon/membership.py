@@ -77,6 +77,8 @@ class Membership:
         self.me = me
         self.partitioned = partitioned
         self.members: tuple[str, ...] = (me,)
+        self._owns: dict[str, bool] = {}  # playbook -> owned, for ``_owns_for`` (hashing is not free)
+        self._owns_for: tuple[str, ...] = self.members
 
     def update(self, members: Iterable[str]) -> bool:
         """Set the members (this daemon always counts); True if they changed."""
@@ -86,7 +88,15 @@ class Membership:
         return changed
 
     def owns(self, playbook: str) -> bool:
-        return not self.partitioned or owner_of(playbook, self.members) == self.me
+        """Computed once per playbook per membership: the status, the rebalance and every fire ask."""
+        if not self.partitioned:
+            return True
+        if self._owns_for != self.members:
+            self._owns, self._owns_for = {}, self.members
+        owned = self._owns.get(playbook)
+        if owned is None:
+            owned = self._owns[playbook] = owner_of(playbook, self.members) == self.me
+        return owned
 
     def successor(self, playbook: str, gone: str) -> str | None:
         """Who takes over ``gone``'s claim of ``playbook``: its owner among the members but ``gone``."""

@@ -37,6 +37,7 @@ from runner.clock import Clock, SystemClock
 from runner.daemon.arming import Arming, Timers, wake_lead
 from runner.daemon.calendar_gate import Calendar, CalendarGate, CalendarLoader, default_calendar_loader
 from runner.daemon.catchup import catch_up, mark_interrupted
+from runner.daemon.dirwatch import DirectoryWatch
 from runner.daemon.executor import BrokerPool, EngineExecutor, close_opened
 from runner.daemon.leasing import LeaseBook
 from runner.daemon.loader import (
@@ -128,6 +129,7 @@ class Daemon:
         self.membership = Membership(self.owner, False)  # partitioned on PostgreSQL: set below
         self.owned = OwnedArming(self.arming, self.membership)
         self.directory = PlaybookDirectory(self.dir, account_names, self._scheduled, self.owned.forget)
+        self.dirwatch = DirectoryWatch(self.dir)  # when the reload loop scans (not every second)
         self.relogins = Relogin(relogin or {}, lambda: self.brokers, self.timers, self.clock)
         self.quiet = Quiet(self.clock, (self.arming.due, self.release.imminent), self.release.running)
         self.heartbeat = Heartbeat(fires, self.clock, self.status, self.quiet, self.opts.heartbeat_interval)
@@ -142,6 +144,7 @@ class Daemon:
         self.peers = PeerWatch(self.store.owner)  # which other daemons died, for the periodic sweep
         self._broker_errors: dict[str, str] = {}  # account -> why its broker could not be opened
         self._upcoming: dict[str, tuple[tuple[str, dt.datetime | None], Upcoming]] = {}
+        self._status_parts: dict[str, Any] = {}  # each playbook's part of the status, while unchanged
         scale = self.opts.scale_out
         partitioned = fires.engine.dialect.name == "postgresql" if scale is None else scale
         self.membership.partitioned = partitioned
@@ -264,6 +267,7 @@ class Daemon:
             self.running.values(),
             self.reload_errors,
             self.upcoming,
+            self._status_parts,
         ) | {"journal": self.heartbeat.health.as_dict()}
         owned = sorted(name for name in self.entries if self.membership.owns(name))
         payload["members"] = list(self.membership.members)
@@ -282,10 +286,11 @@ class Daemon:
         """Apply the directory's current contents; returns human-readable change lines. Calendars of new
         playbooks are loaded here, in a worker thread, not by their first fire on the event loop."""
         lines = await self.directory.reload()
-        wanted = {e.playbook.calendar for e in self.entries.values()}
-        if self.gate.missing(wanted):
-            await asyncio.to_thread(self.gate.warm, wanted)
-        self._touch()
+        if lines:  # a scan that found nothing new changes neither the calendars nor the status
+            wanted = {e.playbook.calendar for e in self.entries.values()}
+            if self.gate.missing(wanted):
+                await asyncio.to_thread(self.gate.warm, wanted)
+            self._touch()
         return lines
 
     def open_brokers(self) -> list[str]:
@@ -501,13 +506,23 @@ class Daemon:
         self._tasks.append(asyncio.ensure_future(coro))
 
     async def _reload_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.opts.reload_interval)
-            await self.quiet.wait()
-            try:
-                await self.rescan()
-            except Exception:
-                log.exception("reload scan failed; keeping the current schedule")
+        """A scan when the directory may have changed (:mod:`runner.daemon.dirwatch`): an edit is seen
+        within ``reload_interval`` as before, but an idle daemon no longer stats every file each time."""
+        watch = self.dirwatch
+        watch.start()
+        try:
+            while True:
+                await asyncio.sleep(self.opts.reload_interval)
+                if not watch.due():
+                    continue
+                await self.quiet.wait()
+                watch.scanning()
+                try:
+                    await self.rescan()
+                except Exception:
+                    log.exception("reload scan failed; keeping the current schedule")
+        finally:
+            watch.stop()
 
     async def rescan(self) -> list[str]:
         """One reload scan while running: apply the directory, open new accounts' brokers, and catch up

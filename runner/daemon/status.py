@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +36,59 @@ def status_payload(
     running: Iterable[Running],
     invalid: Mapping[str, tuple[str, ...]],
     upcoming: Callable[[Entry], Upcoming] | None = None,
+    cache: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """``next_fire`` is the next fire that will run: with ``upcoming``, instants its calendar closes are
-    listed under ``skips`` instead (:mod:`runner.daemon.upcoming`)."""
+    listed under ``skips`` instead (:mod:`runner.daemon.upcoming`). ``cache``: each playbook's part kept
+    between calls while its version, next fire and upcoming stand (rebuilding 3,000 of them on every
+    heartbeat through a burst of fires was a daemon's fixed cost, issue 16)."""
+    if cache is not None:
+        playbooks = {}
+        for e in entries:
+            up = upcoming(e) if upcoming is not None else None
+            key = (e.version, e.next_fire, e.path.name, up)  # up itself: held, its id never reused
+            hit = cache.get(e.name)
+            if hit is None or hit[0] != key:
+                hit = cache[e.name] = (key, _playbook_status(e, up))
+            playbooks[e.name] = hit[1]
+        for gone in cache.keys() - playbooks.keys():
+            del cache[gone]
+        return _payload(owner, playbook_dir, control, playbooks, running, invalid)
+    return _payload(
+        owner,
+        playbook_dir,
+        control,
+        {e.name: _playbook_status(e, upcoming(e) if upcoming is not None else None) for e in entries},
+        running,
+        invalid,
+    )
+
+
+def _playbook_status(e: Entry, up: Upcoming | None) -> dict[str, Any]:
+    return {
+        "file": e.path.name,
+        "version": e.version,
+        "timezone": e.playbook.timezone,
+        "calendar": e.playbook.calendar,
+        "next_fire": e.next_fire.isoformat() if e.next_fire else None,
+        **(upcoming_dict(up) if up is not None else {}),
+    }
+
+
+def _payload(
+    owner: str,
+    playbook_dir: Path,
+    control: ControlState,
+    playbooks: dict[str, Any],
+    running: Iterable[Running],
+    invalid: Mapping[str, tuple[str, ...]],
+) -> dict[str, Any]:
     return {
         "daemon_id": owner,
         "pid": os.getpid(),
         "playbook_dir": str(playbook_dir),
         "control": control.as_dict(),
-        "playbooks": {
-            e.name: {
-                "file": e.path.name,
-                "version": e.version,
-                "timezone": e.playbook.timezone,
-                "calendar": e.playbook.calendar,
-                "next_fire": e.next_fire.isoformat() if e.next_fire else None,
-                **(upcoming_dict(upcoming(e)) if upcoming is not None else {}),
-            }
-            for e in entries
-        },
+        "playbooks": playbooks,
         "running": [
             {
                 "playbook": r.fire.playbook.name,
@@ -99,11 +135,17 @@ class Quiet:
     def _instants(self) -> list[dt.datetime]:
         return [t for d in self.due for t in d]
 
-    async def wait(self) -> None:
+    async def wait(self, limit: float | None = None) -> None:
         """Until no fire is due or executing within ``QUIET`` of now: background work (the reload
-        scan, the heartbeat's status) would otherwise take the GIL and the loop from the instant."""
+        scan, the heartbeat's status) would otherwise take the GIL and the loop from the instant. At
+        most ``limit`` seconds (real time), if given: a stream of late fires starting one after another
+        is never quiet."""
+        waited = 0.0
         while near_instant(self.clock.now(), self._instants(), (r.started_at for r in self.running.values())):
+            if limit is not None and waited >= limit:
+                return
             await self.sleep(QUIET / 2)
+            waited += QUIET / 2
 
     def remaining(self) -> float:
         """Seconds until the quiet window around now ends (0: outside one), for a thread (the alert
@@ -150,6 +192,9 @@ class Heartbeat:
         self._slow = False  # a beat took longer than ``interval`` since the last obstructed() call
         self.health = journal_health.JournalHealth()  # outages said once; a landed beat ends one
         self.health.probed = True  # while down, the beat is the probe (on a backoff, below)
+        # A thread of its own, not the loop's shared pool: a burst of fires queues journal work there
+        # for seconds, and a beat stuck behind it made live peers drop out of the membership (issue 16).
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heartbeat")
 
     def obstructed(self) -> bool:
         """Whether a beat took longer than ``interval`` (or one has been in flight that long) since the
@@ -165,14 +210,17 @@ class Heartbeat:
 
     async def run(self) -> None:
         while True:
-            await self.quiet.wait()
+            # bounded: membership counts a daemon gone after MEMBER_STALE (4 s) without a beat, and an
+            # overloaded daemon starting late fires for many seconds is never quiet (issue 16)
+            await self.quiet.wait(limit=self.interval)
             status = None
             if self.dirty:
                 self.dirty = False
                 status = self.status()
             self._writing_since = started = time.monotonic()
             try:
-                await asyncio.to_thread(self.store.heartbeat, self.clock.now(), status)
+                beat = functools.partial(self.store.heartbeat, self.clock.now(), status)
+                await asyncio.get_running_loop().run_in_executor(self._writer, beat)
             except Exception as exc:
                 if not self.health.trouble(exc, "heartbeat write"):
                     log.exception("heartbeat write failed")
@@ -187,4 +235,6 @@ class Heartbeat:
             await asyncio.sleep(self.interval if self.health.reachable else self.health.probe_delay())
 
     async def stopped(self) -> None:
-        await asyncio.to_thread(self.store.heartbeat, self.clock.now(), self.status(), True)
+        last = functools.partial(self.store.heartbeat, self.clock.now(), self.status(), True)
+        await asyncio.get_running_loop().run_in_executor(self._writer, last)  # after a beat in flight
+        self._writer.shutdown(wait=False)

@@ -63,3 +63,33 @@ def test_unpartitioned_daemon_owns_everything_and_always_counts_itself() -> None
     owned = [k for k in PLAYBOOKS if split.owns(k)]
     assert 0 < len(owned) < len(PLAYBOOKS)
     assert all(split.successor(k, "me") == "other" for k in owned)
+
+
+def test_ownership_is_hashed_once_per_membership_and_follows_a_change(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The status, the rebalance and every fire ask ``owns``: rendezvous hashing over 3,000 playbooks
+    each heartbeat was a daemon's fixed cost. Asked again, the answer is remembered until the members
+    change; then it is the new membership's."""
+    import runner.daemon.membership as membership
+
+    mine = {k: owner_of(k, MEMBERS) == MEMBERS[0] for k in PLAYBOOKS}
+    mine_of_two = {k: owner_of(k, MEMBERS[:2]) == MEMBERS[0] for k in PLAYBOOKS}
+    calls = Counter[str]()
+    weight = membership._weight
+
+    def counted(member: str, key: str) -> int:
+        calls[key] += 1
+        return weight(member, key)
+
+    monkeypatch.setattr(membership, "_weight", counted)
+    me = Membership(MEMBERS[0], partitioned=True)
+    me.update(MEMBERS)
+    first = {k: me.owns(k) for k in PLAYBOOKS}
+    again = {k: me.owns(k) for k in PLAYBOOKS}
+    assert first == again and all(n == len(MEMBERS) for n in calls.values())
+    assert first == mine
+    assert not me.update(MEMBERS)  # the same members: nothing recomputed
+    assert {k: me.owns(k) for k in PLAYBOOKS} == first and all(n == 3 for n in calls.values())
+    assert me.update(MEMBERS[:2])  # one left: ours now includes some of its playbooks
+    after = {k: me.owns(k) for k in PLAYBOOKS}
+    assert after == mine_of_two and all(n == 5 for n in calls.values())
+    assert sum(after.values()) > sum(first.values())

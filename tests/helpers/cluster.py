@@ -120,16 +120,18 @@ class Cluster:
         prepare_schema(self.engine)
 
     def start(
-        self, n: int = 1, skews: Sequence[float] = (), lead: float = 3.0
+        self, n: int = 1, skews: Sequence[float] = (), lead: float = 3.0, wrap: Sequence[str] = ()
     ) -> list[subprocess.Popen[bytes]]:
-        """``n`` daemons; ``lead`` seconds of wake-up lead (this shared 2-core box prepares slowly)."""
+        """``n`` daemons; ``lead`` seconds of wake-up lead (this shared 2-core box prepares slowly).
+        ``wrap``: a command the first daemon runs under (a profiler, for the benches)."""
         started = []
         for i in range(n):
             env = {k: v for k, v in os.environ.items() if k not in ("RUNNER_ACCOUNTS", "RUNNER_LEASE_SKEW")}
             env.update(self.sim.env)
             if i < len(skews):
                 env["RUNNER_LEASE_SKEW"] = str(skews[i])
-            cmd = [sys.executable, "-m", "runner", "serve", str(self.pbdir), "--db", self.url]
+            cmd = [*(wrap if i == 0 else ()), sys.executable, "-m", "runner", "serve", str(self.pbdir)]
+            cmd += ["--db", self.url]
             cmd += ["--accounts", str(self.sim.file), "--lead", str(lead)]
             log = self.tmp / f"serve-{len(self.procs)}.log"
             with log.open("ab") as sink:
@@ -165,6 +167,23 @@ class Cluster:
         finally:
             engine.dispose()
         raise AssertionError(f"{n} members not live within {timeout}s: {self.logs()}")
+
+    def loaded(self) -> dict[str, int]:
+        """daemon id -> playbooks its status row lists (every playbook it loaded, owned or not)."""
+        from runner.journal.fires import daemons
+
+        q = sa.select(daemons.c.daemon_id, daemons.c.status).where(daemons.c.stopped_at.is_(None))
+        with self.engine.connect() as c:
+            return {r.daemon_id: len(json.loads(r.status or "{}").get("playbooks", {})) for r in c.execute(q)}
+
+    def wait_loaded(self, daemons: int, playbooks: int, timeout: float = 600.0) -> None:
+        """Until ``daemons`` daemons each list at least ``playbooks`` playbooks."""
+
+        def done() -> bool:
+            counts = self.loaded()
+            return len(counts) >= daemons and min(counts.values()) >= playbooks
+
+        self.wait(done, timeout, f"{daemons} daemons loaded {playbooks} playbooks")
 
     def fires(self) -> list[Any]:
         from runner.journal.fires import fires
