@@ -21,6 +21,7 @@ from runner.journal.health import PROCESS, JournalHealth
 
 log = logging.getLogger("runner.scheduler")
 
+SLOW_RENEWAL = 0.3  # of a lease: a renewal slower than this is said
 MEMBERS_EVERY = 1.0  # seconds between membership reads
 TAKEOVER_EVERY = 0.25  # seconds to the next look for lapsed unsent claims after a failed one
 SCAN_AT_LEAST = 0.1  # seconds between looks at least
@@ -78,6 +79,9 @@ class ScaleOut:
         before = self.leases.stamp()
         held = claim_leases.renew_held(self.store, self.leases.lease)
         self.leases.renewed(held, before)
+        took = self.leases.stamp() - before
+        if took > SLOW_RENEWAL * self.leases.lease:  # the journal is slow to take writes: claims at risk
+            log.warning("claim lease renewal took %.2f s (leases last %.1f s)", took, self.leases.lease)
 
     async def take_over_once(self) -> list[FireRow]:
         """Take over the lapsed unsent claims this daemon succeeds to; returns those it took."""

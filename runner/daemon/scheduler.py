@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 from runner.alerts import hooks as alerts
 from runner.clock import Clock, SystemClock
+from runner.daemon import heap
 from runner.daemon.arming import Arming, Timers, wake_lead
 from runner.daemon.calendar_gate import Calendar, CalendarGate, CalendarLoader, default_calendar_loader
 from runner.daemon.catchup import catch_up, mark_interrupted
@@ -533,6 +534,8 @@ class Daemon:
         for line in failed:
             log.warning("reload: %s", line)
         lines = changes + failed
+        if changes:
+            heap.freeze()  # the new versions join the long-lived heap full collections skip
         added = [e for name, e in self.entries.items() if name not in before]
         if added:
             await self.catch_up(added)
@@ -553,6 +556,7 @@ class Daemon:
         the brokers (:meth:`open_brokers`)."""
         lines = await self.prepare()
         lines += self.open_brokers()
+        heap.freeze(collect=True)  # before any timer: what is loaded now is kept out of full collections
         if self.membership.partitioned:
             await self.scale.refresh_members()
             self._spawn(self.scale.run())
