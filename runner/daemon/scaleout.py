@@ -88,7 +88,7 @@ class ScaleOut:
         own = sorted(self.leases.forfeited)
         found = await asyncio.to_thread(claim_leases.scan, self.store, own)
         self.next_scan = next_scan_in(found, self.leases.lease)
-        taken = []
+        mine = []
         for row in found.rows:
             if row.claimed_by == self.store.owner:
                 # our own, given up unsent: take it back if we still own the playbook, or if our give-up
@@ -98,14 +98,17 @@ class ScaleOut:
                     continue
             elif self.membership.successor(row.playbook, row.claimed_by) != self.store.owner:
                 continue
-            before = self.leases.stamp()
-            won = await asyncio.to_thread(
-                claim_leases.take_over, self.store, row, self.now(), self.leases.lease
-            )
-            if not won:
-                continue
+            mine.append(row)
+        if not mine:
+            return []
+        before = self.leases.stamp()
+        won = await asyncio.to_thread(
+            claim_leases.take_over_many, self.store, mine, self.now(), self.leases.lease
+        )
+        taken = [row for row in mine if row.fire_id in won]
+        self.leases.granted([row.fire_id for row in taken], before)
+        for row in taken:
             self.leases.forfeited.discard(row.fire_id)
-            self.leases.granted([row.fire_id], before)
             log.warning(
                 "took over fire %s of %s at %s from %s (its lease lapsed unsent)",
                 row.fire_id,
@@ -113,7 +116,6 @@ class ScaleOut:
                 row.scheduled_for.isoformat(),
                 "itself" if row.claimed_by == self.store.owner else row.claimed_by,
             )
-            taken.append(row)
             task = asyncio.ensure_future(self.take(row))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)

@@ -141,25 +141,40 @@ def takeable(store: FireStore, own: Sequence[str] = ()) -> list[FireRow]:
 
 def take_over(store: FireStore, row: FireRow, now: dt.datetime, seconds: float) -> bool:
     """Compare-and-set on holder and expiry: the claim becomes ours with a fresh lease."""
+    return row.fire_id in take_over_many(store, [row], now, seconds)
+
+
+def take_over_many(
+    store: FireStore, rows: Sequence[FireRow], now: dt.datetime, seconds: float
+) -> set[str]:
+    """:func:`take_over` for many claims in ONE transaction (a dead holder's 353 claims took 7.6 s one
+    commit each, past the 2 s the survivors have); each still its own compare-and-set. Returns the fire
+    ids won."""
+    won: set[str] = set()
+    if not rows:
+        return won
     with store.engine.begin() as conn:
         expires = db_clock(conn) + dt.timedelta(seconds=seconds)
-        done = conn.execute(
-            fires.update()
-            .where(
-                fires.c.fire_id == row.fire_id,
-                fires.c.claimed_by == row.claimed_by,
-                fires.c.lease_expires == row.lease_expires,
-                fires.c.state == FireState.CLAIMED,
+        for row in rows:
+            done = conn.execute(
+                fires.update()
+                .where(
+                    fires.c.fire_id == row.fire_id,
+                    fires.c.claimed_by == row.claimed_by,
+                    fires.c.lease_expires == row.lease_expires,
+                    fires.c.state == FireState.CLAIMED,
+                )
+                .values(
+                    claimed_by=store.owner,
+                    claimed_at=now,
+                    lease_expires=expires,
+                    taken_from=row.claimed_by,
+                    updated_at=now,
+                )
             )
-            .values(
-                claimed_by=store.owner,
-                claimed_at=now,
-                lease_expires=expires,
-                taken_from=row.claimed_by,
-                updated_at=now,
-            )
-        )
-    return bool(done.rowcount)
+            if done.rowcount:
+                won.add(row.fire_id)
+    return won
 
 
 def in_flight(store: FireStore, limit: int = 200) -> list[FireRow]:

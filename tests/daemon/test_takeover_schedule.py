@@ -97,11 +97,11 @@ def test_the_loop_takes_over_right_after_the_lapse_and_looks_rarely_meanwhile(
     monkeypatch.setattr(claim_leases, "scan", fake.scan)
     taken_at: list[float] = []
 
-    def take_over(*_: Any) -> bool:
+    def take_over_many(_store: Any, rows: Any, *_: Any) -> set[str]:
         taken_at.append(fake.t)  # the compare-and-set, at the look that found the claim takeable
-        return True
+        return {row.fire_id for row in rows}
 
-    monkeypatch.setattr(claim_leases, "take_over", take_over)
+    monkeypatch.setattr(claim_leases, "take_over_many", take_over_many)
     store = FireStore(make_engine(f"sqlite:///{tmp_path / 'journal.db'}"), "a")
     membership = Membership("a", partitioned=True)
     membership.update(["a", "b"])

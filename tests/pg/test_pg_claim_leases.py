@@ -97,3 +97,32 @@ def test_renew_held_extends_only_this_owners_live_claims(pg_db_url: str) -> None
     time.sleep(0.1)
     assert claim_leases.renew_held(a, 5.0) == {live.fire_id}
     assert [r.fire_id for r in claim_leases.takeable(b)] == [lapsed.fire_id]
+
+
+def test_many_lapsed_claims_are_taken_over_in_one_commit_each_still_compare_and_set(pg_db_url: str) -> None:
+    """A dead holder's hundreds of claims: one transaction, not one commit each (7.6 s for 353 under
+    load, past the 2 s the survivors have); a claim another survivor took first is not won again."""
+    import sqlalchemy as sa
+
+    a, b, c = _stores(pg_db_url)
+    now = _db_now(a)
+    a.lease_seconds = 0.05
+    claims = [Claim(f"pb{i}", "v1", now + dt.timedelta(seconds=30), f"run-{i}") for i in range(20)]
+    assert len(a.claim_many(claims, now)) == 20
+    time.sleep(0.1)
+    rows = claim_leases.takeable(b)
+    assert len(rows) == 20
+    assert claim_leases.take_over(c, rows[0], now, 5.0)  # another survivor won this one first
+    commits = 0
+
+    def count(_conn: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    sa.event.listen(b.engine, "commit", count)
+    try:
+        won = claim_leases.take_over_many(b, rows, now, 5.0)
+    finally:
+        sa.event.remove(b.engine, "commit", count)
+    assert commits == 1
+    assert won == {r.fire_id for r in rows[1:]}
