@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import PgCluster, _server_user, find_pg_bindir
-from helpers.cluster import Cluster, Sim, write_playbooks
+from helpers.cluster import Cluster, Sim, environ, write_playbooks
 from scaleout import client_ids, p, sends
 from scaleout import sim_arrivals as arrivals
 
@@ -80,19 +80,14 @@ def runner_run(
     probe.mkdir()
     url = pg.url(pg.create_database("bench"))
     cluster = Cluster(tmp, url, sim)
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RUNNER_PROBE_DIR", "RUNNER_PROFILE_INSTANT")}
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE / "probe"), saved["PYTHONPATH"]]))
-    os.environ["RUNNER_PROBE_DIR"] = str(probe)
+    overlay = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "probe"), os.environ.get("PYTHONPATH")])),
+        "RUNNER_PROBE_DIR": str(probe),
+    }
     if profile is not None:
-        os.environ["RUNNER_PROFILE_INSTANT"] = str(profile / "instant.prof")
-    try:
+        overlay["RUNNER_PROFILE_INSTANT"] = str(profile / "instant.prof")
+    with environ(overlay):
         cluster.start(daemons, lead=lead)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     try:
         cluster.wait_members(daemons, timeout=120)
         time.sleep(1.5)
@@ -157,16 +152,8 @@ async def _baseline(sim: Sim, fires: int, tag: str) -> tuple[float, list[str], d
 
 
 def baseline(sim: Sim, root: Path, fires: int, tag: str) -> dict[str, Any]:
-    saved = {k: os.environ.get(k) for k in sim.env}
-    os.environ.update(sim.env)
-    try:
+    with environ(sim.env):
         t0, ids, done = asyncio.run(_baseline(sim, fires, tag))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     left = {}
     for f in (root / "probe-main").glob("left-*.tsv"):
         for row in f.read_text().splitlines():

@@ -9,6 +9,7 @@ real broker does), so a fire sent twice shows up twice in its order book.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -17,13 +18,28 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def environ(values: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set for the block, restored after (unset ones unset again)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def playbook(name: str, when: dt.datetime, account: str = "sim") -> str:
@@ -66,9 +82,7 @@ class Sim:
         from runner.brokers.registry import create_broker
 
         seen: Counter[str] = Counter()
-        saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
-        try:
+        with environ(self.env):
             for name in self.names[:1]:  # one book behind them all
                 broker = create_broker(load_accounts(self.file)[name])
                 await broker.connect()
@@ -77,12 +91,6 @@ class Sim:
                     seen.update(str(row.get("GuiOrdId")) for row in rows_of(payload))
                 finally:
                     await broker.close()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         return seen
 
     def stop(self) -> None:
