@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import PgCluster, _server_user, find_pg_bindir
-from helpers.cluster import Cluster, Sim, environ, write_playbooks
+from helpers.cluster import Cluster, Sim, burst_instant, environ, write_playbooks
 from scaleout import client_ids, p, sends
 from scaleout import sim_arrivals as arrivals
 
@@ -91,20 +91,10 @@ def runner_run(
     try:
         cluster.wait_members(daemons, timeout=120)
         time.sleep(1.5)
-        wake = lead + 0.002 * (1 << max(0, fires - 1).bit_length())
-        instant = (dt.datetime.now(UTC) + dt.timedelta(seconds=wake + 6 + fires / 50)).replace(microsecond=0)
+        instant, _ = burst_instant(lead, fires)
         names = [f"l{daemons}-{i:04d}" for i in range(fires)]
         write_playbooks(cluster.pbdir, names, instant, sim.names)
-        unfinished = (FireState.CLAIMED, FireState.RUNNING)
-        cluster.wait(
-            lambda: (
-                sum(1 for r in cluster.fires() if r.scheduled_for == instant and r.state not in unfinished)
-                >= fires
-            ),
-            240,
-            "every fire finished",
-        )
-        rows = [r for r in cluster.fires() if r.scheduled_for == instant]
+        rows = cluster.settled(instant, fires, 240)
         ids = client_ids(cluster, {r.run_id for r in rows})
         t0 = instant.timestamp()
         reply = {cid: w for cid, (w, _) in sends(cluster).items()}

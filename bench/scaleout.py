@@ -44,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from conftest import PgCluster, _server_user, find_pg_bindir
-from helpers.cluster import Cluster, Sim, write_playbooks
+from helpers.cluster import Cluster, Sim, burst_instant, write_playbooks
 
 from runner.journal.fires import FireState
 
@@ -165,8 +165,7 @@ def one_run(
             cluster.wait_loaded(daemons, others)
             time.sleep(5.0)  # start-up work (catch-up, opening brokers, the first rebalance) settles
         time.sleep(1.5)  # every member has read the full membership
-        wake = lead + 0.002 * (1 << max(0, fires - 1).bit_length())
-        instant = (dt.datetime.now(UTC) + dt.timedelta(seconds=wake + 6 + fires / 50)).replace(microsecond=0)
+        instant, wake = burst_instant(lead, fires)
         names = [f"b{daemons}{'k' if kill else ''}-{i:04d}" for i in range(fires)]
         write_playbooks(cluster.pbdir, names, instant, sim.names)
         # the window opens after the playbooks are loaded, before any wake-up
@@ -192,21 +191,12 @@ def one_run(
             victim = cluster.holders(instant).most_common(1)[0][0]
             os.kill(members[victim], signal.SIGKILL)
             killed_at = time.time() - instant.timestamp()
-        unfinished = (FireState.CLAIMED, FireState.RUNNING)
-        cluster.wait(
-            lambda: (
-                sum(1 for r in cluster.fires() if r.scheduled_for == instant and r.state not in unfinished)
-                >= fires
-            ),
-            180,
-            "every fire finished",
-        )
+        rows = cluster.settled(instant, fires, 180)
         cpu = sum(cpu_seconds(p.pid) - cpu0[p.pid] for p in procs if p.poll() is None)
         window = time.monotonic() - t0
         if sampler is not None:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(timeout=120)
-        rows = [r for r in cluster.fires() if r.scheduled_for == instant]
         at_broker = sim.client_ids()
         ids = client_ids(cluster, {r.run_id for r in rows})
         mine = {cid: at_broker.get(cid, 0) for cid in ids}

@@ -42,6 +42,17 @@ def environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def burst_instant(lead: float, fires: int) -> tuple[dt.datetime, float]:
+    """An instant for ``fires`` playbooks written now and due together, and the daemons' wake lead for
+    it (:func:`runner.daemon.arming.wake_lead` with serve's defaults): far enough ahead that every
+    daemon loads them before it wakes."""
+    from runner.daemon.arming import wake_lead
+    from runner.daemon.scheduler import DaemonOptions
+
+    wake = wake_lead(lead, DaemonOptions.lead_per_fire, fires)
+    ahead = dt.timedelta(seconds=wake + 6 + fires / 50)
+    return (dt.datetime.now(dt.UTC) + ahead).replace(microsecond=0), wake
+
 def playbook(name: str, when: dt.datetime, account: str = "sim") -> str:
     """A playbook due once at ``when``: one market order (its client id is derived from the run id)."""
     return (
@@ -201,6 +212,19 @@ class Cluster:
 
     def holders(self, instant: dt.datetime) -> Counter[str]:
         return Counter(r.claimed_by for r in self.fires() if r.scheduled_for == instant)
+
+    def settled(self, instant: dt.datetime, fires: int, timeout: float) -> list[Any]:
+        """Wait until ``fires`` fires of ``instant`` finished (neither CLAIMED nor RUNNING); their rows."""
+        from runner.journal.fires import FireState
+
+        unfinished = (FireState.CLAIMED, FireState.RUNNING)
+
+        def rows() -> list[Any]:
+            return [r for r in self.fires() if r.scheduled_for == instant]
+
+        self.wait(lambda: sum(1 for r in rows() if r.state not in unfinished) >= fires, timeout,
+                  "every fire finished")  # fmt: skip
+        return rows()
 
     def wait(self, pred: Any, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
