@@ -110,10 +110,16 @@ def test_each_daemon_claims_its_share_and_a_stopped_ones_playbooks_move_to_the_o
     _exactly_once(cluster, sim, [first, second])
 
 
+# ~1 s before the instant, with room for the last renewal: a lease runs 1 s from a renewal made every
+# 0.2 s, so a holder stopped exactly 1 s before could hold a lease lapsing just *after* the instant, which
+# is (by design) the lookup path, not a takeover; on a loaded machine that raced the test.
+AHEAD = 1.3
+
+
 def _freeze_or_kill_a_holder(
     cluster: Cluster, sim: Sim, n_daemons: int, sig: signal.Signals, skews: tuple[float, ...] = ()
 ) -> tuple[dt.datetime, str, list[str]]:
-    """``n_daemons`` serve 9 playbooks due at one instant; ~1 s before it the daemon holding the most
+    """``n_daemons`` serve 9 playbooks due at one instant; AHEAD s before it the daemon holding the most
     claims gets ``sig``. Returns the instant, the victim and the playbooks it held."""
     cluster.start(n_daemons, skews)
     cluster.wait_members(n_daemons)
@@ -123,8 +129,8 @@ def _freeze_or_kill_a_holder(
     write_playbooks(cluster.pbdir, names, instant, sim.names)
     cluster.wait(lambda: sum(cluster.holders(instant).values()) == len(names), 30, "all claimed")
     left = (instant - dt.datetime.now(UTC)).total_seconds()
-    assert left > 1.0, f"claimed only {left:.2f}s before the instant; the test needs ~1 s"
-    time.sleep(left - 1.0)
+    assert left > AHEAD, f"claimed only {left:.2f}s before the instant; the test needs {AHEAD} s"
+    time.sleep(left - AHEAD)
     victim, _ = cluster.holders(instant).most_common(1)[0]
     held = sorted(
         r.playbook for r in cluster.fires() if r.scheduled_for == instant and r.claimed_by == victim
