@@ -20,7 +20,7 @@ import hmac
 import logging
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -462,8 +462,11 @@ def parse_position(row: Mapping[str, Any], lookup: InstrumentLookup = default_lo
     quantum = Decimal(1).scaleb(-precision)
     avg = buy_avg if net > 0 else sell_avg if net < 0 else Decimal(0)
     realized = (sell_avg - buy_avg) * closed * nf if closed else Decimal(0)
+    instrument = lookup(str(row.get("exSeg", "")), _text(row, "tok"), _text(row, "trdSym"))
+    if nf != 1 and instrument.price_multiplier is None:  # the row knows what the master did not say
+        instrument = replace(instrument, price_multiplier=nf)
     return Position(
-        instrument=lookup(str(row.get("exSeg", "")), _text(row, "tok"), _text(row, "trdSym")),
+        instrument=instrument,
         product=PRODUCT_OF_CODE.get(str(row.get("prod", "")).upper(), Product.MIS),
         quantity=net,
         average_price=avg.quantize(quantum),
