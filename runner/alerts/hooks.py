@@ -75,6 +75,19 @@ def login_failed(account: str, why: str, *, expired: bool = False) -> None:
     publish(Alert(event, f"broker login of {account} failed: {why}", account=account))
 
 
+def session_expired(account: str, why: str) -> None:
+    """The broker ended a live session of ``account`` (:mod:`runner.brokers.expiry`); the adapter logs in
+    again. Repeats within the dedup window are one message."""
+    publish(
+        Alert(
+            AlertEvent.SESSION_EXPIRED,
+            f"broker session of {account} expired: {why}; logging in again",
+            account=account,
+            key=f"session_expired|{account}",
+        )
+    )
+
+
 def journal_unreachable(why: str) -> None:
     publish(Alert(AlertEvent.JOURNAL_UNREACHABLE, f"journal unreachable: {why}", key="journal_unreachable"))
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from runner.brokers import expiry
 from runner.brokers.alphapoint.positions import positions_from_records
 from runner.brokers.alphapoint.quotes import level1_quotes
 from runner.brokers.alphapoint.session import ApexSession
@@ -208,7 +209,8 @@ class AlphaPointBroker:
         surfaces. Nothing else is retried in the adapter: the engine's gateway owns the retry policy."""
         try:
             return await self.session.call(name, payload, mutating=mutating)
-        except AuthExpired:
+        except AuthExpired as exc:
+            expiry.report(exc, self.account.name)
             await self.session.close()
             if mutating:
                 raise

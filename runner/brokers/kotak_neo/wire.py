@@ -35,6 +35,7 @@ from runner.errors import (
     NotModifiable,
     OutcomeUnknown,
     Rejected,
+    SessionExpired,
     Unavailable,
 )
 from runner.model import (
@@ -226,14 +227,14 @@ def _code(payload: Mapping[str, Any]) -> int | None:
 def error_for(payload: Mapping[str, Any], http_status: int = 200) -> BrokerError | None:
     """The error a reply carries, or None when it is a success. Pure: the adapter raises it."""
     if http_status == 403:  # docs: "Invalid session, please re-login to continue"
-        return AuthExpired(_message(payload) or "invalid session", code="403", broker=BROKER)
+        return SessionExpired(_message(payload) or "invalid session", code="403", broker=BROKER)
     code = _code(payload)
     if http_status < 400 and (_is_ok(payload) or (code == 200 and "error" not in payload)):
         return None
     message = _message(payload)
     code_s = str(code) if code is not None else str(http_status)
     if code in SESSION_CODES:
-        return AuthExpired(message, code=code_s, broker=BROKER)
+        return SessionExpired(message, code=code_s, broker=BROKER)
     if code == CODE_NOT_FOUND:
         return NotFound(message, code=code_s, broker=BROKER)
     if code == CODE_ALREADY_COMPLETE:
