@@ -49,6 +49,7 @@ from runner.errors import (
     OutcomeUnknown,
     Rejected,
     Retryable,
+    SessionExpired,
 )
 from runner.ids import numeric_id
 from runner.model import (
@@ -156,7 +157,11 @@ class AlphaPointBroker:
         frame = await session.call_raw(
             "AuthenticateUser", authenticate_body(self._credentials(), nonce), mutating=False
         )
-        body = check_reply("AuthenticateUser", frame)
+        try:
+            body = check_reply("AuthenticateUser", frame)
+        except SessionExpired as exc:  # "Not Authorized" to a login is a refusal, not an expired session
+            refused = f"AuthenticateUser refused: {exc.message}"
+            raise BrokerError(refused, code="auth", broker=BROKER) from None
         reply = ci(body if isinstance(body, Mapping) else {})
         if reply.get("requires2fa") and not reply.get("authenticated"):
             raise BrokerError(
