@@ -10,6 +10,8 @@
     │   └── WaitTooLong        the wait asked for (Retry-After) or needed passes our maximum or the
     │                          caller's deadline: the call fails now instead of parking the step
     ├── AuthExpired            session or token expired: log in again once, then retry
+    │   └── SessionExpired     the broker ended a live session (token expired or invalidated): the
+    │                          ``session_expired`` alert; reads log in again, orders are retried by the engine
     ├── OutcomeUnknown         the request may have reached the broker (timeout after sending, reply
     │                          dropped, connection reset mid-request): resolve by looking the order up,
     │                          never by sending it again
@@ -88,6 +90,11 @@ class AuthExpired(BrokerError):
     """Session expired or token invalid: log in again once, then retry."""
 
 
+class SessionExpired(AuthExpired):
+    """The broker says a session that was logged in has ended (expired token, daily logout, a login
+    elsewhere), as opposed to a login refused. Adapters report each one (:mod:`runner.brokers.expiry`)."""
+
+
 class OutcomeUnknown(BrokerError):
     """The request may or may not have taken effect. Look the order up by client id; never re-send."""
 
@@ -125,6 +132,7 @@ __all__ = [
     "RateLimited",
     "Rejected",
     "Retryable",
+    "SessionExpired",
     "Unavailable",
     "WaitTooLong",
 ]

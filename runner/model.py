@@ -133,6 +133,14 @@ class Instrument:
     lot_size: int | None = None  # known from the playbook or the instrument master
     tick_size: Decimal | None = None
     freeze_quantity: int | None = None
+    # Money per 1.00 of price per unit of quantity, where it is not 1: currency and commodity contracts
+    # quoted per unit of a larger lot (Kotak's lMultiplier x dGenNum/dGenDen x dPriceNum/dPriceDen).
+    price_multiplier: Decimal | None = None
+
+    @property
+    def multiplier(self) -> Decimal:
+        """What a price difference times quantity is multiplied by to be money (1 when not known)."""
+        return self.price_multiplier if self.price_multiplier is not None else Decimal(1)
 
     @property
     def key(self) -> str:
@@ -167,7 +175,7 @@ def instrument_to_dict(ins: Instrument) -> dict[str, Any]:
         "lot_size": ins.lot_size,
         "tick_size": format(ins.tick_size, "f") if ins.tick_size is not None else None,
         "freeze_quantity": ins.freeze_quantity,
-    }
+    } | ({"price_multiplier": format(ins.price_multiplier, "f")} if ins.price_multiplier is not None else {})
 
 
 def instrument_from_dict(d: Mapping[str, Any]) -> Instrument:
@@ -180,6 +188,7 @@ def instrument_from_dict(d: Mapping[str, Any]) -> Instrument:
         lot_size=d.get("lot_size"),
         tick_size=Decimal(d["tick_size"]) if d.get("tick_size") is not None else None,
         freeze_quantity=d.get("freeze_quantity"),
+        price_multiplier=Decimal(d["price_multiplier"]) if d.get("price_multiplier") is not None else None,
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from runner.errors import AuthExpired, OutcomeUnknown, RateLimited, Unavailable
+from runner.errors import OutcomeUnknown, RateLimited, SessionExpired, Unavailable
 
 
 @functools.cache
@@ -136,7 +136,8 @@ async def send(
     * failure to connect: nothing reached the broker -> Unavailable (safe to retry);
     * timeout / reset after the request was written: for a mutating request the broker may have acted
       -> OutcomeUnknown (resolve by lookup); for a read -> Unavailable;
-    * 401 -> AuthExpired; 429 -> RateLimited(retry_after);
+    * 401 -> SessionExpired (a login call that can be refused with 401 turns it into its own refusal);
+      429 -> RateLimited(retry_after);
     * 5xx on a mutating request -> OutcomeUnknown: a load balancer may answer 503 after the broker took
       the order, so no 5xx proves it was not sent; on a read -> Unavailable (safe to retry).
     Other statuses are returned for the adapter to read the broker's own error envelope.
@@ -156,7 +157,7 @@ async def send(
         raise Unavailable(message, broker=broker) from exc
     status = response.status_code
     if status == 401:
-        raise AuthExpired("session expired or token invalid (HTTP 401)", code="401", broker=broker)
+        raise SessionExpired("session expired or token invalid (HTTP 401)", code="401", broker=broker)
     if status == 429:
         raise RateLimited("rate limited (HTTP 429)", code="429", broker=broker,
                           retry_after=retry_after_seconds(response))

@@ -42,6 +42,7 @@ def row_from_mapping(rec: dict[str, str]) -> MasterRow:
     lot = _opt(rec.get("lot_size"))
     tick = _opt(rec.get("tick_size"))
     freeze = _opt(rec.get("freeze_quantity"))
+    multiplier = _opt(rec.get("price_multiplier"))
     inst = Instrument(
         exchange=rec["exchange"].strip().upper(),
         symbol=rec["symbol"].strip().upper(),
@@ -51,9 +52,10 @@ def row_from_mapping(rec: dict[str, str]) -> MasterRow:
         lot_size=int(lot) if lot else None,
         tick_size=Decimal(tick) if tick else None,
         freeze_quantity=int(freeze) if freeze else None,
+        price_multiplier=Decimal(multiplier) if multiplier else None,
     )
     known = {"exchange", "symbol", "expiry", "strike", "option_type", "lot_size", "tick_size",
-             "freeze_quantity", "token", "trading_symbol"}
+             "freeze_quantity", "token", "trading_symbol", "price_multiplier"}
     extra = {k: v for k, v in rec.items() if k not in known and v not in (None, "")}
     return MasterRow(inst, _opt(rec.get("token")), _opt(rec.get("trading_symbol")), extra)
 
@@ -167,6 +169,7 @@ class InstrumentMaster:
             lot_size=row.instrument.lot_size or instrument.lot_size,
             tick_size=row.instrument.tick_size or instrument.tick_size,
             freeze_quantity=row.instrument.freeze_quantity or instrument.freeze_quantity,
+            price_multiplier=row.instrument.price_multiplier or instrument.price_multiplier,
         )
         return replace(row, instrument=merged)
 

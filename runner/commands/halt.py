@@ -148,16 +148,18 @@ def set_mode(
     engine = open_engine(args.db)
     with contextlib.ExitStack() as alerting:  # closing it delivers the alert (within flush_seconds)
         try:
-            alerting.enter_context(alerts_for(getattr(args, "alerts", None), engine))
+            dispatcher = alerting.enter_context(alerts_for(getattr(args, "alerts", None), engine))
         except CommandError as exc:  # a broken alerts file never keeps the switch from being thrown
             alert_error: CommandError | None = exc
+            dispatcher = None
         else:
             alert_error = None
         store = ControlStore(engine)
         old = store.get()
         now = dt.datetime.now(dt.UTC)
         by = f"{getpass.getuser()}@{socket.gethostname()}"
-        state = store.set(mode, getattr(args, "reason", None), by, now)
+        alerting_it = dispatcher is not None and mode is not old.mode  # daemons then do not
+        state = store.set(mode, getattr(args, "reason", None), by, now, alerted=alerting_it)
         if state.mode is not old.mode:
             hooks.kill_switch(old.mode.value, state.mode.value, state.reason, by=state.by)
         code = _report(args, engine, mode, state, now, then)

@@ -223,8 +223,10 @@ class Daemon:
         """On HALT, a cancel pass in a task of its own: the poller goes on (a resume during a slow pass
         is seen within a poll, not when the pass ends). Passes run one after another."""
         self._touch()
-        if new.mode is not old.mode:
-            alerts.kill_switch(old.mode.value, new.mode.value, new.reason, by=new.by)
+        if new.mode is not old.mode:  # alerted once across processes: the row says who already did
+            claim = partial(self.watcher.store.claim_alert, new, self.owner)
+            seen = partial(alerts.kill_switch_seen, claim, old.mode.value, new.mode.value, new.reason, new.by)
+            await asyncio.to_thread(seen)
         if new.mode is Mode.HALT:
             self._halt_pass = asyncio.create_task(self._halt_pass_after(self._halt_pass))
 

@@ -25,6 +25,7 @@ from runner.errors import (
     NotFound,
     OutcomeUnknown,
     Retryable,
+    SessionExpired,
     WaitTooLong,
 )
 from runner.journal.store import Journal
@@ -175,6 +176,8 @@ class BrokerCalls:
                     raise
                 relogged = True
                 self._log("broker_relogin", method=method)
+                if isinstance(exc, SessionExpired):  # `runner show` says why the call was made twice
+                    self.note(f"broker session expired ({exc}); logging in again", level="warning", cid=cid)
                 await self.broker.connect()
                 continue
             except Malformed as exc:

@@ -65,6 +65,9 @@ control = sa.Table(
     sa.Column("reason", ScrubbedText(), nullable=True),
     sa.Column("since", UTCDateTime(), nullable=False),
     sa.Column("by", sa.String(128), nullable=True),
+    # Who published the alert for the change at ``since`` (NULL: nobody yet). One change, one alert across
+    # processes: `runner halt --alerts` writes itself here with the change; a daemon claims it otherwise.
+    sa.Column("alerted_by", sa.String(128), nullable=True),
 )
 
 
@@ -154,8 +157,18 @@ class ControlStore:
             return ControlState()
         return ControlState(mode=row.mode, reason=row.reason, since=row.since, by=row.by)
 
-    def set(self, mode: Mode, reason: str | None, by: str | None, now: dt.datetime) -> ControlState:
-        values = {"halted": mode is not Mode.NORMAL, "mode": mode, "reason": reason, "since": now, "by": by}
+    def set(
+        self, mode: Mode, reason: str | None, by: str | None, now: dt.datetime, *, alerted: bool = False
+    ) -> ControlState:
+        """``alerted``: the caller publishes this change's alert itself (daemons then do not)."""
+        values = {
+            "halted": mode is not Mode.NORMAL,
+            "mode": mode,
+            "reason": reason,
+            "since": now,
+            "by": by,
+            "alerted_by": by if alerted else None,
+        }
         with self.engine.begin() as conn:
             done = conn.execute(control.update().where(control.c.id == 1).values(**values)).rowcount
             if not done:  # first halt on a fresh journal: another host may insert at the same moment
@@ -165,6 +178,19 @@ class ControlStore:
                 except sa.exc.IntegrityError:
                     conn.execute(control.update().where(control.c.id == 1).values(**values))
         return ControlState(mode=mode, reason=reason, since=now, by=by)
+
+    def claim_alert(self, state: ControlState, who: str) -> bool:
+        """Whether ``who`` is the one to alert the change ``state`` saw: True for the first claimant of a
+        change nobody alerted, False when its writer or another daemon did (or it was changed again)."""
+        if state.since is None:
+            return False
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                control.update()
+                .where(control.c.id == 1, control.c.since == state.since, control.c.alerted_by.is_(None))
+                .values(alerted_by=who)
+            ).rowcount
+        return bool(claimed)
 
     def record_pass(self, result: HaltPass) -> None:
         values = {k: v for k, v in result.as_dict().items() if k != "at"}

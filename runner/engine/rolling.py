@@ -139,6 +139,7 @@ async def resolve_spec(
         lot_size=found.lot_size or spec.lot_size,
         tick_size=found.tick_size or spec.tick_size,
         freeze_quantity=found.freeze_quantity or spec.freeze_quantity,
+        price_multiplier=found.price_multiplier or spec.price_multiplier,
     )
     return concrete, underlying, ltp
 
@@ -175,6 +176,7 @@ def with_contracts(pb: Playbook, contracts: dict[str, Instrument]) -> Playbook:
             lot_size=ins.lot_size,
             tick_size=ins.tick_size,
             freeze_quantity=ins.freeze_quantity,
+            price_multiplier=ins.price_multiplier,
         )
     return pb.model_copy(update={"instruments": instruments})
 

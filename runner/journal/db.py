@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -83,7 +85,7 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys = ON")
         if not memory:
-            cur.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(cur)
             cur.execute("PRAGMA synchronous = NORMAL")
         cur.close()
 
@@ -93,6 +95,32 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def _switch_to_wal(cur: Any) -> None:
+    """Put the file in WAL mode (persistent: the first connection to a new file does it for everyone).
+
+    The switch needs an exclusive lock and SQLite does not wait for it under ``busy_timeout`` the way it
+    does for writes: processes opening one new file together got "database is locked". So read the mode
+    first (already WAL: no lock needed) and retry the switch while the file is busy, up to the busy
+    timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            if str(cur.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() >= deadline:
+                raise
+        else:  # the switch answered with the old mode: another connection holds a lock
+            if time.monotonic() >= deadline:
+                raise sqlite3.OperationalError("could not switch the database to WAL mode: it stayed busy")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def _postgresql_engine(url: str, **kwargs: Any) -> Engine:

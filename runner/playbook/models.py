@@ -101,6 +101,7 @@ class InstrumentSpec(_Model):
     lot_size: Annotated[int, Field(gt=0)] | None = None
     tick_size: Annotated[Decimal, Field(gt=0)] | None = None
     freeze_quantity: Annotated[int, Field(gt=0)] | None = None
+    price_multiplier: Annotated[Decimal, Field(gt=0)] | None = None  # P&L: money per price point per unit
 
     @property
     def is_rolling(self) -> bool:
@@ -141,6 +142,7 @@ class InstrumentSpec(_Model):
             lot_size=self.lot_size,
             tick_size=self.tick_size,
             freeze_quantity=self.freeze_quantity,
+            price_multiplier=self.price_multiplier,
         )
 
 

@@ -3,7 +3,8 @@
 A figure the broker does not report (``Position.average_price_reported`` / ``realized_pnl_reported``
 false, e.g. ODIN) is computed from the day's order book (filled quantity at average price, average
 cost) when the day's orders account for the whole net position, else shown "n/a" (``None``): never 0.
-Unrealised P&L needs both an average price and an LTP; without either it is "n/a".
+Unrealised P&L needs both an average price and an LTP; without either it is "n/a". Money is a price
+difference x quantity x the instrument's price multiplier (commodity and currency contracts; 1 otherwise).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class DayFigures:
 
 
 def day_figures(orders: Sequence[Order]) -> DayFigures:
-    """Average-cost figures of one instrument's filled orders, in book order."""
+    """Average-cost figures of one instrument's filled orders, in book order; ``realised`` in price
+    points x quantity (money once times the instrument's :attr:`~runner.model.Instrument.multiplier`)."""
     qty, cost, realised = 0, Decimal(0), Decimal(0)
     for o in orders:
         if o.filled_quantity <= 0 or o.average_price is None:
@@ -87,9 +89,11 @@ def line_of(account: str, p: Position, day: DayFigures | None, ltp: Decimal | No
     if not p.realized_pnl_reported:
         realised = None
         if day is not None and day.quantity == p.quantity:  # no carried quantity closed today
-            realised = day.realised
+            realised = day.realised * p.instrument.multiplier  # the day's figures are in price points
             computed.append("realised")
-    unrealised = (ltp - avg) * p.quantity if ltp is not None and avg is not None else None
+    unrealised = (
+        (ltp - avg) * p.quantity * p.instrument.multiplier if ltp is not None and avg is not None else None
+    )
     if not p.quantity:
         unrealised = Decimal(0)  # flat: nothing open, so nothing unrealised (a fact, not a default)
     return PositionLine(

@@ -140,12 +140,15 @@ class RunPnl:
 
 
 def run_pnl(fill_rows: list[dict[str, Any]], intents: dict[str, Intent]) -> RunPnl:
-    """Average-cost P&L of the run's own fills, per instrument, in fill order."""
+    """Average-cost P&L of the run's own fills, per instrument, in fill order; money: price points x
+    quantity x the instrument's price multiplier (commodity and currency contracts; 1 otherwise)."""
     by: dict[str, list[tuple[Side, int, Decimal | None]]] = {}
+    multipliers: dict[str, Decimal] = {}
     for f in sorted(fill_rows, key=lambda r: (r["at"], r["id"])):
         intent = intents.get(f["client_order_id"])
         if intent is None:
             continue
+        multipliers[intent.request.instrument.key] = intent.request.instrument.multiplier
         by.setdefault(intent.request.instrument.key, []).append(
             (intent.request.side, int(f["quantity"]), f["price"])
         )
@@ -178,7 +181,7 @@ def run_pnl(fill_rows: list[dict[str, Any]], intents: dict[str, Intent]) -> RunP
                 instrument=key,
                 bought=bought,
                 sold=sold,
-                realised=realised if netted and realised is not None else None,
+                realised=realised * multipliers[key] if netted and realised is not None else None,
                 open_quantity=qty if realised is not None else bought - sold,
             )
         )

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from runner.brokers import expiry
 from runner.brokers.alphapoint.positions import positions_from_records
 from runner.brokers.alphapoint.quotes import level1_quotes
 from runner.brokers.alphapoint.session import ApexSession
@@ -48,6 +49,7 @@ from runner.errors import (
     OutcomeUnknown,
     Rejected,
     Retryable,
+    SessionExpired,
 )
 from runner.ids import numeric_id
 from runner.model import (
@@ -155,7 +157,11 @@ class AlphaPointBroker:
         frame = await session.call_raw(
             "AuthenticateUser", authenticate_body(self._credentials(), nonce), mutating=False
         )
-        body = check_reply("AuthenticateUser", frame)
+        try:
+            body = check_reply("AuthenticateUser", frame)
+        except SessionExpired as exc:  # "Not Authorized" to a login is a refusal, not an expired session
+            refused = f"AuthenticateUser refused: {exc.message}"
+            raise BrokerError(refused, code="auth", broker=BROKER) from None
         reply = ci(body if isinstance(body, Mapping) else {})
         if reply.get("requires2fa") and not reply.get("authenticated"):
             raise BrokerError(
@@ -208,7 +214,8 @@ class AlphaPointBroker:
         surfaces. Nothing else is retried in the adapter: the engine's gateway owns the retry policy."""
         try:
             return await self.session.call(name, payload, mutating=mutating)
-        except AuthExpired:
+        except AuthExpired as exc:
+            expiry.report(exc, self.account.name)
             await self.session.close()
             if mutating:
                 raise

@@ -25,7 +25,6 @@ from typing import Any
 from runner.brokers.base import Quote
 from runner.brokers.instruments import MasterRow
 from runner.errors import (
-    AuthExpired,
     BrokerError,
     InstrumentUnknown,
     Malformed,
@@ -34,6 +33,7 @@ from runner.errors import (
     OutcomeUnknown,
     RateLimited,
     Rejected,
+    SessionExpired,
     Unavailable,
 )
 from runner.ids import numeric_id
@@ -201,7 +201,7 @@ def error_from_payload(payload: Mapping[str, Any], *, call: str, frame_error: bo
     if "rate limit" in low or "throttl" in low or "too many" in low:
         return RateLimited(text, code=code_s, broker=BROKER)
     if code_int == ERR_NOT_AUTHORIZED or "not authorized" in low or "not logged in" in low:
-        return AuthExpired(text, code=code_s, broker=BROKER)
+        return SessionExpired(text, code=code_s, broker=BROKER)
     if code_int == ERR_NOT_FOUND:
         return NotFound(text, code=code_s, broker=BROKER)
     if code_int == ERR_SERVER_ERROR or (frame_error and code_int is None):

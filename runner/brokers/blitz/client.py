@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from runner.brokers import expiry
 from runner.brokers.base import Quote, read_positions
 from runner.brokers.blitz.marketdata import MD_SUFFIX, QUOTE_BATCH, QUOTE_PATH, quote_body, quotes_from_reply
 from runner.brokers.blitz.wire import (
@@ -263,7 +264,8 @@ class BlitzBroker:
                 if isinstance(result, BrokerError):
                     raise result
                 return result
-            except AuthExpired:
+            except AuthExpired as exc:
+                expiry.report(exc, self.account.name)
                 if mutating:
                     if self._generation == generation:
                         self._token = None  # the next connect() logs in again

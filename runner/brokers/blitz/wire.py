@@ -25,13 +25,13 @@ import httpx
 
 from runner.brokers.instruments import MasterRow
 from runner.errors import (
-    AuthExpired,
     BrokerError,
     Malformed,
     NotFound,
     NotModifiable,
     RateLimited,
     Rejected,
+    SessionExpired,
     Unavailable,
 )
 from runner.model import (
@@ -491,7 +491,7 @@ def error_from(status_code: int, body: Any, *, operation: str) -> BrokerError:
     code = etype or str(status_code)
     text = f"{operation}: {message}"
     if _key(etype) in _AUTH_ERROR_TYPES or status_code == 401:
-        return AuthExpired(text, code=code, broker=BROKER)
+        return SessionExpired(text, code=code, broker=BROKER)
     if status_code == 403:
         # Seed: 403 = "order cannot be modified/cancelled (already executed or cancelled)";
         # SDK docs: 403 TokenException = session invalidated. error_type tells them apart.

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from runner.accounts import Account
+from runner.brokers import expiry
 from runner.brokers.base import Quote, read_positions
 from runner.brokers.burst import after_send
 from runner.brokers.descriptions import DESCRIPTIONS
@@ -288,7 +289,8 @@ class KotakNeo:
                 if error is not None:
                     raise error
                 return payload
-            except AuthExpired:
+            except AuthExpired as exc:
+                expiry.report(exc, self.account.name)
                 if attempt or mutating:
                     if self._session is session:
                         self._session = None  # connect() logs in again

@@ -511,7 +511,9 @@ class KotakNeoSim(SimBook, SimQuotes):
             if order is None or fill.at.astimezone(IST).date() != today:
                 continue
             acc = amounts.setdefault((fill.instrument.key, order.request.product), [Decimal(0), Decimal(0)])
-            acc[0 if fill.side.value == "BUY" else 1] += fill.price * fill.quantity
+            # amounts are money: price x quantity x the contract's multiplier (parse divides it back out)
+            nf = order.request.instrument.multiplier
+            acc[0 if fill.side.value == "BUY" else 1] += fill.price * fill.quantity * nf
         rows = []
         for pos in self.engine.positions(session.ucc, now):
             key = (pos.instrument.key, pos.product)
@@ -520,7 +522,8 @@ class KotakNeoSim(SimBook, SimQuotes):
             ts = order.ts if order else pos.instrument.symbol
             carried = pos.quantity - (pos.day_buy_quantity - pos.day_sell_quantity)
             buy_amt, sell_amt = amounts.get(key, [Decimal(0), Decimal(0)])
-            cf_amt = pos.average_price * abs(carried)  # sim: carried leg valued at the average price
+            nf = pos.instrument.multiplier
+            cf_amt = pos.average_price * abs(carried) * nf  # sim: carried leg valued at the average price
             rows.append({
                 "exSeg": es, "trdSym": ts, "tok": order.token if order else "", "prod": pos.product.value,
                 "flBuyQty": str(pos.day_buy_quantity), "flSellQty": str(pos.day_sell_quantity),
@@ -528,8 +531,9 @@ class KotakNeoSim(SimBook, SimQuotes):
                 "buyAmt": f"{buy_amt:.2f}", "sellAmt": f"{sell_amt:.2f}",
                 "cfBuyAmt": f"{cf_amt if carried > 0 else Decimal(0):.2f}",
                 "cfSellAmt": f"{cf_amt if carried < 0 else Decimal(0):.2f}",
-                "lotSz": str(pos.instrument.lot_size or 1), "multiplier": "1", "genNum": "1", "genDen": "1",
-                "prcNum": "1", "prcDen": "1", "precision": "2", "sqrFlg": "Y", "posFlg": "true",
+                "lotSz": str(pos.instrument.lot_size or 1), "multiplier": plain(nf),
+                "genNum": "1", "genDen": "1", "prcNum": "1", "prcDen": "1", "precision": "2",
+                "sqrFlg": "Y", "posFlg": "true",
                 "ltp": plain(self.engine.last_price(pos.instrument, now)),
             })
         return {"stat": "ok", "stCode": 200, "data": rows}

@@ -203,7 +203,8 @@ class SimBook:
             "vldt": req.validity.value, "rejRsn": reason, "exOrdId": f"1100{order.number[-12:]}",
             "ordDtTm": f"{order.placed.astimezone(IST):%d-%b-%Y %H:%M:%S}",
             "hsUpTm": f"{local:%Y/%m/%d %H:%M:%S}", "GuiOrdId": order.client_id if order.client_id else "",
-            "lotSz": str(req.instrument.lot_size or 1), "multiplier": "1", "precision": "2",
+            "lotSz": str(req.instrument.lot_size or 1), "multiplier": plain(req.instrument.multiplier),
+            "precision": "2",
             "algId": "NA", "ordGenTp": "AMO" if order.amo else "NA",
             "updRecvTm": int(updated.timestamp()) * 1_000_000_000 + next(self._ns),
         }

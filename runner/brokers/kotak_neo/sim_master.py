@@ -76,7 +76,7 @@ def segment_csv(rows: Iterable[MasterRow]) -> bytes:
         put("iLotSize", str(inst.lot_size or 1))
         put("iBoardLotQty", str(inst.lot_size or 1))
         put("lFreezeQty", str(inst.freeze_quantity or 0))
-        put("lMultiplier", "-1")
+        put("lMultiplier", format(inst.price_multiplier, "f") if inst.price_multiplier is not None else "-1")
         if inst.expiry is not None:
             epoch = str(epoch_of(inst.expiry, seg))
             put("lExpiryDate", epoch)

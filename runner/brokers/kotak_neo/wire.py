@@ -20,7 +20,7 @@ import hmac
 import logging
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,6 +35,7 @@ from runner.errors import (
     NotModifiable,
     OutcomeUnknown,
     Rejected,
+    SessionExpired,
     Unavailable,
 )
 from runner.model import (
@@ -226,14 +227,14 @@ def _code(payload: Mapping[str, Any]) -> int | None:
 def error_for(payload: Mapping[str, Any], http_status: int = 200) -> BrokerError | None:
     """The error a reply carries, or None when it is a success. Pure: the adapter raises it."""
     if http_status == 403:  # docs: "Invalid session, please re-login to continue"
-        return AuthExpired(_message(payload) or "invalid session", code="403", broker=BROKER)
+        return SessionExpired(_message(payload) or "invalid session", code="403", broker=BROKER)
     code = _code(payload)
     if http_status < 400 and (_is_ok(payload) or (code == 200 and "error" not in payload)):
         return None
     message = _message(payload)
     code_s = str(code) if code is not None else str(http_status)
     if code in SESSION_CODES:
-        return AuthExpired(message, code=code_s, broker=BROKER)
+        return SessionExpired(message, code=code_s, broker=BROKER)
     if code == CODE_NOT_FOUND:
         return NotFound(message, code=code_s, broker=BROKER)
     if code == CODE_ALREADY_COMPLETE:
@@ -462,8 +463,11 @@ def parse_position(row: Mapping[str, Any], lookup: InstrumentLookup = default_lo
     quantum = Decimal(1).scaleb(-precision)
     avg = buy_avg if net > 0 else sell_avg if net < 0 else Decimal(0)
     realized = (sell_avg - buy_avg) * closed * nf if closed else Decimal(0)
+    instrument = lookup(str(row.get("exSeg", "")), _text(row, "tok"), _text(row, "trdSym"))
+    if nf != 1 and instrument.price_multiplier is None:  # the row knows what the master did not say
+        instrument = replace(instrument, price_multiplier=nf)
     return Position(
-        instrument=lookup(str(row.get("exSeg", "")), _text(row, "tok"), _text(row, "trdSym")),
+        instrument=instrument,
         product=PRODUCT_OF_CODE.get(str(row.get("prod", "")).upper(), Product.MIS),
         quantity=net,
         average_price=avg.quantize(quantum),

@@ -12,8 +12,9 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from runner.brokers import expiry
 from runner.brokers.odin.wire import BROKER, SESSION_PATH, login_body, totp, unwrap
-from runner.errors import AuthExpired
+from runner.errors import AuthExpired, SessionExpired
 from runner.scrub import secret
 from runner.wirejson import dumps, loads
 
@@ -79,7 +80,10 @@ class OdinSession:
                 second_auth_type=second_type,
                 login_type=str(acct.options.get("login_type", "PASSWORD")),
             )
-            data = await self._raw("POST", SESSION_PATH, body=body, mutating=False, auth=False)
+            try:
+                data = await self._raw("POST", SESSION_PATH, body=body, mutating=False, auth=False)
+            except SessionExpired as exc:  # a 401 to a login is a refusal, not an expired session
+                raise AuthExpired(f"login refused: {exc.message}", code=exc.code, broker=BROKER) from None
             token = data.get("access_token") if isinstance(data, Mapping) else None
             if not token:
                 raise AuthExpired("login reply carried no access_token", broker=BROKER)
@@ -123,7 +127,8 @@ class OdinSession:
             await self.connect()
         try:
             return await self._raw(method, path, body=body, params=params, mutating=mutating)
-        except AuthExpired:
+        except AuthExpired as exc:
+            expiry.report(exc, self.account.name)
             if mutating:
                 self._token = None  # so that the caller's connect() logs in again
                 raise

@@ -36,13 +36,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from runner.errors import (
-    AuthExpired,
     BrokerError,
     InstrumentUnknown,
     NotFound,
     NotModifiable,
     RateLimited,
     Rejected,
+    SessionExpired,
 )
 from runner.model import (
     Instrument,
@@ -425,7 +425,7 @@ def error_from_envelope(http_status: int, body: Any) -> BrokerError:
         return Rejected(message, code=code, broker=BROKER)
     # 401 is a dead session (log in again); 403 (bad x-api-key, IP) is configuration: refuse.
     if http_status == 401 or (http_status != 403 and _AUTH_RE.search(message)):
-        return AuthExpired(message, code=code, broker=BROKER)
+        return SessionExpired(message, code=code, broker=BROKER)
     if http_status == 429 or _RATE_RE.search(message):
         return RateLimited(message, code=code, broker=BROKER)
     if http_status == 404 or _NOT_FOUND_RE.search(message):

@@ -221,7 +221,8 @@ class PositionState:
         closing = min(qty, held)
         avg = self.open_value / held
         # Long closed by a sell gains (price - avg); short closed by a buy gains (avg - price).
-        self.realized += (price - avg) * closing * (1 if self.quantity > 0 else -1)
+        gain = (price - avg) * closing * (1 if self.quantity > 0 else -1)
+        self.realized += gain * self.instrument.multiplier  # money: per price point of the whole unit
         self.open_value = Decimal(0) if closing == held else self.open_value - avg * closing
         self.quantity += sign * closing
         rest = qty - closing

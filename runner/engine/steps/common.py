@@ -97,6 +97,7 @@ def enrich(pb: Playbook, instrument: Instrument) -> Instrument:
                 lot_size=instrument.lot_size or known.lot_size,
                 tick_size=instrument.tick_size or known.tick_size,
                 freeze_quantity=instrument.freeze_quantity or known.freeze_quantity,
+                price_multiplier=instrument.price_multiplier or known.price_multiplier,
             )
     return instrument
 

@@ -30,7 +30,14 @@ from runner.brokers.alphapoint.wire import (
 )
 from runner.brokers.paper.price_paths import StepPath
 from runner.clock import VirtualClock
-from runner.errors import AuthExpired, NotFound, OutcomeUnknown, RateLimited, Rejected, Unavailable
+from runner.errors import (
+    NotFound,
+    OutcomeUnknown,
+    RateLimited,
+    Rejected,
+    SessionExpired,
+    Unavailable,
+)
 from runner.ids import numeric_id
 from runner.model import Instrument, Modification, OrderRequest, OrderStatus, OrderType, Product, Side
 
@@ -70,7 +77,7 @@ def test_order_state_table(state: Any, executed: int, status: OrderStatus) -> No
         (
             {"result": False, "errormsg": "Not Authorized", "errorcode": 20},
             "GetOpenOrders",
-            AuthExpired,
+            SessionExpired,
             "20",
         ),
         (

@@ -34,12 +34,12 @@ from runner.brokers.blitz.client import load_master
 from runner.brokers.blitz.sim import Running, start
 from runner.brokers.instruments import InstrumentMaster
 from runner.errors import (
-    AuthExpired,
     InstrumentUnknown,
     NotFound,
     NotModifiable,
     RateLimited,
     Rejected,
+    SessionExpired,
     Unavailable,
 )
 from runner.model import (
@@ -306,8 +306,8 @@ def test_unknown_status_is_explicitly_unknown_and_logged(caplog: pytest.LogCaptu
         (400, "InputException", Rejected),
         (400, "MarginException", Rejected),
         (400, "OrderException", Rejected),
-        (401, "AuthenticationError", AuthExpired),
-        (403, "TokenException", AuthExpired),
+        (401, "AuthenticationError", SessionExpired),
+        (403, "TokenException", SessionExpired),
         (403, "OrderException", NotModifiable),
         (404, "InputException", NotFound),
         (405, "", Rejected),

@@ -142,3 +142,30 @@ async def test_download_selects_segments_and_refuses_a_wrong_key(monkeypatch: py
         monkeypatch.setenv("KOTAK_SIM_SEG_ACCESS_TOKEN", "wrong")
         with pytest.raises(Rejected, match="401"):
             await FORMAT.download(account)
+
+
+def test_price_multiplier_from_lmultiplier_gen_and_price_fractions() -> None:
+    from runner.brokers.kotak_neo.master import multiplier_of
+
+    assert multiplier_of("-1", "1", "1", "1", "1") is None  # equities: nothing to apply
+    assert multiplier_of("", "", "", "", "") is None
+    assert multiplier_of("1000", "1", "1", "1", "1") == 1000  # a currency future: 1000 units a contract
+    assert multiplier_of("1", "1", "1", "10", "1") == 10 and multiplier_of("100", "1", "4", "", "") == 25
+
+
+def test_an_mcx_contracts_multiplier_round_trips_through_the_sims_master_file() -> None:
+    from runner.brokers.instruments import MasterRow
+    from runner.brokers.kotak_neo.sim_master import segment_files
+
+    crude = Instrument(
+        "MCX",
+        "CRUDEOIL",
+        dt.date(2026, 3, 19),
+        lot_size=1,
+        tick_size=Decimal(1),
+        price_multiplier=Decimal(100),
+    )
+    master = InstrumentMaster([MasterRow(crude, "445001", "CRUDEOIL26MARFUT")], broker="kotak_neo")
+    files = segment_files(master)
+    (row,) = FORMAT.parse([MasterFile(name, content) for name, content in files.items()])
+    assert row.instrument.price_multiplier == 100 and row.instrument.key == crude.key

@@ -15,7 +15,7 @@ import pytest
 from runner import wirejson
 from runner.brokers.instruments import InstrumentMaster, MasterRow, row_from_mapping
 from runner.brokers.odin import wire as odin
-from runner.errors import AuthExpired, NotFound, NotModifiable, RateLimited, Rejected
+from runner.errors import NotFound, NotModifiable, RateLimited, Rejected, SessionExpired
 from runner.model import (
     Instrument,
     Modification,
@@ -310,8 +310,8 @@ def test_partial_fill_and_unknown_status(caplog: pytest.LogCaptureFixture) -> No
         (400, "Order not found NX1<", NotFound),
         (400, "Order cannot be modified in current status", NotModifiable),
         (400, "Only pending multileg orders can be modified or cancelled", NotModifiable),
-        (400, "Invalid or expired session token", AuthExpired),
-        (401, "whatever", AuthExpired),
+        (400, "Invalid or expired session token", SessionExpired),
+        (401, "whatever", SessionExpired),
         (400, "Too many requests", RateLimited),
         (400, "Insufficient margin", Rejected),
         (403, "Invalid x-api-key", Rejected),
