@@ -11,7 +11,8 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from runner.daemon.leasing import LEASE, RENEW_EVERY, LeaseBook
 from runner.daemon.membership import Membership, read_members
@@ -20,6 +21,7 @@ from runner.journal.fires import FireRow, FireStore
 from runner.journal.health import PROCESS, JournalHealth
 
 log = logging.getLogger("runner.scheduler")
+T = TypeVar("T")
 
 SLOW_RENEWAL = 0.3  # of a lease: a renewal slower than this is said
 MEMBERS_EVERY = 1.0  # seconds between membership reads
@@ -55,6 +57,12 @@ class ScaleOut:
         self.leases = leases
         self.now = now
         self.take = take  # runs a claim taken over (re-armed: prepared and released)
+        # Clears the old holder's runs of the claims just taken, all in one go, before any is re-armed:
+        # they are then prepared together (one arming group commit), not one by one as each clears.
+        self.clear: Callable[[list[FireRow]], Awaitable[None]] | None = None
+        # The takeover's journal work on a thread of its own: at the instant the shared worker pool is
+        # queued with the survivor's own fires' writes, and a takeover waiting behind them is late.
+        self._pool: ThreadPoolExecutor | None = None
         self.on_change = on_change
         self.tasks: set[asyncio.Task[None]] = set()  # claims taken over, running
         self.health: JournalHealth = PROCESS  # the daemon hands it its own: outages said once
@@ -86,7 +94,7 @@ class ScaleOut:
     async def take_over_once(self) -> list[FireRow]:
         """Take over the lapsed unsent claims this daemon succeeds to; returns those it took."""
         own = sorted(self.leases.forfeited)
-        found = await asyncio.to_thread(claim_leases.scan, self.store, own)
+        found = await self.off_loop(claim_leases.scan, self.store, own)
         self.next_scan = next_scan_in(found, self.leases.lease)
         mine = []
         for row in found.rows:
@@ -101,10 +109,10 @@ class ScaleOut:
             mine.append(row)
         if not mine:
             return []
+        log.info("takeover: %d lapsed unsent claims to take", len(mine))  # bench/scaleout.py: lapse seen
         before = self.leases.stamp()
-        won = await asyncio.to_thread(
-            claim_leases.take_over_many, self.store, mine, self.now(), self.leases.lease
-        )
+        lease = self.leases.lease
+        won = await self.off_loop(claim_leases.take_over_many, self.store, mine, self.now(), lease)
         taken = [row for row in mine if row.fire_id in won]
         self.leases.granted([row.fire_id for row in taken], before)
         for row in taken:
@@ -116,10 +124,19 @@ class ScaleOut:
                 row.scheduled_for.isoformat(),
                 "itself" if row.claimed_by == self.store.owner else row.claimed_by,
             )
+        if self.clear is not None:
+            await self.clear(taken)
+        for row in taken:
             task = asyncio.ensure_future(self.take(row))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         return taken
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the takeover's own thread (see ``_pool``)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="takeover")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def run(self) -> None:
         """Membership and takeovers, each on its own period, and renewals on a thread of their own; a
