@@ -98,19 +98,6 @@ def takeover_marks(cluster: Cluster) -> dict[str, dict[str, float]]:
     return out
 
 
-def armed_at(cluster: Cluster, run_ids: set[str]) -> dict[str, float]:
-    """run id -> wall time its first intent was journaled (armed, after the takeover's clearing)."""
-    import sqlalchemy as sa
-
-    from runner.journal.tables import order_intents
-
-    q = sa.select(order_intents.c.run_id, sa.func.min(order_intents.c.created_at)).group_by(
-        order_intents.c.run_id
-    )
-    with cluster.engine.connect() as c:
-        return {r[0]: r[1].timestamp() for r in c.execute(q) if r[0] in run_ids}
-
-
 def sim_arrivals(sim: Sim) -> dict[str, float]:
     """client order id -> wall time its place request reached the simulator."""
     import urllib.request
@@ -180,26 +167,25 @@ def spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
 def takeover_timeline(
     cluster: Cluster, taken: list[Any], reached: dict[str, float], t0: float
 ) -> dict[str, list[float]]:
-    """Per step of a takeover, seconds after the instant for each fire taken over (see the report)."""
+    """Per step of a takeover, seconds after the instant for each fire taken over. Re-arming (prepare)
+    lies between "cleared" and the first request; the journal cannot date it (an armed run's rows are
+    stamped with its instant)."""
     import sqlalchemy as sa
 
     from runner.journal.tables import order_intents
 
     marks = takeover_marks(cluster)
-    armed = armed_at(cluster, {r.run_id for r in taken})
     q = sa.select(order_intents.c.run_id, order_intents.c.client_order_id)
     with cluster.engine.connect() as c:
         cids: dict[str, list[str]] = {}
         for run_id, cid in c.execute(q):
             cids.setdefault(run_id, []).append(cid)
-    steps: dict[str, list[float]] = {k: [] for k in ("seen", "taken", "cleared", "armed", "sent")}
+    steps: dict[str, list[float]] = {k: [] for k in ("seen", "taken", "cleared", "sent")}
     for r in taken:
         m = marks.get(r.fire_id, {})
         for k in ("seen", "taken", "cleared"):
             if k in m and m[k] == m[k]:  # not NaN
                 steps[k].append(m[k] - t0)
-        if r.run_id in armed:
-            steps["armed"].append(armed[r.run_id] - t0)
         arrivals = [reached[c] for c in cids.get(r.run_id, []) if c in reached]
         if arrivals:
             steps["sent"].append(min(arrivals) - t0)
@@ -211,7 +197,6 @@ def print_timeline(timeline: dict[str, list[float]]) -> None:
         "seen": "lease lapse seen (takeover look)",
         "taken": "taken in the journal",
         "cleared": "old run cleared",
-        "armed": "re-armed (intent journaled)",
         "sent": "first request at the broker",
     }
     print("  takeover timeline, seconds after the instant (p50 / p99 / max, n):")
