@@ -430,20 +430,15 @@ class Daemon:
             if task is not None:
                 self._fire_tasks.discard(task)
 
-    async def _clear_taken(self, rows: list[FireRow]) -> None:
+    def _clear_taken(self, rows: list[FireRow]) -> None:
         """The old runs of the claims just taken over, cleared in one transaction (see
-        :func:`runner.journal.claim_leases.clear_unsent_runs`); those of playbooks not loaded here are
-        left to their next owner's catch-up, as :meth:`take_over` leaves them. On failure each is cleared
-        on its own by :meth:`take_over`."""
+        :func:`runner.journal.claim_leases.clear_unsent_runs`), on the takeover's thread; those of
+        playbooks not loaded here are left to their next owner's catch-up, as :meth:`take_over` leaves
+        them. If it raises, each is cleared on its own by :meth:`take_over`."""
         here = [row for row in rows if row.playbook in self.entries]
         if not here:
             return
-        try:
-            kept = await self.scale.off_loop(clear_unsent_runs, self.store.engine, here, self.clock.now())
-        except Exception as exc:
-            if not self.heartbeat.health.trouble(exc, "clearing the runs of claims taken over"):
-                log.exception("clearing the runs of %d claims taken over failed", len(here))
-            return
+        kept = clear_unsent_runs(self.store.engine, here, self.clock.now())
         for run_id in sorted(kept):
             log.warning("run %s of a taken-over fire: armed intent kept", run_id)
         self._cleared.update(row.fire_id for row in here)

@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from helpers.engine import NIFTY_FUT
 
 from runner.daemon.leasing import LeaseBook
+from runner.daemon.membership import Membership
+from runner.daemon.scaleout import ScaleOut
 from runner.daemon.scheduler import Daemon
 from runner.journal import claim_leases
 from runner.journal.db import make_engine
@@ -150,3 +152,38 @@ def test_a_run_the_old_holder_reopens_after_the_batch_is_cleared_again_while_our
     _arm(journal, "r1", ("c1",))
     assert not asyncio.run(Daemon._taken_run_busy(daemon, fire))  # type: ignore[arg-type]
     assert journal.get_intent("c1") is not None
+
+
+def test_a_survivor_takes_and_clears_a_dead_holders_claims_in_one_go_before_rearming_any(
+    pg_db_url: str,
+) -> None:
+    engine = make_engine(pg_db_url)
+    with engine.connect() as conn:
+        now = db_clock(conn)
+    holder = FireStore(engine, HOLDER)
+    holder.lease_seconds = 0.05
+    claims = [Claim(f"pb{i}", "v1", now + dt.timedelta(seconds=30), f"r{i}") for i in range(30)]
+    assert len(holder.claim_many(claims, now)) == 30
+    time.sleep(0.1)  # the holder died: its leases lapse (database clock), well before the instant
+    order: list[str] = []
+
+    async def take(row: FireRow) -> None:
+        order.append(f"take {row.fire_id}")
+
+    def clear(rows: list[FireRow]) -> None:
+        order.append(f"clear {len(rows)}")
+
+    survivor = FireStore(engine, "daemon-b")
+    membership = Membership("daemon-b", partitioned=True)
+    membership.update([HOLDER, "daemon-b"])  # the survivor succeeds to every claim of the dead holder
+    scale = ScaleOut(survivor, membership, LeaseBook(), lambda: now, take, lambda: None)
+    scale.clear = clear
+
+    async def look() -> list[FireRow]:
+        rows = await scale.take_over_once()
+        await asyncio.gather(*scale.tasks)
+        return rows
+
+    assert len(asyncio.run(look())) == 30
+    assert order[0] == "clear 30" and len(order) == 31  # cleared once, for all, before any re-arming
+    assert all(scale.leases.sendable(c.fire_id) for c in claims)
