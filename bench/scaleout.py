@@ -378,6 +378,10 @@ def print_kill(killed: dict[str, Any]) -> None:
         f"last send {shown} after the instant (target <= 2 s), duplicates {killed['duplicates']}, "
         f"missing {killed['missing']}"
     )
+    print(
+        f"  every fire of that instant at the broker (the survivors' own too): p50 {killed['p50_ms']:.0f} ms "
+        f"p99 {killed['p99_ms']:.0f} ms max {killed['max_ms']:.0f} ms"
+    )
     print_timeline(killed["timeline"])
 
 
