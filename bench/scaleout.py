@@ -17,7 +17,7 @@ CPU = user + system seconds of the daemon processes from before their wake-up to
 (same window for both), read from /proc.
 
     python bench/scaleout.py [--fires 300] [--playbooks N] [--accounts 10] [--lead 4] [--no-kill]
-                             [--profile FILE]
+                             [--only-kill] [--profile FILE]
 
 The issue's shape is ``--playbooks 3000 --fires 1000 --accounts 100``: every daemon loads all 3,000
 (the fixed cost it pays whatever it owns), 1,000 are due at the one instant. The default is what this
@@ -70,6 +70,31 @@ def sends(cluster: Cluster) -> dict[str, tuple[float, str]]:
                 continue
             when = dt.datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00")).timestamp()
             out.setdefault(rec["client_order_id"], (when, log.name))
+    return out
+
+
+def takeover_marks(cluster: Cluster) -> dict[str, dict[str, float]]:
+    """fire id -> wall times of its takeover steps from the daemons' logs: ``seen`` (the takeover look
+    that found its lapse), ``taken`` (its compare-and-set committed), ``cleared`` (the old run cleared)."""
+    out: dict[str, dict[str, float]] = {}
+    for log in sorted(cluster.tmp.glob("serve-*.log")):
+        seen = float("nan")
+        for line in log.read_text(errors="replace").splitlines():
+            if "takeover" not in line and "took over" not in line and "taken-over" not in line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            event = str(rec.get("event", ""))
+            when = dt.datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00")).timestamp()
+            if event.startswith("takeover:"):
+                seen = when
+            elif event.startswith("took over fire "):
+                fid = event.split()[3]
+                out.setdefault(fid, {}).update(seen=seen, taken=when)
+            elif event.startswith("taken-over fire ") and event.endswith(" cleared"):
+                out.setdefault(event.split()[2], {})["cleared"] = when
     return out
 
 
@@ -139,6 +164,50 @@ def spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([*cmd, "--output", str(out), "--nonblocking"], stderr=subprocess.DEVNULL)
 
 
+def takeover_timeline(
+    cluster: Cluster, taken: list[Any], reached: dict[str, float], t0: float
+) -> dict[str, list[float]]:
+    """Per step of a takeover, seconds after the instant for each fire taken over. Re-arming (prepare)
+    lies between "cleared" and the first request; the journal cannot date it (an armed run's rows are
+    stamped with its instant)."""
+    import sqlalchemy as sa
+
+    from runner.journal.tables import order_intents
+
+    marks = takeover_marks(cluster)
+    q = sa.select(order_intents.c.run_id, order_intents.c.client_order_id)
+    with cluster.engine.connect() as c:
+        cids: dict[str, list[str]] = {}
+        for run_id, cid in c.execute(q):
+            cids.setdefault(run_id, []).append(cid)
+    steps: dict[str, list[float]] = {k: [] for k in ("seen", "taken", "cleared", "sent")}
+    for r in taken:
+        m = marks.get(r.fire_id, {})
+        for k in ("seen", "taken", "cleared"):
+            if k in m and m[k] == m[k]:  # not NaN
+                steps[k].append(m[k] - t0)
+        arrivals = [reached[c] for c in cids.get(r.run_id, []) if c in reached]
+        if arrivals:
+            steps["sent"].append(min(arrivals) - t0)
+    return steps
+
+
+def print_timeline(timeline: dict[str, list[float]]) -> None:
+    labels = {
+        "seen": "lease lapse seen (takeover look)",
+        "taken": "taken in the journal",
+        "cleared": "old run cleared",
+        "sent": "first request at the broker",
+    }
+    print("  takeover timeline, seconds after the instant (p50 / p99 / max, n):")
+    for k, label in labels.items():
+        v = timeline.get(k, [])
+        if v:
+            print(f"    {label:<34} {p(v, 50):6.2f} / {p(v, 99):6.2f} / {max(v):6.2f}  n={len(v)}")
+        else:
+            print(f"    {label:<34} n/a")
+
+
 def one_run(
     pg: PgCluster,
     root: Path,
@@ -184,11 +253,13 @@ def one_run(
                 120,
                 "claims",
             )
+            cluster.wait(lambda: bool(cluster.holders(instant)), 60, "a claim to kill the holder of")
+            victim = cluster.holders(instant).most_common(1)[0][0]
+            # chosen first, killed at -1 s sharp: reading 1,000 claims after the sleep made it ~0.15 s
+            # late, and a lease renewed then lapses after the instant (the lookup path, by design)
             left = (instant - dt.datetime.now(UTC)).total_seconds() - 1.0
             if left > 0:
                 time.sleep(left)
-            cluster.wait(lambda: bool(cluster.holders(instant)), 60, "a claim to kill the holder of")
-            victim = cluster.holders(instant).most_common(1)[0][0]
             os.kill(members[victim], signal.SIGKILL)
             killed_at = time.time() - instant.timestamp()
         rows = cluster.settled(instant, fires, 180)
@@ -208,6 +279,7 @@ def one_run(
         taken = [r for r in rows if r.taken_from is not None]
         taken_ids = client_ids(cluster, {r.run_id for r in taken})
         taken_delay = [sent[cid][0] - t0 for cid in taken_ids if cid in sent]
+        timeline = takeover_timeline(cluster, taken, reached, t0)
         return {
             "daemons": daemons,
             "fires": fires,
@@ -226,6 +298,7 @@ def one_run(
             "killed_at_s": killed_at,
             "taken_over": len(taken),
             "taken_max_delay_s": max(taken_delay) if taken_delay else None,
+            "timeline": timeline,
         }
     finally:
         cluster.stop()
@@ -240,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accounts", type=int, default=10, help="accounts on the simulator (default 10)")
     ap.add_argument("--profile", type=Path, help="py-spy stacks of one of the 3 daemons here")
     ap.add_argument("--no-kill", action="store_true", help="skip the kill -9 run (CPU and balance only)")
+    ap.add_argument("--only-kill", action="store_true", help="only the kill -9 run (its timeline)")
     ap.add_argument("--lead", type=float, default=4.0, help="serve --lead seconds (default 4)")
     args = ap.parse_args(argv)
     bindir = find_pg_bindir()
@@ -252,6 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     sim = Sim(root, args.accounts)
     try:
         n = max(args.playbooks or args.fires, args.fires)
+        if args.only_kill:
+            killed = one_run(pg, root, sim, 3, args.fires, args.lead, True, n)
+            print(
+                f"scale-out on PostgreSQL via runner sim kotak_neo (HTTP): {n} playbooks, {args.fires} due "
+                f"at one instant, {args.accounts} accounts, serve --lead {args.lead:g}; kill run only"
+            )
+            print_kill(killed)
+            return 0
         one = one_run(pg, root, sim, 1, args.fires, args.lead, kill=False, playbooks=n)
         three = one_run(pg, root, sim, 3, args.fires, args.lead, False, n, profile=args.profile)
         killed = None if args.no_kill else one_run(pg, root, sim, 3, args.fires, args.lead, True, n)
@@ -283,14 +365,24 @@ def main(argv: list[str] | None = None) -> int:
         print_profile(args.profile, "one of the 3 daemons through the window")
     if killed is None:
         return 0
+    print_kill(killed)
+    return 0
+
+
+def print_kill(killed: dict[str, Any]) -> None:
     delay = killed["taken_max_delay_s"]
     shown = "n/a" if delay is None else f"{delay:.2f} s"
     print(
         f"  kill -9 of the holder of {killed['taken_over']} fires {-(killed['killed_at_s'] or 0):.2f} s "
         f"before the instant: survivors' "
-        f"last send {shown} after the instant (target <= 2 s), duplicates {killed['duplicates']}"
+        f"last send {shown} after the instant (target <= 2 s), duplicates {killed['duplicates']}, "
+        f"missing {killed['missing']}"
     )
-    return 0
+    print(
+        f"  every fire of that instant at the broker (the survivors' own too): p50 {killed['p50_ms']:.0f} ms "
+        f"p99 {killed['p99_ms']:.0f} ms max {killed['max_ms']:.0f} ms"
+    )
+    print_timeline(killed["timeline"])
 
 
 if __name__ == "__main__":

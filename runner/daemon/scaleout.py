@@ -11,7 +11,8 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from runner.daemon.leasing import LEASE, RENEW_EVERY, LeaseBook
 from runner.daemon.membership import Membership, read_members
@@ -20,6 +21,7 @@ from runner.journal.fires import FireRow, FireStore
 from runner.journal.health import PROCESS, JournalHealth
 
 log = logging.getLogger("runner.scheduler")
+T = TypeVar("T")
 
 SLOW_RENEWAL = 0.3  # of a lease: a renewal slower than this is said
 MEMBERS_EVERY = 1.0  # seconds between membership reads
@@ -55,6 +57,13 @@ class ScaleOut:
         self.leases = leases
         self.now = now
         self.take = take  # runs a claim taken over (re-armed: prepared and released)
+        # Clears the old holder's runs of the claims just taken, all in one go, before any is re-armed:
+        # they are then prepared together (one arming group commit), not one by one as each clears. On
+        # the takeover's thread; the claims it cleared need no clearing of their own.
+        self.clear: Callable[[list[FireRow]], None] | None = None
+        # The takeover's journal work on a thread of its own: at the instant the shared worker pool is
+        # queued with the survivor's own fires' writes, and a takeover waiting behind them is late.
+        self._pool: ThreadPoolExecutor | None = None
         self.on_change = on_change
         self.tasks: set[asyncio.Task[None]] = set()  # claims taken over, running
         self.health: JournalHealth = PROCESS  # the daemon hands it its own: outages said once
@@ -84,10 +93,25 @@ class ScaleOut:
             log.warning("claim lease renewal took %.2f s (leases last %.1f s)", took, self.leases.lease)
 
     async def take_over_once(self) -> list[FireRow]:
-        """Take over the lapsed unsent claims this daemon succeeds to; returns those it took."""
+        """Take over the lapsed unsent claims this daemon succeeds to; returns those it took. The look,
+        the takeover and the clearing of the old runs are ONE hop to the takeover's thread: at the
+        instant this daemon's loop is busy with its own fires, and each hop back to it waited its turn
+        (a look found 171 lapsed claims at +3.2 s, taken at +4.7 s)."""
         own = sorted(self.leases.forfeited)
-        found = await asyncio.to_thread(claim_leases.scan, self.store, own)
+        found, taken, failed = await self.off_loop(self._look, own)
         self.next_scan = next_scan_in(found, self.leases.lease)
+        if failed is not None and not self.health.trouble(failed, "clearing the runs of claims taken over"):
+            log.error("clearing the runs of %d claims taken over failed: %r", len(taken), failed)
+        for row in taken:
+            task = asyncio.ensure_future(self.take(row))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return taken
+
+    def _look(self, own: list[str]) -> tuple[claim_leases.Scan, list[FireRow], Exception | None]:
+        """On the takeover's thread: the look, the compare-and-sets of those this daemon succeeds to, and
+        the clearing of their old runs (a failure of which is returned: each is then cleared on its own)."""
+        found = claim_leases.scan(self.store, own)
         mine = []
         for row in found.rows:
             if row.claimed_by == self.store.owner:
@@ -100,11 +124,10 @@ class ScaleOut:
                 continue
             mine.append(row)
         if not mine:
-            return []
+            return found, [], None
+        log.info("takeover: %d lapsed unsent claims to take", len(mine))  # bench/scaleout.py: lapse seen
         before = self.leases.stamp()
-        won = await asyncio.to_thread(
-            claim_leases.take_over_many, self.store, mine, self.now(), self.leases.lease
-        )
+        won = claim_leases.take_over_many(self.store, mine, self.now(), self.leases.lease)
         taken = [row for row in mine if row.fire_id in won]
         self.leases.granted([row.fire_id for row in taken], before)
         for row in taken:
@@ -116,10 +139,19 @@ class ScaleOut:
                 row.scheduled_for.isoformat(),
                 "itself" if row.claimed_by == self.store.owner else row.claimed_by,
             )
-            task = asyncio.ensure_future(self.take(row))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        return taken
+        failed = None
+        if self.clear is not None and taken:
+            try:
+                self.clear(taken)
+            except Exception as exc:
+                failed = exc
+        return found, taken, failed
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the takeover's own thread (see ``_pool``)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="takeover")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def run(self) -> None:
         """Membership and takeovers, each on its own period, and renewals on a thread of their own; a
