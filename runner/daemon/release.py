@@ -131,7 +131,7 @@ class InstantGate:
                     mine.set_result(None)
             burst = self._bursts.get(instant)
             if burst is not None:
-                burst.released()
+                burst.released(self.clock.now())
         if instant in self._bursts:
             self._released.add(instant)
             asyncio.get_running_loop().call_later(BURST_KEPT, self._forget, instant)

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from runner.alerts.observe import alert_observer, publish_dead_run_closed
 from runner.brokers.base import Broker
+from runner.brokers.burst import released_at
 from runner.clock import Clock
 from runner.engine.account_lease import drop_lease, lease_ahead, take_lease
 from runner.engine.arming import (
@@ -444,7 +445,10 @@ class Engine:
     async def _run_staged(self, staged: _Staged) -> StepResult | None:
         """At the instant: the armed request goes out (its rows are committed). None when released more
         than LATE_GRACE late: the rows are discarded and the ordinary path (with its late rules) runs."""
-        now = self.clock.now()
+        # Released on time with its burst, the fire is on time even if its turn came seconds later (the
+        # burst's own fires ahead of it): disarming then would add journal writes to the burst.
+        released = released_at()
+        now = self.clock.now() if released is None else released
         if now - self.options.scheduled_for > LATE_GRACE:
             self._disarm(staged, "released late")
             return None

@@ -251,6 +251,31 @@ async def test_released_late_is_disarmed_and_takes_the_ordinary_path(tmp_path: P
     assert intent.created_at >= late and list(paper.seen.values()) == [True]
 
 
+async def test_a_fire_released_on_time_but_reached_late_in_its_burst_stays_armed(tmp_path: Path) -> None:
+    """The gate released the burst at the instant; this fire's turn came 5 s later because the burst's
+    other fires ran first. That lateness is the burst's own: the armed request goes out as armed (no
+    disarm, no re-created run, no extra journal writes at the instant)."""
+    from runner.brokers.burst import Burst, joined
+
+    daemon, executor, paper, journal, clock = engine_daemon(tmp_path, ["a"])
+    await daemon.prepare()
+    entry = daemon.entries["a"]
+    fire = Fire(entry.playbook, entry.path, entry.version, INSTANT, "r-burst", "f-burst")
+    prepared = await executor.prepare(fire)
+    run_id = prepared.engine.run_id
+    burst = Burst()
+    member = burst.member()
+    burst.released(INSTANT)  # the gate opened on time
+    clock._now = INSTANT + dt.timedelta(seconds=5)  # ... and the fires ahead of this one took 5 s
+    with joined(member):
+        result = await prepared.run()
+    assert result.state is FireState.SUCCEEDED
+    run = journal.get_run(run_id)
+    assert run is not None and run.started_at == INSTANT and run.starts == 1  # the armed row, kept
+    [intent] = journal.intents(run_id=run_id)
+    assert intent.created_at == INSTANT and list(paper.seen.values()) == [True]
+
+
 async def test_an_armed_run_left_by_a_crash_is_resolved_by_lookup_not_resent(tmp_path: Path) -> None:
     # like the real brokers: a repeated client id is accepted, so a lookup miss proves nothing at once
     config = MatchingConfig(idempotent_client_ids=False)
