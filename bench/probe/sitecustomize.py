@@ -47,6 +47,25 @@ def _install_probe(folder: str) -> None:
 
     aiohttp.ClientSession.__init__ = init  # type: ignore[method-assign]
 
+    # a primed request (runner.brokers.primed) is written by one transport.write, not through aiohttp
+    from runner.brokers.primed import PrimedRequest
+
+    write = PrimedRequest.write
+
+    def primed_write(self: Any) -> None:
+        write(self)
+        when = time.time()
+        if not self.url.endswith("/place"):
+            return
+        try:
+            body = parse_qs(self.raw.partition(b"\r\n\r\n")[2].decode())
+            cid = json.loads(body["jData"][0])["ig"]
+        except (KeyError, ValueError, IndexError):
+            return
+        sink.write(f"{cid}\t{when:.6f}\n")
+
+    PrimedRequest.write = primed_write  # type: ignore[method-assign]
+
 
 def _install_profile(path: str) -> None:
     import cProfile

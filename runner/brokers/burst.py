@@ -61,7 +61,8 @@ class Burst:
         return Member(self)
 
     def released(self, at: dt.datetime | None = None) -> None:
-        """Every fire of the instant was let go (at ``at``, by the gate's clock): a member still not answered ``bound`` seconds from now
+        """Every fire of the instant was let go (at ``at``, by the gate's clock): a member still not
+        answered ``bound`` seconds from now
         (a slow reply, a step waiting for its time) holds the others no longer. Counting from here, not
         from each member's wait, keeps the answered fires' bookkeeping out of the release itself."""
         if at is not None and self.released_at is None:

@@ -160,9 +160,12 @@ class _PreparedRun:
     def forfeit(self) -> None:
         """The claim's lease lapsed: drop what was prepared without writing to the run (a survivor may
         have re-armed the same run id); only this process's account lease is given back."""
+        from runner.brokers.primed import unprime
         from runner.engine.account_lease import drop_lease
 
-        self.engine._staged = None
+        staged, self.engine._staged = self.engine._staged, None
+        if staged is not None:
+            unprime(self.engine.gateway.broker, staged.intent.client_order_id)
         drop_lease(self.engine)
 
     async def abandon(self, reason: str, halted: bool) -> None:

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from runner.alerts.observe import alert_observer, publish_dead_run_closed
 from runner.brokers.base import Broker
 from runner.brokers.burst import released_at
+from runner.brokers.primed import prime, unprime
 from runner.clock import Clock
 from runner.engine.account_lease import drop_lease, lease_ahead, take_lease
 from runner.engine.arming import (
@@ -248,6 +249,8 @@ class Engine:
                 try:
                     await commit.commit(staged.rows, self.options.scheduled_for)
                     self._staged = staged
+                    # the request built and its connection opened now: at the instant only the write
+                    await prime(self.gateway.broker, staged.intent.request)
                     # logged now: at the instant nothing but the request may run
                     self.log.info("run_start", resumed=False, starts=1, armed=True)
                 except DuplicateIntent:  # created meanwhile (another process): the ordinary path
@@ -266,6 +269,7 @@ class Engine:
         journal refuses (something else touched the intent, e.g. another run looked it up), the run is
         closed FAILED instead, so the account's next run looks the intent up; never left RUNNING."""
         cid = staged.intent.client_order_id
+        unprime(self.gateway.broker, cid)
         try:
             self.journal.discard_armed(self.run_id, cid)
         except JournalError as exc:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -69,6 +70,7 @@ from runner.brokers.kotak_neo.wire import (
     totp,
     trading_symbol_for,
 )
+from runner.brokers.primed import PrimedRequest
 from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.brokers.ratelimit import read_limiter as read_limiter_for
 from runner.brokers.warm import warm_pool
@@ -173,6 +175,8 @@ class KotakNeo:
         self._in_flight: set[str] = set()
         self._unresolved: set[str] = set()
         self._requests: dict[str, OrderRequest] = {}  # what this process sent, by client id
+        # armed first orders, built with their connection ahead of the instant (runner.brokers.primed)
+        self._primed: dict[str, tuple[OrderRequest, _Session, PrimedRequest]] = {}
         self.logins = 0  # observable for tests and the bench
 
     # -- auth -------------------------------------------------------------------------------------
@@ -250,7 +254,46 @@ class KotakNeo:
             if self._client is not None:
                 await warm_pool(self._client, sends, self.account.timeout_seconds)
 
+    async def prime(self, request: OrderRequest) -> None:
+        """``request``'s place call as bytes on a connection of its own (:mod:`runner.brokers.primed`):
+        at the instant :meth:`place` only writes it. Best effort: on any trouble it is sent the ordinary
+        way."""
+        session = self._session
+        cid = request.client_order_id
+        if session is None or self._stale() or cid in self._primed:
+            return
+        try:
+            row = self.master.resolve(request.instrument)
+            jdata = place_jdata(request, row, amo=self._amo)
+            headers = {**ACCEPT_JSON, **self._headers(session, form=True, mutating=True)}
+            body = urlencode({"jData": json.dumps(jdata)}).encode()
+            primed = await PrimedRequest.open(
+                session.base_url, "POST", PATH_PLACE, headers, body, self.account.timeout_seconds
+            )
+        except Exception as exc:  # the place at the instant builds and connects as it always did
+            log.debug("priming %s failed: %s: %s", cid, type(exc).__name__, exc)
+            return
+        self._primed[cid] = (request, session, primed)
+
+    def unprime(self, client_order_id: str) -> None:
+        entry = self._primed.pop(client_order_id, None)
+        if entry is not None:
+            entry[2].close()
+
+    def _take_primed(self, request: OrderRequest) -> PrimedRequest | None:
+        """The primed call of exactly this request on the current session, still sendable."""
+        entry = self._primed.pop(request.client_order_id, None)
+        if entry is None:
+            return None
+        primed_for, session, primed = entry
+        if primed_for == request and session is self._session and not self._stale() and primed.usable():
+            return primed
+        primed.close()
+        return None
+
     async def close(self) -> None:
+        for cid in list(self._primed):
+            self.unprime(cid)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -283,11 +326,7 @@ class KotakNeo:
                 kwargs["data"] = {"jData": json.dumps(jdata)}
             try:
                 response = await send(self._client, method, path, broker=BROKER, mutating=mutating, **kwargs)
-                payload = _json(response, mutating=mutating)
-                error = error_for(payload, response.status_code)
-                if error is not None:
-                    raise error
-                return payload
+                return _payload(response, mutating=mutating)
             except AuthExpired:
                 if attempt or mutating:
                     if self._session is session:
@@ -299,11 +338,21 @@ class KotakNeo:
     async def _read(self, method: str, path: str, jdata: Mapping[str, str] | None = None) -> dict[str, Any]:
         return await self._request(method, path, mutating=False, jdata=jdata)
 
-    async def _write(self, path: str, jdata: Mapping[str, str], segment: str) -> dict[str, Any]:
+    async def _write(self, path: str, jdata: Mapping[str, str], segment: str,
+                     primed: PrimedRequest | None = None) -> dict[str, Any]:
         key = (self.account.name, segment_of(segment)) if self.account.rate_limit.per_segment else (
             self.account.name,)
         await self.limiter.acquire(key)
         try:
+            if primed is not None and primed.usable():
+                session = self._session
+                try:
+                    response = await primed.send(broker=BROKER, timeout=self.account.timeout_seconds)
+                    return _payload(response, mutating=True)
+                except AuthExpired:  # as _request does for a write: never re-sent, log in again first
+                    if self._session is session:
+                        self._session = None
+                    raise
             return await self._request("POST", path, mutating=True, jdata=jdata)
         except RateLimited as exc:
             self.limiter.penalize(key, exc.retry_after or 1.0)
@@ -487,10 +536,11 @@ class KotakNeo:
         existing = await self._already_sent(cid)
         if existing is not None:
             return existing
+        primed = self._take_primed(request)
         self._in_flight.add(cid)
         self._requests[cid] = request
         try:
-            payload = await self._write(PATH_PLACE, jdata, jdata["es"])
+            payload = await self._write(PATH_PLACE, jdata, jdata["es"], primed)
             number = payload.get("nOrdNo")
             if not number:
                 # "Ok" without an order number: the order may exist; resolve by lookup, never re-send.
@@ -565,6 +615,15 @@ class KotakNeo:
         if order.status.is_terminal:
             return order
         return order.evolve(status=OrderStatus.PENDING_CANCEL, updated_at=self.clock.now())
+
+
+def _payload(response: httpx.Response, *, mutating: bool) -> dict[str, Any]:
+    """A reply's JSON, or the error its envelope names."""
+    payload = _json(response, mutating=mutating)
+    error = error_for(payload, response.status_code)
+    if error is not None:
+        raise error
+    return payload
 
 
 def create(account: Account, **context: Any) -> KotakNeo:
