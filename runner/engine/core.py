@@ -52,6 +52,7 @@ from runner.errors import BrokerError
 from runner.ids import run_id as make_run_id
 from runner.ids import run_id_in
 from runner.instruments.load import resolved_sha
+from runner.journal.bookkeeping import DeferredJournal
 from runner.journal.errors import DuplicateIntent, JournalError
 from runner.journal.records import RunRecord, StepRecord
 from runner.journal.store import Journal
@@ -384,10 +385,13 @@ class Engine:
                     continue
                 result = stepped
             self._finish(step, result)
+            if first is not None and position == 0 and len(self.pb.steps) > 1:
+                await self._bookkept(keep=False)  # later steps journal as ever (a wait could be long)
             previous_end = self.clock.now()
             outcomes.append(result.outcome)
             if result.outcome in (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED):
                 blocked = True
+        await self._bookkept(keep=True)  # (an armed run's) before the read-back reads the journal
         await self.gateway.read_back()  # the run's open orders as the broker has them now, then close
         status = run_status(outcomes)
         message = None
@@ -395,9 +399,19 @@ class Engine:
             status, message = RunStatus.INTERRUPTED, self._interrupted_message(not_started, cut_short)
             self.log.warning("run_interrupted", message=message)
         self.journal.finish_run(self.run_id, status, self.clock.now(), message)
+        await self._bookkept(keep=False)
         self.log.info("run_finish", status=status.value)
         self._emit(EventKind.RUN_FINISHED, message=status.value, outcome=status.value)
         return _report(record, status, self.journal.steps_of(self.run_id), self.pb)
+
+    async def _bookkept(self, *, keep: bool) -> None:
+        """An armed run's queued bookkeeping committed (with other runs', off the loop); unless ``keep``,
+        its journal writes at once again from here on."""
+        deferred = self.journal
+        if isinstance(deferred, DeferredJournal):
+            await deferred.flush()
+            if not keep:
+                self.journal = self.gateway.journal = cast(Journal, deferred.inner)
 
     def _stopping(self) -> bool:
         return self.options.interrupt is not None and self.options.interrupt.requested
@@ -458,6 +472,9 @@ class Engine:
             return None
         # The intent is stamped with the instant, not the send: at most LATE_GRACE earlier, which only
         # shortens the gateway's ``absent_after`` (60 s) wait by that much.
+        # After the send the run's bookkeeping is queued and group-committed off the loop (_bookkept)
+        deferred = DeferredJournal(self.journal, self.log)
+        self.journal = self.gateway.journal = cast(Journal, deferred)
         step = staged.step
         held = _HeldLog(staged.log)  # the log write waits until the request left
         gw = self.gateway.for_step(

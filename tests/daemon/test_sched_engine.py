@@ -181,6 +181,46 @@ async def test_no_run_journals_its_ack_before_every_request_of_the_instant_left(
         assert row is not None and row.state is FireState.SUCCEEDED, row
 
 
+async def test_the_bursts_bookkeeping_is_group_committed_off_the_event_loop(tmp_path: Path) -> None:
+    """After the requests left, the acks, step ends and run ends of the runs fired together are written
+    in shared transactions in a worker thread, not one synchronous commit each on the event loop."""
+    import threading
+
+    from runner.journal.bookkeeping import bookkeeping_for
+
+    names = ["a", "b", "c"]
+    daemon, _, paper, journal, _ = engine_daemon(tmp_path, names)
+    loop_thread = threading.get_ident()
+    writes: list[tuple[str, bool]] = []
+    for method in ("record_order", "finish_step", "finish_run"):
+        real = getattr(journal, method)
+
+        def noting(*args: object, _real=real, _name=method, **kw: object) -> object:  # type: ignore[no-untyped-def]
+            writes.append((_name, threading.get_ident() == loop_thread))
+            return _real(*args, **kw)
+
+        setattr(journal, method, noting)
+    await daemon.prepare()
+    await asyncio.gather(*(daemon.fire(daemon.entries[n], INSTANT) for n in names))
+
+    names_written = [w for w, _ in writes]
+    assert names_written.count("finish_step") == names_written.count("finish_run") == 3, writes
+    assert names_written.count("record_order") >= 3, writes  # the acks (and what paper reported since)
+    assert not any(on_loop for _, on_loop in writes), writes
+    batches = bookkeeping_for(journal.engine).batches
+    assert sum(batches) == 6 and len(batches) < 6, batches  # two flushes a run, shared between runs
+    assert len(paper.seen) == 3 and all(paper.seen.values())
+    for name in names:
+        row = daemon.store.slot(name, INSTANT)
+        assert row is not None and row.state is FireState.SUCCEEDED, row
+        run = journal.get_run(row.run_id)
+        assert run is not None and run.status is RunStatus.SUCCEEDED
+        assert journal.steps_of(row.run_id)["buy"].outcome is StepOutcome.SUCCEEDED
+        [intent] = journal.intents(run_id=row.run_id)
+        assert intent.broker_order_id is not None  # the ack, written by the group commit
+        assert [c["method"] for c in journal.calls(run_id=row.run_id)].count("place") == 1
+
+
 async def test_fires_due_together_are_armed_in_the_journal_before_the_instant(tmp_path: Path) -> None:
     names = ["a", "b", "c"]
     daemon, executor, paper, journal, _ = engine_daemon(tmp_path, names, NoteArmed)
