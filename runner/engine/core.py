@@ -522,7 +522,11 @@ class Engine:
         )
         self._emit(EventKind.STEP_FINISHED, step.id, result.message, result.outcome.value)
         if self.pb.group_of(step.id) is None:  # a group's lease is dropped by the group (engine.group)
-            drop_lease(self)
+            if isinstance(self.journal, DeferredJournal) and self._lease is not None:
+                lease, self._lease = self._lease, None  # its row goes with the bookkeeping (flushed next)
+                self.journal.defer(self.leases.release_later(lease))
+            else:
+                drop_lease(self)
 
     async def _run_step(
         self, step: Any, position: int, *, resumed: bool, previous_end: dt.datetime | None

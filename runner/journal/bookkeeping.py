@@ -144,6 +144,10 @@ class DeferredJournal:
 
         return in_order
 
+    def defer(self, write: Write) -> None:
+        """Queue a write of the caller's own (an account lease's release) with the run's bookkeeping."""
+        self._queued.append(write)
+
     def write_queued(self) -> None:
         """What is queued, now, on this thread (a call that must see it, or must come after it)."""
         queued, self._queued = self._queued, []
