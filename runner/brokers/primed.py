@@ -38,6 +38,16 @@ class Primable(Protocol):
     def unprime(self, client_order_id: str) -> None:
         """The primed request will not be sent (disarmed): close its connection."""
 
+    def write_primed(self, request: OrderRequest) -> bool:
+        """Write ``request``'s primed call now if it can leave now (primed for exactly it, on the current
+        session, a rate-limit token free, never sent); True if written. Its :meth:`place` then only
+        reads the reply."""
+
+
+def adapter_of(broker: Any) -> Primable | None:
+    """The adapter under ``broker``'s wrappers, if it can prime requests."""
+    return _adapter(broker)
+
 
 def _adapter(broker: Any) -> Primable | None:
     while broker is not None:  # under the engine's forwarding wrappers (kill switch, halt notes)
@@ -53,6 +63,19 @@ async def prime(broker: Any, request: OrderRequest) -> None:
     adapter = _adapter(broker)
     if adapter is not None:
         await adapter.prime(request)
+
+
+def write_primed(broker: Any, request: OrderRequest) -> bool:
+    """The adapter under ``broker`` writes ``request``'s primed call now, unless a wrapper on the way
+    (the kill switch: ``sends_now``) would not let it pass now; True if written."""
+    while broker is not None:
+        check = getattr(broker, "sends_now", None)
+        if check is not None and not check(request):
+            return False
+        if isinstance(broker, Primable):
+            return broker.write_primed(request)
+        broker = getattr(broker, "inner", None)
+    return False
 
 
 def unprime(broker: Any, client_order_id: str) -> None:
@@ -104,6 +127,10 @@ class PrimedRequest:
         """Not sent yet and the connection still open (the server may close an idle one)."""
         return not self._sent and not self._writer.is_closing() and not self._reader.at_eof()
 
+    @property
+    def written(self) -> bool:
+        return self._sent
+
     def write(self) -> None:
         """The request's bytes to the socket, now (asyncio writes at once when the socket can take it)."""
         self._sent = True
@@ -112,6 +139,10 @@ class PrimedRequest:
     async def send(self, *, broker: str, timeout: float) -> httpx.Response:
         """Write the request and read its reply. Any failure once written: :class:`OutcomeUnknown`."""
         self.write()
+        return await self.reply(broker=broker, timeout=timeout)
+
+    async def reply(self, *, broker: str, timeout: float) -> httpx.Response:
+        """The reply to the request written (:meth:`write`). Any failure: :class:`OutcomeUnknown`."""
         try:
             async with asyncio.timeout(timeout):
                 response = await self._reply()

@@ -157,6 +157,10 @@ class _PreparedRun:
         state = FireState.SUCCEEDED if report.ok else FireState.FAILED
         return FireResult(state, f"run {report.run_id} {report.status.value}: {steps}")
 
+    def send_armed(self, released: dt.datetime | None) -> bool:
+        """The armed first request written now, ahead of the run's path (Engine.send_armed)."""
+        return bool(self.engine.send_armed(released))
+
     def forfeit(self) -> None:
         """The claim's lease lapsed: drop what was prepared without writing to the run (a survivor may
         have re-armed the same run id); only this process's account lease is given back."""

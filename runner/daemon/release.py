@@ -271,6 +271,9 @@ class Release:
                 await self._forfeit(fire, prepared)
                 return True
             self.leases.done(fire.fire_id)  # sending now: no longer renewed
+        if _send_armed(prepared, member):
+            # every fire of the instant writes its request before any runs its path to the reply
+            await asyncio.sleep(0)
         await self._execute(fire, prepared, member)
         return False
 
@@ -383,6 +386,12 @@ class Release:
 
 
 _PENDING: set[asyncio.Future[None]] = set()  # recordings put off by an outage, held until done
+
+
+def _send_armed(prepared: PreparedFire | None, member: Member) -> bool:
+    """An armed fire's primed request, written at once (its checks done: hold, lease)."""
+    send = getattr(prepared, "send_armed", None)
+    return send is not None and bool(send(member.burst.released_at))
 
 
 async def _abandon(fire: Fire, prepared: PreparedFire, reason: str, halted: bool) -> None:

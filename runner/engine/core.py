@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from runner.alerts.observe import alert_observer, publish_dead_run_closed
 from runner.brokers.base import Broker
 from runner.brokers.burst import released_at
-from runner.brokers.primed import prime, unprime
+from runner.brokers.primed import adapter_of, prime, unprime, write_primed
 from runner.clock import Clock
 from runner.engine.account_lease import drop_lease, lease_ahead, take_lease
 from runner.engine.arming import (
@@ -33,6 +33,7 @@ from runner.engine.arming import (
     _HaltNotes,
     _HeldLog,
     _Precommitted,
+    _SentEarly,
     _Staged,
     _YieldAfterPlace,
     stage_first,
@@ -193,6 +194,7 @@ class Engine:
             options.interrupt.on_request(self._on_interrupt)
         self._prepared = False
         self._staged: _Staged | None = None
+        self._sent_early = False  # the staged request was written ahead (send_armed)
         self.leases = leases_for(journal.engine)
         self._lease: Lease | None = None  # held for the step in progress (runner.engine.leases)
         self.ctx = RunContext(
@@ -264,6 +266,17 @@ class Engine:
             if staged is None:
                 self.record = self._open_run()
         self.done = self.journal.steps_of(self.run_id) if self.record is not None else {}
+
+    def send_armed(self, released: dt.datetime | None) -> bool:
+        """At the instant (its burst ``released`` then), before anything else of the run: the armed
+        first order's primed request written now (runner.brokers.primed), when nothing on its path would
+        stop it (on time, the kill switch NORMAL, a rate-limit token free); its step then only reads the
+        reply. True if written."""
+        staged = self._staged
+        if staged is None or released is None or released - self.options.scheduled_for > LATE_GRACE:
+            return False
+        self._sent_early = write_primed(self.gateway.broker, staged.intent.request)
+        return self._sent_early
 
     def _disarm(self, staged: _Staged, reason: str) -> None:
         """Its request never left this process: take the armed rows back out of the journal. If the
@@ -467,7 +480,7 @@ class Engine:
         # burst's own fires ahead of it): disarming then would add journal writes to the burst.
         released = released_at()
         now = self.clock.now() if released is None else released
-        if now - self.options.scheduled_for > LATE_GRACE:
+        if now - self.options.scheduled_for > LATE_GRACE and not self._sent_early:
             self._disarm(staged, "released late")
             return None
         # The intent is stamped with the instant, not the send: at most LATE_GRACE earlier, which only
@@ -482,7 +495,7 @@ class Engine:
             held,
             journal=cast(Journal, _Precommitted(self.gateway.journal, staged.intent)),
             risk=None,  # checked while preparing
-            broker=cast(Broker, _YieldAfterPlace(self.gateway.broker, held.release)),
+            broker=cast(Broker, _YieldAfterPlace(self._staged_broker(staged), held.release)),
         )
         gw.staged[step.id] = staged.intent.request
         slot = self.options.scheduled_for
@@ -497,6 +510,12 @@ class Engine:
         finally:
             held.release()
             gw.staged.pop(step.id, None)
+
+    def _staged_broker(self, staged: _Staged) -> Broker:
+        if not self._sent_early:
+            return self.gateway.broker
+        adapter = adapter_of(self.gateway.broker)
+        return cast(Broker, _SentEarly(self.gateway.broker, adapter, staged.intent.client_order_id))
 
     async def _connect(self) -> None:
         await self.gateway.call("connect", self.broker.connect)

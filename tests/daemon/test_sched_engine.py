@@ -221,6 +221,88 @@ async def test_the_bursts_bookkeeping_is_group_committed_off_the_event_loop(tmp_
         assert [c["method"] for c in journal.calls(run_id=row.run_id)].count("place") == 1
 
 
+class PrimedPaper(ProbingPaper):
+    """Paper with primed requests (runner.brokers.primed), as the Kotak adapter has: notes when each
+    primed request is written and when each run's path reaches ``place``."""
+
+    events: list[str]
+    primed: dict[str, OrderRequest]
+
+    async def prime(self, request: OrderRequest) -> None:
+        self.primed[request.client_order_id] = request
+
+    def unprime(self, client_order_id: str) -> None:
+        self.primed.pop(client_order_id, None)
+
+    def write_primed(self, request: OrderRequest) -> bool:
+        if self.primed.pop(request.client_order_id, None) != request:
+            return False
+        self.events.append(f"written {request.client_order_id}")
+        return True
+
+    async def place(self, request: OrderRequest) -> Order:
+        self.events.append(f"place {request.client_order_id}")
+        return await super().place(request)
+
+
+def primed_daemon(tmp_path: Path, names: list[str]) -> tuple[Daemon, PrimedPaper, Journal]:
+    daemon, _, paper, journal, _ = engine_daemon(tmp_path, names, paper_cls=PrimedPaper)
+    assert isinstance(paper, PrimedPaper)
+    paper.events, paper.primed = [], {}
+    return daemon, paper, journal
+
+
+async def test_every_armed_request_of_the_instant_is_written_before_any_run_takes_its_path(
+    tmp_path: Path,
+) -> None:
+    names = ["a", "b", "c"]
+    daemon, paper, journal = primed_daemon(tmp_path, names)
+    await daemon.prepare()
+    await asyncio.gather(*(daemon.fire(daemon.entries[n], INSTANT) for n in names))
+
+    written = [i for i, e in enumerate(paper.events) if e.startswith("written ")]
+    places = [i for i, e in enumerate(paper.events) if e.startswith("place ")]
+    assert len(written) == len(places) == 3 and max(written) < min(places), paper.events
+    assert len(paper.seen) == 3 and all(paper.seen.values())  # each intent committed before
+    for name in names:
+        row = daemon.store.slot(name, INSTANT)
+        assert row is not None and row.state is FireState.SUCCEEDED, row
+        [intent] = journal.intents(run_id=row.run_id)
+        assert intent.broker_order_id is not None
+
+
+async def test_a_halt_after_an_armed_request_was_written_does_not_make_it_a_refused_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill switch let the request go when it was written; a halt landing before its run reaches
+    ``place`` must not journal it as refused (ABSENT): it is at the broker."""
+    from runner.engine.killswitch import Halted
+
+    daemon, paper, journal = primed_daemon(tmp_path, ["a"])
+    halted: list[bool] = []
+    write = paper.write_primed
+
+    def write_then_halt(request: OrderRequest) -> bool:
+        done = write(request)
+        halted.append(True)  # a halt lands right after
+        return done
+
+    async def check(self: GuardedBroker, request: OrderRequest) -> None:
+        if halted:
+            raise Halted("halted (ops): no new orders", Mode.HALT)
+
+    paper.write_primed = write_then_halt  # type: ignore[method-assign]
+    monkeypatch.setattr(GuardedBroker, "check", check)
+    await daemon.prepare()
+    await daemon.fire(daemon.entries["a"], INSTANT)
+
+    row = daemon.store.slot("a", INSTANT)
+    assert row is not None and row.state is FireState.SUCCEEDED, row
+    [intent] = journal.intents(run_id=row.run_id)
+    assert intent.broker_order_id is not None and intent.resolution is not Resolution.ABSENT
+    assert [o.client_order_id for o in await paper.orders()] == [intent.client_order_id]
+
+
 async def test_fires_due_together_are_armed_in_the_journal_before_the_instant(tmp_path: Path) -> None:
     names = ["a", "b", "c"]
     daemon, executor, paper, journal, _ = engine_daemon(tmp_path, names, NoteArmed)

@@ -176,7 +176,7 @@ class KotakNeo:
         self._unresolved: set[str] = set()
         self._requests: dict[str, OrderRequest] = {}  # what this process sent, by client id
         # armed first orders, built with their connection ahead of the instant (runner.brokers.primed)
-        self._primed: dict[str, tuple[OrderRequest, _Session, PrimedRequest]] = {}
+        self._primed: dict[str, tuple[OrderRequest, _Session, PrimedRequest, str]] = {}  # + its segment
         self.logins = 0  # observable for tests and the bench
 
     # -- auth -------------------------------------------------------------------------------------
@@ -273,23 +273,44 @@ class KotakNeo:
         except Exception as exc:  # the place at the instant builds and connects as it always did
             log.debug("priming %s failed: %s: %s", cid, type(exc).__name__, exc)
             return
-        self._primed[cid] = (request, session, primed)
+        self._primed[cid] = (request, session, primed, jdata["es"])
 
     def unprime(self, client_order_id: str) -> None:
         entry = self._primed.pop(client_order_id, None)
         if entry is not None:
             entry[2].close()
 
-    def _take_primed(self, request: OrderRequest) -> PrimedRequest | None:
-        """The primed call of exactly this request on the current session, still sendable."""
-        entry = self._primed.pop(request.client_order_id, None)
+    def _primed_for(self, request: OrderRequest) -> PrimedRequest | None:
+        entry = self._primed.get(request.client_order_id)
         if entry is None:
             return None
-        primed_for, session, primed = entry
+        primed_for, session, primed, _ = entry
         if primed_for == request and session is self._session and not self._stale() and primed.usable():
             return primed
-        primed.close()
         return None
+
+    def write_primed(self, request: OrderRequest) -> bool:
+        cid = request.client_order_id
+        primed = self._primed_for(request)
+        if primed is None or cid in self._placed or cid in self._in_flight or cid in self._unresolved:
+            return False
+        if not self.limiter.try_acquire(self._limit_key(self._primed[cid][3])):
+            return False  # the ordinary path waits for its token
+        primed.write()
+        return True
+
+    def _take_primed(self, request: OrderRequest) -> PrimedRequest | None:
+        """The primed call of exactly this request on the current session: written already
+        (:meth:`write_primed`), or still sendable."""
+        entry = self._primed.get(request.client_order_id)
+        if entry is not None and entry[2].written:
+            del self._primed[request.client_order_id]
+            return entry[2]
+        primed = self._primed_for(request)
+        entry = self._primed.pop(request.client_order_id, None)
+        if primed is None and entry is not None:
+            entry[2].close()
+        return primed
 
     async def close(self) -> None:
         for cid in list(self._primed):
@@ -338,16 +359,23 @@ class KotakNeo:
     async def _read(self, method: str, path: str, jdata: Mapping[str, str] | None = None) -> dict[str, Any]:
         return await self._request(method, path, mutating=False, jdata=jdata)
 
+    def _limit_key(self, segment: str) -> tuple[str, ...]:
+        return (self.account.name, segment_of(segment)) if self.account.rate_limit.per_segment else (
+            self.account.name,)
+
     async def _write(self, path: str, jdata: Mapping[str, str], segment: str,
                      primed: PrimedRequest | None = None) -> dict[str, Any]:
-        key = (self.account.name, segment_of(segment)) if self.account.rate_limit.per_segment else (
-            self.account.name,)
-        await self.limiter.acquire(key)
+        key = self._limit_key(segment)
+        written = primed is not None and primed.written  # its token was taken when it was written
+        if not written:
+            await self.limiter.acquire(key)
         try:
-            if primed is not None and primed.usable():
+            if primed is not None and (written or primed.usable()):
                 session = self._session
                 try:
-                    response = await primed.send(broker=BROKER, timeout=self.account.timeout_seconds)
+                    if not written:
+                        primed.write()
+                    response = await primed.reply(broker=BROKER, timeout=self.account.timeout_seconds)
                     return _payload(response, mutating=True)
                 except AuthExpired:  # as _request does for a write: never re-sent, log in again first
                     if self._session is session:

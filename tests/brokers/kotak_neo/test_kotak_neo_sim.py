@@ -558,3 +558,30 @@ async def test_a_primed_place_whose_reply_is_lost_is_unknown_never_resent(
         await broker.place(limit("rnlostreply00000", price="99"))
     # written, reply lost: the outcome is for a lookup to settle (as on the ordinary path), never a re-send
     assert "rnlostreply00000" in broker._unresolved and broker._primed == {}
+
+
+async def test_a_primed_request_written_ahead_is_placed_once_and_its_place_reads_the_reply(
+    connect: Connect,
+) -> None:
+    sim, broker = await connect()
+    request = limit("rnwrittenahead00", price="99")
+    assert not broker.write_primed(request)  # nothing primed: the ordinary path
+    await broker.prime(request)
+    assert not broker.write_primed(limit("rnwrittenahead00", price="98"))  # not what was primed
+    assert broker.write_primed(request)
+    assert not broker.write_primed(request)  # once
+    order = await broker.place(request)
+    assert order.client_order_id == "rnwrittenahead00" and order.broker_order_id
+    assert places_at_sim(sim) == ["rnwrittenahead00"] and broker._primed == {}
+
+
+async def test_a_primed_request_is_not_written_ahead_without_a_free_rate_limit_token(
+    connect: Connect,
+) -> None:
+    sim, broker = await connect()
+    request = limit("rnsecond00000000")
+    await broker.prime(request)
+    broker.limiter.penalize(broker._limit_key("nse_cm"), 0.05)  # no token for 50 ms
+    assert not broker.write_primed(request)  # its place waits for the token, as ever
+    await broker.place(request)
+    assert places_at_sim(sim) == ["rnsecond00000000"]
