@@ -62,9 +62,9 @@ class Burst:
 
     def released(self, at: dt.datetime | None = None) -> None:
         """Every fire of the instant was let go (at ``at``, by the gate's clock): a member still not
-        answered ``bound`` seconds from now
-        (a slow reply, a step waiting for its time) holds the others no longer. Counting from here, not
-        from each member's wait, keeps the answered fires' bookkeeping out of the release itself."""
+        answered ``bound`` seconds from now (a slow reply, a step waiting for its time) holds the others
+        no longer. Counting from here, not from each member's wait, keeps the answered fires'
+        bookkeeping out of the release itself."""
         if at is not None and self.released_at is None:
             self.released_at = at
         if self._give_up is None and not self._settled:
