@@ -52,6 +52,7 @@ class Bookkeeping:
         self._queue: list[tuple[list[Write], Any, asyncio.Future[None]]] = []
         self._handle: asyncio.Handle | None = None
         self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self.batches: list[int] = []  # runs per transaction written (benchmarks and tests)
 
     async def commit(self, writes: list[Write], log: Any = None) -> None:
@@ -64,8 +65,9 @@ class Bookkeeping:
         await asyncio.shield(fut)  # a run cancelled meanwhile: its writes still land
 
     async def _flush(self) -> None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:  # a lock is bound to one event loop
+            self._lock, self._lock_loop = asyncio.Lock(), loop
         async with self._lock:  # the batch before first (its worker thread holds the connection)
             batch, self._queue, self._handle = self._queue, [], None
             if not batch:
