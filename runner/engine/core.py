@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from runner.alerts.observe import alert_observer, publish_dead_run_closed
 from runner.brokers.base import Broker
 from runner.brokers.burst import released_at
-from runner.brokers.primed import adapter_of, prime, unprime, write_primed
+from runner.brokers.primed import adapter_of, unprime, write_primed
 from runner.clock import Clock
 from runner.engine.account_lease import drop_lease, lease_ahead, take_lease
 from runner.engine.arming import (
@@ -65,6 +65,7 @@ from runner.playbook.models import Playbook, parse_duration
 
 if TYPE_CHECKING:
     from runner.journal.groupcommit import GroupCommit
+    from runner.model import OrderRequest
 
 _T = TypeVar("_T")
 
@@ -252,8 +253,6 @@ class Engine:
                 try:
                     await commit.commit(staged.rows, self.options.scheduled_for)
                     self._staged = staged
-                    # the request built and its connection opened now: at the instant only the write
-                    await prime(self.gateway.broker, staged.intent.request)
                     # logged now: at the instant nothing but the request may run
                     self.log.info("run_start", resumed=False, starts=1, armed=True)
                 except DuplicateIntent:  # created meanwhile (another process): the ordinary path
@@ -266,6 +265,11 @@ class Engine:
             if staged is None:
                 self.record = self._open_run()
         self.done = self.journal.steps_of(self.run_id) if self.record is not None else {}
+
+    @property
+    def armed_request(self) -> OrderRequest | None:
+        """The armed first order (its intent committed), to prime (runner.brokers.primed); else None."""
+        return self._staged.intent.request if self._staged is not None else None
 
     def send_armed(self, released: dt.datetime | None) -> bool:
         """At the instant (its burst ``released`` then), before anything else of the run: the armed

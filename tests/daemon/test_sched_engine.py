@@ -271,6 +271,26 @@ async def test_every_armed_request_of_the_instant_is_written_before_any_run_take
         assert intent.broker_order_id is not None
 
 
+async def test_a_slow_prime_holds_up_neither_arming_nor_the_instant(tmp_path: Path) -> None:
+    """Priming opens a connection; 1,000 of them awaited while arming made preparation outlast the
+    lead (every fire released late, bench/lateness.py). A prime not done by the instant: the order
+    goes the ordinary way, on time."""
+    daemon, paper, journal = primed_daemon(tmp_path, ["a"])
+    never = asyncio.Event()
+
+    async def stuck(request: OrderRequest) -> None:
+        await never.wait()
+
+    paper.prime = stuck  # type: ignore[method-assign]
+    await daemon.prepare()
+    await asyncio.wait_for(daemon.fire(daemon.entries["a"], INSTANT), 5)
+    row = daemon.store.slot("a", INSTANT)
+    assert row is not None and row.state is FireState.SUCCEEDED, row
+    run = journal.get_run(row.run_id)
+    assert run is not None and run.started_at == INSTANT  # armed, not re-created late
+    assert [e for e in paper.events if e.startswith("written")] == [] and len(paper.seen) == 1
+
+
 async def test_a_halt_after_an_armed_request_was_written_does_not_make_it_a_refused_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

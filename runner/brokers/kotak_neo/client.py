@@ -273,6 +273,9 @@ class KotakNeo:
         except Exception as exc:  # the place at the instant builds and connects as it always did
             log.debug("priming %s failed: %s: %s", cid, type(exc).__name__, exc)
             return
+        if cid in self._primed or cid in self._placed or cid in self._in_flight or cid in self._unresolved:
+            primed.close()  # primed meanwhile, or its place already went the ordinary way
+            return
         self._primed[cid] = (request, session, primed, jdata["es"])
 
     def unprime(self, client_order_id: str) -> None:
