@@ -47,6 +47,24 @@ def _install_probe(folder: str) -> None:
 
     aiohttp.ClientSession.__init__ = init  # type: ignore[method-assign]
 
+    # a primed request (runner.brokers.primed) is written by one transport.write, not through aiohttp
+    from runner.brokers.primed import PrimedRequest
+
+    write = PrimedRequest.write
+
+    import re
+
+    ig = re.compile(rb"%22ig%22%3A\+?%22([0-9A-Za-z_-]+)%22")  # "ig": "<cid>" in the urlencoded jData
+
+    def primed_write(self: Any) -> None:
+        write(self)
+        when = time.time()  # noted cheaply: this runs between one fire's request and the next one's
+        found = ig.search(self.raw) if self.url.endswith("/place") else None
+        if found is not None:
+            sink.write(f"{found.group(1).decode()}\t{when:.6f}\n")
+
+    PrimedRequest.write = primed_write  # type: ignore[method-assign]
+
 
 def _install_profile(path: str) -> None:
     import cProfile

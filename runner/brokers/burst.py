@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -45,6 +46,7 @@ class Burst:
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._give_up: asyncio.TimerHandle | None = None
         self._on_settled: list[Callable[[], None]] = []
+        self.released_at: dt.datetime | None = None  # when the gate let the burst go (its clock)
 
     def on_settled(self, callback: Callable[[], None]) -> None:
         """``callback()`` once the burst settled (at once if it has)."""
@@ -58,10 +60,13 @@ class Burst:
         self._settled = False
         return Member(self)
 
-    def released(self) -> None:
-        """Every fire of the instant was let go: a member still not answered ``bound`` seconds from now
-        (a slow reply, a step waiting for its time) holds the others no longer. Counting from here, not
-        from each member's wait, keeps the answered fires' bookkeeping out of the release itself."""
+    def released(self, at: dt.datetime | None = None) -> None:
+        """Every fire of the instant was let go (at ``at``, by the gate's clock): a member still not
+        answered ``bound`` seconds from now (a slow reply, a step waiting for its time) holds the others
+        no longer. Counting from here, not from each member's wait, keeps the answered fires'
+        bookkeeping out of the release itself."""
+        if at is not None and self.released_at is None:
+            self.released_at = at
         if self._give_up is None and not self._settled:
             self._give_up = asyncio.get_running_loop().call_later(self.bound, self._settle)
 
@@ -134,6 +139,14 @@ def joined(member: Member) -> Iterator[None]:
     finally:
         _MEMBER.reset(token)
         member.gone()
+
+
+def released_at() -> dt.datetime | None:
+    """When the gate released the burst the calling fire belongs to; None outside a burst. A fire's own
+    turn on the event loop comes after every fire released before it: its lateness is the gate's, not
+    that of the burst's own synchronous work ahead of it."""
+    member = _MEMBER.get()
+    return None if member is None else member.burst.released_at
 
 
 async def after_send() -> None:

@@ -155,6 +155,13 @@ async def send(
         if mutating:
             raise OutcomeUnknown(message, broker=broker) from exc
         raise Unavailable(message, broker=broker) from exc
+    return check_status(response, method, url, broker=broker, mutating=mutating)
+
+
+def check_status(
+    response: httpx.Response, method: str, url: str, *, broker: str, mutating: bool
+) -> httpx.Response:
+    """The status mapping of :func:`send` (401, 429, 5xx), for a reply read another way too."""
     status = response.status_code
     if status == 401:
         raise SessionExpired("session expired or token invalid (HTTP 401)", code="401", broker=broker)

@@ -66,6 +66,19 @@ class RateLimiter:
                 waited += delay
                 await self._sleep(delay)
 
+    def try_acquire(self, key: Hashable = None) -> bool:
+        """A token now, without waiting (and never ahead of a waiter): True if taken."""
+        bucket = self._bucket(key)
+        if bucket.lock.locked():
+            return False
+        now = self._monotonic()
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+        bucket.stamp = now
+        if bucket.tokens >= 1 - 1e-9:
+            bucket.tokens -= 1
+            return True
+        return False
+
     def penalize(self, key: Hashable, seconds: float) -> None:
         """Honour a broker's Retry-After: no tokens for this key for ``seconds``, at most
         :attr:`max_penalty`. A day-long (or infinite) Retry-After fails the call that got it (the

@@ -53,10 +53,13 @@ async def warm_pool(client: httpx.AsyncClient, sends: int, timeout: float) -> in
     req = aiohttp.ClientRequest("GET", URL(str(client.base_url)), loop=loop)
     idle = len(getattr(connector, "_conns", {}).get(req.connection_key, ()))
     limit = connector.limit or sends
-    want = min(sends, limit) - idle
-    if want <= 0:
+    want = min(sends, limit)
+    if want <= idle:
         return 0
     wait = aiohttp.ClientTimeout(sock_connect=timeout, connect=timeout)
+    # ``connect`` hands out an idle connection before it opens one: all ``want`` are held at once, so
+    # the idle ones are taken first and exactly the rest are opened (asking for only the missing number
+    # took idle ones back and opened half of what was wanted)
     opening = (connector.connect(req, [], wait) for _ in range(want))
     opened = await asyncio.gather(*opening, return_exceptions=True)
     n = 0
@@ -65,4 +68,4 @@ async def warm_pool(client: httpx.AsyncClient, sends: int, timeout: float) -> in
             continue  # best effort: the send opens its own, as it would have
         conn.release()  # back to the pool, idle: the next request takes it
         n += 1
-    return n
+    return max(0, n - idle)

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from runner.brokers.primed import adapter_of
 from runner.clock import Clock
 from runner.daemon.policy import ON_TIME
 from runner.daemon.release import Fire, FireResult
@@ -123,9 +124,14 @@ class EngineExecutor:
             shared.set_result(True)
         # every fire of the account sends at the instant: a connection each, opened meanwhile. Not awaited:
         # a connect the broker is slow to accept (a full listen backlog: SYN retried after 1 s) must not
-        # hold up preparing the fire
-        due = self._due[key] = self._due.get(key, 0) + 1
-        task = asyncio.ensure_future(_warm(broker, due, pb.account))
+        # hold up preparing the fire (nor arming the next ones: 1,000 awaited at the lead missed the instant).
+        # An armed order the adapter can prime gets its request built on a connection of its own instead
+        armed = engine.armed_request
+        if armed is not None and adapter_of(broker) is not None:
+            task = asyncio.ensure_future(_prime(broker, armed, pb.account))
+        else:
+            due = self._due[key] = self._due.get(key, 0) + 1
+            task = asyncio.ensure_future(_warm(broker, due, pb.account))
         self._warming.add(task)
         task.add_done_callback(self._warming.discard)
         return _PreparedRun(self, engine, pb.account)
@@ -138,6 +144,15 @@ async def _warm(broker: Any, sends: int, account: str) -> None:
         await warm(broker, sends)
     except Exception:  # best effort: a send opens its own connection, as it would have
         log.warning("warming %d connections for account %s failed", sends, account, exc_info=True)
+
+
+async def _prime(broker: Any, request: Any, account: str) -> None:
+    from runner.brokers.primed import prime
+
+    try:
+        await prime(broker, request)
+    except Exception:  # best effort: the place at the instant builds and connects as it always did
+        log.warning("priming %s for account %s failed", request.client_order_id, account, exc_info=True)
 
 
 class _PreparedRun:
@@ -157,12 +172,19 @@ class _PreparedRun:
         state = FireState.SUCCEEDED if report.ok else FireState.FAILED
         return FireResult(state, f"run {report.run_id} {report.status.value}: {steps}")
 
+    def send_armed(self, released: dt.datetime | None) -> bool:
+        """The armed first request written now, ahead of the run's path (Engine.send_armed)."""
+        return bool(self.engine.send_armed(released))
+
     def forfeit(self) -> None:
         """The claim's lease lapsed: drop what was prepared without writing to the run (a survivor may
         have re-armed the same run id); only this process's account lease is given back."""
+        from runner.brokers.primed import unprime
         from runner.engine.account_lease import drop_lease
 
-        self.engine._staged = None
+        staged, self.engine._staged = self.engine._staged, None
+        if staged is not None:
+            unprime(self.engine.gateway.broker, staged.intent.client_order_id)
         drop_lease(self.engine)
 
     async def abandon(self, reason: str, halted: bool) -> None:

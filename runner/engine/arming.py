@@ -185,6 +185,27 @@ class _HaltNotes:
         return getattr(self._inner, name)
 
 
+class _SentEarly:
+    """The armed order's request was written ahead of its run's path, past the kill switch as it stood
+    then (:meth:`runner.engine.core.Engine.send_armed`): its ``place`` only reads the reply, from the
+    adapter (a halt since must not turn a sent order into a refused one). Everything else: ``guarded``."""
+
+    def __init__(self, guarded: Broker, adapter: Any, client_order_id: str) -> None:
+        self._guarded = guarded
+        self._adapter = adapter
+        self._cid: str | None = client_order_id
+
+    async def place(self, request: OrderRequest) -> Order:
+        if request.client_order_id == self._cid:
+            self._cid = None
+            order: Order = await self._adapter.place(request)
+            return order
+        return await self._guarded.place(request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._guarded, name)
+
+
 class _YieldAfterPlace:
     """Lets the event loop run once after a request left and before its bookkeeping, so every run released
     at the same instant sends its first request before any of them journals an ack (a broker that answers

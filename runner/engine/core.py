@@ -24,6 +24,8 @@ from zoneinfo import ZoneInfo
 
 from runner.alerts.observe import alert_observer, publish_dead_run_closed
 from runner.brokers.base import Broker
+from runner.brokers.burst import released_at
+from runner.brokers.primed import adapter_of, unprime, write_primed
 from runner.clock import Clock
 from runner.engine.account_lease import drop_lease, lease_ahead, take_lease
 from runner.engine.arming import (
@@ -31,6 +33,7 @@ from runner.engine.arming import (
     _HaltNotes,
     _HeldLog,
     _Precommitted,
+    _SentEarly,
     _Staged,
     _YieldAfterPlace,
     stage_first,
@@ -50,6 +53,7 @@ from runner.errors import BrokerError
 from runner.ids import run_id as make_run_id
 from runner.ids import run_id_in
 from runner.instruments.load import resolved_sha
+from runner.journal.bookkeeping import DeferredJournal
 from runner.journal.errors import DuplicateIntent, JournalError
 from runner.journal.records import RunRecord, StepRecord
 from runner.journal.store import Journal
@@ -61,6 +65,7 @@ from runner.playbook.models import Playbook, parse_duration
 
 if TYPE_CHECKING:
     from runner.journal.groupcommit import GroupCommit
+    from runner.model import OrderRequest
 
 _T = TypeVar("_T")
 
@@ -190,6 +195,7 @@ class Engine:
             options.interrupt.on_request(self._on_interrupt)
         self._prepared = False
         self._staged: _Staged | None = None
+        self._sent_early = False  # the staged request was written ahead (send_armed)
         self.leases = leases_for(journal.engine)
         self._lease: Lease | None = None  # held for the step in progress (runner.engine.leases)
         self.ctx = RunContext(
@@ -260,11 +266,28 @@ class Engine:
                 self.record = self._open_run()
         self.done = self.journal.steps_of(self.run_id) if self.record is not None else {}
 
+    @property
+    def armed_request(self) -> OrderRequest | None:
+        """The armed first order (its intent committed), to prime (runner.brokers.primed); else None."""
+        return self._staged.intent.request if self._staged is not None else None
+
+    def send_armed(self, released: dt.datetime | None) -> bool:
+        """At the instant (its burst ``released`` then), before anything else of the run: the armed
+        first order's primed request written now (runner.brokers.primed), when nothing on its path would
+        stop it (on time, the kill switch NORMAL, a rate-limit token free); its step then only reads the
+        reply. True if written."""
+        staged = self._staged
+        if staged is None or released is None or released - self.options.scheduled_for > LATE_GRACE:
+            return False
+        self._sent_early = write_primed(self.gateway.broker, staged.intent.request)
+        return self._sent_early
+
     def _disarm(self, staged: _Staged, reason: str) -> None:
         """Its request never left this process: take the armed rows back out of the journal. If the
         journal refuses (something else touched the intent, e.g. another run looked it up), the run is
         closed FAILED instead, so the account's next run looks the intent up; never left RUNNING."""
         cid = staged.intent.client_order_id
+        unprime(self.gateway.broker, cid)
         try:
             self.journal.discard_armed(self.run_id, cid)
         except JournalError as exc:
@@ -379,10 +402,13 @@ class Engine:
                     continue
                 result = stepped
             self._finish(step, result)
+            if first is not None and position == 0 and len(self.pb.steps) > 1:
+                await self._bookkept(keep=False)  # later steps journal as ever (a wait could be long)
             previous_end = self.clock.now()
             outcomes.append(result.outcome)
             if result.outcome in (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED):
                 blocked = True
+        await self._bookkept(keep=True)  # (an armed run's) before the read-back reads the journal
         await self.gateway.read_back()  # the run's open orders as the broker has them now, then close
         status = run_status(outcomes)
         message = None
@@ -390,9 +416,19 @@ class Engine:
             status, message = RunStatus.INTERRUPTED, self._interrupted_message(not_started, cut_short)
             self.log.warning("run_interrupted", message=message)
         self.journal.finish_run(self.run_id, status, self.clock.now(), message)
+        await self._bookkept(keep=False)
         self.log.info("run_finish", status=status.value)
         self._emit(EventKind.RUN_FINISHED, message=status.value, outcome=status.value)
         return _report(record, status, self.journal.steps_of(self.run_id), self.pb)
+
+    async def _bookkept(self, *, keep: bool) -> None:
+        """An armed run's queued bookkeeping committed (with other runs', off the loop); unless ``keep``,
+        its journal writes at once again from here on."""
+        deferred = self.journal
+        if isinstance(deferred, DeferredJournal):
+            await deferred.flush()
+            if not keep:
+                self.journal = self.gateway.journal = cast(Journal, deferred.inner)
 
     def _stopping(self) -> bool:
         return self.options.interrupt is not None and self.options.interrupt.requested
@@ -444,12 +480,18 @@ class Engine:
     async def _run_staged(self, staged: _Staged) -> StepResult | None:
         """At the instant: the armed request goes out (its rows are committed). None when released more
         than LATE_GRACE late: the rows are discarded and the ordinary path (with its late rules) runs."""
-        now = self.clock.now()
-        if now - self.options.scheduled_for > LATE_GRACE:
+        # Released on time with its burst, the fire is on time even if its turn came seconds later (the
+        # burst's own fires ahead of it): disarming then would add journal writes to the burst.
+        released = released_at()
+        now = self.clock.now() if released is None else released
+        if now - self.options.scheduled_for > LATE_GRACE and not self._sent_early:
             self._disarm(staged, "released late")
             return None
         # The intent is stamped with the instant, not the send: at most LATE_GRACE earlier, which only
         # shortens the gateway's ``absent_after`` (60 s) wait by that much.
+        # After the send the run's bookkeeping is queued and group-committed off the loop (_bookkept)
+        deferred = DeferredJournal(self.journal, self.log)
+        self.journal = self.gateway.journal = cast(Journal, deferred)
         step = staged.step
         held = _HeldLog(staged.log)  # the log write waits until the request left
         gw = self.gateway.for_step(
@@ -457,7 +499,7 @@ class Engine:
             held,
             journal=cast(Journal, _Precommitted(self.gateway.journal, staged.intent)),
             risk=None,  # checked while preparing
-            broker=cast(Broker, _YieldAfterPlace(self.gateway.broker, held.release)),
+            broker=cast(Broker, _YieldAfterPlace(self._staged_broker(staged), held.release)),
         )
         gw.staged[step.id] = staged.intent.request
         slot = self.options.scheduled_for
@@ -472,6 +514,12 @@ class Engine:
         finally:
             held.release()
             gw.staged.pop(step.id, None)
+
+    def _staged_broker(self, staged: _Staged) -> Broker:
+        if not self._sent_early:
+            return self.gateway.broker
+        adapter = adapter_of(self.gateway.broker)
+        return cast(Broker, _SentEarly(self.gateway.broker, adapter, staged.intent.client_order_id))
 
     async def _connect(self) -> None:
         await self.gateway.call("connect", self.broker.connect)
@@ -497,7 +545,11 @@ class Engine:
         )
         self._emit(EventKind.STEP_FINISHED, step.id, result.message, result.outcome.value)
         if self.pb.group_of(step.id) is None:  # a group's lease is dropped by the group (engine.group)
-            drop_lease(self)
+            if isinstance(self.journal, DeferredJournal) and self._lease is not None:
+                lease, self._lease = self._lease, None  # its row goes with the bookkeeping (flushed next)
+                self.journal.defer(self.leases.release_later(lease))
+            else:
+                drop_lease(self)
 
     async def _run_step(
         self, step: Any, position: int, *, resumed: bool, previous_end: dt.datetime | None

@@ -348,6 +348,11 @@ class GuardedBroker(ForwardingBroker):
         await self.check(request)
         return await self.inner.place(request)
 
+    def sends_now(self, request: OrderRequest) -> bool:
+        """Would :meth:`place` pass ``request`` without a read? (NORMAL mode: a primed request may be
+        written ahead of its run's path, runner.brokers.primed.write_primed; any other mode: no.)"""
+        return self.view.state.mode is Mode.NORMAL
+
     async def modify(self, order: Order, change: Modification) -> Order:
         """Reduce-only: the order as modified must pass the place test (it reduces the position, on its
         side, by its pending quantity); a chase or a switch to MARKET of an entry would add risk."""

@@ -28,7 +28,7 @@ import datetime as dt
 import enum
 import functools
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -271,12 +271,21 @@ class AccountLeases:
             await clock.sleep(min(POLL, max(0.0, (deadline - clock.now()).total_seconds())))
 
     def release(self, lease: Lease) -> None:
+        self._delete(lease)
+        _beating(self.registry).drop()
+
+    def release_later(self, lease: Lease) -> Callable[[], None]:
+        """:meth:`release` in two halves: this process's beat for it stops now (on the event loop); the
+        returned write deletes its row, queued with the run's bookkeeping (runner.journal.bookkeeping)."""
+        _beating(self.registry).drop()
+        return functools.partial(self._delete, lease)
+
+    def _delete(self, lease: Lease) -> None:
         from runner.journal.fastpath import fast_for
 
         del_mine = _fast_statements()[2]
         with fast_for(self.engine).transaction() as t:
             t.execute(del_mine, {"b_account": lease.account, "b_holder": lease.holder, "b_run": lease.run_id})
-        _beating(self.registry).drop()
 
 
 def inflight_elsewhere(engine: Engine, account: str, run_id: str) -> list[tuple[str, str]]:

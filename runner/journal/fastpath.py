@@ -4,10 +4,11 @@ one DBAPI connection per Engine they run on. :class:`runner.journal.store.Journa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,23 +242,31 @@ class _Compiled:
 class _Txn:
     """``with fast.transaction() as t:`` one committed transaction (rolled back on any exception)."""
 
-    __slots__ = ("cur", "fast")
+    __slots__ = ("cur", "fast", "joined")
 
     def __init__(self, fast: _Fast) -> None:
         self.fast = fast
         self.cur: Any = None
+        self.joined = False
 
     def __enter__(self) -> _Txn:
-        self.fast.lock.acquire()
+        fast = self.fast
+        fast.lock.acquire()
+        if fast.group_owner == threading.get_ident():  # inside :meth:`_Fast.group` on this thread: join it
+            self.cur, self.joined = fast.group_cur, True
+            return self
         try:
-            self.cur = self.fast.begin()
+            self.cur = fast.begin()
         except BaseException:
-            self.fast.lock.release()
+            fast.lock.release()
             raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         fast = self.fast
+        if self.joined:  # the group commits (or rolls back, as the exception passes through it)
+            fast.lock.release()
+            return
         try:
             if exc_type is None:
                 fast.commit(self.cur)
@@ -301,6 +310,22 @@ class _Fast:
         self.integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
         self.slot: ConnectionSlot = connection_slot(engine, "journal")
         self._compiled: dict[Stmt, _Compiled] = {}
+        self.group_owner: int | None = None  # the thread inside :meth:`group`, if any
+        self.group_cur: Any = None
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        """Every transaction this thread opens inside joins one, committed at the end (all or nothing):
+        many runs' bookkeeping in one commit (:mod:`runner.journal.bookkeeping`)."""
+        with self.transaction() as t:
+            if t.joined:  # already inside a group: it commits
+                yield
+                return
+            self.group_owner, self.group_cur = threading.get_ident(), t.cur
+            try:
+                yield
+            finally:
+                self.group_owner = self.group_cur = None
 
     @property
     def lock(self) -> threading.RLock:
@@ -339,6 +364,9 @@ class _Fast:
         """One SELECT. SQLite: no BEGIN (a single statement reads one snapshot, takes no write lock)."""
         c = self.compiled(s)
         with self.lock:
+            if self.group_owner == threading.get_ident():  # read inside the group's transaction, no commit
+                self.group_cur.execute(c.sql, c.params(params))
+                return [c.row(r) for r in self.group_cur.fetchall()]
             cur = self._connection().cursor()
             try:
                 cur.execute(c.sql, c.params(params))

@@ -55,6 +55,20 @@ async def test_the_burst_after_warming_opens_no_connection(server: Any) -> None:
         await client.aclose()
 
 
+async def test_warming_in_steps_keeps_every_connection_it_opened(server: Any) -> None:
+    """The daemon asks again as each fire of an account is prepared (1, 2, ... sends): taking an idle
+    connection to count it must not stand in for opening one (only half the sends found one)."""
+    url, _ = server
+    client = make_client(url)
+    try:
+        for sends in range(1, 9):
+            await warm_pool(client, sends, timeout=5)
+        assert len(idle_ports(client)) == 8
+        assert await warm_pool(client, 8, timeout=5) == 0
+    finally:
+        await client.aclose()
+
+
 async def test_without_warming_the_burst_connects_at_the_instant(server: Any) -> None:
     url, ports = server
     client = make_client(url)

@@ -181,6 +181,148 @@ async def test_no_run_journals_its_ack_before_every_request_of_the_instant_left(
         assert row is not None and row.state is FireState.SUCCEEDED, row
 
 
+async def test_the_bursts_bookkeeping_is_group_committed_off_the_event_loop(tmp_path: Path) -> None:
+    """After the requests left, the acks, step ends and run ends of the runs fired together are written
+    in shared transactions in a worker thread, not one synchronous commit each on the event loop."""
+    import threading
+
+    from runner.journal.bookkeeping import bookkeeping_for
+
+    names = ["a", "b", "c"]
+    daemon, _, paper, journal, _ = engine_daemon(tmp_path, names)
+    loop_thread = threading.get_ident()
+    writes: list[tuple[str, bool]] = []
+    for method in ("record_order", "finish_step", "finish_run"):
+        real = getattr(journal, method)
+
+        def noting(*args: object, _real=real, _name=method, **kw: object) -> object:  # type: ignore[no-untyped-def]
+            writes.append((_name, threading.get_ident() == loop_thread))
+            return _real(*args, **kw)
+
+        setattr(journal, method, noting)
+    await daemon.prepare()
+    await asyncio.gather(*(daemon.fire(daemon.entries[n], INSTANT) for n in names))
+
+    names_written = [w for w, _ in writes]
+    assert names_written.count("finish_step") == names_written.count("finish_run") == 3, writes
+    assert names_written.count("record_order") >= 3, writes  # the acks (and what paper reported since)
+    assert not any(on_loop for _, on_loop in writes), writes
+    batches = bookkeeping_for(journal.engine).batches
+    assert sum(batches) == 6 and len(batches) < 6, batches  # two flushes a run, shared between runs
+    assert len(paper.seen) == 3 and all(paper.seen.values())
+    for name in names:
+        row = daemon.store.slot(name, INSTANT)
+        assert row is not None and row.state is FireState.SUCCEEDED, row
+        run = journal.get_run(row.run_id)
+        assert run is not None and run.status is RunStatus.SUCCEEDED
+        assert journal.steps_of(row.run_id)["buy"].outcome is StepOutcome.SUCCEEDED
+        [intent] = journal.intents(run_id=row.run_id)
+        assert intent.broker_order_id is not None  # the ack, written by the group commit
+        assert [c["method"] for c in journal.calls(run_id=row.run_id)].count("place") == 1
+
+
+class PrimedPaper(ProbingPaper):
+    """Paper with primed requests (runner.brokers.primed), as the Kotak adapter has: notes when each
+    primed request is written and when each run's path reaches ``place``."""
+
+    events: list[str]
+    primed: dict[str, OrderRequest]
+
+    async def prime(self, request: OrderRequest) -> None:
+        self.primed[request.client_order_id] = request
+
+    def unprime(self, client_order_id: str) -> None:
+        self.primed.pop(client_order_id, None)
+
+    def write_primed(self, request: OrderRequest) -> bool:
+        if self.primed.pop(request.client_order_id, None) != request:
+            return False
+        self.events.append(f"written {request.client_order_id}")
+        return True
+
+    async def place(self, request: OrderRequest) -> Order:
+        self.events.append(f"place {request.client_order_id}")
+        return await super().place(request)
+
+
+def primed_daemon(tmp_path: Path, names: list[str]) -> tuple[Daemon, PrimedPaper, Journal]:
+    daemon, _, paper, journal, _ = engine_daemon(tmp_path, names, paper_cls=PrimedPaper)
+    assert isinstance(paper, PrimedPaper)
+    paper.events, paper.primed = [], {}
+    return daemon, paper, journal
+
+
+async def test_every_armed_request_of_the_instant_is_written_before_any_run_takes_its_path(
+    tmp_path: Path,
+) -> None:
+    names = ["a", "b", "c"]
+    daemon, paper, journal = primed_daemon(tmp_path, names)
+    await daemon.prepare()
+    await asyncio.gather(*(daemon.fire(daemon.entries[n], INSTANT) for n in names))
+
+    written = [i for i, e in enumerate(paper.events) if e.startswith("written ")]
+    places = [i for i, e in enumerate(paper.events) if e.startswith("place ")]
+    assert len(written) == len(places) == 3 and max(written) < min(places), paper.events
+    assert len(paper.seen) == 3 and all(paper.seen.values())  # each intent committed before
+    for name in names:
+        row = daemon.store.slot(name, INSTANT)
+        assert row is not None and row.state is FireState.SUCCEEDED, row
+        [intent] = journal.intents(run_id=row.run_id)
+        assert intent.broker_order_id is not None
+
+
+async def test_a_slow_prime_holds_up_neither_arming_nor_the_instant(tmp_path: Path) -> None:
+    """Priming opens a connection; 1,000 of them awaited while arming made preparation outlast the
+    lead (every fire released late, bench/lateness.py). A prime not done by the instant: the order
+    goes the ordinary way, on time."""
+    daemon, paper, journal = primed_daemon(tmp_path, ["a"])
+    never = asyncio.Event()
+
+    async def stuck(request: OrderRequest) -> None:
+        await never.wait()
+
+    paper.prime = stuck  # type: ignore[method-assign]
+    await daemon.prepare()
+    await asyncio.wait_for(daemon.fire(daemon.entries["a"], INSTANT), 5)
+    row = daemon.store.slot("a", INSTANT)
+    assert row is not None and row.state is FireState.SUCCEEDED, row
+    run = journal.get_run(row.run_id)
+    assert run is not None and run.started_at == INSTANT  # armed, not re-created late
+    assert [e for e in paper.events if e.startswith("written")] == [] and len(paper.seen) == 1
+
+
+async def test_a_halt_after_an_armed_request_was_written_does_not_make_it_a_refused_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill switch let the request go when it was written; a halt landing before its run reaches
+    ``place`` must not journal it as refused (ABSENT): it is at the broker."""
+    from runner.engine.killswitch import Halted
+
+    daemon, paper, journal = primed_daemon(tmp_path, ["a"])
+    halted: list[bool] = []
+    write = paper.write_primed
+
+    def write_then_halt(request: OrderRequest) -> bool:
+        done = write(request)
+        halted.append(True)  # a halt lands right after
+        return done
+
+    async def check(self: GuardedBroker, request: OrderRequest) -> None:
+        if halted:
+            raise Halted("halted (ops): no new orders", Mode.HALT)
+
+    paper.write_primed = write_then_halt  # type: ignore[method-assign]
+    monkeypatch.setattr(GuardedBroker, "check", check)
+    await daemon.prepare()
+    await daemon.fire(daemon.entries["a"], INSTANT)
+
+    row = daemon.store.slot("a", INSTANT)
+    assert row is not None and row.state is FireState.SUCCEEDED, row
+    [intent] = journal.intents(run_id=row.run_id)
+    assert intent.broker_order_id is not None and intent.resolution is not Resolution.ABSENT
+    assert [o.client_order_id for o in await paper.orders()] == [intent.client_order_id]
+
+
 async def test_fires_due_together_are_armed_in_the_journal_before_the_instant(tmp_path: Path) -> None:
     names = ["a", "b", "c"]
     daemon, executor, paper, journal, _ = engine_daemon(tmp_path, names, NoteArmed)
@@ -249,6 +391,31 @@ async def test_released_late_is_disarmed_and_takes_the_ordinary_path(tmp_path: P
     assert run is not None and run.started_at == late and run.starts == 1
     [intent] = journal.intents(run_id=run_id)
     assert intent.created_at >= late and list(paper.seen.values()) == [True]
+
+
+async def test_a_fire_released_on_time_but_reached_late_in_its_burst_stays_armed(tmp_path: Path) -> None:
+    """The gate released the burst at the instant; this fire's turn came 5 s later because the burst's
+    other fires ran first. That lateness is the burst's own: the armed request goes out as armed (no
+    disarm, no re-created run, no extra journal writes at the instant)."""
+    from runner.brokers.burst import Burst, joined
+
+    daemon, executor, paper, journal, clock = engine_daemon(tmp_path, ["a"])
+    await daemon.prepare()
+    entry = daemon.entries["a"]
+    fire = Fire(entry.playbook, entry.path, entry.version, INSTANT, "r-burst", "f-burst")
+    prepared = await executor.prepare(fire)
+    run_id = prepared.engine.run_id
+    burst = Burst()
+    member = burst.member()
+    burst.released(INSTANT)  # the gate opened on time
+    clock._now = INSTANT + dt.timedelta(seconds=5)  # ... and the fires ahead of this one took 5 s
+    with joined(member):
+        result = await prepared.run()
+    assert result.state is FireState.SUCCEEDED
+    run = journal.get_run(run_id)
+    assert run is not None and run.started_at == INSTANT and run.starts == 1  # the armed row, kept
+    [intent] = journal.intents(run_id=run_id)
+    assert intent.created_at == INSTANT and list(paper.seen.values()) == [True]
 
 
 async def test_an_armed_run_left_by_a_crash_is_resolved_by_lookup_not_resent(tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ from runner.brokers.http import make_client, send
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.brokers.ratelimit import read_limiter as read_limiter_for
+from runner.brokers.warm import warm_pool
 from runner.clock import Clock, SystemClock
 from runner.errors import (
     AuthExpired,
@@ -154,6 +155,7 @@ class BlitzBroker:
         self._token: str | None = None
         self._generation = 0  # bumps on every login, so concurrent 401s trigger one re-login
         self._login_lock = asyncio.Lock()
+        self._warm_lock = asyncio.Lock()
         self._requests: dict[str, OrderRequest] = {}  # what we placed, by client id (fills row gaps)
         self._acked: dict[str, str] = {}  # client id -> blitzOrderId, once the broker is known to have it
         self._by_instrument_id: dict[int, MasterRow] = {}
@@ -228,6 +230,12 @@ class BlitzBroker:
                 raise AuthExpired("login reply carries no accessToken", broker=BROKER)
             self._token = secret(str(token))  # scrubbed from every log line and journal row
             self._generation += 1
+
+    async def warm_connections(self, sends: int) -> None:
+        """Connections for ``sends`` orders sent at once, opened ahead of their instant
+        (:mod:`runner.brokers.warm`): the sends then write at once instead of connecting first."""
+        async with self._warm_lock:
+            await warm_pool(self._http(), sends, self.account.timeout_seconds)
 
     async def close(self) -> None:
         if self._client is not None:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -70,6 +71,7 @@ from runner.brokers.kotak_neo.wire import (
     totp,
     trading_symbol_for,
 )
+from runner.brokers.primed import PrimedRequest
 from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.brokers.ratelimit import read_limiter as read_limiter_for
 from runner.brokers.warm import warm_pool
@@ -174,6 +176,8 @@ class KotakNeo:
         self._in_flight: set[str] = set()
         self._unresolved: set[str] = set()
         self._requests: dict[str, OrderRequest] = {}  # what this process sent, by client id
+        # armed first orders, built with their connection ahead of the instant (runner.brokers.primed)
+        self._primed: dict[str, tuple[OrderRequest, _Session, PrimedRequest, str]] = {}  # + its segment
         self.logins = 0  # observable for tests and the bench
 
     # -- auth -------------------------------------------------------------------------------------
@@ -251,7 +255,70 @@ class KotakNeo:
             if self._client is not None:
                 await warm_pool(self._client, sends, self.account.timeout_seconds)
 
+    async def prime(self, request: OrderRequest) -> None:
+        """``request``'s place call as bytes on a connection of its own (:mod:`runner.brokers.primed`):
+        at the instant :meth:`place` only writes it. Best effort: on any trouble it is sent the ordinary
+        way."""
+        session = self._session
+        cid = request.client_order_id
+        if session is None or self._stale() or cid in self._primed:
+            return
+        try:
+            row = self.master.resolve(request.instrument)
+            jdata = place_jdata(request, row, amo=self._amo)
+            headers = {**ACCEPT_JSON, **self._headers(session, form=True, mutating=True)}
+            body = urlencode({"jData": json.dumps(jdata)}).encode()
+            primed = await PrimedRequest.open(
+                session.base_url, "POST", PATH_PLACE, headers, body, self.account.timeout_seconds
+            )
+        except Exception as exc:  # the place at the instant builds and connects as it always did
+            log.debug("priming %s failed: %s: %s", cid, type(exc).__name__, exc)
+            return
+        if cid in self._primed or cid in self._placed or cid in self._in_flight or cid in self._unresolved:
+            primed.close()  # primed meanwhile, or its place already went the ordinary way
+            return
+        self._primed[cid] = (request, session, primed, jdata["es"])
+
+    def unprime(self, client_order_id: str) -> None:
+        entry = self._primed.pop(client_order_id, None)
+        if entry is not None:
+            entry[2].close()
+
+    def _primed_for(self, request: OrderRequest) -> PrimedRequest | None:
+        entry = self._primed.get(request.client_order_id)
+        if entry is None:
+            return None
+        primed_for, session, primed, _ = entry
+        if primed_for == request and session is self._session and not self._stale() and primed.usable():
+            return primed
+        return None
+
+    def write_primed(self, request: OrderRequest) -> bool:
+        cid = request.client_order_id
+        primed = self._primed_for(request)
+        if primed is None or cid in self._placed or cid in self._in_flight or cid in self._unresolved:
+            return False
+        if not self.limiter.try_acquire(self._limit_key(self._primed[cid][3])):
+            return False  # the ordinary path waits for its token
+        primed.write()
+        return True
+
+    def _take_primed(self, request: OrderRequest) -> PrimedRequest | None:
+        """The primed call of exactly this request on the current session: written already
+        (:meth:`write_primed`), or still sendable."""
+        entry = self._primed.get(request.client_order_id)
+        if entry is not None and entry[2].written:
+            del self._primed[request.client_order_id]
+            return entry[2]
+        primed = self._primed_for(request)
+        entry = self._primed.pop(request.client_order_id, None)
+        if primed is None and entry is not None:
+            entry[2].close()
+        return primed
+
     async def close(self) -> None:
+        for cid in list(self._primed):
+            self.unprime(cid)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -284,11 +351,7 @@ class KotakNeo:
                 kwargs["data"] = {"jData": json.dumps(jdata)}
             try:
                 response = await send(self._client, method, path, broker=BROKER, mutating=mutating, **kwargs)
-                payload = _json(response, mutating=mutating)
-                error = error_for(payload, response.status_code)
-                if error is not None:
-                    raise error
-                return payload
+                return _payload(response, mutating=mutating)
             except AuthExpired as exc:
                 expiry.report(exc, self.account.name)
                 if attempt or mutating:
@@ -301,11 +364,29 @@ class KotakNeo:
     async def _read(self, method: str, path: str, jdata: Mapping[str, str] | None = None) -> dict[str, Any]:
         return await self._request(method, path, mutating=False, jdata=jdata)
 
-    async def _write(self, path: str, jdata: Mapping[str, str], segment: str) -> dict[str, Any]:
-        key = (self.account.name, segment_of(segment)) if self.account.rate_limit.per_segment else (
+    def _limit_key(self, segment: str) -> tuple[str, ...]:
+        return (self.account.name, segment_of(segment)) if self.account.rate_limit.per_segment else (
             self.account.name,)
-        await self.limiter.acquire(key)
+
+    async def _write(self, path: str, jdata: Mapping[str, str], segment: str,
+                     primed: PrimedRequest | None = None) -> dict[str, Any]:
+        key = self._limit_key(segment)
+        written = primed is not None and primed.written  # its token was taken when it was written
+        if not written:
+            await self.limiter.acquire(key)
         try:
+            if primed is not None and (written or primed.usable()):
+                session = self._session
+                try:
+                    if not written:
+                        primed.write()
+                    response = await primed.reply(broker=BROKER, timeout=self.account.timeout_seconds)
+                    return _payload(response, mutating=True)
+                except AuthExpired as exc:  # as _request does for a write: never re-sent, log in again first
+                    expiry.report(exc, self.account.name)
+                    if self._session is session:
+                        self._session = None
+                    raise
             return await self._request("POST", path, mutating=True, jdata=jdata)
         except RateLimited as exc:
             self.limiter.penalize(key, exc.retry_after or 1.0)
@@ -489,10 +570,11 @@ class KotakNeo:
         existing = await self._already_sent(cid)
         if existing is not None:
             return existing
+        primed = self._take_primed(request)
         self._in_flight.add(cid)
         self._requests[cid] = request
         try:
-            payload = await self._write(PATH_PLACE, jdata, jdata["es"])
+            payload = await self._write(PATH_PLACE, jdata, jdata["es"], primed)
             number = payload.get("nOrdNo")
             if not number:
                 # "Ok" without an order number: the order may exist; resolve by lookup, never re-send.
@@ -567,6 +649,15 @@ class KotakNeo:
         if order.status.is_terminal:
             return order
         return order.evolve(status=OrderStatus.PENDING_CANCEL, updated_at=self.clock.now())
+
+
+def _payload(response: httpx.Response, *, mutating: bool) -> dict[str, Any]:
+    """A reply's JSON, or the error its envelope names."""
+    payload = _json(response, mutating=mutating)
+    error = error_for(payload, response.status_code)
+    if error is not None:
+        raise error
+    return payload
 
 
 def create(account: Account, **context: Any) -> KotakNeo:

@@ -378,3 +378,22 @@ async def test_faults_never_duplicate_an_order(clock: VirtualClock, transport: s
         assert await _patiently(b.open_orders) == []
         assert len(sim.sim.orders) == 40
         await b.close()
+
+
+# -- a burst at one instant (runner.brokers.warm) ---------------------------------------------------------
+
+
+async def test_connections_warmed_while_preparing_carry_the_burst(sim: Running) -> None:
+    b = broker(sim)
+    await b.connect()
+    await b.warm_connections(3)
+
+    def pooled() -> set[Any]:
+        conns = b._http()._transport.client.connector._conns  # type: ignore[attr-defined]
+        return {proto for q in conns.values() for proto, _ in q}
+
+    warmed = pooled()
+    assert len(warmed) == 3
+    await asyncio.gather(*(b.place(_limit(f"rnwarm{i}")) for i in range(3)))
+    assert pooled() <= warmed  # the three orders went out on warmed connections: none opened at the instant
+    await b.close()

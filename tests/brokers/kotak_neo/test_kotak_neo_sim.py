@@ -487,3 +487,101 @@ async def test_outside_a_burst_the_verify_read_follows_the_ack(connect: Connect)
     assert order.broker_order_id is not None
     trade = [path for _, path, _ in sim.seen if path.startswith("/quick/")]
     assert trade[0] == PATH_PLACE and len(trade) == 2, trade  # the place, then its verify read
+
+
+# --- primed place (runner.brokers.primed): built and connected while preparing, only written at the instant
+
+
+def _count_primed_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from runner.brokers.primed import PrimedRequest
+
+    written: list[str] = []
+    original = PrimedRequest.write
+
+    def write(self: PrimedRequest) -> None:
+        written.append(self.url)
+        original(self)
+
+    monkeypatch.setattr(PrimedRequest, "write", write)
+    return written
+
+
+async def test_a_primed_place_goes_out_as_the_ordinary_one_would(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = _count_primed_writes(monkeypatch)
+    sim, broker = await connect()
+    await broker.place(limit("rnordinary000000", price="99"))
+    await broker.prime(limit("rnprimed00000000", price="99"))
+    assert written == [] and sim.requests[-1][2]["ig"] == "rnordinary000000"  # type: ignore[index]
+    order = await broker.place(limit("rnprimed00000000", price="99"))
+    assert len(written) == 1 and written[0].endswith(PATH_PLACE)
+    assert order.client_order_id == "rnprimed00000000" and order.broker_order_id
+    assert places_at_sim(sim) == ["rnordinary000000", "rnprimed00000000"]  # each once
+    ordinary, primed = [(h, b) for (_, p, h), (_, _, b) in zip(
+        [s for s in sim.seen if s[1] == PATH_PLACE], [r for r in sim.requests if r[0] == PATH_PLACE],
+        strict=True)]
+    assert {k: v for k, v in ordinary[1].items() if k != "ig"} == {  # type: ignore[union-attr]
+        k: v for k, v in primed[1].items() if k != "ig"}  # type: ignore[union-attr]
+    drop = {"host", "content-length", "user-agent", "accept-encoding", "connection"}
+    assert {k.lower() for k in ordinary[0]} - drop == {k.lower() for k in primed[0]} - drop
+
+
+async def test_a_primed_place_not_matching_the_request_or_closed_is_sent_the_ordinary_way(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = _count_primed_writes(monkeypatch)
+    sim, broker = await connect()
+    await broker.prime(limit("rnchanged0000000", price="99"))
+    await broker.place(limit("rnchanged0000000", price="98"))  # not what was primed: built afresh
+    await broker.prime(limit("rnclosed00000000", price="99"))
+    broker._primed["rnclosed00000000"][2].close()  # e.g. the server dropped the idle connection
+    await broker.place(limit("rnclosed00000000", price="99"))
+    assert written == [] and broker._primed == {}
+    assert places_at_sim(sim) == ["rnchanged0000000", "rnclosed00000000"]
+    assert sim.requests[0][2]["pr"] == "98"  # type: ignore[index]
+
+
+async def test_a_primed_place_whose_reply_is_lost_is_unknown_never_resent(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runner.brokers.primed import PrimedRequest
+
+    _sim, broker = await connect()
+    await broker.prime(limit("rnlostreply00000", price="99"))
+
+    async def lost(self: PrimedRequest) -> Any:
+        raise ConnectionResetError("reset after the request was written")
+
+    monkeypatch.setattr(PrimedRequest, "_reply", lost)
+    with pytest.raises(errors.OutcomeUnknown):
+        await broker.place(limit("rnlostreply00000", price="99"))
+    # written, reply lost: the outcome is for a lookup to settle (as on the ordinary path), never a re-send
+    assert "rnlostreply00000" in broker._unresolved and broker._primed == {}
+
+
+async def test_a_primed_request_written_ahead_is_placed_once_and_its_place_reads_the_reply(
+    connect: Connect,
+) -> None:
+    sim, broker = await connect()
+    request = limit("rnwrittenahead00", price="99")
+    assert not broker.write_primed(request)  # nothing primed: the ordinary path
+    await broker.prime(request)
+    assert not broker.write_primed(limit("rnwrittenahead00", price="98"))  # not what was primed
+    assert broker.write_primed(request)
+    assert not broker.write_primed(request)  # once
+    order = await broker.place(request)
+    assert order.client_order_id == "rnwrittenahead00" and order.broker_order_id
+    assert places_at_sim(sim) == ["rnwrittenahead00"] and broker._primed == {}
+
+
+async def test_a_primed_request_is_not_written_ahead_without_a_free_rate_limit_token(
+    connect: Connect,
+) -> None:
+    sim, broker = await connect()
+    request = limit("rnsecond00000000")
+    await broker.prime(request)
+    broker.limiter.penalize(broker._limit_key("nse_cm"), 0.05)  # no token for 50 ms
+    assert not broker.write_primed(request)  # its place waits for the token, as ever
+    await broker.place(request)
+    assert places_at_sim(sim) == ["rnsecond00000000"]
