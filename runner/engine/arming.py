@@ -48,9 +48,13 @@ async def stage_first(engine: Engine, commit: GroupCommit) -> _Staged | None:
     if engine._lease is None or engine._lease.step_id != step.id:  # busy account: the ordinary path waits
         return None
     slot = engine.options.scheduled_for
+    # Prepared after its instant (taken over from a dead daemon, a catch-up, a claim after an outage;
+    # the daemon judged its ``late:`` policy then): armed as of now, so it is not "released late" for
+    # being prepared late, and its rows are stamped when they were written, never before.
+    armed_at = max(slot, engine.clock.now())
     if step.at is not None and not engine.options.ignore_at:
         target = engine.ctx.local_instant(step.at)
-        if target > slot or slot - target > LATE_GRACE:
+        if target > slot or armed_at - target > LATE_GRACE:
             return None
     try:
         request = build_request(engine.pb, step)
@@ -95,7 +99,7 @@ async def stage_first(engine: Engine, commit: GroupCommit) -> _Staged | None:
         "outcome": StepOutcome.RUNNING.value,
     }
     rows = commit.stage(run_row, step_row, intent)
-    return _Staged(step, intent, rows, engine.log.bind(step=step.id))
+    return _Staged(step, intent, rows, engine.log.bind(step=step.id), armed_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,7 @@ class _Staged:
     intent: Intent  # its order: client id filled in, pre-trade checks passed
     rows: StagedRows  # run, step and intent rows, converted for the group commit
     log: Any  # the step's bound logger (binding costs ~0.1 ms cold at the instant)
+    armed_at: dt.datetime  # its instant, or when it was prepared if that was later; its rows' stamp
 
 
 class _Precommitted:

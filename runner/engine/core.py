@@ -221,7 +221,8 @@ class Engine:
         that order is built and passes the pre-trade checks, and its run row, step row and intent are
         committed now (one group commit shared by the runs prepared together,
         :mod:`runner.journal.groupcommit`),
-        stamped with the instant. At the instant nothing but the send is left. Nothing is sent here.
+        stamped with the instant (or with when it was prepared, if that was later: a fire taken over or
+        caught up). At the instant nothing but the send is left. Nothing is sent here.
 
         Armed is journaled: a crash before the instant leaves a PENDING intent that the next start
         resolves by lookup like any request that may have left (never a blind re-send). A halt, shutdown
@@ -251,7 +252,7 @@ class Engine:
             staged = await stage_first(self, commit)
             if staged is not None:
                 try:
-                    await commit.commit(staged.rows, self.options.scheduled_for)
+                    await commit.commit(staged.rows, staged.armed_at)
                     self._staged = staged
                     # logged now: at the instant nothing but the request may run
                     self.log.info("run_start", resumed=False, starts=1, armed=True)
@@ -277,7 +278,7 @@ class Engine:
         stop it (on time, the kill switch NORMAL, a rate-limit token free); its step then only reads the
         reply. True if written."""
         staged = self._staged
-        if staged is None or released is None or released - self.options.scheduled_for > LATE_GRACE:
+        if staged is None or released is None or released - staged.armed_at > LATE_GRACE:
             return False
         self._sent_early = write_primed(self.gateway.broker, staged.intent.request)
         return self._sent_early
@@ -484,10 +485,10 @@ class Engine:
         # burst's own fires ahead of it): disarming then would add journal writes to the burst.
         released = released_at()
         now = self.clock.now() if released is None else released
-        if now - self.options.scheduled_for > LATE_GRACE and not self._sent_early:
+        if now - staged.armed_at > LATE_GRACE and not self._sent_early:
             self._disarm(staged, "released late")
             return None
-        # The intent is stamped with the instant, not the send: at most LATE_GRACE earlier, which only
+        # The intent is stamped when armed, not at the send: at most LATE_GRACE earlier, which only
         # shortens the gateway's ``absent_after`` (60 s) wait by that much.
         # After the send the run's bookkeeping is queued and group-committed off the loop (_bookkept)
         deferred = DeferredJournal(self.journal, self.log)
@@ -502,9 +503,9 @@ class Engine:
             broker=cast(Broker, _YieldAfterPlace(self._staged_broker(staged), held.release)),
         )
         gw.staged[step.id] = staged.intent.request
-        slot = self.options.scheduled_for
+        slot, armed = self.options.scheduled_for, staged.armed_at
         self.record = RunRecord(
-            self.run_id, self.pb.name, self.account, self.options.mode, slot, slot, slot, None, 1,
+            self.run_id, self.pb.name, self.account, self.options.mode, slot, armed, armed, None, 1,
             RunStatus.RUNNING, None,
         )  # fmt: skip
         self._emit(EventKind.RUN_STARTED, message="started")

@@ -393,6 +393,28 @@ async def test_released_late_is_disarmed_and_takes_the_ordinary_path(tmp_path: P
     assert intent.created_at >= late and list(paper.seen.values()) == [True]
 
 
+async def test_a_fire_prepared_after_its_instant_is_armed_as_of_then_and_sent_armed(tmp_path: Path) -> None:
+    """A fire prepared 1.5 s after its instant (taken over from a dead daemon; the daemon judged its
+    ``late:`` policy when it took it): armed as of its preparation, so its release right after is not
+    "released late" - no disarm, no re-created run, no synchronous writes per fire at the instant (all
+    of a dead daemon's fires were disarmed that way and the takeover took 5.6 s at 1,000 fires)."""
+    daemon, executor, paper, journal, clock = engine_daemon(tmp_path, ["a"])
+    await daemon.prepare()
+    entry = daemon.entries["a"]
+    prepared_at = clock._now = INSTANT + dt.timedelta(seconds=1.5)
+    fire = Fire(entry.playbook, entry.path, entry.version, INSTANT, "r-taken", "f-taken")
+    prepared = await executor.prepare(fire)
+    run_id = prepared.engine.run_id
+    clock._now = prepared_at + dt.timedelta(seconds=0.2)
+    result = await prepared.run()
+    assert result.state is FireState.SUCCEEDED
+    run = journal.get_run(run_id)
+    assert run is not None and run.scheduled_for == INSTANT and run.starts == 1
+    assert run.started_at == prepared_at  # the armed row, kept, stamped when it was written
+    [intent] = journal.intents(run_id=run_id)
+    assert intent.created_at == prepared_at and list(paper.seen.values()) == [True]
+
+
 async def test_a_fire_released_on_time_but_reached_late_in_its_burst_stays_armed(tmp_path: Path) -> None:
     """The gate released the burst at the instant; this fire's turn came 5 s later because the burst's
     other fires ran first. That lateness is the burst's own: the armed request goes out as armed (no
