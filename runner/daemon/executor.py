@@ -11,12 +11,16 @@ from typing import Any
 
 from runner.brokers.primed import adapter_of
 from runner.clock import Clock
-from runner.daemon.policy import ON_TIME
 from runner.daemon.release import Fire, FireResult
 from runner.journal.fires import FireState
 
 log = logging.getLogger("runner.scheduler")
 
+
+# An (account, instant)'s shared connect/reconcile is kept this long after the instant: fires prepared
+# after it (taken over from a dead daemon, caught up) share it too, instead of each connecting and
+# reconciling the account again.
+SETUP_KEPT = dt.timedelta(minutes=1)
 
 class BrokerPool(dict[str, Any]):
     """account name -> GuardedBroker, created on first use and shared by every playbook of the account."""
@@ -85,7 +89,7 @@ class EngineExecutor:
         pb = fire.playbook
         broker = self.pool.get_broker(pb.account)
         now = self.clock.now()
-        for key in [k for k in self._setups if k[1] < now - ON_TIME]:
+        for key in [k for k in self._setups if k[1] < now - SETUP_KEPT]:
             del self._setups[key]
             self._due.pop(key, None)
         key = (pb.account, fire.scheduled_for)
