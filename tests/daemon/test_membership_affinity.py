@@ -158,4 +158,5 @@ async def test_a_daemon_opens_brokers_only_for_the_accounts_it_owns(tmp_path: Pa
     owner = assignment(loaded, MEMBERS)
     mine = {loaded[n] for n, m in owner.items() if m == MEMBERS[0]}
     assert mine and set(pool) == mine and len(mine) < len(names)
-    assert {n for n in daemon.entries if daemon.membership.owns(n)} == {n for n, m in owner.items() if m == MEMBERS[0]}
+    owned = {n for n, m in owner.items() if m == MEMBERS[0]}
+    assert {n for n in daemon.entries if daemon.membership.owns(n)} == owned
