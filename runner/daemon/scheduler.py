@@ -301,7 +301,9 @@ class Daemon:
         finally:
             applied, self._applying = self._applying, None
         # ownership is account-affine over the loaded playbooks: set them, then arm what was applied
-        changed = self.membership.set_playbooks({n: e.playbook.account for n, e in self.entries.items()})
+        changed = bool(lines) and self.membership.set_playbooks(
+            {n: e.playbook.account for n, e in self.entries.items()}
+        )
         for entry in applied:
             self.owned.arm(entry)
         if changed and self.membership.partitioned:
