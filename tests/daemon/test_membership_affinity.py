@@ -160,3 +160,43 @@ async def test_a_daemon_opens_brokers_only_for_the_accounts_it_owns(tmp_path: Pa
     assert mine and set(pool) == mine and len(mine) < len(names)
     owned = {n for n, m in owner.items() if m == MEMBERS[0]}
     assert {n for n in daemon.entries if daemon.membership.owns(n)} == owned
+
+
+async def test_a_reload_that_moves_accounts_rearms_by_the_new_assignment(tmp_path: Path) -> None:
+    """The assignment's input is the loaded playbooks: a reload adding an account's playbooks can move
+    others. Every entry is armed (has a next fire) here exactly when this member owns it, after the first
+    load and after the reload, and each playbook is assigned once for the whole reload, not per file."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'j.db'}")
+    clock = VirtualClock(dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC))
+    pbdir = tmp_path / "pb"
+    pbdir.mkdir()
+    loaded = {f"pb{i:02d}": f"acct{i % 4}" for i in range(12)}
+    for name, account in loaded.items():
+        (pbdir / f"{name}.yaml").write_text(PLAYBOOK.format(name=name, account=account))
+    daemon = make_daemon(pbdir, engine, clock, RecordingExecutor(clock), MEMBERS[0])
+    daemon.membership.partitioned = True
+    daemon.membership.update(MEMBERS[:2])
+    computed = Counter[int]()
+    real = daemon.membership._fresh
+
+    def counted() -> None:
+        if daemon.membership._owns_for != daemon.membership.members:
+            computed[len(daemon.membership.playbooks)] += 1
+        real()
+
+    daemon.membership._fresh = counted  # type: ignore[method-assign]
+    await daemon.prepare()
+
+    def armed() -> set[str]:
+        return {n for n, e in daemon.entries.items() if e.next_fire is not None}
+
+    def mine(playbooks: dict[str, str]) -> set[str]:
+        return {n for n, m in assignment(playbooks, MEMBERS[:2]).items() if m == MEMBERS[0]}
+
+    assert armed() == mine(loaded) and 0 < len(armed()) < len(loaded)
+    heavy = {f"big{i:02d}": "acct9" for i in range(10)}
+    for name, account in heavy.items():
+        (pbdir / f"{name}.yaml").write_text(PLAYBOOK.format(name=name, account=account))
+    await daemon.reload()
+    assert armed() == mine(loaded | heavy) != mine(loaded) | (mine(loaded | heavy) & set(heavy))
+    assert computed[22] == 1  # once for the reload's 10 new files, not once each
