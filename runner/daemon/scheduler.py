@@ -61,6 +61,7 @@ from runner.daemon.policy import (
     Verdict,
     fire_verdict,
 )
+from runner.daemon.preload import preload
 from runner.daemon.release import Executor, Fire, FireResult, Hold, PreparedFire, Release, Running
 from runner.daemon.relogin import Relogin
 from runner.daemon.rules import Rule, build_rule, format_local, late_window, localize
@@ -581,6 +582,7 @@ class Daemon:
             await self.scale.refresh_members()
         lines += self.open_brokers()
         self._brokers_opened = True
+        await asyncio.to_thread(preload)  # the fire path's imports, not in the first instant's lead time
         heap.freeze(collect=True)  # before any timer: what is loaded now is kept out of full collections
         if self.membership.partitioned:
             self._spawn(self.scale.run())
