@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import importlib
 import os
 import re
 import ssl
@@ -32,6 +33,14 @@ def default_ssl_context() -> ssl.SSLContext:
     import certifi
 
     return ssl.create_default_context(cafile=certifi.where())
+
+
+def preload() -> None:
+    """Build the TLS context and import the transport now (a daemon's start: runner.daemon.preload), not
+    on the first login inside a fire's lead time."""
+    default_ssl_context()
+    if os.environ.get("RUNNER_HTTP_TRANSPORT", "aiohttp") == "aiohttp":
+        importlib.import_module("httpx_aiohttp")
 
 
 def _aiohttp_transport(context: ssl.SSLContext, limits: httpx.Limits) -> httpx.AsyncBaseTransport:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from runner.daemon.membership import assign, read_members
+from runner.daemon.membership import assignment, read_members
 from runner.journal.claim_leases import in_flight
 from runner.journal.fires import FireStore
 
@@ -18,8 +18,14 @@ def scale_view(engine: Engine, daemons: Iterable[Mapping[str, Any]]) -> dict[str
     """``members``: live members (database clock) with the count and a sample of the playbooks each
     owns (of those the live daemons load); ``claims_in_flight``: unfinished claims, holder and lease."""
     members = read_members(engine)
-    names = sorted({n for d in daemons if d.get("alive") for n in d.get("playbooks", {})})
-    owned = assign(names, members) if members else {}
+    loaded: dict[str, str | None] = {}  # playbook -> account, as the live daemons load them
+    for d in daemons:
+        if d.get("alive"):
+            for name, info in d.get("playbooks", {}).items():
+                loaded[name] = loaded.get(name) or (info or {}).get("account")
+    owned: dict[str, list[str]] = {m: [] for m in members}
+    for name, member in sorted(assignment(loaded, members).items()):  # what the daemons compute
+        owned[member].append(name)
     store = FireStore(engine, owner="status")  # read-only use
     return {
         "members": [

@@ -61,6 +61,7 @@ from runner.daemon.policy import (
     Verdict,
     fire_verdict,
 )
+from runner.daemon.preload import preload
 from runner.daemon.release import Executor, Fire, FireResult, Hold, PreparedFire, Release, Running
 from runner.daemon.relogin import Relogin
 from runner.daemon.rules import Rule, build_rule, format_local, late_window, localize
@@ -145,6 +146,8 @@ class Daemon:
         self._halt_pass: asyncio.Task[None] | None = None  # the latest halt cancel pass
         self.peers = PeerWatch(self.store.owner)  # which other daemons died, for the periodic sweep
         self._broker_errors: dict[str, str] = {}  # account -> why its broker could not be opened
+        self._applying: list[Entry] | None = None  # entries a reload applied, armed after it
+        self._brokers_opened = False  # by start: from then on a rebalance opens the accounts gained
         self._upcoming: dict[str, tuple[tuple[str, dt.datetime | None], Upcoming]] = {}
         self._status_parts: dict[str, Any] = {}  # each playbook's part of the status, while unchanged
         scale = self.opts.scale_out
@@ -206,6 +209,10 @@ class Daemon:
     def _scheduled(self, entry: Entry, previous: Entry | None) -> None:
         if previous is not None:
             self.arming.replaced(previous)
+        if self._applying is not None and self.membership.partitioned:  # armed once the reload's
+            # playbooks set the (account-affine) assignment: not one assignment per playbook applied
+            self._applying.append(entry)
+            return
         self.owned.arm(entry)
 
     def _members_changed(self) -> None:
@@ -215,6 +222,9 @@ class Daemon:
         gained = self.owned.rebalance(self.entries.values())
         if gained and not self._stopping:
             self._spawn(self._catch_up_gained(gained))
+        if self._brokers_opened:  # brokers of accounts gained (start opens its own once members are read)
+            for line in self.open_brokers():
+                log.warning("rebalance: %s", line)
 
     async def _catch_up_gained(self, gained: list[Entry]) -> None:
         try:
@@ -291,7 +301,19 @@ class Daemon:
     async def reload(self) -> list[str]:
         """Apply the directory's current contents; returns human-readable change lines. Calendars of new
         playbooks are loaded here, in a worker thread, not by their first fire on the event loop."""
-        lines = await self.directory.reload()
+        self._applying = []
+        try:
+            lines = await self.directory.reload()
+        finally:
+            applied, self._applying = self._applying, None
+        # ownership is account-affine over the loaded playbooks: set them, then arm what was applied
+        changed = bool(lines) and self.membership.set_playbooks(
+            {n: e.playbook.account for n, e in self.entries.items()}
+        )
+        for entry in applied:
+            self.owned.arm(entry)
+        if changed and self.membership.partitioned:
+            self._members_changed()  # the assignment may have moved playbooks already armed
         if lines:  # a scan that found nothing new changes neither the calendars nor the status
             wanted = {e.playbook.calendar for e in self.entries.values()}
             if self.gate.missing(wanted):
@@ -308,7 +330,8 @@ class Daemon:
             return []
         named: dict[str, list[str]] = {}
         for entry in self.entries.values():
-            named.setdefault(entry.playbook.account, []).append(entry.name)
+            if self.membership.owns(entry.name):  # accounts it owns nothing of: no login, no masters
+                named.setdefault(entry.playbook.account, []).append(entry.name)
         lines = []
         for account in sorted(set(named) - set(self.brokers)):
             try:
@@ -577,10 +600,13 @@ class Daemon:
         """:meth:`prepare`, then start APScheduler and the pollers (control, reload, heartbeat), and open
         the brokers (:meth:`open_brokers`)."""
         lines = await self.prepare()
+        if self.membership.partitioned:  # members first: brokers are opened for owned accounts only
+            await self.scale.refresh_members()
         lines += self.open_brokers()
+        self._brokers_opened = True
+        await asyncio.to_thread(preload)  # the fire path's imports, not in the first instant's lead time
         heap.freeze(collect=True)  # before any timer: what is loaded now is kept out of full collections
         if self.membership.partitioned:
-            await self.scale.refresh_members()
             self._spawn(self.scale.run())
         self.timers.start(asyncio.get_running_loop())
         for entry in self.entries.values():

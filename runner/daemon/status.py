@@ -70,6 +70,7 @@ def _playbook_status(e: Entry, up: Upcoming | None) -> dict[str, Any]:
         "version": e.version,
         "timezone": e.playbook.timezone,
         "calendar": e.playbook.calendar,
+        "account": e.playbook.account,  # the input of account-affine ownership (runner status: members)
         "next_fire": e.next_fire.isoformat() if e.next_fire else None,
         **(upcoming_dict(up) if up is not None else {}),
     }

@@ -2,8 +2,9 @@
 `runner sim kotak_neo` over HTTP, whose order book keeps a repeated client id as a second order: every
 fire is counted at the broker by client order id.
 
-* membership and rebalancing: each daemon claims only the playbooks it owns by rendezvous hashing; one
-  stops and the others own its playbooks;
+* membership and rebalancing: each daemon claims only the playbooks it owns (account-affine rendezvous
+  with bounded loads; one account here, so split per playbook); one stops and the others own its
+  playbooks;
 * ``kill -9`` of a holder ~1 s before its instant: its claims are taken over and sent by survivors;
 * a holder frozen (SIGSTOP) past its lease, then resumed (SIGCONT), sends nothing;
 * skewed lease clocks (RUNNER_LEASE_SKEW, within the stated margin) on the holders.
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 from helpers.cluster import Cluster, Sim, write_playbooks
 
-from runner.daemon.membership import owner_of
+from runner.daemon.membership import assignment
 from runner.journal.fires import FireState
 
 pytestmark = pytest.mark.scaleout
@@ -91,7 +92,8 @@ def test_each_daemon_claims_its_share_and_a_stopped_ones_playbooks_move_to_the_o
     write_playbooks(cluster.pbdir, names, first, sim.names)
     cluster.wait(lambda: _settled(cluster, first, len(names)), 30, "first instant's fires succeeded")
     held = {r.playbook: r.claimed_by for r in cluster.fires() if r.scheduled_for == first}
-    assert held == {n: owner_of(n, members) for n in names}
+    accounts = {n: sim.names[i % len(sim.names)] for i, n in enumerate(names)}  # as write_playbooks
+    assert held == assignment(accounts, members)
     assert len(set(held.values())) == 3  # 12 names over 3 members: each owns some
 
     gone = members[0]
@@ -106,7 +108,8 @@ def test_each_daemon_claims_its_share_and_a_stopped_ones_playbooks_move_to_the_o
     write_playbooks(cluster.pbdir, later, second, sim.names)
     cluster.wait(lambda: _settled(cluster, second, len(later)), 30, "second instant's fires succeeded")
     held = {r.playbook: r.claimed_by for r in cluster.fires() if r.scheduled_for == second}
-    assert held == {n: owner_of(n, survivors) for n in later}
+    accounts |= {n: sim.names[i % len(sim.names)] for i, n in enumerate(later)}
+    assert held == {n: m for n, m in assignment(accounts, survivors).items() if n in later}
     _exactly_once(cluster, sim, [first, second])
 
 
