@@ -4,9 +4,11 @@ broker, prepared ahead of its instant."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from runner.brokers.primed import adapter_of
@@ -30,6 +32,21 @@ class BrokerPool(dict[str, Any]):
         self.accounts = accounts
         self.view = view
         self.context = context
+        self._parsing = threading.Lock()  # one parse per master: callers after the first hit the cache
+
+    def preload_masters(self, accounts: Iterable[str]) -> None:
+        """In a worker thread: parse the instrument masters of ``accounts`` not open yet, so building
+        their brokers on the event loop (:meth:`get_broker`) finds them parsed. A big master parsed on
+        the loop stalled it, and the heartbeat with it, for seconds (100 accounts: ~30 s; the peers
+        dropped the daemon from the membership). Errors are left for :meth:`get_broker` to raise."""
+        from runner.brokers.registry import load_master
+
+        for name in accounts:
+            acct = self.accounts.get(name)
+            if acct is None or name in self:
+                continue
+            with self._parsing, contextlib.suppress(Exception):
+                load_master(acct, **self.context)
 
     def get_broker(self, account: str) -> Any:
         broker = self.get(account)
@@ -87,6 +104,9 @@ class EngineExecutor:
         from runner.engine.core import Engine, RunOptions
 
         pb = fire.playbook
+        preload = getattr(self.pool, "preload_masters", None)
+        if preload is not None and pb.account not in self.pool:  # its first fire here (taken over, gained)
+            await asyncio.to_thread(preload, [pb.account])  # the master parsed off the loop
         broker = self.pool.get_broker(pb.account)
         now = self.clock.now()
         for key in [k for k in self._setups if k[1] < now - SETUP_KEPT]:

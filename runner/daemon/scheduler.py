@@ -222,9 +222,13 @@ class Daemon:
         gained = self.owned.rebalance(self.entries.values())
         if gained and not self._stopping:
             self._spawn(self._catch_up_gained(gained))
-        if self._brokers_opened:  # brokers of accounts gained (start opens its own once members are read)
-            for line in self.open_brokers():
-                log.warning("rebalance: %s", line)
+        if self._brokers_opened and not self._stopping:  # brokers of accounts gained (start opens its own)
+            self._spawn(self._open_gained())
+
+    async def _open_gained(self) -> None:
+        await self.preload_masters()
+        for line in self.open_brokers():
+            log.warning("rebalance: %s", line)
 
     async def _catch_up_gained(self, gained: list[Entry]) -> None:
         try:
@@ -321,19 +325,33 @@ class Daemon:
             self._touch()
         return lines
 
-    def open_brokers(self) -> list[str]:
-        """Create the broker of every account the loaded playbooks name that has none yet, at start and
-        after a reload (on the loop, between instants): not in a fire's lead time, as building one may
-        read secret files and parse an instrument master. Returns a line per account that failed."""
-        get = getattr(self.brokers, "get_broker", None)
-        if get is None:
-            return []
+    def _unopened(self) -> dict[str, list[str]]:
+        """account -> its playbooks this daemon owns, for accounts whose broker is not open yet."""
         named: dict[str, list[str]] = {}
         for entry in self.entries.values():
             if self.membership.owns(entry.name):  # accounts it owns nothing of: no login, no masters
                 named.setdefault(entry.playbook.account, []).append(entry.name)
+        return {a: names for a, names in named.items() if a not in self.brokers}
+
+    async def preload_masters(self) -> None:
+        """The masters :meth:`open_brokers` is about to need, parsed in a worker thread: parsed on the
+        loop they stalled it (and the heartbeat it schedules) long enough for peers to drop this daemon."""
+        preload = getattr(self.brokers, "preload_masters", None)
+        accounts = sorted(self._unopened())
+        if preload is not None and accounts:
+            await asyncio.to_thread(preload, accounts)
+
+    def open_brokers(self) -> list[str]:
+        """Create the broker of every account the loaded playbooks name that has none yet, at start and
+        after a reload (on the loop, between instants): not in a fire's lead time, as building one may
+        read secret files (and parse an instrument master, unless :meth:`preload_masters` did). Returns
+        a line per account that failed."""
+        get = getattr(self.brokers, "get_broker", None)
+        if get is None:
+            return []
+        named = self._unopened()
         lines = []
-        for account in sorted(set(named) - set(self.brokers)):
+        for account in sorted(named):
             try:
                 get(account)
             except Exception as exc:  # unknown account, credentials missing: its fires fail and say so
@@ -575,6 +593,7 @@ class Daemon:
         the playbooks it added, as a restart would (a slot still within ``late:`` runs now)."""
         before = set(self.entries)
         changes = await self.reload()  # the loader logs each change (INFO; an invalid file: ERROR)
+        await self.preload_masters()
         failed = self.open_brokers()
         for line in failed:
             log.warning("reload: %s", line)
@@ -602,6 +621,7 @@ class Daemon:
         lines = await self.prepare()
         if self.membership.partitioned:  # members first: brokers are opened for owned accounts only
             await self.scale.refresh_members()
+        await self.preload_masters()
         lines += self.open_brokers()
         self._brokers_opened = True
         await asyncio.to_thread(preload)  # the fire path's imports, not in the first instant's lead time

@@ -32,6 +32,8 @@ MAX_SNAPSHOT_AGE_DAYS = 4
 
 _resolved: dict[str, str] = {}  # account name -> sha256 of the master its broker was built with
 _cache: dict[str, InstrumentMaster] = {}  # sha256 -> parsed master
+# (sha256, broker kind, loader) -> a parsed override file (100 accounts naming one file: one parse, not 100)
+_file_cache: dict[tuple[str, str, Callable[[str], InstrumentMaster] | None], InstrumentMaster] = {}
 
 
 def resolved_sha(account: str) -> str | None:
@@ -69,10 +71,13 @@ def master_for(
     override file where the adapter accepts more than the generic CSV. Raises LookupError (exit 5)
     when there is none to be had."""
     if account.instruments:
-        master = (load_file or (lambda p: InstrumentMaster.load(p, broker=account.broker)))(
-            account.instruments
-        )
-        _resolved[account.name] = _file_sha(account.instruments)
+        sha = _file_sha(account.instruments)
+        key = (sha, account.broker, load_file)  # accounts sharing one file share its parse, as snapshots do
+        master = _file_cache.get(key)
+        if master is None:
+            load = load_file or (lambda p: InstrumentMaster.load(p, broker=account.broker))
+            master = _file_cache[key] = load(account.instruments)
+        _resolved[account.name] = sha
         return master
     from runner.instruments import snapshots
     from runner.instruments.index import SnapshotIndex

@@ -596,9 +596,14 @@ class AlphaPointBroker:
         return None if quote is None else quote.ltp
 
 
-def create(account: Account, **context: Any) -> AlphaPointBroker:
+def master(account: Account, **context: Any) -> InstrumentMaster:
+    """The master the factory resolves against (runner.brokers.registry.MASTERS)."""
     from runner.instruments.load import master_for
 
-    if context.get("master") is None:
-        context["master"] = master_for(account, db_url=context.get("db_url"))
+    given: InstrumentMaster | None = context.get("master")
+    return given if given is not None else master_for(account, db_url=context.get("db_url"))
+
+
+def create(account: Account, **context: Any) -> AlphaPointBroker:
+    context["master"] = master(account, **context)
     return AlphaPointBroker(account, **context)

@@ -530,15 +530,20 @@ class BlitzBroker:
 
 
 def create(account: Account, **context: Any) -> BlitzBroker:
-    master = context.get("master")
-    if master is None:
-        from runner.instruments.load import master_for
-
-        master = master_for(account, db_url=context.get("db_url"), load_file=load_master)
     return BlitzBroker(
         account,
-        master=master,
+        master=master(account, **context),
         limiter=context.get("limiter"),
         transport=context.get("transport"),
         clock=context.get("clock"),
     )
+
+
+def master(account: Account, **context: Any) -> InstrumentMaster:
+    """The master the factory resolves against (runner.brokers.registry.MASTERS)."""
+    from runner.instruments.load import master_for
+
+    given: InstrumentMaster | None = context.get("master")
+    if given is not None:
+        return given
+    return master_for(account, db_url=context.get("db_url"), load_file=load_master)

@@ -660,13 +660,18 @@ def _payload(response: httpx.Response, *, mutating: bool) -> dict[str, Any]:
     return payload
 
 
-def create(account: Account, **context: Any) -> KotakNeo:
+def master(account: Account, **context: Any) -> InstrumentMaster:
+    """The master the factory resolves against (runner.brokers.registry.MASTERS)."""
     from runner.instruments.load import master_for
 
-    master = context.get("master")
+    given: InstrumentMaster | None = context.get("master")
+    return given if given is not None else master_for(account, db_url=context.get("db_url"))
+
+
+def create(account: Account, **context: Any) -> KotakNeo:
     return KotakNeo(
         account,
-        master=master if master is not None else master_for(account, db_url=context.get("db_url")),
+        master=master(account, **context),
         clock=context.get("clock"),
         limiter=context.get("limiter"),
         transport=context.get("transport"),

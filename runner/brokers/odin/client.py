@@ -563,9 +563,17 @@ class OdinBroker:
 
 def create(account: Account, **context: Any) -> OdinBroker:
     """Factory used by the broker registry. ``context`` may carry ``master`` (an InstrumentMaster)."""
-    master = context.get("master")
-    if master is None:
-        from runner.instruments.load import master_for
+    return OdinBroker(
+        account,
+        master=master(account, **context),
+        transport=context.get("transport"),
+        clock=context.get("clock"),
+    )
 
-        master = master_for(account, db_url=context.get("db_url"))
-    return OdinBroker(account, master=master, transport=context.get("transport"), clock=context.get("clock"))
+
+def master(account: Account, **context: Any) -> InstrumentMaster:
+    """The master the factory resolves against (runner.brokers.registry.MASTERS)."""
+    from runner.instruments.load import master_for
+
+    given: InstrumentMaster | None = context.get("master")
+    return given if given is not None else master_for(account, db_url=context.get("db_url"))
