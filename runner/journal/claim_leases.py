@@ -26,23 +26,15 @@ def renew(store: FireStore, fire_ids: Sequence[str], seconds: float) -> set[str]
         return set()
     with store.engine.begin() as conn:
         expires = db_clock(conn) + dt.timedelta(seconds=seconds)
-        conn.execute(
-            fires.update()
-            .where(
-                fires.c.fire_id.in_(list(fire_ids)),
-                fires.c.claimed_by == store.owner,
-                fires.c.state == FireState.CLAIMED,
-            )
-            .values(lease_expires=expires)
+        mine = _locked(
+            conn,
+            fires.c.fire_id.in_(list(fire_ids)),
+            fires.c.claimed_by == store.owner,
+            fires.c.state == FireState.CLAIMED,
         )
-        held = conn.scalars(
-            sa.select(fires.c.fire_id).where(
-                fires.c.fire_id.in_(list(fire_ids)),
-                fires.c.claimed_by == store.owner,
-                fires.c.lease_expires == expires,
-            )
-        )
-        return set(held)
+        if mine:
+            conn.execute(fires.update().where(fires.c.fire_id.in_(mine)).values(lease_expires=expires))
+        return set(mine)
 
 
 RENEW_AFTER_INSTANT = dt.timedelta(seconds=10)  # past its instant plus this, a claim's lease is left alone
@@ -55,18 +47,28 @@ def renew_held(store: FireStore, seconds: float) -> set[str]:
     revived (a survivor may be taking it over), nor one well past its instant. Returns the fire ids."""
     with store.engine.begin() as conn:
         now = db_clock(conn)
-        done = conn.execute(
-            fires.update()
-            .where(
-                fires.c.claimed_by == store.owner,
-                fires.c.state == FireState.CLAIMED,
-                fires.c.lease_expires > now,
-                fires.c.scheduled_for > now - RENEW_AFTER_INSTANT,
-            )
-            .values(lease_expires=now + dt.timedelta(seconds=seconds))
-            .returning(fires.c.fire_id)
+        mine = _locked(
+            conn,
+            fires.c.claimed_by == store.owner,
+            fires.c.state == FireState.CLAIMED,
+            fires.c.lease_expires > now,
+            fires.c.scheduled_for > now - RENEW_AFTER_INSTANT,
         )
-        return set(done.scalars())
+        if mine:
+            conn.execute(
+                fires.update()
+                .where(fires.c.fire_id.in_(mine))
+                .values(lease_expires=now + dt.timedelta(seconds=seconds))
+            )
+        return set(mine)
+
+
+def _locked(conn: sa.Connection, *where: sa.ColumnElement[bool]) -> list[str]:
+    """The fire ids matching ``where``, their rows locked in fire-id order: every multi-row write to
+    ``fires`` locks in that one order (claims, state batches, renewals, takeovers), as two orders over
+    one set of rows deadlock on PostgreSQL. (SQLite has one writer: FOR UPDATE is not rendered.)"""
+    q = sa.select(fires.c.fire_id).where(*where).order_by(fires.c.fire_id).with_for_update()
+    return list(conn.scalars(q))
 
 
 def give_up(store: FireStore, fire_id: str, scheduled_for: dt.datetime) -> bool:
@@ -155,12 +157,13 @@ def take_over_many(
     expected = [(row.fire_id, row.claimed_by, row.lease_expires) for row in rows]
     with store.engine.begin() as conn:
         expires = db_clock(conn) + dt.timedelta(seconds=seconds)
+        match = sa.tuple_(fires.c.fire_id, fires.c.claimed_by, fires.c.lease_expires).in_(expected)
+        ours = _locked(conn, match, fires.c.state == FireState.CLAIMED)
+        if not ours:
+            return set()
         done = conn.execute(
             fires.update()
-            .where(
-                sa.tuple_(fires.c.fire_id, fires.c.claimed_by, fires.c.lease_expires).in_(expected),
-                fires.c.state == FireState.CLAIMED,
-            )
+            .where(fires.c.fire_id.in_(ours), match, fires.c.state == FireState.CLAIMED)
             .values(
                 claimed_by=store.owner,
                 claimed_at=now,

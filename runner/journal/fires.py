@@ -470,5 +470,9 @@ class ClaimBatcher:
                     updated_at=sa.bindparam("now"),
                 )
             )
+            # one lock order (fire id) for every multi-row write to fires, as claim_many and the lease
+            # renewals take theirs: two orders over one set of rows deadlock on PostgreSQL. The sort is
+            # stable, so a fire's RUNNING still precedes its final state in one batch.
+            ordered = sorted(states, key=lambda s: s["fid"])
             with self.store.engine.begin() as conn:
-                conn.execute(stmt, states)
+                conn.execute(stmt, ordered)
