@@ -8,15 +8,16 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from helpers.engine import at, make_env, playbook
+from helpers.positions import Unreported
 
-from runner.brokers.base import Broker, ForwardingBroker
+from runner.brokers.base import Broker
 from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.paper.broker import PaperBroker
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
@@ -30,7 +31,6 @@ from runner.model import (
     Instrument,
     OrderRequest,
     OrderStatus,
-    Position,
     Side,
     instrument_from_dict,
     instrument_to_dict,
@@ -85,21 +85,6 @@ async def _venue(kind: str, clock: VirtualClock, mp: pytest.MonkeyPatch, tmp: Pa
             mp.setenv(k, v)
         yield create_broker(account, clock=clock)
 
-
-class Unreported(ForwardingBroker):
-    """Position rows without average price or realised P&L: computed from the day's orders."""
-
-    async def positions(self) -> Sequence[Position]:
-        return [
-            dataclasses.replace(
-                p,
-                average_price=Decimal(0),
-                realized_pnl=Decimal(0),
-                average_price_reported=False,
-                realized_pnl_reported=False,
-            )
-            for p in await self.inner.positions()
-        ]
 
 
 @pytest.mark.parametrize("kind", ["paper", "kotak_neo", "odin"])

@@ -5,16 +5,16 @@ orders or shown n/a, never 0."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from helpers.positions import Unreported
 
-from runner.brokers.base import Broker, ForwardingBroker
+from runner.brokers.base import Broker
 from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import StepPath
@@ -82,21 +82,6 @@ async def _trade(broker: Broker, clock: VirtualClock) -> None:
             order = await broker.get_order(cid) or order
         assert order.status is OrderStatus.FILLED, order
 
-
-class Unreported(ForwardingBroker):
-    """A broker whose position rows carry no average price or realised P&L (as ODIN's)."""
-
-    async def positions(self) -> Sequence[Position]:
-        return [
-            dataclasses.replace(
-                p,
-                average_price=Decimal(0),
-                realized_pnl=Decimal(0),
-                average_price_reported=False,
-                realized_pnl_reported=False,
-            )
-            for p in await self.inner.positions()
-        ]
 
 
 @pytest.mark.parametrize("kind", ["paper", "kotak_neo", "odin"])
