@@ -74,6 +74,7 @@ from runner.brokers.kotak_neo.wire import (
 from runner.brokers.primed import PrimedRequest
 from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.brokers.ratelimit import read_limiter as read_limiter_for
+from runner.brokers.shared_read import SharedRead
 from runner.brokers.warm import warm_pool
 from runner.clock import Clock, SystemClock
 from runner.errors import (
@@ -158,6 +159,7 @@ class KotakNeo:
         # Reads of market data take a bucket of their own: Kotak allows about 25 API calls/s in all
         # (OpenAlgo #1666) and orders already take up to `orders_per_second` (8): 15 reads/s by default.
         self.read_limiter = read_limiter or read_limiter_for(rl, per_second=15.0)
+        self._book = SharedRead(self._order_book)  # every verify is a whole-book read: shared when concurrent
         self._quote_type = str(account.options.get("quote_type", "all"))  # ltp+depth+lstup_time in one
         self._transport = transport or account.options.get("http_transport")
         self._login_url = account.endpoints.get("login", LOGIN_HOST)
@@ -439,8 +441,11 @@ class KotakNeo:
     def _readable_rows(self, rows: Sequence[Mapping[str, Any]]) -> list[Order]:
         return [o for o in (self._readable(r) for r in rows) if o is not None]
 
+    async def _order_book(self) -> dict[str, Any]:
+        return await self._read("GET", PATH_ORDERS)
+
     async def orders(self) -> Sequence[Order]:
-        payload = await self._read("GET", PATH_ORDERS)
+        payload = await self._book()
         return self._readable_rows(rows_of(payload))
 
     async def open_orders(self) -> Sequence[Order]:
@@ -449,7 +454,7 @@ class KotakNeo:
     async def get_order(self, client_order_id: str) -> Order | None:
         """Kotak has no lookup by tag: scan the day's order book for GuiOrdId (our `ig`). Only the
         matching rows are read, so a foreign row elsewhere in the book does not matter."""
-        rows = rows_of(await self._read("GET", PATH_ORDERS))
+        rows = rows_of(await self._book())  # one book read for the callers asking at once
         matching = [r for r in rows if str(r.get("GuiOrdId") or "") == client_order_id]
         found = [self._readable(r, ours=True) for r in matching]
         mine = [o for o in found if o is not None]

@@ -585,3 +585,17 @@ async def test_a_primed_request_is_not_written_ahead_without_a_free_rate_limit_t
     assert not broker.write_primed(request)  # its place waits for the token, as ever
     await broker.place(request)
     assert places_at_sim(sim) == ["rnsecond00000000"]
+
+
+async def test_concurrent_verify_reads_of_one_account_share_book_reads(connect: Connect) -> None:
+    """Kotak has no lookup by client id: each verify reads the whole book. Twenty at once cost at most
+    two book reads, and each finds its own order (every read began after its caller asked)."""
+    sim, broker = await connect()
+    cids = [f"rnshared{i:02d}" for i in range(20)]
+    for cid in cids:
+        await broker.place(limit(cid))
+    before = sum(1 for method, path, _ in sim.seen if method == "GET" and "orders" in path.lower())
+    found = await asyncio.gather(*(broker.get_order(cid) for cid in cids))
+    reads = sum(1 for method, path, _ in sim.seen if method == "GET" and "orders" in path.lower()) - before
+    assert [o.client_order_id if o is not None else None for o in found] == cids
+    assert 1 <= reads <= 2, reads
