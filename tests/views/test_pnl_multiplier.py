@@ -15,14 +15,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from helpers.engine import at, make_env, playbook
-from helpers.positions import Unreported
+from helpers.positions import Unreported, sim_venue
 
 from runner.brokers.base import Broker
-from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.paper.broker import PaperBroker
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import StepPath
-from runner.brokers.registry import create_broker
 from runner.cli import main
 from runner.clock import VirtualClock
 from runner.ids import client_order_id
@@ -67,23 +65,8 @@ async def _venue(kind: str, clock: VirtualClock, mp: pytest.MonkeyPatch, tmp: Pa
             "p", engine=make_engine(f"sqlite:///{tmp / 'book.db'}"), clock=clock, prices=_path()
         )
         return
-    master = InstrumentMaster.load(master_path, broker=kind)
-    if kind == "kotak_neo":
-        from runner.brokers.kotak_neo.sim import account_for, start
-
-        async with start(clock=clock, master=master, engine=engine) as sim:
-            account, env = account_for(sim, "pnl-kotak", instruments=str(master_path))
-            for k, v in env.items():
-                mp.setenv(k, v)
-            yield create_broker(account, clock=clock)
-        return
-    from runner.brokers.odin.sim import start as odin_start
-
-    async with odin_start(clock=clock, master=master, engine=engine) as osim:
-        account, env = osim.account_env("pnl-odin", instruments=str(master_path))
-        for k, v in env.items():
-            mp.setenv(k, v)
-        yield create_broker(account, clock=clock)
+    async with sim_venue(kind, f"pnl-{kind}", master_path, engine, clock, mp) as broker:
+        yield broker
 
 
 

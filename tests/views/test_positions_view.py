@@ -12,7 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from helpers.positions import Unreported
+from helpers.positions import Unreported, sim_venue
 
 from runner.brokers.base import Broker
 from runner.brokers.instruments import InstrumentMaster
@@ -50,23 +50,8 @@ async def _venue(kind: str, clock: VirtualClock, mp: pytest.MonkeyPatch, tmp: Pa
             account, engine=make_engine(f"sqlite:///{tmp / 'book.db'}"), clock=clock, prices=_path()
         )
         return
-    master = InstrumentMaster.load(MASTER, broker=kind)
-    if kind == "kotak_neo":
-        from runner.brokers.kotak_neo.sim import account_for, start
-
-        async with start(clock=clock, master=master, engine=engine) as sim:
-            account, env = account_for(sim, "pos-kotak", instruments=str(MASTER))
-            for k, v in env.items():
-                mp.setenv(k, v)
-            yield create_broker(account, clock=clock)
-        return
-    from runner.brokers.odin.sim import start as odin_start
-
-    async with odin_start(clock=clock, master=master, engine=engine) as osim:
-        account, env = osim.account_env("pos-odin", instruments=str(MASTER))
-        for k, v in env.items():
-            mp.setenv(k, v)
-        yield create_broker(account, clock=clock)
+    async with sim_venue(kind, f"pos-{kind}", MASTER, engine, clock, mp) as broker:
+        yield broker
 
 
 async def _trade(broker: Broker, clock: VirtualClock) -> None:
