@@ -50,6 +50,7 @@ processes = sa.Table(
 
 
 @functools.cache
+@functools.cache  # a process outlives no reboot
 def _boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
@@ -100,11 +101,17 @@ class ProcessIdentity:
 
     @classmethod
     def current(cls) -> ProcessIdentity:
-        pid = os.getpid()  # not cached: a forked child is another process
-        return cls(host_id(), pid, _start_ticks(pid) or "")
+        return _current(os.getpid())  # keyed by pid: a forked child is another process
 
     def __str__(self) -> str:
         return f"pid {self.pid} on {self.host.partition('/')[0]}"
+
+
+@functools.lru_cache(maxsize=4)
+def _current(pid: int) -> ProcessIdentity:
+    """One read of /proc per process: taking a lease asks for it per account step (a survivor taking over
+    350 fires read /proc/self/stat 350 times on its event loop)."""
+    return ProcessIdentity(host_id(), pid, _start_ticks(pid) or "")
 
 
 def local_alive(ident: ProcessIdentity) -> bool | None:
