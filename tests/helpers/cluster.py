@@ -187,6 +187,23 @@ class Cluster:
             engine.dispose()
         raise AssertionError(f"{n} members not live within {timeout}s: {self.logs()}")
 
+    def wait_views(self, members: Iterable[str], timeout: float = 60.0) -> None:
+        """Until every running daemon's latest ``members now`` log line names exactly ``members``: each
+        has read the membership (a fixed sleep raced daemons slow to start on a loaded machine)."""
+        want = sorted(members)
+
+        def seen() -> bool:
+            for i, p in enumerate(self.procs):
+                if p.poll() is not None:
+                    continue
+                lines = (self.tmp / f"serve-{i}.log").read_text(errors="replace").splitlines()
+                views = [json.loads(x)["event"] for x in lines if '"members now ' in x and x.startswith("{")]
+                if not views or sorted(views[-1].removeprefix("members now ").split(", ")) != want:
+                    return False
+            return True
+
+        self.wait(seen, timeout, f"every daemon sees members {want}")
+
     def loaded(self) -> dict[str, int]:
         """daemon id -> playbooks its status row lists (every playbook it loaded, owned or not)."""
         from runner.journal.fires import daemons

@@ -86,7 +86,7 @@ def test_each_daemon_claims_its_share_and_a_stopped_ones_playbooks_move_to_the_o
 ) -> None:
     cluster.start(3)
     members = sorted(cluster.wait_members(3))
-    time.sleep(1.2)  # every daemon's membership read has seen all three
+    cluster.wait_views(members)
     first = _due(4)
     names = [f"pb{i:02d}" for i in range(12)]
     write_playbooks(cluster.pbdir, names, first, sim.names)
@@ -102,7 +102,7 @@ def test_each_daemon_claims_its_share_and_a_stopped_ones_playbooks_move_to_the_o
     proc.send_signal(signal.SIGTERM)  # a clean stop leaves the membership at once
     proc.wait(timeout=30)
     survivors = members[1:]
-    time.sleep(1.2)  # the survivors' next membership read
+    cluster.wait_views(survivors)
     second = _due(4)
     later = [f"pc{i:02d}" for i in range(12)]
     write_playbooks(cluster.pbdir, later, second, sim.names)
@@ -125,8 +125,7 @@ def _freeze_or_kill_a_holder(
     """``n_daemons`` serve 9 playbooks due at one instant; AHEAD s before it the daemon holding the most
     claims gets ``sig``. Returns the instant, the victim and the playbooks it held."""
     cluster.start(n_daemons, skews)
-    cluster.wait_members(n_daemons)
-    time.sleep(1.2)
+    cluster.wait_views(cluster.wait_members(n_daemons))
     instant = _due(5)
     names = [f"pb{i:02d}" for i in range(9)]
     write_playbooks(cluster.pbdir, names, instant, sim.names)
