@@ -263,9 +263,28 @@ class Daemon:
     async def cancel_open_orders(self) -> list[HaltPass]:
         """The halt cancel pass (:mod:`runner.daemon.halt_pass`) on every account the loaded playbooks name
         and every broker already open, brokers opened through the pool where missing."""
+        named: dict[str, list[str]] = {a: [] for a in self.brokers}
+        for e in self.entries.values():
+            named.setdefault(e.playbook.account, []).append(e.name)
+        since = self.watcher.state.since
+        if not self.membership.partitioned or since is None:
+            return await self._cancel_on(sorted(named), since)
+        # members share the accounts out: each cancels on its own, and covers a dead owner's
+        from runner.daemon.halt_share import HaltShare
+
+        state = self.watcher.state
+        share = HaltShare(
+            self.membership,
+            self.scale.refresh_members,
+            self.watcher.store.passed_for,
+            lambda accounts: self._cancel_on(accounts, since),
+            lambda: not self._stopping and self.watcher.state == state,
+        )
+        return await share.run(named, since)
+
+    async def _cancel_on(self, names: list[str], since: dt.datetime | None) -> list[HaltPass]:
         from runner.daemon.halt_pass import cancel_pass
 
-        names = {e.playbook.account for e in self.entries.values()} | set(self.brokers)
         get = getattr(self.brokers, "get_broker", None)
         brokers: dict[str, Any] = {}
         errors: dict[str, str] = {}
@@ -275,8 +294,9 @@ class Daemon:
             except Exception as exc:  # unknown account, credentials missing: reported, others go on
                 errors[name] = f"no broker: {type(exc).__name__}: {exc}"
         return await cancel_pass(
-            brokers, self._run_journal(), self.clock, self.watcher.store, by=self.owner, errors=errors
-        )
+            brokers, self._run_journal(), self.clock, self.watcher.store, by=self.owner, errors=errors,
+            since=since,
+        )  # fmt: skip
 
     def status(self) -> dict[str, Any]:
         payload = status_payload(
