@@ -53,9 +53,8 @@ async def cancel_pass(
         )
     ]
     now = clock.now()
-    results += [
-        HaltPass(name, now, by=by, error=why, halt_since=since) for name, why in sorted((errors or {}).items())
-    ]
+    failed = sorted((errors or {}).items())
+    results += [HaltPass(name, now, by=by, error=why, halt_since=since) for name, why in failed]
     for r in results:
         store.record_pass(r)
         level = logging.WARNING if r.clean else logging.ERROR

@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 from runner.daemon.membership import Membership, owner_of
 from runner.engine.killswitch import HaltPass
@@ -46,7 +47,7 @@ class HaltShare:
         self,
         membership: Membership,
         refresh: Callable[[], Awaitable[object]],
-        passed: Callable[[dt.datetime], set[str]],
+        passed: Callable[[dt.datetime], AbstractSet[str]],
         cancel: Callable[[list[str]], Awaitable[list[HaltPass]]],
         current: Callable[[], bool],
     ) -> None:

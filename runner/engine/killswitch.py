@@ -228,11 +228,11 @@ class ControlStore:
                 for r in conn.execute(q)
             ]
 
-    def passed_for(self, since: dt.datetime) -> set[str]:
+    def passed_for(self, since: dt.datetime) -> frozenset[str]:
         """Accounts with a halt cancel pass recorded for the halt that began at ``since``."""
         q = sa.select(halt_passes.c.account).where(halt_passes.c.halt_since == since).distinct()
         with read(self.engine) as conn:
-            return {r.account for r in conn.execute(q)}
+            return frozenset(r.account for r in conn.execute(q))
 
 
 def check_order_allowed(

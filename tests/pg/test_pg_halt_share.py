@@ -48,7 +48,8 @@ def _serving(cluster: Cluster, sim: Sim) -> tuple[list[str], dict[str, str]]:
     cluster.start(3)
     members = sorted(cluster.wait_members(3))
     time.sleep(1.2)  # every member's membership read has seen all three
-    write_playbooks(cluster.pbdir, NAMES, (dt.datetime.now(UTC) + dt.timedelta(hours=1)).replace(microsecond=0), sim.names)
+    later = (dt.datetime.now(UTC) + dt.timedelta(hours=1)).replace(microsecond=0)
+    write_playbooks(cluster.pbdir, NAMES, later, sim.names)
     cluster.wait_loaded(3, len(NAMES), timeout=60)
     accounts = {n: sim.names[i % len(sim.names)] for i, n in enumerate(NAMES)}  # as write_playbooks
     return members, accounts
