@@ -179,3 +179,51 @@ class PrimedRequest:
 
     def close(self) -> None:
         self._writer.close()
+
+
+class PrimedBook(dict[str, tuple[OrderRequest, object, PrimedRequest, Any]]):
+    """An adapter's primed requests by client order id: (the request it was built for, the session it
+    was built on, the primed request, the adapter's own extra: e.g. its rate-limit key). The rules every
+    adapter shares: one primed request per client id; it is used only for exactly the request it was
+    built for, on the session still current, on a connection still open, and never once the order went
+    the ordinary way; otherwise it is closed and the place goes the ordinary way."""
+
+    def add(self, request: OrderRequest, session: object, primed: PrimedRequest, extra: Any) -> None:
+        """Keep ``primed`` for ``request`` (one primed meanwhile wins: ``primed`` is closed)."""
+        if request.client_order_id in self:
+            primed.close()
+            return
+        self[request.client_order_id] = (request, session, primed, extra)
+
+    def unprime(self, client_order_id: str) -> None:
+        entry = self.pop(client_order_id, None)
+        if entry is not None:
+            entry[2].close()
+
+    def usable(self, request: OrderRequest, session: object) -> PrimedRequest | None:
+        """The primed call of exactly ``request``, built on ``session`` (the adapter's current one; None
+        when it has none or it is stale), not sent and on an open connection."""
+        entry = self.get(request.client_order_id)
+        if entry is None or session is None:
+            return None
+        primed_for, built_on, primed, _ = entry
+        if primed_for == request and built_on is session and primed.usable():
+            return primed
+        return None
+
+    def take(self, request: OrderRequest, session: object) -> PrimedRequest | None:
+        """For ``request``'s place: its primed call if written already (``write_primed``: the place reads
+        its reply) or still usable; any other is closed. Either way it leaves the book."""
+        entry = self.get(request.client_order_id)
+        if entry is not None and entry[2].written:
+            del self[request.client_order_id]
+            return entry[2]
+        primed = self.usable(request, session)
+        entry = self.pop(request.client_order_id, None)
+        if primed is None and entry is not None:
+            entry[2].close()
+        return primed
+
+    def close_all(self) -> None:
+        for cid in list(self):
+            self.unprime(cid)

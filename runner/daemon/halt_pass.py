@@ -11,6 +11,8 @@ account lands in ``halt_passes`` (see :class:`runner.engine.killswitch.HaltPass`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Mapping
 
@@ -38,17 +40,21 @@ async def cancel_pass(
     by: str | None = None,
     errors: Mapping[str, str] | None = None,
     tuning: Tuning | None = None,
+    since: dt.datetime | None = None,
 ) -> list[HaltPass]:
     """Cancel every open order on each of ``brokers`` (accounts in parallel). ``errors``: accounts whose
-    broker could not even be built, recorded as failed passes. Returns one result per account."""
+    broker could not even be built, recorded as failed passes. ``since``: the halt (``control.since``)
+    this pass answers, recorded with each result. Returns one result per account."""
     tuning = tuning or Tuning()
-    results = list(
-        await asyncio.gather(
+    results = [
+        dataclasses.replace(r, halt_since=since)
+        for r in await asyncio.gather(
             *(_one(name, broker, journal, clock, tuning, by) for name, broker in sorted(brokers.items()))
         )
-    )
+    ]
     now = clock.now()
-    results += [HaltPass(name, now, by=by, error=why) for name, why in sorted((errors or {}).items())]
+    failed = sorted((errors or {}).items())
+    results += [HaltPass(name, now, by=by, error=why, halt_since=since) for name, why in failed]
     for r in results:
         store.record_pass(r)
         level = logging.WARNING if r.clean else logging.ERROR

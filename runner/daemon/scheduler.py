@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 from runner.alerts import hooks as alerts
 from runner.clock import Clock, SystemClock
 from runner.daemon import heap
+from runner.daemon.account_use import AccountUse
 from runner.daemon.arming import Arming, Timers, wake_lead
 from runner.daemon.calendar_gate import Calendar, CalendarGate, CalendarLoader, default_calendar_loader
 from runner.daemon.catchup import catch_up, mark_interrupted
@@ -118,6 +119,7 @@ class Daemon:
         self.opts = options or DaemonOptions()
         self.brokers: Mapping[str, Any] = brokers if brokers is not None else {}  # halt cancels, re-login
         # (a BrokerPool: the halt pass opens brokers for accounts no fire has used yet)
+        self.accounts_in_use = AccountUse(self.brokers)  # closes the brokers of accounts lost to a rebalance
         self.gate = CalendarGate(calendars or default_calendar_loader())
         self.watcher = ControlWatcher(
             control,
@@ -220,6 +222,8 @@ class Daemon:
         passed while no member had them armed runs by its ``late:`` policy, claimed as ever)."""
         self._touch()
         gained = self.owned.rebalance(self.entries.values())
+        owns = self.membership.owns
+        self.accounts_in_use.rebalanced({e.playbook.account for e in self.entries.values() if owns(e.name)})
         if gained and not self._stopping:
             self._spawn(self._catch_up_gained(gained))
         if self._brokers_opened and not self._stopping:  # brokers of accounts gained (start opens its own)
@@ -263,9 +267,28 @@ class Daemon:
     async def cancel_open_orders(self) -> list[HaltPass]:
         """The halt cancel pass (:mod:`runner.daemon.halt_pass`) on every account the loaded playbooks name
         and every broker already open, brokers opened through the pool where missing."""
+        named: dict[str, list[str]] = {a: [] for a in self.brokers}
+        for e in self.entries.values():
+            named.setdefault(e.playbook.account, []).append(e.name)
+        since = self.watcher.state.since
+        if not self.membership.partitioned or since is None:
+            return await self._cancel_on(sorted(named), since)
+        # members share the accounts out: each cancels on its own, and covers a dead owner's
+        from runner.daemon.halt_share import HaltShare
+
+        state = self.watcher.state
+        share = HaltShare(
+            self.membership,
+            self.scale.refresh_members,
+            self.watcher.store.passed_for,
+            lambda accounts: self._cancel_on(accounts, since),
+            lambda: not self._stopping and self.watcher.state == state,
+        )
+        return await share.run(named, since)
+
+    async def _cancel_on(self, names: list[str], since: dt.datetime | None) -> list[HaltPass]:
         from runner.daemon.halt_pass import cancel_pass
 
-        names = {e.playbook.account for e in self.entries.values()} | set(self.brokers)
         get = getattr(self.brokers, "get_broker", None)
         brokers: dict[str, Any] = {}
         errors: dict[str, str] = {}
@@ -274,9 +297,11 @@ class Daemon:
                 brokers[name] = get(name) if get is not None else self.brokers[name]
             except Exception as exc:  # unknown account, credentials missing: reported, others go on
                 errors[name] = f"no broker: {type(exc).__name__}: {exc}"
-        return await cancel_pass(
-            brokers, self._run_journal(), self.clock, self.watcher.store, by=self.owner, errors=errors
-        )
+        with self.accounts_in_use.hold(*names):
+            return await cancel_pass(
+                brokers, self._run_journal(), self.clock, self.watcher.store, by=self.owner, errors=errors,
+                since=since,
+            )  # fmt: skip
 
     def status(self) -> dict[str, Any]:
         payload = status_payload(
@@ -386,7 +411,8 @@ class Daemon:
         if task is not None:
             self._fire_tasks.add(task)
         try:
-            await self._fire(entry, instant)
+            with self.accounts_in_use.hold(entry.playbook.account):  # its broker stays open meanwhile
+                await self._fire(entry, instant)
         finally:
             if task is not None:
                 self._fire_tasks.discard(task)
@@ -467,7 +493,8 @@ class Daemon:
             self._fire_tasks.add(task)
         self._taken[row.fire_id] = row
         try:
-            await self.release.release(fire)
+            with self.accounts_in_use.hold(entry.playbook.account):
+                await self.release.release(fire)
         finally:
             self._taken.pop(row.fire_id, None)
             if task is not None:
@@ -672,6 +699,7 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.accounts_in_use.drained()
         await close_opened(self.brokers)  # sessions and sockets closed, not left to the GC's "Unclosed"
         await self.heartbeat.stopped()
         log.info("daemon %s stopped", self.owner)

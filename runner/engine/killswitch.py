@@ -84,6 +84,8 @@ halt_passes = sa.Table(
     sa.Column("cancelled", sa.Integer, nullable=False),
     sa.Column("still_open", sa.Integer, nullable=False),
     sa.Column("error", ScrubbedText(), nullable=True),
+    # The kill switch change (``control.since``) the pass answered: which accounts a halt has covered.
+    sa.Column("halt_since", UTCDateTime(), nullable=True),
 )
 
 
@@ -99,6 +101,7 @@ class HaltPass:
     run_id: str | None = None
     by: str | None = None
     error: str | None = None
+    halt_since: dt.datetime | None = None  # the halt (``control.since``) it answered; not in as_dict
 
     @property
     def clean(self) -> bool:
@@ -195,7 +198,7 @@ class ControlStore:
     def record_pass(self, result: HaltPass) -> None:
         values = {k: v for k, v in result.as_dict().items() if k != "at"}
         with self.engine.begin() as conn:
-            conn.execute(halt_passes.insert().values(at=result.at, **values))
+            conn.execute(halt_passes.insert().values(at=result.at, halt_since=result.halt_since, **values))
 
     def last_passes(self) -> list[HaltPass]:
         """The latest halt cancel pass of each account, by account name."""
@@ -220,9 +223,16 @@ class ControlStore:
                     run_id=r.run_id,
                     by=r.by,
                     error=r.error,
+                    halt_since=r.halt_since,
                 )
                 for r in conn.execute(q)
             ]
+
+    def passed_for(self, since: dt.datetime) -> frozenset[str]:
+        """Accounts with a halt cancel pass recorded for the halt that began at ``since``."""
+        q = sa.select(halt_passes.c.account).where(halt_passes.c.halt_since == since).distinct()
+        with read(self.engine) as conn:
+            return frozenset(r.account for r in conn.execute(q))
 
 
 def check_order_allowed(

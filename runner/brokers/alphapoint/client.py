@@ -582,7 +582,7 @@ class AlphaPointBroker:
         return await level1_quotes(
             self.session, wanted, oms_id=self.acct.oms_id, reconnect=self.connect,
             read_limiter=self.read_limiter, limit_key=(self.account.name, "market-data"),
-            concurrency=self.quote_concurrency, clock=self.clock,
+            concurrency=self.quote_concurrency, clock=self.clock, account=self.account.name,
         )
 
     async def instrument_master(self) -> InstrumentMaster:

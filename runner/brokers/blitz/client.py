@@ -49,6 +49,7 @@ from runner.brokers.blitz.wire import (
 from runner.brokers.descriptions import DESCRIPTIONS
 from runner.brokers.http import make_client, send
 from runner.brokers.instruments import InstrumentMaster, MasterRow
+from runner.brokers.primed import PrimedBook, PrimedRequest
 from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.brokers.ratelimit import read_limiter as read_limiter_for
 from runner.brokers.warm import warm_pool
@@ -158,6 +159,11 @@ class BlitzBroker:
         self._warm_lock = asyncio.Lock()
         self._requests: dict[str, OrderRequest] = {}  # what we placed, by client id (fills row gaps)
         self._acked: dict[str, str] = {}  # client id -> blitzOrderId, once the broker is known to have it
+        self._sending: set[str] = set()  # client ids whose place is on its way (primed or ordinary)
+        # armed first orders, built with their connection ahead of the instant (runner.brokers.primed);
+        # extra: the rate-limit key. Each is bound to the login it was built with (``_session``).
+        self._primed = PrimedBook()
+        self._session: object | None = None  # a new object per login: what a primed request was built on
         self._by_instrument_id: dict[int, MasterRow] = {}
         for row in master:
             raw = row.extra.get("instrument_id") or row.token
@@ -230,6 +236,7 @@ class BlitzBroker:
                 raise AuthExpired("login reply carries no accessToken", broker=BROKER)
             self._token = secret(str(token))  # scrubbed from every log line and journal row
             self._generation += 1
+            self._session = object()
 
     async def warm_connections(self, sends: int) -> None:
         """Connections for ``sends`` orders sent at once, opened ahead of their instant
@@ -237,7 +244,70 @@ class BlitzBroker:
         async with self._warm_lock:
             await warm_pool(self._http(), sends, self.account.timeout_seconds)
 
+    async def prime(self, request: OrderRequest) -> None:
+        """``request``'s place call as bytes on a connection of its own (:mod:`runner.brokers.primed`):
+        at the instant :meth:`place` only writes it. Best effort: on any trouble (or no login yet) it is
+        sent the ordinary way."""
+        session, token, cid = self._session, self._token, request.client_order_id
+        if session is None or token is None or cid in self._primed:
+            return
+        try:
+            row = self.master.resolve(request.instrument)
+            body = dumps(place_body(request, row, self.client_id, self.dialect)).encode()
+            headers = {"Accept": "*/*", "Authorization": f"Bearer {token}"}
+            headers["Content-Type"] = "application/json"
+            path = "/" + self.paths.place.lstrip("/")  # relative to the API base, as httpx joins it
+            primed = await PrimedRequest.open(
+                self.api_url, "POST", path, headers, body, self.account.timeout_seconds
+            )
+        except Exception as exc:  # the place at the instant builds and connects as it always did
+            log.debug("priming %s failed: %s: %s", cid, type(exc).__name__, exc)
+            return
+        if cid in self._acked or cid in self._sending:
+            primed.close()  # its place already went the ordinary way
+            return
+        key = (self.account.name, segment_of(request.instrument.exchange))
+        self._primed.add(request, session, primed, key)
+
+    def unprime(self, client_order_id: str) -> None:
+        self._primed.unprime(client_order_id)
+
+    def write_primed(self, request: OrderRequest) -> bool:
+        """Write ``request``'s primed call now if it can leave now (primed for exactly it, on the current
+        login, a rate-limit token free, never sent); its :meth:`place` then reads the reply."""
+        cid = request.client_order_id
+        primed = self._primed.usable(request, self._session)
+        if primed is None or cid in self._acked or cid in self._sending:
+            return False
+        if not self.limiter.try_acquire(self._primed[cid][3]):
+            return False  # the ordinary path waits for its token
+        primed.write()
+        return True
+
+    async def _send_primed(self, primed: PrimedRequest, key: tuple[str, str]) -> Any:
+        """The place through its primed call (written now unless :meth:`write_primed` did). Once written,
+        a lost reply is OutcomeUnknown (settled by lookup), never a re-send; an expired token is handled
+        as :meth:`_call` handles it for an order request."""
+        generation = self._generation
+        try:
+            if not primed.written:
+                primed.write()
+            response = await primed.reply(broker=BROKER, timeout=self.account.timeout_seconds)
+            result = unwrap(response, operation="placeOrder")
+            if isinstance(result, BrokerError):
+                raise result
+            return result
+        except AuthExpired as exc:
+            expiry.report(exc, self.account.name)
+            if self._generation == generation:
+                self._token = None  # the next connect() logs in again
+            raise
+        except RateLimited as exc:
+            self.limiter.penalize(key, exc.retry_after or 1.0)
+            raise
+
     async def close(self) -> None:
+        self._primed.close_all()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -364,9 +434,25 @@ class BlitzBroker:
                 broker=BROKER,
             )
         body = place_body(request, row, self.client_id, self.dialect)
-        key = await self._throttle(request.instrument)
-        self._requests[request.client_order_id] = request
-        data = await self._mutate(key, "POST", self.paths.place, operation="placeOrder", body=body)
+        cid = request.client_order_id
+        if cid in self._sending:
+            raise Rejected(f"client order id {cid} is being sent already", code="duplicate", broker=BROKER)
+        primed = self._primed.take(request, self._session)
+        self._sending.add(cid)
+        try:
+            self._requests[cid] = request
+            if primed is not None and primed.written:  # its token was taken when it was written
+                key = (self.account.name, segment_of(request.instrument.exchange))
+            else:
+                key = await self._throttle(request.instrument)
+            if primed is not None and (primed.written or primed.usable()):
+                data = await self._send_primed(primed, key)
+            else:
+                if primed is not None:
+                    primed.close()  # its connection closed while the token was awaited
+                data = await self._mutate(key, "POST", self.paths.place, operation="placeOrder", body=body)
+        finally:
+            self._sending.discard(cid)
         # SDK docs: data.blitzOrderId; the Postman script reads a top-level blitzOrderId: accept both.
         boid = get(data, "blitzOrderId") if isinstance(data, Mapping) else None
         if boid is None:

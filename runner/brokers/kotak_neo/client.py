@@ -71,7 +71,7 @@ from runner.brokers.kotak_neo.wire import (
     totp,
     trading_symbol_for,
 )
-from runner.brokers.primed import PrimedRequest
+from runner.brokers.primed import PrimedBook, PrimedRequest
 from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.brokers.ratelimit import read_limiter as read_limiter_for
 from runner.brokers.shared_read import SharedRead
@@ -179,7 +179,7 @@ class KotakNeo:
         self._unresolved: set[str] = set()
         self._requests: dict[str, OrderRequest] = {}  # what this process sent, by client id
         # armed first orders, built with their connection ahead of the instant (runner.brokers.primed)
-        self._primed: dict[str, tuple[OrderRequest, _Session, PrimedRequest, str]] = {}  # + its segment
+        self._primed = PrimedBook()  # extra: the order's segment (its rate-limit key)
         self.logins = 0  # observable for tests and the bench
 
     # -- auth -------------------------------------------------------------------------------------
@@ -276,24 +276,16 @@ class KotakNeo:
         except Exception as exc:  # the place at the instant builds and connects as it always did
             log.debug("priming %s failed: %s: %s", cid, type(exc).__name__, exc)
             return
-        if cid in self._primed or cid in self._placed or cid in self._in_flight or cid in self._unresolved:
-            primed.close()  # primed meanwhile, or its place already went the ordinary way
+        if cid in self._placed or cid in self._in_flight or cid in self._unresolved:
+            primed.close()  # its place already went the ordinary way
             return
-        self._primed[cid] = (request, session, primed, jdata["es"])
+        self._primed.add(request, session, primed, jdata["es"])
 
     def unprime(self, client_order_id: str) -> None:
-        entry = self._primed.pop(client_order_id, None)
-        if entry is not None:
-            entry[2].close()
+        self._primed.unprime(client_order_id)
 
     def _primed_for(self, request: OrderRequest) -> PrimedRequest | None:
-        entry = self._primed.get(request.client_order_id)
-        if entry is None:
-            return None
-        primed_for, session, primed, _ = entry
-        if primed_for == request and session is self._session and not self._stale() and primed.usable():
-            return primed
-        return None
+        return self._primed.usable(request, None if self._stale() else self._session)
 
     def write_primed(self, request: OrderRequest) -> bool:
         cid = request.client_order_id
@@ -308,19 +300,10 @@ class KotakNeo:
     def _take_primed(self, request: OrderRequest) -> PrimedRequest | None:
         """The primed call of exactly this request on the current session: written already
         (:meth:`write_primed`), or still sendable."""
-        entry = self._primed.get(request.client_order_id)
-        if entry is not None and entry[2].written:
-            del self._primed[request.client_order_id]
-            return entry[2]
-        primed = self._primed_for(request)
-        entry = self._primed.pop(request.client_order_id, None)
-        if primed is None and entry is not None:
-            entry[2].close()
-        return primed
+        return self._primed.take(request, None if self._stale() else self._session)
 
     async def close(self) -> None:
-        for cid in list(self._primed):
-            self.unprime(cid)
+        self._primed.close_all()
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -49,6 +49,7 @@ CHAIN: dict[str, str] = {
     "0012": "0001",  # issue 14/15: order_changes, each order's price history (additive)
     "0013": "0001",  # issue 14: indexes for the status page and /metrics (additive)
     "0014": "0001",  # leftovers: control.alerted_by, one alert per kill switch change (additive)
+    "0015": "0001",  # issue 16 leftovers: halt_passes.halt_since, the halt pass shared out (additive)
 }
 HEAD = next(reversed(CHAIN))
 VERSION_TABLE = "alembic_version"  # Alembic's default name and shape, written here without Alembic

@@ -252,3 +252,38 @@ async def test_an_expired_session_logs_in_once_for_the_whole_batch(
             assert len(recorded(sim, "GetLevel1")) == 9  # 3, then 3 refused, then those 3 again
         finally:
             await broker.close()
+
+
+async def test_an_expired_session_met_by_quotes_is_reported_as_the_order_paths_report_it(
+    clock: VirtualClock, prices: StepPath, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The quote reads log in again on their own (not through ``_call``): the expiry they meet is still
+    said (warning) and alerted (``session_expired``), once for the batch."""
+    from helpers.alerts_capture import Capture
+
+    from runner.alerts.config import parse_config
+    from runner.alerts.delivery import Dispatcher
+    from runner.alerts.publish import install
+
+    capture = Capture()
+    dispatcher = Dispatcher(parse_config({"version": 1, "targets": {"ops": capture.url}})).start()
+    previous = install(dispatcher)
+    try:
+        async with start(faults="expire=60s", clock=clock.now, prices=prices, public_level1=False) as sim:
+            broker = create(account(sim.url), clock=clock)
+            try:
+                await broker.quotes([RELIANCE, INFY])
+                clock.advance(120)
+                caplog.clear()
+                assert len(await broker.quotes([RELIANCE, INFY, NIFTY_FUT])) == 3 and sim.logins == 2
+            finally:
+                await broker.close()
+        assert dispatcher.flush()
+        alerts = [p["message"] for p in capture.posts if "session_expired" in p["title"]]
+        assert len(alerts) == 1 and broker.account.name in alerts[0] and "expired" in alerts[0]
+        said = [r for r in caplog.records if "session of" in r.getMessage() and "expired" in r.getMessage()]
+        assert len(said) == 1
+    finally:
+        install(previous)
+        dispatcher.close()
+        capture.close()
