@@ -14,14 +14,33 @@ from runner.errors import Malformed
 _EMPTY = frozenset({"", "--", "NA", "N/A", "null", "None"})
 
 
+class _NotPlain(TypeError):
+    pass
+
+
+def _refuse(obj: Any) -> Any:
+    raise _NotPlain
+
+
+# Compact, like dumps below; anything json cannot write natively (a Decimal, a non-dict Mapping) refuses.
+_plain = json.JSONEncoder(separators=(",", ":"), default=_refuse).encode
+
+
 def dumps(obj: Any) -> str:
     """JSON text with Decimals as exact numbers (``Decimal("120.50")`` -> ``120.50``)."""
+    try:  # a body without Decimals (most are: strings and ints) in one pass of the C encoder
+        return _plain(obj)
+    except _NotPlain:
+        return _exact(obj)
+
+
+def _exact(obj: Any) -> str:
     if isinstance(obj, Decimal):
         return format(obj, "f")
     if isinstance(obj, Mapping):
-        return "{" + ",".join(json.dumps(str(k)) + ":" + dumps(v) for k, v in obj.items()) + "}"
+        return "{" + ",".join(json.dumps(str(k)) + ":" + _exact(v) for k, v in obj.items()) + "}"
     if isinstance(obj, list | tuple):
-        return "[" + ",".join(dumps(v) for v in obj) + "]"
+        return "[" + ",".join(_exact(v) for v in obj) + "]"
     return json.dumps(obj)
 
 

@@ -115,6 +115,8 @@ class KotakNeoSim(SimBook, SimQuotes):
         self.retry_after = retry_after  # Retry-After on an injected 429 (tests shorten it)
         self.sessions: dict[str, SimSession] = {}
         self.orders: dict[str, dict[str, WireOrder]] = {}  # ucc -> number -> order
+        self._client_ids: dict[str, set[str]] = {}
+        self._waiting_amos: dict[str, list[WireOrder]] = {}
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (path, ucc, jData) log
         self.acted: list[tuple[str, str]] = []  # (operation, client id or order no) that took effect
         self.duplicate_places: list[str] = []  # place requests whose ig already has an order
@@ -133,7 +135,9 @@ class KotakNeoSim(SimBook, SimQuotes):
                 if row.token:
                     self._by_segment_token[(segment_for(row).lower(), row.token)] = row
         self.quote_calls: list[list[str]] = []  # the neosymbols of each quotes call, for tests
-        self.seen: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers) for wire tests
+        # (method, path, headers) for wire tests: the request's own read-only, case-insensitive headers
+        # (not a copy: a burst pays for no dict per request)
+        self.seen: list[tuple[str, str, Mapping[str, str]]] = []
         self.app = web.Application(middlewares=[self._capture])
         r = self.app.router
         r.add_post(PATH_TOTP_LOGIN, self._totp_login)
@@ -159,7 +163,7 @@ class KotakNeoSim(SimBook, SimQuotes):
     @web.middleware
     async def _capture(self, request: web.Request, handler: Any) -> web.StreamResponse:
         request[_ARRIVED] = time.time()
-        self.seen.append((request.method, request.path, {k.lower(): v for k, v in request.headers.items()}))
+        self.seen.append((request.method, request.path, request.headers))
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -346,7 +350,7 @@ class KotakNeoSim(SimBook, SimQuotes):
         number = self._number()
         client_id = str(body.get("ig") or f"kotak-{number}")
         engine_id = client_id
-        if any(o.client_id == client_id for o in self._book(session.ucc).values()):
+        if self._has_client_id(session.ucc, client_id):
             self.duplicate_places.append(client_id)
             engine_id = f"{client_id}~{number}"
         try:
@@ -362,7 +366,7 @@ class KotakNeoSim(SimBook, SimQuotes):
         order = WireOrder(number, client_id, es, ts, token, prod, amo, None, req, self.clock.now())
         if not amo:
             self._submit(session.ucc, order)
-        self._book(session.ucc)[number] = order
+        self._add(session.ucc, order)
         self._record(session.ucc, order, ["put order req received", "validation pending"])
         self.acted.append(("place", client_id))
         return {"stat": "Ok", "nOrdNo": number, "stCode": 200}

@@ -108,6 +108,10 @@ class SimBook:
     clock: Clock
     master: InstrumentMaster | None
     orders: dict[str, dict[str, WireOrder]]  # ucc -> number -> order
+    # indexes over ``orders`` kept by _add, so no request scans a whole book (a burst's places and reads
+    # would cost O(book) each): ucc -> client ids in its book; ucc -> AMOs not yet sent to the exchange
+    _client_ids: dict[str, set[str]]
+    _waiting_amos: dict[str, list[WireOrder]]
     _seq: Iterator[int]
     _ns: Iterator[int]
     _by_segment_symbol: dict[tuple[str, str], MasterRow]
@@ -127,6 +131,15 @@ class SimBook:
     def _book(self, ucc: str) -> dict[str, WireOrder]:
         return self.orders.setdefault(ucc, {})
 
+    def _add(self, ucc: str, order: WireOrder) -> None:
+        self._book(ucc)[order.number] = order
+        self._client_ids.setdefault(ucc, set()).add(order.client_id)
+        if order.amo and order.engine_id is None:
+            self._waiting_amos.setdefault(ucc, []).append(order)
+
+    def _has_client_id(self, ucc: str, client_id: str) -> bool:
+        return client_id in self._client_ids.get(ucc, ())
+
     def _number(self) -> str:
         today = self.clock.now().astimezone(IST)
         return f"{today:%y%m%d}{next(self._seq):09d}"
@@ -140,15 +153,19 @@ class SimBook:
 
     def _release_amos(self, ucc: str) -> None:
         """AMOs wait for the next 09:15 IST after they were placed, then go to the exchange."""
+        waiting = self._waiting_amos.get(ucc)
+        if not waiting:
+            return
         now = self.clock.now()
-        for order in self._book(ucc).values():
-            if order.amo and order.engine_id is None and not order.cancelled_amo:
+        for order in waiting:  # in the order they were placed, as the book is
+            if order.engine_id is None and not order.cancelled_amo:
                 placed = order.placed.astimezone(IST)
                 open_at = dt.datetime.combine(placed.date(), MARKET_OPEN, IST)
                 if placed >= open_at:
                     open_at += dt.timedelta(days=1)
                 if now >= open_at:
                     self._submit(ucc, order)
+        waiting[:] = [o for o in waiting if o.engine_id is None and not o.cancelled_amo]
 
     def _find(self, ucc: str, number: Any) -> WireOrder:
         self._release_amos(ucc)
@@ -166,7 +183,7 @@ class SimBook:
         child = WireOrder(number, exit_req.client_order_id, order.es, order.ts, order.token, order.prod,
                           False, None, exit_req, self.clock.now())
         self._submit(ucc, child)
-        self._book(ucc)[number] = child
+        self._add(ucc, child)
         self._record(ucc, child, ["put order req received"])
 
     # -- reports ------------------------------------------------------------------------------------
