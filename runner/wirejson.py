@@ -44,9 +44,15 @@ def _exact(obj: Any) -> str:
     return json.dumps(obj)
 
 
+# one decoder for every call: json.loads(text, parse_float=...) builds a new one each time
+_decode = json.JSONDecoder(parse_float=Decimal).decode
+
+
 def loads(text: str | bytes) -> Any:
     """JSON with every non-integer number parsed as Decimal."""
-    return json.loads(text, parse_float=Decimal)
+    if isinstance(text, bytes | bytearray):  # as json.loads does: UTF-8/16/32, by the leading bytes
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    return _decode(text)
 
 
 def to_decimal(value: Any) -> Decimal | None:
