@@ -8,11 +8,11 @@ For every fire, relative to the instant:
 * ``left``: the last byte of its place request written to the socket (aiohttp ``on_request_chunk_sent``,
   via bench/probe/sitecustomize.py in the daemon processes);
 * ``arrived``: its place request reaching the simulator (``GET /_sim/arrivals``). Precisely: the wall
-  time at which the simulator's first middleware saw it, i.e. after the simulator's event loop (uvloop
-  when installed, runner.brokers.sim_loop) had read and parsed it off the socket and then got round to
-  it; aiohttp has no per-request hook at the socket read (its ``request_factory`` is called at that same
-  turn), so queueing inside the simulator during a burst is part of this figure, and the baseline's
-  ``arrived`` shows how much of it the simulator alone accounts for.
+  time at which the simulator's event loop (uvloop when installed, runner.brokers.sim_loop) read the
+  request's bytes off its socket (runner.brokers.sim_arrival: a stamp in ``data_received``, ahead of
+  aiohttp's parser), not when its handler's turn came: during a burst that turn queues behind the other
+  requests' handlers, which is the simulator's cost, not the runner's. Kernel accept/receive queueing
+  before the loop reads the socket is still in the figure (the baseline shows what this box allows).
 
 Baseline, same process, same simulator, same accounts: the same N place requests sent at one instant by
 the Kotak adapter alone (logged in and its connections opened beforehand, no engine, no journal) - what

@@ -73,6 +73,7 @@ from runner.brokers.kotak_neo.wire import (
 )
 from runner.brokers.paper.matching import MatchingEngine
 from runner.brokers.paper.price_paths import PricePath
+from runner.brokers.sim_arrival import ArrivalClock
 from runner.brokers.sim_prices import sim_matching, sim_price_path
 from runner.clock import Clock, SystemClock
 from runner.errors import NotFound, NotModifiable, Rejected
@@ -88,7 +89,7 @@ from runner.model import (
 from runner.wirejson import dumps, loads, plain, to_decimal
 
 PATH_ARRIVALS = "/_sim/arrivals"  # the simulator's own (not Kotak's): see KotakNeoSim.arrivals
-_ARRIVED = web.RequestKey("runner_arrived", float)  # when its handler chain started (wall time)
+_ARRIVED = web.RequestKey("runner_arrived", float)  # when it was read off the socket (wall time)
 
 
 class KotakNeoSim(SimBook, SimQuotes):
@@ -120,8 +121,9 @@ class KotakNeoSim(SimBook, SimQuotes):
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (path, ucc, jData) log
         self.acted: list[tuple[str, str]] = []  # (operation, client id or order no) that took effect
         self.duplicate_places: list[str] = []  # place requests whose ig already has an order
-        # client id -> wall time (epoch s) its first place request reached a handler: benches measure
-        # when a request reached the broker, not only when the runner saw the reply (GET /_sim/arrivals)
+        # client id -> wall time (epoch s) its first place request was read off the socket (see
+        # runner.brokers.sim_arrival): benches measure when a request reached the broker, not only when
+        # the runner saw the reply (GET /_sim/arrivals)
         self.arrivals: dict[str, float] = {}
         self.logins = 0  # completed two-step logins (trade sessions issued)
         self.foreign_rows: dict[str, list[dict[str, Any]]] = {}  # ucc -> raw rows entered elsewhere
@@ -158,11 +160,13 @@ class KotakNeoSim(SimBook, SimQuotes):
         r.add_get(PATH_ARRIVALS, self._arrivals)
         add_master_routes(self)  # the scrip master: file-paths + per-segment CSVs (sim_master.py)
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self._arrival = ArrivalClock()
         self.port = 0
 
     @web.middleware
     async def _capture(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        request[_ARRIVED] = time.time()
+        request[_ARRIVED] = self._arrival.read_at(request)
         self.seen.append((request.method, request.path, request.headers))
         response: web.StreamResponse = await handler(request)
         return response
@@ -176,14 +180,14 @@ class KotakNeoSim(SimBook, SimQuotes):
         await self._runner.setup()
         # a deep accept queue: daemons open a connection per fire due at an instant (runner.brokers.warm);
         # aiohttp's 128 overflowed with 3 daemons x 100 fires, and a dropped SYN is retried after 1 s
-        site = web.TCPSite(self._runner, host, port, backlog=4096)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._listener = await self._arrival.serve(self._runner, host, port, backlog=4096)
+        self.port = self._listener.sockets[0].getsockname()[1]
         return self.port
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()  # no new connections; runner.cleanup() closes the open ones
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
