@@ -192,8 +192,8 @@ class SimBook:
             return None
         return self.engine.get(ucc, order.engine_id, self.clock.now())
 
-    def _row(self, ucc: str, order: WireOrder) -> dict[str, Any]:
-        current = self._engine_order(ucc, order)
+    def _row(self, ucc: str, order: WireOrder, current: Order | None) -> dict[str, Any]:
+        """The row Kotak shows for ``order``, ``current`` being its engine state (_engine_order)."""
         req = order.request
         if current is None:
             status = "cancelled" if order.cancelled_amo else AMO_STATUS
@@ -227,19 +227,38 @@ class SimBook:
         }
 
     def _record(self, ucc: str, order: WireOrder, before: list[str]) -> None:
-        row = self._row(ucc, order)
+        row = self._row(ucc, order, self._engine_order(ucc, order))
         for status in before:
             order.history.append({**row, "ordSt": status, "stat": status, "fldQty": 0,
                                   "updRecvTm": row["updRecvTm"] - 1_000 + next(self._ns)})
         order.history.append({**row, "updRecvTm": row["updRecvTm"] + next(self._ns)})
 
     def _current(self, ucc: str, order: WireOrder) -> dict[str, Any]:
-        row = self._row(ucc, order)
+        current = self._engine_order(ucc, order)
         last = order.history[-1] if order.history else None
-        if last is None or any(last.get(k) != row[k] for k in ("ordSt", "fldQty", "qty", "prc", "trgPrc")):
-            row["updRecvTm"] = max(row["updRecvTm"], (last or {}).get("updRecvTm", 0) + 1)
-            order.history.append(row)
-        return order.history[-1]
+        # a whole row is built only when what it shows has changed (reads in a burst mostly see no change)
+        if last is not None and _shown(order, current) == tuple(last.get(k) for k in _SHOWN):
+            return last
+        row = self._row(ucc, order, current)
+        row["updRecvTm"] = max(row["updRecvTm"], (last or {}).get("updRecvTm", 0) + 1)
+        order.history.append(row)
+        return row
+
+
+_SHOWN = ("ordSt", "fldQty", "qty", "prc", "trgPrc")  # a row field that changed makes a new history entry
+
+
+def _shown(order: WireOrder, current: Order | None) -> tuple[Any, ...]:
+    """The _SHOWN fields of the row _row would build (without building it)."""
+    if current is None:
+        status = "cancelled" if order.cancelled_amo else AMO_STATUS
+        req = order.request
+        filled, qty, price, trigger = 0, req.quantity, req.price, req.trigger_price
+    else:
+        status, filled, qty = ORDST_OF_STATUS[current.status], current.filled_quantity, current.quantity
+        price, trigger = current.price, current.trigger_price
+    return (status, filled, qty, plain(price) if price is not None else "0.00",
+            plain(trigger) if trigger is not None else "0.00")
 
 
 def _login_error(message: str) -> WireError:
