@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import gc
 import importlib.util
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -52,3 +53,15 @@ def run(main: Coroutine[Any, Any, T], choice: SimLoop = SimLoop.AUTO) -> T:
         raise
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
+
+
+def settle_heap(young: int = 20_000) -> None:
+    """Call once a simulator has started (its instrument master and price paths loaded): what exists now
+    lives as long as the process, so the collector stops scanning it (``gc.freeze``), and young
+    collections come every ``young`` allocations instead of 700. Profiled during a 1,000-request burst,
+    full collections walking the startup heap were a quarter of the simulator's CPU; its per-request
+    objects are freed by reference counting, the collector is there only for the odd cycle."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(young, older, oldest)

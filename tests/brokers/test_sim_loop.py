@@ -64,3 +64,16 @@ def test_the_simulator_process_serves_on_the_loop_asked_for() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def test_settle_heap_takes_the_startup_heap_out_of_collections_and_spaces_young_ones() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        sim_loop.settle_heap(young=12_345)
+        assert gc.get_freeze_count() > 0  # what existed at start is no longer scanned
+        assert gc.get_threshold() == (12_345, *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

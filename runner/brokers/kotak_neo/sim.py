@@ -74,6 +74,7 @@ from runner.brokers.kotak_neo.wire import (
 from runner.brokers.paper.matching import MatchingEngine
 from runner.brokers.paper.price_paths import PricePath
 from runner.brokers.sim_arrival import ArrivalClock
+from runner.brokers.sim_loop import settle_heap
 from runner.brokers.sim_prices import sim_matching, sim_price_path
 from runner.clock import Clock, SystemClock
 from runner.errors import NotFound, NotModifiable, Rejected
@@ -660,6 +661,7 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
     from runner.commands.sim import first_line
 
     account, env = account_for(sim, "sim")  # default user: see `runner sim --help`
+    settle_heap()  # the master and price paths are loaded: out of the collector's way (sim_loop)
     print(first_line("kotak_neo", f"http://{host}:{bound}", bound, account, env, master, options), flush=True)
     try:
         await asyncio.Event().wait()
