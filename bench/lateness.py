@@ -7,7 +7,12 @@ For every fire, relative to the instant:
   order it is written once ``place`` returned, i.e. after the broker's reply);
 * ``left``: the last byte of its place request written to the socket (aiohttp ``on_request_chunk_sent``,
   via bench/probe/sitecustomize.py in the daemon processes);
-* ``arrived``: its place request reaching the simulator's handler (``GET /_sim/arrivals``).
+* ``arrived``: its place request reaching the simulator (``GET /_sim/arrivals``). Precisely: the wall
+  time at which the simulator's event loop (uvloop when installed, runner.brokers.sim_loop) read the
+  request's bytes off its socket (runner.brokers.sim_arrival: a stamp in ``data_received``, ahead of
+  aiohttp's parser), not when its handler's turn came: during a burst that turn queues behind the other
+  requests' handlers, which is the simulator's cost, not the runner's. Kernel accept/receive queueing
+  before the loop reads the socket is still in the figure (the baseline shows what this box allows).
 
 Baseline, same process, same simulator, same accounts: the same N place requests sent at one instant by
 the Kotak adapter alone (logged in and its connections opened beforehand, no engine, no journal) - what

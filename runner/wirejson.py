@@ -14,20 +14,45 @@ from runner.errors import Malformed
 _EMPTY = frozenset({"", "--", "NA", "N/A", "null", "None"})
 
 
+class _NotPlain(TypeError):
+    pass
+
+
+def _refuse(obj: Any) -> Any:
+    raise _NotPlain
+
+
+# Compact, like dumps below; anything json cannot write natively (a Decimal, a non-dict Mapping) refuses.
+_plain = json.JSONEncoder(separators=(",", ":"), default=_refuse).encode
+
+
 def dumps(obj: Any) -> str:
     """JSON text with Decimals as exact numbers (``Decimal("120.50")`` -> ``120.50``)."""
+    try:  # a body without Decimals (most are: strings and ints) in one pass of the C encoder
+        return _plain(obj)
+    except _NotPlain:
+        return _exact(obj)
+
+
+def _exact(obj: Any) -> str:
     if isinstance(obj, Decimal):
         return format(obj, "f")
     if isinstance(obj, Mapping):
-        return "{" + ",".join(json.dumps(str(k)) + ":" + dumps(v) for k, v in obj.items()) + "}"
+        return "{" + ",".join(json.dumps(str(k)) + ":" + _exact(v) for k, v in obj.items()) + "}"
     if isinstance(obj, list | tuple):
-        return "[" + ",".join(dumps(v) for v in obj) + "]"
+        return "[" + ",".join(_exact(v) for v in obj) + "]"
     return json.dumps(obj)
+
+
+# one decoder for every call: json.loads(text, parse_float=...) builds a new one each time
+_decode = json.JSONDecoder(parse_float=Decimal).decode
 
 
 def loads(text: str | bytes) -> Any:
     """JSON with every non-integer number parsed as Decimal."""
-    return json.loads(text, parse_float=Decimal)
+    if isinstance(text, bytes | bytearray):  # as json.loads does: UTF-8/16/32, by the leading bytes
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    return _decode(text)
 
 
 def to_decimal(value: Any) -> Decimal | None:

@@ -97,3 +97,34 @@ def test_to_int_is_exact_or_malformed_never_another_error(raw: object) -> None:
 @pytest.mark.parametrize("value", ["NaN", "nan", "Infinity", "-inf", "sNaN", Decimal("NaN"), float("inf")])
 def test_to_decimal_reads_non_finite_numbers_as_no_price(value: object) -> None:
     assert to_decimal(value) is None
+
+
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8),
+                  st.decimals(allow_nan=False, allow_infinity=False, places=2),
+                  st.floats(allow_nan=False, allow_infinity=False))
+_body = st.recursive(_leaf, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                    st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+                     max_leaves=20)
+
+
+def _reference(obj: object) -> str:
+    """The one-value-at-a-time form dumps had before its C-encoder fast path: the text must not change."""
+    import json
+
+    if isinstance(obj, Decimal):
+        return format(obj, "f")
+    if isinstance(obj, dict):
+        return "{" + ",".join(json.dumps(str(k)) + ":" + _reference(v) for k, v in obj.items()) + "}"
+    if isinstance(obj, list | tuple):
+        return "[" + ",".join(_reference(v) for v in obj) + "]"
+    return json.dumps(obj)
+
+
+@given(_body)
+def test_dumps_text_is_the_same_with_or_without_decimals(body: object) -> None:
+    assert dumps(body) == _reference(body)
+
+
+def test_dumps_still_refuses_what_json_cannot_write() -> None:
+    with pytest.raises(TypeError):
+        dumps({"a": object()})

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.cli import EXIT_OK, EXIT_USAGE, CommandError
+from runner.cli import EXIT_BROKER, EXIT_OK, EXIT_USAGE, CommandError
 
 if TYPE_CHECKING:
     from runner.accounts import Account
@@ -74,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write the simulator's instrument master as a generic CSV and name it in "
         "`account.instruments` (default: none; the adapter downloads the master from the simulator in the "
         "broker's own format)",
+    )
+    parser.add_argument(
+        "--loop", default="auto", choices=("auto", "asyncio", "uvloop"),
+        help="the simulator's event loop: auto (default) is uvloop when installed (pip install "
+        "'runner[sim]'), else asyncio; a burst of requests is cheaper to serve on uvloop",
     )
 
 
@@ -133,8 +138,6 @@ def first_line(
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
     if getattr(args, "log_file", None):
         from runner.commands.arguments import configure_logging
 
@@ -150,7 +153,13 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"seed": args.seed}
     if args.master_out:
         options["master_out"] = args.master_out
+    from runner.brokers import sim_loop
+
     # A port in use or an unbindable host is an OSError: exit 5 via runner.cli.
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(module.serve_forever(args.host, args.port, faults, options))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            sim_loop.run(module.serve_forever(args.host, args.port, faults, options),
+                         sim_loop.SimLoop(getattr(args, "loop", "auto")))
+    except LookupError as exc:
+        raise CommandError(EXIT_BROKER, f"--loop: {exc}") from None
     return EXIT_OK

@@ -73,6 +73,8 @@ from runner.brokers.kotak_neo.wire import (
 )
 from runner.brokers.paper.matching import MatchingEngine
 from runner.brokers.paper.price_paths import PricePath
+from runner.brokers.sim_arrival import ArrivalClock
+from runner.brokers.sim_loop import settle_heap
 from runner.brokers.sim_prices import sim_matching, sim_price_path
 from runner.clock import Clock, SystemClock
 from runner.errors import NotFound, NotModifiable, Rejected
@@ -88,7 +90,7 @@ from runner.model import (
 from runner.wirejson import dumps, loads, plain, to_decimal
 
 PATH_ARRIVALS = "/_sim/arrivals"  # the simulator's own (not Kotak's): see KotakNeoSim.arrivals
-_ARRIVED = web.RequestKey("runner_arrived", float)  # when its handler chain started (wall time)
+_ARRIVED = web.RequestKey("runner_arrived", float)  # when it was read off the socket (wall time)
 
 
 class KotakNeoSim(SimBook, SimQuotes):
@@ -115,11 +117,14 @@ class KotakNeoSim(SimBook, SimQuotes):
         self.retry_after = retry_after  # Retry-After on an injected 429 (tests shorten it)
         self.sessions: dict[str, SimSession] = {}
         self.orders: dict[str, dict[str, WireOrder]] = {}  # ucc -> number -> order
+        self._client_ids: dict[str, set[str]] = {}
+        self._waiting_amos: dict[str, list[WireOrder]] = {}
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (path, ucc, jData) log
         self.acted: list[tuple[str, str]] = []  # (operation, client id or order no) that took effect
         self.duplicate_places: list[str] = []  # place requests whose ig already has an order
-        # client id -> wall time (epoch s) its first place request reached a handler: benches measure
-        # when a request reached the broker, not only when the runner saw the reply (GET /_sim/arrivals)
+        # client id -> wall time (epoch s) its first place request was read off the socket (see
+        # runner.brokers.sim_arrival): benches measure when a request reached the broker, not only when
+        # the runner saw the reply (GET /_sim/arrivals)
         self.arrivals: dict[str, float] = {}
         self.logins = 0  # completed two-step logins (trade sessions issued)
         self.foreign_rows: dict[str, list[dict[str, Any]]] = {}  # ucc -> raw rows entered elsewhere
@@ -133,7 +138,9 @@ class KotakNeoSim(SimBook, SimQuotes):
                 if row.token:
                     self._by_segment_token[(segment_for(row).lower(), row.token)] = row
         self.quote_calls: list[list[str]] = []  # the neosymbols of each quotes call, for tests
-        self.seen: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers) for wire tests
+        # (method, path, headers) for wire tests: the request's own read-only, case-insensitive headers
+        # (not a copy: a burst pays for no dict per request)
+        self.seen: list[tuple[str, str, Mapping[str, str]]] = []
         self.app = web.Application(middlewares=[self._capture])
         r = self.app.router
         r.add_post(PATH_TOTP_LOGIN, self._totp_login)
@@ -154,12 +161,14 @@ class KotakNeoSim(SimBook, SimQuotes):
         r.add_get(PATH_ARRIVALS, self._arrivals)
         add_master_routes(self)  # the scrip master: file-paths + per-segment CSVs (sim_master.py)
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self._arrival = ArrivalClock()
         self.port = 0
 
     @web.middleware
     async def _capture(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        request[_ARRIVED] = time.time()
-        self.seen.append((request.method, request.path, {k.lower(): v for k, v in request.headers.items()}))
+        request[_ARRIVED] = self._arrival.read_at(request)
+        self.seen.append((request.method, request.path, request.headers))
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -172,14 +181,14 @@ class KotakNeoSim(SimBook, SimQuotes):
         await self._runner.setup()
         # a deep accept queue: daemons open a connection per fire due at an instant (runner.brokers.warm);
         # aiohttp's 128 overflowed with 3 daemons x 100 fires, and a dropped SYN is retried after 1 s
-        site = web.TCPSite(self._runner, host, port, backlog=4096)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._listener = await self._arrival.serve(self._runner, host, port, backlog=4096)
+        self.port = self._listener.sockets[0].getsockname()[1]
         return self.port
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()  # no new connections; runner.cleanup() closes the open ones
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -346,7 +355,7 @@ class KotakNeoSim(SimBook, SimQuotes):
         number = self._number()
         client_id = str(body.get("ig") or f"kotak-{number}")
         engine_id = client_id
-        if any(o.client_id == client_id for o in self._book(session.ucc).values()):
+        if self._has_client_id(session.ucc, client_id):
             self.duplicate_places.append(client_id)
             engine_id = f"{client_id}~{number}"
         try:
@@ -362,7 +371,7 @@ class KotakNeoSim(SimBook, SimQuotes):
         order = WireOrder(number, client_id, es, ts, token, prod, amo, None, req, self.clock.now())
         if not amo:
             self._submit(session.ucc, order)
-        self._book(session.ucc)[number] = order
+        self._add(session.ucc, order)
         self._record(session.ucc, order, ["put order req received", "validation pending"])
         self.acted.append(("place", client_id))
         return {"stat": "Ok", "nOrdNo": number, "stCode": 200}
@@ -652,6 +661,7 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
     from runner.commands.sim import first_line
 
     account, env = account_for(sim, "sim")  # default user: see `runner sim --help`
+    settle_heap()  # the master and price paths are loaded: out of the collector's way (sim_loop)
     print(first_line("kotak_neo", f"http://{host}:{bound}", bound, account, env, master, options), flush=True)
     try:
         await asyncio.Event().wait()

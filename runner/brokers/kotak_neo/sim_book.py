@@ -108,6 +108,10 @@ class SimBook:
     clock: Clock
     master: InstrumentMaster | None
     orders: dict[str, dict[str, WireOrder]]  # ucc -> number -> order
+    # indexes over ``orders`` kept by _add, so no request scans a whole book (a burst's places and reads
+    # would cost O(book) each): ucc -> client ids in its book; ucc -> AMOs not yet sent to the exchange
+    _client_ids: dict[str, set[str]]
+    _waiting_amos: dict[str, list[WireOrder]]
     _seq: Iterator[int]
     _ns: Iterator[int]
     _by_segment_symbol: dict[tuple[str, str], MasterRow]
@@ -127,6 +131,15 @@ class SimBook:
     def _book(self, ucc: str) -> dict[str, WireOrder]:
         return self.orders.setdefault(ucc, {})
 
+    def _add(self, ucc: str, order: WireOrder) -> None:
+        self._book(ucc)[order.number] = order
+        self._client_ids.setdefault(ucc, set()).add(order.client_id)
+        if order.amo and order.engine_id is None:
+            self._waiting_amos.setdefault(ucc, []).append(order)
+
+    def _has_client_id(self, ucc: str, client_id: str) -> bool:
+        return client_id in self._client_ids.get(ucc, ())
+
     def _number(self) -> str:
         today = self.clock.now().astimezone(IST)
         return f"{today:%y%m%d}{next(self._seq):09d}"
@@ -140,15 +153,19 @@ class SimBook:
 
     def _release_amos(self, ucc: str) -> None:
         """AMOs wait for the next 09:15 IST after they were placed, then go to the exchange."""
+        waiting = self._waiting_amos.get(ucc)
+        if not waiting:
+            return
         now = self.clock.now()
-        for order in self._book(ucc).values():
-            if order.amo and order.engine_id is None and not order.cancelled_amo:
+        for order in waiting:  # in the order they were placed, as the book is
+            if order.engine_id is None and not order.cancelled_amo:
                 placed = order.placed.astimezone(IST)
                 open_at = dt.datetime.combine(placed.date(), MARKET_OPEN, IST)
                 if placed >= open_at:
                     open_at += dt.timedelta(days=1)
                 if now >= open_at:
                     self._submit(ucc, order)
+        waiting[:] = [o for o in waiting if o.engine_id is None and not o.cancelled_amo]
 
     def _find(self, ucc: str, number: Any) -> WireOrder:
         self._release_amos(ucc)
@@ -166,7 +183,7 @@ class SimBook:
         child = WireOrder(number, exit_req.client_order_id, order.es, order.ts, order.token, order.prod,
                           False, None, exit_req, self.clock.now())
         self._submit(ucc, child)
-        self._book(ucc)[number] = child
+        self._add(ucc, child)
         self._record(ucc, child, ["put order req received"])
 
     # -- reports ------------------------------------------------------------------------------------
@@ -175,8 +192,8 @@ class SimBook:
             return None
         return self.engine.get(ucc, order.engine_id, self.clock.now())
 
-    def _row(self, ucc: str, order: WireOrder) -> dict[str, Any]:
-        current = self._engine_order(ucc, order)
+    def _row(self, ucc: str, order: WireOrder, current: Order | None) -> dict[str, Any]:
+        """The row Kotak shows for ``order``, ``current`` being its engine state (_engine_order)."""
         req = order.request
         if current is None:
             status = "cancelled" if order.cancelled_amo else AMO_STATUS
@@ -210,19 +227,38 @@ class SimBook:
         }
 
     def _record(self, ucc: str, order: WireOrder, before: list[str]) -> None:
-        row = self._row(ucc, order)
+        row = self._row(ucc, order, self._engine_order(ucc, order))
         for status in before:
             order.history.append({**row, "ordSt": status, "stat": status, "fldQty": 0,
                                   "updRecvTm": row["updRecvTm"] - 1_000 + next(self._ns)})
         order.history.append({**row, "updRecvTm": row["updRecvTm"] + next(self._ns)})
 
     def _current(self, ucc: str, order: WireOrder) -> dict[str, Any]:
-        row = self._row(ucc, order)
+        current = self._engine_order(ucc, order)
         last = order.history[-1] if order.history else None
-        if last is None or any(last.get(k) != row[k] for k in ("ordSt", "fldQty", "qty", "prc", "trgPrc")):
-            row["updRecvTm"] = max(row["updRecvTm"], (last or {}).get("updRecvTm", 0) + 1)
-            order.history.append(row)
-        return order.history[-1]
+        # a whole row is built only when what it shows has changed (reads in a burst mostly see no change)
+        if last is not None and _shown(order, current) == tuple(last.get(k) for k in _SHOWN):
+            return last
+        row = self._row(ucc, order, current)
+        row["updRecvTm"] = max(row["updRecvTm"], (last or {}).get("updRecvTm", 0) + 1)
+        order.history.append(row)
+        return row
+
+
+_SHOWN = ("ordSt", "fldQty", "qty", "prc", "trgPrc")  # a row field that changed makes a new history entry
+
+
+def _shown(order: WireOrder, current: Order | None) -> tuple[Any, ...]:
+    """The _SHOWN fields of the row _row would build (without building it)."""
+    if current is None:
+        status = "cancelled" if order.cancelled_amo else AMO_STATUS
+        req = order.request
+        filled, qty, price, trigger = 0, req.quantity, req.price, req.trigger_price
+    else:
+        status, filled, qty = ORDST_OF_STATUS[current.status], current.filled_quantity, current.quantity
+        price, trigger = current.price, current.trigger_price
+    return (status, filled, qty, plain(price) if price is not None else "0.00",
+            plain(trigger) if trigger is not None else "0.00")
 
 
 def _login_error(message: str) -> WireError:

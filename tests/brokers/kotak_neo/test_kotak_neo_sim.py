@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,7 @@ def recorded(name: str) -> dict[str, Any]:
 # --- the wire, compared with the SDK's own requests ---------------------------------------------------
 
 
-def assert_same_headers(seen: dict[str, str], sdk: dict[str, Any]) -> None:
+def assert_same_headers(seen: Mapping[str, str], sdk: dict[str, Any]) -> None:
     """Every header the SDK sends is sent (session values differ, names and static values must not)."""
     for name, value in sdk["headers"].items():
         if name == "content-type" and sdk["method"] == "GET":
