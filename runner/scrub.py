@@ -36,8 +36,9 @@ _values: OrderedDict[str, bool] = OrderedDict()  # form -> a credential (kept fo
 # daemon logging in 100 accounts while preparing 1,000 fires spent 16% of its CPU rebuilding one matcher
 # of everything per token). A line is searched once per level (0.6 us + ~4 ns a character each), so once
 # registrations go quiet (logins done: COMPACT_AFTER lines scrubbed since the last one) the levels are
-# rebuilt as one (~5 us per value, once): a daemon logging in 100 accounts scrubs its lines at the
-# instant with one search, not six.
+# rebuilt as one (~5 us per value): a daemon logging in 100 accounts scrubs its lines at the instant with
+# one search, not six. Only once the values doubled since the last compaction, so compactions cost at
+# most twice one build of everything, however registrations and lines interleave.
 LEVEL_BASE = 64  # values the smallest level holds; level i holds up to LEVEL_BASE * 2**i
 COMPACT_AFTER = 512
 
@@ -64,13 +65,14 @@ _levels: list[_Level | None] = []
 # what scrub() reads, swapped whole: the levels' automata, newest (smallest) first
 _state: tuple[ahocorasick_rs.AhoCorasick, ...] | None = None
 _quiet = 0  # lines scrubbed over several levels since the last registration or compaction
+_compacted = 0  # values held at the last compaction (or rebuild of everything)
 
 
 def register(value: str | None, *, credential: bool = True) -> None:
     """Scrub ``value`` (as it is, JSON-escaped and URL-quoted) from now on. Values shorter than
     :data:`MIN_LENGTH` are ignored; ``credential=False`` (a session token) may be dropped once
     :data:`MAX_TOKENS` newer tokens were registered."""
-    global _quiet
+    global _quiet, _compacted
     if not value or len(value) < MIN_LENGTH:
         return
     from urllib.parse import quote  # here, not at import: every CLI command imports this module
@@ -89,6 +91,7 @@ def register(value: str | None, *, credential: bool = True) -> None:
                 del _values[f]
             _levels.clear()
             _add(list(_values))
+            _compacted = len(_values)
         elif fresh:
             _add(fresh)
         else:
@@ -103,16 +106,18 @@ def _publish() -> None:
 
 
 def _compact() -> None:
-    """The levels rebuilt as one, unless a registration is under way (then later)."""
-    global _quiet
+    """The levels rebuilt as one if the values doubled since the last time, unless a registration is
+    under way (then later)."""
+    global _quiet, _compacted
     if not _lock.acquire(blocking=False):
         return
     try:
         _quiet = 0
-        if sum(lv is not None for lv in _levels) > 1:
+        if sum(lv is not None for lv in _levels) > 1 and len(_values) >= 2 * _compacted:
             values = [v for lv in _levels if lv is not None for v in lv.values]
             _levels.clear()
             _add(values)
+            _compacted = len(values)
             _publish()
     finally:
         _lock.release()
@@ -147,7 +152,7 @@ def scrub(text: str) -> str:
     """``text`` with every registered secret value replaced by ``***``."""
     global _quiet
     state = _state
-    if state is None or not text:
+    if state is None or len(text) < MIN_LENGTH:  # too short to hold a value (ids, statuses, prices)
         return text
     if len(state) > 1:
         _quiet += 1  # unlocked: a lost increment only delays compaction
@@ -199,12 +204,12 @@ def _scrub_levels(state: tuple[ahocorasick_rs.AhoCorasick, ...], text: str) -> s
 
 def reset() -> None:
     """Forget every value (tests)."""
-    global _state, _quiet
+    global _state, _quiet, _compacted
     with _lock:
         _values.clear()
         _levels.clear()
         _state = None
-        _quiet = 0
+        _quiet = _compacted = 0
 
 
 class ScrubbingStream:
@@ -212,10 +217,10 @@ class ScrubbingStream:
     write is scrubbed on its own: ``print`` writes whole strings; nothing here streams text in chunks."""
 
     def __init__(self, inner: TextIO) -> None:
-        self._inner = inner
+        self.inner = inner  # for writers whose text is scrubbed already (runner.logs)
 
     def write(self, text: str) -> int:
-        return self._inner.write(scrub(text))
+        return self.inner.write(scrub(text))
 
     def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, ...
-        return getattr(self._inner, name)
+        return getattr(self.inner, name)

@@ -136,3 +136,28 @@ def test_levels_are_compacted_into_one_once_registrations_go_quiet() -> None:
     scrub.secret("a-token-after-compaction")  # a level of its own again
     assert len(scrub._state or ()) == 2
     assert scrub.scrub(f"{tokens[-1]} a-token-after-compaction") == "*** ***"
+
+
+def test_compactions_cost_at_most_twice_one_build_however_lines_and_logins_interleave(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Logins spread over a daemon's preparation, each followed by more than COMPACT_AFTER lines: a
+    compaction after every login rebuilt everything each time (quadratic)."""
+    built = 0
+    real = scrub._automaton
+
+    def counting(values: tuple[str, ...]) -> Any:
+        nonlocal built
+        built += len(values)
+        return real(values)
+
+    n = 600
+    for i in range(n):
+        if i == 64:  # past the first level: count from here
+            monkeypatch.setattr(scrub, "_automaton", counting)
+        scrub.secret(token(i))
+        for _ in range(scrub.COMPACT_AFTER):
+            scrub.scrub("a line without a secret")
+    # levels of doubling size alone build ~n log2 n (~5,500 here); compactions add at most 2n
+    assert built < 20 * n, built
+    assert scrub.scrub(" ".join(token(i) for i in range(n))) == " ".join(["***"] * n)
