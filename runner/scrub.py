@@ -14,6 +14,7 @@ patterns; with nothing registered (the paper broker) :func:`scrub` is one global
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from typing import Any, TextIO
@@ -158,12 +159,24 @@ def scrub(text: str) -> str:
         _quiet += 1  # unlocked: a lost increment only delays compaction
         if _quiet >= COMPACT_AFTER:
             _compact()
+    try:
+        return _scrub(state, text, text)
+    except UnicodeEncodeError:  # lone surrogates (surrogateescape'd bytes), which UTF-8 cannot carry:
+        # searched as U+FFFD, one character for one, so the positions found are the text's own
+        return _scrub(state, text, _SURROGATES.sub("\ufffd", text))
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _scrub(state: tuple[ahocorasick_rs.AhoCorasick, ...], text: str, search: str) -> str:
+    """``text`` scrubbed of the values found in ``search`` (``text``, or it with the same length)."""
     hits: list[tuple[int, int, int]] | None = None
     for automaton in state:
-        found = automaton.find_matches_as_indexes(text)
+        found = automaton.find_matches_as_indexes(search)
         if found:
             if hits is not None:  # values of two levels here: merged the slow way (rare)
-                return _scrub_levels(state, text)
+                return _scrub_levels(state, text, search)
             hits = found
     if hits is None:
         return text
@@ -178,7 +191,7 @@ def scrub(text: str) -> str:
     return "".join(out)
 
 
-def _scrub_levels(state: tuple[ahocorasick_rs.AhoCorasick, ...], text: str) -> str:
+def _scrub_levels(state: tuple[ahocorasick_rs.AhoCorasick, ...], text: str, search: str) -> str:
     """The leftmost-longest matches over several levels: from each scrubbed value's end, the earliest
     match of any level (the longest there). A level is searched again from that end, as a match of
     its own that overlaps a value of another level may have hidden a later one."""
@@ -186,7 +199,7 @@ def _scrub_levels(state: tuple[ahocorasick_rs.AhoCorasick, ...], text: str) -> s
     done = 0
     while True:
         best: tuple[int, int] | None = None
-        rest = text[done:]
+        rest = search[done:]
         for automaton in state:
             found = automaton.find_matches_as_indexes(rest)
             if found:
@@ -195,7 +208,7 @@ def _scrub_levels(state: tuple[ahocorasick_rs.AhoCorasick, ...], text: str) -> s
                     best = (start, end)
         if best is None:
             break
-        out.append(rest[: best[0]])
+        out.append(text[done : done + best[0]])
         out.append(REDACTED)
         done += best[1]
     out.append(text[done:])

@@ -161,3 +161,19 @@ def test_compactions_cost_at_most_twice_one_build_however_lines_and_logins_inter
     # levels of doubling size alone build ~n log2 n (~5,500 here); compactions add at most 2n
     assert built < 20 * n, built
     assert scrub.scrub(" ".join(token(i) for i in range(n))) == " ".join(["***"] * n)
+
+
+def test_text_with_lone_surrogates_is_scrubbed_not_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """surrogateescape'd bytes (a file name, a broker's undecodable echo) reach the log lines: UTF-8
+    cannot carry them, and the line must still be written, scrubbed."""
+    scrub.secret("session-token-0123456789")
+    text = "path /tmp/\udcff\udcfe x session-token-0123456789 \ud800 end"
+    assert scrub.scrub(text) == "path /tmp/\udcff\udcfe x *** \ud800 end"
+    monkeypatch.setattr(scrub, "LEVEL_BASE", 1)
+    scrub.reset()
+    scrub.secret("session-token-0123456789")
+    scrub.secret("session-token-0123456789-longer")  # two levels: the merging path
+    scrub.secret("another-token-abcdefgh")
+    assert len(scrub._state or ()) == 2
+    text = "\udcff another-token-abcdefgh \udcfe session-token-0123456789-longer."
+    assert scrub.scrub(text) == "\udcff *** \udcfe ***."
