@@ -181,6 +181,26 @@ def _render_json(_logger: Any, _method: str, event_dict: Mapping[str, Any]) -> s
     return _encode(event_dict)
 
 
+class _RecordFormatter(structlog.stdlib.ProcessorFormatter):
+    """structlog's ProcessorFormatter without its copy of each stdlib record (~7 us of a ~30 us line,
+    one per fire at the instant: "fire ... succeeded"). The copy shields other handlers (pytest's, say)
+    from what ``format`` changes on the record; here the record is only read, and the line is what
+    ProcessorFormatter returns: the event dict through the pre-chain and the processors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if hasattr(record, "_logger"):  # a structlog event wrapped for the formatter: the stock way
+            return super().format(record)
+        method = record.levelname.lower()
+        ed: Any = {"event": record.getMessage(), "_record": record, "_from_structlog": False}
+        if record.exc_info:
+            ed["exc_info"] = record.exc_info
+        if record.stack_info:
+            ed["stack_info"] = record.stack_info
+        for proc in (*(self.foreign_pre_chain or ()), *self.processors):
+            ed = proc(self.logger, method, ed)
+        return cast(str, ed)
+
+
 _configured = False
 _handler: logging.Handler | None = None
 # Libraries that log every request at INFO (URLs, frames): warnings only.
@@ -258,7 +278,7 @@ def configure(
     ]
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
+        _RecordFormatter(
             foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, timestamper],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
         )

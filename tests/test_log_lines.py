@@ -110,3 +110,34 @@ def test_a_line_to_a_commands_stderr_is_scrubbed_once_and_still_scrubbed(
     assert len(lines) == 2
     assert TOKEN not in err.getvalue() and all("***" in line for line in lines)
     assert calls == 2  # one per line
+
+
+def _records() -> list[logging.LogRecord]:
+    make = logging.getLogger("runner.scheduler").makeRecord
+    try:
+        raise ValueError(f"broker said {TOKEN}")
+    except ValueError:
+        exc = sys.exc_info()
+    plain = make("runner.scheduler", logging.INFO, "x.py", 1, "fire %s run %s: %s", ("pb", "r-1", "ok"), None)
+    failed = make("runner.halt", logging.ERROR, "x.py", 2, "halt failed: %r", ({"k": 1},), exc)
+    stacked = make(
+        "runner.db", logging.WARNING, "x.py", 3, "plain text %d%%", (5,), None, sinfo="Stack:\n  x"
+    )
+    return [plain, failed, stacked]
+
+
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_stdlib_records_format_as_the_stock_processor_formatter_did(json_lines: bool) -> None:
+    scrub.secret(TOKEN)
+    renderer: Any = logs._render_json if json_lines else structlog.dev.ConsoleRenderer(colors=False)
+    chain = [structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name]
+    tail = [structlog.processors.format_exc_info, logs.redact_processor, renderer, logs._scrub_rendered]
+    processors = [structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail]
+    ours = logs._RecordFormatter(foreign_pre_chain=chain, processors=processors)
+    stock = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=chain, processors=processors)
+    for record in _records():
+        before = dict(record.__dict__)
+        line = ours.format(record)
+        assert record.__dict__ == before  # read, never changed (other handlers see it as it was)
+        assert line == stock.format(record)
+        assert TOKEN not in line
