@@ -67,13 +67,14 @@ _levels: list[_Level | None] = []
 _state: tuple[ahocorasick_rs.AhoCorasick, ...] | None = None
 _quiet = 0  # lines scrubbed over several levels since the last registration or compaction
 _compacted = 0  # values held at the last compaction (or rebuild of everything)
+_tokens = 0  # forms in _values that are session tokens (counted: a scan of every value per login was O(n))
 
 
 def register(value: str | None, *, credential: bool = True) -> None:
     """Scrub ``value`` (as it is, JSON-escaped and URL-quoted) from now on. Values shorter than
     :data:`MIN_LENGTH` are ignored; ``credential=False`` (a session token) may be dropped once
     :data:`MAX_TOKENS` newer tokens were registered."""
-    global _quiet, _compacted
+    global _quiet, _compacted, _tokens
     if not value or len(value) < MIN_LENGTH:
         return
     from urllib.parse import quote  # here, not at import: every CLI command imports this module
@@ -83,13 +84,17 @@ def register(value: str | None, *, credential: bool = True) -> None:
     with _lock:
         fresh = [f for f in forms if f not in _values]
         for f in forms:
-            _values[f] = credential or _values.get(f, False)
+            was = _values.get(f)
+            kept = credential or bool(was)
+            _tokens += (was is None and not kept) - (was is False and kept)
+            _values[f] = kept
             _values.move_to_end(f)
-        tokens = [f for f, kept in _values.items() if not kept]
         # dropped in chunks, so a daemon past the cap rebuilds once per MAX_TOKENS // 4 logins, not each
-        if len(tokens) > MAX_TOKENS + MAX_TOKENS // 4:
+        if _tokens > MAX_TOKENS + MAX_TOKENS // 4:
+            tokens = [f for f, kept in _values.items() if not kept]
             for f in tokens[: len(tokens) - MAX_TOKENS]:
                 del _values[f]
+            _tokens = min(len(tokens), MAX_TOKENS)
             _levels.clear()
             _add(list(_values))
             _compacted = len(_values)
@@ -217,12 +222,12 @@ def _scrub_levels(state: tuple[ahocorasick_rs.AhoCorasick, ...], text: str, sear
 
 def reset() -> None:
     """Forget every value (tests)."""
-    global _state, _quiet, _compacted
+    global _state, _quiet, _compacted, _tokens
     with _lock:
         _values.clear()
         _levels.clear()
         _state = None
-        _quiet = _compacted = 0
+        _quiet = _compacted = _tokens = 0
 
 
 class ScrubbingStream:

@@ -177,3 +177,15 @@ def test_text_with_lone_surrogates_is_scrubbed_not_refused(monkeypatch: pytest.M
     assert len(scrub._state or ()) == 2
     text = "\udcff another-token-abcdefgh \udcfe session-token-0123456789-longer."
     assert scrub.scrub(text) == "\udcff *** \udcfe ***."
+
+
+def test_the_token_count_follows_tokens_turned_credentials_and_drops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scrub, "MAX_TOKENS", 40)
+    scrub.secret("token-then-credential-1")
+    scrub.register("token-then-credential-1")  # resolved from the accounts file too: kept for good
+    for i in range(120):
+        scrub.secret(token(i))
+        assert scrub._tokens == sum(not kept for kept in scrub._values.values())
+    assert scrub.scrub("token-then-credential-1") == "***"
+    assert scrub.scrub(token(119)) == "***"
+    assert scrub.scrub(token(0)) == token(0)
