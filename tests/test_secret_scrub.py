@@ -271,8 +271,8 @@ def test_configuring_again_replaces_the_handler_and_the_console_format_is_shared
     assert "[warning  ]" in structlog_line and "structlog line" in structlog_line
 
 
-def test_the_trie_pattern_scrubs_exactly_what_a_plain_alternation_scrubs() -> None:
-    """The prefix-trie regex against the obvious one (longest value first), on values that share
+def test_the_matcher_scrubs_exactly_what_a_plain_alternation_scrubs() -> None:
+    """The Aho-Corasick levels against the obvious regex (longest value first), on values that share
     prefixes, extend each other and carry regex metacharacters, in texts made of them and noise."""
     import random
     import re

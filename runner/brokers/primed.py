@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 from urllib.parse import urlsplit
 
 import h11
@@ -51,10 +51,24 @@ def adapter_of(broker: Any) -> Primable | None:
 
 def _adapter(broker: Any) -> Primable | None:
     while broker is not None:  # under the engine's forwarding wrappers (kill switch, halt notes)
-        if isinstance(broker, Primable):
-            return broker
+        if _primable(broker):
+            return cast(Primable, broker)
         broker = getattr(broker, "inner", None)
     return None
+
+
+_PRIMABLE: dict[type, bool] = {}
+
+
+def _primable(broker: object) -> bool:
+    """``isinstance(broker, Primable)``, decided once per class: a runtime-checkable Protocol's check
+    walks its members on every call (6-13 us), and at the instant it ran on every wrapper of every
+    fire's broker before its request was written (~20 ms for the last of 1,000 fires)."""
+    kind = type(broker)
+    known = _PRIMABLE.get(kind)
+    if known is None:
+        known = _PRIMABLE[kind] = isinstance(broker, Primable)
+    return known
 
 
 async def prime(broker: Any, request: OrderRequest) -> None:
@@ -72,8 +86,8 @@ def write_primed(broker: Any, request: OrderRequest) -> bool:
         check = getattr(broker, "sends_now", None)
         if check is not None and not check(request):
             return False
-        if isinstance(broker, Primable):
-            return broker.write_primed(request)
+        if _primable(broker):
+            return cast(Primable, broker).write_primed(request)
         broker = getattr(broker, "inner", None)
     return False
 
