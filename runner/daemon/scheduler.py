@@ -461,7 +461,9 @@ class Daemon:
             log.error("taken-over fire %s at %s %s", row.playbook, row.scheduled_for.isoformat(), why)
             await self.batcher.set_state(row.fire_id, verdict.state, verdict.reason, now)
             return
-        fire = Fire(entry.playbook, entry.path, row.version, row.scheduled_for, row.run_id, row.fire_id)
+        fire = Fire(
+            entry.playbook, entry.path, row.version, row.scheduled_for, row.run_id, row.fire_id, taken=True
+        )
         task = asyncio.current_task()
         if task is not None:  # shutdown waits for it like any fire
             self._fire_tasks.add(task)
