@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import enum
@@ -112,13 +113,14 @@ class Gateway(BrokerCalls):
             self.journal.set_resolution(cid, Resolution.ABSENT, self.clock.now())
         return where
 
-    async def reconcile(self) -> list[Intent]:
+    async def reconcile(self, *, off_loop: bool = False) -> list[Intent]:
         """Before anything new is sent: resolve by client id every unsettled intent (PENDING_NEW / UNKNOWN,
         whatever its resolution) of this run and of this account's runs that are no longer running, and
         bring their open orders up to date (one day-book read: a fill or cancel nobody was there to see).
         Other RUNNING runs are left alone (:meth:`Journal.reconcilable_intents` says why)."""
         since = self.clock.now() - dt.timedelta(seconds=self.tuning.reconcile_horizon)
-        revisit = self.journal.reconcilable_intents(self.account, self.run_id, since=since)
+        read = functools.partial(self.journal.reconcilable_intents, self.account, self.run_id, since=since)
+        revisit = await asyncio.to_thread(read) if off_loop else read()  # off_loop: prepared at its instant
         pending = [i for i in revisit if i.status in UNSETTLED]
         await self._read_back([i.client_order_id for i in revisit if i.status not in UNSETTLED], "reconcile")
         for intent in pending:

@@ -257,14 +257,23 @@ class AccountLeases:
         *,
         clock: Clock,
         wait: float = DEFAULT_BUSY_WAIT,
+        off_loop: bool = False,
     ) -> Lease:
         """The lease, waiting up to ``wait`` clock seconds for conflicting holders to finish or die;
-        :class:`AccountBusy` naming them after that (0: refuse at once)."""
+        :class:`AccountBusy` naming them after that (0: refuse at once). ``off_loop``: each attempt in a
+        worker thread (a run prepared at its instant: the loop is the other fires')."""
         deadline = clock.now() + dt.timedelta(seconds=wait)
+        acquire = functools.partial(self.try_acquire, account, run_id, mode, step_id)
         while True:
-            got = self.try_acquire(account, run_id, mode, step_id)  # sync, like every journal write
+            got = await asyncio.to_thread(acquire) if off_loop else acquire()  # sync like every journal write
             if isinstance(got, Lease):
-                _beating(self.registry).hold()
+                beating = _beating(self.registry)
+                if off_loop and not beating.beating():  # its first hold registers the process: a write
+                    with contextlib.suppress(sa.exc.SQLAlchemyError):
+                        await asyncio.to_thread(self.registry.ensure, ProcessIdentity.current(), "run")
+                    beating.hold(ensured=True)
+                else:
+                    beating.hold()
                 return got
             if clock.now() >= deadline:
                 raise AccountBusy(account, got, wait)
@@ -321,12 +330,17 @@ class _Beating:
         self.count = 0
         self.task: asyncio.Task[None] | None = None
 
-    def hold(self) -> None:
+    def beating(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def hold(self, ensured: bool = False) -> None:
+        """``ensured``: the caller registered the process already (off the loop)."""
         self.count += 1
         if self.task is None or self.task.done():
             ident = ProcessIdentity.current()
             with contextlib.suppress(sa.exc.SQLAlchemyError):
-                self.registry.ensure(ident, "run")
+                if not ensured:
+                    self.registry.ensure(ident, "run")
             self.task = asyncio.get_running_loop().create_task(self._run(ident), name="runner-lease-beat")
 
     def drop(self) -> None:
