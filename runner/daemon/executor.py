@@ -16,6 +16,7 @@ from runner.brokers.primed import adapter_of
 from runner.clock import Clock
 from runner.daemon.release import Fire, FireResult
 from runner.journal.fires import FireState
+from runner.journal.offloop import off_loop
 
 log = logging.getLogger("runner.scheduler")
 
@@ -137,7 +138,7 @@ class EngineExecutor:
         )
         build = partial(Engine, pb, broker, self.journal, self.clock, account=pb.account, options=options)
         try:
-            engine = await asyncio.to_thread(build) if fire.taken else build()
+            engine = await off_loop(build) if fire.taken else build()
             await engine.prepare(self.commit_off_loop if fire.taken else self.commit)
         except BaseException:
             if lead and shared is not None and not shared.done():

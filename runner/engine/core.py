@@ -56,6 +56,7 @@ from runner.ids import run_id_in
 from runner.instruments.load import resolved_sha
 from runner.journal.bookkeeping import DeferredJournal
 from runner.journal.errors import DuplicateIntent, JournalError
+from runner.journal.offloop import off_loop
 from runner.journal.records import RunRecord, StepRecord
 from runner.journal.store import Journal
 from runner.journal.tables import RunStatus, StepOutcome
@@ -252,7 +253,7 @@ class Engine:
         except Exception as exc:  # never left RUNNING: a missing credential, an unreachable broker...
             if deferred is not None:
                 self.gateway.journal = self.journal
-                await deferred.flush()
+                await off_loop(deferred.write_queued)
             if self.record is not None:
                 why = f"failed before its first step: {type(exc).__name__}: {exc}"
                 self.journal.finish_run(self.run_id, RunStatus.FAILED, self.clock.now(), why)
@@ -261,7 +262,7 @@ class Engine:
             raise
         if deferred is not None:
             self.gateway.journal = self.journal
-            await deferred.flush()
+            await off_loop(deferred.write_queued)
         await lease_ahead(self)
         if fresh:
             assert commit is not None
@@ -286,13 +287,13 @@ class Engine:
     async def _db(self, call: Callable[..., _T], *args: Any) -> _T:
         """A journal round trip of :meth:`prepare`: in a worker thread with ``journal_off_loop``."""
         if self.options.journal_off_loop:
-            return await asyncio.to_thread(call, *args)
+            return await off_loop(call, *args)
         return call(*args)
 
     async def _open_run_prepared(self) -> RunRecord:
         if not self.options.journal_off_loop:
             return self._open_run()
-        record = await asyncio.to_thread(self._start_run)
+        record = await off_loop(self._start_run)
         self._started(record)
         return record
 
@@ -301,7 +302,7 @@ class Engine:
             return self._close_dead_runs()
         closer = self._closer()
         close = partial(self.journal.close_dead_runs, self.account, self.clock.now(), closer=closer)
-        closed = await asyncio.to_thread(close)
+        closed = await off_loop(close)
         self._dead_runs_closed(closed, closer)
 
     @property
@@ -572,7 +573,7 @@ class Engine:
     async def _connect(self) -> None:
         await self.gateway.call("connect", self.broker.connect)
         if self.options.journal_off_loop:  # a journal read (for brokers that map client ids)
-            await asyncio.to_thread(self.gateway.adopt_client_ids)
+            await off_loop(self.gateway.adopt_client_ids)
             return
         self.gateway.adopt_client_ids()  # a broker mapping our ids one way in memory learns them again
 

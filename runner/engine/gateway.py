@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import enum
@@ -31,6 +30,7 @@ from runner.engine.risk import RiskRefused
 from runner.errors import BrokerError, NotFound, NotModifiable, OutcomeUnknown, Rejected, Retryable
 from runner.ids import client_order_id, leg_client_id
 from runner.journal.errors import DuplicateIntent
+from runner.journal.offloop import off_loop as in_thread
 from runner.journal.order_changes import record_change
 from runner.journal.records import Intent
 from runner.journal.tables import Purpose, Resolution
@@ -120,7 +120,7 @@ class Gateway(BrokerCalls):
         Other RUNNING runs are left alone (:meth:`Journal.reconcilable_intents` says why)."""
         since = self.clock.now() - dt.timedelta(seconds=self.tuning.reconcile_horizon)
         read = functools.partial(self.journal.reconcilable_intents, self.account, self.run_id, since=since)
-        revisit = await asyncio.to_thread(read) if off_loop else read()  # off_loop: prepared at its instant
+        revisit = await in_thread(read) if off_loop else read()  # off_loop: prepared at its instant
         pending = [i for i in revisit if i.status in UNSETTLED]
         await self._read_back([i.client_order_id for i in revisit if i.status not in UNSETTLED], "reconcile")
         for intent in pending:

@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from runner.journal.db import UTCDateTime, create_all
+from runner.journal.offloop import off_loop as in_thread
 from runner.liveness import BEAT_EVERY, ProcessIdentity, ProcessRegistry, describe
 
 if TYPE_CHECKING:
@@ -265,12 +266,12 @@ class AccountLeases:
         deadline = clock.now() + dt.timedelta(seconds=wait)
         acquire = functools.partial(self.try_acquire, account, run_id, mode, step_id)
         while True:
-            got = await asyncio.to_thread(acquire) if off_loop else acquire()  # sync like every journal write
+            got = await in_thread(acquire) if off_loop else acquire()  # sync like every journal write
             if isinstance(got, Lease):
                 beating = _beating(self.registry)
                 if off_loop and not beating.beating():  # its first hold registers the process: a write
                     with contextlib.suppress(sa.exc.SQLAlchemyError):
-                        await asyncio.to_thread(self.registry.ensure, ProcessIdentity.current(), "run")
+                        await in_thread(self.registry.ensure, ProcessIdentity.current(), "run")
                     beating.hold(ensured=True)
                 else:
                     beating.hold()

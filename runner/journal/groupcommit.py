@@ -9,7 +9,8 @@ before the request leaves" holds per run: a run is armed only once the transacti
 committed.
 
 The write runs on the event loop thread on purpose: it is one short transaction, and a worker thread
-would add a thread hop (and GIL hand-offs) to every run's preparation.
+would add a thread hop (and GIL hand-offs) to every run's preparation. Runs prepared at their instant
+(fires taken over) use a committer of their own that writes in a worker thread instead (``off_loop``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from runner.journal.errors import DuplicateIntent
+from runner.journal.offloop import off_loop
 from runner.journal.records import Intent, intent_values
 from runner.journal.tables import order_intents, runs, steps
 
@@ -87,8 +89,8 @@ class GroupCommit:
         # Each transaction in a worker thread, on a connection of its own (group_commit_for): for runs
         # prepared at their instant (fires taken over), whose loop time belongs to the instant's burst.
         self.off_loop = off_loop
-        self._writing: asyncio.Lock | None = None  # off the loop: one transaction at a time
-        self._off: set[asyncio.Task[None]] = set()
+        self._backlog: list[tuple[Staged, dt.datetime, asyncio.Future[None]]] = []  # off the loop: queued
+        self._writer: asyncio.Future[None] | None = None  # ... and the task writing them, one at a time
         self._queue: list[tuple[Staged, dt.datetime, asyncio.Future[None]]] = []
         self._handle: asyncio.Handle | None = None
         self.batches: list[int] = []  # sizes of the transactions written (for benchmarks and tests)
@@ -128,24 +130,26 @@ class GroupCommit:
         self._queue, self._handle = [], None
         if not batch:
             return
-        if self.off_loop:
-            task = asyncio.ensure_future(self._flush_off_loop(batch))
-            self._off.add(task)
-            task.add_done_callback(self._off.discard)
+        if self.off_loop:  # one writer at a time; runs queued while it writes go in its next transaction
+            self._backlog += batch
+            if self._writer is None or self._writer.done():
+                self._writer = asyncio.ensure_future(self._write_off_loop())
             return
         for fut, outcome in self._outcomes(batch):
             _settle(fut, outcome)
 
-    async def _flush_off_loop(self, batch: list[tuple[Staged, dt.datetime, asyncio.Future[None]]]) -> None:
-        if self._writing is None:
-            self._writing = asyncio.Lock()
-        async with self._writing:
+    async def _write_off_loop(self) -> None:
+        while self._backlog:
+            batch = [entry for entry in self._backlog if not entry[2].done()]
+            self._backlog = []
+            if not batch:
+                continue
             try:
-                outcomes = await asyncio.to_thread(self._outcomes, batch)
+                outcomes = await off_loop(self._outcomes, batch)
             except BaseException as exc:  # never leave a run waiting for its commit
                 outcomes = [(fut, exc) for _, _, fut in batch]
-        for fut, outcome in outcomes:
-            _settle(fut, outcome)
+            for fut, outcome in outcomes:
+                _settle(fut, outcome)
 
     def _outcomes(
         self, batch: list[tuple[Staged, dt.datetime, asyncio.Future[None]]]
