@@ -66,6 +66,7 @@ from runner.daemon.release import Executor, Fire, FireResult, Hold, PreparedFire
 from runner.daemon.relogin import Relogin
 from runner.daemon.rules import Rule, build_rule, format_local, late_window, localize
 from runner.daemon.scaleout import ScaleOut, clear_unsent_run
+from runner.daemon.standby import StandbyBrokers
 from runner.daemon.status import QUIET, Heartbeat, Quiet, status_payload
 from runner.daemon.upcoming import Upcoming, upcoming
 from runner.engine.killswitch import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
@@ -93,6 +94,9 @@ class DaemonOptions:
     catch_up_window: dt.timedelta = CATCH_UP_WINDOW
     # Partitioned ownership and claim leases (runner/daemon/scaleout.py). None: on PostgreSQL only.
     scale_out: bool | None = None
+    # Scale-out: brokers of the accounts this daemon would inherit if one peer left, opened (logged in, no
+    # orders) ahead (runner/daemon/standby.py). Off where the broker's static IP rule leaves no room.
+    standby_brokers: bool = True
 
 
 class Daemon:
@@ -165,6 +169,9 @@ class Daemon:
         self.scale.health = self.heartbeat.health
         self.scale.clear = self._clear_taken
         self._cleared: set[str] = set()  # fire ids taken over whose old run the batch cleared
+        self.standby: StandbyBrokers | None = None
+        if partitioned and self.opts.standby_brokers and hasattr(self.brokers, "get_broker"):
+            self.standby = StandbyBrokers(self.brokers, self.membership, self.quiet.wait, self._account_busy)
 
     # --- views on the parts (kept for callers of the old single-class daemon) ----------------------
 
@@ -224,6 +231,21 @@ class Daemon:
             self._spawn(self._catch_up_gained(gained))
         if self._brokers_opened and not self._stopping:  # brokers of accounts gained (start opens its own)
             self._spawn(self._open_gained())
+            self._spawn(self._refresh_standby())
+
+    async def _refresh_standby(self) -> None:
+        if self.standby is None:
+            return
+        try:
+            await self.standby.refresh()
+        except Exception:
+            log.exception("opening standby brokers failed")
+
+    def _account_busy(self, account: str) -> bool:
+        """A fire of ``account`` runs here, or one taken over is being released (its broker is in use)."""
+        running = {r.fire.playbook.account for r in self.running.values()}
+        taken = {e.playbook.account for row in self._taken.values() if (e := self.entries.get(row.playbook))}
+        return account in running or account in taken
 
     async def _open_gained(self) -> None:
         await self.preload_masters()
@@ -630,6 +652,7 @@ class Daemon:
         heap.freeze(collect=True)  # before any timer: what is loaded now is kept out of full collections
         if self.membership.partitioned:
             self._spawn(self.scale.run())
+            self._spawn(self._refresh_standby())
         self.timers.start(asyncio.get_running_loop())
         for entry in self.entries.values():
             self.owned.arm(entry)
