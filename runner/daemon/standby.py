@@ -20,6 +20,9 @@ from runner.daemon.membership import Membership
 
 log = logging.getLogger("runner.scheduler")
 
+SETTLE = 5.0  # seconds the membership must stay unchanged before standbys are opened or closed
+PACE = 0.1  # seconds between two standby opens: a login at a time, never a start-up storm of them
+
 
 class StandbyBrokers:
     def __init__(
@@ -28,6 +31,8 @@ class StandbyBrokers:
         membership: Membership,
         quiet: Callable[[], Awaitable[None]],
         busy: Callable[[str], bool],
+        settle: float = SETTLE,
+        pace: float = PACE,
     ) -> None:
         self.pool = pool  # a BrokerPool: get_broker, preload_masters; a dict of the open brokers
         self.membership = membership
@@ -35,10 +40,21 @@ class StandbyBrokers:
         self.busy = busy  # account -> a fire of it is pending or running here
         self.opened: set[str] = set()  # accounts whose broker this opened as a standby
         self.failed: dict[str, str] = {}  # account -> why its standby could not be opened (said once)
+        self.settle = settle
+        self.pace = pace
         self._lock = asyncio.Lock()
+        self._asked = 0  # refreshes asked for: a newer one supersedes a settling or opening older one
 
     async def refresh(self) -> None:
-        """Open the brokers of the accounts inheritable now, close those no longer inheritable."""
+        """Once the membership stayed unchanged for ``settle`` seconds (members starting together, or
+        flapping under load, would open and close sessions on every change): open the brokers of the
+        accounts inheritable now, one every ``pace`` seconds and never near an instant; close those no
+        longer inheritable."""
+        self._asked += 1
+        asked = self._asked
+        await asyncio.sleep(self.settle)
+        if asked != self._asked:
+            return
         async with self._lock:
             await self.quiet()
             wanted = self.membership.inheritable()
@@ -49,8 +65,11 @@ class StandbyBrokers:
                     continue
                 await self._close(account)
             for account in sorted(wanted - self.opened - set(self.pool)):
+                if asked != self._asked:  # the membership changed again: the newer refresh decides
+                    return
                 await self.quiet()
                 await self._open(account)
+                await asyncio.sleep(self.pace)
 
     async def _open(self, account: str) -> None:
         preload = getattr(self.pool, "preload_masters", None)

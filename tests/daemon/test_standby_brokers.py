@@ -4,6 +4,7 @@ standby no longer inheritable is closed, unless this daemon owns or uses its acc
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from runner.daemon.membership import Membership, assignment
@@ -73,7 +74,7 @@ def test_no_standby_alone_or_unpartitioned() -> None:
 async def test_standby_brokers_are_opened_for_the_inheritable_accounts_only() -> None:
     membership = _member("a", ["a", "b", "c", "d"])
     pool = Pool()
-    standby = StandbyBrokers(pool, membership, _quiet, lambda account: False)
+    standby = StandbyBrokers(pool, membership, _quiet, lambda account: False, settle=0, pace=0)
     await standby.refresh()
     wanted = membership.inheritable()
     assert set(pool) == wanted == standby.opened
@@ -86,7 +87,7 @@ async def test_a_standby_no_longer_inheritable_is_closed_unless_in_use() -> None
     membership = _member("a", ["a", "b", "c", "d"])
     pool = Pool()
     in_use: set[str] = set()
-    standby = StandbyBrokers(pool, membership, _quiet, in_use.__contains__)
+    standby = StandbyBrokers(pool, membership, _quiet, in_use.__contains__, settle=0, pace=0)
     await standby.refresh()
     before = set(standby.opened)
     membership.update(["a", "b", "c", "d", "e"])  # e joined: a peer leaving now gives a less
@@ -103,7 +104,7 @@ async def test_a_standby_no_longer_inheritable_is_closed_unless_in_use() -> None
 async def test_a_standby_of_an_account_gained_stays_open() -> None:
     membership = _member("a", ["a", "b", "c", "d"])
     pool = Pool()
-    standby = StandbyBrokers(pool, membership, _quiet, lambda account: False)
+    standby = StandbyBrokers(pool, membership, _quiet, lambda account: False, settle=0, pace=0)
     await standby.refresh()
     before = set(standby.opened)
     membership.update(["a", "b", "c"])  # d left: a owns some of its accounts now
@@ -111,3 +112,15 @@ async def test_a_standby_of_an_account_gained_stays_open() -> None:
     assert gained
     await standby.refresh()
     assert pool.closed == [] and gained <= set(pool) and not gained & standby.opened
+
+
+async def test_a_refresh_superseded_while_it_settles_opens_nothing() -> None:
+    membership = _member("a", ["a", "b", "c", "d"])
+    pool = Pool()
+    standby = StandbyBrokers(pool, membership, _quiet, lambda account: False, settle=0, pace=0)
+    first = asyncio.ensure_future(standby.refresh())
+    await asyncio.sleep(0)
+    membership.update(["a", "b", "c", "d", "e"])  # changed again before the first settled
+    await asyncio.gather(first, standby.refresh())
+    assert set(pool) == membership.inheritable() and sorted(pool.connected) == sorted(pool)
+    assert pool.closed == []  # nothing of the superseded view was opened (and closed again)
