@@ -137,9 +137,17 @@ class EngineExecutor:
             journal_off_loop=fire.taken,
         )
         build = partial(Engine, pb, broker, self.journal, self.clock, account=pb.account, options=options)
+
+        def built_and_looked_up() -> tuple[Engine, bool]:  # one hop to a worker thread, not two
+            return build(), self.journal.get_run(fire.run_id) is None
+
         try:
-            engine = await off_loop(build) if fire.taken else build()
-            await engine.prepare(self.commit_off_loop if fire.taken else self.commit)
+            if fire.taken:
+                engine, absent = await off_loop(built_and_looked_up)
+                await engine.prepare(self.commit_off_loop, run_absent=absent)
+            else:
+                engine = build()
+                await engine.prepare(self.commit)
         except BaseException:
             if lead and shared is not None and not shared.done():
                 shared.set_result(False)  # the others connect / reconcile on their own

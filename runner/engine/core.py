@@ -121,6 +121,12 @@ class RunReport:
 _BLOCKING = (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED)  # only exit steps run after
 
 
+async def _written(deferred: DeferredJournal) -> None:
+    """Its queued rows written in a worker thread (no hop when nothing is queued)."""
+    if deferred.has_queued():
+        await off_loop(deferred.write_queued)
+
+
 def run_id_for(playbook: Playbook, scheduled_for: dt.datetime) -> str:
     return make_run_id(playbook.name, scheduled_for, ZoneInfo(playbook.timezone))
 
@@ -220,7 +226,7 @@ class Engine:
         if self.observer is not None:
             self.observer(EngineEvent(kind, self.clock.now(), step_id, message, None, outcome))
 
-    async def prepare(self, commit: GroupCommit | None = None) -> None:
+    async def prepare(self, commit: GroupCommit | None = None, *, run_absent: bool | None = None) -> None:
         """Everything before the first step, done ahead of the scheduled instant: open the run, connect,
         reconcile. With ``commit``, a fresh run whose first step is a plain ``place`` is also *armed*:
         that order is built and passes the pre-trade checks, and its run row, step row and intent are
@@ -231,12 +237,15 @@ class Engine:
 
         Armed is journaled: a crash before the instant leaves a PENDING intent that the next start
         resolves by lookup like any request that may have left (never a blind re-send). A halt, shutdown
-        or late release, which this process knows left nothing out, discards the armed rows again."""
+        or late release, which this process knows left nothing out, discards the armed rows again.
+        ``run_absent``: the caller looked the run up already (with building the engine, in one hop)."""
         if self._prepared:
             return
         self._prepared = True
         off = self.options.journal_off_loop
-        fresh = commit is not None and await self._db(self.journal.get_run, self.run_id) is None
+        if run_absent is None and commit is not None:
+            run_absent = await self._db(self.journal.get_run, self.run_id) is None
+        fresh = commit is not None and bool(run_absent)
         if not fresh:
             self.record = await self._open_run_prepared()
         # off the loop: the connect's and the reconcile's call and order rows are queued, then written
@@ -253,7 +262,7 @@ class Engine:
         except Exception as exc:  # never left RUNNING: a missing credential, an unreachable broker...
             if deferred is not None:
                 self.gateway.journal = self.journal
-                await off_loop(deferred.write_queued)
+                await _written(deferred)
             if self.record is not None:
                 why = f"failed before its first step: {type(exc).__name__}: {exc}"
                 self.journal.finish_run(self.run_id, RunStatus.FAILED, self.clock.now(), why)
@@ -262,7 +271,7 @@ class Engine:
             raise
         if deferred is not None:
             self.gateway.journal = self.journal
-            await off_loop(deferred.write_queued)
+            await _written(deferred)
         await lease_ahead(self)
         if fresh:
             assert commit is not None
