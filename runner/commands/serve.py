@@ -52,6 +52,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"wake this early before each fire to connect, reconcile and arm it, then finish the wait "
         f"precisely (default {DEFAULT_LEAD:g}; more when many fires share an instant)",
     )
+    parser.add_argument(
+        "--standby-brokers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with several daemons on one PostgreSQL journal, log in ahead (no orders) to the accounts this "
+        "daemon would take over if any one peer stopped, so their fires go out at once after a takeover "
+        "(default on; --no-standby-brokers where a broker's static IP rule (one primary and one secondary "
+        "IP per client) leaves no room for this host's session)",
+    )
     from runner.alerts.setup import add_alerts_argument
     from runner.commands.arguments import add_log_file_argument
 
@@ -157,7 +166,9 @@ async def _serve(args: argparse.Namespace, directory: Path) -> int:
         brokers=pool,
         relogin={n: (a.relogin_at, a.timezone) for n, a in accounts.items() if a.relogin_at},
         options=DaemonOptions(
-            lead=DEFAULT_LEAD if args.lead is None else args.lead, shutdown_grace=args.shutdown_grace
+            lead=DEFAULT_LEAD if args.lead is None else args.lead,
+            shutdown_grace=args.shutdown_grace,
+            standby_brokers=args.standby_brokers,
         ),
         account_names=names,
     )

@@ -9,12 +9,14 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from runner.brokers.primed import adapter_of
 from runner.clock import Clock
 from runner.daemon.release import Fire, FireResult
 from runner.journal.fires import FireState
+from runner.journal.offloop import off_loop
 
 log = logging.getLogger("runner.scheduler")
 
@@ -92,6 +94,7 @@ class EngineExecutor:
         self.journal = journal
         self.clock = clock
         self.commit = group_commit_for(journal.engine)
+        self.commit_off_loop = group_commit_for(journal.engine, off_loop=True)  # fires taken over
         self._setups: dict[tuple[str, dt.datetime], asyncio.Future[bool]] = {}
         self._due: dict[tuple[str, dt.datetime], int] = {}  # (account, instant) -> fires prepared for it
         self._warming: set[asyncio.Future[None]] = set()  # connections being opened (held until done)
@@ -124,22 +127,27 @@ class EngineExecutor:
             assert shared is not None
             done = await asyncio.shield(shared)
             connect = reconcile = not done
-        engine = Engine(
-            pb,
-            broker,
-            self.journal,
-            self.clock,
-            account=pb.account,
-            options=RunOptions(
-                scheduled_for=fire.scheduled_for,
-                mode="scheduled",
-                connect=connect,
-                reconcile=reconcile,
-                run_id=fire.run_id,  # the id claimed with the fire, never re-derived
-            ),
+        options = RunOptions(
+            scheduled_for=fire.scheduled_for,
+            mode="scheduled",
+            connect=connect,
+            reconcile=reconcile,
+            run_id=fire.run_id,  # the id claimed with the fire, never re-derived
+            # a fire taken over is prepared at its instant, not ahead: its journal work off the loop
+            journal_off_loop=fire.taken,
         )
+        build = partial(Engine, pb, broker, self.journal, self.clock, account=pb.account, options=options)
+
+        def built_and_looked_up() -> tuple[Engine, bool]:  # one hop to a worker thread, not two
+            return build(), self.journal.get_run(fire.run_id) is None
+
         try:
-            await engine.prepare(self.commit)
+            if fire.taken:
+                engine, absent = await off_loop(built_and_looked_up)
+                await engine.prepare(self.commit_off_loop, run_absent=absent)
+            else:
+                engine = build()
+                await engine.prepare(self.commit)
         except BaseException:
             if lead and shared is not None and not shared.done():
                 shared.set_result(False)  # the others connect / reconcile on their own

@@ -172,6 +172,30 @@ class Membership:
             owned = self._owns[playbook] = self.owner(playbook) == self.me
         return owned
 
+    def accounts_owned(self) -> set[str]:
+        """The accounts of the loaded playbooks this daemon owns now."""
+        return {a for p, a in self.playbooks.items() if a is not None and self.owns(p)}
+
+    def inheritable(self) -> set[str]:
+        """The accounts this daemon would gain if any one other member left (the assignment without it,
+        as :meth:`successor` computes it), those it owns now left out: where a standby broker is worth
+        opening (:mod:`runner.daemon.standby`). Empty when not partitioned or alone."""
+        if not self.partitioned:
+            return set()
+        owned = self.accounts_owned()
+        gained: set[str] = set()
+        for gone in self.members:
+            if gone == self.me:
+                continue
+            self._fresh()
+            without = self._successors.get(gone)
+            if without is None:
+                rest = [m for m in self.members if m != gone]
+                without = self._successors[gone] = assignment(self.playbooks, rest)
+            mine = (self.playbooks[p] for p, m in without.items() if m == self.me)
+            gained.update(a for a in mine if a is not None)
+        return gained - owned
+
     def successor(self, playbook: str, gone: str) -> str | None:
         """Who takes over ``gone``'s claim of ``playbook``: its owner in the assignment over the members
         but ``gone`` (what every survivor computes once it sees ``gone`` leave)."""

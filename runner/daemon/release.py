@@ -40,6 +40,9 @@ class Fire:
     scheduled_for: dt.datetime  # aware UTC
     run_id: str
     fire_id: str
+    # Taken over from a holder whose claim lease lapsed unsent: prepared only once this daemon's own
+    # bursts due no later than it were released (Release.yield_to_own), never at their expense.
+    taken: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class InstantGate:
         self._waiting: dict[dt.datetime, collections.deque[asyncio.Future[None]]] = {}  # in arrival order
         self._bursts: dict[dt.datetime, Burst] = {}  # instant -> the fires released at it
         self._released: set[dt.datetime] = set()  # instants whose gate opened (a later fire: a new burst)
+        self._opened: set[dt.datetime] = set()  # instants whose gate opened, for BURST_KEPT (opened())
 
     def join(self, instant: dt.datetime) -> Member:
         """A fire due at ``instant`` joins its burst (:mod:`runner.brokers.burst`); one due at an instant
@@ -108,16 +112,27 @@ class InstantGate:
             self._released.discard(instant)
         return burst.member()
 
-    async def wait(self, instant: dt.datetime) -> None:
+    def _gate(self, instant: dt.datetime) -> asyncio.Future[None]:
         gate = self._gates.get(instant)
         if gate is None:
             gate = self._gates[instant] = asyncio.ensure_future(self._sleep(instant))
-            gate.add_done_callback(lambda done: self._opened(instant, done))
+            gate.add_done_callback(lambda done: self._open(instant, done))
+        return gate
+
+    async def opened(self, instant: dt.datetime) -> None:
+        """Until the gate of ``instant`` has opened (at once if it did within BURST_KEPT). Its waiters are
+        woken first: they were queued on the gate before this caller's wake-up."""
+        if instant in self._opened:
+            return
+        await asyncio.shield(self._gate(instant))
+
+    async def wait(self, instant: dt.datetime) -> None:
+        self._gate(instant)  # the shared sleep, started by the first fire due then
         mine = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(instant, collections.deque()).append(mine)
         await mine  # cancelled (shutdown): the release skips it
 
-    def _opened(self, instant: dt.datetime, gate: asyncio.Future[None]) -> None:
+    def _open(self, instant: dt.datetime, gate: asyncio.Future[None]) -> None:
         self._gates.pop(instant, None)
         waiting = self._waiting.pop(instant, collections.deque())
         failed = None if gate.cancelled() else gate.exception()
@@ -126,6 +141,9 @@ class InstantGate:
                 if not mine.done():
                     mine.cancel() if failed is None else mine.set_exception(failed)
         else:
+            if instant not in self._opened:
+                self._opened.add(instant)
+                asyncio.get_running_loop().call_later(BURST_KEPT, self._opened.discard, instant)
             for mine in waiting:
                 if not mine.done():
                     mine.set_result(None)
@@ -222,6 +240,8 @@ class Release:
         if task is not None:
             self.pending[fire.fire_id] = task
         instant = fire.scheduled_for
+        if fire.taken:
+            await self.yield_to_own(fire)
         self.imminent[instant] = self.imminent.get(instant, 0) + 1
         forfeited = False
         member = self.gate.join(instant)
@@ -235,6 +255,23 @@ class Release:
                 self.leases.done(fire.fire_id)
             if (left := self.imminent.pop(instant, 1) - 1) > 0:
                 self.imminent[instant] = left
+
+    async def yield_to_own(self, fire: Fire) -> None:
+        """A fire taken over waits until this daemon's own bursts due no later than it were released:
+        preparing it is loop time (a broker opened, its journal rows written) that, spent just before an
+        instant, held that instant's own burst back past LATE_GRACE, and every own armed run was then
+        disarmed as released late (issue 16). Bounded by its own instant (a gate opens at its instant
+        whatever is still preparing). Its claim lease is renewed meanwhile and checked at the send as
+        ever. Cancelled (shutdown): the claim is given back, nothing was prepared."""
+        try:
+            for due in sorted(i for i, n in self.imminent.items() if n > 0 and i <= fire.scheduled_for):
+                await self.gate.opened(due)
+        except asyncio.CancelledError:
+            self.pending.pop(fire.fire_id, None)
+            if self.leases is not None:
+                self.leases.done(fire.fire_id)
+            await asyncio.to_thread(self.store.release, fire.fire_id)
+            raise
 
     async def _release(self, fire: Fire, member: Member) -> bool:
         """True if the claim was forfeited (its lease lapsed before sending)."""

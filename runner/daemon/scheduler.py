@@ -67,6 +67,7 @@ from runner.daemon.release import Executor, Fire, FireResult, Hold, PreparedFire
 from runner.daemon.relogin import Relogin
 from runner.daemon.rules import Rule, build_rule, format_local, late_window, localize
 from runner.daemon.scaleout import ScaleOut, clear_unsent_run
+from runner.daemon.standby import StandbyBrokers
 from runner.daemon.status import QUIET, Heartbeat, Quiet, status_payload
 from runner.daemon.upcoming import Upcoming, upcoming
 from runner.engine.killswitch import ControlState, ControlStore, ControlWatcher, HaltPass, Mode
@@ -94,6 +95,9 @@ class DaemonOptions:
     catch_up_window: dt.timedelta = CATCH_UP_WINDOW
     # Partitioned ownership and claim leases (runner/daemon/scaleout.py). None: on PostgreSQL only.
     scale_out: bool | None = None
+    # Scale-out: brokers of the accounts this daemon would inherit if one peer left, opened (logged in, no
+    # orders) ahead (runner/daemon/standby.py). Off where the broker's static IP rule leaves no room.
+    standby_brokers: bool = True
 
 
 class Daemon:
@@ -167,6 +171,9 @@ class Daemon:
         self.scale.health = self.heartbeat.health
         self.scale.clear = self._clear_taken
         self._cleared: set[str] = set()  # fire ids taken over whose old run the batch cleared
+        self.standby: StandbyBrokers | None = None
+        if partitioned and self.opts.standby_brokers and hasattr(self.brokers, "get_broker"):
+            self.standby = StandbyBrokers(self.brokers, self.membership, self.quiet.wait, self._account_busy)
 
     # --- views on the parts (kept for callers of the old single-class daemon) ----------------------
 
@@ -228,6 +235,21 @@ class Daemon:
             self._spawn(self._catch_up_gained(gained))
         if self._brokers_opened and not self._stopping:  # brokers of accounts gained (start opens its own)
             self._spawn(self._open_gained())
+            self._spawn(self._refresh_standby())
+
+    async def _refresh_standby(self) -> None:
+        if self.standby is None:
+            return
+        try:
+            await self.standby.refresh()
+        except Exception:
+            log.exception("opening standby brokers failed")
+
+    def _account_busy(self, account: str) -> bool:
+        """A fire of ``account`` runs here, or one taken over is being released (its broker is in use)."""
+        running = {r.fire.playbook.account for r in self.running.values()}
+        taken = {e.playbook.account for row in self._taken.values() if (e := self.entries.get(row.playbook))}
+        return account in running or account in taken
 
     async def _open_gained(self) -> None:
         await self.preload_masters()
@@ -487,7 +509,9 @@ class Daemon:
             log.error("taken-over fire %s at %s %s", row.playbook, row.scheduled_for.isoformat(), why)
             await self.batcher.set_state(row.fire_id, verdict.state, verdict.reason, now)
             return
-        fire = Fire(entry.playbook, entry.path, row.version, row.scheduled_for, row.run_id, row.fire_id)
+        fire = Fire(
+            entry.playbook, entry.path, row.version, row.scheduled_for, row.run_id, row.fire_id, taken=True
+        )
         task = asyncio.current_task()
         if task is not None:  # shutdown waits for it like any fire
             self._fire_tasks.add(task)
@@ -655,6 +679,7 @@ class Daemon:
         heap.freeze(collect=True)  # before any timer: what is loaded now is kept out of full collections
         if self.membership.partitioned:
             self._spawn(self.scale.run())
+            self._spawn(self._refresh_standby())
         self.timers.start(asyncio.get_running_loop())
         for entry in self.entries.values():
             self.owned.arm(entry)

@@ -40,7 +40,7 @@ async def lease_ahead(engine: Engine) -> None:
     if step is None or mode_for(step) is None or timed.after is not None:
         return
     if engine.record is not None:
-        prior = engine.journal.steps_of(engine.run_id).get(step.id)
+        prior = (await engine._db(engine.journal.steps_of, engine.run_id)).get(step.id)
         if prior is not None and prior.outcome.is_final:
             return
     now = engine.clock.now()
@@ -69,6 +69,7 @@ async def take_lease(engine: Engine, step: Any, *, wait: float | None = None) ->
             step.id,
             clock=engine.clock,
             wait=engine.ctx.busy_wait if wait is None else wait,
+            off_loop=engine.options.journal_off_loop,
         )
     except AccountBusy as exc:
         engine.log.warning("account_busy", step=step.id, error=str(exc))

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
@@ -55,6 +56,7 @@ from runner.ids import run_id_in
 from runner.instruments.load import resolved_sha
 from runner.journal.bookkeeping import DeferredJournal
 from runner.journal.errors import DuplicateIntent, JournalError
+from runner.journal.offloop import off_loop
 from runner.journal.records import RunRecord, StepRecord
 from runner.journal.store import Journal
 from runner.journal.tables import RunStatus, StepOutcome
@@ -86,6 +88,9 @@ class RunOptions:
     busy_wait: float | None = None  # seconds a step waits for a busy account lease, then REFUSED; None:
     # the playbook's ``account_busy.wait``, else DEFAULT_BUSY_WAIT
     run_id: str | None = None  # fixed by a fire or a plan (never re-derived); None: runner.ids.run_id_in
+    # prepare()'s journal round trips in worker threads: a run prepared at its instant (a fire taken over)
+    # must not hold up the event loop the other fires of that instant send from
+    journal_off_loop: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,12 @@ class RunReport:
 
 
 _BLOCKING = (StepOutcome.FAILED, StepOutcome.REFUSED, StepOutcome.STOPPED)  # only exit steps run after
+
+
+async def _written(deferred: DeferredJournal) -> None:
+    """Its queued rows written in a worker thread (no hop when nothing is queued)."""
+    if deferred.has_queued():
+        await off_loop(deferred.write_queued)
 
 
 def run_id_for(playbook: Playbook, scheduled_for: dt.datetime) -> str:
@@ -215,7 +226,7 @@ class Engine:
         if self.observer is not None:
             self.observer(EngineEvent(kind, self.clock.now(), step_id, message, None, outcome))
 
-    async def prepare(self, commit: GroupCommit | None = None) -> None:
+    async def prepare(self, commit: GroupCommit | None = None, *, run_absent: bool | None = None) -> None:
         """Everything before the first step, done ahead of the scheduled instant: open the run, connect,
         reconcile. With ``commit``, a fresh run whose first step is a plain ``place`` is also *armed*:
         that order is built and passes the pre-trade checks, and its run row, step row and intent are
@@ -226,26 +237,41 @@ class Engine:
 
         Armed is journaled: a crash before the instant leaves a PENDING intent that the next start
         resolves by lookup like any request that may have left (never a blind re-send). A halt, shutdown
-        or late release, which this process knows left nothing out, discards the armed rows again."""
+        or late release, which this process knows left nothing out, discards the armed rows again.
+        ``run_absent``: the caller looked the run up already (with building the engine, in one hop)."""
         if self._prepared:
             return
         self._prepared = True
-        fresh = commit is not None and self.journal.get_run(self.run_id) is None
+        off = self.options.journal_off_loop
+        if run_absent is None and commit is not None:
+            run_absent = await self._db(self.journal.get_run, self.run_id) is None
+        fresh = commit is not None and bool(run_absent)
         if not fresh:
-            self.record = self._open_run()
+            self.record = await self._open_run_prepared()
+        # off the loop: the connect's and the reconcile's call and order rows are queued, then written
+        # together in a worker thread (runner.journal.bookkeeping), as an armed run's are after its send
+        deferred = DeferredJournal(self.journal, self.log) if off else None
+        if deferred is not None:
+            self.gateway.journal = cast(Journal, deferred)
         try:
             if self.options.connect:
                 await self._connect()
             if self.options.reconcile:
-                self._close_dead_runs()  # first: their unsettled intents are then reconciled too
-                await self.gateway.reconcile()
+                await self._close_dead_runs_prepared()  # first: their unsettled intents are reconciled too
+                await self.gateway.reconcile(off_loop=off)
         except Exception as exc:  # never left RUNNING: a missing credential, an unreachable broker...
+            if deferred is not None:
+                self.gateway.journal = self.journal
+                await _written(deferred)
             if self.record is not None:
                 why = f"failed before its first step: {type(exc).__name__}: {exc}"
                 self.journal.finish_run(self.run_id, RunStatus.FAILED, self.clock.now(), why)
                 self.log.error("run_failed_to_start", error=why)
                 self._emit(EventKind.RUN_FINISHED, message=why, outcome=RunStatus.FAILED.value)
             raise
+        if deferred is not None:
+            self.gateway.journal = self.journal
+            await _written(deferred)
         await lease_ahead(self)
         if fresh:
             assert commit is not None
@@ -265,7 +291,28 @@ class Engine:
                     raise
             if staged is None:
                 self.record = self._open_run()
-        self.done = self.journal.steps_of(self.run_id) if self.record is not None else {}
+        self.done = await self._db(self.journal.steps_of, self.run_id) if self.record is not None else {}
+
+    async def _db(self, call: Callable[..., _T], *args: Any) -> _T:
+        """A journal round trip of :meth:`prepare`: in a worker thread with ``journal_off_loop``."""
+        if self.options.journal_off_loop:
+            return await off_loop(call, *args)
+        return call(*args)
+
+    async def _open_run_prepared(self) -> RunRecord:
+        if not self.options.journal_off_loop:
+            return self._open_run()
+        record = await off_loop(self._start_run)
+        self._started(record)
+        return record
+
+    async def _close_dead_runs_prepared(self) -> None:
+        if not self.options.journal_off_loop:
+            return self._close_dead_runs()
+        closer = self._closer()
+        close = partial(self.journal.close_dead_runs, self.account, self.clock.now(), closer=closer)
+        closed = await off_loop(close)
+        self._dead_runs_closed(closed, closer)
 
     @property
     def armed_request(self) -> OrderRequest | None:
@@ -312,13 +359,25 @@ class Engine:
             self._emit(EventKind.RUN_FINISHED, message=status.value, outcome=status.value)
 
     def _close_dead_runs(self) -> None:
-        closer = f"{self.options.mode} {self.run_id} ({ProcessIdentity.from_token(self.owner)})"
-        for run in self.journal.close_dead_runs(self.account, self.clock.now(), closer=closer):
+        closer = self._closer()
+        closed = self.journal.close_dead_runs(self.account, self.clock.now(), closer=closer)
+        self._dead_runs_closed(closed, closer)
+
+    def _closer(self) -> str:
+        return f"{self.options.mode} {self.run_id} ({ProcessIdentity.from_token(self.owner)})"
+
+    def _dead_runs_closed(self, closed: Sequence[RunRecord], closer: str) -> None:
+        for run in closed:
             self.log.warning("dead_run_closed", dead_run=run.run_id, owner=run.owner)
             publish_dead_run_closed(self.account, run.run_id, run.playbook, closer)
 
     def _open_run(self) -> RunRecord:
-        record = self.journal.start_run(
+        record = self._start_run()
+        self._started(record)
+        return record
+
+    def _start_run(self) -> RunRecord:
+        return self.journal.start_run(
             self.run_id,
             playbook=self.pb.name,
             account=self.account,
@@ -329,8 +388,6 @@ class Engine:
             timezone=self.pb.timezone,
             master_sha=resolved_sha(self.account),
         )
-        self._started(record)
-        return record
 
     def _started(self, record: RunRecord) -> None:
         self.log.info("run_start", resumed=record.resumed, starts=record.starts)
@@ -524,6 +581,9 @@ class Engine:
 
     async def _connect(self) -> None:
         await self.gateway.call("connect", self.broker.connect)
+        if self.options.journal_off_loop:  # a journal read (for brokers that map client ids)
+            await off_loop(self.gateway.adopt_client_ids)
+            return
         self.gateway.adopt_client_ids()  # a broker mapping our ids one way in memory learns them again
 
     def _start(self, step: Any, position: int) -> None:

@@ -30,6 +30,7 @@ from runner.engine.risk import RiskRefused
 from runner.errors import BrokerError, NotFound, NotModifiable, OutcomeUnknown, Rejected, Retryable
 from runner.ids import client_order_id, leg_client_id
 from runner.journal.errors import DuplicateIntent
+from runner.journal.offloop import off_loop as in_thread
 from runner.journal.order_changes import record_change
 from runner.journal.records import Intent
 from runner.journal.tables import Purpose, Resolution
@@ -112,13 +113,14 @@ class Gateway(BrokerCalls):
             self.journal.set_resolution(cid, Resolution.ABSENT, self.clock.now())
         return where
 
-    async def reconcile(self) -> list[Intent]:
+    async def reconcile(self, *, off_loop: bool = False) -> list[Intent]:
         """Before anything new is sent: resolve by client id every unsettled intent (PENDING_NEW / UNKNOWN,
         whatever its resolution) of this run and of this account's runs that are no longer running, and
         bring their open orders up to date (one day-book read: a fill or cancel nobody was there to see).
         Other RUNNING runs are left alone (:meth:`Journal.reconcilable_intents` says why)."""
         since = self.clock.now() - dt.timedelta(seconds=self.tuning.reconcile_horizon)
-        revisit = self.journal.reconcilable_intents(self.account, self.run_id, since=since)
+        read = functools.partial(self.journal.reconcilable_intents, self.account, self.run_id, since=since)
+        revisit = await in_thread(read) if off_loop else read()  # off_loop: prepared at its instant
         pending = [i for i in revisit if i.status in UNSETTLED]
         await self._read_back([i.client_order_id for i in revisit if i.status not in UNSETTLED], "reconcile")
         for intent in pending:

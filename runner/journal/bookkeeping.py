@@ -150,6 +150,9 @@ class DeferredJournal:
         """Queue a write of the caller's own (an account lease's release) with the run's bookkeeping."""
         self._queued.append(write)
 
+    def has_queued(self) -> bool:
+        return bool(self._queued)
+
     def write_queued(self) -> None:
         """What is queued, now, on this thread (a call that must see it, or must come after it)."""
         queued, self._queued = self._queued, []

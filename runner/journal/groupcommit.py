@@ -9,7 +9,8 @@ before the request leaves" holds per run: a run is armed only once the transacti
 committed.
 
 The write runs on the event loop thread on purpose: it is one short transaction, and a worker thread
-would add a thread hop (and GIL hand-offs) to every run's preparation.
+would add a thread hop (and GIL hand-offs) to every run's preparation. Runs prepared at their instant
+(fires taken over) use a committer of their own that writes in a worker thread instead (``off_loop``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from runner.journal.errors import DuplicateIntent
+from runner.journal.offloop import off_loop
 from runner.journal.records import Intent, intent_values
 from runner.journal.tables import order_intents, runs, steps
 
@@ -82,8 +84,13 @@ class GroupCommit:
     """Coalesces the rows staged by runs released in one loop tick into one transaction (one committer
     per database engine, see :func:`group_commit_for`)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, off_loop: bool = False) -> None:
         self.engine = engine
+        # Each transaction in a worker thread, on a connection of its own (group_commit_for): for runs
+        # prepared at their instant (fires taken over), whose loop time belongs to the instant's burst.
+        self.off_loop = off_loop
+        self._backlog: list[tuple[Staged, dt.datetime, asyncio.Future[None]]] = []  # off the loop: queued
+        self._writer: asyncio.Future[None] | None = None  # ... and the task writing them, one at a time
         self._queue: list[tuple[Staged, dt.datetime, asyncio.Future[None]]] = []
         self._handle: asyncio.Handle | None = None
         self.batches: list[int] = []  # sizes of the transactions written (for benchmarks and tests)
@@ -98,7 +105,7 @@ class GroupCommit:
 
     def stage(self, run: dict[str, Any] | None, step: dict[str, Any], intent: Intent) -> Staged:
         """Convert one run's rows; their timestamps are set by :meth:`commit`."""
-        if self._raw is None:
+        if self._raw is None and not self.off_loop:  # off the loop: checked out by the first write
             self._raw = self.engine.raw_connection()
         return Staged(
             None if run is None else self._run.convert(run),
@@ -123,27 +130,51 @@ class GroupCommit:
         self._queue, self._handle = [], None
         if not batch:
             return
+        if self.off_loop:  # one writer at a time; runs queued while it writes go in its next transaction
+            self._backlog += batch
+            if self._writer is None or self._writer.done():
+                self._writer = asyncio.ensure_future(self._write_off_loop())
+            return
+        for fut, outcome in self._outcomes(batch):
+            _settle(fut, outcome)
+
+    async def _write_off_loop(self) -> None:
+        while self._backlog:
+            batch = [entry for entry in self._backlog if not entry[2].done()]
+            self._backlog = []
+            if not batch:
+                continue
+            try:
+                outcomes = await off_loop(self._outcomes, batch)
+            except BaseException as exc:  # never leave a run waiting for its commit
+                outcomes = [(fut, exc) for _, _, fut in batch]
+            for fut, outcome in outcomes:
+                _settle(fut, outcome)
+
+    def _outcomes(
+        self, batch: list[tuple[Staged, dt.datetime, asyncio.Future[None]]]
+    ) -> list[tuple[asyncio.Future[None], BaseException | None]]:
+        """Writes the batch; what each run's commit returns or raises (futures are settled by the caller,
+        on the loop)."""
         try:
             self._write([(s, now) for s, now, _ in batch])
         except self._integrity:
             # Someone already holds one of these rows (e.g. a run created meanwhile by another process):
             # write them one by one so only the colliding run falls back to the ordinary path.
+            outcomes: list[tuple[asyncio.Future[None], BaseException | None]] = []
             for staged, now, fut in batch:
                 try:
                     self._write([(staged, now)])
                 except self._integrity:
-                    _settle(fut, DuplicateIntent(staged.client_order_id))
+                    outcomes.append((fut, DuplicateIntent(staged.client_order_id)))
                 except Exception as exc:
-                    _settle(fut, exc)
+                    outcomes.append((fut, exc))
                 else:
-                    _settle(fut, None)
-            return
+                    outcomes.append((fut, None))
+            return outcomes
         except Exception as exc:
-            for _, _, fut in batch:
-                _settle(fut, exc)
-            return
-        for _, _, fut in batch:
-            _settle(fut, None)
+            return [(fut, exc) for _, _, fut in batch]
+        return [(fut, None) for _, _, fut in batch]
 
     def _write(self, batch: list[tuple[Staged, dt.datetime]]) -> None:
         self.batches.append(len(batch))
@@ -202,7 +233,7 @@ def _settle(fut: asyncio.Future[None], outcome: BaseException | None) -> None:
         fut.set_exception(outcome)
 
 
-_shared: dict[int, GroupCommit] = {}
+_shared: dict[tuple[int, bool], GroupCommit] = {}
 
 
 def invalidate_server_connections() -> None:
@@ -215,11 +246,12 @@ def invalidate_server_connections() -> None:
             committer._raw = raw
 
 
-def group_commit_for(engine: Engine) -> GroupCommit:
-    """One committer per database engine in this process, so all runs on it share the transaction."""
-    found = _shared.get(id(engine))
+def group_commit_for(engine: Engine, off_loop: bool = False) -> GroupCommit:
+    """One committer per database engine in this process, so all runs on it share the transaction; and
+    one more that writes in a worker thread (``off_loop``, see :class:`GroupCommit`)."""
+    found = _shared.get((id(engine), off_loop))
     if found is None or found.engine is not engine:
-        found = _shared[id(engine)] = GroupCommit(engine)
+        found = _shared[(id(engine), off_loop)] = GroupCommit(engine, off_loop)
     return found
 
 

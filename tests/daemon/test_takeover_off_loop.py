@@ -1,0 +1,67 @@
+"""Issue 16: a fire taken over is prepared at its instant, not seconds ahead like the daemon's own, so its
+journal round trips (run lookup, dead runs closed, reconcile, the account lease, its steps) must not run
+on the event loop, where they hold up every other fire: asserted by the thread each statement runs on."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import sqlalchemy as sa
+from helpers.engine import make_env, playbook
+
+from runner.brokers.paper.broker import PaperBroker
+from runner.daemon.executor import EngineExecutor
+from runner.daemon.release import Fire, FireResult
+from runner.journal.db import make_engine
+
+PLACE = """
+steps:
+  - {kind: place, id: bid, instrument: fut, side: BUY, quantity: 75, type: LIMIT, price: 24000}
+"""
+
+
+class OnePool(dict[str, object]):
+    def get_broker(self, account: str) -> object:
+        return self["paper"]
+
+
+def _traced(engine: sa.Engine, thread: int) -> list[str]:
+    """Every statement the journal's connections run on ``thread`` (SQLite's trace hook runs on the
+    executing thread), from fresh connections on."""
+    seen: list[str] = []
+
+    def trace(dbapi_conn: object, record: object) -> None:
+        dbapi_conn.set_trace_callback(  # type: ignore[attr-defined]
+            lambda sql: seen.append(sql) if threading.get_ident() == thread else None
+        )
+
+    sa.event.listen(engine, "connect", trace)
+    engine.dispose()
+    return seen
+
+
+async def _prepared(tmp_path: Path, *, taken: bool) -> tuple[list[str], FireResult]:
+    env = make_env(tmp_path)
+    paper_db = make_engine(f"sqlite:///{tmp_path / 'paper.db'}")  # the broker's rows: not the journal's
+    paper = PaperBroker("paper", engine=paper_db, clock=env.clock, prices=env.prices, config=env.config)
+    executor = EngineExecutor(OnePool(paper=paper), env.journal, env.clock)  # type: ignore[arg-type]
+    pb = playbook(PLACE, name="p1")
+    fire = Fire(pb, Path("p1.yaml"), "v1", env.clock.now(), "run-p1", "fire-p1", taken=taken)
+    on_loop = _traced(env.engine, threading.get_ident())
+    prepared = await executor.prepare(fire)
+    seen = list(on_loop)
+    report = await prepared.run()
+    return seen, report
+
+
+async def test_a_taken_fires_prepare_runs_no_journal_statement_on_the_loop_thread(tmp_path: Path) -> None:
+    seen, result = await _prepared(tmp_path, taken=True)
+    assert seen == []
+    assert "bid=succeeded" in (result.outcome or "")  # prepared off the loop, then sent as ever
+
+
+async def test_the_probe_sees_statements_on_the_loop_thread(tmp_path: Path) -> None:
+    """The probe can fail: the daemon's own fire, prepared seconds ahead, still reads on the loop."""
+    seen, _ = await _prepared(tmp_path, taken=False)
+    assert seen
