@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -32,6 +32,9 @@ class AccountUse:
         self.in_use: Counter[str] = Counter()  # account -> holds (fires in flight, halt passes)
         self.owned: AbstractSet[str] | None = None  # accounts owned now; None: all (not partitioned)
         self._closing: set[asyncio.Future[None]] = set()  # close() calls running (held until done)
+        # accounts whose broker another part keeps open though not owned: the standby brokers
+        # (runner.daemon.standby), which close their own once no longer inheritable
+        self.kept: Callable[[], AbstractSet[str]] = frozenset
 
     @contextlib.contextmanager
     def hold(self, *accounts: str) -> Iterator[None]:
@@ -57,7 +60,8 @@ class AccountUse:
         pool = self.brokers
         if not isinstance(pool, BrokerPool) or self.owned is None:
             return []
-        gone = [a for a in accounts if a in pool and a not in self.owned and not self.in_use[a]]
+        kept = self.kept()
+        gone = [a for a in accounts if a in pool and a not in self.owned | kept and not self.in_use[a]]
         for account in gone:
             task = asyncio.ensure_future(close_brokers([pool.pop(account)]))
             self._closing.add(task)

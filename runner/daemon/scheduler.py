@@ -174,6 +174,7 @@ class Daemon:
         self.standby: StandbyBrokers | None = None
         if partitioned and self.opts.standby_brokers and hasattr(self.brokers, "get_broker"):
             self.standby = StandbyBrokers(self.brokers, self.membership, self.quiet.wait, self._account_busy)
+            self.accounts_in_use.kept = lambda: self.standby.opened if self.standby is not None else set()
 
     # --- views on the parts (kept for callers of the old single-class daemon) ----------------------
 

@@ -64,7 +64,7 @@ class StandbyBrokers:
                     self.opened.discard(account)
                     continue
                 await self._close(account)
-            for account in sorted(wanted - self.opened - set(self.pool)):
+            for account in sorted(wanted - set(self.pool)):  # also one closed by another hand meanwhile
                 if asked != self._asked:  # the membership changed again: the newer refresh decides
                     return
                 await self.quiet()

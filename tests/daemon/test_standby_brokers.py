@@ -5,10 +5,18 @@ standby no longer inheritable is closed, unless this daemon owns or uses its acc
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+from pathlib import Path
 from typing import Any
 
+from runner.accounts import Account
+from runner.brokers.closing import close_brokers
+from runner.clock import VirtualClock
+from runner.daemon.account_use import AccountUse
+from runner.daemon.executor import BrokerPool
 from runner.daemon.membership import Membership, assignment
 from runner.daemon.standby import StandbyBrokers
+from runner.journal.db import make_engine
 
 PLAYBOOKS = {f"pb{i}": f"acct{i % 24}" for i in range(240)}
 
@@ -124,3 +132,31 @@ async def test_a_refresh_superseded_while_it_settles_opens_nothing() -> None:
     await asyncio.gather(first, standby.refresh())
     assert set(pool) == membership.inheritable() and sorted(pool.connected) == sorted(pool)
     assert pool.closed == []  # nothing of the superseded view was opened (and closed again)
+
+
+async def test_a_rebalance_leaves_the_standby_brokers_open_and_one_closed_meanwhile_is_opened_again(
+    tmp_path: Path,
+) -> None:
+    """The member's closing of brokers of accounts it does not own (runner.daemon.account_use) spares the
+    standbys, which close their own; and a standby closed by any hand is opened again by the next
+    refresh (before, it stayed listed as opened and was never reopened)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'j.db'}")
+    clock = VirtualClock(dt.datetime(2026, 3, 2, 3, 45, tzinfo=dt.UTC))
+    names = sorted(set(PLAYBOOKS.values()))
+    pool = BrokerPool({a: Account(name=a, broker="paper") for a in names}, None, clock=clock, engine=engine)
+    membership = _member("a", ["a", "b", "c"])
+    standby = StandbyBrokers(pool, membership, _quiet, lambda account: False, settle=0, pace=0)
+    use = AccountUse(pool)
+    use.kept = lambda: standby.opened
+    await standby.refresh()
+    spares = membership.inheritable()
+    assert spares and spares <= set(pool)
+
+    assert use.rebalanced(membership.accounts_owned()) == []
+    await use.drained()
+    assert spares <= set(pool)
+
+    again = sorted(spares)[0]
+    await close_brokers([pool.pop(again)])
+    await standby.refresh()
+    assert again in pool
