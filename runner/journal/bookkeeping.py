@@ -48,12 +48,17 @@ class Bookkeeping:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.fast: _Fast = fast_for(engine)
         self._queue: list[tuple[list[Write], Any, asyncio.Future[None]]] = []
         self._handle: asyncio.Handle | None = None
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
         self.batches: list[int] = []  # runs per transaction written (benchmarks and tests)
+
+    @property
+    def fast(self) -> _Fast:
+        """The calling thread's hot-path connection: the group and the journal's writes inside it share
+        it (:func:`runner.journal.fastpath.own_connection`)."""
+        return fast_for(self.engine)
 
     async def commit(self, writes: list[Write], log: Any = None) -> None:
         """Return once ``writes`` are committed (with whatever else is queued now)."""

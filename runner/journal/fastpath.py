@@ -302,13 +302,13 @@ class _Fast:
     transaction.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, user: str = "journal") -> None:
         # Weak: the engine owns us (through its event listener), not the other way round.
         self._engine = weakref.ref(engine)
         self.dialect = engine.dialect
         self.sqlite = engine.dialect.name == "sqlite"
         self.integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
-        self.slot: ConnectionSlot = connection_slot(engine, "journal")
+        self.slot: ConnectionSlot = connection_slot(engine, user)
         self._compiled: dict[Stmt, _Compiled] = {}
         self.group_owner: int | None = None  # the thread inside :meth:`group`, if any
         self.group_cur: Any = None
@@ -415,17 +415,28 @@ class _Fast:
         self.slot.release()
 
 
-# By id(engine), weakly: each _Fast lives exactly as long as its engine, which holds it through the
-# dispose listener below (a registry holding it strongly would keep the engine and its file open forever).
-_FAST: weakref.WeakValueDictionary[int, _Fast] = weakref.WeakValueDictionary()
+# By (id(engine), connection user), weakly: each _Fast lives exactly as long as its engine, which holds it
+# through the dispose listener below (a registry holding it strongly would keep the engine and its file
+# open forever).
+_FAST: weakref.WeakValueDictionary[tuple[int, str], _Fast] = weakref.WeakValueDictionary()
 _FAST_LOCK = threading.Lock()
+_THREAD = threading.local()  # .user: this thread's own hot-path connection (see own_connection)
+
+
+def own_connection(user: str) -> None:
+    """From now on this thread's hot-path transactions run on connection ``user`` of each engine, not on
+    the process's shared one (SQLite keeps its one connection: runner.journal.db.connection_slot). For
+    the worker threads preparing fires at their instant (runner.journal.offloop): on the shared
+    connection they queued behind the instant's group commit, which holds it for its whole batch."""
+    _THREAD.user = user
 
 
 def fast_for(engine: Engine) -> _Fast:
+    user: str = getattr(_THREAD, "user", "journal")
     with _FAST_LOCK:
-        fast = _FAST.get(id(engine))
+        fast = _FAST.get((id(engine), user))
         if fast is None or fast._engine() is not engine:
-            fast = _FAST[id(engine)] = _Fast(engine)
+            fast = _FAST[(id(engine), user)] = _Fast(engine, user)
             # Engine.dispose() (tests deleting the file, a forking parent) drops our connection too.
             sa.event.listen(engine, "engine_disposed", lambda _engine: fast.release())
         return fast

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
+from runner.journal.fastpath import own_connection
+
 T = TypeVar("T")
 
 WORKERS = 4  # journal connections these threads hold at once, at most
@@ -24,8 +26,13 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="journal-off-loop")
+            _pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="journal-off-loop", initializer=_own)
         return _pool
+
+
+def _own() -> None:
+    """Each thread journals on a connection of its own (not behind the burst's group commit)."""
+    own_connection(f"journal-off-loop-{threading.current_thread().name}")
 
 
 async def off_loop(call: Callable[..., T], *args: Any, **kw: Any) -> T:

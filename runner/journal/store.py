@@ -54,6 +54,7 @@ from runner.journal.fastpath import (
     UPD_STATUS,
     UPD_STEP_FINISH,
     Stmt,
+    _Fast,
     fast_for,
     intents_stmt,
 )
@@ -90,6 +91,11 @@ from runner.model import (
 class Journal:
     """Synchronous, short transactions; every write method commits before it returns."""
 
+    @property
+    def _fast(self) -> _Fast:
+        """The calling thread's hot-path connection (:func:`runner.journal.fastpath.own_connection`)."""
+        return fast_for(self.engine)
+
     def __init__(self, url: str | None = None, *, engine: Engine | None = None) -> None:
         if engine is None:
             from runner.journal.db import shared_engine
@@ -97,7 +103,6 @@ class Journal:
             engine = shared_engine(url)
         self.engine = engine
         create_all(engine, tables.metadata)  # by module: see migrations.METADATA_MODULES
-        self._fast = fast_for(engine)
         from runner.liveness import ProcessRegistry
 
         self.processes = ProcessRegistry(engine)  # run owners' liveness (creates ``processes``)
