@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -14,7 +13,6 @@ import httpx
 import pytest
 from helpers.blitz import (
     APP_KEY,
-    APP_KEY_ENV,
     IDEA,
     NIFTY_CE,
     SEEDEXAMPLE,
@@ -22,7 +20,6 @@ from helpers.blitz import (
     TCS,
     account,
     broker,
-    market_time,
 )
 
 from runner.brokers.blitz.client import BlitzBroker, create
@@ -43,24 +40,6 @@ from runner.errors import (
 from runner.model import Modification, Order, OrderRequest, OrderStatus, OrderType, Side
 
 T = TypeVar("T")
-
-
-@pytest.fixture(autouse=True)
-def _app_key() -> Iterator[None]:
-    os.environ[APP_KEY_ENV] = APP_KEY
-    yield
-    os.environ.pop(APP_KEY_ENV, None)
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return market_time()
-
-
-@pytest.fixture
-async def sim(clock: VirtualClock) -> AsyncIterator[Running]:
-    async with start(clock=clock, options=SIM_OPTIONS) as running:
-        yield running
 
 
 def _limit(

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
-from helpers.blitz import APP_KEY, APP_KEY_ENV, FIXTURES, account
+from helpers.blitz import FIXTURES, account
 from helpers.contract.broker_contract import BrokerContract, Harness, Market
 
 from runner.brokers.blitz.client import create
@@ -17,13 +16,6 @@ from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 
 CONTRACT_MASTER = FIXTURES / "contract_instruments.csv"
-
-
-@pytest.fixture(autouse=True)
-def _app_key() -> Iterator[None]:
-    os.environ[APP_KEY_ENV] = APP_KEY
-    yield
-    os.environ.pop(APP_KEY_ENV, None)
 
 
 def _factory(

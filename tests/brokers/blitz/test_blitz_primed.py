@@ -7,38 +7,18 @@ lookup, never a re-send."""
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from helpers.blitz import APP_KEY, APP_KEY_ENV, IDEA, SIM_OPTIONS, broker, market_time
+from helpers.blitz import IDEA, broker
 
 from runner.brokers.blitz.client import BlitzBroker
-from runner.brokers.blitz.sim import Running, start
+from runner.brokers.blitz.sim import Running
 from runner.brokers.primed import PrimedRequest, adapter_of
-from runner.clock import VirtualClock
 from runner.errors import OutcomeUnknown
 from runner.model import OrderRequest, OrderType, Side
-
-
-@pytest.fixture(autouse=True)
-def _app_key() -> Iterator[None]:
-    os.environ[APP_KEY_ENV] = APP_KEY
-    yield
-    os.environ.pop(APP_KEY_ENV, None)
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return market_time()
-
-
-@pytest.fixture
-async def sim(clock: VirtualClock) -> AsyncIterator[Running]:
-    async with start(clock=clock, options=SIM_OPTIONS) as running:
-        yield running
 
 
 @pytest.fixture

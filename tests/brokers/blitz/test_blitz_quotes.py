@@ -9,14 +9,11 @@ Sources: GitHub Quantxpress-Technologies/blitz-api-py, branch ``master``,
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import AsyncIterator, Hashable, Iterator
+from collections.abc import Hashable
 from decimal import Decimal
 
 import pytest
 from helpers.blitz import (
-    APP_KEY,
-    APP_KEY_ENV,
     IDEA,
     MASTER,
     NIFTY_CE,
@@ -25,7 +22,6 @@ from helpers.blitz import (
     account,
     broker,
     fixture,
-    market_time,
 )
 
 from runner.brokers.base import MarketData, Quote
@@ -41,24 +37,6 @@ from runner.model import Instrument, OrderRequest, OrderStatus, OrderType, Side
 
 NIFTY_INDEX = Instrument("NSE", "NIFTY")
 RECEIVED = dt.datetime(2026, 3, 2, 4, 30, tzinfo=dt.UTC)
-
-
-@pytest.fixture(autouse=True)
-def _app_key() -> Iterator[None]:
-    os.environ[APP_KEY_ENV] = APP_KEY
-    yield
-    os.environ.pop(APP_KEY_ENV, None)
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return market_time()
-
-
-@pytest.fixture
-async def sim(clock: VirtualClock) -> AsyncIterator[Running]:
-    async with start(clock=clock, options=SIM_OPTIONS) as running:
-        yield running
 
 
 # -- recorded wire ----------------------------------------------------------------------------------------

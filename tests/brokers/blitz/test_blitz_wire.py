@@ -8,8 +8,7 @@ import datetime as dt
 import gzip
 import json
 import logging
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import httpx
 import pytest
 from helpers.blitz import (
     APP_KEY,
-    APP_KEY_ENV,
     IDEA,
     MASTER,
     SEEDEXAMPLE,
@@ -53,13 +51,6 @@ from runner.model import (
     Side,
     Validity,
 )
-
-
-@pytest.fixture(autouse=True)
-def _app_key() -> Iterator[None]:
-    os.environ[APP_KEY_ENV] = APP_KEY
-    yield
-    os.environ.pop(APP_KEY_ENV, None)
 
 
 @pytest.fixture
