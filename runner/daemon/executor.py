@@ -158,6 +158,10 @@ class EngineExecutor:
         # a connect the broker is slow to accept (a full listen backlog: SYN retried after 1 s) must not
         # hold up preparing the fire (nor arming the next ones: 1,000 awaited at the lead missed the instant).
         # An armed order the adapter can prime gets its request built on a connection of its own instead
+        # A fire taken over is prepared after its instant and sends at once: a connection opened or a
+        # request primed for it now would race its own send, and cost the survivor's loop meanwhile.
+        if fire.taken:
+            return _PreparedRun(self, engine, pb.account)
         armed = engine.armed_request
         if armed is not None and adapter_of(broker) is not None:
             task = asyncio.ensure_future(_prime(broker, armed, pb.account))

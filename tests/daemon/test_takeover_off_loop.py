@@ -41,7 +41,9 @@ def _traced(engine: sa.Engine, thread: int) -> list[str]:
     return seen
 
 
-async def _prepared(tmp_path: Path, *, taken: bool) -> tuple[list[str], FireResult]:
+async def _prepared(
+    tmp_path: Path, *, taken: bool, opened: list[int] | None = None
+) -> tuple[list[str], FireResult]:
     env = make_env(tmp_path)
     paper_db = make_engine(f"sqlite:///{tmp_path / 'paper.db'}")  # the broker's rows: not the journal's
     paper = PaperBroker("paper", engine=paper_db, clock=env.clock, prices=env.prices, config=env.config)
@@ -51,6 +53,8 @@ async def _prepared(tmp_path: Path, *, taken: bool) -> tuple[list[str], FireResu
     on_loop = _traced(env.engine, threading.get_ident())
     prepared = await executor.prepare(fire)
     seen = list(on_loop)
+    if opened is not None:  # connections warmed or requests primed for it meanwhile
+        opened.append(len(executor._warming))
     report = await prepared.run()
     return seen, report
 
@@ -65,3 +69,11 @@ async def test_the_probe_sees_statements_on_the_loop_thread(tmp_path: Path) -> N
     """The probe can fail: the daemon's own fire, prepared seconds ahead, still reads on the loop."""
     seen, _ = await _prepared(tmp_path, taken=False)
     assert seen
+
+
+async def test_a_taken_fire_opens_no_connection_ahead_of_its_send(tmp_path: Path) -> None:
+    """Prepared after its instant, it sends at once: a warm-up or primed request would race its send."""
+    opened: list[int] = []
+    await _prepared(tmp_path / "taken", taken=True, opened=opened)
+    await _prepared(tmp_path / "own", taken=False, opened=opened)
+    assert opened == [0, 1]
