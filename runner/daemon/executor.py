@@ -9,7 +9,6 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from functools import partial
 from typing import Any
 
 from runner.brokers.primed import adapter_of
@@ -123,30 +122,45 @@ class EngineExecutor:
             # Another run of this account still executing owns its in-flight intents: reconciling now
             # could take one of its requests for "never arrived". Its own gateway resolves them.
             connect, reconcile = True, not self._in_flight.get(pb.account)
-        else:
+
+        def build(connect: bool, reconcile: bool) -> Engine:
+            options = RunOptions(
+                scheduled_for=fire.scheduled_for,
+                mode="scheduled",
+                connect=connect,
+                reconcile=reconcile,
+                run_id=fire.run_id,  # the id claimed with the fire, never re-derived
+                # a fire taken over is prepared at its instant, not ahead: its journal work off the loop
+                journal_off_loop=fire.taken,
+            )
+            return Engine(pb, broker, self.journal, self.clock, account=pb.account, options=options)
+
+        def built_and_looked_up(connect: bool, reconcile: bool) -> tuple[Engine, bool]:  # one hop, not two
+            return build(connect, reconcile), self.journal.get_run(fire.run_id) is None
+
+        early: asyncio.Future[tuple[Engine, bool]] | None = None
+        if not lead:
             assert shared is not None
-            done = await asyncio.shield(shared)
+            if fire.taken:  # built and looked up while the account's lead connects and reconciles
+                early = asyncio.ensure_future(off_loop(built_and_looked_up, False, False))
+            try:
+                done = await asyncio.shield(shared)
+            except BaseException:
+                if early is not None:
+                    early.cancel()
+                raise
             connect = reconcile = not done
-        options = RunOptions(
-            scheduled_for=fire.scheduled_for,
-            mode="scheduled",
-            connect=connect,
-            reconcile=reconcile,
-            run_id=fire.run_id,  # the id claimed with the fire, never re-derived
-            # a fire taken over is prepared at its instant, not ahead: its journal work off the loop
-            journal_off_loop=fire.taken,
-        )
-        build = partial(Engine, pb, broker, self.journal, self.clock, account=pb.account, options=options)
-
-        def built_and_looked_up() -> tuple[Engine, bool]:  # one hop to a worker thread, not two
-            return build(), self.journal.get_run(fire.run_id) is None
-
         try:
             if fire.taken:
-                engine, absent = await off_loop(built_and_looked_up)
+                if early is not None and not connect:
+                    engine, absent = await early
+                else:
+                    if early is not None:  # the lead failed: this one connects and reconciles itself
+                        await asyncio.gather(early, return_exceptions=True)
+                    engine, absent = await off_loop(built_and_looked_up, connect, reconcile)
                 await engine.prepare(self.commit_off_loop, run_absent=absent)
             else:
-                engine = build()
+                engine = build(connect, reconcile)
                 await engine.prepare(self.commit)
         except BaseException:
             if lead and shared is not None and not shared.done():

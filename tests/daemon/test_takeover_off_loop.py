@@ -4,6 +4,7 @@ on the event loop, where they hold up every other fire: asserted by the thread e
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -77,3 +78,46 @@ async def test_a_taken_fire_opens_no_connection_ahead_of_its_send(tmp_path: Path
     await _prepared(tmp_path / "taken", taken=True, opened=opened)
     await _prepared(tmp_path / "own", taken=False, opened=opened)
     assert opened == [0, 1]
+
+
+class SlowLogin:
+    """The paper broker behind a login that waits until released (a takeover's lead connecting)."""
+
+    def __init__(self, inner: PaperBroker) -> None:
+        self.inner = inner
+        self.go = asyncio.Event()
+
+    async def connect(self) -> None:
+        await self.go.wait()
+        await self.inner.connect()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_a_taken_fire_is_built_and_looked_up_while_its_accounts_lead_connects(tmp_path: Path) -> None:
+    """The second taken fire of an account does not wait for the first one's connect and reconcile to
+    build its engine and look its run up (before, all of it came after: ~0.7 s for 200 fires)."""
+    env = make_env(tmp_path)
+    paper_db = make_engine(f"sqlite:///{tmp_path / 'paper.db'}")
+    paper = PaperBroker("paper", engine=paper_db, clock=env.clock, prices=env.prices, config=env.config)
+    slow = SlowLogin(paper)
+    executor = EngineExecutor(OnePool(paper=slow), env.journal, env.clock)  # type: ignore[arg-type]
+    looked: list[str] = []
+    get_run = env.journal.get_run
+    env.journal.get_run = lambda run_id: (looked.append(run_id), get_run(run_id))[1]  # type: ignore[method-assign]
+    now = env.clock.now()
+    fires = [
+        Fire(playbook(PLACE, name=n), Path(f"{n}.yaml"), "v1", now, f"run-{n}", f"fire-{n}", taken=True)
+        for n in ("p1", "p2")
+    ]
+    lead = asyncio.ensure_future(executor.prepare(fires[0]))
+    other = asyncio.ensure_future(executor.prepare(fires[1]))
+    for _ in range(200):  # until both lookups ran (worker threads) while the lead is still logging in
+        if "run-p2" in looked:
+            break
+        await asyncio.sleep(0.01)
+    assert "run-p2" in looked and not lead.done()
+    slow.go.set()
+    for prepared in await asyncio.gather(lead, other):
+        assert "bid=succeeded" in ((await prepared.run()).outcome or "")
