@@ -95,11 +95,15 @@ def _cancel_now(args: argparse.Namespace, accounts: list[Account]) -> tuple[int,
 
     from runner.clock import SystemClock
     from runner.daemon.halt_pass import cancel_pass
-    from runner.engine.killswitch import ControlStore
+    from runner.engine.killswitch import ControlStore, Mode
     from runner.journal.store import Journal
 
     clock = SystemClock()
     journal = Journal(args.db)
+    store = ControlStore(journal.engine)
+    state = store.get()
+    # recorded with each result: daemons sharing out this halt's pass skip the accounts covered here
+    since = state.since if state.mode is Mode.HALT else None
     brokers: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for account in accounts:
@@ -114,9 +118,10 @@ def _cancel_now(args: argparse.Namespace, accounts: list[Account]) -> tuple[int,
                 brokers,
                 journal,
                 clock,
-                ControlStore(journal.engine),
+                store,
                 by=f"{getpass.getuser()}@{socket.gethostname()}",
                 errors=errors,
+                since=since,
             )
         finally:  # one broker failing to close never leaves the others open
             from runner.brokers.closing import close_brokers

@@ -87,7 +87,9 @@ class HaltShare:
                     ", ".join(take), self.wait,
                 )  # fmt: skip
             elif take:
-                log.warning("halt: cancelling for %s, whose owner left the membership", ", ".join(take))
+                log.warning(  # a member left, or joined: the assignment moved these accounts here
+                    "halt: cancelling for %s, assigned here since the membership changed", ", ".join(take)
+                )
             if take:
                 results += await self.cancel(take)
                 pending -= set(take)

@@ -217,6 +217,10 @@ def test_halt_cancel_now_without_a_daemon(ws: Path, capsys: pytest.CaptureFixtur
         0,
     )
     assert _book(db) == [OrderStatus.CANCELLED, OrderStatus.CANCELLED]
+    # recorded as this halt's pass: daemons sharing the halt out (runner.daemon.halt_share) skip it
+    store = ControlStore(make_engine(db))
+    since = store.get().since
+    assert since is not None and store.passed_for(since) == {"paper"}
     assert main(["status", "--db", db]) == EXIT_OK
     text = capsys.readouterr().out
     assert "halt cancel passes" in text and "2 cancelled, 0 still open of 2" in text
