@@ -248,3 +248,27 @@ def pg_reroute(monkeypatch: pytest.MonkeyPatch, pg_db_url: str) -> Iterator[Any]
     finally:
         engine.dispose()
     assert tables, "the rerouted test never touched PostgreSQL"
+
+
+# Alerts delivered to a loopback apprise ``json://`` target (tests/helpers/alerts_capture.py): ``capture``
+# records the posts, ``dispatcher`` is the process's alert dispatcher sending there while a test runs.
+@pytest.fixture
+def capture() -> Iterator[Any]:
+    from helpers.alerts_capture import Capture
+
+    c = Capture()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def dispatcher(capture: Any) -> Iterator[Any]:
+    from runner.alerts.config import parse_config
+    from runner.alerts.delivery import Dispatcher
+    from runner.alerts.publish import install
+
+    d = Dispatcher(parse_config({"version": 1, "targets": {"ops": capture.url}})).start()
+    previous = install(d)
+    yield d
+    install(previous)
+    d.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +24,6 @@ class Now:
 
     def __call__(self) -> dt.datetime:
         return self.at
-
-
-@pytest.fixture
-def capture() -> Iterator[Capture]:
-    c = Capture()
-    yield c
-    c.close()
 
 
 def dead_url() -> str:

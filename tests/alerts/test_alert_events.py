@@ -5,16 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
-import pytest
 from helpers.alerts_capture import Capture
 
 from runner.alerts import hooks
-from runner.alerts.config import parse_config
 from runner.alerts.delivery import Dispatcher
 from runner.alerts.observe import alert_observer
 from runner.alerts.publish import install
@@ -28,22 +25,6 @@ from runner.trading_calendars import load_calendar
 
 ROOT = Path(__file__).resolve().parents[2]
 IST = ZoneInfo("Asia/Kolkata")
-
-
-@pytest.fixture
-def capture() -> Iterator[Capture]:
-    c = Capture()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def dispatcher(capture: Capture) -> Iterator[Dispatcher]:
-    d = Dispatcher(parse_config({"version": 1, "targets": {"ops": capture.url}})).start()
-    previous = install(d)
-    yield d
-    install(previous)
-    d.close()
 
 
 def test_step_failed_and_order_rejected_from_engine_events(capture: Capture, dispatcher: Dispatcher) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -23,13 +22,6 @@ from runner.journal.db import make_engine
 
 IST = ZoneInfo("Asia/Kolkata")
 NOW = dt.datetime(2026, 11, 25, 10, 0, tzinfo=IST)
-
-
-@pytest.fixture
-def capture() -> Iterator[Capture]:
-    c = Capture()
-    yield c
-    c.close()
 
 
 class Daemons:

@@ -6,20 +6,12 @@ from __future__ import annotations
 import getpass
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.alerts_capture import Capture
 
 from runner.cli import main
-
-
-@pytest.fixture
-def capture() -> Iterator[Capture]:
-    c = Capture()
-    yield c
-    c.close()
 
 
 def test_halt_and_resume_alert_who_and_why(

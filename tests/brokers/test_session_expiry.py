@@ -6,16 +6,12 @@ each expiry publishes the ``session_expired`` alert."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 from helpers.alerts_capture import Capture
 from helpers.relogin import ADAPTERS, T0
 
-from runner.alerts.config import parse_config
 from runner.alerts.delivery import Dispatcher
-from runner.alerts.publish import install
 from runner.clock import VirtualClock
 from runner.engine.calls import BrokerCalls
 from runner.errors import SessionExpired
@@ -26,22 +22,6 @@ from runner.model import OrderStatus
 @pytest.fixture
 def clock() -> VirtualClock:
     return VirtualClock(T0)
-
-
-@pytest.fixture
-def capture() -> Iterator[Capture]:
-    c = Capture()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def dispatcher(capture: Capture) -> Iterator[Dispatcher]:
-    d = Dispatcher(parse_config({"version": 1, "targets": {"ops": capture.url}})).start()
-    previous = install(d)
-    yield d
-    install(previous)
-    d.close()
 
 
 def _expiry_alerts(capture: Capture) -> list[str]:
