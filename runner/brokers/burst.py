@@ -21,11 +21,74 @@ import collections
 import contextlib
 import contextvars
 import datetime as dt
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 BOUND = 0.5  # seconds an answered fire waits at most for the rest of its burst, once all were released
 UNRELEASED_BOUND = 5.0  # ... and at most this long while the burst is still being released (never ends)
+LATE_BOUND = 2.0  # seconds answered fires wait at most for late first requests (LateSends), from the first
+
+
+class LateSends:
+    """First requests still to go out after their instant: fires taken over from a dead daemon, noted
+    when the lapsed claims are found (on the takeover's thread) and until each is answered or ended.
+
+    The rule of a burst extends to them: an answered fire's follow-up work (its journal writes, a verify
+    read) waits while any is outstanding, at most :data:`LATE_BOUND` seconds from when the first was
+    noted. Preparing a taken fire is a chain of short journal hops, each waiting its turn on the event
+    loop; with ~330 answered fires' bookkeeping ahead of each turn, the chain took 2-3 s (issue 16,
+    bench/scaleout.py). A follow-up delayed is harmless: its intent was committed before its send."""
+
+    def __init__(self, bound: float = LATE_BOUND, mono: Callable[[], float] = time.monotonic) -> None:
+        self.bound = bound
+        self.mono = mono
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()  # noted from the takeover's thread, cleared on the event loop
+        self._until = 0.0  # monotonic: waits end here whatever is still outstanding
+        self._clear: asyncio.Future[None] | None = None  # resolved once nothing is outstanding
+
+    def note(self, fire_ids: Iterable[str]) -> None:
+        """Fires whose first request is still to go (any thread)."""
+        with self._lock:
+            if not self._ids:
+                self._until = self.mono() + self.bound
+            self._ids.update(fire_ids)
+
+    def done(self, fire_id: str) -> None:
+        """Its first request was answered, or it ended without one (on the event loop; idempotent)."""
+        with self._lock:
+            self._ids.discard(fire_id)
+            empty = not self._ids
+        if empty and self._clear is not None:
+            clear, self._clear = self._clear, None
+            if not clear.done():
+                clear.set_result(None)
+
+    def drop_all(self) -> None:
+        """Nothing outstanding any more (a takeover look failed after noting its claims)."""
+        with self._lock:
+            ids = list(self._ids)
+        for fid in ids:
+            self.done(fid)
+
+    def outstanding(self) -> int:
+        with self._lock:
+            return len(self._ids)
+
+    async def wait(self) -> None:
+        """Until none is outstanding, or the bound passed (on the event loop)."""
+        with self._lock:
+            if not self._ids:
+                return
+            left = self._until - self.mono()
+        if left <= 0:
+            return
+        if self._clear is None:
+            self._clear = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._clear), left)
 
 
 FREED_PER_TURN = 16  # members let go per turn of the event loop once their burst settled
@@ -39,8 +102,9 @@ class Burst:
     their bookkeeping includes synchronous journal commits (~1-2 ms each on PostgreSQL), and 300 of them
     woken at once held the loop for seconds, long enough for claim leases to lapse (bench/lateness.py)."""
 
-    def __init__(self, bound: float = BOUND) -> None:
+    def __init__(self, bound: float = BOUND, late: LateSends | None = None) -> None:
         self.bound = bound
+        self.late = late  # its gate's first requests still to go after their instant
         self._left = 0
         self._settled = True  # no member yet: nothing to wait for
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -55,10 +119,10 @@ class Burst:
         else:
             self._on_settled.append(callback)
 
-    def member(self) -> Member:
+    def member(self, late_id: str | None = None) -> Member:
         self._left += 1
         self._settled = False
-        return Member(self)
+        return Member(self, late_id)
 
     def released(self, at: dt.datetime | None = None) -> None:
         """Every fire of the instant was let go (at ``at``, by the gate's clock): a member still not
@@ -96,21 +160,24 @@ class Burst:
             asyncio.get_running_loop().call_soon(self._free)
 
     async def settled(self) -> None:
-        """Until every member is answered (or gone), or ``bound`` after the burst was released."""
-        if self._settled:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter, UNRELEASED_BOUND)
+        """Until every member is answered (or gone), or ``bound`` after the burst was released; then
+        while late first requests are outstanding (:class:`LateSends`, bounded too)."""
+        if not self._settled:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, UNRELEASED_BOUND)
+        if self.late is not None:
+            await self.late.wait()
 
 
 class Member:
     """One fire of a burst. :meth:`answered` (its first request answered) and :meth:`gone` (it ended,
     whether or not it sent) each count it once."""
 
-    def __init__(self, burst: Burst) -> None:
+    def __init__(self, burst: Burst, late_id: str | None = None) -> None:
         self.burst = burst
+        self.late_id = late_id  # a late first request's fire (LateSends), done with this member
         self._counted = False
         self._waited = False
 
@@ -118,6 +185,8 @@ class Member:
         if not self._counted:
             self._counted = True
             self.burst._done()
+            if self.late_id is not None and self.burst.late is not None:
+                self.burst.late.done(self.late_id)
 
     async def answered(self) -> None:
         self.gone()

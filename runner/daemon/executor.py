@@ -150,6 +150,10 @@ class EngineExecutor:
                     early.cancel()
                 raise
             connect = reconcile = not done
+        def set_up() -> None:  # connected and reconciled: the account's other fires go on meanwhile
+            if lead and shared is not None and not shared.done():
+                shared.set_result(True)
+
         try:
             if fire.taken:
                 if early is not None and not connect:
@@ -158,16 +162,15 @@ class EngineExecutor:
                     if early is not None:  # the lead failed: this one connects and reconciles itself
                         await asyncio.gather(early, return_exceptions=True)
                     engine, absent = await off_loop(built_and_looked_up, connect, reconcile)
-                await engine.prepare(self.commit_off_loop, run_absent=absent)
+                await engine.prepare(self.commit_off_loop, run_absent=absent, set_up=set_up)
             else:
                 engine = build(connect, reconcile)
-                await engine.prepare(self.commit)
+                await engine.prepare(self.commit, set_up=set_up)
         except BaseException:
             if lead and shared is not None and not shared.done():
                 shared.set_result(False)  # the others connect / reconcile on their own
             raise
-        if lead and shared is not None and not shared.done():
-            shared.set_result(True)
+        set_up()
         # every fire of the account sends at the instant: a connection each, opened meanwhile. Not awaited:
         # a connect the broker is slow to accept (a full listen backlog: SYN retried after 1 s) must not
         # hold up preparing the fire (nor arming the next ones: 1,000 awaited at the lead missed the instant).

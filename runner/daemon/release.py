@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runner.alerts import hooks as alerts
-from runner.brokers.burst import Burst, Member, joined
+from runner.brokers.burst import Burst, LateSends, Member, joined
 from runner.clock import Clock
 from runner.daemon.leasing import LeaseBook
 from runner.journal.errors import RunBusy
@@ -102,15 +102,16 @@ class InstantGate:
         self._bursts: dict[dt.datetime, Burst] = {}  # instant -> the fires released at it
         self._released: set[dt.datetime] = set()  # instants whose gate opened (a later fire: a new burst)
         self._opened: set[dt.datetime] = set()  # instants whose gate opened, for BURST_KEPT (opened())
+        self.late = LateSends()  # fires taken over, their first request still to go: every burst's
 
-    def join(self, instant: dt.datetime) -> Member:
+    def join(self, instant: dt.datetime, late_id: str | None = None) -> Member:
         """A fire due at ``instant`` joins its burst (:mod:`runner.brokers.burst`); one due at an instant
-        already released starts a burst of its own."""
+        already released starts a burst of its own. ``late_id``: a fire taken over (:class:`LateSends`)."""
         burst = self._bursts.get(instant)
         if burst is None or instant in self._released:
-            burst = self._bursts[instant] = Burst()
+            burst = self._bursts[instant] = Burst(late=self.late)
             self._released.discard(instant)
-        return burst.member()
+        return burst.member(late_id)
 
     def _gate(self, instant: dt.datetime) -> asyncio.Future[None]:
         gate = self._gates.get(instant)
@@ -244,7 +245,7 @@ class Release:
             await self.yield_to_own(fire)
         self.imminent[instant] = self.imminent.get(instant, 0) + 1
         forfeited = False
-        member = self.gate.join(instant)
+        member = self.gate.join(instant, fire.fire_id if fire.taken else None)
         try:
             forfeited = await self._release(fire, member)
         finally:

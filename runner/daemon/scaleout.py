@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from runner.brokers.burst import LateSends
 from runner.daemon.leasing import LEASE, RENEW_EVERY, LeaseBook
 from runner.daemon.membership import Membership, read_members
 from runner.journal import claim_leases
@@ -65,6 +67,9 @@ class ScaleOut:
         # queued with the survivor's own fires' writes, and a takeover waiting behind them is late.
         self._pool: ThreadPoolExecutor | None = None
         self.on_change = on_change
+        # Noted as soon as lapsed claims are found: the answered fires' follow-up work waits for them
+        # (the daemon hands its release's in; see LateSends).
+        self.late = LateSends()
         self.tasks: set[asyncio.Task[None]] = set()  # claims taken over, running
         self.health: JournalHealth = PROCESS  # the daemon hands it its own: outages said once
         self.next_scan = SCAN_AT_LEAST  # seconds from the last takeover look to the next
@@ -98,19 +103,34 @@ class ScaleOut:
         instant this daemon's loop is busy with its own fires, and each hop back to it waited its turn
         (a look found 171 lapsed claims at +3.2 s, taken at +4.7 s)."""
         own = sorted(self.leases.forfeited)
-        found, taken, failed = await self.off_loop(self._look, own)
+        try:
+            found, mine, taken, failed = await self.off_loop(self._look, own)
+        except BaseException:
+            self.late.drop_all()  # whatever was noted: nothing was taken that is known here
+            raise
         self.next_scan = next_scan_in(found, self.leases.lease)
         if failed is not None and not self.health.trouble(failed, "clearing the runs of claims taken over"):
             log.error("clearing the runs of %d claims taken over failed: %r", len(taken), failed)
+        won = {row.fire_id for row in taken}
+        for row in mine:
+            if row.fire_id not in won:
+                self.late.done(row.fire_id)
         for row in taken:
             task = asyncio.ensure_future(self.take(row))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(functools.partial(self._taken_done, row.fire_id))
         return taken
 
-    def _look(self, own: list[str]) -> tuple[claim_leases.Scan, list[FireRow], Exception | None]:
+    def _taken_done(self, fire_id: str, _task: asyncio.Task[None]) -> None:
+        self.late.done(fire_id)  # however it ended: its first request goes no more
+
+    def _look(
+        self, own: list[str]
+    ) -> tuple[claim_leases.Scan, list[FireRow], list[FireRow], Exception | None]:
         """On the takeover's thread: the look, the compare-and-sets of those this daemon succeeds to, and
-        the clearing of their old runs (a failure of which is returned: each is then cleared on its own)."""
+        the clearing of their old runs (a failure of which is returned: each is then cleared on its own).
+        Returns the look, the claims tried, those taken, and that failure."""
         found = claim_leases.scan(self.store, own)
         mine = []
         for row in found.rows:
@@ -124,8 +144,9 @@ class ScaleOut:
                 continue
             mine.append(row)
         if not mine:
-            return found, [], None
+            return found, [], [], None
         log.info("takeover: %d lapsed unsent claims to take", len(mine))  # bench/scaleout.py: lapse seen
+        self.late.note(row.fire_id for row in mine)  # answered fires' follow-ups hold back from now on
         before = self.leases.stamp()
         won = claim_leases.take_over_many(self.store, mine, self.now(), self.leases.lease)
         taken = [row for row in mine if row.fire_id in won]
@@ -145,7 +166,7 @@ class ScaleOut:
                 self.clear(taken)
             except Exception as exc:
                 failed = exc
-        return found, taken, failed
+        return found, mine, taken, failed
 
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the takeover's own thread (see ``_pool``)."""

@@ -170,6 +170,7 @@ class Daemon:
         )
         self.scale.health = self.heartbeat.health
         self.scale.clear = self._clear_taken
+        self.scale.late = self.release.gate.late  # taken fires go before answered ones' follow-ups
         self._cleared: set[str] = set()  # fire ids taken over whose old run the batch cleared
         self.standby: StandbyBrokers | None = None
         if partitioned and self.opts.standby_brokers and hasattr(self.brokers, "get_broker"):

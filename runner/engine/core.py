@@ -226,7 +226,13 @@ class Engine:
         if self.observer is not None:
             self.observer(EngineEvent(kind, self.clock.now(), step_id, message, None, outcome))
 
-    async def prepare(self, commit: GroupCommit | None = None, *, run_absent: bool | None = None) -> None:
+    async def prepare(
+        self,
+        commit: GroupCommit | None = None,
+        *,
+        run_absent: bool | None = None,
+        set_up: Callable[[], None] | None = None,
+    ) -> None:
         """Everything before the first step, done ahead of the scheduled instant: open the run, connect,
         reconcile. With ``commit``, a fresh run whose first step is a plain ``place`` is also *armed*:
         that order is built and passes the pre-trade checks, and its run row, step row and intent are
@@ -238,7 +244,9 @@ class Engine:
         Armed is journaled: a crash before the instant leaves a PENDING intent that the next start
         resolves by lookup like any request that may have left (never a blind re-send). A halt, shutdown
         or late release, which this process knows left nothing out, discards the armed rows again.
-        ``run_absent``: the caller looked the run up already (with building the engine, in one hop)."""
+        ``run_absent``: the caller looked the run up already (with building the engine, in one hop).
+        ``set_up()`` is called once connected and reconciled: the account's other runs need not wait for
+        this one's lease and armed commit (they take their own)."""
         if self._prepared:
             return
         self._prepared = True
@@ -272,6 +280,8 @@ class Engine:
         if deferred is not None:
             self.gateway.journal = self.journal
             await _written(deferred)
+        if set_up is not None:
+            set_up()
         await lease_ahead(self)
         if fresh:
             assert commit is not None

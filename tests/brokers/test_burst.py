@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from runner.brokers.burst import FREED_PER_TURN, Burst, after_send, joined
+from runner.brokers.burst import FREED_PER_TURN, Burst, LateSends, after_send, joined
 
 
 async def test_an_answered_fire_waits_until_every_fire_of_its_burst_is_answered() -> None:
@@ -57,3 +57,40 @@ async def test_once_settled_the_waiting_fires_are_let_go_a_few_per_turn() -> Non
         freed.append(sum(w.done() for w in waiting))
     assert freed[0] <= FREED_PER_TURN  # not all at once: their journal writes would hold the loop
     assert freed[-1] == len(waiting)
+
+
+async def test_an_answered_fire_waits_while_a_late_first_request_is_outstanding() -> None:
+    late = LateSends()
+    own, taken = Burst(late=late), Burst(late=late)  # the instant's own burst; a taken fire's, later
+    a = own.member()
+    late.note(["fire-t"])  # a dead peer's claim, taken over: its request is still to go
+    t = taken.member("fire-t")
+    waiting = asyncio.ensure_future(a.answered())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # its own burst settled (a was its only member), the takeover did not
+    await t.answered()  # the taken fire's request answered: it clears itself, then holds no one
+    await asyncio.wait_for(waiting, 5)
+    assert late.outstanding() == 0
+
+
+async def test_late_first_requests_hold_answered_fires_only_the_bound_from_the_first_noted() -> None:
+    clock = [100.0]
+    late = LateSends(bound=2.0, mono=lambda: clock[0])
+    late.note(["fire-t"])
+    clock[0] += 1.0
+    late.note(["fire-u"])  # a second takeover in the same episode does not extend the bound
+    clock[0] += 1.0
+    burst = Burst(late=late)
+    await asyncio.wait_for(burst.member().answered(), 5)  # bound passed: at once
+    assert late.outstanding() == 2  # still outstanding, just no longer waited for
+
+
+async def test_a_late_fire_that_ends_without_sending_clears_itself_and_done_is_idempotent() -> None:
+    late = LateSends()
+    late.note(["fire-t"])
+    with joined(Burst(late=late).member("fire-t")):
+        pass  # failed to prepare, or skipped by its late policy
+    late.done("fire-t")
+    assert late.outstanding() == 0
+    await asyncio.wait_for(Burst(late=late).member().answered(), 5)

@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from helpers.engine import make_env, playbook
 
 from runner.brokers.paper.broker import PaperBroker
 from runner.daemon.executor import EngineExecutor
 from runner.daemon.release import Fire, FireResult
+from runner.engine.leases import AccountLeases
 from runner.journal.db import make_engine
 
 PLACE = """
@@ -120,4 +123,36 @@ async def test_a_taken_fire_is_built_and_looked_up_while_its_accounts_lead_conne
     assert "run-p2" in looked and not lead.done()
     slow.go.set()
     for prepared in await asyncio.gather(lead, other):
+        assert "bid=succeeded" in ((await prepared.run()).outcome or "")
+
+
+async def test_an_accounts_other_taken_fires_are_armed_without_waiting_for_the_leads_lease_and_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the lead connected and reconciled, the account's other taken fires take their lease and arm
+    without waiting for the lead's own lease and armed commit (before: one more chain of journal hops
+    per account, each waiting its turn on a busy loop)."""
+    env = make_env(tmp_path)
+    paper_db = make_engine(f"sqlite:///{tmp_path / 'paper.db'}")
+    paper = PaperBroker("paper", engine=paper_db, clock=env.clock, prices=env.prices, config=env.config)
+    executor = EngineExecutor(OnePool(paper=paper), env.journal, env.clock)  # type: ignore[arg-type]
+    held = asyncio.Event()
+    acquire = AccountLeases.acquire
+
+    async def lead_held(self: AccountLeases, account: str, run_id: str, *args: Any, **kw: Any) -> Any:
+        if run_id == "run-p1":  # the lead's own lease: held until the other fire is prepared
+            await held.wait()
+        return await acquire(self, account, run_id, *args, **kw)
+
+    monkeypatch.setattr(AccountLeases, "acquire", lead_held)
+    now = env.clock.now()
+    fires = [
+        Fire(playbook(PLACE, name=n), Path(f"{n}.yaml"), "v1", now, f"run-{n}", f"fire-{n}", taken=True)
+        for n in ("p1", "p2")
+    ]
+    lead = asyncio.ensure_future(executor.prepare(fires[0]))
+    other = await asyncio.wait_for(executor.prepare(fires[1]), 10)  # while the lead still waits
+    assert not lead.done() and other.engine.armed_request is not None
+    held.set()
+    for prepared in (await lead, other):
         assert "bid=succeeded" in ((await prepared.run()).outcome or "")

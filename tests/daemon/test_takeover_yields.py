@@ -12,6 +12,7 @@ from typing import Any
 
 from helpers.engine import playbook
 
+from runner.brokers.burst import after_send
 from runner.daemon.release import Fire, FireResult, Release
 from runner.journal.fires import FireState
 
@@ -48,10 +49,12 @@ class HeldClock:
 
 
 class Recorder:
-    """An executor that notes when each fire is prepared and run."""
+    """An executor that notes when each fire is prepared and run; with ``answering``, each first request
+    is answered at once and the run's follow-up work comes after ``after_send``."""
 
-    def __init__(self) -> None:
+    def __init__(self, answering: bool = False) -> None:
         self.events: list[str] = []
+        self.answering = answering
 
     async def __call__(self, fire: Fire) -> FireResult:
         raise AssertionError("prepared fires only")
@@ -59,10 +62,14 @@ class Recorder:
     async def prepare(self, fire: Fire) -> Any:
         self.events.append(f"prepare {fire.fire_id}")
         events = self.events
+        answering = self.answering
 
         class Prepared:
             async def run(self) -> FireResult:
                 events.append(f"run {fire.fire_id}")
+                if answering:
+                    await after_send()
+                    events.append(f"follow-up {fire.fire_id}")
                 return FireResult(FireState.SUCCEEDED)
 
             async def abandon(self, reason: str, halted: bool) -> None:
@@ -159,3 +166,25 @@ async def test_a_taken_fire_cancelled_while_it_yields_gives_its_claim_back_unpre
     assert "fire-t" not in release.pending
     clock.come(INSTANT)
     await own
+
+
+
+async def test_the_own_bursts_follow_ups_wait_for_the_fires_taken_over_to_send() -> None:
+    """The lapsed claims are noted as soon as they are found (ScaleOut): from then on the own fires'
+    follow-up work (their acks journaled, verify reads) waits until each taken fire's first request was
+    answered, so preparing the taken fires is not queued behind it on the loop."""
+    clock = HeldClock(INSTANT - dt.timedelta(seconds=1))
+    executor = Recorder(answering=True)
+    release = _release(clock, executor, [])
+    own = [asyncio.ensure_future(release.release(_fire(f"own{i}", INSTANT))) for i in range(3)]
+    await _settle()
+    release.gate.late.note(["fire-t0", "fire-t1"])  # the takeover look found them
+    clock.come(INSTANT)
+    await _settle()
+    assert {f"run fire-own{i}" for i in range(3)} <= set(executor.events)  # sent at the instant
+    assert not any(e.startswith("follow-up") for e in executor.events)  # held for the taken fires
+    taken = [asyncio.ensure_future(release.release(_fire(f"t{i}", INSTANT, taken=True))) for i in range(2)]
+    await asyncio.wait_for(asyncio.gather(*own, *taken), 5)
+    first_follow_up = min(i for i, e in enumerate(executor.events) if e.startswith("follow-up fire-own"))
+    assert {"run fire-t0", "run fire-t1"} <= set(executor.events[:first_follow_up])
+    assert release.gate.late.outstanding() == 0

@@ -49,6 +49,18 @@ def _claimed(engine: sa.Engine, runs: list[str]) -> tuple[FireStore, list[FireRo
     return survivor, rows
 
 
+def _dead_holders_claims(engine: sa.Engine, n: int) -> tuple[dt.datetime, list[Claim]]:
+    """``n`` claims of ``HOLDER``, which died: their leases lapse (database clock) well before the instant."""
+    with engine.connect() as conn:
+        now = db_clock(conn)
+    holder = FireStore(engine, HOLDER)
+    holder.lease_seconds = 0.05
+    claims = [Claim(f"pb{i}", "v1", now + dt.timedelta(seconds=30), f"r{i}") for i in range(n)]
+    assert len(holder.claim_many(claims, now)) == n
+    time.sleep(0.1)
+    return now, claims
+
+
 def _arm(journal: Journal, run_id: str, cids: tuple[str, ...] = (), owner: str = HOLDER) -> None:
     now = dt.datetime.now(dt.UTC)
     journal.start_run(run_id, playbook=f"pb-{run_id}", account="paper", scheduled_for=now, mode="serve",
@@ -158,13 +170,7 @@ def test_a_survivor_takes_and_clears_a_dead_holders_claims_in_one_go_before_rear
     pg_db_url: str,
 ) -> None:
     engine = make_engine(pg_db_url)
-    with engine.connect() as conn:
-        now = db_clock(conn)
-    holder = FireStore(engine, HOLDER)
-    holder.lease_seconds = 0.05
-    claims = [Claim(f"pb{i}", "v1", now + dt.timedelta(seconds=30), f"r{i}") for i in range(30)]
-    assert len(holder.claim_many(claims, now)) == 30
-    time.sleep(0.1)  # the holder died: its leases lapse (database clock), well before the instant
+    now, claims = _dead_holders_claims(engine, 30)
     order: list[str] = []
 
     async def take(row: FireRow) -> None:
@@ -187,3 +193,44 @@ def test_a_survivor_takes_and_clears_a_dead_holders_claims_in_one_go_before_rear
     assert len(asyncio.run(look())) == 30
     assert order[0] == "clear 30" and len(order) == 31  # cleared once, for all, before any re-arming
     assert all(scale.leases.sendable(c.fire_id) for c in claims)
+
+
+def test_claims_found_lapsed_are_outstanding_late_sends_from_the_look_until_each_take_ends(
+    pg_db_url: str, monkeypatch: Any
+) -> None:
+    """The survivor's answered fires hold their follow-ups back for the taken ones (LateSends): noted on
+    the takeover's thread before the compare-and-set, cleared as each take ends, and at once for a claim
+    another survivor won between the look and the compare-and-set."""
+    engine = make_engine(pg_db_url)
+    now, _ = _dead_holders_claims(engine, 10)
+    survivor = FireStore(engine, "daemon-b")
+    rival = FireStore(engine, "daemon-c")
+    noted: list[int] = []
+    take_over_many = claim_leases.take_over_many
+
+    def rival_first(store: FireStore, rows: list[FireRow], *args: Any) -> set[str]:
+        noted.append(scale.late.outstanding())
+        assert len(take_over_many(rival, rows[:2], *args)) == 2  # another survivor wins two first
+        return take_over_many(store, rows, *args)
+
+    monkeypatch.setattr(claim_leases, "take_over_many", rival_first)
+    seen: list[int] = []
+
+    async def take(row: FireRow) -> None:
+        seen.append(scale.late.outstanding())
+        await asyncio.sleep(0)
+
+    membership = Membership("daemon-b", partitioned=True)
+    membership.update([HOLDER, "daemon-b"])
+    scale = ScaleOut(survivor, membership, LeaseBook(), lambda: now, take, lambda: None)
+
+    async def look() -> int:
+        rows = await scale.take_over_once()
+        assert len(rows) == 8 and scale.late.outstanding() == 8  # the two lost ones dropped at once
+        await asyncio.gather(*scale.tasks)
+        await asyncio.sleep(0)
+        return scale.late.outstanding()
+
+    assert asyncio.run(look()) == 0
+    assert noted == [10]  # noted before the compare-and-set
+    assert seen[0] == 8  # every claim taken still outstanding when the first take ran
