@@ -28,7 +28,7 @@ from contextlib import contextmanager
 
 BOUND = 0.5  # seconds an answered fire waits at most for the rest of its burst, once all were released
 UNRELEASED_BOUND = 5.0  # ... and at most this long while the burst is still being released (never ends)
-LATE_BOUND = 2.0  # seconds answered fires wait at most for late first requests (LateSends), from the first
+LATE_BOUND = 2.0  # seconds a late first request (LateSends) holds answered fires back at most
 
 
 class LateSends:
@@ -36,31 +36,43 @@ class LateSends:
     when the lapsed claims are found (on the takeover's thread) and until each is answered or ended.
 
     The rule of a burst extends to them: an answered fire's follow-up work (its journal writes, a verify
-    read) waits while any is outstanding, at most :data:`LATE_BOUND` seconds from when the first was
-    noted. Preparing a taken fire is a chain of short journal hops, each waiting its turn on the event
-    loop; with ~330 answered fires' bookkeeping ahead of each turn, the chain took 2-3 s (issue 16,
-    bench/scaleout.py). A follow-up delayed is harmless: its intent was committed before its send."""
+    read) waits while any is outstanding, each for at most :data:`LATE_BOUND` seconds from when it was
+    noted (then it holds no one). Preparing a taken fire is a chain of short journal hops, each waiting
+    its turn on the event loop; with ~330 answered fires' bookkeeping ahead of each turn, the chain took
+    2-3 s (issue 16, bench/scaleout.py). A follow-up delayed is harmless: its intent was committed before
+    its send."""
 
     def __init__(self, bound: float = LATE_BOUND, mono: Callable[[], float] = time.monotonic) -> None:
         self.bound = bound
         self.mono = mono
-        self._ids: set[str] = set()
+        self._noted: dict[str, float] = {}  # fire id -> monotonic time noted (in that order)
         self._lock = threading.Lock()  # noted from the takeover's thread, cleared on the event loop
-        self._until = 0.0  # monotonic: waits end here whatever is still outstanding
         self._clear: asyncio.Future[None] | None = None  # resolved once nothing is outstanding
+
+    def _prune(self, now: float) -> None:
+        """Forget the ids noted longer than ``bound`` ago (oldest first; under the lock)."""
+        stale = []
+        for fid, at in self._noted.items():
+            if at + self.bound > now:
+                break
+            stale.append(fid)
+        for fid in stale:
+            del self._noted[fid]
 
     def note(self, fire_ids: Iterable[str]) -> None:
         """Fires whose first request is still to go (any thread)."""
+        now = self.mono()
         with self._lock:
-            if not self._ids:
-                self._until = self.mono() + self.bound
-            self._ids.update(fire_ids)
+            self._prune(now)
+            for fid in fire_ids:
+                self._noted.setdefault(fid, now)
 
     def done(self, fire_id: str) -> None:
         """Its first request was answered, or it ended without one (on the event loop; idempotent)."""
         with self._lock:
-            self._ids.discard(fire_id)
-            empty = not self._ids
+            self._noted.pop(fire_id, None)
+            self._prune(self.mono())
+            empty = not self._noted
         if empty and self._clear is not None:
             clear, self._clear = self._clear, None
             if not clear.done():
@@ -69,22 +81,23 @@ class LateSends:
     def drop_all(self) -> None:
         """Nothing outstanding any more (a takeover look failed after noting its claims)."""
         with self._lock:
-            ids = list(self._ids)
+            ids = list(self._noted)
         for fid in ids:
             self.done(fid)
 
     def outstanding(self) -> int:
         with self._lock:
-            return len(self._ids)
+            self._prune(self.mono())
+            return len(self._noted)
 
     async def wait(self) -> None:
-        """Until none is outstanding, or the bound passed (on the event loop)."""
+        """Until none is outstanding, or the bound of the last one noted passed (on the event loop)."""
+        now = self.mono()
         with self._lock:
-            if not self._ids:
+            self._prune(now)
+            if not self._noted:
                 return
-            left = self._until - self.mono()
-        if left <= 0:
-            return
+            left = max(self._noted.values()) + self.bound - now
         if self._clear is None:
             self._clear = asyncio.get_running_loop().create_future()
         with contextlib.suppress(TimeoutError):

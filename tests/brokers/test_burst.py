@@ -74,16 +74,25 @@ async def test_an_answered_fire_waits_while_a_late_first_request_is_outstanding(
     assert late.outstanding() == 0
 
 
-async def test_late_first_requests_hold_answered_fires_only_the_bound_from_the_first_noted() -> None:
+async def test_each_late_first_request_holds_answered_fires_only_the_bound_from_when_it_was_noted() -> None:
     clock = [100.0]
     late = LateSends(bound=2.0, mono=lambda: clock[0])
-    late.note(["fire-t"])
-    clock[0] += 1.0
-    late.note(["fire-u"])  # a second takeover in the same episode does not extend the bound
-    clock[0] += 1.0
-    burst = Burst(late=late)
-    await asyncio.wait_for(burst.member().answered(), 5)  # bound passed: at once
-    assert late.outstanding() == 2  # still outstanding, just no longer waited for
+    late.note(["fire-t"])  # never answered nor ended (a run stuck on a slow broker)
+    clock[0] += 1.5
+    late.note(["fire-u"])  # a later takeover: held for its own bound
+    clock[0] += 1.0  # fire-t's bound passed, fire-u's has not
+    assert late.outstanding() == 1
+    waiting = asyncio.ensure_future(Burst(late=late).member().answered())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    late.done("fire-u")  # the stale fire-t does not keep it waiting
+    await asyncio.wait_for(waiting, 5)
+    clock[0] += 5.0
+    late.note(["fire-v"])
+    clock[0] += 2.0
+    await asyncio.wait_for(Burst(late=late).member().answered(), 5)  # bound passed: at once
+    assert late.outstanding() == 0
 
 
 async def test_a_late_fire_that_ends_without_sending_clears_itself_and_done_is_idempotent() -> None:
