@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from runner.brokers import sim_loop
-from runner.brokers.sim_loop import SimLoop
+from runner.brokers.sim_loop import SimLoop, Turnstile
 from runner.cli import EXIT_BROKER, CommandError
 from runner.commands import sim as sim_command
 
@@ -77,3 +77,39 @@ def test_settle_heap_takes_the_startup_heap_out_of_collections_and_spaces_young_
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def test_the_turnstile_lets_one_handler_start_per_turn_of_the_loop_in_order() -> None:
+    """Between two handlers the loop turns (and polls its sockets): requests reaching the socket during a
+    burst are read as they come, not after every handler of the last poll ran."""
+    turns = Turnstile()
+    started: list[int] = []
+
+    async def handler(i: int) -> None:
+        await turns.turn()
+        started.append(i)
+
+    tasks = [asyncio.ensure_future(handler(i)) for i in range(4)]
+    seen = []
+    for _ in range(12):
+        await asyncio.sleep(0)
+        seen.append(len(started))
+    assert started == [0, 1, 2, 3]
+    assert all(b - a <= 1 for a, b in zip([0, *seen], seen, strict=False))  # never two in one turn
+    await asyncio.gather(*tasks)
+
+
+async def test_a_waiter_whose_client_hung_up_passes_its_turn_on() -> None:
+    turns = Turnstile()
+    started: list[int] = []
+
+    async def handler(i: int) -> None:
+        await turns.turn()
+        started.append(i)
+
+    tasks = [asyncio.ensure_future(handler(i)) for i in range(3)]
+    await asyncio.sleep(0)
+    tasks[1].cancel()
+    await asyncio.wait_for(asyncio.gather(tasks[0], tasks[2]), 5)
+    assert started == [0, 2]
+    await asyncio.wait_for(turns.turn(), 5)  # idle again: the next one goes at once

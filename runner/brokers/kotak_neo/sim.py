@@ -74,7 +74,7 @@ from runner.brokers.kotak_neo.wire import (
 from runner.brokers.paper.matching import MatchingEngine
 from runner.brokers.paper.price_paths import PricePath
 from runner.brokers.sim_arrival import ArrivalClock
-from runner.brokers.sim_loop import settle_heap
+from runner.brokers.sim_loop import Turnstile, settle_heap
 from runner.brokers.sim_prices import sim_matching, sim_price_path
 from runner.clock import Clock, SystemClock
 from runner.errors import NotFound, NotModifiable, Rejected
@@ -163,11 +163,13 @@ class KotakNeoSim(SimBook, SimQuotes):
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._arrival = ArrivalClock()
+        self._turns = Turnstile()
         self.port = 0
 
     @web.middleware
     async def _capture(self, request: web.Request, handler: Any) -> web.StreamResponse:
         request[_ARRIVED] = self._arrival.read_at(request)
+        await self._turns.turn()  # the loop polls between two handlers: arrivals are read as they come
         self.seen.append((request.method, request.path, request.headers))
         response: web.StreamResponse = await handler(request)
         return response
