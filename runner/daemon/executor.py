@@ -150,6 +150,7 @@ class EngineExecutor:
                     early.cancel()
                 raise
             connect = reconcile = not done
+
         def set_up() -> None:  # connected and reconciled: the account's other fires go on meanwhile
             if lead and shared is not None and not shared.done():
                 shared.set_result(True)
