@@ -310,8 +310,11 @@ class Release:
                 return True
             self.leases.done(fire.fire_id)  # sending now: no longer renewed
         if _send_armed(prepared, member):
-            # every fire of the instant writes its request before any runs its path to the reply
+            # every fire of the instant writes its request before any runs its path to the reply, and
+            # fires taken over (LateSends) get theirs out before that path too: it is loop time their
+            # preparation would queue behind
             await asyncio.sleep(0)
+            await self.gate.late.wait()
         await self._execute(fire, prepared, member)
         return False
 

@@ -188,3 +188,29 @@ async def test_the_own_bursts_follow_ups_wait_for_the_fires_taken_over_to_send()
     first_follow_up = min(i for i, e in enumerate(executor.events) if e.startswith("follow-up fire-own"))
     assert {"run fire-t0", "run fire-t1"} <= set(executor.events[:first_follow_up])
     assert release.gate.late.outstanding() == 0
+
+
+class Primed(Recorder):
+    """Own fires whose request was written at the gate (an armed, primed request); taken fires are not."""
+
+    async def prepare(self, fire: Fire) -> Any:
+        prepared = await super().prepare(fire)
+        if not fire.taken:
+            prepared.send_armed = lambda released: self.events.append(f"written {fire.fire_id}") or True
+        return prepared
+
+
+async def test_own_fires_whose_request_left_run_their_path_to_the_reply_after_the_taken_fires_sent() -> None:
+    clock = HeldClock(INSTANT - dt.timedelta(seconds=1))
+    executor = Primed(answering=True)
+    release = _release(clock, executor, [])
+    own = [asyncio.ensure_future(release.release(_fire(f"own{i}", INSTANT))) for i in range(2)]
+    await _settle()
+    release.gate.late.note(["fire-t0"])
+    clock.come(INSTANT)
+    await _settle()
+    assert {"written fire-own0", "written fire-own1"} <= set(executor.events)  # sent at the instant
+    assert not any(e.startswith("run fire-own") for e in executor.events)  # their paths wait
+    taken = asyncio.ensure_future(release.release(_fire("t0", INSTANT, taken=True)))
+    await asyncio.wait_for(asyncio.gather(*own, taken), 5)
+    assert executor.events.index("run fire-t0") < executor.events.index("run fire-own0")
