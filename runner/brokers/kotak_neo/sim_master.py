@@ -32,12 +32,14 @@ if TYPE_CHECKING:
 
 FILES_PREFIX = "/wso2-scripmaster/v1/prod"  # as in the docs' sample filesPaths
 EXPIRY_TIME = dt.time(14, 30)  # the wall time Kotak's epochs land on (1456410600 -> 2026-02-24 14:30 IST)
+MCX_EXPIRY_TIME = dt.time(23, 59, 59)  # MCX rows: the day's last second in UTC (1778803199 = 2026-05-14)
 
 
 def epoch_of(expiry: dt.date, segment: str) -> int:
-    """Inverse of :func:`runner.brokers.kotak_neo.master.expiry_of`."""
-    seconds = int(dt.datetime.combine(expiry, EXPIRY_TIME, IST).timestamp())
-    return seconds if segment in NO_OFFSET_SEGMENTS else seconds - EPOCH_1980_OFFSET
+    """Inverse of :func:`runner.brokers.kotak_neo.master.expiry_of`, in the real files' form."""
+    if segment in NO_OFFSET_SEGMENTS:
+        return int(dt.datetime.combine(expiry, MCX_EXPIRY_TIME, dt.UTC).timestamp())
+    return int(dt.datetime.combine(expiry, EXPIRY_TIME, IST).timestamp()) - EPOCH_1980_OFFSET
 
 
 def _x100(value: Decimal) -> str:
