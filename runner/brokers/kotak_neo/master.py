@@ -7,20 +7,21 @@ the v3 path ``script-details/1.0/masterscrip/file-paths`` with ``Authorization: 
 The traps, and the rule used for each (we are liberal in what we accept):
 * header names carry trailing spaces and one ends in ``;`` (``dStrikePrice;``): names are stripped of
   whitespace and of trailing ``;`` before lookup;
-* F&O expiries (NSE_FO, BSE_FO, CDE_FO) are epoch seconds counted from 1980-01-01 IST: add 315513000 s,
-  then take the IST date (1456410600 -> 2026-02-24, the date its trading symbol names; the "+10 calendar
-  years" the SDK and Kotak's answers suggest lands a day late across an extra leap day). MCX expiries are
-  plain Unix seconds whose day is the UTC date (1778803199 = 2026-05-14 23:59:59 UTC, already 05-15 in
-  IST). Verified: the SDK's ``scrip_search`` (Kotak-neo-api-v2) offsets every ``*fo`` segment but MCX and
-  reads MCX with ``pd.to_datetime(unit='s')`` (UTC); Kotak-Neo on kotak-neo-api#24: "all the expiry dates
-  are -10 years except for MCX"; rows in tests/brokers/kotak_neo/test_kotak_master_expiry.py;
+* expiries are epoch seconds read as the official SDK reads them (PyPI ``kotakneoapi`` 3.0.9,
+  ``services/scrip_search.py``, and its unit tests): NSE_FO (and CDE_FO) is shifted, add 315511200 s
+  (1456410600 -> 2026-02-24, the date its trading symbol names; the older "+10 calendar years" lands a
+  day late across an extra leap day); BSE_FO and MCX_FO are plain Unix seconds (1778803199 = 2026-05-14,
+  a real CRUDEOIL row). The day is always the UTC date (the SDK's ``pd.to_datetime(unit='s')`` has no
+  zone): an IST day is a day late for MCX's 23:59:59 UTC stamps. Older official sources differ for
+  BSE_FO (Kotak-neo-api-v2 shifted it; Kotak-Neo on kotak-neo-api#24: "-10 years except for MCX"): the
+  newest SDK wins; tests/brokers/kotak_neo/test_kotak_master_expiry.py cites each;
 * strikes are scaled by 100, with or without decimals (the SDK compares them with a searched strike x100);
 * ticks are integers in units of 10**-lPrecision (the sample: ``dTickSize`` 5 with ``lPrecision`` 2 is
   0.05); a tick already written with a decimal point is taken as rupees; no precision -> 2;
 * ``pOptionType`` is CE/PE for options and XX (or blank) for futures; equities have no expiry (-1);
 * a header-only file yields zero rows, not an error (judging an empty file is the sync layer's job).
 Stock-option expiry fields were reported wrong (Kotak-neo-api-v2#67: users parsed ``pScripRefKey``), but
-the reported value (INFY 1467297000) is the same 1980-based epoch and reads right (2026-06-30); no
+the reported value (INFY 1467297000) is the same shifted epoch and reads right (2026-06-30); no
 official source documents a ``pScripRefKey`` fallback, so none is made. We read ``lExpiryDate`` and fall
 back to ``pExpiryDate`` (the column the SDK converts).
 """
@@ -52,9 +53,9 @@ MASTER_HOST = "https://cis.kotaksecurities.com"
 DEFAULT_SEGMENTS = ("nse_cm", "nse_fo", "bse_cm", "bse_fo")  # option `master_segments` overrides
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
-EPOCH_1980_OFFSET = 315513000  # seconds from 1970-01-01 UTC to 1980-01-01 IST
-# SDK scrip_search: MCX expiries are plain Unix seconds, the day in UTC ("mcx" is the SDK's own name)
-NO_OFFSET_SEGMENTS = frozenset({"mcx_fo", "mcx"})
+EPOCH_1980_OFFSET = 315511200  # the official SDK's shift of NSE_FO expiries (about 10 years), seconds
+# Not shifted (the SDK's "non-shifted expiry conversion path"): plain Unix seconds ("mcx": the SDK's name)
+NO_OFFSET_SEGMENTS = frozenset({"mcx_fo", "mcx", "bse_fo"})
 
 # The official sample's header (nse_cm.csv), irregular spellings kept: the simulator writes it verbatim.
 HEADER = (
@@ -105,9 +106,9 @@ def expiry_of(raw: str, segment: str) -> dt.date | None:
         return None
     if seconds <= 0:
         return None
-    if segment in NO_OFFSET_SEGMENTS:
-        return dt.datetime.fromtimestamp(seconds, dt.UTC).date()
-    return dt.datetime.fromtimestamp(seconds + EPOCH_1980_OFFSET, IST).date()
+    if segment not in NO_OFFSET_SEGMENTS:
+        seconds += EPOCH_1980_OFFSET
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).date()  # the UTC day, as the SDK takes it
 
 
 def _plain(value: Decimal) -> Decimal:
