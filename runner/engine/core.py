@@ -48,7 +48,7 @@ from runner.engine.killswitch import GuardedBroker
 from runner.engine.leases import DEFAULT_BUSY_WAIT, Lease, leases_for
 from runner.engine.risk import RiskChecker, RiskConfig, RiskRefused
 from runner.engine.rolling import resolve_for_step
-from runner.engine.steps.common import RunContext, StepError, StepResult
+from runner.engine.steps.common import RunContext, StepError, StepRefused, StepResult
 from runner.engine.steps.dispatch import EXIT_KINDS, HANDLERS
 from runner.errors import BrokerError
 from runner.ids import run_id as make_run_id
@@ -664,6 +664,9 @@ class Engine:
         except RiskRefused as exc:
             log.warning("risk_refused", error=str(exc))
             return StepResult(StepOutcome.REFUSED, f"refused by pre-trade limits: {exc}")
+        except StepRefused as exc:
+            log.warning("step_refused", error=str(exc))
+            return StepResult(StepOutcome.REFUSED, str(exc))
         except StepError as exc:
             return StepResult.failed(str(exc))
         except BrokerError as exc:

@@ -8,7 +8,8 @@ broker's instrument master (``instrument_master()``) and the underlying's fresh 
 builds any order. The underlying's price is read once per run: every ATM strike on one underlying in a
 run is set from the same LTP (a straddle's two legs, placed by two steps, share one strike). Anything
 missing (no master, no LTP, no such expiry or strike) fails the step with
-:class:`InstrumentUnresolved`, nothing sent. Client order ids do not depend on the contract (run, slot,
+:class:`InstrumentUnresolved`, nothing sent; an LTP outside the listed strikes refuses it
+(:class:`InstrumentRefused`), nothing sent. Client order ids do not depend on the contract (run, slot,
 leg, attempt), so they stay deterministic.
 
 ``runner plan`` and ``rehearse`` resolve through the same :func:`resolve_spec`.
@@ -25,12 +26,18 @@ from typing import Any
 from pydantic import BaseModel
 
 from runner.brokers.instruments import InstrumentMaster
-from runner.engine.steps.common import RunContext, StepError, reference_price
+from runner.engine.steps.common import RunContext, StepError, StepRefused, reference_price
 from runner.errors import InstrumentUnknown
 from runner.journal.resolved import ResolvedInstrument, ResolvedInstruments
 from runner.model import Instrument
 from runner.playbook.models import InstrumentSpec, Playbook, RollingExpiry, Underlying
-from runner.playbook.rolling import DEFAULT_UNDERLYING_EXCHANGE, RollingUnresolved, pick_expiry, pick_strike
+from runner.playbook.rolling import (
+    DEFAULT_UNDERLYING_EXCHANGE,
+    AtmOutsideBand,
+    RollingUnresolved,
+    pick_expiry,
+    pick_strike,
+)
 
 _STORE = "rolling.store"
 _MASTER = "rolling.master"
@@ -41,6 +48,11 @@ PriceOf = Callable[[Instrument], Awaitable[Decimal]]
 
 class InstrumentUnresolved(StepError):
     """A rolling instrument could not be resolved (no master, no LTP, no such expiry or strike)."""
+
+
+class InstrumentRefused(StepRefused):
+    """A rolling instrument's ATM strike is refused: the underlying's LTP lies outside the listed strikes
+    (:class:`~runner.playbook.rolling.AtmOutsideBand`). The step is REFUSED, nothing sent."""
 
 
 def rolling_aliases(pb: Playbook) -> set[str]:
@@ -125,10 +137,13 @@ async def resolve_spec(
             assert expiry is not None and spec.atm_steps is not None  # the validator requires an expiry
             _, underlying = underlying_of(pb, spec)
             ltp = await price_of(underlying)
-            strike = pick_strike(master.strikes(ex, sym, expiry), ltp, spec.atm_steps, what=what)
+            strikes = master.strikes(ex, sym, expiry)
+            strike = pick_strike(strikes, ltp, spec.atm_steps, what=what, underlying=underlying.key)
         else:
             strike = spec.strike
         row = master.resolve(Instrument(ex, sym, expiry=expiry, strike=strike, option_type=spec.option_type))
+    except AtmOutsideBand as exc:
+        raise InstrumentRefused(f"{exc}; nothing was sent") from None
     except RollingUnresolved as exc:
         raise InstrumentUnresolved(f"{exc}; nothing was sent") from None
     except InstrumentUnknown as exc:

@@ -33,7 +33,7 @@ class Verdict(enum.StrEnum):
     NOTHING = "nothing"  # runs, but finds nothing to act on
     DONE = "done"  # already finished in this run (a resume skips it)
     SKIPPED = "skipped"  # late, never-placed order, or an earlier step failed / was refused
-    REFUSED = "refused"  # pre-trade limits refuse an order: the run stops there
+    REFUSED = "refused"  # pre-trade limits or a safety check (StepRefused) refuse it: the run stops there
     FAILS = "fails"  # the step cannot be carried out as written
 
 

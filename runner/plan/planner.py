@@ -35,7 +35,7 @@ from runner.engine.rolling import (
     with_contracts,
 )
 from runner.engine.steps.cancel import open_matching
-from runner.engine.steps.common import StepError, enrich
+from runner.engine.steps.common import StepError, StepRefused, enrich
 from runner.engine.steps.dispatch import EXIT_KINDS
 from runner.engine.steps.modify import (
     chase_cap,
@@ -162,6 +162,8 @@ class Planner(Projection):
                     d.message = "; ".join([d.message, *contracts]) if d.message else "; ".join(contracts)
             except RiskRefused as exc:
                 d.verdict, d.message = Verdict.REFUSED, f"refused by pre-trade limits: {exc}"
+            except StepRefused as exc:  # a safety check, as a run would refuse it
+                d.verdict, d.message = Verdict.REFUSED, str(exc)
             except StepError as exc:
                 d.verdict, d.message = Verdict.FAILS, str(exc)
             if d.verdict in (Verdict.REFUSED, Verdict.FAILS):

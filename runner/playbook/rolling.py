@@ -9,9 +9,15 @@ the same contract from the same master and price:
 - ``{nearest: monthly, offset: N}``: the same, counting only the last listed expiry of each month.
 - ``atm`` / ``atm+N`` / ``atm-N``: the listed strike nearest the underlying's LTP (exactly halfway
   between two listed strikes: the lower one), then N listed strikes higher / lower. No strikes listed,
-  or fewer than N on that side: :class:`RollingUnresolved`. An LTP more than :data:`FAR_STEPS` strike
-  steps (the outermost gap on that side) beyond the outermost listed strike is refused too: "nearest"
-  would be that edge strike, far from the money (a stale master, or the wrong underlying or price).
+  or fewer than N on that side: :class:`RollingUnresolved`.
+- The band: an LTP below the lowest listed strike by more than the interval between the two lowest
+  strikes, or above the highest by more than the interval between the two highest, is refused with
+  :class:`AtmOutsideBand` (the step is REFUSED, nothing sent): "nearest" would be that edge strike, far
+  from the money, and the LTP or the master is wrong (a stale or wrong quote, the wrong underlying, a
+  master missing most strikes). Exactly one interval beyond the edge still resolves to the edge strike:
+  the one strike that would be nearer is missing, at most one interval away. The interval is the spacing
+  at that edge because exchanges list wider steps far from the money. A single listed strike has no
+  interval to measure by, so it is not checked.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from decimal import Decimal
 
 ATM_PATTERN = r"^atm(?:[+-][1-9][0-9]?)?$"
 _ATM_RE = re.compile(ATM_PATTERN)
-FAR_STEPS = 2  # strike steps an LTP may lie beyond the outermost listed strike and still set the ATM
+FAR_STEPS = 1  # strike intervals an LTP may lie beyond the outermost listed strike and still set the ATM
 
 
 class ExpiryKind(enum.StrEnum):
@@ -34,6 +40,33 @@ class ExpiryKind(enum.StrEnum):
 
 class RollingUnresolved(ValueError):
     """A rolling instrument has no contract under its rule (no such expiry or strike listed)."""
+
+
+class AtmOutsideBand(RollingUnresolved):
+    """The underlying's LTP lies beyond the listed strikes by more than one strike interval: an ATM strike
+    must not be taken from it (the engine refuses the step, nothing sent)."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        underlying: str | None,
+        ltp: Decimal,
+        low: Decimal,
+        high: Decimal,
+        interval: Decimal,
+    ) -> None:
+        self.underlying, self.ltp, self.low, self.high, self.interval = underlying, ltp, low, high, interval
+        below = ltp < low
+        edge = low if below else high
+        whose = f"the underlying {underlying} LTP" if underlying else "the underlying's LTP"
+        super().__init__(
+            f"{what}: {whose} {ltp} is {abs(ltp - edge)} {'below' if below else 'above'} the listed strikes "
+            f"{low}..{high}, more than one strike interval ({interval}) beyond the "
+            f"{'lowest' if below else 'highest'}; refused rather than take the edge strike {edge}, far from "
+            "the money: check the underlying and its price (a stale or wrong quote), or sync the instrument "
+            "master (runner instruments sync) if it lacks this expiry's strikes"
+        )
 
 
 def parse_atm(text: str) -> int:
@@ -63,12 +96,15 @@ def pick_expiry(
     return live[offset]
 
 
-def pick_strike(strikes: Sequence[Decimal], ltp: Decimal, steps: int, *, what: str) -> Decimal:
-    """The listed strike ``steps`` strikes away from the one nearest ``ltp`` (ties: the lower)."""
+def pick_strike(
+    strikes: Sequence[Decimal], ltp: Decimal, steps: int, *, what: str, underlying: str | None = None
+) -> Decimal:
+    """The listed strike ``steps`` strikes away from the one nearest ``ltp`` (ties: the lower) of
+    ``underlying`` (named in errors); :class:`AtmOutsideBand` when ``ltp`` is outside the band."""
     listed = sorted(set(strikes))
     if not listed:
         raise RollingUnresolved(f"{what}: the instrument master lists no strikes for this expiry")
-    _refuse_far_ltp(listed, ltp, what=what)
+    _refuse_far_ltp(listed, ltp, what=what, underlying=underlying)
     atm = min(range(len(listed)), key=lambda i: (abs(listed[i] - ltp), listed[i]))
     index = atm + steps
     if not 0 <= index < len(listed):
@@ -81,24 +117,20 @@ def pick_strike(strikes: Sequence[Decimal], ltp: Decimal, steps: int, *, what: s
     return listed[index]
 
 
-def _refuse_far_ltp(listed: Sequence[Decimal], ltp: Decimal, *, what: str) -> None:
-    """RollingUnresolved when ``ltp`` (sorted ``listed``) lies over FAR_STEPS strike steps outside them."""
+def _refuse_far_ltp(listed: Sequence[Decimal], ltp: Decimal, *, what: str, underlying: str | None) -> None:
+    """AtmOutsideBand when ``ltp`` lies over FAR_STEPS strike intervals outside sorted ``listed``."""
     if len(listed) < 2:
-        return  # one strike: no step to measure by
+        return  # one strike: no interval to measure by
     if ltp < listed[0]:
-        edge, step, side = listed[0], listed[1] - listed[0], "below"
+        edge, interval = listed[0], listed[1] - listed[0]
     elif ltp > listed[-1]:
-        edge, step, side = listed[-1], listed[-1] - listed[-2], "above"
+        edge, interval = listed[-1], listed[-1] - listed[-2]
     else:
         return
-    if abs(ltp - edge) <= FAR_STEPS * step:
+    if abs(ltp - edge) <= FAR_STEPS * interval:
         return
-    raise RollingUnresolved(
-        f"{what}: the underlying's LTP {ltp} is {abs(ltp - edge)} {side} the listed strikes "
-        f"{listed[0]}..{listed[-1]} (over {FAR_STEPS} strike steps of {step}), so the ATM strike would be "
-        f"{edge}, far from the money; check the underlying and its price, or sync the instrument master "
-        "(runner instruments sync) if it lacks this expiry's strikes"
-    )
+    low, high = listed[0], listed[-1]
+    raise AtmOutsideBand(what, underlying=underlying, ltp=ltp, low=low, high=high, interval=interval)
 
 
 # Where an option's underlying trades when the playbook does not say (index or stock of the same symbol).

@@ -71,7 +71,8 @@ async def rolling_rows(
     details = failed + unknown + resolved
     if failed:
         return [Row(account, CheckName.ROLLING, Status.FAIL, f"{len(failed)} unresolved: {failed[0]}",
-                    "the step would fail at run time: fix the playbook's instrument or sync the master",
+                    "the step would fail or be refused at run time: fix the playbook's instrument "
+                    "or sync the master",
                     details)]
     status = Status.WARN if unknown else Status.OK
     reason = f"{len(resolved)} resolved now" + (f", {len(unknown)} without a price now" if unknown else "")

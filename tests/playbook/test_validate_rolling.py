@@ -144,7 +144,7 @@ def test_pick_strike_nearest_ties_lower_and_steps() -> None:
     assert pick_strike(strikes, Decimal("24526"), 0, what="x") == Decimal(24550)
     assert pick_strike(strikes, Decimal("24512"), 2, what="x") == Decimal(24600)
     assert pick_strike(strikes, Decimal("24512"), -2, what="x") == Decimal(24400)
-    assert pick_strike(strikes, Decimal("24700"), 0, what="x") == Decimal(24600)  # 2 steps out: the edge
+    assert pick_strike(strikes, Decimal("24650"), 0, what="x") == Decimal(24600)  # 1 interval out: the edge
     with pytest.raises(RollingUnresolved, match="atm\\+3 is beyond"):
         pick_strike(strikes, Decimal("24512"), 3, what="x")
     with pytest.raises(RollingUnresolved, match="lists no strikes"):

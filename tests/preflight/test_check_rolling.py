@@ -75,7 +75,8 @@ def test_atm_from_a_far_ltp_fails_the_check(
     assert code == 4, rows
     row = rows["rolling"]
     assert row["status"] == "FAIL", row
-    assert "instrument 'ce' (NFO NIFTY nearest weekly atm CE): the underlying's LTP " in row["reason"]
+    what = "instrument 'ce' (NFO NIFTY nearest weekly atm CE)"
+    assert f"{what}: the underlying NSE RELIANCE LTP " in row["reason"]
     assert "below the listed strikes" in row["reason"] and "sync the instrument master" in row["reason"]
 
 

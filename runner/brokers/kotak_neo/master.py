@@ -7,15 +7,23 @@ the v3 path ``script-details/1.0/masterscrip/file-paths`` with ``Authorization: 
 The traps, and the rule used for each (we are liberal in what we accept):
 * header names carry trailing spaces and one ends in ``;`` (``dStrikePrice;``): names are stripped of
   whitespace and of trailing ``;`` before lookup;
-* F&O expiries are epoch seconds counted from 1980-01-01 IST: add 315513000 s, then take the IST date
-  (1456410600 -> 2026-02-24). ``mcx_fo`` gets no offset, as the SDK's ``scrip_search`` applies none there;
+* expiries are epoch seconds read as the official SDK reads them (PyPI ``kotakneoapi`` 3.0.9,
+  ``services/scrip_search.py``, and its unit tests): NSE_FO (and CDE_FO) is shifted, add 315511200 s
+  (1456410600 -> 2026-02-24, the date its trading symbol names; the older "+10 calendar years" lands a
+  day late across an extra leap day); BSE_FO and MCX_FO are plain Unix seconds (1778803199 = 2026-05-14,
+  a real CRUDEOIL row). The day is always the UTC date (the SDK's ``pd.to_datetime(unit='s')`` has no
+  zone): an IST day is a day late for MCX's 23:59:59 UTC stamps. Older official sources differ for
+  BSE_FO (Kotak-neo-api-v2 shifted it; Kotak-Neo on kotak-neo-api#24: "-10 years except for MCX"): the
+  newest SDK wins; tests/brokers/kotak_neo/test_kotak_master_expiry.py cites each;
 * strikes are scaled by 100, with or without decimals (the SDK compares them with a searched strike x100);
 * ticks are integers in units of 10**-lPrecision (the sample: ``dTickSize`` 5 with ``lPrecision`` 2 is
   0.05); a tick already written with a decimal point is taken as rupees; no precision -> 2;
 * ``pOptionType`` is CE/PE for options and XX (or blank) for futures; equities have no expiry (-1);
 * a header-only file yields zero rows, not an error (judging an empty file is the sync layer's job).
-Unverified: MCX/BSE_FO expiry offsets (no primary source); stock-option expiry fields have been reported
-wrong (users parsed ``pScripRefKey``): we read ``lExpiryDate`` and fall back to ``pExpiryDate``.
+Stock-option expiry fields were reported wrong (Kotak-neo-api-v2#67: users parsed ``pScripRefKey``), but
+the reported value (INFY 1467297000) is the same shifted epoch and reads right (2026-06-30); no
+official source documents a ``pScripRefKey`` fallback, so none is made. We read ``lExpiryDate`` and fall
+back to ``pExpiryDate`` (the column the SDK converts).
 """
 
 from __future__ import annotations
@@ -45,8 +53,9 @@ MASTER_HOST = "https://cis.kotaksecurities.com"
 DEFAULT_SEGMENTS = ("nse_cm", "nse_fo", "bse_cm", "bse_fo")  # option `master_segments` overrides
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
-EPOCH_1980_OFFSET = 315513000  # seconds from 1970-01-01 UTC to 1980-01-01 IST
-NO_OFFSET_SEGMENTS = frozenset({"mcx_fo"})  # SDK scrip_search: MCX expiries are plain Unix seconds
+EPOCH_1980_OFFSET = 315511200  # the official SDK's shift of NSE_FO expiries (about 10 years), seconds
+# Not shifted (the SDK's "non-shifted expiry conversion path"): plain Unix seconds ("mcx": the SDK's name)
+NO_OFFSET_SEGMENTS = frozenset({"mcx_fo", "mcx", "bse_fo"})
 
 # The official sample's header (nse_cm.csv), irregular spellings kept: the simulator writes it verbatim.
 HEADER = (
@@ -99,7 +108,7 @@ def expiry_of(raw: str, segment: str) -> dt.date | None:
         return None
     if segment not in NO_OFFSET_SEGMENTS:
         seconds += EPOCH_1980_OFFSET
-    return dt.datetime.fromtimestamp(seconds, IST).date()
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).date()  # the UTC day, as the SDK takes it
 
 
 def _plain(value: Decimal) -> Decimal:

@@ -31,13 +31,17 @@ if TYPE_CHECKING:
     from runner.brokers.kotak_neo.sim import KotakNeoSim
 
 FILES_PREFIX = "/wso2-scripmaster/v1/prod"  # as in the docs' sample filesPaths
-EXPIRY_TIME = dt.time(14, 30)  # the wall time Kotak's epochs land on (1456410600 -> 2026-02-24 14:30 IST)
+# The UTC times the real rows' epochs land on once read: shifted NSE_FO 1456410600 -> 2026-02-24 08:30;
+# MCX 1778803199 = 2026-05-14 23:59:59 (BSE_FO, not shifted either, is written the same way).
+EXPIRY_TIME = dt.time(8, 30)
+UNSHIFTED_EXPIRY_TIME = dt.time(23, 59, 59)
 
 
 def epoch_of(expiry: dt.date, segment: str) -> int:
-    """Inverse of :func:`runner.brokers.kotak_neo.master.expiry_of`."""
-    seconds = int(dt.datetime.combine(expiry, EXPIRY_TIME, IST).timestamp())
-    return seconds if segment in NO_OFFSET_SEGMENTS else seconds - EPOCH_1980_OFFSET
+    """Inverse of :func:`runner.brokers.kotak_neo.master.expiry_of`, in the real files' form."""
+    if segment in NO_OFFSET_SEGMENTS:
+        return int(dt.datetime.combine(expiry, UNSHIFTED_EXPIRY_TIME, dt.UTC).timestamp())
+    return int(dt.datetime.combine(expiry, EXPIRY_TIME, dt.UTC).timestamp()) - EPOCH_1980_OFFSET
 
 
 def _x100(value: Decimal) -> str:

@@ -37,6 +37,11 @@ class StepError(Exception):
     """The step cannot be carried out as written (e.g. lots without a lot size). Nothing was sent."""
 
 
+class StepRefused(StepError):
+    """A safety check refuses the step (e.g. an ATM strike from an LTP outside the listed strikes): the
+    step is REFUSED, not FAILED. Nothing was sent."""
+
+
 @dataclass(frozen=True, slots=True)
 class StepResult:
     outcome: StepOutcome
