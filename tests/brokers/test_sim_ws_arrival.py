@@ -18,7 +18,8 @@ UPGRADE = b"GET /WSGateway/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"
 # 4 messages: a short one, a ping (not a message), 300 bytes (16-bit length), one fragmented over a
 # 70,000-byte continuation (64-bit length), an empty one
 STREAM = (UPGRADE + _frame(Opcode.TEXT, b"a" * 5) + _frame(Opcode.PING, b"pp")
-          + _frame(Opcode.TEXT, b"b" * 300) + _frame(Opcode.TEXT, b"x" * 10, fin=False) + _frame(Opcode.CONT, b"y" * 70_000)
+          + _frame(Opcode.TEXT, b"b" * 300)
+          + _frame(Opcode.TEXT, b"x" * 10, fin=False) + _frame(Opcode.CONT, b"y" * 70_000)
           + _frame(Opcode.TEXT, b""))
 
 
