@@ -49,7 +49,7 @@ from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import PricePath
 from runner.brokers.sim_front import BACKLOG
-from runner.brokers.sim_loop import settle_heap
+from runner.brokers.sim_loop import Turnstile, settle_heap
 from runner.brokers.sim_ws_arrival import StampedConnection
 from runner.wirejson import dumps, loads
 
@@ -131,6 +131,10 @@ class AlphaPointSim:
         # ClientOrderId -> wall time its first SendOrder frame was read off the socket (sim_ws_arrival),
         # for benches: when a request reached the broker, not when its handler's turn came
         self.arrivals: dict[str, float] = {}
+        # one frame handled per turn of the loop: a connection's task handles every frame it has queued
+        # in one step, so during a burst the loop read the other sockets only after all of them (measured:
+        # 150 SendOrders over 10 connections, arrival p99 18-156 ms without, 10-42 ms with)
+        self._turns = Turnstile()
         self._sessions: dict[ServerConnection, Session] = {}
         self._server: Server | None = None
         self.port = 0
@@ -193,6 +197,7 @@ class AlphaPointSim:
                     continue
                 if name == "SendOrder" and isinstance(payload, dict):
                     self.arrivals.setdefault(str(ci(payload).get("clientorderid")), read_at)
+                await self._turns.turn()
                 if not await self._dispatch(
                     ws, session, seq, name, payload if isinstance(payload, dict) else {}
                 ):

@@ -64,11 +64,21 @@ async def test_frames_held_back_behind_another_keep_the_time_they_were_read(
         with time_machine.travel(T0, tick=False) as traveller, first_place_holds_the_loop(
             monkeypatch, sim.exchange.engine, traveller.shift
         ) as ran:
+            loop, steps = asyncio.get_running_loop(), []
+            held = sim.exchange.engine.place
+
+            def place(*args: object, **kwargs: object) -> object:
+                steps.append("place")
+                loop.call_soon(steps.append, "turn")  # runs once the loop turns
+                return held(*args, **kwargs)
+
+            monkeypatch.setattr(sim.exchange.engine, "place", place)
             # both frames in one write: the simulator reads them in one pass, then handles one after the other
             s.sendall(frame(2, "SendOrder", orders[0]) + frame(3, "SendOrder", orders[1]))
             await read_until(s, b'"SendOrder"', 2)
     finally:
         s.close()
     assert ran == [T0, T0 + 5]  # the second order was handled 5 s after both were read
+    assert steps[:3] == ["place", "turn", "place"]  # one frame per turn of the loop (sim_loop.Turnstile)
     ids = [str(o["ClientOrderId"]) for o in orders]
     assert sim.arrivals == {ids[0]: T0, ids[1]: T0}
