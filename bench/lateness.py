@@ -1,5 +1,6 @@
 """First-request lateness at one instant, measured three ways (issue 16): N playbooks due at one instant,
-real `runner serve` processes on a throwaway PostgreSQL, sending through `runner sim kotak_neo` over HTTP.
+real `runner serve` processes on a throwaway PostgreSQL, sending through `runner sim BROKER` over HTTP
+(``--broker``: kotak_neo by default, blitz or odin; each serves through runner.brokers.sim_front).
 
 For every fire, relative to the instant:
 
@@ -15,12 +16,13 @@ For every fire, relative to the instant:
   before the loop reads the socket is still in the figure (the baseline shows what this box allows).
 
 Baseline, same process, same simulator, same accounts: the same N place requests sent at one instant by
-the Kotak adapter alone (logged in and its connections opened beforehand, no engine, no journal) - what
-this box and this simulator can do at best. Ratio = runner p99 / baseline p99. Measured twice: built
+the broker's adapter alone (logged in and its connections opened beforehand, no engine, no journal) -
+what this box and this simulator can do at best. Ratio = runner p99 / baseline p99. Measured twice: built
 at the instant (the ordinary path), and primed beforehand as the daemon's armed runs are
 (runner.brokers.primed); the ratio uses the primed one.
 
-    python bench/lateness.py [--fires 150] [--accounts 10] [--daemons 1 3] [--profile DIR]
+    python bench/lateness.py [--broker kotak_neo|blitz|odin] [--fires 150] [--accounts 10] [--daemons 1 3]
+                             [--profile DIR]
 
 ``--profile DIR`` runs each daemon's event loop under cProfile for 0.5 s from the instant (dumped to
 DIR/instant.prof.<pid>.<n>).
@@ -50,6 +52,23 @@ from runner.journal.fires import FireState
 
 HERE = Path(__file__).resolve().parent
 UTC = dt.UTC
+
+
+BROKERS = ("kotak_neo", "blitz", "odin")  # the HTTP simulators with GET /_sim/arrivals
+
+
+def wire_id(broker: str, client_id: str) -> str:
+    """The id the simulator and the probe see for ``client_id``: ODIN carries a 10-character form."""
+    if broker == "odin":
+        from runner.brokers.odin.wire import order_identifier
+
+        return order_identifier(client_id)
+    return client_id
+
+
+def by_client_id(broker: str, ids: list[str], stamps: dict[str, float]) -> dict[str, float]:
+    keyed = {c: wire_id(broker, c) for c in ids}
+    return {c: stamps[w] for c, w in keyed.items() if w in stamps}
 
 
 def lefts(folder: Path) -> dict[str, float]:
@@ -108,8 +127,8 @@ def runner_run(
         return {
             "fires": fires,
             "succeeded": sum(1 for r in rows if r.state is FireState.SUCCEEDED),
-            "arrived": summary("arrived", t0, ids, arrivals(sim)),
-            "left": summary("left", t0, ids, lefts(probe)),
+            "arrived": summary("arrived", t0, ids, by_client_id(sim.broker, ids, arrivals(sim))),
+            "left": summary("left", t0, ids, by_client_id(sim.broker, ids, lefts(probe))),
             "reply": summary("reply", t0, ids, reply),
         }
     finally:
@@ -156,15 +175,10 @@ async def _baseline(
 def baseline(sim: Sim, root: Path, fires: int, tag: str, primed: bool = True) -> dict[str, Any]:
     with environ(sim.env):
         t0, ids, done = asyncio.run(_baseline(sim, fires, tag, primed))
-    left = {}
-    for f in (root / "probe-main").glob("left-*.tsv"):
-        for row in f.read_text().splitlines():
-            cid, _, when = row.partition("\t")
-            if cid.startswith(tag):
-                left.setdefault(cid, float(when))
+    left = by_client_id(sim.broker, ids, lefts(root / "probe-main"))
     return {
         "fires": fires,
-        "arrived": summary("arrived", t0, ids, arrivals(sim)),
+        "arrived": summary("arrived", t0, ids, by_client_id(sim.broker, ids, arrivals(sim))),
         "left": summary("left", t0, ids, left),
         "reply": summary("reply", t0, ids, done),
     }
@@ -172,6 +186,7 @@ def baseline(sim: Sim, root: Path, fires: int, tag: str, primed: bool = True) ->
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--broker", choices=BROKERS, default="kotak_neo", help="whose simulator (kotak_neo)")
     ap.add_argument("--fires", type=int, default=150, help="playbooks due at the one instant (default 150)")
     ap.add_argument("--accounts", type=int, default=10, help="accounts on the simulator (default 10)")
     ap.add_argument(
@@ -196,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     pg = PgCluster(bindir, Path(tempfile.mkdtemp(prefix="runner-pg-", dir="/tmp")), _server_user())
     pg.start()
-    sim = Sim(root, args.accounts)
+    sim = Sim(root, args.accounts, args.broker)
     results = []
     try:
         ordinary = baseline(sim, root, args.fires, "bord", primed=False)
@@ -207,10 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         sim.stop()
         pg.stop()
     print(
-        f"first-request lateness on PostgreSQL via runner sim kotak_neo (HTTP): {args.fires} fires due at "
-        f"one instant, {args.accounts} accounts, serve --lead {args.lead:g} (ms after the instant)"
+        f"first-request lateness on PostgreSQL via runner sim {args.broker} (HTTP): {args.fires} fires due "
+        f"at one instant, {args.accounts} accounts, serve --lead {args.lead:g} (ms after the instant)"
     )
-    print("  baseline: the Kotak adapter alone, logged in and warmed, the same requests at one instant")
+    print(f"  baseline: the {args.broker} adapter alone, logged in and warmed, the same requests at once")
     print("   ordinary (built at the instant):")
     for k in ("left", "arrived", "reply"):
         print(line(k, ordinary[k]))

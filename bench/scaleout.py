@@ -99,11 +99,10 @@ def takeover_marks(cluster: Cluster) -> dict[str, dict[str, float]]:
 
 
 def sim_arrivals(sim: Sim) -> dict[str, float]:
-    """client order id -> wall time its place request reached the simulator."""
+    """client order id (as on the broker's wire) -> wall time its place request reached the simulator."""
     import urllib.request
 
-    url = sim.accounts["sim"]["endpoints"]["login"]
-    with urllib.request.urlopen(f"{url}/_sim/arrivals", timeout=30) as r:  # loopback
+    with urllib.request.urlopen(f"{sim.url}/_sim/arrivals", timeout=30) as r:  # loopback
         data: dict[str, float] = json.loads(r.read())
     return data
 

@@ -16,9 +16,14 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qs
+
+# the id a JSON place body carries: Blitz's correlationOrderId (our client id), ODIN's order_identifier
+# (its 10-character form, runner.brokers.odin.wire.order_identifier); Kotak's is in urlencoded jData
+_JSON_ID = re.compile(rb'"(?:correlationOrderId|order_identifier)": ?"([^"]+)"')
 
 
 def _install_probe(folder: str) -> None:
@@ -28,7 +33,12 @@ def _install_probe(folder: str) -> None:
 
     async def chunk_sent(session: Any, ctx: Any, params: Any) -> None:
         when = time.time()
-        if params.method != "POST" or not params.url.path.endswith("/place"):
+        if params.method != "POST":
+            return
+        if not params.url.path.endswith("/place"):
+            found = _JSON_ID.search(bytes(params.chunk))
+            if found is not None:
+                sink.write(f"{found.group(1).decode()}\t{when:.6f}\n")
             return
         try:
             body = parse_qs(bytes(params.chunk).decode())
@@ -52,8 +62,6 @@ def _install_probe(folder: str) -> None:
 
     write = PrimedRequest.write
 
-    import re
-
     ig = re.compile(rb"%22ig%22%3A\+?%22([0-9A-Za-z_-]+)%22")  # "ig": "<cid>" in the urlencoded jData
 
     import asyncio
@@ -72,7 +80,7 @@ def _install_probe(folder: str) -> None:
     def primed_write(self: Any) -> None:
         write(self)
         when = time.time()
-        found = ig.search(self.raw) if self.url.endswith("/place") else None
+        found = ig.search(self.raw) if self.url.endswith("/place") else _JSON_ID.search(self.raw)
         if found is not None:
             notes.append(f"{found.group(1).decode()}\t{when:.6f}\n")
             if len(notes) == 1:

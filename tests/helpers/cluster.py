@@ -64,15 +64,19 @@ def playbook(name: str, when: dt.datetime, account: str = "sim") -> str:
 
 
 class Sim:
-    """`runner sim kotak_neo` in a process of its own; ``accounts`` names ``n_accounts`` accounts on it."""
+    """`runner sim BROKER` (kotak_neo unless told) in a process of its own; ``accounts`` names ``n_accounts``
+    accounts on it. Only kotak_neo's :meth:`client_ids` reads the book; every simulator served through
+    runner.brokers.sim_front answers ``GET {url}/_sim/arrivals``."""
 
-    def __init__(self, tmp: Path, n_accounts: int = 1) -> None:
-        cmd = [sys.executable, "-m", "runner", "sim", "kotak_neo", "--master-out", str(tmp / "sim" / "m.csv")]
+    def __init__(self, tmp: Path, n_accounts: int = 1, broker: str = "kotak_neo") -> None:
+        cmd = [sys.executable, "-m", "runner", "sim", broker, "--master-out", str(tmp / "sim" / "m.csv")]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp
         )
         assert self.proc.stdout is not None
         line = json.loads(self.proc.stdout.readline())
+        self.broker = broker
+        self.url: str = line["url"]
         self.env: dict[str, str] = line["env"]
         base = line["account"]
         base["rate_limit"] = {"orders_per_second": 1000, "burst": 1000, "reads_per_second": 1000}

@@ -21,6 +21,7 @@ import datetime as dt
 import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,9 @@ from runner.brokers.faults import Fault, FaultPlan
 from runner.brokers.instruments import InstrumentMaster, MasterRow
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import PricePath
+from runner.brokers.sim_front import BACKLOG
+from runner.brokers.sim_loop import Turnstile, settle_heap
+from runner.brokers.sim_ws_arrival import StampedConnection
 from runner.wirejson import dumps, loads
 
 log = logging.getLogger("runner.sims.alphapoint")  # the name before the move: people filter on it
@@ -124,6 +128,13 @@ class AlphaPointSim:
         self.counts: dict[str, int] = {}
         self.fault_log: list[tuple[str, Fault]] = []
         self.logins = 0  # successful AuthenticateUser calls
+        # ClientOrderId -> wall time its first SendOrder frame was read off the socket (sim_ws_arrival),
+        # for benches: when a request reached the broker, not when its handler's turn came
+        self.arrivals: dict[str, float] = {}
+        # one frame handled per turn of the loop: a connection's task handles every frame it has queued
+        # in one step, so during a burst the loop read the other sockets only after all of them (measured:
+        # 150 SendOrders over 10 connections, arrival p99 18-156 ms without, 10-42 ms with)
+        self._turns = Turnstile()
         self._sessions: dict[ServerConnection, Session] = {}
         self._server: Server | None = None
         self.port = 0
@@ -145,7 +156,9 @@ class AlphaPointSim:
         return next((u for u in self.users.values() if u.account_id == account_id), None)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await serve(self._handle, host, port, compression=None, max_size=2**24)
+        # each connection stamps its frames at the read; a deep accept queue, as the HTTP simulators'
+        self._server = await serve(self._handle, host, port, compression=None, max_size=2**24,
+                                   create_connection=StampedConnection, backlog=BACKLOG)
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         return self.port
 
@@ -171,6 +184,7 @@ class AlphaPointSim:
         session = self._sessions[ws] = Session()
         try:
             async for raw in ws:
+                read_at = ws.read_at() if isinstance(ws, StampedConnection) else time.time()
                 try:
                     outer = json.loads(raw)
                     m, seq, name = int(outer.get("m", 0)), int(outer.get("i", 0)), str(outer.get("n", ""))
@@ -181,6 +195,9 @@ class AlphaPointSim:
                 self.raw_frames.append(outer)
                 if m not in (MessageType.REQUEST, MessageType.SUBSCRIBE, MessageType.UNSUBSCRIBE):
                     continue
+                if name == "SendOrder" and isinstance(payload, dict):
+                    self.arrivals.setdefault(str(ci(payload).get("clientorderid")), read_at)
+                await self._turns.turn()
                 if not await self._dispatch(
                     ws, session, seq, name, payload if isinstance(payload, dict) else {}
                 ):
@@ -478,6 +495,7 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
                         "password": {"env": "RUNNER_AP_SIM_PASSWORD"}},
     }
     env = {"RUNNER_AP_SIM_USERNAME": user.user_name, "RUNNER_AP_SIM_PASSWORD": user.password}
+    settle_heap()  # the master and price paths are loaded: out of the collector's way (sim_loop)
     print(first_line("alphapoint", url, sim.port, account, env, sim.master, options), flush=True)
     try:
         await asyncio.Future()

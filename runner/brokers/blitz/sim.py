@@ -39,6 +39,8 @@ from runner.brokers.blitz.wire import (
 from runner.brokers.faults import Fault, FaultPlan
 from runner.brokers.instruments import InstrumentMaster, MasterRow, row_from_mapping
 from runner.brokers.paper.matching import MatchingEngine
+from runner.brokers.sim_front import SimFront
+from runner.brokers.sim_loop import settle_heap
 from runner.brokers.sim_prices import sim_matching, sim_price_path
 from runner.clock import Clock, SystemClock
 from runner.model import (
@@ -152,6 +154,10 @@ class BlitzSim(SimOms):
         self.trades: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str, Any]] = []  # (method, path?query, parsed body): for wire tests
         self.logins = 0
+        # stamps each request at its read, one handler per loop turn; arrivals: correlation id -> when
+        # its first place request was read (GET /_sim/arrivals, for benches)
+        self.front = SimFront()
+        self.arrivals: dict[str, float] = self.front.arrivals
         # Raw order rows placed outside the runner (e.g. from Blitz's own terminal), by user id.
         self.foreign_rows: dict[str, list[dict[str, Any]]] = {}
         self._by_iid: dict[int, MasterRow] = {}
@@ -308,7 +314,9 @@ class BlitzSim(SimOms):
         self._process()
         mapping = _lower_keys(body) if isinstance(body, Mapping) else {}
         if op == "place":
-            return envelope(self.place(session, mapping))
+            placed = self.place(session, mapping)
+            self.front.note(str(placed["correlationOrderId"]), request)
+            return envelope(placed)
         if op == "modify":
             return envelope(self.modify(mapping))
         if op == "cancel":
@@ -346,7 +354,8 @@ class BlitzSim(SimOms):
         raise ApiError(404, "not found", "GeneralException")
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1 << 20)
+        app = web.Application(client_max_size=1 << 20, middlewares=[self.front.middleware])
+        self.front.add_route(app)  # ahead of the catch-all
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 
@@ -404,17 +413,11 @@ async def start(
     options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Running]:
     sim = BlitzSim(faults, clock=clock, master=master, engine=engine, options=options)
-    runner = web.AppRunner(sim.app(), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = site._server
-    assert server is not None
-    bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    bound = await sim.front.start(web.AppRunner(sim.app(), access_log=None, handle_signals=False), host, port)
     try:
         yield Running(sim, f"http://{host}:{bound}")
     finally:
-        await runner.cleanup()
+        await sim.front.stop()
 
 
 async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mapping[str, Any]) -> None:
@@ -433,6 +436,7 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
             "credentials": {"app_key": {"env": SIM_APP_KEY_ENV}, "user_id": {"env": SIM_USER_ID_ENV}},
         }
         env = {SIM_APP_KEY_ENV: "sim-app-key", SIM_USER_ID_ENV: "SIM1"}
+        settle_heap()  # the master and price paths are loaded: out of the collector's way (sim_loop)
         line = first_line("blitz", running.url, running.port, account, env, running.sim.master, options)
         print(line, flush=True)
         await asyncio.Event().wait()

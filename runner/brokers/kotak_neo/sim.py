@@ -20,7 +20,6 @@ import hashlib
 import itertools
 import os
 import secrets
-import time
 from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -73,8 +72,8 @@ from runner.brokers.kotak_neo.wire import (
 )
 from runner.brokers.paper.matching import MatchingEngine
 from runner.brokers.paper.price_paths import PricePath
-from runner.brokers.sim_arrival import ArrivalClock
-from runner.brokers.sim_loop import Turnstile, settle_heap
+from runner.brokers.sim_front import SimFront
+from runner.brokers.sim_loop import settle_heap
 from runner.brokers.sim_prices import sim_matching, sim_price_path
 from runner.clock import Clock, SystemClock
 from runner.errors import NotFound, NotModifiable, Rejected
@@ -88,9 +87,6 @@ from runner.model import (
     Validity,
 )
 from runner.wirejson import dumps, loads, plain, to_decimal
-
-PATH_ARRIVALS = "/_sim/arrivals"  # the simulator's own (not Kotak's): see KotakNeoSim.arrivals
-_ARRIVED = web.RequestKey("runner_arrived", float)  # when it was read off the socket (wall time)
 
 
 class KotakNeoSim(SimBook, SimQuotes):
@@ -123,9 +119,10 @@ class KotakNeoSim(SimBook, SimQuotes):
         self.acted: list[tuple[str, str]] = []  # (operation, client id or order no) that took effect
         self.duplicate_places: list[str] = []  # place requests whose ig already has an order
         # client id -> wall time (epoch s) its first place request was read off the socket (see
-        # runner.brokers.sim_arrival): benches measure when a request reached the broker, not only when
+        # runner.brokers.sim_front): benches measure when a request reached the broker, not only when
         # the runner saw the reply (GET /_sim/arrivals)
-        self.arrivals: dict[str, float] = {}
+        self._front = SimFront()
+        self.arrivals: dict[str, float] = self._front.arrivals
         self.logins = 0  # completed two-step logins (trade sessions issued)
         self.foreign_rows: dict[str, list[dict[str, Any]]] = {}  # ucc -> raw rows entered elsewhere
         self._seq = itertools.count(1)
@@ -158,18 +155,13 @@ class KotakNeoSim(SimBook, SimQuotes):
         r.add_get(PATH_POSITIONS_LEGACY, self._positions)
         r.add_get(PATH_QUOTES + "/{symbols}/{quote_type}", self._quotes)
         r.add_get(PATH_QUOTES + "/{symbols}", self._quotes)  # docs: the filter is optional (all)
-        r.add_get(PATH_ARRIVALS, self._arrivals)
+        self._front.add_route(self.app)
         add_master_routes(self)  # the scrip master: file-paths + per-segment CSVs (sim_master.py)
-        self._runner: web.AppRunner | None = None
-        self._listener: asyncio.Server | None = None
-        self._arrival = ArrivalClock()
-        self._turns = Turnstile()
         self.port = 0
 
     @web.middleware
     async def _capture(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        request[_ARRIVED] = self._arrival.read_at(request)
-        await self._turns.turn()  # the loop polls between two handlers: arrivals are read as they come
+        await self._front.admit(request)  # stamped at the read; one handler per turn of the loop
         self.seen.append((request.method, request.path, request.headers))
         response: web.StreamResponse = await handler(request)
         return response
@@ -179,21 +171,12 @@ class KotakNeoSim(SimBook, SimQuotes):
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        # a deep accept queue: daemons open a connection per fire due at an instant (runner.brokers.warm);
-        # aiohttp's 128 overflowed with 3 daemons x 100 fires, and a dropped SYN is retried after 1 s
-        self._listener = await self._arrival.serve(self._runner, host, port, backlog=4096)
-        self.port = self._listener.sockets[0].getsockname()[1]
+        # a deep accept queue: daemons open a connection per fire due at an instant (runner.brokers.warm)
+        self.port = await self._front.start(web.AppRunner(self.app, access_log=None), host, port)
         return self.port
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.close()  # no new connections; runner.cleanup() closes the open ones
-            self._listener = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._front.stop()
 
     def inject_foreign_row(self, ucc: str, row: Mapping[str, Any]) -> None:
         """Show ``row`` verbatim in ``ucc``'s order book and history (an order entered outside the runner,
@@ -368,7 +351,7 @@ class KotakNeoSim(SimBook, SimQuotes):
                                disclosed_quantity=int(str(body.get("dq") or 0)), tag=client_id)
         except (ValueError, TypeError) as exc:
             raise WireError(400, str(exc), http_status=400) from None
-        self.arrivals.setdefault(client_id, request.get(_ARRIVED) or time.time())
+        self._front.note(client_id, request)
         amo = str(body["am"]).upper() == "YES"
         order = WireOrder(number, client_id, es, ts, token, prod, amo, None, req, self.clock.now())
         if not amo:
@@ -377,10 +360,6 @@ class KotakNeoSim(SimBook, SimQuotes):
         self._record(session.ucc, order, ["put order req received", "validation pending"])
         self.acted.append(("place", client_id))
         return {"stat": "Ok", "nOrdNo": number, "stCode": 200}
-
-    async def _arrivals(self, request: web.Request) -> web.StreamResponse:
-        """Not Kotak's: when each client id's first place request arrived (for benches)."""
-        return web.json_response(self.arrivals)
 
     async def _modify(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "modify", self._do_modify)

@@ -61,6 +61,8 @@ from runner.brokers.odin.sim_book import (
 from runner.brokers.odin.sim_feed import SimFeed
 from runner.brokers.odin.sim_master import add_master_routes
 from runner.brokers.paper.matching import MatchingEngine
+from runner.brokers.sim_front import SimFront
+from runner.brokers.sim_loop import settle_heap
 from runner.brokers.sim_prices import sim_matching, sim_price_path
 from runner.clock import Clock, SystemClock
 from runner.errors import BrokerError, InstrumentUnknown, NotModifiable
@@ -124,7 +126,12 @@ class OdinSim(SimFeed):
         self.feed_requests: list[str] = []  # feed requests as received (inflated text)
         self.feed_sockets: list[web.WebSocketResponse] = []  # open feed connections
         self._feed_rows: dict[str, MasterRow] | None = None
-        self.app = web.Application()
+        # stamps each request at its read, one handler per loop turn; arrivals: order_identifier -> when
+        # its first place request was read (GET /_sim/arrivals, for benches)
+        self.front = SimFront()
+        self.arrivals: dict[str, float] = self.front.arrivals
+        self.app = web.Application(middlewares=[self.front.middleware])
+        self.front.add_route(self.app)
         self._routes()
 
     def inject_foreign_row(self, user_id: str, row: Mapping[str, Any]) -> None:
@@ -289,6 +296,8 @@ class OdinSim(SimFeed):
             tag = str(body.get("order_identifier") or "")
             if len(tag) > 10:
                 raise SimError(400, "order_identifier must not exceed 10 characters")
+            if tag:
+                self.front.note(tag, req)
             if tag and any(o.tag == tag for o in acct.orders.values()):
                 self.duplicate_tags.append(tag)  # ODIN accepts it; tests assert the adapter never does this
             odin_id = self._next_id(acct)
@@ -576,17 +585,12 @@ async def start(
 ) -> AsyncIterator[OdinSim]:
     sim = OdinSim(master=master, engine=engine, faults=faults, clock=clock, users=users, **options)
     runner = web.AppRunner(sim.app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = site._server
-    assert server is not None
-    sim.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    sim.port = await sim.front.start(runner, host, port)
     sim.url = f"http://{host}:{sim.port}"
     try:
         yield sim
     finally:
-        await runner.cleanup()
+        await sim.front.stop()
 
 
 async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mapping[str, Any]) -> None:
@@ -600,6 +604,7 @@ async def serve_forever(host: str, port: int, faults: FaultPlan, options: Mappin
         from runner.commands.sim import first_line
 
         account, env = sim.account_env("sim", env_prefix="RUNNER_ODIN_SIM")  # default user SIM1
+        settle_heap()  # the master and price paths are loaded: out of the collector's way (sim_loop)
         print(first_line("odin", sim.url, sim.port, account, env, sim.master, options), flush=True)
         await asyncio.Event().wait()
 
