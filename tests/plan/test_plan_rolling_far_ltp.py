@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.engine import at, make_env
@@ -31,30 +32,29 @@ FAR = "instrument 'ce' (NFO NIFTY nearest weekly atm CE): the underlying NSE NIF
 RANGE = "the listed strikes 24300..24700"
 
 
-@pytest.mark.parametrize(("ltp", "side"), [("30000", "above"), ("24750.05", "above"), ("24249", "below")])
-async def test_plan_refuses_the_step(tmp_path: Path, ltp: str, side: str) -> None:
+async def _planned(tmp_path: Path, ltp: str) -> tuple[Any, Any]:
+    """The playbook planned with the underlying at ``ltp``: the plan and its one step."""
     env = make_env(tmp_path)
-    env.prices.set(INDEX, Decimal(ltp), at(9, 0))  # the master lists 24300..24700 in steps of 50
+    env.prices.set(INDEX, Decimal(ltp), at(9, 0))
     pb = Playbook.model_validate(load_yaml(PLAYBOOK).value)
     plan = await make_plan(
         pb, PlaybookSource("roll.yaml", PLAYBOOK), WithMaster(env.broker(), nifty_master()), env.journal,
         account=env.account, now=env.clock.now(), scheduled_for=at(0, 0), ignore_at=True,
     )
     (step,) = plan.steps
+    return plan, step
+
+
+@pytest.mark.parametrize(("ltp", "side"), [("30000", "above"), ("24750.05", "above"), ("24249", "below")])
+async def test_plan_refuses_the_step(tmp_path: Path, ltp: str, side: str) -> None:
+    plan, step = await _planned(tmp_path, ltp)  # the master lists 24300..24700 in steps of 50
     assert step.verdict.value == "refused", step
     assert f"{FAR} {ltp}" in step.message and f"{side} {RANGE}" in step.message, step.message
     assert [c for c in plan.calls if c.op.value == "place"] == []
 
 
 async def test_one_interval_out_still_resolves_to_the_edge(tmp_path: Path) -> None:
-    env = make_env(tmp_path)
-    env.prices.set(INDEX, Decimal("24750"), at(9, 0))
-    pb = Playbook.model_validate(load_yaml(PLAYBOOK).value)
-    plan = await make_plan(
-        pb, PlaybookSource("roll.yaml", PLAYBOOK), WithMaster(env.broker(), nifty_master()), env.journal,
-        account=env.account, now=env.clock.now(), scheduled_for=at(0, 0), ignore_at=True,
-    )
-    (step,) = plan.steps
+    _, step = await _planned(tmp_path, "24750")
     assert step.verdict.value == "planned", step
     assert "ce = NFO NIFTY 2026-03-03 24700 CE (rolling" in step.message, step.message
 
