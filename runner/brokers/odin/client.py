@@ -7,6 +7,7 @@ pure translation in :mod:`runner.brokers.odin.wire`; the REST session (login, to
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import re
@@ -44,6 +45,7 @@ from runner.brokers.odin.wire import (
     scrip_token,
     split_leg_id,
 )
+from runner.brokers.warm import warm_pool
 from runner.clock import Clock, SystemClock
 from runner.errors import (
     AuthExpired,
@@ -132,6 +134,7 @@ class OdinBroker:
         self.feed_url = account.endpoints.get("feed") or account.endpoints.get("market_feed")
         self.first_tick_seconds = float(opts.get("feed_first_tick_seconds", 2.0))
         self._feed: OdinFeed | None = None
+        self._warm_lock = asyncio.Lock()  # one warming at a time: concurrent ones would open twice as many
 
     # -- session ----------------------------------------------------------------------------------------
 
@@ -140,6 +143,14 @@ class OdinBroker:
 
     async def relogin(self) -> None:
         await self.session.relogin()
+
+    async def warm_connections(self, sends: int) -> None:
+        """Connections for ``sends`` orders sent at once, opened ahead of their instant
+        (:mod:`runner.brokers.warm`): the sends then write at once instead of connecting first."""
+        async with self._warm_lock:
+            client = self.session.client
+            if client is not None:
+                await warm_pool(client, sends, self.account.timeout_seconds)
 
     async def close(self) -> None:
         if self._feed is not None:

@@ -36,6 +36,11 @@ class OdinSession:
         self._token: str | None = None
         self._login_lock = asyncio.Lock()
 
+    @property
+    def client(self) -> httpx.AsyncClient | None:
+        """The HTTP client once connected (its pool is what :mod:`runner.brokers.warm` fills)."""
+        return self._client
+
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "x-api-key": self.account.secret("x_api_key").reveal()}
         if self._token:

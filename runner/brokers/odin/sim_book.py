@@ -100,6 +100,19 @@ class SimAccount:
     user: SimUser
     orders: dict[str, SimOrder] = field(default_factory=dict)  # odin id -> order, placement order
     multilegs: dict[str, list[SimOrder]] = field(default_factory=dict)  # gateway_order_no -> legs
+    # order_identifiers in ``orders`` (regular and legs) and in ``multilegs`` (legs only): the duplicate
+    # check on each place is a lookup, not a scan of the day's book (which made a burst quadratic)
+    tags: set[str] = field(default_factory=set)
+    multileg_tags: set[str] = field(default_factory=set)
+
+    def add(self, so: SimOrder) -> None:
+        """Book ``so`` (a regular order or one leg), keeping the tag index."""
+        self.orders[so.odin_id] = so
+        self.tags.add(so.tag)
+
+    def add_multileg(self, gateway_order_no: str, legs: list[SimOrder]) -> None:
+        self.multilegs[gateway_order_no] = legs
+        self.multileg_tags.update(so.tag for so in legs)
 
 
 class SimError(Exception):
