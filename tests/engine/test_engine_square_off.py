@@ -251,3 +251,25 @@ async def test_resumed_square_off_past_absent_after_replaces_an_absent_exit(tmp_
     assert exit_order.client_order_id != cid and exit_order.quantity == 10
     old = env.journal.get_intent(cid)
     assert old is not None and old.resolution is Resolution.ABSENT
+
+
+async def test_square_off_reads_each_cancel_back_once_and_positions_twice(tmp_path):
+    """The broker reads of one square-off with resting orders, counted: the cancels' own read-back is the
+    verification (not a second read of each), one open-orders read serves every cancel, one positions read
+    before the closes and one that proves flat (paper fills at once), one day-book read journals the fills."""
+    env = make_env(tmp_path)
+    await _seed(env, OrderRequest("s-rel", RELIANCE, Side.BUY, 10, product=Product.MIS))
+    await _seed(
+        env,
+        *[
+            OrderRequest(f"rest{i}", RELIANCE, Side.BUY, 1, OrderType.LIMIT, price=Decimal(2800 + i))
+            for i in range(2)
+        ],
+    )
+    broker = Faulty(env.broker())
+    report = await env.run(playbook("steps:\n  - {kind: square_off, id: sq, filter: {}}\n"), broker=broker)
+    assert env.steps(report) == {"sq": "succeeded"}, report.steps[0].message
+    assert await env.broker().open_orders() == []
+    reads = {m: n for m, n in broker.calls.items() if m not in ("connect", "place", "cancel")}
+    assert broker.calls["cancel"] == 2 and broker.calls["place"] == 1
+    assert reads == {"open_orders": 1, "get_order_by_broker_id": 2, "positions": 2, "orders": 1}

@@ -307,9 +307,11 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
             mine = {i.client_order_id for i in scoped}
             opens = [o for o in opens if o.client_order_id in mine]
         if opens:
+            # each cancel was read back until no longer live (gateway.cancel): that read is the
+            # verification, cancel_all fails when any is still live; no second read per order
             res = await cancel_all(ctx, opens)
             notes.append(res.message)
-            if any(is_live(o) for o in [await gw.read(x) for x in opens]):
+            if res.outcome is not StepOutcome.SUCCEEDED:
                 return StepResult.failed("open orders could not be cancelled: " + res.message)
     caps = await scope_net(ctx, step)
     positions = await gw.positions()
