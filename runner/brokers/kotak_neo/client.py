@@ -75,6 +75,7 @@ from runner.brokers.kotak_neo.wire import (
 from runner.brokers.primed import PrimedBook, PrimedRequest
 from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.brokers.ratelimit import read_limiter as read_limiter_for
+from runner.brokers.read_back import defer_read_back
 from runner.brokers.shared_read import SharedRead
 from runner.brokers.warm import warm_pool
 from runner.clock import Clock, SystemClock
@@ -598,7 +599,7 @@ class KotakNeo:
         # An ack is not an open order, let alone a fill.
         ack = Order.from_request(request, OrderStatus.PENDING_NEW, broker_order_id=str(number),
                                  updated_at=self.clock.now()).evolve(instrument=row.instrument, tag=cid)
-        if not self._verify_place:
+        if not self._verify_place or defer_read_back():  # the caller reads its batch back in one go
             return ack
         # Kotak acks first and rejects asynchronously (RMS / exchange): one read tells the caller at once
         # when the order was refused. If the read fails the ack stands; the engine reads back anyway.

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 from runner.brokers.base import unreadable_positions
+from runner.brokers.read_back import read_back_after
 from runner.engine.gateway import Missing, is_live
 from runner.engine.leases import inflight_elsewhere
 from runner.engine.steps.cancel import cancel_all, open_matching
@@ -336,9 +337,12 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
         return (StepResult.failed if skipped else StepResult.ok)("; ".join([*notes, "nothing to square off"]))
     # 2. close every position, sliced.
     placed: list[Order] = []
-    for pos in targets:
-        rnd = next_round(own, slot_of(step, pos))
-        placed += await _close(ctx, step, pos, rnd, refs.get(position_key(pos)))
+    with read_back_after() as batch:
+        for pos in targets:
+            rnd = next_round(own, slot_of(step, pos))
+            placed += await _close(ctx, step, pos, rnd, refs.get(position_key(pos)))
+    if batch.deferred:  # acknowledged only: one day-book read settles every exit (refusals included)
+        placed = await _settled(ctx, placed)
     # Every exit refused or rejected with nothing filled: no verify window can make it flat.
     if all(o.status.is_terminal and not o.filled_quantity for o in placed):
         reasons = sorted({o.reject_reason or o.status.value for o in placed}) or ["no exit order placed"]
@@ -378,8 +382,10 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
             ids,
         )
     # The positions read back above are the proof. One day-book read then brings the exits' journal
-    # rows up to date (filled, with prices) in one commit, instead of one lookup per order.
-    latest = {o.client_order_id: o for o in await gw.refresh(ids)}
+    # rows up to date (filled, with prices) in one commit, instead of one lookup per order; none when
+    # every exit was already read back terminal (its row is final).
+    final = all(o.status.is_terminal for o in placed)
+    latest = {} if final else {o.client_order_id: o for o in await gw.refresh(ids)}
     filled = sum(latest.get(o.client_order_id, o).status is OrderStatus.FILLED for o in placed)
     what = "flat" if not any(expected.values()) else f"closed {scope_label(step, ctx.playbook)}'s part"
     done = f"{what}: {len(targets)} position(s) closed with {len(placed)} order(s), {filled} filled"
@@ -419,6 +425,24 @@ async def _limit_references(
     return prices, unpriced
 
 
+async def _settled(ctx: RunContext, placed: list[Order]) -> list[Order]:
+    """The exits as one day-book read shows them (journaled in one commit); one the book does not show
+    yet keeps its acknowledgement. A refusal the broker made after its ack is noted as at the place."""
+    latest = {o.client_order_id: o for o in await ctx.gateway.refresh([o.client_order_id for o in placed])}
+    out = []
+    for order in placed:
+        now = latest.get(order.client_order_id, order)
+        if now.status is OrderStatus.REJECTED and order.status is not OrderStatus.REJECTED:
+            _rejected(ctx, now)
+        out.append(now)
+    return out
+
+
+def _rejected(ctx: RunContext, order: Order) -> None:
+    cid = order.client_order_id
+    ctx.gateway.note("square-off slice rejected: " + describe(order), level="error", cid=cid)
+
+
 async def _close(
     ctx: RunContext, step: SquareOffStep, pos: Position, rnd: int, ref: Decimal | None
 ) -> list[Order]:
@@ -428,6 +452,6 @@ async def _close(
     for n, req in enumerate(exit_requests(step, pos, ins, ref)):
         order = await gw.place(req, slot=slot_of(step, pos), leg=rnd * ROUND + n, purpose=Purpose.SQUARE_OFF)
         if order.status is OrderStatus.REJECTED:
-            gw.note("square-off slice rejected: " + describe(order), level="error", cid=order.client_order_id)
+            _rejected(ctx, order)
         out.append(order)
     return out

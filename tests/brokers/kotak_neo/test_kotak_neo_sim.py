@@ -24,6 +24,7 @@ from runner.brokers.kotak_neo.sim import KotakNeoSim, account_for, start
 from runner.brokers.kotak_neo.wire import PATH_BO_EXIT, PATH_CANCEL, PATH_CO_EXIT, PATH_PLACE
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import StepPath
+from runner.brokers.read_back import read_back_after
 from runner.clock import VirtualClock
 from runner.model import Instrument, Modification, OrderRequest, OrderStatus, OrderType, Product, Side
 
@@ -488,6 +489,22 @@ async def test_outside_a_burst_the_verify_read_follows_the_ack(connect: Connect)
     trade = [path for _, path, _ in sim.seen if path.startswith("/quick/")]
     assert trade[0] == PATH_PLACE and len(trade) == 2, trade  # the place, then its verify read
 
+
+
+async def test_in_a_read_back_batch_the_place_returns_the_ack_and_counts_it(connect: Connect) -> None:
+    """The caller reads its batch back in one day-book read (runner.brokers.read_back): no verify read per
+    order, the ack is not an open order (PENDING_NEW), and the batch says the caller must read it."""
+    sim, broker = await connect()
+    with read_back_after() as batch:
+        first = await broker.place(limit("batch-a"))
+        second = await broker.place(limit("batch-b"))
+    assert batch.deferred == 2
+    assert first.status is second.status is OrderStatus.PENDING_NEW and first.broker_order_id
+    trade = [path for _, path, _ in sim.seen if path.startswith("/quick/")]
+    assert trade == [PATH_PLACE, PATH_PLACE], trade
+    outside = await broker.place(limit("after"))  # the batch is over: read back as before
+    assert outside.status is OrderStatus.OPEN
+    assert len([p for _, p, _ in sim.seen if p.startswith("/quick/")]) == 4
 
 # --- primed place (runner.brokers.primed): built and connected while preparing, only written at the instant
 
