@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import logging
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -69,6 +69,7 @@ from runner.brokers.kotak_neo.wire import (
     place_jdata,
     rows_of,
     segment_for,
+    terminal_row,
     totp,
     trading_symbol_for,
 )
@@ -452,7 +453,16 @@ class KotakNeo:
         return self._readable_rows(rows_of(payload))
 
     async def open_orders(self) -> Sequence[Order]:
-        return [o for o in await self.orders() if not o.status.is_terminal]
+        # rows already final are not parsed: most of a day's book by the close
+        rows = [r for r in rows_of(await self._book()) if not terminal_row(r)]
+        return [o for o in self._readable_rows(rows) if not o.status.is_terminal]
+
+    async def orders_of(self, client_order_ids: Collection[str]) -> Sequence[Order]:
+        """:class:`runner.brokers.selected_orders.SelectedOrders`: one book read, only these ids' rows
+        parsed (as :meth:`orders` would read them)."""
+        wanted = set(client_order_ids)
+        rows = rows_of(await self._book())
+        return self._readable_rows([r for r in rows if str(r.get("GuiOrdId") or "") in wanted])
 
     async def get_order(self, client_order_id: str) -> Order | None:
         """Kotak has no lookup by tag: scan the day's order book for GuiOrdId (our `ig`). Only the
