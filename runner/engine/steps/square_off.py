@@ -23,6 +23,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from typing import cast
 
 from runner.brokers.base import unreadable_positions
 from runner.brokers.read_back import read_back_after
@@ -38,6 +39,7 @@ from runner.engine.steps.common import (
     snap,
     wait_all,
 )
+from runner.journal.joined import JoinedJournal
 from runner.journal.records import Intent
 from runner.journal.store import Journal
 from runner.journal.tables import Purpose, StepOutcome
@@ -337,12 +339,19 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
         return (StepResult.failed if skipped else StepResult.ok)("; ".join([*notes, "nothing to square off"]))
     # 2. close every position, sliced.
     placed: list[Order] = []
-    with read_back_after() as batch:
-        for pos in targets:
-            rnd = next_round(own, slot_of(step, pos))
-            placed += await _close(ctx, step, pos, rnd, refs.get(position_key(pos)))
-    if batch.deferred:  # acknowledged only: one day-book read settles every exit (refusals included)
-        placed = await _settled(ctx, placed)
+    journal = gw.journal  # each exit's ack is written with the next exit's intent: one commit per exit
+    joined = JoinedJournal(journal, gw.log)
+    gw.journal = cast(Journal, joined)
+    try:
+        with read_back_after() as batch:
+            for pos in targets:
+                rnd = next_round(own, slot_of(step, pos))
+                placed += await _close(ctx, step, pos, rnd, refs.get(position_key(pos)))
+        if batch.deferred:  # acknowledged only: one day-book read settles every exit (refusals included)
+            placed = await _settled(ctx, placed)
+    finally:
+        gw.journal = journal
+        joined.write_queued()
     # Every exit refused or rejected with nothing filled: no verify window can make it flat.
     if all(o.status.is_terminal and not o.filled_quantity for o in placed):
         reasons = sorted({o.reject_reason or o.status.value for o in placed}) or ["no exit order placed"]
