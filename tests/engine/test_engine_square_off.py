@@ -13,7 +13,7 @@ from helpers.faulty_broker import Faulty
 
 from runner.brokers.read_back import defer_read_back
 from runner.engine.steps.square_off import own_part, slices
-from runner.errors import Rejected
+from runner.errors import BrokerError, Rejected
 from runner.journal.tables import Resolution, events
 from runner.model import OrderRequest, OrderStatus, OrderType, Product, Side
 
@@ -312,3 +312,17 @@ async def test_an_exit_refused_after_its_ack_is_found_by_the_batch_read(tmp_path
     assert intent.status is OrderStatus.REJECTED
     notes = [e["message"] for e in env.journal.rows(events, report.run_id)]
     assert any(n.startswith("square-off slice rejected") for n in notes), notes
+
+
+async def test_a_failed_batch_read_leaves_the_acks_and_positions_decide(tmp_path):
+    """The one day-book read after the exits fails: as a failed verify read of one order, the acks stand,
+    a warning says so, and the positions read back still prove the account flat."""
+    env = make_env(tmp_path)
+    await _seed(env, OrderRequest("s1", RELIANCE, Side.BUY, 10, product=Product.MIS))
+    broker = AckFirst(env.broker()).fail("orders", BrokerError("book unavailable"))
+    report = await env.run(playbook("steps:\n  - {kind: square_off, id: sq, filter: {}}\n"), broker=broker)
+    assert env.steps(report) == {"sq": "succeeded"}, report.steps[0].message
+    assert all(p.quantity == 0 for p in await env.broker().positions())
+    notes = [e["message"] for e in env.journal.rows(events, report.run_id)]
+    assert any("exits not read back" in n for n in notes), notes
+    assert broker.calls["orders"] == 2  # the failed batch read, then the final one (the exit was an ack)

@@ -39,6 +39,7 @@ from runner.engine.steps.common import (
     snap,
     wait_all,
 )
+from runner.errors import BrokerError
 from runner.journal.joined import JoinedJournal
 from runner.journal.records import Intent
 from runner.journal.store import Journal
@@ -436,8 +437,15 @@ async def _limit_references(
 
 async def _settled(ctx: RunContext, placed: list[Order]) -> list[Order]:
     """The exits as one day-book read shows them (journaled in one commit); one the book does not show
-    yet keeps its acknowledgement. A refusal the broker made after its ack is noted as at the place."""
-    latest = {o.client_order_id: o for o in await ctx.gateway.refresh([o.client_order_id for o in placed])}
+    yet keeps its acknowledgement. A refusal the broker made after its ack is noted as at the place. A
+    failed read leaves the acks (as a failed verify read of one order did): the positions decide."""
+    gw = ctx.gateway
+    try:
+        latest = {o.client_order_id: o for o in await gw.refresh([o.client_order_id for o in placed])}
+    except BrokerError as exc:  # as a failed verify read: the acks stand, positions read back decide
+        gw.note(f"square-off: exits not read back ({type(exc).__name__}: {exc}); verifying by positions",
+                level="warning")
+        return placed
     out = []
     for order in placed:
         now = latest.get(order.client_order_id, order)
