@@ -16,6 +16,7 @@ import importlib
 import os
 import re
 import ssl
+import weakref
 from collections.abc import Mapping
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -80,7 +81,42 @@ def make_client(
     else:
         kwargs["limits"] = limits
         kwargs["verify"] = context
-    return httpx.AsyncClient(**kwargs)
+    client = httpx.AsyncClient(**kwargs)
+    client._cookies = _SetCookieOnly(client.cookies.jar)  # same jar; the setter would wrap a plain Cookies
+    return client
+
+
+class _SetCookieOnly(httpx.Cookies):
+    """The client's cookie jar, updated only from a reply that sets a cookie: httpx builds the jar's
+    urllib view of every reply otherwise (~0.2 ms a request under load, bench/square_off_fleet.py
+    --profile), and broker replies rarely set one."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:
+            super().extract_cookies(response)
+
+
+_URL_CACHE_SIZE = 256  # distinct request targets per client kept (paths; a query string makes its own)
+_urls: weakref.WeakKeyDictionary[httpx.AsyncClient, tuple[httpx.URL, dict[str, httpx.URL]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def absolute_url(client: httpx.AsyncClient, url: str) -> httpx.URL | str:
+    """``url`` merged with the client's base URL, once per target: httpx parses a relative URL, the
+    base and their merge again on every request (~0.2 ms under load). A new ``base_url`` (a session's
+    own host) starts afresh."""
+    base = client.base_url
+    entry = _urls.get(client)
+    if entry is None or entry[0] is not base:
+        entry = _urls[client] = (base, {})
+    known = entry[1]
+    found = known.get(url)
+    if found is None:
+        if len(known) >= _URL_CACHE_SIZE:
+            return url
+        found = known[url] = client.build_request("GET", url).url
+    return found
 
 
 # A Retry-After longer than this reads as this (seconds): the value stays finite and comparable, and the
@@ -152,7 +188,7 @@ async def send(
     Other statuses are returned for the adapter to read the broker's own error envelope.
     """
     try:
-        response = await client.request(method, url, **kwargs)
+        response = await client.request(method, absolute_url(client, url), **kwargs)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         if not _maybe_sent(exc):
             raise Unavailable(f"cannot connect: {type(exc).__name__}", broker=broker) from exc

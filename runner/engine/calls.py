@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from runner.brokers.base import Broker, ClientIdRegistry, ForwardingBroker, MarketData, Quote
+from runner.brokers.selected_orders import orders_of
 from runner.engine.events import EngineEvent, EventKind, Observer
 from runner.engine.records import _json
 from runner.engine.risk import QuoteSource, RiskChecker
@@ -305,8 +306,8 @@ class BrokerCalls:
         """Read the day's book once and journal the latest state of these orders in one commit: the
         cheap way to bring many orders up to date (a square-off's exits) instead of one lookup each."""
         wanted = set(client_order_ids)
-        book, _ = await self.call("orders", self.broker.orders)
-        mine = [o for o in book if o.client_order_id in wanted]
+        # only these ids' rows are parsed where the adapter can pick them (runner.brokers.selected_orders)
+        mine, _ = await self.call("orders", functools.partial(orders_of, self.broker, wanted))
         if mine:
             self.journal.record_orders(mine, self.clock.now())
         return mine

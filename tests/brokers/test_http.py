@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from runner.brokers.http import RETRY_AFTER_CEILING, make_client, retry_after_seconds, send
+from runner.brokers.http import RETRY_AFTER_CEILING, absolute_url, make_client, retry_after_seconds, send
 from runner.errors import AuthExpired, OutcomeUnknown, RateLimited, Unavailable
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -170,3 +170,54 @@ async def test_429_with_bad_retry_after_still_maps_to_rate_limited(serve, header
         with pytest.raises(RateLimited) as info:
             await send(client, "POST", "/orders", broker="t", mutating=True)
     assert info.value.retry_after == expected
+
+
+def _reply_with(extra: str, seen: list[bytes]) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        head = f"HTTP/1.1 200 OK\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode() + b"{}")
+        await writer.drain()
+        writer.close()
+
+    return handler
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_a_target_is_merged_with_the_base_url_once_per_client(serve, transport) -> None:
+    """The merged URL of a path is built once and reused; a new base URL (a session's host) starts afresh."""
+    seen: list[bytes] = []
+    url = await serve(_reply_with("", seen))
+    async with make_client(url + "/api", timeout=2, transport=transport) as client:
+        first = absolute_url(client, "/orders?x=1")
+        assert str(first) == url + "/api/orders?x=1"
+        for _ in range(2):
+            await send(client, "GET", "/orders?x=1", broker="t", mutating=False)
+        assert absolute_url(client, "/orders?x=1") is first
+        assert all(r.startswith(b"GET /api/orders?x=1 HTTP/1.1") for r in seen), seen
+        client.base_url = httpx.URL(url + "/v2")
+        assert str(absolute_url(client, "/orders?x=1")) == url + "/v2/orders?x=1"
+
+
+async def test_cookies_are_read_only_from_replies_that_set_one(serve, monkeypatch) -> None:
+    """A reply without Set-Cookie never reaches the jar (httpx's urllib view of it is costly); one with it
+    does, and the cookie goes back on the next request as before."""
+    seen: list[bytes] = []
+    extracted: list[int] = []
+    original = httpx.Cookies.extract_cookies
+
+    def counting(self: httpx.Cookies, response: httpx.Response) -> None:
+        extracted.append(response.status_code)
+        original(self, response)
+
+    monkeypatch.setattr(httpx.Cookies, "extract_cookies", counting)
+    plain = await serve(_reply_with("", seen))
+    async with make_client(plain, timeout=2) as client:
+        await send(client, "GET", "/x", broker="t", mutating=False)
+    assert extracted == []
+    setting = await serve(_reply_with("Set-Cookie: sid=abc; Path=/\r\n", seen))
+    async with make_client(setting, timeout=2) as client:
+        await send(client, "GET", "/x", broker="t", mutating=False)
+        await send(client, "GET", "/y", broker="t", mutating=False)
+    assert extracted == [200, 200]
+    assert b"sid=abc" in seen[-1] and b"sid=abc" not in seen[-2]

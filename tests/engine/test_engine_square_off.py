@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from decimal import Decimal
 from typing import Any
 
@@ -9,8 +11,10 @@ import pytest
 from helpers.engine import NIFTY_FUT, RELIANCE, at, make_env, playbook
 from helpers.faulty_broker import Faulty
 
+from runner.brokers.read_back import defer_read_back
 from runner.engine.steps.square_off import own_part, slices
-from runner.journal.tables import Resolution
+from runner.errors import BrokerError, Rejected
+from runner.journal.tables import Resolution, events
 from runner.model import OrderRequest, OrderStatus, OrderType, Product, Side
 
 
@@ -251,3 +255,74 @@ async def test_resumed_square_off_past_absent_after_replaces_an_absent_exit(tmp_
     assert exit_order.client_order_id != cid and exit_order.quantity == 10
     old = env.journal.get_intent(cid)
     assert old is not None and old.resolution is Resolution.ABSENT
+
+
+async def test_square_off_reads_each_cancel_back_once_and_positions_twice(tmp_path):
+    """The broker reads of one square-off with resting orders, counted: the cancels' own read-back is the
+    verification (not a second read of each), one open-orders read serves every cancel, one positions read
+    before the closes and one that proves flat (paper fills at once), one day-book read journals the fills."""
+    env = make_env(tmp_path)
+    await _seed(env, OrderRequest("s-rel", RELIANCE, Side.BUY, 10, product=Product.MIS))
+    await _seed(
+        env,
+        *[
+            OrderRequest(f"rest{i}", RELIANCE, Side.BUY, 1, OrderType.LIMIT, price=Decimal(2800 + i))
+            for i in range(2)
+        ],
+    )
+    broker = Faulty(env.broker())
+    report = await env.run(playbook("steps:\n  - {kind: square_off, id: sq, filter: {}}\n"), broker=broker)
+    assert env.steps(report) == {"sq": "succeeded"}, report.steps[0].message
+    assert await env.broker().open_orders() == []
+    reads = {m: n for m, n in broker.calls.items() if m not in ("connect", "place", "cancel")}
+    assert broker.calls["cancel"] == 2 and broker.calls["place"] == 1
+    assert reads == {"open_orders": 1, "get_order_by_broker_id": 2, "positions": 2, "orders": 1}
+
+
+class AckFirst(Faulty):
+    """A broker that acknowledges first and refuses later (as Kotak's RMS does): inside a read-back batch
+    (runner.brokers.read_back) a refused place comes back as its ack; the day book shows the refusal."""
+
+    async def place(self, request: OrderRequest) -> Any:
+        if not defer_read_back():
+            return await super().place(request)
+        with contextlib.suppress(Rejected):
+            await super().place(request)
+        (booked,) = [o for o in await self.inner.orders() if o.client_order_id == request.client_order_id]
+        return dataclasses.replace(booked, status=OrderStatus.PENDING_NEW, reject_reason=None)
+
+    async def quotes(self, instruments: Any) -> Any:  # the limit exit's price reference
+        return await self.inner.quotes(instruments)  # type: ignore[attr-defined]
+
+
+async def test_an_exit_refused_after_its_ack_is_found_by_the_batch_read(tmp_path):
+    """Exits acknowledged without their own read back: the one day-book read after them finds the refusal,
+    journals it, notes it and fails the step NOT FLAT at once (no verify window can make it flat)."""
+    env = make_env(tmp_path)
+    await _seed(env, OrderRequest("s1", RELIANCE, Side.BUY, 10))
+    broker = AckFirst(env.broker())
+    report = await env.run(  # a limit 1000 below 2900 is outside the paper book's 20% band: refused
+        playbook("steps:\n  - {kind: square_off, id: sq, escalation: {limit_offset: 1000, timeout: 2s}}\n"),
+        broker=broker,
+    )
+    assert env.steps(report) == {"sq": "failed"}, report.steps[0].message
+    assert "every exit order (1) was refused or rejected" in report.steps[0].message
+    assert broker.calls["place"] == 1 and broker.calls["orders"] == 1  # one book read after the batch
+    (intent,) = env.journal.intents(run_id=report.run_id)
+    assert intent.status is OrderStatus.REJECTED
+    notes = [e["message"] for e in env.journal.rows(events, report.run_id)]
+    assert any(n.startswith("square-off slice rejected") for n in notes), notes
+
+
+async def test_a_failed_batch_read_leaves_the_acks_and_positions_decide(tmp_path):
+    """The one day-book read after the exits fails: as a failed verify read of one order, the acks stand,
+    a warning says so, and the positions read back still prove the account flat."""
+    env = make_env(tmp_path)
+    await _seed(env, OrderRequest("s1", RELIANCE, Side.BUY, 10, product=Product.MIS))
+    broker = AckFirst(env.broker()).fail("orders", BrokerError("book unavailable"))
+    report = await env.run(playbook("steps:\n  - {kind: square_off, id: sq, filter: {}}\n"), broker=broker)
+    assert env.steps(report) == {"sq": "succeeded"}, report.steps[0].message
+    assert all(p.quantity == 0 for p in await env.broker().positions())
+    notes = [e["message"] for e in env.journal.rows(events, report.run_id)]
+    assert any("exits not read back" in n for n in notes), notes
+    assert broker.calls["orders"] == 2  # the failed batch read, then the final one (the exit was an ack)

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import logging
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -69,12 +69,14 @@ from runner.brokers.kotak_neo.wire import (
     place_jdata,
     rows_of,
     segment_for,
+    terminal_row,
     totp,
     trading_symbol_for,
 )
 from runner.brokers.primed import PrimedBook, PrimedRequest
 from runner.brokers.ratelimit import RateLimiter, segment_of
 from runner.brokers.ratelimit import read_limiter as read_limiter_for
+from runner.brokers.read_back import defer_read_back
 from runner.brokers.shared_read import SharedRead
 from runner.brokers.warm import warm_pool
 from runner.clock import Clock, SystemClock
@@ -451,7 +453,16 @@ class KotakNeo:
         return self._readable_rows(rows_of(payload))
 
     async def open_orders(self) -> Sequence[Order]:
-        return [o for o in await self.orders() if not o.status.is_terminal]
+        # rows already final are not parsed: most of a day's book by the close
+        rows = [r for r in rows_of(await self._book()) if not terminal_row(r)]
+        return [o for o in self._readable_rows(rows) if not o.status.is_terminal]
+
+    async def orders_of(self, client_order_ids: Collection[str]) -> Sequence[Order]:
+        """:class:`runner.brokers.selected_orders.SelectedOrders`: one book read, only these ids' rows
+        parsed (as :meth:`orders` would read them)."""
+        wanted = set(client_order_ids)
+        rows = rows_of(await self._book())
+        return self._readable_rows([r for r in rows if str(r.get("GuiOrdId") or "") in wanted])
 
     async def get_order(self, client_order_id: str) -> Order | None:
         """Kotak has no lookup by tag: scan the day's order book for GuiOrdId (our `ig`). Only the
@@ -598,7 +609,7 @@ class KotakNeo:
         # An ack is not an open order, let alone a fill.
         ack = Order.from_request(request, OrderStatus.PENDING_NEW, broker_order_id=str(number),
                                  updated_at=self.clock.now()).evolve(instrument=row.instrument, tag=cid)
-        if not self._verify_place:
+        if not self._verify_place or defer_read_back():  # the caller reads its batch back in one go
             return ack
         # Kotak acks first and rejects asynchronously (RMS / exchange): one read tells the caller at once
         # when the order was refused. If the read fails the ack stands; the engine reads back anyway.

@@ -374,6 +374,13 @@ def default_lookup(segment: str, token: str | None, trading_symbol: str | None) 
     return Instrument(exchange=exchange, symbol=(trading_symbol or token or "?").upper())
 
 
+def terminal_row(row: Mapping[str, Any]) -> bool:
+    """Whether a book row's own status is final (complete, cancelled, rejected...): a reader that wants
+    only working orders need not parse it. An unknown status is not final (it is parsed, and logged)."""
+    status = STATUS_OF_ORDST.get((_text(row, "ordSt", "stat") or "").strip().lower())
+    return status is not None and status.is_terminal
+
+
 def parse_order(
     row: Mapping[str, Any], lookup: InstrumentLookup = default_lookup, *, policy: str = "open"
 ) -> Order:

@@ -23,8 +23,10 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from typing import cast
 
 from runner.brokers.base import unreadable_positions
+from runner.brokers.read_back import read_back_after
 from runner.engine.gateway import Missing, is_live
 from runner.engine.leases import inflight_elsewhere
 from runner.engine.steps.cancel import cancel_all, open_matching
@@ -37,6 +39,8 @@ from runner.engine.steps.common import (
     snap,
     wait_all,
 )
+from runner.errors import BrokerError
+from runner.journal.joined import JoinedJournal
 from runner.journal.records import Intent
 from runner.journal.store import Journal
 from runner.journal.tables import Purpose, StepOutcome
@@ -307,9 +311,11 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
             mine = {i.client_order_id for i in scoped}
             opens = [o for o in opens if o.client_order_id in mine]
         if opens:
+            # each cancel was read back until no longer live (gateway.cancel): that read is the
+            # verification, cancel_all fails when any is still live; no second read per order
             res = await cancel_all(ctx, opens)
             notes.append(res.message)
-            if any(is_live(o) for o in [await gw.read(x) for x in opens]):
+            if res.outcome is not StepOutcome.SUCCEEDED:
                 return StepResult.failed("open orders could not be cancelled: " + res.message)
     caps = await scope_net(ctx, step)
     positions = await gw.positions()
@@ -334,9 +340,19 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
         return (StepResult.failed if skipped else StepResult.ok)("; ".join([*notes, "nothing to square off"]))
     # 2. close every position, sliced.
     placed: list[Order] = []
-    for pos in targets:
-        rnd = next_round(own, slot_of(step, pos))
-        placed += await _close(ctx, step, pos, rnd, refs.get(position_key(pos)))
+    journal = gw.journal  # each exit's ack is written with the next exit's intent: one commit per exit
+    joined = JoinedJournal(journal, gw.log)
+    gw.journal = cast(Journal, joined)
+    try:
+        with read_back_after() as batch:
+            for pos in targets:
+                rnd = next_round(own, slot_of(step, pos))
+                placed += await _close(ctx, step, pos, rnd, refs.get(position_key(pos)))
+        if batch.deferred:  # acknowledged only: one day-book read settles every exit (refusals included)
+            placed = await _settled(ctx, placed)
+    finally:
+        gw.journal = journal
+        joined.write_queued()
     # Every exit refused or rejected with nothing filled: no verify window can make it flat.
     if all(o.status.is_terminal and not o.filled_quantity for o in placed):
         reasons = sorted({o.reject_reason or o.status.value for o in placed}) or ["no exit order placed"]
@@ -376,8 +392,10 @@ async def run(ctx: RunContext, step: SquareOffStep) -> StepResult:
             ids,
         )
     # The positions read back above are the proof. One day-book read then brings the exits' journal
-    # rows up to date (filled, with prices) in one commit, instead of one lookup per order.
-    latest = {o.client_order_id: o for o in await gw.refresh(ids)}
+    # rows up to date (filled, with prices) in one commit, instead of one lookup per order; none when
+    # every exit was already read back terminal (its row is final).
+    final = all(o.status.is_terminal for o in placed)
+    latest = {} if final else {o.client_order_id: o for o in await gw.refresh(ids)}
     filled = sum(latest.get(o.client_order_id, o).status is OrderStatus.FILLED for o in placed)
     what = "flat" if not any(expected.values()) else f"closed {scope_label(step, ctx.playbook)}'s part"
     done = f"{what}: {len(targets)} position(s) closed with {len(placed)} order(s), {filled} filled"
@@ -417,6 +435,31 @@ async def _limit_references(
     return prices, unpriced
 
 
+async def _settled(ctx: RunContext, placed: list[Order]) -> list[Order]:
+    """The exits as one day-book read shows them (journaled in one commit); one the book does not show
+    yet keeps its acknowledgement. A refusal the broker made after its ack is noted as at the place. A
+    failed read leaves the acks (as a failed verify read of one order did): the positions decide."""
+    gw = ctx.gateway
+    try:
+        latest = {o.client_order_id: o for o in await gw.refresh([o.client_order_id for o in placed])}
+    except BrokerError as exc:  # as a failed verify read: the acks stand, positions read back decide
+        gw.note(f"square-off: exits not read back ({type(exc).__name__}: {exc}); verifying by positions",
+                level="warning")
+        return placed
+    out = []
+    for order in placed:
+        now = latest.get(order.client_order_id, order)
+        if now.status is OrderStatus.REJECTED and order.status is not OrderStatus.REJECTED:
+            _rejected(ctx, now)
+        out.append(now)
+    return out
+
+
+def _rejected(ctx: RunContext, order: Order) -> None:
+    cid = order.client_order_id
+    ctx.gateway.note("square-off slice rejected: " + describe(order), level="error", cid=cid)
+
+
 async def _close(
     ctx: RunContext, step: SquareOffStep, pos: Position, rnd: int, ref: Decimal | None
 ) -> list[Order]:
@@ -426,6 +469,6 @@ async def _close(
     for n, req in enumerate(exit_requests(step, pos, ins, ref)):
         order = await gw.place(req, slot=slot_of(step, pos), leg=rnd * ROUND + n, purpose=Purpose.SQUARE_OFF)
         if order.status is OrderStatus.REJECTED:
-            gw.note("square-off slice rejected: " + describe(order), level="error", cid=order.client_order_id)
+            _rejected(ctx, order)
         out.append(order)
     return out

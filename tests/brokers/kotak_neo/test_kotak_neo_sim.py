@@ -24,6 +24,7 @@ from runner.brokers.kotak_neo.sim import KotakNeoSim, account_for, start
 from runner.brokers.kotak_neo.wire import PATH_BO_EXIT, PATH_CANCEL, PATH_CO_EXIT, PATH_PLACE
 from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
 from runner.brokers.paper.price_paths import StepPath
+from runner.brokers.read_back import read_back_after
 from runner.clock import VirtualClock
 from runner.model import Instrument, Modification, OrderRequest, OrderStatus, OrderType, Product, Side
 
@@ -488,6 +489,52 @@ async def test_outside_a_burst_the_verify_read_follows_the_ack(connect: Connect)
     trade = [path for _, path, _ in sim.seen if path.startswith("/quick/")]
     assert trade[0] == PATH_PLACE and len(trade) == 2, trade  # the place, then its verify read
 
+
+
+async def test_in_a_read_back_batch_the_place_returns_the_ack_and_counts_it(connect: Connect) -> None:
+    """The caller reads its batch back in one day-book read (runner.brokers.read_back): no verify read per
+    order, the ack is not an open order (PENDING_NEW), and the batch says the caller must read it."""
+    sim, broker = await connect()
+    with read_back_after() as batch:
+        first = await broker.place(limit("batch-a"))
+        second = await broker.place(limit("batch-b"))
+    assert batch.deferred == 2
+    assert first.status is second.status is OrderStatus.PENDING_NEW and first.broker_order_id
+    trade = [path for _, path, _ in sim.seen if path.startswith("/quick/")]
+    assert trade == [PATH_PLACE, PATH_PLACE], trade
+    outside = await broker.place(limit("after"))  # the batch is over: read back as before
+    assert outside.status is OrderStatus.OPEN
+    assert len([p for _, p, _ in sim.seen if p.startswith("/quick/")]) == 4
+
+
+async def test_open_orders_and_orders_of_parse_only_the_rows_they_return(
+        connect: Connect, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """By the close the book is mostly finished rows: open_orders skips rows whose own status is final
+    before parsing, orders_of (runner.brokers.selected_orders) parses only the ids asked for."""
+    import runner.brokers.kotak_neo.client as client
+
+    _, broker = await connect()
+    for k in range(4):
+        await broker.place(OrderRequest(f"done{k}", IDEA, Side.BUY, 1, OrderType.MARKET))  # filled
+    working = await broker.place(limit("working"))
+    cancelled = await broker.place(limit("cancelled"))
+    await broker.cancel(cancelled)
+    parsed: list[str] = []
+    original = client.parse_order
+
+    def counting(row: Any, *args: Any, **kw: Any) -> Any:
+        parsed.append(str(row.get("GuiOrdId")))
+        return original(row, *args, **kw)
+
+    monkeypatch.setattr(client, "parse_order", counting)
+    assert [o.client_order_id for o in await broker.open_orders()] == [working.client_order_id]
+    assert parsed == ["working"]
+    parsed.clear()
+    picked = await broker.orders_of({"done1", "cancelled"})
+    assert {o.client_order_id for o in picked} == {"done1", "cancelled"}
+    assert sorted(parsed) == ["cancelled", "done1"]
+    parsed.clear()
+    assert len(await broker.orders()) == 6 and len(parsed) == 6  # the whole book, as before
 
 # --- primed place (runner.brokers.primed): built and connected while preparing, only written at the instant
 
