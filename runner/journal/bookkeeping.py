@@ -33,7 +33,7 @@ Write = Callable[[], Any]
 QUEUED = frozenset({"record_order", "record_orders", "record_call", "finish_step", "finish_run"})
 
 
-def _apply(writes: list[Write], log: Any) -> None:
+def apply_writes(writes: list[Write], log: Any) -> None:
     for write in writes:
         try:
             write()
@@ -93,7 +93,7 @@ class Bookkeeping:
         try:
             with self.fast.group():
                 for writes, log in batch:
-                    _apply(writes, log)
+                    apply_writes(writes, log)
         except Exception:
             # one run's rows failing must not fail the others': each run in a transaction of its own
             outcomes: list[BaseException | None] = []
@@ -111,7 +111,7 @@ class Bookkeeping:
     def write_now(self, writes: list[Write], log: Any = None) -> None:
         """``writes`` in one transaction on the calling thread."""
         with self.fast.group():
-            _apply(writes, log)
+            apply_writes(writes, log)
 
 
 _shared: dict[int, Bookkeeping] = {}

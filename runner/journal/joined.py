@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from runner.journal.bookkeeping import QUEUED, DeferredJournal, _apply
+from runner.journal.bookkeeping import QUEUED, DeferredJournal, apply_writes
 
 
 class JoinedJournal(DeferredJournal):
@@ -37,7 +37,7 @@ class JoinedJournal(DeferredJournal):
                 return attr(*args, **kw)
             try:
                 with self.committer.fast.group():
-                    _apply(queued, self.log)
+                    apply_writes(queued, self.log)
                     return attr(*args, **kw)
             except Exception:
                 # rolled back together (a duplicate intent, say): the queued rows alone, then its error
