@@ -45,6 +45,7 @@ from runner.brokers.odin.wire import (
     scrip_token,
     split_leg_id,
 )
+from runner.brokers.primed import PrimedBook, PrimedRequest
 from runner.brokers.warm import warm_pool
 from runner.clock import Clock, SystemClock
 from runner.errors import (
@@ -69,6 +70,7 @@ from runner.model import (
     Position,
     Product,
 )
+from runner.wirejson import dumps
 
 if TYPE_CHECKING:
 
@@ -135,6 +137,9 @@ class OdinBroker:
         self.first_tick_seconds = float(opts.get("feed_first_tick_seconds", 2.0))
         self._feed: OdinFeed | None = None
         self._warm_lock = asyncio.Lock()  # one warming at a time: concurrent ones would open twice as many
+        # armed first orders, built with their connection ahead of the instant (runner.brokers.primed);
+        # extra: the rate-limit key. Each is bound to the login it was built under (session.current).
+        self._primed = PrimedBook()
 
     # -- session ----------------------------------------------------------------------------------------
 
@@ -152,7 +157,45 @@ class OdinBroker:
             if client is not None:
                 await warm_pool(client, sends, self.account.timeout_seconds)
 
+    async def prime(self, request: OrderRequest) -> None:
+        """``request``'s place call as bytes on a connection of its own (:mod:`runner.brokers.primed`):
+        at the instant :meth:`place` only writes it. Best effort: on any trouble (or no login yet) it is
+        sent the ordinary way."""
+        login, cid = self.session.current, request.client_order_id
+        if login is None or cid in self._primed:
+            return
+        try:
+            body = place_body(request, self._resolve(request.instrument), self.wire)
+            primed = await PrimedRequest.open(self.base_url, "POST", REGULAR_PATH, self.session.headers(),
+                                              dumps(body).encode(), self.account.timeout_seconds)
+        except Exception as exc:  # the place at the instant builds and connects as it always did
+            log.debug("priming %s failed: %s: %s", cid, type(exc).__name__, exc)
+            return
+        if body["order_identifier"] in self._by_tag:
+            primed.close()  # its place already went the ordinary way
+            return
+        self._primed.add(request, login, primed, self._rate_key(body["scrip_info"]["exchange"]))
+
+    def unprime(self, client_order_id: str) -> None:
+        self._primed.unprime(client_order_id)
+
+    def write_primed(self, request: OrderRequest) -> bool:
+        """Write ``request``'s primed call now if it can leave now (primed for exactly it, under the
+        current login, a rate-limit token free, never sent); its :meth:`place` then reads the reply."""
+        cid = request.client_order_id
+        primed = self._primed.usable(request, self.session.current)
+        tag = order_identifier(cid)
+        if primed is None or tag in self._by_tag:
+            return False
+        if not self.limiter.try_acquire(self._primed[cid][3]):
+            return False  # the ordinary path waits for its token
+        primed.write()
+        self._by_tag[tag] = cid  # sent: never again without looking first
+        self._requests[cid] = request
+        return True
+
     async def close(self) -> None:
+        self._primed.close_all()
         if self._feed is not None:
             feed, self._feed = self._feed, None
             await feed.close()
@@ -163,12 +206,24 @@ class OdinBroker:
     async def _read(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return await self.session.call("GET", path, params=params, mutating=False)
 
-    async def _write(self, method: str, path: str, *, exchange: str, body: Any = None) -> Any:
+    def _rate_key(self, exchange: str) -> tuple[str, str | None]:
         from runner.brokers.ratelimit import segment_of
 
-        key = (self.account.name, segment_of(exchange) if self.account.rate_limit.per_segment else None)
-        await self.limiter.acquire(key)
+        return (self.account.name, segment_of(exchange) if self.account.rate_limit.per_segment else None)
+
+    async def _write(
+        self, method: str, path: str, *, exchange: str, body: Any = None, primed: PrimedRequest | None = None
+    ) -> Any:
+        """One write under the rate limit; through ``primed`` (a place's primed request) if it was written
+        ahead (its token taken then) or can still be (else it is closed and the write built afresh)."""
+        key = self._rate_key(exchange)
+        if primed is None or not primed.written:
+            await self.limiter.acquire(key)
         try:
+            if primed is not None and (primed.written or primed.usable()):
+                return await self.session.send_primed(primed)
+            if primed is not None:
+                primed.close()  # its connection closed while the token was awaited
             return await self.session.call(method, path, body=body, mutating=True)
         except RateLimited as exc:
             self.limiter.penalize(key, exc.retry_after if exc.retry_after is not None else 1.0)
@@ -185,15 +240,19 @@ class OdinBroker:
         row = self._resolve(request.instrument)
         body = place_body(request, row, self.wire)
         tag = body["order_identifier"]
-        if tag in self._by_tag:
+        primed = self._primed.take(request, self.session.current)
+        if tag in self._by_tag and (primed is None or not primed.written):
             # ODIN does not de-duplicate order_identifier: never send an id twice without looking first.
             existing = await self.get_order(request.client_order_id)
             if existing is not None:
+                if primed is not None:
+                    primed.close()
                 return existing
         self._by_tag[tag] = request.client_order_id
         self._requests[request.client_order_id] = request
         try:
-            data = await self._write("POST", REGULAR_PATH, exchange=body["scrip_info"]["exchange"], body=body)
+            data = await self._write("POST", REGULAR_PATH, exchange=body["scrip_info"]["exchange"], body=body,
+                                     primed=primed)
         except OutcomeUnknown:
             # Resolve by reading (never by re-sending): found -> confirm it; else the engine decides.
             found = await self._lookup_after_unknown(request.client_order_id)

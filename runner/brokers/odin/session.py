@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import httpx
 
     from runner.accounts import Account
+    from runner.brokers.primed import PrimedRequest
 
 
 class OdinSession:
@@ -35,11 +36,22 @@ class OdinSession:
         self._client: httpx.AsyncClient | None = None
         self._token: str | None = None
         self._login_lock = asyncio.Lock()
+        self._login_id: object | None = None  # a new object per login: what a primed request was built on
 
     @property
     def client(self) -> httpx.AsyncClient | None:
         """The HTTP client once connected (its pool is what :mod:`runner.brokers.warm` fills)."""
         return self._client
+
+    @property
+    def current(self) -> object | None:
+        """The current login (a new object per login), None without a live token: a request primed
+        (:mod:`runner.brokers.primed`) under another login carries a stale token."""
+        return self._login_id if self._token is not None else None
+
+    def headers(self) -> dict[str, str]:
+        """A request's headers under the current login (x-api-key, bearer token)."""
+        return self._headers()
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "x-api-key": self.account.secret("x_api_key").reveal()}
@@ -93,6 +105,7 @@ class OdinSession:
             if not token:
                 raise AuthExpired("login reply carried no access_token", broker=BROKER)
             self._token = secret(str(token))  # scrubbed from every log line and journal row
+            self._login_id = object()
 
     async def close(self) -> None:
         if self._client is not None:
@@ -115,11 +128,37 @@ class OdinSession:
         if params:
             kwargs["params"] = dict(params)
         response = await send(self._client, method, path, broker=BROKER, mutating=mutating, **kwargs)
+        return self.payload(response)
+
+    @staticmethod
+    def payload(response: httpx.Response) -> Any:
+        """A reply's envelope unwrapped (its data, or the typed error it carries)."""
         try:
             payload = loads(response.content) if response.content else None
         except ValueError:
             payload = None
         return unwrap(response.status_code, payload)
+
+    def write_refused(self, exc: AuthExpired, login: object | None) -> None:
+        """A write refused for a dead session (never sent again here: the engine's gateway logs in through
+        connect() and retries it, journaled): reported, and the token of ``login`` dropped so that the
+        caller's connect() logs in again (not a newer one someone else fetched meanwhile)."""
+        expiry.report(exc, self.account.name)
+        if login is self._login_id:
+            self._token = None
+
+    async def send_primed(self, primed: PrimedRequest) -> Any:
+        """A place through its primed request (written now unless written ahead), handled as
+        :meth:`call` handles a write. Once written any failure is OutcomeUnknown, never a re-send."""
+        login = self._login_id
+        try:
+            if not primed.written:
+                primed.write()
+            response = await primed.reply(broker=BROKER, timeout=self.account.timeout_seconds)
+            return self.payload(response)
+        except AuthExpired as exc:
+            self.write_refused(exc, login)
+            raise
 
     async def call(
         self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None,
@@ -133,10 +172,10 @@ class OdinSession:
         try:
             return await self._raw(method, path, body=body, params=params, mutating=mutating)
         except AuthExpired as exc:
-            expiry.report(exc, self.account.name)
             if mutating:
-                self._token = None  # so that the caller's connect() logs in again
+                self.write_refused(exc, self._login_id)
                 raise
+            expiry.report(exc, self.account.name)
             await self._login()
         try:
             return await self._raw(method, path, body=body, params=params, mutating=mutating)
