@@ -5,23 +5,19 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.odin import IDEA, MASTER, engine
 
 from runner.brokers.base import Capability, MultilegBroker
 from runner.brokers.faults import FaultPlan
-from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.odin.client import OdinBroker, create
 from runner.brokers.odin.sim import OdinSim, start
 from runner.brokers.odin.sim_book import SimUser
 from runner.brokers.odin.wire import order_identifier
-from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
-from runner.brokers.paper.price_paths import RandomWalk
 from runner.clock import VirtualClock
 from runner.errors import (
     AuthExpired,
@@ -46,39 +42,10 @@ from runner.model import (
     Validity,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
-MASTER = InstrumentMaster.load(FIXTURES / "master.csv", broker="odin")
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
-T0 = dt.datetime(2026, 3, 2, 10, 0, tzinfo=IST)
-
-IDEA = Instrument("NSE", "IDEA")
 FUT_NEAR = Instrument("NFO", "NIFTY", dt.date(2026, 12, 29))
 FUT_FAR = Instrument("NFO", "NIFTY", dt.date(2027, 1, 26))
 CE = Instrument("NFO", "NIFTY", dt.date(2026, 12, 29), Decimal(24500), OptionType.CE)
 PE = Instrument("NFO", "NIFTY", dt.date(2026, 12, 29), Decimal(24500), OptionType.PE)
-
-
-def engine() -> MatchingEngine:
-    return MatchingEngine(RandomWalk(seed=7), MatchingConfig(session_close=None))
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock(T0)
-
-
-@pytest.fixture
-async def sim(clock: VirtualClock) -> AsyncIterator[OdinSim]:
-    async with start(clock=clock, master=MASTER, engine=engine()) as s:
-        yield s
-
-
-@pytest.fixture
-async def broker(sim: OdinSim) -> AsyncIterator[OdinBroker]:
-    b = create(sim.account("odin1"), master=MASTER)
-    await b.connect()
-    yield b
-    await b.close()
 
 
 def ltp(sim: OdinSim, inst: Instrument, clock: VirtualClock) -> Decimal:

@@ -4,34 +4,15 @@ its handler's turn came (runner.brokers.sim_front), and serves the stamps at GET
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import aiohttp
 import pytest
 import time_machine
 from helpers.arrival import T0, first_place_holds_the_loop, http_post, send_at_once
+from helpers.odin import IDEA, MASTER
 
-from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.odin import wire
-from runner.brokers.odin.sim import OdinSim, start
-from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
-from runner.brokers.paper.price_paths import RandomWalk
-from runner.clock import VirtualClock
-from runner.model import Instrument, OrderRequest, Side
-
-MASTER = InstrumentMaster.load(Path(__file__).parent / "fixtures" / "master.csv", broker="odin")
-IDEA = Instrument("NSE", "IDEA")
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[OdinSim]:
-    clock = VirtualClock(dt.datetime(2026, 3, 2, 10, 0, tzinfo=IST))
-    engine = MatchingEngine(RandomWalk(seed=7), MatchingConfig(session_close=None))
-    async with start(clock=clock, master=MASTER, engine=engine) as s:
-        yield s
+from runner.brokers.odin.sim import OdinSim
+from runner.model import OrderRequest, Side
 
 
 async def test_a_place_held_back_behind_another_keeps_the_time_it_was_read(

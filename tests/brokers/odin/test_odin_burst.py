@@ -9,43 +9,18 @@ odin). These tests count the work, never time it.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers.odin import IDEA, MASTER
 
-from runner.brokers.instruments import InstrumentMaster
 from runner.brokers.odin import sim as sim_module
-from runner.brokers.odin.client import OdinBroker, create
-from runner.brokers.odin.sim import OdinSim, start
+from runner.brokers.odin.client import OdinBroker
+from runner.brokers.odin.sim import OdinSim
 from runner.brokers.odin.sim_book import SimOrder
 from runner.brokers.odin.wire import ORDERS_PATH, REGULAR_PATH, WireOptions, place_body
-from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
-from runner.brokers.paper.price_paths import RandomWalk
-from runner.clock import VirtualClock
-from runner.model import Instrument, OrderRequest, OrderStatus, Side
-
-MASTER = InstrumentMaster.load(Path(__file__).parent / "fixtures" / "master.csv", broker="odin")
-IDEA = Instrument("NSE", "IDEA")
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[OdinSim]:
-    clock = VirtualClock(dt.datetime(2026, 3, 2, 10, 0, tzinfo=IST))
-    engine = MatchingEngine(RandomWalk(seed=7), MatchingConfig(session_close=None))
-    async with start(clock=clock, master=MASTER, engine=engine) as s:
-        yield s
-
-
-@pytest.fixture
-async def broker(sim: OdinSim) -> AsyncIterator[OdinBroker]:
-    b = create(sim.account("odin1"), master=MASTER)
-    await b.connect()
-    yield b
-    await b.close()
+from runner.model import OrderRequest, OrderStatus, Side
 
 
 @pytest.fixture

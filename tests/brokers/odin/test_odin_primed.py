@@ -7,43 +7,22 @@ re-send; the order's 10-character order_identifier is the ordinary path's."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.odin import IDEA
 
-from runner.brokers.instruments import InstrumentMaster
-from runner.brokers.odin.client import OdinBroker, create
-from runner.brokers.odin.sim import OdinSim, start
+from runner.brokers.odin.client import OdinBroker
+from runner.brokers.odin.sim import OdinSim
 from runner.brokers.odin.wire import REGULAR_PATH, order_identifier
-from runner.brokers.paper.matching import MatchingConfig, MatchingEngine
-from runner.brokers.paper.price_paths import RandomWalk
 from runner.brokers.primed import PrimedRequest, adapter_of
-from runner.clock import VirtualClock
 from runner.errors import OutcomeUnknown
-from runner.model import Instrument, OrderRequest, OrderType, Side
-
-MASTER = InstrumentMaster.load(Path(__file__).parent / "fixtures" / "master.csv", broker="odin")
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
-IDEA = Instrument("NSE", "IDEA")
+from runner.model import OrderRequest, OrderType, Side
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[OdinSim]:
-    clock = VirtualClock(dt.datetime(2026, 3, 2, 10, 0, tzinfo=IST))
-    engine = MatchingEngine(RandomWalk(seed=7), MatchingConfig(session_close=None))
-    async with start(clock=clock, master=MASTER, engine=engine) as s:
-        yield s
-
-
-@pytest.fixture
-async def b(sim: OdinSim) -> AsyncIterator[OdinBroker]:
-    adapter = create(sim.account("odin1"), master=MASTER)
-    await adapter.connect()
-    yield adapter
-    await adapter.close()
+def b(broker: OdinBroker) -> OdinBroker:
+    return broker  # the connected adapter (conftest), by this module's short name
 
 
 @pytest.fixture

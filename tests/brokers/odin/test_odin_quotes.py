@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
+from helpers.odin import IDEA, MASTER, T0
 
 from runner.brokers.base import MarketData
 from runner.brokers.instruments import InstrumentMaster, MasterRow
@@ -22,7 +23,7 @@ from runner.brokers.paper.price_paths import RandomWalk, StepPath
 from runner.clock import VirtualClock
 from runner.errors import Unavailable
 from runner.model import Instrument, OrderRequest, OrderStatus, OrderType, Side
-from tests.brokers.odin.test_odin import FUT_NEAR, IDEA, MASTER, T0
+from tests.brokers.odin.test_odin import FUT_NEAR
 
 GHOST = Instrument("NSE", "GHOST")  # in the adapter's master, unknown to the feed
 NOWHERE = Instrument("NSE", "NOWHERE")  # in no master at all
