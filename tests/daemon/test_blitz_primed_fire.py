@@ -4,7 +4,6 @@ its request is one socket write; the Blitz simulator over real sockets sees it e
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 from collections.abc import Iterator
@@ -12,18 +11,10 @@ from pathlib import Path
 
 import pytest
 from helpers.blitz import APP_KEY, APP_KEY_ENV, SIM_OPTIONS, broker
+from helpers.primed_fire import INSTANT, LeadClock, fire_primed
 
 from runner.brokers.blitz.sim import start
-from runner.brokers.primed import PrimedRequest
-from runner.clock import VirtualClock
-from runner.daemon.scheduler import Daemon, DaemonOptions, EngineExecutor
-from runner.engine.killswitch import ControlStore, GuardedBroker
-from runner.journal.db import make_engine
-from runner.journal.fires import FireState, FireStore
-from runner.journal.store import Journal
 
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
-INSTANT = dt.datetime(2026, 3, 2, 10, 0, tzinfo=IST).astimezone(dt.UTC)  # a Monday, market open
 PLAYBOOK = """\
 version: 1
 name: entry
@@ -43,59 +34,14 @@ def _app_key() -> Iterator[None]:
     os.environ.pop(APP_KEY_ENV, None)
 
 
-class LeadClock(VirtualClock):
-    """Virtual time, but the instant comes only after the executor's primes finished (its lead: real
-    connections to the simulator take real time)."""
-
-    executor: EngineExecutor
-
-    async def sleep_until(self, when: dt.datetime) -> None:
-        await asyncio.gather(*self.executor._warming)
-        await super().sleep_until(when)
-
-
-class OnePool(dict[str, object]):
-    def get_broker(self, account: str) -> object:
-        return self[account]
-
-
 async def test_a_fire_on_blitz_is_sent_through_its_primed_request_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    written: list[str] = []
-    original = PrimedRequest.write
-
-    def write(self: PrimedRequest) -> None:
-        written.append(self.url)
-        original(self)
-
-    monkeypatch.setattr(PrimedRequest, "write", write)
     clock = LeadClock(INSTANT - dt.timedelta(seconds=1))
-    pbdir = tmp_path / "pb"
-    pbdir.mkdir()
-    (pbdir / "entry.yaml").write_text(PLAYBOOK)
-    db = make_engine(f"sqlite:///{tmp_path / 'journal.db'}")
-    journal = Journal(engine=db)
     async with start(clock=clock, options=SIM_OPTIONS) as sim:
         adapter = broker(sim)
-        pool = OnePool()
-        clock.executor = EngineExecutor(pool, journal, clock)
-        daemon = Daemon(
-            pbdir,
-            fires=FireStore(db, "d1"),
-            control=ControlStore(db),
-            executor=clock.executor,
-            clock=clock,
-            options=DaemonOptions(lead=1.0),
-        )
-        pool["blitz1"] = GuardedBroker(adapter, daemon.watcher)
         try:
-            await daemon.prepare()
-            await daemon.fire(daemon.entries["entry"], INSTANT)
-            row = daemon.store.slot("entry", INSTANT)
-            assert row is not None and row.state is FireState.SUCCEEDED, row
-            [intent] = journal.intents(run_id=row.run_id)
-            assert intent.broker_order_id is not None
+            intent, written = await fire_primed(tmp_path, monkeypatch, clock, PLAYBOOK, "blitz1", adapter)
             assert len(written) == 1 and written[0].endswith("placeOrder")
             assert len(sim.sim.orders_with_correlation(intent.client_order_id)) == 1
             places = [r for r in sim.sim.requests if r[0] == "POST" and r[1].endswith("placeOrder")]
