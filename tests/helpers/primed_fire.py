@@ -1,5 +1,6 @@
-"""One daemon fire through a primed request (runner.brokers.primed), for the adapters that prime: the
-executor primes the armed order while preparing, and at the instant its request is one socket write."""
+"""Primed requests (runner.brokers.primed) in tests: their writes recorded, and one daemon fire through a
+primed request for the adapters that prime: the executor primes the armed order while preparing, and at
+the instant its request is one socket write."""
 
 from __future__ import annotations
 
@@ -21,6 +22,19 @@ from runner.journal.store import Journal
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 INSTANT = dt.datetime(2026, 3, 2, 10, 0, tzinfo=IST).astimezone(dt.UTC)  # a Monday, market open
+
+
+def record_primed_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The URLs of primed requests written to their sockets from now on (the write itself unchanged)."""
+    written: list[str] = []
+    original = PrimedRequest.write
+
+    def write(self: PrimedRequest) -> None:
+        written.append(self.url)
+        original(self)
+
+    monkeypatch.setattr(PrimedRequest, "write", write)
+    return written
 
 
 class LeadClock(VirtualClock):
@@ -46,14 +60,7 @@ async def fire_primed(
     """``playbook`` (named ``entry``, on ``account``) fired at INSTANT by a daemon on ``adapter``; asserts
     it SUCCEEDED with its order acknowledged, and returns its intent and the URLs of the primed requests
     written."""
-    written: list[str] = []
-    original = PrimedRequest.write
-
-    def write(self: PrimedRequest) -> None:
-        written.append(self.url)
-        original(self)
-
-    monkeypatch.setattr(PrimedRequest, "write", write)
+    written = record_primed_writes(monkeypatch)
     pbdir = tmp_path / "pb"
     pbdir.mkdir()
     (pbdir / "entry.yaml").write_text(playbook)

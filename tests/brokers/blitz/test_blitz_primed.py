@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from helpers.blitz import IDEA, broker
+from helpers.primed_fire import record_primed_writes
 
 from runner.brokers.blitz.client import BlitzBroker
 from runner.brokers.blitz.sim import Running
@@ -32,15 +33,7 @@ async def b(sim: Running) -> AsyncIterator[BlitzBroker]:
 @pytest.fixture
 def written(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The URLs of primed requests written to their sockets."""
-    urls: list[str] = []
-    original = PrimedRequest.write
-
-    def write(self: PrimedRequest) -> None:
-        urls.append(self.url)
-        original(self)
-
-    monkeypatch.setattr(PrimedRequest, "write", write)
-    return urls
+    return record_primed_writes(monkeypatch)
 
 
 def _limit(cid: str, price: str = "10.50") -> OrderRequest:

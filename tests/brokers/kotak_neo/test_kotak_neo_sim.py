@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.primed_fire import record_primed_writes
 
 from runner import errors
 from runner.accounts import Account
@@ -539,24 +540,10 @@ async def test_open_orders_and_orders_of_parse_only_the_rows_they_return(
 # --- primed place (runner.brokers.primed): built and connected while preparing, only written at the instant
 
 
-def _count_primed_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    from runner.brokers.primed import PrimedRequest
-
-    written: list[str] = []
-    original = PrimedRequest.write
-
-    def write(self: PrimedRequest) -> None:
-        written.append(self.url)
-        original(self)
-
-    monkeypatch.setattr(PrimedRequest, "write", write)
-    return written
-
-
 async def test_a_primed_place_goes_out_as_the_ordinary_one_would(
     connect: Connect, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    written = _count_primed_writes(monkeypatch)
+    written = record_primed_writes(monkeypatch)
     sim, broker = await connect()
     await broker.place(limit("rnordinary000000", price="99"))
     await broker.prime(limit("rnprimed00000000", price="99"))
@@ -577,7 +564,7 @@ async def test_a_primed_place_goes_out_as_the_ordinary_one_would(
 async def test_a_primed_place_not_matching_the_request_or_closed_is_sent_the_ordinary_way(
     connect: Connect, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    written = _count_primed_writes(monkeypatch)
+    written = record_primed_writes(monkeypatch)
     sim, broker = await connect()
     await broker.prime(limit("rnchanged0000000", price="99"))
     await broker.place(limit("rnchanged0000000", price="98"))  # not what was primed: built afresh

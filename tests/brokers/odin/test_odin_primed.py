@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from helpers.odin import IDEA
+from helpers.primed_fire import record_primed_writes
 
 from runner.brokers.odin.client import OdinBroker
 from runner.brokers.odin.sim import OdinSim
@@ -28,15 +29,7 @@ def b(broker: OdinBroker) -> OdinBroker:
 @pytest.fixture
 def written(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The URLs of primed requests written to their sockets."""
-    urls: list[str] = []
-    original = PrimedRequest.write
-
-    def write(self: PrimedRequest) -> None:
-        urls.append(self.url)
-        original(self)
-
-    monkeypatch.setattr(PrimedRequest, "write", write)
-    return urls
+    return record_primed_writes(monkeypatch)
 
 
 def _limit(cid: str, quantity: int = 10) -> OrderRequest:
